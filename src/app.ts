@@ -1,0 +1,105 @@
+import { randomUUID } from 'node:crypto';
+import Koa from 'koa';
+import Router from '@koa/router';
+import type { Logger } from 'pino';
+import { VolregError } from './domain/errors.ts';
+import { errorMiddleware } from './http/error-middleware.ts';
+import { buildRouter, type HandlerMap, type RouterOptions } from './http/router.ts';
+
+export interface HealthCheck {
+  name: string;
+  check(): Promise<void>;
+}
+
+export interface AppDeps {
+  logger: Logger;
+  /** Route handlers contributed by each area (blobs, manifests, volumes...). */
+  handlers: HandlerMap[];
+  /** Dependencies /readyz checks (MongoDB, blob store). */
+  readiness: HealthCheck[];
+  /** Optional extra middleware run before routing (metrics, auth). */
+  middleware?: Koa.Middleware[];
+  authorize?: RouterOptions['authorize'];
+  /** Handler for GET /metrics. */
+  metrics?: (ctx: Koa.Context) => Promise<void>;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Builds the Koa app from its dependencies. No I/O happens here. */
+export function createApp(deps: AppDeps): Koa {
+  const app = new Koa();
+  app.proxy = false;
+  // Koa's own error printing is replaced by errorMiddleware + pino.
+  app.silent = true;
+
+  app.use(async (ctx, next) => {
+    const incoming = ctx.get('X-Request-Id');
+    const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    ctx.state.requestId = requestId;
+    ctx.set('X-Request-Id', requestId);
+    const started = process.hrtime.bigint();
+    try {
+      await next();
+    } finally {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      deps.logger.info(
+        {
+          requestId,
+          method: ctx.method,
+          path: ctx.path,
+          status: ctx.status,
+          ms: Math.round(ms * 10) / 10,
+          repository: ctx.state.access?.repository ?? undefined,
+        },
+        'request',
+      );
+    }
+  });
+  app.use(errorMiddleware(deps.logger));
+  for (const mw of deps.middleware ?? []) app.use(mw);
+
+  const fixed = new Router();
+  fixed.get('/healthz', (ctx) => {
+    ctx.body = { status: 'ok' };
+  });
+  fixed.get('/readyz', async (ctx) => {
+    const results: Record<string, string> = {};
+    let ready = true;
+    for (const hc of deps.readiness) {
+      try {
+        await hc.check();
+        results[hc.name] = 'ok';
+      } catch {
+        ready = false;
+        results[hc.name] = 'unavailable';
+      }
+    }
+    ctx.status = ready ? 200 : 503;
+    ctx.body = { status: ready ? 'ok' : 'unavailable', checks: results };
+  });
+  if (deps.metrics) fixed.get('/metrics', deps.metrics);
+  app.use(fixed.routes() as unknown as Koa.Middleware);
+
+  const base: HandlerMap = {
+    v2Base: {
+      GET: async (ctx) => {
+        ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
+        ctx.body = {};
+      },
+      HEAD: async (ctx) => {
+        ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
+        ctx.status = 200;
+      },
+    },
+  };
+  app.use(async (ctx, next) => {
+    if (ctx.path.startsWith('/v2')) ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
+    await next();
+  });
+  app.use(buildRouter([base, ...deps.handlers], { authorize: deps.authorize }));
+  app.use(async () => {
+    throw new VolregError('NOT_FOUND', 'no such endpoint');
+  });
+  return app;
+}

@@ -1,0 +1,71 @@
+/**
+ * The closed registry of error codes volreg can return. Each code has exactly one HTTP
+ * status, so a handler never picks a status of its own: it throws a `VolregError` with a
+ * code and the error middleware renders the OCI envelope `{"errors":[{code,message,detail}]}`.
+ */
+export const ERROR_CODES = {
+  // OCI distribution-spec codes
+  BLOB_UNKNOWN: { status: 404, message: 'blob unknown to registry' },
+  BLOB_UPLOAD_INVALID: { status: 400, message: 'blob upload invalid' },
+  BLOB_UPLOAD_UNKNOWN: { status: 404, message: 'blob upload unknown to registry' },
+  DIGEST_INVALID: { status: 400, message: 'provided digest did not match uploaded content' },
+  MANIFEST_BLOB_UNKNOWN: { status: 400, message: 'manifest references a manifest or blob unknown to registry' },
+  MANIFEST_INVALID: { status: 400, message: 'manifest invalid' },
+  MANIFEST_UNKNOWN: { status: 404, message: 'manifest unknown to registry' },
+  NAME_INVALID: { status: 400, message: 'invalid repository name' },
+  NAME_UNKNOWN: { status: 404, message: 'repository name not known to registry' },
+  SIZE_INVALID: { status: 400, message: 'provided length did not match content length' },
+  UNAUTHORIZED: { status: 401, message: 'authentication required' },
+  DENIED: { status: 403, message: 'requested access to the resource is denied' },
+  UNSUPPORTED: { status: 405, message: 'the operation is unsupported' },
+  TOOMANYREQUESTS: { status: 429, message: 'too many requests' },
+  // codes CNCF distribution adds, kept with its statuses
+  TAG_INVALID: { status: 400, message: 'manifest tag did not match URI' },
+  RANGE_INVALID: { status: 416, message: 'invalid content range' },
+  PAGINATION_NUMBER_INVALID: { status: 400, message: 'invalid number of results requested' },
+  UNAVAILABLE: { status: 503, message: 'service unavailable' },
+  UNKNOWN: { status: 500, message: 'unknown error' },
+  // volreg's own
+  NOT_FOUND: { status: 404, message: 'no such endpoint' },
+  BAD_REQUEST: { status: 400, message: 'bad request' },
+  TOO_LARGE: { status: 413, message: 'request body too large' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'unsupported media type' },
+  CONFLICT: { status: 409, message: 'conflicting request' },
+  ARCHIVE_INVALID: { status: 400, message: 'body is not a complete, well-formed tar archive' },
+  SNAPSHOT_UNKNOWN: { status: 404, message: 'volume snapshot unknown to registry' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** A failure a client may see. `detail` must never carry internal paths or stack traces. */
+export class VolregError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly detail: unknown;
+  /** Extra response headers (e.g. `Range` on a 416 for an upload, `Allow` on a 405). */
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(code: ErrorCode, message?: string, detail?: unknown, headers: Record<string, string> = {}) {
+    super(message ?? ERROR_CODES[code].message);
+    this.name = 'VolregError';
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+    this.detail = detail;
+    this.headers = headers;
+  }
+}
+
+export function isVolregError(err: unknown): err is VolregError {
+  return err instanceof VolregError;
+}
+
+export interface ErrorBody {
+  errors: Array<{ code: ErrorCode; message: string; detail?: unknown }>;
+}
+
+/** The one function that shapes the error envelope. */
+export function errorBody(err: VolregError): ErrorBody {
+  const entry: ErrorBody['errors'][number] = { code: err.code, message: err.message };
+  if (err.detail !== undefined) entry.detail = err.detail;
+  return { errors: [entry] };
+}

@@ -1,0 +1,31 @@
+import type { IncomingMessage } from 'node:http';
+import { VolregError } from '../domain/errors.ts';
+
+/**
+ * Reads a small request body (manifests, JSON) into memory, refusing with 413 TOO_LARGE as
+ * soon as it passes `limit`, before reading the rest. Blob bodies never come through here.
+ */
+export async function readBodyCapped(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) {
+    throw new VolregError('TOO_LARGE', `body exceeds ${limit} bytes`, { limit });
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of req) {
+    const buf = chunk as Buffer;
+    total += buf.length;
+    if (total > limit) throw new VolregError('TOO_LARGE', `body exceeds ${limit} bytes`, { limit });
+    chunks.push(buf);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+/** Parses a JSON body read with readBodyCapped; malformed JSON is 400 BAD_REQUEST. */
+export function parseJsonBody(buf: Buffer): unknown {
+  try {
+    return JSON.parse(buf.toString('utf8'));
+  } catch {
+    throw new VolregError('BAD_REQUEST', 'malformed JSON body');
+  }
+}

@@ -1,0 +1,39 @@
+import type { Middleware } from 'koa';
+import type { Logger } from 'pino';
+import { errorBody, isVolregError, VolregError } from '../domain/errors.ts';
+
+/**
+ * The one place that renders errors. A `VolregError` becomes the OCI envelope with its
+ * registered status; anything else is logged and becomes 500 UNKNOWN with no internal detail.
+ */
+export function errorMiddleware(logger: Logger): Middleware {
+  return async (ctx, next) => {
+    try {
+      await next();
+    } catch (caught) {
+      const err = toVolregError(caught, logger, ctx.state.requestId as string | undefined);
+      ctx.status = err.status;
+      for (const [k, v] of Object.entries(err.headers)) ctx.set(k, v);
+      // HEAD replies carry no body, but keep the status and headers.
+      ctx.body = ctx.method === 'HEAD' ? null : errorBody(err);
+      if (ctx.method === 'HEAD') ctx.status = err.status;
+      // A request body we did not read must not be parsed as the next request.
+      if (!ctx.req.complete) ctx.set('Connection', 'close');
+    }
+  };
+}
+
+function toVolregError(caught: unknown, logger: Logger, requestId: string | undefined): VolregError {
+  if (isVolregError(caught)) return caught;
+  // Koa/http-errors carry `status` and `expose`; only an exposed client error keeps its message.
+  if (caught && typeof caught === 'object' && 'status' in caught) {
+    const status = Number((caught as { status: unknown }).status);
+    const expose = Boolean((caught as { expose?: unknown }).expose);
+    if (status === 413) return new VolregError('TOO_LARGE');
+    if (status >= 400 && status < 500 && expose) {
+      return new VolregError('BAD_REQUEST', String((caught as { message?: unknown }).message ?? 'bad request'));
+    }
+  }
+  logger.error({ err: caught, requestId }, 'unhandled error');
+  return new VolregError('UNKNOWN', 'internal error', requestId ? { requestId } : undefined);
+}

@@ -1,0 +1,146 @@
+import type { Binary, Collection, Db, ObjectId } from 'mongodb';
+
+/**
+ * The Pulp 2 style collections of DESIGN.md section 3: names and document shapes live here and
+ * nowhere else. Repositories in this folder map these documents to domain types.
+ */
+export const COLLECTIONS = {
+  repos: 'repos',
+  blobs: 'units_docker_blob',
+  manifests: 'units_docker_manifest',
+  manifestLists: 'units_docker_manifest_list',
+  tags: 'units_docker_tag',
+  repoContentUnits: 'repo_content_units',
+  uploads: 'uploads',
+  migrations: 'migrations',
+} as const;
+
+export type CollectionKey = keyof typeof COLLECTIONS;
+
+export const UNIT_TYPES = {
+  blob: 'docker_blob',
+  manifest: 'docker_manifest',
+  manifestList: 'docker_manifest_list',
+  tag: 'docker_tag',
+} as const;
+export type UnitTypeId = (typeof UNIT_TYPES)[keyof typeof UNIT_TYPES];
+
+/** Fields every Pulp 2 content document carries. */
+export interface PulpCommonFields {
+  _ns: string;
+  _content_type_id: string;
+  _last_updated: number; // epoch seconds
+  pulp_user_metadata: Record<string, unknown>;
+}
+
+export interface RepoDoc {
+  _id: string; // the repository name
+  repo_id: string;
+  created: string; // ISO 8601 UTC
+  notes: Record<string, unknown>;
+  scratchpad: { tags: Array<{ tag: string; image_id: string }> };
+  content_unit_counts: Record<string, number>;
+  _ns: string;
+  _last_updated: number;
+}
+
+export interface BlobUnitDoc extends PulpCommonFields {
+  _id: string; // uuid
+  digest: string;
+  size: number;
+}
+
+export interface ManifestUnitDoc extends PulpCommonFields {
+  _id: string; // uuid
+  digest: string;
+  schema_version: 1 | 2;
+  media_type: string;
+  size: number;
+  config_digest: string | null;
+  blob_digests: string[];
+  subject_digest: string | null;
+  artifact_type: string | null;
+  annotations: Record<string, string> | null;
+  content: Binary; // the exact manifest bytes
+}
+
+export interface ManifestListUnitDoc extends PulpCommonFields {
+  _id: string;
+  digest: string;
+  schema_version: 2;
+  media_type: string;
+  size: number;
+  manifest_digests: string[];
+  /** platform of each entry, in manifest order, for Accept-driven amd64 fallback */
+  manifests: Array<{ digest: string; media_type: string; os?: string; architecture?: string; variant?: string }>;
+  subject_digest: string | null;
+  artifact_type: string | null;
+  annotations: Record<string, string> | null;
+  content: Binary;
+}
+
+export interface TagUnitDoc extends PulpCommonFields {
+  _id: string; // uuid
+  name: string;
+  manifest_digest: string;
+  schema_version: 1 | 2;
+  manifest_type: 'image' | 'list';
+  repo_id: string;
+}
+
+export interface RepoContentUnitDoc {
+  _id: ObjectId;
+  repo_id: string;
+  unit_id: string;
+  unit_type_id: UnitTypeId;
+  created: string; // ISO 8601 UTC
+  updated: string;
+}
+
+export interface UploadDoc {
+  _id: string; // uuid
+  repo_id: string;
+  offset: number;
+  started: Date;
+  last_activity: Date;
+  driver_state: Record<string, unknown>;
+}
+
+export interface MigrationDoc {
+  _id: string; // migration id, e.g. "0001-initial"
+  applied_at: Date;
+}
+
+export interface Collections {
+  repos: Collection<RepoDoc>;
+  blobs: Collection<BlobUnitDoc>;
+  manifests: Collection<ManifestUnitDoc>;
+  manifestLists: Collection<ManifestListUnitDoc>;
+  tags: Collection<TagUnitDoc>;
+  repoContentUnits: Collection<RepoContentUnitDoc>;
+  uploads: Collection<UploadDoc>;
+  migrations: Collection<MigrationDoc>;
+}
+
+export function collections(db: Db): Collections {
+  return {
+    repos: db.collection<RepoDoc>(COLLECTIONS.repos),
+    blobs: db.collection<BlobUnitDoc>(COLLECTIONS.blobs),
+    manifests: db.collection<ManifestUnitDoc>(COLLECTIONS.manifests),
+    manifestLists: db.collection<ManifestListUnitDoc>(COLLECTIONS.manifestLists),
+    tags: db.collection<TagUnitDoc>(COLLECTIONS.tags),
+    repoContentUnits: db.collection<RepoContentUnitDoc>(COLLECTIONS.repoContentUnits),
+    uploads: db.collection<UploadDoc>(COLLECTIONS.uploads),
+    migrations: db.collection<MigrationDoc>(COLLECTIONS.migrations),
+  };
+}
+
+/** The Pulp 2 common fields for a unit of the given type, stamped now. */
+export function pulpFields(unitType: UnitTypeId): PulpCommonFields {
+  return {
+    _ns: `units_${unitType}`,
+    _content_type_id: unitType,
+    _last_updated: Math.floor(Date.now() / 1000),
+    pulp_user_metadata: {},
+  };
+}

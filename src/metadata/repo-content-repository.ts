@@ -1,0 +1,75 @@
+import { ObjectId } from 'mongodb';
+import type { Collections, RepoDoc, UnitTypeId } from './collections.ts';
+
+/**
+ * Repositories and their membership: which units (blobs, manifests, lists, tags) a repository
+ * holds, as Pulp 2 recorded it in `repo_content_units`. Every write here is an idempotent
+ * upsert, so a retried or racing request can never create a second association.
+ */
+export class RepoContentRepository {
+  constructor(private readonly c: Collections) {}
+
+  /** Creates the repository document on first use; a no-op afterwards. */
+  async ensureRepo(repoId: string): Promise<void> {
+    const now = new Date();
+    const doc: RepoDoc = {
+      _id: repoId,
+      repo_id: repoId,
+      created: now.toISOString(),
+      notes: { _repo_type: 'docker-repo' },
+      scratchpad: { tags: [] },
+      content_unit_counts: {},
+      _ns: 'repos',
+      _last_updated: Math.floor(now.getTime() / 1000),
+    };
+    await this.c.repos.updateOne({ _id: repoId }, { $setOnInsert: doc }, { upsert: true }).catch((err: unknown) => {
+      if (isDuplicateKey(err)) return; // a racing request created it
+      throw err;
+    });
+  }
+
+  async repoExists(repoId: string): Promise<boolean> {
+    return (await this.c.repos.countDocuments({ _id: repoId }, { limit: 1 })) > 0;
+  }
+
+  async associate(repoId: string, unitType: UnitTypeId, unitId: string): Promise<void> {
+    const now = new Date().toISOString();
+    await this.c.repoContentUnits
+      .updateOne(
+        { repo_id: repoId, unit_type_id: unitType, unit_id: unitId },
+        {
+          $setOnInsert: { _id: new ObjectId(), repo_id: repoId, unit_type_id: unitType, unit_id: unitId, created: now },
+          $set: { updated: now },
+        },
+        { upsert: true },
+      )
+      .catch((err: unknown) => {
+        if (isDuplicateKey(err)) return;
+        throw err;
+      });
+  }
+
+  async disassociate(repoId: string, unitType: UnitTypeId, unitIds: string[]): Promise<void> {
+    if (unitIds.length === 0) return;
+    await this.c.repoContentUnits.deleteMany({ repo_id: repoId, unit_type_id: unitType, unit_id: { $in: unitIds } });
+  }
+
+  async isAssociated(repoId: string, unitType: UnitTypeId, unitId: string): Promise<boolean> {
+    return (await this.c.repoContentUnits.countDocuments({ repo_id: repoId, unit_type_id: unitType, unit_id: unitId }, { limit: 1 })) > 0;
+  }
+
+  /** Ids of the units of one type a repository holds. */
+  async unitIds(repoId: string, unitType: UnitTypeId): Promise<string[]> {
+    const rows = await this.c.repoContentUnits.find({ repo_id: repoId, unit_type_id: unitType }, { projection: { unit_id: 1 } }).toArray();
+    return rows.map((r) => r.unit_id);
+  }
+
+  /** Number of repositories that hold a unit (garbage collection keeps units with any). */
+  async holders(unitType: UnitTypeId, unitId: string): Promise<number> {
+    return this.c.repoContentUnits.countDocuments({ unit_type_id: unitType, unit_id: unitId });
+  }
+}
+
+export function isDuplicateKey(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 11000;
+}
