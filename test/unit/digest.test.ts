@@ -1,0 +1,53 @@
+import test from 'ava';
+import { digestOf, parseDigest, parseRfc3230Digest, rfc3230Digest, splitDigest } from '../../src/domain/digest.ts';
+import { VolregError } from '../../src/domain/errors.ts';
+
+const SHA256_EMPTY = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
+const accepts = test.macro({
+  exec(t, input: string) {
+  t.is(parseDigest(input), input);
+  },
+  title(_: string | undefined, input: string) {
+    return `accepts ${input.slice(0, 24)}…`;
+  },
+});
+
+const refuses = test.macro({
+  exec(t, input: string, code: string) {
+  const err = t.throws(() => parseDigest(input), { instanceOf: VolregError });
+  t.is(err?.code, code);
+  },
+  title(_: string | undefined, input: string, code: string) {
+    return `refuses ${JSON.stringify(input.length > 40 ? `${input.slice(0, 12)}…(${input.length})` : input)} as ${code}`;
+  },
+});
+
+test(accepts, SHA256_EMPTY);
+test(accepts, `sha512:${'ab'.repeat(64)}`);
+test(refuses, '', 'DIGEST_INVALID');
+test(refuses, 'sha256', 'DIGEST_INVALID');
+test(refuses, 'sha256:', 'DIGEST_INVALID');
+test(refuses, `sha256:${'A'.repeat(64)}`, 'DIGEST_INVALID');
+test(refuses, `sha256:${'a'.repeat(63)}`, 'DIGEST_INVALID');
+test(refuses, `sha256:${'a'.repeat(65)}`, 'DIGEST_INVALID');
+test(refuses, `sha512:${'a'.repeat(64)}`, 'DIGEST_INVALID');
+test(refuses, `sha256:../../${'a'.repeat(58)}`, 'DIGEST_INVALID');
+test(refuses, `md5:${'a'.repeat(32)}`, 'UNSUPPORTED');
+test(refuses, `blake3:${'a'.repeat(64)}`, 'UNSUPPORTED');
+
+test('digestOf hashes the exact bytes', (t) => {
+  t.is(digestOf(Buffer.alloc(0)), SHA256_EMPTY);
+  t.not(digestOf('a'), digestOf('a\n'));
+  t.true(digestOf('x', 'sha512').startsWith('sha512:'));
+  t.is(splitDigest(digestOf('x'))[0], 'sha256');
+});
+
+test('RFC 3230 Digest header round-trips', (t) => {
+  const d = digestOf('hello');
+  const header = rfc3230Digest(d);
+  t.regex(header, /^sha-256=[A-Za-z0-9+/]+=*$/);
+  t.is(parseRfc3230Digest(header), d);
+  t.is(parseRfc3230Digest(`md5=abc, ${header}`), d);
+  t.throws(() => parseRfc3230Digest('md5=abc'), { instanceOf: VolregError });
+});
