@@ -1,0 +1,47 @@
+import { posix } from 'node:path';
+
+/**
+ * Lexical safety rules for tar entry names and link targets, shared by the server (which
+ * records how many entries a careful extractor would refuse) and the CLI's extractor (which
+ * refuses them). Lexical checks are necessary, not sufficient: the extractor also refuses to
+ * write through any symlink on disk.
+ */
+export type EntryKind = 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'block-device' | 'fifo' | 'other';
+
+/**
+ * Normalises an entry name to a relative path inside the archive root: strips leading `./`
+ * and trailing `/`. Returns null for a name that is absolute, contains `..` or a NUL, or is
+ * the root itself ('' after normalisation means the root directory entry `./`).
+ */
+export function normalizeEntryName(name: string): string | null {
+  if (name.includes('\0')) return null;
+  if (name.startsWith('/') || /^[A-Za-z]:[\\/]/.test(name) || name.includes('\\')) return null;
+  const parts: string[] = [];
+  for (const part of name.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') return null;
+    parts.push(part);
+  }
+  return parts.join('/');
+}
+
+/** Does a symlink at `entryPath` (normalised) pointing at `target` stay inside the root? */
+export function symlinkStaysInside(entryPath: string, target: string): boolean {
+  if (target.length === 0 || target.includes('\0') || target.startsWith('/')) return false;
+  // Relative on purpose: normalising an absolute path would clamp '/..' to '/' and hide the escape.
+  const resolved = posix.normalize(posix.join(posix.dirname(entryPath), target));
+  return resolved !== '..' && !resolved.startsWith('../');
+}
+
+/** Whether an extractor following the CLI's rules would refuse this entry outright. */
+export function isUnsafeEntry(kind: EntryKind, name: string, linkname: string | null | undefined): boolean {
+  const path = normalizeEntryName(name);
+  if (path === null) return true;
+  if (path === '') return kind !== 'directory';
+  if (kind === 'symlink') return !symlinkStaysInside(path, linkname ?? '');
+  if (kind === 'link') {
+    const target = normalizeEntryName(linkname ?? '');
+    return target === null || target === '';
+  }
+  return kind === 'character-device' || kind === 'block-device';
+}

@@ -1,0 +1,155 @@
+/**
+ * Follows the 512-byte block structure of a tar stream to answer what `tar-stream` does not:
+ * did the archive end with its end-of-archive marker (two zero blocks), and is there anything
+ * but zero padding after it? tar-stream skips zero blocks silently, so a tar cut at an entry
+ * boundary, or one with a second archive or garbage appended, would otherwise pass.
+ *
+ * Only header blocks are examined; entry data is counted, never looked at (pax headers are
+ * read for the `size` key, which overrides the size field of the next header).
+ */
+const BLOCK = 512;
+const MAX_PAX_BYTES = 1024 * 1024;
+
+export class TarFramingError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TarFramingError';
+  }
+}
+
+function isZeroBlock(block: Uint8Array): boolean {
+  for (let i = 0; i < block.length; i++) if (block[i] !== 0) return false;
+  return true;
+}
+
+function readNumeric(block: Uint8Array, offset: number, length: number): number {
+  const field = block.subarray(offset, offset + length);
+  if (field[0]! & 0x80) {
+    // GNU base-256: big-endian, first byte's high bit is the marker
+    if (field[0] === 0xff) throw new TarFramingError('negative size in tar header');
+    let value = field[0]! & 0x7f;
+    for (let i = 1; i < field.length; i++) value = value * 256 + field[i]!;
+    return value;
+  }
+  let text = '';
+  for (const byte of field) {
+    if (byte === 0 || byte === 0x20) {
+      if (text.length > 0) break;
+      continue;
+    }
+    if (byte < 0x30 || byte > 0x37) throw new TarFramingError('malformed numeric field in tar header');
+    text += String.fromCharCode(byte);
+  }
+  return text.length === 0 ? 0 : parseInt(text, 8);
+}
+
+function paxSize(data: Buffer): number | null {
+  let rest = data;
+  let size: number | null = null;
+  while (rest.length > 0) {
+    const space = rest.indexOf(0x20);
+    if (space <= 0) break;
+    const len = Number(rest.subarray(0, space).toString('latin1'));
+    if (!Number.isInteger(len) || len <= space || len > rest.length) throw new TarFramingError('malformed pax header');
+    const record = rest.subarray(space + 1, len - 1).toString('utf8');
+    const eq = record.indexOf('=');
+    if (eq > 0 && record.slice(0, eq) === 'size') {
+      const value = Number(record.slice(eq + 1));
+      if (!Number.isSafeInteger(value) || value < 0) throw new TarFramingError('malformed pax size');
+      size = value;
+    }
+    rest = rest.subarray(len);
+  }
+  return size;
+}
+
+const META_TYPES = new Set(['x', 'g', 'L', 'K']);
+
+export class TarFraming {
+  /** Entries seen (pax and GNU long-name headers are not entries). */
+  entries = 0;
+  private header = Buffer.alloc(BLOCK);
+  private headerFill = 0;
+  /** bytes of entry data (and its padding) still to skip */
+  private skip = 0;
+  private paxChunks: Buffer[] | null = null;
+  private paxWanted = 0;
+  private nextSizeOverride: number | null = null;
+  private zeroBlocks = 0;
+
+  /** Whether the end-of-archive marker has been seen. */
+  get ended(): boolean {
+    return this.zeroBlocks >= 2;
+  }
+
+  write(chunk: Uint8Array): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, chunk.length - at);
+        if (this.paxChunks && this.paxWanted > 0) {
+          const take = Math.min(n, this.paxWanted);
+          this.paxChunks.push(Buffer.from(chunk.subarray(at, at + take)));
+          this.paxWanted -= take;
+        }
+        this.skip -= n;
+        at += n;
+        if (this.skip === 0 && this.paxChunks) {
+          this.nextSizeOverride = paxSize(Buffer.concat(this.paxChunks));
+          this.paxChunks = null;
+        }
+        continue;
+      }
+      if (this.ended) {
+        // After the marker only zero padding (to the record size) may follow.
+        for (let i = at; i < chunk.length; i++) {
+          if (chunk[i] !== 0) throw new TarFramingError('data after the end-of-archive marker');
+        }
+        return;
+      }
+      const n = Math.min(BLOCK - this.headerFill, chunk.length - at);
+      this.header.set(chunk.subarray(at, at + n), this.headerFill);
+      this.headerFill += n;
+      at += n;
+      if (this.headerFill === BLOCK) {
+        this.headerFill = 0;
+        this.onHeader(this.header);
+      }
+    }
+  }
+
+  private onHeader(block: Buffer): void {
+    if (isZeroBlock(block)) {
+      this.zeroBlocks++;
+      return;
+    }
+    if (this.zeroBlocks > 0) throw new TarFramingError('entry after a zero block');
+    const typeflag = block[156] === 0 ? '0' : String.fromCharCode(block[156]!);
+    let size = readNumeric(block, 124, 12);
+    if (!Number.isSafeInteger(size)) throw new TarFramingError('entry size out of range');
+    if (META_TYPES.has(typeflag)) {
+      if (size > MAX_PAX_BYTES) throw new TarFramingError('extended header too large');
+      if (typeflag === 'x') {
+        this.paxChunks = [];
+        this.paxWanted = size;
+      }
+    } else {
+      this.entries++;
+      if (this.nextSizeOverride !== null) size = this.nextSizeOverride;
+      this.nextSizeOverride = null;
+      // As tar-stream does: a directory entry carries no data whatever its size field says.
+      if (typeflag === '5') size = 0;
+    }
+    this.skip = Math.ceil(size / BLOCK) * BLOCK;
+    if (this.skip === 0 && this.paxChunks) {
+      this.nextSizeOverride = paxSize(Buffer.alloc(0));
+      this.paxChunks = null;
+    }
+  }
+
+  /** Throws unless the stream ended cleanly after the end-of-archive marker. */
+  finish(): void {
+    if (this.skip > 0 || this.headerFill > 0) throw new TarFramingError('archive is truncated');
+    if (!this.ended) throw new TarFramingError('archive has no end-of-archive marker (truncated?)');
+  }
+}

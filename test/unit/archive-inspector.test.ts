@@ -1,0 +1,188 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import test from 'ava';
+import { pack } from 'tar-stream';
+import { VolregError } from '../../src/domain/errors.ts';
+import { inspectArchive } from '../../src/domain/volumes/archive-inspector.ts';
+import { detectCompression } from '../../src/domain/volumes/compression.ts';
+
+let dir = '';
+let tarBytes = Buffer.alloc(0);
+
+const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const sh = (cmd: string, args: string[], input?: Buffer): Buffer =>
+  execFileSync(cmd, args, { input, maxBuffer: 256 * 1024 * 1024 });
+/** Streams a buffer in small chunks, as a socket would deliver it. */
+const chunked = (b: Buffer, size = 7001): Readable =>
+  Readable.from(
+    (function* () {
+      for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);
+    })(),
+    { objectMode: false },
+  );
+
+async function invalidReason(body: Buffer): Promise<string> {
+  const err = await inspectArchive(chunked(body)).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  if (!(err instanceof VolregError)) throw new Error(`expected ARCHIVE_INVALID, got ${String(err)}`);
+  if (err.code !== 'ARCHIVE_INVALID') throw new Error(`expected ARCHIVE_INVALID, got ${err.code}`);
+  return err.message;
+}
+
+async function hostileTar(entries: Array<{ name: string; type?: 'file' | 'symlink' | 'link' | 'directory'; linkname?: string; body?: string }>): Promise<Buffer> {
+  const p = pack();
+  const chunks: Buffer[] = [];
+  const done = (async () => {
+    for await (const c of p) chunks.push(Buffer.from(c as Uint8Array));
+  })();
+  for (const e of entries) {
+    await new Promise<void>((resolve, reject) =>
+      p.entry({ name: e.name, type: e.type ?? 'file', linkname: e.linkname }, e.body ?? '', (err) => (err ? reject(err) : resolve())),
+    );
+  }
+  p.finalize();
+  await done;
+  return Buffer.concat(chunks);
+}
+
+test.before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'volreg-inspect-'));
+  const root = join(dir, 'tree');
+  await mkdir(join(root, 'a/b/c'), { recursive: true });
+  await mkdir(join(root, 'empty'));
+  await writeFile(join(root, 'a/b/c/deep.txt'), 'deep\n');
+  await writeFile(join(root, 'ünïcødé ☃.txt'), 'snow\n');
+  await writeFile(join(root, 'random.bin'), Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919) % 251)));
+  await symlink('a/b/c/deep.txt', join(root, 'link'));
+  tarBytes = sh('tar', ['-C', root, '--format=pax', '-cf', '-', '.']);
+});
+
+test.after.always(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('a plain tar: entries, size and digest of the uncompressed stream', async (t) => {
+  const got = await inspectArchive(chunked(tarBytes));
+  const listed = sh('tar', ['-tf', '-'], tarBytes).toString().trim().split('\n');
+  t.is(got.compression, 'none');
+  t.is(got.entries, listed.length);
+  t.is(got.uncompressedSize, tarBytes.length);
+  t.is(got.uncompressedDigest, sha256(tarBytes));
+  t.is(got.unsafeEntries, 0);
+});
+
+test('gzip and zstd bodies are detected by magic number and decompressed', async (t) => {
+  const gz = sh('gzip', ['-c'], tarBytes);
+  const zst = sh('zstd', ['-q', '-c'], tarBytes);
+  const a = await inspectArchive(chunked(gz));
+  const b = await inspectArchive(chunked(zst, 333));
+  t.is(a.compression, 'gzip');
+  t.is(b.compression, 'zstd');
+  for (const got of [a, b]) {
+    t.is(got.uncompressedDigest, sha256(tarBytes));
+    t.is(got.uncompressedSize, tarBytes.length);
+  }
+  t.is(a.entries, b.entries);
+});
+
+test('multi-frame zstd and multi-member gzip are one stream', async (t) => {
+  const half = Math.floor(tarBytes.length / 2);
+  const zst = Buffer.concat([sh('zstd', ['-q', '-c'], tarBytes.subarray(0, half)), sh('zstd', ['-q', '-c'], tarBytes.subarray(half))]);
+  const gz = Buffer.concat([sh('gzip', ['-c'], tarBytes.subarray(0, half)), sh('gzip', ['-c'], tarBytes.subarray(half))]);
+  t.is((await inspectArchive(chunked(zst))).uncompressedDigest, sha256(tarBytes));
+  t.is((await inspectArchive(chunked(gz))).uncompressedDigest, sha256(tarBytes));
+});
+
+test('truncated archives are refused, whatever the compression', async (t) => {
+  const gz = sh('gzip', ['-c'], tarBytes);
+  const zst = sh('zstd', ['-q', '-c'], tarBytes);
+  for (const body of [tarBytes, gz, zst]) {
+    for (const keep of [0.1, 0.5, 0.99]) {
+      t.regex(await invalidReason(body.subarray(0, Math.floor(body.length * keep))), /not a complete/);
+    }
+    t.regex(await invalidReason(body.subarray(0, body.length - 1)), /not a complete/);
+  }
+});
+
+test('a tar cut exactly at an entry boundary (no end-of-archive marker) is refused', async (t) => {
+  const one = await hostileTar([{ name: 'x.txt', body: 'x'.repeat(512) }]);
+  // header + one data block, no zero blocks
+  t.regex(await invalidReason(one.subarray(0, 1024)), /end-of-archive|truncated/);
+  // one zero block only
+  t.regex(await invalidReason(one.subarray(0, 1536)), /end-of-archive|truncated/);
+  t.is((await inspectArchive(chunked(one))).entries, 1);
+});
+
+test('garbage after the end, a second archive or corrupt headers are refused', async (t) => {
+  const garbage = Buffer.concat([tarBytes, Buffer.from('trailing garbage')]);
+  t.regex(await invalidReason(garbage), /end-of-archive/);
+  t.regex(await invalidReason(Buffer.concat([tarBytes, tarBytes])), /end-of-archive/);
+  t.regex(await invalidReason(Buffer.concat([sh('gzip', ['-c'], tarBytes), Buffer.from('garbage')])), /not a complete/);
+  const corrupt = Buffer.from(tarBytes);
+  corrupt[1024 + 10] = corrupt[1024 + 10]! ^ 0xff; // inside the second header block's name
+  t.regex(await invalidReason(corrupt), /not a complete/);
+  const gz = sh('gzip', ['-c'], tarBytes);
+  const flipped = Buffer.from(gz);
+  flipped[Math.floor(gz.length / 2)] = flipped[Math.floor(gz.length / 2)]! ^ 0x55;
+  t.regex(await invalidReason(flipped), /not a complete/);
+  // zero padding after the marker is what tar itself writes and is fine
+  t.is((await inspectArchive(chunked(Buffer.concat([tarBytes, Buffer.alloc(20480)])))).uncompressedSize, tarBytes.length + 20480);
+});
+
+test('non-tar bodies are refused with a reason', async (t) => {
+  t.regex(await invalidReason(Buffer.alloc(0)), /empty/);
+  t.regex(await invalidReason(Buffer.from('hello, this is not a tar archive at all\n'.repeat(40))), /not a complete/);
+  t.regex(await invalidReason(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 1, 2, 3])), /xz/);
+  t.regex(await invalidReason(Buffer.from('BZh91AY&SY')), /bzip2/);
+  t.regex(await invalidReason(sh('gzip', ['-c'], Buffer.from('gzip of plain text, not a tar'))), /not a complete/);
+});
+
+test('a zstd frame asking for a window beyond the limit is refused before decoding', async (t) => {
+  const zst = sh('zstd', ['-q', '-c'], tarBytes);
+  const err = await t.throwsAsync(inspectArchive(chunked(zst), { maxZstdWindow: 1024 }));
+  t.is((err as VolregError).code, 'ARCHIVE_INVALID');
+  t.regex(err!.message, /window/);
+});
+
+test('hostile entries are accepted as bytes but counted as unsafe', async (t) => {
+  const tar = await hostileTar([
+    { name: 'ok.txt', body: 'fine' },
+    { name: '../escape.txt', body: 'bad' },
+    { name: '/etc/abs.txt', body: 'bad' },
+    { name: 'dir/../../up.txt', body: 'bad' },
+    { name: 'in-link', type: 'symlink', linkname: 'ok.txt' },
+    { name: 'out-link', type: 'symlink', linkname: '../../etc/passwd' },
+    { name: 'abs-link', type: 'symlink', linkname: '/etc/passwd' },
+    { name: 'hard-out', type: 'link', linkname: '../x' },
+  ]);
+  const got = await inspectArchive(chunked(tar));
+  t.is(got.entries, 8);
+  t.is(got.unsafeEntries, 6);
+});
+
+test('a failing source is passed through, not reported as a bad archive', async (t) => {
+  const boom = new Error('client went away');
+  const source = Readable.from(
+    (async function* () {
+      yield tarBytes.subarray(0, 4096);
+      throw boom;
+    })(),
+    { objectMode: false },
+  );
+  const err = await t.throwsAsync(inspectArchive(source));
+  t.is(err, boom);
+});
+
+test('compression is decided by magic bytes only', (t) => {
+  t.deepEqual(detectCompression(Buffer.from([0x1f, 0x8b, 8, 0])), { kind: 'ok', compression: 'gzip' });
+  t.deepEqual(detectCompression(Buffer.from([0x28, 0xb5, 0x2f, 0xfd])), { kind: 'ok', compression: 'zstd' });
+  t.deepEqual(detectCompression(Buffer.from([0x50, 0x2a, 0x4d, 0x18])), { kind: 'ok', compression: 'zstd' });
+  t.deepEqual(detectCompression(Buffer.from('ustar')), { kind: 'ok', compression: 'none' });
+  t.deepEqual(detectCompression(Buffer.from('PK\x03\x04')), { kind: 'unsupported', format: 'zip' });
+});
