@@ -1,12 +1,10 @@
 import { createHash } from 'node:crypto';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
-import { Decompress } from 'fzstd';
 import { extract, type Extract, type Header } from 'tar-stream';
 import type { Digest } from '../digest.ts';
-import { isVolregError, VolregError } from '../errors.ts';
-import { detectCompression, MAGIC_BYTES, zstdFrameWindow } from './compression.ts';
+import { isVolregError } from '../errors.ts';
+import { decompressedTar, invalidArchive, SourceFailure, type DecompressOptions } from './decompress.ts';
 import { isUnsafeEntry, type EntryKind } from './entry-safety.ts';
 import type { Compression } from './media-types.ts';
 import { TarFraming } from './tar-framing.ts';
@@ -33,93 +31,7 @@ export interface ArchiveInspection {
   unsafeEntries: number;
 }
 
-export interface InspectOptions {
-  /** refuse zstd frames that ask for a larger decoder window (default 128 MiB, zstd's own default limit) */
-  maxZstdWindow?: number;
-}
-
-const DEFAULT_MAX_ZSTD_WINDOW = 128 * 1024 * 1024;
-// fzstd re-concatenates its pending input on every push, so feed it moderately sized slices:
-// small enough to bound what one push can expand to, large enough to avoid quadratic copying.
-const ZSTD_SLICE = 64 * 1024;
-
-class SourceFailure extends Error {
-  constructor(readonly original: unknown) {
-    super('source failed');
-  }
-}
-
-function invalid(reason: string): VolregError {
-  return new VolregError('ARCHIVE_INVALID', `body is not a complete, well-formed tar archive: ${reason}`, { reason });
-}
-
-/** Reads the first bytes of a stream and gives back a stream that still starts with them. */
-async function peek(source: Readable, n: number): Promise<{ head: Buffer; stream: Readable }> {
-  const it = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const next = async (): Promise<IteratorResult<Buffer>> => {
-    try {
-      return await it.next();
-    } catch (err) {
-      throw new SourceFailure(err);
-    }
-  };
-  let head = Buffer.alloc(0);
-  let done = false;
-  while (head.length < n) {
-    const r = await next();
-    if (r.done) {
-      done = true;
-      break;
-    }
-    head = Buffer.concat([head, r.value]);
-  }
-  async function* rest(): AsyncGenerator<Buffer> {
-    try {
-      if (head.length > 0) yield head;
-      while (!done) {
-        const r = await next();
-        if (r.done) return;
-        yield r.value;
-      }
-    } finally {
-      await it.return?.();
-    }
-  }
-  return { head, stream: Readable.from(rest(), { objectMode: false }) };
-}
-
-function zstdDecoder(maxWindow: number): (src: AsyncIterable<Buffer>) => AsyncGenerator<Uint8Array> {
-  return async function* decode(src) {
-    const out: Uint8Array[] = [];
-    const decoder = new Decompress((chunk) => {
-      if (chunk.length > 0) out.push(chunk);
-    });
-    let checkedHead = false;
-    let head = Buffer.alloc(0);
-    for await (const chunk of src) {
-      if (!checkedHead) {
-        head = Buffer.concat([head, chunk]);
-        const window = zstdFrameWindow(head.subarray(0, 32));
-        if (window === null && head.length < 32) continue;
-        if (window !== null && window > maxWindow) throw invalid(`zstd window of ${window} bytes exceeds ${maxWindow}`);
-        checkedHead = true;
-        yield* pushSliced(decoder, head, out);
-        continue;
-      }
-      yield* pushSliced(decoder, chunk, out);
-    }
-    if (!checkedHead && head.length > 0) yield* pushSliced(decoder, head, out);
-    decoder.push(new Uint8Array(0), true);
-    yield* out.splice(0);
-  };
-}
-
-function* pushSliced(decoder: Decompress, chunk: Uint8Array, out: Uint8Array[]): Generator<Uint8Array> {
-  for (let i = 0; i < chunk.length; i += ZSTD_SLICE) {
-    decoder.push(chunk.subarray(i, i + ZSTD_SLICE));
-    yield* out.splice(0);
-  }
-}
+export type InspectOptions = DecompressOptions;
 
 /** Hashes, counts and frames the uncompressed tar on its way to the parser. */
 class TarTap extends Transform {
@@ -198,11 +110,7 @@ async function feedParser(src: AsyncIterable<Buffer>, parser: Extract): Promise<
 
 export async function inspectArchive(source: Readable, opts: InspectOptions = {}): Promise<ArchiveInspection> {
   try {
-    const { head, stream } = await peek(source, MAGIC_BYTES);
-    if (head.length === 0) throw invalid('empty body');
-    const detected = detectCompression(head);
-    if (detected.kind === 'unsupported') throw invalid(`${detected.format} compression is not supported (use gzip, zstd or none)`);
-    const compression = detected.compression;
+    const { compression, tar } = await decompressedTar(source, opts);
 
     const tap = new TarTap();
     let entries = 0;
@@ -215,12 +123,9 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
       body.resume();
     });
     const feed = (src: AsyncIterable<Buffer>): Promise<void> => feedParser(src, parser);
-    if (compression === 'gzip') await pipeline(stream, createGunzip(), tap, feed);
-    else if (compression === 'zstd') {
-      await pipeline(stream, zstdDecoder(opts.maxZstdWindow ?? DEFAULT_MAX_ZSTD_WINDOW), tap, feed);
-    } else await pipeline(stream, tap, feed);
+    await pipeline(tar, tap, feed);
 
-    if (tap.framing.entries !== entries) throw invalid('tar structure is inconsistent');
+    if (tap.framing.entries !== entries) throw invalidArchive('tar structure is inconsistent');
     return {
       compression,
       entries,
@@ -231,6 +136,6 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
   } catch (err) {
     if (err instanceof SourceFailure) throw err.original;
     if (isVolregError(err)) throw err;
-    throw invalid(err instanceof Error ? err.message.slice(0, 200) : 'unreadable archive');
+    throw invalidArchive(err instanceof Error ? err.message.slice(0, 200) : 'unreadable archive');
   }
 }

@@ -1,0 +1,124 @@
+import { pipeline, Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import { Decompress } from 'fzstd';
+import { VolregError } from '../errors.ts';
+import { detectCompression, MAGIC_BYTES, zstdFrameWindow } from './compression.ts';
+import type { Compression } from './media-types.ts';
+
+/**
+ * Turns a tar, tar+gzip or tar+zstd byte stream into the plain tar stream, choosing the
+ * decoder by magic number. Used by the server's archive inspector and by the CLI's extractor.
+ * zstd is decoded in JavaScript (fzstd): Node 20's zlib has no zstd.
+ */
+export interface DecompressOptions {
+  /** refuse zstd frames that ask for a larger decoder window (default 128 MiB, zstd's own default limit) */
+  maxZstdWindow?: number;
+}
+
+const DEFAULT_MAX_ZSTD_WINDOW = 128 * 1024 * 1024;
+// fzstd re-concatenates its pending input on every push, so feed it moderately sized slices:
+// small enough to bound what one push can expand to, large enough to avoid quadratic copying.
+const ZSTD_SLICE = 64 * 1024;
+
+/** A failure of the stream being decoded (as opposed to bad bytes in it). */
+export class SourceFailure extends Error {
+  constructor(readonly original: unknown) {
+    super('source failed');
+    this.name = 'SourceFailure';
+  }
+}
+
+export function invalidArchive(reason: string): VolregError {
+  return new VolregError('ARCHIVE_INVALID', `body is not a complete, well-formed tar archive: ${reason}`, { reason });
+}
+
+/** Reads the first bytes of a stream and gives back a stream that still starts with them. */
+async function peek(source: Readable, n: number): Promise<{ head: Buffer; stream: Readable }> {
+  const it = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const next = async (): Promise<IteratorResult<Buffer>> => {
+    try {
+      return await it.next();
+    } catch (err) {
+      throw new SourceFailure(err);
+    }
+  };
+  let head = Buffer.alloc(0);
+  let done = false;
+  while (head.length < n) {
+    const r = await next();
+    if (r.done) {
+      done = true;
+      break;
+    }
+    head = Buffer.concat([head, r.value]);
+  }
+  async function* rest(): AsyncGenerator<Buffer> {
+    try {
+      if (head.length > 0) yield head;
+      while (!done) {
+        const r = await next();
+        if (r.done) return;
+        yield r.value;
+      }
+    } finally {
+      await it.return?.();
+    }
+  }
+  return { head, stream: Readable.from(rest(), { objectMode: false }) };
+}
+
+function zstdDecoder(maxWindow: number): (src: AsyncIterable<Buffer>) => AsyncGenerator<Uint8Array> {
+  return async function* decode(src) {
+    const out: Uint8Array[] = [];
+    const decoder = new Decompress((chunk) => {
+      if (chunk.length > 0) out.push(chunk);
+    });
+    let checkedHead = false;
+    let head = Buffer.alloc(0);
+    for await (const chunk of src) {
+      if (!checkedHead) {
+        head = Buffer.concat([head, chunk]);
+        const window = zstdFrameWindow(head.subarray(0, 32));
+        if (window === null && head.length < 32) continue;
+        if (window !== null && window > maxWindow) throw invalidArchive(`zstd window of ${window} bytes exceeds ${maxWindow}`);
+        checkedHead = true;
+        yield* pushSliced(decoder, head, out);
+        continue;
+      }
+      yield* pushSliced(decoder, chunk, out);
+    }
+    if (!checkedHead && head.length > 0) yield* pushSliced(decoder, head, out);
+    decoder.push(new Uint8Array(0), true);
+    yield* out.splice(0);
+  };
+}
+
+function* pushSliced(decoder: Decompress, chunk: Uint8Array, out: Uint8Array[]): Generator<Uint8Array> {
+  for (let i = 0; i < chunk.length; i += ZSTD_SLICE) {
+    decoder.push(chunk.subarray(i, i + ZSTD_SLICE));
+    yield* out.splice(0);
+  }
+}
+
+/**
+ * Peeks at the first bytes, picks the decoder and returns the decoded tar stream. An empty
+ * input or a compression volreg does not decode is ARCHIVE_INVALID; decoder errors surface as
+ * errors of the returned stream, a failure of `source` as a SourceFailure.
+ */
+export async function decompressedTar(
+  source: Readable,
+  opts: DecompressOptions = {},
+): Promise<{ compression: Compression; tar: Readable }> {
+  const { head, stream } = await peek(source, MAGIC_BYTES);
+  if (head.length === 0) throw invalidArchive('empty body');
+  const detected = detectCompression(head);
+  if (detected.kind === 'unsupported') {
+    stream.destroy();
+    throw invalidArchive(`${detected.format} compression is not supported (use gzip, zstd or none)`);
+  }
+  const compression = detected.compression;
+  if (compression === 'none') return { compression, tar: stream };
+  if (compression === 'gzip') return { compression, tar: pipeline(stream, createGunzip(), () => undefined) };
+  const decode = zstdDecoder(opts.maxZstdWindow ?? DEFAULT_MAX_ZSTD_WINDOW);
+  return { compression, tar: Readable.from(decode(stream), { objectMode: false }) };
+}
