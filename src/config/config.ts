@@ -20,8 +20,25 @@ export interface Config {
   uploads: {
     /** abandoned upload sessions older than this are purged */
     purgeAfterSeconds: number;
+    /** 0 disables the purge timer */
     purgeIntervalSeconds: number;
   };
   /** how long SIGTERM waits for in-flight requests */
   shutdownGraceSeconds: number;
 }
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** The defaults of DESIGN.md section 7, in one place (the README table mirrors them). */
+export const DEFAULTS = {
+  addr: '127.0.0.1:5000',
+  dataDir: './data',
+  mongodbDatabase: 'volreg',
+  storage: 'fs',
+  logLevel: 'info',
+  manifestBytes: 4 * 1024 * 1024,
+  jsonBodyBytes: 1024 * 1024,
+  purgeAfterSeconds: 24 * 60 * 60,
+  purgeIntervalSeconds: 60 * 60,
+  shutdownGraceSeconds: 30,
+} as const;

@@ -1,0 +1,20 @@
+import { type Command, InvalidArgumentError } from 'commander';
+import { runStandalone } from '../../mongo-engine/index.ts';
+
+export function registerDb(program: Command): void {
+  program
+    .command('db')
+    .description('run the embedded MongoDB-compatible engine standalone (for several volreg processes, or mongosh)')
+    .requiredOption('--dbpath <dir>', 'data directory of the engine')
+    .option('--port <n>', 'TCP port on 127.0.0.1 (0 picks a free one)', parsePort, 27017)
+    .option('--socket <path>', 'also listen on this unix socket')
+    .action(async (opts: { dbpath: string; port: number; socket?: string }) => {
+      await runStandalone({ dbPath: opts.dbpath, port: opts.port, socket: opts.socket });
+    });
+}
+
+function parsePort(value: string): number {
+  const n = /^[0-9]{1,5}$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 0 && n <= 65535)) throw new InvalidArgumentError('not a port number (0-65535)');
+  return n;
+}

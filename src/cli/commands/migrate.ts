@@ -1,0 +1,47 @@
+import { Argument, type Command } from 'commander';
+import { createLogger, openMetadata } from '../../main.ts';
+import { Migrator } from '../../metadata/migrator.ts';
+import { loadSchemas } from '../../metadata/schema-validator.ts';
+import { configFromEnv } from '../config-from-env.ts';
+import { EXIT } from '../exit-codes.ts';
+
+export function registerMigrate(program: Command): void {
+  program
+    .command('migrate')
+    .description('apply pending database migrations (up), or list them (status)')
+    .addArgument(new Argument('[action]', 'up or status').choices(['up', 'status']).default('up'))
+    .action(migrate);
+}
+
+async function migrate(action: 'up' | 'status'): Promise<void> {
+  const config = configFromEnv();
+  // The command prints its own summary; logs only for warnings and worse.
+  const logger = createLogger({ logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel });
+  let metadata: Awaited<ReturnType<typeof openMetadata>>;
+  try {
+    loadSchemas();
+    metadata = await openMetadata(config, logger);
+  } catch (err) {
+    process.stderr.write(`volreg: migrate: ${(err as Error).message}\n`);
+    process.exit(EXIT.FAILURE);
+  }
+  let code: number = EXIT.OK;
+  try {
+    const migrator = new Migrator(metadata.db, { logger });
+    if (action === 'up') {
+      const applied = await migrator.up();
+      process.stdout.write(applied.length === 0 ? 'nothing to apply\n' : applied.map((id) => `applied ${id}\n`).join(''));
+    } else {
+      for (const m of await migrator.status()) {
+        const state = m.appliedAt ? `applied ${m.appliedAt.toISOString()}` : 'pending';
+        process.stdout.write(`${m.id}\t${state}\t${m.description}\n`);
+      }
+    }
+  } catch (err) {
+    process.stderr.write(`volreg: migrate ${action}: ${(err as Error).message}\n`);
+    code = EXIT.FAILURE;
+  } finally {
+    await metadata.close();
+  }
+  process.exit(code);
+}

@@ -1,0 +1,54 @@
+import { readFileSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import { registerDb } from './commands/db.ts';
+import { registerMigrate } from './commands/migrate.ts';
+import { registerServe } from './commands/serve.ts';
+import { EXIT } from './exit-codes.ts';
+
+/**
+ * The `volreg` command. Each subcommand lives in its own module under commands/ and exports a
+ * `registerX(program)`; add yours to REGISTRARS.
+ */
+const REGISTRARS: Array<(program: Command) => void> = [
+  // service
+  registerServe,
+  registerMigrate,
+  registerDb,
+  // host agent (push, pull, backup, restore, ls, verify, rm)
+];
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('volreg')
+    .description('volreg: a registry-backed content store for Docker volume snapshots')
+    .version(version(), '-V, --version')
+    .showHelpAfterError()
+    .exitOverride((err) => {
+      // commander exits 1 on usage errors; volreg uses 2 for them (0 for --help and --version)
+      process.exit(err.exitCode === 0 ? EXIT.OK : EXIT.USAGE);
+    });
+  for (const register of REGISTRARS) register(program);
+  return program;
+}
+
+export async function run(argv: string[] = process.argv): Promise<void> {
+  await buildProgram().parseAsync(argv);
+}
+
+function isEntryPoint(): boolean {
+  const entry = process.argv[1];
+  if (!entry) return false;
+  try {
+    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) await run();

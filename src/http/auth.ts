@@ -1,0 +1,110 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import bcrypt from 'bcryptjs';
+import type { Context, Middleware } from 'koa';
+import type { Logger } from 'pino';
+import { ConfigError } from '../config/load-config.ts';
+import { VolregError } from '../domain/errors.ts';
+import type { RouteAccess } from './router.ts';
+
+/**
+ * HTTP Basic authentication from an htpasswd file of bcrypt entries (`htpasswd -B`).
+ *
+ * Two steps, so per-repository permissions can come later without touching the routes:
+ * `authenticate` (middleware) checks the credentials of every /v2 and /api/v1 request,
+ * including paths no route owns, and `authorize` (the router hook, which knows the repository
+ * and action from `ctx.state.access`) decides what the user may do. Today every authenticated
+ * user may do everything. /healthz, /readyz and /metrics stay open.
+ */
+
+export const REALM = 'volreg';
+const PROTECTED = /^\/(v2|api\/v1)(\/|$)/;
+const BCRYPT = /^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$/;
+const CACHE_LIMIT = 1000;
+
+export type Users = ReadonlyMap<string, string>;
+
+declare module 'koa' {
+  interface DefaultState {
+    /** the authenticated user, when authentication is on */
+    user?: string;
+  }
+}
+
+/** Reads an htpasswd file; anything but `user:bcrypt-hash` lines is a configuration error. */
+export async function loadHtpasswd(path: string): Promise<Users> {
+  const text = await readFile(path, 'utf8');
+  const users = new Map<string, string>();
+  const problems: string[] = [];
+  text.split(/\r?\n/).forEach((line, i) => {
+    if (line.trim() === '' || line.startsWith('#')) return;
+    const colon = line.indexOf(':');
+    const user = colon > 0 ? line.slice(0, colon) : '';
+    const hash = colon > 0 ? line.slice(colon + 1).trim() : '';
+    if (!user) {
+      problems.push(`VOLREG_AUTH_FILE: line ${i + 1}: not a user:hash entry`);
+    } else if (!BCRYPT.test(hash)) {
+      problems.push(`VOLREG_AUTH_FILE: line ${i + 1} (user ${JSON.stringify(user)}): only bcrypt entries are supported (create them with htpasswd -B)`);
+    } else if (users.has(user)) {
+      problems.push(`VOLREG_AUTH_FILE: line ${i + 1}: user ${JSON.stringify(user)} appears twice`);
+    } else {
+      users.set(user, hash);
+    }
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+  if (users.size === 0) throw new ConfigError(['VOLREG_AUTH_FILE: the file has no users; unset the variable to run without authentication']);
+  return users;
+}
+
+export interface BasicAuth {
+  authenticate: Middleware;
+  authorize: (ctx: Context, access: RouteAccess) => Promise<void>;
+}
+
+function challenge(message: string): VolregError {
+  return new VolregError('UNAUTHORIZED', message, undefined, { 'WWW-Authenticate': `Basic realm="${REALM}"` });
+}
+
+export function basicAuth(users: Users, logger: Logger): BasicAuth {
+  // bcrypt is slow on purpose (tens of ms); a chunked push sends many requests with the same
+  // credentials, so successful checks are remembered, keyed by a keyed hash of user:password.
+  const key = randomBytes(32);
+  const verified = new Map<string, string>();
+  const fingerprint = (user: string, password: string): string => createHmac('sha256', key).update(`${user}\0${password}`).digest('hex');
+
+  async function check(user: string, password: string): Promise<boolean> {
+    const hash = users.get(user);
+    if (hash === undefined) return false;
+    const fp = fingerprint(user, password);
+    if (verified.get(fp) === hash) return true;
+    if (!(await bcrypt.compare(password, hash))) return false;
+    if (verified.size >= CACHE_LIMIT) verified.delete(verified.keys().next().value as string);
+    verified.set(fp, hash);
+    return true;
+  }
+
+  const authenticate: Middleware = async (ctx, next) => {
+    if (!PROTECTED.test(ctx.path)) return next();
+    const header = ctx.get('Authorization');
+    const m = /^Basic +([A-Za-z0-9+/=]+) *$/i.exec(header);
+    if (!m) throw challenge('authentication required');
+    const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    const user = colon >= 0 ? decoded.slice(0, colon) : '';
+    const password = colon >= 0 ? decoded.slice(colon + 1) : '';
+    if (!user || !(await check(user, password))) {
+      logger.info({ requestId: ctx.state.requestId, user: user.slice(0, 64) || undefined }, 'authentication failed');
+      throw challenge('invalid username or password');
+    }
+    ctx.state.user = user;
+    return next();
+  };
+
+  // Per-repository permissions go here (access.repository, access.action); for now every
+  // authenticated user may do everything.
+  const authorize = async (ctx: Context, _access: RouteAccess): Promise<void> => {
+    if (!ctx.state.user) throw challenge('authentication required');
+  };
+
+  return { authenticate, authorize };
+}

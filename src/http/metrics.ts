@@ -1,0 +1,111 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Context, Middleware } from 'koa';
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Prometheus metrics for GET /metrics: requests by route id and status, durations, and bytes
+ * in and out. Labels use the route id of the route table (never the raw path), so the number of
+ * series stays bounded whatever clients request. Each app gets its own registry, so several
+ * servers in one process (tests) do not share counters.
+ */
+export interface HttpMetrics {
+  registry: Registry;
+  middleware: Middleware;
+  /** the GET /metrics handler */
+  handler: (ctx: Context) => Promise<void>;
+}
+
+const FIXED_ROUTES: Readonly<Record<string, string>> = { '/healthz': 'healthz', '/readyz': 'readyz', '/metrics': 'metrics' };
+
+export function createHttpMetrics(opts: { processMetrics?: boolean } = {}): HttpMetrics {
+  const registry = new Registry();
+  if (opts.processMetrics) collectDefaultMetrics({ register: registry, prefix: 'volreg_' });
+
+  const requests = new Counter({
+    name: 'volreg_http_requests_total',
+    help: 'HTTP requests by route id, method and status',
+    labelNames: ['route', 'method', 'status'] as const,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'volreg_http_request_duration_seconds',
+    help: 'HTTP request duration by route id and method, from headers received to response finished',
+    labelNames: ['route', 'method'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [registry],
+  });
+  const bytesIn = new Counter({
+    name: 'volreg_http_request_body_bytes_total',
+    help: 'request body bytes received, by route id',
+    labelNames: ['route'] as const,
+    registers: [registry],
+  });
+  const bytesOut = new Counter({
+    name: 'volreg_http_response_body_bytes_total',
+    help: 'response body bytes sent, by route id',
+    labelNames: ['route'] as const,
+    registers: [registry],
+  });
+
+  const middleware: Middleware = async (ctx, next) => {
+    const started = process.hrtime.bigint();
+    const counted = { in: countBytesIn(ctx.req), out: countBytesOut(ctx.res) };
+    let recorded = false;
+    const record = (): void => {
+      if (recorded) return;
+      recorded = true;
+      const route = ctx.state.access?.routeId ?? FIXED_ROUTES[ctx.path] ?? 'unmatched';
+      const method = ctx.method;
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      requests.inc({ route, method, status: String(ctx.res.statusCode) });
+      duration.observe({ route, method }, seconds);
+      bytesIn.inc({ route }, counted.in());
+      bytesOut.inc({ route }, counted.out());
+    };
+    // 'close' also fires when the client goes away mid-response
+    ctx.res.once('finish', record);
+    ctx.res.once('close', record);
+    await next();
+  };
+
+  const handler = async (ctx: Context): Promise<void> => {
+    ctx.set('Content-Type', registry.contentType);
+    ctx.body = await registry.metrics();
+  };
+
+  return { registry, middleware, handler };
+}
+
+/**
+ * Counts body bytes as the HTTP parser pushes them into the request stream. Wrapping `push`
+ * (rather than listening for 'data') leaves the stream paused for the handler that reads it.
+ */
+function countBytesIn(req: IncomingMessage): () => number {
+  let n = 0;
+  const push = req.push.bind(req);
+  req.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+    if (chunk !== null && chunk !== undefined) n += Buffer.isBuffer(chunk) ? chunk.length : Buffer.byteLength(String(chunk));
+    return push(chunk, encoding);
+  };
+  return () => n;
+}
+
+function countBytesOut(res: ServerResponse): () => number {
+  let n = 0;
+  const size = (chunk: unknown, encoding?: unknown): number => {
+    if (chunk === null || chunk === undefined || typeof chunk === 'function') return 0;
+    if (typeof chunk === 'string') return Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+    return (chunk as Uint8Array).byteLength ?? 0;
+  };
+  const write = res.write.bind(res) as (...args: unknown[]) => boolean;
+  const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse;
+  res.write = ((...args: unknown[]) => {
+    n += size(args[0], args[1]);
+    return write(...args);
+  }) as ServerResponse['write'];
+  res.end = ((...args: unknown[]) => {
+    n += size(args[0], args[1]);
+    return end(...args);
+  }) as ServerResponse['end'];
+  return () => n;
+}

@@ -1,0 +1,280 @@
+import { constants } from 'node:fs';
+import { access, mkdir } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { MongoClient, type Db } from 'mongodb';
+import { pino, type Logger } from 'pino';
+import { createApp, type HealthCheck } from './app.ts';
+import type { Config } from './config/config.ts';
+import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
+import { createHttpMetrics } from './http/metrics.ts';
+import type { HandlerMap } from './http/router.ts';
+import { collections, type Collections } from './metadata/collections.ts';
+import { Migrator } from './metadata/migrator.ts';
+import { RepoContentRepository } from './metadata/repo-content-repository.ts';
+import { loadSchemas } from './metadata/schema-validator.ts';
+import { startEngine } from './mongo-engine/index.ts';
+import type { BlobStore } from './storage/blob-store.ts';
+
+/**
+ * The composition root: config -> logger -> MongoDB (a real one, or the embedded engine) ->
+ * migrations -> services -> handler maps -> Koa app -> listen -> timers. Only this module (and
+ * the CLI that calls it) opens connections and starts timers.
+ *
+ * Each area (blobs and uploads, manifests and tags, volumes) plugs in with a small edit in the
+ * marked sections of buildServices and buildHandlers below.
+ */
+
+/** Everything the areas construct. Add your service as an optional field of your section. */
+export interface Services {
+  /** repositories and their content units (shared by every area) */
+  repoContent: RepoContentRepository;
+
+  // ---- blobs and uploads ---------------------------------------------------------------
+  /** the blob store (fs driver); /readyz pings it */
+  blobStore?: BlobStore;
+  /** upload sessions; purgeAbandoned runs every VOLREG_UPLOAD_PURGE_INTERVAL seconds */
+  uploads?: { purgeAbandoned(olderThan: Date): Promise<unknown> };
+
+  // ---- manifests and tags --------------------------------------------------------------
+
+  // ---- volumes -------------------------------------------------------------------------
+}
+
+/** What buildServices and buildHandlers get to work with. */
+export interface ServiceContext {
+  config: Config;
+  db: Db;
+  collections: Collections;
+  logger: Logger;
+}
+
+export async function buildServices(ctx: ServiceContext): Promise<Services> {
+  const services: Services = {
+    repoContent: new RepoContentRepository(ctx.collections),
+  };
+
+  // ---- blobs and uploads: construct the store and services here ------------------------
+  //   services.blobStore = ...   (root: join(ctx.config.dataDir, ...))
+  //   services.uploads = ...
+
+  // ---- manifests and tags: construct here ----------------------------------------------
+
+  // ---- volumes: construct here ---------------------------------------------------------
+
+  return services;
+}
+
+export function buildHandlers(services: Services, ctx: ServiceContext): HandlerMap[] {
+  const maps: HandlerMap[] = [];
+  void services;
+  void ctx;
+
+  // ---- /v2 blobs and uploads: maps.push(blobHandlers(services, ctx.config)) -------------
+
+  // ---- /v2 manifests, tags, referrers, catalog -----------------------------------------
+
+  // ---- /api/v1 volumes -----------------------------------------------------------------
+
+  return maps;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface RunningServer {
+  /** http://HOST:PORT, with the real port when VOLREG_ADDR asked for :0 */
+  url: string;
+  config: Config;
+  services: Services;
+  db: Db;
+  logger: Logger;
+  /**
+   * Stops accepting connections, lets in-flight requests finish (at most
+   * VOLREG_SHUTDOWN_GRACE seconds), stops timers, then closes MongoDB and the engine.
+   * Safe to call more than once.
+   */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** defaults to pino JSON on stdout at the configured level */
+  logger?: Logger;
+  /** an already connected database (tests); it is not closed by close() */
+  mongo?: { db: Db };
+  /** collect Node process metrics too (the real service does; in-process test servers need not) */
+  processMetrics?: boolean;
+}
+
+export function createLogger(config: Pick<Config, 'logLevel'>): Logger {
+  return pino({ level: config.logLevel, timestamp: pino.stdTimeFunctions.isoTime });
+}
+
+export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
+  const logger = opts.logger ?? createLogger(config);
+  await mkdir(config.dataDir, { recursive: true });
+  loadSchemas();
+  const auth: BasicAuth | undefined = config.authFile ? basicAuth(await loadHtpasswd(config.authFile), logger) : undefined;
+
+  const metadata = opts.mongo ? { db: opts.mongo.db, close: async () => {} } : await openMetadata(config, logger);
+  const cleanup: Array<() => Promise<void>> = [metadata.close];
+  try {
+    const db = metadata.db;
+    const applied = await new Migrator(db, { logger }).up();
+    if (applied.length > 0) logger.info({ applied }, 'migrations applied');
+
+    const ctx: ServiceContext = { config, db, collections: collections(db), logger };
+    const services = await buildServices(ctx);
+    const metrics = createHttpMetrics({ processMetrics: opts.processMetrics ?? false });
+    const app = createApp({
+      logger,
+      handlers: buildHandlers(services, ctx),
+      readiness: readinessChecks(config, db, services),
+      middleware: [metrics.middleware, ...(auth ? [auth.authenticate] : [])],
+      authorize: auth?.authorize,
+      metrics: metrics.handler,
+    });
+
+    const server = createServer(app.callback());
+    // Blob uploads may stream for a long time: no overall request deadline (Node's default is
+    // 5 minutes); slow headers are still cut off by headersTimeout.
+    server.requestTimeout = 0;
+    const port = await listen(server, config.addr.host, config.addr.port);
+    cleanup.unshift(() => stopHttp(server, config.shutdownGraceSeconds * 1000, logger));
+    const url = `http://${config.addr.host.includes(':') ? `[${config.addr.host}]` : config.addr.host}:${port}`;
+
+    const purge = startPurgeTimer(config, services, logger);
+    cleanup.splice(1, 0, purge.stop);
+
+    let closing: Promise<void> | undefined;
+    const close = (): Promise<void> =>
+      (closing ??= (async () => {
+        for (const step of cleanup) await step();
+        logger.info('stopped');
+      })());
+    logger.info({ url, storage: config.storage, mongodb: config.mongodbUrl ? 'external' : 'embedded' }, 'listening');
+    return { url, config, services, db, logger, close };
+  } catch (err) {
+    for (const step of cleanup) await step().catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * One MongoClient for the process: to VOLREG_MONGODB_URL, or to the embedded engine started
+ * in-process on DATA_DIR/db. `close` closes both.
+ */
+export async function openMetadata(config: Config, logger: Logger): Promise<{ db: Db; close: () => Promise<void> }> {
+  const dbPath = join(config.dataDir, 'db');
+  const engine = config.mongodbUrl ? undefined : await startEngine({ dbPath });
+  if (engine) logger.info({ dbPath }, 'embedded mongodb engine started');
+  const uri = config.mongodbUrl ?? (engine as { uri: string }).uri;
+  const client = new MongoClient(uri, { serverSelectionTimeoutMS: 15_000 });
+  try {
+    await client.connect();
+  } catch (err) {
+    await engine?.close();
+    throw new StartupError(`cannot connect to MongoDB: ${(err as Error).message}`);
+  }
+  return {
+    db: client.db(config.mongodbDatabase),
+    close: async () => {
+      await client.close();
+      await engine?.close();
+    },
+  };
+}
+
+const READINESS_TIMEOUT_MS = 1500;
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+function readinessChecks(config: Config, db: Db, services: Services): HealthCheck[] {
+  return [
+    {
+      name: 'mongodb',
+      // The race bounds the wait even while the driver is still selecting a server.
+      check: async () => {
+        await withTimeout(db.command({ ping: 1 }, { timeoutMS: READINESS_TIMEOUT_MS }), READINESS_TIMEOUT_MS, 'mongodb');
+      },
+    },
+    {
+      name: 'blobstore',
+      check: async () => {
+        if (services.blobStore) await withTimeout(services.blobStore.ping(), READINESS_TIMEOUT_MS, 'blob store');
+        else await access(config.dataDir, constants.W_OK);
+      },
+    },
+  ];
+}
+
+function startPurgeTimer(config: Config, services: Services, logger: Logger): { stop: () => Promise<void> } {
+  const intervalMs = config.uploads.purgeIntervalSeconds * 1000;
+  let running: Promise<void> | undefined;
+  const run = (): void => {
+    const uploads = services.uploads;
+    if (!uploads || running) return;
+    const olderThan = new Date(Date.now() - config.uploads.purgeAfterSeconds * 1000);
+    running = uploads
+      .purgeAbandoned(olderThan)
+      .then((purged) => logger.info({ purged, olderThan }, 'abandoned uploads purged'))
+      .catch((err: unknown) => logger.error({ err }, 'upload purge failed'))
+      .finally(() => {
+        running = undefined;
+      });
+  };
+  const timer = intervalMs > 0 ? setInterval(run, intervalMs) : undefined;
+  timer?.unref();
+  return {
+    stop: async () => {
+      if (timer) clearInterval(timer);
+      await running;
+    },
+  };
+}
+
+/** Raised for failures to start that are not configuration errors (exit code 1). */
+export class StartupError extends Error {
+  override name = 'StartupError';
+}
+
+function listen(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(new StartupError(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`));
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/**
+ * Stops accepting, lets in-flight requests finish, and closes connections as they go idle;
+ * after `graceMs`, cuts whatever is left.
+ */
+async function stopHttp(server: Server, graceMs: number, logger: Logger): Promise<void> {
+  if (!server.listening) return;
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  // keep-alive connections go idle once their last response is written
+  const poll = setInterval(() => server.closeIdleConnections(), 50);
+  const deadline = setTimeout(() => {
+    logger.warn({ graceMs }, 'shutdown grace period over; closing remaining connections');
+    server.closeAllConnections();
+  }, graceMs);
+  try {
+    await closed;
+  } finally {
+    clearInterval(poll);
+    clearTimeout(deadline);
+  }
+}

@@ -1,0 +1,166 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino, type Logger } from 'pino';
+import type { Db } from 'mongodb';
+import type { Config } from '../../src/config/config.ts';
+import { loadConfig } from '../../src/config/load-config.ts';
+import { startServer, type Services } from '../../src/main.ts';
+import { openTestMongo } from './mongo.ts';
+
+/**
+ * Two ways to run the real volreg in a test:
+ *
+ * - startTestServer: the real app in this process, listening on 127.0.0.1:0, with a temporary
+ *   data directory and this test file's own database (openTestMongo). Fast; use it for HTTP tests.
+ * - spawnServer: the real `volreg serve` as a child process (bin/volreg.js), on a data directory
+ *   you choose, using the embedded engine on it (or MONGODB_URL when the suite runs against a
+ *   real MongoDB). Use it for fault tests: kill -9, restart, SIGTERM.
+ */
+
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const VOLREG_BIN = join(REPO_ROOT, 'bin', 'volreg.js');
+
+export interface TestServer {
+  url: string;
+  config: Config;
+  services: Services;
+  db: Db;
+  dataDir: string;
+  /** stops the server, drops nothing, closes the test database connection, removes the data dir */
+  close(): Promise<void>;
+}
+
+export interface TestServerOptions {
+  /** names this test file's database (openTestMongo label); defaults to "server" */
+  label?: string;
+  /** VOLREG_* variables, parsed by the real loadConfig (e.g. VOLREG_AUTH_FILE) */
+  env?: Record<string, string>;
+  /** applied after loading (e.g. smaller limits) */
+  configure?: (config: Config) => void;
+  /** defaults to a silent logger; set VOLREG_TEST_LOG=debug to see logs on stderr */
+  logger?: Logger;
+}
+
+export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'volreg-test-'));
+  const mongo = await openTestMongo(opts.label ?? 'server');
+  try {
+    const { config } = loadConfig({
+      VOLREG_ADDR: '127.0.0.1:0',
+      VOLREG_DATA_DIR: dataDir,
+      VOLREG_SHUTDOWN_GRACE: '5',
+      ...opts.env,
+    });
+    config.mongodbUrl = mongo.uri;
+    config.mongodbDatabase = mongo.dbName;
+    opts.configure?.(config);
+    const logger = opts.logger ?? pino({ level: process.env.VOLREG_TEST_LOG ?? 'silent' }, pino.destination(2));
+    const running = await startServer(config, { logger, mongo: { db: mongo.db } });
+    let closing: Promise<void> | undefined;
+    return {
+      url: running.url,
+      config,
+      services: running.services,
+      db: running.db,
+      dataDir,
+      close: () =>
+        (closing ??= (async () => {
+          await running.close();
+          await mongo.close();
+          await rm(dataDir, { recursive: true, force: true });
+        })()),
+    };
+  } catch (err) {
+    await mongo.close();
+    await rm(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface SpawnedServer {
+  url: string;
+  child: ChildProcess;
+  /** everything the process wrote so far */
+  stdout(): string;
+  stderr(): string;
+  kill(signal?: NodeJS.Signals): void;
+  /** resolves when the process has exited */
+  waitExit(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export interface SpawnOptions {
+  dataDir: string;
+  /** extra environment (VOLREG_* variables); VOLREG_ADDR defaults to 127.0.0.1:0 */
+  env?: Record<string, string>;
+  /** defaults to [node, bin/volreg.js, serve] */
+  command?: string[];
+  cwd?: string;
+  /** how long to wait for the listening line */
+  timeoutMs?: number;
+}
+
+const LISTENING = /^volreg listening on (http:\/\/\S+)$/m;
+
+/** Starts `volreg serve` as a child process and waits for `volreg listening on ...`. */
+export async function spawnServer(opts: SpawnOptions): Promise<SpawnedServer> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('VOLREG_')) env[k] = v;
+  env.VOLREG_ADDR = '127.0.0.1:0';
+  env.VOLREG_DATA_DIR = opts.dataDir;
+  env.VOLREG_LOG_LEVEL = 'info';
+  if (process.env.MONGODB_URL) {
+    // a real MongoDB: one database per data directory, so a restart finds its data again
+    env.VOLREG_MONGODB_URL = process.env.MONGODB_URL;
+    env.VOLREG_MONGODB_DATABASE = `volreg_spawn_${createHash('sha256').update(opts.dataDir).digest('hex').slice(0, 16)}`;
+  }
+  Object.assign(env, opts.env);
+
+  const [cmd, ...args] = opts.command ?? [process.execPath, VOLREG_BIN, 'serve'];
+  const child = spawn(cmd!, args, { cwd: opts.cwd ?? REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const url = await new Promise<string>((resolve, reject) => {
+    const tail = (): string => `\n--- stdout ---\n${out.slice(-4000)}\n--- stderr ---\n${err.slice(-4000)}`;
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`volreg serve did not print its listening line within ${timeoutMs} ms${tail()}`));
+    }, timeoutMs);
+    const onData = (): void => {
+      const m = LISTENING.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        resolve(m[1]!);
+      }
+    };
+    child.stdout!.on('data', onData);
+    void exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`volreg serve exited (code ${code}, signal ${signal}) before listening${tail()}`));
+    });
+  });
+
+  return {
+    url,
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    kill: (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+    waitExit: () => exited,
+  };
+}
