@@ -1,0 +1,200 @@
+import test from 'ava';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { DEFAULTS } from '../../src/config/config.ts';
+import { ConfigError, loadConfig, parseAddr, VARIABLES } from '../../src/config/load-config.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'volreg-config-'));
+test.after.always(() => rmSync(dir, { recursive: true, force: true }));
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env, { cwd: dir });
+  } catch (err) {
+    if (err instanceof ConfigError) return [...err.problems];
+    throw err;
+  }
+  return [];
+}
+
+test('an empty environment gives the DESIGN.md defaults', (t) => {
+  const { config, warnings } = loadConfig({}, { cwd: dir });
+  t.deepEqual(config.addr, { host: '127.0.0.1', port: 5000 });
+  t.is(config.dataDir, resolve(dir, 'data'));
+  t.is(config.mongodbUrl, undefined);
+  t.is(config.mongodbDatabase, 'volreg');
+  t.is(config.storage, 'fs');
+  t.is(config.authFile, undefined);
+  t.is(config.logLevel, 'info');
+  t.is(config.limits.manifestBytes, 4 * 1024 * 1024);
+  t.is(config.limits.jsonBodyBytes, DEFAULTS.jsonBodyBytes);
+  t.is(config.uploads.purgeAfterSeconds, 86400);
+  t.is(config.uploads.purgeIntervalSeconds, DEFAULTS.purgeIntervalSeconds);
+  t.is(config.shutdownGraceSeconds, DEFAULTS.shutdownGraceSeconds);
+  t.deepEqual(warnings, []);
+});
+
+test('every variable is read', (t) => {
+  const auth = join(dir, 'htpasswd');
+  writeFileSync(auth, 'u:x\n');
+  const { config } = loadConfig(
+    {
+      VOLREG_ADDR: '0.0.0.0:8080',
+      VOLREG_DATA_DIR: '/var/lib/volreg',
+      VOLREG_MONGODB_URL: 'mongodb://user:secret@db1:27017,db2:27017/?replicaSet=rs0',
+      VOLREG_MONGODB_DATABASE: 'registry_1',
+      VOLREG_STORAGE: 'fs',
+      VOLREG_AUTH_FILE: 'htpasswd',
+      VOLREG_LOG_LEVEL: 'DEBUG',
+      VOLREG_MANIFEST_MAX_BYTES: '1048576',
+      VOLREG_JSON_BODY_MAX_BYTES: '65536',
+      VOLREG_UPLOAD_PURGE_AFTER: '3600',
+      VOLREG_UPLOAD_PURGE_INTERVAL: '0',
+      VOLREG_SHUTDOWN_GRACE: '2.5',
+    },
+    { cwd: dir },
+  );
+  t.deepEqual(config.addr, { host: '0.0.0.0', port: 8080 });
+  t.is(config.dataDir, '/var/lib/volreg');
+  t.is(config.mongodbUrl, 'mongodb://user:secret@db1:27017,db2:27017/?replicaSet=rs0');
+  t.is(config.mongodbDatabase, 'registry_1');
+  t.is(config.authFile, auth);
+  t.is(config.logLevel, 'debug');
+  t.deepEqual(config.limits, { manifestBytes: 1048576, jsonBodyBytes: 65536 });
+  t.deepEqual(config.uploads, { purgeAfterSeconds: 3600, purgeIntervalSeconds: 0 });
+  t.is(config.shutdownGraceSeconds, 2.5);
+});
+
+const addrs: Array<[string, { host: string; port: number }]> = [
+  [':0', { host: '127.0.0.1', port: 0 }],
+  ['localhost:5000', { host: 'localhost', port: 5000 }],
+  ['[::1]:65535', { host: '::1', port: 65535 }],
+  ['registry.example.com:443', { host: 'registry.example.com', port: 443 }],
+];
+for (const [input, expected] of addrs) {
+  test(`VOLREG_ADDR ${input}`, (t) => t.deepEqual(parseAddr(input), expected));
+}
+
+// One bad value per variable: the problem names the variable.
+const bad: Array<[string, string, RegExp]> = [
+  ['VOLREG_ADDR', '5000', /host:port/],
+  ['VOLREG_ADDR', 'localhost:65536', /host:port/],
+  ['VOLREG_ADDR', 'localhost:http', /host:port/],
+  ['VOLREG_ADDR', 'a b:80', /host:port/],
+  ['VOLREG_ADDR', '-bad-:80', /invalid host/],
+  ['VOLREG_MONGODB_URL', 'http://db:27017', /mongodb:\/\/ or mongodb\+srv:\/\//],
+  ['VOLREG_MONGODB_URL', 'mongodb://', /mongodb:\/\//],
+  ['VOLREG_MONGODB_DATABASE', 'a.b', /database name/],
+  ['VOLREG_MONGODB_DATABASE', 'x'.repeat(64), /database name/],
+  ['VOLREG_STORAGE', 's3', /use fs or gridfs/],
+  ['VOLREG_STORAGE', 'gridfs', /gridfs blob store is not implemented yet/],
+  ['VOLREG_AUTH_FILE', 'no-such-file', /does not exist/],
+  ['VOLREG_AUTH_FILE', '.', /not a regular file/],
+  ['VOLREG_LOG_LEVEL', 'loud', /not a log level/],
+  ['VOLREG_MANIFEST_MAX_BYTES', '4MiB', /whole number of bytes/],
+  ['VOLREG_MANIFEST_MAX_BYTES', '0', /whole number of bytes between 1/],
+  ['VOLREG_MANIFEST_MAX_BYTES', '-1', /whole number/],
+  ['VOLREG_JSON_BODY_MAX_BYTES', '1e6', /whole number of bytes/],
+  ['VOLREG_JSON_BODY_MAX_BYTES', '99999999999999999999', /whole number/],
+  ['VOLREG_UPLOAD_PURGE_AFTER', '1d', /whole number of seconds/],
+  ['VOLREG_UPLOAD_PURGE_AFTER', '0', /between 1/],
+  ['VOLREG_UPLOAD_PURGE_INTERVAL', '-5', /whole number of seconds/],
+  ['VOLREG_SHUTDOWN_GRACE', 'soon', /number of seconds/],
+  ['VOLREG_SHUTDOWN_GRACE', '7200', /between 0 and 3600/],
+  ['VOLREG_DATA_DIR', 'htpasswd-as-dir', /not a directory/],
+  ['VOLREG_CONFIG', 'missing.yaml', /cannot read/],
+];
+test.before(() => writeFileSync(join(dir, 'htpasswd-as-dir'), 'not a dir'));
+for (const [name, value, message] of bad) {
+  test(`${name}=${JSON.stringify(value.slice(0, 30))} is refused with one line naming it`, (t) => {
+    const problems = problemsOf({ [name]: value });
+    t.is(problems.length, 1);
+    t.true(problems[0]!.startsWith(`${name}: `), problems[0]);
+    t.regex(problems[0]!, message);
+    t.false(problems[0]!.includes('\n'));
+  });
+}
+
+test('all bad values are reported at once, one line each', (t) => {
+  const problems = problemsOf({
+    VOLREG_ADDR: 'nope',
+    VOLREG_STORAGE: 'gridfs',
+    VOLREG_LOG_LEVEL: 'x',
+    VOLREG_MANIFEST_MAX_BYTES: 'big',
+    VOLREG_SHUTDOWN_GRACE: '-1',
+  });
+  t.deepEqual(
+    problems.map((p) => p.split(':')[0]),
+    ['VOLREG_ADDR', 'VOLREG_STORAGE', 'VOLREG_LOG_LEVEL', 'VOLREG_MANIFEST_MAX_BYTES', 'VOLREG_SHUTDOWN_GRACE'],
+  );
+});
+
+test('a MongoDB URL is never echoed (it may hold a password)', (t) => {
+  const problems = problemsOf({ VOLREG_MONGODB_URL: 'mongo://admin:hunter2@db' });
+  t.is(problems.length, 1);
+  t.false(problems[0]!.includes('hunter2'));
+});
+
+test('hostile values are quoted and truncated in messages', (t) => {
+  const problems = problemsOf({ VOLREG_LOG_LEVEL: `x\n${'y'.repeat(500)}\u001b[31m` });
+  t.is(problems.length, 1);
+  t.false(problems[0]!.includes('\n'));
+  t.false(problems[0]!.includes('\u001b'));
+  t.true(problems[0]!.length < 250);
+});
+
+test('an empty variable counts as unset', (t) => {
+  const { config } = loadConfig({ VOLREG_ADDR: '', VOLREG_LOG_LEVEL: '' }, { cwd: dir });
+  t.is(config.addr.port, 5000);
+  t.is(config.logLevel, 'info');
+});
+
+test('unknown VOLREG_* variables are warned about, with a suggestion', (t) => {
+  const { warnings } = loadConfig({ VOLREG_ADRR: ':0', VOLREG_WHATEVER: '1', OTHER: 'x' }, { cwd: dir });
+  t.is(warnings.length, 2);
+  t.regex(warnings[0]!, /^VOLREG_ADRR .*did you mean VOLREG_ADDR\?/);
+  t.regex(warnings[1]!, /^VOLREG_WHATEVER .*ignored/);
+});
+
+test('a YAML config file is read; the environment wins over it', (t) => {
+  const file = join(dir, 'volreg.yaml');
+  writeFileSync(file, 'VOLREG_ADDR: ":7000"\nVOLREG_LOG_LEVEL: warn\nVOLREG_MANIFEST_MAX_BYTES: 1000\n');
+  const { config } = loadConfig({ VOLREG_CONFIG: file, VOLREG_LOG_LEVEL: 'error' }, { cwd: dir });
+  t.deepEqual(config.addr, { host: '127.0.0.1', port: 7000 });
+  t.is(config.logLevel, 'error');
+  t.is(config.limits.manifestBytes, 1000);
+});
+
+test('a JSON config file is read, and its bad values name the variable and the file', (t) => {
+  const file = join(dir, 'volreg.json');
+  writeFileSync(file, JSON.stringify({ VOLREG_STORAGE: 'fs', VOLREG_UPLOAD_PURGE_AFTER: 'never', VOLREG_TYPO: 1 }));
+  const problems = problemsOf({ VOLREG_CONFIG: file });
+  t.is(problems.length, 1);
+  t.regex(problems[0]!, /^VOLREG_UPLOAD_PURGE_AFTER \(from .*volreg\.json\): /);
+  writeFileSync(file, JSON.stringify({ VOLREG_STORAGE: 'fs', VOLREG_TYPO: 1 }));
+  const { warnings } = loadConfig({ VOLREG_CONFIG: file }, { cwd: dir });
+  t.is(warnings.length, 1);
+  t.regex(warnings[0]!, /VOLREG_TYPO/);
+});
+
+test('a config file that is not a mapping, or not YAML, is refused', (t) => {
+  const list = join(dir, 'list.yaml');
+  writeFileSync(list, '- a\n- b\n');
+  t.regex(problemsOf({ VOLREG_CONFIG: list })[0]!, /^VOLREG_CONFIG: .*mapping/);
+  const broken = join(dir, 'broken.yaml');
+  writeFileSync(broken, 'VOLREG_ADDR: [unclosed\n');
+  t.regex(problemsOf({ VOLREG_CONFIG: broken })[0]!, /^VOLREG_CONFIG: .*not valid YAML/);
+  const nested = join(dir, 'nested.yaml');
+  writeFileSync(nested, 'VOLREG_ADDR:\n  host: x\n');
+  t.regex(problemsOf({ VOLREG_CONFIG: nested })[0]!, /^VOLREG_ADDR \(from .*\): must be a string or a number/);
+});
+
+test('.env.example and the README table list every variable', (t) => {
+  const example = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8');
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  for (const name of Object.keys(VARIABLES)) {
+    t.regex(example, new RegExp(`^#? ?${name}=`, 'm'), `.env.example: ${name}`);
+    t.regex(readme, new RegExp(`^\\| \`${name}\` \\|`, 'm'), `README: ${name}`);
+  }
+});
