@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { extract, type Extract, type Header } from 'tar-stream';
+import { extract, type Header } from 'tar-stream';
 import type { Digest } from '../digest.ts';
 import { isVolregError } from '../errors.ts';
 import { decompressedTar, invalidArchive, SourceFailure, type DecompressOptions } from './decompress.ts';
 import { isUnsafeEntry, type EntryKind } from './entry-safety.ts';
 import type { Compression } from './media-types.ts';
+import { feedParser } from './tar-feed.ts';
 import { TarFraming } from './tar-framing.ts';
 
 /**
@@ -78,33 +79,6 @@ function entryKind(type: Header['type'] | null | undefined): EntryKind {
       return type;
     default:
       return 'other';
-  }
-}
-
-/** tar-stream is a streamx Writable, not a Node one: feed it by hand, honouring backpressure. */
-async function feedParser(src: AsyncIterable<Buffer>, parser: Extract): Promise<void> {
-  let failure: Error | null = null;
-  const failed = new Promise<never>((_, reject) => {
-    parser.on('error', (err: Error) => {
-      failure = err;
-      reject(err);
-    });
-  });
-  failed.catch(() => undefined);
-  let done = false;
-  const finished = new Promise<void>((resolve) => parser.on('finish', () => resolve()));
-  try {
-    for await (const chunk of src) {
-      if (failure) throw failure;
-      if (!parser.write(chunk)) {
-        await Promise.race([new Promise<void>((resolve) => parser.once('drain', () => resolve())), failed]);
-      }
-    }
-    parser.end(null);
-    await Promise.race([finished, failed]);
-    done = true;
-  } finally {
-    if (!done) parser.destroy();
   }
 }
 

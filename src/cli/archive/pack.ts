@@ -1,0 +1,114 @@
+import { createReadStream } from 'node:fs';
+import { lstat, opendir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pack, type Header, type Pack } from 'tar-stream';
+
+/**
+ * Packs a directory into a tar stream, streaming file contents (nothing is held whole in
+ * memory). The root itself is the first entry (`./`), so a restore gets its mode and mtime
+ * back. Entry names are relative, sorted, directories end in `/`. Kept: modes, mtimes,
+ * numeric owners, symlinks (as links), hard links (as `link` entries to the first path),
+ * device files and fifos. Sockets cannot be archived and are skipped with a warning.
+ */
+export interface PackOptions {
+  onWarning?: (message: string) => void;
+  /** called with the bytes of each file as they are read, for progress */
+  onFileBytes?: (n: number) => void;
+}
+
+interface Walked {
+  rel: string;
+  abs: string;
+}
+
+async function* walk(root: string, rel: string): AsyncGenerator<Walked> {
+  const dir = await opendir(rel === '' ? root : join(root, rel));
+  const names: string[] = [];
+  for await (const d of dir) names.push(d.name);
+  names.sort();
+  for (const name of names) {
+    const childRel = rel === '' ? name : `${rel}/${name}`;
+    yield { rel: childRel, abs: join(root, childRel) };
+  }
+}
+
+function devNumbers(rdev: number): { devmajor: number; devminor: number } {
+  // Linux encoding of dev_t (see makedev(3))
+  const devmajor = ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
+  const devminor = (rdev & 0xff) | ((rdev >>> 12) & 0xfff00);
+  return { devmajor, devminor };
+}
+
+function addEntry(p: Pack, header: Header | (Partial<Header> & { name: string })): Promise<void> {
+  return new Promise((resolve, reject) => p.entry(header, (err) => (err ? reject(err) : resolve())));
+}
+
+async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs: string, opts: PackOptions): Promise<void> {
+  let sink!: ReturnType<Pack['entry']>;
+  const finished = new Promise<void>((resolve, reject) => {
+    sink = p.entry(header, (err) => (err ? reject(err) : resolve()));
+  });
+  finished.catch(() => undefined); // awaited below; a failure before then is reported there
+  const file = createReadStream(abs, { highWaterMark: 256 * 1024 });
+  try {
+    for await (const chunk of file) {
+      opts.onFileBytes?.((chunk as Buffer).length);
+      if (!sink.write(chunk as Buffer)) await new Promise<void>((resolve) => sink.once('drain', () => resolve()));
+    }
+    sink.end(null);
+  } catch (err) {
+    sink.destroy(err as Error);
+    throw err;
+  }
+  await finished;
+}
+
+async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void> {
+  const rootStat = await lstat(root);
+  if (!rootStat.isDirectory()) throw new Error(`${root} is not a directory`);
+  await addEntry(p, { name: './', type: 'directory', mode: rootStat.mode & 0o7777, mtime: rootStat.mtime, uid: rootStat.uid, gid: rootStat.gid });
+  const seenInodes = new Map<string, string>();
+  const stack: Array<AsyncGenerator<Walked>> = [walk(root, '')];
+  while (stack.length > 0) {
+    const next = await stack[stack.length - 1]!.next();
+    if (next.done) {
+      stack.pop();
+      continue;
+    }
+    const { rel, abs } = next.value;
+    const st = await lstat(abs);
+    const base = { mode: st.mode & 0o7777, mtime: st.mtime, uid: st.uid, gid: st.gid };
+    if (st.isDirectory()) {
+      await addEntry(p, { ...base, name: `${rel}/`, type: 'directory' });
+      stack.push(walk(root, rel));
+    } else if (st.isSymbolicLink()) {
+      await addEntry(p, { ...base, name: rel, type: 'symlink', linkname: await readlink(abs) });
+    } else if (st.isFile()) {
+      const key = `${st.dev}:${st.ino}`;
+      const first = st.nlink > 1 ? seenInodes.get(key) : undefined;
+      if (first !== undefined) {
+        await addEntry(p, { ...base, name: rel, type: 'link', linkname: first });
+        continue;
+      }
+      if (st.nlink > 1) seenInodes.set(key, rel);
+      await addFile(p, { ...base, name: rel, type: 'file', size: st.size }, abs, opts);
+    } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+      await addEntry(p, { ...base, name: rel, type: st.isCharacterDevice() ? 'character-device' : 'block-device', ...devNumbers(st.rdev) });
+    } else if (st.isFIFO()) {
+      await addEntry(p, { ...base, name: rel, type: 'fifo' });
+    } else {
+      opts.onWarning?.(`skipping ${rel}: sockets cannot be archived`);
+    }
+  }
+}
+
+/** The uncompressed tar of `root`, as a stream. A read error ends the stream with that error. */
+export function packDirectory(root: string, opts: PackOptions = {}): Readable {
+  const p = pack();
+  packTree(p, root, opts).then(
+    () => p.finalize(),
+    (err: unknown) => p.destroy(err as Error),
+  );
+  return Readable.from(p as AsyncIterable<Buffer>, { objectMode: false });
+}

@@ -1,0 +1,230 @@
+import { execFile } from 'node:child_process';
+import { constants } from 'node:fs';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, realpath, symlink, unlink, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { extract, type Header } from 'tar-stream';
+import { normalizeEntryName, symlinkStaysInside } from '../../domain/volumes/entry-safety.ts';
+import { feedParser } from '../../domain/volumes/tar-feed.ts';
+
+/**
+ * Extracts a tar stream into a directory without ever writing outside it:
+ *
+ * - names that are absolute or contain `..` are refused;
+ * - nothing is ever written through a symlink: every parent directory is checked with lstat
+ *   (a symlink or non-directory parent is refused), files are created with O_EXCL|O_NOFOLLOW
+ *   after removing whatever entry of the same name the archive created before;
+ * - a symlink whose target leaves the directory (absolute, or `..` past the root) is refused,
+ *   unless `keepOutsideSymlinks` (it is then created as is, and still never written through);
+ * - a hard link may only point at a regular file this same extraction already wrote;
+ * - character and block devices only with `allowDevices` (they need root and `mknod`).
+ *
+ * Any refusal aborts the whole extraction (UnsafeArchiveError): callers extract into a fresh
+ * staging directory and throw it away on failure, so a refused archive leaves nothing behind.
+ * Modes and mtimes are restored (directories last, deepest first, so read-only directories
+ * can still be filled); owners when running as root.
+ */
+export interface ExtractOptions {
+  allowDevices?: boolean;
+  keepOutsideSymlinks?: boolean;
+  /** default: when running as root */
+  preserveOwner?: boolean;
+  onWarning?: (message: string) => void;
+  /** bytes of file data written, for progress */
+  onFileBytes?: (n: number) => void;
+}
+
+export class UnsafeArchiveError extends Error {
+  constructor(
+    readonly entry: string,
+    reason: string,
+  ) {
+    super(`refusing archive entry ${JSON.stringify(entry.slice(0, 300))}: ${reason}`);
+    this.name = 'UnsafeArchiveError';
+  }
+}
+
+const run = promisify(execFile);
+const FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+interface Pending {
+  abs: string;
+  header: Header;
+}
+
+export interface ExtractResult {
+  entries: number;
+  files: number;
+  bytes: number;
+}
+
+async function lstatOrNull(path: string): Promise<Awaited<ReturnType<typeof lstat>> | null> {
+  try {
+    return await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+export async function extractTar(tar: Readable, target: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
+  const root = await realpath(target);
+  const rootStat = await lstat(root);
+  if (!rootStat.isDirectory()) throw new Error(`${target} is not a directory`);
+  const preserveOwner = opts.preserveOwner ?? process.getuid?.() === 0;
+  const verifiedDirs = new Set<string>(['']);
+  const writtenFiles = new Set<string>();
+  const dirs: Pending[] = [];
+  let rootHeader: Header | null = null;
+  const result: ExtractResult = { entries: 0, files: 0, bytes: 0 };
+
+  /** Makes sure every parent of `rel` is a real directory inside root, creating missing ones. */
+  async function ensureParents(rel: string, name: string): Promise<void> {
+    const parts = rel.split('/').slice(0, -1);
+    let prefix = '';
+    for (const part of parts) {
+      prefix = prefix === '' ? part : `${prefix}/${part}`;
+      if (verifiedDirs.has(prefix)) continue;
+      const st = await lstatOrNull(join(root, prefix));
+      if (st === null) await mkdir(join(root, prefix), { mode: 0o777 }); // as tar does: umask applies
+      else if (!st.isDirectory()) {
+        throw new UnsafeArchiveError(name, st.isSymbolicLink() ? `its parent ${prefix} is a symlink` : `its parent ${prefix} is not a directory`);
+      }
+      verifiedDirs.add(prefix);
+    }
+  }
+
+  /** Clears the way for a non-directory entry: a previous entry of that name is replaced. */
+  async function clearPath(abs: string, name: string): Promise<void> {
+    const st = await lstatOrNull(abs);
+    if (st === null) return;
+    if (st.isDirectory()) throw new UnsafeArchiveError(name, 'it would replace a directory');
+    await unlink(abs);
+  }
+
+  async function setOwner(abs: string, h: Header): Promise<void> {
+    if (preserveOwner && Number.isInteger(h.uid) && Number.isInteger(h.gid)) await lchown(abs, h.uid, h.gid);
+  }
+
+  async function writeFile(abs: string, rel: string, h: Header, body: AsyncIterable<Buffer>): Promise<void> {
+    await clearPath(abs, h.name);
+    const handle = await open(abs, FILE_FLAGS, 0o600);
+    try {
+      for await (const chunk of body) {
+        await handle.write(chunk);
+        result.bytes += chunk.length;
+        opts.onFileBytes?.(chunk.length);
+      }
+      if (preserveOwner) await handle.chown(h.uid, h.gid);
+      await handle.chmod(h.mode & 0o7777);
+      await handle.utimes(h.mtime, h.mtime);
+    } finally {
+      await handle.close();
+    }
+    writtenFiles.add(rel);
+    result.files++;
+  }
+
+  async function handle(entry: AsyncIterable<Buffer> & { header: Header; resume(): unknown }): Promise<void> {
+    const h = entry.header;
+    const rel = normalizeEntryName(h.name);
+    if (rel === null) throw new UnsafeArchiveError(h.name, 'absolute path or ".." in name');
+    if (rel === '') {
+      if (h.type !== 'directory') throw new UnsafeArchiveError(h.name, 'only a directory may name the root');
+      rootHeader = h;
+      return;
+    }
+    await ensureParents(rel, h.name);
+    const abs = join(root, rel);
+    switch (h.type) {
+      case 'file':
+      case 'contiguous-file':
+        await writeFile(abs, rel, h, entry);
+        return;
+      case 'directory': {
+        const st = await lstatOrNull(abs);
+        if (st !== null && !st.isDirectory()) await clearPath(abs, h.name);
+        if (st === null || !st.isDirectory()) await mkdir(abs, { mode: 0o700 });
+        verifiedDirs.add(rel);
+        dirs.push({ abs, header: h });
+        return;
+      }
+      case 'symlink': {
+        if (!opts.keepOutsideSymlinks && !symlinkStaysInside(rel, h.linkname ?? '')) {
+          throw new UnsafeArchiveError(h.name, `symlink target ${JSON.stringify((h.linkname ?? '').slice(0, 300))} leaves the target directory`);
+        }
+        await clearPath(abs, h.name);
+        await symlink(h.linkname, abs);
+        if (preserveOwner) await lchown(abs, h.uid, h.gid);
+        await lutimes(abs, h.mtime, h.mtime);
+        return;
+      }
+      case 'link': {
+        const targetRel = normalizeEntryName(h.linkname ?? '');
+        if (targetRel === null || targetRel === '' || !writtenFiles.has(targetRel)) {
+          throw new UnsafeArchiveError(h.name, 'hard link to something that is not a file extracted from this archive');
+        }
+        const st = await lstat(join(root, targetRel));
+        if (!st.isFile()) throw new UnsafeArchiveError(h.name, 'hard link target is not a regular file');
+        await clearPath(abs, h.name);
+        await link(join(root, targetRel), abs);
+        writtenFiles.add(rel);
+        return;
+      }
+      case 'character-device':
+      case 'block-device': {
+        if (!opts.allowDevices) throw new UnsafeArchiveError(h.name, 'device files need --allow-devices');
+        await clearPath(abs, h.name);
+        const kind = h.type === 'character-device' ? 'c' : 'b';
+        await run('mknod', ['-m', (h.mode & 0o7777).toString(8), abs, kind, String(h.devmajor), String(h.devminor)]);
+        await setOwner(abs, h);
+        await utimes(abs, h.mtime, h.mtime);
+        return;
+      }
+      case 'fifo': {
+        await clearPath(abs, h.name);
+        await run('mkfifo', ['-m', (h.mode & 0o7777).toString(8), abs]);
+        await setOwner(abs, h);
+        await utimes(abs, h.mtime, h.mtime);
+        return;
+      }
+      default:
+        opts.onWarning?.(`skipping ${h.name}: unsupported entry type ${String(h.type)}`);
+    }
+  }
+
+  const parser = extract();
+  const feeding = feedParser(tar, parser);
+  feeding.catch(() => undefined);
+  try {
+    for await (const entry of parser) {
+      result.entries++;
+      await handle(entry as unknown as AsyncIterable<Buffer> & { header: Header; resume(): unknown });
+      // drain what a non-file entry carried (normally nothing)
+      for await (const chunk of entry as AsyncIterable<Buffer>) void chunk;
+    }
+  } catch (err) {
+    parser.destroy();
+    await feeding.catch(() => undefined);
+    throw err;
+  }
+  await feeding;
+
+  // Directories last, deepest first: their mtimes would move while filling them, and a
+  // read-only mode would have stopped us writing into them.
+  dirs.sort((a, b) => b.abs.length - a.abs.length);
+  for (const d of dirs) {
+    await setOwner(d.abs, d.header);
+    await chmod(d.abs, d.header.mode & 0o7777);
+    await utimes(d.abs, d.header.mtime, d.header.mtime);
+  }
+  const rh: Header | null = rootHeader;
+  if (rh !== null) {
+    const h: Header = rh;
+    await setOwner(root, h);
+    await chmod(root, h.mode & 0o7777);
+    await utimes(root, h.mtime, h.mtime);
+  }
+  return result;
+}
