@@ -1,5 +1,8 @@
 import type { Readable } from 'node:stream';
-import type { Digest } from '../domain/digest.ts';
+import type { Digest, DigestAlgorithm } from '../domain/digest.ts';
+import type { ByteRange } from '../domain/byte-range.ts';
+
+export type { ByteRange } from '../domain/byte-range.ts';
 
 /**
  * The only way to blob bytes. Drivers (filesystem, GridFS) implement this interface and all
@@ -13,51 +16,74 @@ export interface BlobInfo {
   size: number;
 }
 
-/** Inclusive byte range, as in HTTP `Range: bytes=start-end`. */
-export interface ByteRange {
-  start: number;
-  end: number;
+export interface UploadSummary {
+  id: string;
+  /** last time bytes or state of the session changed (purging abandoned sessions uses it) */
+  lastActivity: Date;
 }
 
 export interface BlobStore {
   /** Size of a committed blob, or null when absent. */
   stat(digest: Digest): Promise<BlobInfo | null>;
-  /** Streams a committed blob (or an inclusive range of it). Throws BLOB_UNKNOWN when absent. */
+  /**
+   * Streams a committed blob, or an inclusive range of it (the range must lie inside the
+   * blob: RANGE_INVALID otherwise). Throws BLOB_UNKNOWN when absent. A blob deleted while it
+   * is being read is still read to its end.
+   */
   read(digest: Digest, range?: ByteRange): Promise<Readable>;
   /** Removes a committed blob; false when it was not there. Idempotent. */
   delete(digest: Digest): Promise<boolean>;
   /** Every committed blob. */
   list(): AsyncIterable<BlobInfo>;
 
-  /** Starts a new upload session with a fresh id. */
-  createUpload(): Promise<UploadWriter>;
+  /**
+   * Starts a new upload session with a fresh id. `algorithm` (default sha256) is the digest
+   * computed while bytes arrive; committing under another algorithm re-reads the bytes once.
+   */
+  createUpload(opts?: { algorithm?: DigestAlgorithm }): Promise<UploadWriter>;
   /**
    * Reopens an upload session (after a restart or from another process sharing the store).
-   * Throws BLOB_UPLOAD_UNKNOWN when there is none. The hash state of the bytes received so far
-   * is restored (persisted or recomputed), so the session can go on at `offset`.
+   * Throws BLOB_UPLOAD_UNKNOWN when there is none (or the id is malformed). The hash state of
+   * the bytes received so far is restored (persisted or recomputed), so the session can go on
+   * at `offset`.
    */
   resumeUpload(id: string): Promise<UploadWriter>;
   /** Upload session ids with their last activity, for purging abandoned ones. */
-  listUploads(): AsyncIterable<{ id: string; lastActivity: Date }>;
-  /** Is the store reachable (for /readyz)? */
+  listUploads(): AsyncIterable<UploadSummary>;
+  /** Is the store reachable and writable (for /readyz)? */
   ping(): Promise<void>;
+}
+
+export interface AppendOptions {
+  /** Refuse (TOO_LARGE) as soon as this call would append more than this many bytes. */
+  maxBytes?: number;
+  /** The call must append exactly this many bytes (a chunk with a Content-Range); else SIZE_INVALID. */
+  exactBytes?: number;
+  /**
+   * The offset the caller believes the session is at (the start of a chunk's Content-Range).
+   * Checked against the durable offset under the session's lock: RANGE_INVALID on mismatch.
+   */
+  atOffset?: number;
 }
 
 export interface UploadWriter {
   readonly id: string;
-  /** Bytes received so far (durable: survives a restart). */
+  /** Bytes received so far (durable: survives a restart). Updated by append. */
   readonly offset: number;
   /**
-   * Appends a stream at the current offset. Streams, never buffers the whole body. Rejects
-   * (and keeps the session at its previous durable offset) if the source errors.
-   * `maxBytes` bounds how much this call may append (SIZE_INVALID/TOO_LARGE beyond it).
+   * Appends a stream at the current offset. Streams, never buffers the whole body; reading
+   * follows the pace of the disk (backpressure). On any failure — the source errors or ends
+   * short, a limit in `opts` is broken — the session stays at its previous durable offset and
+   * the call rejects: a source failure as BLOB_UPLOAD_INVALID, a limit as in AppendOptions,
+   * a storage failure as it is. Returns the new offset.
    */
-  append(source: Readable, opts?: { maxBytes?: number }): Promise<number>;
+  append(source: Readable, opts?: AppendOptions): Promise<number>;
   /**
    * Verifies the received bytes against `expected` (and `expectedSize` when given), makes the
    * blob durable and visible under its digest, and removes the session. Without `expected` the
-   * computed sha256 digest is used. A mismatch throws DIGEST_INVALID (or SIZE_INVALID) and
-   * discards the session. Committing a digest that already exists is a cheap no-op.
+   * digest computed with the session's algorithm (sha256 by default) is used. A mismatch throws
+   * DIGEST_INVALID (or SIZE_INVALID) and discards the session. Committing a digest that already
+   * exists is a cheap no-op.
    */
   commit(expected?: Digest, expectedSize?: number): Promise<BlobInfo>;
   /** Discards the session and its bytes. Idempotent. */

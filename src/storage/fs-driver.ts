@@ -1,0 +1,513 @@
+import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { createReadStream, constants as fsConstants } from 'node:fs';
+import { access, mkdir, open, opendir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Readable } from 'node:stream';
+import { digestAlgorithm, isSupportedAlgorithm, type Digest, type DigestAlgorithm } from '../domain/digest.ts';
+import { VolregError, isVolregError } from '../domain/errors.ts';
+import type { AppendOptions, BlobInfo, BlobStore, ByteRange, UploadSummary, UploadWriter } from './blob-store.ts';
+import { SessionLocks } from './fs-lock.ts';
+import {
+  UPLOAD_ID,
+  algorithmDir,
+  blobDir,
+  blobPath,
+  blobsRoot,
+  uploadDataPath,
+  uploadDir,
+  uploadLockPath,
+  uploadStatePath,
+  uploadStateTempPath,
+  uploadsRoot,
+} from './paths.ts';
+
+/**
+ * The filesystem blob store (layout in paths.ts).
+ *
+ * Uploads: bytes go to `uploads/<id>/data` at explicit positions; after each append the data
+ * is fsynced and then `state.json` (the durable offset) is replaced atomically, so a crash
+ * leaves a session at its last completed append. Committing verifies digest and size, fsyncs,
+ * renames the data file onto `blobs/<alg>/<2>/<hex>` and fsyncs that directory: a blob path
+ * only ever holds verified, durable bytes. A commit onto an existing blob is a no-op.
+ *
+ * Hash state across requests: Node's Hash cannot be serialized, so none is persisted. Each
+ * store keeps the live hash of recently used sessions in memory (at most HASH_CACHE_SIZE);
+ * bytes below the durable offset never change, so a cached hash that is behind (another
+ * process appended) is caught up by reading just the missing bytes, and a session this
+ * process has not seen (after a restart, or started elsewhere) is re-hashed from its data
+ * file once, on its first append or commit. Memory per session is one Hash object.
+ */
+
+const HASH_CACHE_SIZE = 256;
+// Writes are gathered to about this size before going to disk.
+const WRITE_BATCH_BYTES = 1 << 20;
+const READ_CHUNK_BYTES = 1 << 20;
+
+interface SessionState {
+  version: 1;
+  algorithm: DigestAlgorithm;
+  offset: number;
+  started: string;
+  updated: string;
+}
+
+interface CachedHash {
+  algorithm: DigestAlgorithm;
+  offset: number;
+  hash: Hash;
+}
+
+export interface FsBlobStoreOptions {
+  /** the data directory; blobs/ and uploads/ are created under it */
+  root: string;
+  /** how long a request waits for a session another process is working on (default 10 s) */
+  lockWaitMs?: number;
+  /** a session lock from another host unrefreshed for this long is stale (default 60 s) */
+  lockStaleMs?: number;
+}
+
+export class FsBlobStore implements BlobStore {
+  readonly root: string;
+  private readonly locks: SessionLocks;
+  private readonly hashes = new Map<string, CachedHash>();
+
+  private constructor(opts: FsBlobStoreOptions) {
+    this.root = opts.root;
+    this.locks = new SessionLocks({ waitMs: opts.lockWaitMs ?? 10_000, staleMs: opts.lockStaleMs ?? 60_000 });
+  }
+
+  /** Opens (creating when needed) a store rooted at `opts.root`. */
+  static async open(opts: FsBlobStoreOptions): Promise<FsBlobStore> {
+    await mkdir(blobsRoot(opts.root), { recursive: true });
+    await mkdir(uploadsRoot(opts.root), { recursive: true });
+    return new FsBlobStore(opts);
+  }
+
+  /** Forgets in-memory state; locks this instance held are treated as stale afterwards. */
+  close(): void {
+    this.locks.close();
+    this.hashes.clear();
+  }
+
+  async stat(digest: Digest): Promise<BlobInfo | null> {
+    try {
+      const s = await stat(blobPath(this.root, digest));
+      return s.isFile() ? { digest, size: s.size } : null;
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+  }
+
+  async read(digest: Digest, range?: ByteRange): Promise<Readable> {
+    let fh: FileHandle;
+    try {
+      fh = await open(blobPath(this.root, digest), 'r');
+    } catch (err) {
+      if (isMissing(err)) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
+      throw err;
+    }
+    try {
+      const { size } = await fh.stat();
+      if (range && (range.start < 0 || range.start > range.end || range.end >= size)) {
+        throw new VolregError('RANGE_INVALID', 'range outside the blob', { size }, { 'Content-Range': `bytes */${size}` });
+      }
+      // The open descriptor keeps the bytes readable even if the blob is deleted meanwhile.
+      return fh.createReadStream({
+        start: range?.start ?? 0,
+        ...(range ? { end: range.end } : {}),
+        highWaterMark: 256 * 1024,
+        autoClose: true,
+      });
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+  }
+
+  async delete(digest: Digest): Promise<boolean> {
+    try {
+      await unlink(blobPath(this.root, digest));
+      return true;
+    } catch (err) {
+      if (isMissing(err)) return false;
+      throw err;
+    }
+  }
+
+  async *list(): AsyncIterable<BlobInfo> {
+    for (const alg of ['sha256', 'sha512'] as const) {
+      const hexLength = alg === 'sha256' ? 64 : 128;
+      for await (const prefix of entries(algorithmDir(this.root, alg))) {
+        if (!/^[0-9a-f]{2}$/.test(prefix)) continue;
+        for await (const hex of entries(`${algorithmDir(this.root, alg)}/${prefix}`)) {
+          if (hex.length !== hexLength || !hex.startsWith(prefix) || !/^[0-9a-f]+$/.test(hex)) continue;
+          const digest = `${alg}:${hex}` as Digest;
+          const info = await this.stat(digest);
+          if (info) yield info;
+        }
+      }
+    }
+  }
+
+  async createUpload(opts: { algorithm?: DigestAlgorithm } = {}): Promise<UploadWriter> {
+    const algorithm = opts.algorithm ?? 'sha256';
+    if (!isSupportedAlgorithm(algorithm)) throw new VolregError('UNSUPPORTED', 'unsupported digest algorithm');
+    const id = randomUUID();
+    await mkdir(uploadDir(this.root, id));
+    const data = await open(uploadDataPath(this.root, id), 'wx');
+    await data.close();
+    const now = new Date().toISOString();
+    const state: SessionState = { version: 1, algorithm, offset: 0, started: now, updated: now };
+    await this.writeState(id, state);
+    await fsyncDir(uploadsRoot(this.root));
+    this.remember(id, { algorithm, offset: 0, hash: createHash(algorithm) });
+    return new FsUploadWriter(this, id, state);
+  }
+
+  async resumeUpload(id: string): Promise<UploadWriter> {
+    if (!UPLOAD_ID.test(id)) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
+    return new FsUploadWriter(this, id, await this.readState(id));
+  }
+
+  async *listUploads(): AsyncIterable<UploadSummary> {
+    for await (const id of entries(uploadsRoot(this.root))) {
+      if (!UPLOAD_ID.test(id)) continue;
+      // The data file's mtime moves with every write, so a slow upload still looks active.
+      const times = await Promise.all(
+        [uploadDir(this.root, id), uploadDataPath(this.root, id), uploadStatePath(this.root, id)].map((p) =>
+          stat(p).then(
+            (s) => s.mtimeMs,
+            () => 0,
+          ),
+        ),
+      );
+      const last = Math.max(...times);
+      if (last > 0) yield { id, lastActivity: new Date(last) };
+    }
+  }
+
+  async ping(): Promise<void> {
+    await access(blobsRoot(this.root), fsConstants.W_OK);
+    await access(uploadsRoot(this.root), fsConstants.W_OK);
+  }
+
+  // ---- upload internals, used by FsUploadWriter ------------------------------------------
+
+  /** @internal */
+  async appendTo(writer: FsUploadWriter, source: Readable, opts: AppendOptions): Promise<SessionState> {
+    const id = writer.id;
+    return this.locks.run(id, uploadLockPath(this.root, id), async () => {
+      const state = await this.readState(id);
+      if (opts.atOffset !== undefined && opts.atOffset !== state.offset) {
+        throw new VolregError('RANGE_INVALID', 'chunk does not start at the current offset', { offset: state.offset });
+      }
+      const hash = await this.hashAt(id, state);
+      const fh = await openData(this.root, id, 'r+');
+      let written: number;
+      try {
+        // Bytes past the durable offset are the remains of an interrupted append.
+        if ((await fh.stat()).size > state.offset) await fh.truncate(state.offset);
+        try {
+          written = await copyInto(source, fh, state.offset, hash, opts);
+          await fh.sync();
+        } catch (err) {
+          // Back to the last durable offset; the hash saw bytes that are now gone.
+          await fh.truncate(state.offset).catch(() => undefined);
+          throw err;
+        }
+      } finally {
+        await fh.close();
+      }
+      const next: SessionState = { ...state, offset: state.offset + written, updated: new Date().toISOString() };
+      await this.writeState(id, next);
+      this.remember(id, { algorithm: state.algorithm, offset: next.offset, hash });
+      return next;
+    });
+  }
+
+  /** @internal */
+  async commitUpload(writer: FsUploadWriter, expected: Digest | undefined, expectedSize: number | undefined): Promise<BlobInfo> {
+    const id = writer.id;
+    return this.locks.run(id, uploadLockPath(this.root, id), async () => {
+      const state = await this.readState(id);
+      if (expectedSize !== undefined && expectedSize !== state.offset) {
+        await this.discard(id);
+        throw new VolregError('SIZE_INVALID', 'blob size does not match the expected size', { expected: expectedSize, size: state.offset });
+      }
+      const algorithm = expected ? digestAlgorithm(expected) : state.algorithm;
+      let digest: Digest;
+      if (algorithm === state.algorithm) {
+        digest = `${algorithm}:${(await this.hashAt(id, state)).digest('hex')}` as Digest;
+      } else {
+        // Asked for another algorithm than the one computed on the way in: read once more.
+        const hash = createHash(algorithm);
+        await feedFile(uploadDataPath(this.root, id), 0, state.offset, hash);
+        digest = `${algorithm}:${hash.digest('hex')}` as Digest;
+      }
+      if (expected !== undefined && digest !== expected) {
+        await this.discard(id);
+        throw new VolregError('DIGEST_INVALID', 'provided digest did not match uploaded content', { expected, actual: digest });
+      }
+
+      const data = await openData(this.root, id, 'r+');
+      try {
+        if ((await data.stat()).size > state.offset) await data.truncate(state.offset);
+        await data.sync();
+      } finally {
+        await data.close();
+      }
+      const target = blobPath(this.root, digest);
+      const existing = await stat(target).catch(() => null);
+      // Content-addressed: an existing blob of the right size already holds these bytes.
+      if (!existing || existing.size !== state.offset) {
+        const dir = blobDir(this.root, digest);
+        const created = await mkdir(dir, { recursive: true });
+        if (created !== undefined) await fsyncCreatedDirs(dir, created);
+        await rename(uploadDataPath(this.root, id), target);
+        await fsyncDir(dir);
+      }
+      await this.discard(id);
+      return { digest, size: state.offset };
+    });
+  }
+
+  /** @internal */
+  async cancelUpload(writer: FsUploadWriter): Promise<void> {
+    const id = writer.id;
+    try {
+      await this.locks.run(id, uploadLockPath(this.root, id), () => this.discard(id));
+    } catch (err) {
+      if (isVolregError(err) && err.code === 'BLOB_UPLOAD_UNKNOWN') return;
+      throw err;
+    }
+  }
+
+  private async discard(id: string): Promise<void> {
+    this.hashes.delete(id);
+    await rm(uploadDir(this.root, id), { recursive: true, force: true });
+  }
+
+  private async readState(id: string): Promise<SessionState> {
+    let text: string;
+    try {
+      text = await readFile(uploadStatePath(this.root, id), 'utf8');
+    } catch (err) {
+      if (isMissing(err)) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
+      throw err;
+    }
+    const parsed = JSON.parse(text) as Partial<SessionState>;
+    if (
+      parsed.version !== 1 ||
+      typeof parsed.algorithm !== 'string' ||
+      !isSupportedAlgorithm(parsed.algorithm) ||
+      typeof parsed.offset !== 'number' ||
+      !Number.isSafeInteger(parsed.offset) ||
+      parsed.offset < 0
+    ) {
+      throw new Error('corrupt upload state');
+    }
+    return parsed as SessionState;
+  }
+
+  private async writeState(id: string, state: SessionState): Promise<void> {
+    const tmp = uploadStateTempPath(this.root, id);
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(JSON.stringify(state));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, uploadStatePath(this.root, id));
+    await fsyncDir(uploadDir(this.root, id));
+  }
+
+  /** The hash of bytes [0, state.offset): cached and caught up, or recomputed from the file. */
+  private async hashAt(id: string, state: SessionState): Promise<Hash> {
+    const cached = this.hashes.get(id);
+    this.hashes.delete(id);
+    if (cached && cached.algorithm === state.algorithm && cached.offset <= state.offset) {
+      await feedFile(uploadDataPath(this.root, id), cached.offset, state.offset, cached.hash);
+      return cached.hash;
+    }
+    const hash = createHash(state.algorithm);
+    await feedFile(uploadDataPath(this.root, id), 0, state.offset, hash);
+    return hash;
+  }
+
+  private remember(id: string, entry: CachedHash): void {
+    this.hashes.delete(id);
+    this.hashes.set(id, entry);
+    while (this.hashes.size > HASH_CACHE_SIZE) {
+      const oldest = this.hashes.keys().next().value as string;
+      this.hashes.delete(oldest);
+    }
+  }
+}
+
+class FsUploadWriter implements UploadWriter {
+  constructor(
+    private readonly store: FsBlobStore,
+    readonly id: string,
+    private state: SessionState,
+  ) {}
+
+  get offset(): number {
+    return this.state.offset;
+  }
+
+  async append(source: Readable, opts: AppendOptions = {}): Promise<number> {
+    this.state = await this.store.appendTo(this, source, opts);
+    return this.state.offset;
+  }
+
+  commit(expected?: Digest, expectedSize?: number): Promise<BlobInfo> {
+    return this.store.commitUpload(this, expected, expectedSize);
+  }
+
+  cancel(): Promise<void> {
+    return this.store.cancelUpload(this);
+  }
+}
+
+// ---- helpers -------------------------------------------------------------------------------
+
+class WriteFailure {
+  constructor(readonly cause: unknown) {}
+}
+
+/**
+ * Copies `source` into `fh` from `position`, hashing on the way. Reading waits for each batch
+ * to be written, so memory stays at about one batch whatever the size. Source failures become
+ * BLOB_UPLOAD_INVALID; limit violations are VolregErrors; disk failures are rethrown as is.
+ */
+async function copyInto(source: Readable, fh: FileHandle, position: number, hash: Hash, opts: AppendOptions): Promise<number> {
+  const limit = opts.exactBytes ?? opts.maxBytes;
+  let total = 0;
+  let pos = position;
+  let batch: Buffer[] = [];
+  let batchBytes = 0;
+  const flush = async (): Promise<void> => {
+    if (batchBytes === 0) return;
+    const bufs = batch;
+    batch = [];
+    const n = batchBytes;
+    batchBytes = 0;
+    try {
+      await writeAll(fh, bufs, n, pos);
+    } catch (err) {
+      throw new WriteFailure(err);
+    }
+    pos += n;
+  };
+  // Stopping early (a limit broken) must not destroy the source: for an HTTP request that
+  // would reset the connection before the error reply is sent.
+  const chunks: AsyncIterable<unknown> = { [Symbol.asyncIterator]: () => source.iterator({ destroyOnReturn: false }) };
+  try {
+    for await (const chunk of chunks) {
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+      if (buf.length === 0) continue;
+      total += buf.length;
+      if (limit !== undefined && total > limit) {
+        if (opts.exactBytes !== undefined) {
+          throw new VolregError('SIZE_INVALID', 'more bytes than the Content-Range announced', { expected: opts.exactBytes });
+        }
+        throw new VolregError('TOO_LARGE', 'upload exceeds the size limit', { limit });
+      }
+      hash.update(buf);
+      batch.push(buf);
+      batchBytes += buf.length;
+      if (batchBytes >= WRITE_BATCH_BYTES) await flush();
+    }
+    await flush();
+  } catch (err) {
+    if (err instanceof WriteFailure) throw err.cause;
+    if (isVolregError(err)) throw err;
+    throw new VolregError('BLOB_UPLOAD_INVALID', 'upload body ended before it was complete');
+  }
+  if (opts.exactBytes !== undefined && total !== opts.exactBytes) {
+    throw new VolregError('SIZE_INVALID', 'fewer bytes than the Content-Range announced', { expected: opts.exactBytes, received: total });
+  }
+  return total;
+}
+
+async function writeAll(fh: FileHandle, bufs: Buffer[], total: number, position: number): Promise<void> {
+  const { bytesWritten } = await fh.writev(bufs, position);
+  if (bytesWritten === total) return;
+  // Short write: finish the rest one buffer at a time.
+  let skip = bytesWritten;
+  let pos = position + bytesWritten;
+  for (const buf of bufs) {
+    if (skip >= buf.length) {
+      skip -= buf.length;
+      continue;
+    }
+    let off = skip;
+    skip = 0;
+    while (off < buf.length) {
+      const { bytesWritten: n } = await fh.write(buf, off, buf.length - off, pos);
+      off += n;
+      pos += n;
+    }
+  }
+}
+
+/** Feeds bytes [start, end) of a file into a hash. */
+async function feedFile(path: string, start: number, end: number, hash: Hash): Promise<void> {
+  if (end <= start) return;
+  const stream = createReadStream(path, { start, end: end - 1, highWaterMark: READ_CHUNK_BYTES });
+  let seen = 0;
+  try {
+    for await (const chunk of stream) {
+      hash.update(chunk as Buffer);
+      seen += (chunk as Buffer).length;
+    }
+  } catch (err) {
+    if (isMissing(err)) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
+    throw err;
+  }
+  if (seen !== end - start) throw new Error('upload data shorter than its recorded offset');
+}
+
+async function openData(root: string, id: string, flags: string): Promise<FileHandle> {
+  try {
+    return await open(uploadDataPath(root, id), flags);
+  } catch (err) {
+    if (isMissing(err)) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
+    throw err;
+  }
+}
+
+async function fsyncDir(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** After `mkdir -p dir` created `created` and below, makes each new entry durable. */
+async function fsyncCreatedDirs(dir: string, created: string): Promise<void> {
+  for (let d = dir; ; d = dirname(d)) {
+    await fsyncDir(dirname(d));
+    if (d === created || dirname(d) === d) break;
+  }
+}
+
+async function* entries(dir: string): AsyncIterable<string> {
+  let handle;
+  try {
+    handle = await opendir(dir);
+  } catch (err) {
+    if (isMissing(err)) return;
+    throw err;
+  }
+  for await (const entry of handle) yield entry.name;
+}
+
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}

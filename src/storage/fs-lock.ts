@@ -1,0 +1,147 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { VolregError } from '../domain/errors.ts';
+
+/**
+ * Mutual exclusion for one upload session, within a process (a promise chain per key) and
+ * across processes sharing the data directory (a lock file created with O_EXCL).
+ *
+ * The lock file names its owner: host, pid and the owning store instance. A lock is broken
+ * when its owner is gone: on this host, a pid that no longer runs, or a store instance of this
+ * very process that was closed; from another host, a lock whose mtime was not refreshed for
+ * `staleMs` (holders refresh it while they work). Two processes breaking the same stale lock
+ * at the same instant could both proceed; that needs a crash plus a race on one session and is
+ * accepted (the commit still verifies the digest of what it read under its own lock).
+ */
+
+interface LockOwner {
+  host: string;
+  pid: number;
+  instance: string;
+}
+
+// Store instances alive in this process: a lock naming our pid but none of these is stale.
+const liveInstances = new Set<string>();
+
+export interface SessionLocksOptions {
+  /** how long to wait for a lock another process holds before answering "busy" */
+  waitMs: number;
+  /** a lock from another host not refreshed for this long is stale */
+  staleMs: number;
+}
+
+export class SessionLocks {
+  readonly instance = randomUUID();
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly host = hostname();
+
+  constructor(private readonly opts: SessionLocksOptions) {
+    liveInstances.add(this.instance);
+  }
+
+  close(): void {
+    liveInstances.delete(this.instance);
+  }
+
+  /**
+   * Runs `fn` holding the lock of `key`, whose lock file is `lockPath`. `missing` is thrown
+   * when the lock file cannot be created because its directory is gone.
+   */
+  async run<T>(key: string, lockPath: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.chains.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const tail = prev.then(() => mine);
+    this.chains.set(key, tail);
+    await prev;
+    try {
+      await this.acquireFile(lockPath);
+      // Refresh the mtime so another host does not take a long append for a dead one.
+      const refresh = setInterval(() => {
+        const now = new Date();
+        utimes(lockPath, now, now).catch(() => undefined);
+      }, Math.max(1000, Math.floor(this.opts.staleMs / 4)));
+      refresh.unref();
+      try {
+        return await fn();
+      } finally {
+        clearInterval(refresh);
+        await unlink(lockPath).catch(() => undefined);
+      }
+    } finally {
+      release();
+      if (this.chains.get(key) === tail) this.chains.delete(key);
+    }
+  }
+
+  private async acquireFile(lockPath: string): Promise<void> {
+    const owner: LockOwner = { host: this.host, pid: process.pid, instance: this.instance };
+    const deadline = Date.now() + this.opts.waitMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const fh = await open(lockPath, 'wx');
+        try {
+          await fh.writeFile(JSON.stringify(owner));
+        } finally {
+          await fh.close();
+        }
+        return;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') throw new VolregError('BLOB_UPLOAD_UNKNOWN');
+        if (code !== 'EEXIST') throw err;
+      }
+      if (await this.isStale(lockPath)) {
+        // Move it aside first: of several breakers only one rename succeeds on this name.
+        const aside = `${lockPath}.stale-${randomUUID()}`;
+        await rename(lockPath, aside).then(
+          () => unlink(aside).catch(() => undefined),
+          () => undefined,
+        );
+        continue;
+      }
+      if (Date.now() >= deadline) {
+        throw new VolregError('BLOB_UPLOAD_INVALID', 'upload session is busy with another request');
+      }
+      await sleep(Math.min(200, 10 * 2 ** Math.min(attempt, 4)));
+    }
+  }
+
+  private async isStale(lockPath: string): Promise<boolean> {
+    let text: string;
+    let mtimeMs: number;
+    try {
+      [text, mtimeMs] = await Promise.all([readFile(lockPath, 'utf8'), stat(lockPath).then((s) => s.mtimeMs)]);
+    } catch {
+      return false; // released meanwhile: just retry
+    }
+    const age = Date.now() - mtimeMs;
+    let owner: LockOwner | null = null;
+    try {
+      const parsed = JSON.parse(text) as Partial<LockOwner>;
+      if (typeof parsed.host === 'string' && typeof parsed.pid === 'number' && typeof parsed.instance === 'string') {
+        owner = parsed as LockOwner;
+      }
+    } catch {
+      owner = null;
+    }
+    // An unreadable lock is one whose creator died between creating and writing it.
+    if (!owner) return age > 2000;
+    if (owner.host !== this.host) return age > this.opts.staleMs;
+    if (owner.pid === process.pid) return !liveInstances.has(owner.instance);
+    return !processAlive(owner.pid);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,363 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import type { ExecutionContext, TestFn } from 'ava';
+import { digestOf, type Digest } from '../../src/domain/digest.ts';
+import { isVolregError, type ErrorCode } from '../../src/domain/errors.ts';
+import type { BlobStore, UploadWriter } from '../../src/storage/blob-store.ts';
+
+/**
+ * The contract every BlobStore driver passes. A driver's test file calls
+ * `blobStoreContract(test, 'fs', factory)`; each test gets a fresh, empty store from the
+ * factory and must leave no raw object (file, document, chunk) behind: the suite fails a
+ * test whose store is not empty again at its end.
+ */
+export interface BlobStoreHarness {
+  store: BlobStore;
+  /** Another store on the same underlying storage: a restart, or a second process. */
+  reopen(): Promise<BlobStore>;
+  /** Raw objects the driver keeps (file paths, document ids) — empty when the store is empty. */
+  leftovers(): Promise<string[]>;
+  /** Releases everything the harness made (temp dirs, connections). */
+  close(): Promise<void>;
+}
+
+export type BlobStoreFactory = () => Promise<BlobStoreHarness>;
+
+type Body = (t: ExecutionContext, h: BlobStoreHarness) => Promise<void>;
+
+export function blobStoreContract(test: TestFn, driver: string, factory: BlobStoreFactory): void {
+  const contract = (title: string, body: Body): void => {
+    test(`${driver} store: ${title}`, async (t) => {
+      const h = await factory();
+      try {
+        await body(t, h);
+        t.deepEqual(await h.leftovers(), [], 'the test left objects behind in the store');
+      } finally {
+        await h.close();
+      }
+    });
+  };
+
+  contract('an empty store lists nothing and answers ping', async (t, h) => {
+    await h.store.ping();
+    t.deepEqual(await collect(h.store.list()), []);
+    t.deepEqual(await collect(h.store.listUploads()), []);
+    t.is(await h.store.stat(digestOf('nothing here')), null);
+    await expectCode(t, h.store.read(digestOf('nothing here')), 'BLOB_UNKNOWN');
+  });
+
+  contract('commit without an expected digest computes sha256 of the bytes', async (t, h) => {
+    const bytes = randomBytes(70_000);
+    const w = await h.store.createUpload();
+    t.is(w.offset, 0);
+    t.is(await w.append(Readable.from([bytes.subarray(0, 1000), bytes.subarray(1000)])), bytes.length);
+    t.is(w.offset, bytes.length);
+    const info = await w.commit();
+    t.deepEqual(info, { digest: digestOf(bytes), size: bytes.length });
+    t.deepEqual(await h.store.stat(info.digest), info);
+    sameBytes(t, await readAll(await h.store.read(info.digest)), bytes);
+    t.true(await h.store.delete(info.digest));
+  });
+
+  contract('commit with the right digest and size makes the blob visible; the session is gone', async (t, h) => {
+    const bytes = randomBytes(4096);
+    const digest = digestOf(bytes);
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([bytes]));
+    t.is(await h.store.stat(digest), null, 'nothing is visible before commit');
+    await expectCode(t, h.store.read(digest), 'BLOB_UNKNOWN');
+    t.deepEqual(await w.commit(digest, bytes.length), { digest, size: bytes.length });
+    sameBytes(t, await readAll(await h.store.read(digest)), bytes);
+    await expectCode(t, h.store.resumeUpload(w.id), 'BLOB_UPLOAD_UNKNOWN');
+    t.deepEqual(await collect(h.store.listUploads()), []);
+    await h.store.delete(digest);
+  });
+
+  contract('commit with a wrong digest is DIGEST_INVALID and keeps nothing', async (t, h) => {
+    const bytes = randomBytes(5000);
+    const wrong = digestOf('something else');
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([bytes]));
+    const err = await expectCode(t, w.commit(wrong), 'DIGEST_INVALID');
+    t.deepEqual(err.detail, { expected: wrong, actual: digestOf(bytes) });
+    t.is(await h.store.stat(wrong), null);
+    t.is(await h.store.stat(digestOf(bytes)), null);
+    await expectCode(t, h.store.resumeUpload(w.id), 'BLOB_UPLOAD_UNKNOWN');
+  });
+
+  contract('commit with a wrong size is SIZE_INVALID and keeps nothing', async (t, h) => {
+    const bytes = randomBytes(5000);
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([bytes]));
+    await expectCode(t, w.commit(digestOf(bytes), bytes.length + 1), 'SIZE_INVALID');
+    t.is(await h.store.stat(digestOf(bytes)), null);
+    await expectCode(t, h.store.resumeUpload(w.id), 'BLOB_UPLOAD_UNKNOWN');
+  });
+
+  contract('an empty upload commits as the digest of zero bytes', async (t, h) => {
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([]));
+    const info = await w.commit(digestOf(''), 0);
+    t.deepEqual(info, { digest: digestOf(''), size: 0 });
+    sameBytes(t, await readAll(await h.store.read(info.digest)), Buffer.alloc(0));
+    await h.store.delete(info.digest);
+  });
+
+  contract('sha512: a sha512 session, and a sha256 session committed under sha512', async (t, h) => {
+    const bytes = randomBytes(3000);
+    const d512 = digestOf(bytes, 'sha512');
+    const w1 = await h.store.createUpload({ algorithm: 'sha512' });
+    await w1.append(Readable.from([bytes]));
+    t.deepEqual(await w1.commit(), { digest: d512, size: bytes.length });
+
+    const w2 = await h.store.createUpload();
+    await w2.append(Readable.from([bytes]));
+    t.deepEqual(await w2.commit(d512), { digest: d512, size: bytes.length }, 'a second commit of an existing blob is a no-op');
+    sameBytes(t, await readAll(await h.store.read(d512)), bytes);
+    t.deepEqual(await collect(h.store.list()), [{ digest: d512, size: bytes.length }]);
+    await h.store.delete(d512);
+  });
+
+  contract('chunks append in order; limits reject without moving the offset', async (t, h) => {
+    const bytes = randomBytes(30_000);
+    const w = await h.store.createUpload();
+    t.is(await w.append(Readable.from([bytes.subarray(0, 10_000)]), { atOffset: 0, exactBytes: 10_000 }), 10_000);
+
+    await expectCode(t, w.append(Readable.from([bytes.subarray(0, 10_000)]), { atOffset: 0 }), 'RANGE_INVALID');
+    await expectCode(t, w.append(Readable.from([bytes.subarray(10_000, 20_001)]), { exactBytes: 10_000 }), 'SIZE_INVALID');
+    await expectCode(t, w.append(Readable.from([bytes.subarray(10_000, 19_999)]), { exactBytes: 10_000 }), 'SIZE_INVALID');
+    await expectCode(t, w.append(Readable.from([randomBytes(600)]), { maxBytes: 500 }), 'TOO_LARGE');
+    const again = await h.store.resumeUpload(w.id);
+    t.is(again.offset, 10_000, 'failed appends leave the durable offset where it was');
+
+    t.is(await again.append(Readable.from([bytes.subarray(10_000, 20_000)]), { atOffset: 10_000, exactBytes: 10_000 }), 20_000);
+    t.is(await again.append(Readable.from([bytes.subarray(20_000)]), { maxBytes: 10_000 }), 30_000);
+    t.deepEqual(await again.commit(digestOf(bytes)), { digest: digestOf(bytes), size: bytes.length });
+    await h.store.delete(digestOf(bytes));
+  });
+
+  contract('a source that fails mid-append is BLOB_UPLOAD_INVALID and the session carries on', async (t, h) => {
+    const bytes = randomBytes(20_000);
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([bytes.subarray(0, 5000)]));
+    const failing = Readable.from(
+      (async function* () {
+        yield randomBytes(3000);
+        yield randomBytes(3000);
+        throw new Error('connection reset');
+      })(),
+    );
+    await expectCode(t, w.append(failing), 'BLOB_UPLOAD_INVALID');
+    t.is(w.offset, 5000);
+    t.is((await h.store.resumeUpload(w.id)).offset, 5000);
+    await w.append(Readable.from([bytes.subarray(5000)]));
+    t.deepEqual(await w.commit(digestOf(bytes), bytes.length), { digest: digestOf(bytes), size: bytes.length });
+    await h.store.delete(digestOf(bytes));
+  });
+
+  contract('an upload resumes on a reopened store (restart) and on a second store alternately', async (t, h) => {
+    const parts = [randomBytes(100_000), randomBytes(50_000), randomBytes(70_001), randomBytes(3)];
+    const whole = Buffer.concat(parts);
+    const a = await h.store.createUpload();
+    await a.append(Readable.from([parts[0]!]));
+
+    const other = await h.reopen();
+    const b = await other.resumeUpload(a.id);
+    t.is(b.offset, parts[0]!.length, 'the offset survives the reopen');
+    await b.append(Readable.from([parts[1]!]), { atOffset: parts[0]!.length });
+    t.deepEqual(
+      (await collect(h.store.listUploads())).map((u) => u.id),
+      [a.id],
+    );
+
+    // The first store's view is behind now; it must pick up the bytes the other one wrote.
+    await expectCode(t, a.append(Readable.from([parts[2]!]), { atOffset: parts[0]!.length }), 'RANGE_INVALID');
+    const a2 = await h.store.resumeUpload(a.id);
+    t.is(a2.offset, parts[0]!.length + parts[1]!.length);
+    await a2.append(Readable.from([parts[2]!]));
+    await b.append(Readable.from([parts[3]!]));
+    const info = await (await other.resumeUpload(a.id)).commit(digestOf(whole), whole.length);
+    t.deepEqual(info, { digest: digestOf(whole), size: whole.length });
+    sameBytes(t, await readAll(await h.store.read(info.digest)), whole);
+    await h.store.delete(info.digest);
+  });
+
+  contract('concurrent appends to one session are serialized', async (t, h) => {
+    const w = await h.store.createUpload();
+    const chunks = Array.from({ length: 8 }, () => randomBytes(20_000));
+    const results = await Promise.all(chunks.map((c) => w.append(Readable.from([c]), { exactBytes: c.length })));
+    t.deepEqual(
+      [...results].sort((x, y) => x - y),
+      chunks.map((_, i) => (i + 1) * 20_000),
+    );
+    t.is((await h.store.resumeUpload(w.id)).offset, 160_000);
+    // The order is whatever the lock gave; the data must be one whole chunk after another.
+    const info = await w.commit();
+    const stored = await readAll(await h.store.read(info.digest));
+    const seen = new Set<string>();
+    for (let i = 0; i < 8; i++) seen.add(stored.subarray(i * 20_000, (i + 1) * 20_000).toString('hex'));
+    t.deepEqual(seen, new Set(chunks.map((c) => c.toString('hex'))));
+    t.is(info.digest, digestOf(stored));
+    await h.store.delete(info.digest);
+  });
+
+  contract('two appends claiming the same offset: one wins, the other is RANGE_INVALID', async (t, h) => {
+    const w = await h.store.createUpload();
+    const results = await Promise.allSettled([
+      w.append(Readable.from([randomBytes(1000)]), { atOffset: 0 }),
+      w.append(Readable.from([randomBytes(1000)]), { atOffset: 0 }),
+    ]);
+    t.is(results.filter((r) => r.status === 'fulfilled').length, 1);
+    const rejected = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    t.true(isVolregError(rejected.reason) && rejected.reason.code === 'RANGE_INVALID');
+    await w.cancel();
+  });
+
+  contract('concurrent commits of the same content all succeed with one blob', async (t, h) => {
+    const bytes = randomBytes(200_000);
+    const digest = digestOf(bytes);
+    const writers: UploadWriter[] = [];
+    for (let i = 0; i < 12; i++) {
+      const w = await h.store.createUpload();
+      await w.append(Readable.from([bytes]));
+      writers.push(w);
+    }
+    const infos = await Promise.all(writers.map((w, i) => (i % 2 === 0 ? w.commit(digest, bytes.length) : w.commit())));
+    for (const info of infos) t.deepEqual(info, { digest, size: bytes.length });
+    t.deepEqual(await collect(h.store.list()), [{ digest, size: bytes.length }]);
+    t.deepEqual(await collect(h.store.listUploads()), []);
+    sameBytes(t, await readAll(await h.store.read(digest)), bytes);
+    await h.store.delete(digest);
+  });
+
+  contract('ranged reads at the edges; ranges outside the blob are RANGE_INVALID', async (t, h) => {
+    const bytes = randomBytes(1000);
+    const { digest } = await put(h.store, bytes);
+    const cases: Array<[number, number]> = [
+      [0, 0],
+      [0, 999],
+      [999, 999],
+      [1, 998],
+      [500, 501],
+    ];
+    for (const [start, end] of cases) {
+      sameBytes(t, await readAll(await h.store.read(digest, { start, end })), bytes.subarray(start, end + 1), `${start}-${end}`);
+    }
+    await expectCode(t, h.store.read(digest, { start: 0, end: 1000 }), 'RANGE_INVALID');
+    await expectCode(t, h.store.read(digest, { start: 1000, end: 1000 }), 'RANGE_INVALID');
+    await expectCode(t, h.store.read(digest, { start: 10, end: 9 }), 'RANGE_INVALID');
+    await expectCode(t, h.store.read(digest, { start: -1, end: 9 }), 'RANGE_INVALID');
+    await h.store.delete(digest);
+  });
+
+  contract('a read started before a delete still returns every byte', async (t, h) => {
+    const bytes = randomBytes(3 * 1024 * 1024);
+    const { digest } = await put(h.store, bytes);
+    const stream = await h.store.read(digest);
+    t.true(await h.store.delete(digest));
+    sameBytes(t, await readAll(stream), bytes);
+    t.is(await h.store.stat(digest), null);
+  });
+
+  contract('delete is idempotent', async (t, h) => {
+    const { digest } = await put(h.store, randomBytes(10));
+    t.true(await h.store.delete(digest));
+    t.false(await h.store.delete(digest));
+    t.false(await h.store.delete(digestOf('never stored')));
+    t.is(await h.store.stat(digest), null);
+  });
+
+  contract('cancel is idempotent and removes the bytes', async (t, h) => {
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([randomBytes(50_000)]));
+    await w.cancel();
+    await w.cancel();
+    await expectCode(t, h.store.resumeUpload(w.id), 'BLOB_UPLOAD_UNKNOWN');
+    await expectCode(t, w.append(Readable.from([randomBytes(10)])), 'BLOB_UPLOAD_UNKNOWN');
+    await expectCode(t, w.commit(), 'BLOB_UPLOAD_UNKNOWN');
+    const other = await h.reopen();
+    const w2 = await h.store.createUpload();
+    await (await other.resumeUpload(w2.id)).cancel();
+    await w2.cancel();
+    t.deepEqual(await collect(h.store.listUploads()), []);
+  });
+
+  contract('malformed or unknown upload ids are BLOB_UPLOAD_UNKNOWN', async (t, h) => {
+    for (const id of ['', '..', '../../etc/passwd', 'a/b', '00000000-0000-0000-0000-000000000000', 'ABCDEF00-0000-4000-8000-000000000000', 'x'.repeat(300)]) {
+      await expectCode(t, h.store.resumeUpload(id), 'BLOB_UPLOAD_UNKNOWN');
+    }
+  });
+
+  contract('list yields every committed blob once; listUploads every open session', async (t, h) => {
+    const blobs = [randomBytes(1), randomBytes(100), randomBytes(10_000)];
+    const infos = [];
+    for (const b of blobs) infos.push(await put(h.store, b));
+    infos.push(await put(h.store, blobs[1]!));
+    const listed = await collect(h.store.list());
+    const byDigest = (x: { digest: string }, y: { digest: string }) => x.digest.localeCompare(y.digest);
+    t.deepEqual(listed.sort(byDigest), blobs.map((b) => ({ digest: digestOf(b), size: b.length })).sort(byDigest));
+
+    const before = Date.now();
+    const u1 = await h.store.createUpload();
+    const u2 = await h.store.createUpload();
+    await u2.append(Readable.from([randomBytes(5)]));
+    const uploads = await collect(h.store.listUploads());
+    t.deepEqual(uploads.map((u) => u.id).sort(), [u1.id, u2.id].sort());
+    for (const u of uploads) t.true(u.lastActivity.getTime() >= before - 2000 && u.lastActivity.getTime() <= Date.now() + 2000);
+    await u1.cancel();
+    await u2.cancel();
+    for (const b of blobs) await h.store.delete(digestOf(b));
+  });
+
+  contract('a large streamed append keeps its bytes and digest', async (t, h) => {
+    const seed = randomBytes(64 * 1024);
+    const chunks = 256; // 16 MiB
+    const expected = createHash('sha256');
+    for (let i = 0; i < chunks; i++) expected.update(seed);
+    const digest = `sha256:${expected.digest('hex')}` as Digest;
+    const w = await h.store.createUpload();
+    const source = Readable.from(
+      (function* () {
+        for (let i = 0; i < chunks; i++) yield seed;
+      })(),
+    );
+    await w.append(source);
+    t.deepEqual(await w.commit(digest, chunks * seed.length), { digest, size: chunks * seed.length });
+    const back = createHash('sha256');
+    for await (const c of await h.store.read(digest)) back.update(c as Buffer);
+    t.is(`sha256:${back.digest('hex')}`, digest);
+    await h.store.delete(digest);
+  });
+}
+
+async function put(store: BlobStore, bytes: Buffer): Promise<{ digest: Digest; size: number }> {
+  const w = await store.createUpload();
+  await w.append(Readable.from([bytes]));
+  return w.commit(digestOf(bytes), bytes.length);
+}
+
+/** Buffer.equals: ava's deepEqual is far too slow on megabytes. */
+function sameBytes(t: ExecutionContext, actual: Buffer, expected: Buffer, message?: string): void {
+  t.is(actual.length, expected.length, message);
+  t.true(actual.equals(expected), message ?? 'bytes differ');
+}
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function expectCode(t: ExecutionContext, p: Promise<unknown>, code: ErrorCode) {
+  const err = await t.throwsAsync(p);
+  t.true(isVolregError(err), `expected a VolregError ${code}, got ${String(err)}`);
+  if (!isVolregError(err)) throw err;
+  t.is(err.code, code);
+  return err;
+}

@@ -1,0 +1,137 @@
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import test from 'ava';
+import { digestOf } from '../../src/domain/digest.ts';
+import { FsBlobStore } from '../../src/storage/fs-driver.ts';
+import { blobPath, uploadDataPath, uploadLockPath } from '../../src/storage/paths.ts';
+import { blobStoreContract } from '../contract/blob-store-contract.ts';
+
+async function files(root: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    if (!entry.isDirectory()) out.push(relative(root, join(entry.parentPath, entry.name)));
+  }
+  return out.sort();
+}
+
+async function harness(lockWaitMs = 2000) {
+  const root = await mkdtemp(join(tmpdir(), 'volreg-fs-store-'));
+  const opened: FsBlobStore[] = [];
+  const open = async (): Promise<FsBlobStore> => {
+    const s = await FsBlobStore.open({ root, lockWaitMs });
+    opened.push(s);
+    return s;
+  };
+  const store = await open();
+  return {
+    root,
+    store,
+    reopen: open,
+    leftovers: () => files(root),
+    close: async () => {
+      for (const s of opened) s.close();
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+}
+
+blobStoreContract(test, 'fs', () => harness());
+
+// Driver-specific behaviour: the on-disk layout and crash leftovers.
+
+test('fs store: committed blobs live at blobs/<alg>/<2 hex>/<hex>, sessions under uploads/<id>', async (t) => {
+  const h = await harness();
+  try {
+    const bytes = randomBytes(100);
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([bytes]));
+    t.deepEqual(await files(h.root), [`uploads/${w.id}/data`, `uploads/${w.id}/state.json`]);
+    const { digest } = await w.commit();
+    const hex = digest.slice('sha256:'.length);
+    t.deepEqual(await files(h.root), [`blobs/sha256/${hex.slice(0, 2)}/${hex}`]);
+    t.is(blobPath(h.root, digest), join(h.root, 'blobs', 'sha256', hex.slice(0, 2), hex));
+    await h.store.delete(digest);
+  } finally {
+    await h.close();
+  }
+});
+
+test('fs store: bytes past the durable offset (a crash mid-append) are dropped on resume', async (t) => {
+  const h = await harness();
+  try {
+    const good = randomBytes(1000);
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([good]));
+    // What a kill -9 during the next append leaves: extra bytes in data, offset unchanged.
+    await writeFile(uploadDataPath(h.root, w.id), randomBytes(777), { flag: 'a' });
+    t.is((await stat(uploadDataPath(h.root, w.id))).size, 1777);
+
+    const restarted = await h.reopen();
+    const r = await restarted.resumeUpload(w.id);
+    t.is(r.offset, 1000);
+    const tail = randomBytes(24);
+    await r.append(Readable.from([tail]));
+    const whole = Buffer.concat([good, tail]);
+    t.deepEqual(await r.commit(digestOf(whole)), { digest: digestOf(whole), size: 1024 });
+
+    // And a commit straight after such a crash takes only [0, offset).
+    const w2 = await h.store.createUpload();
+    await w2.append(Readable.from([good]));
+    await writeFile(uploadDataPath(h.root, w2.id), randomBytes(5), { flag: 'a' });
+    t.deepEqual(await (await (await h.reopen()).resumeUpload(w2.id)).commit(), { digest: digestOf(good), size: 1000 });
+
+    await h.store.delete(digestOf(whole));
+    await h.store.delete(digestOf(good));
+  } finally {
+    await h.close();
+  }
+});
+
+test('fs store: a lock left by a dead process is broken; a live one makes the request wait', async (t) => {
+  const h = await harness();
+  try {
+    const w = await h.store.createUpload();
+    // pid 2^22+1 is above Linux's pid_max default, so it is not running.
+    await writeFile(uploadLockPath(h.root, w.id), JSON.stringify({ host: hostname(), pid: 4194305, instance: 'gone' }));
+    t.is(await w.append(Readable.from([Buffer.from('abc')])), 3);
+
+    // A lock held by a live process (this one, through another open store) is waited for.
+    const other = await h.reopen();
+    const slow = Readable.from(
+      (async function* () {
+        yield Buffer.from('d');
+        await new Promise((r) => setTimeout(r, 300));
+        yield Buffer.from('e');
+      })(),
+    );
+    const started = Date.now();
+    const [first, second] = await Promise.all([
+      (await other.resumeUpload(w.id)).append(slow),
+      new Promise((r) => setTimeout(r, 50)).then(() => w.append(Readable.from([Buffer.from('f')]))),
+    ]);
+    t.is(first, 5);
+    t.is(second, 6);
+    t.true(Date.now() - started >= 300);
+    await w.cancel();
+  } finally {
+    await h.close();
+  }
+});
+
+test('fs store: a session busy in another process for too long is BLOB_UPLOAD_INVALID', async (t) => {
+  const h = await harness(300);
+  try {
+    const w = await h.store.createUpload();
+    // A live pid on this host (our parent) holding the lock: never stale.
+    await writeFile(uploadLockPath(h.root, w.id), JSON.stringify({ host: hostname(), pid: process.ppid, instance: 'x' }));
+    const err = await t.throwsAsync(w.append(Readable.from([Buffer.from('abc')])));
+    t.is((err as { code?: string }).code, 'BLOB_UPLOAD_INVALID');
+    await rm(uploadLockPath(h.root, w.id));
+    await w.cancel();
+  } finally {
+    await h.close();
+  }
+});
