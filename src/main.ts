@@ -14,7 +14,6 @@ import { collections, type Collections } from './metadata/collections.ts';
 import { Migrator } from './metadata/migrator.ts';
 import { RepoContentRepository } from './metadata/repo-content-repository.ts';
 import { loadSchemas } from './metadata/schema-validator.ts';
-import { startEngine } from './mongo-engine/index.ts';
 import type { BlobStore } from './storage/blob-store.ts';
 
 /**
@@ -129,7 +128,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const app = createApp({
       logger,
       handlers: buildHandlers(services, ctx),
-      readiness: readinessChecks(config, db, services),
+      readiness: readinessChecks(config, db, services.blobStore),
       middleware: [metrics.middleware, ...(auth ? [auth.authenticate] : [])],
       authorize: auth?.authorize,
       metrics: metrics.handler,
@@ -166,7 +165,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
  */
 export async function openMetadata(config: Config, logger: Logger): Promise<{ db: Db; close: () => Promise<void> }> {
   const dbPath = join(config.dataDir, 'db');
-  const engine = config.mongodbUrl ? undefined : await startEngine({ dbPath });
+  // loaded only when needed: a service on a real MongoDB never loads the engine
+  const engine = config.mongodbUrl ? undefined : await (await import('./mongo-engine/index.ts')).startEngine({ dbPath });
   if (engine) logger.info({ dbPath }, 'embedded mongodb engine started');
   const uri = config.mongodbUrl ?? (engine as { uri: string }).uri;
   const client = new MongoClient(uri, { serverSelectionTimeoutMS: 15_000 });
@@ -195,7 +195,8 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-function readinessChecks(config: Config, db: Db, services: Services): HealthCheck[] {
+/** /readyz: MongoDB answers a ping, and the blob store answers (bounded waits, so never a hang). */
+export function readinessChecks(config: Config, db: Db, blobStore: BlobStore | undefined): HealthCheck[] {
   return [
     {
       name: 'mongodb',
@@ -207,7 +208,7 @@ function readinessChecks(config: Config, db: Db, services: Services): HealthChec
     {
       name: 'blobstore',
       check: async () => {
-        if (services.blobStore) await withTimeout(services.blobStore.ping(), READINESS_TIMEOUT_MS, 'blob store');
+        if (blobStore) await withTimeout(blobStore.ping(), READINESS_TIMEOUT_MS, 'blob store');
         else await access(config.dataDir, constants.W_OK);
       },
     },

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, Middleware } from 'koa';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { matchRoute } from './router.ts';
 
 /**
  * Prometheus metrics for GET /metrics: requests by route id and status, durations, and bytes
@@ -54,7 +55,8 @@ export function createHttpMetrics(opts: { processMetrics?: boolean } = {}): Http
     const record = (): void => {
       if (recorded) return;
       recorded = true;
-      const route = ctx.state.access?.routeId ?? FIXED_ROUTES[ctx.path] ?? 'unmatched';
+      // a 405 or a bad name fails before the router records the route: match it again
+      const route = ctx.state.access?.routeId ?? FIXED_ROUTES[ctx.path] ?? matchRoute(ctx.path)?.id ?? 'unmatched';
       const method = ctx.method;
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       requests.inc({ route, method, status: String(ctx.res.statusCode) });

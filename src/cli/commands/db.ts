@@ -1,5 +1,4 @@
 import { type Command, InvalidArgumentError } from 'commander';
-import { runStandalone } from '../../mongo-engine/index.ts';
 
 export function registerDb(program: Command): void {
   program
@@ -9,6 +8,7 @@ export function registerDb(program: Command): void {
     .option('--port <n>', 'TCP port on 127.0.0.1 (0 picks a free one)', parsePort, 27017)
     .option('--socket <path>', 'also listen on this unix socket')
     .action(async (opts: { dbpath: string; port: number; socket?: string }) => {
+      const { runStandalone } = await import('../../mongo-engine/index.ts');
       await runStandalone({ dbPath: opts.dbpath, port: opts.port, socket: opts.socket });
     });
 }

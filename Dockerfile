@@ -1,0 +1,33 @@
+# volreg: the service (`volreg serve`, the default command) and the host agent
+# (`docker run --rm --volumes-from C IMAGE volreg backup ...`).
+
+# ---- dependencies: production packages only (tsx runs the TypeScript sources; no build step)
+FROM node:20-bookworm-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund \
+ && npm cache clean --force
+
+# ---- runtime
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production \
+    VOLREG_ADDR=0.0.0.0:5000 \
+    VOLREG_DATA_DIR=/data
+RUN groupadd --system volreg \
+ && useradd --system --gid volreg --home-dir /app --shell /usr/sbin/nologin volreg \
+ && mkdir -p /data \
+ && chown volreg:volreg /data
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json package-lock.json ./
+COPY bin ./bin
+COPY src ./src
+COPY migrations ./migrations
+COPY schemas ./schemas
+RUN ln -s /app/bin/volreg.js /usr/local/bin/volreg
+USER volreg
+VOLUME ["/data"]
+EXPOSE 5000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:5000/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+CMD ["volreg", "serve"]
