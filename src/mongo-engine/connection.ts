@@ -1,0 +1,103 @@
+import type { Socket } from 'node:net';
+import { toBson } from './bson-values.ts';
+import { dispatchCommand } from './command-dispatch.ts';
+import type { EngineState } from './engine-state.ts';
+import { engineError } from './errors.ts';
+import { encodeOpMsg, encodeOpReply, FrameReader, parseMessage, ProtocolError, type WireRequest } from './wire-protocol.ts';
+
+/**
+ * One client connection: reassembles frames, runs requests strictly in arrival order
+ * (a driver never pipelines on one connection, but moreToCome writes may queue up),
+ * and writes replies. Protocol violations close the socket, as mongod does.
+ */
+
+let nextRequestId = 1;
+
+export class ClientConnection {
+  readonly id: number;
+  private readonly socket: Socket;
+  private readonly state: EngineState;
+  private readonly reader = new FrameReader();
+  private queue: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(id: number, socket: Socket, state: EngineState) {
+    this.id = id;
+    this.socket = socket;
+    this.state = state;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => this.destroy());
+    socket.on('close', () => this.onClose());
+  }
+
+  destroy(): void {
+    if (!this.socket.destroyed) this.socket.destroy();
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.state.stats.connectionsCurrent--;
+    this.state.cursors.closeForConnection(this.id);
+  }
+
+  private onData(chunk: Buffer): void {
+    this.reader.push(chunk);
+    try {
+      for (let frame = this.reader.next(); frame; frame = this.reader.next()) {
+        const request = parseMessage(frame);
+        this.queue = this.queue.then(() => this.handle(request));
+      }
+    } catch (err) {
+      this.state.log('closing connection after protocol error', { connectionId: this.id, error: err instanceof Error ? err.message : String(err) });
+      this.destroy();
+    }
+  }
+
+  private async handle(req: WireRequest): Promise<void> {
+    if (this.closed) return;
+    switch (req.kind) {
+      case 'compressed': {
+        // Compression is never advertised; a client that compresses anyway gets an error and is cut off.
+        const err = engineError('BadValue', 'OP_COMPRESSED is not supported: this server does not negotiate compression');
+        this.write(encodeOpMsg(nextRequestId++, req.header.requestId, toBson(err.toReply())));
+        this.socket.end();
+        return;
+      }
+      case 'query': {
+        const name = Object.keys(req.query)[0] ?? '';
+        const isHandshake = ['ismaster', 'isMaster', 'hello'].includes(name);
+        const db = req.collection.endsWith('.$cmd') ? req.collection.slice(0, -5) : '';
+        let body: Buffer;
+        if (!isHandshake || db === '') {
+          body = toBson(engineError('BadValue', `OP_QUERY is no longer supported except for the hello handshake (got '${name}' on ${req.collection})`).toReply());
+        } else {
+          const cmd = name === 'hello' ? req.query : { ...req.query };
+          body = await dispatchCommand(cmd, db, this.state, this.id);
+        }
+        this.write(encodeOpReply(nextRequestId++, req.header.requestId, body));
+        return;
+      }
+      case 'msg': {
+        const db = req.command['$db'];
+        let body: Buffer;
+        if (typeof db !== 'string' || db.length === 0) {
+          body = toBson(engineError('Location40414', "BSON field '$db' is missing but a required field").toReply());
+        } else {
+          body = await dispatchCommand(req.command, db, this.state, this.id);
+        }
+        // moreToCome from the client means an unacknowledged write: never reply.
+        if (!req.moreToCome) this.write(encodeOpMsg(nextRequestId++, req.header.requestId, body));
+        return;
+      }
+    }
+  }
+
+  private write(buf: Buffer): void {
+    if (this.closed || this.socket.destroyed) return;
+    this.socket.write(buf);
+  }
+}
+
+export { ProtocolError };

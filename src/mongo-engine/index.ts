@@ -1,0 +1,7 @@
+/**
+ * volreg's embedded MongoDB-wire-compatible engine. Public API:
+ * startEngine() for tests and `volreg serve`, runStandalone() for `volreg db`.
+ */
+export { startEngine, type EngineOptions, type RunningEngine } from './engine.ts';
+export { runStandalone } from './standalone.ts';
+export { DbPathLockedError } from './lock.ts';

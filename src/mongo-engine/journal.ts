@@ -1,0 +1,197 @@
+import type { Document } from 'bson';
+import fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import type { ChangeSink, DdlOp } from './collection-store.ts';
+import type { Durability, LogFn } from './engine-state.ts';
+import { encodeDdl, encodePut, encodeRemove } from './journal-format.ts';
+
+/**
+ * Append-only journal with group commit. Mutations append framed records to an in-memory
+ * queue synchronously (in the order the catalog applied them); a single flusher writes
+ * everything queued so far with one writev and one fdatasync, then acknowledges every
+ * waiter covered by that flush. Concurrent writers therefore share fsyncs.
+ *
+ * A queued "rotate" marker switches to a new journal file at an exact point of the
+ * sequence, which is how a snapshot is cut without stopping writes.
+ */
+
+type Queued = Buffer | { rotateTo: string; done: (err?: Error) => void };
+
+interface Waiter {
+  seq: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+export class Journal implements ChangeSink, Durability {
+  private fh: FileHandle;
+  private readonly durable: boolean;
+  private readonly log: LogFn;
+  private readonly dirPath: string;
+  private queue: Queued[] = [];
+  private seq = 0;
+  private flushedSeq = 0;
+  private waiters: Waiter[] = [];
+  private flushing = false;
+  private failed: Error | undefined;
+  private idle: Array<() => void> = [];
+  /** bytes in the current journal file, including queued ones */
+  bytes: number;
+  onFlushed: (() => void) | undefined;
+
+  constructor(fh: FileHandle, initialBytes: number, durable: boolean, dirPath: string, log: LogFn) {
+    this.fh = fh;
+    this.bytes = initialBytes;
+    this.durable = durable;
+    this.dirPath = dirPath;
+    this.log = log;
+  }
+
+  put(ns: string, raw: Buffer): void {
+    this.append(encodePut(ns, raw));
+  }
+
+  remove(ns: string, id: unknown): void {
+    this.append(encodeRemove(ns, id));
+  }
+
+  ddl(op: DdlOp, args: Document): void {
+    this.append(encodeDdl(op, args));
+  }
+
+  appendedSeq(): number {
+    return this.seq;
+  }
+
+  waitDurable(seq: number): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    if (!this.durable || seq <= this.flushedSeq) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+  }
+
+  /** Queues a switch to a new journal file; resolves once the new file is in place. */
+  rotate(newPath: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ rotateTo: newPath, done: (err) => (err ? reject(err) : resolve()) });
+      this.bytes = 0;
+      this.schedule();
+    });
+  }
+
+  /** Resolves when everything queued so far has been written (and synced when durable). */
+  drain(): Promise<void> {
+    if (!this.flushing && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idle.push(resolve));
+  }
+
+  async close(): Promise<void> {
+    await this.drain();
+    await this.fh.close();
+  }
+
+  private append(frame: Buffer): void {
+    this.queue.push(frame);
+    this.bytes += frame.length;
+    this.seq++;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.flushing) return;
+    this.flushing = true;
+    // setImmediate lets every command already read from the sockets append before the flush.
+    setImmediate(() => void this.flushLoop());
+  }
+
+  private async flushLoop(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const batch: Buffer[] = [];
+        let rotate: Extract<Queued, { rotateTo: string }> | undefined;
+        while (this.queue.length > 0) {
+          const item = this.queue[0] as Queued;
+          if (!Buffer.isBuffer(item)) {
+            if (batch.length === 0) {
+              rotate = item;
+              this.queue.shift();
+            }
+            break;
+          }
+          batch.push(item);
+          this.queue.shift();
+        }
+        if (rotate) {
+          await this.switchFile(rotate);
+          continue;
+        }
+        await this.writeAll(batch);
+        if (this.durable) await this.fh.datasync();
+        // Frames are written in sequence order, so the count written is the highest durable seq.
+        this.flushedSeq += batch.length;
+        this.release();
+      }
+    } catch (err) {
+      this.failed = err instanceof Error ? err : new Error(String(err));
+      this.log('journal write failed; refusing further acknowledgements', { error: this.failed.message });
+      for (const w of this.waiters) w.reject(this.failed);
+      this.waiters = [];
+      for (const q of this.queue) if (!Buffer.isBuffer(q)) q.done(this.failed);
+      this.queue = [];
+    } finally {
+      this.flushing = false;
+      const idle = this.idle;
+      this.idle = [];
+      for (const f of idle) f();
+      this.onFlushed?.();
+    }
+  }
+
+  private async writeAll(batch: Buffer[]): Promise<void> {
+    let remaining = batch;
+    while (remaining.length > 0) {
+      const { bytesWritten } = await this.fh.writev(remaining.slice(0, 1024));
+      let n = bytesWritten;
+      const rest: Buffer[] = [];
+      for (const b of remaining) {
+        if (n >= b.length) n -= b.length;
+        else if (n > 0) {
+          rest.push(b.subarray(n));
+          n = 0;
+        } else rest.push(b);
+      }
+      remaining = rest;
+    }
+  }
+
+  private async switchFile(r: Extract<Queued, { rotateTo: string }>): Promise<void> {
+    try {
+      if (this.durable) await this.fh.datasync();
+      await this.fh.close();
+      this.fh = await fs.promises.open(r.rotateTo, 'a');
+      await syncDirectory(this.dirPath);
+      r.done();
+    } catch (err) {
+      r.done(err instanceof Error ? err : new Error(String(err)));
+      throw err;
+    }
+  }
+
+  private release(): void {
+    if (this.waiters.length === 0) return;
+    const still: Waiter[] = [];
+    for (const w of this.waiters) {
+      if (w.seq <= this.flushedSeq) w.resolve();
+      else still.push(w);
+    }
+    this.waiters = still;
+  }
+}
+
+export async function syncDirectory(dir: string): Promise<void> {
+  const fh = await fs.promises.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,97 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+
+/**
+ * Exclusive ownership of a dbPath. A process holds the lock by listening on the unix socket
+ * `dbPath/engine.lock.sock`; the kernel closes it when the process dies, however it dies.
+ * A newcomer first tries to connect: success means a live owner (refuse); ECONNREFUSED means
+ * a stale socket file from a dead owner (remove it and take over). A short-lived O_EXCL
+ * guard file serialises the remove-and-bind step between two newcomers racing for a stale lock.
+ */
+
+export class DbPathLockedError extends Error {
+  constructor(dbPath: string) {
+    super(`dbPath ${dbPath} is already in use by another running volreg db engine (lock socket ${path.join(dbPath, LOCK_NAME)} accepts connections); stop that process first`);
+    this.name = 'DbPathLockedError';
+  }
+}
+
+const LOCK_NAME = 'engine.lock.sock';
+const GUARD_NAME = 'engine.lock.guard';
+const GUARD_STALE_MS = 10_000;
+
+export interface DbPathLock {
+  release(): Promise<void>;
+}
+
+function probe(sockPath: string): Promise<'alive' | 'stale' | 'absent'> {
+  return new Promise((resolve) => {
+    const s = net.connect(sockPath);
+    s.once('connect', () => {
+      s.destroy();
+      resolve('alive');
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      resolve(err.code === 'ENOENT' ? 'absent' : 'stale');
+    });
+  });
+}
+
+function listen(server: net.Server, sockPath: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(sockPath, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+async function withGuard<T>(dbPath: string, fn: () => Promise<T>): Promise<T> {
+  const guard = path.join(dbPath, GUARD_NAME);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.writeFileSync(guard, String(process.pid), { flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      try {
+        const age = Date.now() - fs.statSync(guard).mtimeMs;
+        if (age > GUARD_STALE_MS) fs.rmSync(guard, { force: true });
+      } catch {
+        // vanished meanwhile: retry
+      }
+      if (attempt > 200) throw new Error(`could not acquire ${guard}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    fs.rmSync(guard, { force: true });
+  }
+}
+
+export async function acquireDbPathLock(dbPath: string): Promise<DbPathLock> {
+  const sockPath = path.join(dbPath, LOCK_NAME);
+  const server = net.createServer((conn) => conn.destroy());
+  await withGuard(dbPath, async () => {
+    const state = await probe(sockPath);
+    if (state === 'alive') throw new DbPathLockedError(dbPath);
+    if (state === 'stale') fs.rmSync(sockPath, { force: true });
+    try {
+      await listen(server, sockPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new DbPathLockedError(dbPath);
+      throw err;
+    }
+  });
+  server.unref();
+  return {
+    release: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,97 @@
+import { randomBytes } from 'node:crypto';
+import { MongoClient, type Db } from 'mongodb';
+import { startEngine, type EngineOptions, type RunningEngine } from '../../src/mongo-engine/index.ts';
+
+/**
+ * The one way tests get a database. Picks the best backend available:
+ *   MONGODB_URL                 an external mongod/mongos (backend 'external')
+ *   MONGOMS_SYSTEM_BINARY       a real mongod started by mongodb-memory-server-core ('memory-server')
+ *   otherwise                   the embedded engine, in memory, one per test process ('engine')
+ * Every call gets its own uniquely named database, dropped again by close().
+ */
+
+export type TestBackend = 'external' | 'memory-server' | 'engine';
+
+export interface TestMongo {
+  uri: string;
+  dbName: string;
+  client: MongoClient;
+  db: Db;
+  backend: TestBackend;
+  close(): Promise<void>;
+}
+
+interface SharedServer {
+  uri: string;
+  backend: TestBackend;
+  stop(): Promise<void>;
+}
+
+let shared: Promise<SharedServer> | undefined;
+let users = 0;
+let counter = 0;
+
+async function startShared(): Promise<SharedServer> {
+  const external = process.env['MONGODB_URL'];
+  if (external) return { uri: external, backend: 'external', stop: async () => undefined };
+  if (process.env['MONGOMS_SYSTEM_BINARY']) {
+    const { MongoMemoryServer } = await import('mongodb-memory-server-core');
+    const server = await MongoMemoryServer.create();
+    return { uri: server.getUri(), backend: 'memory-server', stop: async () => void (await server.stop()) };
+  }
+  const engine = await startEngine();
+  return { uri: engine.uri, backend: 'engine', stop: () => engine.close() };
+}
+
+function databaseName(label: string): string {
+  const clean = label.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 24);
+  return `t_${clean}_${process.pid}_${counter++}_${randomBytes(3).toString('hex')}`.slice(0, 63);
+}
+
+export async function openTestMongo(label: string): Promise<TestMongo> {
+  shared ??= startShared();
+  users++;
+  let server: SharedServer;
+  try {
+    server = await shared;
+  } catch (err) {
+    users--;
+    shared = undefined;
+    throw err;
+  }
+  const dbName = databaseName(label);
+  const client = new MongoClient(server.uri);
+  await client.connect();
+  const db = client.db(dbName);
+  let closed = false;
+  return {
+    uri: server.uri,
+    dbName,
+    client,
+    db,
+    backend: server.backend,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      try {
+        await db.dropDatabase();
+      } finally {
+        await client.close();
+        users--;
+        if (users === 0 && shared) {
+          const s = shared;
+          shared = undefined;
+          await (await s).stop();
+        }
+      }
+    },
+  };
+}
+
+/**
+ * A dedicated engine for tests that need one directly (durability, restarts, TTL timing).
+ * With `dir` it is durable on that directory; without, in memory.
+ */
+export async function startTestEngine(dir?: string, extra: Omit<EngineOptions, 'dbPath'> = {}): Promise<RunningEngine> {
+  return startEngine({ ...extra, dbPath: dir });
+}
