@@ -15,6 +15,17 @@ import { Migrator } from './metadata/migrator.ts';
 import { RepoContentRepository } from './metadata/repo-content-repository.ts';
 import { loadSchemas } from './metadata/schema-validator.ts';
 import type { BlobStore } from './storage/blob-store.ts';
+import { CatalogRepository } from './metadata/catalog-repository.ts';
+import { ManifestRepository } from './metadata/manifest-repository.ts';
+import { TagRepository } from './metadata/tag-repository.ts';
+import { ManifestService } from './services/manifest-service.ts';
+import { ReferrersService } from './services/referrers-service.ts';
+import { RepositoryService } from './services/repository-service.ts';
+import { TagService } from './services/tag-service.ts';
+import { catalogHandlers } from './http/handlers/catalog-handlers.ts';
+import { manifestHandlers } from './http/handlers/manifest-handlers.ts';
+import { referrersHandlers } from './http/handlers/referrers-handlers.ts';
+import { tagHandlers } from './http/handlers/tag-handlers.ts';
 
 /**
  * The composition root: config -> logger -> MongoDB (a real one, or the embedded engine) ->
@@ -37,6 +48,11 @@ export interface Services {
   uploads?: { purgeAbandoned(olderThan: Date): Promise<unknown> };
 
   // ---- manifests and tags --------------------------------------------------------------
+  /** push/pull/delete manifests; `put(repo, reference, body, contentType)` stores any manifest */
+  manifests?: ManifestService;
+  tags?: TagService;
+  repositories?: RepositoryService;
+  referrers?: ReferrersService;
 
   // ---- volumes -------------------------------------------------------------------------
 }
@@ -59,6 +75,20 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
   //   services.uploads = ...
 
   // ---- manifests and tags: construct here ----------------------------------------------
+  const manifestRepo = new ManifestRepository(ctx.collections, services.repoContent);
+  const tagRepo = new TagRepository(ctx.collections, services.repoContent);
+  services.tags = new TagService({ tags: tagRepo, manifests: manifestRepo, repos: services.repoContent });
+  services.manifests = new ManifestService({
+    manifests: manifestRepo,
+    blobs: manifestRepo,
+    tagWriter: tagRepo,
+    tags: services.tags,
+    repos: services.repoContent,
+    limits: ctx.config.limits,
+    logger: ctx.logger,
+  });
+  services.repositories = new RepositoryService({ catalog: new CatalogRepository(ctx.collections) });
+  services.referrers = new ReferrersService({ manifests: manifestRepo });
 
   // ---- volumes: construct here ---------------------------------------------------------
 
@@ -73,6 +103,14 @@ export function buildHandlers(services: Services, ctx: ServiceContext): HandlerM
   // ---- /v2 blobs and uploads: maps.push(blobHandlers(services, ctx.config)) -------------
 
   // ---- /v2 manifests, tags, referrers, catalog -----------------------------------------
+  if (services.manifests && services.tags && services.repositories && services.referrers) {
+    maps.push(
+      manifestHandlers({ manifests: services.manifests }, ctx.config.limits),
+      tagHandlers({ tags: services.tags }),
+      catalogHandlers({ repositories: services.repositories }),
+      referrersHandlers({ referrers: services.referrers }),
+    );
+  }
 
   // ---- /api/v1 volumes -----------------------------------------------------------------
 

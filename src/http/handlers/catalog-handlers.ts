@@ -1,0 +1,19 @@
+import { parseRepositoryName } from '../../domain/names.ts';
+import { nextLink, parsePage } from '../pagination.ts';
+import { paths } from '../route-table.ts';
+import type { HandlerMap } from '../router.ts';
+import type { RepositoryService } from '../../services/repository-service.ts';
+
+/** GET /v2/_catalog?n=&last= */
+export function catalogHandlers(services: { repositories: RepositoryService }): HandlerMap {
+  return {
+    catalog: {
+      GET: async (ctx) => {
+        const page = parsePage(ctx.query, (last) => void parseRepositoryName(last));
+        const result = await services.repositories.catalog(page);
+        if (result.next) ctx.set('Link', nextLink(paths.catalog(), result.next));
+        ctx.body = { repositories: result.repositories };
+      },
+    },
+  };
+}

@@ -1,0 +1,76 @@
+import type { Context } from 'koa';
+import { readBodyCapped } from '../body.ts';
+import { paths } from '../route-table.ts';
+import type { HandlerMap } from '../router.ts';
+import type { ManifestInfo, ManifestService } from '../../services/manifest-service.ts';
+
+/** GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>. */
+
+function acceptHeaders(ctx: Context): string[] {
+  // Node joins repeated Accept headers with ", ", which parseAccept splits again.
+  const v = ctx.req.headers.accept;
+  return v === undefined ? [] : [v];
+}
+
+function etag(digest: string): string {
+  return `"${digest}"`;
+}
+
+function setContentHeaders(ctx: Context, m: ManifestInfo): void {
+  ctx.set('Docker-Content-Digest', m.digest);
+  ctx.set('ETag', etag(m.digest));
+  ctx.set('Content-Type', m.mediaType);
+}
+
+/** If-None-Match with the manifest's ETag (or `*`) means the client has it: 304. */
+function notModified(ctx: Context, digest: string): boolean {
+  const header = ctx.get('If-None-Match');
+  if (!header) return false;
+  return header.split(',').some((v) => {
+    const t = v.trim().replace(/^W\//, '');
+    return t === '*' || t === etag(digest);
+  });
+}
+
+export function manifestHandlers(services: { manifests: ManifestService }, limits: { manifestBytes: number }): HandlerMap {
+  const { manifests } = services;
+  return {
+    manifest: {
+      GET: async (ctx, { params, repository }) => {
+        const m = await manifests.get(repository, params.reference!, acceptHeaders(ctx));
+        if (notModified(ctx, m.digest)) {
+          ctx.status = 304;
+          ctx.set('Docker-Content-Digest', m.digest);
+          ctx.set('ETag', etag(m.digest));
+          return;
+        }
+        ctx.status = 200;
+        ctx.body = m.body;
+        setContentHeaders(ctx, m);
+      },
+      HEAD: async (ctx, { params, repository }) => {
+        const m = await manifests.head(repository, params.reference!, acceptHeaders(ctx));
+        ctx.status = 200;
+        setContentHeaders(ctx, m);
+        ctx.set('Content-Length', String(m.size));
+      },
+      PUT: async (ctx, { params, repository }) => {
+        const body = await readBodyCapped(ctx.req, limits.manifestBytes);
+        const tagParam = ctx.query.tag;
+        const tags = tagParam === undefined ? [] : Array.isArray(tagParam) ? tagParam : [tagParam];
+        const result = await manifests.put(repository, params.reference!, body, ctx.get('Content-Type'), { tags });
+        ctx.body = null;
+        ctx.status = 201;
+        ctx.set('Location', paths.manifest(repository, result.digest));
+        ctx.set('Docker-Content-Digest', result.digest);
+        if (result.subject) ctx.set('OCI-Subject', result.subject);
+        if (tags.length > 0) ctx.set('OCI-Tag', result.tags.join(', '));
+      },
+      DELETE: async (ctx, { params, repository }) => {
+        await manifests.delete(repository, params.reference!);
+        ctx.body = null;
+        ctx.status = 202;
+      },
+    },
+  };
+}

@@ -1,0 +1,232 @@
+import { randomUUID } from 'node:crypto';
+import { Binary, type Collection } from 'mongodb';
+import type { Digest } from '../domain/digest.ts';
+import type { ManifestEntry, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
+import type { StoredManifest } from '../domain/manifests/stored-manifest.ts';
+import { pulpFields, UNIT_TYPES, type Collections, type ManifestListUnitDoc, type ManifestUnitDoc, type UnitTypeId } from './collections.ts';
+import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
+import { assertValid } from './schema-validator.ts';
+
+/**
+ * Manifest units: image manifests in `units_docker_manifest`, OCI indexes and Docker manifest
+ * lists in `units_docker_manifest_list`, each with its exact bytes, unique by digest and shared
+ * by every repository that holds them (membership is `repo_content_units`).
+ *
+ * `blob_digests` lists every blob a manifest needs from the registry (config and layers,
+ * foreign layers excluded), so garbage collection can read one field. `config_media_type` is
+ * kept beside DESIGN.md's fields for the referrers API (an artifact's type defaults to it).
+ */
+
+type ManifestDoc = ManifestUnitDoc & { config_media_type: string | null };
+type ListEntryDoc = ManifestListUnitDoc['manifests'][number] & { size?: number };
+type ManifestListDoc = Omit<ManifestListUnitDoc, 'manifests'> & { manifests: ListEntryDoc[] };
+
+/** A manifest unit as the service refers to it. */
+export interface ManifestUnitRef {
+  id: string;
+  kind: 'image' | 'list';
+}
+
+const NO_CONTENT = { projection: { content: 0 } } as const;
+
+function unitType(kind: 'image' | 'list'): UnitTypeId {
+  return kind === 'list' ? UNIT_TYPES.manifestList : UNIT_TYPES.manifest;
+}
+
+function binaryToBuffer(b: Binary | Uint8Array | undefined): Buffer | undefined {
+  if (b === undefined) return undefined;
+  if (b instanceof Binary) return Buffer.from(b.buffer.buffer, b.buffer.byteOffset, b.position);
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function fromImageDoc(d: ManifestDoc): StoredManifest {
+  const content = binaryToBuffer(d.content as Binary | undefined);
+  return {
+    id: d._id,
+    digest: d.digest as Digest,
+    mediaType: d.media_type,
+    schemaVersion: d.schema_version,
+    kind: 'image',
+    size: d.size,
+    configMediaType: d.config_media_type ?? null,
+    subject: (d.subject_digest as Digest | null) ?? null,
+    artifactType: d.artifact_type ?? null,
+    annotations: d.annotations ?? null,
+    manifests: [],
+    ...(content ? { content } : {}),
+  };
+}
+
+function fromListDoc(d: ManifestListDoc): StoredManifest {
+  const content = binaryToBuffer(d.content as Binary | undefined);
+  return {
+    id: d._id,
+    digest: d.digest as Digest,
+    mediaType: d.media_type,
+    schemaVersion: 2,
+    kind: 'list',
+    size: d.size,
+    configMediaType: null,
+    subject: (d.subject_digest as Digest | null) ?? null,
+    artifactType: d.artifact_type ?? null,
+    annotations: d.annotations ?? null,
+    manifests: (d.manifests ?? []).map(
+      (e): ManifestEntry => ({
+        digest: e.digest as Digest,
+        mediaType: e.media_type,
+        size: e.size ?? 0,
+        platform:
+          e.os !== undefined && e.architecture !== undefined
+            ? { os: e.os, architecture: e.architecture, ...(e.variant !== undefined ? { variant: e.variant } : {}) }
+            : null,
+      }),
+    ),
+    ...(content ? { content } : {}),
+  };
+}
+
+export class ManifestRepository {
+  private readonly images: Collection<ManifestDoc>;
+  private readonly lists: Collection<ManifestListDoc>;
+
+  constructor(
+    private readonly c: Collections,
+    private readonly repoContent: RepoContentRepository,
+  ) {
+    this.images = c.manifests as unknown as Collection<ManifestDoc>;
+    this.lists = c.manifestLists as unknown as Collection<ManifestListDoc>;
+  }
+
+  /**
+   * Stores a manifest unit unless one with its digest exists (the first bytes pushed under a
+   * digest stay), and returns the unit either way. Racing inserts of one digest end with one unit.
+   */
+  async insertIfAbsent(parsed: ParsedManifest, body: Buffer): Promise<ManifestUnitRef> {
+    const common = {
+      _id: randomUUID(),
+      digest: parsed.digest,
+      media_type: parsed.mediaType,
+      size: body.length,
+      subject_digest: parsed.subject,
+      artifact_type: parsed.artifactType,
+      annotations: parsed.annotations,
+      content: new Binary(body),
+    };
+    if (parsed.kind === 'list') {
+      const doc: ManifestListDoc = {
+        ...common,
+        ...pulpFields(UNIT_TYPES.manifestList),
+        schema_version: 2,
+        manifest_digests: [...new Set(parsed.manifests.map((m) => m.digest))],
+        manifests: parsed.manifests.map((m) => ({
+          digest: m.digest,
+          media_type: m.mediaType,
+          size: m.size,
+          ...(m.platform ? { os: m.platform.os, architecture: m.platform.architecture } : {}),
+          ...(m.platform?.variant !== undefined ? { variant: m.platform.variant } : {}),
+        })),
+      };
+      assertValid('stored-docker-manifest-list', doc, 'UNKNOWN');
+      return { id: await this.upsertByDigest(this.lists, doc), kind: 'list' };
+    }
+    const doc: ManifestDoc = {
+      ...common,
+      ...pulpFields(UNIT_TYPES.manifest),
+      schema_version: parsed.schemaVersion,
+      config_digest: parsed.configDigest,
+      config_media_type: parsed.configMediaType,
+      blob_digests: parsed.blobDigests,
+    };
+    assertValid('stored-docker-manifest', doc, 'UNKNOWN');
+    return { id: await this.upsertByDigest(this.images, doc), kind: 'image' };
+  }
+
+  private async upsertByDigest<D extends { _id: string; digest: string }>(coll: Collection<D>, doc: D): Promise<string> {
+    const { digest, ...rest } = doc;
+    try {
+      const res = await coll.updateOne({ digest } as never, { $setOnInsert: rest } as never, { upsert: true });
+      if (res.upsertedId !== null && res.upsertedId !== undefined) return String(res.upsertedId);
+    } catch (err) {
+      if (!isDuplicateKey(err)) throw err; // a racing push inserted it first
+    }
+    const existing = await coll.findOne({ digest } as never, { projection: { _id: 1 } });
+    if (!existing) throw new Error('manifest unit vanished after insert');
+    return String(existing._id);
+  }
+
+  async addToRepo(repo: string, unit: ManifestUnitRef): Promise<void> {
+    await this.repoContent.associate(repo, unitType(unit.kind), unit.id);
+  }
+
+  async removeFromRepo(repo: string, unit: ManifestUnitRef): Promise<void> {
+    await this.repoContent.disassociate(repo, unitType(unit.kind), [unit.id]);
+  }
+
+  /** A manifest unit by digest, wherever it is held. */
+  async findByDigest(digest: Digest, opts: { content?: boolean } = {}): Promise<StoredManifest | null> {
+    const options = opts.content ? {} : NO_CONTENT;
+    const image = await this.images.findOne({ digest }, options);
+    if (image) return fromImageDoc(image as ManifestDoc);
+    const list = await this.lists.findOne({ digest }, options);
+    return list ? fromListDoc(list as ManifestListDoc) : null;
+  }
+
+  /** A manifest by digest if this repository holds it. */
+  async findInRepo(repo: string, digest: Digest, opts: { content?: boolean } = {}): Promise<StoredManifest | null> {
+    const m = await this.findByDigest(digest, opts);
+    if (!m) return null;
+    return (await this.repoContent.isAssociated(repo, unitType(m.kind), m.id)) ? m : null;
+  }
+
+  /** Those of `digests` that are not manifests (or lists) held by the repository. */
+  async missingInRepo(repo: string, digests: readonly Digest[]): Promise<Digest[]> {
+    if (digests.length === 0) return [];
+    const wanted = [...new Set(digests)];
+    const proj = { projection: { _id: 1, digest: 1 } };
+    const [images, lists] = await Promise.all([
+      this.images.find({ digest: { $in: wanted } }, proj).toArray(),
+      this.lists.find({ digest: { $in: wanted } }, proj).toArray(),
+    ]);
+    const held = await this.heldIds(repo, [
+      ...images.map((d) => ({ id: d._id, type: UNIT_TYPES.manifest })),
+      ...lists.map((d) => ({ id: d._id, type: UNIT_TYPES.manifestList })),
+    ]);
+    const present = new Set([...images, ...lists].filter((d) => held.has(d._id)).map((d) => d.digest));
+    return wanted.filter((d) => !present.has(d));
+  }
+
+  /** Those of `digests` that are not blobs held by the repository. */
+  async missingBlobsInRepo(repo: string, digests: readonly Digest[]): Promise<Digest[]> {
+    if (digests.length === 0) return [];
+    const wanted = [...new Set(digests)];
+    const blobs = await this.c.blobs.find({ digest: { $in: wanted } }, { projection: { _id: 1, digest: 1 } }).toArray();
+    const held = await this.heldIds(repo, blobs.map((b) => ({ id: b._id, type: UNIT_TYPES.blob })));
+    const present = new Set(blobs.filter((b) => held.has(b._id)).map((b) => b.digest));
+    return wanted.filter((d) => !present.has(d));
+  }
+
+  private async heldIds(repo: string, units: Array<{ id: string; type: UnitTypeId }>): Promise<Set<string>> {
+    if (units.length === 0) return new Set();
+    const rows = await this.c.repoContentUnits
+      .find(
+        { repo_id: repo, unit_type_id: { $in: [...new Set(units.map((u) => u.type))] }, unit_id: { $in: units.map((u) => u.id) } },
+        { projection: { unit_id: 1 } },
+      )
+      .toArray();
+    return new Set(rows.map((r) => r.unit_id));
+  }
+
+  /** Manifests and indexes held by the repository whose `subject` is `digest`. */
+  async referrers(repo: string, subject: Digest): Promise<StoredManifest[]> {
+    const [images, lists] = await Promise.all([
+      this.images.find({ subject_digest: subject }, NO_CONTENT).toArray(),
+      this.lists.find({ subject_digest: subject }, NO_CONTENT).toArray(),
+    ]);
+    const all = [...images.map((d) => fromImageDoc(d as ManifestDoc)), ...lists.map((d) => fromListDoc(d as ManifestListDoc))];
+    const held = await this.heldIds(
+      repo,
+      all.map((m) => ({ id: m.id, type: unitType(m.kind) })),
+    );
+    return all.filter((m) => held.has(m.id)).sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
+  }
+}

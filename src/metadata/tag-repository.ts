@@ -1,0 +1,151 @@
+import { randomUUID } from 'node:crypto';
+import type { Digest } from '../domain/digest.ts';
+import type { ManifestKind } from '../domain/manifests/parsed-manifest.ts';
+import type { TagRecord } from '../domain/manifests/stored-manifest.ts';
+import { pulpFields, UNIT_TYPES, type Collections, type TagUnitDoc } from './collections.ts';
+import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
+import { assertValid } from './schema-validator.ts';
+
+/**
+ * Tag units (`units_docker_tag`), Pulp 2's shape: one unit per (name, schema_version, repo_id),
+ * so a tag name can point at a schema 1 and a schema 2 manifest at the same time. A push is one
+ * atomic upsert on that unique key; two racing first pushes of a tag meet on the unique index,
+ * and the loser retries once, then finds the unit and updates it.
+ *
+ * Also the repository's v1 tags (`repos.scratchpad.tags`: one `{tag, image_id}` per tag name),
+ * which a schema 1 push records.
+ */
+
+function toRecord(d: TagUnitDoc): TagRecord {
+  return {
+    id: d._id,
+    repository: d.repo_id,
+    name: d.name,
+    manifestDigest: d.manifest_digest as Digest,
+    schemaVersion: d.schema_version,
+    manifestType: d.manifest_type,
+  };
+}
+
+export class TagRepository {
+  constructor(
+    private readonly c: Collections,
+    private readonly repoContent: RepoContentRepository,
+  ) {}
+
+  /**
+   * Points `name` (for `schemaVersion`) at a manifest in a repository: creates the tag unit or
+   * moves it, then associates it with the repository. The other schema version's unit of the
+   * same name is never touched.
+   */
+  async upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind): Promise<TagRecord> {
+    const key = { name, schema_version: schemaVersion, repo_id: repo };
+    const fields = pulpFields(UNIT_TYPES.tag);
+    const inserted: TagUnitDoc = { _id: randomUUID(), ...key, manifest_digest: manifestDigest, manifest_type: manifestType, ...fields };
+    assertValid('stored-docker-tag', inserted, 'UNKNOWN');
+    const update = {
+      $set: { manifest_digest: manifestDigest, manifest_type: manifestType, _last_updated: fields._last_updated },
+      $setOnInsert: { _id: inserted._id, _ns: fields._ns, _content_type_id: fields._content_type_id, pulp_user_metadata: {} },
+    };
+    let id: string | undefined;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const res = await this.c.tags.updateOne(key, update, { upsert: true });
+        if (res.upsertedId !== null && res.upsertedId !== undefined) id = String(res.upsertedId);
+        break;
+      } catch (err) {
+        // Two first pushes raced to insert: the unit exists now, so the retry updates it.
+        if (!isDuplicateKey(err) || attempt >= 1) throw err;
+      }
+    }
+    if (id === undefined) {
+      const existing = await this.c.tags.findOne(key, { projection: { _id: 1 } });
+      if (!existing) throw new Error('tag unit vanished after upsert');
+      id = existing._id;
+    }
+    await this.repoContent.associate(repo, UNIT_TYPES.tag, id);
+    return { id, repository: repo, name, manifestDigest, schemaVersion, manifestType };
+  }
+
+  /** The units of a tag name in a repository (at most one per schema version). */
+  async findByName(repo: string, name: string): Promise<TagRecord[]> {
+    const docs = await this.c.tags.find({ repo_id: repo, name }).toArray();
+    return docs.map(toRecord);
+  }
+
+  /** The tag units of a repository that point at a manifest. */
+  async findByManifest(repo: string, manifestDigest: Digest): Promise<TagRecord[]> {
+    const docs = await this.c.tags.find({ repo_id: repo, manifest_digest: manifestDigest }).toArray();
+    return docs.map(toRecord);
+  }
+
+  /**
+   * Tag names of a repository in byte order, each once, after `last` (exclusive); at most `n`
+   * when given. `more` says whether names follow the page.
+   */
+  async listNames(repo: string, page: { n?: number; last?: string }): Promise<{ names: string[]; more: boolean }> {
+    const filter = page.last !== undefined ? { repo_id: repo, name: { $gt: page.last } } : { repo_id: repo };
+    // A name has at most two units (schema 1 and 2), so 2n+2 units hold at least n+1 names
+    // when that many exist.
+    const cursor = this.c.tags.find(filter, { projection: { _id: 0, name: 1 } }).sort({ name: 1 });
+    if (page.n !== undefined) cursor.limit(2 * page.n + 2);
+    const names: string[] = [];
+    for (const d of await cursor.toArray()) if (names[names.length - 1] !== d.name) names.push(d.name);
+    if (page.n === undefined) return { names, more: false };
+    return { names: names.slice(0, page.n), more: names.length > page.n };
+  }
+
+  /** Removes every unit of a tag name (both schema versions); returns what was removed. */
+  async deleteByName(repo: string, name: string): Promise<TagRecord[]> {
+    return this.remove(await this.findByName(repo, name));
+  }
+
+  /** Removes every tag unit of the repository pointing at a manifest; returns what was removed. */
+  async deleteByManifest(repo: string, manifestDigest: Digest): Promise<TagRecord[]> {
+    return this.remove(await this.findByManifest(repo, manifestDigest));
+  }
+
+  // The unit goes first (readers look tags up by repo_id), then its association; a crash in
+  // between leaves only an association to a missing unit, which garbage collection drops.
+  private async remove(tags: TagRecord[]): Promise<TagRecord[]> {
+    if (tags.length === 0) return [];
+    const ids = tags.map((t) => t.id);
+    await this.c.tags.deleteMany({ _id: { $in: ids } });
+    await this.repoContent.disassociate(tags[0]!.repository, UNIT_TYPES.tag, ids);
+    const v1 = tags.filter((t) => t.schemaVersion === 1).map((t) => t.name);
+    if (v1.length > 0) await this.removeV1Tags(tags[0]!.repository, v1);
+    return tags;
+  }
+
+  /**
+   * Records a v1 tag in `repos.scratchpad.tags`: exactly one `{tag, image_id}` per tag name,
+   * replaced on re-push. Each step is a single-document conditional update, so racing pushes
+   * never leave two entries for one name.
+   */
+  async setV1ImageId(repo: string, tag: string, imageId: string): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const replaced = await this.c.repos.updateOne(
+        { _id: repo, 'scratchpad.tags.tag': tag },
+        { $set: { 'scratchpad.tags.$.image_id': imageId, _last_updated: Math.floor(Date.now() / 1000) } },
+      );
+      if (replaced.matchedCount > 0) return;
+      const added = await this.c.repos.updateOne(
+        { _id: repo, 'scratchpad.tags.tag': { $ne: tag } },
+        { $push: { 'scratchpad.tags': { tag, image_id: imageId } }, $set: { _last_updated: Math.floor(Date.now() / 1000) } },
+      );
+      if (added.matchedCount > 0) return;
+      // neither matched: another push added the entry in between, so replace it next round
+    }
+    throw new Error('could not record the v1 tag');
+  }
+
+  /** The v1 image id recorded for a tag name, if any. */
+  async v1ImageId(repo: string, tag: string): Promise<string | null> {
+    const doc = await this.c.repos.findOne({ _id: repo }, { projection: { 'scratchpad.tags': 1 } });
+    return doc?.scratchpad?.tags?.find((t) => t.tag === tag)?.image_id ?? null;
+  }
+
+  async removeV1Tags(repo: string, tags: string[]): Promise<void> {
+    await this.c.repos.updateOne({ _id: repo }, { $pull: { 'scratchpad.tags': { tag: { $in: tags } } } });
+  }
+}

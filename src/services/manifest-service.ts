@@ -1,0 +1,168 @@
+import type { Logger } from 'pino';
+import { digestAlgorithm, type Digest } from '../domain/digest.ts';
+import { VolregError } from '../domain/errors.ts';
+import { AcceptSet } from '../domain/media-types.ts';
+import { parseManifest } from '../domain/manifests/manifest-handlers.ts';
+import type { ManifestKind, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
+import type { StoredManifest, TagRecord } from '../domain/manifests/stored-manifest.ts';
+import { parseReference, parseTag, type RepositoryName, type Tag } from '../domain/names.ts';
+import type { TagService } from './tag-service.ts';
+
+/**
+ * Manifests: push (validate, check every referenced blob and manifest, store the exact bytes,
+ * tag), pull (by digest, or by tag through the tag service's Accept rules) and delete.
+ *
+ * Writes go in an order that is safe without transactions: referenced content verified ->
+ * manifest unit -> its association with the repository -> tag unit (-> v1 tag). Deletes go the
+ * other way: tags first, then the manifest's association. Whatever a crash leaves behind is
+ * unreferenced, and garbage collection removes it.
+ */
+
+export interface ManifestUnitRef {
+  id: string;
+  kind: ManifestKind;
+}
+
+/** Manifest storage (implemented by metadata/manifest-repository.ts). */
+export interface ManifestStore {
+  insertIfAbsent(parsed: ParsedManifest, body: Buffer): Promise<ManifestUnitRef>;
+  addToRepo(repo: string, unit: ManifestUnitRef): Promise<void>;
+  removeFromRepo(repo: string, unit: ManifestUnitRef): Promise<void>;
+  findInRepo(repo: string, digest: Digest, opts?: { content?: boolean }): Promise<StoredManifest | null>;
+  /** those of `digests` that are not manifests held by the repository */
+  missingInRepo(repo: string, digests: readonly Digest[]): Promise<Digest[]>;
+}
+
+/** Which blobs a repository holds (the blob units and their associations). */
+export interface BlobPresence {
+  missingBlobsInRepo(repo: string, digests: readonly Digest[]): Promise<Digest[]>;
+}
+
+/** Tag unit writes (implemented by metadata/tag-repository.ts). */
+export interface TagWriter {
+  upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind): Promise<TagRecord>;
+  deleteByName(repo: string, name: string): Promise<TagRecord[]>;
+  deleteByManifest(repo: string, manifestDigest: Digest): Promise<TagRecord[]>;
+  setV1ImageId(repo: string, tag: string, imageId: string): Promise<void>;
+}
+
+export interface RepositoryStore {
+  ensureRepo(repo: string): Promise<void>;
+}
+
+export interface ManifestServiceDeps {
+  manifests: ManifestStore;
+  blobs: BlobPresence;
+  tagWriter: TagWriter;
+  tags: TagService;
+  repos: RepositoryStore;
+  limits: { manifestBytes: number };
+  logger?: Logger;
+}
+
+export interface PutResult {
+  digest: Digest;
+  mediaType: string;
+  /** the `subject` of the manifest, for the OCI-Subject header */
+  subject?: Digest;
+  /** tags set (the reference's, or those of `?tag=` on a push by digest) */
+  tags: Tag[];
+}
+
+export interface ManifestContent {
+  digest: Digest;
+  mediaType: string;
+  size: number;
+  body: Buffer;
+}
+
+export type ManifestInfo = Omit<ManifestContent, 'body'>;
+
+/** At most this many `?tag=` values on one push by digest (the spec asks for at least 10). */
+export const MAX_TAGS_PER_PUSH = 32;
+
+export class ManifestService {
+  constructor(private readonly deps: ManifestServiceDeps) {}
+
+  /**
+   * Stores a manifest pushed to `reference` (a tag or a digest). The digest in the URL, if any,
+   * must be that of the body. `opts.tags` adds tags to a push by digest (`?tag=`).
+   */
+  async put(repo: RepositoryName, reference: string, body: Buffer, contentType: string, opts: { tags?: readonly string[] } = {}): Promise<PutResult> {
+    const { manifestBytes } = this.deps.limits;
+    if (body.length > manifestBytes) throw new VolregError('TOO_LARGE', `manifest exceeds ${manifestBytes} bytes`, { limit: manifestBytes });
+    const ref = parseReference(reference);
+    const extraTags = (opts.tags ?? []).map((t) => parseTag(t));
+    if (extraTags.length > MAX_TAGS_PER_PUSH) throw new VolregError('BAD_REQUEST', `at most ${MAX_TAGS_PER_PUSH} tags per push`);
+    const parsed = parseManifest(body, contentType, ref.kind === 'digest' ? digestAlgorithm(ref.digest) : 'sha256');
+    if (ref.kind === 'digest' && parsed.digest !== ref.digest) {
+      throw new VolregError('DIGEST_INVALID', 'manifest digest does not match the digest in the URL', { expected: ref.digest, computed: parsed.digest });
+    }
+
+    const [missingBlobs, missingManifests] = await Promise.all([
+      this.deps.blobs.missingBlobsInRepo(repo, parsed.blobDigests),
+      this.deps.manifests.missingInRepo(
+        repo,
+        parsed.manifests.map((m) => m.digest),
+      ),
+    ]);
+    if (missingBlobs.length > 0 || missingManifests.length > 0) {
+      throw new VolregError('MANIFEST_BLOB_UNKNOWN', 'manifest references blobs or manifests unknown to the repository', {
+        missing: [...missingBlobs, ...missingManifests],
+        ...(missingBlobs.length > 0 ? { blobs: missingBlobs } : {}),
+        ...(missingManifests.length > 0 ? { manifests: missingManifests } : {}),
+      });
+    }
+
+    await this.deps.repos.ensureRepo(repo);
+    const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
+    await this.deps.manifests.addToRepo(repo, unit);
+    const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])];
+    for (const tag of tags) {
+      await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind);
+      if (parsed.v1TopImageId !== null) await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
+    }
+    this.deps.logger?.info({ repository: repo, digest: parsed.digest, mediaType: parsed.mediaType, tags }, 'manifest stored');
+    return { digest: parsed.digest, mediaType: parsed.mediaType, ...(parsed.subject ? { subject: parsed.subject } : {}), tags };
+  }
+
+  /** A manifest with its bytes, by digest or by tag (then chosen by `accept`). */
+  async get(repo: RepositoryName, reference: string, accept: readonly string[]): Promise<ManifestContent> {
+    const m = await this.find(repo, reference, accept, true);
+    return { digest: m.digest, mediaType: m.mediaType, size: m.size, body: m.content! };
+  }
+
+  /** What GET would return, without the bytes. */
+  async head(repo: RepositoryName, reference: string, accept: readonly string[]): Promise<ManifestInfo> {
+    const m = await this.find(repo, reference, accept, false);
+    return { digest: m.digest, mediaType: m.mediaType, size: m.size };
+  }
+
+  private async find(repo: RepositoryName, reference: string, accept: readonly string[], content: boolean): Promise<StoredManifest> {
+    const ref = parseReference(reference);
+    if (ref.kind === 'tag') return this.deps.tags.resolve(repo, ref.tag, AcceptSet.from(accept), { content });
+    // By digest the content is fixed: it is served whatever the Accept header says.
+    const m = await this.deps.manifests.findInRepo(repo, ref.digest, { content });
+    if (!m) throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown', { digest: ref.digest });
+    return m;
+  }
+
+  /**
+   * By tag: removes that name's tag units (both schema versions). By digest: removes every tag
+   * of the repository pointing at the manifest, then the manifest from the repository.
+   */
+  async delete(repo: RepositoryName, reference: string): Promise<void> {
+    const ref = parseReference(reference);
+    if (ref.kind === 'tag') {
+      const removed = await this.deps.tagWriter.deleteByName(repo, ref.tag);
+      if (removed.length === 0) throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown', { tag: ref.tag });
+      this.deps.logger?.info({ repository: repo, tag: ref.tag, units: removed.length }, 'tag deleted');
+      return;
+    }
+    const m = await this.deps.manifests.findInRepo(repo, ref.digest);
+    if (!m) throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown', { digest: ref.digest });
+    const removed = await this.deps.tagWriter.deleteByManifest(repo, m.digest);
+    await this.deps.manifests.removeFromRepo(repo, { id: m.id, kind: m.kind });
+    this.deps.logger?.info({ repository: repo, digest: m.digest, tags: removed.map((t) => t.name) }, 'manifest deleted');
+  }
+}
