@@ -1,0 +1,41 @@
+import type { Digest } from '../digest.ts';
+import type { RepositoryName, Tag } from '../names.ts';
+import type { Compression } from './media-types.ts';
+
+/** What volreg knows about one snapshot (one tag of a volume), whatever pushed it. */
+export interface SnapshotInfo {
+  volume: RepositoryName;
+  tag: Tag;
+  manifestDigest: Digest;
+  configDigest: Digest;
+  layer: { digest: Digest; size: number; mediaType: string };
+  compression: Compression;
+  /** size and digest of the tar inside the compression; null when unknown (pushed through /v2 without a volume config) */
+  uncompressed: { digest: Digest; size: number } | null;
+  entries: number | null;
+  /** entries a careful extractor refuses; null when not inspected by volreg */
+  unsafeEntries: number | null;
+  host: string | null;
+  labels: Record<string, string>;
+  /** ISO 8601 UTC */
+  created: string;
+  lastVerify: VerifyResult | null;
+  /** `api` when pushed through /api/v1 (inspected on upload), `oci` when found as an artifact pushed through /v2 */
+  source: 'api' | 'oci';
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  /** ISO 8601 UTC */
+  at: string;
+  /** what failed, when not ok */
+  problems: string[];
+}
+
+export interface VolumeSummary {
+  volume: RepositoryName;
+  snapshots: number;
+  /** sum of layer sizes (shared layers counted once per snapshot) */
+  totalSize: number;
+  latest: SnapshotInfo;
+}

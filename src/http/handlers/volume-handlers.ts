@@ -1,0 +1,244 @@
+import type { Context } from 'koa';
+import { contentRange, resolveRange, type ByteRange } from '../../domain/byte-range.ts';
+import { digestHex, parseDigest, parseRfc3230Digest, rfc3230Digest, type Digest } from '../../domain/digest.ts';
+import { VolregError } from '../../domain/errors.ts';
+import { parseTag } from '../../domain/names.ts';
+import type { Compression } from '../../domain/volumes/media-types.ts';
+import { parseHost, parseLabels } from '../../domain/volumes/snapshot-config.ts';
+import type { SnapshotInfo, VolumeSummary } from '../../domain/volumes/snapshot.ts';
+import type { VolumeService } from '../../services/volume-service.ts';
+import { paths } from '../route-table.ts';
+import type { HandlerMap, RouteRequest } from '../router.ts';
+
+/**
+ * /api/v1/volumes: curl-first volume snapshots (DESIGN.md section 4). JSON replies, raw
+ * streams for content. Parsing here, decisions in VolumeService.
+ *
+ * Upload metadata: the source host from `X-Volreg-Host` or `?host=`; labels from `?label=k=v`
+ * (repeatable) and `X-Volreg-Label: k=v` headers (several headers, or comma-separated), query
+ * labels winning. The expected digest from `?digest=sha256:<hex>` or `Digest: sha-256=<b64>`.
+ */
+export interface VolumeHandlerDeps {
+  volumes: VolumeService;
+}
+
+const CONTENT_TYPES: Record<Compression, string> = { none: 'application/x-tar', gzip: 'application/gzip', zstd: 'application/zstd' };
+const MAX_LIMIT = 1000;
+const DEFAULT_LIMIT = 100;
+
+function queryValues(ctx: Context, key: string): string[] {
+  const v = ctx.query[key];
+  if (v === undefined) return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+function queryOne(ctx: Context, key: string): string | undefined {
+  const values = queryValues(ctx, key);
+  if (values.length > 1) throw new VolregError('BAD_REQUEST', `query parameter ${key} given more than once`);
+  return values[0];
+}
+
+function intParam(ctx: Context, key: string, def: number, max: number): number {
+  const raw = queryOne(ctx, key);
+  if (raw === undefined) return def;
+  if (!/^[0-9]{1,9}$/.test(raw) || Number(raw) > max) {
+    throw new VolregError('PAGINATION_NUMBER_INVALID', `${key} must be an integer from 0 to ${max}`, { [key]: raw.slice(0, 20) });
+  }
+  return Number(raw);
+}
+
+function timeParam(ctx: Context, key: string): Date | undefined {
+  const raw = queryOne(ctx, key);
+  if (raw === undefined) return undefined;
+  // epoch seconds or ISO 8601
+  const d = /^[0-9]{1,12}$/.test(raw) ? new Date(Number(raw) * 1000) : new Date(raw);
+  if (Number.isNaN(d.getTime())) throw new VolregError('BAD_REQUEST', `${key} must be ISO 8601 or epoch seconds`, { [key]: raw.slice(0, 40) });
+  return d;
+}
+
+function expectedDigest(ctx: Context): Digest | undefined {
+  const fromQuery = queryOne(ctx, 'digest');
+  const header = ctx.get('Digest');
+  const q = fromQuery !== undefined ? parseDigest(fromQuery) : undefined;
+  const h = header !== '' ? parseRfc3230Digest(header) : undefined;
+  if (q && h && q !== h) throw new VolregError('DIGEST_INVALID', '?digest= and the Digest header disagree');
+  return q ?? h;
+}
+
+function uploadHost(ctx: Context): string | null {
+  const header = ctx.get('X-Volreg-Host');
+  const query = queryOne(ctx, 'host');
+  const value = query ?? (header !== '' ? header : undefined);
+  return value === undefined ? null : parseHost(value);
+}
+
+function uploadLabels(ctx: Context): Record<string, string> {
+  const raw = ctx.req.headers['x-volreg-label'];
+  const headerPairs = (Array.isArray(raw) ? raw : raw !== undefined ? [raw] : [])
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
+  return parseLabels([...headerPairs, ...queryValues(ctx, 'label')]);
+}
+
+export function snapshotJson(info: SnapshotInfo, fileName: string): Record<string, unknown> {
+  return {
+    volume: info.volume,
+    tag: info.tag,
+    digest: info.manifestDigest,
+    manifestDigest: info.manifestDigest,
+    configDigest: info.configDigest,
+    layer: info.layer,
+    size: info.layer.size,
+    compression: info.compression,
+    uncompressed: info.uncompressed,
+    entries: info.entries,
+    unsafeEntries: info.unsafeEntries,
+    host: info.host,
+    labels: info.labels,
+    created: info.created,
+    lastVerify: info.lastVerify,
+    source: info.source,
+    fileName,
+    links: {
+      self: paths.volumeTag(info.volume, info.tag),
+      content: paths.volumeContent(info.volume, info.tag),
+      sha256: paths.volumeContentSha256(info.volume, info.tag),
+    },
+  };
+}
+
+function volumeJson(v: VolumeSummary, fileName: (s: SnapshotInfo) => string): Record<string, unknown> {
+  return { volume: v.volume, snapshots: v.snapshots, totalSize: v.totalSize, latest: snapshotJson(v.latest, fileName(v.latest)) };
+}
+
+/** Does an If-None-Match / If-Range entity tag list name this ETag? */
+function etagMatches(header: string, etag: string): boolean {
+  if (header.trim() === '*') return true;
+  return header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
+}
+
+export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
+  const { volumes } = deps;
+  const fileName = (s: SnapshotInfo): string => volumes.fileName(s);
+
+  const content = async (ctx: Context, req: RouteRequest): Promise<void> => {
+    const tag = parseTag(req.params.tag!);
+    const { info, size, fileName: name } = await volumes.content(req.repository, tag);
+    const etag = `"${info.layer.digest}"`;
+    ctx.set('ETag', etag);
+    ctx.set('Accept-Ranges', 'bytes');
+    ctx.set('Docker-Content-Digest', info.layer.digest);
+    ctx.set('Digest', rfc3230Digest(info.layer.digest));
+    ctx.set('X-Volreg-Manifest-Digest', info.manifestDigest);
+    ctx.set('Content-Disposition', `attachment; filename="${name}"`);
+    ctx.set('Cache-Control', 'no-cache');
+    const ifNoneMatch = ctx.get('If-None-Match');
+    if (ifNoneMatch !== '' && etagMatches(ifNoneMatch, etag)) {
+      ctx.status = 304;
+      return;
+    }
+    let range: ByteRange | undefined;
+    const rangeHeader = ctx.get('Range');
+    const ifRange = ctx.get('If-Range');
+    // If-Range with another validator (or a date, which we cannot match exactly): send it all
+    if (rangeHeader !== '' && (ifRange === '' || etagMatches(ifRange, etag))) {
+      const r = resolveRange(rangeHeader, size);
+      if (r.kind === 'partial') range = r.range;
+    }
+    ctx.type = CONTENT_TYPES[info.compression];
+    if (range) {
+      ctx.status = 206;
+      ctx.set('Content-Range', contentRange(range, size));
+    } else ctx.status = 200;
+    const length = range ? range.end - range.start + 1 : size;
+    if (ctx.method === 'HEAD') {
+      ctx.set('Content-Length', String(length));
+      return;
+    }
+    ctx.body = await volumes.openLayer(info, range);
+    ctx.length = length;
+  };
+
+  return {
+    volumes: {
+      GET: async (ctx) => {
+        const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, MAX_LIMIT);
+        const offset = intParam(ctx, 'offset', 0, 1e9);
+        const page = await volumes.listVolumes(limit, offset);
+        ctx.body = { total: page.total, offset, limit, volumes: page.items.map((v) => volumeJson(v, fileName)) };
+      },
+    },
+    volumeTags: {
+      GET: async (ctx, req) => {
+        const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, MAX_LIMIT);
+        const offset = intParam(ctx, 'offset', 0, 1e9);
+        const hostRaw = queryOne(ctx, 'host');
+        const q = {
+          host: hostRaw === undefined ? undefined : parseHost(hostRaw),
+          since: timeParam(ctx, 'since'),
+          until: timeParam(ctx, 'until'),
+          limit,
+          offset,
+        };
+        const page = await volumes.list(req.repository, q);
+        if (offset + page.items.length < page.total) {
+          const next = new URLSearchParams(ctx.querystring);
+          next.set('offset', String(offset + limit));
+          next.set('limit', String(limit));
+          ctx.set('Link', `<${paths.volumeTags(req.repository)}?${next.toString()}>; rel="next"`);
+        }
+        ctx.body = {
+          volume: req.repository,
+          total: page.total,
+          offset,
+          limit,
+          snapshots: page.items.map((s) => snapshotJson(s, fileName(s))),
+        };
+      },
+    },
+    volumeTag: {
+      PUT: async (ctx, req) => {
+        const tag = parseTag(req.params.tag!);
+        const opts = { expectedDigest: expectedDigest(ctx), host: uploadHost(ctx), labels: uploadLabels(ctx) };
+        const info = await volumes.put(req.repository, tag, ctx.req, opts);
+        ctx.status = 201;
+        ctx.set('Location', paths.volumeTag(req.repository, tag));
+        ctx.set('Docker-Content-Digest', info.manifestDigest);
+        ctx.body = snapshotJson(info, fileName(info));
+      },
+      GET: async (ctx, req) => {
+        const info = await volumes.get(req.repository, parseTag(req.params.tag!));
+        ctx.set('Docker-Content-Digest', info.manifestDigest);
+        ctx.body = snapshotJson(info, fileName(info));
+      },
+      HEAD: async (ctx, req) => {
+        const info = await volumes.get(req.repository, parseTag(req.params.tag!));
+        ctx.set('Docker-Content-Digest', info.manifestDigest);
+        ctx.status = 200;
+      },
+      DELETE: async (ctx, req) => {
+        const info = await volumes.delete(req.repository, parseTag(req.params.tag!));
+        ctx.body = { deleted: { volume: info.volume, tag: info.tag, manifestDigest: info.manifestDigest } };
+      },
+    },
+    volumeContent: { GET: content, HEAD: content },
+    volumeContentSha256: {
+      GET: async (ctx, req) => {
+        const tag = parseTag(req.params.tag!);
+        const { info, fileName: name } = await volumes.content(req.repository, tag);
+        if (!info.layer.digest.startsWith('sha256:')) throw new VolregError('UNSUPPORTED', 'the layer digest is not sha256');
+        ctx.type = 'text/plain; charset=utf-8';
+        ctx.set('Content-Disposition', `attachment; filename="${name}.sha256"`);
+        ctx.body = `${digestHex(info.layer.digest)}  ${name}\n`;
+      },
+    },
+    volumeVerify: {
+      POST: async (ctx, req) => {
+        const info = await volumes.verify(req.repository, parseTag(req.params.tag!));
+        ctx.body = { ...snapshotJson(info, fileName(info)), ok: info.lastVerify?.ok ?? false };
+      },
+    },
+  };
+}
+

@@ -1,0 +1,172 @@
+import { randomUUID } from 'node:crypto';
+import type { Collection, Db, Filter } from 'mongodb';
+import type { Digest } from '../domain/digest.ts';
+import type { RepositoryName, Tag } from '../domain/names.ts';
+import type { Compression } from '../domain/volumes/media-types.ts';
+import type { SnapshotInfo, VerifyResult } from '../domain/volumes/snapshot.ts';
+import { isDuplicateKey } from './repo-content-repository.ts';
+import { assertValid } from './schema-validator.ts';
+
+/**
+ * `volume_snapshots`: the indexed metadata of volume snapshots, one document per tag of a
+ * volume repository (migration 0002). This is an index next to the tag units, not the truth
+ * about what a tag points at: readers check `manifest_digest` against the tag.
+ */
+export const SNAPSHOTS_COLLECTION = 'volume_snapshots';
+
+export interface SnapshotDoc {
+  _id: string;
+  repo_id: string;
+  tag: string;
+  manifest_digest: string;
+  config_digest: string;
+  layer_digest: string;
+  layer_size: number;
+  layer_media_type: string;
+  compression: Compression;
+  uncompressed_digest: string | null;
+  uncompressed_size: number | null;
+  entries: number | null;
+  unsafe_entries: number | null;
+  host: string | null;
+  labels: Record<string, string>;
+  created: Date;
+  source: 'api' | 'oci';
+  last_verify: { ok: boolean; at: Date; problems: string[] } | null;
+  _last_updated: number;
+}
+
+export interface SnapshotQuery {
+  host?: string;
+  since?: Date;
+  until?: Date;
+  limit: number;
+  offset: number;
+}
+
+export interface VolumeRow {
+  volume: string;
+  snapshots: number;
+  totalSize: number;
+  latest: SnapshotInfo;
+}
+
+function toInfo(d: SnapshotDoc): SnapshotInfo {
+  return {
+    volume: d.repo_id as RepositoryName,
+    tag: d.tag as Tag,
+    manifestDigest: d.manifest_digest as Digest,
+    configDigest: d.config_digest as Digest,
+    layer: { digest: d.layer_digest as Digest, size: d.layer_size, mediaType: d.layer_media_type },
+    compression: d.compression,
+    uncompressed:
+      d.uncompressed_digest !== null && d.uncompressed_size !== null
+        ? { digest: d.uncompressed_digest as Digest, size: d.uncompressed_size }
+        : null,
+    entries: d.entries,
+    unsafeEntries: d.unsafe_entries,
+    host: d.host,
+    labels: d.labels,
+    created: d.created.toISOString(),
+    lastVerify: d.last_verify ? { ok: d.last_verify.ok, at: d.last_verify.at.toISOString(), problems: d.last_verify.problems } : null,
+    source: d.source,
+  };
+}
+
+function toDoc(s: SnapshotInfo, id: string): SnapshotDoc {
+  return {
+    _id: id,
+    repo_id: s.volume,
+    tag: s.tag,
+    manifest_digest: s.manifestDigest,
+    config_digest: s.configDigest,
+    layer_digest: s.layer.digest,
+    layer_size: s.layer.size,
+    layer_media_type: s.layer.mediaType,
+    compression: s.compression,
+    uncompressed_digest: s.uncompressed?.digest ?? null,
+    uncompressed_size: s.uncompressed?.size ?? null,
+    entries: s.entries,
+    unsafe_entries: s.unsafeEntries,
+    host: s.host,
+    labels: s.labels,
+    created: new Date(s.created),
+    source: s.source,
+    last_verify: s.lastVerify ? { ok: s.lastVerify.ok, at: new Date(s.lastVerify.at), problems: s.lastVerify.problems } : null,
+    _last_updated: Math.floor(Date.now() / 1000),
+  };
+}
+
+export class SnapshotRepository {
+  private readonly coll: Collection<SnapshotDoc>;
+
+  constructor(db: Db) {
+    this.coll = db.collection<SnapshotDoc>(SNAPSHOTS_COLLECTION);
+  }
+
+  /** Records the snapshot a tag now holds (replacing what the tag held before). */
+  async upsert(info: SnapshotInfo): Promise<void> {
+    const doc = toDoc(info, randomUUID());
+    assertValid('volume-snapshot', doc, 'UNKNOWN');
+    const { _id, ...fields } = doc;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.coll.updateOne({ repo_id: doc.repo_id, tag: doc.tag }, { $set: fields, $setOnInsert: { _id } }, { upsert: true });
+        return;
+      } catch (err) {
+        if (!isDuplicateKey(err) || attempt >= 1) throw err; // two first pushes raced: the retry updates
+      }
+    }
+  }
+
+  async get(repo: string, tag: string): Promise<SnapshotInfo | null> {
+    const doc = await this.coll.findOne({ repo_id: repo, tag });
+    return doc ? toInfo(doc) : null;
+  }
+
+  private filter(repo: string, q: Omit<SnapshotQuery, 'limit' | 'offset'>): Filter<SnapshotDoc> {
+    const f: Filter<SnapshotDoc> = { repo_id: repo };
+    if (q.host !== undefined) f.host = q.host;
+    if (q.since !== undefined || q.until !== undefined) {
+      f.created = { ...(q.since ? { $gte: q.since } : {}), ...(q.until ? { $lt: q.until } : {}) };
+    }
+    return f;
+  }
+
+  /** A volume's snapshots, newest first. */
+  async list(repo: string, q: SnapshotQuery): Promise<{ items: SnapshotInfo[]; total: number }> {
+    const filter = this.filter(repo, q);
+    const [docs, total] = await Promise.all([
+      this.coll.find(filter).sort({ created: -1, tag: 1 }).skip(q.offset).limit(q.limit).toArray(),
+      this.coll.countDocuments(filter),
+    ]);
+    return { items: docs.map(toInfo), total };
+  }
+
+  /** Every volume with its snapshot count, total layer bytes and latest snapshot, by name. */
+  async listVolumes(limit: number, offset: number): Promise<{ items: VolumeRow[]; total: number }> {
+    const names = ((await this.coll.distinct('repo_id')) as string[]).sort();
+    const page = names.slice(offset, offset + limit);
+    const items: VolumeRow[] = [];
+    for (const volume of page) {
+      const docs = await this.coll.find({ repo_id: volume }, { projection: { layer_size: 1 } }).toArray();
+      const latest = await this.coll.find({ repo_id: volume }).sort({ created: -1, tag: 1 }).limit(1).next();
+      if (!latest) continue; // deleted meanwhile
+      items.push({ volume, snapshots: docs.length, totalSize: docs.reduce((n, d) => n + d.layer_size, 0), latest: toInfo(latest) });
+    }
+    return { items, total: names.length };
+  }
+
+  /** Records a verification, if the tag still holds the manifest that was verified. */
+  async recordVerify(repo: string, tag: string, manifestDigest: Digest, result: VerifyResult): Promise<void> {
+    await this.coll.updateOne(
+      { repo_id: repo, tag, manifest_digest: manifestDigest },
+      { $set: { last_verify: { ok: result.ok, at: new Date(result.at), problems: result.problems }, _last_updated: Math.floor(Date.now() / 1000) } },
+    );
+  }
+
+  /** Forgets a tag's snapshot; `manifestDigest` limits it to the snapshot that was seen. Idempotent. */
+  async delete(repo: string, tag: string, manifestDigest?: Digest): Promise<void> {
+    await this.coll.deleteOne({ repo_id: repo, tag, ...(manifestDigest ? { manifest_digest: manifestDigest } : {}) });
+  }
+}

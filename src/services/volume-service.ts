@@ -1,0 +1,292 @@
+import { createHash } from 'node:crypto';
+import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ByteRange } from '../domain/byte-range.ts';
+import { digestOf, splitDigest, type Digest } from '../domain/digest.ts';
+import { isVolregError, VolregError } from '../domain/errors.ts';
+import type { RepositoryName, Tag } from '../domain/names.ts';
+import { inspectArchive, type ArchiveInspection } from '../domain/volumes/archive-inspector.ts';
+import { OCI_MANIFEST_MEDIA_TYPE, snapshotFileName } from '../domain/volumes/media-types.ts';
+import { decodeSnapshotConfig, encodeSnapshotConfig } from '../domain/volumes/snapshot-config.ts';
+import { buildSnapshotManifest, readSnapshotManifest } from '../domain/volumes/snapshot-manifest.ts';
+import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
+
+/**
+ * Volume snapshots (DESIGN.md section 4), on top of the blob and manifest services:
+ *
+ *   put:    layer (streamed once: stored, hashed, proven a complete tar) -> config blob
+ *           -> manifest + tag (manifest service) -> snapshot document (the index)
+ *   read:   the tag decides (manifest service); the snapshot document supplies indexed
+ *           metadata, and an artifact pushed through /v2 without one is described from its
+ *           manifest and config blob (and indexed on first read)
+ *   delete: snapshot document -> tag; the manifest and blobs become garbage for GC.
+ */
+
+/** The parts of the blob service a volume needs. */
+export interface VolumeBlobs {
+  ingest(
+    repo: RepositoryName,
+    source: Readable,
+    opts: { expectedDigest?: Digest; expectedSize?: number; maxBytes?: number; validate?: (tee: Readable) => Promise<void> },
+  ): Promise<{ digest: Digest; size: number }>;
+  stat(repo: RepositoryName, digest: Digest): Promise<{ digest: Digest; size: number } | null>;
+  open(repo: RepositoryName, digest: Digest, range?: ByteRange): Promise<Readable | { stream: Readable }>;
+}
+
+/** The parts of the manifest service a volume needs. */
+export interface VolumeManifests {
+  put(repo: RepositoryName, reference: string, body: Buffer, contentType: string): Promise<{ digest: Digest }>;
+  get(repo: RepositoryName, reference: string, accept: string[]): Promise<{ digest: Digest; mediaType: string; body: Buffer }>;
+  delete(repo: RepositoryName, reference: string): Promise<unknown>;
+}
+
+/** The snapshot index (src/metadata/snapshot-repository.ts). */
+export interface SnapshotIndex {
+  upsert(info: SnapshotInfo): Promise<void>;
+  get(repo: string, tag: string): Promise<SnapshotInfo | null>;
+  list(repo: string, q: SnapshotListQuery): Promise<{ items: SnapshotInfo[]; total: number }>;
+  listVolumes(limit: number, offset: number): Promise<{ items: VolumeSummary[]; total: number }>;
+  recordVerify(repo: string, tag: string, manifestDigest: Digest, result: VerifyResult): Promise<void>;
+  delete(repo: string, tag: string, manifestDigest?: Digest): Promise<void>;
+}
+
+export interface SnapshotListQuery {
+  host?: string;
+  since?: Date;
+  until?: Date;
+  limit: number;
+  offset: number;
+}
+
+export interface PutSnapshotOptions {
+  expectedDigest?: Digest;
+  host: string | null;
+  labels: Record<string, string>;
+  maxBytes?: number;
+}
+
+const CONFIG_READ_LIMIT = 64 * 1024;
+
+async function streamOf(opened: Readable | { stream: Readable }): Promise<Readable> {
+  return opened instanceof Readable ? opened : opened.stream;
+}
+
+async function readSmall(stream: Readable, limit: number): Promise<Buffer | null> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of stream) {
+    total += (chunk as Buffer).length;
+    if (total > limit) {
+      stream.destroy();
+      return null;
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+export class VolumeService {
+  constructor(
+    private readonly blobs: VolumeBlobs,
+    private readonly manifests: VolumeManifests,
+    private readonly snapshots: SnapshotIndex,
+  ) {}
+
+  /** Stores a snapshot from a tar / tar.gz / tar.zst stream. Nothing is tagged unless the whole body checks out. */
+  async put(repo: RepositoryName, tag: Tag, body: Readable, opts: PutSnapshotOptions): Promise<SnapshotInfo> {
+    let inspection: ArchiveInspection | undefined;
+    const layer = await this.blobs.ingest(repo, body, {
+      expectedDigest: opts.expectedDigest,
+      maxBytes: opts.maxBytes,
+      validate: async (tee) => {
+        inspection = await inspectArchive(tee);
+      },
+    });
+    if (!inspection) throw new VolregError('UNKNOWN', 'archive was not inspected');
+    const created = new Date().toISOString();
+    const configBytes = encodeSnapshotConfig({
+      volume: repo,
+      created,
+      host: opts.host,
+      labels: opts.labels,
+      uncompressedDigest: inspection.uncompressedDigest,
+      uncompressedSize: inspection.uncompressedSize,
+      entries: inspection.entries,
+      compression: inspection.compression,
+    });
+    const config = await this.blobs.ingest(repo, Readable.from([configBytes]), {
+      expectedDigest: digestOf(configBytes),
+      expectedSize: configBytes.length,
+    });
+    const manifest = buildSnapshotManifest({
+      config,
+      layer: { ...layer, compression: inspection.compression, title: snapshotFileName(repo, tag, inspection.compression) },
+      created,
+    });
+    const { digest } = await this.manifests.put(repo, tag, manifest, OCI_MANIFEST_MEDIA_TYPE);
+    const view = readSnapshotManifest(manifest)!;
+    const info: SnapshotInfo = {
+      volume: repo,
+      tag,
+      manifestDigest: digest,
+      configDigest: config.digest,
+      layer: { digest: layer.digest, size: layer.size, mediaType: view.layer.mediaType },
+      compression: inspection.compression,
+      uncompressed: { digest: inspection.uncompressedDigest, size: inspection.uncompressedSize },
+      entries: inspection.entries,
+      unsafeEntries: inspection.unsafeEntries,
+      host: opts.host,
+      labels: opts.labels,
+      created,
+      lastVerify: null,
+      source: 'api',
+    };
+    await this.snapshots.upsert(info);
+    return info;
+  }
+
+  /**
+   * The snapshot a tag holds now. The tag (manifest service) is the truth; a snapshot document
+   * that does not match it is replaced by what the manifest and config say.
+   */
+  async get(repo: RepositoryName, tag: Tag): Promise<SnapshotInfo> {
+    let manifest: { digest: Digest; body: Buffer };
+    try {
+      manifest = await this.manifests.get(repo, tag, [OCI_MANIFEST_MEDIA_TYPE]);
+    } catch (err) {
+      if (isVolregError(err) && (err.code === 'MANIFEST_UNKNOWN' || err.code === 'NAME_UNKNOWN')) {
+        throw new VolregError('SNAPSHOT_UNKNOWN', 'no snapshot with this tag', { volume: repo, tag });
+      }
+      throw err;
+    }
+    const indexed = await this.snapshots.get(repo, tag);
+    if (indexed && indexed.manifestDigest === manifest.digest) return indexed;
+    const derived = await this.describe(repo, tag, manifest.digest, manifest.body);
+    await this.snapshots.upsert(derived);
+    return derived;
+  }
+
+  /** Describes a volume artifact from its manifest and config blob (pushed through /v2). */
+  private async describe(repo: RepositoryName, tag: Tag, manifestDigest: Digest, body: Buffer): Promise<SnapshotInfo> {
+    const view = readSnapshotManifest(body);
+    if (!view) throw new VolregError('SNAPSHOT_UNKNOWN', 'the tag does not hold a volume snapshot', { volume: repo, tag });
+    let config = null;
+    try {
+      const bytes = await readSmall(await streamOf(await this.blobs.open(repo, view.configDigest)), CONFIG_READ_LIMIT);
+      config = bytes ? decodeSnapshotConfig(bytes) : null;
+    } catch (err) {
+      if (!isVolregError(err) || err.code !== 'BLOB_UNKNOWN') throw err;
+    }
+    return {
+      volume: repo,
+      tag,
+      manifestDigest,
+      configDigest: view.configDigest,
+      layer: { digest: view.layer.digest, size: view.layer.size, mediaType: view.layer.mediaType },
+      compression: view.layer.compression,
+      uncompressed: config ? { digest: config.uncompressedDigest, size: config.uncompressedSize } : null,
+      entries: config?.entries ?? null,
+      unsafeEntries: null,
+      host: config?.host ?? null,
+      labels: config?.labels ?? {},
+      created: config?.created ?? view.created ?? new Date().toISOString(),
+      lastVerify: null,
+      source: 'oci',
+    };
+  }
+
+  /** A volume's snapshots, newest first; entries whose tag moved or vanished (through /v2) are left out. */
+  async list(repo: RepositoryName, q: SnapshotListQuery): Promise<{ items: SnapshotInfo[]; total: number }> {
+    const page = await this.snapshots.list(repo, q);
+    const items: SnapshotInfo[] = [];
+    for (const s of page.items) {
+      const current = await this.manifests.get(repo, s.tag, [OCI_MANIFEST_MEDIA_TYPE]).catch((err: unknown) => {
+        if (isVolregError(err)) return null;
+        throw err;
+      });
+      if (current?.digest === s.manifestDigest) items.push(s);
+      else await this.snapshots.delete(repo, s.tag, s.manifestDigest);
+    }
+    return { items, total: page.total - (page.items.length - items.length) };
+  }
+
+  async listVolumes(limit: number, offset: number): Promise<{ items: VolumeSummary[]; total: number }> {
+    return this.snapshots.listVolumes(limit, offset);
+  }
+
+  fileName(info: SnapshotInfo): string {
+    return snapshotFileName(info.volume, info.tag, info.compression);
+  }
+
+  /** The snapshot and the stored size of its layer (for content headers, before any byte is read). */
+  async content(repo: RepositoryName, tag: Tag): Promise<{ info: SnapshotInfo; size: number; fileName: string }> {
+    const info = await this.get(repo, tag);
+    const stat = await this.blobs.stat(repo, info.layer.digest);
+    if (!stat) throw new VolregError('BLOB_UNKNOWN', 'the snapshot layer is missing from the blob store', { digest: info.layer.digest });
+    return { info, size: stat.size, fileName: this.fileName(info) };
+  }
+
+  /** The layer exactly as stored, whole or one inclusive range of it. */
+  async openLayer(info: SnapshotInfo, range?: ByteRange): Promise<Readable> {
+    return streamOf(await this.blobs.open(info.volume, info.layer.digest, range));
+  }
+
+  /** Re-hashes config and layer from the blob store, re-reads the tar, and records the result. */
+  async verify(repo: RepositoryName, tag: Tag): Promise<SnapshotInfo> {
+    const info = await this.get(repo, tag);
+    const problems: string[] = [];
+    const check = async (what: string, digest: Digest, inspect: boolean): Promise<void> => {
+      let stream: Readable;
+      try {
+        stream = await streamOf(await this.blobs.open(repo, digest));
+      } catch (err) {
+        if (isVolregError(err) && err.code === 'BLOB_UNKNOWN') {
+          problems.push(`${what} ${digest} is missing`);
+          return;
+        }
+        throw err;
+      }
+      const [alg] = splitDigest(digest);
+      const hash = createHash(alg);
+      const tee = new PassThrough();
+      const inspected: Promise<ArchiveInspection | Error | null> = inspect
+        ? inspectArchive(tee).then(
+            (r) => r,
+            (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
+          )
+        : Promise.resolve(null);
+      // once the inspector has its answer (it stops reading on a bad tar), let the rest flow away
+      void inspected.then(() => tee.resume());
+      await pipeline(stream, async function* (src: AsyncIterable<Buffer>) {
+        for await (const chunk of src) {
+          hash.update(chunk);
+          if (inspect && !tee.write(chunk)) await new Promise<void>((resolve) => tee.once('drain', () => resolve()));
+          yield chunk;
+        }
+        tee.end();
+      }, async function (src: AsyncIterable<Buffer>) {
+        for await (const chunk of src) void chunk;
+      });
+      const actual = `${alg}:${hash.digest('hex')}`;
+      if (actual !== digest) problems.push(`${what} content hashes to ${actual}, not ${digest}`);
+      const result = await inspected;
+      if (result instanceof Error) problems.push(`${what} is not a complete tar: ${result.message}`);
+      else if (result && info.uncompressed && result.uncompressedDigest !== info.uncompressed.digest) {
+        problems.push(`${what} uncompressed tar hashes to ${result.uncompressedDigest}, not ${info.uncompressed.digest}`);
+      }
+    };
+    await check('config', info.configDigest, false);
+    await check('layer', info.layer.digest, true);
+    const result: VerifyResult = { ok: problems.length === 0, at: new Date().toISOString(), problems };
+    await this.snapshots.recordVerify(repo, tag, info.manifestDigest, result);
+    return { ...info, lastVerify: result };
+  }
+
+  /** Removes the tag (and its snapshot document). The layer stays while another tag uses it. */
+  async delete(repo: RepositoryName, tag: Tag): Promise<SnapshotInfo> {
+    const info = await this.get(repo, tag); // 404 SNAPSHOT_UNKNOWN unless the tag holds a snapshot
+    await this.snapshots.delete(repo, tag);
+    await this.manifests.delete(repo, tag);
+    return info;
+  }
+}
