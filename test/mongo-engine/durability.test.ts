@@ -1,0 +1,207 @@
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Long, MongoClient } from 'mongodb';
+import { DbPathLockedError, startEngine } from '../../src/mongo-engine/index.ts';
+import { kill9, spawnEngineChild, uriOf } from './fixtures/child-process.ts';
+
+/**
+ * Fault tests for the embedded engine's storage: kill -9 during acknowledged writes, torn
+ * journal tails, the dbPath lock, type preservation across restarts, compaction.
+ * These exercise the engine directly (not through openTestMongo) because they restart it.
+ */
+
+function tempDir(t: { teardown(fn: () => void): void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'volreg-engine-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function withClient<T>(uri: string, fn: (c: MongoClient) => Promise<T>): Promise<T> {
+  const client = new MongoClient(uri, { serverSelectionTimeoutMS: 5000 });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.close(true);
+  }
+}
+
+function journalFiles(dir: string): string[] {
+  return fs.readdirSync(dir).filter((f) => /^journal-\d+\.log$/.test(f)).map((f) => path.join(dir, f));
+}
+
+test('kill -9 during a burst of writes loses no acknowledged write', async (t) => {
+  const dir = tempDir(t);
+  const child = await spawnEngineChild(dir);
+  const acked: number[] = [];
+  const client = new MongoClient(uriOf(child), { maxPoolSize: 16, serverSelectionTimeoutMS: 3000, retryWrites: false });
+  await client.connect();
+  const coll = client.db('fault').collection('burst');
+  await coll.createIndex({ k: 1 }, { unique: true });
+  let stop = false;
+  let next = 0;
+  const writers = Array.from({ length: 16 }, async () => {
+    while (!stop) {
+      const id = next++;
+      try {
+        await coll.insertOne({ _id: id as never, k: `key-${id}`, big: Long.fromString('9007199254740993') });
+        acked.push(id);
+      } catch {
+        return; // the server died mid-request: not acknowledged
+      }
+    }
+  });
+  while (acked.length < 400) await new Promise((r) => setTimeout(r, 5));
+  await kill9(child);
+  stop = true;
+  await Promise.all(writers);
+  await client.close(true);
+  t.true(acked.length >= 400);
+
+  const again = await spawnEngineChild(dir);
+  try {
+    await withClient(uriOf(again), async (c) => {
+      const docs = await c.db('fault').collection('burst').find({}, { promoteLongs: false }).toArray();
+      const present = new Set(docs.map((d) => d._id as unknown as number));
+      const missing = acked.filter((id) => !present.has(id));
+      t.deepEqual(missing, [], 'every acknowledged insert survived kill -9');
+      const sample = docs.find((d) => d._id === (acked[0] as unknown));
+      t.true(sample?.['big'] instanceof Long);
+      t.is((sample?.['big'] as Long).toString(), '9007199254740993');
+      // the unique index was rebuilt from the journal
+      await t.throwsAsync(c.db('fault').collection('burst').insertOne({ k: `key-${acked[0]}` }), { message: /E11000/ });
+    });
+  } finally {
+    await kill9(again);
+  }
+});
+
+test('a torn journal tail is truncated and later writes survive another restart', async (t) => {
+  const dir = tempDir(t);
+  const first = await spawnEngineChild(dir);
+  await withClient(uriOf(first), async (c) => {
+    await c.db('fault').collection('torn').insertMany([{ _id: 1 as never, v: 'a' }, { _id: 2 as never, v: 'b' }]);
+  });
+  await kill9(first);
+  const [journal] = journalFiles(dir);
+  t.truthy(journal);
+  const sizeBefore = fs.statSync(journal as string).size;
+  // A partial record: a header promising 200 bytes, followed by only a few.
+  const garbage = Buffer.alloc(20);
+  garbage.writeUInt32LE(200, 0);
+  garbage.writeUInt32LE(0xdeadbeef, 4);
+  fs.appendFileSync(journal as string, garbage);
+
+  const second = await spawnEngineChild(dir);
+  await withClient(uriOf(second), async (c) => {
+    const coll = c.db('fault').collection('torn');
+    t.is(await coll.countDocuments({}), 2);
+    await coll.insertOne({ _id: 3 as never, v: 'c' });
+  });
+  await kill9(second);
+  const sizes = journalFiles(dir).map((f) => fs.statSync(f).size);
+  t.true(sizes.some((s) => s > sizeBefore), 'the new record was appended after the truncated tail');
+
+  // Also a complete-length record with a bad checksum at the tail.
+  const [j2] = journalFiles(dir);
+  const bad = Buffer.alloc(16);
+  bad.writeUInt32LE(8, 0);
+  bad.writeUInt32LE(0x12345678, 4);
+  fs.appendFileSync(j2 as string, bad);
+
+  const third = await spawnEngineChild(dir);
+  try {
+    await withClient(uriOf(third), async (c) => {
+      const ids = (await c.db('fault').collection('torn').find({}).sort({ _id: 1 }).toArray()).map((d) => d._id as unknown);
+      t.deepEqual(ids, [1, 2, 3]);
+    });
+  } finally {
+    await kill9(third);
+  }
+});
+
+test('a second process on the same dbPath is refused with a clear message; a killed owner does not block', async (t) => {
+  const dir = tempDir(t);
+  const owner = await spawnEngineChild(dir);
+  t.true(owner.line.startsWith('READY '));
+  const err = await t.throwsAsync(startEngine({ dbPath: dir }));
+  t.true(err instanceof DbPathLockedError);
+  t.regex(err?.message ?? '', /already in use by another running volreg db engine/);
+  const second = await spawnEngineChild(dir);
+  t.regex(second.line, /^ERROR dbPath .* is already in use/);
+  t.is(await second.exited, 3);
+  await kill9(owner);
+  // The owner died without cleanup; its lock socket file is stale and must not block.
+  t.true(fs.existsSync(path.join(dir, 'engine.lock.sock')));
+  const engine = await startEngine({ dbPath: dir });
+  await engine.close();
+  t.pass();
+});
+
+test('int32, int64 and double keep their BSON types across a clean restart and a journal replay', async (t) => {
+  const dir = tempDir(t);
+  const doc = { _id: 'types', i: 7, l: Long.fromNumber(7), big: Long.fromString('1234567890123456789'), d: 2.5 };
+  let engine = await startEngine({ dbPath: dir });
+  await withClient(engine.uri, (c) => c.db('types').collection('t').insertOne(doc as never));
+  await engine.close(); // clean close: snapshot path
+  engine = await startEngine({ dbPath: dir });
+  const raw = await withClient(engine.uri, (c) => c.db('types').collection('t').findOne({ _id: 'types' as never }, { promoteValues: false }));
+  await engine.close();
+  t.is(raw?.['i']?._bsontype, 'Int32');
+  t.is(raw?.['l']?._bsontype, 'Long');
+  t.is(raw?.['big']?.toString(), '1234567890123456789');
+  t.is(raw?.['d']?._bsontype, 'Double');
+
+  // journal replay path: the child is killed, so nothing is snapshotted at close
+  const child = await spawnEngineChild(dir);
+  await withClient(uriOf(child), (c) => c.db('types').collection('t').updateOne({ _id: 'types' as never }, { $inc: { l: 1, i: 1 } }));
+  await kill9(child);
+  engine = await startEngine({ dbPath: dir });
+  const after = await withClient(engine.uri, (c) => c.db('types').collection('t').findOne({ _id: 'types' as never }, { promoteValues: false }));
+  await engine.close();
+  t.is(after?.['l']?._bsontype, 'Long');
+  t.is(after?.['l']?.toString(), '8');
+  t.is(after?.['i']?._bsontype, 'Int32');
+  t.is(after?.['i']?.valueOf(), 8);
+});
+
+test('compaction writes a snapshot, starts a new journal and keeps every document', async (t) => {
+  const dir = tempDir(t);
+  const engine = await startEngine({ dbPath: dir, compactJournalBytes: 32 * 1024 });
+  await withClient(engine.uri, async (c) => {
+    const coll = c.db('compact').collection('c');
+    await coll.createIndex({ n: 1 }, { unique: true });
+    for (let i = 0; i < 20; i++) {
+      await coll.insertMany(Array.from({ length: 50 }, (_, j) => ({ n: i * 50 + j, pad: 'x'.repeat(64) })));
+    }
+    await coll.deleteMany({ n: { $lt: 100 } });
+  });
+  const files = fs.readdirSync(dir);
+  t.true(files.some((f) => /^snapshot-\d+\.bson$/.test(f)), `a snapshot exists: ${files.join(',')}`);
+  await engine.close();
+  const again = await startEngine({ dbPath: dir });
+  await withClient(again.uri, async (c) => {
+    const coll = c.db('compact').collection('c');
+    t.is(await coll.countDocuments({}), 900);
+    t.is((await coll.findOne({ n: 999 }))?.['n'], 999);
+    await t.throwsAsync(coll.insertOne({ n: 500 }), { message: /E11000/ });
+  });
+  await again.close();
+  // after a clean close only one generation is left
+  const left = fs.readdirSync(dir).filter((f) => /\.(bson|log)$/.test(f));
+  t.is(left.filter((f) => f.startsWith('snapshot-')).length, 1);
+});
+
+test('runStandalone prints one line and exits 0 on SIGTERM', async (t) => {
+  const dir = tempDir(t);
+  const child = await spawnEngineChild(dir, 'standalone');
+  t.regex(child.line, /^volreg db listening on mongodb:\/\/127\.0\.0\.1:\d+$/);
+  const uri = child.line.replace('volreg db listening on ', '');
+  await withClient(`${uri}/?directConnection=true`, async (c) => {
+    t.is((await c.db('admin').command({ ping: 1 }))['ok'], 1);
+  });
+  child.proc.kill('SIGTERM');
+  t.is(await child.exited, 0);
+});
