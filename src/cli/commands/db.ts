@@ -9,7 +9,7 @@ export function registerDb(program: Command): void {
     .option('--socket <path>', 'also listen on this unix socket')
     .action(async (opts: { dbpath: string; port: number; socket?: string }) => {
       const { runStandalone } = await import('../../mongo-engine/index.ts');
-      await runStandalone({ dbPath: opts.dbpath, port: opts.port, socket: opts.socket });
+      await runStandalone({ dbPath: opts.dbpath, port: opts.port, socketPath: opts.socket });
     });
 }
 

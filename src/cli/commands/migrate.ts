@@ -1,7 +1,5 @@
 import { Argument, type Command } from 'commander';
-import { createLogger, openMetadata } from '../../main.ts';
-import { Migrator } from '../../metadata/migrator.ts';
-import { loadSchemas } from '../../metadata/schema-validator.ts';
+import type { Db } from 'mongodb';
 import { configFromEnv } from '../config-from-env.ts';
 import { EXIT } from '../exit-codes.ts';
 
@@ -15,9 +13,12 @@ export function registerMigrate(program: Command): void {
 
 async function migrate(action: 'up' | 'status'): Promise<void> {
   const config = configFromEnv();
+  const { createLogger, openMetadata } = await import('../../main.ts');
+  const { Migrator } = await import('../../metadata/migrator.ts');
+  const { loadSchemas } = await import('../../metadata/schema-validator.ts');
   // The command prints its own summary; logs only for warnings and worse.
   const logger = createLogger({ logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel });
-  let metadata: Awaited<ReturnType<typeof openMetadata>>;
+  let metadata: { db: Db; close(): Promise<void> };
   try {
     loadSchemas();
     metadata = await openMetadata(config, logger);

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/load-config.ts';
-import { createLogger, startServer, type RunningServer } from '../../main.ts';
+import type { RunningServer } from '../../main.ts';
 import { configFromEnv, failConfig } from '../config-from-env.ts';
 import { EXIT } from '../exit-codes.ts';
 
@@ -17,6 +17,8 @@ export function registerServe(program: Command): void {
  */
 async function serve(): Promise<void> {
   const config = configFromEnv();
+  // the service's module graph is loaded only by the subcommands that need it
+  const { createLogger, startServer } = await import('../../main.ts');
   const logger = createLogger(config);
   let running: RunningServer;
   try {

@@ -1,0 +1,249 @@
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { MongoClient, type Db } from 'mongodb';
+import { COLLECTIONS, pulpFields } from '../../src/metadata/collections.ts';
+import { loadMigrations, Migrator, type Migration } from '../../src/metadata/migrator.ts';
+import { openTestMongo, type TestMongo } from '../helpers/mongo.ts';
+import { VOLREG_BIN } from '../helpers/server.ts';
+
+/**
+ * Migrations against a real MongoDB-speaking backend: a fresh database, a re-run that does
+ * nothing, racing runners (in one process and as two `volreg migrate` processes) that apply
+ * each migration once, a stale lock, a failing migration, and status.
+ */
+
+const opened: TestMongo[] = [];
+async function freshDb(label: string): Promise<TestMongo> {
+  const m = await openTestMongo(label);
+  opened.push(m);
+  return m;
+}
+test.after.always(async () => {
+  for (const m of opened) await m.close();
+});
+
+async function indexKeys(db: Db, coll: string): Promise<Array<{ key: Record<string, number>; unique: boolean }>> {
+  const rows = await db.collection(coll).listIndexes().toArray();
+  return rows.map((r) => ({ key: r.key as Record<string, number>, unique: r.unique === true }));
+}
+
+test('a fresh database gets every collection, index and validator of DESIGN.md section 3', async (t) => {
+  const { db } = await freshDb('mig_fresh');
+  const all = await loadMigrations();
+  t.is(all[0]!.id, '0001-initial');
+  const applied = await new Migrator(db).up();
+  t.deepEqual(applied, all.map((m) => m.id));
+
+  const names = (await db.listCollections().toArray()).map((c) => c.name);
+  for (const name of Object.values(COLLECTIONS)) t.true(names.includes(name), name);
+
+  const expectIndex = async (coll: string, key: Record<string, number>, unique: boolean): Promise<void> => {
+    const found = (await indexKeys(db, coll)).find((i) => JSON.stringify(i.key) === JSON.stringify(key));
+    t.truthy(found, `${coll} ${JSON.stringify(key)}`);
+    t.is(found?.unique, unique, `${coll} ${JSON.stringify(key)} unique`);
+  };
+  await expectIndex('repos', { repo_id: 1 }, true);
+  await expectIndex('units_docker_blob', { digest: 1 }, true);
+  await expectIndex('units_docker_manifest', { digest: 1 }, true);
+  await expectIndex('units_docker_manifest', { subject_digest: 1 }, false);
+  await expectIndex('units_docker_manifest_list', { digest: 1 }, true);
+  await expectIndex('units_docker_manifest_list', { subject_digest: 1 }, false);
+  await expectIndex('units_docker_tag', { name: 1, schema_version: 1, repo_id: 1 }, true);
+  await expectIndex('units_docker_tag', { repo_id: 1, name: 1 }, false);
+  await expectIndex('units_docker_tag', { manifest_digest: 1 }, false);
+  await expectIndex('repo_content_units', { repo_id: 1, unit_type_id: 1, unit_id: 1 }, true);
+  await expectIndex('repo_content_units', { unit_type_id: 1, unit_id: 1 }, false);
+  await expectIndex('uploads', { last_activity: 1 }, false);
+
+  const withValidator = await db.listCollections({ name: 'units_docker_tag' }).toArray();
+  const schema = (withValidator[0] as { options?: { validator?: { $jsonSchema?: { required?: string[] } } } }).options?.validator?.$jsonSchema;
+  t.truthy(schema);
+  t.true(schema!.required!.includes('manifest_digest'));
+});
+
+type AnyDoc = { _id: string; [field: string]: unknown };
+
+function tagDoc(name: string, schemaVersion: 1 | 2, repo: string, digest: string): AnyDoc {
+  return {
+    ...pulpFields('docker_tag'),
+    _id: `${repo}-${name}-${schemaVersion}-${digest.slice(-4)}`,
+    name,
+    manifest_digest: digest,
+    schema_version: schemaVersion,
+    manifest_type: 'image',
+    repo_id: repo,
+  };
+}
+
+test('the Tag unit key is unique per (name, schema_version, repo_id); the validators refuse bad documents', async (t) => {
+  const { db } = await freshDb('mig_keys');
+  await new Migrator(db).up();
+  const tags = db.collection<AnyDoc>(COLLECTIONS.tags);
+  const d1 = `sha256:${'a'.repeat(64)}`;
+  const d2 = `sha256:${'b'.repeat(64)}`;
+  await tags.insertOne(tagDoc('latest', 2, 'app', d1));
+  // the same name with the other schema version, and in another repository, coexist
+  await tags.insertOne(tagDoc('latest', 1, 'app', d2));
+  await tags.insertOne(tagDoc('latest', 2, 'other', d1));
+  const dup = await t.throwsAsync(tags.insertOne(tagDoc('latest', 2, 'app', d2)));
+  t.is((dup as { code?: number }).code, 11000);
+
+  const blobs = db.collection<AnyDoc>(COLLECTIONS.blobs);
+  await blobs.insertOne({ ...pulpFields('docker_blob'), _id: 'b1', digest: d1, size: 3 });
+  const dupBlob = await t.throwsAsync(blobs.insertOne({ ...pulpFields('docker_blob'), _id: 'b2', digest: d1, size: 3 }));
+  t.is((dupBlob as { code?: number }).code, 11000);
+
+  // DocumentValidationFailure (121): a missing required field, a wrong type
+  const noDigest = await t.throwsAsync(blobs.insertOne({ ...pulpFields('docker_blob'), _id: 'b3', size: 3 }));
+  t.is((noDigest as { code?: number }).code, 121);
+  const badSize = await t.throwsAsync(blobs.insertOne({ ...pulpFields('docker_blob'), _id: 'b4', digest: d2, size: 'three' }));
+  t.is((badSize as { code?: number }).code, 121);
+  const badType = await t.throwsAsync(tags.insertOne({ ...tagDoc('v1', 2, 'app', d1), manifest_type: 'weird' }));
+  t.is((badType as { code?: number }).code, 121);
+  // extra fields are fine: other areas may add some
+  await blobs.insertOne({ ...pulpFields('docker_blob'), _id: 'b5', digest: d2, size: 3, extra_field: true });
+  t.is(await blobs.countDocuments(), 2);
+});
+
+test('re-running is a no-op', async (t) => {
+  const { db } = await freshDb('mig_rerun');
+  const first = await new Migrator(db).up();
+  t.true(first.length >= 1);
+  const recordsBefore = await db.collection(COLLECTIONS.migrations).find().sort({ _id: 1 }).toArray();
+  const indexesBefore = await indexKeys(db, COLLECTIONS.tags);
+  t.deepEqual(await new Migrator(db).up(), []);
+  t.deepEqual(await db.collection(COLLECTIONS.migrations).find().sort({ _id: 1 }).toArray(), recordsBefore);
+  t.deepEqual(await indexKeys(db, COLLECTIONS.tags), indexesBefore);
+  // the lock is not left behind
+  t.is(await db.collection(COLLECTIONS.migrations).countDocuments({ _id: 'lock' as never }), 0);
+  // and running the bodies again by hand changes nothing either (idempotent bodies)
+  for (const m of await loadMigrations()) await m.up(db);
+  t.deepEqual(await indexKeys(db, COLLECTIONS.tags), indexesBefore);
+});
+
+function countingMigrations(counts: Map<string, number>, delayMs: number): Migration[] {
+  return ['0001-a', '0002-b', '0003-c'].map((id) => ({
+    id,
+    description: `test migration ${id}`,
+    up: async (db: Db) => {
+      counts.set(id, (counts.get(id) ?? 0) + 1);
+      await db.collection('race_log').insertOne({ id, at: new Date() });
+      await new Promise((r) => setTimeout(r, delayMs));
+    },
+  }));
+}
+
+test('racing runners on separate connections apply each migration once', async (t) => {
+  const mongo = await freshDb('mig_race');
+  const clients = await Promise.all([0, 1, 2, 3].map(() => new MongoClient(mongo.uri).connect()));
+  t.teardown(async () => {
+    for (const c of clients) await c.close();
+  });
+  const counts = new Map<string, number>();
+  const runners = clients.map((c) => new Migrator(c.db(mongo.dbName), { migrations: countingMigrations(counts, 80) }));
+  const results = await Promise.all(runners.map((r) => r.up()));
+  t.deepEqual(results.flat().sort(), ['0001-a', '0002-b', '0003-c']);
+  t.deepEqual([...counts.values()], [1, 1, 1]);
+  t.is(await mongo.db.collection('race_log').countDocuments(), 3);
+  const status = await runners[0]!.status();
+  t.true(status.every((s) => s.appliedAt instanceof Date));
+});
+
+test('racing runners with the real migrations: each recorded once, schema complete', async (t) => {
+  const mongo = await freshDb('mig_race_real');
+  const clients = await Promise.all([0, 1].map(() => new MongoClient(mongo.uri).connect()));
+  t.teardown(async () => {
+    for (const c of clients) await c.close();
+  });
+  const results = await Promise.all(clients.map((c) => new Migrator(c.db(mongo.dbName)).up()));
+  const all = (await loadMigrations()).map((m) => m.id);
+  t.deepEqual(results.flat().sort(), all);
+  const records = await mongo.db.collection(COLLECTIONS.migrations).find({ applied_at: { $exists: true } }).toArray();
+  t.deepEqual(records.map((r) => r._id).sort(), all);
+  t.truthy((await indexKeys(mongo.db, COLLECTIONS.tags)).find((i) => i.unique && 'schema_version' in i.key));
+});
+
+test('a lock whose lease expired is taken over; a live one makes the runner wait, then give up', async (t) => {
+  const { db } = await freshDb('mig_lock');
+  const locks = db.collection<{ _id: string; owner: string; expires_at: Date }>(COLLECTIONS.migrations);
+  await locks.insertOne({ _id: 'lock', owner: 'dead-process', expires_at: new Date(Date.now() - 1000) });
+  const counts = new Map<string, number>();
+  t.deepEqual(await new Migrator(db, { migrations: countingMigrations(counts, 0).slice(0, 1) }).up(), ['0001-a']);
+  t.is(await locks.countDocuments({ _id: 'lock' }), 0);
+
+  await locks.insertOne({ _id: 'lock', owner: 'busy-process', expires_at: new Date(Date.now() + 60_000) });
+  const started = Date.now();
+  const err = await t.throwsAsync(new Migrator(db, { migrations: countingMigrations(counts, 0), waitMs: 400 }).up());
+  t.regex(err!.message, /timed out waiting for the migration lock held by busy-process/);
+  t.true(Date.now() - started >= 400);
+  t.is(counts.get('0002-b'), undefined);
+});
+
+test('a failing migration is not recorded, releases the lock, and runs again next time', async (t) => {
+  const { db } = await freshDb('mig_fail');
+  let attempts = 0;
+  const flaky: Migration[] = [
+    { id: '0001-ok', description: 'fine', up: async () => {} },
+    {
+      id: '0002-flaky',
+      description: 'fails once',
+      up: async (d) => {
+        attempts++;
+        await d.collection('flaky').updateOne({ _id: 'x' as never }, { $set: { v: 1 } }, { upsert: true });
+        if (attempts === 1) throw new Error('disk on fire');
+      },
+    },
+  ];
+  const err = await t.throwsAsync(new Migrator(db, { migrations: flaky }).up());
+  t.is(err!.message, 'disk on fire');
+  const status = await new Migrator(db, { migrations: flaky }).status();
+  t.deepEqual(
+    status.map((s) => [s.id, s.appliedAt !== null]),
+    [
+      ['0001-ok', true],
+      ['0002-flaky', false],
+    ],
+  );
+  t.deepEqual(await new Migrator(db, { migrations: flaky }).up(), ['0002-flaky']);
+  t.is(attempts, 2);
+  t.is(await db.collection('flaky').countDocuments(), 1);
+});
+
+function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [VOLREG_BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test('volreg migrate: two processes racing apply each migration once; status lists them', async (t) => {
+  const mongo = await freshDb('mig_cli');
+  const env = { VOLREG_MONGODB_URL: mongo.uri, VOLREG_MONGODB_DATABASE: mongo.dbName };
+  const all = (await loadMigrations()).map((m) => m.id);
+
+  const pending = await runCli(['migrate', 'status'], env);
+  t.is(pending.code, 0, pending.stderr);
+  t.deepEqual(
+    pending.stdout.trim().split('\n').map((l) => l.split('\t').slice(0, 2)),
+    all.map((id) => [id, 'pending']),
+  );
+
+  const [a, b] = await Promise.all([runCli(['migrate', 'up'], env), runCli(['migrate'], env)]);
+  t.is(a.code, 0, a.stderr);
+  t.is(b.code, 0, b.stderr);
+  const appliedLines = `${a.stdout}${b.stdout}`.split('\n').filter((l) => l.startsWith('applied '));
+  t.deepEqual(appliedLines.map((l) => l.slice('applied '.length)).sort(), all);
+
+  const after = await runCli(['migrate', 'status'], env);
+  for (const line of after.stdout.trim().split('\n')) t.regex(line, /^\d{4}-[a-z0-9-]+\tapplied \d{4}-\d\d-\d\dT/);
+  const again = await runCli(['migrate', 'up'], env);
+  t.is(again.stdout, 'nothing to apply\n');
+
+  const bad = await runCli(['migrate', 'sideways'], env);
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /sideways/);
+});
