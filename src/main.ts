@@ -15,6 +15,12 @@ import { Migrator } from './metadata/migrator.ts';
 import { RepoContentRepository } from './metadata/repo-content-repository.ts';
 import { loadSchemas } from './metadata/schema-validator.ts';
 import type { BlobStore } from './storage/blob-store.ts';
+import { FsBlobStore } from './storage/fs-driver.ts';
+import { BlobRepository } from './metadata/blob-repository.ts';
+import { UploadRepository } from './metadata/upload-repository.ts';
+import { BlobService } from './services/blob-service.ts';
+import { UploadService } from './services/upload-service.ts';
+import { blobHandlers } from './http/handlers/blob-handlers.ts';
 import { CatalogRepository } from './metadata/catalog-repository.ts';
 import { ManifestRepository } from './metadata/manifest-repository.ts';
 import { TagRepository } from './metadata/tag-repository.ts';
@@ -44,8 +50,10 @@ export interface Services {
   // ---- blobs and uploads ---------------------------------------------------------------
   /** the blob store (fs driver); /readyz pings it */
   blobStore?: BlobStore;
+  /** blobs as repositories see them (stat, read, delete, mount, ingest) */
+  blobs?: BlobService;
   /** upload sessions; purgeAbandoned runs every VOLREG_UPLOAD_PURGE_INTERVAL seconds */
-  uploads?: { purgeAbandoned(olderThan: Date): Promise<unknown> };
+  uploads?: UploadService;
 
   // ---- manifests and tags --------------------------------------------------------------
   /** push/pull/delete manifests; `put(repo, reference, body, contentType)` stores any manifest */
@@ -71,8 +79,11 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
   };
 
   // ---- blobs and uploads: construct the store and services here ------------------------
-  //   services.blobStore = ...   (root: join(ctx.config.dataDir, ...))
-  //   services.uploads = ...
+  if (ctx.config.storage !== 'fs') throw new StartupError(`VOLREG_STORAGE=${ctx.config.storage} is not available yet; use fs`);
+  const blobStore = await FsBlobStore.open({ root: ctx.config.dataDir });
+  services.blobStore = blobStore;
+  services.blobs = new BlobService({ store: blobStore, units: new BlobRepository(ctx.collections), membership: services.repoContent });
+  services.uploads = new UploadService({ store: blobStore, blobs: services.blobs, sessions: new UploadRepository(ctx.collections) });
 
   // ---- manifests and tags: construct here ----------------------------------------------
   const manifestRepo = new ManifestRepository(ctx.collections, services.repoContent);
@@ -101,6 +112,7 @@ export function buildHandlers(services: Services, ctx: ServiceContext): HandlerM
   void ctx;
 
   // ---- /v2 blobs and uploads: maps.push(blobHandlers(services, ctx.config)) -------------
+  if (services.blobs && services.uploads) maps.push(blobHandlers({ blobs: services.blobs, uploads: services.uploads }));
 
   // ---- /v2 manifests, tags, referrers, catalog -----------------------------------------
   if (services.manifests && services.tags && services.repositories && services.referrers) {
@@ -204,7 +216,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 export async function openMetadata(config: Config, logger: Logger): Promise<{ db: Db; close: () => Promise<void> }> {
   const dbPath = join(config.dataDir, 'db');
   // loaded only when needed: a service on a real MongoDB never loads the engine
-  const engine = config.mongodbUrl ? undefined : await (await import('./mongo-engine/index.ts')).startEngine({ dbPath });
+  const engine = config.mongodbUrl ? undefined : await (
+        await import('./mongo-engine/index.ts')
+      ).startEngine({ dbPath, log: (msg, fields) => logger.debug({ ...fields, component: 'engine' }, msg) });
   if (engine) logger.info({ dbPath }, 'embedded mongodb engine started');
   const uri = config.mongodbUrl ?? (engine as { uri: string }).uri;
   const client = new MongoClient(uri, { serverSelectionTimeoutMS: 15_000 });
