@@ -30,7 +30,8 @@ export interface VolumeBlobs {
     opts: { expectedDigest?: Digest; expectedSize?: number; maxBytes?: number; validate?: (tee: Readable) => Promise<void> },
   ): Promise<{ digest: Digest; size: number }>;
   stat(repo: RepositoryName, digest: Digest): Promise<{ digest: Digest; size: number } | null>;
-  open(repo: RepositoryName, digest: Digest, range?: ByteRange): Promise<Readable | { stream: Readable }>;
+  /** `range` is an HTTP Range header value, resolved against the blob's size */
+  open(repo: RepositoryName, digest: Digest, opts?: { range?: string }): Promise<{ range: ByteRange | null; stream: Readable }>;
 }
 
 /** The parts of the manifest service a volume needs. */
@@ -66,10 +67,6 @@ export interface PutSnapshotOptions {
 }
 
 const CONFIG_READ_LIMIT = 64 * 1024;
-
-async function streamOf(opened: Readable | { stream: Readable }): Promise<Readable> {
-  return opened instanceof Readable ? opened : opened.stream;
-}
 
 async function readSmall(stream: Readable, limit: number): Promise<Buffer | null> {
   const chunks: Buffer[] = [];
@@ -172,7 +169,7 @@ export class VolumeService {
     if (!view) throw new VolregError('SNAPSHOT_UNKNOWN', 'the tag does not hold a volume snapshot', { volume: repo, tag });
     let config = null;
     try {
-      const bytes = await readSmall(await streamOf(await this.blobs.open(repo, view.configDigest)), CONFIG_READ_LIMIT);
+      const bytes = await readSmall((await this.blobs.open(repo, view.configDigest)).stream, CONFIG_READ_LIMIT);
       config = bytes ? decodeSnapshotConfig(bytes) : null;
     } catch (err) {
       if (!isVolregError(err) || err.code !== 'BLOB_UNKNOWN') throw err;
@@ -226,9 +223,9 @@ export class VolumeService {
     return { info, size: stat.size, fileName: this.fileName(info) };
   }
 
-  /** The layer exactly as stored, whole or one inclusive range of it. */
-  async openLayer(info: SnapshotInfo, range?: ByteRange): Promise<Readable> {
-    return streamOf(await this.blobs.open(info.volume, info.layer.digest, range));
+  /** The layer exactly as stored, whole or the range an HTTP Range header value asks for. */
+  async openLayer(info: SnapshotInfo, range?: string): Promise<{ range: ByteRange | null; stream: Readable }> {
+    return this.blobs.open(info.volume, info.layer.digest, range !== undefined ? { range } : {});
   }
 
   /** Re-hashes config and layer from the blob store, re-reads the tar, and records the result. */
@@ -238,7 +235,7 @@ export class VolumeService {
     const check = async (what: string, digest: Digest, inspect: boolean): Promise<void> => {
       let stream: Readable;
       try {
-        stream = await streamOf(await this.blobs.open(repo, digest));
+        stream = (await this.blobs.open(repo, digest)).stream;
       } catch (err) {
         if (isVolregError(err) && err.code === 'BLOB_UNKNOWN') {
           problems.push(`${what} ${digest} is missing`);

@@ -138,26 +138,25 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
       ctx.status = 304;
       return;
     }
-    let range: ByteRange | undefined;
     const rangeHeader = ctx.get('Range');
     const ifRange = ctx.get('If-Range');
     // If-Range with another validator (or a date, which we cannot match exactly): send it all
-    if (rangeHeader !== '' && (ifRange === '' || etagMatches(ifRange, etag))) {
-      const r = resolveRange(rangeHeader, size);
-      if (r.kind === 'partial') range = r.range;
-    }
+    const wanted = rangeHeader !== '' && (ifRange === '' || etagMatches(ifRange, etag)) ? rangeHeader : undefined;
     ctx.type = CONTENT_TYPES[info.compression];
-    if (range) {
-      ctx.status = 206;
-      ctx.set('Content-Range', contentRange(range, size));
-    } else ctx.status = 200;
-    const length = range ? range.end - range.start + 1 : size;
+    const reply = (range: ByteRange | null): void => {
+      ctx.status = range ? 206 : 200;
+      if (range) ctx.set('Content-Range', contentRange(range, size));
+      ctx.set('Content-Length', String(range ? range.end - range.start + 1 : size));
+    };
     if (ctx.method === 'HEAD') {
-      ctx.set('Content-Length', String(length));
+      const r = resolveRange(wanted, size);
+      reply(r.kind === 'partial' ? r.range : null);
       return;
     }
-    ctx.body = await volumes.openLayer(info, range);
-    ctx.length = length;
+    const opened = await volumes.openLayer(info, wanted);
+    reply(opened.range);
+    ctx.body = opened.stream;
+    ctx.length = opened.range ? opened.range.end - opened.range.start + 1 : size;
   };
 
   return {

@@ -1,0 +1,159 @@
+import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { isTag } from '../domain/names.ts';
+
+/**
+ * The docker-volume-manager lock file (`volumes.dvm.lock`) and the `tags` file, and the rules
+ * `volreg restore` follows. Two lock file forms are read:
+ *
+ *   # YAML (or the same as JSON)
+ *   downstream:
+ *     app-data: tag:v1.4      # restore snapshot <prefix>app-data:v1.4
+ *     db-data: "tag:2024-05-01"
+ *     cache:                  # no tag: skipped with a warning
+ *   upstream:                 # volumes this host produces; restore ignores them
+ *     uploads: {}
+ *
+ *   # the classic line form: <volume> <upstream|downstream> [tag:<tag>]
+ *   app-data   downstream  tag:v1.4
+ *
+ * The `tags` file sits in the volumes root, one line `<volume> <tag>` per volume, naming the
+ * snapshot tag each volume holds; backup and restore rewrite their volume's line.
+ */
+export class LockFileError extends Error {
+  override name = 'LockFileError';
+}
+
+export interface LockEntry {
+  volume: string;
+  /** the locked tag; null when the volume is not locked to one */
+  tag: string | null;
+  /** why this entry cannot be used (bad volume name, bad lock value); restore reports it as an error */
+  problem: string | null;
+}
+
+// Docker's volume name grammar
+const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+function entryFor(volume: string, value: unknown): LockEntry {
+  if (!VOLUME_NAME.test(volume)) return { volume, tag: null, problem: 'not a valid Docker volume name' };
+  if (value === null || value === undefined || value === '') return { volume, tag: null, problem: null };
+  let text: string | undefined;
+  if (typeof value === 'string') text = value;
+  else if (typeof value === 'object' && !Array.isArray(value)) {
+    const o = value as Record<string, unknown>;
+    if (typeof o.tag === 'string') text = `tag:${o.tag}`;
+    else if (Object.keys(o).length === 0) return { volume, tag: null, problem: null };
+  }
+  if (text === undefined) return { volume, tag: null, problem: 'lock value must be "tag:<tag>"' };
+  const m = /^tag:(.*)$/.exec(text.trim());
+  if (!m) return { volume, tag: null, problem: `unknown lock option ${JSON.stringify(text.slice(0, 100))} (expected "tag:<tag>")` };
+  const tag = m[1]!.trim();
+  if (!isTag(tag)) return { volume, tag: null, problem: `invalid tag ${JSON.stringify(tag.slice(0, 130))}` };
+  return { volume, tag, problem: null };
+}
+
+function parseLines(text: string): LockEntry[] {
+  const out: LockEntry[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.replace(/#.*$/, '').trim();
+    if (line === '') return;
+    const [volume, role, option, ...rest] = line.split(/\s+/);
+    if (!volume || (role !== 'downstream' && role !== 'upstream') || rest.length > 0) {
+      throw new LockFileError(`line ${i + 1}: expected "<volume> <upstream|downstream> [tag:<tag>]"`);
+    }
+    if (role === 'downstream') out.push(entryFor(volume, option ?? null));
+  });
+  return out;
+}
+
+/** The downstream volumes of a lock file, in file order. A file that is neither form is a LockFileError. */
+export function parseLockFile(text: string): LockEntry[] {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch {
+    return parseLines(text);
+  }
+  if (typeof doc === 'string' || doc === null || doc === undefined) return parseLines(text);
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new LockFileError('lock file must be a mapping with a "downstream" key');
+  const root = doc as Record<string, unknown>;
+  for (const key of Object.keys(root)) {
+    if (key !== 'downstream' && key !== 'upstream' && key !== 'version') throw new LockFileError(`unknown key ${JSON.stringify(key)} in lock file`);
+  }
+  const downstream = root.downstream ?? {};
+  if (typeof downstream !== 'object' || downstream === null || Array.isArray(downstream)) {
+    throw new LockFileError('"downstream" must map volume names to "tag:<tag>"');
+  }
+  return Object.entries(downstream as Record<string, unknown>).map(([volume, value]) => entryFor(volume, value));
+}
+
+/** The repository a volume's snapshots live in: `<prefix><volume>` (lower-cased, as OCI names must be). */
+export function volumeRepository(prefix: string, volume: string): string {
+  return `${prefix}${volume}`.toLowerCase();
+}
+
+export const TAGS_FILE = 'tags';
+
+export function parseTagsFile(text: string): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const raw of text.split('\n')) {
+    const [volume, tag] = raw.trim().split(/\s+/);
+    if (volume && tag) map.set(volume, tag);
+  }
+  return map;
+}
+
+export async function readTagsFile(volumesRoot: string): Promise<Map<string, string>> {
+  try {
+    return parseTagsFile(await readFile(join(volumesRoot, TAGS_FILE), 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
+    throw err;
+  }
+}
+
+/** Sets `<volume> <tag>` lines in the tags file (atomically: temp file + rename), keeping the others. */
+export async function updateTagsFile(volumesRoot: string, updates: ReadonlyMap<string, string>): Promise<void> {
+  if (updates.size === 0) return;
+  const map = await readTagsFile(volumesRoot);
+  for (const [v, t] of updates) map.set(v, t);
+  const text = [...map].map(([v, t]) => `${v} ${t}\n`).join('');
+  const tmp = join(volumesRoot, `.${TAGS_FILE}.${process.pid}.tmp`);
+  await writeFile(tmp, text);
+  await rename(tmp, join(volumesRoot, TAGS_FILE));
+}
+
+export type RestoreDecision =
+  | { action: 'skip'; reason: string }
+  | { action: 'error'; reason: string }
+  | { action: 'up-to-date'; reason: string }
+  | { action: 'restore'; tag: string; replace: boolean };
+
+/** Is a directory missing or empty (volreg's own leftovers `.volreg-*` do not count)? */
+export async function isEmptyVolume(dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).every((n) => n.startsWith('.volreg-'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw err;
+  }
+}
+
+/**
+ * What restore does with one lock entry, before asking the registry (which can still turn a
+ * `restore` into an error when the snapshot is missing):
+ * - invalid entry: error; no tag: skipped with a warning;
+ * - the tags file says the volume already holds the locked tag and it is not empty: up to date
+ *   (unless `force`);
+ * - a non-empty volume is replaced only with `force`, else error.
+ */
+export async function decideRestore(entry: LockEntry, volumeDir: string, currentTag: string | undefined, force: boolean): Promise<RestoreDecision> {
+  if (entry.problem !== null) return { action: 'error', reason: entry.problem };
+  if (entry.tag === null) return { action: 'skip', reason: 'not locked to a tag' };
+  const empty = await isEmptyVolume(volumeDir);
+  if (!empty && currentTag === entry.tag && !force) return { action: 'up-to-date', reason: `already holds tag ${entry.tag}` };
+  if (!empty && !force) return { action: 'error', reason: 'volume is not empty (use --force to replace it)' };
+  return { action: 'restore', tag: entry.tag, replace: !empty };
+}

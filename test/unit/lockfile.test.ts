@@ -1,0 +1,93 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { decideRestore, LockFileError, parseLockFile, readTagsFile, updateTagsFile, volumeRepository } from '../../src/cli/lockfile.ts';
+
+let dir = '';
+test.before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'volreg-lock-'));
+});
+test.after.always(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('YAML lock file: tagged, untagged and invalid downstream volumes; upstream ignored', (t) => {
+  const entries = parseLockFile(`
+downstream:
+  app-data: tag:v1.4
+  db_data: "tag:2024-05-01"
+  cache:
+  weird: latest
+  bad/name: tag:x
+  badtag: "tag:-nope"
+upstream:
+  uploads: {}
+`);
+  t.deepEqual(entries, [
+    { volume: 'app-data', tag: 'v1.4', problem: null },
+    { volume: 'db_data', tag: '2024-05-01', problem: null },
+    { volume: 'cache', tag: null, problem: null },
+    { volume: 'weird', tag: null, problem: 'unknown lock option "latest" (expected "tag:<tag>")' },
+    { volume: 'bad/name', tag: null, problem: 'not a valid Docker volume name' },
+    { volume: 'badtag', tag: null, problem: 'invalid tag "-nope"' },
+  ]);
+});
+
+test('JSON and the classic line form give the same entries', (t) => {
+  const json = parseLockFile(JSON.stringify({ downstream: { a: 'tag:one', b: null, c: { tag: 'three' } } }));
+  const lines = parseLockFile('# comment\na  downstream  tag:one\nb downstream\nup upstream tag:zzz\nc downstream tag:three\n');
+  t.deepEqual(json, lines);
+  t.deepEqual(
+    json.map((e) => [e.volume, e.tag]),
+    [
+      ['a', 'one'],
+      ['b', null],
+      ['c', 'three'],
+    ],
+  );
+});
+
+test('malformed lock files are refused as a whole', (t) => {
+  t.throws(() => parseLockFile('downstream: [a, b]'), { instanceOf: LockFileError });
+  t.throws(() => parseLockFile('volumes:\n  a: tag:x\n'), { instanceOf: LockFileError, message: /unknown key/ });
+  t.throws(() => parseLockFile('a sideways tag:x'), { instanceOf: LockFileError, message: /line 1/ });
+  t.deepEqual(parseLockFile(''), []);
+});
+
+test('restore decisions follow the docker-volume-manager rules', async (t) => {
+  const empty = join(dir, 'empty');
+  const full = join(dir, 'full');
+  await mkdir(empty);
+  await mkdir(full);
+  await writeFile(join(full, 'data'), 'x');
+  const missing = join(dir, 'missing');
+  t.deepEqual(await decideRestore({ volume: 'v', tag: null, problem: null }, full, undefined, false), { action: 'skip', reason: 'not locked to a tag' });
+  t.is((await decideRestore({ volume: 'v', tag: null, problem: 'bad' }, empty, undefined, true)).action, 'error');
+  t.deepEqual(await decideRestore({ volume: 'v', tag: 't1', problem: null }, empty, undefined, false), { action: 'restore', tag: 't1', replace: false });
+  t.deepEqual(await decideRestore({ volume: 'v', tag: 't1', problem: null }, missing, undefined, false), { action: 'restore', tag: 't1', replace: false });
+  t.is((await decideRestore({ volume: 'v', tag: 't1', problem: null }, full, undefined, false)).action, 'error');
+  t.is((await decideRestore({ volume: 'v', tag: 't1', problem: null }, full, 't0', false)).action, 'error');
+  t.is((await decideRestore({ volume: 'v', tag: 't1', problem: null }, full, 't1', false)).action, 'up-to-date');
+  t.deepEqual(await decideRestore({ volume: 'v', tag: 't1', problem: null }, full, 't1', true), { action: 'restore', tag: 't1', replace: true });
+  t.deepEqual(await decideRestore({ volume: 'v', tag: 't1', problem: null }, full, undefined, true), { action: 'restore', tag: 't1', replace: true });
+  // volreg's own leftovers do not make a volume non-empty
+  const leftovers = join(dir, 'leftovers');
+  await mkdir(join(leftovers, '.volreg-staging-x'), { recursive: true });
+  t.is((await decideRestore({ volume: 'v', tag: 't1', problem: null }, leftovers, undefined, false)).action, 'restore');
+});
+
+test('tags file lines are updated in place, others kept', async (t) => {
+  const root = join(dir, 'root');
+  await mkdir(root);
+  t.is((await readTagsFile(root)).size, 0);
+  await updateTagsFile(root, new Map([['a', 'v1'], ['b', 'v1']]));
+  await updateTagsFile(root, new Map([['b', 'v2']]));
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'a v1\nb v2\n');
+  t.deepEqual([...(await readTagsFile(root))], [['a', 'v1'], ['b', 'v2']]);
+});
+
+test('volume repositories are the prefix plus the lower-cased volume name', (t) => {
+  t.is(volumeRepository('backups/host1/', 'App_Data'), 'backups/host1/app_data');
+  t.is(volumeRepository('', 'db'), 'db');
+});
