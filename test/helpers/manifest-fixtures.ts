@@ -198,7 +198,7 @@ export function signSchema1(payloadDoc: unknown, signers: Signer[] = [ecSigner()
   return { bytes, digest: sha256(payload), mediaType: MT.schema1Signed, size: bytes.length, payload, payloadDigest: sha256(payload) };
 }
 
-export function schema1Signed(opts: { name: string; tag: string; layers: Blob[] }, signers?: Signer[]): Built & { topId: string } {
+export function schema1Signed(opts: { name: string; tag: string; layers: Blob[] }, signers?: Signer[]): Built & { topId: string; payload: Buffer; payloadDigest: string } {
   const { doc, topId } = schema1Doc(opts);
   return { ...signSchema1(doc, signers), topId };
 }

@@ -29,7 +29,7 @@ const v2 = dockerManifest({ config, layers: [l2] });
 
 test('every manifest media type has exactly one handler, registered under its own type', (t) => {
   t.deepEqual(Object.keys(MANIFEST_HANDLERS).sort(), [...MANIFEST_MEDIA_TYPES].sort());
-  for (const [mt, h] of Object.entries(MANIFEST_HANDLERS)) t.is(h.mediaType, mt);
+  for (const [mt, h] of Object.entries(MANIFEST_HANDLERS)) t.is<string, string>(h.mediaType, mt);
 });
 
 // ---- valid manifests, one row per media type ------------------------------------------------
@@ -50,18 +50,18 @@ interface Expect {
 const parses = test.macro({
   exec(t, _label: string, built: Built, contentType: string | undefined, expected: Expect) {
     const p = parseManifest(built.bytes, contentType);
-    t.is(p.mediaType, expected.mediaType);
+    t.is<string, string>(p.mediaType, expected.mediaType);
     t.is(p.schemaVersion, expected.schemaVersion);
     t.is(p.kind, expected.kind);
-    t.is(p.digest, expected.digest);
+    t.is<string, string>(p.digest, expected.digest);
     t.is(p.size, built.bytes.length);
-    t.is(p.configDigest, expected.configDigest);
-    t.deepEqual(p.blobDigests, expected.blobDigests);
-    t.deepEqual(
+    t.is<string | null, string | null>(p.configDigest, expected.configDigest);
+    t.deepEqual<string[], string[]>(p.blobDigests, expected.blobDigests);
+    t.deepEqual<string[], string[]>(
       p.manifests.map((m) => m.digest),
       expected.manifestDigests,
     );
-    t.is(p.subject, expected.subject ?? null);
+    t.is<string | null, string | null>(p.subject, expected.subject ?? null);
     t.is(p.artifactType, expected.artifactType ?? null);
     t.is(p.v1TopImageId, expected.v1TopImageId ?? null);
   },
@@ -220,7 +220,7 @@ test('a signed manifest keeps its digest whoever signs it, and several signature
   const b = signSchema1(doc, [rsaSigner(), ecSigner()]);
   t.notDeepEqual(a.bytes, b.bytes);
   t.is(parseManifest(a.bytes, MT.schema1Signed).digest, parseManifest(b.bytes, MT.schema1Signed).digest);
-  t.is(parseManifest(a.bytes, MT.schema1Signed).digest, sha256(a.payload));
+  t.is<string, string>(parseManifest(a.bytes, MT.schema1Signed).digest, sha256(a.payload));
 });
 
 test('platforms of list entries are kept', (t) => {
@@ -232,7 +232,7 @@ test('platforms of list entries are kept', (t) => {
       { os: 'linux', architecture: 'arm64', variant: 'v8' },
     ],
   );
-  t.deepEqual(
+  t.deepEqual<string[], string[]>(
     p.manifests.map((m) => m.mediaType),
     [MT.dockerManifest, MT.ociManifest],
   );
@@ -241,8 +241,8 @@ test('platforms of list entries are kept', (t) => {
 test('layers with urls (foreign, non-distributable) are not required from the registry', (t) => {
   const foreign = ociManifest({ config, layers: [l1], layerExtra: { urls: ['https://example.com/layer'] } });
   const p = parseManifest(foreign.bytes, MT.ociManifest);
-  t.deepEqual(p.blobDigests, [config.digest]);
-  t.deepEqual(p.externalBlobDigests, [l1.digest]);
+  t.deepEqual<string[], string[]>(p.blobDigests, [config.digest]);
+  t.deepEqual<string[], string[]>(p.externalBlobDigests, [l1.digest]);
 });
 
 test('a digest algorithm can be chosen: sha512 names the same bytes differently', (t) => {
@@ -352,5 +352,5 @@ test('schema errors name the failing path in the detail, without echoing values'
 
 test('unknown extra fields are allowed (the conformance suite sends them)', (t) => {
   const body = Buffer.from(json({ ...goodOci, 'x-custom': { a: [1, 2] }, config: { ...goodOci.config, 'x-field': true } }));
-  t.is(parseManifest(body, MT.ociManifest).digest, sha256(body));
+  t.is<string, string>(parseManifest(body, MT.ociManifest).digest, sha256(body));
 });
