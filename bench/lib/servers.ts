@@ -1,0 +1,228 @@
+/**
+ * Starts the servers under test as child processes on loopback, each with its own temporary
+ * data directory: volreg (`volreg serve`, embedded MongoDB engine in-process) and CNCF
+ * distribution (Debian's `docker-registry` binary with a generated YAML config).
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { ServerKind } from './options.ts';
+
+const execFileAsync = promisify(execFile);
+
+export interface RunningServer {
+  kind: ServerKind;
+  base: URL;
+  pid: number;
+  dataDir: string;
+  version: string;
+  /** why the process ended, if it did */
+  exitReason(): string | undefined;
+  /** the last lines the server printed, for error messages */
+  outputTail(): string;
+  stop(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
+class Tail {
+  private lines: string[] = [];
+  private partial = '';
+  constructor(private readonly max: number) {}
+  push(chunk: string): string[] {
+    const parts = (this.partial + chunk).split('\n');
+    this.partial = parts.pop() ?? '';
+    this.lines.push(...parts);
+    if (this.lines.length > this.max) this.lines.splice(0, this.lines.length - this.max);
+    return parts;
+  }
+  text(): string {
+    return [...this.lines, this.partial].filter(Boolean).join('\n');
+  }
+}
+
+function track(child: ChildProcess): { tail: Tail; exitReason: () => string | undefined; exited: Promise<void> } {
+  live.add(child);
+  const tail = new Tail(30);
+  let reason: string | undefined;
+  const exited = new Promise<void>((resolve) => {
+    child.on('exit', (code, signal) => {
+      live.delete(child);
+      reason = signal ? `killed by ${signal}` : `exited with code ${code}`;
+      resolve();
+    });
+    child.on('error', (err) => {
+      live.delete(child);
+      reason = `could not start: ${err.message}`;
+      resolve();
+    });
+  });
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (c: string) => tail.push(c));
+  return { tail, exitReason: () => reason, exited };
+}
+
+async function stopChild(child: ChildProcess, exited: Promise<void>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const LISTENING = /volreg listening on (http:\/\/[^\s]+)/;
+
+export async function startVolreg(repoRoot: string, tmpRoot: string, startTimeoutMs = 90_000): Promise<RunningServer> {
+  const dataDir = await fs.mkdtemp(path.join(tmpRoot, 'volreg-data-'));
+  const env: NodeJS.ProcessEnv = { ...process.env, VOLREG_ADDR: '127.0.0.1:0', VOLREG_DATA_DIR: dataDir, VOLREG_LOG_LEVEL: 'warn' };
+  // the embedded engine, no authentication, the filesystem driver: the out-of-the-box setup
+  delete env.VOLREG_MONGODB_URL;
+  delete env.VOLREG_AUTH_FILE;
+  delete env.VOLREG_STORAGE;
+  const child = spawn(process.execPath, ['--import=tsx', 'src/cli/main.ts', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const { tail: errTail, exitReason, exited } = track(child);
+  const outTail = new Tail(30);
+  const outputTail = (): string => [outTail.text(), errTail.text()].filter(Boolean).join('\n');
+  const base = await new Promise<URL>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`volreg did not print its listening line within ${startTimeoutMs / 1000}s`)), startTimeoutMs);
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (c: string) => {
+      for (const line of outTail.push(c)) {
+        const m = LISTENING.exec(line);
+        if (m) {
+          clearTimeout(timer);
+          resolve(new URL(m[1]));
+        }
+      }
+    });
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`volreg ${exitReason()} before listening`));
+    });
+  }).catch(async (err: Error) => {
+    await stopChild(child, exited);
+    throw new Error(`${err.message}${outputTail() ? `: ${lastLines(outputTail(), 6)}` : ''}`);
+  });
+  let version = 'unknown';
+  try {
+    version = (await execFileAsync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot })).stdout.trim();
+  } catch {
+    // not a git checkout
+  }
+  return {
+    kind: 'volreg',
+    base,
+    pid: child.pid as number,
+    dataDir,
+    version: `volreg @ ${version}`,
+    exitReason,
+    outputTail,
+    stop: () => stopChild(child, exited),
+  };
+}
+
+function distributionConfig(dataDir: string, port: number): string {
+  // Filesystem storage, no auth, deletes enabled, the in-memory blob descriptor cache of the
+  // stock configuration, and upload purging off so nothing runs in the background.
+  return [
+    'version: 0.1',
+    'log:',
+    '  level: warn',
+    '  accesslog:',
+    '    disabled: true',
+    'storage:',
+    '  filesystem:',
+    `    rootdirectory: ${JSON.stringify(path.join(dataDir, 'registry'))}`,
+    '  delete:',
+    '    enabled: true',
+    '  cache:',
+    '    blobdescriptor: inmemory',
+    '  maintenance:',
+    '    uploadpurging:',
+    '      enabled: false',
+    'http:',
+    `  addr: 127.0.0.1:${port}`,
+    '  secret: volreg-bench-not-a-secret',
+    '',
+  ].join('\n');
+}
+
+export async function distributionBinary(): Promise<string | undefined> {
+  for (const dir of (process.env.PATH ?? '').split(':').concat(['/usr/bin', '/usr/local/bin'])) {
+    const candidate = path.join(dir, 'docker-registry');
+    try {
+      await fs.access(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+export async function startDistribution(binary: string, tmpRoot: string, startTimeoutMs = 30_000): Promise<RunningServer> {
+  const dataDir = await fs.mkdtemp(path.join(tmpRoot, 'distribution-data-'));
+  const port = await freePort();
+  const configFile = path.join(dataDir, 'config.yml');
+  await fs.writeFile(configFile, distributionConfig(dataDir, port));
+  const child = spawn(binary, ['serve', configFile], { cwd: dataDir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const { tail: errTail, exitReason, exited } = track(child);
+  const outTail = new Tail(30);
+  const outputTail = (): string => [outTail.text(), errTail.text()].filter(Boolean).join('\n');
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (c: string) => outTail.push(c));
+  const base = new URL(`http://127.0.0.1:${port}/`);
+  const deadline = Date.now() + startTimeoutMs;
+  for (;;) {
+    if (exitReason()) throw new Error(`docker-registry ${exitReason()}: ${lastLines(outputTail(), 6)}`);
+    try {
+      const res = await fetch(new URL('/v2/', base), { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await stopChild(child, exited);
+      throw new Error(`docker-registry did not answer GET /v2/ within ${startTimeoutMs / 1000}s: ${lastLines(outputTail(), 6)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  let version = 'docker-registry';
+  try {
+    version = (await execFileAsync(binary, ['--version'])).stdout.trim();
+  } catch {
+    // keep the generic name
+  }
+  return {
+    kind: 'distribution',
+    base,
+    pid: child.pid as number,
+    dataDir,
+    version,
+    exitReason,
+    outputTail,
+    stop: () => stopChild(child, exited),
+  };
+}
+
+function lastLines(text: string, n: number): string {
+  return text.split('\n').slice(-n).join(' | ');
+}

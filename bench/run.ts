@@ -1,0 +1,225 @@
+/**
+ * volreg benchmark: starts volreg and (when installed) CNCF distribution on loopback, runs the
+ * same scenarios against both and prints each figure with the ratio and the issue's target.
+ * See bench/README.md. Bounded in time: a whole-run budget and a per-scenario timeout.
+ */
+import { execFileSync } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { prepareData } from './lib/data.ts';
+import { formatBytes, parseOptions, USAGE, type BenchOptions, type ServerKind } from './lib/options.ts';
+import { buildRows, renderDetails, renderMain, renderRss, type Cell, type Results, type ServerSummary } from './lib/report.ts';
+import { RssProbe } from './lib/rss.ts';
+import { buildScenarios, newTargetState, prepareManifestSets, type RunContext, type Target } from './lib/scenarios.ts';
+import { distributionBinary, startDistribution, startVolreg, type RunningServer } from './lib/servers.ts';
+
+const REPO_ROOT = path.resolve(import.meta.dirname, '..');
+
+function log(msg: string): void {
+  process.stdout.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof Error) {
+    const cause = err.cause instanceof Error ? ` (${err.cause.message})` : '';
+    return `${err.message}${cause}`.replace(/\s+/g, ' ');
+  }
+  return String(err);
+}
+
+function toolVersion(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n')[0].trim();
+  } catch {
+    return 'not found';
+  }
+}
+
+interface Live {
+  server: RunningServer;
+  probe: RssProbe;
+  target: Target;
+}
+
+async function startServers(opts: BenchOptions, tmpRoot: string, summaries: ServerSummary[]): Promise<Map<ServerKind, Live>> {
+  const live = new Map<ServerKind, Live>();
+  for (const kind of opts.servers) {
+    const summary: ServerSummary = { kind, version: kind };
+    summaries.push(summary);
+    try {
+      let server: RunningServer;
+      if (kind === 'volreg') {
+        server = await startVolreg(REPO_ROOT, tmpRoot);
+      } else {
+        const binary = await distributionBinary();
+        if (!binary) throw new Error('docker-registry is not installed (apt-get install -y docker-registry)');
+        server = await startDistribution(binary, tmpRoot);
+      }
+      summary.version = server.version;
+      const probe = new RssProbe(server.pid);
+      live.set(kind, { server, probe, target: { server, state: newTargetState() } });
+      log(`${kind} listening on ${server.base.href} (pid ${server.pid}, data in ${server.dataDir})`);
+    } catch (err) {
+      summary.unavailable = errorText(err);
+      log(`${kind} unavailable: ${summary.unavailable}`);
+    }
+  }
+  return live;
+}
+
+async function main(): Promise<number> {
+  let opts: BenchOptions | 'help';
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`${errorText(err)}\n`);
+    return 2;
+  }
+  if (opts === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const runStarted = performance.now();
+  const cpus = os.cpus();
+  const facts = [
+    `machine: ${cpus.length} cores (${cpus[0]?.model.trim() ?? 'unknown cpu'}), ${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB RAM, ${os.type()} ${os.release()}`,
+    `node ${process.version}; ${toolVersion('curl', ['--version'])}`,
+    `sizes: blobs ${formatBytes(opts.size)}, chunks ${formatBytes(opts.chunkSize)}, ${opts.manifests} manifests @${opts.manifestClients}, ${opts.tags} tags, ${opts.heads} HEADs @${opts.headClients}${opts.quick ? ' (--quick)' : ''}`,
+  ];
+  for (const f of facts) log(f);
+
+  const data = await prepareData(opts.cacheDir, opts.size, log);
+  log(
+    data.generatedNow
+      ? `test data generated in ${(data.generateMs / 1000).toFixed(1)} s`
+      : `test data reused from ${path.dirname(data.blobMono.path)}`,
+  );
+  log(`tar.gz: ${formatBytes(data.tarV2.size)} compressed, ${formatBytes(data.tarUncompressed)} tar, ${data.tarEntries} entries`);
+  const { manifests, tagManifest, problems } = await prepareManifestSets(opts);
+  if (problems.length > 0) {
+    for (const p of problems.slice(0, 10)) log(`manifest data problem: ${p}`);
+    throw new Error('the generated manifest data is inconsistent; refusing to time it');
+  }
+  log(`manifest data checked: ${manifests.manifests.length} manifests over ${manifests.blobs.length} blobs, every reference uploaded first`);
+
+  const tmpRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'volreg-bench-'));
+  const summaries: ServerSummary[] = [];
+  const results: Results = new Map();
+  const scenarios = buildScenarios(opts);
+  const overall = new AbortController();
+  setMaxListeners(0, overall.signal);
+  const budget = setTimeout(() => overall.abort(new Error('whole-run time budget spent')), opts.totalTimeoutMs);
+  let live = new Map<ServerKind, Live>();
+  const onSignal = (): void => overall.abort(new Error('interrupted'));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    live = await startServers(opts, tmpRoot, summaries);
+    for (const scenario of scenarios) {
+      const row: Partial<Record<ServerKind, Cell>> = {};
+      results.set(scenario.id, row);
+      for (const kind of ['distribution', 'volreg'] as const) {
+        if (!opts.servers.includes(kind) || !scenario.servers.includes(kind)) continue;
+        const summary = summaries.find((s) => s.kind === kind);
+        const l = live.get(kind);
+        if (!l) {
+          row[kind] = { error: summary?.unavailable ?? 'not started' };
+          continue;
+        }
+        if (overall.signal.aborted) {
+          row[kind] = { error: `skipped: ${errorText(overall.signal.reason)}` };
+          continue;
+        }
+        const dead = l.server.exitReason();
+        if (dead) {
+          row[kind] = { error: `server ${dead}` };
+          continue;
+        }
+        const signal = AbortSignal.any([overall.signal, AbortSignal.timeout(opts.scenarioTimeoutMs)]);
+        // every in-flight request listens on it (up to 32 at a time)
+        setMaxListeners(0, signal);
+        const ctx: RunContext = { opts, data, manifests, tagManifest, signal };
+        // start every measurement with no dirty pages left by the previous one (distribution
+        // does not fsync, volreg does: without this one server's writeback lands in the other's row)
+        execFileSync('sync');
+        log(`${scenario.id} on ${kind} ...`);
+        const measured = await l.probe.measure(() => scenario.run(l.target, ctx));
+        if ('result' in measured) {
+          row[kind] = { value: measured.result.value, detail: measured.result.detail, peak: measured.peak };
+          log(`  ${measured.result.value.toFixed(1)} ${scenario.unit} (${measured.result.detail}), peak RSS ${(measured.peak.peakKiB / 1024).toFixed(1)} MiB`);
+        } else {
+          let msg = signal.aborted ? `timeout/abort: ${errorText(signal.reason)}; ${errorText(measured.error)}` : errorText(measured.error);
+          const died = l.server.exitReason();
+          if (died) msg = `server ${died}: ${msg}`;
+          row[kind] = { error: msg, peak: measured.peak };
+          log(`  failed: ${msg}`);
+        }
+      }
+    }
+  } finally {
+    clearTimeout(budget);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    for (const [kind, l] of live) {
+      l.probe.settle();
+      const summary = summaries.find((s) => s.kind === kind);
+      if (summary) {
+        summary.peakKiB = l.probe.overallPeakKiB;
+        summary.childrenPeakKiB = l.probe.overallChildrenPeakKiB;
+        summary.rssMethod = l.probe.resetWorks ? 'VmHWM, reset per scenario via clear_refs' : 'VmRSS sampled every 50 ms';
+      }
+      await l.server.stop();
+    }
+    if (!opts.keepData) await fs.rm(tmpRoot, { recursive: true, force: true });
+    else log(`server data kept in ${tmpRoot}`);
+  }
+
+  const rows = buildRows(scenarios, results, summaries);
+  const out: string[] = [];
+  out.push('');
+  out.push('== volreg benchmark ==');
+  out.push(...facts);
+  for (const s of summaries) out.push(`${s.kind}: ${s.version}${s.unavailable ? ` (unavailable: ${s.unavailable})` : ''}`);
+  out.push(
+    'targets (issues 4, 5): uploads >= 3x distribution, download >= 1x, metadata operations 2-3x,',
+    `  volreg peak RSS < 150 MB whatever the blob size, /api/v1 tar.gz PUT >= 80% of volreg's /v2 upload of the same bytes`,
+    '',
+    renderMain(rows),
+    '',
+    'ratio v/d = volreg / distribution, so for "higher is better" rows above 1 favours volreg, for "lower" rows below 1 does;',
+    '(*) = volreg / volreg\'s own row named in the target column, not / distribution.',
+    '',
+    'peak RSS of the server process per scenario (MB = 10^6 bytes; volreg runs its embedded MongoDB engine in-process, so its figure includes the database):',
+    renderRss(scenarios, results),
+  );
+  for (const s of summaries) {
+    if (s.peakKiB !== undefined) {
+      out.push(
+        `  ${s.kind}: ${s.rssMethod}; child processes peak ${((s.childrenPeakKiB ?? 0) * 1.024 / 1000).toFixed(1)} MB (not included above)`,
+      );
+    }
+  }
+  out.push('', 'details (latencies are per request, client side):', renderDetails(scenarios, results));
+  out.push('', `run took ${((performance.now() - runStarted) / 1000).toFixed(0)} s`);
+  process.stdout.write(`${out.join('\n')}\n`);
+
+  if (opts.jsonOut) {
+    const json = { facts, servers: summaries, rows, results: Object.fromEntries(results), options: opts };
+    await fs.writeFile(opts.jsonOut, JSON.stringify(json, null, 2));
+    log(`results written to ${opts.jsonOut}`);
+  }
+  return 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
