@@ -1,0 +1,181 @@
+import test from 'ava';
+import { Long, type Document } from 'mongodb';
+import { openTestMongo, type TestMongo } from '../helpers/mongo.ts';
+
+/** find / getMore / killCursors / count / distinct / findAndModify / aggregate through the driver. */
+
+let m: TestMongo;
+test.before(async () => {
+  m = await openTestMongo('query_commands');
+  const items = m.db.collection('items');
+  await items.insertMany(
+    Array.from({ length: 250 }, (_, i) => ({ _id: i as never, n: i, g: i % 5, tags: i % 2 ? ['odd', `t${i % 3}`] : ['even'], nested: { v: i % 7 } })),
+  );
+});
+test.after.always(async () => {
+  await m?.close();
+});
+
+// promoteLongs:false keeps cursor ids as Long even when they would fit a JS number
+const run = (cmd: Document): Promise<Document> => m.db.command(cmd, { promoteLongs: false });
+
+test('find applies filter, sort, skip, limit and projection', async (t) => {
+  const docs = await m.db
+    .collection('items')
+    .find({ g: 2, n: { $gte: 100 } }, { projection: { n: 1, _id: 0 } })
+    .sort({ n: -1 })
+    .skip(2)
+    .limit(3)
+    .toArray();
+  t.deepEqual(docs, [{ n: 237 }, { n: 232 }, { n: 227 }]);
+});
+
+test('exclusion projection and dotted paths', async (t) => {
+  const d = await m.db.collection('items').findOne({ _id: 7 as never }, { projection: { tags: 0, 'nested.v': 0 } });
+  t.deepEqual(d, { _id: 7, n: 7, g: 2, nested: {} });
+  const inc = await m.db.collection('items').findOne({ _id: 7 as never }, { projection: { 'nested.v': 1 } });
+  t.deepEqual(inc, { _id: 7, nested: { v: 0 } });
+  const sliced = await m.db.collection('items').findOne({ _id: 7 as never }, { projection: { tags: { $slice: 1 }, n: 1 } });
+  t.deepEqual(sliced, { _id: 7, n: 7, tags: ['odd'] });
+});
+
+test('first batch is 101 by default; getMore returns the rest with int64 cursor ids', async (t) => {
+  const first = await run({ find: 'items', filter: {} });
+  t.is(first['cursor'].firstBatch.length, 101);
+  const id = first['cursor'].id;
+  t.true(id instanceof Long);
+  t.false((id as Long).isZero());
+  t.is(first['cursor'].ns, `${m.dbName}.items`);
+  const more = await run({ getMore: id, collection: 'items', batchSize: 100 });
+  t.is(more['cursor'].nextBatch.length, 100);
+  const last = await run({ getMore: id, collection: 'items' });
+  t.is(last['cursor'].nextBatch.length, 49);
+  t.true((last['cursor'].id as Long).isZero());
+  const gone = await t.throwsAsync(run({ getMore: id, collection: 'items' }));
+  t.is((gone as unknown as { code: number }).code, 43);
+});
+
+test('batchSize, singleBatch and limit shape the cursor', async (t) => {
+  const small = await run({ find: 'items', filter: {}, batchSize: 10 });
+  t.is(small['cursor'].firstBatch.length, 10);
+  t.false((small['cursor'].id as Long).isZero());
+  await run({ killCursors: 'items', cursors: [small['cursor'].id] });
+  const single = await run({ find: 'items', filter: {}, batchSize: 10, singleBatch: true });
+  t.is(single['cursor'].firstBatch.length, 10);
+  t.true((single['cursor'].id as Long).isZero());
+  const limited = await run({ find: 'items', filter: {}, limit: 5 });
+  t.is(limited['cursor'].firstBatch.length, 5);
+  t.true((limited['cursor'].id as Long).isZero());
+  const all = await m.db.collection('items').find({}).batchSize(7).toArray();
+  t.is(all.length, 250);
+});
+
+test('killCursors reports killed and not-found ids', async (t) => {
+  const c = await run({ find: 'items', filter: {}, batchSize: 1 });
+  const id = c['cursor'].id as Long;
+  const reply = await run({ killCursors: 'items', cursors: [id, Long.fromNumber(12345)] });
+  t.deepEqual(reply['cursorsKilled'].map(String), [id.toString()]);
+  t.deepEqual(reply['cursorsNotFound'].map(String), ['12345']);
+  const err = await t.throwsAsync(run({ getMore: id, collection: 'items' }));
+  t.is((err as unknown as { code: number }).code, 43);
+});
+
+test('query operators: $in, $nin, $exists, $regex, $elemMatch, $or, $expr, array membership', async (t) => {
+  const items = m.db.collection('items');
+  t.is(await items.countDocuments({ n: { $in: [1, 2, 3, 999] } }), 3);
+  t.is(await items.countDocuments({ tags: 'even' }), 125);
+  t.is(await items.countDocuments({ tags: { $all: ['odd', 't0'] } }), 42);
+  t.is(await items.countDocuments({ missing: { $exists: false } }), 250);
+  t.is(await items.countDocuments({ tags: { $regex: /^t\d$/ } }), 125);
+  t.is(await items.countDocuments({ $or: [{ n: 1 }, { n: 2 }] }), 2);
+  t.is(await items.countDocuments({ $expr: { $eq: ['$g', 0] } }), 50);
+  t.is(await items.countDocuments({ 'nested.v': { $gt: 5 } }), 35);
+  t.is(await items.countDocuments({ g: { $nin: [0, 1, 2, 3] } }), 50);
+  const bad = await t.throwsAsync(items.countDocuments({ n: { $frob: 1 } }));
+  t.is((bad as unknown as { code: number }).code, 2);
+});
+
+test('count command and estimatedDocumentCount', async (t) => {
+  const reply = await run({ count: 'items', query: { g: 1 } });
+  t.is(reply['n'], 50);
+  t.is((await run({ count: 'items', query: { g: 1 }, skip: 45 }))['n'], 5);
+  t.is((await run({ count: 'items', query: {}, limit: 10 }))['n'], 10);
+  t.is(await m.db.collection('items').estimatedDocumentCount(), 250);
+  t.is((await run({ count: 'nonexistent_coll' }))['n'], 0);
+});
+
+test('distinct flattens arrays and respects the query', async (t) => {
+  const groups = await m.db.collection('items').distinct('g');
+  t.deepEqual([...groups].sort(), [0, 1, 2, 3, 4]);
+  const tags = await m.db.collection('items').distinct('tags', { n: { $lt: 4 } });
+  t.deepEqual([...tags].sort(), ['even', 'odd', 't0', 't1']);
+  t.deepEqual(await m.db.collection('nonexistent_coll').distinct('x'), []);
+});
+
+test('findAndModify: new, upsert, remove, fields and sort', async (t) => {
+  const c = m.db.collection('fam');
+  await c.insertMany([{ k: 'a', v: 1, p: 3 }, { k: 'a', v: 2, p: 1 }]);
+  const before = await c.findOneAndUpdate({ k: 'a' }, { $inc: { v: 10 } }, { sort: { p: 1 }, returnDocument: 'before', projection: { v: 1, _id: 0 } });
+  t.deepEqual(before, { v: 2 });
+  const after = await c.findOneAndUpdate({ k: 'a', p: 1 }, { $inc: { v: 1 } }, { returnDocument: 'after' });
+  t.is(after?.['v'], 13);
+  const raw = await run({ findAndModify: 'fam', query: { k: 'b' }, update: { $set: { v: 0 } }, upsert: true, new: true });
+  t.is(raw['lastErrorObject'].n, 1);
+  t.is(raw['lastErrorObject'].updatedExisting, false);
+  t.truthy(raw['lastErrorObject'].upserted);
+  t.is(raw['value'].v, 0);
+  const removed = await c.findOneAndDelete({ k: 'b' });
+  t.is(removed?.['v'], 0);
+  const none = await run({ findAndModify: 'fam', query: { k: 'zzz' }, remove: true });
+  t.is(none['value'], null);
+  t.is(none['lastErrorObject'].n, 0);
+  const both = await t.throwsAsync(run({ findAndModify: 'fam', query: {}, remove: true, update: { $set: { a: 1 } } }));
+  t.is((both as unknown as { code: number }).code, 9);
+  const replaced = await c.findOneAndReplace({ k: 'a', p: 3 }, { k: 'a', p: 3, replaced: true }, { returnDocument: 'after' });
+  t.is(replaced?.['replaced'], true);
+});
+
+test('findAndModify surfaces a duplicate key as a command error', async (t) => {
+  const c = m.db.collection('fam_dup');
+  await c.createIndex({ u: 1 }, { unique: true });
+  await c.insertMany([{ u: 1 }, { u: 2 }]);
+  const err = await t.throwsAsync(c.findOneAndUpdate({ u: 2 }, { $set: { u: 1 } }));
+  t.is((err as unknown as { code: number }).code, 11000);
+  t.deepEqual((err as unknown as { keyValue: Document }).keyValue, { u: 1 });
+});
+
+test('aggregate: $match, $group, $sort, $project, $count, $facet, $lookup', async (t) => {
+  const items = m.db.collection('items');
+  const grouped = await items.aggregate([{ $match: { n: { $lt: 50 } } }, { $group: { _id: '$g', total: { $sum: '$n' }, c: { $sum: 1 } } }, { $sort: { _id: 1 } }]).toArray();
+  t.is(grouped.length, 5);
+  t.deepEqual(grouped[0], { _id: 0, total: 225, c: 10 });
+  const counted = await items.aggregate([{ $match: { g: 3 } }, { $count: 'n' }]).toArray();
+  t.deepEqual(counted, [{ n: 50 }]);
+  const projected = await items.aggregate([{ $match: { _id: 3 } }, { $project: { _id: 0, double: { $multiply: ['$n', 2] } } }]).toArray();
+  t.deepEqual(projected, [{ double: 6 }]);
+  const faceted = await items.aggregate([{ $facet: { low: [{ $match: { n: { $lt: 3 } } }, { $count: 'c' }], high: [{ $match: { n: { $gte: 248 } } }, { $project: { _id: 1 } }] } }]).toArray();
+  t.deepEqual(faceted, [{ low: [{ c: 3 }], high: [{ _id: 248 }, { _id: 249 }] }]);
+  await m.db.collection('groups').insertMany([{ _id: 0 as never, name: 'zero' }, { _id: 1 as never, name: 'one' }]);
+  const joined = await items.aggregate([{ $match: { _id: { $in: [5, 6] } } }, { $lookup: { from: 'groups', localField: 'g', foreignField: '_id', as: 'grp' } }, { $project: { grp: '$grp.name' } }, { $sort: { _id: 1 } }]).toArray();
+  t.deepEqual(joined, [{ _id: 5, grp: ['zero'] }, { _id: 6, grp: ['one'] }]);
+});
+
+test('aggregate returns cursor batches and countDocuments works on top', async (t) => {
+  const first = await run({ aggregate: 'items', pipeline: [{ $sort: { n: 1 } }], cursor: { batchSize: 20 } });
+  t.is(first['cursor'].firstBatch.length, 20);
+  t.false((first['cursor'].id as Long).isZero());
+  const rest = await run({ getMore: first['cursor'].id, collection: 'items' });
+  t.is(rest['cursor'].nextBatch.length, 230);
+  t.is(await m.db.collection('items').countDocuments({ g: 4 }), 50);
+  const noCursor = await t.throwsAsync(run({ aggregate: 'items', pipeline: [] }));
+  t.is((noCursor as unknown as { code: number }).code, 9);
+  const badStage = await t.throwsAsync(m.db.collection('items').aggregate([{ $frobnicate: {} }]).toArray());
+  t.is((badStage as unknown as { code: number }).code, 40324);
+});
+
+test('unknown commands get CommandNotFound (59) with mongod wording', async (t) => {
+  const err = await t.throwsAsync(run({ frobnicate: 1 }));
+  t.is((err as unknown as { code: number }).code, 59);
+  t.is(err?.message, "no such command: 'frobnicate'");
+  t.is((err as unknown as { codeName: string }).codeName, 'CommandNotFound');
+});
