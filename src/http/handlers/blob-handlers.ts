@@ -1,0 +1,232 @@
+import type { Context } from 'koa';
+import { contentRange, parseChunkRange, uploadRange, type ByteRange } from '../../domain/byte-range.ts';
+import { isSupportedAlgorithm, parseDigest, type Digest, type DigestAlgorithm } from '../../domain/digest.ts';
+import { VolregError, isVolregError } from '../../domain/errors.ts';
+import { parseRepositoryName, type RepositoryName } from '../../domain/names.ts';
+import type { BlobService } from '../../services/blob-service.ts';
+import type { UploadService } from '../../services/upload-service.ts';
+import { paths } from '../route-table.ts';
+import type { HandlerMap, RouteAccess } from '../router.ts';
+
+/**
+ * /v2 blobs and uploads (OCI distribution-spec v1.1): parse the request, call the service,
+ * shape the reply. Statuses and headers follow the spec; where it leaves a choice they follow
+ * CNCF distribution (see README "Blobs and uploads").
+ */
+
+export interface BlobHandlerDeps {
+  blobs: BlobService;
+  uploads: UploadService;
+  /**
+   * The router's access check. A mount reads the `from` repository, so it is asked for `pull`
+   * there; when refused, the mount falls back to an ordinary upload session.
+   */
+  authorize?: (ctx: Context, access: RouteAccess) => Promise<void>;
+}
+
+/** Advertised on POST: a hint (not enforced) to keep chunks large enough to be efficient. */
+export const OCI_CHUNK_MIN_LENGTH = 1024 * 1024;
+
+export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
+  const { blobs, uploads } = deps;
+  return {
+    blob: {
+      GET: async (ctx, { params, repository }) => {
+        const digest = clientDigest(params.digest ?? '');
+        const opened = await blobs.open(repository, digest, { range: ctx.get('Range') || undefined });
+        contentHeaders(ctx, digest);
+        ctx.set('Accept-Ranges', 'bytes');
+        ctx.body = opened.stream;
+        ctx.type = 'application/octet-stream';
+        if (opened.range) {
+          ctx.status = 206;
+          ctx.set('Content-Range', contentRange(opened.range, opened.blob.size));
+          ctx.length = opened.range.end - opened.range.start + 1;
+        } else {
+          ctx.status = 200;
+          ctx.length = opened.blob.size;
+        }
+      },
+      HEAD: async (ctx, { params, repository }) => {
+        const digest = clientDigest(params.digest ?? '');
+        const blob = await blobs.stat(repository, digest);
+        if (!blob) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
+        contentHeaders(ctx, digest);
+        ctx.set('Accept-Ranges', 'bytes');
+        ctx.status = 200;
+        ctx.type = 'application/octet-stream';
+        ctx.length = blob.size;
+      },
+      DELETE: async (ctx, { params, repository }) => {
+        const digest = clientDigest(params.digest ?? '');
+        await blobs.delete(repository, digest);
+        ctx.set('Docker-Content-Digest', digest);
+        empty(ctx, 202);
+      },
+    },
+
+    uploadStart: {
+      POST: async (ctx, { repository }) => {
+        const digest = optional(ctx, 'digest', clientDigest);
+        const mount = optional(ctx, 'mount', clientDigest);
+        let from = optional(ctx, 'from', parseRepositoryName);
+        const algorithm = optional(ctx, 'digest-algorithm', parseAlgorithm) ?? (digest ? algorithmOf(digest) : undefined);
+        if (mount && from && deps.authorize) {
+          const allowed = await deps.authorize(ctx, { routeId: 'blob', action: 'pull', repository: from }).then(
+            () => true,
+            () => false,
+          );
+          if (!allowed) from = undefined;
+        }
+        const result = await uploads.start(repository, {
+          ...(digest ? { digest, body: ctx.req } : {}),
+          ...(digest ? lengthOption(ctx) : {}),
+          ...(mount ? { mount } : {}),
+          ...(from ? { from } : {}),
+          ...(algorithm ? { algorithm } : {}),
+        });
+        if (result.kind === 'created') {
+          created(ctx, repository, result.blob.digest);
+        } else {
+          sessionHeaders(ctx, repository, result.id, result.offset);
+          ctx.set('OCI-Chunk-Min-Length', String(OCI_CHUNK_MIN_LENGTH));
+          empty(ctx, 202);
+        }
+      },
+    },
+
+    upload: {
+      GET: async (ctx, { params, repository }) => {
+        const uuid = params.uuid ?? '';
+        const { offset } = await uploads.status(repository, uuid);
+        sessionHeaders(ctx, repository, uuid, offset);
+        ctx.status = 204;
+      },
+      PATCH: async (ctx, { params, repository }) => {
+        const uuid = params.uuid ?? '';
+        const { offset } = await withRangeHeaders(uploads, repository, uuid, () =>
+          uploads.append(repository, uuid, ctx.req, { ...chunkRange(ctx), ...lengthOption(ctx) }),
+        );
+        sessionHeaders(ctx, repository, uuid, offset);
+        empty(ctx, 202);
+      },
+      PUT: async (ctx, { params, repository }) => {
+        const uuid = params.uuid ?? '';
+        const raw = ctx.query.digest;
+        if (raw === undefined || raw === '') {
+          // The session stays, so the client can retry with the digest.
+          throw new VolregError('DIGEST_INVALID', 'the digest query parameter is required');
+        }
+        const digest = clientDigest(single(raw, 'digest'));
+        const body = hasBody(ctx) ? ctx.req : null;
+        const blob = await withRangeHeaders(uploads, repository, uuid, () =>
+          uploads.finish(repository, uuid, digest, body, { ...chunkRange(ctx), ...lengthOption(ctx) }),
+        );
+        created(ctx, repository, blob.digest);
+      },
+      DELETE: async (ctx, { params, repository }) => {
+        const uuid = params.uuid ?? '';
+        await uploads.cancel(repository, uuid);
+        ctx.set('Docker-Upload-UUID', uuid);
+        ctx.status = 204;
+      },
+    },
+  };
+}
+
+/**
+ * A client-supplied digest. The spec wants 400 for a malformed digest and for one of an
+ * unsupported algorithm alike, so UNSUPPORTED (405) becomes DIGEST_INVALID here.
+ */
+function clientDigest(input: string): Digest {
+  try {
+    return parseDigest(input);
+  } catch (err) {
+    if (isVolregError(err) && err.code === 'UNSUPPORTED') throw new VolregError('DIGEST_INVALID', 'unsupported digest algorithm', err.detail);
+    throw err;
+  }
+}
+
+function parseAlgorithm(input: string): DigestAlgorithm {
+  const alg = input.toLowerCase();
+  if (!isSupportedAlgorithm(alg)) throw new VolregError('DIGEST_INVALID', 'unsupported digest algorithm', { algorithm: input.slice(0, 32) });
+  return alg;
+}
+
+function algorithmOf(digest: Digest): DigestAlgorithm {
+  return digest.slice(0, digest.indexOf(':')) as DigestAlgorithm;
+}
+
+function single(value: string | string[], name: string): string {
+  if (Array.isArray(value)) {
+    if (value.length !== 1) throw new VolregError('BAD_REQUEST', `query parameter ${name} given more than once`);
+    return value[0]!;
+  }
+  return value;
+}
+
+function optional<T>(ctx: Context, name: string, parse: (s: string) => T): T | undefined {
+  const raw = ctx.query[name];
+  if (raw === undefined || raw === '') return undefined;
+  return parse(single(raw, name));
+}
+
+/** Does the request carry a body? (Content-Length above zero, or a chunked one.) */
+function hasBody(ctx: Context): boolean {
+  if (ctx.get('Transfer-Encoding')) return true;
+  const cl = ctx.get('Content-Length');
+  return cl !== '' && cl !== '0';
+}
+
+function lengthOption(ctx: Context): { contentLength?: number } {
+  const cl = ctx.get('Content-Length');
+  if (cl === '' || ctx.get('Transfer-Encoding')) return {};
+  const n = Number(cl);
+  if (!Number.isSafeInteger(n) || n < 0) throw new VolregError('BAD_REQUEST', 'invalid Content-Length');
+  return { contentLength: n };
+}
+
+function chunkRange(ctx: Context): { range?: ByteRange } {
+  const header = ctx.get('Content-Range');
+  return header ? { range: parseChunkRange(header) } : {};
+}
+
+/** A 416 on an upload tells the client where the session really is. */
+async function withRangeHeaders<T>(uploads: UploadService, repo: RepositoryName, uuid: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!isVolregError(err) || err.code !== 'RANGE_INVALID') throw err;
+    const detail = err.detail as { offset?: unknown } | undefined;
+    const offset = typeof detail?.offset === 'number' ? detail.offset : (await uploads.status(repo, uuid)).offset;
+    throw new VolregError('RANGE_INVALID', err.message, { offset }, {
+      Range: uploadRange(offset),
+      Location: paths.upload(repo, uuid),
+      'Docker-Upload-UUID': uuid,
+    });
+  }
+}
+
+function contentHeaders(ctx: Context, digest: Digest): void {
+  ctx.set('Docker-Content-Digest', digest);
+  ctx.set('ETag', `"${digest}"`);
+}
+
+function sessionHeaders(ctx: Context, repo: RepositoryName, uuid: string, offset: number): void {
+  ctx.set('Location', paths.upload(repo, uuid));
+  ctx.set('Docker-Upload-UUID', uuid);
+  ctx.set('Range', uploadRange(offset));
+}
+
+function created(ctx: Context, repo: RepositoryName, digest: Digest): void {
+  ctx.set('Location', paths.blob(repo, digest));
+  ctx.set('Docker-Content-Digest', digest);
+  empty(ctx, 201);
+}
+
+/** A reply with this status and an empty body (Koa would otherwise write the status text). */
+function empty(ctx: Context, status: number): void {
+  ctx.status = status;
+  ctx.body = '';
+  ctx.remove('Content-Type');
+}

@@ -1,0 +1,60 @@
+import { randomUUID } from 'node:crypto';
+import type { Digest } from '../domain/digest.ts';
+import { pulpFields, UNIT_TYPES, type BlobUnitDoc, type Collections } from './collections.ts';
+import { isDuplicateKey } from './repo-content-repository.ts';
+import { assertValid } from './schema-validator.ts';
+
+/**
+ * Blob units (`units_docker_blob`): one document per digest, shared by every repository that
+ * holds the blob (membership lives in `repo_content_units`). A unit is written only after its
+ * bytes are durable in the blob store.
+ */
+export interface BlobUnit {
+  id: string;
+  digest: Digest;
+  size: number;
+}
+
+function fromDoc(d: Pick<BlobUnitDoc, '_id' | 'digest' | 'size'>): BlobUnit {
+  return { id: d._id, digest: d.digest as Digest, size: d.size };
+}
+
+const FIELDS = { projection: { _id: 1, digest: 1, size: 1 } } as const;
+
+export class BlobRepository {
+  constructor(private readonly c: Collections) {}
+
+  /** The unit of a digest, created on first use. One atomic upsert on the unique digest. */
+  async upsert(digest: Digest, size: number): Promise<BlobUnit> {
+    const doc: BlobUnitDoc = { _id: randomUUID(), digest, size, ...pulpFields(UNIT_TYPES.blob) };
+    assertValid('stored-docker-blob', doc, 'UNKNOWN');
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const found = await this.c.blobs.findOneAndUpdate({ digest }, { $setOnInsert: doc }, { upsert: true, returnDocument: 'after', ...FIELDS });
+        if (found) return fromDoc(found);
+      } catch (err) {
+        // Two upserts of one new digest race: the loser finds the winner's document.
+        if (!isDuplicateKey(err) || attempt > 0) throw err;
+      }
+      const existing = await this.findByDigest(digest);
+      if (existing) return existing;
+      if (attempt > 0) throw new Error('blob unit vanished during upsert');
+    }
+  }
+
+  async findByDigest(digest: Digest): Promise<BlobUnit | null> {
+    const d = await this.c.blobs.findOne({ digest }, FIELDS);
+    return d ? fromDoc(d) : null;
+  }
+
+  async findByDigests(digests: readonly Digest[]): Promise<BlobUnit[]> {
+    if (digests.length === 0) return [];
+    const docs = await this.c.blobs.find({ digest: { $in: [...digests] } }, FIELDS).toArray();
+    return docs.map(fromDoc);
+  }
+
+  /** Removes a unit (garbage collection, after no repository holds it). */
+  async delete(id: string): Promise<boolean> {
+    return (await this.c.blobs.deleteOne({ _id: id })).deletedCount === 1;
+  }
+}

@@ -1,0 +1,208 @@
+import { PassThrough, Readable } from 'node:stream';
+import { digestAlgorithm, type Digest } from '../domain/digest.ts';
+import { resolveRange, type ByteRange } from '../domain/byte-range.ts';
+import { VolregError } from '../domain/errors.ts';
+import type { BlobInfo, BlobStore } from '../storage/blob-store.ts';
+
+/**
+ * Blobs as repositories see them. A blob is visible in a repository only while a blob unit for
+ * its digest is associated with that repository; the bytes are shared by all repositories
+ * and stay until garbage collection.
+ *
+ * Write order (no multi-document transactions needed): bytes committed and durable in the blob
+ * store, then the unit upserted, then the repository created and the unit associated. A crash
+ * in between leaves only unreferenced data for garbage collection.
+ */
+
+/** The blob units of the metadata layer (metadata/blob-repository.ts implements it). */
+export interface BlobUnits {
+  upsert(digest: Digest, size: number): Promise<{ id: string; digest: Digest; size: number }>;
+  findByDigest(digest: Digest): Promise<{ id: string; digest: Digest; size: number } | null>;
+}
+
+/** Repository membership (metadata/repo-content-repository.ts implements it). */
+export interface BlobMembership {
+  ensureRepo(repoId: string): Promise<void>;
+  associate(repoId: string, unitType: 'docker_blob', unitId: string): Promise<void>;
+  disassociate(repoId: string, unitType: 'docker_blob', unitIds: string[]): Promise<void>;
+  isAssociated(repoId: string, unitType: 'docker_blob', unitId: string): Promise<boolean>;
+}
+
+export interface BlobServiceDeps {
+  store: BlobStore;
+  units: BlobUnits;
+  membership: BlobMembership;
+}
+
+export interface IngestOptions {
+  /** the digest the bytes must have (its algorithm is the one computed); DIGEST_INVALID otherwise */
+  expectedDigest?: Digest;
+  /** the exact size the bytes must have; SIZE_INVALID otherwise */
+  expectedSize?: number;
+  /** refuse (TOO_LARGE) past this many bytes */
+  maxBytes?: number;
+  /**
+   * Reads the same bytes concurrently (e.g. to prove they are a tar). The upload waits for
+   * both consumers, so neither is outrun. The blob is committed only if this resolves; if it
+   * rejects, its error is thrown and nothing is kept. If it resolves before reading all the
+   * bytes, the rest is not fed to it.
+   */
+  validate?: (tee: Readable) => Promise<void>;
+}
+
+export interface OpenedBlob {
+  blob: BlobInfo;
+  /** the range served, or null for the whole blob */
+  range: ByteRange | null;
+  stream: Readable;
+}
+
+const BLOB = 'docker_blob' as const;
+
+export class BlobService {
+  constructor(private readonly deps: BlobServiceDeps) {}
+
+  /** The blob if `repo` holds it and its bytes are there; null otherwise. */
+  async stat(repo: string, digest: Digest): Promise<BlobInfo | null> {
+    const unit = await this.deps.units.findByDigest(digest);
+    if (!unit || !(await this.deps.membership.isAssociated(repo, BLOB, unit.id))) return null;
+    return this.deps.store.stat(digest);
+  }
+
+  /**
+   * Opens a blob of `repo` for reading, honouring an HTTP `Range` header value (see
+   * domain/byte-range.ts). BLOB_UNKNOWN when the repository does not hold it.
+   */
+  async open(repo: string, digest: Digest, opts: { range?: string } = {}): Promise<OpenedBlob> {
+    const blob = await this.stat(repo, digest);
+    if (!blob) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
+    const wanted = resolveRange(opts.range, blob.size);
+    const range = wanted.kind === 'partial' ? wanted.range : null;
+    const stream = await this.deps.store.read(digest, range ?? undefined);
+    return { blob, range, stream };
+  }
+
+  /** Removes the blob from `repo` (other repositories keep it; bytes stay until GC). */
+  async delete(repo: string, digest: Digest): Promise<void> {
+    const unit = await this.deps.units.findByDigest(digest);
+    if (!unit || !(await this.deps.membership.isAssociated(repo, BLOB, unit.id))) {
+      throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
+    }
+    await this.deps.membership.disassociate(repo, BLOB, [unit.id]);
+  }
+
+  /** Makes a blob `fromRepo` holds visible in `toRepo` too; null when `fromRepo` lacks it. */
+  async mount(fromRepo: string, toRepo: string, digest: Digest): Promise<BlobInfo | null> {
+    const blob = await this.stat(fromRepo, digest);
+    if (!blob) return null;
+    await this.record(toRepo, blob);
+    return blob;
+  }
+
+  /**
+   * Records committed, durable bytes as a blob of `repo`: upserts the unit, creates the
+   * repository if needed and associates the unit with it.
+   */
+  async record(repo: string, blob: BlobInfo): Promise<void> {
+    const unit = await this.deps.units.upsert(blob.digest, blob.size);
+    await this.deps.membership.ensureRepo(repo);
+    await this.deps.membership.associate(repo, BLOB, unit.id);
+  }
+
+  /**
+   * Streams `source` into a new upload, verifies it (digest, size, `validate`) and records it
+   * as a blob of `repo`. Anything failing cancels the upload: nothing becomes visible and no
+   * session is left behind.
+   */
+  async ingest(repo: string, source: Readable, opts: IngestOptions = {}): Promise<BlobInfo> {
+    if (opts.expectedSize !== undefined && opts.maxBytes !== undefined && opts.expectedSize > opts.maxBytes) {
+      throw new VolregError('TOO_LARGE', 'upload exceeds the size limit', { limit: opts.maxBytes });
+    }
+    const algorithm = opts.expectedDigest ? digestAlgorithm(opts.expectedDigest) : 'sha256';
+    const writer = await this.deps.store.createUpload({ algorithm });
+    try {
+      const limits = opts.expectedSize !== undefined ? { exactBytes: opts.expectedSize } : opts.maxBytes !== undefined ? { maxBytes: opts.maxBytes } : {};
+      if (opts.validate) {
+        await appendValidated(source, opts.validate, (input) => writer.append(input, limits));
+      } else {
+        await writer.append(source, limits);
+      }
+      const blob = await writer.commit(opts.expectedDigest, opts.expectedSize);
+      await this.record(repo, blob);
+      return blob;
+    } catch (err) {
+      await writer.cancel().catch(() => undefined);
+      throw err;
+    }
+  }
+}
+
+/**
+ * Feeds `source` to `append` and to `validate` at once. Each chunk goes to the validator's
+ * stream first (waiting for it to drain), then to the writer, so memory stays bounded by
+ * the two consumers' buffers. Resolves when both are done; rejects with the validator's error
+ * if it refused the bytes, else with the writer's.
+ */
+async function appendValidated(
+  source: Readable,
+  validate: (tee: Readable) => Promise<void>,
+  append: (input: Readable) => Promise<number>,
+): Promise<void> {
+  const tee = new PassThrough({ highWaterMark: 1 << 20 });
+  let verdict: { ok: true } | { ok: false; err: unknown } | null = null;
+  let wake: (() => void) | null = null;
+  const validation = Promise.resolve()
+    .then(() => validate(tee))
+    .then(
+      () => {
+        verdict = { ok: true };
+        wake?.();
+      },
+      (err: unknown) => {
+        verdict = { ok: false, err };
+        wake?.();
+        throw err;
+      },
+    );
+  validation.catch(() => undefined); // observed below
+
+  let refusedByValidator = false;
+  async function* feed(): AsyncGenerator<Buffer> {
+    const chunks: AsyncIterable<unknown> = { [Symbol.asyncIterator]: () => source.iterator({ destroyOnReturn: false }) };
+    for await (const chunk of chunks) {
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+      if (verdict === null && !tee.destroyed && !tee.write(buf)) {
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            tee.off('drain', done);
+            tee.off('close', done);
+            wake = null;
+            resolve();
+          };
+          wake = done;
+          tee.on('drain', done);
+          tee.on('close', done);
+        });
+      }
+      const v = verdict as { ok: boolean; err?: unknown } | null;
+      if (v && !v.ok) {
+        refusedByValidator = true;
+        throw v.err;
+      }
+      yield buf;
+    }
+    tee.end();
+  }
+
+  const input = Readable.from(feed(), { objectMode: false, highWaterMark: 1 << 16 });
+  const appended = append(input).catch((err: unknown) => {
+    // Stop the validator too, or it would wait forever for bytes that will not come.
+    input.destroy();
+    tee.destroy(err instanceof Error ? err : new Error('upload failed'));
+    throw err;
+  });
+  const [a, v] = await Promise.allSettled([appended, validation]);
+  if (refusedByValidator && v.status === 'rejected') throw v.reason;
+  if (a.status === 'rejected') throw a.reason;
+  if (v.status === 'rejected') throw v.reason;
+}
