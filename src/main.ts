@@ -216,7 +216,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 export async function openMetadata(config: Config, logger: Logger): Promise<{ db: Db; close: () => Promise<void> }> {
   const dbPath = join(config.dataDir, 'db');
   // loaded only when needed: a service on a real MongoDB never loads the engine
-  const engine = config.mongodbUrl ? undefined : await (await import('./mongo-engine/index.ts')).startEngine({ dbPath });
+  const engine = config.mongodbUrl ? undefined : await (
+        await import('./mongo-engine/index.ts')
+      ).startEngine({ dbPath, log: (msg, fields) => logger.debug({ ...fields, component: 'engine' }, msg) });
   if (engine) logger.info({ dbPath }, 'embedded mongodb engine started');
   const uri = config.mongodbUrl ?? (engine as { uri: string }).uri;
   const client = new MongoClient(uri, { serverSelectionTimeoutMS: 15_000 });
