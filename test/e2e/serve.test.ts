@@ -1,0 +1,225 @@
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { REPO_ROOT, spawnServer, VOLREG_BIN } from '../helpers/server.ts';
+
+/**
+ * The real `volreg serve` as a child process: `npm start` on port 0, the listening line,
+ * SIGTERM, restarts on the same data directory (after a clean stop and after kill -9), a
+ * second process on a locked data directory, and the command's exit codes.
+ */
+
+const dirs: string[] = [];
+async function tempDir(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'volreg-serve-'));
+  dirs.push(d);
+  return d;
+}
+test.after.always(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+function run(args: string[], env: Record<string, string> = {}, cwd = REPO_ROOT): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const base: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('VOLREG_')) base[k] = v;
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [VOLREG_BIN, ...args], { cwd, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test('npm start on port 0: listening line, GET /v2/, /healthz, /readyz, /metrics, then SIGTERM exits 0', async (t) => {
+  const dataDir = await tempDir();
+  const server = await spawnServer({ dataDir, command: ['npm', 'start', '--silent'] });
+  t.teardown(() => server.kill('SIGKILL'));
+  t.regex(server.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+  const lines = server.stdout().split('\n').filter((l) => l.startsWith('volreg listening on'));
+  t.deepEqual(lines, [`volreg listening on ${server.url}`]);
+
+  const v2 = await fetch(`${server.url}/v2/`);
+  t.is(v2.status, 200);
+  t.is(v2.headers.get('docker-distribution-api-version'), 'registry/2.0');
+  t.deepEqual(await v2.json(), {});
+  t.is((await fetch(`${server.url}/healthz`)).status, 200);
+  const ready = await fetch(`${server.url}/readyz`);
+  t.deepEqual(await ready.json(), { status: 'ok', checks: { mongodb: 'ok', blobstore: 'ok' } });
+  t.is(ready.status, 200);
+  const metrics = await (await fetch(`${server.url}/metrics`)).text();
+  t.regex(metrics, /^volreg_http_requests_total\{route="v2Base",method="GET",status="200"\} 1$/m);
+  t.regex(metrics, /^volreg_process_cpu_seconds_total /m);
+
+  // the access log is JSON lines on stdout
+  const logLine = server
+    .stdout()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .find((l) => l.msg === 'request' && l.path === '/v2/');
+  t.like(logLine, { method: 'GET', status: 200 });
+
+  server.kill('SIGTERM');
+  const exit = await server.waitExit();
+  t.deepEqual(exit, { code: 0, signal: null });
+  t.regex(server.stdout(), /"msg":"stopped"/);
+  // the embedded engine keeps its files in DATA_DIR/db (unless the suite runs on MONGODB_URL)
+  if (!process.env.MONGODB_URL) t.true((await readdir(join(dataDir, 'db'))).length > 0);
+});
+
+test('a restart on the same data directory finds what the first run wrote', async (t) => {
+  const dataDir = await tempDir();
+  const first = await spawnServer({ dataDir });
+  t.teardown(() => first.kill('SIGKILL'));
+  t.regex(first.stdout(), /"msg":"applying migration"/);
+  first.kill('SIGTERM');
+  t.is((await first.waitExit()).code, 0);
+
+  const status = await run(['migrate', 'status'], { VOLREG_DATA_DIR: dataDir });
+  t.is(status.code, 0, status.stderr);
+  const applied = status.stdout.trim().split('\n');
+  t.true(applied.length >= 1);
+  for (const line of applied) t.regex(line, /\tapplied \d{4}-/);
+
+  const second = await spawnServer({ dataDir });
+  t.teardown(() => second.kill('SIGKILL'));
+  // migrations were recorded durably: nothing to apply the second time
+  t.notRegex(second.stdout(), /"msg":"applying migration"/);
+  t.is((await fetch(`${second.url}/readyz`)).status, 200);
+  second.kill('SIGTERM');
+  t.is((await second.waitExit()).code, 0);
+});
+
+test('after kill -9 the data directory is usable again at once', async (t) => {
+  const dataDir = await tempDir();
+  const first = await spawnServer({ dataDir });
+  first.kill('SIGKILL');
+  t.is((await first.waitExit()).signal, 'SIGKILL');
+  const second = await spawnServer({ dataDir });
+  t.teardown(() => second.kill('SIGKILL'));
+  t.notRegex(second.stdout(), /"msg":"applying migration"/);
+  t.is((await fetch(`${second.url}/readyz`)).status, 200);
+  second.kill('SIGTERM');
+  t.is((await second.waitExit()).code, 0);
+});
+
+test('a second volreg on a data directory in use is refused with exit code 1', async (t) => {
+  if (process.env.MONGODB_URL) {
+    // with an external MongoDB the embedded engine's lock is not involved; two processes may share
+    const dataDir = await tempDir();
+    const a = await spawnServer({ dataDir });
+    const b = await spawnServer({ dataDir });
+    t.not(a.url, b.url);
+    a.kill('SIGTERM');
+    b.kill('SIGTERM');
+    t.is((await a.waitExit()).code, 0);
+    t.is((await b.waitExit()).code, 0);
+    return;
+  }
+  const dataDir = await tempDir();
+  const first = await spawnServer({ dataDir });
+  t.teardown(() => first.kill('SIGKILL'));
+  const second = await run(['serve'], { VOLREG_ADDR: '127.0.0.1:0', VOLREG_DATA_DIR: dataDir });
+  t.is(second.code, 1);
+  t.regex(second.stderr, /^volreg: cannot start: .*already in use/m);
+  t.notRegex(second.stdout, /volreg listening on/);
+  // the first one is unharmed
+  t.is((await fetch(`${first.url}/readyz`)).status, 200);
+  first.kill('SIGTERM');
+  t.is((await first.waitExit()).code, 0);
+});
+
+test('bad configuration: one line per bad variable on stderr, exit code 2, nothing started', async (t) => {
+  const dataDir = await tempDir();
+  const res = await run(['serve'], {
+    VOLREG_DATA_DIR: dataDir,
+    VOLREG_ADDR: 'localhost',
+    VOLREG_STORAGE: 'gridfs',
+    VOLREG_LOG_LEVEL: 'chatty',
+    VOLREG_MANIFEST_MAX_BYTES: 'lots',
+    VOLREG_MONGODB_URL: 'postgres://user:pw@db',
+  });
+  t.is(res.code, 2);
+  const lines = res.stderr.trim().split('\n');
+  t.deepEqual(
+    lines.map((l) => /^volreg: config: (VOLREG_[A-Z_]+): /.exec(l)?.[1]),
+    ['VOLREG_ADDR', 'VOLREG_MONGODB_URL', 'VOLREG_STORAGE', 'VOLREG_LOG_LEVEL', 'VOLREG_MANIFEST_MAX_BYTES'],
+  );
+  t.regex(res.stderr, /VOLREG_STORAGE: the gridfs blob store is not implemented yet; use fs/);
+  t.false(res.stderr.includes('pw@db'));
+  t.is(res.stdout, '');
+});
+
+test('an htpasswd file with non-bcrypt entries is a configuration error (exit 2)', async (t) => {
+  const dataDir = await tempDir();
+  const file = join(dataDir, 'htpasswd');
+  await writeFile(file, 'carol:$apr1$abc$defghijklmnopqrstuvwx.\n');
+  const res = await run(['serve'], { VOLREG_ADDR: '127.0.0.1:0', VOLREG_DATA_DIR: dataDir, VOLREG_AUTH_FILE: file });
+  t.is(res.code, 2);
+  t.regex(res.stderr, /^volreg: config: VOLREG_AUTH_FILE: line 1 \(user "carol"\): only bcrypt entries/m);
+});
+
+test('unknown VOLREG_* variables are warned about and the service still starts', async (t) => {
+  const dataDir = await tempDir();
+  const server = await spawnServer({ dataDir, env: { VOLREG_DATADIR: '/tmp/typo' } });
+  t.teardown(() => server.kill('SIGKILL'));
+  t.regex(server.stderr(), /volreg: warning: VOLREG_DATADIR .*did you mean VOLREG_DATA_DIR\?/);
+  server.kill('SIGTERM');
+  t.is((await server.waitExit()).code, 0);
+});
+
+test('--version, --help and usage errors', async (t) => {
+  const pkg = JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+  const elsewhere = await tempDir();
+  const version = await run(['--version'], {}, elsewhere);
+  t.is(version.code, 0);
+  t.is(version.stdout.trim(), pkg.version);
+  const help = await run(['--help'], {}, elsewhere);
+  t.is(help.code, 0);
+  for (const cmd of ['serve', 'migrate', 'db']) t.regex(help.stdout, new RegExp(`^  ${cmd}\\b`, 'm'));
+  const unknown = await run(['frobnicate'], {}, elsewhere);
+  t.is(unknown.code, 2);
+  t.regex(unknown.stderr, /unknown command 'frobnicate'/);
+  const badPort = await run(['db', '--dbpath', elsewhere, '--port', 'http'], {}, elsewhere);
+  t.is(badPort.code, 2);
+  t.regex(badPort.stderr, /not a port number/);
+});
+
+test('serve against an external MongoDB (volreg db): /readyz turns 503 quickly when it goes away', async (t) => {
+  const dbDir = await tempDir();
+  const db = spawn(process.execPath, [VOLREG_BIN, 'db', '--dbpath', dbDir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => db.kill('SIGKILL'));
+  const dbExit = new Promise<number | null>((resolve) => db.once('exit', (code) => resolve(code)));
+  const uri = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    db.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+      const m = /^volreg db listening on (mongodb:\/\/\S+)$/m.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    void dbExit.then((code) => reject(new Error(`volreg db exited with ${code}`)));
+  });
+
+  const dataDir = await tempDir();
+  const server = await spawnServer({ dataDir, env: { VOLREG_MONGODB_URL: `${uri}/?directConnection=true`, VOLREG_MONGODB_DATABASE: 'external_test' } });
+  t.teardown(() => server.kill('SIGKILL'));
+  // the embedded engine was not started
+  t.false((await readdir(dataDir)).includes('db'));
+  t.is((await fetch(`${server.url}/readyz`)).status, 200);
+
+  db.kill('SIGTERM');
+  t.is(await dbExit, 0);
+  const started = Date.now();
+  const res = await fetch(`${server.url}/readyz`);
+  t.is(res.status, 503);
+  t.like(await res.json(), { status: 'unavailable', checks: { mongodb: 'unavailable' } });
+  t.true(Date.now() - started < 5000);
+  // still alive, and still stops cleanly without its database
+  t.is((await fetch(`${server.url}/healthz`)).status, 200);
+  server.kill('SIGTERM');
+  t.is((await server.waitExit()).code, 0);
+});
