@@ -142,8 +142,8 @@ async function main(): Promise<number> {
         // every in-flight request listens on it (up to 32 at a time)
         setMaxListeners(0, signal);
         const ctx: RunContext = { opts, data, manifests, tagManifest, signal };
-        // start every measurement with no dirty pages left by the previous one (distribution
-        // does not fsync, volreg does: without this one server's writeback lands in the other's row)
+        // start every measurement with no dirty pages left by the previous one, so one
+        // server's writeback does not land in the other's row
         execFileSync('sync');
         log(`${scenario.id} on ${kind} ...`);
         const measured = await l.probe.measure(() => scenario.run(l.target, ctx));
