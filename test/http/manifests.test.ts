@@ -1,0 +1,533 @@
+import test from 'ava';
+import { collections, UNIT_TYPES } from '../../src/metadata/collections.ts';
+import {
+  blobOf,
+  configBlob,
+  dockerList,
+  dockerManifest,
+  MT,
+  ociIndex,
+  ociManifest,
+  randomBlob,
+  schema1Signed,
+  schema1Unsigned,
+  sha256,
+  type Blob,
+  type Built,
+} from '../helpers/manifest-fixtures.ts';
+import { ACCEPT_ALL, errorCode, errorDetail, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+
+/**
+ * GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference> on a real server: every media type,
+ * the headers, Accept-driven tag resolution, deletion, and hostile input.
+ */
+
+let server: TestServer;
+let url: string;
+test.before(async () => {
+  server = await startTestServer({ label: 'http_manifests' });
+  url = server.url;
+});
+test.after.always(async () => {
+  await server?.close();
+});
+
+const tagUnits = (repo: string, name: string) => collections(server.db).tags.find({ repo_id: repo, name }).toArray();
+
+/** An OCI image whose blobs are pushed to `repo`. */
+async function pushedImage(repo: string, layers = 2): Promise<{ manifest: Built; config: Blob; layers: Blob[] }> {
+  const config = configBlob();
+  const ls = Array.from({ length: layers }, () => randomBlob(128));
+  await pushBlobs(url, repo, [config, ...ls]);
+  return { manifest: ociManifest({ config, layers: ls }), config, layers: ls };
+}
+
+async function pushedDockerImage(repo: string): Promise<Built> {
+  const config = configBlob();
+  const layer = randomBlob(64);
+  await pushBlobs(url, repo, [config, layer]);
+  return dockerManifest({ config, layers: [layer] });
+}
+
+// ---- push and pull of every media type ------------------------------------------------------
+
+const roundTrip = test.macro({
+  async exec(t, _label: string, make: (repo: string) => Promise<{ manifest: Built; digest: string }>) {
+    const repo = repoName('rt');
+    const { manifest, digest } = await make(repo);
+    const put = await putManifest(url, repo, 'v1', manifest);
+    t.is(put.status, 201, put.body.toString());
+    t.is(put.headers['docker-content-digest'], digest);
+    t.is(put.headers.location, `/v2/${repo}/manifests/${digest}`);
+    t.is(put.headers['content-length'], '0');
+
+    for (const ref of ['v1', digest]) {
+      const got = await getManifest(url, repo, ref, manifest.mediaType);
+      t.is(got.status, 200);
+      t.true(got.body.equals(manifest.bytes), 'the exact bytes as pushed');
+      t.is(got.headers['content-type'], manifest.mediaType);
+      t.is(got.headers['docker-content-digest'], digest);
+      t.is(got.headers['content-length'], String(manifest.bytes.length));
+      t.is(got.headers.etag, `"${digest}"`);
+
+      const head = await getManifest(url, repo, ref, manifest.mediaType, 'HEAD');
+      t.is(head.status, 200);
+      t.is(head.body.length, 0);
+      t.is(head.headers['content-length'], String(manifest.bytes.length));
+      t.is(head.headers['docker-content-digest'], digest);
+      t.is(head.headers['content-type'], manifest.mediaType);
+    }
+    // the Location header is a pullable URL
+    const loc = await getManifest(url, repo, put.headers.location!.split('/manifests/')[1]!, ACCEPT_ALL);
+    t.true(loc.body.equals(manifest.bytes));
+  },
+  title: (_t, label: string) => `push and pull ${label}`,
+});
+
+test(roundTrip, 'an OCI image manifest', async (repo) => {
+  const { manifest } = await pushedImage(repo);
+  return { manifest, digest: manifest.digest };
+});
+test(roundTrip, 'a Docker v2 schema 2 manifest', async (repo) => {
+  const m = await pushedDockerImage(repo);
+  return { manifest: m, digest: m.digest };
+});
+test(roundTrip, 'an OCI image index', async (repo) => {
+  const a = await pushedImage(repo);
+  const b = await pushedImage(repo);
+  for (const m of [a.manifest, b.manifest]) t_ok(await putManifest(url, repo, m.digest, m));
+  const idx = ociIndex([
+    { manifest: a.manifest, platform: { os: 'linux', architecture: 'amd64' } },
+    { manifest: b.manifest, platform: { os: 'linux', architecture: 'arm64' } },
+  ]);
+  return { manifest: idx, digest: idx.digest };
+});
+test(roundTrip, 'a Docker manifest list', async (repo) => {
+  const a = await pushedDockerImage(repo);
+  t_ok(await putManifest(url, repo, a.digest, a));
+  const list = dockerList([{ manifest: a, platform: { os: 'linux', architecture: 'amd64' } }]);
+  return { manifest: list, digest: list.digest };
+});
+test(roundTrip, 'an unsigned schema 1 manifest', async (repo) => {
+  const layer = randomBlob();
+  await pushBlobs(url, repo, [layer]);
+  const m = schema1Unsigned({ name: repo, tag: 'v1', layers: [layer] });
+  return { manifest: m, digest: m.digest };
+});
+test(roundTrip, 'a signed schema 1 manifest (digest of the payload, bytes with signatures)', async (repo) => {
+  const layer = randomBlob();
+  await pushBlobs(url, repo, [layer]);
+  const m = schema1Signed({ name: repo, tag: 'v1', layers: [layer, layer] });
+  return { manifest: m, digest: m.payloadDigest };
+});
+
+function t_ok(r: { status: number; body: Buffer }): void {
+  if (r.status !== 201) throw new Error(`expected 201, got ${r.status}: ${r.body.toString()}`);
+}
+
+test('an OCI manifest without mediaType field is accepted by Content-Type and served with it', async (t) => {
+  const repo = repoName('nofield');
+  const config = configBlob();
+  await pushBlobs(url, repo, [config]);
+  const m = ociManifest({ config, layers: [], withMediaType: false });
+  t.is((await putManifest(url, repo, 'x', m, `${MT.ociManifest}; charset=utf-8`)).status, 201);
+  const got = await getManifest(url, repo, 'x', MT.ociManifest);
+  t.is(got.headers['content-type'], MT.ociManifest);
+  t.true(got.body.equals(m.bytes));
+});
+
+test('whitespace and key order are kept byte for byte', async (t) => {
+  const repo = repoName('bytes');
+  const config = configBlob();
+  await pushBlobs(url, repo, [config]);
+  const text = `{\n\t"layers" : [ ],   "config": {"size": ${config.size}, "digest": "${config.digest}", "mediaType": "${MT.ociConfig}"},\n"schemaVersion":2 }\n\n`;
+  const bytes = Buffer.from(text);
+  const put = await request(url, `/v2/${repo}/manifests/exact`, { method: 'PUT', headers: { 'Content-Type': MT.ociManifest }, body: bytes });
+  t.is(put.status, 201);
+  t.is(put.headers['docker-content-digest'], sha256(bytes));
+  t.true((await getManifest(url, repo, 'exact', MT.ociManifest)).body.equals(bytes));
+});
+
+// ---- references and digests ------------------------------------------------------------------
+
+test('push by digest: the digest must be that of the bytes', async (t) => {
+  const repo = repoName('bydigest');
+  const { manifest } = await pushedImage(repo);
+  t.is((await putManifest(url, repo, manifest.digest, manifest)).status, 201);
+
+  const other = sha256('something else');
+  const wrong = await putManifest(url, repo, other, manifest);
+  t.is(wrong.status, 400);
+  t.is(errorCode(wrong), 'DIGEST_INVALID');
+
+  const bad = await putManifest(url, repo, 'sha256:baddigeststring', manifest);
+  t.is(bad.status, 400);
+  t.is(errorCode(bad), 'DIGEST_INVALID');
+
+  // the conformance suite's "bad digest image": trailing whitespace changes the digest
+  const padded = { ...manifest, bytes: Buffer.concat([manifest.bytes, Buffer.from('  ')]) };
+  t.is((await putManifest(url, repo, manifest.digest, padded)).status, 400);
+
+  const unsupported = await putManifest(url, repo, `md5:${'a'.repeat(32)}`, manifest);
+  t.true([400, 405].includes(unsupported.status));
+  t.is((await getManifest(url, repo, 'sha256:baddigeststring', ACCEPT_ALL)).status, 400);
+});
+
+test('push by sha512 digest names the manifest with sha512', async (t) => {
+  const repo = repoName('sha512');
+  const { manifest } = await pushedImage(repo);
+  const { createHash } = await import('node:crypto');
+  const d512 = `sha512:${createHash('sha512').update(manifest.bytes).digest('hex')}`;
+  const put = await putManifest(url, repo, d512, manifest);
+  t.is(put.status, 201, put.body.toString());
+  t.is(put.headers['docker-content-digest'], d512);
+  const got = await getManifest(url, repo, d512, MT.ociManifest);
+  t.true(got.body.equals(manifest.bytes));
+});
+
+test('invalid names and tags are refused', async (t) => {
+  const { manifest } = await pushedImage(repoName('names'));
+  for (const [repo, ref, code] of [
+    ['UPPER', 'latest', 'NAME_INVALID'],
+    ['a..b', 'latest', 'NAME_INVALID'],
+    ['ok', '-tag', 'TAG_INVALID'],
+    ['ok', '.tag', 'TAG_INVALID'],
+    ['ok', 'a'.repeat(129), 'TAG_INVALID'],
+    ['ok', 'tag%00x', 'TAG_INVALID'],
+    ['ok', 'tag%2F..%2Fx', 'TAG_INVALID'],
+    [`${'a'.repeat(256)}`, 'latest', 'NAME_INVALID'],
+  ] as const) {
+    for (const method of ['GET', 'PUT', 'DELETE']) {
+      const r = await request(url, `/v2/${repo}/manifests/${ref}`, {
+        method,
+        headers: { 'Content-Type': MT.ociManifest },
+        ...(method === 'PUT' ? { body: manifest.bytes } : {}),
+      });
+      t.is(r.status, 400, `${method} ${repo} ${ref}`);
+      t.is(errorCode(r), code, `${method} ${repo} ${ref}`);
+    }
+  }
+});
+
+test('unknown manifests, tags and repositories are 404 MANIFEST_UNKNOWN', async (t) => {
+  const repo = repoName('unknown');
+  const { manifest } = await pushedImage(repo);
+  t.is((await putManifest(url, repo, 'there', manifest)).status, 201);
+  for (const [r, ref] of [
+    [repo, 'missing'],
+    [repo, sha256('nothing')],
+    [repoName('never-pushed'), 'latest'],
+    [repoName('never-pushed'), sha256('x')],
+  ] as const) {
+    const got = await getManifest(url, r, ref, ACCEPT_ALL);
+    t.is(got.status, 404);
+    t.is(errorCode(got), 'MANIFEST_UNKNOWN');
+    const head = await getManifest(url, r, ref, ACCEPT_ALL, 'HEAD');
+    t.is(head.status, 404);
+    t.is(head.body.length, 0);
+    const del = await request(url, `/v2/${r}/manifests/${ref}`, { method: 'DELETE' });
+    t.is(del.status, 404);
+  }
+});
+
+test('a manifest in one repository is not in another', async (t) => {
+  const a = repoName('iso-a');
+  const b = repoName('iso-b');
+  const { manifest } = await pushedImage(a);
+  t.is((await putManifest(url, a, 'x', manifest)).status, 201);
+  t.is((await getManifest(url, b, manifest.digest, ACCEPT_ALL)).status, 404);
+  // and its blobs must be in the repository it is pushed to
+  const r = await putManifest(url, b, 'x', manifest);
+  t.is(r.status, 400);
+  t.is(errorCode(r), 'MANIFEST_BLOB_UNKNOWN');
+});
+
+// ---- referenced content --------------------------------------------------------------------
+
+test('every missing blob is listed in MANIFEST_BLOB_UNKNOWN, and nothing is stored', async (t) => {
+  const repo = repoName('missing');
+  const config = configBlob();
+  const present = randomBlob();
+  const absent1 = randomBlob();
+  const absent2 = randomBlob();
+  await pushBlobs(url, repo, [present]);
+  const m = ociManifest({ config, layers: [present, absent1, absent2, absent1] });
+  const r = await putManifest(url, repo, 'latest', m);
+  t.is(r.status, 400);
+  t.is(errorCode(r), 'MANIFEST_BLOB_UNKNOWN');
+  const detail = errorDetail<{ missing: string[] }>(r);
+  t.deepEqual([...detail.missing].sort(), [config.digest, absent1.digest, absent2.digest].sort());
+  t.is((await getManifest(url, repo, 'latest', ACCEPT_ALL)).status, 404);
+  t.is((await getManifest(url, repo, m.digest, ACCEPT_ALL)).status, 404);
+  t.is(await collections(server.db).manifests.countDocuments({ digest: m.digest }), 0);
+});
+
+test('an index whose manifests are not in the repository lists them all', async (t) => {
+  const repo = repoName('missing-idx');
+  const a = await pushedImage(repo);
+  t.is((await putManifest(url, repo, a.manifest.digest, a.manifest)).status, 201);
+  const ghost1 = ociManifest({ config: configBlob(), layers: [] });
+  const ghost2 = dockerManifest({ config: configBlob(), layers: [] });
+  const idx = ociIndex([{ manifest: a.manifest }, { manifest: ghost1 }, { manifest: ghost2 }]);
+  const r = await putManifest(url, repo, 'idx', idx);
+  t.is(r.status, 400);
+  t.is(errorCode(r), 'MANIFEST_BLOB_UNKNOWN');
+  t.deepEqual([...errorDetail<{ manifests: string[] }>(r).manifests].sort(), [ghost1.digest, ghost2.digest].sort());
+});
+
+test('a layer with urls (non-distributable) need not be in the registry', async (t) => {
+  const repo = repoName('foreign');
+  const config = configBlob();
+  await pushBlobs(url, repo, [config]);
+  const m = ociManifest({ config, layers: [randomBlob()], layerExtra: { urls: ['https://store.example.com/blobs/x'] } });
+  t.is((await putManifest(url, repo, 'nd', m)).status, 201);
+});
+
+test('subject: OCI-Subject on push, and a subject that does not exist is accepted', async (t) => {
+  const repo = repoName('subject');
+  const { manifest: subject } = await pushedImage(repo);
+  const empty = blobOf('{}');
+  const layer = randomBlob();
+  await pushBlobs(url, repo, [empty, layer]);
+  const artifact = ociManifest({ config: empty, configMediaType: MT.ociEmpty, layers: [layer], subject, artifactType: 'application/x.sig' });
+  const r = await putManifest(url, repo, artifact.digest, artifact);
+  t.is(r.status, 201);
+  t.is(r.headers['oci-subject'], subject.digest);
+
+  const plain = await pushedImage(repo);
+  t.is((await putManifest(url, repo, 'plain', plain.manifest)).headers['oci-subject'], undefined);
+});
+
+// ---- size and body checks -------------------------------------------------------------------
+
+test('a manifest over 4 MiB is refused with 413; one just under is stored', async (t) => {
+  const repo = repoName('big');
+  const config = configBlob();
+  await pushBlobs(url, repo, [config]);
+  const limit = server.config.limits.manifestBytes;
+  t.is(limit, 4 * 1024 * 1024);
+  const annotations: Record<string, string> = {};
+  for (let i = 0; i < 390; i++) annotations[`large-annotation-${i}`] = 'A'.repeat(10_000);
+  const near = ociManifest({ config, layers: [], annotations });
+  t.true(near.bytes.length > 3_900_000 && near.bytes.length < limit);
+  t.is((await putManifest(url, repo, 'near', near)).status, 201);
+  t.true((await getManifest(url, repo, 'near', MT.ociManifest)).body.equals(near.bytes));
+
+  annotations.more = 'B'.repeat(400_000);
+  const over = ociManifest({ config, layers: [], annotations });
+  t.true(over.bytes.length > limit);
+  const r = await putManifest(url, repo, 'over', over);
+  t.is(r.status, 413);
+  t.is(errorCode(r), 'TOO_LARGE');
+  t.is((await getManifest(url, repo, 'over', ACCEPT_ALL)).status, 404);
+});
+
+test('malformed and mismatched manifests are 400 MANIFEST_INVALID', async (t) => {
+  const repo = repoName('malformed');
+  const { manifest } = await pushedImage(repo);
+  const cases: Array<[string, string | Buffer, string | null]> = [
+    ['malformed JSON', '{"schemaVersion": 2, "config": ', MT.ociManifest],
+    ['empty body', '', MT.ociManifest],
+    ['not an object', '[1,2,3]', MT.ociManifest],
+    ['binary garbage', Buffer.from([0xff, 0xfe, 0x00, 0x01]), MT.ociManifest],
+    ['Content-Type contradicts mediaType', manifest.bytes, MT.dockerManifest],
+    ['unknown Content-Type', manifest.bytes, 'application/vnd.example+json'],
+    ['schema violation', JSON.stringify({ schemaVersion: 2, mediaType: MT.ociManifest, config: {}, layers: [] }), MT.ociManifest],
+    ['deeply nested JSON', `${'['.repeat(5000)}${']'.repeat(5000)}`, MT.ociManifest],
+  ];
+  for (const [label, body, ct] of cases) {
+    const r = await request(url, `/v2/${repo}/manifests/bad`, { method: 'PUT', headers: ct ? { 'Content-Type': ct } : {}, body });
+    t.is(r.status, 400, label);
+    t.is(errorCode(r), 'MANIFEST_INVALID', label);
+  }
+  t.is((await getManifest(url, repo, 'bad', ACCEPT_ALL)).status, 404);
+});
+
+// ---- tags: Accept-driven resolution and the Tag units ----------------------------------------
+
+test('schema 1 and schema 2 under one tag: each by its Accept, two Tag units, the v1 tag recorded', async (t) => {
+  const repo = repoName('dual');
+  const v2 = await pushedDockerImage(repo);
+  const layer = randomBlob();
+  await pushBlobs(url, repo, [layer]);
+  const s1 = schema1Signed({ name: repo, tag: 'latest', layers: [layer] });
+  t.is((await putManifest(url, repo, 'latest', v2)).status, 201);
+  t.is((await putManifest(url, repo, 'latest', s1)).status, 201);
+
+  const units = await tagUnits(repo, 'latest');
+  t.deepEqual(units.map((u) => [u.schema_version, u.manifest_digest]).sort(), [
+    [1, s1.payloadDigest],
+    [2, v2.digest],
+  ]);
+  const assoc = await collections(server.db).repoContentUnits.countDocuments({ repo_id: repo, unit_type_id: UNIT_TYPES.tag });
+  t.is(assoc, 2);
+
+  const asV2 = await getManifest(url, repo, 'latest', MT.dockerManifest);
+  t.is(asV2.headers['docker-content-digest'], v2.digest);
+  t.true(asV2.body.equals(v2.bytes));
+  const asS1 = await getManifest(url, repo, 'latest', MT.schema1Signed);
+  t.is(asS1.headers['docker-content-digest'], s1.payloadDigest);
+  t.is(asS1.headers['content-type'], MT.schema1Signed);
+  t.true(asS1.body.equals(s1.bytes));
+  t.is((await getManifest(url, repo, 'latest', `${MT.schema1}, application/json`)).headers['docker-content-digest'], s1.payloadDigest);
+  t.is((await getManifest(url, repo, 'latest', ACCEPT_ALL)).headers['docker-content-digest'], v2.digest);
+  // no Accept at all: an old Docker client, which reads schema 1
+  t.is((await getManifest(url, repo, 'latest')).headers['docker-content-digest'], s1.payloadDigest);
+  // a client that reads neither
+  const none = await getManifest(url, repo, 'latest', MT.ociManifest);
+  t.is(none.status, 404);
+  t.is(errorCode(none), 'MANIFEST_UNKNOWN');
+
+  const doc = await collections(server.db).repos.findOne({ _id: repo });
+  t.deepEqual(doc!.scratchpad.tags, [{ tag: 'latest', image_id: s1.topId }]);
+
+  // re-pushing schema 2 moves only the schema 2 unit
+  const v2b = await pushedDockerImage(repo);
+  t.is((await putManifest(url, repo, 'latest', v2b)).status, 201);
+  t.is((await getManifest(url, repo, 'latest', MT.dockerManifest)).headers['docker-content-digest'], v2b.digest);
+  t.is((await getManifest(url, repo, 'latest', MT.schema1Signed)).headers['docker-content-digest'], s1.payloadDigest);
+  t.is((await tagUnits(repo, 'latest')).length, 2);
+
+  // a second schema 1 push replaces the v1 tag's image id, still one entry
+  const s1b = schema1Unsigned({ name: repo, tag: 'latest', layers: [layer] });
+  t.is((await putManifest(url, repo, 'latest', s1b)).status, 201);
+  const doc2 = await collections(server.db).repos.findOne({ _id: repo });
+  t.deepEqual(doc2!.scratchpad.tags, [{ tag: 'latest', image_id: s1b.topId }]);
+});
+
+test('a list tag: served to list clients, its linux/amd64 entry to the others', async (t) => {
+  const repo = repoName('list');
+  const amd = await pushedDockerImage(repo);
+  const arm = await pushedDockerImage(repo);
+  for (const m of [amd, arm]) t.is((await putManifest(url, repo, m.digest, m)).status, 201);
+  const list = dockerList([
+    { manifest: arm, platform: { os: 'linux', architecture: 'arm64' } },
+    { manifest: amd, platform: { os: 'linux', architecture: 'amd64' } },
+  ]);
+  t.is((await putManifest(url, repo, 'multi', list)).status, 201);
+  const units = await tagUnits(repo, 'multi');
+  t.deepEqual(
+    units.map((u) => [u.schema_version, u.manifest_type]),
+    [[2, 'list']],
+  );
+
+  const asList = await getManifest(url, repo, 'multi', ACCEPT_ALL);
+  t.is(asList.headers['docker-content-digest'], list.digest);
+  const asImage = await getManifest(url, repo, 'multi', MT.dockerManifest);
+  t.is(asImage.status, 200);
+  t.is(asImage.headers['docker-content-digest'], amd.digest);
+  t.true(asImage.body.equals(amd.bytes));
+  const head = await getManifest(url, repo, 'multi', MT.dockerManifest, 'HEAD');
+  t.is(head.headers['docker-content-digest'], amd.digest);
+  t.is((await getManifest(url, repo, 'multi', MT.ociManifest)).status, 404);
+});
+
+test('PUT by digest with ?tag= sets every tag and answers OCI-Tag', async (t) => {
+  const repo = repoName('multitag');
+  const { manifest } = await pushedImage(repo);
+  const r = await request(url, `/v2/${repo}/manifests/${manifest.digest}?tag=1.2.3&tag=1.2&tag=latest`, {
+    method: 'PUT',
+    headers: { 'Content-Type': MT.ociManifest },
+    body: manifest.bytes,
+  });
+  t.is(r.status, 201);
+  t.is(r.headers['oci-tag'], '1.2.3, 1.2, latest');
+  for (const tag of ['1.2.3', '1.2', 'latest']) t.is((await getManifest(url, repo, tag, MT.ociManifest)).headers['docker-content-digest'], manifest.digest);
+  const bad = await request(url, `/v2/${repo}/manifests/${manifest.digest}?tag=..bad`, { method: 'PUT', headers: { 'Content-Type': MT.ociManifest }, body: manifest.bytes });
+  t.is(bad.status, 400);
+  t.is(errorCode(bad), 'TAG_INVALID');
+});
+
+test('20 concurrent PUTs of different manifests to one tag all succeed, one Tag unit, consistent reads', async (t) => {
+  const repo = repoName('race');
+  const images = await Promise.all(Array.from({ length: 20 }, () => pushedImage(repo, 1)));
+  const puts = await Promise.all(images.map((img) => putManifest(url, repo, 'hot', img.manifest)));
+  t.deepEqual(
+    puts.map((p) => p.status),
+    Array(20).fill(201),
+  );
+  const units = await tagUnits(repo, 'hot');
+  t.is(units.length, 1);
+  const winner = units[0]!.manifest_digest;
+  t.true(images.some((i) => i.manifest.digest === winner));
+  const reads = await Promise.all(Array.from({ length: 10 }, () => getManifest(url, repo, 'hot', ACCEPT_ALL)));
+  for (const r of reads) t.is(r.headers['docker-content-digest'], winner);
+  // every pushed manifest is still there by digest
+  for (const img of images) t.is((await getManifest(url, repo, img.manifest.digest, MT.ociManifest, 'HEAD')).status, 200);
+  t.is(await collections(server.db).repoContentUnits.countDocuments({ repo_id: repo, unit_type_id: UNIT_TYPES.tag }), 1);
+});
+
+test('the same manifest pushed concurrently to 20 tags and by digest stores one unit', async (t) => {
+  const repo = repoName('same');
+  const { manifest } = await pushedImage(repo);
+  const puts = await Promise.all([
+    ...Array.from({ length: 20 }, (_, i) => putManifest(url, repo, `t${i}`, manifest)),
+    putManifest(url, repo, manifest.digest, manifest),
+  ]);
+  t.true(puts.every((p) => p.status === 201));
+  t.is(await collections(server.db).manifests.countDocuments({ digest: manifest.digest }), 1);
+  t.is(await collections(server.db).repoContentUnits.countDocuments({ repo_id: repo, unit_type_id: UNIT_TYPES.manifest }), 1);
+});
+
+// ---- conditional GET -------------------------------------------------------------------------
+
+test('If-None-Match with the ETag is 304', async (t) => {
+  const repo = repoName('etag');
+  const { manifest } = await pushedImage(repo);
+  await putManifest(url, repo, 'e', manifest);
+  const r = await request(url, `/v2/${repo}/manifests/e`, { headers: { Accept: MT.ociManifest, 'If-None-Match': `"${manifest.digest}"` } });
+  t.is(r.status, 304);
+  t.is(r.body.length, 0);
+  const other = await request(url, `/v2/${repo}/manifests/e`, { headers: { Accept: MT.ociManifest, 'If-None-Match': `"${sha256('x')}"` } });
+  t.is(other.status, 200);
+});
+
+// ---- deletion -------------------------------------------------------------------------------
+
+test('DELETE by tag removes that name (both schema versions) and leaves the manifest', async (t) => {
+  const repo = repoName('deltag');
+  const v2 = await pushedDockerImage(repo);
+  const layer = randomBlob();
+  await pushBlobs(url, repo, [layer]);
+  const s1 = schema1Unsigned({ name: repo, tag: 'gone', layers: [layer] });
+  await putManifest(url, repo, 'gone', v2);
+  await putManifest(url, repo, 'gone', s1);
+  await putManifest(url, repo, 'kept', v2);
+  const del = await request(url, `/v2/${repo}/manifests/gone`, { method: 'DELETE' });
+  t.is(del.status, 202);
+  t.is(del.body.length, 0);
+  t.is((await getManifest(url, repo, 'gone', ACCEPT_ALL, 'HEAD')).status, 404);
+  t.is((await getManifest(url, repo, 'gone', MT.schema1)).status, 404);
+  t.deepEqual(await tagUnits(repo, 'gone'), []);
+  t.is((await getManifest(url, repo, v2.digest, ACCEPT_ALL)).status, 200);
+  t.is((await getManifest(url, repo, 'kept', ACCEPT_ALL)).status, 200);
+  const doc = await collections(server.db).repos.findOne({ _id: repo });
+  t.deepEqual(doc!.scratchpad.tags, []);
+  t.is((await request(url, `/v2/${repo}/manifests/gone`, { method: 'DELETE' })).status, 404);
+});
+
+test('DELETE by digest removes the manifest and every tag pointing at it', async (t) => {
+  const repo = repoName('deldigest');
+  const a = await pushedImage(repo);
+  const b = await pushedImage(repo);
+  await putManifest(url, repo, 'a1', a.manifest);
+  await putManifest(url, repo, 'a2', a.manifest);
+  await putManifest(url, repo, 'b', b.manifest);
+  const del = await request(url, `/v2/${repo}/manifests/${a.manifest.digest}`, { method: 'DELETE' });
+  t.is(del.status, 202);
+  t.is((await getManifest(url, repo, a.manifest.digest, ACCEPT_ALL)).status, 404);
+  t.is((await getManifest(url, repo, 'a1', ACCEPT_ALL)).status, 404);
+  t.is((await getManifest(url, repo, 'a2', ACCEPT_ALL)).status, 404);
+  t.is((await getManifest(url, repo, 'b', ACCEPT_ALL)).status, 200);
+  t.is((await request(url, `/v2/${repo}/manifests/${a.manifest.digest}`, { method: 'DELETE' })).status, 404);
+  // pushing it again brings it back
+  t.is((await putManifest(url, repo, 'a1', a.manifest)).status, 201);
+  t.is((await getManifest(url, repo, 'a1', ACCEPT_ALL)).status, 200);
+});
+
+test('methods a manifest URL does not serve are 405', async (t) => {
+  const r = await request(url, `/v2/${repoName('m')}/manifests/x`, { method: 'POST', body: '{}' });
+  t.is(r.status, 405);
+  t.is(errorCode(r), 'UNSUPPORTED');
+});
