@@ -5,6 +5,13 @@ import { Command } from 'commander';
 import { registerDb } from './commands/db.ts';
 import { registerMigrate } from './commands/migrate.ts';
 import { registerServe } from './commands/serve.ts';
+import { registerBackup } from './commands/backup.ts';
+import { registerLs } from './commands/ls.ts';
+import { registerPull } from './commands/pull.ts';
+import { registerPush } from './commands/push.ts';
+import { registerRestore } from './commands/restore.ts';
+import { registerRm } from './commands/rm.ts';
+import { registerVerify } from './commands/verify.ts';
 import { EXIT } from './exit-codes.ts';
 
 /**
@@ -17,6 +24,13 @@ const REGISTRARS: Array<(program: Command) => void> = [
   registerMigrate,
   registerDb,
   // host agent (push, pull, backup, restore, ls, verify, rm)
+  registerPush,
+  registerPull,
+  registerBackup,
+  registerRestore,
+  registerLs,
+  registerVerify,
+  registerRm,
 ];
 
 export function version(): string {

@@ -1,0 +1,305 @@
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Option, type Command } from 'commander';
+
+/**
+ * The host agent's HTTP client: the same public API curl uses (/api/v1, and /v2 for pulls by
+ * digest), no private shortcuts. Bodies stream both ways (node:http, chunked uploads).
+ */
+
+/** Exit codes of the host agent commands (push, pull, backup, restore, ls, verify, rm). */
+export const AGENT_EXIT = {
+  OK: 0,
+  /** the registry or the network failed, or anything unexpected */
+  FAILURE: 1,
+  /** bad command-line usage or a malformed lock file */
+  USAGE: 2,
+  /** the snapshot (or volume) does not exist */
+  NOT_FOUND: 3,
+  /** a digest did not match, verification failed, or the archive is unsafe or invalid */
+  INTEGRITY: 4,
+  /** backup/restore: some volumes failed (the others succeeded) */
+  PARTIAL: 5,
+  /** the target directory is not empty (use --force) */
+  NOT_EMPTY: 6,
+} as const;
+
+export interface ClientOptions {
+  url: string;
+  user?: string;
+  password?: string;
+}
+
+/** An error reply of the registry, with its OCI error code. */
+export class RegistryError extends Error {
+  override name = 'RegistryError';
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly detail?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+export interface SnapshotJson {
+  volume: string;
+  tag: string;
+  digest: string;
+  manifestDigest: string;
+  configDigest: string;
+  layer: { digest: string; size: number; mediaType: string };
+  size: number;
+  compression: 'none' | 'gzip' | 'zstd';
+  uncompressed: { digest: string; size: number } | null;
+  entries: number | null;
+  unsafeEntries: number | null;
+  host: string | null;
+  labels: Record<string, string>;
+  created: string;
+  lastVerify: { ok: boolean; at: string; problems: string[] } | null;
+  source: 'api' | 'oci';
+  fileName: string;
+}
+
+export interface VolumeJson {
+  volume: string;
+  snapshots: number;
+  totalSize: number;
+  latest: SnapshotJson;
+}
+
+export interface ListQuery {
+  host?: string;
+  since?: string;
+  until?: string;
+  limit?: number;
+  offset?: number;
+}
+
+/** Sees every chunk going through (hashing, progress bars). */
+export function byteCounter(onChunk: (chunk: Buffer) => void): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      onChunk(chunk);
+      cb(null, chunk);
+    },
+  });
+}
+
+function encodePath(name: string): string {
+  return name.split('/').map(encodeURIComponent).join('/');
+}
+
+export class VolregClient {
+  private readonly base: URL;
+  private readonly auth: string | undefined;
+
+  constructor(opts: ClientOptions) {
+    this.base = new URL(opts.url.endsWith('/') ? opts.url : `${opts.url}/`);
+    if (this.base.protocol !== 'http:' && this.base.protocol !== 'https:') throw new Error(`unsupported registry URL ${opts.url}`);
+    this.auth = opts.user !== undefined ? `Basic ${Buffer.from(`${opts.user}:${opts.password ?? ''}`).toString('base64')}` : undefined;
+  }
+
+  private send(method: string, path: string, opts: { headers?: Record<string, string>; body?: Readable } = {}): Promise<IncomingMessage> {
+    const url = new URL(path.replace(/^\//, ''), this.base);
+    const headers: Record<string, string> = { ...opts.headers };
+    if (this.auth) headers.Authorization = this.auth;
+    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      // agent: false — one connection per request, so nothing keeps the command alive afterwards
+      const req = request(url, { method, headers, agent: false }, resolve);
+      req.on('error', reject);
+      if (opts.body) {
+        opts.body.on('error', (err) => req.destroy(err));
+        opts.body.pipe(req);
+      } else req.end();
+    });
+  }
+
+  private async failure(res: IncomingMessage): Promise<RegistryError> {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const c of res) {
+      if (total < 64 * 1024) chunks.push(c as Buffer);
+      total += (c as Buffer).length;
+    }
+    const text = Buffer.concat(chunks).toString('utf8');
+    try {
+      const body = JSON.parse(text) as { errors?: Array<{ code?: string; message?: string; detail?: unknown }> };
+      const e = body.errors?.[0];
+      if (e) return new RegistryError(res.statusCode ?? 0, e.code ?? 'UNKNOWN', e.message ?? 'error', e.detail);
+    } catch {
+      // not the error envelope: a proxy or something else answered
+    }
+    return new RegistryError(res.statusCode ?? 0, 'UNKNOWN', `HTTP ${res.statusCode}: ${text.slice(0, 200)}`);
+  }
+
+  private async json<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>): Promise<T> {
+    const res = await this.send(method, path, { headers: { Accept: 'application/json', ...headers }, body });
+    if ((res.statusCode ?? 0) >= 400) throw await this.failure(res);
+    const chunks: Buffer[] = [];
+    for await (const c of res) chunks.push(c as Buffer);
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
+  }
+
+  /** Uploads a tar / tar.gz / tar.zst stream as `<name>:<tag>` (chunked: the length need not be known). */
+  async put(name: string, tag: string, body: Readable, opts: { host?: string; labels?: Record<string, string>; digest?: string } = {}): Promise<SnapshotJson> {
+    const q = new URLSearchParams();
+    if (opts.host) q.set('host', opts.host);
+    for (const [k, v] of Object.entries(opts.labels ?? {})) q.append('label', `${k}=${v}`);
+    if (opts.digest) q.set('digest', opts.digest);
+    const qs = q.toString();
+    return this.json<SnapshotJson>('PUT', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}${qs ? `?${qs}` : ''}`, body, {
+      'Content-Type': 'application/octet-stream',
+    });
+  }
+
+  get(name: string, tag: string): Promise<SnapshotJson> {
+    return this.json('GET', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`);
+  }
+
+  list(name: string, q: ListQuery = {}): Promise<{ volume: string; total: number; snapshots: SnapshotJson[] }> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined) params.set(k, String(v));
+    const qs = params.toString();
+    return this.json('GET', `api/v1/volumes/${encodePath(name)}/tags${qs ? `?${qs}` : ''}`);
+  }
+
+  listVolumes(q: { limit?: number; offset?: number } = {}): Promise<{ total: number; volumes: VolumeJson[] }> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined) params.set(k, String(v));
+    const qs = params.toString();
+    return this.json('GET', `api/v1/volumes${qs ? `?${qs}` : ''}`);
+  }
+
+  verify(name: string, tag: string): Promise<SnapshotJson & { ok: boolean }> {
+    return this.json('POST', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}/verify`);
+  }
+
+  remove(name: string, tag: string): Promise<{ deleted: { volume: string; tag: string; manifestDigest: string } }> {
+    return this.json('DELETE', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`);
+  }
+
+  /** The layer descriptor of a snapshot addressed by manifest digest (through /v2, as any OCI client would). */
+  async layerByManifestDigest(name: string, digest: string): Promise<{ digest: string; size: number; mediaType: string }> {
+    const manifest = await this.json<{ artifactType?: string; config?: { mediaType?: string }; layers?: Array<{ digest: string; size: number; mediaType: string }> }>(
+      'GET',
+      `v2/${encodePath(name)}/manifests/${digest}`,
+      undefined,
+      { Accept: 'application/vnd.oci.image.manifest.v1+json' },
+    );
+    const type = manifest.artifactType ?? manifest.config?.mediaType;
+    if (type !== 'application/vnd.volreg.volume.v1' || manifest.layers?.length !== 1) {
+      throw new RegistryError(404, 'SNAPSHOT_UNKNOWN', `${name}@${digest} is not a volume snapshot`);
+    }
+    return manifest.layers[0]!;
+  }
+
+  /**
+   * Downloads a snapshot's content into `file`, hashing it on the way. `path` is the /api/v1
+   * content path or a /v2 blob path. Returns the sha256 digest of what was written and the
+   * digest the registry announced.
+   */
+  async download(path: string, file: string, onBytes?: (n: number) => void): Promise<{ digest: string; size: number; announced: string | null }> {
+    const res = await this.send('GET', path);
+    if ((res.statusCode ?? 0) >= 400) throw await this.failure(res);
+    const hash = createHash('sha256');
+    let size = 0;
+    await pipeline(
+      res,
+      new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          hash.update(chunk);
+          size += chunk.length;
+          onBytes?.(chunk.length);
+          cb(null, chunk);
+        },
+      }),
+      createWriteStream(file, { flags: 'wx', mode: 0o600 }),
+    );
+    const header = res.headers['docker-content-digest'];
+    return { digest: `sha256:${hash.digest('hex')}`, size, announced: typeof header === 'string' ? header : null };
+  }
+}
+
+export function contentPath(name: string, tag: string): string {
+  return `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}/content`;
+}
+
+export function blobPath(name: string, digest: string): string {
+  return `v2/${encodePath(name)}/blobs/${digest}`;
+}
+
+// ---- shared by the host agent commands ------------------------------------------------------
+
+
+export interface ConnectionFlags {
+  url?: string;
+  user?: string;
+  password?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+/** --url/--user/--password (or VOLREG_URL/VOLREG_USER/VOLREG_PASSWORD), --json and --quiet. */
+export function addAgentOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--url <url>', 'registry URL').env('VOLREG_URL').default('http://127.0.0.1:5000'))
+    .addOption(new Option('--user <user>', 'Basic auth user').env('VOLREG_USER'))
+    .addOption(new Option('--password <password>', 'Basic auth password').env('VOLREG_PASSWORD'))
+    .option('--json', 'print the result as JSON on stdout')
+    .option('-q, --quiet', 'no progress bars or messages');
+}
+
+export function clientFrom(flags: ConnectionFlags): VolregClient {
+  return new VolregClient({ url: flags.url ?? 'http://127.0.0.1:5000', user: flags.user, password: flags.password });
+}
+
+/** `<name>:<tag>` or `<name>@<digest>`. */
+export function parseSnapshotRef(ref: string): { name: string; tag: string } | { name: string; digest: string } {
+  const at = ref.indexOf('@');
+  if (at > 0) return { name: ref.slice(0, at), digest: ref.slice(at + 1) };
+  const colon = ref.lastIndexOf(':');
+  if (colon <= 0 || colon === ref.length - 1) throw new UsageError(`expected <name>:<tag> or <name>@<digest>, got ${JSON.stringify(ref)}`);
+  return { name: ref.slice(0, colon), tag: ref.slice(colon + 1) };
+}
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** The exit code for an error a command did not handle itself. */
+export function exitCodeOf(err: unknown): number {
+  if (err instanceof UsageError) return AGENT_EXIT.USAGE;
+  if (err instanceof RegistryError) {
+    if (err.status === 404) return AGENT_EXIT.NOT_FOUND;
+    if (err.code === 'DIGEST_INVALID' || err.code === 'ARCHIVE_INVALID') return AGENT_EXIT.INTEGRITY;
+    return AGENT_EXIT.FAILURE;
+  }
+  if (err instanceof Error && (err.name === 'IntegrityError' || err.name === 'UnsafeArchiveError')) return AGENT_EXIT.INTEGRITY;
+  if (err instanceof Error && err.name === 'TargetNotEmptyError') return AGENT_EXIT.NOT_EMPTY;
+  return AGENT_EXIT.FAILURE;
+}
+
+export function describeError(err: unknown): string {
+  if (err instanceof RegistryError) return `${err.message} (${err.code}, HTTP ${err.status})`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Runs a command body: prints an unhandled error as `volreg <cmd>: ...` and exits with its code. */
+export async function runAgent(command: string, body: () => Promise<number>): Promise<void> {
+  let code: number;
+  try {
+    code = await body();
+  } catch (err) {
+    process.stderr.write(`volreg ${command}: ${describeError(err)}\n`);
+    code = exitCodeOf(err);
+  }
+  process.exitCode = code;
+}

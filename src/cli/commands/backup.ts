@@ -1,0 +1,66 @@
+import { join } from 'node:path';
+import { Option, type Command } from 'commander';
+import { isTag } from '../../domain/names.ts';
+import { progressFor, pushSource } from '../archive/transfer.ts';
+import { addAgentOptions, AGENT_EXIT, clientFrom, describeError, runAgent, UsageError } from '../client.ts';
+import { updateTagsFile, volumeRepository } from '../lockfile.ts';
+import { addPushOptions, labelsOf, type PushFlags } from './push.ts';
+
+interface BackupFlags extends PushFlags {
+  tag: string;
+  volumesRoot: string;
+  prefix: string;
+}
+
+export function addVolumeRootOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--volumes-root <dir>', 'directory holding one directory per volume').env('VOLREG_VOLUMES_ROOT').default('/volumes'))
+    .addOption(new Option('--prefix <repo/>', 'repository prefix of the volumes\' snapshots').env('VOLREG_PREFIX').default(''));
+}
+
+export function registerBackup(program: Command): void {
+  addPushOptions(
+    addVolumeRootOptions(
+      addAgentOptions(
+        program
+          .command('backup')
+          .description('push several volumes under one tag (<prefix><volume>:<tag>) and record it in the tags file')
+          .requiredOption('--tag <tag>', 'the tag every snapshot gets')
+          .argument('<volumes...>', 'volume names (separated by spaces or commas)'),
+      ),
+    ),
+  ).action((volumeArgs: string[], flags: BackupFlags) =>
+    runAgent('backup', async () => {
+      if (!isTag(flags.tag)) throw new UsageError(`invalid tag ${JSON.stringify(flags.tag)}`);
+      const volumes = volumeArgs.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+      if (volumes.length === 0) throw new UsageError('no volumes named');
+      const client = clientFrom(flags);
+      const labels = labelsOf(flags.label);
+      const results: Array<{ volume: string; repository: string; ok: boolean; digest?: string; error?: string }> = [];
+      const done = new Map<string, string>();
+      for (const volume of volumes) {
+        const repository = volumeRepository(flags.prefix, volume);
+        try {
+          const r = await pushSource(client, join(flags.volumesRoot, volume), repository, flags.tag, {
+            compression: flags.compression,
+            level: flags.level,
+            host: flags.host,
+            labels,
+            progress: progressFor(!flags.quiet && !flags.json),
+            onWarning: (m) => process.stderr.write(`volreg backup: ${volume}: warning: ${m}\n`),
+          });
+          results.push({ volume, repository, ok: true, digest: r.manifestDigest });
+          done.set(volume, flags.tag);
+          if (!flags.quiet && !flags.json) process.stdout.write(`${volume}: pushed ${repository}:${flags.tag} ${r.manifestDigest}\n`);
+        } catch (err) {
+          results.push({ volume, repository, ok: false, error: describeError(err) });
+          process.stderr.write(`volreg backup: ${volume}: ${describeError(err)}\n`);
+        }
+      }
+      await updateTagsFile(flags.volumesRoot, done);
+      const ok = results.every((r) => r.ok);
+      if (flags.json) process.stdout.write(`${JSON.stringify({ tag: flags.tag, ok, volumes: results }, null, 2)}\n`);
+      return ok ? AGENT_EXIT.OK : AGENT_EXIT.PARTIAL;
+    }),
+  );
+}

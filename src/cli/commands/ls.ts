@@ -1,0 +1,55 @@
+import type { Command } from 'commander';
+import { human } from '../archive/transfer.ts';
+import { addAgentOptions, AGENT_EXIT, clientFrom, runAgent, type ConnectionFlags } from '../client.ts';
+
+interface LsFlags extends ConnectionFlags {
+  host?: string;
+  since?: string;
+  until?: string;
+  limit?: number;
+  offset?: number;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+export function registerLs(program: Command): void {
+  addAgentOptions(
+    program
+      .command('ls')
+      .description('list volumes, or the snapshots of one volume (newest first)')
+      .argument('[name]', 'a volume repository')
+      .option('--host <host>', 'only snapshots from this host')
+      .option('--since <time>', 'only snapshots created at or after (ISO 8601 or epoch seconds)')
+      .option('--until <time>', 'only snapshots created before (ISO 8601 or epoch seconds)')
+      .option('--limit <n>', 'at most this many', (v) => Number.parseInt(v, 10))
+      .option('--offset <n>', 'skip this many', (v) => Number.parseInt(v, 10)),
+  ).action((name: string | undefined, flags: LsFlags) =>
+    runAgent('ls', async () => {
+      const client = clientFrom(flags);
+      if (name === undefined) {
+        const page = await client.listVolumes({ limit: flags.limit, offset: flags.offset });
+        if (flags.json) process.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
+        else {
+          const rows = [['VOLUME', 'SNAPSHOTS', 'TOTAL', 'LATEST', 'CREATED']];
+          for (const v of page.volumes) rows.push([v.volume, String(v.snapshots), human(v.totalSize), v.latest.tag, v.latest.created]);
+          process.stdout.write(table(rows));
+        }
+        return AGENT_EXIT.OK;
+      }
+      const page = await client.list(name, { host: flags.host, since: flags.since, until: flags.until, limit: flags.limit, offset: flags.offset });
+      if (flags.json) process.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
+      else {
+        const rows = [['TAG', 'DIGEST', 'SIZE', 'COMPRESSION', 'HOST', 'CREATED', 'VERIFIED']];
+        for (const s of page.snapshots) {
+          const verified = s.lastVerify ? `${s.lastVerify.ok ? 'ok' : 'FAILED'} ${s.lastVerify.at}` : '-';
+          rows.push([s.tag, s.manifestDigest.slice(0, 19), human(s.layer.size), s.compression, s.host ?? '-', s.created, verified]);
+        }
+        process.stdout.write(table(rows));
+      }
+      return AGENT_EXIT.OK;
+    }),
+  );
+}

@@ -1,0 +1,41 @@
+import type { Command } from 'commander';
+import { progressFor, pullInto } from '../archive/transfer.ts';
+import { addAgentOptions, AGENT_EXIT, clientFrom, runAgent, type ConnectionFlags } from '../client.ts';
+
+export interface ExtractFlags {
+  force?: boolean;
+  allowDevices?: boolean;
+  keepOutsideSymlinks?: boolean;
+}
+
+export function addExtractOptions(cmd: Command): Command {
+  return cmd
+    .option('--allow-devices', 'create character and block device files (needs root)')
+    .option('--keep-outside-symlinks', 'create symlinks that point outside the target (nothing is ever written through them)');
+}
+
+export function registerPull(program: Command): void {
+  addExtractOptions(
+    addAgentOptions(
+      program
+        .command('pull')
+        .description('download <name>:<tag> or <name>@<digest>, verify its digest, then extract it into <dir>')
+        .argument('<ref>', '<name>:<tag> or <name>@<manifest digest>')
+        .argument('<dir>', 'target directory (created if missing; must be empty unless --force)')
+        .option('-f, --force', 'replace the contents of a non-empty directory'),
+    ),
+  ).action((ref: string, dir: string, flags: ConnectionFlags & ExtractFlags) =>
+    runAgent('pull', async () => {
+      const result = await pullInto(clientFrom(flags), ref, dir, {
+        force: flags.force ?? false,
+        allowDevices: flags.allowDevices,
+        keepOutsideSymlinks: flags.keepOutsideSymlinks,
+        progress: progressFor(!flags.quiet && !flags.json),
+        onWarning: (m) => process.stderr.write(`volreg pull: warning: ${m}\n`),
+      });
+      if (flags.json) process.stdout.write(`${JSON.stringify({ ref, dir, digest: result.digest, size: result.size, entries: result.entries }, null, 2)}\n`);
+      else if (!flags.quiet) process.stdout.write(`pulled ${ref} ${result.digest} into ${dir} (${result.entries} entries)\n`);
+      return AGENT_EXIT.OK;
+    }),
+  );
+}

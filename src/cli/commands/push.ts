@@ -1,0 +1,68 @@
+import { hostname } from 'node:os';
+import { Option, type Command } from 'commander';
+import { pushSource, progressFor, human } from '../archive/transfer.ts';
+import { addAgentOptions, AGENT_EXIT, clientFrom, parseSnapshotRef, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
+import type { Compression } from '../../domain/volumes/media-types.ts';
+
+export interface PushFlags extends ConnectionFlags {
+  compression: Compression;
+  level?: number;
+  host: string;
+  label: string[];
+}
+
+export function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+export function labelsOf(pairs: string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const p of pairs) {
+    const eq = p.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--label wants key=value, got ${JSON.stringify(p)}`);
+    labels[p.slice(0, eq)] = p.slice(eq + 1);
+  }
+  return labels;
+}
+
+export function addPushOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--compression <kind>', 'compression of the uploaded tar').choices(['gzip', 'zstd', 'none']).default('gzip'))
+    .option('--level <n>', 'compression level', (v) => Number.parseInt(v, 10))
+    .option('--host <name>', 'source host recorded with the snapshot', hostname())
+    .option('--label <key=value>', 'label recorded with the snapshot (repeatable)', collect, []);
+}
+
+export function registerPush(program: Command): void {
+  addPushOptions(
+    addAgentOptions(
+      program
+        .command('push')
+        .description('pack a directory (or send a tar/tar.gz/tar.zst from stdin with "-") and push it as <name>:<tag>')
+        .argument('<source>', 'directory to pack, or - to read an archive from stdin')
+        .argument('<ref>', '<name>:<tag>'),
+    ),
+  ).action((source: string, ref: string, flags: PushFlags) =>
+    runAgent('push', async () => {
+      const parsed = parseSnapshotRef(ref);
+      if (!('tag' in parsed)) throw new UsageError('push needs <name>:<tag>');
+      const client = clientFrom(flags);
+      const result = await pushSource(client, source === '-' ? process.stdin : source, parsed.name, parsed.tag, {
+        compression: flags.compression,
+        level: flags.level,
+        host: flags.host,
+        labels: labelsOf(flags.label),
+        progress: progressFor(!flags.quiet && !flags.json),
+        onWarning: (m) => process.stderr.write(`volreg push: warning: ${m}\n`),
+      });
+      if (flags.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+      else if (!flags.quiet) {
+        process.stdout.write(
+          `pushed ${result.volume}:${result.tag} ${result.manifestDigest}\n` +
+            `  layer ${result.layer.digest} ${human(result.layer.size)} (${result.compression}), ${result.entries ?? '?'} entries\n`,
+        );
+      }
+      return AGENT_EXIT.OK;
+    }),
+  );
+}

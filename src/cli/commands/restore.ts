@@ -1,0 +1,89 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { progressFor, pullInto } from '../archive/transfer.ts';
+import { addAgentOptions, AGENT_EXIT, clientFrom, describeError, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
+import { decideRestore, LockFileError, parseLockFile, readTagsFile, updateTagsFile, volumeRepository } from '../lockfile.ts';
+import { addVolumeRootOptions } from './backup.ts';
+import { addExtractOptions, type ExtractFlags } from './pull.ts';
+
+interface RestoreFlags extends ConnectionFlags, ExtractFlags {
+  lock: string;
+  volumesRoot: string;
+  prefix: string;
+}
+
+interface Outcome {
+  volume: string;
+  tag: string | null;
+  status: 'restored' | 'up-to-date' | 'skipped' | 'failed';
+  message: string;
+  digest?: string;
+}
+
+export function registerRestore(program: Command): void {
+  addExtractOptions(
+    addVolumeRootOptions(
+      addAgentOptions(
+        program
+          .command('restore')
+          .description('restore every downstream volume of a lock file to the snapshot tag it is locked to')
+          .requiredOption('--lock <file>', 'the lock file (volumes.dvm.lock)')
+          .option('-f, --force', 'replace non-empty volumes'),
+      ),
+    ),
+  ).action((flags: RestoreFlags) =>
+    runAgent('restore', async () => {
+      let entries;
+      try {
+        entries = parseLockFile(await readFile(flags.lock, 'utf8'));
+      } catch (err) {
+        if (err instanceof LockFileError) throw new UsageError(`${flags.lock}: ${err.message}`);
+        throw err;
+      }
+      const client = clientFrom(flags);
+      const current = await readTagsFile(flags.volumesRoot);
+      const outcomes: Outcome[] = [];
+      const restored = new Map<string, string>();
+      for (const entry of entries) {
+        const dir = join(flags.volumesRoot, entry.volume);
+        const decision = await decideRestore(entry, dir, current.get(entry.volume), flags.force ?? false);
+        if (decision.action === 'skip') {
+          outcomes.push({ volume: entry.volume, tag: null, status: 'skipped', message: decision.reason });
+          process.stderr.write(`volreg restore: warning: ${entry.volume}: skipped (${decision.reason})\n`);
+          continue;
+        }
+        if (decision.action === 'error') {
+          outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'failed', message: decision.reason });
+          continue;
+        }
+        if (decision.action === 'up-to-date') {
+          outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'up-to-date', message: decision.reason });
+          continue;
+        }
+        const ref = `${volumeRepository(flags.prefix, entry.volume)}:${decision.tag}`;
+        try {
+          const r = await pullInto(client, ref, dir, {
+            force: true,
+            allowDevices: flags.allowDevices,
+            keepOutsideSymlinks: flags.keepOutsideSymlinks,
+            progress: progressFor(!flags.quiet && !flags.json),
+            onWarning: (m) => process.stderr.write(`volreg restore: ${entry.volume}: warning: ${m}\n`),
+          });
+          restored.set(entry.volume, decision.tag);
+          outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'restored', message: `from ${ref}`, digest: r.digest });
+        } catch (err) {
+          outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'failed', message: describeError(err) });
+        }
+      }
+      await updateTagsFile(flags.volumesRoot, restored);
+      for (const o of outcomes) {
+        if (o.status === 'failed') process.stderr.write(`volreg restore: ${o.volume}: ${o.message}\n`);
+        else if (!flags.quiet && !flags.json && o.status !== 'skipped') process.stdout.write(`${o.volume}: ${o.status} ${o.tag ?? ''} ${o.message}\n`);
+      }
+      const ok = outcomes.every((o) => o.status !== 'failed');
+      if (flags.json) process.stdout.write(`${JSON.stringify({ ok, volumes: outcomes }, null, 2)}\n`);
+      return ok ? AGENT_EXIT.OK : AGENT_EXIT.PARTIAL;
+    }),
+  );
+}
