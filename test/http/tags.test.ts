@@ -1,0 +1,135 @@
+import test from 'ava';
+import { configBlob, ociManifest, randomBlob, schema1Unsigned } from '../helpers/manifest-fixtures.ts';
+import { errorCode, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+
+/** GET /v2/<name>/tags/list: sorting, n/last pagination with Link, errors, hostile parameters. */
+
+let server: TestServer;
+let url: string;
+test.before(async () => {
+  server = await startTestServer({ label: 'http_tags' });
+  url = server.url;
+});
+test.after.always(async () => {
+  await server?.close();
+});
+
+/** A repository holding one manifest under every tag in `tags`. */
+async function repoWithTags(tags: string[], opts: { schema1Too?: string[] } = {}): Promise<string> {
+  const repo = repoName('tags');
+  const config = configBlob();
+  const layer = randomBlob();
+  await pushBlobs(url, repo, [config, layer]);
+  const m = ociManifest({ config, layers: [layer] });
+  for (const tag of tags) if ((await putManifest(url, repo, tag, m)).status !== 201) throw new Error('push failed');
+  for (const tag of opts.schema1Too ?? []) {
+    const s1 = schema1Unsigned({ name: repo, tag, layers: [layer] });
+    if ((await putManifest(url, repo, tag, s1)).status !== 201) throw new Error('push failed');
+  }
+  return repo;
+}
+
+const list = (repo: string, query = '') => request(url, `/v2/${repo}/tags/list${query}`);
+
+test('tags are listed lexically (byte order), each once, with the repository name', async (t) => {
+  const names = ['latest', 'v1.10', 'v1.9', 'V2', '_old', '1.0', 'a-b', 'a.b', 'a_b'];
+  const repo = await repoWithTags(names, { schema1Too: ['latest', 'v1.9'] });
+  const r = await list(repo);
+  t.is(r.status, 200);
+  t.regex(String(r.headers['content-type']), /^application\/json/);
+  t.deepEqual(r.json(), { name: repo, tags: [...names].sort() });
+  t.is(r.headers.link, undefined);
+});
+
+test('n and last paginate with a Link header until the end', async (t) => {
+  const names = Array.from({ length: 23 }, (_, i) => `t${String(i).padStart(3, '0')}`);
+  const repo = await repoWithTags(names, { schema1Too: ['t001', 't004', 't005'] });
+  const seen: string[] = [];
+  let next: string | undefined = `/v2/${repo}/tags/list?n=5`;
+  let pages = 0;
+  while (next) {
+    const r = await request(url, next);
+    t.is(r.status, 200);
+    const body = r.json<{ tags: string[] }>();
+    seen.push(...body.tags);
+    pages++;
+    const link = r.headers.link as string | undefined;
+    if (link) {
+      const m = /^<([^>]+)>; rel="next"$/.exec(link);
+      t.truthy(m, link);
+      t.is(body.tags.length, 5, 'a page with a Link is full');
+      next = m![1];
+      t.true(next!.startsWith(`/v2/${repo}/tags/list?n=5&last=`));
+    } else {
+      next = undefined;
+    }
+  }
+  t.deepEqual(seen, names);
+  t.is(pages, 5);
+
+  // last alone: everything after it
+  t.deepEqual((await list(repo, '?last=t019')).json<{ tags: string[] }>().tags, ['t020', 't021', 't022']);
+  // last that is not a tag of the repository still orders correctly
+  t.deepEqual((await list(repo, '?n=2&last=t0105')).json<{ tags: string[] }>().tags, ['t011', 't012']);
+  // n larger than what is left: no Link
+  const tail = await list(repo, '?n=50&last=t020');
+  t.deepEqual(tail.json<{ tags: string[] }>().tags, ['t021', 't022']);
+  t.is(tail.headers.link, undefined);
+  // exactly the number left: no Link either
+  t.is((await list(repo, '?n=2&last=t020')).headers.link, undefined);
+});
+
+test('n=0 gives an empty list and no Link', async (t) => {
+  const repo = await repoWithTags(['a', 'b']);
+  const r = await list(repo, '?n=0');
+  t.is(r.status, 200);
+  t.deepEqual(r.json(), { name: repo, tags: [] });
+  t.is(r.headers.link, undefined);
+});
+
+test('an unknown repository is 404 NAME_UNKNOWN; a repository without tags lists none', async (t) => {
+  const r = await list(repoName('nobody'));
+  t.is(r.status, 404);
+  t.is(errorCode(r), 'NAME_UNKNOWN');
+
+  const repo = await repoWithTags(['only']);
+  t.is((await request(url, `/v2/${repo}/manifests/only`, { method: 'DELETE' })).status, 202);
+  const empty = await list(repo);
+  t.is(empty.status, 200);
+  t.deepEqual(empty.json(), { name: repo, tags: [] });
+});
+
+test('bad n and last are refused with the OCI codes', async (t) => {
+  const repo = await repoWithTags(['a']);
+  for (const q of ['?n=-1', '?n=abc', '?n=1.5', '?n=', '?n=1e3', '?n=99999999999999999999', '?n=1&n=2']) {
+    const r = await list(repo, q);
+    t.is(r.status, 400, q);
+    t.true(['PAGINATION_NUMBER_INVALID', 'BAD_REQUEST'].includes(errorCode(r)!), q);
+  }
+  for (const q of ['?last=..%2F..', '?last=-x', `?last=${'a'.repeat(200)}`, '?last=%00']) {
+    const r = await list(repo, q);
+    t.is(r.status, 400, q);
+    t.is(errorCode(r), 'TAG_INVALID', q);
+  }
+  const bad = await request(url, '/v2/BAD/tags/list');
+  t.is(bad.status, 400);
+  t.is(errorCode(bad), 'NAME_INVALID');
+});
+
+test('a huge n is served in pages of at most 1000 with a Link', async (t) => {
+  const repo = await repoWithTags(['a', 'b', 'c']);
+  const r = await list(repo, '?n=100000');
+  t.is(r.status, 200);
+  t.deepEqual(r.json<{ tags: string[] }>().tags, ['a', 'b', 'c']);
+  t.is(r.headers.link, undefined);
+});
+
+test('names with slashes are listed under their full name', async (t) => {
+  const repo = `deep/${repoName('nested')}/x`;
+  const config = configBlob();
+  await pushBlobs(url, repo, [config]);
+  t.is((await putManifest(url, repo, 'v1', ociManifest({ config, layers: [] }))).status, 201);
+  const r = await list(repo);
+  t.deepEqual(r.json(), { name: repo, tags: ['v1'] });
+});
