@@ -1,5 +1,7 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { Agent, request } from 'node:http';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,10 +36,12 @@ function run(args: string[], env: Record<string, string> = {}, cwd = REPO_ROOT):
   });
 }
 
-test('npm start on port 0: listening line, GET /v2/, /healthz, /readyz, /metrics, then SIGTERM exits 0', async (t) => {
+test('npm start on port 0: warnings, listening line, GET /v2/, /healthz, /readyz, /metrics, then SIGTERM exits 0', async (t) => {
   const dataDir = await tempDir();
-  const server = await spawnServer({ dataDir, command: ['npm', 'start', '--silent'] });
+  // a misspelt variable is only a warning
+  const server = await spawnServer({ dataDir, command: ['npm', 'start', '--silent'], env: { VOLREG_DATADIR: '/tmp/typo' } });
   t.teardown(() => server.kill('SIGKILL'));
+  t.regex(server.stderr(), /volreg: warning: VOLREG_DATADIR .*did you mean VOLREG_DATA_DIR\?/);
   t.regex(server.url, /^http:\/\/127\.0\.0\.1:\d+$/);
   const lines = server.stdout().split('\n').filter((l) => l.startsWith('volreg listening on'));
   t.deepEqual(lines, [`volreg listening on ${server.url}`]);
@@ -71,11 +75,49 @@ test('npm start on port 0: listening line, GET /v2/, /healthz, /readyz, /metrics
   if (!process.env.MONGODB_URL) t.true((await readdir(join(dataDir, 'db'))).length > 0);
 });
 
+const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+/** Pushes a blob (monolithic upload) and a tagged OCI manifest that references it. */
+async function pushImage(url: string, repo: string, tag: string, layer: Buffer): Promise<{ manifest: string; digest: string }> {
+  const config = Buffer.from('{}');
+  for (const blob of [config, layer]) {
+    const res = await fetch(`${url}/v2/${repo}/blobs/uploads/?digest=${sha256(blob)}`, { method: 'POST', body: new Uint8Array(blob) });
+    if (res.status !== 201) throw new Error(`blob push: ${res.status} ${await res.text()}`);
+  }
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha256(layer), size: layer.length }],
+  });
+  const res = await fetch(`${url}/v2/${repo}/manifests/${tag}`, {
+    method: 'PUT',
+    body: manifest,
+    headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
+  });
+  if (res.status !== 201) throw new Error(`manifest push: ${res.status} ${await res.text()}`);
+  return { manifest, digest: sha256(manifest) };
+}
+
+async function expectImage(t: ExecutionContext, url: string, repo: string, tag: string, layer: Buffer, manifest: string): Promise<void> {
+  const m = await fetch(`${url}/v2/${repo}/manifests/${tag}`, { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } });
+  t.is(m.status, 200);
+  t.is(await m.text(), manifest);
+  const b = await fetch(`${url}/v2/${repo}/blobs/${sha256(layer)}`);
+  t.is(b.status, 200);
+  t.true(Buffer.from(await b.arrayBuffer()).equals(layer));
+  const tags = (await (await fetch(`${url}/v2/${repo}/tags/list`)).json()) as { tags: string[] };
+  t.true(tags.tags.includes(tag));
+}
+
 test('a restart on the same data directory finds what the first run wrote', async (t) => {
   const dataDir = await tempDir();
   const first = await spawnServer({ dataDir });
   t.teardown(() => first.kill('SIGKILL'));
   t.regex(first.stdout(), /"msg":"applying migration"/);
+  const layer = randomBytes(300_000);
+  const { manifest } = await pushImage(first.url, 'e2e/restart', 'v1', layer);
+  await expectImage(t, first.url, 'e2e/restart', 'v1', layer, manifest);
   first.kill('SIGTERM');
   t.is((await first.waitExit()).code, 0);
 
@@ -90,6 +132,7 @@ test('a restart on the same data directory finds what the first run wrote', asyn
   // migrations were recorded durably: nothing to apply the second time
   t.notRegex(second.stdout(), /"msg":"applying migration"/);
   t.is((await fetch(`${second.url}/readyz`)).status, 200);
+  await expectImage(t, second.url, 'e2e/restart', 'v1', layer, manifest);
   second.kill('SIGTERM');
   t.is((await second.waitExit()).code, 0);
 });
@@ -97,14 +140,62 @@ test('a restart on the same data directory finds what the first run wrote', asyn
 test('after kill -9 the data directory is usable again at once', async (t) => {
   const dataDir = await tempDir();
   const first = await spawnServer({ dataDir });
+  t.teardown(() => first.kill('SIGKILL'));
+  // what was acknowledged before the kill survives it
+  const layer = randomBytes(100_000);
+  const { manifest } = await pushImage(first.url, 'e2e/killed', 'latest', layer);
   first.kill('SIGKILL');
   t.is((await first.waitExit()).signal, 'SIGKILL');
   const second = await spawnServer({ dataDir });
   t.teardown(() => second.kill('SIGKILL'));
   t.notRegex(second.stdout(), /"msg":"applying migration"/);
   t.is((await fetch(`${second.url}/readyz`)).status, 200);
+  await expectImage(t, second.url, 'e2e/killed', 'latest', layer, manifest);
   second.kill('SIGTERM');
   t.is((await second.waitExit()).code, 0);
+});
+
+test('SIGTERM mid-upload: new connections are refused, the upload in flight completes, exit 0', async (t) => {
+  const dataDir = await tempDir();
+  const server = await spawnServer({ dataDir });
+  t.teardown(() => server.kill('SIGKILL'));
+  const start = await fetch(`${server.url}/v2/e2e/drain/blobs/uploads/`, { method: 'POST' });
+  t.is(start.status, 202);
+  const location = new URL(start.headers.get('location')!, server.url);
+  const blob = randomBytes(2 * 1024 * 1024);
+  location.searchParams.set('digest', sha256(blob));
+
+  const agent = new Agent({ keepAlive: false });
+  const reply = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = request(location, { method: 'PUT', agent, headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': blob.length } }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    // first half now, the rest after SIGTERM
+    req.write(blob.subarray(0, blob.length / 2));
+    setTimeout(() => {
+      server.kill('SIGTERM');
+      setTimeout(() => {
+        void fetch(`${server.url}/healthz`).then(
+          () => reject(new Error('a new connection was accepted during shutdown')),
+          () => req.end(blob.subarray(blob.length / 2)),
+        );
+      }, 300);
+    }, 200);
+  });
+  const res = await reply;
+  t.is(res.status, 201, res.body);
+  t.deepEqual(await server.waitExit(), { code: 0, signal: null });
+
+  const again = await spawnServer({ dataDir });
+  t.teardown(() => again.kill('SIGKILL'));
+  const got = await fetch(`${again.url}/v2/e2e/drain/blobs/${sha256(blob)}`);
+  t.is(got.status, 200);
+  t.true(Buffer.from(await got.arrayBuffer()).equals(blob));
+  again.kill('SIGTERM');
+  t.is((await again.waitExit()).code, 0);
 });
 
 test('a second volreg on a data directory in use is refused with exit code 1', async (t) => {
@@ -161,15 +252,6 @@ test('an htpasswd file with non-bcrypt entries is a configuration error (exit 2)
   const res = await run(['serve'], { VOLREG_ADDR: '127.0.0.1:0', VOLREG_DATA_DIR: dataDir, VOLREG_AUTH_FILE: file });
   t.is(res.code, 2);
   t.regex(res.stderr, /^volreg: config: VOLREG_AUTH_FILE: line 1 \(user "carol"\): only bcrypt entries/m);
-});
-
-test('unknown VOLREG_* variables are warned about and the service still starts', async (t) => {
-  const dataDir = await tempDir();
-  const server = await spawnServer({ dataDir, env: { VOLREG_DATADIR: '/tmp/typo' } });
-  t.teardown(() => server.kill('SIGKILL'));
-  t.regex(server.stderr(), /volreg: warning: VOLREG_DATADIR .*did you mean VOLREG_DATA_DIR\?/);
-  server.kill('SIGTERM');
-  t.is((await server.waitExit()).code, 0);
 });
 
 test('--version, --help and usage errors', async (t) => {
