@@ -32,6 +32,9 @@ import { catalogHandlers } from './http/handlers/catalog-handlers.ts';
 import { manifestHandlers } from './http/handlers/manifest-handlers.ts';
 import { referrersHandlers } from './http/handlers/referrers-handlers.ts';
 import { tagHandlers } from './http/handlers/tag-handlers.ts';
+import { SnapshotRepository } from './metadata/snapshot-repository.ts';
+import { VolumeService } from './services/volume-service.ts';
+import { volumeHandlers } from './http/handlers/volume-handlers.ts';
 
 /**
  * The composition root: config -> logger -> MongoDB (a real one, or the embedded engine) ->
@@ -63,6 +66,8 @@ export interface Services {
   referrers?: ReferrersService;
 
   // ---- volumes -------------------------------------------------------------------------
+  /** volume snapshots over /api/v1 (layer + config + manifest + tag + snapshot index) */
+  volumes?: VolumeService;
 }
 
 /** What buildServices and buildHandlers get to work with. */
@@ -102,6 +107,7 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
   services.referrers = new ReferrersService({ manifests: manifestRepo });
 
   // ---- volumes: construct here ---------------------------------------------------------
+  services.volumes = new VolumeService(services.blobs, services.manifests, new SnapshotRepository(ctx.db));
 
   return services;
 }
@@ -125,6 +131,7 @@ export function buildHandlers(services: Services, ctx: ServiceContext): HandlerM
   }
 
   // ---- /api/v1 volumes -----------------------------------------------------------------
+  if (services.volumes) maps.push(volumeHandlers({ volumes: services.volumes }));
 
   return maps;
 }

@@ -3,7 +3,7 @@ import type { Collection, Db, Filter } from 'mongodb';
 import type { Digest } from '../domain/digest.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
 import type { Compression } from '../domain/volumes/media-types.ts';
-import type { SnapshotInfo, VerifyResult } from '../domain/volumes/snapshot.ts';
+import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
 import { assertValid } from './schema-validator.ts';
 
@@ -42,13 +42,6 @@ export interface SnapshotQuery {
   until?: Date;
   limit: number;
   offset: number;
-}
-
-export interface VolumeRow {
-  volume: string;
-  snapshots: number;
-  totalSize: number;
-  latest: SnapshotInfo;
 }
 
 function toInfo(d: SnapshotDoc): SnapshotInfo {
@@ -144,15 +137,15 @@ export class SnapshotRepository {
   }
 
   /** Every volume with its snapshot count, total layer bytes and latest snapshot, by name. */
-  async listVolumes(limit: number, offset: number): Promise<{ items: VolumeRow[]; total: number }> {
+  async listVolumes(limit: number, offset: number): Promise<{ items: VolumeSummary[]; total: number }> {
     const names = ((await this.coll.distinct('repo_id')) as string[]).sort();
     const page = names.slice(offset, offset + limit);
-    const items: VolumeRow[] = [];
+    const items: VolumeSummary[] = [];
     for (const volume of page) {
       const docs = await this.coll.find({ repo_id: volume }, { projection: { layer_size: 1 } }).toArray();
       const latest = await this.coll.find({ repo_id: volume }).sort({ created: -1, tag: 1 }).limit(1).next();
       if (!latest) continue; // deleted meanwhile
-      items.push({ volume, snapshots: docs.length, totalSize: docs.reduce((n, d) => n + d.layer_size, 0), latest: toInfo(latest) });
+      items.push({ volume: volume as RepositoryName, snapshots: docs.length, totalSize: docs.reduce((n, d) => n + d.layer_size, 0), latest: toInfo(latest) });
     }
     return { items, total: names.length };
   }
