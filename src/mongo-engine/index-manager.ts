@@ -55,6 +55,11 @@ export class Index {
   /** The index entries of a document (several when a field is an array), or [] if it is not indexed. */
   entriesFor(view: Document): KeyEntry[] {
     if (this.partial && !this.partial.test(view)) return [];
+    if (this.fields.length === 1) {
+      const vals = dedupe(pathValues(view, this.fields[0] as string));
+      if (this.sparse && vals.every((v) => v === undefined)) return [];
+      return vals.map((v) => ({ key: encodeKey(v), values: [v] }));
+    }
     const perField = this.fields.map((f) => pathValues(view, f));
     if (this.sparse && perField.every((vals) => vals.every((v) => v === undefined))) return [];
     let combos: unknown[][] = [[]];
@@ -68,6 +73,10 @@ export class Index {
   }
 
   add(rid: RecordId, view: Document, entries = this.entriesFor(view)): void {
+    if (this.fields.length === 1) {
+      for (const e of entries) addPosting(this.prefixMaps[0] as Map<string, Postings>, e.key, rid);
+      return;
+    }
     for (const e of entries) {
       const parts = e.key.split(SEP);
       for (let j = 0; j < this.fields.length; j++) {
@@ -78,6 +87,10 @@ export class Index {
   }
 
   remove(rid: RecordId, view: Document): void {
+    if (this.fields.length === 1) {
+      for (const e of this.entriesFor(view)) removePosting(this.prefixMaps[0] as Map<string, Postings>, e.key, rid);
+      return;
+    }
     for (const e of this.entriesFor(view)) {
       const parts = e.key.split(SEP);
       for (let j = 0; j < this.fields.length; j++) {
