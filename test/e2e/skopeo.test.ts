@@ -56,7 +56,7 @@ const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex
 async function tarWith(files: Record<string, Buffer>): Promise<Buffer> {
   const pack = tarStream.pack();
   const chunks: Buffer[] = [];
-  pack.on('data', (c: Buffer) => chunks.push(c));
+  pack.on('data', (c: unknown) => void chunks.push(c as Buffer));
   const done = new Promise<void>((resolve, reject) => {
     pack.on('end', resolve);
     pack.on('error', reject);
@@ -227,7 +227,7 @@ test('--format v2s1 and --format v2s2 to one tag: two Tag units, each served by 
   const inspect = JSON.parse((await skopeo(['inspect', '--tls-verify=false', ref])).stdout) as { Digest: string };
   t.is(inspect.Digest, v2.headers['docker-content-digest']);
   const s1Out = join(await tempDir('s1'), 'img');
-  await skopeo(['copy', '--src-tls-verify=false', `docker://${host}/e2e/dual@${v1.headers['docker-content-digest']}`, `dir:${s1Out}`]);
+  await skopeo(['copy', '--src-tls-verify=false', `docker://${host}/e2e/dual@${String(v1.headers['docker-content-digest'])}`, `dir:${s1Out}`]);
   await assertLayersIn(t, await readDirFiles(s1Out), layout);
 
   const tags = JSON.parse((await skopeo(['list-tags', '--tls-verify=false', `docker://${host}/e2e/dual`])).stdout) as { Tags: string[] };
