@@ -225,7 +225,7 @@ test('--format v2s1 and --format v2s2 to one tag: two Tag units, each served by 
 
   // a client of both (skopeo) gets schema 2; pulling by the schema 1 digest still works
   const inspect = JSON.parse((await skopeo(['inspect', '--tls-verify=false', ref])).stdout) as { Digest: string };
-  t.is(inspect.Digest, v2.headers['docker-content-digest']);
+  t.is(inspect.Digest, String(v2.headers['docker-content-digest']));
   const s1Out = join(await tempDir('s1'), 'img');
   await skopeo(['copy', '--src-tls-verify=false', `docker://${host}/e2e/dual@${String(v1.headers['docker-content-digest'])}`, `dir:${s1Out}`]);
   await assertLayersIn(t, await readDirFiles(s1Out), layout);
