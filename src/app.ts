@@ -51,6 +51,7 @@ export function createApp(deps: AppDeps): Koa {
           status: ctx.status,
           ms: Math.round(ms * 10) / 10,
           repository: ctx.state.access?.repository ?? undefined,
+          user: ctx.state.user,
         },
         'request',
       );

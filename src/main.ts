@@ -114,8 +114,6 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
 
 export function buildHandlers(services: Services, ctx: ServiceContext): HandlerMap[] {
   const maps: HandlerMap[] = [];
-  void services;
-  void ctx;
 
   // ---- /v2 blobs and uploads: maps.push(blobHandlers(services, ctx.config)) -------------
   if (services.blobs && services.uploads) maps.push(blobHandlers({ blobs: services.blobs, uploads: services.uploads }));

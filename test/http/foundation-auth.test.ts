@@ -3,6 +3,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { ConfigError } from '../../src/config/load-config.ts';
 import { loadHtpasswd } from '../../src/http/auth.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
@@ -15,6 +17,7 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
 const dir = mkdtempSync(join(tmpdir(), 'volreg-auth-'));
 const htpasswdFile = join(dir, 'htpasswd');
 let server: TestServer;
+const logLines: Array<Record<string, unknown>> = [];
 
 function basic(user: string, password: string): string {
   return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
@@ -23,7 +26,16 @@ function basic(user: string, password: string): string {
 test.before(async () => {
   execFileSync('htpasswd', ['-B', '-C', '5', '-b', '-c', htpasswdFile, 'alice', 'wonder land'], { stdio: 'ignore' });
   execFileSync('htpasswd', ['-B', '-C', '5', '-b', htpasswdFile, 'bob', 'p:ss:word'], { stdio: 'ignore' });
-  server = await startTestServer({ label: 'auth', env: { VOLREG_AUTH_FILE: htpasswdFile } });
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const line of chunk.toString('utf8').split('\n')) if (line) logLines.push(JSON.parse(line) as Record<string, unknown>);
+        cb();
+      },
+    }),
+  );
+  server = await startTestServer({ label: 'auth', env: { VOLREG_AUTH_FILE: htpasswdFile }, logger });
 });
 test.after.always(async () => {
   await server?.close();
@@ -62,8 +74,13 @@ test('a user of the htpasswd file gets in, passwords with spaces and colons incl
   const res = await fetch(`${server.url}/v2/`, { headers: { authorization: basic('alice', 'wonder land') } });
   t.is(res.status, 200);
   t.deepEqual(await res.json(), {});
-  const bob = await fetch(`${server.url}/v2/`, { headers: { authorization: basic('bob', 'p:ss:word') } });
+  const bob = await fetch(`${server.url}/v2/`, { headers: { authorization: basic('bob', 'p:ss:word'), 'X-Request-Id': 'bob-was-here' } });
   t.is(bob.status, 200);
+  // the access log names the user
+  t.like(
+    logLines.find((l) => l.requestId === 'bob-was-here' && l.msg === 'request'),
+    { user: 'bob', status: 200 },
+  );
   // a cached success must not let a different password in
   const again = await fetch(`${server.url}/v2/`, { headers: { authorization: basic('alice', 'wonder land!') } });
   t.is(again.status, 401);
