@@ -1,0 +1,366 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { digestOf, type Digest } from '../../src/domain/digest.ts';
+import { blobPath } from '../../src/storage/paths.ts';
+import { SNAPSHOTS_COLLECTION } from '../../src/metadata/snapshot-repository.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { buildTar } from '../helpers/tree.ts';
+
+let server: TestServer;
+let work = '';
+let tarBytes = Buffer.alloc(0);
+let gzBytes = Buffer.alloc(0);
+let zstBytes = Buffer.alloc(0);
+
+const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const url = (p: string): string => `${server.url}${p}`;
+
+interface ErrorReply {
+  errors: Array<{ code: string; message: string }>;
+}
+
+async function put(path: string, body: Buffer, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(url(path), { method: 'PUT', body: new Uint8Array(body), headers: { 'Content-Type': 'application/octet-stream', ...headers } });
+}
+
+async function errorCode(res: Response): Promise<string> {
+  const body = (await res.json()) as ErrorReply;
+  return body.errors[0]!.code;
+}
+
+test.before(async () => {
+  server = await startTestServer({ label: 'http-volumes' });
+  work = await mkdtemp(join(tmpdir(), 'volreg-http-volumes-'));
+  const root = join(work, 'tree');
+  await mkdir(join(root, 'x/y'), { recursive: true });
+  await writeFile(join(root, 'x/y/file.txt'), 'hello volumes\n');
+  await writeFile(join(root, 'big.bin'), Buffer.alloc(200_000, 7));
+  tarBytes = execFileSync('tar', ['-C', root, '-cf', '-', '.']);
+  gzBytes = execFileSync('gzip', ['-c'], { input: tarBytes });
+  zstBytes = execFileSync('zstd', ['-q', '-c'], { input: tarBytes });
+});
+
+test.after.always(async () => {
+  await server?.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+/** Asserts that nothing of a refused upload is visible anywhere. */
+async function assertNothingKept(t: import('ava').ExecutionContext, name: string, tag: string, body: Buffer): Promise<void> {
+  const meta = await fetch(url(`/api/v1/volumes/${name}/tags/${tag}`));
+  t.is(meta.status, 404);
+  t.is(await errorCode(meta), 'SNAPSHOT_UNKNOWN');
+  const manifest = await fetch(url(`/v2/${name}/manifests/${tag}`), { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } });
+  t.is(manifest.status, 404);
+  await manifest.arrayBuffer();
+  const blob = await fetch(url(`/v2/${name}/blobs/${sha256(body)}`));
+  t.is(blob.status, 404);
+  await blob.arrayBuffer();
+  t.is(await server.services.blobStore!.stat(digestOf(body)), null, 'no blob committed');
+  t.is(await server.db.collection(SNAPSHOTS_COLLECTION).countDocuments({ repo_id: name }), 0, 'no snapshot document');
+  const sessions: string[] = [];
+  for await (const u of server.services.blobStore!.listUploads()) sessions.push(u.id);
+  t.deepEqual(sessions, [], 'no upload session left');
+}
+
+for (const [kind, body] of [
+  ['none', () => tarBytes],
+  ['gzip', () => gzBytes],
+  ['zstd', () => zstBytes],
+] as const) {
+  test(`PUT a ${kind} tar: 201 with digests, sizes and entries; GET metadata agrees`, async (t) => {
+    const name = `http/${kind}`;
+    const res = await put(`/api/v1/volumes/${name}/tags/v1?label=env=prod&label=tier=db`, body(), { 'X-Volreg-Host': 'web-01' });
+    t.is(res.status, 201);
+    const created = (await res.json()) as Record<string, unknown> & { layer: { digest: string; size: number; mediaType: string }; uncompressed: { digest: string; size: number } };
+    t.is(created.layer.digest, sha256(body()));
+    t.is(created.layer.size, body().length);
+    t.is(created.compression, kind);
+    t.is(created.layer.mediaType, `application/vnd.oci.image.layer.v1.tar${kind === 'none' ? '' : kind === 'gzip' ? '+gzip' : '+zstd'}`);
+    t.deepEqual(created.uncompressed, { digest: sha256(tarBytes), size: tarBytes.length });
+    t.is(created.entries, execFileSync('tar', ['-tf', '-'], { input: tarBytes }).toString().trim().split('\n').length);
+    t.is(created.host, 'web-01');
+    t.deepEqual(created.labels, { env: 'prod', tier: 'db' });
+    t.is(res.headers.get('docker-content-digest'), created.manifestDigest as string);
+    t.is(res.headers.get('location'), `/api/v1/volumes/${name}/tags/v1`);
+
+    const meta = await fetch(url(`/api/v1/volumes/${name}/tags/v1`));
+    t.is(meta.status, 200);
+    const got = (await meta.json()) as Record<string, unknown>;
+    t.is(got.manifestDigest, created.manifestDigest);
+    t.deepEqual(got.uncompressed, created.uncompressed);
+
+    // the manifest is an OCI artifact any client can read
+    const m = await fetch(url(`/v2/${name}/manifests/v1`), { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    const manifest = (await m.json()) as { artifactType: string; config: { mediaType: string; digest: string }; layers: Array<{ annotations: Record<string, string> }> };
+    t.is(manifest.artifactType, 'application/vnd.volreg.volume.v1');
+    t.is(manifest.config.mediaType, 'application/vnd.volreg.volume.config.v1+json');
+    t.is(manifest.layers[0]!.annotations['org.opencontainers.image.title'], `http-${kind}-v1${kind === 'none' ? '.tar' : kind === 'gzip' ? '.tar.gz' : '.tar.zst'}`);
+    const config = (await (await fetch(url(`/v2/${name}/blobs/${manifest.config.digest}`))).json()) as Record<string, unknown>;
+    t.is(config.volume, name);
+    t.is(config.uncompressedDigest, sha256(tarBytes));
+    t.is(config.compression, kind);
+  });
+}
+
+test('content: exact bytes and headers; Range, If-None-Match, If-Range, HEAD; content.sha256', async (t) => {
+  const name = 'http/content';
+  t.is((await put(`/api/v1/volumes/${name}/tags/2024.05`, gzBytes)).status, 201);
+  const path = `/api/v1/volumes/${name}/tags/2024.05/content`;
+  const full = await fetch(url(path));
+  t.is(full.status, 200);
+  t.deepEqual(Buffer.from(await full.arrayBuffer()), gzBytes);
+  const digest = sha256(gzBytes) as Digest;
+  t.is(full.headers.get('content-length'), String(gzBytes.length));
+  t.is(full.headers.get('docker-content-digest'), digest);
+  t.is(full.headers.get('digest'), `sha-256=${createHash('sha256').update(gzBytes).digest('base64')}`);
+  t.is(full.headers.get('etag'), `"${digest}"`);
+  t.is(full.headers.get('accept-ranges'), 'bytes');
+  t.is(full.headers.get('content-disposition'), 'attachment; filename="http-content-2024.05.tar.gz"');
+  t.is(full.headers.get('content-type'), 'application/gzip');
+
+  const part = await fetch(url(path), { headers: { Range: 'bytes=100-' } });
+  t.is(part.status, 206);
+  t.is(part.headers.get('content-range'), `bytes 100-${gzBytes.length - 1}/${gzBytes.length}`);
+  t.deepEqual(Buffer.from(await part.arrayBuffer()), gzBytes.subarray(100));
+  const suffix = await fetch(url(path), { headers: { Range: 'bytes=-10' } });
+  t.deepEqual(Buffer.from(await suffix.arrayBuffer()), gzBytes.subarray(gzBytes.length - 10));
+  const beyond = await fetch(url(path), { headers: { Range: `bytes=${gzBytes.length + 5}-` } });
+  t.is(beyond.status, 416);
+  t.is(beyond.headers.get('content-range'), `bytes */${gzBytes.length}`);
+  await beyond.arrayBuffer();
+
+  const notModified = await fetch(url(path), { headers: { 'If-None-Match': `"${digest}"` } });
+  t.is(notModified.status, 304);
+  const staleIfRange = await fetch(url(path), { headers: { Range: 'bytes=0-9', 'If-Range': '"sha256:other"' } });
+  t.is(staleIfRange.status, 200);
+  t.is((await staleIfRange.arrayBuffer()).byteLength, gzBytes.length);
+  const goodIfRange = await fetch(url(path), { headers: { Range: 'bytes=0-9', 'If-Range': `"${digest}"` } });
+  t.is(goodIfRange.status, 206);
+  t.is((await goodIfRange.arrayBuffer()).byteLength, 10);
+
+  const head = await fetch(url(path), { method: 'HEAD', headers: { Range: 'bytes=0-99' } });
+  t.is(head.status, 206);
+  t.is(head.headers.get('content-length'), '100');
+
+  const sums = await fetch(url(`/api/v1/volumes/${name}/tags/2024.05/content.sha256`));
+  t.is(await sums.text(), `${digest.slice(7)}  http-content-2024.05.tar.gz\n`);
+});
+
+const refusals: Array<{ title: string; body: () => Buffer; query?: string; headers?: Record<string, string>; code: string }> = [
+  { title: 'truncated gzip', body: () => gzBytes.subarray(0, Math.floor(gzBytes.length / 2)), code: 'ARCHIVE_INVALID' },
+  { title: 'truncated tar', body: () => tarBytes.subarray(0, 4096), code: 'ARCHIVE_INVALID' },
+  { title: 'truncated zstd', body: () => zstBytes.subarray(0, zstBytes.length - 20), code: 'ARCHIVE_INVALID' },
+  {
+    title: 'corrupt gzip',
+    body: () => {
+      const b = Buffer.from(gzBytes);
+      b[Math.floor(b.length / 2)] ^= 0xff;
+      return b;
+    },
+    code: 'ARCHIVE_INVALID',
+  },
+  { title: 'not a tar', body: () => Buffer.from('just some text, not an archive\n'.repeat(100)), code: 'ARCHIVE_INVALID' },
+  { title: 'tar with trailing garbage', body: () => Buffer.concat([tarBytes, Buffer.from('garbage')]), code: 'ARCHIVE_INVALID' },
+  { title: 'xz', body: () => Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0, 0]), code: 'ARCHIVE_INVALID' },
+  { title: 'empty body', body: () => Buffer.alloc(0), code: 'ARCHIVE_INVALID' },
+  { title: 'wrong ?digest=', body: () => gzBytes, query: `?digest=sha256:${'0'.repeat(64)}`, code: 'DIGEST_INVALID' },
+  { title: 'wrong Digest header', body: () => gzBytes, headers: { Digest: `sha-256=${Buffer.alloc(32, 1).toString('base64')}` }, code: 'DIGEST_INVALID' },
+];
+
+// serial (ava runs these before the concurrent tests): no other upload may be in flight when
+// checking that no upload session was left behind
+for (const [i, r] of refusals.entries()) {
+  test.serial(`refused and nothing kept: ${r.title}`, async (t) => {
+    const name = `http/refused-${i}`;
+    const res = await put(`/api/v1/volumes/${name}/tags/v1${r.query ?? ''}`, r.body(), r.headers);
+    t.is(res.status, 400);
+    t.is(await errorCode(res), r.code);
+    await assertNothingKept(t, name, 'v1', r.body());
+  });
+}
+
+test('a matching client digest is accepted, by query or RFC 3230 header', async (t) => {
+  const byQuery = await put(`/api/v1/volumes/http/digest/tags/q?digest=${sha256(zstBytes)}`, zstBytes);
+  t.is(byQuery.status, 201);
+  await byQuery.arrayBuffer();
+  const byHeader = await put('/api/v1/volumes/http/digest/tags/h', zstBytes, { Digest: `sha-256=${createHash('sha256').update(zstBytes).digest('base64')}` });
+  t.is(byHeader.status, 201);
+  await byHeader.arrayBuffer();
+});
+
+test('names, tags, labels and hosts are validated before any byte is stored', async (t) => {
+  const cases: Array<[string, Record<string, string>, string, number]> = [
+    ['/api/v1/volumes/Bad_Name/tags/v1', {}, 'NAME_INVALID', 400],
+    ['/api/v1/volumes/ok/tags/-bad', {}, 'TAG_INVALID', 400],
+    ['/api/v1/volumes/ok/tags/v1?label=%20bad=1', {}, 'BAD_REQUEST', 400],
+    ['/api/v1/volumes/ok/tags/v1', { 'X-Volreg-Host': 'bad host!' }, 'BAD_REQUEST', 400],
+    ['/api/v1/volumes/ok/tags/v1?digest=sha256:xyz', {}, 'DIGEST_INVALID', 400],
+    ['/api/v1/volumes/ok/tags/v1?digest=md5:abc', {}, 'UNSUPPORTED', 405],
+  ];
+  for (const [path, headers, code, status] of cases) {
+    const res = await put(path, gzBytes, headers);
+    t.is(res.status, status, path);
+    t.is(await errorCode(res), code, path);
+  }
+  t.is(await server.db.collection(SNAPSHOTS_COLLECTION).countDocuments({ repo_id: 'ok' }), 0);
+  const missing = await fetch(url('/api/v1/volumes/nothing/here/tags/v1/content'));
+  t.is(missing.status, 404);
+  t.is(await errorCode(missing), 'SNAPSHOT_UNKNOWN');
+});
+
+test('two tags sharing a layer: deleting one leaves the other pullable', async (t) => {
+  const name = 'http/shared';
+  const a = (await (await put(`/api/v1/volumes/${name}/tags/a`, gzBytes)).json()) as { layer: { digest: string } };
+  const b = (await (await put(`/api/v1/volumes/${name}/tags/b`, gzBytes)).json()) as { layer: { digest: string } };
+  t.is(a.layer.digest, b.layer.digest);
+  const del = await fetch(url(`/api/v1/volumes/${name}/tags/a`), { method: 'DELETE' });
+  t.is(del.status, 200);
+  await del.arrayBuffer();
+  t.is((await fetch(url(`/api/v1/volumes/${name}/tags/a`))).status, 404);
+  const again = await fetch(url(`/api/v1/volumes/${name}/tags/a`), { method: 'DELETE' });
+  t.is(again.status, 404);
+  await again.arrayBuffer();
+  const still = await fetch(url(`/api/v1/volumes/${name}/tags/b/content`));
+  t.is(still.status, 200);
+  t.deepEqual(Buffer.from(await still.arrayBuffer()), gzBytes);
+  const list = (await (await fetch(url(`/api/v1/volumes/${name}/tags`))).json()) as { snapshots: Array<{ tag: string }> };
+  t.deepEqual(list.snapshots.map((s) => s.tag), ['b']);
+});
+
+test('listing: newest first, filtered by host and time, paginated; volumes with latest and total size', async (t) => {
+  const name = 'http/listing';
+  const stamps: string[] = [];
+  for (const [tag, host] of [
+    ['t1', 'alpha'],
+    ['t2', 'beta'],
+    ['t3', 'alpha'],
+    ['t4', 'alpha'],
+  ] as const) {
+    const res = await put(`/api/v1/volumes/${name}/tags/${tag}?host=${host}`, tag === 't4' ? zstBytes : gzBytes);
+    stamps.push(((await res.json()) as { created: string }).created);
+    await new Promise((r) => setTimeout(r, 15));
+  }
+  const all = (await (await fetch(url(`/api/v1/volumes/${name}/tags`))).json()) as { total: number; snapshots: Array<{ tag: string }> };
+  t.deepEqual(all.snapshots.map((s) => s.tag), ['t4', 't3', 't2', 't1']);
+  t.is(all.total, 4);
+  const alpha = (await (await fetch(url(`/api/v1/volumes/${name}/tags?host=alpha`))).json()) as { snapshots: Array<{ tag: string }> };
+  t.deepEqual(alpha.snapshots.map((s) => s.tag), ['t4', 't3', 't1']);
+  const since = (await (await fetch(url(`/api/v1/volumes/${name}/tags?since=${encodeURIComponent(stamps[2]!)}`))).json()) as { snapshots: Array<{ tag: string }> };
+  t.deepEqual(since.snapshots.map((s) => s.tag), ['t4', 't3']);
+  const until = (await (await fetch(url(`/api/v1/volumes/${name}/tags?until=${encodeURIComponent(stamps[1]!)}`))).json()) as { snapshots: Array<{ tag: string }> };
+  t.deepEqual(until.snapshots.map((s) => s.tag), ['t1']);
+  const page1 = await fetch(url(`/api/v1/volumes/${name}/tags?limit=2`));
+  t.regex(page1.headers.get('link') ?? '', /offset=2/);
+  t.deepEqual(((await page1.json()) as { snapshots: Array<{ tag: string }> }).snapshots.map((s) => s.tag), ['t4', 't3']);
+  const page2 = await fetch(url(`/api/v1/volumes/${name}/tags?limit=2&offset=2`));
+  t.is(page2.headers.get('link'), null);
+  t.deepEqual(((await page2.json()) as { snapshots: Array<{ tag: string }> }).snapshots.map((s) => s.tag), ['t2', 't1']);
+  const bad = await fetch(url(`/api/v1/volumes/${name}/tags?limit=abc`));
+  t.is(bad.status, 400);
+  await bad.arrayBuffer();
+
+  const volumes = (await (await fetch(url('/api/v1/volumes'))).json()) as { volumes: Array<{ volume: string; snapshots: number; totalSize: number; latest: { tag: string } }> };
+  const row = volumes.volumes.find((v) => v.volume === name)!;
+  t.is(row.snapshots, 4);
+  t.is(row.totalSize, 3 * gzBytes.length + zstBytes.length);
+  t.is(row.latest.tag, 't4');
+});
+
+test('re-pushing a tag replaces its snapshot', async (t) => {
+  const name = 'http/overwrite';
+  await (await put(`/api/v1/volumes/${name}/tags/v1`, gzBytes)).arrayBuffer();
+  const second = (await (await put(`/api/v1/volumes/${name}/tags/v1`, zstBytes)).json()) as { layer: { digest: string } };
+  const meta = (await (await fetch(url(`/api/v1/volumes/${name}/tags/v1`))).json()) as { layer: { digest: string }; compression: string };
+  t.is(meta.layer.digest, second.layer.digest);
+  t.is(meta.compression, 'zstd');
+  const list = (await (await fetch(url(`/api/v1/volumes/${name}/tags`))).json()) as { total: number };
+  t.is(list.total, 1);
+});
+
+test('verify re-hashes from the blob store and records the result', async (t) => {
+  const name = 'http/verify';
+  const body = await buildTar([{ name: 'only.txt', body: 'verify me '.repeat(1000) }]);
+  const created = (await (await put(`/api/v1/volumes/${name}/tags/v1`, body)).json()) as { layer: { digest: Digest } };
+  const ok = (await (await fetch(url(`/api/v1/volumes/${name}/tags/v1/verify`), { method: 'POST' })).json()) as { ok: boolean; lastVerify: { ok: boolean; at: string } };
+  t.true(ok.ok);
+  t.true(ok.lastVerify.ok);
+  // corrupt the stored layer behind the store's back (same size, one byte changed)
+  const file = blobPath(server.dataDir, created.layer.digest);
+  const bytes = Buffer.from(body);
+  bytes[600] ^= 0x01;
+  await writeFile(file, bytes);
+  const bad = (await (await fetch(url(`/api/v1/volumes/${name}/tags/v1/verify`), { method: 'POST' })).json()) as { ok: boolean; lastVerify: { ok: boolean; problems: string[] } };
+  t.false(bad.ok);
+  t.regex(bad.lastVerify.problems.join('\n'), /layer content hashes to/);
+  const meta = (await (await fetch(url(`/api/v1/volumes/${name}/tags/v1`))).json()) as { lastVerify: { ok: boolean; at: string } };
+  t.false(meta.lastVerify.ok);
+  t.true(Date.parse(meta.lastVerify.at) >= Date.parse(ok.lastVerify.at));
+});
+
+test('an artifact pushed through /v2 with the volume type is readable through /api/v1', async (t) => {
+  const name = 'http/oci-pushed';
+  const pushBlob = async (bytes: Buffer): Promise<string> => {
+    const d = sha256(bytes);
+    const res = await fetch(url(`/v2/${name}/blobs/uploads/?digest=${d}`), { method: 'POST', body: new Uint8Array(bytes), headers: { 'Content-Type': 'application/octet-stream' } });
+    t.is(res.status, 201);
+    await res.arrayBuffer();
+    return d;
+  };
+  const config = Buffer.from('{}');
+  const configDigest = await pushBlob(config);
+  const layerDigest = await pushBlob(zstBytes);
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      artifactType: 'application/vnd.volreg.volume.v1',
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: configDigest, size: config.length },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd', digest: layerDigest, size: zstBytes.length }],
+    }),
+  );
+  const res = await fetch(url(`/v2/${name}/manifests/from-oras`), { method: 'PUT', body: manifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  t.is(res.status, 201);
+  await res.arrayBuffer();
+  const meta = (await (await fetch(url(`/api/v1/volumes/${name}/tags/from-oras`))).json()) as { source: string; compression: string; layer: { digest: string }; uncompressed: unknown };
+  t.is(meta.source, 'oci');
+  t.is(meta.compression, 'zstd');
+  t.is(meta.layer.digest, layerDigest);
+  t.is(meta.uncompressed, null);
+  const content = await fetch(url(`/api/v1/volumes/${name}/tags/from-oras/content`));
+  t.deepEqual(Buffer.from(await content.arrayBuffer()), zstBytes);
+  t.is(content.headers.get('content-disposition'), 'attachment; filename="http-oci-pushed-from-oras.tar.zst"');
+  const list = (await (await fetch(url(`/api/v1/volumes/${name}/tags`))).json()) as { snapshots: Array<{ tag: string }> };
+  t.deepEqual(list.snapshots.map((s) => s.tag), ['from-oras']);
+
+  // a tag holding something that is not a volume is not a snapshot
+  const plain = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
+      layers: [],
+    }),
+  );
+  const p = await fetch(url(`/v2/${name}/manifests/image`), { method: 'PUT', body: plain, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  t.is(p.status, 201);
+  await p.arrayBuffer();
+  const notVolume = await fetch(url(`/api/v1/volumes/${name}/tags/image`));
+  t.is(notVolume.status, 404);
+  t.is(await errorCode(notVolume), 'SNAPSHOT_UNKNOWN');
+});
+
+test('a tag deleted through /v2 disappears from the /api/v1 listing', async (t) => {
+  const name = 'http/v2-deleted';
+  await (await put(`/api/v1/volumes/${name}/tags/keep`, gzBytes)).arrayBuffer();
+  await (await put(`/api/v1/volumes/${name}/tags/drop`, gzBytes)).arrayBuffer();
+  const del = await fetch(url(`/v2/${name}/manifests/drop`), { method: 'DELETE' });
+  t.is(del.status, 202);
+  const list = (await (await fetch(url(`/api/v1/volumes/${name}/tags`))).json()) as { total: number; snapshots: Array<{ tag: string }> };
+  t.deepEqual(list.snapshots.map((s) => s.tag), ['keep']);
+  t.is(list.total, 1);
+});
