@@ -380,7 +380,7 @@ export function getPath(doc: unknown, path: string): unknown {
 }
 
 /** BSON bytes of a document as a Node Buffer (bson types its result as Uint8Array). */
-export function toBson(doc: Document): Buffer {
-  const u = serialize(doc);
+export function toBson(doc: Document, ignoreUndefined = false): Buffer {
+  const u = serialize(doc, { ignoreUndefined });
   return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }

@@ -17,6 +17,22 @@ export interface SchemaFailure {
   [extra: string]: unknown;
 }
 
+const REGEX_CACHE = new Map<string, RegExp>();
+
+/** mongod speaks PCRE; try the stricter unicode mode first, then plain JS syntax. */
+function schemaRegex(pattern: string): RegExp {
+  let re = REGEX_CACHE.get(pattern);
+  if (!re) {
+    try {
+      re = new RegExp(pattern, 'u');
+    } catch {
+      re = new RegExp(pattern);
+    }
+    REGEX_CACHE.set(pattern, re);
+  }
+  return re;
+}
+
 const JSON_TYPES: Record<string, (v: unknown) => boolean> = {
   object: (v) => isPlainObject(v),
   array: (v) => Array.isArray(v),
@@ -65,7 +81,7 @@ export function validateSchema(schema: Document, value: unknown, path = ''): Sch
   }
 
   if (typeof value === 'string') {
-    if (typeof schema['pattern'] === 'string' && !new RegExp(schema['pattern'], 'u').test(value)) {
+    if (typeof schema['pattern'] === 'string' && !schemaRegex(schema['pattern']).test(value)) {
       fail('pattern', 'regular expression did not match', { consideredValue: value });
     }
     const min = numericValue(schema['minLength']);
@@ -134,7 +150,7 @@ export function validateSchema(schema: Document, value: unknown, path = ''): Sch
         failures.push(...validateSchema(ps, value[k], path ? `${path}.${k}` : k));
       }
       for (const pat of Object.keys(patterns)) {
-        if (new RegExp(pat, 'u').test(k)) {
+        if (schemaRegex(pat).test(k)) {
           covered = true;
           const s = patterns[pat];
           if (isPlainObject(s)) failures.push(...validateSchema(s, value[k], path ? `${path}.${k}` : k));

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -73,13 +74,25 @@ async function withGuard<T>(dbPath: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * Unix socket paths are limited to ~107 bytes. For a deeper dbPath on Linux the lock lives in
+ * the abstract socket namespace instead (named after the directory's real path), which the
+ * kernel also releases on process death and which never leaves a stale file.
+ */
+function lockAddress(dbPath: string): { address: string; abstract: boolean } {
+  const file = path.join(dbPath, LOCK_NAME);
+  if (Buffer.byteLength(file) <= 100 || process.platform !== 'linux') return { address: file, abstract: false };
+  const digest = createHash('sha256').update(fs.realpathSync(dbPath)).digest('hex');
+  return { address: `\0volreg-engine-lock-${digest}`, abstract: true };
+}
+
 export async function acquireDbPathLock(dbPath: string): Promise<DbPathLock> {
-  const sockPath = path.join(dbPath, LOCK_NAME);
+  const { address: sockPath, abstract } = lockAddress(dbPath);
   const server = net.createServer((conn) => conn.destroy());
   await withGuard(dbPath, async () => {
     const state = await probe(sockPath);
     if (state === 'alive') throw new DbPathLockedError(dbPath);
-    if (state === 'stale') fs.rmSync(sockPath, { force: true });
+    if (state === 'stale' && !abstract) fs.rmSync(sockPath, { force: true });
     try {
       await listen(server, sockPath);
     } catch (err) {

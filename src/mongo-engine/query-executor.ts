@@ -117,10 +117,14 @@ export function testRecord(m: Matcher, rec: StoredRecord): boolean {
 export function findRecords(coll: Collection | undefined, filter: Document, opts: QueryOptions = {}): StoredRecord[] {
   if (!coll) return [];
   const matcher = compileFilter(filter);
-  const sortSpec = opts.sort && Object.keys(opts.sort).length > 0 ? parseSort(opts.sort) : undefined;
+  let sortSpec = opts.sort && Object.keys(opts.sort).length > 0 ? parseSort(opts.sort) : undefined;
+  // {$natural: ±1} is insertion order, which is how records are kept.
+  const natural = sortSpec?.length === 1 && sortSpec[0]?.[0] === '$natural' ? sortSpec[0][1] : undefined;
+  if (natural !== undefined) sortSpec = undefined;
   const skip = Math.max(0, opts.skip ?? 0);
   const limit = opts.limit !== undefined && opts.limit !== 0 ? Math.abs(opts.limit) : Infinity;
-  const source: Iterable<StoredRecord> = candidateRecords(coll, filter) ?? coll.records.values();
+  let source: Iterable<StoredRecord> = candidateRecords(coll, filter) ?? coll.records.values();
+  if (natural === -1) source = [...source].reverse();
   const out: StoredRecord[] = [];
   if (!sortSpec) {
     let skipped = 0;

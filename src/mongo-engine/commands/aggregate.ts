@@ -104,6 +104,6 @@ export function aggregateCommand(cmd: Document, ctx: CommandContext): Buffer | D
     if (err instanceof EngineError) throw err;
     throw engineError('BadValue', err instanceof Error ? err.message : String(err));
   }
-  const batch = ctx.state.cursors.open(ns, ctx.connectionId, results, (d: Document) => toBson(d), cursorBatchSize(cmd), false);
+  const batch = ctx.state.cursors.open(ns, ctx.connectionId, results, (d: Document) => toBson(d, true), cursorBatchSize(cmd), false);
   return cursorReply('firstBatch', batch.docs, batch.id, ns);
 }

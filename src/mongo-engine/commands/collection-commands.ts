@@ -23,6 +23,7 @@ const UNSUPPORTED_CREATE_OPTIONS: Record<string, string> = {
   clusteredIndex: 'clustered collections',
   changeStreamPreAndPostImages: 'change stream pre- and post-images',
   encryptedFields: 'queryable encryption',
+  capped: 'capped collections',
 };
 
 function optionsOf(cmd: Document, commandName: string): Document {
@@ -39,7 +40,7 @@ export function createCommand(cmd: Document, ctx: CommandContext): Document {
   const options = optionsOf(cmd, 'create');
   for (const k of Object.keys(options)) {
     const what = UNSUPPORTED_CREATE_OPTIONS[k];
-    if (what) throw engineError('CommandNotSupported', `${what} are not supported by the volreg embedded engine`);
+    if (what && options[k] !== false) throw engineError('CommandNotSupported', `${what} are not supported by the volreg embedded engine`);
   }
   if (options['validator'] !== undefined && !isPlainObject(options['validator'])) {
     throw engineError('TypeMismatch', "BSON field 'create.validator' is the wrong type, expected type 'object'");
