@@ -1,0 +1,226 @@
+import { execFile } from 'node:child_process';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import type { Digest } from '../../src/domain/digest.ts';
+import { blobPath } from '../../src/storage/paths.ts';
+import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.ts';
+import { buildTar, describeTree, makeSampleTree } from '../helpers/tree.ts';
+
+/** The volreg host agent as a user runs it: the real binary against a real server. */
+let server: TestServer;
+let work = '';
+let tree = '';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function volreg(args: string[], opts: { input?: Buffer | string; env?: Record<string, string>; shell?: string } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const env = { ...process.env, VOLREG_URL: server.url, ...opts.env };
+    const cmd = opts.shell !== undefined ? 'bash' : process.execPath;
+    const argv = opts.shell !== undefined ? ['-o', 'pipefail', '-c', `${opts.shell} | "${process.execPath}" "${VOLREG_BIN}" ${args.map((a) => `'${a}'`).join(' ')}`] : [VOLREG_BIN, ...args];
+    const child = execFile(cmd, argv, { env, cwd: work, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+    if (opts.input !== undefined) child.stdin!.end(opts.input);
+    else child.stdin!.end();
+  });
+}
+
+test.before(async () => {
+  server = await startTestServer({ label: 'e2e-cli' });
+  work = await mkdtemp(join(tmpdir(), 'volreg-cli-'));
+  tree = join(work, 'tree');
+  await mkdir(tree);
+  await makeSampleTree(tree);
+});
+
+test.after.always(async () => {
+  await server?.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+for (const compression of ['gzip', 'zstd', 'none'] as const) {
+  test(`push a directory (${compression}) and pull it back: same tree; quiet on a non-terminal`, async (t) => {
+    const push = await volreg(['push', tree, `cli/rt-${compression}:v1`, '--compression', compression, '--label', 'team=ops', '--host', 'node-7']);
+    t.is(push.code, 0, push.stderr);
+    t.is(push.stderr, '', 'no progress bar when stderr is not a terminal');
+    t.regex(push.stdout, /^pushed cli\/rt-/);
+    const out = join(work, `out-${compression}`);
+    const pull = await volreg(['pull', `cli/rt-${compression}:v1`, out, '--json']);
+    t.is(pull.code, 0, pull.stderr);
+    const result = JSON.parse(pull.stdout) as { digest: string; entries: number };
+    t.true(result.entries > 5);
+    t.deepEqual(await describeTree(out), await describeTree(tree));
+    t.deepEqual((await readdir(out)).filter((n) => n.startsWith('.volreg')), [], 'no staging left');
+    const meta = (await (await fetch(`${server.url}/api/v1/volumes/cli/rt-${compression}/tags/v1`)).json()) as { host: string; labels: Record<string, string>; compression: string };
+    t.is(meta.host, 'node-7');
+    t.deepEqual(meta.labels, { team: 'ops' });
+    t.is(meta.compression, compression);
+  });
+}
+
+test('push - reads an archive from stdin; pull by manifest digest', async (t) => {
+  const push = await volreg(['push', '-', 'cli/stdin:v1', '--json'], { shell: `tar -C '${tree}' -czf - .` });
+  t.is(push.code, 0, push.stderr);
+  const pushed = JSON.parse(push.stdout) as { manifestDigest: string; compression: string };
+  t.is(pushed.compression, 'gzip');
+  const out = join(work, 'by-digest');
+  const pull = await volreg(['pull', `cli/stdin@${pushed.manifestDigest}`, out]);
+  t.is(pull.code, 0, pull.stderr);
+  t.deepEqual(await describeTree(out), await describeTree(tree));
+});
+
+test('pull refuses a non-empty target without --force and replaces it with --force', async (t) => {
+  t.is((await volreg(['push', tree, 'cli/force:v1'])).code, 0);
+  const out = join(work, 'occupied');
+  await mkdir(out);
+  await writeFile(join(out, 'old.txt'), 'old');
+  const refused = await volreg(['pull', 'cli/force:v1', out]);
+  t.is(refused.code, 6);
+  t.regex(refused.stderr, /not empty/);
+  t.deepEqual(await readdir(out), ['old.txt']);
+  const forced = await volreg(['pull', 'cli/force:v1', out, '--force']);
+  t.is(forced.code, 0, forced.stderr);
+  t.deepEqual(await describeTree(out), await describeTree(tree));
+});
+
+test('exit codes: missing snapshot 3, bad usage 2', async (t) => {
+  t.is((await volreg(['pull', 'cli/none:v1', join(work, 'none')])).code, 3);
+  t.is((await volreg(['verify', 'cli/none:v1'])).code, 3);
+  t.is((await volreg(['pull', 'no-tag-here', join(work, 'none')])).code, 2);
+  t.is((await volreg(['push', tree])).code, 2);
+});
+
+test('a download that does not match its digest is never extracted (exit 4)', async (t) => {
+  // its own content: blobs are shared by digest, and this test corrupts the stored bytes
+  const own = join(work, 'tampered-src');
+  await mkdir(own);
+  await writeFile(join(own, 'only-here.txt'), 'content no other test pushes\n'.repeat(500));
+  const push = JSON.parse((await volreg(['push', own, 'cli/tampered:v1', '--json'])).stdout) as { layer: { digest: Digest; size: number } };
+  const file = blobPath(server.dataDir, push.layer.digest);
+  const bytes = await readFile(file);
+  bytes[bytes.length >> 1] ^= 0xff;
+  await writeFile(file, bytes);
+  const out = join(work, 'tampered');
+  const pull = await volreg(['pull', 'cli/tampered:v1', out]);
+  t.is(pull.code, 4);
+  t.regex(pull.stderr, /hashes to/);
+  t.deepEqual(await readdir(out), [], 'nothing extracted, no download left');
+  const verify = await volreg(['verify', 'cli/tampered:v1']);
+  t.is(verify.code, 4);
+  t.regex(verify.stderr, /FAILED/);
+});
+
+test('a hostile snapshot is refused on pull and writes nothing outside (or inside) the target', async (t) => {
+  const parent = join(work, 'hostile');
+  const out = join(parent, 'target');
+  await mkdir(join(parent, 'outside'), { recursive: true });
+  for (const [i, entries] of [
+    [{ name: 'fine.txt', body: 'ok' }, { name: '../outside/pwned', body: 'x' }],
+    [{ name: 'esc', type: 'symlink' as const, linkname: '../outside' }, { name: 'esc/pwned', body: 'x' }],
+    [{ name: 'hl', type: 'link' as const, linkname: '../outside/pwned' }],
+    [{ name: `${parent}/outside/pwned`, body: 'abs' }],
+  ].entries()) {
+    const body = await buildTar(entries);
+    const res = await fetch(`${server.url}/api/v1/volumes/cli/hostile/tags/h${i}`, { method: 'PUT', body: new Uint8Array(body) });
+    t.is(res.status, 201);
+    const meta = (await res.json()) as { unsafeEntries: number };
+    t.true(meta.unsafeEntries >= 1);
+    const pull = await volreg(['pull', `cli/hostile:h${i}`, out]);
+    t.is(pull.code, 4, `h${i}: ${pull.stderr}`);
+    t.regex(pull.stderr, /refusing archive entry/);
+    t.deepEqual(await readdir(join(parent, 'outside')), []);
+    t.deepEqual(await readdir(out), [], 'target left as it was');
+  }
+});
+
+test('ls, verify and rm', async (t) => {
+  t.is((await volreg(['push', tree, 'cli/lsv:a'])).code, 0);
+  t.is((await volreg(['push', tree, 'cli/lsv:b'])).code, 0);
+  const ls = await volreg(['ls', 'cli/lsv']);
+  t.is(ls.code, 0);
+  t.regex(ls.stdout, /^TAG\s+DIGEST/);
+  t.regex(ls.stdout, /\nb\s+sha256:/);
+  const lsJson = JSON.parse((await volreg(['ls', 'cli/lsv', '--json'])).stdout) as { snapshots: Array<{ tag: string }> };
+  t.deepEqual(lsJson.snapshots.map((s) => s.tag), ['b', 'a']);
+  const all = JSON.parse((await volreg(['ls', '--json'])).stdout) as { volumes: Array<{ volume: string }> };
+  t.true(all.volumes.some((v) => v.volume === 'cli/lsv'));
+  const verify = await volreg(['verify', 'cli/lsv:a']);
+  t.is(verify.code, 0);
+  t.regex(verify.stdout, /ok/);
+  const rmA = await volreg(['rm', 'cli/lsv:a']);
+  t.is(rmA.code, 0);
+  t.is((await volreg(['rm', 'cli/lsv:a'])).code, 3);
+  const pullB = await volreg(['pull', 'cli/lsv:b', join(work, 'lsv-b')]);
+  t.is(pullB.code, 0, 'the other tag, sharing the layer, still pulls');
+});
+
+test('backup several volumes under one tag, then restore them from a lock file by the rules', async (t) => {
+  const root = join(work, 'volumes');
+  for (const v of ['app', 'db', 'cache']) {
+    await mkdir(join(root, v), { recursive: true });
+    await writeFile(join(root, v, `${v}.dat`), `${v} data\n`);
+  }
+  await mkdir(join(root, 'app', 'nested', 'deep'), { recursive: true });
+  await writeFile(join(root, 'app', 'nested', 'deep', 'x'), 'x');
+  const backup = await volreg(['backup', '--tag', 'release-1', '--volumes-root', root, '--prefix', 'site/', 'app,db', 'cache']);
+  t.is(backup.code, 0, backup.stderr);
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'app release-1\ndb release-1\ncache release-1\n');
+  const partial = await volreg(['backup', '--tag', 'release-2', '--volumes-root', root, '--prefix', 'site/', 'app,missing-vol']);
+  t.is(partial.code, 5);
+  t.regex(partial.stderr, /missing-vol/);
+  t.regex(await readFile(join(root, 'tags'), 'utf8'), /^app release-2\n/);
+
+  // a fresh host: restore
+  const host = join(work, 'restore-host');
+  await mkdir(join(host, 'db'), { recursive: true });
+  await writeFile(join(host, 'db', 'local-change'), 'keep me');
+  const lock = join(work, 'volumes.dvm.lock');
+  await writeFile(
+    lock,
+    ['downstream:', '  app: tag:release-1', '  db: tag:release-1', '  cache:', '  ghost: tag:release-1', 'upstream:', '  uploads: {}', ''].join('\n'),
+  );
+  const first = await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/', '--json']);
+  t.is(first.code, 5, 'db (not empty) and ghost (no snapshot) failed');
+  const report = JSON.parse(first.stdout) as { ok: boolean; volumes: Array<{ volume: string; status: string; message: string }> };
+  const byVolume = Object.fromEntries(report.volumes.map((v) => [v.volume, v]));
+  t.is(byVolume.app!.status, 'restored');
+  t.is(byVolume.db!.status, 'failed');
+  t.regex(byVolume.db!.message, /not empty/);
+  t.is(byVolume.cache!.status, 'skipped');
+  t.regex(first.stderr, /cache: skipped/);
+  t.is(byVolume.ghost!.status, 'failed');
+  t.regex(byVolume.ghost!.message, /SNAPSHOT_UNKNOWN/);
+  t.deepEqual(await describeTree(join(host, 'app')), await describeTree(join(root, 'app')));
+  t.is(await readFile(join(host, 'db', 'local-change'), 'utf8'), 'keep me');
+  t.is(await readFile(join(host, 'tags'), 'utf8'), 'app release-1\n');
+  await t.throwsAsync(lstat(join(host, 'cache', 'cache.dat')));
+
+  // --force replaces db; app already holds release-1 and is left alone
+  await writeFile(lock, ['downstream:', '  app: tag:release-1', '  db: tag:release-1', ''].join('\n'));
+  const forced = await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/', '--force']);
+  t.is(forced.code, 0, forced.stderr);
+  t.deepEqual(await readdir(join(host, 'db')), ['db.dat']);
+  t.is(await readFile(join(host, 'tags'), 'utf8'), 'app release-1\ndb release-1\n');
+  const again = await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/', '--json']);
+  t.is(again.code, 0);
+  t.deepEqual(
+    (JSON.parse(again.stdout) as { volumes: Array<{ status: string }> }).volumes.map((v) => v.status),
+    ['up-to-date', 'up-to-date'],
+  );
+
+  // moving the lock to another tag needs --force for a non-empty volume
+  await writeFile(lock, 'app downstream tag:release-2\n');
+  t.is((await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/'])).code, 5);
+  t.is((await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/', '--force'])).code, 0);
+  t.regex(await readFile(join(host, 'tags'), 'utf8'), /^app release-2\n/);
+
+  await writeFile(lock, 'downstream: [oops]\n');
+  t.is((await volreg(['restore', '--lock', lock, '--volumes-root', host])).code, 2);
+});
