@@ -39,8 +39,11 @@ import {
  */
 
 const HASH_CACHE_SIZE = 256;
-// Writes are gathered to about this size before going to disk.
-const WRITE_BATCH_BYTES = 1 << 20;
+// Writes are gathered to about this size before going to disk, with a few in flight.
+const WRITE_BATCH_BYTES = 512 * 1024;
+const MAX_WRITES_IN_FLIGHT = 4;
+// A background fdatasync after this many bytes keeps the commit's final fsync short.
+const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
 const READ_CHUNK_BYTES = 1 << 20;
 
 interface SessionState {
@@ -378,28 +381,88 @@ class WriteFailure {
 }
 
 /**
- * Copies `source` into `fh` from `position`, hashing on the way. Reading waits for each batch
- * to be written, so memory stays at about one batch whatever the size. Source failures become
- * BLOB_UPLOAD_INVALID; limit violations are VolregErrors; disk failures are rethrown as is.
+ * Writes batches at increasing positions of one file with a few writes in flight, so reading
+ * and hashing the next bytes overlap the disk, and starts a background fdatasync every
+ * SYNC_EVERY_BYTES so the final one has little left to flush. Memory stays at about
+ * MAX_WRITES_IN_FLIGHT batches.
+ */
+class PipelinedWriter {
+  private readonly inflight = new Set<Promise<void>>();
+  private failure: { err: unknown } | null = null;
+  private unsynced = 0;
+  private syncing: Promise<void> | null = null;
+
+  constructor(
+    private readonly fh: FileHandle,
+    private pos: number,
+  ) {}
+
+  /** Queues a write; resolves once there is room for the next one. */
+  async write(bufs: Buffer[], n: number): Promise<void> {
+    this.check();
+    const done: Promise<void> = writeAll(this.fh, bufs, n, this.pos).then(
+      () => {
+        this.inflight.delete(done);
+      },
+      (err: unknown) => {
+        this.failure ??= { err };
+        this.inflight.delete(done);
+      },
+    );
+    this.inflight.add(done);
+    this.pos += n;
+    this.unsynced += n;
+    if (this.unsynced >= SYNC_EVERY_BYTES && !this.syncing) {
+      this.unsynced = 0;
+      this.syncing = this.fh.datasync().then(
+        () => {
+          this.syncing = null;
+        },
+        (err: unknown) => {
+          this.failure ??= { err };
+          this.syncing = null;
+        },
+      );
+    }
+    while (this.inflight.size >= MAX_WRITES_IN_FLIGHT) await Promise.race(this.inflight);
+    this.check();
+  }
+
+  /** Waits for every queued write and background sync; rethrows the first failure. */
+  async drain(): Promise<void> {
+    await this.settle();
+    this.check();
+  }
+
+  /** Waits for everything in flight, ignoring failures (before truncating on an error). */
+  async settle(): Promise<void> {
+    await Promise.all([...this.inflight]);
+    await this.syncing;
+  }
+
+  private check(): void {
+    if (this.failure) throw new WriteFailure(this.failure.err);
+  }
+}
+
+/**
+ * Copies `source` into `fh` from `position`, hashing on the way. Reading waits for room in
+ * the writer, so memory stays bounded whatever the size (backpressure). Source failures
+ * become BLOB_UPLOAD_INVALID; limit violations are VolregErrors; disk failures are rethrown.
  */
 async function copyInto(source: Readable, fh: FileHandle, position: number, hash: Hash, opts: AppendOptions): Promise<number> {
   const limit = opts.exactBytes ?? opts.maxBytes;
+  const writer = new PipelinedWriter(fh, position);
   let total = 0;
-  let pos = position;
   let batch: Buffer[] = [];
   let batchBytes = 0;
   const flush = async (): Promise<void> => {
     if (batchBytes === 0) return;
     const bufs = batch;
-    batch = [];
     const n = batchBytes;
+    batch = [];
     batchBytes = 0;
-    try {
-      await writeAll(fh, bufs, n, pos);
-    } catch (err) {
-      throw new WriteFailure(err);
-    }
-    pos += n;
+    await writer.write(bufs, n);
   };
   // Stopping early (a limit broken) must not destroy the source: for an HTTP request that
   // would reset the connection before the error reply is sent.
@@ -421,7 +484,10 @@ async function copyInto(source: Readable, fh: FileHandle, position: number, hash
       if (batchBytes >= WRITE_BATCH_BYTES) await flush();
     }
     await flush();
+    await writer.drain();
   } catch (err) {
+    // No write may land after the caller truncates back to the durable offset.
+    await writer.settle();
     if (err instanceof WriteFailure) throw err.cause;
     if (isVolregError(err)) throw err;
     throw new VolregError('BLOB_UPLOAD_INVALID', 'upload body ended before it was complete');
