@@ -19,11 +19,19 @@ interface Row {
   op: string;
   clients: number;
   opsPerSec: number;
+  /** operations per second of this process's CPU time (engine + driver); steadier on a busy machine */
+  opsPerCpuSec: number;
 }
 
-async function runFor(clients: number, op: (worker: number, i: number) => Promise<unknown>): Promise<number> {
+interface Rate {
+  wall: number;
+  cpu: number;
+}
+
+async function runFor(clients: number, op: (worker: number, i: number) => Promise<unknown>): Promise<Rate> {
   const deadline = Date.now() + SECONDS * 1000;
   let done = 0;
+  const cpu0 = process.cpuUsage();
   const start = process.hrtime.bigint();
   await Promise.all(
     Array.from({ length: clients }, async (_, w) => {
@@ -34,7 +42,8 @@ async function runFor(clients: number, op: (worker: number, i: number) => Promis
     }),
   );
   const secs = Number(process.hrtime.bigint() - start) / 1e9;
-  return done / secs;
+  const cpu = process.cpuUsage(cpu0);
+  return { wall: done / secs, cpu: done / ((cpu.user + cpu.system) / 1e6) };
 }
 
 async function benchMode(mode: 'memory' | 'durable'): Promise<Row[]> {
@@ -52,13 +61,13 @@ async function benchMode(mode: 'memory' | 'durable'): Promise<Row[]> {
         await coll.insertOne({ key: `k-${w}-${i}`, repo: 'library/app', size: i, created: new Date() });
         inserted++;
       });
-      rows.push({ mode, op: 'insertOne', clients, opsPerSec: insertRate });
+      rows.push({ mode, op: 'insertOne', clients, opsPerSec: insertRate.wall, opsPerCpuSec: insertRate.cpu });
       const keys = await coll.find({}, { projection: { key: 1, _id: 0 } }).limit(10_000).toArray();
       const findRate = await runFor(clients, async (_w, i) => {
         const k = keys[(i * 7919) % keys.length]?.['key'] as string;
         await coll.findOne({ key: k });
       });
-      rows.push({ mode, op: 'findOne (unique key)', clients, opsPerSec: findRate });
+      rows.push({ mode, op: 'findOne (unique key)', clients, opsPerSec: findRate.wall, opsPerCpuSec: findRate.cpu });
       const upsertColl = client.db('bench').collection(`u${clients}`);
       await upsertColl.createIndex({ key: 1 }, { unique: true });
       const upsertRate = await runFor(clients, async (w, i) => {
@@ -68,7 +77,7 @@ async function benchMode(mode: 'memory' | 'durable'): Promise<Row[]> {
           { upsert: true },
         );
       });
-      rows.push({ mode, op: 'updateOne upsert', clients, opsPerSec: upsertRate });
+      rows.push({ mode, op: 'updateOne upsert', clients, opsPerSec: upsertRate.wall, opsPerCpuSec: upsertRate.cpu });
       void inserted;
       await client.close();
     }
@@ -103,9 +112,11 @@ async function bigCollectionLatency(): Promise<{ p50: number; p99: number; n: nu
 
 const rows = [...(await benchMode('memory')), ...(await benchMode('durable'))];
 const pad = (s: string, n: number): string => s.padEnd(n);
-console.log(`embedded engine, ${SECONDS}s per case, node ${process.version}, ${os.cpus().length} cpus`);
-console.log(pad('mode', 9) + pad('operation', 22) + pad('clients', 9) + 'ops/s');
-for (const r of rows) console.log(pad(r.mode, 9) + pad(r.op, 22) + pad(String(r.clients), 9) + Math.round(r.opsPerSec).toString());
+console.log(`embedded engine, ${SECONDS}s per case, node ${process.version}, ${os.cpus().length} cpus, load average ${os.loadavg()[0]?.toFixed(1)}`);
+console.log(pad('mode', 9) + pad('operation', 22) + pad('clients', 9) + pad('ops/s', 9) + 'ops/cpu-s');
+for (const r of rows) {
+  console.log(pad(r.mode, 9) + pad(r.op, 22) + pad(String(r.clients), 9) + pad(Math.round(r.opsPerSec).toString(), 9) + Math.round(r.opsPerCpuSec).toString());
+}
 const mem16 = rows.find((r) => r.mode === 'memory' && r.op === 'updateOne upsert' && r.clients === 16)?.opsPerSec ?? 0;
 const dur16 = rows.find((r) => r.mode === 'durable' && r.op === 'updateOne upsert' && r.clients === 16)?.opsPerSec ?? 0;
 console.log(`durable/memory upsert ratio at 16 clients: ${(dur16 / mem16).toFixed(2)}`);

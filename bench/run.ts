@@ -9,6 +9,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { summariseProfile } from './lib/cpu-profile.ts';
 import { prepareData } from './lib/data.ts';
 import { formatBytes, parseOptions, USAGE, type BenchOptions, type ServerKind } from './lib/options.ts';
 import { buildRows, renderDetails, renderMain, renderRss, type Cell, type Results, type ServerSummary } from './lib/report.ts';
@@ -28,6 +29,13 @@ function errorText(err: unknown): string {
     return `${err.message}${cause}`.replace(/\s+/g, ' ');
   }
   return String(err);
+}
+
+function loadText(): string {
+  return os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
 }
 
 function toolVersion(cmd: string, args: string[]): string {
@@ -52,7 +60,8 @@ async function startServers(opts: BenchOptions, tmpRoot: string, summaries: Serv
     try {
       let server: RunningServer;
       if (kind === 'volreg') {
-        server = await startVolreg(REPO_ROOT, tmpRoot);
+        if (opts.cpuProfDir) await fs.mkdir(opts.cpuProfDir, { recursive: true });
+        server = await startVolreg(REPO_ROOT, tmpRoot, opts.cpuProfDir);
       } else {
         const binary = await distributionBinary();
         if (!binary) throw new Error('docker-registry is not installed (apt-get install -y docker-registry)');
@@ -86,7 +95,8 @@ async function main(): Promise<number> {
   const cpus = os.cpus();
   const facts = [
     `machine: ${cpus.length} cores (${cpus[0]?.model.trim() ?? 'unknown cpu'}), ${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB RAM, ${os.type()} ${os.release()}`,
-    `node ${process.version}; ${toolVersion('curl', ['--version'])}`,
+    `node ${process.version}; ${toolVersion('curl', ['--version']).split(' ').slice(0, 2).join(' ')}`,
+    `load average at start: ${loadText()}${os.loadavg()[0] > cpus.length ? '  (!) busier than its core count: other work competes with the servers' : ''}`,
     `sizes: blobs ${formatBytes(opts.size)}, chunks ${formatBytes(opts.chunkSize)}, ${opts.manifests} manifests @${opts.manifestClients}, ${opts.tags} tags, ${opts.heads} HEADs @${opts.headClients}${opts.quick ? ' (--quick)' : ''}`,
   ];
   for (const f of facts) log(f);
@@ -108,7 +118,8 @@ async function main(): Promise<number> {
   const tmpRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'volreg-bench-'));
   const summaries: ServerSummary[] = [];
   const results: Results = new Map();
-  const scenarios = buildScenarios(opts);
+  const scenarios = buildScenarios(opts).filter((s) => !opts.scenarios || opts.scenarios.includes(s.id));
+  if (scenarios.length === 0) throw new Error(`no scenario matches --scenarios ${opts.scenarios?.join(',')}`);
   const overall = new AbortController();
   setMaxListeners(0, overall.signal);
   const budget = setTimeout(() => overall.abort(new Error('whole-run time budget spent')), opts.totalTimeoutMs);
@@ -145,7 +156,7 @@ async function main(): Promise<number> {
         // start every measurement with no dirty pages left by the previous one, so one
         // server's writeback does not land in the other's row
         execFileSync('sync');
-        log(`${scenario.id} on ${kind} ...`);
+        log(`${scenario.id} on ${kind} ... (load ${loadText()})`);
         const measured = await l.probe.measure(() => scenario.run(l.target, ctx));
         if ('result' in measured) {
           row[kind] = { value: measured.result.value, detail: measured.result.detail, peak: measured.peak };
@@ -203,7 +214,14 @@ async function main(): Promise<number> {
     }
   }
   out.push('', 'details (latencies are per request, client side):', renderDetails(scenarios, results));
-  out.push('', `run took ${((performance.now() - runStarted) / 1000).toFixed(0)} s`);
+  out.push('', `run took ${((performance.now() - runStarted) / 1000).toFixed(0)} s; load average at the end: ${loadText()}`);
+  if (opts.cpuProfDir) {
+    // CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile: thread 0 is the main thread (tsx's
+    // loader runs in a worker thread and writes its own profile)
+    const profiles = (await fs.readdir(opts.cpuProfDir)).filter((f) => /\.0\.\d+\.cpuprofile$/.test(f));
+    const newest = await newestFile(opts.cpuProfDir, profiles);
+    out.push('', newest ? await summariseProfile(newest, REPO_ROOT) : `no .cpuprofile in ${opts.cpuProfDir} (did volreg exit cleanly?)`);
+  }
   process.stdout.write(`${out.join('\n')}\n`);
 
   if (opts.jsonOut) {
@@ -212,6 +230,16 @@ async function main(): Promise<number> {
     log(`results written to ${opts.jsonOut}`);
   }
   return 0;
+}
+
+async function newestFile(dir: string, names: string[]): Promise<string | undefined> {
+  let best: { file: string; mtime: number } | undefined;
+  for (const name of names) {
+    const file = path.join(dir, name);
+    const { mtimeMs } = await fs.stat(file);
+    if (!best || mtimeMs > best.mtime) best = { file, mtime: mtimeMs };
+  }
+  return best?.file;
 }
 
 main().then(

@@ -24,6 +24,10 @@ export interface BenchOptions {
   jsonOut: string | undefined;
   keepData: boolean;
   quick: boolean;
+  /** run only these scenario ids (all when undefined) */
+  scenarios: readonly string[] | undefined;
+  /** run volreg under --cpu-prof, writing the profile here */
+  cpuProfDir: string | undefined;
 }
 
 const UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, KIB: 1024, M: 1024 ** 2, MIB: 1024 ** 2, G: 1024 ** 3, GIB: 1024 ** 3 };
@@ -58,6 +62,9 @@ export const USAGE = `usage: npm run bench -- [options]
                          (default $TMPDIR/volreg-bench-cache)
   --json FILE            also write the results as JSON
   --keep-data            keep the servers' temporary data directories
+  --scenarios A,B        run only these scenario ids (see the details list of a run)
+  --cpu-prof DIR         run volreg under node --cpu-prof, write the profile to DIR and
+                         print where its CPU time went (self time by function and file)
   -h, --help             this text
 `;
 
@@ -78,6 +85,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     jsonOut: undefined,
     keepData: false,
     quick: false,
+    scenarios: undefined,
+    cpuProfDir: undefined,
   };
   const explicit = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
@@ -133,6 +142,15 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
         break;
       case '--keep-data':
         opts.keepData = true;
+        break;
+      case '--scenarios':
+        opts.scenarios = value()
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean);
+        break;
+      case '--cpu-prof':
+        opts.cpuProfDir = path.resolve(value());
         break;
       default:
         throw new Error(`unknown option ${flag}\n\n${USAGE}`);

@@ -89,14 +89,15 @@ export async function freePort(): Promise<number> {
 
 const LISTENING = /volreg listening on (http:\/\/[^\s]+)/;
 
-export async function startVolreg(repoRoot: string, tmpRoot: string, startTimeoutMs = 90_000): Promise<RunningServer> {
+export async function startVolreg(repoRoot: string, tmpRoot: string, cpuProfDir?: string, startTimeoutMs = 90_000): Promise<RunningServer> {
   const dataDir = await fs.mkdtemp(path.join(tmpRoot, 'volreg-data-'));
   const env: NodeJS.ProcessEnv = { ...process.env, VOLREG_ADDR: '127.0.0.1:0', VOLREG_DATA_DIR: dataDir, VOLREG_LOG_LEVEL: 'warn' };
   // the embedded engine, no authentication, the filesystem driver: the out-of-the-box setup
   delete env.VOLREG_MONGODB_URL;
   delete env.VOLREG_AUTH_FILE;
   delete env.VOLREG_STORAGE;
-  const child = spawn(process.execPath, ['--import=tsx', 'src/cli/main.ts', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
+  const child = spawn(process.execPath, [...prof, '--import=tsx', 'src/cli/main.ts', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const { tail: errTail, exitReason, exited } = track(child);
   const outTail = new Tail(30);
   const outputTail = (): string => [outTail.text(), errTail.text()].filter(Boolean).join('\n');
