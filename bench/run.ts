@@ -69,6 +69,7 @@ async function startServers(opts: BenchOptions, tmpRoot: string, summaries: Serv
       }
       summary.version = server.version;
       const probe = new RssProbe(server.pid);
+      summary.startKiB = probe.currentKiB();
       live.set(kind, { server, probe, target: { server, state: newTargetState() } });
       log(`${kind} listening on ${server.base.href} (pid ${server.pid}, data in ${server.dataDir})`);
     } catch (err) {
@@ -209,7 +210,7 @@ async function main(): Promise<number> {
   for (const s of summaries) {
     if (s.peakKiB !== undefined) {
       out.push(
-        `  ${s.kind}: ${s.rssMethod}; child processes peak ${((s.childrenPeakKiB ?? 0) * 1.024 / 1000).toFixed(1)} MB (not included above)`,
+        `  ${s.kind}: ${s.rssMethod}; RSS right after start ${(((s.startKiB ?? 0) * 1.024) / 1000).toFixed(1)} MB; child processes peak ${(((s.childrenPeakKiB ?? 0) * 1.024) / 1000).toFixed(1)} MB (not included above)`,
       );
     }
   }

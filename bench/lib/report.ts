@@ -18,6 +18,8 @@ export interface ServerSummary {
   /** why the server could not be measured at all */
   unavailable?: string;
   peakKiB?: number;
+  /** RSS right after start-up, before any scenario */
+  startKiB?: number;
   childrenPeakKiB?: number;
   rssMethod?: string;
 }

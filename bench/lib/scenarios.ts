@@ -401,11 +401,16 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
         const url = new URL(`/api/v1/volumes/${VOLUME}/tags/v1?digest=${ctx.data.tarApi.digest}`, target.server.base);
         const res = await curlPut(url.href, ctx.data.tarApi.path, ctx.opts.scenarioTimeoutMs, ctx.signal);
         if (res.status !== 201) throw new Error(`PUT -> ${res.status} ${oneLine(res.body)}`);
-        const echoed = res.body.includes(ctx.data.tarApi.digest.slice('sha256:'.length));
-        return {
-          value: mibPerSec(ctx.data.tarApi.size, res.wallMs),
-          detail: `${(res.wallMs / 1000).toFixed(2)} s${echoed ? '' : '; reply does not name the layer digest!'}`,
-        };
+        const notes: string[] = [];
+        if (!res.body.includes(ctx.data.tarApi.digest.slice('sha256:'.length))) notes.push('reply does not name the layer digest!');
+        try {
+          const reply = JSON.parse(res.body) as { entries?: unknown; compression?: unknown };
+          if (typeof reply.entries === 'number' && reply.entries !== ctx.data.tarEntries) notes.push(`reply counts ${reply.entries} entries, the tar has ${ctx.data.tarEntries}!`);
+          if (typeof reply.compression === 'string') notes.push(`${reply.compression}, ${String(reply.entries)} entries`);
+        } catch {
+          notes.push('reply is not JSON!');
+        }
+        return { value: mibPerSec(ctx.data.tarApi.size, res.wallMs), detail: [`${(res.wallMs / 1000).toFixed(2)} s`, ...notes].join('; ') };
       },
     },
   ];
