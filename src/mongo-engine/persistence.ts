@@ -129,9 +129,12 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
   const snapshots = gens(files, SNAPSHOT_RE);
   const base = snapshots.length > 0 ? (snapshots[snapshots.length - 1] as number) : 0;
   catalog.sink = undefined;
+  let snapshotBytes = 0;
   if (snapshots.length > 0) {
     const file = path.join(dbPath, snapshotName(base));
-    const decoded = decodeRecords(fs.readFileSync(file));
+    const bytes = fs.readFileSync(file);
+    snapshotBytes = bytes.length;
+    const decoded = decodeRecords(bytes);
     if (decoded.torn) throw new Error(`snapshot ${file} is corrupt at byte ${decoded.goodLength}; refusing to start`);
     for (const r of decoded.records) applyRecord(catalog, r, log);
   }
@@ -192,11 +195,14 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
       await rotated;
       const tmp = path.join(dbPath, `snapshot-${next}.tmp`);
       const out = await fs.promises.open(tmp, 'w');
+      let written = 0;
       try {
         await out.writev(frames);
+        written += frames.reduce((n, f) => n + f.length, 0);
         for (let i = 0; i < puts.length; i += 2048) {
           const chunk = puts.slice(i, i + 2048).map(([ns, raw]) => encodePut(ns, raw));
           await out.writev(chunk);
+          written += chunk.reduce((n, f) => n + f.length, 0);
         }
         await out.datasync();
       } finally {
@@ -206,6 +212,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
       await syncDirectory(dbPath);
       const old = gen;
       gen = next;
+      snapshotBytes = written;
       fs.rmSync(path.join(dbPath, snapshotName(old)), { force: true });
       fs.rmSync(path.join(dbPath, journalName(old)), { force: true });
       log('storage compacted', { dbPath, generation: next, documents: puts.length });
@@ -215,8 +222,10 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
     return compacting;
   };
 
+  // The journal may grow to the snapshot's size before the next cut, so rewriting the
+  // snapshot costs at most about as much I/O as the changes themselves (no quadratic rewrite).
   journal.onFlushed = () => {
-    if (!closed && !compacting && journal.bytes > compactBytes) {
+    if (!closed && !compacting && journal.bytes > Math.max(compactBytes, snapshotBytes)) {
       compact().catch((err: unknown) => log('compaction failed', { error: String(err) }));
     }
   };
@@ -228,7 +237,9 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
       closed = true;
       if (compacting) await compacting.catch(() => undefined);
       await journal.drain();
-      if (journal.bytes > 0) await compact().catch((err: unknown) => log('compaction at close failed', { error: String(err) }));
+      // A clean shutdown leaves a fresh snapshot (fast next start) unless that means rewriting a big one for little change.
+      const worthIt = snapshotBytes < compactBytes || journal.bytes * 4 > snapshotBytes;
+      if (journal.bytes > 0 && worthIt) await compact().catch((err: unknown) => log('compaction at close failed', { error: String(err) }));
       await journal.close();
       catalog.sink = undefined;
       await lock.release();
