@@ -149,6 +149,8 @@ async function appendValidated(
   append: (input: Readable) => Promise<number>,
 ): Promise<void> {
   const tee = new PassThrough({ highWaterMark: 1 << 20 });
+  // The validator learns of failures by reading; a tee it stopped reading must not crash us.
+  tee.on('error', () => undefined);
   let verdict: { ok: true } | { ok: false; err: unknown } | null = null;
   let wake: (() => void) | null = null;
   const validation = Promise.resolve()
