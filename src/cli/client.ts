@@ -114,7 +114,11 @@ export class VolregClient {
     return new Promise((resolve, reject) => {
       // agent: false — one connection per request, so nothing keeps the command alive afterwards
       const req = request(url, { method, headers, agent: false }, resolve);
-      req.on('error', reject);
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (opts.body && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) {
+          reject(new Error(`the registry closed the connection during the upload (${err.code})`));
+        } else reject(err);
+      });
       if (opts.body) {
         opts.body.on('error', (err) => req.destroy(err));
         opts.body.pipe(req);
@@ -150,6 +154,11 @@ export class VolregClient {
 
   /** Uploads a tar / tar.gz / tar.zst stream as `<name>:<tag>` (chunked: the length need not be known). */
   async put(name: string, tag: string, body: Readable, opts: { host?: string; labels?: Record<string, string>; digest?: string } = {}): Promise<SnapshotJson> {
+    // A server refusing before it reads the body (401, a bad name) closes the connection while
+    // we are still sending, and its answer can be lost with it: ask first with a cheap request.
+    const pre = await this.send('GET', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`, { headers: { Accept: 'application/json' } });
+    if ((pre.statusCode ?? 0) >= 400 && pre.statusCode !== 404) throw await this.failure(pre);
+    pre.resume();
     const q = new URLSearchParams();
     if (opts.host) q.set('host', opts.host);
     for (const [k, v] of Object.entries(opts.labels ?? {})) q.append('label', `${k}=${v}`);

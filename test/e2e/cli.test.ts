@@ -224,3 +224,23 @@ test('backup several volumes under one tag, then restore them from a lock file b
   await writeFile(lock, 'downstream: [oops]\n');
   t.is((await volreg(['restore', '--lock', lock, '--volumes-root', host])).code, 2);
 });
+
+test('credentials come from VOLREG_USER / VOLREG_PASSWORD (or flags) as Basic auth', async (t) => {
+  const { hashSync } = await import('bcryptjs');
+  const file = join(work, 'htpasswd');
+  await writeFile(file, `ops:${hashSync('s3cret pass', 5)}\n`);
+  const secured = await startTestServer({ label: 'e2e-cli-auth', env: { VOLREG_AUTH_FILE: file } });
+  try {
+    const env = { VOLREG_URL: secured.url };
+    const anonymous = await volreg(['push', tree, 'cli/auth:v1'], { env });
+    t.is(anonymous.code, 1);
+    t.regex(anonymous.stderr, /UNAUTHORIZED/);
+    const withEnv = await volreg(['push', tree, 'cli/auth:v1'], { env: { ...env, VOLREG_USER: 'ops', VOLREG_PASSWORD: 's3cret pass' } });
+    t.is(withEnv.code, 0, withEnv.stderr);
+    const withFlags = await volreg(['pull', '--user', 'ops', '--password', 's3cret pass', 'cli/auth:v1', join(work, 'auth-out')], { env });
+    t.is(withFlags.code, 0, withFlags.stderr);
+    t.deepEqual(await describeTree(join(work, 'auth-out')), await describeTree(tree));
+  } finally {
+    await secured.close();
+  }
+});

@@ -74,7 +74,10 @@ for (const [kind, body] of [
 ] as const) {
   test(`PUT a ${kind} tar: 201 with digests, sizes and entries; GET metadata agrees`, async (t) => {
     const name = `http/${kind}`;
-    const res = await put(`/api/v1/volumes/${name}/tags/v1?label=env=prod&label=tier=db`, body(), { 'X-Volreg-Host': 'web-01' });
+    const res = await put(`/api/v1/volumes/${name}/tags/v1?label=env=prod&label=tier=db`, body(), {
+      'X-Volreg-Host': 'web-01',
+      'X-Volreg-Label': 'env=header-loses, zone=eu-1',
+    });
     t.is(res.status, 201);
     const created = (await res.json()) as Record<string, unknown> & { layer: { digest: string; size: number; mediaType: string }; uncompressed: { digest: string; size: number } };
     t.is(created.layer.digest, sha256(body()));
@@ -84,7 +87,7 @@ for (const [kind, body] of [
     t.deepEqual(created.uncompressed, { digest: sha256(tarBytes), size: tarBytes.length });
     t.is(created.entries, execFileSync('tar', ['-tf', '-'], { input: tarBytes }).toString().trim().split('\n').length);
     t.is(created.host, 'web-01');
-    t.deepEqual(created.labels, { env: 'prod', tier: 'db' });
+    t.deepEqual(created.labels, { env: 'prod', tier: 'db', zone: 'eu-1' });
     t.is(res.headers.get('docker-content-digest'), created.manifestDigest as string);
     t.is(res.headers.get('location'), `/api/v1/volumes/${name}/tags/v1`);
 
