@@ -1,4 +1,4 @@
-import { calculateObjectSize, deserialize, Int32, ObjectId, UUID, type Document } from 'bson';
+import { deserialize, Int32, ObjectId, UUID, type Document } from 'bson';
 import { bsonTypeName, cloneValue, encodeKey, isPlainObject, toView, toBson } from './bson-values.ts';
 import { engineError } from './errors.ts';
 import { Index, type KeyEntry, type RecordId } from './index-manager.ts';
@@ -234,10 +234,6 @@ function serializeChecked(doc: Document): Buffer {
     throw engineError('Location10334', `object to insert too large. size in bytes: ${raw.length}, max size: ${MAX_BSON_OBJECT_SIZE}`);
   }
   return raw;
-}
-
-export function documentSize(doc: Document): number {
-  return calculateObjectSize(doc);
 }
 
 const INVALID_DB_CHARS = /[/\\. "$\0]/;

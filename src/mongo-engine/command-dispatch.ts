@@ -90,10 +90,6 @@ export function commandName(cmd: Document): string {
   return Object.keys(cmd)[0] ?? '';
 }
 
-export function isKnownCommand(name: string): boolean {
-  return Object.prototype.hasOwnProperty.call(HANDLERS, name);
-}
-
 function runHandler(cmd: Document, ctx: CommandContext): Document | Buffer {
   const name = commandName(cmd);
   const handler = Object.prototype.hasOwnProperty.call(HANDLERS, name) ? HANDLERS[name] : undefined;

@@ -3,7 +3,7 @@ import { toBson } from './bson-values.ts';
 import { dispatchCommand } from './command-dispatch.ts';
 import type { EngineState } from './engine-state.ts';
 import { engineError } from './errors.ts';
-import { encodeOpMsg, encodeOpReply, FrameReader, parseMessage, ProtocolError, type WireRequest } from './wire-protocol.ts';
+import { encodeOpMsg, encodeOpReply, FrameReader, parseMessage, type WireRequest } from './wire-protocol.ts';
 
 /**
  * One client connection: reassembles frames, runs requests strictly in arrival order
@@ -47,7 +47,13 @@ export class ClientConnection {
     try {
       for (let frame = this.reader.next(); frame; frame = this.reader.next()) {
         const request = parseMessage(frame);
-        this.queue = this.queue.then(() => this.handle(request));
+        this.queue = this.queue
+          .then(() => this.handle(request))
+          .catch((err: unknown) => {
+            // dispatchCommand never throws; anything here is a bug in framing or I/O: drop the client.
+            this.state.log('connection failed while handling a request', { connectionId: this.id, error: String(err) });
+            this.destroy();
+          });
       }
     } catch (err) {
       this.state.log('closing connection after protocol error', { connectionId: this.id, error: err instanceof Error ? err.message : String(err) });
@@ -99,5 +105,3 @@ export class ClientConnection {
     this.socket.write(buf);
   }
 }
-
-export { ProtocolError };

@@ -1,5 +1,4 @@
-import { type Document, type Long } from 'bson';
-import { toBson } from './bson-values.ts';
+import type { Long } from 'bson';
 
 /**
  * Builds the BSON of cursor replies directly from stored document bytes, so a find never
@@ -50,8 +49,4 @@ export function cursorReply(batchField: 'firstBatch' | 'nextBatch', docs: Buffer
   out.writeDoubleLE(1, o); o += 8;
   out[o++] = 0;
   return out;
-}
-
-export function serializeReply(doc: Document): Buffer {
-  return toBson(doc);
 }

@@ -1,5 +1,5 @@
 import { deserialize, type Document } from 'bson';
-import { isPlainObject, toView } from '../bson-values.ts';
+import { toView } from '../bson-values.ts';
 import { typedDocument, type Collection, type StoredRecord } from '../collection-store.ts';
 import { engineError } from '../errors.ts';
 import type { CommandContext } from '../engine-state.ts';
@@ -58,8 +58,4 @@ export function findAndModifyCommand(cmd: Document, ctx: CommandContext): Docume
   const next = applyUpdate(spec, typedDocument(found), { filter: filterView, oldView: found.view, arrayFilters, isUpsertInsert: false });
   const stored = (coll as Collection).replace(found, next, opts);
   return { lastErrorObject: { n: 1, updatedExisting: true }, value: render(returnNew ? stored : found), ok: 1 };
-}
-
-export function isDocument(v: unknown): v is Document {
-  return isPlainObject(v);
 }

@@ -1,5 +1,5 @@
 import { Long, type Document } from 'bson';
-import { encodeKey, isPlainObject, pathValues, toView, toBson } from '../bson-values.ts';
+import { encodeKey, pathValues, toView, toBson } from '../bson-values.ts';
 import { typedDocument, type StoredRecord } from '../collection-store.ts';
 import { engineError } from '../errors.ts';
 import type { CommandContext } from '../engine-state.ts';
@@ -84,8 +84,4 @@ export function distinctCommand(cmd: Document, ctx: CommandContext): Document {
   const reply = { values, ok: 1 };
   if (toBson(reply).length > 16 * 1024 * 1024) throw engineError('BadValue', 'distinct too big, 16mb cap');
   return reply;
-}
-
-export function isQueryDocument(v: unknown): v is Document {
-  return isPlainObject(v);
 }
