@@ -114,7 +114,9 @@ export class ManifestService {
       });
     }
 
-    await this.deps.repos.ensureRepo(repo);
+    // Content found in the repository proves the repository exists (blobs and manifests are
+    // only associated with an existing one); a manifest referencing nothing may be the first.
+    if (parsed.blobDigests.length === 0 && parsed.manifests.length === 0) await this.deps.repos.ensureRepo(repo);
     const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
     await this.deps.manifests.addToRepo(repo, unit);
     const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])];
