@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { summariseProfile } from './lib/cpu-profile.ts';
+import { loadProfile, summariseProfile } from './lib/cpu-profile.ts';
 import { prepareData } from './lib/data.ts';
 import { formatBytes, parseOptions, USAGE, type BenchOptions, type ServerKind } from './lib/options.ts';
 import { buildRows, renderDetails, renderMain, renderRss, type Cell, type Results, type ServerSummary } from './lib/report.ts';
@@ -119,6 +119,8 @@ async function main(): Promise<number> {
   const tmpRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'volreg-bench-'));
   const summaries: ServerSummary[] = [];
   const results: Results = new Map();
+  /** volreg's timed windows per scenario, for the --cpu-prof summary */
+  const volregWindows = new Map<string, Array<[number, number]>>();
   const scenarios = buildScenarios(opts).filter((s) => !opts.scenarios || opts.scenarios.includes(s.id));
   if (scenarios.length === 0) throw new Error(`no scenario matches --scenarios ${opts.scenarios?.join(',')}`);
   const overall = new AbortController();
@@ -153,7 +155,9 @@ async function main(): Promise<number> {
         const signal = AbortSignal.any([overall.signal, AbortSignal.timeout(opts.scenarioTimeoutMs)]);
         // every in-flight request listens on it (up to 32 at a time)
         setMaxListeners(0, signal);
-        const ctx: RunContext = { opts, data, manifests, tagManifest, signal };
+        const windows: Array<[number, number]> = [];
+        if (kind === 'volreg') volregWindows.set(scenario.id, windows);
+        const ctx: RunContext = { opts, data, manifests, tagManifest, signal, windows };
         // start every measurement with no dirty pages left by the previous one, so one
         // server's writeback does not land in the other's row
         execFileSync('sync');
@@ -221,7 +225,15 @@ async function main(): Promise<number> {
     // loader runs in a worker thread and writes its own profile)
     const profiles = (await fs.readdir(opts.cpuProfDir)).filter((f) => /\.0\.\d+\.cpuprofile$/.test(f));
     const newest = await newestFile(opts.cpuProfDir, profiles);
-    out.push('', newest ? await summariseProfile(newest, REPO_ROOT) : `no .cpuprofile in ${opts.cpuProfDir} (did volreg exit cleanly?)`);
+    if (!newest) {
+      out.push('', `no .cpuprofile in ${opts.cpuProfDir} (did volreg exit cleanly?)`);
+    } else {
+      const profile = await loadProfile(newest);
+      out.push('', `volreg CPU profile ${newest}, summarised over each scenario's timed part only:`);
+      for (const [id, windows] of volregWindows) {
+        if (windows.length > 0) out.push('', summariseProfile(profile, `== ${id}`, REPO_ROOT, windows, 20));
+      }
+    }
   }
   process.stdout.write(`${out.join('\n')}\n`);
 

@@ -17,7 +17,7 @@ interface ProfileNode {
   children?: number[];
 }
 
-interface Profile {
+export interface Profile {
   nodes: ProfileNode[];
   startTime: number;
   endTime: number;
@@ -32,15 +32,28 @@ function shortUrl(url: string, repoRoot: string): string {
   return p.replace(/^.*node_modules\//, 'node_modules/');
 }
 
-export async function summariseProfile(file: string, repoRoot: string, top = 25): Promise<string> {
-  const profile = JSON.parse(await fs.readFile(file, 'utf8')) as Profile;
+export async function loadProfile(file: string): Promise<Profile> {
+  return JSON.parse(await fs.readFile(file, 'utf8')) as Profile;
+}
+
+/**
+ * `windows` (microseconds of the monotonic clock, which V8's profile timestamps share with
+ * process.hrtime in any process on the machine) keeps only the samples taken inside them.
+ */
+export function summariseProfile(profile: Profile, label: string, repoRoot: string, windows?: ReadonlyArray<readonly [number, number]>, top = 25): string {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
+  let t = profile.startTime;
+  let total = 0;
   for (let i = 0; i < profile.samples.length; i++) {
+    const delta = profile.timeDeltas[i] ?? 0;
+    t += delta;
+    if (windows && !windows.some(([a, b]) => t >= a && t <= b)) continue;
     const id = profile.samples[i];
-    selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+    selfUs.set(id, (selfUs.get(id) ?? 0) + delta);
+    total += delta;
   }
-  const total = profile.endTime - profile.startTime;
+  if (total === 0) return `${label}: no samples`;
   const fnTotals = new Map<string, number>();
   const fileTotals = new Map<string, number>();
   for (const [id, us] of selfUs) {
@@ -73,7 +86,7 @@ export async function summariseProfile(file: string, repoRoot: string, top = 25)
   }
   const pct = (us: number): string => `${((100 * us) / total).toFixed(1).padStart(5)}%`;
   const ms = (us: number): string => `${(us / 1000).toFixed(0).padStart(7)} ms`;
-  const lines = [`profile ${file}: ${(total / 1e6).toFixed(1)} s wall in the main thread`, 'self time by function:'];
+  const lines = [`${label}: ${(total / 1e6).toFixed(1)} s of main-thread samples`, 'self time by function:'];
   for (const [fn, us] of [...fnTotals].sort((a, b) => b[1] - a[1]).slice(0, top)) lines.push(`  ${pct(us)} ${ms(us)}  ${fn}`);
   lines.push('inclusive time of volreg source functions (src/), self + callees:');
   for (const [fn, us] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, top)) lines.push(`  ${pct(us)} ${ms(us)}  ${fn}`);

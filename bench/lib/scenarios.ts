@@ -52,6 +52,22 @@ export interface RunContext {
   /** manifests that only serve the tags/list scenario */
   tagManifest: ManifestSet;
   signal: AbortSignal;
+  /** the timed windows of this run, in microseconds of the monotonic clock (for --cpu-prof) */
+  windows: Array<[number, number]>;
+}
+
+function nowUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
+
+/** Runs the timed part of a scenario and records its window. */
+async function timed<T>(ctx: RunContext, fn: () => Promise<T>): Promise<T> {
+  const start = nowUs();
+  try {
+    return await fn();
+  } finally {
+    ctx.windows.push([start, nowUs()]);
+  }
 }
 
 export type Comparison =
@@ -203,7 +219,7 @@ async function curlV2Upload(target: Target, c: HttpClient, file: DataFile, ctx: 
   const loc = await startUpload(c, REPO_VOLUME_OCI, ctx.signal);
   const url = new URL(loc, target.server.base);
   url.searchParams.set('digest', file.digest);
-  const res = await curlPut(url.href, file.path, ctx.opts.scenarioTimeoutMs, ctx.signal);
+  const res = await timed(ctx, () => curlPut(url.href, file.path, ctx.opts.scenarioTimeoutMs, ctx.signal));
   const ms = performance.now() - t0;
   if (res.status !== 201) throw new Error(`PUT (curl) -> ${res.status} ${oneLine(res.body)}`);
   return ms;
@@ -223,7 +239,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       async run(target, ctx) {
         return withClient(target, 2, async (c) => {
           const t0 = performance.now();
-          await uploadMonolithic(c, REPO_LARGE, ctx.data.blobMono, ctx.signal);
+          await timed(ctx, () => uploadMonolithic(c, REPO_LARGE, ctx.data.blobMono, ctx.signal));
           const ms = performance.now() - t0;
           target.state.monoUploaded = true;
           return { value: mibPerSec(ctx.data.blobMono.size, ms), detail: `${(ms / 1000).toFixed(2)} s` };
@@ -240,7 +256,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       async run(target, ctx) {
         return withClient(target, 2, async (c) => {
           const t0 = performance.now();
-          const patches = await uploadChunked(c, REPO_LARGE, ctx.data.blobChunked, ctx.opts.chunkSize, ctx.signal);
+          const patches = await timed(ctx, () => uploadChunked(c, REPO_LARGE, ctx.data.blobChunked, ctx.opts.chunkSize, ctx.signal));
           const ms = performance.now() - t0;
           return { value: mibPerSec(ctx.data.blobChunked.size, ms), detail: `${(ms / 1000).toFixed(2)} s, ${patches} PATCHes` };
         });
@@ -259,7 +275,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
           const times: number[] = [];
           for (let i = 0; i < 2; i++) {
             const t0 = performance.now();
-            const bytes = await downloadBlob(c, REPO_LARGE, ctx.data.blobMono.digest, ctx.signal);
+            const bytes = await timed(ctx, () => downloadBlob(c, REPO_LARGE, ctx.data.blobMono.digest, ctx.signal));
             times.push(performance.now() - t0);
             if (bytes !== ctx.data.blobMono.size) throw new Error(`received ${bytes} bytes, expected ${ctx.data.blobMono.size}`);
           }
@@ -280,7 +296,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
         const url = new URL(`/v2/${REPO_LARGE}/blobs/${ctx.data.blobMono.digest}`, target.server.base).href;
         const times: number[] = [];
         for (let i = 0; i < 2; i++) {
-          const res = await curlGet(url, ctx.opts.scenarioTimeoutMs, ctx.signal);
+          const res = await timed(ctx, () => curlGet(url, ctx.opts.scenarioTimeoutMs, ctx.signal));
           if (res.status !== 200 || res.bytes !== ctx.data.blobMono.size) throw new Error(`GET (curl) -> ${res.status}, ${res.bytes} bytes`);
           times.push(res.wallMs);
         }
@@ -299,7 +315,9 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
         return withClient(target, ctx.opts.manifestClients, async (c) => {
           await ensureBlobs(target, c, REPO_MANIFESTS, ctx.manifests, ctx);
           const list = ctx.manifests.manifests;
-          const res = await runPool(list.length, ctx.opts.manifestClients, (i) => putManifest(c, REPO_MANIFESTS, manifestTag(i), list[i], ctx.signal), ctx.signal);
+          const res = await timed(ctx, () =>
+            runPool(list.length, ctx.opts.manifestClients, (i) => putManifest(c, REPO_MANIFESTS, manifestTag(i), list[i], ctx.signal), ctx.signal),
+          );
           target.state.manifestsPut = true;
           return { value: list.length / (res.elapsedMs / 1000), detail: latencySummary(res.latenciesMs) };
         });
@@ -317,7 +335,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
           await ensureManifests(target, c, ctx);
           const list = ctx.manifests.manifests;
           let mismatches = 0;
-          const res = await runPool(
+          const res = await timed(ctx, () => runPool(
             list.length,
             ctx.opts.manifestClients,
             async (i) => {
@@ -326,7 +344,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
               if (!reply.body.equals(list[i].bytes) || reply.headers['docker-content-digest'] !== list[i].digest) mismatches++;
             },
             ctx.signal,
-          );
+          ));
           if (mismatches > 0) throw new Error(`${mismatches} GETs returned other bytes or digest than were PUT`);
           return { value: list.length / (res.elapsedMs / 1000), detail: latencySummary(res.latenciesMs) };
         });
@@ -343,7 +361,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
         return withClient(target, ctx.opts.headClients, async (c) => {
           await ensureBlobs(target, c, REPO_MANIFESTS, ctx.manifests, ctx);
           const blobs = ctx.manifests.blobs;
-          const res = await runPool(
+          const res = await timed(ctx, () => runPool(
             ctx.opts.heads,
             ctx.opts.headClients,
             async (i) => {
@@ -352,7 +370,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
               if (Number(reply.headers['content-length']) !== b.bytes.length) throw new Error(`HEAD ${b.digest}: Content-Length ${reply.headers['content-length']}, expected ${b.bytes.length}`);
             },
             ctx.signal,
-          );
+          ));
           return { value: ctx.opts.heads / (res.elapsedMs / 1000), detail: `${latencySummary(res.latenciesMs)}, over ${blobs.length} digests` };
         });
       },
@@ -399,7 +417,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       compare: { kind: 'vs-row', row: 'targz-v2', min: 0.8, text: '>= 0.8x volreg /v2 row' },
       async run(target, ctx) {
         const url = new URL(`/api/v1/volumes/${VOLUME}/tags/v1?digest=${ctx.data.tarApi.digest}`, target.server.base);
-        const res = await curlPut(url.href, ctx.data.tarApi.path, ctx.opts.scenarioTimeoutMs, ctx.signal);
+        const res = await timed(ctx, () => curlPut(url.href, ctx.data.tarApi.path, ctx.opts.scenarioTimeoutMs, ctx.signal));
         if (res.status !== 201) throw new Error(`PUT -> ${res.status} ${oneLine(res.body)}`);
         const notes: string[] = [];
         if (!res.body.includes(ctx.data.tarApi.digest.slice('sha256:'.length))) notes.push('reply does not name the layer digest!');
@@ -450,6 +468,7 @@ async function tagsListing(target: Target, ctx: RunContext, pageSize: number | u
     let pages = 0;
     let sorted = true;
     const t0 = performance.now();
+    const w0 = nowUs();
     // at least 3 full listings, and more until 3 s have passed (at most 50)
     while (walks < 3 || (performance.now() - t0 < 3000 && walks < 50)) {
       const res = await listAllTags(c, REPO_TAGS, pageSize, ctx.signal);
@@ -465,6 +484,7 @@ async function tagsListing(target: Target, ctx: RunContext, pageSize: number | u
       }
     }
     const ms = performance.now() - t0;
+    ctx.windows.push([w0, nowUs()]);
     const perWalk = ms / walks;
     return {
       value: (ctx.opts.tags * walks) / (ms / 1000),
