@@ -32,7 +32,15 @@ export type VariableName = keyof typeof VARIABLES;
  * VOLREG_* variables read by other parts of the volreg command (the host-agent subcommands).
  * Listed here only so that `serve` does not warn about them; add yours.
  */
-export const CLIENT_VARIABLES: readonly string[] = [];
+export const CLIENT_VARIABLES: readonly string[] = [
+  // src/cli/client.ts
+  'VOLREG_URL',
+  'VOLREG_USER',
+  'VOLREG_PASSWORD',
+  // src/cli/commands/backup.ts
+  'VOLREG_VOLUMES_ROOT',
+  'VOLREG_PREFIX',
+];
 
 /** Storage drivers that exist; VOLREG_STORAGE accepts `gridfs` syntactically but refuses it until it does. */
 const IMPLEMENTED_STORAGE: ReadonlyArray<Config['storage']> = ['fs'];

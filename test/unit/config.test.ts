@@ -157,6 +157,11 @@ test('unknown VOLREG_* variables are warned about, with a suggestion', (t) => {
   t.regex(warnings[1]!, /^VOLREG_WHATEVER .*ignored/);
 });
 
+test('the host agent\'s variables are not warned about', (t) => {
+  const { warnings } = loadConfig({ VOLREG_URL: 'http://r:5000', VOLREG_USER: 'u', VOLREG_PASSWORD: 'p' }, { cwd: dir });
+  t.deepEqual(warnings, []);
+});
+
 test('a YAML config file is read; the environment wins over it', (t) => {
   const file = join(dir, 'volreg.yaml');
   writeFileSync(file, 'VOLREG_ADDR: ":7000"\nVOLREG_LOG_LEVEL: warn\nVOLREG_MANIFEST_MAX_BYTES: 1000\n');
