@@ -93,7 +93,8 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
   // ---- manifests and tags: construct here ----------------------------------------------
   const manifestRepo = new ManifestRepository(ctx.collections, services.repoContent);
   const tagRepo = new TagRepository(ctx.collections, services.repoContent);
-  services.tags = new TagService({ tags: tagRepo, manifests: manifestRepo, repos: services.repoContent });
+  const catalogRepo = new CatalogRepository(ctx.collections);
+  services.tags = new TagService({ tags: tagRepo, manifests: manifestRepo, repos: catalogRepo });
   services.manifests = new ManifestService({
     manifests: manifestRepo,
     blobs: manifestRepo,
@@ -103,7 +104,7 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
     limits: ctx.config.limits,
     logger: ctx.logger,
   });
-  services.repositories = new RepositoryService({ catalog: new CatalogRepository(ctx.collections) });
+  services.repositories = new RepositoryService({ catalog: catalogRepo });
   services.referrers = new ReferrersService({ manifests: manifestRepo });
 
   // ---- volumes: construct here ---------------------------------------------------------

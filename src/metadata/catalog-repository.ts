@@ -4,6 +4,10 @@ import type { Collections } from './collections.ts';
 export class CatalogRepository {
   constructor(private readonly c: Collections) {}
 
+  async repoExists(repo: string): Promise<boolean> {
+    return (await this.c.repos.findOne({ _id: repo }, { projection: { _id: 1 } })) !== null;
+  }
+
   /** Repository names after `last` (exclusive), at most `n` when given; `more` when names follow. */
   async listNames(page: { n?: number; last?: string }): Promise<{ names: string[]; more: boolean }> {
     const filter = page.last !== undefined ? { _id: { $gt: page.last } } : {};

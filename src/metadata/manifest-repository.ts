@@ -162,20 +162,35 @@ export class ManifestRepository {
     await this.repoContent.disassociate(repo, unitType(unit.kind), [unit.id]);
   }
 
-  /** A manifest unit by digest, wherever it is held. */
-  async findByDigest(digest: Digest, opts: { content?: boolean } = {}): Promise<StoredManifest | null> {
+  /**
+   * A manifest unit by digest, wherever it is held. `kind`, when the caller knows it (a tag
+   * unit's manifest_type), saves looking in the other collection first.
+   */
+  async findByDigest(digest: Digest, opts: { content?: boolean; kind?: 'image' | 'list' } = {}): Promise<StoredManifest | null> {
     const options = opts.content ? {} : NO_CONTENT;
-    const image = await this.images.findOne({ digest }, options);
-    if (image) return fromImageDoc(image as ManifestDoc);
-    const list = await this.lists.findOne({ digest }, options);
-    return list ? fromListDoc(list as ManifestListDoc) : null;
+    const order: Array<'image' | 'list'> = opts.kind === 'list' ? ['list', 'image'] : ['image', 'list'];
+    for (const kind of order) {
+      if (kind === 'image') {
+        const image = await this.images.findOne({ digest }, options);
+        if (image) return fromImageDoc(image as ManifestDoc);
+      } else {
+        const list = await this.lists.findOne({ digest }, options);
+        if (list) return fromListDoc(list as ManifestListDoc);
+      }
+    }
+    return null;
   }
 
   /** A manifest by digest if this repository holds it. */
-  async findInRepo(repo: string, digest: Digest, opts: { content?: boolean } = {}): Promise<StoredManifest | null> {
+  async findInRepo(repo: string, digest: Digest, opts: { content?: boolean; kind?: 'image' | 'list' } = {}): Promise<StoredManifest | null> {
     const m = await this.findByDigest(digest, opts);
     if (!m) return null;
-    return (await this.repoContent.isAssociated(repo, unitType(m.kind), m.id)) ? m : null;
+    // a point lookup on the unique key (cheaper than a count, which is an aggregation)
+    const held = await this.c.repoContentUnits.findOne(
+      { repo_id: repo, unit_type_id: unitType(m.kind), unit_id: m.id },
+      { projection: { _id: 1 } },
+    );
+    return held ? m : null;
   }
 
   /** Those of `digests` that are not manifests (or lists) held by the repository. */

@@ -1,6 +1,6 @@
 import type { Digest } from '../domain/digest.ts';
 import { VolregError } from '../domain/errors.ts';
-import { AcceptSet } from '../domain/media-types.ts';
+import { AcceptSet, isListMediaType } from '../domain/media-types.ts';
 import type { ManifestEntry, ManifestKind } from '../domain/manifests/parsed-manifest.ts';
 import type { StoredManifest, TagRecord } from '../domain/manifests/stored-manifest.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
@@ -88,7 +88,7 @@ export interface TagStore {
 
 /** Manifest lookup as the tag service needs it (implemented by metadata/manifest-repository.ts). */
 export interface ManifestLookup {
-  findInRepo(repo: string, digest: Digest, opts?: { content?: boolean }): Promise<StoredManifest | null>;
+  findInRepo(repo: string, digest: Digest, opts?: { content?: boolean; kind?: ManifestKind }): Promise<StoredManifest | null>;
 }
 
 export interface RepositoryLookup {
@@ -121,7 +121,7 @@ export class TagService {
     const loaded = new Map<Digest, StoredManifest>();
     const candidate = async (unit: TagRecord | undefined): Promise<TagCandidate | null> => {
       if (!unit) return null;
-      const m = await this.deps.manifests.findInRepo(repo, unit.manifestDigest, opts);
+      const m = await this.deps.manifests.findInRepo(repo, unit.manifestDigest, { ...opts, kind: unit.manifestType });
       if (!m) return null;
       loaded.set(m.digest, m);
       return m;
@@ -131,7 +131,7 @@ export class TagService {
       candidate(units.find((u) => u.schemaVersion === 2)),
     ]);
     for (const step of planTagResolution({ schema1, schema2 }, accept)) {
-      const m = loaded.get(step.digest) ?? (await this.deps.manifests.findInRepo(repo, step.digest, opts));
+      const m = loaded.get(step.digest) ?? (await this.deps.manifests.findInRepo(repo, step.digest, { ...opts, kind: isListMediaType(step.mediaType) ? 'list' : 'image' }));
       // the entry's stored type must be what the step promised the client
       if (m && m.mediaType === step.mediaType) return m;
     }
