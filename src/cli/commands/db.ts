@@ -5,11 +5,12 @@ export function registerDb(program: Command): void {
     .command('db')
     .description('run the embedded MongoDB-compatible engine standalone (for several volreg processes, or mongosh)')
     .requiredOption('--dbpath <dir>', 'data directory of the engine')
-    .option('--port <n>', 'TCP port on 127.0.0.1 (0 picks a free one)', parsePort, 27017)
-    .option('--socket <path>', 'also listen on this unix socket')
-    .action(async (opts: { dbpath: string; port: number; socket?: string }) => {
+    .option('--port <n>', 'TCP port on 127.0.0.1 (0 picks a free one; default 27017 unless --socket is given)', parsePort)
+    .option('--socket <path>', 'listen on this unix socket (and on TCP too when --port is given)')
+    .action(async (opts: { dbpath: string; port?: number; socket?: string }) => {
       const { runStandalone } = await import('../../mongo-engine/index.ts');
-      await runStandalone({ dbPath: opts.dbpath, port: opts.port, socketPath: opts.socket });
+      const port = opts.port ?? (opts.socket === undefined ? 27017 : undefined);
+      await runStandalone({ dbPath: opts.dbpath, port, socketPath: opts.socket });
     });
 }
 
