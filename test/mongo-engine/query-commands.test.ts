@@ -30,6 +30,12 @@ test('find applies filter, sort, skip, limit and projection', async (t) => {
   t.deepEqual(docs, [{ n: 237 }, { n: 232 }, { n: 227 }]);
 });
 
+test('hint is accepted and does not change results', async (t) => {
+  await m.db.collection('items').createIndex({ g: 1 });
+  const hinted = await m.db.collection('items').find({ g: 3, n: { $lt: 20 } }).hint({ g: 1 }).toArray();
+  t.deepEqual(hinted.map((d) => d['n']), [3, 8, 13, 18]);
+});
+
 test('exclusion projection and dotted paths', async (t) => {
   const d = await m.db.collection('items').findOne({ _id: 7 as never }, { projection: { tags: 0, 'nested.v': 0 } });
   t.deepEqual(d, { _id: 7, n: 7, g: 2, nested: {} });
