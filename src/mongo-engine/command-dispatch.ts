@@ -1,4 +1,4 @@
-import { type Document } from 'bson';
+import { Double, type Document } from 'bson';
 import { toBson } from './bson-values.ts';
 import { aggregateCommand } from './commands/aggregate.ts';
 import {
@@ -130,5 +130,8 @@ export async function dispatchCommand(cmd: Document, db: string, state: EngineSt
       }
     }
   }
-  return Buffer.isBuffer(reply) ? reply : toBson(reply);
+  if (Buffer.isBuffer(reply)) return reply;
+  // mongod sends ok as a double; keep that so promoteValues:false clients see the same type.
+  if (typeof reply['ok'] === 'number') reply['ok'] = new Double(reply['ok']);
+  return toBson(reply);
 }
