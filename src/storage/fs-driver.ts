@@ -1,5 +1,5 @@
-import { createHash, randomUUID, type Hash } from 'node:crypto';
-import { createReadStream, constants as fsConstants } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
 import { access, mkdir, open, opendir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -7,6 +7,7 @@ import { digestAlgorithm, isSupportedAlgorithm, type Digest, type DigestAlgorith
 import { VolregError, isVolregError } from '../domain/errors.ts';
 import type { AppendOptions, BlobInfo, BlobStore, ByteRange, UploadSummary, UploadWriter } from './blob-store.ts';
 import { SessionLocks } from './fs-lock.ts';
+import { HashWorker, HashWorkerError } from './hash-worker.ts';
 import {
   UPLOAD_ID,
   algorithmDir,
@@ -31,11 +32,12 @@ import {
  * only ever holds verified, durable bytes. A commit onto an existing blob is a no-op.
  *
  * Hash state across requests: Node's Hash cannot be serialized, so none is persisted. Each
- * store keeps the live hash of recently used sessions in memory (at most HASH_CACHE_SIZE);
- * bytes below the durable offset never change, so a cached hash that is behind (another
- * process appended) is caught up by reading just the missing bytes, and a session this
- * process has not seen (after a restart, or started elsewhere) is re-hashed from its data
- * file once, on its first append or commit. Memory per session is one Hash object.
+ * store keeps the live hash of recently used sessions (at most HASH_CACHE_SIZE) on its hash
+ * worker thread (hash-worker.ts), which hashes while this thread does the I/O. Bytes below the
+ * durable offset never change, so a cached hash that is behind (another process appended) is
+ * caught up by reading just the missing bytes, and a session this process has not seen (after
+ * a restart, or started elsewhere, or whose hash was lost with a worker) is re-hashed from its
+ * data file once, on its first append or commit. Memory per session is one hash state.
  */
 
 const HASH_CACHE_SIZE = 256;
@@ -44,7 +46,6 @@ const WRITE_BATCH_BYTES = 512 * 1024;
 const MAX_WRITES_IN_FLIGHT = 4;
 // A background fdatasync after this many bytes keeps the commit's final fsync short.
 const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
-const READ_CHUNK_BYTES = 1 << 20;
 
 interface SessionState {
   version: 1;
@@ -54,10 +55,11 @@ interface SessionState {
   updated: string;
 }
 
+/** What the hash worker holds for a session: its algorithm, how far it got, from which worker. */
 interface CachedHash {
   algorithm: DigestAlgorithm;
   offset: number;
-  hash: Hash;
+  generation: number;
 }
 
 export interface FsBlobStoreOptions {
@@ -73,6 +75,7 @@ export class FsBlobStore implements BlobStore {
   readonly root: string;
   private readonly locks: SessionLocks;
   private readonly hashes = new Map<string, CachedHash>();
+  private readonly hasher = new HashWorker();
 
   private constructor(opts: FsBlobStoreOptions) {
     this.root = opts.root;
@@ -90,6 +93,7 @@ export class FsBlobStore implements BlobStore {
   close(): void {
     this.locks.close();
     this.hashes.clear();
+    this.hasher.close();
   }
 
   async stat(digest: Digest): Promise<BlobInfo | null> {
@@ -164,13 +168,17 @@ export class FsBlobStore implements BlobStore {
     const state: SessionState = { version: 1, algorithm, offset: 0, started: now, updated: now };
     await this.writeState(id, state);
     await fsyncDir(uploadsRoot(this.root));
-    this.remember(id, { algorithm, offset: 0, hash: createHash(algorithm) });
+    this.hasher.create(id, algorithm);
+    this.remember(id, { algorithm, offset: 0, generation: this.hasher.generation });
     return new FsUploadWriter(this, id, state);
   }
 
   async resumeUpload(id: string): Promise<UploadWriter> {
     if (!UPLOAD_ID.test(id)) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
-    return new FsUploadWriter(this, id, await this.readState(id));
+    const state = await this.readState(id);
+    // A session whose data is gone (a crash between commit's rename and its cleanup) is over.
+    if (!(await stat(uploadDataPath(this.root, id)).catch(() => null))) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
+    return new FsUploadWriter(this, id, state);
   }
 
   async *listUploads(): AsyncIterable<UploadSummary> {
@@ -205,17 +213,19 @@ export class FsBlobStore implements BlobStore {
       if (opts.atOffset !== undefined && opts.atOffset !== state.offset) {
         throw new VolregError('RANGE_INVALID', 'chunk does not start at the current offset', { offset: state.offset });
       }
-      const hash = await this.hashAt(id, state);
+      await this.hashAt(id, state);
+      const generation = this.hasher.generation;
       const fh = await openData(this.root, id, 'r+');
       let written: number;
       try {
         // Bytes past the durable offset are the remains of an interrupted append.
         if ((await fh.stat()).size > state.offset) await fh.truncate(state.offset);
         try {
-          written = await copyInto(source, fh, state.offset, hash, opts);
+          written = await copyInto(source, fh, state.offset, (bufs, n) => this.hasher.update(id, bufs, n), opts);
           await fh.sync();
         } catch (err) {
           // Back to the last durable offset; the hash saw bytes that are now gone.
+          this.hasher.drop(id);
           await fh.truncate(state.offset).catch(() => undefined);
           throw err;
         }
@@ -224,7 +234,7 @@ export class FsBlobStore implements BlobStore {
       }
       const next: SessionState = { ...state, offset: state.offset + written, updated: new Date().toISOString() };
       await this.writeState(id, next);
-      this.remember(id, { algorithm: state.algorithm, offset: next.offset, hash });
+      this.remember(id, { algorithm: state.algorithm, offset: next.offset, generation });
       return next;
     });
   }
@@ -239,15 +249,22 @@ export class FsBlobStore implements BlobStore {
         throw new VolregError('SIZE_INVALID', 'blob size does not match the expected size', { expected: expectedSize, size: state.offset });
       }
       const algorithm = expected ? digestAlgorithm(expected) : state.algorithm;
-      let digest: Digest;
+      let hex: string;
       if (algorithm === state.algorithm) {
-        digest = `${algorithm}:${(await this.hashAt(id, state)).digest('hex')}` as Digest;
+        await this.hashAt(id, state);
+        hex = await this.hasher.digest(id).catch(fromHashWorker);
       } else {
         // Asked for another algorithm than the one computed on the way in: read once more.
-        const hash = createHash(algorithm);
-        await feedFile(uploadDataPath(this.root, id), 0, state.offset, hash);
-        digest = `${algorithm}:${hash.digest('hex')}` as Digest;
+        const key = `${id}/${algorithm}`;
+        this.hasher.create(key, algorithm);
+        try {
+          await this.hasher.feedFile(key, uploadDataPath(this.root, id), 0, state.offset).catch(fromHashWorker);
+          hex = await this.hasher.digest(key).catch(fromHashWorker);
+        } finally {
+          this.hasher.drop(key);
+        }
       }
+      const digest = `${algorithm}:${hex}` as Digest;
       if (expected !== undefined && digest !== expected) {
         await this.discard(id);
         throw new VolregError('DIGEST_INVALID', 'provided digest did not match uploaded content', { expected, actual: digest });
@@ -288,6 +305,7 @@ export class FsBlobStore implements BlobStore {
 
   private async discard(id: string): Promise<void> {
     this.hashes.delete(id);
+    this.hasher.drop(id);
     await rm(uploadDir(this.root, id), { recursive: true, force: true });
   }
 
@@ -326,17 +344,26 @@ export class FsBlobStore implements BlobStore {
     await fsyncDir(uploadDir(this.root, id));
   }
 
-  /** The hash of bytes [0, state.offset): cached and caught up, or recomputed from the file. */
-  private async hashAt(id: string, state: SessionState): Promise<Hash> {
+  /**
+   * Brings the worker's hash of `id` to bytes [0, state.offset): the cached one caught up, or
+   * a new one computed from the data file. Until `remember` is called again the session has no
+   * cached hash, so a failure on the way leaves nothing stale behind.
+   */
+  private async hashAt(id: string, state: SessionState): Promise<void> {
     const cached = this.hashes.get(id);
     this.hashes.delete(id);
-    if (cached && cached.algorithm === state.algorithm && cached.offset <= state.offset) {
-      await feedFile(uploadDataPath(this.root, id), cached.offset, state.offset, cached.hash);
-      return cached.hash;
+    const path = uploadDataPath(this.root, id);
+    try {
+      if (cached && cached.algorithm === state.algorithm && cached.offset <= state.offset && cached.generation === this.hasher.generation) {
+        await this.hasher.feedFile(id, path, cached.offset, state.offset);
+        return;
+      }
+      this.hasher.create(id, state.algorithm);
+      await this.hasher.feedFile(id, path, 0, state.offset);
+    } catch (err) {
+      this.hasher.drop(id);
+      fromHashWorker(err);
     }
-    const hash = createHash(state.algorithm);
-    await feedFile(uploadDataPath(this.root, id), 0, state.offset, hash);
-    return hash;
   }
 
   private remember(id: string, entry: CachedHash): void {
@@ -345,6 +372,7 @@ export class FsBlobStore implements BlobStore {
     while (this.hashes.size > HASH_CACHE_SIZE) {
       const oldest = this.hashes.keys().next().value as string;
       this.hashes.delete(oldest);
+      this.hasher.drop(oldest);
     }
   }
 }
@@ -395,12 +423,13 @@ class PipelinedWriter {
   constructor(
     private readonly fh: FileHandle,
     private pos: number,
+    private readonly hash: (bufs: Buffer[], n: number) => Promise<void>,
   ) {}
 
-  /** Queues a write; resolves once there is room for the next one. */
+  /** Queues a write (and the hashing of the same bytes); resolves once there is room for more. */
   async write(bufs: Buffer[], n: number): Promise<void> {
     this.check();
-    const done: Promise<void> = writeAll(this.fh, bufs, n, this.pos).then(
+    const done: Promise<void> = Promise.all([writeAll(this.fh, bufs, n, this.pos), this.hash(bufs, n)]).then(
       () => {
         this.inflight.delete(done);
       },
@@ -450,9 +479,15 @@ class PipelinedWriter {
  * the writer, so memory stays bounded whatever the size (backpressure). Source failures
  * become BLOB_UPLOAD_INVALID; limit violations are VolregErrors; disk failures are rethrown.
  */
-async function copyInto(source: Readable, fh: FileHandle, position: number, hash: Hash, opts: AppendOptions): Promise<number> {
+async function copyInto(
+  source: Readable,
+  fh: FileHandle,
+  position: number,
+  hash: (bufs: Buffer[], n: number) => Promise<void>,
+  opts: AppendOptions,
+): Promise<number> {
   const limit = opts.exactBytes ?? opts.maxBytes;
-  const writer = new PipelinedWriter(fh, position);
+  const writer = new PipelinedWriter(fh, position, hash);
   let total = 0;
   let batch: Buffer[] = [];
   let batchBytes = 0;
@@ -478,7 +513,6 @@ async function copyInto(source: Readable, fh: FileHandle, position: number, hash
         }
         throw new VolregError('TOO_LARGE', 'upload exceeds the size limit', { limit });
       }
-      hash.update(buf);
       batch.push(buf);
       batchBytes += buf.length;
       if (batchBytes >= WRITE_BATCH_BYTES) await flush();
@@ -519,21 +553,10 @@ async function writeAll(fh: FileHandle, bufs: Buffer[], total: number, position:
   }
 }
 
-/** Feeds bytes [start, end) of a file into a hash. */
-async function feedFile(path: string, start: number, end: number, hash: Hash): Promise<void> {
-  if (end <= start) return;
-  const stream = createReadStream(path, { start, end: end - 1, highWaterMark: READ_CHUNK_BYTES });
-  let seen = 0;
-  try {
-    for await (const chunk of stream) {
-      hash.update(chunk as Buffer);
-      seen += (chunk as Buffer).length;
-    }
-  } catch (err) {
-    if (isMissing(err)) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
-    throw err;
-  }
-  if (seen !== end - start) throw new Error('upload data shorter than its recorded offset');
+/** Maps the hash worker's failures: a vanished data file means the session is gone. */
+function fromHashWorker(err: unknown): never {
+  if (err instanceof HashWorkerError && (err.code === 'ENOENT' || err.code === 'ENOTDIR')) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
+  throw err;
 }
 
 async function openData(root: string, id: string, flags: string): Promise<FileHandle> {

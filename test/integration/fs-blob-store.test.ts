@@ -135,3 +135,20 @@ test('fs store: a session busy in another process for too long is BLOB_UPLOAD_IN
     await h.close();
   }
 });
+
+test('fs store: hash state lost with its worker is recomputed from the data file', async (t) => {
+  const h = await harness();
+  try {
+    const parts = [randomBytes(300_000), randomBytes(200_001)];
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([parts[0]!]));
+    // Stop the store's hash worker, as a crash of that thread would.
+    (h.store as unknown as { hasher: { close(): void } }).hasher.close();
+    await w.append(Readable.from([parts[1]!]));
+    const whole = Buffer.concat(parts);
+    t.deepEqual(await w.commit(digestOf(whole)), { digest: digestOf(whole), size: whole.length });
+    await h.store.delete(digestOf(whole));
+  } finally {
+    await h.close();
+  }
+});

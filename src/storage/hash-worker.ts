@@ -1,0 +1,166 @@
+import { Worker } from 'node:worker_threads';
+import type { DigestAlgorithm } from '../domain/digest.ts';
+
+/**
+ * Hashing on a worker thread, so an upload's digest is computed while the main thread reads
+ * the socket and writes the disk (sha256 is about as costly as all the I/O together). The
+ * worker keeps one hash per key and applies a key's operations in order; updates are acked so
+ * the caller can bound what is in flight (backpressure).
+ *
+ * The worker is an evaluated script (plain JavaScript, node built-ins only) so it loads the
+ * same way however the service was started. If it dies, pending calls reject and the next
+ * call starts a new one with `generation` bumped: callers treat hash state of an older
+ * generation as lost and recompute it (the fs driver re-reads the upload's data file).
+ */
+const WORKER_SOURCE = `
+'use strict';
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const { open } = require('node:fs/promises');
+const hashes = new Map();
+const chains = new Map();
+
+function inOrder(key, task) {
+  const prev = chains.get(key) || Promise.resolve();
+  const next = prev.then(task);
+  const tail = next.then(() => undefined, () => undefined);
+  chains.set(key, tail);
+  tail.then(() => { if (chains.get(key) === tail) chains.delete(key); });
+  return next;
+}
+
+function need(key) {
+  const h = hashes.get(key);
+  if (!h) throw new Error('no hash for this key');
+  return h;
+}
+
+async function feed(h, path, start, end) {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    let pos = start;
+    while (pos < end) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - pos), pos);
+      if (bytesRead === 0) throw new Error('file shorter than expected');
+      h.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+parentPort.on('message', (m) => {
+  inOrder(m.key, async () => {
+    switch (m.op) {
+      case 'create': hashes.set(m.key, createHash(m.alg)); return undefined;
+      case 'update': need(m.key).update(new Uint8Array(m.data)); return undefined;
+      case 'feed': await feed(need(m.key), m.path, m.start, m.end); return undefined;
+      case 'digest': { const h = need(m.key); hashes.delete(m.key); return h.digest('hex'); }
+      case 'drop': hashes.delete(m.key); return undefined;
+      default: throw new Error('unknown operation');
+    }
+  }).then(
+    (value) => { if (m.seq) parentPort.postMessage({ seq: m.seq, value }); },
+    (err) => { if (m.seq) parentPort.postMessage({ seq: m.seq, error: String((err && err.message) || err), code: err && err.code }); },
+  );
+});
+`;
+
+type Reply = { seq: number; value?: unknown; error?: string; code?: string };
+
+export class HashWorkerError extends Error {
+  constructor(
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'HashWorkerError';
+  }
+}
+
+export class HashWorker {
+  private worker: Worker | null = null;
+  private seq = 0;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  /** Bumped whenever a worker starts or goes away: hash state of older generations is gone. */
+  generation = 0;
+
+  create(key: string, algorithm: DigestAlgorithm): void {
+    this.send({ op: 'create', key, alg: algorithm });
+  }
+
+  /** Feeds bytes; resolves once the worker has hashed them. The buffers are not kept. */
+  update(key: string, bufs: Buffer[], total: number): Promise<void> {
+    // One owned ArrayBuffer, moved (not copied) to the worker.
+    const joined = Buffer.concat(bufs, total);
+    const owned = joined.byteOffset === 0 && joined.buffer.byteLength === total ? joined.buffer : joined.buffer.slice(joined.byteOffset, joined.byteOffset + total);
+    return this.call({ op: 'update', key, data: owned }, [owned as ArrayBuffer]) as Promise<void>;
+  }
+
+  /** Feeds bytes [start, end) of a file. */
+  feedFile(key: string, path: string, start: number, end: number): Promise<void> {
+    if (end <= start) return Promise.resolve();
+    return this.call({ op: 'feed', key, path, start, end }) as Promise<void>;
+  }
+
+  /** Finishes the hash of `key` (and forgets it): lowercase hex. */
+  async digest(key: string): Promise<string> {
+    return String(await this.call({ op: 'digest', key }));
+  }
+
+  drop(key: string): void {
+    if (this.worker) this.send({ op: 'drop', key });
+  }
+
+  close(): void {
+    const w = this.worker;
+    this.worker = null;
+    this.generation++;
+    const e = new HashWorkerError('hash worker closed');
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+    if (w) void w.terminate();
+  }
+
+  private ensure(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(WORKER_SOURCE, { eval: true });
+    this.generation++;
+    w.unref();
+    w.on('message', (r: Reply) => {
+      const p = this.pending.get(r.seq);
+      if (!p) return;
+      this.pending.delete(r.seq);
+      if (this.pending.size === 0) w.unref();
+      if (r.error !== undefined) p.reject(new HashWorkerError(r.error, r.code));
+      else p.resolve(r.value);
+    });
+    const fail = (err: unknown): void => {
+      if (this.worker !== w) return;
+      this.worker = null;
+      this.generation++;
+      const e = new HashWorkerError(`hash worker stopped: ${err instanceof Error ? err.message : String(err)}`);
+      for (const p of this.pending.values()) p.reject(e);
+      this.pending.clear();
+    };
+    w.on('error', fail);
+    w.on('exit', (code) => fail(new Error(`exit ${code}`)));
+    this.worker = w;
+    return w;
+  }
+
+  private send(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): void {
+    this.ensure().postMessage({ ...msg, seq: 0 }, transfer);
+  }
+
+  private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<unknown> {
+    const w = this.ensure();
+    const seq = ++this.seq;
+    const result = new Promise<unknown>((resolve, reject) => this.pending.set(seq, { resolve, reject }));
+    if (this.pending.size === 1) w.ref();
+    w.postMessage({ ...msg, seq }, transfer);
+    return result;
+  }
+}
