@@ -411,7 +411,7 @@ function applyOperator(op: string, field: string, arg: unknown, doc: Document, c
         break;
       }
       case '$push':
-        applyPush(doc, loc.parent, loc.key, current, arg);
+        applyPush(doc, loc.parent, loc.key, fieldName, current, arg);
         break;
       case '$addToSet':
         applyAddToSet(loc.parent, loc.key, current, arg);
@@ -479,9 +479,9 @@ function applyRename(doc: Document, from: string, to: unknown): void {
   dst.parent[dst.key] = value;
 }
 
-function applyPush(doc: Document, parent: Container, key: string, current: unknown, arg: unknown): void {
+function applyPush(doc: Document, parent: Container, key: string, dottedPath: string, current: unknown, arg: unknown): void {
   if (current !== undefined && !Array.isArray(current)) {
-    throw engineError('BadValue', `The field '${key}' must be an array but is of type ${bsonTypeName(current)} in document {${idForMessage(doc)}}`);
+    throw engineError('BadValue', `The field '${dottedPath}' must be an array but is of type ${bsonTypeName(current)} in document {${idForMessage(doc)}}`);
   }
   const arr: unknown[] = current === undefined ? [] : current;
   let items: unknown[] = [arg];
