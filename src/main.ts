@@ -172,7 +172,19 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const auth: BasicAuth | undefined = config.authFile ? basicAuth(await loadHtpasswd(config.authFile), logger) : undefined;
 
   const metadata = opts.mongo ? { db: opts.mongo.db, close: async () => {} } : await openMetadata(config, logger);
+  // Undone in reverse order by close(), or on a failed start.
   const cleanup: Array<() => Promise<void>> = [metadata.close];
+  const undo = async (): Promise<void> => {
+    let failure: unknown;
+    while (cleanup.length > 0) {
+      try {
+        await cleanup.pop()!();
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (failure !== undefined) throw failure;
+  };
   try {
     const db = metadata.db;
     const applied = await new Migrator(db, { logger }).up();
@@ -190,27 +202,28 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       metrics: metrics.handler,
     });
 
+    const purge = startPurgeTimer(config, services, logger);
+    cleanup.push(purge.stop);
+
     const server = createServer(app.callback());
     // Blob uploads may stream for a long time: no overall request deadline (Node's default is
     // 5 minutes); slow headers are still cut off by headersTimeout.
     server.requestTimeout = 0;
     const port = await listen(server, config.addr.host, config.addr.port);
-    cleanup.unshift(() => stopHttp(server, config.shutdownGraceSeconds * 1000, logger));
+    cleanup.push(() => stopHttp(server, config.shutdownGraceSeconds * 1000, logger));
     const url = `http://${config.addr.host.includes(':') ? `[${config.addr.host}]` : config.addr.host}:${port}`;
-
-    const purge = startPurgeTimer(config, services, logger);
-    cleanup.splice(1, 0, purge.stop);
 
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> =>
       (closing ??= (async () => {
-        for (const step of cleanup) await step();
+        // HTTP first (drain in-flight requests), then timers, then MongoDB and the engine
+        await undo();
         logger.info('stopped');
       })());
     logger.info({ url, storage: config.storage, mongodb: config.mongodbUrl ? 'external' : 'embedded' }, 'listening');
     return { url, config, services, db, logger, close };
   } catch (err) {
-    for (const step of cleanup) await step().catch(() => {});
+    await undo().catch(() => {});
     throw err;
   }
 }
