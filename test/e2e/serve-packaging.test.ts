@@ -82,7 +82,7 @@ test('Dockerfile: multi-stage on node:20-bookworm-slim, npm ci, non-root, volreg
 });
 
 /** Runs a copy of .ci/run with stand-ins for npm (printing `output`, exiting `status`) and dpkg-query. */
-async function ciRun(output: string, status: number): Promise<{ code: number | null; stdout: string }> {
+async function ciRun(output: string, status: number, missing: string[] = []): Promise<{ code: number | null; stdout: string; apt: string }> {
   const dir = await tempDir();
   await cp(join(REPO_ROOT, '.ci', 'run'), join(dir, '.ci', 'run'), { recursive: true });
   const bin = join(dir, 'fakebin');
@@ -92,9 +92,11 @@ async function ciRun(output: string, status: number): Promise<{ code: number | n
     join(bin, 'npm'),
     `#!/bin/sh\ncase "$1" in\n  ci) exit 0 ;;\n  test) cat "${join(dir, 'ava-output.txt')}"; exit ${status} ;;\n  --version) echo 10.0.0 ;;\nesac\n`,
   );
-  await writeFile(join(bin, 'dpkg-query'), '#!/bin/sh\necho "install ok installed"\n');
-  await chmod(join(bin, 'npm'), 0o755);
-  await chmod(join(bin, 'dpkg-query'), 0o755);
+  // dpkg-query's last argument is the package name
+  const notInstalled = missing.map((p) => `[ "$last" = "${p}" ] && exit 1`).join('\n');
+  await writeFile(join(bin, 'dpkg-query'), `#!/bin/sh\nfor last; do :; done\n${notInstalled}\necho "install ok installed"\n`);
+  await writeFile(join(bin, 'apt-get'), `#!/bin/sh\necho "$@" >> "${join(dir, 'apt.log')}"\n`);
+  for (const f of ['npm', 'dpkg-query', 'apt-get']) await chmod(join(bin, f), 0o755);
   return new Promise((resolve) => {
     const child = spawn('bash', [join(dir, '.ci', 'run')], {
       env: { PATH: `${bin}:${process.env.PATH}`, VOLREG_CI_LOG: join(dir, 'out.log') },
@@ -102,16 +104,27 @@ async function ciRun(output: string, status: number): Promise<{ code: number | n
     });
     let stdout = '';
     child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.on('exit', (code) => resolve({ code, stdout }));
+    child.on('exit', (code) => {
+      void readFile(join(dir, 'apt.log'), 'utf8')
+        .catch(() => '')
+        .then((apt) => resolve({ code, stdout, apt }));
+    });
   });
 }
 
 const lastLine = (s: string): string => s.trim().split('\n').at(-1)!;
 
-test('.ci/run: all passed', async (t) => {
+test('.ci/run: all passed; nothing to install', async (t) => {
   const res = await ciRun('\n  ✔ a › one\n  ✔ a › two (1.2s)\n  ✔ b › three\n  ─\n\n  3 tests passed\n', 0);
   t.is(lastLine(res.stdout), '3 passed, 0 failed');
   t.is(res.code, 0);
+  t.is(res.apt, '');
+});
+
+test('.ci/run: installs only the missing packages, quietly', async (t) => {
+  const res = await ciRun('  ✔ a › one\n', 0, ['skopeo', 'zstd']);
+  t.deepEqual(res.apt.trim().split('\n'), ['update -qq', 'install -y -qq --no-install-recommends skopeo zstd']);
+  t.is(lastLine(res.stdout), '1 passed, 0 failed');
 });
 
 test('.ci/run: failures are counted and the status kept', async (t) => {
