@@ -162,6 +162,7 @@ async function main(): Promise<number> {
         // server's writeback does not land in the other's row
         execFileSync('sync');
         log(`${scenario.id} on ${kind} ... (load ${loadText()})`);
+        const mark = l.server.outputMark();
         const measured = await l.probe.measure(() => scenario.run(l.target, ctx));
         if ('result' in measured) {
           row[kind] = { value: measured.result.value, detail: measured.result.detail, peak: measured.peak };
@@ -170,6 +171,9 @@ async function main(): Promise<number> {
           let msg = signal.aborted ? `timeout/abort: ${errorText(signal.reason)}; ${errorText(measured.error)}` : errorText(measured.error);
           const died = l.server.exitReason();
           if (died) msg = `server ${died}: ${msg}`;
+          // what the server logged meanwhile (warn level and up) usually says why
+          const said = l.server.linesSince(mark).slice(-3);
+          if (said.length > 0) msg += ` | server log: ${said.map((x) => x.slice(0, 600)).join(' | ')}`;
           row[kind] = { error: msg, peak: measured.peak };
           log(`  failed: ${msg}`);
         }

@@ -22,6 +22,9 @@ export interface RunningServer {
   exitReason(): string | undefined;
   /** the last lines the server printed, for error messages */
   outputTail(): string;
+  /** a mark in the server's output; linesSince(mark) gives what it printed after it */
+  outputMark(): number;
+  linesSince(mark: number): string[];
   stop(): Promise<void>;
 }
 
@@ -33,16 +36,24 @@ process.on('exit', () => {
 class Tail {
   private lines: string[] = [];
   private partial = '';
+  /** lines seen so far, kept or not */
+  count = 0;
   constructor(private readonly max: number) {}
   push(chunk: string): string[] {
     const parts = (this.partial + chunk).split('\n');
     this.partial = parts.pop() ?? '';
     this.lines.push(...parts);
+    this.count += parts.length;
     if (this.lines.length > this.max) this.lines.splice(0, this.lines.length - this.max);
     return parts;
   }
   text(): string {
     return [...this.lines, this.partial].filter(Boolean).join('\n');
+  }
+  /** the kept lines printed after the `count` given */
+  since(count: number): string[] {
+    const n = Math.min(this.lines.length, this.count - count);
+    return n > 0 ? this.lines.slice(-n) : [];
   }
 }
 
@@ -135,6 +146,8 @@ export async function startVolreg(repoRoot: string, tmpRoot: string, cpuProfDir?
     version: `volreg @ ${version}`,
     exitReason,
     outputTail,
+    outputMark: () => outTail.count + errTail.count,
+    linesSince: (mark) => sinceBoth(outTail, errTail, mark),
     stop: () => stopChild(child, exited),
   };
 }
@@ -220,8 +233,18 @@ export async function startDistribution(binary: string, tmpRoot: string, startTi
     version,
     exitReason,
     outputTail,
+    outputMark: () => outTail.count + errTail.count,
+    linesSince: (mark) => sinceBoth(outTail, errTail, mark),
     stop: () => stopChild(child, exited),
   };
+}
+
+// Both streams' lines after a mark taken as the sum of their counts; order between the two
+// streams is not kept, which is fine for error context.
+function sinceBoth(out: Tail, err: Tail, mark: number): string[] {
+  const extra = out.count + err.count - mark;
+  if (extra <= 0) return [];
+  return [...out.since(out.count - extra), ...err.since(err.count - extra)].slice(-extra);
 }
 
 function lastLines(text: string, n: number): string {
