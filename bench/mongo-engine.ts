@@ -4,7 +4,10 @@
  * clients, in memory and durable (dbPath, fsync per group commit). Prints a table of ops/s,
  * then the latency of a unique-key findOne on a 100,000-document collection.
  *
- *   node --import=tsx bench/mongo-engine.ts [secondsPerCase]
+ *   node --import=tsx bench/mongo-engine.ts [secondsPerCase] [rounds]
+ *
+ * Rounds alternate memory and durable runs and the best figure of each case is kept, so a
+ * burst of load from other processes on a shared machine does not decide the comparison.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,6 +16,7 @@ import { MongoClient, type Collection } from 'mongodb';
 import { startEngine, type RunningEngine } from '../src/mongo-engine/index.ts';
 
 const SECONDS = Number(process.argv[2] ?? 2);
+const ROUNDS = Number(process.argv[3] ?? 2);
 
 interface Row {
   mode: string;
@@ -110,9 +114,19 @@ async function bigCollectionLatency(): Promise<{ p50: number; p99: number; n: nu
   return { p50: samples[Math.floor(samples.length * 0.5)] as number, p99: samples[Math.floor(samples.length * 0.99)] as number, n: N };
 }
 
-const rows = [...(await benchMode('memory')), ...(await benchMode('durable'))];
+const best = new Map<string, Row>();
+for (let round = 0; round < ROUNDS; round++) {
+  for (const mode of ['memory', 'durable'] as const) {
+    for (const r of await benchMode(mode)) {
+      const key = `${r.mode}|${r.op}|${r.clients}`;
+      const prev = best.get(key);
+      if (!prev || r.opsPerSec > prev.opsPerSec) best.set(key, r);
+    }
+  }
+}
+const rows = [...best.values()];
 const pad = (s: string, n: number): string => s.padEnd(n);
-console.log(`embedded engine, ${SECONDS}s per case, node ${process.version}, ${os.cpus().length} cpus, load average ${os.loadavg()[0]?.toFixed(1)}`);
+console.log(`embedded engine, best of ${ROUNDS} rounds, ${SECONDS}s per case, node ${process.version}, ${os.cpus().length} cpus, load average ${os.loadavg()[0]?.toFixed(1)}`);
 console.log(pad('mode', 9) + pad('operation', 22) + pad('clients', 9) + pad('ops/s', 9) + 'ops/cpu-s');
 for (const r of rows) {
   console.log(pad(r.mode, 9) + pad(r.op, 22) + pad(String(r.clients), 9) + pad(Math.round(r.opsPerSec).toString(), 9) + Math.round(r.opsPerCpuSec).toString());
