@@ -57,8 +57,7 @@ function descriptor(v: unknown): { mediaType: string; digest: Digest; size: numb
 
 /**
  * Recognises a volume snapshot among manifests: an OCI image manifest whose artifact type (or,
- * as OCI 1.1 says for manifests without one, config media type) is the volume type, with
- * exactly one tar layer. Anything else is null: it is not a snapshot.
+ * for manifests without one, config media type) is the volume type, with exactly one tar layer. Anything else is null: it is not a snapshot.
  */
 export function readSnapshotManifest(body: Buffer): SnapshotManifestView | null {
   let raw: unknown;
@@ -71,8 +70,13 @@ export function readSnapshotManifest(body: Buffer): SnapshotManifestView | null 
   if (raw.mediaType !== undefined && raw.mediaType !== OCI_MANIFEST_MEDIA_TYPE) return null;
   const config = descriptor(raw.config);
   if (!config) return null;
-  const artifactType = typeof raw.artifactType === 'string' ? raw.artifactType : config.mediaType;
-  if (artifactType !== VOLUME_ARTIFACT_TYPE) return null;
+  // Without artifactType, OCI 1.1 takes the config's media type as the artifact's type; a
+  // volreg config blob says "volume" just as well.
+  const isVolume =
+    typeof raw.artifactType === 'string'
+      ? raw.artifactType === VOLUME_ARTIFACT_TYPE
+      : config.mediaType === VOLUME_ARTIFACT_TYPE || config.mediaType === VOLUME_CONFIG_MEDIA_TYPE;
+  if (!isVolume) return null;
   if (!Array.isArray(raw.layers) || raw.layers.length !== 1) return null;
   const layer = descriptor(raw.layers[0]);
   if (!layer) return null;
