@@ -48,6 +48,17 @@ function listen(server: net.Server, target: { port: number; host: string } | { p
   });
 }
 
+function socketAnswers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
 function closeServer(server: net.Server): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
 }
@@ -101,8 +112,11 @@ export async function startEngine(opts: EngineOptions = {}): Promise<RunningEngi
       state.port = port;
     }
     if (opts.socketPath !== undefined) {
-      // A socket file left by a dead process would make listen fail; the dbPath lock already guarantees exclusivity.
-      if (fs.existsSync(opts.socketPath)) fs.rmSync(opts.socketPath, { force: true });
+      // A socket file left by a dead process would make listen fail; one a live process answers on is not ours to take.
+      if (fs.existsSync(opts.socketPath)) {
+        if (await socketAnswers(opts.socketPath)) throw new Error(`unix socket ${opts.socketPath} is in use by another process`);
+        fs.rmSync(opts.socketPath, { force: true });
+      }
       const server = net.createServer(onConnection);
       await listen(server, { path: opts.socketPath });
       servers.push(server);

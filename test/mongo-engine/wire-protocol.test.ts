@@ -310,6 +310,8 @@ test('the engine listens on a unix socket and the driver connects through it', a
     const raw = await RawClient.connect({ path: socketPath });
     t.is((await raw.command({ ping: 1, $db: 'admin' }))['ok'], 1);
     raw.close();
+    // a live socket is never taken over by another engine
+    await t.throwsAsync(startTestEngine(undefined, { socketPath }), { message: /in use by another process/ });
   } finally {
     await sockEngine.close();
   }
