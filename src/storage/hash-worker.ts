@@ -126,9 +126,10 @@ export class HashWorker {
 
   private ensure(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(WORKER_SOURCE, { eval: true });
+    // No inherited flags: the script is CommonJS and needs no loader (--input-type=module or
+    // --import=tsx in the parent must not change how it is read).
+    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
     this.generation++;
-    w.unref();
     w.on('message', (r: Reply) => {
       const p = this.pending.get(r.seq);
       if (!p) return;
@@ -147,6 +148,8 @@ export class HashWorker {
     };
     w.on('error', fail);
     w.on('exit', (code) => fail(new Error(`exit ${code}`)));
+    // Idle, it must not keep the process alive (listeners added after this would ref it again).
+    w.unref();
     this.worker = w;
     return w;
   }

@@ -152,3 +152,30 @@ test('fs store: hash state lost with its worker is recomputed from the data file
     await h.close();
   }
 });
+
+test('fs store: an idle store (and its hash worker) does not keep the process alive', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'volreg-fs-exit-'));
+  try {
+    const driver = new URL('../../src/storage/fs-driver.ts', import.meta.url).href;
+    const script = `
+      const { Readable } = await import('node:stream');
+      const { FsBlobStore } = await import(${JSON.stringify(driver)});
+      const s = await FsBlobStore.open({ root: ${JSON.stringify(root)} });
+      const w = await s.createUpload();
+      await w.append(Readable.from([Buffer.from('abc')]));
+      const info = await w.commit();
+      await s.delete(info.digest);
+      await s.createUpload();
+      console.log('done');`;
+    const { execFile } = await import('node:child_process');
+    const result = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(process.execPath, ['--import=tsx', '--input-type=module', '-e', script], { timeout: 20_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
+      );
+    });
+    t.is(result.stdout.trim(), 'done', result.stderr);
+    t.is(result.code, 0, 'the process exited by itself');
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
