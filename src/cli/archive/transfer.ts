@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, utimes } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import cliProgress from 'cli-progress';
@@ -179,6 +179,7 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     const rootStat = await lstat(staging);
     await rmdir(staging);
     await rm(work, { recursive: true, force: true });
+    if (opts.preserveOwner ?? process.getuid?.() === 0) await chown(dir, rootStat.uid, rootStat.gid);
     await chmod(dir, rootStat.mode & 0o7777);
     await utimes(dir, rootStat.atime, rootStat.mtime);
     return { digest: got.digest, size: got.size, entries: result.entries, snapshot };
