@@ -348,14 +348,14 @@ function collectPath(v: unknown, segs: string[], i: number, out: unknown[], expa
       collectPath(v[idx], segs, i + 1, out, expandArrays);
       return;
     }
-    let any = false;
+    let descended = false;
     for (const e of v) {
       if (isPlainObject(e)) {
         collectPath(e, segs, i, out, expandArrays);
-        any = true;
+        descended = true;
       }
     }
-    if (!any) out.push(undefined);
+    if (!descended) out.push(undefined);
     return;
   }
   if (isPlainObject(v)) {
