@@ -8,7 +8,7 @@ const routes = test.macro({
   exec(t, path: string, id: string, groups: Record<string, string>) {
   const m = matchRoute(path);
   t.truthy(m, `no route for ${path}`);
-  t.is(m?.id, id);
+  t.is<string | undefined>(m?.id, id);
   for (const [k, v] of Object.entries(groups)) t.is(m?.groups[k], v, k);
   },
   title(_: string | undefined, path: string, id: string) {
