@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Binary, type Collection } from 'mongodb';
+import { Binary, type Collection, type Filter, type UpdateFilter } from 'mongodb';
 import type { Digest } from '../domain/digest.ts';
 import type { ManifestEntry, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
 import type { StoredManifest } from '../domain/manifests/stored-manifest.ts';
@@ -144,12 +144,12 @@ export class ManifestRepository {
   private async upsertByDigest<D extends { _id: string; digest: string }>(coll: Collection<D>, doc: D): Promise<string> {
     const { digest, ...rest } = doc;
     try {
-      const res = await coll.updateOne({ digest } as never, { $setOnInsert: rest } as never, { upsert: true });
+      const res = await coll.updateOne({ digest } as Filter<D>, { $setOnInsert: rest } as UpdateFilter<D>, { upsert: true });
       if (res.upsertedId !== null && res.upsertedId !== undefined) return String(res.upsertedId);
     } catch (err) {
       if (!isDuplicateKey(err)) throw err; // a racing push inserted it first
     }
-    const existing = await coll.findOne({ digest } as never, { projection: { _id: 1 } });
+    const existing = await coll.findOne({ digest } as Filter<D>, { projection: { _id: 1 } });
     if (!existing) throw new Error('manifest unit vanished after insert');
     return String(existing._id);
   }
