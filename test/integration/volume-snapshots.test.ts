@@ -1,0 +1,83 @@
+import test from 'ava';
+import { digestOf, type Digest } from '../../src/domain/digest.ts';
+import type { RepositoryName, Tag } from '../../src/domain/names.ts';
+import type { SnapshotInfo } from '../../src/domain/volumes/snapshot.ts';
+import { SNAPSHOTS_COLLECTION, SnapshotRepository } from '../../src/metadata/snapshot-repository.ts';
+import { up } from '../../migrations/0002-volume-snapshots.ts';
+import { openTestMongo, type TestMongo } from '../helpers/mongo.ts';
+
+let mongo: TestMongo;
+
+test.before(async () => {
+  mongo = await openTestMongo('volume-snapshots');
+  await up(mongo.db);
+});
+test.after.always(async () => {
+  await mongo?.close();
+});
+
+const snapshot = (volume: string, tag: string, created: string, over: Partial<SnapshotInfo> = {}): SnapshotInfo => ({
+  volume: volume as RepositoryName,
+  tag: tag as Tag,
+  manifestDigest: digestOf(`m-${volume}-${tag}-${created}`),
+  configDigest: digestOf(`c-${volume}-${tag}`),
+  layer: { digest: digestOf(`l-${volume}-${tag}`), size: 100, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' },
+  compression: 'gzip',
+  uncompressed: { digest: digestOf('tar'), size: 10240 },
+  entries: 3,
+  unsafeEntries: 0,
+  host: 'h1',
+  labels: { a: 'b' },
+  created,
+  lastVerify: null,
+  source: 'api',
+  ...over,
+});
+
+test('migration 0002 is idempotent and indexes the collection', async (t) => {
+  await up(mongo.db);
+  const indexes = await mongo.db.collection(SNAPSHOTS_COLLECTION).listIndexes().toArray();
+  const unique = indexes.find((i) => JSON.stringify(i.key) === JSON.stringify({ repo_id: 1, tag: 1 }));
+  t.truthy(unique);
+  t.true(unique!.unique === true);
+  t.true(indexes.some((i) => JSON.stringify(i.key) === JSON.stringify({ repo_id: 1, created: -1 })));
+});
+
+test('the collection validator refuses a document without the required fields', async (t) => {
+  await t.throwsAsync(mongo.db.collection(SNAPSHOTS_COLLECTION).insertOne({ _id: 'x', repo_id: 'r' } as never));
+  await t.throwsAsync(mongo.db.collection(SNAPSHOTS_COLLECTION).insertOne({ ...{ _id: 'y', repo_id: 'r', tag: 't' }, compression: 'xz' } as never));
+});
+
+test('upsert keeps one document per tag; list is newest first with filters; verify is recorded for the seen manifest only', async (t) => {
+  const repo = new SnapshotRepository(mongo.db);
+  await repo.upsert(snapshot('vol/a', 't1', '2024-01-01T00:00:00.000Z'));
+  await repo.upsert(snapshot('vol/a', 't2', '2024-02-01T00:00:00.000Z', { host: 'h2' }));
+  const replaced = snapshot('vol/a', 't1', '2024-03-01T00:00:00.000Z');
+  await repo.upsert(replaced);
+  await Promise.all([repo.upsert(snapshot('vol/b', 'x', '2024-01-05T00:00:00.000Z')), repo.upsert(snapshot('vol/b', 'x', '2024-01-06T00:00:00.000Z'))]);
+  t.is(await mongo.db.collection(SNAPSHOTS_COLLECTION).countDocuments({ repo_id: 'vol/b' }), 1, 'racing upserts of one tag meet on the unique key');
+
+  const all = await repo.list('vol/a', { limit: 10, offset: 0 });
+  t.deepEqual(all.items.map((s) => s.tag), ['t1', 't2']);
+  t.is(all.total, 2);
+  t.deepEqual((await repo.list('vol/a', { host: 'h2', limit: 10, offset: 0 })).items.map((s) => s.tag), ['t2']);
+  t.deepEqual((await repo.list('vol/a', { since: new Date('2024-02-15T00:00:00Z'), limit: 10, offset: 0 })).items.map((s) => s.tag), ['t1']);
+  t.deepEqual((await repo.list('vol/a', { limit: 1, offset: 1 })).items.map((s) => s.tag), ['t2']);
+
+  await repo.recordVerify('vol/a', 't1', digestOf('some other manifest') as Digest, { ok: false, at: '2024-04-01T00:00:00.000Z', problems: ['x'] });
+  t.is((await repo.get('vol/a', 't1'))!.lastVerify, null, 'a verification of another manifest is not recorded');
+  await repo.recordVerify('vol/a', 't1', replaced.manifestDigest, { ok: true, at: '2024-04-01T00:00:00.000Z', problems: [] });
+  t.deepEqual((await repo.get('vol/a', 't1'))!.lastVerify, { ok: true, at: '2024-04-01T00:00:00.000Z', problems: [] });
+
+  const volumes = await repo.listVolumes(10, 0);
+  const a = volumes.items.find((v) => v.volume === 'vol/a')!;
+  t.is(a.snapshots, 2);
+  t.is(a.totalSize, 200);
+  t.is<string>(a.latest.tag, 't1');
+
+  await repo.delete('vol/a', 't2', digestOf('not it') as Digest);
+  t.truthy(await repo.get('vol/a', 't2'), 'delete limited to a manifest leaves another one');
+  await repo.delete('vol/a', 't2');
+  await repo.delete('vol/a', 't2');
+  t.is(await repo.get('vol/a', 't2'), null);
+});
