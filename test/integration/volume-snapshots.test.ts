@@ -73,7 +73,7 @@ test('upsert keeps one document per tag; list is newest first with filters; veri
   const a = volumes.items.find((v) => v.volume === 'vol/a')!;
   t.is(a.snapshots, 2);
   t.is(a.totalSize, 200);
-  t.is<string>(a.latest.tag, 't1');
+  t.is(String(a.latest.tag), 't1');
 
   await repo.delete('vol/a', 't2', digestOf('not it') as Digest);
   t.truthy(await repo.get('vol/a', 't2'), 'delete limited to a manifest leaves another one');
