@@ -5,7 +5,13 @@ import type { ManifestEntry, ParsedManifest } from '../domain/manifests/parsed-m
 import type { StoredManifest } from '../domain/manifests/stored-manifest.ts';
 import { pulpFields, UNIT_TYPES, type Collections, type ManifestListUnitDoc, type ManifestUnitDoc, type UnitTypeId } from './collections.ts';
 import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
-import { assertValid } from './schema-validator.ts';
+import { validate } from './schema-validator.ts';
+
+/** A document this code built must match its stored schema; a mismatch is a bug (500, logged). */
+function assertStorable(schemaId: string, doc: unknown): void {
+  const problems = validate(schemaId, doc);
+  if (problems.length > 0) throw new Error(`${schemaId} document invalid: ${JSON.stringify(problems)}`);
+}
 
 /**
  * Manifest units: image manifests in `units_docker_manifest`, OCI indexes and Docker manifest
@@ -126,7 +132,7 @@ export class ManifestRepository {
           ...(m.platform?.variant !== undefined ? { variant: m.platform.variant } : {}),
         })),
       };
-      assertValid('stored-docker-manifest-list', doc, 'UNKNOWN');
+      assertStorable('stored-docker-manifest-list', doc);
       return { id: await this.upsertByDigest(this.lists, doc), kind: 'list' };
     }
     const doc: ManifestDoc = {
@@ -137,7 +143,7 @@ export class ManifestRepository {
       config_media_type: parsed.configMediaType,
       blob_digests: parsed.blobDigests,
     };
-    assertValid('stored-docker-manifest', doc, 'UNKNOWN');
+    assertStorable('stored-docker-manifest', doc);
     return { id: await this.upsertByDigest(this.images, doc), kind: 'image' };
   }
 

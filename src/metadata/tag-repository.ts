@@ -4,7 +4,13 @@ import type { ManifestKind } from '../domain/manifests/parsed-manifest.ts';
 import type { TagRecord } from '../domain/manifests/stored-manifest.ts';
 import { pulpFields, UNIT_TYPES, type Collections, type TagUnitDoc } from './collections.ts';
 import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
-import { assertValid } from './schema-validator.ts';
+import { validate } from './schema-validator.ts';
+
+/** A document this code built must match its stored schema; a mismatch is a bug (500, logged). */
+function assertStorable(schemaId: string, doc: unknown): void {
+  const problems = validate(schemaId, doc);
+  if (problems.length > 0) throw new Error(`${schemaId} document invalid: ${JSON.stringify(problems)}`);
+}
 
 /**
  * Tag units (`units_docker_tag`), Pulp 2's shape: one unit per (name, schema_version, repo_id),
@@ -42,7 +48,7 @@ export class TagRepository {
     const key = { name, schema_version: schemaVersion, repo_id: repo };
     const fields = pulpFields(UNIT_TYPES.tag);
     const inserted: TagUnitDoc = { _id: randomUUID(), ...key, manifest_digest: manifestDigest, manifest_type: manifestType, ...fields };
-    assertValid('stored-docker-tag', inserted, 'UNKNOWN');
+    assertStorable('stored-docker-tag', inserted);
     const update = {
       $set: { manifest_digest: manifestDigest, manifest_type: manifestType, _last_updated: fields._last_updated },
       $setOnInsert: { _id: inserted._id, _ns: fields._ns, _content_type_id: fields._content_type_id, pulp_user_metadata: {} },
