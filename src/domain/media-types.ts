@@ -143,7 +143,7 @@ export class AcceptSet {
 
   /**
    * The weight the client gives a media type: that of the most specific matching range
-   * (exact, then `type/*`, then `* /*`), 0 when none matches.
+   * (exact, then `type/` wildcard, then the match-all range), 0 when none matches.
    */
   quality(mediaType: string): number {
     const [type, subtype] = mediaType.toLowerCase().split('/') as [string, string | undefined];

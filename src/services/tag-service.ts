@@ -21,7 +21,7 @@ import type { RepositoryName, Tag } from '../domain/names.ts';
  *
  * A request without any Accept header is an old Docker client's (it reads only schema 1; this
  * is why distribution rewrote schema 2 to schema 1 for it): it gets the schema 1 unit when there
- * is one, and otherwise whatever the schema 2 unit is, as for `Accept: * /*`.
+ * is one, and otherwise whatever the schema 2 unit is, as for a match-all Accept.
  */
 
 /** What resolution needs to know about the manifest a tag unit points at. */

@@ -3,7 +3,7 @@ import type { Blob, Built } from './manifest-fixtures.ts';
 
 /**
  * A small, exact HTTP client for the /v2 tests: node:http sends only the headers given (fetch
- * would add `Accept: * /*`, and tests need requests without any Accept header).
+ * would add a match-all Accept, and tests need requests without any Accept header).
  */
 
 export interface Reply {
