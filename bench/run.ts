@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { loadProfile, summariseProfile } from './lib/cpu-profile.ts';
 import { prepareData } from './lib/data.ts';
 import { formatBytes, parseOptions, USAGE, type BenchOptions, type ServerKind } from './lib/options.ts';
-import { buildRows, renderDetails, renderMain, renderRss, type Cell, type Results, type ServerSummary } from './lib/report.ts';
+import { buildRows, renderDetails, renderMain, renderRss, type Cell, type HeapFigures, type Results, type ServerSummary } from './lib/report.ts';
 import { RssProbe } from './lib/rss.ts';
 import { buildScenarios, newTargetState, prepareManifestSets, type RunContext, type Target } from './lib/scenarios.ts';
 import { distributionBinary, startDistribution, startVolreg, type RunningServer } from './lib/servers.ts';
@@ -43,6 +43,26 @@ function toolVersion(cmd: string, args: string[]): string {
     return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n')[0].trim();
   } catch {
     return 'not found';
+  }
+}
+
+/** volreg's own V8 heap figures from its Prometheus /metrics (prom-client default metrics). */
+async function heapFigures(base: URL): Promise<HeapFigures | undefined> {
+  try {
+    const res = await fetch(new URL('/metrics', base), { signal: AbortSignal.timeout(3000) });
+    const text = await res.text();
+    if (res.status !== 200) return undefined;
+    const metric = (name: string): number | undefined => {
+      const m = new RegExp(`^\\w*${name} (\\d+(?:\\.\\d+)?(?:e\\+?\\d+)?)$`, 'm').exec(text);
+      return m ? Number(m[1]) : undefined;
+    };
+    const heapTotal = metric('nodejs_heap_size_total_bytes');
+    const heapUsed = metric('nodejs_heap_size_used_bytes');
+    const external = metric('nodejs_external_memory_bytes');
+    if (heapTotal === undefined || heapUsed === undefined || external === undefined) return undefined;
+    return { heapTotal, heapUsed, external };
+  } catch {
+    return undefined;
   }
 }
 
@@ -164,8 +184,9 @@ async function main(): Promise<number> {
         log(`${scenario.id} on ${kind} ... (load ${loadText()})`);
         const mark = l.server.outputMark();
         const measured = await l.probe.measure(() => scenario.run(l.target, ctx));
+        const heap = kind === 'volreg' ? await heapFigures(l.server.base) : undefined;
         if ('result' in measured) {
-          row[kind] = { value: measured.result.value, detail: measured.result.detail, peak: measured.peak };
+          row[kind] = { value: measured.result.value, detail: measured.result.detail, peak: measured.peak, heap };
           log(`  ${measured.result.value.toFixed(1)} ${scenario.unit} (${measured.result.detail}), peak RSS ${(measured.peak.peakKiB / 1024).toFixed(1)} MiB`);
         } else {
           let msg = signal.aborted ? `timeout/abort: ${errorText(signal.reason)}; ${errorText(measured.error)}` : errorText(measured.error);
@@ -174,7 +195,7 @@ async function main(): Promise<number> {
           // what the server logged meanwhile (warn level and up) usually says why
           const said = l.server.linesSince(mark).slice(-3);
           if (said.length > 0) msg += ` | server log: ${said.map((x) => x.slice(0, 600)).join(' | ')}`;
-          row[kind] = { error: msg, peak: measured.peak };
+          row[kind] = { error: msg, peak: measured.peak, heap };
           log(`  failed: ${msg}`);
         }
       }

@@ -3,11 +3,19 @@ import type { PeakReport } from './rss.ts';
 import type { ServerKind } from './options.ts';
 import type { Scenario } from './scenarios.ts';
 
+/** The server's own memory figures (from its /metrics), in bytes, right after a scenario. */
+export interface HeapFigures {
+  heapTotal: number;
+  heapUsed: number;
+  external: number;
+}
+
 export interface Cell {
   value?: number;
   error?: string;
   detail?: string;
   peak?: PeakReport;
+  heap?: HeapFigures;
 }
 
 export type Results = Map<string, Partial<Record<ServerKind, Cell>>>;
@@ -138,10 +146,12 @@ export function renderMain(rows: Row[]): string {
 
 export function renderRss(scenarios: Scenario[], results: Results): string {
   const mb = (cell: Cell | undefined): string => (cell?.peak ? ((cell.peak.peakKiB * 1024) / 1e6).toFixed(1) : '-');
+  const heap = (cell: Cell | undefined): string =>
+    cell?.heap ? `${(cell.heap.heapTotal / 1e6).toFixed(0)} / ${(cell.heap.heapUsed / 1e6).toFixed(0)} / ${(cell.heap.external / 1e6).toFixed(0)}` : '-';
   return renderTable(
-    ['scenario', 'volreg peak RSS MB', 'distribution peak RSS MB'],
-    scenarios.map((s) => [s.title, mb(results.get(s.id)?.volreg), mb(results.get(s.id)?.distribution)]),
-    new Set([1, 2]),
+    ['scenario', 'volreg peak RSS MB', 'volreg V8 heap total / used / external MB after', 'distribution peak RSS MB'],
+    scenarios.map((s) => [s.title, mb(results.get(s.id)?.volreg), heap(results.get(s.id)?.volreg), mb(results.get(s.id)?.distribution)]),
+    new Set([1, 2, 3]),
   );
 }
 
