@@ -96,17 +96,19 @@ export class VolumeService {
       expectedDigest: opts.expectedDigest,
       maxBytes: opts.maxBytes,
       validate: async (tee) => {
-        inspection = await inspectArchive(tee);
+        inspection = await inspectArchive(tee, { skipPlainHash: true });
       },
     });
     if (!inspection) throw new VolregError('UNKNOWN', 'archive was not inspected');
+    // a plain tar is its own uncompressed stream: its digest is the layer's
+    const uncompressedDigest = inspection.uncompressedDigest ?? layer.digest;
     const created = new Date().toISOString();
     const configBytes = encodeSnapshotConfig({
       volume: repo,
       created,
       host: opts.host,
       labels: opts.labels,
-      uncompressedDigest: inspection.uncompressedDigest,
+      uncompressedDigest,
       uncompressedSize: inspection.uncompressedSize,
       entries: inspection.entries,
       compression: inspection.compression,
@@ -129,7 +131,7 @@ export class VolumeService {
       configDigest: config.digest,
       layer: { digest: layer.digest, size: layer.size, mediaType: view.layer.mediaType },
       compression: inspection.compression,
-      uncompressed: { digest: inspection.uncompressedDigest, size: inspection.uncompressedSize },
+      uncompressed: { digest: uncompressedDigest, size: inspection.uncompressedSize },
       entries: inspection.entries,
       unsafeEntries: inspection.unsafeEntries,
       host: opts.host,

@@ -6,14 +6,15 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import test from 'ava';
 import { pack } from 'tar-stream';
+import type { Digest } from '../../src/domain/digest.ts';
 import { VolregError } from '../../src/domain/errors.ts';
 import { inspectArchive } from '../../src/domain/volumes/archive-inspector.ts';
 import { detectCompression } from '../../src/domain/volumes/compression.ts';
 
 let dir = '';
-let tarBytes = Buffer.alloc(0);
+let tarBytes: Buffer = Buffer.alloc(0);
 
-const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const sha256 = (b: Buffer): Digest => `sha256:${createHash('sha256').update(b).digest('hex')}` as Digest;
 const sh = (cmd: string, args: string[], input?: Buffer): Buffer =>
   execFileSync(cmd, args, { input, maxBuffer: 256 * 1024 * 1024 });
 /** Streams a buffer in small chunks, as a socket would deliver it. */
@@ -185,4 +186,12 @@ test('compression is decided by magic bytes only', (t) => {
   t.deepEqual(detectCompression(Buffer.from([0x50, 0x2a, 0x4d, 0x18])), { kind: 'ok', compression: 'zstd' });
   t.deepEqual(detectCompression(Buffer.from('ustar')), { kind: 'ok', compression: 'none' });
   t.deepEqual(detectCompression(Buffer.from('PK\x03\x04')), { kind: 'unsupported', format: 'zip' });
+});
+
+test('skipPlainHash leaves the digest of a plain tar to the caller, but never of a compressed one', async (t) => {
+  const plain = await inspectArchive(chunked(tarBytes), { skipPlainHash: true });
+  t.is(plain.uncompressedDigest, null);
+  t.is(plain.uncompressedSize, tarBytes.length);
+  const gz = await inspectArchive(chunked(sh('gzip', ['-c'], tarBytes)), { skipPlainHash: true });
+  t.is(gz.uncompressedDigest, sha256(tarBytes));
 });

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract, type Header } from 'tar-stream';
@@ -25,24 +25,33 @@ export interface ArchiveInspection {
   compression: Compression;
   /** tar entries (files, directories, links...; pax/long-name headers are not entries) */
   entries: number;
-  /** size and sha256 of the uncompressed tar stream */
+  /** size and sha256 of the uncompressed tar stream (null: not computed, see skipPlainHash) */
   uncompressedSize: number;
-  uncompressedDigest: Digest;
+  uncompressedDigest: Digest | null;
   /** entries a careful extractor refuses (absolute paths, `..`, escaping links, devices) */
   unsafeEntries: number;
 }
 
-export type InspectOptions = DecompressOptions;
+export interface InspectOptions extends DecompressOptions {
+  /**
+   * For an uncompressed body the tar's digest is the body's own, which the caller (the blob
+   * ingest) computes anyway: do not hash the same bytes twice (uncompressedDigest is then null).
+   */
+  skipPlainHash?: boolean;
+}
 
 /** Hashes, counts and frames the uncompressed tar on its way to the parser. */
 class TarTap extends Transform {
-  readonly hash = createHash('sha256');
+  constructor(readonly hash: Hash | null) {
+    super();
+  }
+
   readonly framing = new TarFraming();
   bytes = 0;
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     try {
-      this.hash.update(chunk);
+      this.hash?.update(chunk);
       this.bytes += chunk.length;
       this.framing.write(chunk);
     } catch (err) {
@@ -86,7 +95,7 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
   try {
     const { compression, tar } = await decompressedTar(source, opts);
 
-    const tap = new TarTap();
+    const tap = new TarTap(compression === 'none' && opts.skipPlainHash ? null : createHash('sha256'));
     let entries = 0;
     let unsafeEntries = 0;
     const parser = extract();
@@ -104,7 +113,7 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
       compression,
       entries,
       uncompressedSize: tap.bytes,
-      uncompressedDigest: `sha256:${tap.hash.digest('hex')}` as Digest,
+      uncompressedDigest: tap.hash ? (`sha256:${tap.hash.digest('hex')}` as Digest) : null,
       unsafeEntries,
     };
   } catch (err) {
