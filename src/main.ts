@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { access, mkdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { MongoClient, type Db } from 'mongodb';
 import { pino, type Logger } from 'pino';
 import { createApp, type HealthCheck } from './app.ts';
@@ -235,9 +235,14 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 export async function openMetadata(config: Config, logger: Logger): Promise<{ db: Db; close: () => Promise<void> }> {
   const dbPath = join(config.dataDir, 'db');
   // loaded only when needed: a service on a real MongoDB never loads the engine
+  // The embedded engine listens on a unix socket inside the data directory, so only users who
+  // may write there can reach the metadata; sun_path holds ~107 bytes, so deep data directories
+  // fall back to loopback TCP.
+  const socketPath = resolve(dbPath, 'engine.sock');
+  const listenOn = Buffer.byteLength(socketPath) < 100 ? { socketPath } : { host: '127.0.0.1', port: 0 };
   const engine = config.mongodbUrl ? undefined : await (
         await import('./mongo-engine/index.ts')
-      ).startEngine({ dbPath, log: (msg, fields) => logger.debug({ ...fields, component: 'engine' }, msg) });
+      ).startEngine({ dbPath, ...listenOn, log: (msg, fields) => logger.debug({ ...fields, component: 'engine' }, msg) });
   if (engine) logger.info({ dbPath }, 'embedded mongodb engine started');
   const uri = config.mongodbUrl ?? (engine as { uri: string }).uri;
   const client = new MongoClient(uri, { serverSelectionTimeoutMS: 15_000 });
