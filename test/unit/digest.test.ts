@@ -6,7 +6,7 @@ const SHA256_EMPTY = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca49
 
 const accepts = test.macro({
   exec(t, input: string) {
-  t.is<string>(parseDigest(input), input);
+  t.is(asText(parseDigest(input)), input);
   },
   title(_: string | undefined, input: string) {
     return `accepts ${input.slice(0, 24)}…`;
@@ -16,7 +16,7 @@ const accepts = test.macro({
 const refuses = test.macro({
   exec(t, input: string, code: string) {
   const err = t.throws(() => parseDigest(input), { instanceOf: VolregError });
-  t.is<string | undefined>(err?.code, code);
+  t.is(asText(err?.code), code);
   },
   title(_: string | undefined, input: string, code: string) {
     return `refuses ${JSON.stringify(input.length > 40 ? `${input.slice(0, 12)}…(${input.length})` : input)} as ${code}`;
@@ -37,7 +37,7 @@ test(refuses, `md5:${'a'.repeat(32)}`, 'UNSUPPORTED');
 test(refuses, `blake3:${'a'.repeat(64)}`, 'UNSUPPORTED');
 
 test('digestOf hashes the exact bytes', (t) => {
-  t.is(digestOf(Buffer.alloc(0)), SHA256_EMPTY);
+  t.is(asText(digestOf(Buffer.alloc(0))), SHA256_EMPTY);
   t.not(digestOf('a'), digestOf('a\n'));
   t.true(digestOf('x', 'sha512').startsWith('sha512:'));
   t.is(splitDigest(digestOf('x'))[0], 'sha256');
@@ -47,7 +47,12 @@ test('RFC 3230 Digest header round-trips', (t) => {
   const d = digestOf('hello');
   const header = rfc3230Digest(d);
   t.regex(header, /^sha-256=[A-Za-z0-9+/]+=*$/);
-  t.is<string | undefined>(parseRfc3230Digest(header), d);
-  t.is<string | undefined>(parseRfc3230Digest(`md5=abc, ${header}`), d);
+  t.is(asText(parseRfc3230Digest(header)), d);
+  t.is(asText(parseRfc3230Digest(`md5=abc, ${header}`)), d);
   t.throws(() => parseRfc3230Digest('md5=abc'), { instanceOf: VolregError });
 });
+
+/** Branded values compare as the strings they are. */
+function asText(value: string | undefined): string | undefined {
+  return value;
+}
