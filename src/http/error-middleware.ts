@@ -1,6 +1,10 @@
 import type { Middleware } from 'koa';
 import type { Logger } from 'pino';
 import { errorBody, isVolregError, VolregError } from '../domain/errors.ts';
+import { discardBody } from './discard-body.ts';
+
+const DISCARD_LIMIT_BYTES = 64 * 1024 * 1024;
+const DISCARD_LIMIT_MS = 10_000;
 
 /**
  * The one place that renders errors. A `VolregError` becomes the OCI envelope with its
@@ -17,8 +21,9 @@ export function errorMiddleware(logger: Logger): Middleware {
       // HEAD replies carry no body, but keep the status and headers.
       ctx.body = ctx.method === 'HEAD' ? null : errorBody(err);
       if (ctx.method === 'HEAD') ctx.status = err.status;
-      // A request body we did not read must not be parsed as the next request.
-      if (!ctx.req.complete) ctx.set('Connection', 'close');
+      // Let the client finish sending a (bounded) body so it reads this reply rather than a
+      // reset; a body we did not read must never be parsed as the next request.
+      if (!(await discardBody(ctx.req, DISCARD_LIMIT_BYTES, DISCARD_LIMIT_MS))) ctx.set('Connection', 'close');
     }
   };
 }
