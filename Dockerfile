@@ -13,6 +13,10 @@ FROM node:20-bookworm-slim
 ENV NODE_ENV=production \
     VOLREG_ADDR=0.0.0.0:5000 \
     VOLREG_DATA_DIR=/data
+# zstd: `volreg push --compression zstd` compresses through the zstd program
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends zstd \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system volreg \
  && useradd --system --gid volreg --home-dir /app --shell /usr/sbin/nologin volreg \
  && mkdir -p /data \
