@@ -7,6 +7,11 @@ import type { DigestAlgorithm } from '../domain/digest.ts';
  * worker keeps one hash per key and applies a key's operations in order; updates are acked so
  * the caller can bound what is in flight (backpressure).
  *
+ * Bytes reach the worker through a fixed ring of shared slots (RING_SLOTS x SLOT_BYTES): the
+ * main thread copies a piece into a free slot and posts its number; the worker hashes it and
+ * acks, which frees the slot. Memory is that ring, whatever the upload size and count, and no
+ * garbage is made per chunk.
+ *
  * The worker is an evaluated script (plain JavaScript, node built-ins only) so it loads the
  * same way however the service was started. If it dies, pending calls reject and the next
  * call starts a new one with `generation` bumped: callers treat hash state of an older
@@ -14,7 +19,9 @@ import type { DigestAlgorithm } from '../domain/digest.ts';
  */
 const WORKER_SOURCE = `
 'use strict';
-const { parentPort } = require('node:worker_threads');
+const { parentPort, workerData } = require('node:worker_threads');
+const ring = workerData.ring;
+const SLOT = workerData.slotBytes;
 const { createHash } = require('node:crypto');
 const { open } = require('node:fs/promises');
 const hashes = new Map();
@@ -55,7 +62,7 @@ parentPort.on('message', (m) => {
   inOrder(m.key, async () => {
     switch (m.op) {
       case 'create': hashes.set(m.key, createHash(m.alg)); return undefined;
-      case 'update': need(m.key).update(new Uint8Array(m.data)); return undefined;
+      case 'update': need(m.key).update(new Uint8Array(ring, m.slot * SLOT, m.len)); return undefined;
       case 'feed': await feed(need(m.key), m.path, m.start, m.end); return undefined;
       case 'digest': { const h = need(m.key); hashes.delete(m.key); return h.digest('hex'); }
       case 'drop': hashes.delete(m.key); return undefined;
@@ -69,6 +76,9 @@ parentPort.on('message', (m) => {
 `;
 
 type Reply = { seq: number; value?: unknown; error?: string; code?: string };
+
+const SLOT_BYTES = 256 * 1024;
+const RING_SLOTS = 16;
 
 export class HashWorkerError extends Error {
   constructor(
@@ -84,6 +94,11 @@ export class HashWorker {
   private worker: Worker | null = null;
   private seq = 0;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private ring: SharedArrayBuffer | null = null;
+  private freeSlots: number[] = [];
+  private slotWaiters: Array<() => void> = [];
+  /** per key, the posting of its updates so far: pieces reach the worker in order */
+  private readonly posting = new Map<string, Promise<void>>();
   /** Bumped whenever a worker starts or goes away: hash state of older generations is gone. */
   generation = 0;
 
@@ -91,12 +106,50 @@ export class HashWorker {
     this.send({ op: 'create', key, alg: algorithm });
   }
 
-  /** Feeds bytes; resolves once the worker has hashed them. The buffers are not kept. */
+  /**
+   * Feeds bytes; resolves once the worker has hashed them. The buffers are read (copied into
+   * ring slots) but neither kept nor changed. Calls for one key are hashed in call order.
+   */
   update(key: string, bufs: Buffer[], total: number): Promise<void> {
-    // One owned ArrayBuffer, moved (not copied) to the worker.
-    const joined = Buffer.concat(bufs, total);
-    const owned = joined.byteOffset === 0 && joined.buffer.byteLength === total ? joined.buffer : joined.buffer.slice(joined.byteOffset, joined.byteOffset + total);
-    return this.call({ op: 'update', key, data: owned }, [owned as ArrayBuffer]) as Promise<void>;
+    let acked: Promise<unknown> = Promise.resolve();
+    const posted = (this.posting.get(key) ?? Promise.resolve()).then(async () => {
+      const acks: Promise<unknown>[] = [];
+      let index = 0;
+      let offset = 0;
+      for (let left = total; left > 0; ) {
+        const { slot, ring } = await this.acquireSlot();
+        const len = Math.min(SLOT_BYTES, left);
+        const view = new Uint8Array(ring, slot * SLOT_BYTES, len);
+        for (let filled = 0; filled < len; ) {
+          const buf = bufs[index]!;
+          const n = Math.min(buf.length - offset, len - filled);
+          view.set(buf.subarray(offset, offset + n), filled);
+          filled += n;
+          offset += n;
+          if (offset === buf.length) {
+            index++;
+            offset = 0;
+          }
+        }
+        left -= len;
+        const release = (): void => this.releaseSlot(slot, ring);
+        acks.push(this.call({ op: 'update', key, slot, len }).then(release, (err: unknown) => {
+          release();
+          throw err;
+        }));
+      }
+      acked = Promise.all(acks);
+      acked.catch(() => undefined);
+    });
+    const tail = posted.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.posting.set(key, tail);
+    void tail.then(() => {
+      if (this.posting.get(key) === tail) this.posting.delete(key);
+    });
+    return posted.then(() => acked).then(() => undefined);
   }
 
   /** Feeds bytes [start, end) of a file. */
@@ -118,6 +171,7 @@ export class HashWorker {
     const w = this.worker;
     this.worker = null;
     this.generation++;
+    this.dropRing();
     const e = new HashWorkerError('hash worker closed');
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
@@ -128,7 +182,10 @@ export class HashWorker {
     if (this.worker) return this.worker;
     // No inherited flags: the script is CommonJS and needs no loader (--input-type=module or
     // --import=tsx in the parent must not change how it is read).
-    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
+    const ring = new SharedArrayBuffer(SLOT_BYTES * RING_SLOTS);
+    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { ring, slotBytes: SLOT_BYTES } });
+    this.ring = ring;
+    this.freeSlots = Array.from({ length: RING_SLOTS }, (_, i) => i);
     this.generation++;
     w.on('message', (r: Reply) => {
       const p = this.pending.get(r.seq);
@@ -142,6 +199,7 @@ export class HashWorker {
       if (this.worker !== w) return;
       this.worker = null;
       this.generation++;
+      this.dropRing();
       const e = new HashWorkerError(`hash worker stopped: ${err instanceof Error ? err.message : String(err)}`);
       for (const p of this.pending.values()) p.reject(e);
       this.pending.clear();
@@ -154,16 +212,41 @@ export class HashWorker {
     return w;
   }
 
-  private send(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): void {
-    this.ensure().postMessage({ ...msg, seq: 0 }, transfer);
+  private send(msg: Record<string, unknown>): void {
+    this.ensure().postMessage({ ...msg, seq: 0 });
   }
 
-  private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<unknown> {
+  private call(msg: Record<string, unknown>): Promise<unknown> {
     const w = this.ensure();
     const seq = ++this.seq;
     const result = new Promise<unknown>((resolve, reject) => this.pending.set(seq, { resolve, reject }));
     if (this.pending.size === 1) w.ref();
-    w.postMessage({ ...msg, seq }, transfer);
+    w.postMessage({ ...msg, seq });
     return result;
+  }
+
+  private async acquireSlot(): Promise<{ slot: number; ring: SharedArrayBuffer }> {
+    for (;;) {
+      this.ensure();
+      const slot = this.freeSlots.pop();
+      if (slot !== undefined) return { slot, ring: this.ring! };
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+    }
+  }
+
+  private releaseSlot(slot: number, ring: SharedArrayBuffer): void {
+    // A slot of a ring that went with its worker is not returned to the new one.
+    if (ring !== this.ring) return;
+    this.freeSlots.push(slot);
+    this.slotWaiters.shift()?.();
+  }
+
+  /** The worker is gone: its ring too; waiters retry on the next worker's ring. */
+  private dropRing(): void {
+    this.ring = null;
+    this.freeSlots = [];
+    const waiters = this.slotWaiters;
+    this.slotWaiters = [];
+    for (const wake of waiters) wake();
   }
 }
