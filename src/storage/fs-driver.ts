@@ -123,7 +123,7 @@ export class FsBlobStore implements BlobStore {
       return fh.createReadStream({
         start: range?.start ?? 0,
         ...(range ? { end: range.end } : {}),
-        highWaterMark: 256 * 1024,
+        highWaterMark: 1024 * 1024,
         autoClose: true,
       });
     } catch (err) {
