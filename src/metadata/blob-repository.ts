@@ -47,6 +47,17 @@ export class BlobRepository {
     return d ? fromDoc(d) : null;
   }
 
+  /** The unit of a digest if repository `repoId` holds it (two point lookups, no counting). */
+  async findInRepo(repoId: string, digest: Digest): Promise<BlobUnit | null> {
+    const unit = await this.findByDigest(digest);
+    if (!unit) return null;
+    const held = await this.c.repoContentUnits.findOne(
+      { repo_id: repoId, unit_type_id: UNIT_TYPES.blob, unit_id: unit.id },
+      { projection: { _id: 1 } },
+    );
+    return held ? unit : null;
+  }
+
   async findByDigests(digests: readonly Digest[]): Promise<BlobUnit[]> {
     if (digests.length === 0) return [];
     const docs = await this.c.blobs.find({ digest: { $in: [...digests] } }, FIELDS).toArray();

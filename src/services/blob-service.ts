@@ -18,6 +18,8 @@ import type { BlobInfo, BlobStore } from '../storage/blob-store.ts';
 export interface BlobUnits {
   upsert(digest: Digest, size: number): Promise<{ id: string; digest: Digest; size: number }>;
   findByDigest(digest: Digest): Promise<{ id: string; digest: Digest; size: number } | null>;
+  /** the unit of `digest` if `repoId` holds it */
+  findInRepo(repoId: string, digest: Digest): Promise<{ id: string; digest: Digest; size: number } | null>;
 }
 
 /** Repository membership (metadata/repo-content-repository.ts implements it). */
@@ -25,7 +27,6 @@ export interface BlobMembership {
   ensureRepo(repoId: string): Promise<void>;
   associate(repoId: string, unitType: 'docker_blob', unitId: string): Promise<void>;
   disassociate(repoId: string, unitType: 'docker_blob', unitIds: string[]): Promise<void>;
-  isAssociated(repoId: string, unitType: 'docker_blob', unitId: string): Promise<boolean>;
 }
 
 export interface BlobServiceDeps {
@@ -64,8 +65,7 @@ export class BlobService {
 
   /** The blob if `repo` holds it and its bytes are there; null otherwise. */
   async stat(repo: string, digest: Digest): Promise<BlobInfo | null> {
-    const unit = await this.deps.units.findByDigest(digest);
-    if (!unit || !(await this.deps.membership.isAssociated(repo, BLOB, unit.id))) return null;
+    if (!(await this.deps.units.findInRepo(repo, digest))) return null;
     return this.deps.store.stat(digest);
   }
 
@@ -84,10 +84,8 @@ export class BlobService {
 
   /** Removes the blob from `repo` (other repositories keep it; bytes stay until GC). */
   async delete(repo: string, digest: Digest): Promise<void> {
-    const unit = await this.deps.units.findByDigest(digest);
-    if (!unit || !(await this.deps.membership.isAssociated(repo, BLOB, unit.id))) {
-      throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
-    }
+    const unit = await this.deps.units.findInRepo(repo, digest);
+    if (!unit) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
     await this.deps.membership.disassociate(repo, BLOB, [unit.id]);
   }
 
