@@ -433,3 +433,19 @@ test('purgeAbandoned removes idle sessions (files and document) and keeps active
   t.true((await uploadFiles(dataDir)).some((f) => f.startsWith(activeId)));
   await raw(url, 'DELETE', active);
 });
+
+test('purgeAbandoned also removes store uploads that have no session document (a crashed single POST)', async (t) => {
+  const { dataDir, services } = t.context.server;
+  const { Readable } = await import('node:stream');
+  const { utimes } = await import('node:fs/promises');
+  const orphan = await services.blobStore!.createUpload();
+  await orphan.append(Readable.from([bytesOf(4000, 39)]));
+  const fresh = await services.blobStore!.createUpload();
+  const old = new Date(Date.now() - 7200_000);
+  for (const f of ['', '/data', '/state.json']) await utimes(join(dataDir, 'uploads', orphan.id + f), old, old);
+
+  t.true((await services.uploads!.purgeAbandoned(new Date(Date.now() - 3600_000))) >= 1);
+  t.false((await uploadFiles(dataDir)).some((f) => f.startsWith(`${orphan.id}/`)));
+  t.true((await uploadFiles(dataDir)).some((f) => f.startsWith(`${fresh.id}/`)), 'a recent one stays');
+  await fresh.cancel();
+});
