@@ -408,7 +408,7 @@ test('curl: monolithic and chunked uploads as the README shows them', async (t) 
   t.true(Buffer.from(stdout).equals(bytes));
 });
 
-test('purgeAbandoned removes idle sessions (files and document) and keeps active ones', async (t) => {
+test.serial('purgeAbandoned removes idle sessions (files and document) and keeps active ones', async (t) => {
   const { url, dataDir, db, services } = t.context.server;
   const idle = await startSession(url, 'purge/me');
   const idleId = idle.split('/').pop()!;
@@ -434,7 +434,7 @@ test('purgeAbandoned removes idle sessions (files and document) and keeps active
   await raw(url, 'DELETE', active);
 });
 
-test('purgeAbandoned also removes store uploads that have no session document (a crashed single POST)', async (t) => {
+test.serial('purgeAbandoned also removes store uploads that have no session document (a crashed single POST)', async (t) => {
   const { dataDir, services } = t.context.server;
   const { Readable } = await import('node:stream');
   const { utimes } = await import('node:fs/promises');
