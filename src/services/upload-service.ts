@@ -147,17 +147,17 @@ export class UploadService {
       const storeActivity = activity.get(s.id);
       if (storeActivity && storeActivity >= olderThan) continue;
       if (!(await this.deps.sessions.deleteIfIdle(s.id, olderThan))) continue;
-      await this.cancelStoreUpload(s.id);
       activity.delete(s.id);
       purged++;
+      // If its bytes cannot go now (busy elsewhere), a later round finds them without a document.
+      await this.cancelStoreUpload(s.id).catch(() => undefined);
     }
     for (const [id, last] of activity) {
       if (last >= olderThan || seen.has(id)) continue;
       const doc = await this.deps.sessions.find(id);
       if (doc && doc.lastActivity >= olderThan) continue;
       if (doc && !(await this.deps.sessions.deleteIfIdle(id, olderThan))) continue;
-      await this.cancelStoreUpload(id);
-      purged++;
+      if (await this.cancelStoreUpload(id).then(() => true, () => false)) purged++;
     }
     return purged;
   }
