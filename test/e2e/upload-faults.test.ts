@@ -42,7 +42,7 @@ test('kill -9 during a large monolithic upload: after restart HEAD is 404, no bl
     const path = `/v2/faults/mono/blobs/uploads/?digest=${digest}`;
     const first = await spawnServer({ dataDir });
     try {
-      const upload = streamRequest(first.url, 'POST', path, body, { delayMs: 2 });
+      const upload = streamRequest(first.url, 'POST', path, body, { delayMs: 5 });
       await upload.written(60);
       await waitFor('bytes on disk', async () => (await largestUploadData(dataDir)) >= 20 * MIB);
       first.kill('SIGKILL');
