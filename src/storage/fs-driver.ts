@@ -45,7 +45,7 @@ const HASH_CACHE_SIZE = 256;
 const WRITE_BATCH_BYTES = 512 * 1024;
 const MAX_WRITES_IN_FLIGHT = 4;
 // A background fdatasync after this many bytes keeps the commit's final fsync short.
-const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
+const SYNC_EVERY_BYTES = 16 * 1024 * 1024;
 
 interface SessionState {
   version: 1;
@@ -222,7 +222,7 @@ export class FsBlobStore implements BlobStore {
         if ((await fh.stat()).size > state.offset) await fh.truncate(state.offset);
         try {
           written = await copyInto(source, fh, state.offset, (bufs, n) => this.hasher.update(id, bufs, n), opts);
-          await fh.sync();
+          await fh.datasync(); // data and size; timestamps need not be durable
         } catch (err) {
           // Back to the last durable offset; the hash saw bytes that are now gone.
           this.hasher.drop(id);
