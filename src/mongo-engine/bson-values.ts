@@ -138,6 +138,9 @@ function bytesOf(v: Binary | Uint8Array): Uint8Array {
 
 /** Total order over BSON values following mongod's comparison rules. */
 export function compareValues(a: unknown, b: unknown): number {
+  // fast paths for what index keys and sorts mostly hold
+  if (typeof a === 'string' && typeof b === 'string') return a < b ? -1 : a > b ? 1 : 0;
+  if (typeof a === 'number' && typeof b === 'number' && a === a && b === b) return a < b ? -1 : a > b ? 1 : 0;
   const ra = typeRank(a);
   const rb = typeRank(b);
   if (ra !== rb) return cmp(ra, rb);
@@ -172,7 +175,8 @@ export function compareValues(a: unknown, b: unknown): number {
       return Buffer.compare(Buffer.from(ba.buffer, ba.byteOffset, ba.length), Buffer.from(bb.buffer, bb.byteOffset, bb.length));
     }
     case 7:
-      return cmp((a as ObjectId).toHexString(), (b as ObjectId).toHexString());
+      // byte order is hex-string order, without building strings
+      return Buffer.compare((a as ObjectId).id, (b as ObjectId).id);
     case 8:
       return cmp(a ? 1 : 0, b ? 1 : 0);
     case 9:

@@ -18,6 +18,8 @@ export interface StoredRecord {
   readonly rid: RecordId;
   readonly raw: Buffer;
   readonly view: Document;
+  /** position in natural (insertion) order; kept when the record is replaced */
+  readonly seq: number;
 }
 
 export interface ChangeSink {
@@ -50,6 +52,8 @@ export class Collection {
   readonly uuid: UUID;
   readonly records = new Map<RecordId, StoredRecord>();
   readonly indexes = new Map<string, Index>();
+  /** next natural-order position */
+  nextSeq = 0;
   private readonly catalog: Catalog;
 
   constructor(catalog: Catalog, dbName: string, name: string, options: Document, uuid: UUID) {
@@ -79,7 +83,7 @@ export class Collection {
     const rid = encodeKey(view['_id']);
     const old = this.records.get(rid);
     if (old) for (const ix of this.indexes.values()) ix.remove(rid, old.view);
-    const rec: StoredRecord = { rid, raw, view };
+    const rec: StoredRecord = { rid, raw, view, seq: old ? old.seq : this.nextSeq++ };
     this.records.set(rid, rec);
     for (const ix of this.indexes.values()) ix.add(rid, view);
     return rec;
@@ -105,7 +109,7 @@ export class Collection {
     }
     this.validate(withId, view, undefined, opts);
     const entries = this.checkUnique(rid, view);
-    const rec: StoredRecord = { rid, raw, view };
+    const rec: StoredRecord = { rid, raw, view, seq: this.nextSeq++ };
     this.records.set(rid, rec);
     for (const [ix, es] of entries) ix.add(rid, view, es);
     this.sink?.put(this.ns, raw);
@@ -120,9 +124,8 @@ export class Collection {
     const rid = old.rid;
     this.validate(doc, view, old, opts);
     const entries = this.checkUnique(rid, view);
-    const rec: StoredRecord = { rid, raw, view };
-    for (const ix of this.indexes.values()) ix.remove(rid, old.view);
-    for (const [ix, es] of entries) ix.add(rid, view, es);
+    const rec: StoredRecord = { rid, raw, view, seq: old.seq };
+    for (const [ix, es] of entries) ix.update(rid, old.view, view, es);
     this.records.set(rid, rec);
     this.sink?.put(this.ns, raw);
     return rec;
@@ -304,6 +307,7 @@ export class Catalog {
     const moved = new Collection(this, toDb, to, coll.options, coll.uuid);
     for (const [name, ix] of coll.indexes) moved.indexes.set(name, ix);
     for (const [rid, rec] of coll.records) moved.records.set(rid, rec);
+    moved.nextSeq = coll.nextSeq;
     let target = this.dbs.get(toDb);
     if (!target) {
       target = new Map();

@@ -2,11 +2,13 @@ import type { Document } from 'bson';
 import { encodeKey, formatValue, isPlainObject, numericValue, pathValues, toView } from './bson-values.ts';
 import { engineError } from './errors.ts';
 import { compileFilter, type Matcher } from './matcher.ts';
+import { OrderedEntries } from './ordered-entries.ts';
 
 /**
- * Secondary indexes as hash maps from a canonical encoding of the key values to record ids.
- * A compound index keeps one map per key prefix, so equality lookups on any prefix are a
- * single Map.get. Range predicates and sorts do not use indexes; they scan.
+ * Secondary indexes, kept two ways. Hash maps from a canonical encoding of the key values to
+ * record ids: a compound index keeps one map per key prefix, so equality lookups on any prefix
+ * (and unique checks) are a single Map.get. And the same entries in key order (ordered-entries.ts),
+ * which range predicates and sorts walk from a position instead of scanning the collection.
  */
 
 export type RecordId = string;
@@ -32,6 +34,12 @@ export class Index {
   private readonly partial: Matcher | undefined;
   /** prefixMaps[j] maps the encoding of the first j+1 field values to ids */
   private readonly prefixMaps: Array<Map<string, Postings>>;
+  /** direction of each field (1 or -1) */
+  readonly dirs: Array<1 | -1>;
+  /** entries in key order; absent for hashed indexes, whose order means nothing */
+  readonly ordered: OrderedEntries | undefined;
+  /** records that have more than one entry (array values): their order cannot serve sorts */
+  private multikeyRecords = 0;
 
   constructor(spec: Document) {
     this.spec = spec;
@@ -42,6 +50,15 @@ export class Index {
     const pfe = spec['partialFilterExpression'];
     this.partial = isPlainObject(pfe) ? compileFilter(toView(pfe) as Document) : undefined;
     this.prefixMaps = this.fields.map(() => new Map<string, Postings>());
+    const key = spec['key'] as Document;
+    this.dirs = this.fields.map((f) => ((numericValue(key[f]) ?? 1) < 0 ? -1 : 1));
+    const hashed = this.fields.some((f) => typeof key[f] === 'string');
+    this.ordered = hashed ? undefined : new OrderedEntries(this.dirs);
+  }
+
+  /** True while some record has several entries (an array in an indexed field). */
+  get isMultikey(): boolean {
+    return this.multikeyRecords > 0;
   }
 
   get isPartial(): boolean {
@@ -73,6 +90,8 @@ export class Index {
   }
 
   add(rid: RecordId, view: Document, entries = this.entriesFor(view)): void {
+    if (this.ordered) for (const e of entries) this.ordered.insert({ vals: e.values, rid });
+    if (entries.length > 1) this.multikeyRecords++;
     if (this.fields.length === 1) {
       for (const e of entries) addPosting(this.prefixMaps[0] as Map<string, Postings>, e.key, rid);
       return;
@@ -87,11 +106,25 @@ export class Index {
   }
 
   remove(rid: RecordId, view: Document): void {
+    this.removeEntries(rid, this.entriesFor(view));
+  }
+
+  /** Moves a replaced record's entries; nothing to do when its keys did not change. */
+  update(rid: RecordId, oldView: Document, view: Document, entries: KeyEntry[]): void {
+    const old = this.entriesFor(oldView);
+    if (old.length === entries.length && old.every((e, i) => e.key === (entries[i] as KeyEntry).key)) return;
+    this.removeEntries(rid, old);
+    this.add(rid, view, entries);
+  }
+
+  private removeEntries(rid: RecordId, entries: KeyEntry[]): void {
+    if (this.ordered) for (const e of entries) this.ordered.remove({ vals: e.values, rid });
+    if (entries.length > 1) this.multikeyRecords--;
     if (this.fields.length === 1) {
-      for (const e of this.entriesFor(view)) removePosting(this.prefixMaps[0] as Map<string, Postings>, e.key, rid);
+      for (const e of entries) removePosting(this.prefixMaps[0] as Map<string, Postings>, e.key, rid);
       return;
     }
-    for (const e of this.entriesFor(view)) {
+    for (const e of entries) {
       const parts = e.key.split(SEP);
       for (let j = 0; j < this.fields.length; j++) {
         const k = j === this.fields.length - 1 ? e.key : parts.slice(0, j + 1).join(SEP);
@@ -127,6 +160,8 @@ export class Index {
 
   clear(): void {
     for (const m of this.prefixMaps) m.clear();
+    this.ordered?.clear();
+    this.multikeyRecords = 0;
   }
 
   /** mongod's duplicate-key error for an entry of this index. */

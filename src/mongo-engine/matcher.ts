@@ -52,8 +52,10 @@ function rejectUnsupported(filter: unknown): void {
 }
 
 /**
- * Equality on scalar values is by far the most common filter (lookups by key); it is
- * matched here directly instead of compiling a mingo query per command.
+ * Equality on scalar values is by far the most common filter (lookups by key), with ranges on
+ * strings, numbers and dates next (pages of names); those are matched here directly instead
+ * of compiling a mingo query per command. Like mongod (and mingo), a comparison only matches
+ * values of its operand's type, and an array matches when any element does.
  */
 type ValueTest = (v: unknown) => boolean;
 
@@ -69,29 +71,57 @@ function scalarTest(target: unknown): ValueTest | undefined {
   return undefined;
 }
 
-function fieldTest(value: unknown): ValueTest | undefined {
-  if (isPlainObject(value)) {
-    const keys = Object.keys(value);
-    if (keys.length !== 1) return undefined;
-    if (keys[0] === '$eq') return scalarTest(value['$eq']);
-    if (keys[0] === '$in' && Array.isArray(value['$in'])) {
-      const tests = value['$in'].map(scalarTest);
-      if (tests.length === 0 || tests.some((x) => x === undefined)) return undefined;
-      const all = tests as ValueTest[];
-      return (v) => all.some((f) => f(v));
-    }
-    return undefined;
-  }
-  return scalarTest(value);
+type RangeOp = '$gt' | '$gte' | '$lt' | '$lte';
+
+function holds(op: RangeOp, c: number): boolean {
+  return op === '$gt' ? c > 0 : op === '$gte' ? c >= 0 : op === '$lt' ? c < 0 : c <= 0;
 }
 
-function fastEqualityMatcher(filter: Document): Matcher | undefined {
+function rangeTest(op: RangeOp, target: unknown): ValueTest | undefined {
+  if (typeof target === 'string') return (v) => typeof v === 'string' && holds(op, v < target ? -1 : v > target ? 1 : 0);
+  if (typeof target === 'number' && !Number.isNaN(target)) {
+    return (v) => typeof v === 'number' && !Number.isNaN(v) && holds(op, v < target ? -1 : v > target ? 1 : 0);
+  }
+  if (target instanceof Date) {
+    const ms = target.getTime();
+    return (v) => v instanceof Date && holds(op, Math.sign(v.getTime() - ms));
+  }
+  return undefined;
+}
+
+/** The tests a field's value must pass (each by itself, by any element of an array). */
+function fieldTests(value: unknown): ValueTest[] | undefined {
+  if (!isPlainObject(value)) {
+    const t = scalarTest(value);
+    return t && [t];
+  }
+  const keys = Object.keys(value);
+  if (keys.length === 0) return undefined;
+  const tests: ValueTest[] = [];
+  for (const key of keys) {
+    const operand = value[key];
+    let t: ValueTest | undefined;
+    if (key === '$eq') t = scalarTest(operand);
+    else if (key === '$in' && Array.isArray(operand)) {
+      const all = operand.map(scalarTest);
+      if (all.length > 0 && all.every((x) => x !== undefined)) {
+        const ins = all as ValueTest[];
+        t = (v) => ins.some((f) => f(v));
+      }
+    } else if (key === '$gt' || key === '$gte' || key === '$lt' || key === '$lte') t = rangeTest(key, operand);
+    if (!t) return undefined;
+    tests.push(t);
+  }
+  return tests;
+}
+
+function fastMatcher(filter: Document): Matcher | undefined {
   const checks: Array<[string, ValueTest]> = [];
   for (const key of Object.keys(filter)) {
     if (key.startsWith('$')) return undefined;
-    const test = fieldTest(filter[key]);
-    if (!test) return undefined;
-    checks.push([key, test]);
+    const tests = fieldTests(filter[key]);
+    if (!tests) return undefined;
+    for (const t of tests) checks.push([key, t]);
   }
   return {
     test: (view) => checks.every(([path, f]) => {
@@ -106,7 +136,7 @@ function fastEqualityMatcher(filter: Document): Matcher | undefined {
 
 export function compileFilter(filter: Document | undefined): Matcher {
   if (filter === undefined || Object.keys(filter).length === 0) return MATCH_ALL;
-  const fast = fastEqualityMatcher(filter);
+  const fast = fastMatcher(filter);
   if (fast) return fast;
   rejectUnsupported(filter);
   try {

@@ -1,15 +1,22 @@
-import type { Document } from 'bson';
-import { compareValues, encodeKey, isPlainObject, numericValue, pathValues } from './bson-values.ts';
+import { ObjectId, type Document } from 'bson';
+import { compareValues, encodeKey, isPlainObject, numericValue, pathValues, typeRank } from './bson-values.ts';
 import type { Collection, StoredRecord } from './collection-store.ts';
 import { engineError, EngineError } from './errors.ts';
-import type { Index } from './index-manager.ts';
+import type { Index, RecordId } from './index-manager.ts';
 import { compileFilter, type Matcher } from './matcher.ts';
+import type { OrderedEntries, OrderedEntry } from './ordered-entries.ts';
 
 /**
  * Selects, filters, sorts and pages the records of a collection for a query.
- * Planning is deliberately simple: equality and $in on the leading fields of an index
- * (or on _id) become hash lookups; anything else is a full scan. Every candidate is
- * re-checked against the full filter, so an index only narrows, never decides.
+ *
+ * Planning: equality and $in on the leading fields of an index (or on _id) are hash lookups;
+ * a range ($gt/$gte/$lt/$lte) on the index field right after such an equality prefix is a walk
+ * of the index's ordered entries between two positions; a sort that follows an index (after
+ * the fields fixed by equality, in its direction or exactly reversed) is answered by walking
+ * that index in order and stops as soon as skip + limit records matched. Anything else is a
+ * full scan. Every candidate is re-checked against the full filter, so an index only narrows,
+ * never decides. Ordered walks are not used on multikey indexes (array values), where mongod's
+ * range and sort semantics differ from a walk of the entries.
  */
 
 export interface QueryOptions {
@@ -17,6 +24,16 @@ export interface QueryOptions {
   skip?: number;
   limit?: number;
 }
+
+/** How queries were answered; the engine-internals tests read it to prove that nothing was scanned. */
+export const planStats = {
+  /** queries that examined every record of a collection */
+  collectionScans: 0,
+  /** queries answered by walking an index's ordered entries */
+  orderedWalks: 0,
+  /** records tested against a filter */
+  recordsExamined: 0,
+};
 
 const MAX_LOOKUP_COMBINATIONS = 10_000;
 
@@ -48,29 +65,154 @@ function lookupValues(v: unknown): unknown[] | undefined {
   return isLookupable(v) ? [v] : undefined;
 }
 
-/** Candidate records for a filter, or undefined when the whole collection must be scanned. */
-export function candidateRecords(coll: Collection, filter: Document): StoredRecord[] | undefined {
+interface Bound {
+  v: unknown;
+  inclusive: boolean;
+}
+
+/**
+ * A range on one field. Like mongod, comparison operators only match values of the bound's
+ * type (type bracketing), so the range lies within one type rank of the BSON order.
+ */
+interface FieldRange {
+  rank: number;
+  lo?: Bound;
+  hi?: Bound;
+}
+
+function rangeable(v: unknown): boolean {
+  return typeof v === 'string' || (typeof v === 'number' && !Number.isNaN(v)) || v instanceof Date || v instanceof ObjectId;
+}
+
+const RANGE_OPS = { $gt: ['lo', false], $gte: ['lo', true], $lt: ['hi', false], $lte: ['hi', true] } as const;
+
+/** Range constraints: field -> range, or null when the field's bounds cannot be used. */
+function rangeConstraints(filter: Document, out: Map<string, FieldRange | null>): void {
+  for (const key of Object.keys(filter)) {
+    const v = filter[key];
+    if (key === '$and' && Array.isArray(v)) {
+      for (const sub of v) if (isPlainObject(sub)) rangeConstraints(sub, out);
+      continue;
+    }
+    if (key.startsWith('$') || !isPlainObject(v)) continue;
+    for (const op of Object.keys(v)) {
+      const kind = RANGE_OPS[op as keyof typeof RANGE_OPS];
+      if (!kind) continue;
+      const bound = v[op];
+      const current = out.get(key);
+      if (current === null) continue;
+      if (!rangeable(bound) || (current && current.rank !== typeRank(bound))) {
+        out.set(key, null);
+        continue;
+      }
+      const r: FieldRange = current ?? { rank: typeRank(bound) };
+      const [side, inclusive] = kind;
+      const prev = r[side];
+      const c = prev ? compareValues(bound, prev.v) : 0;
+      // keep the tighter bound (several may come from $and)
+      const tighter = !prev || (side === 'lo' ? c > 0 || (c === 0 && !inclusive) : c < 0 || (c === 0 && !inclusive));
+      if (tighter) r[side] = { v: bound, inclusive };
+      out.set(key, r);
+    }
+  }
+}
+
+/** Where a value lies relative to a range, in ascending BSON order: -1 below, 0 inside, 1 above. */
+function rangePosition(v: unknown, r: FieldRange): number {
+  const rank = typeRank(v);
+  if (rank !== r.rank) return rank < r.rank ? -1 : 1;
+  if (r.lo) {
+    const c = compareValues(v, r.lo.v);
+    if (c < 0 || (c === 0 && !r.lo.inclusive)) return -1;
+  }
+  if (r.hi) {
+    const c = compareValues(v, r.hi.v);
+    if (c > 0 || (c === 0 && !r.hi.inclusive)) return 1;
+  }
+  return 0;
+}
+
+/** The contiguous stretch of an index holding `prefix` on its first fields (and `range` on the next). */
+interface KeySpan {
+  before(e: OrderedEntry): boolean;
+  after(e: OrderedEntry): boolean;
+}
+
+function keySpan(ix: Index, prefix: readonly unknown[], range: FieldRange | undefined): KeySpan {
+  const dirs = ix.dirs;
+  const p = prefix.length;
+  const position = (e: OrderedEntry): number => {
+    for (let i = 0; i < p; i++) {
+      const c = compareValues(e.vals[i], prefix[i]);
+      if (c !== 0) return c * (dirs[i] as number);
+    }
+    return range ? rangePosition(e.vals[p], range) * (dirs[p] as number) : 0;
+  };
+  return { before: (e) => position(e) < 0, after: (e) => position(e) > 0 };
+}
+
+/** Visits the entries of a span in index order (or reversed) until `visit` returns true. */
+function walkSpan(ordered: OrderedEntries, span: KeySpan, reverse: boolean, visit: (e: OrderedEntry) => boolean): void {
+  const from = ordered.seek(span.before);
+  const to = ordered.seek((e) => !span.after(e));
+  ordered.each(from, to, reverse, visit);
+}
+
+type Plan =
+  | { kind: 'scan' }
+  | { kind: 'ids'; ids: unknown[] }
+  | { kind: 'hash'; ix: Index; fields: string[] }
+  /** candidates from ordered walks, one per combination of the equality prefix */
+  | { kind: 'range'; ix: Index; prefixes: unknown[][]; range: FieldRange }
+  /** the index walked in the query's sort order */
+  | { kind: 'ordered'; ix: Index; prefix: unknown[]; range: FieldRange | undefined; reverse: boolean; sortFields: number };
+
+function combinations(fields: readonly string[], eq: Map<string, unknown[]>): unknown[][] {
+  let combos: unknown[][] = [[]];
+  for (const f of fields) {
+    const next: unknown[][] = [];
+    for (const c of combos) for (const v of eq.get(f) as unknown[]) next.push([...c, v]);
+    combos = next;
+  }
+  return combos;
+}
+
+/** The sort plan an index offers, if its order (after `p` fixed fields) is the sort's. */
+function sortPlanFor(ix: Index, p: number, sortSpec: SortSpec): { reverse: boolean; sortFields: number } | undefined {
+  const fixed = new Set(ix.fields.slice(0, p));
+  const rest = sortSpec.filter(([f]) => !fixed.has(f));
+  if (p + rest.length > ix.fields.length) return undefined;
+  let reverse: boolean | undefined;
+  for (let i = 0; i < rest.length; i++) {
+    const [f, d] = rest[i] as [string, 1 | -1];
+    if (ix.fields[p + i] !== f) return undefined;
+    const r = d !== ix.dirs[p + i];
+    if (reverse !== undefined && r !== reverse) return undefined;
+    reverse = r;
+  }
+  return { reverse: reverse ?? false, sortFields: rest.length };
+}
+
+/**
+ * Picks how to find the candidates. Score: fields fixed by equality, +0.5 for a range on the
+ * next field, +0.25 for answering the sort; a unique index wins ties among hash lookups.
+ */
+function planQuery(coll: Collection, filter: Document, sortSpec: SortSpec | undefined): Plan {
   const eq = new Map<string, unknown[]>();
   equalityConstraints(filter, eq);
-  if (eq.size === 0) return undefined;
   const ids = eq.get('_id');
-  if (ids) {
-    const out: StoredRecord[] = [];
-    const seen = new Set<string>();
-    for (const id of ids) {
-      const rid = encodeKey(id);
-      const rec = coll.records.get(rid);
-      if (rec && !seen.has(rid)) {
-        seen.add(rid);
-        out.push(rec);
-      }
-    }
-    return out;
-  }
-  let best: { ix: Index; n: number; combos: number } | undefined;
+  if (ids) return { kind: 'ids', ids };
+  const ranges = new Map<string, FieldRange | null>();
+  rangeConstraints(filter, ranges);
+  if (eq.size === 0 && ranges.size === 0 && !sortSpec) return { kind: 'scan' };
+  let best: { plan: Plan; score: number } | undefined;
+  const consider = (plan: Plan, score: number): void => {
+    if (!best || score > best.score) best = { plan, score };
+  };
   for (const ix of coll.indexes.values()) {
     if (ix.isPartial) continue;
     let n = 0;
+    let single = 0; // leading fields fixed to one value
     let combos = 1;
     for (const f of ix.fields) {
       const vals = eq.get(f);
@@ -78,39 +220,144 @@ export function candidateRecords(coll: Collection, filter: Document): StoredReco
       // A sparse index holds no entry for documents missing the field, so it cannot answer null.
       if (ix.sparse && vals.some((x) => x === null || x === undefined)) break;
       combos *= Math.max(vals.length, 1);
+      if (single === n && vals.length === 1) single++;
       n++;
     }
-    if (n === 0 || combos > MAX_LOOKUP_COMBINATIONS) continue;
-    const better = !best || n > best.n || (n === best.n && ix.unique && !best.ix.unique);
-    if (better) best = { ix, n, combos };
-  }
-  if (!best) return undefined;
-  const fields = best.ix.fields.slice(0, best.n);
-  const rids = new Set<string>();
-  const walk = (i: number, acc: unknown[]): void => {
-    if (i === fields.length) {
-      best.ix.lookup(acc, rids);
-      return;
+    if (n > 0 && combos <= MAX_LOOKUP_COMBINATIONS) consider({ kind: 'hash', ix, fields: ix.fields.slice(0, n) }, n + (ix.unique ? 0.1 : 0));
+    if (!ix.ordered || ix.isMultikey) continue;
+    const range = n < ix.fields.length ? ranges.get(ix.fields[n] as string) ?? undefined : undefined;
+    if (range && combos <= MAX_LOOKUP_COMBINATIONS) {
+      consider({ kind: 'range', ix, prefixes: combinations(ix.fields.slice(0, n), eq), range }, n + 0.5);
     }
-    for (const v of eq.get(fields[i] as string) as unknown[]) walk(i + 1, [...acc, v]);
-  };
-  walk(0, []);
+    if (sortSpec) {
+      const sortRange = single < ix.fields.length ? ranges.get(ix.fields[single] as string) ?? undefined : undefined;
+      // without a constraint on its first field a sparse index misses documents
+      if (ix.sparse && single === 0 && !sortRange) continue;
+      const sp = sortPlanFor(ix, single, sortSpec);
+      if (sp) {
+        const prefix = ix.fields.slice(0, single).map((f) => (eq.get(f) as unknown[])[0]);
+        consider({ kind: 'ordered', ix, prefix, range: sortRange, ...sp }, single + (sortRange ? 0.5 : 0) + 0.25);
+      }
+    }
+  }
+  return best?.plan ?? { kind: 'scan' };
+}
+
+function recordsOf(coll: Collection, rids: Iterable<RecordId>): StoredRecord[] {
   const out: StoredRecord[] = [];
   for (const rid of rids) {
     const rec = coll.records.get(rid);
     if (rec) out.push(rec);
   }
-  // Keep natural (insertion) order among candidates when there are few enough to sort cheaply.
   return out;
 }
 
+/** Candidates in the order a scan would have met them, so results never depend on the plan. */
+function inNaturalOrder(recs: StoredRecord[]): StoredRecord[] {
+  return recs.length > 1 ? recs.sort((a, b) => a.seq - b.seq) : recs;
+}
+
+/** Candidates of a non-ordered plan, or undefined for a full scan. */
+function planCandidates(coll: Collection, plan: Plan, eq: () => Map<string, unknown[]>): StoredRecord[] | undefined {
+  switch (plan.kind) {
+    case 'scan':
+    case 'ordered':
+      return undefined;
+    case 'ids': {
+      const out: StoredRecord[] = [];
+      const seen = new Set<string>();
+      for (const id of plan.ids) {
+        const rid = encodeKey(id);
+        const rec = coll.records.get(rid);
+        if (rec && !seen.has(rid)) {
+          seen.add(rid);
+          out.push(rec);
+        }
+      }
+      return out;
+    }
+    case 'hash': {
+      const rids = new Set<string>();
+      for (const combo of combinations(plan.fields, eq())) plan.ix.lookup(combo, rids);
+      return inNaturalOrder(recordsOf(coll, rids));
+    }
+    case 'range': {
+      planStats.orderedWalks++;
+      const rids: RecordId[] = [];
+      const ordered = plan.ix.ordered as OrderedEntries;
+      for (const prefix of plan.prefixes) {
+        walkSpan(ordered, keySpan(plan.ix, prefix, plan.range), false, (e) => {
+          rids.push(e.rid);
+          return false;
+        });
+      }
+      return inNaturalOrder(recordsOf(coll, rids));
+    }
+  }
+}
+
+/** Candidate records for a filter, or undefined when the whole collection must be scanned. */
+export function candidateRecords(coll: Collection, filter: Document): StoredRecord[] | undefined {
+  const plan = planQuery(coll, filter, undefined);
+  return planCandidates(coll, plan, () => {
+    const eq = new Map<string, unknown[]>();
+    equalityConstraints(filter, eq);
+    return eq;
+  });
+}
+
 export function testRecord(m: Matcher, rec: StoredRecord): boolean {
+  planStats.recordsExamined++;
   try {
     return m.test(rec.view);
   } catch (err) {
     if (err instanceof EngineError) throw err;
     throw engineError('BadValue', err instanceof Error ? err.message : String(err));
   }
+}
+
+/**
+ * Walks an index in sort order and keeps the first skip + limit matches. Entries whose sort
+ * fields are equal are taken together in natural order, which is what a stable sort of a
+ * scan gives, so the answer is the same as without the index.
+ */
+function orderedFind(coll: Collection, plan: Extract<Plan, { kind: 'ordered' }>, matcher: Matcher, skip: number, limit: number): StoredRecord[] {
+  planStats.orderedWalks++;
+  const { ix, sortFields } = plan;
+  const first = plan.prefix.length;
+  const out: StoredRecord[] = [];
+  let skipped = 0;
+  const group: StoredRecord[] = [];
+  let groupKey: OrderedEntry | undefined;
+  /** takes the group's matches; true once the page is full */
+  const flush = (): boolean => {
+    if (group.length > 1) group.sort((a, b) => a.seq - b.seq);
+    for (const rec of group) {
+      if (!testRecord(matcher, rec)) continue;
+      if (skipped < skip) {
+        skipped++;
+        continue;
+      }
+      out.push(rec);
+      if (out.length >= limit) return true;
+    }
+    group.length = 0;
+    return false;
+  };
+  const sameGroup = (a: OrderedEntry, b: OrderedEntry): boolean => {
+    for (let i = first; i < first + sortFields; i++) if (compareValues(a.vals[i], b.vals[i]) !== 0) return false;
+    return true;
+  };
+  let full = false;
+  walkSpan(ix.ordered as OrderedEntries, keySpan(ix, plan.prefix, plan.range), plan.reverse, (e) => {
+    if (groupKey && !sameGroup(groupKey, e) && flush()) return (full = true);
+    groupKey = e;
+    const rec = coll.records.get(e.rid);
+    if (rec) group.push(rec);
+    return false;
+  });
+  if (!full) flush();
+  return out;
 }
 
 /** Runs a query and returns the matching records in result order. */
@@ -123,7 +370,15 @@ export function findRecords(coll: Collection | undefined, filter: Document, opts
   if (natural !== undefined) sortSpec = undefined;
   const skip = Math.max(0, opts.skip ?? 0);
   const limit = opts.limit !== undefined && opts.limit !== 0 ? Math.abs(opts.limit) : Infinity;
-  let source: Iterable<StoredRecord> = candidateRecords(coll, filter) ?? coll.records.values();
+  const plan = planQuery(coll, filter, sortSpec);
+  if (plan.kind === 'ordered') return orderedFind(coll, plan, matcher, skip, limit);
+  const candidates = planCandidates(coll, plan, () => {
+    const eq = new Map<string, unknown[]>();
+    equalityConstraints(filter, eq);
+    return eq;
+  });
+  if (!candidates) planStats.collectionScans++;
+  let source: Iterable<StoredRecord> = candidates ?? coll.records.values();
   if (natural === -1) source = [...source].reverse();
   const out: StoredRecord[] = [];
   if (!sortSpec) {
