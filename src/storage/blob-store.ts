@@ -16,6 +16,22 @@ export interface BlobInfo {
   size: number;
 }
 
+/** A committed blob as listed, with when it was last committed (a re-commit refreshes it). */
+export interface StoredBlob extends BlobInfo {
+  modified: Date;
+}
+
+/** Conditions of a guarded delete (garbage collection racing with pushes). */
+export interface DeleteOptions {
+  /** keep the blob if it was committed (or re-committed) at or after this time */
+  unmodifiedSince?: Date;
+  /**
+   * Asked after the blob was made invisible and before it is removed; false (or a rejection)
+   * puts it back. Lets the caller re-check references while no commit can reuse the old bytes.
+   */
+  confirm?: () => Promise<boolean>;
+}
+
 export interface UploadSummary {
   id: string;
   /** last time bytes or state of the session changed (purging abandoned sessions uses it) */
@@ -31,10 +47,15 @@ export interface BlobStore {
    * is being read is still read to its end.
    */
   read(digest: Digest, range?: ByteRange): Promise<Readable>;
-  /** Removes a committed blob; false when it was not there. Idempotent. */
-  delete(digest: Digest): Promise<boolean>;
-  /** Every committed blob. */
-  list(): AsyncIterable<BlobInfo>;
+  /**
+   * Removes a committed blob; false when it was not there or a condition in `opts` kept it.
+   * Idempotent.
+   */
+  delete(digest: Digest, opts?: DeleteOptions): Promise<boolean>;
+  /** When a committed blob was last committed (commit of an existing digest refreshes it); null when absent. */
+  modified(digest: Digest): Promise<Date | null>;
+  /** Every committed blob, with when it was last committed (garbage collection ages them). */
+  list(): AsyncIterable<StoredBlob>;
 
   /**
    * Starts a new upload session with a fresh id. `algorithm` (default sha256) is the digest
@@ -83,7 +104,7 @@ export interface UploadWriter {
    * blob durable and visible under its digest, and removes the session. Without `expected` the
    * digest computed with the session's algorithm (sha256 by default) is used. A mismatch throws
    * DIGEST_INVALID (or SIZE_INVALID) and discards the session. Committing a digest that already
-   * exists is a cheap no-op.
+   * exists is a cheap no-op, except that it refreshes the blob's `modified` time.
    */
   commit(expected?: Digest, expectedSize?: number): Promise<BlobInfo>;
   /** Discards the session and its bytes. Idempotent. */

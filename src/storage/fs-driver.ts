@@ -1,16 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, open, opendir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { access, link, mkdir, open, opendir, readFile, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { digestAlgorithm, isSupportedAlgorithm, type Digest, type DigestAlgorithm } from '../domain/digest.ts';
 import { VolregError, isVolregError } from '../domain/errors.ts';
-import type { AppendOptions, BlobInfo, BlobStore, ByteRange, UploadSummary, UploadWriter } from './blob-store.ts';
+import type { AppendOptions, BlobInfo, BlobStore, ByteRange, DeleteOptions, StoredBlob, UploadSummary, UploadWriter } from './blob-store.ts';
 import { SessionLocks } from './fs-lock.ts';
 import { HashWorker, HashWorkerError } from './hash-worker.ts';
 import {
+  ASIDE_MARK,
   UPLOAD_ID,
   algorithmDir,
+  blobAsidePath,
   blobDir,
   blobPath,
   blobsRoot,
@@ -69,6 +71,8 @@ export interface FsBlobStoreOptions {
   lockWaitMs?: number;
   /** a session lock from another host unrefreshed for this long is stale (default 60 s) */
   lockStaleMs?: number;
+  /** a blob a guarded delete moved aside longer ago than this was left by a crash (default 60 s) */
+  asideStaleMs?: number;
 }
 
 export class FsBlobStore implements BlobStore {
@@ -76,9 +80,11 @@ export class FsBlobStore implements BlobStore {
   private readonly locks: SessionLocks;
   private readonly hashes = new Map<string, CachedHash>();
   private readonly hasher = new HashWorker();
+  private readonly asideStaleMs: number;
 
   private constructor(opts: FsBlobStoreOptions) {
     this.root = opts.root;
+    this.asideStaleMs = opts.asideStaleMs ?? 60_000;
     this.locks = new SessionLocks({ waitMs: opts.lockWaitMs ?? 10_000, staleMs: opts.lockStaleMs ?? 60_000 });
   }
 
@@ -132,29 +138,78 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async delete(digest: Digest): Promise<boolean> {
+  async delete(digest: Digest, opts: DeleteOptions = {}): Promise<boolean> {
+    const target = blobPath(this.root, digest);
+    if (opts.unmodifiedSince === undefined && opts.confirm === undefined) {
+      try {
+        await unlink(target);
+        return true;
+      } catch (err) {
+        if (isMissing(err)) return false;
+        throw err;
+      }
+    }
+    // Guarded: moved aside first, so a commit of the same digest meanwhile writes a fresh blob
+    // (or refreshed this one before the move, which the time check below then sees).
+    const aside = blobAsidePath(this.root, digest, randomUUID());
     try {
-      await unlink(blobPath(this.root, digest));
-      return true;
+      await rename(target, aside);
     } catch (err) {
       if (isMissing(err)) return false;
       throw err;
     }
+    let remove = false;
+    try {
+      const { mtime } = await stat(aside);
+      remove = (opts.unmodifiedSince === undefined || mtime < opts.unmodifiedSince) && (opts.confirm ? await opts.confirm() : true);
+    } finally {
+      if (!remove) await putBack(aside, target);
+    }
+    try {
+      await unlink(aside);
+      return true;
+    } catch (err) {
+      if (isMissing(err)) return false; // list() put it back meanwhile
+      throw err;
+    }
   }
 
-  async *list(): AsyncIterable<BlobInfo> {
+  async modified(digest: Digest): Promise<Date | null> {
+    try {
+      const s = await stat(blobPath(this.root, digest));
+      return s.isFile() ? s.mtime : null;
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+  }
+
+  async *list(): AsyncIterable<StoredBlob> {
     for (const alg of ['sha256', 'sha512'] as const) {
       const hexLength = alg === 'sha256' ? 64 : 128;
       for await (const prefix of entries(algorithmDir(this.root, alg))) {
         if (!/^[0-9a-f]{2}$/.test(prefix)) continue;
-        for await (const hex of entries(`${algorithmDir(this.root, alg)}/${prefix}`)) {
-          if (hex.length !== hexLength || !hex.startsWith(prefix) || !/^[0-9a-f]+$/.test(hex)) continue;
+        const dir = `${algorithmDir(this.root, alg)}/${prefix}`;
+        for await (const name of entries(dir)) {
+          const hex = name.slice(0, hexLength);
+          if (!hex.startsWith(prefix) || !/^[0-9a-f]+$/.test(hex) || hex.length !== hexLength) continue;
           const digest = `${alg}:${hex}` as Digest;
-          const info = await this.stat(digest);
-          if (info) yield info;
+          if (name.length > hexLength) {
+            if (name.slice(hexLength).startsWith(ASIDE_MARK)) await this.restoreAside(`${dir}/${name}`, blobPath(this.root, digest));
+            continue;
+          }
+          const s = await stat(`${dir}/${name}`).catch(() => null);
+          if (s?.isFile()) yield { digest, size: s.size, modified: s.mtime };
         }
       }
     }
+  }
+
+  // A guarded delete decides within milliseconds; an aside file older than that was left by a
+  // crash mid-decision, so it goes back (the next garbage collection decides again).
+  private async restoreAside(aside: string, target: string): Promise<void> {
+    const s = await stat(aside).catch(() => null);
+    if (s && Date.now() - s.ctimeMs > this.asideStaleMs) await putBack(aside, target);
   }
 
   async createUpload(opts: { algorithm?: DigestAlgorithm } = {}): Promise<UploadWriter> {
@@ -279,8 +334,10 @@ export class FsBlobStore implements BlobStore {
       }
       const target = blobPath(this.root, digest);
       const existing = await stat(target).catch(() => null);
-      // Content-addressed: an existing blob of the right size already holds these bytes.
-      if (!existing || existing.size !== state.offset) {
+      // Content-addressed: an existing blob of the right size already holds these bytes. Its
+      // time is refreshed so garbage collection treats it as just pushed.
+      const reused = existing !== null && existing.size === state.offset && (await touch(target));
+      if (!reused) {
         const dir = blobDir(this.root, digest);
         const created = await mkdir(dir, { recursive: true });
         if (created !== undefined) await fsyncCreatedDirs(dir, created);
@@ -583,6 +640,31 @@ async function fsyncCreatedDirs(dir: string, created: string): Promise<void> {
     await fsyncDir(dirname(d));
     if (d === created || dirname(d) === d) break;
   }
+}
+
+/** Refreshes a file's times; false when it is gone (a guarded delete moved it aside). */
+async function touch(path: string): Promise<boolean> {
+  const now = new Date();
+  try {
+    await utimes(path, now, now);
+    return true;
+  } catch (err) {
+    if (isMissing(err)) return false;
+    throw err;
+  }
+}
+
+/** Puts a blob moved aside back, unless a commit placed the same bytes there meanwhile. */
+async function putBack(aside: string, target: string): Promise<void> {
+  try {
+    await link(aside, target);
+  } catch (err) {
+    if (isMissing(err)) return; // list() put it back already
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  await unlink(aside).catch((err: unknown) => {
+    if (!isMissing(err)) throw err;
+  });
 }
 
 async function* entries(dir: string): AsyncIterable<string> {

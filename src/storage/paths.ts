@@ -12,6 +12,9 @@ import { splitDigest, type Digest, type DigestAlgorithm } from '../domain/digest
  *       ab/
  *         ab12…ef          a committed blob, named by the hex of its digest; immutable,
  *                          created only by renaming a verified, fsynced upload onto it
+ *         ab12…ef.deleting-<uuid>
+ *                          a blob moved aside by a guarded delete (garbage collection) while it
+ *                          re-checks references; put back by list() if a crash left it there
  *     sha512/
  *       …                  same layout for sha512 digests
  *   uploads/
@@ -47,6 +50,14 @@ export function blobPath(root: string, digest: Digest): string {
   const [, hex] = checkedSplit(digest);
   return join(blobDir(root, digest), hex);
 }
+
+/** Where a guarded delete moves a blob while it decides (see the tree above). */
+export function blobAsidePath(root: string, digest: Digest, token: string): string {
+  if (!UPLOAD_ID.test(token)) throw new Error('invalid aside token');
+  return `${blobPath(root, digest)}${ASIDE_MARK}${token}`;
+}
+
+export const ASIDE_MARK = '.deleting-';
 
 export function uploadsRoot(root: string): string {
   return join(root, 'uploads');

@@ -114,7 +114,7 @@ export function blobStoreContract(test: TestFn, driver: string, factory: BlobSto
     await w2.append(Readable.from([bytes]));
     t.deepEqual(await w2.commit(d512), { digest: d512, size: bytes.length }, 'a second commit of an existing blob is a no-op');
     sameBytes(t, await readAll(await h.store.read(d512)), bytes);
-    t.deepEqual(await collect(h.store.list()), [{ digest: d512, size: bytes.length }]);
+    t.deepEqual(await listInfos(h.store), [{ digest: d512, size: bytes.length }]);
     await h.store.delete(d512);
   });
 
@@ -224,7 +224,7 @@ export function blobStoreContract(test: TestFn, driver: string, factory: BlobSto
     }
     const infos = await Promise.all(writers.map((w, i) => (i % 2 === 0 ? w.commit(digest, bytes.length) : w.commit())));
     for (const info of infos) t.deepEqual(info, { digest, size: bytes.length });
-    t.deepEqual(await collect(h.store.list()), [{ digest, size: bytes.length }]);
+    t.deepEqual(await listInfos(h.store), [{ digest, size: bytes.length }]);
     t.deepEqual(await collect(h.store.listUploads()), []);
     sameBytes(t, await readAll(await h.store.read(digest)), bytes);
     await h.store.delete(digest);
@@ -293,7 +293,7 @@ export function blobStoreContract(test: TestFn, driver: string, factory: BlobSto
     const infos = [];
     for (const b of blobs) infos.push(await put(h.store, b));
     infos.push(await put(h.store, blobs[1]!));
-    const listed = await collect(h.store.list());
+    const listed = await listInfos(h.store);
     const byDigest = (x: { digest: string }, y: { digest: string }) => x.digest.localeCompare(y.digest);
     t.deepEqual(listed.sort(byDigest), blobs.map((b) => ({ digest: digestOf(b), size: b.length })).sort(byDigest));
 
@@ -307,6 +307,67 @@ export function blobStoreContract(test: TestFn, driver: string, factory: BlobSto
     await u1.cancel();
     await u2.cancel();
     for (const b of blobs) await h.store.delete(digestOf(b));
+  });
+
+  contract('list and modified give the time of the last commit; re-committing refreshes it', async (t, h) => {
+    const bytes = randomBytes(300);
+    const before = Date.now();
+    const { digest } = await put(h.store, bytes);
+    const [listed] = await collect(h.store.list());
+    t.is(listed?.digest, digest);
+    const first = listed!.modified.getTime();
+    // filesystem clocks may lag Date.now() by a tick
+    t.true(first >= before - 1000 && first <= Date.now() + 1000, `modified ${first} outside [${before}, ${Date.now()}]`);
+    t.is((await h.store.modified(digest))?.getTime(), first);
+    t.is(await h.store.modified(digestOf('absent')), null);
+    await new Promise((r) => setTimeout(r, 50));
+    await put(h.store, bytes);
+    const again = (await h.store.modified(digest))!.getTime();
+    t.true(again > first, 'a commit of an existing digest refreshes its time');
+    await h.store.delete(digest);
+  });
+
+  contract('guarded delete: unmodifiedSince keeps a newer blob; confirm decides while it is invisible', async (t, h) => {
+    const bytes = randomBytes(500);
+    const { digest } = await put(h.store, bytes);
+    const past = new Date(Date.now() - 60_000);
+    const future = new Date(Date.now() + 60_000);
+    t.false(await h.store.delete(digest, { unmodifiedSince: past }), 'committed after the limit: kept');
+    sameBytes(t, await readAll(await h.store.read(digest)), bytes);
+
+    let seenDuring: unknown = 'not asked';
+    t.false(
+      await h.store.delete(digest, {
+        unmodifiedSince: future,
+        confirm: async () => {
+          seenDuring = await h.store.stat(digest);
+          return false;
+        },
+      }),
+      'confirm said no: kept',
+    );
+    t.is(seenDuring, null, 'invisible while confirm runs');
+    sameBytes(t, await readAll(await h.store.read(digest)), bytes);
+
+    await t.throwsAsync(h.store.delete(digest, { confirm: () => Promise.reject(new Error('db down')) }), { message: 'db down' });
+    sameBytes(t, await readAll(await h.store.read(digest)), bytes, 'a failing confirm puts the blob back');
+
+    // A commit of the same digest while confirm runs is not lost when confirm says yes.
+    t.true(
+      await h.store.delete(digest, {
+        unmodifiedSince: future,
+        confirm: async () => {
+          await put(h.store, bytes);
+          return true;
+        },
+      }),
+    );
+    sameBytes(t, await readAll(await h.store.read(digest)), bytes, 'the concurrent commit kept its blob');
+    t.deepEqual(await listInfos(h.store), [{ digest, size: bytes.length }]);
+
+    t.true(await h.store.delete(digest, { unmodifiedSince: future, confirm: async () => true }));
+    t.is(await h.store.stat(digest), null);
+    t.false(await h.store.delete(digest, { unmodifiedSince: future }), 'absent: false');
   });
 
   contract('a large streamed append keeps its bytes and digest', async (t, h) => {
@@ -340,6 +401,11 @@ async function put(store: BlobStore, bytes: Buffer): Promise<{ digest: Digest; s
 function sameBytes(t: ExecutionContext, actual: Buffer, expected: Buffer, message?: string): void {
   t.is(actual.length, expected.length, message);
   t.true(actual.equals(expected), message ?? 'bytes differ');
+}
+
+/** list() without the times, for comparing with BlobInfo values. */
+async function listInfos(store: BlobStore): Promise<Array<{ digest: Digest; size: number }>> {
+  return (await collect(store.list())).map(({ digest, size }) => ({ digest, size }));
 }
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {

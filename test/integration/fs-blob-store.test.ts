@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import test from 'ava';
 import { digestOf } from '../../src/domain/digest.ts';
 import { FsBlobStore } from '../../src/storage/fs-driver.ts';
-import { blobPath, uploadDataPath, uploadLockPath } from '../../src/storage/paths.ts';
+import { blobAsidePath, blobPath, uploadDataPath, uploadLockPath } from '../../src/storage/paths.ts';
 import { blobStoreContract } from '../contract/blob-store-contract.ts';
 
 async function files(root: string): Promise<string[]> {
@@ -177,5 +177,34 @@ test('fs store: an idle store (and its hash worker) does not keep the process al
     t.is(result.code, 0, 'the process exited by itself');
   } finally {
     await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('fs store: a blob left aside by a crash mid-delete is put back by list() once stale', async (t) => {
+  const h = await harness();
+  const eager = await FsBlobStore.open({ root: h.root, asideStaleMs: 0 });
+  try {
+    const bytes = randomBytes(100);
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([bytes]));
+    const { digest } = await w.commit();
+    const aside = blobAsidePath(h.root, digest, '00000000-0000-4000-8000-000000000001');
+    await rename(blobPath(h.root, digest), aside);
+    const listed = async (s: FsBlobStore) => {
+      const out: string[] = [];
+      for await (const b of s.list()) out.push(b.digest);
+      return out;
+    };
+    // fresh: a guarded delete may still be deciding, so list() leaves it alone
+    t.deepEqual(await listed(h.store), []);
+    t.deepEqual(await files(h.root), [relative(h.root, aside)]);
+    await new Promise((r) => setTimeout(r, 20));
+    t.deepEqual(await listed(eager), [], 'put back, listed by the next listing');
+    t.deepEqual(await listed(eager), [digest]);
+    t.deepEqual(await files(h.root), [relative(h.root, blobPath(h.root, digest))]);
+    t.true(await h.store.delete(digest));
+  } finally {
+    eager.close();
+    await h.close();
   }
 });
