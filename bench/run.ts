@@ -14,7 +14,7 @@ import { prepareData } from './lib/data.ts';
 import { formatBytes, parseOptions, USAGE, type BenchOptions, type ServerKind } from './lib/options.ts';
 import { buildRows, renderDetails, renderMain, renderRss, type Cell, type HeapFigures, type Results, type ServerSummary } from './lib/report.ts';
 import { RssProbe } from './lib/rss.ts';
-import { buildScenarios, newTargetState, prepareManifestSets, type RunContext, type Target } from './lib/scenarios.ts';
+import { buildScenarios, newTargetState, prepareManifestSets, type RunContext, type Scenario, type Target } from './lib/scenarios.ts';
 import { distributionBinary, startDistribution, startVolreg, type RunningServer } from './lib/servers.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
@@ -129,7 +129,7 @@ async function main(): Promise<number> {
       : `test data reused from ${path.dirname(data.blobMono.path)}`,
   );
   log(`tar.gz: ${formatBytes(data.tarV2.size)} compressed, ${formatBytes(data.tarUncompressed)} tar, ${data.tarEntries} entries`);
-  const { manifests, tagManifest, problems } = await prepareManifestSets(opts);
+  const { manifests, putSets, tagManifest, problems } = await prepareManifestSets(opts);
   if (problems.length > 0) {
     for (const p of problems.slice(0, 10)) log(`manifest data problem: ${p}`);
     throw new Error('the generated manifest data is inconsistent; refusing to time it');
@@ -152,53 +152,52 @@ async function main(): Promise<number> {
   process.once('SIGTERM', onSignal);
   try {
     live = await startServers(opts, tmpRoot, summaries);
+    const runOnce = async (scenario: Scenario, kind: ServerKind, round: number): Promise<Cell> => {
+      const summary = summaries.find((s) => s.kind === kind);
+      const l = live.get(kind);
+      if (!l) return { error: summary?.unavailable ?? 'not started' };
+      if (overall.signal.aborted) return { error: `skipped: ${errorText(overall.signal.reason)}` };
+      const dead = l.server.exitReason();
+      if (dead) return { error: `server ${dead}` };
+      const signal = AbortSignal.any([overall.signal, AbortSignal.timeout(opts.scenarioTimeoutMs)]);
+      // every in-flight request listens on it (up to 32 at a time)
+      setMaxListeners(0, signal);
+      const windows = kind === 'volreg' ? (volregWindows.get(scenario.id) ?? []) : [];
+      if (kind === 'volreg') volregWindows.set(scenario.id, windows);
+      const ctx: RunContext = { opts, data, manifests, putSets, tagManifest, signal, windows, round };
+      // start every measurement with no dirty pages left by the previous one, so one
+      // server's writeback does not land in the other's row
+      execFileSync('sync');
+      log(`${scenario.id}${round > 0 ? ` (round ${round + 1})` : ''} on ${kind} ... (load ${loadText()})`);
+      const mark = l.server.outputMark();
+      const measured = await l.probe.measure(() => scenario.run(l.target, ctx));
+      const heap = kind === 'volreg' ? await heapFigures(l.server.base) : undefined;
+      if ('result' in measured) {
+        log(`  ${measured.result.value.toFixed(1)} ${scenario.unit} (${measured.result.detail}), peak RSS ${(measured.peak.peakKiB / 1024).toFixed(1)} MiB`);
+        return { value: measured.result.value, detail: measured.result.detail, peak: measured.peak, heap };
+      }
+      let msg = signal.aborted ? `timeout/abort: ${errorText(signal.reason)}; ${errorText(measured.error)}` : errorText(measured.error);
+      const died = l.server.exitReason();
+      if (died) msg = `server ${died}: ${msg}`;
+      // what the server logged meanwhile (warn level and up) usually says why
+      const said = l.server.linesSince(mark).slice(-3);
+      if (said.length > 0) msg += ` | server log: ${said.map((x) => x.slice(0, 600)).join(' | ')}`;
+      log(`  failed: ${msg}`);
+      return { error: msg, peak: measured.peak, heap };
+    };
+
     for (const scenario of scenarios) {
       const row: Partial<Record<ServerKind, Cell>> = {};
       results.set(scenario.id, row);
-      for (const kind of ['distribution', 'volreg'] as const) {
-        if (!opts.servers.includes(kind) || !scenario.servers.includes(kind)) continue;
-        const summary = summaries.find((s) => s.kind === kind);
-        const l = live.get(kind);
-        if (!l) {
-          row[kind] = { error: summary?.unavailable ?? 'not started' };
-          continue;
-        }
-        if (overall.signal.aborted) {
-          row[kind] = { error: `skipped: ${errorText(overall.signal.reason)}` };
-          continue;
-        }
-        const dead = l.server.exitReason();
-        if (dead) {
-          row[kind] = { error: `server ${dead}` };
-          continue;
-        }
-        const signal = AbortSignal.any([overall.signal, AbortSignal.timeout(opts.scenarioTimeoutMs)]);
-        // every in-flight request listens on it (up to 32 at a time)
-        setMaxListeners(0, signal);
-        const windows: Array<[number, number]> = [];
-        if (kind === 'volreg') volregWindows.set(scenario.id, windows);
-        const ctx: RunContext = { opts, data, manifests, tagManifest, signal, windows };
-        // start every measurement with no dirty pages left by the previous one, so one
-        // server's writeback does not land in the other's row
-        execFileSync('sync');
-        log(`${scenario.id} on ${kind} ... (load ${loadText()})`);
-        const mark = l.server.outputMark();
-        const measured = await l.probe.measure(() => scenario.run(l.target, ctx));
-        const heap = kind === 'volreg' ? await heapFigures(l.server.base) : undefined;
-        if ('result' in measured) {
-          row[kind] = { value: measured.result.value, detail: measured.result.detail, peak: measured.peak, heap };
-          log(`  ${measured.result.value.toFixed(1)} ${scenario.unit} (${measured.result.detail}), peak RSS ${(measured.peak.peakKiB / 1024).toFixed(1)} MiB`);
-        } else {
-          let msg = signal.aborted ? `timeout/abort: ${errorText(signal.reason)}; ${errorText(measured.error)}` : errorText(measured.error);
-          const died = l.server.exitReason();
-          if (died) msg = `server ${died}: ${msg}`;
-          // what the server logged meanwhile (warn level and up) usually says why
-          const said = l.server.linesSince(mark).slice(-3);
-          if (said.length > 0) msg += ` | server log: ${said.map((x) => x.slice(0, 600)).join(' | ')}`;
-          row[kind] = { error: msg, peak: measured.peak, heap };
-          log(`  failed: ${msg}`);
-        }
+      const kinds = (['distribution', 'volreg'] as const).filter((k) => opts.servers.includes(k) && scenario.servers.includes(k));
+      const rounds = scenario.repeatable ? opts.rounds : 1;
+      const tries = new Map<ServerKind, Cell[]>(kinds.map((k) => [k, []]));
+      for (let round = 0; round < rounds; round++) {
+        // alternate which server goes first, so neither always follows the other's writeback
+        const order = round % 2 === 0 ? kinds : [...kinds].reverse();
+        for (const kind of order) tries.get(kind)?.push(await runOnce(scenario, kind, round));
       }
+      for (const [kind, cells] of tries) row[kind] = bestOf(cells, scenario.higherIsBetter, scenario.unit);
     }
   } finally {
     clearTimeout(budget);
@@ -268,6 +267,24 @@ async function main(): Promise<number> {
     log(`results written to ${opts.jsonOut}`);
   }
   return 0;
+}
+
+/** The best round of a scenario (by its figure), with every round's figure in its detail. */
+function bestOf(cells: Cell[], higherIsBetter: boolean, unit: string): Cell {
+  const ok = cells.filter((c) => c.value !== undefined);
+  const peakKiB = Math.max(0, ...cells.map((c) => c.peak?.peakKiB ?? 0));
+  const last = cells[cells.length - 1];
+  if (ok.length === 0) return last ?? { error: 'not run' };
+  const best = ok.reduce((a, b) => ((higherIsBetter ? (b.value ?? 0) > (a.value ?? 0) : (b.value ?? 0) < (a.value ?? 0)) ? b : a));
+  if (cells.length === 1) return best;
+  const figures = cells.map((c) => (c.value !== undefined ? c.value.toFixed(1) : 'error')).join(', ');
+  const failed = cells.find((c) => c.error !== undefined);
+  return {
+    ...best,
+    detail: `${best.detail ?? ''}; best of ${cells.length} rounds: ${figures} ${unit}${failed ? ` (a round failed: ${failed.error})` : ''}`,
+    peak: best.peak ? { ...best.peak, peakKiB } : undefined,
+    heap: last?.heap ?? best.heap,
+  };
 }
 
 async function newestFile(dir: string, names: string[]): Promise<string | undefined> {

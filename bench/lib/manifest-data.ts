@@ -73,8 +73,11 @@ function json(value: unknown): Buffer {
   return Buffer.from(JSON.stringify(value));
 }
 
-/** `count` manifests, alternating OCI image manifest and Docker schema 2. */
-export async function buildManifestSet(count: number): Promise<ManifestSet> {
+/**
+ * `count` manifests, alternating OCI image manifest and Docker schema 2, numbered from
+ * `offset` (sets with different offsets share no manifest digest).
+ */
+export async function buildManifestSet(count: number, offset = 0): Promise<ManifestSet> {
   const layerTar = await tinyTar();
   const diffId = sha256(layerTar);
   const layer = blob(zlib.gzipSync(layerTar, { level: 9 }));
@@ -83,7 +86,7 @@ export async function buildManifestSet(count: number): Promise<ManifestSet> {
   const blobs: Blob[] = [layer, ociConfig];
   const manifests: Manifest[] = [];
   for (let i = 0; i < count; i++) {
-    const seq = String(i);
+    const seq = String(offset + i);
     if (i % 2 === 0) {
       const doc = {
         schemaVersion: 2,

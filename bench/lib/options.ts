@@ -26,6 +26,8 @@ export interface BenchOptions {
   quick: boolean;
   /** run only these scenario ids (all when undefined) */
   scenarios: readonly string[] | undefined;
+  /** rounds of each repeatable scenario (best kept) */
+  rounds: number;
   /** run volreg under --cpu-prof, writing the profile here */
   cpuProfDir: string | undefined;
 }
@@ -55,6 +57,9 @@ export const USAGE = `usage: npm run bench -- [options]
   --manifests N          manifest PUTs and GETs (default 2000), 16 clients
   --tags N               tags to list in pages of 100 (default 10000)
   --heads N              blob HEADs (default 5000), 32 clients
+  --rounds N             rounds of the repeatable scenarios (downloads, manifest PUT and
+                         GET, HEADs, tags/list), alternating which server goes first;
+                         the best round counts (default 2, 1 with --quick)
   --only volreg|distribution   run one server only
   --timeout MINUTES      whole-run budget (default 30); scenarios past it are skipped
   --scenario-timeout S   per scenario and server (default 300)
@@ -87,6 +92,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     quick: false,
     scenarios: undefined,
     cpuProfDir: undefined,
+    rounds: 2,
   };
   const explicit = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
@@ -149,6 +155,10 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
           .map((x) => x.trim())
           .filter(Boolean);
         break;
+      case '--rounds':
+        opts.rounds = positiveInt(flag, value());
+        explicit.add('rounds');
+        break;
       case '--cpu-prof':
         opts.cpuProfDir = path.resolve(value());
         break;
@@ -161,6 +171,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     if (!explicit.has('manifests')) opts.manifests = 200;
     if (!explicit.has('tags')) opts.tags = 1000;
     if (!explicit.has('heads')) opts.heads = 500;
+    if (!explicit.has('rounds')) opts.rounds = 1;
   }
   return opts;
 }

@@ -49,6 +49,10 @@ export interface RunContext {
   opts: BenchOptions;
   data: BenchData;
   manifests: ManifestSet;
+  /** what the manifest PUT scenario pushes in each round (round 0 is `manifests`) */
+  putSets: ManifestSet[];
+  /** 0 for the first round of a repeatable scenario */
+  round: number;
   /** manifests that only serve the tags/list scenario */
   tagManifest: ManifestSet;
   signal: AbortSignal;
@@ -81,6 +85,8 @@ export interface Scenario {
   unit: string;
   higherIsBetter: boolean;
   servers: readonly ServerKind[];
+  /** run once per --rounds (alternating which server goes first) and keep the best */
+  repeatable: boolean;
   compare: Comparison;
   run(target: Target, ctx: RunContext): Promise<Outcome>;
 }
@@ -136,8 +142,8 @@ async function ensureBlobs(target: Target, c: HttpClient, repo: string, set: Man
   for (const m of set.manifests.slice(0, 2)) for (const d of m.references) await headBlob(c, repo, d, ctx.signal);
 }
 
-function manifestTag(i: number): string {
-  return `m-${String(i).padStart(6, '0')}`;
+function manifestTag(i: number, round = 0): string {
+  return `m-${round > 0 ? `r${round}-` : ''}${String(i).padStart(6, '0')}`;
 }
 
 function listTag(i: number): string {
@@ -235,6 +241,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       unit: 'MiB/s',
       higherIsBetter: true,
       servers: both,
+      repeatable: false,
       compare: { kind: 'vs-distribution', min: 3, text: '>= 3x distribution' },
       async run(target, ctx) {
         return withClient(target, 2, async (c) => {
@@ -252,6 +259,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       unit: 'MiB/s',
       higherIsBetter: true,
       servers: both,
+      repeatable: false,
       compare: { kind: 'vs-distribution', min: 3, text: '>= 3x distribution' },
       async run(target, ctx) {
         return withClient(target, 2, async (c) => {
@@ -268,19 +276,16 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       unit: 'MiB/s',
       higherIsBetter: true,
       servers: both,
+      repeatable: true,
       compare: { kind: 'vs-distribution', min: 1, text: '>= 1x distribution' },
       async run(target, ctx) {
         return withClient(target, 2, async (c) => {
           await ensureMonoBlob(target, c, ctx);
-          const times: number[] = [];
-          for (let i = 0; i < 2; i++) {
-            const t0 = performance.now();
-            const bytes = await timed(ctx, () => downloadBlob(c, REPO_LARGE, ctx.data.blobMono.digest, ctx.signal));
-            times.push(performance.now() - t0);
-            if (bytes !== ctx.data.blobMono.size) throw new Error(`received ${bytes} bytes, expected ${ctx.data.blobMono.size}`);
-          }
-          const best = Math.min(...times);
-          return { value: mibPerSec(ctx.data.blobMono.size, best), detail: `best of 2: ${times.map((t) => (t / 1000).toFixed(2)).join(' s, ')} s` };
+          const t0 = performance.now();
+          const bytes = await timed(ctx, () => downloadBlob(c, REPO_LARGE, ctx.data.blobMono.digest, ctx.signal));
+          const ms = performance.now() - t0;
+          if (bytes !== ctx.data.blobMono.size) throw new Error(`received ${bytes} bytes, expected ${ctx.data.blobMono.size}`);
+          return { value: mibPerSec(bytes, ms), detail: `${(ms / 1000).toFixed(2)} s` };
         });
       },
     },
@@ -290,18 +295,14 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       unit: 'MiB/s',
       higherIsBetter: true,
       servers: both,
+      repeatable: true,
       compare: { kind: 'vs-distribution', min: 1, text: '>= 1x distribution' },
       async run(target, ctx) {
         await withClient(target, 1, (c) => ensureMonoBlob(target, c, ctx));
         const url = new URL(`/v2/${REPO_LARGE}/blobs/${ctx.data.blobMono.digest}`, target.server.base).href;
-        const times: number[] = [];
-        for (let i = 0; i < 2; i++) {
-          const res = await timed(ctx, () => curlGet(url, ctx.opts.scenarioTimeoutMs, ctx.signal));
-          if (res.status !== 200 || res.bytes !== ctx.data.blobMono.size) throw new Error(`GET (curl) -> ${res.status}, ${res.bytes} bytes`);
-          times.push(res.wallMs);
-        }
-        const best = Math.min(...times);
-        return { value: mibPerSec(ctx.data.blobMono.size, best), detail: `best of 2: ${times.map((t) => (t / 1000).toFixed(2)).join(' s, ')} s` };
+        const res = await timed(ctx, () => curlGet(url, ctx.opts.scenarioTimeoutMs, ctx.signal));
+        if (res.status !== 200 || res.bytes !== ctx.data.blobMono.size) throw new Error(`GET (curl) -> ${res.status}, ${res.bytes} bytes`);
+        return { value: mibPerSec(res.bytes, res.wallMs), detail: `${(res.wallMs / 1000).toFixed(2)} s` };
       },
     },
     {
@@ -310,15 +311,17 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       unit: 'req/s',
       higherIsBetter: true,
       servers: both,
+      repeatable: true,
       compare: { kind: 'vs-distribution', min: 2, text: '>= 2x distribution (2-3x)' },
       async run(target, ctx) {
         return withClient(target, ctx.opts.manifestClients, async (c) => {
-          await ensureBlobs(target, c, REPO_MANIFESTS, ctx.manifests, ctx);
-          const list = ctx.manifests.manifests;
+          const set = ctx.putSets[ctx.round] ?? ctx.manifests;
+          await ensureBlobs(target, c, REPO_MANIFESTS, set, ctx);
+          const list = set.manifests;
           const res = await timed(ctx, () =>
-            runPool(list.length, ctx.opts.manifestClients, (i) => putManifest(c, REPO_MANIFESTS, manifestTag(i), list[i], ctx.signal), ctx.signal),
+            runPool(list.length, ctx.opts.manifestClients, (i) => putManifest(c, REPO_MANIFESTS, manifestTag(i, ctx.round), list[i], ctx.signal), ctx.signal),
           );
-          target.state.manifestsPut = true;
+          if (set === ctx.manifests) target.state.manifestsPut = true;
           return { value: list.length / (res.elapsedMs / 1000), detail: latencySummary(res.latenciesMs) };
         });
       },
@@ -329,6 +332,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       unit: 'req/s',
       higherIsBetter: true,
       servers: both,
+      repeatable: true,
       compare: { kind: 'vs-distribution', min: 2, text: '>= 2x distribution (2-3x)' },
       async run(target, ctx) {
         return withClient(target, ctx.opts.manifestClients, async (c) => {
@@ -356,6 +360,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       unit: 'req/s',
       higherIsBetter: true,
       servers: both,
+      repeatable: true,
       compare: { kind: 'vs-distribution', min: 2, text: '>= 2x distribution (2-3x)' },
       async run(target, ctx) {
         return withClient(target, ctx.opts.headClients, async (c) => {
@@ -381,6 +386,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       unit: 'tags/s',
       higherIsBetter: true,
       servers: both,
+      repeatable: true,
       compare: { kind: 'vs-distribution', min: 2, text: '>= 2x distribution (2-3x)' },
       run: (target, ctx) => tagsListing(target, ctx, ctx.opts.tagPageSize),
     },
@@ -390,6 +396,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       unit: 'tags/s',
       higherIsBetter: true,
       servers: both,
+      repeatable: true,
       compare: { kind: 'vs-distribution', min: 2, text: '>= 2x distribution (2-3x)' },
       run: (target, ctx) => tagsListing(target, ctx, undefined),
     },
@@ -399,6 +406,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       unit: 'MiB/s',
       higherIsBetter: true,
       servers: both,
+      repeatable: false,
       compare: { kind: 'vs-distribution', min: 3, text: '>= 3x distribution' },
       async run(target, ctx) {
         return withClient(target, 2, async (c) => {
@@ -414,6 +422,7 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       unit: 'MiB/s',
       higherIsBetter: true,
       servers: ['volreg'],
+      repeatable: false,
       compare: { kind: 'vs-row', row: 'targz-v2', min: 0.8, text: '>= 0.8x volreg /v2 row' },
       async run(target, ctx) {
         const url = new URL(`/api/v1/volumes/${VOLUME}/tags/v1?digest=${ctx.data.tarApi.digest}`, target.server.base);
@@ -493,8 +502,17 @@ async function tagsListing(target: Target, ctx: RunContext, pageSize: number | u
   });
 }
 
-export async function prepareManifestSets(opts: BenchOptions): Promise<{ manifests: ManifestSet; tagManifest: ManifestSet; problems: string[] }> {
-  const manifests = await buildManifestSet(opts.manifests);
+export async function prepareManifestSets(
+  opts: BenchOptions,
+): Promise<{ manifests: ManifestSet; putSets: ManifestSet[]; tagManifest: ManifestSet; problems: string[] }> {
+  const putSets: ManifestSet[] = [];
+  for (let r = 0; r < opts.rounds; r++) putSets.push(await buildManifestSet(opts.manifests, r * opts.manifests));
+  const manifests = putSets[0];
   const tagManifest = await buildManifestSet(1);
-  return { manifests, tagManifest, problems: [...checkManifestSet(manifests), ...checkManifestSet(tagManifest)] };
+  const problems = [...putSets.flatMap((set) => checkManifestSet(set)), ...checkManifestSet(tagManifest)];
+  // rounds must not re-push a manifest an earlier round stored
+  const digests = new Set<string>();
+  for (const set of putSets) for (const m of set.manifests) digests.add(m.digest);
+  if (digests.size !== opts.manifests * opts.rounds) problems.push('manifest digests repeat across rounds');
+  return { manifests, putSets, tagManifest, problems };
 }
