@@ -1,0 +1,620 @@
+import { ObjectId, type Collection, type Filter } from 'mongodb';
+import type { Logger } from 'pino';
+import type { Digest } from '../domain/digest.ts';
+import { UNIT_TYPES, type Collections, type UnitTypeId } from '../metadata/collections.ts';
+import { isDuplicateKey } from '../metadata/repo-content-repository.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
+
+/**
+ * Garbage collection: mark and sweep, online (safe while pushes are served), conservative.
+ *
+ * What goes, in this order (a referencing document before what it references, DESIGN.md §1):
+ *   1. associations (`repo_content_units`) whose unit document no longer exists;
+ *   2. with `deleteUntagged`: a repository's manifests and lists that no tag points at, no kept
+ *      list of the repository contains, that are no referrer (`subject`) of a kept manifest nor
+ *      the subject of one — removed from that repository only; then the repository's blobs no
+ *      manifest it keeps references (layers of removed manifests, abandoned pushes);
+ *   3. manifest-list, then manifest unit documents no repository holds (a list or manifest that
+ *      remains still protects the manifests it contains and its subject);
+ *   4. blob units no repository holds and no remaining manifest references, then their bytes;
+ *   5. bytes in the store without any blob unit (a crash between commit and record);
+ *   6. abandoned upload sessions (UploadService.purgeAbandoned), when given.
+ *
+ * Everything must be older than the grace period: a unit's `_last_updated` (set at insert), an
+ * association's `updated` (refreshed by every push), a blob's last commit time (refreshed by a
+ * commit of an existing digest). The grace period covers the steps of a push in flight (a blob
+ * committed but not yet recorded, a manifest pushed by digest before the index that lists it).
+ *
+ * Races with pushes: each delete re-checks references right before it, is conditional on the
+ * document being unchanged, and re-checks after: a reference that appeared meanwhile restores
+ * the document. Bytes are deleted through the store's guarded delete: moved aside, the unit
+ * re-checked while no commit can reuse them, then removed or put back.
+ */
+
+export interface GcOptions {
+  collections: Collections;
+  blobStore: BlobStore;
+  /** purges abandoned upload sessions with the same grace period (UploadService) */
+  uploads?: { purgeAbandoned(olderThan: Date): Promise<number> };
+  logger: Logger;
+  graceSeconds: number;
+  deleteUntagged: boolean;
+  /** find and report, delete nothing */
+  dryRun: boolean;
+  /** the clock (tests age content by moving it forward) */
+  now?: () => Date;
+}
+
+export interface GcCount {
+  count: number;
+  bytes: number;
+}
+
+export interface GcReport {
+  dryRun: boolean;
+  deleteUntagged: boolean;
+  graceSeconds: number;
+  /** content last touched before this instant was eligible */
+  cutoff: string;
+  startedAt: string;
+  durationMs: number;
+  /** associations whose unit document was gone */
+  danglingAssociations: number;
+  /** manifests and lists removed from a repository as untagged (bytes: manifest sizes) */
+  untaggedManifests: GcCount;
+  /** blobs removed from a repository because no manifest it keeps references them */
+  unreferencedRepoBlobs: GcCount;
+  manifestListUnits: GcCount;
+  manifestUnits: GcCount;
+  blobUnits: GcCount;
+  /** bytes of deleted blob units removed from the store */
+  blobBytes: GcCount;
+  /** bytes that had no blob unit at all, removed from the store */
+  orphanBytes: GcCount;
+  uploadsPurged: number;
+  /** deletes skipped or undone because a push referenced the content meanwhile */
+  raced: number;
+  /** items that failed (logged); the next run tries them again */
+  errors: number;
+  /** blobBytes.bytes + orphanBytes.bytes */
+  freedBytes: number;
+}
+
+const BATCH = 200;
+const MANIFEST_TYPES: UnitTypeId[] = [UNIT_TYPES.manifest, UNIT_TYPES.manifestList];
+
+interface UnitSummary {
+  _id: string;
+  digest: string;
+  size: number;
+  _last_updated: number;
+}
+
+interface ManifestNode {
+  id: string;
+  type: UnitTypeId;
+  digest: string;
+  size: number;
+  assocId: ObjectId;
+  assocUpdated: string;
+  young: boolean;
+  subject: string | null;
+  children: string[];
+}
+
+const zero = (): GcCount => ({ count: 0, bytes: 0 });
+
+export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
+  return new GarbageCollector(opts).run();
+}
+
+class GarbageCollector {
+  private readonly c: Collections;
+  private readonly store: BlobStore;
+  private readonly log: Logger;
+  private readonly dry: boolean;
+  private readonly startedAt: Date;
+  private readonly cutoff: Date;
+  private readonly report: GcReport;
+  /** dry run only: what the earlier phases would have removed, so later ones see it gone */
+  private readonly wouldUnhold = new Map<string, number>();
+  private readonly wouldUnholdIn = new Set<string>();
+  private readonly wouldDelete = new Set<string>();
+  private readonly wouldDeleteBlobs = new Set<string>();
+
+  constructor(private readonly opts: GcOptions) {
+    this.c = opts.collections;
+    this.store = opts.blobStore;
+    this.log = opts.logger;
+    this.dry = opts.dryRun;
+    this.startedAt = (opts.now ?? (() => new Date()))();
+    this.cutoff = new Date(this.startedAt.getTime() - opts.graceSeconds * 1000);
+    this.report = {
+      dryRun: opts.dryRun,
+      deleteUntagged: opts.deleteUntagged,
+      graceSeconds: opts.graceSeconds,
+      cutoff: this.cutoff.toISOString(),
+      startedAt: this.startedAt.toISOString(),
+      durationMs: 0,
+      danglingAssociations: 0,
+      untaggedManifests: zero(),
+      unreferencedRepoBlobs: zero(),
+      manifestListUnits: zero(),
+      manifestUnits: zero(),
+      blobUnits: zero(),
+      blobBytes: zero(),
+      orphanBytes: zero(),
+      uploadsPurged: 0,
+      raced: 0,
+      errors: 0,
+      freedBytes: 0,
+    };
+  }
+
+  async run(): Promise<GcReport> {
+    const t0 = Date.now();
+    this.log.info({ dryRun: this.dry, cutoff: this.report.cutoff, deleteUntagged: this.opts.deleteUntagged }, 'gc started');
+    await this.dropDanglingAssociations();
+    if (this.opts.deleteUntagged) await this.removeUntagged();
+    await this.sweepManifestUnits(UNIT_TYPES.manifestList);
+    await this.sweepManifestUnits(UNIT_TYPES.manifest);
+    await this.sweepBlobUnits();
+    await this.sweepOrphanBytes();
+    if (this.opts.uploads && !this.dry) this.report.uploadsPurged = await this.opts.uploads.purgeAbandoned(this.cutoff);
+    this.report.freedBytes = this.report.blobBytes.bytes + this.report.orphanBytes.bytes;
+    this.report.durationMs = Date.now() - t0;
+    this.log.info({ ...this.report }, 'gc finished');
+    return this.report;
+  }
+
+  // ---- age -----------------------------------------------------------------------------------
+
+  /** `_last_updated` is whole seconds, floored: the unit may be up to a second younger. */
+  private unitIsOld(lastUpdated: number): boolean {
+    return (lastUpdated + 1) * 1000 <= this.cutoff.getTime();
+  }
+
+  private assocIsOld(updated: string): boolean {
+    return updated < this.cutoff.toISOString();
+  }
+
+  // ---- 1. associations to missing units --------------------------------------------------------
+
+  private async dropDanglingAssociations(): Promise<void> {
+    const kinds: Array<[UnitTypeId, Collection<{ _id: string }>]> = [
+      [UNIT_TYPES.tag, this.c.tags as unknown as Collection<{ _id: string }>],
+      [UNIT_TYPES.manifestList, this.c.manifestLists as unknown as Collection<{ _id: string }>],
+      [UNIT_TYPES.manifest, this.c.manifests as unknown as Collection<{ _id: string }>],
+      [UNIT_TYPES.blob, this.c.blobs as unknown as Collection<{ _id: string }>],
+    ];
+    for (const [type, units] of kinds) {
+      const cursor = this.c.repoContentUnits.find(
+        { unit_type_id: type, updated: { $lt: this.cutoff.toISOString() } },
+        { projection: { _id: 1, unit_id: 1 } },
+      );
+      for await (const batch of batches(cursor)) {
+        const ids = [...new Set(batch.map((a) => a.unit_id))];
+        const present = new Set((await units.find({ _id: { $in: ids } }, { projection: { _id: 1 } }).toArray()).map((u) => u._id));
+        const dangling = batch.filter((a) => !present.has(a.unit_id));
+        if (dangling.length === 0) continue;
+        if (!this.dry) {
+          // A unit id is a fresh uuid: once its document is gone no push can bring it back.
+          const res = await this.c.repoContentUnits.deleteMany({ _id: { $in: dangling.map((a) => a._id) }, unit_type_id: type });
+          this.report.danglingAssociations += res.deletedCount;
+        } else {
+          this.report.danglingAssociations += dangling.length;
+          for (const a of dangling) this.wouldUnhold.set(a.unit_id, (this.wouldUnhold.get(a.unit_id) ?? 0) + 1);
+        }
+        this.log.info({ unitType: type, count: dangling.length, dryRun: this.dry }, 'gc dropped associations to missing units');
+      }
+    }
+  }
+
+  // ---- 2. untagged manifests, per repository ---------------------------------------------------
+
+  private async removeUntagged(): Promise<void> {
+    const repos = (await this.c.repoContentUnits.distinct('repo_id', { unit_type_id: { $in: [...MANIFEST_TYPES, UNIT_TYPES.blob] } })) as string[];
+    for (const repo of repos.sort()) {
+      try {
+        await this.removeUntaggedIn(repo);
+      } catch (err) {
+        this.report.errors++;
+        this.log.error({ err, repository: repo }, 'gc could not sweep untagged manifests of a repository');
+      }
+    }
+  }
+
+  private async removeUntaggedIn(repo: string): Promise<void> {
+    const assocs = await this.c.repoContentUnits
+      .find({ repo_id: repo, unit_type_id: { $in: MANIFEST_TYPES } }, { projection: { _id: 1, unit_id: 1, unit_type_id: 1, updated: 1 } })
+      .toArray();
+    const byId = new Map(assocs.map((a) => [a.unit_id, a]));
+    const ids = [...byId.keys()];
+    const [images, lists, tagged] = await Promise.all([
+      this.c.manifests.find({ _id: { $in: ids } }, { projection: { _id: 1, digest: 1, size: 1, _last_updated: 1, subject_digest: 1 } }).toArray(),
+      this.c.manifestLists
+        .find({ _id: { $in: ids } }, { projection: { _id: 1, digest: 1, size: 1, _last_updated: 1, subject_digest: 1, manifest_digests: 1 } })
+        .toArray(),
+      this.c.tags.distinct('manifest_digest', { repo_id: repo }) as Promise<string[]>,
+    ]);
+    const nodes = new Map<string, ManifestNode>();
+    const add = (d: { _id: string; digest: string; size: number; _last_updated: number; subject_digest?: string | null }, type: UnitTypeId, children: string[]): void => {
+      const a = byId.get(d._id);
+      if (!a) return;
+      nodes.set(d.digest, {
+        id: d._id,
+        type,
+        digest: d.digest,
+        size: d.size,
+        assocId: a._id,
+        assocUpdated: a.updated,
+        young: !this.unitIsOld(d._last_updated) || !this.assocIsOld(a.updated),
+        subject: d.subject_digest ?? null,
+        children,
+      });
+    };
+    for (const d of images) add(d, UNIT_TYPES.manifest, []);
+    for (const d of lists) add(d, UNIT_TYPES.manifestList, d.manifest_digests ?? []);
+
+    // Mark: tagged and young manifests, then what kept ones contain, refer to, or are referred by.
+    const referrers = new Map<string, string[]>();
+    for (const n of nodes.values()) if (n.subject) referrers.set(n.subject, [...(referrers.get(n.subject) ?? []), n.digest]);
+    const kept = new Set<string>();
+    const tags = new Set(tagged);
+    const work = [...nodes.values()].filter((n) => n.young || tags.has(n.digest)).map((n) => n.digest);
+    while (work.length > 0) {
+      const digest = work.pop()!;
+      if (kept.has(digest) || !nodes.has(digest)) continue;
+      kept.add(digest);
+      const n = nodes.get(digest)!;
+      work.push(...n.children, ...(n.subject ? [n.subject] : []), ...(referrers.get(digest) ?? []));
+    }
+
+    // Sweep: lists before the manifests they contain.
+    const doomed = [...nodes.values()].filter((n) => !kept.has(n.digest)).sort((a, b) => (a.type === b.type ? 0 : a.type === UNIT_TYPES.manifestList ? -1 : 1));
+    for (const n of doomed) {
+      if (this.dry) {
+        this.simulateUnhold(repo, n.id);
+        this.count(this.report.untaggedManifests, n.size);
+        continue;
+      }
+      try {
+        if (await this.stillWanted(repo, n.digest)) {
+          this.report.raced++;
+          continue;
+        }
+        // Conditional on the association being unchanged: a push re-associating it refreshes `updated`.
+        const res = await this.c.repoContentUnits.deleteOne({ _id: n.assocId, updated: n.assocUpdated });
+        if (res.deletedCount !== 1) {
+          this.report.raced++;
+          continue;
+        }
+        if (await this.stillWanted(repo, n.digest)) {
+          await this.reassociate(repo, n.type, n.id);
+          this.report.raced++;
+          continue;
+        }
+        this.count(this.report.untaggedManifests, n.size);
+        this.log.info({ repository: repo, digest: n.digest, unitType: n.type }, 'gc removed untagged manifest from repository');
+      } catch (err) {
+        this.report.errors++;
+        this.log.error({ err, repository: repo, digest: n.digest }, 'gc could not remove untagged manifest');
+      }
+    }
+    await this.removeUnreferencedBlobsIn(repo);
+  }
+
+  /** The repository's blobs that no manifest it still holds references, past the grace period. */
+  private async removeUnreferencedBlobsIn(repo: string): Promise<void> {
+    const heldManifests = (
+      await this.c.repoContentUnits.find({ repo_id: repo, unit_type_id: UNIT_TYPES.manifest }, { projection: { unit_id: 1 } }).toArray()
+    )
+      .map((a) => a.unit_id)
+      .filter((id) => !this.wouldUnholdIn.has(`${repo}\0${id}`));
+    const used = new Set<string>();
+    for await (const m of this.c.manifests.find({ _id: { $in: heldManifests } }, { projection: { config_digest: 1, blob_digests: 1 } })) {
+      if (m.config_digest) used.add(m.config_digest);
+      for (const d of m.blob_digests ?? []) used.add(d);
+    }
+    const assocs = await this.c.repoContentUnits
+      .find({ repo_id: repo, unit_type_id: UNIT_TYPES.blob }, { projection: { _id: 1, unit_id: 1, updated: 1 } })
+      .toArray();
+    for (const group of chunk(assocs, BATCH)) {
+      const units = new Map(
+        (await this.c.blobs.find({ _id: { $in: group.map((a) => a.unit_id) } }, { projection: { _id: 1, digest: 1, size: 1 } }).toArray()).map((b) => [b._id, b]),
+      );
+      for (const a of group) {
+        const b = units.get(a.unit_id);
+        if (!b || used.has(b.digest) || !this.assocIsOld(a.updated)) continue;
+        if (this.dry) {
+          this.simulateUnhold(repo, b._id);
+          this.count(this.report.unreferencedRepoBlobs, b.size);
+          continue;
+        }
+        try {
+          if (await this.blobUsedIn(repo, b.digest)) {
+            this.report.raced++;
+            continue;
+          }
+          const res = await this.c.repoContentUnits.deleteOne({ _id: a._id, updated: a.updated });
+          if (res.deletedCount !== 1) {
+            this.report.raced++;
+            continue;
+          }
+          if (await this.blobUsedIn(repo, b.digest)) {
+            await this.reassociate(repo, UNIT_TYPES.blob, b._id);
+            this.report.raced++;
+            continue;
+          }
+          this.count(this.report.unreferencedRepoBlobs, b.size);
+          this.log.info({ repository: repo, digest: b.digest }, 'gc removed unreferenced blob from repository');
+        } catch (err) {
+          this.report.errors++;
+          this.log.error({ err, repository: repo, digest: b.digest }, 'gc could not remove blob from repository');
+        }
+      }
+    }
+  }
+
+  /** A manifest the repository holds references the blob. */
+  private async blobUsedIn(repo: string, digest: string): Promise<boolean> {
+    const users = await this.c.manifests.find({ $or: [{ blob_digests: digest }, { config_digest: digest }] }, { projection: { _id: 1 } }).toArray();
+    if (users.length === 0) return false;
+    const held = await this.c.repoContentUnits.findOne(
+      { repo_id: repo, unit_type_id: UNIT_TYPES.manifest, unit_id: { $in: users.map((u) => u._id) } },
+      { projection: { _id: 1 } },
+    );
+    return held !== null;
+  }
+
+  /** A tag of the repository points at the digest, or a list the repository holds contains it. */
+  private async stillWanted(repo: string, digest: string): Promise<boolean> {
+    if (await this.c.tags.findOne({ repo_id: repo, manifest_digest: digest }, { projection: { _id: 1 } })) return true;
+    const parents = await this.c.manifestLists.find({ manifest_digests: digest }, { projection: { _id: 1 } }).toArray();
+    if (parents.length === 0) return false;
+    const held = await this.c.repoContentUnits.findOne(
+      { repo_id: repo, unit_type_id: UNIT_TYPES.manifestList, unit_id: { $in: parents.map((p) => p._id) } },
+      { projection: { _id: 1 } },
+    );
+    return held !== null;
+  }
+
+  private async reassociate(repo: string, type: UnitTypeId, unitId: string): Promise<void> {
+    const now = new Date().toISOString();
+    await this.c.repoContentUnits
+      .updateOne(
+        { repo_id: repo, unit_type_id: type, unit_id: unitId },
+        { $setOnInsert: { _id: new ObjectId(), repo_id: repo, unit_type_id: type, unit_id: unitId, created: now }, $set: { updated: now } },
+        { upsert: true },
+      )
+      .catch((err: unknown) => {
+        if (!isDuplicateKey(err)) throw err;
+      });
+  }
+
+  // ---- 3. manifest and list units nobody holds -------------------------------------------------
+
+  private async sweepManifestUnits(type: typeof UNIT_TYPES.manifest | typeof UNIT_TYPES.manifestList): Promise<void> {
+    const units = (type === UNIT_TYPES.manifest ? this.c.manifests : this.c.manifestLists) as unknown as Collection<UnitSummary>;
+    const counter = type === UNIT_TYPES.manifest ? this.report.manifestUnits : this.report.manifestListUnits;
+    const held = await this.holderCounts(type);
+    const protectedDigests = await this.protectedManifestDigests();
+    const candidates: UnitSummary[] = [];
+    for await (const u of units.find({}, { projection: { _id: 1, digest: 1, size: 1, _last_updated: 1 } })) {
+      if (this.wouldDelete.has(u._id) || (held.get(u._id) ?? 0) > 0 || !this.unitIsOld(u._last_updated) || protectedDigests.has(u.digest)) continue;
+      candidates.push(u);
+    }
+    for (const u of candidates) {
+      if (this.dry) {
+        this.wouldDelete.add(u._id);
+        this.count(counter, u.size);
+        continue;
+      }
+      try {
+        if (await this.deleteUnit(units, type, u, () => this.isHeld(type, u._id))) {
+          this.count(counter, u.size);
+          this.log.info({ digest: u.digest, unitType: type }, 'gc deleted unheld manifest unit');
+        }
+      } catch (err) {
+        this.report.errors++;
+        this.log.error({ err, digest: u.digest, unitType: type }, 'gc could not delete manifest unit');
+      }
+    }
+  }
+
+  /**
+   * Digests a remaining list contains, or a remaining manifest or list names as its subject. A
+   * remaining unit is one this run does not delete: held, young, or itself protected.
+   */
+  private async protectedManifestDigests(): Promise<Set<string>> {
+    const out = new Set<string>();
+    for await (const l of this.c.manifestLists.find({}, { projection: { _id: 1, manifest_digests: 1, subject_digest: 1 } })) {
+      if (this.wouldDelete.has(l._id)) continue;
+      for (const d of l.manifest_digests ?? []) out.add(d);
+      if (l.subject_digest) out.add(l.subject_digest);
+    }
+    for await (const m of this.c.manifests.find({ subject_digest: { $ne: null } }, { projection: { _id: 1, subject_digest: 1 } })) {
+      if (!this.wouldDelete.has(m._id) && m.subject_digest) out.add(m.subject_digest);
+    }
+    return out;
+  }
+
+  /** How many repositories hold each unit of a type (minus what a dry run would have removed). */
+  private async holderCounts(type: UnitTypeId): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    for await (const a of this.c.repoContentUnits.find({ unit_type_id: type }, { projection: { unit_id: 1 } })) {
+      counts.set(a.unit_id, (counts.get(a.unit_id) ?? 0) + 1);
+    }
+    for (const [id, n] of this.wouldUnhold) if (counts.has(id)) counts.set(id, counts.get(id)! - n);
+    return counts;
+  }
+
+  private async isHeld(type: UnitTypeId, unitId: string): Promise<boolean> {
+    return (await this.c.repoContentUnits.findOne({ unit_type_id: type, unit_id: unitId }, { projection: { _id: 1 } })) !== null;
+  }
+
+  /**
+   * Deletes a unit document unless `wanted` says something references it, checking before and
+   * after: a reference that appeared meanwhile (a push reusing the unit) gets the document back.
+   */
+  private async deleteUnit<D extends UnitSummary>(units: Collection<D>, type: UnitTypeId, u: UnitSummary, wanted: () => Promise<boolean>): Promise<boolean> {
+    if (await wanted()) {
+      this.report.raced++;
+      return false;
+    }
+    const full = await units.findOne({ _id: u._id } as Filter<D>);
+    if (!full || !this.unitIsOld(full._last_updated)) return false;
+    const res = await units.deleteOne({ _id: u._id, _last_updated: full._last_updated } as Filter<D>);
+    if (res.deletedCount !== 1) return false;
+    if (await wanted()) {
+      await units.insertOne(full as Parameters<Collection<D>['insertOne']>[0]).catch((err: unknown) => {
+        // A push inserted a new unit for the digest meanwhile; the association points at the old id.
+        if (!isDuplicateKey(err)) throw err;
+        this.report.errors++;
+        this.log.error({ digest: u.digest, unitType: type, unitId: u._id }, 'gc could not restore a unit a push reused');
+      });
+      this.report.raced++;
+      return false;
+    }
+    return true;
+  }
+
+  // ---- 4. blob units, then their bytes --------------------------------------------------------
+
+  private async sweepBlobUnits(): Promise<void> {
+    const held = await this.holderCounts(UNIT_TYPES.blob);
+    const referenced = new Set<string>();
+    for await (const m of this.c.manifests.find({}, { projection: { _id: 1, config_digest: 1, blob_digests: 1 } })) {
+      if (this.wouldDelete.has(m._id)) continue;
+      if (m.config_digest) referenced.add(m.config_digest);
+      for (const d of m.blob_digests ?? []) referenced.add(d);
+    }
+    const candidates: UnitSummary[] = [];
+    for await (const b of this.c.blobs.find({}, { projection: { _id: 1, digest: 1, size: 1, _last_updated: 1 } })) {
+      if ((held.get(b._id) ?? 0) > 0 || referenced.has(b.digest) || !this.unitIsOld(b._last_updated)) continue;
+      candidates.push(b);
+    }
+    for (let i = 0; i < candidates.length; i += BATCH) {
+      for (const b of await this.stillUnreferenced(candidates.slice(i, i + BATCH))) {
+        try {
+          await this.sweepBlob(b);
+        } catch (err) {
+          this.report.errors++;
+          this.log.error({ err, digest: b.digest }, 'gc could not delete blob');
+        }
+      }
+    }
+  }
+
+  /** Re-checks a batch against the database right before deleting (nothing to re-check in a dry run). */
+  private async stillUnreferenced(batch: UnitSummary[]): Promise<UnitSummary[]> {
+    if (this.dry || batch.length === 0) return batch;
+    const digests = batch.map((b) => b.digest);
+    const [holders, users] = await Promise.all([
+      this.c.repoContentUnits.find({ unit_type_id: UNIT_TYPES.blob, unit_id: { $in: batch.map((b) => b._id) } }, { projection: { unit_id: 1 } }).toArray(),
+      this.c.manifests
+        .find({ $or: [{ blob_digests: { $in: digests } }, { config_digest: { $in: digests } }] }, { projection: { config_digest: 1, blob_digests: 1 } })
+        .toArray(),
+    ]);
+    const heldIds = new Set(holders.map((h) => h.unit_id));
+    const used = new Set(users.flatMap((m) => [...(m.blob_digests ?? []), ...(m.config_digest ? [m.config_digest] : [])]));
+    const out = batch.filter((b) => !heldIds.has(b._id) && !used.has(b.digest));
+    this.report.raced += batch.length - out.length;
+    return out;
+  }
+
+  private async sweepBlob(b: UnitSummary): Promise<void> {
+    const digest = b.digest as Digest;
+    const modified = await this.store.modified(digest);
+    // Bytes committed again within the grace period: a push is reusing this unit.
+    if (modified && modified >= this.cutoff) {
+      this.report.raced++;
+      return;
+    }
+    if (this.dry) {
+      this.wouldDeleteBlobs.add(b.digest);
+      this.count(this.report.blobUnits, b.size);
+      if (modified) this.count(this.report.blobBytes, b.size);
+      return;
+    }
+    const wanted = async (): Promise<boolean> =>
+      (await this.isHeld(UNIT_TYPES.blob, b._id)) ||
+      (await this.c.manifests.findOne({ $or: [{ blob_digests: b.digest }, { config_digest: b.digest }] }, { projection: { _id: 1 } })) !== null;
+    if (!(await this.deleteUnit(this.c.blobs, UNIT_TYPES.blob, b, wanted))) return;
+    this.count(this.report.blobUnits, b.size);
+    if (await this.deleteBytes(digest)) this.count(this.report.blobBytes, b.size);
+    this.log.info({ digest, size: b.size }, 'gc deleted blob');
+  }
+
+  /** Bytes go only while no unit names their digest, checked while the store holds them aside. */
+  private async deleteBytes(digest: Digest): Promise<boolean> {
+    return this.store.delete(digest, {
+      unmodifiedSince: this.cutoff,
+      confirm: async () => (await this.c.blobs.findOne({ digest }, { projection: { _id: 1 } })) === null,
+    });
+  }
+
+  // ---- 5. bytes without a unit ----------------------------------------------------------------
+
+  private async sweepOrphanBytes(): Promise<void> {
+    let batch: Array<{ digest: Digest; size: number }> = [];
+    const flush = async (): Promise<void> => {
+      const digests = batch.map((b) => b.digest);
+      const units = new Set((await this.c.blobs.find({ digest: { $in: digests } }, { projection: { digest: 1 } }).toArray()).map((u) => u.digest));
+      for (const b of batch) {
+        if (units.has(b.digest) || this.wouldDeleteBlobs.has(b.digest)) continue;
+        if (this.dry) {
+          this.count(this.report.orphanBytes, b.size);
+          continue;
+        }
+        try {
+          if (await this.deleteBytes(b.digest)) {
+            this.count(this.report.orphanBytes, b.size);
+            this.log.info({ digest: b.digest, size: b.size }, 'gc deleted bytes without a blob unit');
+          } else {
+            this.report.raced++;
+          }
+        } catch (err) {
+          this.report.errors++;
+          this.log.error({ err, digest: b.digest }, 'gc could not delete bytes without a blob unit');
+        }
+      }
+      batch = [];
+    };
+    for await (const b of this.store.list()) {
+      if (b.modified >= this.cutoff) continue;
+      batch.push({ digest: b.digest, size: b.size });
+      if (batch.length >= BATCH) await flush();
+    }
+    if (batch.length > 0) await flush();
+  }
+
+  /** dry run: remembers an association the real run would remove */
+  private simulateUnhold(repo: string, unitId: string): void {
+    this.wouldUnhold.set(unitId, (this.wouldUnhold.get(unitId) ?? 0) + 1);
+    this.wouldUnholdIn.add(`${repo}\0${unitId}`);
+  }
+
+  private count(c: GcCount, bytes: number): void {
+    c.count++;
+    c.bytes += bytes;
+  }
+}
+
+function chunk<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+async function* batches<T>(items: AsyncIterable<T>, size = BATCH): AsyncIterable<T[]> {
+  let batch: T[] = [];
+  for await (const item of items) {
+    batch.push(item);
+    if (batch.length >= size) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length > 0) yield batch;
+}
