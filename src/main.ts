@@ -204,6 +204,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 
     const purge = startPurgeTimer(config, services, logger);
     cleanup.push(purge.stop);
+    const gc = startGcTimer(config, services, ctx.collections, logger);
+    cleanup.push(gc.stop);
 
     const server = createServer(app.callback());
     // Blob uploads may stream for a long time: no overall request deadline (Node's default is
@@ -311,6 +313,44 @@ function startPurgeTimer(config: Config, services: Services, logger: Logger): { 
   return {
     stop: async () => {
       if (timer) clearInterval(timer);
+      await running;
+    },
+  };
+}
+
+/** Garbage collection every VOLREG_GC_INTERVAL seconds (0: never); one round at a time. */
+function startGcTimer(config: Config, services: Services, c: Collections, logger: Logger): { stop: () => Promise<void> } {
+  const intervalMs = config.gc.intervalSeconds * 1000;
+  const stopping = new AbortController();
+  let running: Promise<void> | undefined;
+  const run = (): void => {
+    const blobStore = services.blobStore;
+    if (!blobStore || running) return;
+    running = import('./maintenance/gc.ts')
+      .then(({ collectGarbage }) =>
+        collectGarbage({
+          collections: c,
+          blobStore,
+          ...(services.uploads ? { uploads: services.uploads } : {}),
+          logger,
+          graceSeconds: config.gc.graceSeconds,
+          deleteUntagged: config.gc.deleteUntagged,
+          dryRun: false,
+          signal: stopping.signal,
+        }),
+      )
+      .then(() => undefined)
+      .catch((err: unknown) => logger.error({ err }, 'gc failed'))
+      .finally(() => {
+        running = undefined;
+      });
+  };
+  const timer = intervalMs > 0 ? setInterval(run, intervalMs) : undefined;
+  timer?.unref();
+  return {
+    stop: async () => {
+      if (timer) clearInterval(timer);
+      stopping.abort();
       await running;
     },
   };

@@ -3,6 +3,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerDb } from './commands/db.ts';
+import { registerGc } from './commands/gc.ts';
 import { registerMigrate } from './commands/migrate.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerBackup } from './commands/backup.ts';
@@ -23,6 +24,7 @@ const REGISTRARS: Array<(program: Command) => void> = [
   registerServe,
   registerMigrate,
   registerDb,
+  registerGc,
   // host agent (push, pull, backup, restore, ls, verify, rm)
   registerPush,
   registerPull,

@@ -23,6 +23,14 @@ export interface Config {
     /** 0 disables the purge timer */
     purgeIntervalSeconds: number;
   };
+  gc: {
+    /** seconds between garbage collections inside serve; 0 disables them */
+    intervalSeconds: number;
+    /** only content older than this is collected */
+    graceSeconds: number;
+    /** also remove manifests no tag needs (and the blobs only they used) */
+    deleteUntagged: boolean;
+  };
   /** how long SIGTERM waits for in-flight requests */
   shutdownGraceSeconds: number;
 }
@@ -41,4 +49,7 @@ export const DEFAULTS = {
   purgeAfterSeconds: 24 * 60 * 60,
   purgeIntervalSeconds: 60 * 60,
   shutdownGraceSeconds: 30,
+  gcIntervalSeconds: 0,
+  gcGraceSeconds: 3600,
+  gcDeleteUntagged: false,
 } as const;

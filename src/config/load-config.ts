@@ -22,6 +22,9 @@ export const VARIABLES = {
   VOLREG_JSON_BODY_MAX_BYTES: { meaning: 'largest other non-blob request body, bytes', default: String(DEFAULTS.jsonBodyBytes) },
   VOLREG_UPLOAD_PURGE_AFTER: { meaning: 'abandoned upload sessions idle this long are purged, seconds', default: String(DEFAULTS.purgeAfterSeconds) },
   VOLREG_UPLOAD_PURGE_INTERVAL: { meaning: 'how often the purge runs, seconds (0 disables it)', default: String(DEFAULTS.purgeIntervalSeconds) },
+  VOLREG_GC_INTERVAL: { meaning: 'garbage collection inside serve every this many seconds (0 disables it)', default: String(DEFAULTS.gcIntervalSeconds) },
+  VOLREG_GC_GRACE: { meaning: 'garbage collection keeps anything younger than this, seconds', default: String(DEFAULTS.gcGraceSeconds) },
+  VOLREG_GC_DELETE_UNTAGGED: { meaning: 'garbage collection also removes untagged manifests: true or false', default: String(DEFAULTS.gcDeleteUntagged) },
   VOLREG_SHUTDOWN_GRACE: { meaning: 'how long SIGTERM waits for in-flight requests, seconds', default: String(DEFAULTS.shutdownGraceSeconds) },
   VOLREG_CONFIG: { meaning: 'optional YAML or JSON file holding any of these variables (the environment wins)', default: undefined },
 } as const;
@@ -117,6 +120,11 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
   const purgeIntervalSeconds = check('VOLREG_UPLOAD_PURGE_INTERVAL', DEFAULTS.purgeIntervalSeconds as number, (s) =>
     parseInteger(s.value, 0, 365 * 24 * 3600, 'seconds'),
   );
+  const gcIntervalSeconds = check('VOLREG_GC_INTERVAL', DEFAULTS.gcIntervalSeconds as number, (s) =>
+    parseInteger(s.value, 0, 365 * 24 * 3600, 'seconds'),
+  );
+  const gcGraceSeconds = check('VOLREG_GC_GRACE', DEFAULTS.gcGraceSeconds as number, (s) => parseInteger(s.value, 0, 365 * 24 * 3600, 'seconds'));
+  const gcDeleteUntagged = check('VOLREG_GC_DELETE_UNTAGGED', DEFAULTS.gcDeleteUntagged as boolean, (s) => parseBoolean(s.value));
   const shutdownGraceSeconds = check('VOLREG_SHUTDOWN_GRACE', DEFAULTS.shutdownGraceSeconds as number, (s) =>
     parseSeconds(s.value, 3600),
   );
@@ -133,6 +141,7 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
       logLevel,
       limits: { manifestBytes, jsonBodyBytes },
       uploads: { purgeAfterSeconds, purgeIntervalSeconds },
+      gc: { intervalSeconds: gcIntervalSeconds, graceSeconds: gcGraceSeconds, deleteUntagged: gcDeleteUntagged },
       shutdownGraceSeconds,
     },
     warnings,
@@ -264,6 +273,13 @@ function parseInteger(value: string, min: number, max: number, unit: string): nu
     throw new Error(`${show(value)} is not a whole number of ${unit} between ${min} and ${max}`);
   }
   return n;
+}
+
+function parseBoolean(value: string): boolean {
+  const v = value.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(v)) return true;
+  if (['false', '0', 'no', 'off'].includes(v)) return false;
+  throw new Error(`${show(value)} is not true or false`);
 }
 
 function parseSeconds(value: string, max: number): number {

@@ -43,6 +43,8 @@ export interface GcOptions {
   dryRun: boolean;
   /** the clock (tests age content by moving it forward) */
   now?: () => Date;
+  /** stops the run between items (server shutdown); the report says `aborted` */
+  signal?: AbortSignal;
 }
 
 export interface GcCount {
@@ -78,6 +80,8 @@ export interface GcReport {
   errors: number;
   /** blobBytes.bytes + orphanBytes.bytes */
   freedBytes: number;
+  /** the run was stopped before it finished (the next one carries on) */
+  aborted: boolean;
 }
 
 const BATCH = 200;
@@ -148,23 +152,34 @@ class GarbageCollector {
       raced: 0,
       errors: 0,
       freedBytes: 0,
+      aborted: false,
     };
   }
 
   async run(): Promise<GcReport> {
     const t0 = Date.now();
     this.log.info({ dryRun: this.dry, cutoff: this.report.cutoff, deleteUntagged: this.opts.deleteUntagged }, 'gc started');
-    await this.dropDanglingAssociations();
-    if (this.opts.deleteUntagged) await this.removeUntagged();
-    await this.sweepManifestUnits(UNIT_TYPES.manifestList);
-    await this.sweepManifestUnits(UNIT_TYPES.manifest);
-    await this.sweepBlobUnits();
-    await this.sweepOrphanBytes();
-    if (this.opts.uploads && !this.dry) this.report.uploadsPurged = await this.opts.uploads.purgeAbandoned(this.cutoff);
+    try {
+      await this.dropDanglingAssociations();
+      if (this.opts.deleteUntagged) await this.removeUntagged();
+      await this.sweepManifestUnits(UNIT_TYPES.manifestList);
+      await this.sweepManifestUnits(UNIT_TYPES.manifest);
+      await this.sweepBlobUnits();
+      await this.sweepOrphanBytes();
+      this.checkAborted();
+      if (this.opts.uploads && !this.dry) this.report.uploadsPurged = await this.opts.uploads.purgeAbandoned(this.cutoff);
+    } catch (err) {
+      if (!(err instanceof Aborted)) throw err;
+      this.report.aborted = true;
+    }
     this.report.freedBytes = this.report.blobBytes.bytes + this.report.orphanBytes.bytes;
     this.report.durationMs = Date.now() - t0;
     this.log.info({ ...this.report }, 'gc finished');
     return this.report;
+  }
+
+  private checkAborted(): void {
+    if (this.opts.signal?.aborted) throw new Aborted();
   }
 
   // ---- age -----------------------------------------------------------------------------------
@@ -215,6 +230,7 @@ class GarbageCollector {
   private async removeUntagged(): Promise<void> {
     const repos = (await this.c.repoContentUnits.distinct('repo_id', { unit_type_id: { $in: [...MANIFEST_TYPES, UNIT_TYPES.blob] } })) as string[];
     for (const repo of repos.sort()) {
+      this.checkAborted();
       try {
         await this.removeUntaggedIn(repo);
       } catch (err) {
@@ -273,6 +289,7 @@ class GarbageCollector {
     // Sweep: lists before the manifests they contain.
     const doomed = [...nodes.values()].filter((n) => !kept.has(n.digest)).sort((a, b) => (a.type === b.type ? 0 : a.type === UNIT_TYPES.manifestList ? -1 : 1));
     for (const n of doomed) {
+      this.checkAborted();
       if (this.dry) {
         this.simulateUnhold(repo, n.id);
         this.count(this.report.untaggedManifests, n.size);
@@ -405,6 +422,7 @@ class GarbageCollector {
       candidates.push(u);
     }
     for (const u of candidates) {
+      this.checkAborted();
       if (this.dry) {
         this.wouldDelete.add(u._id);
         this.count(counter, u.size);
@@ -495,6 +513,7 @@ class GarbageCollector {
       candidates.push(b);
     }
     for (let i = 0; i < candidates.length; i += BATCH) {
+      this.checkAborted();
       for (const b of await this.stillUnreferenced(candidates.slice(i, i + BATCH))) {
         try {
           await this.sweepBlob(b);
@@ -582,6 +601,7 @@ class GarbageCollector {
       batch = [];
     };
     for await (const b of this.store.list()) {
+      this.checkAborted();
       if (b.modified >= this.cutoff) continue;
       batch.push({ digest: b.digest, size: b.size });
       if (batch.length >= BATCH) await flush();
@@ -600,6 +620,8 @@ class GarbageCollector {
     c.bytes += bytes;
   }
 }
+
+class Aborted extends Error {}
 
 function chunk<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];

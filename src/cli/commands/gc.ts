@@ -1,0 +1,122 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import type { Db } from 'mongodb';
+import type { GcCount, GcReport } from '../../maintenance/gc.ts';
+import { configFromEnv } from '../config-from-env.ts';
+import { EXIT } from '../exit-codes.ts';
+
+export function registerGc(program: Command): void {
+  program
+    .command('gc')
+    .description('garbage collection: delete content nothing references (same VOLREG_* configuration as serve)')
+    .option('--dry-run', 'report what would be deleted, delete nothing')
+    .option('--delete-untagged', 'also remove manifests no tag (or kept index) needs, and the blobs only they used')
+    .addOption(new Option('--grace <duration>', 'only content older than this (e.g. 90s, 30m, 1h, 2d; a plain number is seconds)').default(3600, '1h').argParser(parseDuration))
+    .option('--json', 'print the report as JSON')
+    .action(gc);
+}
+
+interface GcFlags {
+  dryRun?: boolean;
+  deleteUntagged?: boolean;
+  grace: number;
+  json?: boolean;
+}
+
+const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** "90", "90s", "30m", "1h", "2d" -> seconds. */
+export function parseDuration(value: string): number {
+  const m = /^([0-9]+)([smhd]?)$/.exec(value.trim());
+  const n = m ? Number(m[1]) * UNITS[m[2] || 's']! : NaN;
+  if (!Number.isSafeInteger(n) || n > 10 * 365 * 86400) throw new InvalidArgumentError('not a duration (e.g. 90s, 30m, 1h, 2d, or seconds)');
+  return n;
+}
+
+async function gc(flags: GcFlags): Promise<void> {
+  const config = configFromEnv();
+  const fail = (message: string): never => {
+    process.stderr.write(`volreg: gc: ${message}\n`);
+    process.exit(EXIT.FAILURE);
+  };
+  if (!config.mongodbUrl && !existsSync(join(config.dataDir, 'db'))) {
+    fail(`no volreg database in ${config.dataDir} (VOLREG_DATA_DIR); nothing to collect`);
+  }
+  const { createLogger, openMetadata } = await import('../../main.ts');
+  const { loadSchemas } = await import('../../metadata/schema-validator.ts');
+  const { collections } = await import('../../metadata/collections.ts');
+  const { FsBlobStore } = await import('../../storage/fs-driver.ts');
+  const { collectGarbage } = await import('../../maintenance/gc.ts');
+  const { uploadPurger } = await import('../../maintenance/upload-purger.ts');
+  // The command prints its own summary; logs only for warnings and worse.
+  const logger = createLogger({ logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel });
+
+  let metadata: { db: Db; close(): Promise<void> } | undefined;
+  try {
+    loadSchemas();
+    metadata = await openMetadata(config, logger);
+  } catch (err) {
+    if ((err as Error).name === 'DbPathLockedError') {
+      fail(
+        `cannot open the embedded database in ${join(config.dataDir, 'db')}: a running volreg serve holds it. ` +
+          'Stop the server first, or let it collect garbage itself (VOLREG_GC_INTERVAL), ' +
+          'or run server and gc on a shared MongoDB (VOLREG_MONGODB_URL).',
+      );
+    }
+    fail((err as Error).message);
+  }
+  const store = await FsBlobStore.open({ root: config.dataDir });
+  let code: number = EXIT.OK;
+  try {
+    const report = await collectGarbage({
+      collections: collections(metadata!.db),
+      blobStore: store,
+      uploads: uploadPurger(collections(metadata!.db), store),
+      logger,
+      graceSeconds: flags.grace,
+      deleteUntagged: flags.deleteUntagged === true,
+      dryRun: flags.dryRun === true,
+    });
+    process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : summary(report));
+    if (report.errors > 0) code = EXIT.FAILURE;
+  } catch (err) {
+    process.stderr.write(`volreg: gc: ${(err as Error).message}\n`);
+    code = EXIT.FAILURE;
+  } finally {
+    store.close();
+    await metadata!.close();
+  }
+  process.exit(code);
+}
+
+function size(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = bytes;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+function summary(r: GcReport): string {
+  const verb = r.dryRun ? 'would delete' : 'deleted';
+  const line = (label: string, c: GcCount): string => `  ${label.padEnd(34)} ${String(c.count).padStart(7)}  ${size(c.bytes)}\n`;
+  return (
+    `gc${r.dryRun ? ' (dry run)' : ''}: content older than ${r.cutoff} (grace ${r.graceSeconds} s)${r.deleteUntagged ? ', untagged manifests too' : ''}\n` +
+    `  ${verb}:\n` +
+    (r.deleteUntagged ? line('untagged manifests (from repos)', r.untaggedManifests) + line('unreferenced blobs (from repos)', r.unreferencedRepoBlobs) : '') +
+    line('manifest list units', r.manifestListUnits) +
+    line('manifest units', r.manifestUnits) +
+    line('blob units', r.blobUnits) +
+    line('blob bytes', r.blobBytes) +
+    line('bytes without a blob unit', r.orphanBytes) +
+    `  ${'associations to missing units'.padEnd(34)} ${String(r.danglingAssociations).padStart(7)}\n` +
+    `  ${r.dryRun ? 'would free' : 'freed'} ${size(r.freedBytes)} in ${r.durationMs} ms` +
+    (r.raced > 0 ? `; ${r.raced} kept because a push used them meanwhile` : '') +
+    (r.errors > 0 ? `; ${r.errors} errors (see the log)` : '') +
+    '\n'
+  );
+}

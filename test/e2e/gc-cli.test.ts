@@ -1,0 +1,105 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import type { GcReport } from '../../src/maintenance/gc.ts';
+import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
+import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, request } from '../helpers/oci-client.ts';
+import { spawnServer, VOLREG_BIN, REPO_ROOT } from '../helpers/server.ts';
+
+/**
+ * `volreg gc` as an operator runs it: refused with a clear message while `volreg serve` holds the
+ * embedded database, then a dry run and a real run on the stopped server's data directory, and
+ * the server started again serves every tag whole.
+ */
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function volreg(dataDir: string, args: string[]): Promise<Run> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('VOLREG_')) env[k] = v;
+  env.VOLREG_DATA_DIR = dataDir;
+  if (process.env.MONGODB_URL) {
+    // the database spawnServer gives this data directory on a real MongoDB
+    env.VOLREG_MONGODB_URL = process.env.MONGODB_URL;
+    env.VOLREG_MONGODB_DATABASE = `volreg_spawn_${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}`;
+  }
+  return new Promise((resolve) => {
+    execFile(process.execPath, [VOLREG_BIN, ...args], { env, cwd: REPO_ROOT }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+test('volreg gc: refused while serve holds the embedded database; dry run, then a run, on the stopped data directory', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'volreg-gc-cli-'));
+  try {
+    let server = await spawnServer({ dataDir });
+    const config = configBlob();
+    const layer = randomBlob(5000);
+    const manifest = ociManifest({ config, layers: [layer] });
+    const loose = randomBlob(3000);
+    try {
+      await pushBlobs(server.url, 'gc/cli', [config, layer, loose]);
+      t.is((await putManifest(server.url, 'gc/cli', 'v1', manifest)).status, 201);
+      t.is((await request(server.url, `/v2/gc/cli/blobs/${loose.digest}`, { method: 'DELETE' })).status, 202);
+
+      const locked = await volreg(dataDir, ['gc', '--dry-run']);
+      if (process.env.MONGODB_URL) {
+        // a shared MongoDB has no lock: gc runs online beside the server
+        t.is(locked.code, 0, locked.stderr);
+      } else {
+        t.is(locked.code, 1);
+        t.regex(locked.stderr, /cannot open the embedded database in .*: a running volreg serve holds it/);
+        t.regex(locked.stderr, /VOLREG_GC_INTERVAL/);
+        t.is(locked.stdout, '');
+      }
+    } finally {
+      server.kill('SIGTERM');
+      t.is((await server.waitExit()).code, 0);
+    }
+    await new Promise((r) => setTimeout(r, 1100)); // unit times are whole seconds
+
+    const dry = await volreg(dataDir, ['gc', '--dry-run', '--json', '--grace', '0']);
+    t.is(dry.code, 0, dry.stderr);
+    const planned = JSON.parse(dry.stdout) as GcReport;
+    t.true(planned.dryRun);
+    t.is(planned.blobUnits.count, 1);
+    t.deepEqual(planned.blobBytes, { count: 1, bytes: loose.size });
+    t.is(planned.manifestUnits.count, 0);
+
+    const human = await volreg(dataDir, ['gc', '--grace', '0s']);
+    t.is(human.code, 0, human.stderr);
+    t.regex(human.stdout, /blob bytes\s+1\s+2\.9 KiB/);
+    t.regex(human.stdout, /freed 2\.9 KiB/);
+
+    const again = await volreg(dataDir, ['gc', '--json', '--grace', '0', '--delete-untagged']);
+    t.is(again.code, 0, again.stderr);
+    t.is((JSON.parse(again.stdout) as GcReport).freedBytes, 0, 'nothing left to collect');
+
+    server = await spawnServer({ dataDir });
+    try {
+      const m = await getManifest(server.url, 'gc/cli', 'v1', ACCEPT_ALL);
+      t.true(m.body.equals(manifest.bytes));
+      for (const b of [config, layer]) t.true((await request(server.url, `/v2/gc/cli/blobs/${b.digest}`)).body.equals(b.bytes));
+      t.is((await request(server.url, `/v2/gc/cli/blobs/${loose.digest}`)).status, 404);
+    } finally {
+      server.kill('SIGTERM');
+      await server.waitExit();
+    }
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('volreg gc: a bad --grace is a usage error', async (t) => {
+  const r = await volreg('/nonexistent-volreg-dir', ['gc', '--grace', '1y']);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /--grace/);
+});
