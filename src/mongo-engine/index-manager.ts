@@ -8,7 +8,9 @@ import { OrderedEntries } from './ordered-entries.ts';
  * Secondary indexes, kept two ways. Hash maps from a canonical encoding of the key values to
  * record ids: a compound index keeps one map per key prefix, so equality lookups on any prefix
  * (and unique checks) are a single Map.get. And the same entries in key order (ordered-entries.ts),
- * which range predicates and sorts walk from a position instead of scanning the collection.
+ * which range predicates and sorts walk from a position instead of scanning the collection. The
+ * order is built the first time a query needs it and maintained from then on, so indexes only
+ * ever used for lookups (most of them) never pay for it.
  */
 
 export type RecordId = string;
@@ -36,8 +38,10 @@ export class Index {
   private readonly prefixMaps: Array<Map<string, Postings>>;
   /** direction of each field (1 or -1) */
   readonly dirs: Array<1 | -1>;
-  /** entries in key order; absent for hashed indexes, whose order means nothing */
-  readonly ordered: OrderedEntries | undefined;
+  /** hashed indexes have no meaningful order */
+  readonly orderable: boolean;
+  /** entries in key order, once a query asked for them */
+  private ordered: OrderedEntries | undefined;
   /** records that have more than one entry (array values): their order cannot serve sorts */
   private multikeyRecords = 0;
 
@@ -52,8 +56,20 @@ export class Index {
     this.prefixMaps = this.fields.map(() => new Map<string, Postings>());
     const key = spec['key'] as Document;
     this.dirs = this.fields.map((f) => ((numericValue(key[f]) ?? 1) < 0 ? -1 : 1));
-    const hashed = this.fields.some((f) => typeof key[f] === 'string');
-    this.ordered = hashed ? undefined : new OrderedEntries(this.dirs);
+    this.orderable = !this.fields.some((f) => typeof key[f] === 'string');
+  }
+
+  /** The entries in key order, built from `records` (all of the collection's) on first use. */
+  orderedEntries(records: Iterable<{ rid: RecordId; view: Document }>): OrderedEntries {
+    if (!this.orderable) throw new Error(`index ${this.name} has no order`);
+    if (!this.ordered) {
+      const all: Array<{ vals: unknown[]; rid: RecordId }> = [];
+      for (const rec of records) for (const e of this.entriesFor(rec.view)) all.push({ vals: e.values, rid: rec.rid });
+      const ordered = new OrderedEntries(this.dirs);
+      ordered.load(all);
+      this.ordered = ordered;
+    }
+    return this.ordered;
   }
 
   /** True while some record has several entries (an array in an indexed field). */
@@ -160,7 +176,7 @@ export class Index {
 
   clear(): void {
     for (const m of this.prefixMaps) m.clear();
-    this.ordered?.clear();
+    this.ordered = undefined;
     this.multikeyRecords = 0;
   }
 

@@ -46,12 +46,20 @@ export class OrderedEntries {
   }
 
   insert(e: OrderedEntry): void {
-    const pos = this.seek((x) => this.compare(x, e) < 0);
     if (this.chunks.length === 0) {
       this.chunks.push([e]);
       this.count++;
       return;
     }
+    const tail = this.chunks[this.chunks.length - 1] as OrderedEntry[];
+    if (this.compare(tail[tail.length - 1] as OrderedEntry, e) < 0) {
+      // ascending keys (ObjectIds, timestamps) append without a search
+      tail.push(e);
+      this.count++;
+      if (tail.length > MAX_CHUNK) this.chunks.push(tail.splice(MAX_CHUNK >> 1));
+      return;
+    }
+    const pos = this.seek((x) => this.compare(x, e) < 0);
     // Past the end of the last chunk: append to it.
     const ci = pos.chunk < this.chunks.length ? pos.chunk : this.chunks.length - 1;
     const chunk = this.chunks[ci] as OrderedEntry[];

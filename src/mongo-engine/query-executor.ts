@@ -224,7 +224,7 @@ function planQuery(coll: Collection, filter: Document, sortSpec: SortSpec | unde
       n++;
     }
     if (n > 0 && combos <= MAX_LOOKUP_COMBINATIONS) consider({ kind: 'hash', ix, fields: ix.fields.slice(0, n) }, n + (ix.unique ? 0.1 : 0));
-    if (!ix.ordered || ix.isMultikey) continue;
+    if (!ix.orderable || ix.isMultikey) continue;
     const range = n < ix.fields.length ? ranges.get(ix.fields[n] as string) ?? undefined : undefined;
     if (range && combos <= MAX_LOOKUP_COMBINATIONS) {
       consider({ kind: 'range', ix, prefixes: combinations(ix.fields.slice(0, n), eq), range }, n + 0.5);
@@ -284,7 +284,7 @@ function planCandidates(coll: Collection, plan: Plan, eq: () => Map<string, unkn
     case 'range': {
       planStats.orderedWalks++;
       const rids: RecordId[] = [];
-      const ordered = plan.ix.ordered as OrderedEntries;
+      const ordered = plan.ix.orderedEntries(coll.records.values());
       for (const prefix of plan.prefixes) {
         walkSpan(ordered, keySpan(plan.ix, prefix, plan.range), false, (e) => {
           rids.push(e.rid);
@@ -349,7 +349,7 @@ function orderedFind(coll: Collection, plan: Extract<Plan, { kind: 'ordered' }>,
     return true;
   };
   let full = false;
-  walkSpan(ix.ordered as OrderedEntries, keySpan(ix, plan.prefix, plan.range), plan.reverse, (e) => {
+  walkSpan(ix.orderedEntries(coll.records.values()), keySpan(ix, plan.prefix, plan.range), plan.reverse, (e) => {
     if (groupKey && !sameGroup(groupKey, e) && flush()) return (full = true);
     groupKey = e;
     const rec = coll.records.get(e.rid);

@@ -6,6 +6,7 @@ import { decodeRecords, encodeDdl, encodePut } from '../../src/mongo-engine/jour
 import { validateSchema } from '../../src/mongo-engine/json-schema.ts';
 import { candidateRecords, findRecords, planStats, sortRecords, parseSort } from '../../src/mongo-engine/query-executor.ts';
 import { compileFilter } from '../../src/mongo-engine/matcher.ts';
+import { OrderedEntries, type OrderedEntry } from '../../src/mongo-engine/ordered-entries.ts';
 import { crc32c } from '../../src/mongo-engine/crc32c.ts';
 import { FrameReader } from '../../src/mongo-engine/wire-protocol.ts';
 
@@ -205,6 +206,55 @@ test('index-served ranges and sorts answer exactly like a scan and a stable sort
     }
   }
   t.is(checks, 6 * filters.length * sorts.length);
+});
+
+test('ordered entries stay sorted through inserts, removals and chunk splits; walks honour both ends', (t) => {
+  const rand = prng(7);
+  const o = new OrderedEntries([1, -1]);
+  const live = new Map<string, OrderedEntry>();
+  for (let i = 0; i < 6000; i++) {
+    const ascending = i < 1500; // first an append-only stretch, then random keys and removals
+    const rid = `r${i}`;
+    const e: OrderedEntry = { vals: [ascending ? i : Math.floor(rand() * 300), Math.floor(rand() * 5)], rid };
+    o.insert(e);
+    live.set(rid, e);
+    if (!ascending && rand() < 0.4) {
+      const victims = [...live.keys()];
+      const victim = victims[Math.floor(rand() * victims.length)] as string;
+      t.true(o.remove(live.get(victim) as OrderedEntry));
+      live.delete(victim);
+    }
+  }
+  t.false(o.remove({ vals: [1, 1], rid: 'never' }));
+  const expected = [...live.values()].sort((a, b) => o.compare(a, b));
+  const all: string[] = [];
+  o.each(o.seek(() => false), o.seek(() => true), false, (e) => {
+    all.push(e.rid);
+    return false;
+  });
+  t.is(o.size, live.size);
+  t.deepEqual(all, expected.map((e) => e.rid));
+  // a span: first field in [100, 200), walked both ways
+  const before = (e: OrderedEntry): boolean => (e.vals[0] as number) < 100;
+  const inSpan = expected.filter((e) => (e.vals[0] as number) >= 100 && (e.vals[0] as number) < 200).map((e) => e.rid);
+  const fwd: string[] = [];
+  const bwd: string[] = [];
+  const from = o.seek(before);
+  const to = o.seek((e) => (e.vals[0] as number) < 200);
+  o.each(from, to, false, (e) => {
+    fwd.push(e.rid);
+    return false;
+  });
+  o.each(from, to, true, (e) => {
+    bwd.push(e.rid);
+    return false;
+  });
+  t.deepEqual(fwd, inSpan);
+  t.deepEqual(bwd, [...inSpan].reverse());
+  // stopping early
+  let visited = 0;
+  o.each(from, to, false, () => ++visited >= 3);
+  t.is(visited, 3);
 });
 
 test('multikey indexes answer ranges and sorts by scanning candidates, never by walking', (t) => {
