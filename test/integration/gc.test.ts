@@ -176,6 +176,37 @@ test.serial('an untagged manifest goes only with deleteUntagged, and its blobs w
   for (const b of [child.config, ...child.layers]) t.true((await request(url, `/v2/${repo}/blobs/${b.digest}`)).body.equals(b.bytes));
 });
 
+test.serial('with deleteUntagged, an untagged referrer of a tagged manifest stays, and so does an untagged subject of a tagged referrer', async (t) => {
+  const { url } = t.context.server;
+  const repo = repoName('gc-referrers');
+  const subject = image();
+  await pushImage(url, repo, subject, 'app');
+  const sigBlob = randomBlob(64);
+  const emptyConfig = configBlob();
+  const signature = ociManifest({ config: emptyConfig, layers: [sigBlob], subject: subject.manifest, artifactType: 'application/vnd.example.sig' });
+  await pushBlobs(url, repo, [emptyConfig, sigBlob]);
+  t.is((await putManifest(url, repo, signature.digest, signature)).status, 201);
+
+  const other = image();
+  await pushImage(url, repo, other, other.manifest.digest); // untagged
+  const sbomLayer = randomBlob(80);
+  const sbomConfig = configBlob();
+  const sbom = ociManifest({ config: sbomConfig, layers: [sbomLayer], subject: other.manifest });
+  await pushBlobs(url, repo, [sbomConfig, sbomLayer]);
+  t.is((await putManifest(url, repo, 'sbom', sbom)).status, 201); // the referrer is tagged
+
+  const dangling = image();
+  await pushImage(url, repo, dangling, dangling.manifest.digest); // untagged, nothing refers to it
+
+  await gc(t, { deleteUntagged: true });
+  t.is((await getManifest(url, repo, signature.digest, ACCEPT_ALL)).status, 200, 'referrer of a tagged manifest');
+  t.is((await getManifest(url, repo, other.manifest.digest, ACCEPT_ALL)).status, 200, 'subject of a tagged referrer');
+  t.is((await getManifest(url, repo, dangling.manifest.digest, ACCEPT_ALL)).status, 404, 'untagged and unreferenced');
+  t.true((await request(url, `/v2/${repo}/blobs/${sigBlob.digest}`)).body.equals(sigBlob.bytes));
+  t.true(await pullsIdentical(url, repo, 'app', subject));
+  t.deepEqual(await blobState(t, dangling.layers[0]!.digest), { unit: false, bytes: false });
+});
+
 test.serial('bytes without a blob unit (a crash after commit) go after the grace period', async (t) => {
   const bytes = Buffer.from(`crash leftover ${Date.now()} ${Math.random()}`);
   const w = await t.context.store.createUpload();
