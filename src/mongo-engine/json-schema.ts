@@ -52,78 +52,115 @@ function matchesBsonType(v: unknown, t: string): boolean {
   return false;
 }
 
-function asList(v: unknown): string[] {
-  return Array.isArray(v) ? v.map(String) : [String(v)];
+function typeMatches(spec: unknown, v: unknown, test: (v: unknown, t: string) => boolean): boolean {
+  if (!Array.isArray(spec)) return test(v, String(spec));
+  for (const t of spec) if (test(v, String(t))) return true;
+  return false;
+}
+
+function jsonTypeMatches(v: unknown, t: string): boolean {
+  const f = JSON_TYPES[t];
+  return f !== undefined && f(v);
+}
+
+/** Length in code points (what $jsonSchema's minLength/maxLength count), without allocating. */
+function codePoints(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+    n++;
+  }
+  return n;
+}
+
+function fail(out: SchemaFailure[], schema: Document, path: string, operatorName: string, reason: string, extra: Document = {}): void {
+  out.push({ path, operatorName, specifiedAs: { [operatorName]: schema[operatorName] }, reason, ...extra });
+}
+
+function childPath(path: string, k: string | number): string {
+  return path ? `${path}.${k}` : String(k);
 }
 
 export function validateSchema(schema: Document, value: unknown, path = ''): SchemaFailure[] {
   const failures: SchemaFailure[] = [];
-  const fail = (operatorName: string, reason: string, extra: Document = {}): void => {
-    failures.push({ path, operatorName, specifiedAs: { [operatorName]: schema[operatorName] }, reason, ...extra });
-  };
+  collectFailures(schema, value, path, failures);
+  return failures;
+}
 
-  if (schema['bsonType'] !== undefined) {
-    const types = asList(schema['bsonType']);
-    if (value !== undefined && !types.some((t) => matchesBsonType(value, t))) {
-      fail('bsonType', 'type did not match', { consideredValue: value, consideredType: bsonTypeName(value) });
-    }
+/** Appends the failures of `value` against `schema` to `out` (no per-node allocations when it passes). */
+function collectFailures(schema: Document, value: unknown, path: string, out: SchemaFailure[]): void {
+  if (schema['bsonType'] !== undefined && value !== undefined && !typeMatches(schema['bsonType'], value, matchesBsonType)) {
+    fail(out, schema, path, 'bsonType', 'type did not match', { consideredValue: value, consideredType: bsonTypeName(value) });
   }
-  if (schema['type'] !== undefined) {
-    const types = asList(schema['type']);
-    if (value !== undefined && !types.some((t) => (JSON_TYPES[t] ?? (() => false))(value))) {
-      fail('type', 'type did not match', { consideredValue: value, consideredType: bsonTypeName(value) });
-    }
+  if (schema['type'] !== undefined && value !== undefined && !typeMatches(schema['type'], value, jsonTypeMatches)) {
+    fail(out, schema, path, 'type', 'type did not match', { consideredValue: value, consideredType: bsonTypeName(value) });
   }
-  if (Array.isArray(schema['enum']) && value !== undefined) {
-    if (!schema['enum'].some((e: unknown) => compareValues(e, value) === 0)) {
-      fail('enum', 'value was not found in enum', { consideredValue: value });
+  const enumValues = schema['enum'];
+  if (Array.isArray(enumValues) && value !== undefined) {
+    let found = false;
+    for (const e of enumValues) {
+      if (compareValues(e, value) === 0) {
+        found = true;
+        break;
+      }
     }
+    if (!found) fail(out, schema, path, 'enum', 'value was not found in enum', { consideredValue: value });
   }
 
   if (typeof value === 'string') {
     if (typeof schema['pattern'] === 'string' && !schemaRegex(schema['pattern']).test(value)) {
-      fail('pattern', 'regular expression did not match', { consideredValue: value });
+      fail(out, schema, path, 'pattern', 'regular expression did not match', { consideredValue: value });
     }
     const min = numericValue(schema['minLength']);
-    if (min !== undefined && [...value].length < min) fail('minLength', 'specified string length was not satisfied', { consideredValue: value });
+    // a string has at most as many code points as UTF-16 units, and at least half as many
+    if (min !== undefined && value.length < 2 * min && codePoints(value) < min) {
+      fail(out, schema, path, 'minLength', 'specified string length was not satisfied', { consideredValue: value });
+    }
     const max = numericValue(schema['maxLength']);
-    if (max !== undefined && [...value].length > max) fail('maxLength', 'specified string length was not satisfied', { consideredValue: value });
+    if (max !== undefined && value.length > max && codePoints(value) > max) {
+      fail(out, schema, path, 'maxLength', 'specified string length was not satisfied', { consideredValue: value });
+    }
   }
 
   if (isNumeric(value)) {
     const n = numericValue(value) as number;
     const min = numericValue(schema['minimum']);
     if (min !== undefined && (schema['exclusiveMinimum'] === true ? n <= min : n < min)) {
-      fail('minimum', 'comparison failed', { consideredValue: value });
+      fail(out, schema, path, 'minimum', 'comparison failed', { consideredValue: value });
     }
     const max = numericValue(schema['maximum']);
     if (max !== undefined && (schema['exclusiveMaximum'] === true ? n >= max : n > max)) {
-      fail('maximum', 'comparison failed', { consideredValue: value });
+      fail(out, schema, path, 'maximum', 'comparison failed', { consideredValue: value });
     }
     const mult = numericValue(schema['multipleOf']);
-    if (mult !== undefined && mult !== 0 && n % mult !== 0) fail('multipleOf', 'considered value is not a multiple of the specified value', { consideredValue: value });
+    if (mult !== undefined && mult !== 0 && n % mult !== 0) fail(out, schema, path, 'multipleOf', 'considered value is not a multiple of the specified value', { consideredValue: value });
   }
 
   if (Array.isArray(value)) {
     const items = schema['items'];
     if (isPlainObject(items)) {
-      value.forEach((item, i) => failures.push(...validateSchema(items, item, `${path}.${i}`)));
+      for (let i = 0; i < value.length; i++) collectFailures(items, value[i], `${path}.${i}`, out);
     } else if (Array.isArray(items)) {
-      items.forEach((s: unknown, i: number) => {
-        if (isPlainObject(s) && i < value.length) failures.push(...validateSchema(s, value[i], `${path}.${i}`));
-      });
+      for (let i = 0; i < items.length && i < value.length; i++) {
+        const s = items[i];
+        if (isPlainObject(s)) collectFailures(s, value[i], `${path}.${i}`, out);
+      }
       const extra = schema['additionalItems'];
-      if (extra === false && value.length > items.length) fail('additionalItems', 'found additional items');
+      if (extra === false && value.length > items.length) fail(out, schema, path, 'additionalItems', 'found additional items');
     }
     const minItems = numericValue(schema['minItems']);
-    if (minItems !== undefined && value.length < minItems) fail('minItems', 'array did not match specified length', { numberOfItems: value.length });
+    if (minItems !== undefined && value.length < minItems) fail(out, schema, path, 'minItems', 'array did not match specified length', { numberOfItems: value.length });
     const maxItems = numericValue(schema['maxItems']);
-    if (maxItems !== undefined && value.length > maxItems) fail('maxItems', 'array did not match specified length', { numberOfItems: value.length });
+    if (maxItems !== undefined && value.length > maxItems) fail(out, schema, path, 'maxItems', 'array did not match specified length', { numberOfItems: value.length });
     if (schema['uniqueItems'] === true) {
       for (let i = 0; i < value.length; i++) {
         for (let j = i + 1; j < value.length; j++) {
           if (compareValues(value[i], value[j]) === 0) {
-            fail('uniqueItems', 'found a duplicate item', { duplicatedValue: value[i] });
+            fail(out, schema, path, 'uniqueItems', 'found a duplicate item', { duplicatedValue: value[i] });
             i = value.length;
             break;
           }
@@ -135,57 +172,62 @@ export function validateSchema(schema: Document, value: unknown, path = ''): Sch
   if (isPlainObject(value)) {
     const required = schema['required'];
     if (Array.isArray(required)) {
-      const missing = required.map(String).filter((k) => value[k] === undefined);
-      if (missing.length > 0) fail('required', 'missing required fields', { missingProperties: missing });
+      let missing: string[] | undefined;
+      for (const r of required) {
+        const k = String(r);
+        if (value[k] === undefined) (missing ??= []).push(k);
+      }
+      if (missing) fail(out, schema, path, 'required', 'missing required fields', { missingProperties: missing });
     }
-    const props = isPlainObject(schema['properties']) ? schema['properties'] : {};
-    const patterns = isPlainObject(schema['patternProperties']) ? schema['patternProperties'] : {};
+    const props = isPlainObject(schema['properties']) ? schema['properties'] : undefined;
+    const patterns = isPlainObject(schema['patternProperties']) ? schema['patternProperties'] : undefined;
+    const patternKeys = patterns ? Object.keys(patterns) : [];
     const additional = schema['additionalProperties'];
-    const extraFields: string[] = [];
-    for (const k of Object.keys(value)) {
+    let extraFields: string[] | undefined;
+    const keys = Object.keys(value);
+    for (const k of keys) {
       let covered = false;
-      const ps = props[k];
+      const ps = props?.[k];
       if (isPlainObject(ps)) {
         covered = true;
-        failures.push(...validateSchema(ps, value[k], path ? `${path}.${k}` : k));
+        collectFailures(ps, value[k], childPath(path, k), out);
       }
-      for (const pat of Object.keys(patterns)) {
+      for (const pat of patternKeys) {
         if (schemaRegex(pat).test(k)) {
           covered = true;
-          const s = patterns[pat];
-          if (isPlainObject(s)) failures.push(...validateSchema(s, value[k], path ? `${path}.${k}` : k));
+          const s = (patterns as Document)[pat];
+          if (isPlainObject(s)) collectFailures(s, value[k], childPath(path, k), out);
         }
       }
       if (!covered) {
-        if (additional === false) extraFields.push(k);
-        else if (isPlainObject(additional)) failures.push(...validateSchema(additional, value[k], path ? `${path}.${k}` : k));
+        if (additional === false) (extraFields ??= []).push(k);
+        else if (isPlainObject(additional)) collectFailures(additional, value[k], childPath(path, k), out);
       }
     }
-    if (extraFields.length > 0) fail('additionalProperties', 'found additional properties', { additionalProperties: extraFields });
-    const nProps = Object.keys(value).length;
+    if (extraFields) fail(out, schema, path, 'additionalProperties', 'found additional properties', { additionalProperties: extraFields });
+    const nProps = keys.length;
     const minP = numericValue(schema['minProperties']);
-    if (minP !== undefined && nProps < minP) fail('minProperties', 'specified number of properties was not satisfied', { numberOfProperties: nProps });
+    if (minP !== undefined && nProps < minP) fail(out, schema, path, 'minProperties', 'specified number of properties was not satisfied', { numberOfProperties: nProps });
     const maxP = numericValue(schema['maxProperties']);
-    if (maxP !== undefined && nProps > maxP) fail('maxProperties', 'specified number of properties was not satisfied', { numberOfProperties: nProps });
+    if (maxP !== undefined && nProps > maxP) fail(out, schema, path, 'maxProperties', 'specified number of properties was not satisfied', { numberOfProperties: nProps });
   }
 
   if (value !== undefined) {
-    if (Array.isArray(schema['allOf'])) {
-      for (const s of schema['allOf']) if (isPlainObject(s)) failures.push(...validateSchema(s, value, path));
+    const allOf = schema['allOf'];
+    if (Array.isArray(allOf)) for (const s of allOf) if (isPlainObject(s)) collectFailures(s, value, path, out);
+    const anyOf = schema['anyOf'];
+    if (Array.isArray(anyOf) && !anyOf.some((s: unknown) => isPlainObject(s) && validateSchema(s, value, path).length === 0)) {
+      fail(out, schema, path, 'anyOf', 'did not match any of the specified schemas');
     }
-    if (Array.isArray(schema['anyOf'])) {
-      const ok = schema['anyOf'].some((s: unknown) => isPlainObject(s) && validateSchema(s, value, path).length === 0);
-      if (!ok) fail('anyOf', 'did not match any of the specified schemas');
-    }
-    if (Array.isArray(schema['oneOf'])) {
-      const n = schema['oneOf'].filter((s: unknown) => isPlainObject(s) && validateSchema(s, value, path).length === 0).length;
-      if (n !== 1) fail('oneOf', n === 0 ? 'did not match any of the specified schemas' : 'matched more than one of the specified schemas');
+    const oneOf = schema['oneOf'];
+    if (Array.isArray(oneOf)) {
+      const n = oneOf.filter((s: unknown) => isPlainObject(s) && validateSchema(s, value, path).length === 0).length;
+      if (n !== 1) fail(out, schema, path, 'oneOf', n === 0 ? 'did not match any of the specified schemas' : 'matched more than one of the specified schemas');
     }
     if (isPlainObject(schema['not']) && validateSchema(schema['not'], value, path).length === 0) {
-      fail('not', 'child schema matched');
+      fail(out, schema, path, 'not', 'child schema matched');
     }
   }
-  return failures;
 }
 
 export function jsonSchemaPredicate(schema: Document): (doc: unknown) => boolean {

@@ -3,6 +3,7 @@ import { Query } from 'mingo';
 import { isPlainObject, numericValue, toView, toBson } from './bson-values.ts';
 import { typedDocument, type StoredRecord } from './collection-store.ts';
 import { engineError } from './errors.ts';
+import { projectTopLevel } from './raw-projection.ts';
 
 /**
  * Find projections. Plain inclusion/exclusion (the common case) is applied to the typed
@@ -72,7 +73,15 @@ export function compileProjection(projection: Document | undefined, filterView: 
     if (includeId) tree['_id'] = true;
   } else if (!includeId) tree['_id'] = true;
   const fn = mode === 'include' ? include : exclude;
-  return { project: (rec) => toBson(fn(typedDocument(rec), tree) as Document) };
+  const general = (rec: StoredRecord): Buffer => toBson(fn(typedDocument(rec), tree) as Document);
+  const names = Object.keys(tree);
+  if (names.every((k) => tree[k] === true && /^[\x20-\x7e]+$/.test(k))) {
+    // top-level fields only: copy the chosen elements' bytes
+    const fields = new Set(names);
+    const including = mode === 'include';
+    return { project: (rec) => projectTopLevel(rec.raw, fields, including) ?? general(rec) };
+  }
+  return { project: general };
 }
 
 function addPath(tree: PathTree, segs: string[]): void {

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { Int32, ObjectId, type Document } from 'bson';
+import { Binary, BSONRegExp, Code, Decimal128, deserialize, Double, Int32, Long, MaxKey, MinKey, ObjectId, serialize, Timestamp, type Document } from 'bson';
 import { Catalog } from '../../src/mongo-engine/collection-store.ts';
 import { CursorManager } from '../../src/mongo-engine/cursor-manager.ts';
 import { decodeRecords, encodeDdl, encodePut } from '../../src/mongo-engine/journal-format.ts';
@@ -7,6 +7,7 @@ import { validateSchema } from '../../src/mongo-engine/json-schema.ts';
 import { candidateRecords, findRecords, planStats, sortRecords, parseSort } from '../../src/mongo-engine/query-executor.ts';
 import { compileFilter } from '../../src/mongo-engine/matcher.ts';
 import { OrderedEntries, type OrderedEntry } from '../../src/mongo-engine/ordered-entries.ts';
+import { projectTopLevel } from '../../src/mongo-engine/raw-projection.ts';
 import { crc32c } from '../../src/mongo-engine/crc32c.ts';
 import { FrameReader } from '../../src/mongo-engine/wire-protocol.ts';
 
@@ -308,6 +309,46 @@ test('idle cursors are swept after the timeout; active ones stay', async (t) => 
   t.throws(() => cursors.getMore(c.id, 'db.other', 1), { message: /different namespace/ });
   cursors.closeForConnection(7);
   t.is(cursors.openCount, 0);
+});
+
+test('top-level projections copied from the BSON bytes equal deserialize, pick, serialize', (t) => {
+  const doc: Document = {
+    _id: new ObjectId(),
+    d: new Double(1.5),
+    s: 'text é',
+    o: { a: 1, b: [1, 'x'] },
+    a: [new Int32(1), { z: null }],
+    bin: new Binary(Buffer.from([1, 2, 3]), 4),
+    t: true,
+    date: new Date(12345),
+    nil: null,
+    re: new BSONRegExp('a+b', 'i'),
+    i: new Int32(7),
+    ts: new Timestamp({ t: 5, i: 6 }),
+    l: Long.fromString('9007199254740993'),
+    dec: Decimal128.fromString('1.25'),
+    min: new MinKey(),
+    max: new MaxKey(),
+    code: new Code('x = 1'),
+    'ünï': 'non-ascii name',
+  };
+  const raw = Buffer.from(serialize(doc));
+  const names = Object.keys(doc);
+  const typed = { promoteValues: false } as const;
+  const rand = prng(3);
+  for (let round = 0; round < 40; round++) {
+    const fields = new Set(names.filter((k) => k !== 'ünï' && rand() < 0.4));
+    const include = rand() < 0.5;
+    const got = projectTopLevel(raw, fields, include);
+    const full = deserialize(raw, typed);
+    const picked: Document = {};
+    for (const k of Object.keys(full)) if (fields.has(k) === include) picked[k] = full[k];
+    t.deepEqual(got, Buffer.from(serialize(picked)), `${include ? 'include' : 'exclude'} ${[...fields].join(',')}`);
+  }
+  // an unknown element type is left to the general path
+  const bad = Buffer.from(raw);
+  bad[4] = 0x42;
+  t.is(projectTopLevel(bad, new Set(['_id']), true), undefined);
 });
 
 test('crc32c matches the Castagnoli check value', (t) => {
