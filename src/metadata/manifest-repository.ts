@@ -150,8 +150,13 @@ export class ManifestRepository {
   private async upsertByDigest<D extends { _id: string; digest: string }>(coll: Collection<D>, doc: D): Promise<string> {
     const { digest, ...rest } = doc;
     try {
-      const res = await coll.updateOne({ digest } as Filter<D>, { $setOnInsert: rest } as UpdateFilter<D>, { upsert: true });
-      if (res.upsertedId !== null && res.upsertedId !== undefined) return String(res.upsertedId);
+      // one command answers the unit's id, whether it was inserted now or pushed before
+      const unit = await coll.findOneAndUpdate({ digest } as Filter<D>, { $setOnInsert: rest } as UpdateFilter<D>, {
+        upsert: true,
+        returnDocument: 'after',
+        projection: { _id: 1 },
+      });
+      if (unit) return String(unit._id);
     } catch (err) {
       if (!isDuplicateKey(err)) throw err; // a racing push inserted it first
     }

@@ -1,6 +1,8 @@
 import { ObjectId } from 'mongodb';
 import type { Collections, RepoDoc, UnitTypeId } from './collections.ts';
 
+const ID_ONLY = { projection: { _id: 1 } } as const;
+
 /**
  * Repositories and their membership: which units (blobs, manifests, lists, tags) a repository
  * holds, as Pulp 2 recorded it in `repo_content_units`. Every write here is an idempotent
@@ -28,8 +30,9 @@ export class RepoContentRepository {
     });
   }
 
+  // Point lookups on a unique key: a findOne of the _id is one find, where a count is an aggregation.
   async repoExists(repoId: string): Promise<boolean> {
-    return (await this.c.repos.countDocuments({ _id: repoId }, { limit: 1 })) > 0;
+    return (await this.c.repos.findOne({ _id: repoId }, ID_ONLY)) !== null;
   }
 
   async associate(repoId: string, unitType: UnitTypeId, unitId: string): Promise<void> {
@@ -55,7 +58,7 @@ export class RepoContentRepository {
   }
 
   async isAssociated(repoId: string, unitType: UnitTypeId, unitId: string): Promise<boolean> {
-    return (await this.c.repoContentUnits.countDocuments({ repo_id: repoId, unit_type_id: unitType, unit_id: unitId }, { limit: 1 })) > 0;
+    return (await this.c.repoContentUnits.findOne({ repo_id: repoId, unit_type_id: unitType, unit_id: unitId }, ID_ONLY)) !== null;
   }
 
   /** Ids of the units of one type a repository holds. */

@@ -22,6 +22,10 @@ function assertStorable(schemaId: string, doc: unknown): void {
  * which a schema 1 push records.
  */
 
+const NAME_ONLY = { projection: { _id: 0, name: 1 } } as const;
+/** units per batch of an unpaginated listing (the server still caps a batch at 16 MiB) */
+const WHOLE_LIST_BATCH = 100_000;
+
 function toRecord(d: TagUnitDoc): TagRecord {
   return {
     id: d._id,
@@ -53,21 +57,18 @@ export class TagRepository {
       $set: { manifest_digest: manifestDigest, manifest_type: manifestType, _last_updated: fields._last_updated },
       $setOnInsert: { _id: inserted._id, _ns: fields._ns, _content_type_id: fields._content_type_id, pulp_user_metadata: {} },
     };
-    let id: string | undefined;
+    let id: string;
     for (let attempt = 0; ; attempt++) {
       try {
-        const res = await this.c.tags.updateOne(key, update, { upsert: true });
-        if (res.upsertedId !== null && res.upsertedId !== undefined) id = String(res.upsertedId);
+        // one command answers the unit's id whether it was inserted or moved
+        const unit = await this.c.tags.findOneAndUpdate(key, update, { upsert: true, returnDocument: 'after', projection: { _id: 1 } });
+        if (!unit) throw new Error('tag unit vanished after upsert');
+        id = unit._id;
         break;
       } catch (err) {
         // Two first pushes raced to insert: the unit exists now, so the retry updates it.
         if (!isDuplicateKey(err) || attempt >= 1) throw err;
       }
-    }
-    if (id === undefined) {
-      const existing = await this.c.tags.findOne(key, { projection: { _id: 1 } });
-      if (!existing) throw new Error('tag unit vanished after upsert');
-      id = existing._id;
     }
     await this.repoContent.associate(repo, UNIT_TYPES.tag, id);
     return { id, repository: repo, name, manifestDigest, schemaVersion, manifestType };
@@ -90,14 +91,29 @@ export class TagRepository {
    * when given. `more` says whether names follow the page.
    */
   async listNames(repo: string, page: { n?: number; last?: string }): Promise<{ names: string[]; more: boolean }> {
-    const filter = page.last !== undefined ? { repo_id: repo, name: { $gt: page.last } } : { repo_id: repo };
-    // A name has at most two units (schema 1 and 2), so 2n+2 units hold at least n+1 names
-    // when that many exist.
-    const cursor = this.c.tags.find(filter, { projection: { _id: 0, name: 1 } }).sort({ name: 1 });
-    if (page.n !== undefined) cursor.limit(2 * page.n + 2);
     const names: string[] = [];
-    for (const d of await cursor.toArray()) if (names[names.length - 1] !== d.name) names.push(d.name);
-    if (page.n === undefined) return { names, more: false };
+    const take = (docs: Array<{ name: string }>): void => {
+      for (const d of docs) if (names[names.length - 1] !== d.name) names.push(d.name);
+    };
+    const query = (after: string | undefined, limit: number | undefined): Promise<Array<{ name: string }>> => {
+      const filter = after !== undefined ? { repo_id: repo, name: { $gt: after } } : { repo_id: repo };
+      const cursor = this.c.tags.find(filter, NAME_ONLY).sort({ name: 1 });
+      // a batch as large as the answer: it comes in the find's reply, without getMore round trips
+      if (limit !== undefined) cursor.limit(limit);
+      return cursor.batchSize(limit ?? WHOLE_LIST_BATCH).toArray();
+    };
+    if (page.n === undefined) {
+      take(await query(page.last, undefined));
+      return { names, more: false };
+    }
+    // n + 1 units tell whether a page follows. A name has up to two units (schema 1 and 2): when
+    // some come twice, ask again after the last name seen until n + 1 names are known.
+    for (let after = page.last; ; after = names[names.length - 1]) {
+      const want = page.n + 1 - names.length;
+      const docs = await query(after, want);
+      take(docs);
+      if (docs.length < want || names.length > page.n) break;
+    }
     return { names: names.slice(0, page.n), more: names.length > page.n };
   }
 

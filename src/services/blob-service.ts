@@ -65,8 +65,11 @@ export class BlobService {
 
   /** The blob if `repo` holds it and its bytes are there; null otherwise. */
   async stat(repo: string, digest: Digest): Promise<BlobInfo | null> {
+    // The bytes' stat does not depend on the metadata: it runs meanwhile and counts only if the repository holds the blob.
+    const bytes = this.deps.store.stat(digest);
+    bytes.catch(() => undefined); // awaited below, unless the metadata says no
     if (!(await this.deps.units.findInRepo(repo, digest))) return null;
-    return this.deps.store.stat(digest);
+    return bytes;
   }
 
   /**

@@ -143,9 +143,15 @@ export class TagService {
 
   /** A page of tag names, lexically sorted, each once. 404 NAME_UNKNOWN for an unknown repository. */
   async list(repo: RepositoryName, page: { n?: number; last?: string }): Promise<TagPage> {
-    if (!(await this.deps.repos.repoExists(repo))) throw new VolregError('NAME_UNKNOWN', 'repository name not known to registry', { name: repo });
-    if (page.n === 0) return { name: repo, tags: [], next: null };
+    const unknown = (): VolregError => new VolregError('NAME_UNKNOWN', 'repository name not known to registry', { name: repo });
+    if (page.n === 0) {
+      if (!(await this.deps.repos.repoExists(repo))) throw unknown();
+      return { name: repo, tags: [], next: null };
+    }
     const { names, more } = await this.deps.tags.listNames(repo, page);
+    // Tag units exist only in existing repositories (a push creates the repository first, and
+    // repositories are never removed), so only an empty page needs to ask.
+    if (names.length === 0 && !(await this.deps.repos.repoExists(repo))) throw unknown();
     const last = names[names.length - 1];
     return { name: repo, tags: names, next: more && page.n !== undefined && last !== undefined ? { n: page.n, last } : null };
   }
