@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { realpathSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerDb } from './commands/db.ts';
@@ -14,6 +15,7 @@ import { registerRestore } from './commands/restore.ts';
 import { registerRm } from './commands/rm.ts';
 import { registerVerify } from './commands/verify.ts';
 import { EXIT } from './exit-codes.ts';
+import { PACKAGE_ROOT } from '../package-root.ts';
 
 /**
  * The `volreg` command. Each subcommand lives in its own module under commands/ and exports a
@@ -36,7 +38,7 @@ const REGISTRARS: Array<(program: Command) => void> = [
 ];
 
 export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
   return pkg.version;
 }
 

@@ -1,8 +1,9 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { VolregError, type ErrorCode } from '../domain/errors.ts';
+import { PACKAGE_ROOT } from '../package-root.ts';
 
 /**
  * The JSON Schemas of schemas/ (stored documents, manifests, API bodies), compiled once by ajv.
@@ -15,7 +16,7 @@ import { VolregError, type ErrorCode } from '../domain/errors.ts';
  * so the same file is also the collection's `$jsonSchema` validator (see mongoJsonSchema).
  */
 
-export const SCHEMAS_DIR = fileURLToPath(new URL('../../schemas/', import.meta.url));
+export const SCHEMAS_DIR = join(PACKAGE_ROOT, 'schemas');
 const SUFFIX = '.schema.json';
 const MAX_REPORTED_ERRORS = 10;
 
