@@ -3,7 +3,7 @@
  * data directory: volreg (`volreg serve`, embedded MongoDB engine in-process) and CNCF
  * distribution (Debian's `docker-registry` binary with a generated YAML config).
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess, execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -108,7 +108,9 @@ export async function startVolreg(repoRoot: string, tmpRoot: string, cpuProfDir?
   delete env.VOLREG_AUTH_FILE;
   delete env.VOLREG_STORAGE;
   const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
-  const child = spawn(process.execPath, [...prof, '--import=tsx', 'src/cli/main.ts', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // what `npm start` runs: the compiled service (built once here), not the sources under tsx
+  execFileSync('npm', ['run', 'build', '--silent'], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...prof, 'dist/src/cli/main.js', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const { tail: errTail, exitReason, exited } = track(child);
   const outTail = new Tail(30);
   const outputTail = (): string => [outTail.text(), errTail.text()].filter(Boolean).join('\n');
