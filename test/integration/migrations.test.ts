@@ -54,6 +54,10 @@ test('a fresh database gets every collection, index and validator of DESIGN.md s
   await expectIndex('repo_content_units', { repo_id: 1, unit_type_id: 1, unit_id: 1 }, true);
   await expectIndex('repo_content_units', { unit_type_id: 1, unit_id: 1 }, false);
   await expectIndex('uploads', { last_activity: 1 }, false);
+  // 0003: what garbage collection asks before every delete
+  await expectIndex('units_docker_manifest', { blob_digests: 1 }, false);
+  await expectIndex('units_docker_manifest', { config_digest: 1 }, false);
+  await expectIndex('units_docker_manifest_list', { manifest_digests: 1 }, false);
 
   const withValidator = await db.listCollections({ name: 'units_docker_tag' }).toArray();
   const schema = (withValidator[0] as { options?: { validator?: { $jsonSchema?: { required?: string[] } } } }).options?.validator?.$jsonSchema;
