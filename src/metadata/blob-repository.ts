@@ -3,6 +3,7 @@ import type { Digest } from '../domain/digest.ts';
 import { pulpFields, UNIT_TYPES, type BlobUnitDoc, type Collections } from './collections.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
 import { assertValid } from './schema-validator.ts';
+import { unitCaches, type UnitCache } from './unit-cache.ts';
 
 /**
  * Blob units (`units_docker_blob`): one document per digest, shared by every repository that
@@ -22,7 +23,11 @@ function fromDoc(d: Pick<BlobUnitDoc, '_id' | 'digest' | 'size'>): BlobUnit {
 const FIELDS = { projection: { _id: 1, digest: 1, size: 1 } } as const;
 
 export class BlobRepository {
-  constructor(private readonly c: Collections) {}
+  private readonly cache: UnitCache<BlobUnit>;
+
+  constructor(private readonly c: Collections) {
+    this.cache = unitCaches(c).blobs;
+  }
 
   /** The unit of a digest, created on first use. One atomic upsert on the unique digest. */
   async upsert(digest: Digest, size: number): Promise<BlobUnit> {
@@ -31,7 +36,7 @@ export class BlobRepository {
     for (let attempt = 0; ; attempt++) {
       try {
         const found = await this.c.blobs.findOneAndUpdate({ digest }, { $setOnInsert: doc }, { upsert: true, returnDocument: 'after', ...FIELDS });
-        if (found) return fromDoc(found);
+        if (found) return this.remember(fromDoc(found));
       } catch (err) {
         // Two upserts of one new digest race: the loser finds the winner's document.
         if (!isDuplicateKey(err) || attempt > 0) throw err;
@@ -44,18 +49,39 @@ export class BlobRepository {
 
   async findByDigest(digest: Digest): Promise<BlobUnit | null> {
     const d = await this.c.blobs.findOne({ digest }, FIELDS);
-    return d ? fromDoc(d) : null;
+    if (!d) {
+      this.cache.delete(digest);
+      return null;
+    }
+    return this.remember(fromDoc(d));
   }
 
-  /** The unit of a digest if repository `repoId` holds it (two point lookups, no counting). */
+  /**
+   * The unit of a digest if repository `repoId` holds it. A unit remembered from earlier
+   * requests needs only the association lookup (see unit-cache.ts); otherwise two point lookups.
+   */
   async findInRepo(repoId: string, digest: Digest): Promise<BlobUnit | null> {
+    const known = this.cache.get(digest);
+    if (known) {
+      if (await this.holds(repoId, known.id)) return known;
+      // not held, or the unit was collected and pushed again: ask for the current one
+      const current = await this.findByDigest(digest);
+      if (!current || current.id === known.id) return null;
+      return (await this.holds(repoId, current.id)) ? current : null;
+    }
     const unit = await this.findByDigest(digest);
     if (!unit) return null;
-    const held = await this.c.repoContentUnits.findOne(
-      { repo_id: repoId, unit_type_id: UNIT_TYPES.blob, unit_id: unit.id },
-      { projection: { _id: 1 } },
-    );
-    return held ? unit : null;
+    return (await this.holds(repoId, unit.id)) ? unit : null;
+  }
+
+  private async holds(repoId: string, unitId: string): Promise<boolean> {
+    const held = await this.c.repoContentUnits.findOne({ repo_id: repoId, unit_type_id: UNIT_TYPES.blob, unit_id: unitId }, { projection: { _id: 1 } });
+    return held !== null;
+  }
+
+  private remember(unit: BlobUnit): BlobUnit {
+    this.cache.set(unit.digest, unit);
+    return unit;
   }
 
   async findByDigests(digests: readonly Digest[]): Promise<BlobUnit[]> {

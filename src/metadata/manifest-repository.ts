@@ -6,6 +6,7 @@ import type { StoredManifest } from '../domain/manifests/stored-manifest.ts';
 import { pulpFields, UNIT_TYPES, type Collections, type ManifestListUnitDoc, type ManifestUnitDoc, type UnitTypeId } from './collections.ts';
 import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
 import { validate } from './schema-validator.ts';
+import { unitCaches, type UnitCaches } from './unit-cache.ts';
 
 /** A document this code built must match its stored schema; a mismatch is a bug (500, logged). */
 function assertStorable(schemaId: string, doc: unknown): void {
@@ -91,9 +92,16 @@ function fromListDoc(d: ManifestListDoc): StoredManifest {
   };
 }
 
+function withoutContent(m: StoredManifest): StoredManifest {
+  const { content: _content, ...rest } = m;
+  return rest;
+}
+
 export class ManifestRepository {
   private readonly images: Collection<ManifestDoc>;
   private readonly lists: Collection<ManifestListDoc>;
+
+  private readonly known: UnitCaches;
 
   constructor(
     private readonly c: Collections,
@@ -101,6 +109,7 @@ export class ManifestRepository {
   ) {
     this.images = c.manifests as unknown as Collection<ManifestDoc>;
     this.lists = c.manifestLists as unknown as Collection<ManifestListDoc>;
+    this.known = unitCaches(c);
   }
 
   /**
@@ -133,7 +142,10 @@ export class ManifestRepository {
         })),
       };
       assertStorable('stored-docker-manifest-list', doc);
-      return { id: await this.upsertByDigest(this.lists, doc), kind: 'list' };
+      const id = await this.upsertByDigest(this.lists, doc);
+      // what this push inserted is what a read would answer (an earlier push's unit keeps its own fields)
+      if (id === doc._id) this.known.manifests.set(parsed.digest, fromListDoc(doc));
+      return { id, kind: 'list' };
     }
     const doc: ManifestDoc = {
       ...common,
@@ -144,7 +156,9 @@ export class ManifestRepository {
       blob_digests: parsed.blobDigests,
     };
     assertStorable('stored-docker-manifest', doc);
-    return { id: await this.upsertByDigest(this.images, doc), kind: 'image' };
+    const id = await this.upsertByDigest(this.images, doc);
+    if (id === doc._id) this.known.manifests.set(parsed.digest, fromImageDoc(doc));
+    return { id, kind: 'image' };
   }
 
   private async upsertByDigest<D extends { _id: string; digest: string }>(coll: Collection<D>, doc: D): Promise<string> {
@@ -181,27 +195,42 @@ export class ManifestRepository {
     const options = opts.content ? {} : NO_CONTENT;
     const order: Array<'image' | 'list'> = opts.kind === 'list' ? ['list', 'image'] : ['image', 'list'];
     for (const kind of order) {
-      if (kind === 'image') {
-        const image = await this.images.findOne({ digest }, options);
-        if (image) return fromImageDoc(image as ManifestDoc);
-      } else {
-        const list = await this.lists.findOne({ digest }, options);
-        if (list) return fromListDoc(list as ManifestListDoc);
-      }
+      const found = kind === 'image' ? await this.images.findOne({ digest }, options) : await this.lists.findOne({ digest }, options);
+      if (found) return this.remember(kind === 'image' ? fromImageDoc(found as ManifestDoc) : fromListDoc(found as ManifestListDoc));
     }
+    this.known.manifests.delete(digest);
     return null;
   }
 
-  /** A manifest by digest if this repository holds it. */
+  /**
+   * A manifest by digest if this repository holds it. A unit remembered from earlier requests
+   * (unit-cache.ts) needs only the association lookup; otherwise the unit is read first.
+   */
   async findInRepo(repo: string, digest: Digest, opts: { content?: boolean; kind?: 'image' | 'list' } = {}): Promise<StoredManifest | null> {
+    const known = this.known.manifests.get(digest);
+    if (known && (!opts.content || known.content)) {
+      if (await this.holds(repo, known)) return opts.content ? known : withoutContent(known);
+      // not held, or the unit was collected and pushed again: ask for the current one
+      const current = await this.findByDigest(digest, opts);
+      if (!current || current.id === known.id) return null;
+      return (await this.holds(repo, current)) ? current : null;
+    }
     const m = await this.findByDigest(digest, opts);
     if (!m) return null;
-    // a point lookup on the unique key (cheaper than a count, which is an aggregation)
-    const held = await this.c.repoContentUnits.findOne(
-      { repo_id: repo, unit_type_id: unitType(m.kind), unit_id: m.id },
-      { projection: { _id: 1 } },
-    );
-    return held ? m : null;
+    return (await this.holds(repo, m)) ? m : null;
+  }
+
+  /** Remembers a unit as read; an entry with the bytes is not replaced by the same unit without them. */
+  private remember(m: StoredManifest): StoredManifest {
+    const prev = this.known.manifests.get(m.digest);
+    if (m.content || !prev?.content || prev.id !== m.id) this.known.manifests.set(m.digest, m);
+    return m;
+  }
+
+  // a point lookup on the unique key (cheaper than a count, which is an aggregation)
+  private async holds(repo: string, m: StoredManifest): Promise<boolean> {
+    const held = await this.c.repoContentUnits.findOne({ repo_id: repo, unit_type_id: unitType(m.kind), unit_id: m.id }, { projection: { _id: 1 } });
+    return held !== null;
   }
 
   /** Those of `digests` that are not manifests (or lists) held by the repository. */
@@ -221,14 +250,43 @@ export class ManifestRepository {
     return wanted.filter((d) => !present.has(d));
   }
 
-  /** Those of `digests` that are not blobs held by the repository. */
+  /**
+   * Those of `digests` that are not blobs held by the repository. Units remembered from earlier
+   * requests are not read again (unit-cache.ts); one the repository does not hold is re-read in
+   * case it was collected and pushed again.
+   */
   async missingBlobsInRepo(repo: string, digests: readonly Digest[]): Promise<Digest[]> {
     if (digests.length === 0) return [];
     const wanted = [...new Set(digests)];
-    const blobs = await this.c.blobs.find({ digest: { $in: wanted } }, { projection: { _id: 1, digest: 1 } }).toArray();
-    const held = await this.heldIds(repo, blobs.map((b) => ({ id: b._id, type: UNIT_TYPES.blob })));
-    const present = new Set(blobs.filter((b) => held.has(b._id)).map((b) => b.digest));
-    return wanted.filter((d) => !present.has(d));
+    const ids = new Map<Digest, string>();
+    const remembered: Digest[] = [];
+    for (const d of wanted) {
+      const known = this.known.blobs.get(d);
+      if (known) {
+        ids.set(d, known.id);
+        remembered.push(d);
+      }
+    }
+    await this.readBlobIds(wanted.filter((d) => !ids.has(d)), ids);
+    const held = await this.heldIds(repo, [...ids.values()].map((id) => ({ id, type: UNIT_TYPES.blob })));
+    const doubtful = remembered.filter((d) => !held.has(ids.get(d) as string));
+    if (doubtful.length > 0) {
+      for (const d of doubtful) ids.delete(d);
+      await this.readBlobIds(doubtful, ids);
+      const again = await this.heldIds(repo, doubtful.flatMap((d) => (ids.has(d) ? [{ id: ids.get(d) as string, type: UNIT_TYPES.blob }] : [])));
+      for (const id of again) held.add(id);
+    }
+    return wanted.filter((d) => !(ids.has(d) && held.has(ids.get(d) as string)));
+  }
+
+  private async readBlobIds(digests: Digest[], into: Map<Digest, string>): Promise<void> {
+    if (digests.length === 0) return;
+    const blobs = await this.c.blobs.find({ digest: { $in: digests } }, { projection: { _id: 1, digest: 1, size: 1 } }).toArray();
+    for (const b of blobs) {
+      into.set(b.digest as Digest, b._id);
+      this.known.blobs.set(b.digest as Digest, { id: b._id, digest: b.digest as Digest, size: b.size });
+    }
+    for (const d of digests) if (!into.has(d)) this.known.blobs.delete(d);
   }
 
   private async heldIds(repo: string, units: Array<{ id: string; type: UnitTypeId }>): Promise<Set<string>> {
