@@ -3,7 +3,7 @@ import { Query } from 'mingo';
 import { isPlainObject, numericValue, toView, toBson } from './bson-values.ts';
 import { typedDocument, type StoredRecord } from './collection-store.ts';
 import { engineError } from './errors.ts';
-import { projectTopLevel } from './raw-projection.ts';
+import { fieldNames, projectTopLevel } from './raw-projection.ts';
 
 /**
  * Find projections. Plain inclusion/exclusion (the common case) is applied to the typed
@@ -75,9 +75,9 @@ export function compileProjection(projection: Document | undefined, filterView: 
   const fn = mode === 'include' ? include : exclude;
   const general = (rec: StoredRecord): Buffer => toBson(fn(typedDocument(rec), tree) as Document);
   const names = Object.keys(tree);
-  if (names.every((k) => tree[k] === true && /^[\x20-\x7e]+$/.test(k))) {
+  if (names.every((k) => tree[k] === true)) {
     // top-level fields only: copy the chosen elements' bytes
-    const fields = new Set(names);
+    const fields = fieldNames(names);
     const including = mode === 'include';
     return { project: (rec) => projectTopLevel(rec.raw, fields, including) ?? general(rec) };
   }

@@ -47,12 +47,27 @@ function valueLength(buf: Buffer, type: number, pos: number): number {
   }
 }
 
+/** Field names as UTF-8 bytes, for comparing element names in place. */
+export function fieldNames(names: Iterable<string>): Buffer[] {
+  return [...names].map((n) => Buffer.from(n, 'utf8'));
+}
+
+function isOneOf(raw: Buffer, from: number, to: number, fields: readonly Buffer[]): boolean {
+  const len = to - from;
+  for (const f of fields) {
+    if (f.length !== len) continue;
+    let i = 0;
+    while (i < len && raw[from + i] === f[i]) i++;
+    if (i === len) return true;
+  }
+  return false;
+}
+
 /**
- * The document with only the `fields` (include) or without them (exclude). Field names are
- * compared as latin1, so `fields` must be ASCII (then no other UTF-8 name can equal one).
- * Returns undefined for bytes it cannot walk, so the caller can take the general path.
+ * The document with only the `fields` (include) or without them (exclude). Returns undefined
+ * for bytes it cannot walk, so the caller can take the general path.
  */
-export function projectTopLevel(raw: Buffer, fields: ReadonlySet<string>, include: boolean): Buffer | undefined {
+export function projectTopLevel(raw: Buffer, fields: readonly Buffer[], include: boolean): Buffer | undefined {
   const end = raw.readInt32LE(0) - 1;
   const keep: Array<[number, number]> = [];
   let size = 5;
@@ -66,7 +81,7 @@ export function projectTopLevel(raw: Buffer, fields: ReadonlySet<string>, includ
     if (len < 0) return undefined;
     pos = nameEnd + 1 + len;
     if (pos > end) return undefined;
-    if (fields.has(raw.toString('latin1', start + 1, nameEnd)) === include) {
+    if (isOneOf(raw, start + 1, nameEnd, fields) === include) {
       keep.push([start, pos]);
       size += pos - start;
     }

@@ -10,18 +10,23 @@ function cstring(s: string): Buffer {
 }
 
 function arrayOfRaw(docs: Buffer[]): Buffer {
-  const parts: Buffer[] = [Buffer.alloc(4)];
   let size = 5;
-  for (let i = 0; i < docs.length; i++) {
-    const head = Buffer.from('\x03' + String(i) + '\0', 'latin1');
-    const doc = docs[i] as Buffer;
-    parts.push(head, doc);
-    size += head.length + doc.length;
-  }
-  parts.push(Buffer.from([0]));
-  const out = Buffer.concat(parts, size);
+  for (let i = 0; i < docs.length; i++) size += 2 + decimalDigits(i) + (docs[i] as Buffer).length;
+  const out = Buffer.allocUnsafe(size);
   out.writeInt32LE(size, 0);
+  let o = 4;
+  for (let i = 0; i < docs.length; i++) {
+    out[o++] = 0x03;
+    o += out.write(String(i), o, 'latin1');
+    out[o++] = 0;
+    o += (docs[i] as Buffer).copy(out, o);
+  }
+  out[o] = 0;
   return out;
+}
+
+function decimalDigits(i: number): number {
+  return i < 10 ? 1 : i < 100 ? 2 : i < 1000 ? 3 : String(i).length;
 }
 
 export function cursorReply(batchField: 'firstBatch' | 'nextBatch', docs: Buffer[], id: Long, ns: string): Buffer {

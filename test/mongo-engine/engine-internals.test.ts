@@ -7,7 +7,7 @@ import { validateSchema } from '../../src/mongo-engine/json-schema.ts';
 import { candidateRecords, findRecords, planStats, sortRecords, parseSort } from '../../src/mongo-engine/query-executor.ts';
 import { compileFilter } from '../../src/mongo-engine/matcher.ts';
 import { OrderedEntries, type OrderedEntry } from '../../src/mongo-engine/ordered-entries.ts';
-import { projectTopLevel } from '../../src/mongo-engine/raw-projection.ts';
+import { fieldNames, projectTopLevel } from '../../src/mongo-engine/raw-projection.ts';
 import { crc32c } from '../../src/mongo-engine/crc32c.ts';
 import { FrameReader } from '../../src/mongo-engine/wire-protocol.ts';
 
@@ -337,9 +337,9 @@ test('top-level projections copied from the BSON bytes equal deserialize, pick, 
   const typed = { promoteValues: false } as const;
   const rand = prng(3);
   for (let round = 0; round < 40; round++) {
-    const fields = new Set(names.filter((k) => k !== 'ünï' && rand() < 0.4));
+    const fields = new Set(names.filter(() => rand() < 0.4));
     const include = rand() < 0.5;
-    const got = projectTopLevel(raw, fields, include);
+    const got = projectTopLevel(raw, fieldNames(fields), include);
     const full = deserialize(raw, typed);
     const picked: Document = {};
     for (const k of Object.keys(full)) if (fields.has(k) === include) picked[k] = full[k];
@@ -348,7 +348,7 @@ test('top-level projections copied from the BSON bytes equal deserialize, pick, 
   // an unknown element type is left to the general path
   const bad = Buffer.from(raw);
   bad[4] = 0x42;
-  t.is(projectTopLevel(bad, new Set(['_id']), true), undefined);
+  t.is(projectTopLevel(bad, fieldNames(['_id']), true), undefined);
 });
 
 test('crc32c matches the Castagnoli check value', (t) => {
