@@ -1,4 +1,4 @@
-import { deserialize, Int32, ObjectId, UUID, type Document } from 'bson';
+import { Binary, deserialize, Int32, ObjectId, UUID, type Document } from 'bson';
 import { bsonTypeName, cloneValue, encodeKey, isPlainObject, toView, toBson } from './bson-values.ts';
 import { engineError } from './errors.ts';
 import { Index, type KeyEntry, type RecordId } from './index-manager.ts';
@@ -78,8 +78,9 @@ export class Collection {
   }
 
   /** Adds or replaces a record without checks; used by journal replay and snapshot load. */
-  putUnchecked(raw: Buffer): StoredRecord {
-    const view = deserialize(raw);
+  putUnchecked(bytes: Buffer): StoredRecord {
+    const raw = ownBytes(bytes);
+    const view = viewOf(raw);
     const rid = encodeKey(view['_id']);
     const old = this.records.get(rid);
     if (old) for (const ix of this.indexes.values()) ix.remove(rid, old.view);
@@ -101,7 +102,7 @@ export class Collection {
   insert(doc: Document, opts: WriteOptions = {}): StoredRecord {
     const withId = ensureIdFirst(doc);
     const raw = serializeChecked(withId);
-    const view = deserialize(raw);
+    const view = viewOf(raw);
     const rid = encodeKey(view['_id']);
     if (this.records.has(rid)) {
       const ix = this.indexes.get('_id_') as Index;
@@ -120,7 +121,7 @@ export class Collection {
   replace(old: StoredRecord, doc: Document, opts: WriteOptions = {}): StoredRecord {
     const raw = serializeChecked(doc);
     if (raw.equals(old.raw)) return old;
-    const view = deserialize(raw);
+    const view = viewOf(raw);
     const rid = old.rid;
     this.validate(doc, view, old, opts);
     const entries = this.checkUnique(rid, view);
@@ -236,7 +237,39 @@ function serializeChecked(doc: Document): Buffer {
   if (raw.length > MAX_BSON_OBJECT_SIZE) {
     throw engineError('Location10334', `object to insert too large. size in bytes: ${raw.length}, max size: ${MAX_BSON_OBJECT_SIZE}`);
   }
-  return raw;
+  return ownBytes(raw);
+}
+
+/**
+ * Records live as long as the data: their bytes get memory of their own. A small Buffer is
+ * usually a slice of an 8 KiB pool slab shared with short-lived buffers, and one long-lived
+ * slice keeps the whole slab alive (tens of times the record's size, per record).
+ */
+function ownBytes(b: Buffer): Buffer {
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength) return b;
+  const own = Buffer.allocUnsafeSlow(b.length);
+  b.copy(own);
+  return own;
+}
+
+/** The view of a record; binary values in it get their own memory too (see ownBytes). */
+function viewOf(raw: Buffer): Document {
+  const view = deserialize(raw);
+  detachBinaries(view);
+  return view;
+}
+
+function detachBinaries(v: Document | unknown[]): void {
+  const keys = Object.keys(v);
+  for (const k of keys) {
+    const x = (v as Record<string, unknown>)[k];
+    if (x instanceof Binary) {
+      const bytes = x.buffer;
+      if (bytes.byteOffset !== 0 || bytes.byteLength !== bytes.buffer.byteLength) {
+        (v as Record<string, unknown>)[k] = new Binary(ownBytes(Buffer.from(bytes.buffer, bytes.byteOffset, x.position)), x.sub_type);
+      }
+    } else if (Array.isArray(x) || isPlainObject(x)) detachBinaries(x as Document | unknown[]);
+  }
 }
 
 const INVALID_DB_CHARS = /[/\\. "$\0]/;
