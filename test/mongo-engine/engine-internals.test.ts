@@ -351,6 +351,23 @@ test('top-level projections copied from the BSON bytes equal deserialize, pick, 
   t.is(projectTopLevel(bad, fieldNames(['_id']), true), undefined);
 });
 
+test('stored records never pin pooled memory: their bytes and binary values own their buffers', (t) => {
+  const catalog = new Catalog();
+  const c = catalog.ensureCollection('memory', 'docs');
+  const owns = (b: Uint8Array): boolean => b.byteOffset === 0 && b.byteLength === b.buffer.byteLength;
+  for (let i = 0; i < 50; i++) c.insert({ i, content: new Binary(Buffer.alloc(300, i)), nested: [{ b: new Binary(Buffer.from('x')) }] });
+  const first = [...c.records.values()][0];
+  if (first) c.replace(first, { _id: first.view['_id'], i: -1, content: new Binary(Buffer.alloc(10, 1)) });
+  c.putUnchecked(Buffer.concat([Buffer.alloc(16), serialize({ _id: 'replayed', content: new Binary(Buffer.alloc(20)) })]).subarray(16));
+  for (const rec of c.records.values()) {
+    t.true(owns(rec.raw));
+    t.true(owns((rec.view['content'] as Binary).buffer));
+    const nested = rec.view['nested'] as Array<{ b: Binary }> | undefined;
+    if (nested) t.true(owns((nested[0] as { b: Binary }).b.buffer));
+  }
+  t.is(c.size, 51);
+});
+
 test('crc32c matches the Castagnoli check value', (t) => {
   t.is(crc32c(Buffer.from('123456789')), 0xe3069283);
 });
