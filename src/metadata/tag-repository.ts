@@ -23,8 +23,6 @@ function assertStorable(schemaId: string, doc: unknown): void {
  */
 
 const NAME_ONLY = { projection: { _id: 0, name: 1 } } as const;
-/** units per batch of an unpaginated listing (the server still caps a batch at 16 MiB) */
-const WHOLE_LIST_BATCH = 100_000;
 
 function toRecord(d: TagUnitDoc): TagRecord {
   return {
@@ -95,17 +93,16 @@ export class TagRepository {
     const take = (docs: Array<{ name: string }>): void => {
       for (const d of docs) if (names[names.length - 1] !== d.name) names.push(d.name);
     };
-    const query = (after: string | undefined, limit: number | undefined): Promise<Array<{ name: string }>> => {
-      const filter = after !== undefined ? { repo_id: repo, name: { $gt: after } } : { repo_id: repo };
-      const cursor = this.c.tags.find(filter, NAME_ONLY).sort({ name: 1 });
-      // a batch as large as the answer: it comes in the find's reply, without getMore round trips
-      if (limit !== undefined) cursor.limit(limit);
-      return cursor.batchSize(limit ?? WHOLE_LIST_BATCH).toArray();
-    };
+    const filterAfter = (after: string | undefined) => (after !== undefined ? { repo_id: repo, name: { $gt: after } } : { repo_id: repo });
     if (page.n === undefined) {
-      take(await query(page.last, undefined));
-      return { names, more: false };
+      // All names at once: distinct answers one array of strings instead of a document per unit.
+      // Tag names are ASCII (the OCI tag grammar), so sorting by code units is byte order.
+      const all = (await this.c.tags.distinct('name', filterAfter(page.last))) as string[];
+      return { names: all.sort(), more: false };
     }
+    const query = (after: string | undefined, limit: number): Promise<Array<{ name: string }>> =>
+      // a batch as large as the limit: the answer comes in the find's reply, without a getMore
+      this.c.tags.find(filterAfter(after), NAME_ONLY).sort({ name: 1 }).limit(limit).batchSize(limit).toArray();
     // n + 1 units tell whether a page follows. A name has up to two units (schema 1 and 2): when
     // some come twice, ask again after the last name seen until n + 1 names are known.
     for (let after = page.last; ; after = names[names.length - 1]) {

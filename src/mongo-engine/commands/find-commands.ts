@@ -1,4 +1,4 @@
-import { Long, type Document } from 'bson';
+import { Double, Long, type Document } from 'bson';
 import { encodeKey, pathValues, toView, toBson } from '../bson-values.ts';
 import { typedDocument, type StoredRecord } from '../collection-store.ts';
 import { engineError } from '../errors.ts';
@@ -64,7 +64,7 @@ export function countCommand(cmd: Document, ctx: CommandContext): Document {
   return { n, ok: 1 };
 }
 
-export function distinctCommand(cmd: Document, ctx: CommandContext): Document {
+export function distinctCommand(cmd: Document, ctx: CommandContext): Buffer {
   const name = collectionArg(cmd, 'distinct');
   const key = cmd['key'];
   if (typeof key !== 'string') throw engineError('TypeMismatch', "BSON field 'distinct.key' is the wrong type, expected type 'string'");
@@ -73,7 +73,11 @@ export function distinctCommand(cmd: Document, ctx: CommandContext): Document {
   const seen = new Set<string>();
   const values: unknown[] = [];
   for (const rec of findRecords(coll, query)) {
-    for (const v of pathValues(typedDocument(rec), key)) {
+    // Strings are the same in the view as in the typed document: only records with other values
+    // are deserialized again with their exact BSON types.
+    let found = pathValues(rec.view, key);
+    if (!found.every((v) => typeof v === 'string' || v === undefined)) found = pathValues(typedDocument(rec), key);
+    for (const v of found) {
       if (v === undefined) continue;
       const k = encodeKey(v);
       if (seen.has(k)) continue;
@@ -81,7 +85,8 @@ export function distinctCommand(cmd: Document, ctx: CommandContext): Document {
       values.push(v);
     }
   }
-  const reply = { values, ok: 1 };
-  if (toBson(reply).length > 16 * 1024 * 1024) throw engineError('BadValue', 'distinct too big, 16mb cap');
+  // serialized once, here: the size check and the reply are the same bytes
+  const reply = toBson({ values, ok: new Double(1) });
+  if (reply.length > 16 * 1024 * 1024) throw engineError('BadValue', 'distinct too big, 16mb cap');
   return reply;
 }
