@@ -45,29 +45,29 @@ import { volumeHandlers } from './http/handlers/volume-handlers.ts';
  * marked sections of buildServices and buildHandlers below.
  */
 
-/** Everything the areas construct. Add your service as an optional field of your section. */
+/** Everything the composition builds, by area. */
 export interface Services {
   /** repositories and their content units (shared by every area) */
   repoContent: RepoContentRepository;
 
   // ---- blobs and uploads ---------------------------------------------------------------
   /** the blob store (fs driver); /readyz pings it */
-  blobStore?: BlobStore;
+  blobStore: BlobStore;
   /** blobs as repositories see them (stat, read, delete, mount, ingest) */
-  blobs?: BlobService;
+  blobs: BlobService;
   /** upload sessions; purgeAbandoned runs every VOLREG_UPLOAD_PURGE_INTERVAL seconds */
-  uploads?: UploadService;
+  uploads: UploadService;
 
   // ---- manifests and tags --------------------------------------------------------------
   /** push/pull/delete manifests; `put(repo, reference, body, contentType)` stores any manifest */
-  manifests?: ManifestService;
-  tags?: TagService;
-  repositories?: RepositoryService;
-  referrers?: ReferrersService;
+  manifests: ManifestService;
+  tags: TagService;
+  repositories: RepositoryService;
+  referrers: ReferrersService;
 
   // ---- volumes -------------------------------------------------------------------------
   /** volume snapshots over /api/v1 (layer + config + manifest + tag + snapshot index) */
-  volumes?: VolumeService;
+  volumes: VolumeService;
 }
 
 /** What buildServices and buildHandlers get to work with. */
@@ -79,60 +79,52 @@ export interface ServiceContext {
 }
 
 export async function buildServices(ctx: ServiceContext): Promise<Services> {
-  const services: Services = {
-    repoContent: new RepoContentRepository(ctx.collections),
-  };
+  const repoContent = new RepoContentRepository(ctx.collections);
 
-  // ---- blobs and uploads: construct the store and services here ------------------------
+  // ---- blobs and uploads ---------------------------------------------------------------
   if (ctx.config.storage !== 'fs') throw new StartupError(`VOLREG_STORAGE=${ctx.config.storage} is not available yet; use fs`);
   const blobStore = await FsBlobStore.open({ root: ctx.config.dataDir });
-  services.blobStore = blobStore;
-  services.blobs = new BlobService({ store: blobStore, units: new BlobRepository(ctx.collections), membership: services.repoContent });
-  services.uploads = new UploadService({ store: blobStore, blobs: services.blobs, sessions: new UploadRepository(ctx.collections) });
+  const blobs = new BlobService({ store: blobStore, units: new BlobRepository(ctx.collections), membership: repoContent });
+  const uploads = new UploadService({ store: blobStore, blobs, sessions: new UploadRepository(ctx.collections) });
 
-  // ---- manifests and tags: construct here ----------------------------------------------
-  const manifestRepo = new ManifestRepository(ctx.collections, services.repoContent);
-  const tagRepo = new TagRepository(ctx.collections, services.repoContent);
+  // ---- manifests and tags --------------------------------------------------------------
+  const manifestRepo = new ManifestRepository(ctx.collections, repoContent);
+  const tagRepo = new TagRepository(ctx.collections, repoContent);
   const catalogRepo = new CatalogRepository(ctx.collections);
-  services.tags = new TagService({ tags: tagRepo, manifests: manifestRepo, repos: catalogRepo });
-  services.manifests = new ManifestService({
+  const tags = new TagService({ tags: tagRepo, manifests: manifestRepo, repos: catalogRepo });
+  const manifests = new ManifestService({
     manifests: manifestRepo,
     blobs: manifestRepo,
     tagWriter: tagRepo,
-    tags: services.tags,
-    repos: services.repoContent,
+    tags,
+    repos: repoContent,
     limits: ctx.config.limits,
     logger: ctx.logger,
   });
-  services.repositories = new RepositoryService({ catalog: catalogRepo });
-  services.referrers = new ReferrersService({ manifests: manifestRepo });
 
-  // ---- volumes: construct here ---------------------------------------------------------
-  services.volumes = new VolumeService(services.blobs, services.manifests, new SnapshotRepository(ctx.db));
-
-  return services;
+  return {
+    repoContent,
+    blobStore,
+    blobs,
+    uploads,
+    manifests,
+    tags,
+    repositories: new RepositoryService({ catalog: catalogRepo }),
+    referrers: new ReferrersService({ manifests: manifestRepo }),
+    // ---- volumes -------------------------------------------------------------------------
+    volumes: new VolumeService(blobs, manifests, new SnapshotRepository(ctx.db)),
+  };
 }
 
 export function buildHandlers(services: Services, ctx: ServiceContext): HandlerMap[] {
-  const maps: HandlerMap[] = [];
-
-  // ---- /v2 blobs and uploads: maps.push(blobHandlers(services, ctx.config)) -------------
-  if (services.blobs && services.uploads) maps.push(blobHandlers({ blobs: services.blobs, uploads: services.uploads }));
-
-  // ---- /v2 manifests, tags, referrers, catalog -----------------------------------------
-  if (services.manifests && services.tags && services.repositories && services.referrers) {
-    maps.push(
-      manifestHandlers({ manifests: services.manifests }, ctx.config.limits),
-      tagHandlers({ tags: services.tags }),
-      catalogHandlers({ repositories: services.repositories }),
-      referrersHandlers({ referrers: services.referrers }),
-    );
-  }
-
-  // ---- /api/v1 volumes -----------------------------------------------------------------
-  if (services.volumes) maps.push(volumeHandlers({ volumes: services.volumes }));
-
-  return maps;
+  return [
+    blobHandlers({ blobs: services.blobs, uploads: services.uploads }),
+    manifestHandlers({ manifests: services.manifests }, ctx.config.limits),
+    tagHandlers({ tags: services.tags }),
+    catalogHandlers({ repositories: services.repositories }),
+    referrersHandlers({ referrers: services.referrers }),
+    volumeHandlers({ volumes: services.volumes }),
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,12 +228,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
  */
 export async function openMetadata(config: Config, logger: Logger): Promise<{ db: Db; close: () => Promise<void> }> {
   const dbPath = join(config.dataDir, 'db');
-  // loaded only when needed: a service on a real MongoDB never loads the engine
   // The embedded engine listens on a unix socket inside the data directory, so only users who
   // may write there can reach the metadata; sun_path holds ~107 bytes, so deep data directories
   // fall back to loopback TCP.
   const socketPath = resolve(dbPath, 'engine.sock');
   const listenOn = Buffer.byteLength(socketPath) < 100 ? { socketPath } : { host: '127.0.0.1', port: 0 };
+  // loaded only when needed: a service on a real MongoDB never loads the engine
   const engine = config.mongodbUrl ? undefined : await (
         await import('./mongo-engine/index.ts')
       ).startEngine({ dbPath, ...listenOn, log: (msg, fields) => logger.debug({ ...fields, component: 'engine' }, msg) });
@@ -298,7 +290,7 @@ function startPurgeTimer(config: Config, services: Services, logger: Logger): { 
   let running: Promise<void> | undefined;
   const run = (): void => {
     const uploads = services.uploads;
-    if (!uploads || running) return;
+    if (running) return;
     const olderThan = new Date(Date.now() - config.uploads.purgeAfterSeconds * 1000);
     running = uploads
       .purgeAbandoned(olderThan)
@@ -325,13 +317,13 @@ function startGcTimer(config: Config, services: Services, c: Collections, logger
   let running: Promise<void> | undefined;
   const run = (): void => {
     const blobStore = services.blobStore;
-    if (!blobStore || running) return;
+    if (running) return;
     running = import('./maintenance/gc.ts')
       .then(({ collectGarbage }) =>
         collectGarbage({
           collections: c,
           blobStore,
-          ...(services.uploads ? { uploads: services.uploads } : {}),
+          uploads: services.uploads,
           logger,
           graceSeconds: config.gc.graceSeconds,
           deleteUntagged: config.gc.deleteUntagged,
