@@ -1,5 +1,5 @@
 import test from 'ava';
-import { Long, type Document } from 'mongodb';
+import { Double, Int32, Long, type Document } from 'mongodb';
 import { openTestMongo, type TestMongo } from '../helpers/mongo.ts';
 
 /** find / getMore / killCursors / count / distinct / findAndModify / aggregate through the driver. */
@@ -108,6 +108,19 @@ test('count command and estimatedDocumentCount', async (t) => {
   t.is((await run({ count: 'items', query: {}, limit: 10 }))['n'], 10);
   t.is(await m.db.collection('items').estimatedDocumentCount(), 250);
   t.is((await run({ count: 'nonexistent_coll' }))['n'], 0);
+});
+
+test('distinct answers strings and exact BSON number types side by side', async (t) => {
+  const mixed = m.db.collection('distinct_types');
+  await mixed.insertMany([{ v: 'a' }, { v: new Int32(1) }, { v: Long.fromNumber(2) }, { v: new Double(2.5) }, { v: ['b', new Int32(3), 'a'] }, {}]);
+  const res = await m.db.command({ distinct: 'distinct_types', key: 'v' }, { promoteValues: false });
+  const values = res['values'] as unknown[];
+  t.deepEqual(values.filter((v) => typeof v === 'string'), ['a', 'b']);
+  t.true(values.some((v) => v instanceof Int32 && v.value === 1));
+  t.true(values.some((v) => v instanceof Long && v.toNumber() === 2));
+  t.true(values.some((v) => v instanceof Double && v.value === 2.5));
+  t.true(values.some((v) => v instanceof Int32 && v.value === 3));
+  t.is(values.length, 6);
 });
 
 test('distinct flattens arrays and respects the query', async (t) => {
