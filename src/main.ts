@@ -285,54 +285,23 @@ export function readinessChecks(config: Config, db: Db, blobStore: BlobStore | u
   ];
 }
 
-function startPurgeTimer(config: Config, services: Services, logger: Logger): { stop: () => Promise<void> } {
-  const intervalMs = config.uploads.purgeIntervalSeconds * 1000;
-  let running: Promise<void> | undefined;
-  const run = (): void => {
-    const uploads = services.uploads;
-    if (running) return;
-    const olderThan = new Date(Date.now() - config.uploads.purgeAfterSeconds * 1000);
-    running = uploads
-      .purgeAbandoned(olderThan)
-      .then((purged) => logger.info({ purged, olderThan }, 'abandoned uploads purged'))
-      .catch((err: unknown) => logger.error({ err }, 'upload purge failed'))
-      .finally(() => {
-        running = undefined;
-      });
-  };
-  const timer = intervalMs > 0 ? setInterval(run, intervalMs) : undefined;
-  timer?.unref();
-  return {
-    stop: async () => {
-      if (timer) clearInterval(timer);
-      await running;
-    },
-  };
-}
-
-/** Garbage collection every VOLREG_GC_INTERVAL seconds (0: never); one round at a time. */
-function startGcTimer(config: Config, services: Services, c: Collections, logger: Logger): { stop: () => Promise<void> } {
-  const intervalMs = config.gc.intervalSeconds * 1000;
+/**
+ * Runs `task` every `intervalMs` (0: never), one round at a time: a round still running when the
+ * next tick comes is not doubled. `stop` clears the timer, signals the running round to give up
+ * and waits for it.
+ */
+function startRepeatingTask(
+  name: string,
+  intervalMs: number,
+  task: (signal: AbortSignal) => Promise<void>,
+  logger: Logger,
+): { stop: () => Promise<void> } {
   const stopping = new AbortController();
   let running: Promise<void> | undefined;
   const run = (): void => {
-    const blobStore = services.blobStore;
     if (running) return;
-    running = import('./maintenance/gc.ts')
-      .then(({ collectGarbage }) =>
-        collectGarbage({
-          collections: c,
-          blobStore,
-          uploads: services.uploads,
-          logger,
-          graceSeconds: config.gc.graceSeconds,
-          deleteUntagged: config.gc.deleteUntagged,
-          dryRun: false,
-          signal: stopping.signal,
-        }),
-      )
-      .then(() => undefined)
-      .catch((err: unknown) => logger.error({ err }, 'gc failed'))
+    running = task(stopping.signal)
+      .catch((err: unknown) => logger.error({ err, task: name }, 'maintenance task failed'))
       .finally(() => {
         running = undefined;
       });
@@ -346,6 +315,42 @@ function startGcTimer(config: Config, services: Services, c: Collections, logger
       await running;
     },
   };
+}
+
+/** Abandoned upload sessions purged every VOLREG_UPLOAD_PURGE_INTERVAL seconds. */
+function startPurgeTimer(config: Config, services: Services, logger: Logger): { stop: () => Promise<void> } {
+  return startRepeatingTask(
+    'upload-purge',
+    config.uploads.purgeIntervalSeconds * 1000,
+    async () => {
+      const olderThan = new Date(Date.now() - config.uploads.purgeAfterSeconds * 1000);
+      const purged = await services.uploads.purgeAbandoned(olderThan);
+      logger.info({ purged, olderThan }, 'abandoned uploads purged');
+    },
+    logger,
+  );
+}
+
+/** Garbage collection every VOLREG_GC_INTERVAL seconds (0: never). */
+function startGcTimer(config: Config, services: Services, c: Collections, logger: Logger): { stop: () => Promise<void> } {
+  return startRepeatingTask(
+    'gc',
+    config.gc.intervalSeconds * 1000,
+    async (signal) => {
+      const { collectGarbage } = await import('./maintenance/gc.ts');
+      await collectGarbage({
+        collections: c,
+        blobStore: services.blobStore,
+        uploads: services.uploads,
+        logger,
+        graceSeconds: config.gc.graceSeconds,
+        deleteUntagged: config.gc.deleteUntagged,
+        dryRun: false,
+        signal,
+      });
+    },
+    logger,
+  );
 }
 
 /** Raised for failures to start that are not configuration errors (exit code 1). */
