@@ -24,7 +24,10 @@ function assertStorable(schemaId: string, doc: unknown): void {
 
 const NAME_ONLY = { projection: { _id: 0, name: 1 } } as const;
 
-function toRecord(d: TagUnitDoc): TagRecord {
+/** the fields toRecord reads (not the Pulp bookkeeping ones) */
+const RECORD_FIELDS = { projection: { _id: 1, repo_id: 1, name: 1, manifest_digest: 1, schema_version: 1, manifest_type: 1 } } as const;
+
+function toRecord(d: Pick<TagUnitDoc, '_id' | 'repo_id' | 'name' | 'manifest_digest' | 'schema_version' | 'manifest_type'>): TagRecord {
   return {
     id: d._id,
     repository: d.repo_id,
@@ -74,13 +77,13 @@ export class TagRepository {
 
   /** The units of a tag name in a repository (at most one per schema version). */
   async findByName(repo: string, name: string): Promise<TagRecord[]> {
-    const docs = await this.c.tags.find({ repo_id: repo, name }).toArray();
+    const docs = await this.c.tags.find({ repo_id: repo, name }, RECORD_FIELDS).toArray();
     return docs.map(toRecord);
   }
 
   /** The tag units of a repository that point at a manifest. */
   async findByManifest(repo: string, manifestDigest: Digest): Promise<TagRecord[]> {
-    const docs = await this.c.tags.find({ repo_id: repo, manifest_digest: manifestDigest }).toArray();
+    const docs = await this.c.tags.find({ repo_id: repo, manifest_digest: manifestDigest }, RECORD_FIELDS).toArray();
     return docs.map(toRecord);
   }
 
