@@ -144,7 +144,7 @@ export class ManifestRepository {
       assertStorable('stored-docker-manifest-list', doc);
       const id = await this.upsertByDigest(this.lists, doc);
       // what this push inserted is what a read would answer (an earlier push's unit keeps its own fields)
-      if (id === doc._id) this.known.manifests.set(parsed.digest, fromListDoc(doc));
+      if (id === doc._id) this.keep(fromListDoc(doc));
       return { id, kind: 'list' };
     }
     const doc: ManifestDoc = {
@@ -157,7 +157,7 @@ export class ManifestRepository {
     };
     assertStorable('stored-docker-manifest', doc);
     const id = await this.upsertByDigest(this.images, doc);
-    if (id === doc._id) this.known.manifests.set(parsed.digest, fromImageDoc(doc));
+    if (id === doc._id) this.keep(fromImageDoc(doc));
     return { id, kind: 'image' };
   }
 
@@ -223,8 +223,23 @@ export class ManifestRepository {
   /** Remembers a unit as read; an entry with the bytes is not replaced by the same unit without them. */
   private remember(m: StoredManifest): StoredManifest {
     const prev = this.known.manifests.get(m.digest);
-    if (m.content || !prev?.content || prev.id !== m.id) this.known.manifests.set(m.digest, m);
+    if (m.content || !prev?.content || prev.id !== m.id) this.keep(m);
     return m;
+  }
+
+  /**
+   * The bytes are copied into memory of their own: read ones are a view of the driver's whole
+   * reply (or socket chunk), pushed ones may be a slice of a pooled slab, and either would keep
+   * far more than the manifest alive for as long as it is remembered.
+   */
+  private keep(m: StoredManifest): void {
+    if (!m.content) {
+      this.known.manifests.set(m.digest, m);
+      return;
+    }
+    const own = Buffer.allocUnsafeSlow(m.content.length);
+    m.content.copy(own);
+    this.known.manifests.set(m.digest, { ...m, content: own });
   }
 
   // a point lookup on the unique key (cheaper than a count, which is an aggregation)

@@ -90,6 +90,9 @@ test.serial('a manifest read once is confirmed by its association alone; other r
   t.deepEqual(warm.commands, ['find repo_content_units']);
   t.true(warm.result?.content?.equals(m.bytes));
   t.is(warm.result?.id, unit.id);
+  // remembered bytes own their memory: never a view that keeps a whole driver reply or pool slab alive
+  const kept = warm.result?.content as Buffer;
+  t.true(kept.byteOffset === 0 && kept.byteLength === kept.buffer.byteLength);
   // without the bytes when not asked for them, still one lookup
   const head = await counted(() => here.manifests.findInRepo(repoA, parsed.digest));
   t.is(head.result?.content, undefined);
