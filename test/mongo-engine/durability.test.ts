@@ -136,8 +136,13 @@ test('a second process on the same dbPath is refused with a clear message; a kil
   // The owner died without cleanup; its lock socket file is stale and must not block.
   t.true(fs.existsSync(path.join(dir, 'engine.lock.sock')));
   const engine = await startEngine({ dbPath: dir });
-  await engine.close();
-  t.pass();
+  try {
+    await withClient(engine.uri, async (c) => {
+      t.is((await c.db('admin').command({ ping: 1 }))['ok'], 1);
+    });
+  } finally {
+    await engine.close();
+  }
 });
 
 test('int32, int64 and double keep their BSON types across a clean restart and a journal replay', async (t) => {
