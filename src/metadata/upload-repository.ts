@@ -37,7 +37,9 @@ export class UploadRepository {
 
   /** Records a chunk: the new offset, and activity now. False when the session is gone. */
   async touch(id: string, offset: number): Promise<boolean> {
-    const r = await this.c.uploads.updateOne({ _id: id }, { $set: { offset, last_activity: new Date() } });
+    // Activity feeds only the purge of abandoned sessions, which also looks at the bytes' own
+    // times: a touch lost in a crash costs nothing, so it does not wait for the journal.
+    const r = await this.c.uploads.updateOne({ _id: id }, { $set: { offset, last_activity: new Date() } }, { writeConcern: { w: 1, j: false } });
     return r.matchedCount === 1;
   }
 

@@ -120,7 +120,9 @@ export async function dispatchCommand(cmd: Document, db: string, state: EngineSt
     if (!(err instanceof EngineError)) state.log('command failed with an internal error', { command: commandName(cmd), error: String(err), stack: err instanceof Error ? err.stack : undefined });
     reply = e.toReply();
   }
-  if (durability) {
+  // `writeConcern: { j: false }` is acknowledged once applied, as mongod does; the journal's
+  // next group flush (any durable write's, or its own) still carries the change to disk.
+  if (durability && !journalNotRequested(cmd)) {
     const after = durability.appendedSeq();
     if (after !== before) {
       try {
@@ -134,4 +136,9 @@ export async function dispatchCommand(cmd: Document, db: string, state: EngineSt
   // mongod sends ok as a double; keep that so promoteValues:false clients see the same type.
   if (typeof reply['ok'] === 'number') reply['ok'] = new Double(reply['ok']);
   return toBson(reply);
+}
+
+function journalNotRequested(cmd: Document): boolean {
+  const wc = cmd['writeConcern'] as Document | undefined;
+  return wc !== null && typeof wc === 'object' && wc['j'] === false;
 }

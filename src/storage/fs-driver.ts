@@ -8,6 +8,7 @@ import { VolregError, isVolregError } from '../domain/errors.ts';
 import type { AppendOptions, BlobInfo, BlobStore, ByteRange, DeleteOptions, StoredBlob, UploadSummary, UploadWriter } from './blob-store.ts';
 import { SessionLocks } from './fs-lock.ts';
 import { HashWorker, HashWorkerError } from './hash-worker.ts';
+import { WriteBack } from './write-back.ts';
 import {
   ASIDE_MARK,
   UPLOAD_ID,
@@ -27,11 +28,14 @@ import {
 /**
  * The filesystem blob store (layout in paths.ts).
  *
- * Uploads: bytes go to `uploads/<id>/data` at explicit positions; after each append the data
- * is fsynced and then `state.json` (the durable offset) is replaced atomically, so a crash
- * leaves a session at its last completed append. Committing verifies digest and size, fsyncs,
- * renames the data file onto `blobs/<alg>/<2>/<hex>` and fsyncs that directory: a blob path
- * only ever holds verified, durable bytes. A commit onto an existing blob is a no-op.
+ * Uploads: bytes go to `uploads/<id>/data` at explicit positions; after each append
+ * `state.json` (the offset) is replaced atomically, so a crashed process leaves a session at
+ * its last completed append. Appends do not wait for the disk (write-back.ts flushes in the
+ * background): the durability that matters is the blob's, and a session that lost bytes in a
+ * machine crash resumes at what reached the disk (the offset is clamped to the data file's
+ * size). Committing verifies digest and size, fsyncs, renames the data file onto
+ * `blobs/<alg>/<2>/<hex>` and fsyncs that directory: a blob path only ever holds verified,
+ * durable bytes. A commit onto an existing blob is a no-op.
  *
  * Hash state across requests: Node's Hash cannot be serialized, so none is persisted. Each
  * store keeps the live hash of recently used sessions (at most HASH_CACHE_SIZE) on its hash
@@ -46,8 +50,8 @@ const HASH_CACHE_SIZE = 256;
 // Writes are gathered to about this size before going to disk, with a few in flight.
 const WRITE_BATCH_BYTES = 512 * 1024;
 const MAX_WRITES_IN_FLIGHT = 4;
-// A background fdatasync after this many bytes keeps the commit's final fsync short.
-const SYNC_EVERY_BYTES = 16 * 1024 * 1024;
+// state.json is JSON padded with spaces to this size, so an update overwrites it whole in place.
+const STATE_RECORD_BYTES = 256;
 
 interface SessionState {
   version: 1;
@@ -80,6 +84,7 @@ export class FsBlobStore implements BlobStore {
   private readonly locks: SessionLocks;
   private readonly hashes = new Map<string, CachedHash>();
   private readonly hasher = new HashWorker();
+  private readonly writeBack = new WriteBack();
   private readonly asideStaleMs: number;
 
   private constructor(opts: FsBlobStoreOptions) {
@@ -221,7 +226,7 @@ export class FsBlobStore implements BlobStore {
     await data.close();
     const now = new Date().toISOString();
     const state: SessionState = { version: 1, algorithm, offset: 0, started: now, updated: now };
-    await this.writeState(id, state);
+    await this.writeState(id, state, { durable: true });
     await fsyncDir(uploadsRoot(this.root));
     this.hasher.create(id, algorithm);
     this.remember(id, { algorithm, offset: 0, generation: this.hasher.generation });
@@ -230,10 +235,7 @@ export class FsBlobStore implements BlobStore {
 
   async resumeUpload(id: string): Promise<UploadWriter> {
     if (!UPLOAD_ID.test(id)) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
-    const state = await this.readState(id);
-    // A session whose data is gone (a crash between commit's rename and its cleanup) is over.
-    if (!(await stat(uploadDataPath(this.root, id)).catch(() => null))) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
-    return new FsUploadWriter(this, id, state);
+    return new FsUploadWriter(this, id, await this.loadSession(id));
   }
 
   async *listUploads(): AsyncIterable<UploadSummary> {
@@ -264,20 +266,24 @@ export class FsBlobStore implements BlobStore {
   async appendTo(writer: FsUploadWriter, source: Readable, opts: AppendOptions): Promise<SessionState> {
     const id = writer.id;
     return this.locks.run(id, uploadLockPath(this.root, id), async () => {
-      const state = await this.readState(id);
+      const state = await this.loadSession(id);
       if (opts.atOffset !== undefined && opts.atOffset !== state.offset) {
         throw new VolregError('RANGE_INVALID', 'chunk does not start at the current offset', { offset: state.offset });
       }
       await this.hashAt(id, state);
       const generation = this.hasher.generation;
+      const path = uploadDataPath(this.root, id);
       const fh = await openData(this.root, id, 'r+');
       let written: number;
       try {
-        // Bytes past the durable offset are the remains of an interrupted append.
+        // Bytes past the offset are the remains of an interrupted append.
         if ((await fh.stat()).size > state.offset) await fh.truncate(state.offset);
         try {
-          written = await copyInto(source, fh, state.offset, (bufs, n) => this.hasher.update(id, bufs, n), opts);
-          await fh.datasync(); // data and size; timestamps need not be durable
+          written = await copyInto(source, fh, state.offset, {
+            hash: (bufs, n) => this.hasher.update(id, bufs, n),
+            written: (n) => this.writeBack.wrote(id, path, n),
+            limits: opts,
+          });
         } catch (err) {
           // Back to the last durable offset; the hash saw bytes that are now gone.
           this.hasher.drop(id);
@@ -286,9 +292,10 @@ export class FsBlobStore implements BlobStore {
         }
       } finally {
         await fh.close();
+        this.writeBack.appendEnded(id, path);
       }
       const next: SessionState = { ...state, offset: state.offset + written, updated: new Date().toISOString() };
-      await this.writeState(id, next);
+      await this.writeState(id, next, { durable: false });
       this.remember(id, { algorithm: state.algorithm, offset: next.offset, generation });
       return next;
     });
@@ -298,7 +305,7 @@ export class FsBlobStore implements BlobStore {
   async commitUpload(writer: FsUploadWriter, expected: Digest | undefined, expectedSize: number | undefined): Promise<BlobInfo> {
     const id = writer.id;
     return this.locks.run(id, uploadLockPath(this.root, id), async () => {
-      const state = await this.readState(id);
+      const state = await this.loadSession(id);
       if (expectedSize !== undefined && expectedSize !== state.offset) {
         await this.discard(id);
         throw new VolregError('SIZE_INVALID', 'blob size does not match the expected size', { expected: expectedSize, size: state.offset });
@@ -325,6 +332,13 @@ export class FsBlobStore implements BlobStore {
         throw new VolregError('DIGEST_INVALID', 'provided digest did not match uploaded content', { expected, actual: digest });
       }
 
+      try {
+        await this.writeBack.settle(id);
+      } catch (err) {
+        // The disk refused bytes the digest was computed over: nothing of them may be kept.
+        await this.discard(id);
+        throw err;
+      }
       const data = await openData(this.root, id, 'r+');
       try {
         if ((await data.stat()).size > state.offset) await data.truncate(state.offset);
@@ -363,7 +377,33 @@ export class FsBlobStore implements BlobStore {
   private async discard(id: string): Promise<void> {
     this.hashes.delete(id);
     this.hasher.drop(id);
+    this.writeBack.forget(id);
     await rm(uploadDir(this.root, id), { recursive: true, force: true });
+  }
+
+  /**
+   * A session's state with its offset checked against the data file. A data file shorter than
+   * the recorded offset lost bytes in a machine crash (appends do not wait for the disk): the
+   * session goes on from what the disk kept, and its hash is recomputed from those bytes.
+   */
+  private async loadSession(id: string): Promise<SessionState> {
+    const [state, size] = await Promise.all([
+      this.readState(id),
+      stat(uploadDataPath(this.root, id)).then(
+        (s) => s.size,
+        (err: unknown) => {
+          // A session whose data is gone (a crash between commit's rename and its cleanup) is over.
+          if (isMissing(err)) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
+          throw err;
+        },
+      ),
+    ]);
+    if (size >= state.offset) return state;
+    this.hashes.delete(id);
+    this.hasher.drop(id);
+    const clamped: SessionState = { ...state, offset: size, updated: new Date().toISOString() };
+    await this.writeState(id, clamped, { durable: true });
+    return clamped;
   }
 
   private async readState(id: string): Promise<SessionState> {
@@ -374,7 +414,12 @@ export class FsBlobStore implements BlobStore {
       if (isMissing(err)) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
       throw err;
     }
-    const parsed = JSON.parse(text) as Partial<SessionState>;
+    let parsed: Partial<SessionState> = {};
+    try {
+      parsed = JSON.parse(text) as Partial<SessionState>;
+    } catch {
+      // Unreadable (cut short by a machine crash): the session cannot be trusted; it is gone.
+    }
     if (
       parsed.version !== 1 ||
       typeof parsed.algorithm !== 'string' ||
@@ -383,16 +428,33 @@ export class FsBlobStore implements BlobStore {
       !Number.isSafeInteger(parsed.offset) ||
       parsed.offset < 0
     ) {
-      throw new Error('corrupt upload state');
+      throw new VolregError('BLOB_UPLOAD_UNKNOWN', 'upload session state is unreadable; start a new upload');
     }
     return parsed as SessionState;
   }
 
-  private async writeState(id: string, state: SessionState): Promise<void> {
+  /**
+   * Writes `state.json`. A new (or repaired) session's state is written to a temp file,
+   * fsynced and renamed, so it exists whole after any crash. An append's new offset is one
+   * in-place write of a fixed-size record instead: a single write cannot be half done when the
+   * process dies, it costs no rename (a rename waits on the filesystem journal), and it need not
+   * be durable since a stale offset only means the interrupted bytes past it are sent again.
+   */
+  private async writeState(id: string, state: SessionState, { durable }: { durable: boolean }): Promise<void> {
+    const record = Buffer.from(JSON.stringify(state).padEnd(STATE_RECORD_BYTES));
+    if (!durable && record.length === STATE_RECORD_BYTES) {
+      const fh = await open(uploadStatePath(this.root, id), 'r+');
+      try {
+        await fh.write(record, 0, record.length, 0);
+      } finally {
+        await fh.close();
+      }
+      return;
+    }
     const tmp = uploadStateTempPath(this.root, id);
     const fh = await open(tmp, 'w');
     try {
-      await fh.writeFile(JSON.stringify(state));
+      await fh.writeFile(record);
       await fh.sync();
     } finally {
       await fh.close();
@@ -465,28 +527,36 @@ class WriteFailure {
   constructor(readonly cause: unknown) {}
 }
 
+interface CopyHooks {
+  /** hashes the same bytes (on the hash worker); resolves once they are hashed */
+  hash: (bufs: Buffer[], n: number) => Promise<void>;
+  /** told after each batch reached the file (background write-back counts it) */
+  written: (n: number) => void;
+  limits: AppendOptions;
+}
+
 /**
  * Writes batches at increasing positions of one file with a few writes in flight, so reading
- * and hashing the next bytes overlap the disk, and starts a background fdatasync every
- * SYNC_EVERY_BYTES so the final one has little left to flush. Memory stays at about
- * MAX_WRITES_IN_FLIGHT batches.
+ * and hashing the next bytes overlap the disk. Memory stays at about MAX_WRITES_IN_FLIGHT
+ * batches.
  */
 class PipelinedWriter {
   private readonly inflight = new Set<Promise<void>>();
   private failure: { err: unknown } | null = null;
-  private unsynced = 0;
-  private syncing: Promise<void> | null = null;
 
   constructor(
     private readonly fh: FileHandle,
     private pos: number,
-    private readonly hash: (bufs: Buffer[], n: number) => Promise<void>,
+    private readonly hooks: CopyHooks,
   ) {}
 
   /** Queues a write (and the hashing of the same bytes); resolves once there is room for more. */
   async write(bufs: Buffer[], n: number): Promise<void> {
     this.check();
-    const done: Promise<void> = Promise.all([writeAll(this.fh, bufs, n, this.pos), this.hash(bufs, n)]).then(
+    const done: Promise<void> = Promise.all([
+      writeAll(this.fh, bufs, n, this.pos).then(() => this.hooks.written(n)),
+      this.hooks.hash(bufs, n),
+    ]).then(
       () => {
         this.inflight.delete(done);
       },
@@ -497,24 +567,11 @@ class PipelinedWriter {
     );
     this.inflight.add(done);
     this.pos += n;
-    this.unsynced += n;
-    if (this.unsynced >= SYNC_EVERY_BYTES && !this.syncing) {
-      this.unsynced = 0;
-      this.syncing = this.fh.datasync().then(
-        () => {
-          this.syncing = null;
-        },
-        (err: unknown) => {
-          this.failure ??= { err };
-          this.syncing = null;
-        },
-      );
-    }
     while (this.inflight.size >= MAX_WRITES_IN_FLIGHT) await Promise.race(this.inflight);
     this.check();
   }
 
-  /** Waits for every queued write and background sync; rethrows the first failure. */
+  /** Waits for every queued write; rethrows the first failure. */
   async drain(): Promise<void> {
     await this.settle();
     this.check();
@@ -523,7 +580,6 @@ class PipelinedWriter {
   /** Waits for everything in flight, ignoring failures (before truncating on an error). */
   async settle(): Promise<void> {
     await Promise.all([...this.inflight]);
-    await this.syncing;
   }
 
   private check(): void {
@@ -536,15 +592,10 @@ class PipelinedWriter {
  * the writer, so memory stays bounded whatever the size (backpressure). Source failures
  * become BLOB_UPLOAD_INVALID; limit violations are VolregErrors; disk failures are rethrown.
  */
-async function copyInto(
-  source: Readable,
-  fh: FileHandle,
-  position: number,
-  hash: (bufs: Buffer[], n: number) => Promise<void>,
-  opts: AppendOptions,
-): Promise<number> {
+async function copyInto(source: Readable, fh: FileHandle, position: number, hooks: CopyHooks): Promise<number> {
+  const opts = hooks.limits;
   const limit = opts.exactBytes ?? opts.maxBytes;
-  const writer = new PipelinedWriter(fh, position, hash);
+  const writer = new PipelinedWriter(fh, position, hooks);
   let total = 0;
   let batch: Buffer[] = [];
   let batchBytes = 0;

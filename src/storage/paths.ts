@@ -20,9 +20,10 @@ import { splitDigest, type Digest, type DigestAlgorithm } from '../domain/digest
  *   uploads/
  *     <uuid>/              one upload session
  *       data               the bytes received; only [0, offset) counts: bytes past the
- *                          durable offset are the remains of an interrupted append
- *       state.json         { algorithm, offset, started, updated }: written to
- *                          state.json.tmp, fsynced, renamed — the commit point of a chunk
+ *                          offset are the remains of an interrupted append
+ *       state.json         { algorithm, offset, started, updated }, JSON padded to a fixed
+ *                          size: created via state.json.tmp (fsynced, renamed), then
+ *                          overwritten in place by each append — the commit point of a chunk
  *       lock               exists while one request appends, commits or cancels; names its
  *                          owner (host, pid, process instance) so a dead owner's lock is broken
  * ```

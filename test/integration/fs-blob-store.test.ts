@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import test from 'ava';
 import { digestOf } from '../../src/domain/digest.ts';
 import { FsBlobStore } from '../../src/storage/fs-driver.ts';
-import { blobAsidePath, blobPath, uploadDataPath, uploadLockPath } from '../../src/storage/paths.ts';
+import { blobAsidePath, blobPath, uploadDataPath, uploadLockPath, uploadStatePath } from '../../src/storage/paths.ts';
 import { blobStoreContract } from '../contract/blob-store-contract.ts';
 
 async function files(root: string): Promise<string[]> {
@@ -85,6 +85,45 @@ test('fs store: bytes past the durable offset (a crash mid-append) are dropped o
 
     await h.store.delete(digestOf(whole));
     await h.store.delete(digestOf(good));
+  } finally {
+    await h.close();
+  }
+});
+
+test('fs store: a session whose data lost its tail in a machine crash goes on from what the disk kept', async (t) => {
+  const h = await harness();
+  try {
+    const first = randomBytes(4096);
+    const second = randomBytes(4096);
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([first]));
+    await w.append(Readable.from([second]));
+    // Appends do not wait for the disk: after a power cut the offset can be ahead of the data.
+    await truncate(uploadDataPath(h.root, w.id), 5000);
+
+    const restarted = await h.reopen();
+    const r = await restarted.resumeUpload(w.id);
+    t.is(r.offset, 5000, 'the offset is what the data file holds');
+    const rest = second.subarray(5000 - 4096);
+    t.is(await r.append(Readable.from([rest])), 8192);
+    const whole = Buffer.concat([first, second]);
+    t.deepEqual(await r.commit(digestOf(whole)), { digest: digestOf(whole), size: 8192 });
+    t.deepEqual(await restarted.stat(digestOf(whole)), { digest: digestOf(whole), size: 8192 });
+  } finally {
+    await h.close();
+  }
+});
+
+test('fs store: an unreadable session state means the session is gone (BLOB_UPLOAD_UNKNOWN), not a crash', async (t) => {
+  const h = await harness();
+  try {
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([randomBytes(100)]));
+    await writeFile(uploadStatePath(h.root, w.id), '');
+    const restarted = await h.reopen();
+    await t.throwsAsync(restarted.resumeUpload(w.id), { message: /unreadable/ });
+    const err = await restarted.resumeUpload(w.id).catch((e: unknown) => e);
+    t.is((err as { code?: string }).code, 'BLOB_UPLOAD_UNKNOWN');
   } finally {
     await h.close();
   }
