@@ -78,6 +78,30 @@ test('kill -9 during a burst of writes loses no acknowledged write', async (t) =
   }
 });
 
+test('writeConcern j:false is acknowledged without waiting for the journal, and still reaches it in order', async (t) => {
+  const dir = tempDir(t);
+  const child = await spawnEngineChild(dir);
+  await withClient(uriOf(child), async (c) => {
+    const coll = c.db('fault').collection('unjournaled');
+    const r = await coll.insertMany(
+      Array.from({ length: 50 }, (_, i) => ({ _id: i as never, n: i })),
+      { writeConcern: { w: 1, j: false } },
+    );
+    t.is(r.insertedCount, 50);
+    // A journaled write acknowledged after them covers them: the journal is one ordered log.
+    await coll.insertOne({ _id: 'last' as never, n: -1 }, { writeConcern: { w: 1, j: true } });
+  });
+  await kill9(child);
+  const again = await spawnEngineChild(dir);
+  try {
+    await withClient(uriOf(again), async (c) => {
+      t.is(await c.db('fault').collection('unjournaled').countDocuments(), 51);
+    });
+  } finally {
+    await kill9(again);
+  }
+});
+
 test('a torn journal tail is truncated and later writes survive another restart', async (t) => {
   const dir = tempDir(t);
   const first = await spawnEngineChild(dir);
