@@ -16,6 +16,7 @@ import { RepoContentRepository } from './metadata/repo-content-repository.ts';
 import { loadSchemas } from './metadata/schema-validator.ts';
 import type { BlobStore } from './storage/blob-store.ts';
 import { FsBlobStore } from './storage/fs-driver.ts';
+import { OffThreadInspector } from './workers/off-thread-inspector.ts';
 import { BlobRepository } from './metadata/blob-repository.ts';
 import { UploadRepository } from './metadata/upload-repository.ts';
 import { BlobService } from './services/blob-service.ts';
@@ -87,6 +88,8 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
   const blobs = new BlobService({ store: blobStore, units: new BlobRepository(ctx.collections), membership: repoContent });
   const uploads = new UploadService({ store: blobStore, blobs, sessions: new UploadRepository(ctx.collections) });
 
+  const inspector = new OffThreadInspector();
+
   // ---- manifests and tags --------------------------------------------------------------
   const manifestRepo = new ManifestRepository(ctx.collections, repoContent);
   const tagRepo = new TagRepository(ctx.collections, repoContent);
@@ -112,7 +115,8 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
     repositories: new RepositoryService({ catalog: catalogRepo }),
     referrers: new ReferrersService({ manifests: manifestRepo }),
     // ---- volumes -------------------------------------------------------------------------
-    volumes: new VolumeService(blobs, manifests, new SnapshotRepository(ctx.db)),
+    // Snapshot archives are decoded, hashed and parsed on a worker thread (see why there).
+    volumes: new VolumeService(blobs, manifests, new SnapshotRepository(ctx.db), (source, opts) => inspector.inspect(source, opts)),
   };
 }
 

@@ -5,7 +5,7 @@ import type { ByteRange } from '../domain/byte-range.ts';
 import { digestOf, splitDigest, type Digest } from '../domain/digest.ts';
 import { isVolregError, VolregError } from '../domain/errors.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
-import { inspectArchive, type ArchiveInspection } from '../domain/volumes/archive-inspector.ts';
+import { inspectArchive, type ArchiveInspection, type InspectOptions } from '../domain/volumes/archive-inspector.ts';
 import { OCI_MANIFEST_MEDIA_TYPE, snapshotFileName } from '../domain/volumes/media-types.ts';
 import { decodeSnapshotConfig, encodeSnapshotConfig } from '../domain/volumes/snapshot-config.ts';
 import { buildSnapshotManifest, readSnapshotManifest } from '../domain/volumes/snapshot-manifest.ts';
@@ -82,11 +82,15 @@ async function readSmall(stream: Readable, limit: number): Promise<Buffer | null
   return Buffer.concat(chunks, total);
 }
 
+/** How archives are inspected: `inspectArchive` here, or the same on a worker thread (the service wiring's choice). */
+export type Inspect = (source: Readable, opts?: InspectOptions) => Promise<ArchiveInspection>;
+
 export class VolumeService {
   constructor(
     private readonly blobs: VolumeBlobs,
     private readonly manifests: VolumeManifests,
     private readonly snapshots: SnapshotIndex,
+    private readonly inspect: Inspect = inspectArchive,
   ) {}
 
   /** Stores a snapshot from a tar / tar.gz / tar.zst stream. Nothing is tagged unless the whole body checks out. */
@@ -96,7 +100,7 @@ export class VolumeService {
       expectedDigest: opts.expectedDigest,
       maxBytes: opts.maxBytes,
       validate: async (tee) => {
-        inspection = await inspectArchive(tee, { skipPlainHash: true });
+        inspection = await this.inspect(tee, { skipPlainHash: true });
       },
     });
     if (!inspection) throw new VolregError('UNKNOWN', 'archive was not inspected');
@@ -249,7 +253,7 @@ export class VolumeService {
       const hash = createHash(alg);
       const tee = new PassThrough();
       const inspected: Promise<ArchiveInspection | Error | null> = inspect
-        ? inspectArchive(tee).then(
+        ? this.inspect(tee).then(
             (r) => r,
             (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
           )

@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { DigestAlgorithm } from '../domain/digest.ts';
+import { SlotRing } from '../workers/slot-ring.ts';
 
 /**
  * Hashing on a worker thread, so an upload's digest is computed while the main thread reads
@@ -94,9 +95,7 @@ export class HashWorker {
   private worker: Worker | null = null;
   private seq = 0;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private ring: SharedArrayBuffer | null = null;
-  private freeSlots: number[] = [];
-  private slotWaiters: Array<() => void> = [];
+  private ring: SlotRing | null = null;
   /** per key, the posting of its updates so far: pieces reach the worker in order */
   private readonly posting = new Map<string, Promise<void>>();
   /** Bumped whenever a worker starts or goes away: hash state of older generations is gone. */
@@ -119,7 +118,7 @@ export class HashWorker {
       for (let left = total; left > 0; ) {
         const { slot, ring } = await this.acquireSlot();
         const len = Math.min(SLOT_BYTES, left);
-        const view = new Uint8Array(ring, slot * SLOT_BYTES, len);
+        const view = new Uint8Array(ring.buffer, slot * SLOT_BYTES, len);
         for (let filled = 0; filled < len; ) {
           const buf = bufs[index]!;
           const n = Math.min(buf.length - offset, len - filled);
@@ -132,7 +131,7 @@ export class HashWorker {
           }
         }
         left -= len;
-        const release = (): void => this.releaseSlot(slot, ring);
+        const release = (): void => ring.release(slot);
         acks.push(this.call({ op: 'update', key, slot, len }).then(release, (err: unknown) => {
           release();
           throw err;
@@ -182,10 +181,9 @@ export class HashWorker {
     if (this.worker) return this.worker;
     // No inherited flags: the script is CommonJS and needs no loader (--input-type=module or
     // --import=tsx in the parent must not change how it is read).
-    const ring = new SharedArrayBuffer(SLOT_BYTES * RING_SLOTS);
-    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { ring, slotBytes: SLOT_BYTES } });
+    const ring = new SlotRing(SLOT_BYTES, RING_SLOTS);
+    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { ring: ring.buffer, slotBytes: SLOT_BYTES } });
     this.ring = ring;
-    this.freeSlots = Array.from({ length: RING_SLOTS }, (_, i) => i);
     this.generation++;
     w.on('message', (r: Reply) => {
       const p = this.pending.get(r.seq);
@@ -225,28 +223,19 @@ export class HashWorker {
     return result;
   }
 
-  private async acquireSlot(): Promise<{ slot: number; ring: SharedArrayBuffer }> {
+  /** A free slot of the current worker's ring; a ring that went with its worker is retried on the next. */
+  private async acquireSlot(): Promise<{ slot: number; ring: SlotRing }> {
     for (;;) {
       this.ensure();
-      const slot = this.freeSlots.pop();
-      if (slot !== undefined) return { slot, ring: this.ring! };
-      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+      const ring = this.ring!;
+      const slot = await ring.acquire();
+      if (slot !== null) return { slot, ring };
     }
   }
 
-  private releaseSlot(slot: number, ring: SharedArrayBuffer): void {
-    // A slot of a ring that went with its worker is not returned to the new one.
-    if (ring !== this.ring) return;
-    this.freeSlots.push(slot);
-    this.slotWaiters.shift()?.();
-  }
-
-  /** The worker is gone: its ring too; waiters retry on the next worker's ring. */
+  /** The worker is gone: its ring too (a slot acked late is not returned to a new one). */
   private dropRing(): void {
+    this.ring?.close();
     this.ring = null;
-    this.freeSlots = [];
-    const waiters = this.slotWaiters;
-    this.slotWaiters = [];
-    for (const wake of waiters) wake();
   }
 }

@@ -8,7 +8,10 @@ import test from 'ava';
 import { pack } from 'tar-stream';
 import type { Digest } from '../../src/domain/digest.ts';
 import { VolregError } from '../../src/domain/errors.ts';
-import { inspectArchive } from '../../src/domain/volumes/archive-inspector.ts';
+import { inspectArchive, type ArchiveInspection, type InspectOptions } from '../../src/domain/volumes/archive-inspector.ts';
+import { OffThreadInspector } from '../../src/workers/off-thread-inspector.ts';
+
+type Inspect = (source: Readable, opts?: InspectOptions) => Promise<ArchiveInspection>;
 import { detectCompression } from '../../src/domain/volumes/compression.ts';
 
 let dir = '';
@@ -26,8 +29,8 @@ const chunked = (b: Buffer, size = 7001): Readable =>
     { objectMode: false },
   );
 
-async function invalidReason(body: Buffer): Promise<string> {
-  const err = await inspectArchive(chunked(body)).then(
+async function invalidReason(inspect: Inspect, body: Buffer): Promise<string> {
+  const err = await inspect(chunked(body)).then(
     () => null,
     (e: unknown) => e,
   );
@@ -68,117 +71,13 @@ test.after.always(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-test('a plain tar: entries, size and digest of the uncompressed stream', async (t) => {
-  const got = await inspectArchive(chunked(tarBytes));
-  const listed = sh('tar', ['-tf', '-'], tarBytes).toString().trim().split('\n');
-  t.is(got.compression, 'none');
-  t.is(got.entries, listed.length);
-  t.is(got.uncompressedSize, tarBytes.length);
-  t.is(got.uncompressedDigest, sha256(tarBytes));
-  t.is(got.unsafeEntries, 0);
-});
-
-test('gzip and zstd bodies are detected by magic number and decompressed', async (t) => {
-  const gz = sh('gzip', ['-c'], tarBytes);
-  const zst = sh('zstd', ['-q', '-c'], tarBytes);
-  const a = await inspectArchive(chunked(gz));
-  const b = await inspectArchive(chunked(zst, 333));
-  t.is(a.compression, 'gzip');
-  t.is(b.compression, 'zstd');
-  for (const got of [a, b]) {
-    t.is(got.uncompressedDigest, sha256(tarBytes));
-    t.is(got.uncompressedSize, tarBytes.length);
-  }
-  t.is(a.entries, b.entries);
-});
-
-test('multi-frame zstd and multi-member gzip are one stream', async (t) => {
-  const half = Math.floor(tarBytes.length / 2);
-  const zst = Buffer.concat([sh('zstd', ['-q', '-c'], tarBytes.subarray(0, half)), sh('zstd', ['-q', '-c'], tarBytes.subarray(half))]);
-  const gz = Buffer.concat([sh('gzip', ['-c'], tarBytes.subarray(0, half)), sh('gzip', ['-c'], tarBytes.subarray(half))]);
-  t.is((await inspectArchive(chunked(zst))).uncompressedDigest, sha256(tarBytes));
-  t.is((await inspectArchive(chunked(gz))).uncompressedDigest, sha256(tarBytes));
-});
-
-test('truncated archives are refused, whatever the compression', async (t) => {
-  const gz = sh('gzip', ['-c'], tarBytes);
-  const zst = sh('zstd', ['-q', '-c'], tarBytes);
-  for (const body of [tarBytes, gz, zst]) {
-    for (const keep of [0.1, 0.5, 0.99]) {
-      t.regex(await invalidReason(body.subarray(0, Math.floor(body.length * keep))), /not a complete/);
-    }
-    t.regex(await invalidReason(body.subarray(0, body.length - 1)), /not a complete/);
-  }
-});
-
-test('a tar cut exactly at an entry boundary (no end-of-archive marker) is refused', async (t) => {
-  const one = await hostileTar([{ name: 'x.txt', body: 'x'.repeat(512) }]);
-  // header + one data block, no zero blocks
-  t.regex(await invalidReason(one.subarray(0, 1024)), /end-of-archive|truncated/);
-  // one zero block only
-  t.regex(await invalidReason(one.subarray(0, 1536)), /end-of-archive|truncated/);
-  t.is((await inspectArchive(chunked(one))).entries, 1);
-});
-
-test('garbage after the end, a second archive or corrupt headers are refused', async (t) => {
-  const garbage = Buffer.concat([tarBytes, Buffer.from('trailing garbage')]);
-  t.regex(await invalidReason(garbage), /end-of-archive/);
-  t.regex(await invalidReason(Buffer.concat([tarBytes, tarBytes])), /end-of-archive/);
-  t.regex(await invalidReason(Buffer.concat([sh('gzip', ['-c'], tarBytes), Buffer.from('garbage')])), /not a complete/);
-  const corrupt = Buffer.from(tarBytes);
-  corrupt[1024 + 10] = corrupt[1024 + 10]! ^ 0xff; // inside the second header block's name
-  t.regex(await invalidReason(corrupt), /not a complete/);
-  const gz = sh('gzip', ['-c'], tarBytes);
-  const flipped = Buffer.from(gz);
-  flipped[Math.floor(gz.length / 2)] = flipped[Math.floor(gz.length / 2)]! ^ 0x55;
-  t.regex(await invalidReason(flipped), /not a complete/);
-  // zero padding after the marker is what tar itself writes and is fine
-  t.is((await inspectArchive(chunked(Buffer.concat([tarBytes, Buffer.alloc(20480)])))).uncompressedSize, tarBytes.length + 20480);
-});
-
-test('non-tar bodies are refused with a reason', async (t) => {
-  t.regex(await invalidReason(Buffer.alloc(0)), /empty/);
-  t.regex(await invalidReason(Buffer.from('hello, this is not a tar archive at all\n'.repeat(40))), /not a complete/);
-  t.regex(await invalidReason(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 1, 2, 3])), /xz/);
-  t.regex(await invalidReason(Buffer.from('BZh91AY&SY')), /bzip2/);
-  t.regex(await invalidReason(sh('gzip', ['-c'], Buffer.from('gzip of plain text, not a tar'))), /not a complete/);
-});
-
-test('a zstd frame asking for a window beyond the limit is refused before decoding', async (t) => {
-  const zst = sh('zstd', ['-q', '-c'], tarBytes);
-  const err = await t.throwsAsync(inspectArchive(chunked(zst), { maxZstdWindow: 1024 }));
-  t.is((err as VolregError).code, 'ARCHIVE_INVALID');
-  t.regex(err!.message, /window/);
-});
-
-test('hostile entries are accepted as bytes but counted as unsafe', async (t) => {
-  const tar = await hostileTar([
-    { name: 'ok.txt', body: 'fine' },
-    { name: '../escape.txt', body: 'bad' },
-    { name: '/etc/abs.txt', body: 'bad' },
-    { name: 'dir/../../up.txt', body: 'bad' },
-    { name: 'in-link', type: 'symlink', linkname: 'ok.txt' },
-    { name: 'out-link', type: 'symlink', linkname: '../../etc/passwd' },
-    { name: 'abs-link', type: 'symlink', linkname: '/etc/passwd' },
-    { name: 'hard-out', type: 'link', linkname: '../x' },
-  ]);
-  const got = await inspectArchive(chunked(tar));
-  t.is(got.entries, 8);
-  t.is(got.unsafeEntries, 6);
-});
-
-test('a failing source is passed through, not reported as a bad archive', async (t) => {
-  const boom = new Error('client went away');
-  const source = Readable.from(
-    (async function* () {
-      yield tarBytes.subarray(0, 4096);
-      throw boom;
-    })(),
-    { objectMode: false },
-  );
-  const err = await t.throwsAsync(inspectArchive(source));
-  t.is(err, boom);
-});
+// Every case runs against inspectArchive here and against the same on a worker thread.
+const inspector = new OffThreadInspector();
+test.after.always(() => inspector.close());
+const IMPLEMENTATIONS: Array<[string, Inspect]> = [
+  ['this thread', inspectArchive],
+  ['worker thread', (source, opts) => inspector.inspect(source, opts)],
+];
 
 test('compression is decided by magic bytes only', (t) => {
   t.deepEqual(detectCompression(Buffer.from([0x1f, 0x8b, 8, 0])), { kind: 'ok', compression: 'gzip' });
@@ -188,10 +87,163 @@ test('compression is decided by magic bytes only', (t) => {
   t.deepEqual(detectCompression(Buffer.from('PK\x03\x04')), { kind: 'unsupported', format: 'zip' });
 });
 
-test('skipPlainHash leaves the digest of a plain tar to the caller, but never of a compressed one', async (t) => {
-  const plain = await inspectArchive(chunked(tarBytes), { skipPlainHash: true });
-  t.is(plain.uncompressedDigest, null);
-  t.is(plain.uncompressedSize, tarBytes.length);
-  const gz = await inspectArchive(chunked(sh('gzip', ['-c'], tarBytes)), { skipPlainHash: true });
-  t.is(gz.uncompressedDigest, sha256(tarBytes));
+for (const [label, inspect] of IMPLEMENTATIONS) {
+  test(`${label}: a plain tar: entries, size and digest of the uncompressed stream`, async (t) => {
+    const got = await inspect(chunked(tarBytes));
+    const listed = sh('tar', ['-tf', '-'], tarBytes).toString().trim().split('\n');
+    t.is(got.compression, 'none');
+    t.is(got.entries, listed.length);
+    t.is(got.uncompressedSize, tarBytes.length);
+    t.is(got.uncompressedDigest, sha256(tarBytes));
+    t.is(got.unsafeEntries, 0);
+  });
+
+  test(`${label}: gzip and zstd bodies are detected by magic number and decompressed`, async (t) => {
+    const gz = sh('gzip', ['-c'], tarBytes);
+    const zst = sh('zstd', ['-q', '-c'], tarBytes);
+    const a = await inspect(chunked(gz));
+    const b = await inspect(chunked(zst, 333));
+    t.is(a.compression, 'gzip');
+    t.is(b.compression, 'zstd');
+    for (const got of [a, b]) {
+      t.is(got.uncompressedDigest, sha256(tarBytes));
+      t.is(got.uncompressedSize, tarBytes.length);
+    }
+    t.is(a.entries, b.entries);
+  });
+
+  test(`${label}: multi-frame zstd and multi-member gzip are one stream`, async (t) => {
+    const half = Math.floor(tarBytes.length / 2);
+    const zst = Buffer.concat([sh('zstd', ['-q', '-c'], tarBytes.subarray(0, half)), sh('zstd', ['-q', '-c'], tarBytes.subarray(half))]);
+    const gz = Buffer.concat([sh('gzip', ['-c'], tarBytes.subarray(0, half)), sh('gzip', ['-c'], tarBytes.subarray(half))]);
+    t.is((await inspect(chunked(zst))).uncompressedDigest, sha256(tarBytes));
+    t.is((await inspect(chunked(gz))).uncompressedDigest, sha256(tarBytes));
+  });
+
+  test(`${label}: truncated archives are refused, whatever the compression`, async (t) => {
+    const gz = sh('gzip', ['-c'], tarBytes);
+    const zst = sh('zstd', ['-q', '-c'], tarBytes);
+    for (const body of [tarBytes, gz, zst]) {
+      for (const keep of [0.1, 0.5, 0.99]) {
+        t.regex(await invalidReason(inspect, body.subarray(0, Math.floor(body.length * keep))), /not a complete/);
+      }
+      t.regex(await invalidReason(inspect, body.subarray(0, body.length - 1)), /not a complete/);
+    }
+  });
+
+  test(`${label}: a tar cut exactly at an entry boundary (no end-of-archive marker) is refused`, async (t) => {
+    const one = await hostileTar([{ name: 'x.txt', body: 'x'.repeat(512) }]);
+    // header + one data block, no zero blocks
+    t.regex(await invalidReason(inspect, one.subarray(0, 1024)), /end-of-archive|truncated/);
+    // one zero block only
+    t.regex(await invalidReason(inspect, one.subarray(0, 1536)), /end-of-archive|truncated/);
+    t.is((await inspect(chunked(one))).entries, 1);
+  });
+
+  test(`${label}: garbage after the end, a second archive or corrupt headers are refused`, async (t) => {
+    const garbage = Buffer.concat([tarBytes, Buffer.from('trailing garbage')]);
+    t.regex(await invalidReason(inspect, garbage), /end-of-archive/);
+    t.regex(await invalidReason(inspect, Buffer.concat([tarBytes, tarBytes])), /end-of-archive/);
+    t.regex(await invalidReason(inspect, Buffer.concat([sh('gzip', ['-c'], tarBytes), Buffer.from('garbage')])), /not a complete/);
+    const corrupt = Buffer.from(tarBytes);
+    corrupt[1024 + 10] = corrupt[1024 + 10]! ^ 0xff; // inside the second header block's name
+    t.regex(await invalidReason(inspect, corrupt), /not a complete/);
+    const gz = sh('gzip', ['-c'], tarBytes);
+    const flipped = Buffer.from(gz);
+    flipped[Math.floor(gz.length / 2)] = flipped[Math.floor(gz.length / 2)]! ^ 0x55;
+    t.regex(await invalidReason(inspect, flipped), /not a complete/);
+    // zero padding after the marker is what tar itself writes and is fine
+    t.is((await inspect(chunked(Buffer.concat([tarBytes, Buffer.alloc(20480)])))).uncompressedSize, tarBytes.length + 20480);
+  });
+
+  test(`${label}: non-tar bodies are refused with a reason`, async (t) => {
+    t.regex(await invalidReason(inspect, Buffer.alloc(0)), /empty/);
+    t.regex(await invalidReason(inspect, Buffer.from('hello, this is not a tar archive at all\n'.repeat(40))), /not a complete/);
+    t.regex(await invalidReason(inspect, Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 1, 2, 3])), /xz/);
+    t.regex(await invalidReason(inspect, Buffer.from('BZh91AY&SY')), /bzip2/);
+    t.regex(await invalidReason(inspect, sh('gzip', ['-c'], Buffer.from('gzip of plain text, not a tar'))), /not a complete/);
+  });
+
+  test(`${label}: a zstd frame asking for a window beyond the limit is refused before decoding`, async (t) => {
+    const zst = sh('zstd', ['-q', '-c'], tarBytes);
+    const err = await t.throwsAsync(inspect(chunked(zst), { maxZstdWindow: 1024 }));
+    t.is((err as VolregError).code, 'ARCHIVE_INVALID');
+    t.regex(err!.message, /window/);
+  });
+
+  test(`${label}: hostile entries are accepted as bytes but counted as unsafe`, async (t) => {
+    const tar = await hostileTar([
+      { name: 'ok.txt', body: 'fine' },
+      { name: '../escape.txt', body: 'bad' },
+      { name: '/etc/abs.txt', body: 'bad' },
+      { name: 'dir/../../up.txt', body: 'bad' },
+      { name: 'in-link', type: 'symlink', linkname: 'ok.txt' },
+      { name: 'out-link', type: 'symlink', linkname: '../../etc/passwd' },
+      { name: 'abs-link', type: 'symlink', linkname: '/etc/passwd' },
+      { name: 'hard-out', type: 'link', linkname: '../x' },
+    ]);
+    const got = await inspect(chunked(tar));
+    t.is(got.entries, 8);
+    t.is(got.unsafeEntries, 6);
+  });
+
+  test(`${label}: a failing source is passed through, not reported as a bad archive`, async (t) => {
+    const boom = new Error('client went away');
+    const source = Readable.from(
+      (async function* () {
+        yield tarBytes.subarray(0, 4096);
+        throw boom;
+      })(),
+      { objectMode: false },
+    );
+    const err = await t.throwsAsync(inspect(source));
+    t.is(err, boom);
+  });
+
+  test(`${label}: skipPlainHash leaves the digest of a plain tar to the caller, but never of a compressed one`, async (t) => {
+    const plain = await inspect(chunked(tarBytes), { skipPlainHash: true });
+    t.is(plain.uncompressedDigest, null);
+    t.is(plain.uncompressedSize, tarBytes.length);
+    const gz = await inspect(chunked(sh('gzip', ['-c'], tarBytes)), { skipPlainHash: true });
+    t.is(gz.uncompressedDigest, sha256(tarBytes));
+  });
+}
+
+test('worker thread: concurrent inspections are kept apart, each with its own answer', async (t) => {
+  const gz = sh('gzip', ['-c'], tarBytes);
+  const truncated = gz.subarray(0, Math.floor(gz.length / 2));
+  const results = await Promise.allSettled(
+    Array.from({ length: 12 }, (_, i) => inspector.inspect(chunked(i % 3 === 2 ? truncated : i % 3 === 1 ? gz : tarBytes, 1000 + i))),
+  );
+  results.forEach((r, i) => {
+    if (i % 3 === 2) {
+      t.is(r.status, 'rejected');
+      t.is(r.status === 'rejected' && (r.reason as VolregError).code, 'ARCHIVE_INVALID');
+    } else {
+      t.is(r.status, 'fulfilled');
+      t.is(r.status === 'fulfilled' && r.value.uncompressedDigest, sha256(tarBytes));
+      t.is(r.status === 'fulfilled' && r.value.compression, i % 3 === 1 ? 'gzip' : 'none');
+    }
+  });
+});
+
+test('worker thread: a refusal keeps its reason and detail; a closed worker is replaced on the next inspection', async (t) => {
+  const own = new OffThreadInspector();
+  try {
+    const err = await t.throwsAsync(own.inspect(chunked(Buffer.from('this is not a tar archive at all, just text'.repeat(20)))));
+    t.true(err instanceof VolregError);
+    t.is((err as VolregError).code, 'ARCHIVE_INVALID');
+    t.is(typeof ((err as VolregError).detail as { reason?: unknown }).reason, 'string');
+
+    // Closing mid-inspection fails that inspection, not the next one.
+    const slow = new Readable({ read() {} });
+    slow.push(tarBytes.subarray(0, 2048));
+    const pending = own.inspect(slow);
+    own.close();
+    await t.throwsAsync(pending, { message: /closed/ });
+    const again = await own.inspect(chunked(tarBytes));
+    t.is(again.uncompressedDigest, sha256(tarBytes));
+  } finally {
+    own.close();
+  }
 });

@@ -1,0 +1,112 @@
+import type { Readable } from 'node:stream';
+import type { Worker } from 'node:worker_threads';
+import { VolregError } from '../domain/errors.ts';
+import type { ArchiveInspection, InspectOptions } from '../domain/volumes/archive-inspector.ts';
+import type { InspectionReply, InspectionRequest } from './archive-inspection-protocol.ts';
+import { startModuleWorker } from './module-worker.ts';
+import { SlotRing } from './slot-ring.ts';
+
+/**
+ * `inspectArchive` on a worker thread (archive-inspection-worker.ts), same contract.
+ *
+ * Why: checking a snapshot means gunzip or zstd, a second sha256 and tar parsing over every
+ * byte, on top of the upload's own hashing and I/O. On the main thread that work, and the
+ * garbage its decoded buffers make for the main heap's collector (which also holds the
+ * embedded database), slows every request. Here this thread only copies the compressed bytes
+ * into a shared ring.
+ *
+ * One worker serves every inspection of the process; it is started on first use and does not
+ * keep the process alive while idle. If it dies, running inspections fail and the next one
+ * starts a new worker.
+ */
+const SLOT_BYTES = 256 * 1024;
+const RING_SLOTS = 16;
+
+interface Running {
+  resolve: (r: ArchiveInspection) => void;
+  reject: (err: Error) => void;
+}
+
+export class OffThreadInspector {
+  private worker: Worker | null = null;
+  private ring: SlotRing | null = null;
+  private nextId = 0;
+  private readonly running = new Map<number, Running>();
+
+  /** Reads `source` to its end (or until the verdict) and inspects it as inspectArchive would. */
+  inspect(source: Readable, opts: InspectOptions = {}): Promise<ArchiveInspection> {
+    const { worker, ring } = this.ensure();
+    const id = ++this.nextId;
+    const send = (m: InspectionRequest): void => worker.postMessage(m);
+    const result = new Promise<ArchiveInspection>((resolve, reject) => this.running.set(id, { resolve, reject }));
+    if (this.running.size === 1) worker.ref();
+    send({ op: 'start', id, opts });
+    const pump = async (): Promise<void> => {
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        for (let off = 0; off < chunk.length && this.running.has(id); ) {
+          const slot = await ring.acquire();
+          if (slot === null) return; // the worker is gone; its failure settled this inspection
+          const piece = chunk.subarray(off, off + ring.slotBytes);
+          ring.fill(slot, piece);
+          send({ op: 'data', id, slot, len: piece.length });
+          off += piece.length;
+        }
+        // The verdict came before the end (a refused archive): stop reading.
+        if (!this.running.has(id)) return;
+      }
+      send({ op: 'end', id });
+    };
+    pump().catch((err: unknown) => {
+      // The source failed (the client went away): that is the answer, as inspectArchive gives it.
+      if (this.worker === worker) send({ op: 'abort', id });
+      this.settle(id, (r) => r.reject(err instanceof Error ? err : new Error(String(err))));
+    });
+    return result;
+  }
+
+  close(): void {
+    const w = this.worker;
+    this.stopped(new Error('archive inspection worker closed'));
+    if (w) void w.terminate();
+  }
+
+  private ensure(): { worker: Worker; ring: SlotRing } {
+    if (this.worker && this.ring) return { worker: this.worker, ring: this.ring };
+    const ring = new SlotRing(SLOT_BYTES, RING_SLOTS);
+    const worker = startModuleWorker(import.meta.url, './archive-inspection-worker', { ring: ring.buffer, slotBytes: SLOT_BYTES });
+    worker.on('message', (m: InspectionReply) => {
+      if (m.op === 'ack') ring.release(m.slot);
+      else if (m.op === 'done') this.settle(m.id, (r) => r.resolve(m.result));
+      else {
+        const e = m.error;
+        this.settle(m.id, (r) => r.reject(e.code ? new VolregError(e.code, e.message, e.detail) : new Error(`archive inspection failed: ${e.message}`)));
+      }
+    });
+    const fail = (err: unknown): void => {
+      if (this.worker === worker) this.stopped(new Error(`archive inspection worker stopped: ${err instanceof Error ? err.message : String(err)}`));
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`exit ${code}`)));
+    worker.unref();
+    this.worker = worker;
+    this.ring = ring;
+    return { worker, ring };
+  }
+
+  private settle(id: number, how: (r: Running) => void): void {
+    const r = this.running.get(id);
+    if (!r) return;
+    this.running.delete(id);
+    if (this.running.size === 0) this.worker?.unref();
+    how(r);
+  }
+
+  private stopped(err: Error): void {
+    this.worker = null;
+    this.ring?.close();
+    this.ring = null;
+    const running = [...this.running.values()];
+    this.running.clear();
+    for (const r of running) r.reject(err);
+  }
+}
