@@ -81,7 +81,7 @@ async function startServers(opts: BenchOptions, tmpRoot: string, summaries: Serv
       let server: RunningServer;
       if (kind === 'volreg') {
         if (opts.cpuProfDir) await fs.mkdir(opts.cpuProfDir, { recursive: true });
-        server = await startVolreg(REPO_ROOT, tmpRoot, opts.cpuProfDir);
+        server = await startVolreg(REPO_ROOT, tmpRoot, opts.cpuProfDir, opts.nodeFlags);
       } else {
         const binary = await distributionBinary();
         if (!binary) throw new Error('docker-registry is not installed (apt-get install -y docker-registry)');

@@ -30,6 +30,8 @@ export interface BenchOptions {
   rounds: number;
   /** run volreg under --cpu-prof, writing the profile here */
   cpuProfDir: string | undefined;
+  /** extra node options for volreg (e.g. V8 heap flags to compare) */
+  nodeFlags: readonly string[];
 }
 
 const UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, KIB: 1024, M: 1024 ** 2, MIB: 1024 ** 2, G: 1024 ** 3, GIB: 1024 ** 3 };
@@ -70,6 +72,7 @@ export const USAGE = `usage: npm run bench -- [options]
   --scenarios A,B        run only these scenario ids (see the details list of a run)
   --cpu-prof DIR         run volreg under node --cpu-prof, write the profile to DIR and
                          print where its CPU time went (self time by function and file)
+  --node-flags "F ..."   start volreg with these extra node options (e.g. V8 heap flags)
   -h, --help             this text
 `;
 
@@ -92,6 +95,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     quick: false,
     scenarios: undefined,
     cpuProfDir: undefined,
+    nodeFlags: [],
     rounds: 2,
   };
   const explicit = new Set<string>();
@@ -161,6 +165,9 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
         break;
       case '--cpu-prof':
         opts.cpuProfDir = path.resolve(value());
+        break;
+      case '--node-flags':
+        opts.nodeFlags = value().split(/\s+/).filter(Boolean);
         break;
       default:
         throw new Error(`unknown option ${flag}\n\n${USAGE}`);

@@ -100,7 +100,7 @@ export async function freePort(): Promise<number> {
 
 const LISTENING = /volreg listening on (http:\/\/[^\s]+)/;
 
-export async function startVolreg(repoRoot: string, tmpRoot: string, cpuProfDir?: string, startTimeoutMs = 90_000): Promise<RunningServer> {
+export async function startVolreg(repoRoot: string, tmpRoot: string, cpuProfDir?: string, nodeFlags: readonly string[] = [], startTimeoutMs = 90_000): Promise<RunningServer> {
   const dataDir = await fs.mkdtemp(path.join(tmpRoot, 'volreg-data-'));
   const env: NodeJS.ProcessEnv = { ...process.env, VOLREG_ADDR: '127.0.0.1:0', VOLREG_DATA_DIR: dataDir, VOLREG_LOG_LEVEL: 'warn' };
   // the embedded engine, no authentication, the filesystem driver: the out-of-the-box setup
@@ -110,7 +110,7 @@ export async function startVolreg(repoRoot: string, tmpRoot: string, cpuProfDir?
   const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
   // what `npm start` runs: the compiled service (built once here), not the sources under tsx
   execFileSync('npm', ['run', 'build', '--silent'], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'inherit'] });
-  const child = spawn(process.execPath, [...prof, 'dist/src/cli/main.js', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...prof, ...nodeFlags, 'dist/src/cli/main.js', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const { tail: errTail, exitReason, exited } = track(child);
   const outTail = new Tail(30);
   const outputTail = (): string => [outTail.text(), errTail.text()].filter(Boolean).join('\n');
