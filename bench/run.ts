@@ -81,7 +81,7 @@ async function startServers(opts: BenchOptions, tmpRoot: string, summaries: Serv
       let server: RunningServer;
       if (kind === 'volreg') {
         if (opts.cpuProfDir) await fs.mkdir(opts.cpuProfDir, { recursive: true });
-        server = await startVolreg(REPO_ROOT, tmpRoot, opts.cpuProfDir, opts.nodeFlags);
+        server = await startVolreg(REPO_ROOT, tmpRoot, { cpuProfDir: opts.cpuProfDir, nodeFlags: opts.nodeFlags, separateDb: opts.separateDb });
       } else {
         const binary = await distributionBinary();
         if (!binary) throw new Error('docker-registry is not installed (apt-get install -y docker-registry)');
@@ -210,6 +210,7 @@ async function main(): Promise<number> {
         summary.peakKiB = l.probe.overallPeakKiB;
         summary.childrenPeakKiB = l.probe.overallChildrenPeakKiB;
         summary.rssMethod = l.probe.resetWorks ? 'VmHWM, reset per scenario via clear_refs' : 'VmRSS sampled every 50 ms';
+        summary.databasePeakKiB = l.server.databasePeakKiB?.();
       }
       await l.server.stop();
     }
@@ -238,7 +239,7 @@ async function main(): Promise<number> {
   for (const s of summaries) {
     if (s.peakKiB !== undefined) {
       out.push(
-        `  ${s.kind}: ${s.rssMethod}; RSS right after start ${(((s.startKiB ?? 0) * 1.024) / 1000).toFixed(1)} MB; child processes peak ${(((s.childrenPeakKiB ?? 0) * 1.024) / 1000).toFixed(1)} MB (not included above)`,
+        `  ${s.kind}: ${s.rssMethod}; RSS right after start ${(((s.startKiB ?? 0) * 1.024) / 1000).toFixed(1)} MB; child processes peak ${(((s.childrenPeakKiB ?? 0) * 1.024) / 1000).toFixed(1)} MB (not included above)${s.databasePeakKiB !== undefined ? `; its database ran as a separate process (--separate-db), peak RSS ${((s.databasePeakKiB * 1.024) / 1000).toFixed(1)} MB over the run (not included above)` : ''}`,
       );
     }
   }

@@ -32,6 +32,8 @@ export interface BenchOptions {
   cpuProfDir: string | undefined;
   /** extra node options for volreg (e.g. V8 heap flags to compare) */
   nodeFlags: readonly string[];
+  /** run volreg's database as its own process, so volreg's RSS is the service alone */
+  separateDb: boolean;
 }
 
 const UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, KIB: 1024, M: 1024 ** 2, MIB: 1024 ** 2, G: 1024 ** 3, GIB: 1024 ** 3 };
@@ -73,6 +75,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --cpu-prof DIR         run volreg under node --cpu-prof, write the profile to DIR and
                          print where its CPU time went (self time by function and file)
   --node-flags "F ..."   start volreg with these extra node options (e.g. V8 heap flags)
+  --separate-db          run volreg's embedded engine as its own process (volreg db), so
+                         the RSS figures are the service alone; the engine's peak is printed
   -h, --help             this text
 `;
 
@@ -96,6 +100,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     scenarios: undefined,
     cpuProfDir: undefined,
     nodeFlags: [],
+    separateDb: false,
     rounds: 2,
   };
   const explicit = new Set<string>();
@@ -165,6 +170,9 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
         break;
       case '--cpu-prof':
         opts.cpuProfDir = path.resolve(value());
+        break;
+      case '--separate-db':
+        opts.separateDb = true;
         break;
       case '--node-flags':
         opts.nodeFlags = value().split(/\s+/).filter(Boolean);

@@ -29,6 +29,8 @@ export interface ServerSummary {
   /** RSS right after start-up, before any scenario */
   startKiB?: number;
   childrenPeakKiB?: number;
+  /** peak RSS of volreg's database when it ran as a separate process (--separate-db) */
+  databasePeakKiB?: number | undefined;
   rssMethod?: string;
 }
 

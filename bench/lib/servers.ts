@@ -4,6 +4,7 @@
  * distribution (Debian's `docker-registry` binary with a generated YAML config).
  */
 import { execFile, spawn, type ChildProcess, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -25,6 +26,8 @@ export interface RunningServer {
   /** a mark in the server's output; linesSince(mark) gives what it printed after it */
   outputMark(): number;
   linesSince(mark: number): string[];
+  /** peak RSS (VmHWM, KiB) of a separate database process the server uses, if any */
+  databasePeakKiB?(): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -100,7 +103,52 @@ export async function freePort(): Promise<number> {
 
 const LISTENING = /volreg listening on (http:\/\/[^\s]+)/;
 
-export async function startVolreg(repoRoot: string, tmpRoot: string, cpuProfDir?: string, nodeFlags: readonly string[] = [], startTimeoutMs = 90_000): Promise<RunningServer> {
+export interface VolregStartOptions {
+  cpuProfDir?: string | undefined;
+  nodeFlags?: readonly string[];
+  /** run the embedded engine as its own process (`volreg db`) instead of inside volreg */
+  separateDb?: boolean;
+  startTimeoutMs?: number;
+}
+
+const DB_LISTENING = /volreg db listening on (\S+)/;
+
+/** `volreg db` on a unix socket in `dataDir`; resolves with its connection string once it listens. */
+async function startSeparateDb(repoRoot: string, dataDir: string, timeoutMs: number): Promise<{ uri: string; child: ChildProcess; exited: Promise<void> }> {
+  const dbPath = path.join(dataDir, 'separate-db');
+  await fs.mkdir(dbPath);
+  const child = spawn(process.execPath, ['dist/src/cli/main.js', 'db', '--dbpath', dbPath, '--socket', path.join(dataDir, 'db.sock')], {
+    cwd: repoRoot,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const { exitReason, exited } = track(child);
+  const uri = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('volreg db did not start')), timeoutMs);
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (c: string) => {
+      const m = DB_LISTENING.exec(c);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    void exited.then(() => reject(new Error(`volreg db ${exitReason()} before listening`)));
+  });
+  return { uri, child, exited };
+}
+
+function peakKiBOf(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function startVolreg(repoRoot: string, tmpRoot: string, opts: VolregStartOptions = {}): Promise<RunningServer> {
+  const { cpuProfDir, nodeFlags = [], separateDb = false, startTimeoutMs = 90_000 } = opts;
   const dataDir = await fs.mkdtemp(path.join(tmpRoot, 'volreg-data-'));
   const env: NodeJS.ProcessEnv = { ...process.env, VOLREG_ADDR: '127.0.0.1:0', VOLREG_DATA_DIR: dataDir, VOLREG_LOG_LEVEL: 'warn' };
   // the embedded engine, no authentication, the filesystem driver: the out-of-the-box setup
@@ -110,6 +158,8 @@ export async function startVolreg(repoRoot: string, tmpRoot: string, cpuProfDir?
   const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
   // what `npm start` runs: the compiled service (built once here), not the sources under tsx
   execFileSync('npm', ['run', 'build', '--silent'], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'inherit'] });
+  const db = separateDb ? await startSeparateDb(repoRoot, dataDir, startTimeoutMs) : undefined;
+  if (db) env.VOLREG_MONGODB_URL = db.uri;
   const child = spawn(process.execPath, [...prof, ...nodeFlags, 'dist/src/cli/main.js', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const { tail: errTail, exitReason, exited } = track(child);
   const outTail = new Tail(30);
@@ -132,6 +182,7 @@ export async function startVolreg(repoRoot: string, tmpRoot: string, cpuProfDir?
     });
   }).catch(async (err: Error) => {
     await stopChild(child, exited);
+    if (db) await stopChild(db.child, db.exited);
     throw new Error(`${err.message}${outputTail() ? `: ${lastLines(outputTail(), 6)}` : ''}`);
   });
   let version = 'unknown';
@@ -150,7 +201,11 @@ export async function startVolreg(repoRoot: string, tmpRoot: string, cpuProfDir?
     outputTail,
     outputMark: () => outTail.count + errTail.count,
     linesSince: (mark) => sinceBoth(outTail, errTail, mark),
-    stop: () => stopChild(child, exited),
+    databasePeakKiB: () => peakKiBOf(db?.child.pid),
+    stop: async () => {
+      await stopChild(child, exited);
+      if (db) await stopChild(db.child, db.exited);
+    },
   };
 }
 
