@@ -107,9 +107,8 @@ export function updateCommand(cmd: Document, ctx: CommandContext): Document {
   }
   const extra: Document = { nModified };
   if (upserted.length > 0) extra['upserted'] = upserted;
-  const reply = writeReply(n, writeErrors);
   // mongod orders fields n, [upserted], nModified, [writeErrors], ok
-  const out: Document = { n: reply['n'] };
+  const out: Document = { n };
   if (upserted.length > 0) out['upserted'] = upserted;
   out['nModified'] = nModified;
   if (writeErrors.length > 0) out['writeErrors'] = writeErrors;
