@@ -19,8 +19,8 @@ import { SlotRing } from './slot-ring.ts';
  * keep the process alive while idle. If it dies, running inspections fail and the next one
  * starts a new worker.
  */
-const SLOT_BYTES = 256 * 1024;
-const RING_SLOTS = 16;
+const SLOT_BYTES = 1024 * 1024;
+const RING_SLOTS = 6;
 
 interface Running {
   resolve: (r: ArchiveInspection) => void;
@@ -42,19 +42,36 @@ export class OffThreadInspector {
     if (this.running.size === 1) worker.ref();
     send({ op: 'start', id, opts });
     const pump = async (): Promise<void> => {
-      for await (const chunk of source as AsyncIterable<Buffer>) {
-        for (let off = 0; off < chunk.length && this.running.has(id); ) {
-          const slot = await ring.acquire();
-          if (slot === null) return; // the worker is gone; its failure settled this inspection
-          const piece = chunk.subarray(off, off + ring.slotBytes);
-          ring.fill(slot, piece);
-          send({ op: 'data', id, slot, len: piece.length });
-          off += piece.length;
+      // Pieces are gathered into whole slots: the decoder's cost is per write, and socket
+      // chunks are small (64 KiB), so one message per full slot costs a fraction of one per chunk.
+      let slot: number | null = null;
+      let filled = 0;
+      const post = (s: number): void => {
+        send({ op: 'data', id, slot: s, len: filled });
+        slot = null;
+        filled = 0;
+      };
+      try {
+        for await (const chunk of source as AsyncIterable<Buffer>) {
+          for (let off = 0; off < chunk.length && this.running.has(id); ) {
+            if (slot === null) {
+              slot = await ring.acquire();
+              if (slot === null) return; // the worker is gone; its failure settled this inspection
+            }
+            const n = Math.min(ring.slotBytes - filled, chunk.length - off);
+            ring.fill(slot, chunk.subarray(off, off + n), filled);
+            filled += n;
+            off += n;
+            if (filled === ring.slotBytes) post(slot);
+          }
+          // The verdict came before the end (a refused archive): stop reading.
+          if (!this.running.has(id)) return;
         }
-        // The verdict came before the end (a refused archive): stop reading.
-        if (!this.running.has(id)) return;
+        if (slot !== null) post(slot);
+        send({ op: 'end', id });
+      } finally {
+        if (slot !== null) ring.release(slot);
       }
-      send({ op: 'end', id });
     };
     pump().catch((err: unknown) => {
       // The source failed (the client went away): that is the answer, as inspectArchive gives it.

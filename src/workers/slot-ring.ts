@@ -34,9 +34,9 @@ export class SlotRing {
     this.waiters.shift()?.();
   }
 
-  /** Copies `src` into `slot` (at most slotBytes of it). */
-  fill(slot: number, src: Uint8Array): void {
-    new Uint8Array(this.buffer, slot * this.slotBytes, src.length).set(src);
+  /** Copies `src` into `slot` from byte `at` on (it must fit). */
+  fill(slot: number, src: Uint8Array, at = 0): void {
+    new Uint8Array(this.buffer, slot * this.slotBytes + at, src.length).set(src);
   }
 
   /** The ring is no longer served: waiters and later acquires get null. */

@@ -247,3 +247,34 @@ test('worker thread: a refusal keeps its reason and detail; a closed worker is r
     own.close();
   }
 });
+
+test('worker thread: inspections that end early (refused, or their source failed) give their ring slots back', async (t) => {
+  const own = new OffThreadInspector();
+  try {
+    // Far more inspections than the ring has slots: a slot kept by any of them would leave a
+    // later one waiting forever.
+    const endless = (head: Buffer): Readable => {
+      let sent = 0;
+      return new Readable({
+        read() {
+          this.push(sent++ === 0 ? head : Buffer.alloc(7001, 0x41));
+        },
+      });
+    };
+    for (let i = 0; i < 20; i++) {
+      const err = await t.throwsAsync(own.inspect(endless(Buffer.from('PK\x03\x04 a zip archive, not a tar'))));
+      t.is((err as VolregError).code, 'ARCHIVE_INVALID');
+    }
+    for (let i = 0; i < 20; i++) {
+      const failing = new Readable({ read() {} });
+      failing.push(tarBytes.subarray(0, 3000 + i));
+      setImmediate(() => failing.destroy(new Error('client went away')));
+      await t.throwsAsync(own.inspect(failing), { message: /client went away/ });
+    }
+    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no free ring slot: an ended inspection kept one')), 10_000).unref());
+    const again = await Promise.race([own.inspect(chunked(tarBytes)), timeout]);
+    t.is(again.uncompressedDigest, sha256(tarBytes));
+  } finally {
+    own.close();
+  }
+});

@@ -118,7 +118,7 @@ export async function decompressedTar(
   }
   const compression = detected.compression;
   if (compression === 'none') return { compression, tar: stream };
-  if (compression === 'gzip') return { compression, tar: pipeline(stream, createGunzip({ chunkSize: 256 * 1024 }), () => undefined) };
+  if (compression === 'gzip') return { compression, tar: pipeline(stream, createGunzip({ chunkSize: 1024 * 1024 }), () => undefined) };
   const decode = zstdDecoder(opts.maxZstdWindow ?? DEFAULT_MAX_ZSTD_WINDOW);
   return { compression, tar: Readable.from(decode(stream), { objectMode: false }) };
 }
