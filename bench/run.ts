@@ -9,10 +9,11 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { measureBareHttp, measureDurableWrite, type Ceiling } from './lib/ceilings.ts';
 import { loadProfile, summariseProfile } from './lib/cpu-profile.ts';
-import { prepareData } from './lib/data.ts';
+import { prepareData, type DataFile } from './lib/data.ts';
 import { formatBytes, parseOptions, USAGE, type BenchOptions, type ServerKind } from './lib/options.ts';
-import { buildRows, renderDetails, renderMain, renderRss, type Cell, type HeapFigures, type Results, type ServerSummary } from './lib/report.ts';
+import { buildRows, renderCeilings, renderDetails, renderMain, renderRss, type Cell, type HeapFigures, type Results, type ServerSummary } from './lib/report.ts';
 import { RssProbe } from './lib/rss.ts';
 import { buildScenarios, newTargetState, prepareManifestSets, type RunContext, type Scenario, type Target } from './lib/scenarios.ts';
 import { distributionBinary, startDistribution, startVolreg, type RunningServer } from './lib/servers.ts';
@@ -147,6 +148,8 @@ async function main(): Promise<number> {
   setMaxListeners(0, overall.signal);
   const budget = setTimeout(() => overall.abort(new Error('whole-run time budget spent')), opts.totalTimeoutMs);
   let live = new Map<ServerKind, Live>();
+  const ceilings: Ceiling[] = [];
+  const ceilingErrors: string[] = [];
   const onSignal = (): void => overall.abort(new Error('interrupted'));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -199,6 +202,7 @@ async function main(): Promise<number> {
       }
       for (const [kind, cells] of tries) row[kind] = bestOf(cells, scenario.higherIsBetter, scenario.unit);
     }
+    if (opts.ceilings) await measureCeilings(opts, scenarios, data, manifests.manifests, tmpRoot, overall.signal, ceilings, ceilingErrors);
   } finally {
     clearTimeout(budget);
     process.off('SIGINT', onSignal);
@@ -243,6 +247,12 @@ async function main(): Promise<number> {
       );
     }
   }
+  if (ceilings.length > 0 || ceilingErrors.length > 0) {
+    out.push('', 'ceilings of this machine, measured by the harness in the same run with no registry involved (bench/lib/ceilings.ts):');
+    if (ceilings.length > 0) out.push(renderCeilings(ceilings.map((c) => ({ ...c, value: c.value })), rows, scenarios));
+    for (const c of ceilings) out.push(`  ${c.id.padEnd(15)} ${c.detail}`);
+    for (const e of ceilingErrors) out.push(`  ceiling not measured: ${e}`);
+  }
   out.push('', 'details (latencies are per request, client side):', renderDetails(scenarios, results));
   out.push('', `run took ${((performance.now() - runStarted) / 1000).toFixed(0)} s; load average at the end: ${loadText()}`);
   if (opts.cpuProfDir) {
@@ -263,11 +273,41 @@ async function main(): Promise<number> {
   process.stdout.write(`${out.join('\n')}\n`);
 
   if (opts.jsonOut) {
-    const json = { facts, servers: summaries, rows, results: Object.fromEntries(results), options: opts };
+    const json = { facts, servers: summaries, rows, ceilings, results: Object.fromEntries(results), options: opts };
     await fs.writeFile(opts.jsonOut, JSON.stringify(json, null, 2));
     log(`results written to ${opts.jsonOut}`);
   }
   return 0;
+}
+
+/** The machine ceilings that bound the scenarios run (ceilings.ts); failures are reported, not fatal. */
+async function measureCeilings(
+  opts: BenchOptions,
+  scenarios: Scenario[],
+  data: { blobMono: DataFile },
+  manifests: ReadonlyArray<{ bytes: Buffer }>,
+  dir: string,
+  signal: AbortSignal,
+  into: Ceiling[],
+  errors: string[],
+): Promise<void> {
+  const ran = (ids: readonly string[]): boolean => scenarios.some((s) => ids.includes(s.id));
+  const rounds = Math.max(1, opts.rounds);
+  try {
+    if (ran(['upload-mono', 'upload-chunked', 'targz-v2'])) {
+      execFileSync('sync');
+      log(`ceiling: durable write of ${formatBytes(data.blobMono.size)} ... (load ${loadText()})`);
+      into.push(await measureDurableWrite(data.blobMono, dir, rounds, signal));
+    }
+    if (ran(['manifest-get', 'blob-head'])) {
+      log(`ceiling: bare node:http server ... (load ${loadText()})`);
+      const bodyBytes = Math.round(manifests.reduce((n, m) => n + m.bytes.length, 0) / Math.max(1, manifests.length));
+      const plan = { getCount: opts.manifests, getClients: opts.manifestClients, bodyBytes, headCount: opts.heads, headClients: opts.headClients };
+      into.push(...(await measureBareHttp(plan, rounds, signal)));
+    }
+  } catch (err) {
+    errors.push(errorText(err));
+  }
 }
 
 /** The best round of a scenario (by its figure), with every round's figure in its detail. */

@@ -34,6 +34,8 @@ export interface BenchOptions {
   nodeFlags: readonly string[];
   /** run volreg's database as its own process, so volreg's RSS is the service alone */
   separateDb: boolean;
+  /** measure the machine ceilings (durable write, bare node:http) after the scenarios */
+  ceilings: boolean;
 }
 
 const UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, KIB: 1024, M: 1024 ** 2, MIB: 1024 ** 2, G: 1024 ** 3, GIB: 1024 ** 3 };
@@ -77,6 +79,9 @@ export const USAGE = `usage: npm run bench -- [options]
   --node-flags "F ..."   start volreg with these extra node options (e.g. V8 heap flags)
   --separate-db          run volreg's embedded engine as its own process (volreg db), so
                          the RSS figures are the service alone; the engine's peak is printed
+  --no-ceilings          skip the machine ceilings measured after the scenarios (a durable
+                         write of the blob size, a bare node:http server under the same
+                         client), which say what any server could reach here
   -h, --help             this text
 `;
 
@@ -101,6 +106,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     cpuProfDir: undefined,
     nodeFlags: [],
     separateDb: false,
+    ceilings: true,
     rounds: 2,
   };
   const explicit = new Set<string>();
@@ -173,6 +179,9 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
         break;
       case '--separate-db':
         opts.separateDb = true;
+        break;
+      case '--no-ceilings':
+        opts.ceilings = false;
         break;
       case '--node-flags':
         opts.nodeFlags = value().split(/\s+/).filter(Boolean);

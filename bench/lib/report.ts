@@ -169,3 +169,40 @@ export function renderDetails(scenarios: Scenario[], results: Results): string {
   }
   return lines.join('\n');
 }
+
+/** A machine ceiling (ceilings.ts) as the report needs it. */
+export interface CeilingFigure {
+  title: string;
+  unit: string;
+  value: number;
+  bounds: readonly string[];
+}
+
+/**
+ * Each ceiling next to the rows it bounds: where volreg stands against it, and what the row's
+ * target would need (its minimum ratio x distribution's figure) against it. A target above the
+ * ceiling cannot be met on this machine by any server.
+ */
+export function renderCeilings(ceilings: CeilingFigure[], rows: Row[], scenarios: Scenario[]): string {
+  const table: string[][] = [];
+  for (const c of ceilings) {
+    for (const id of c.bounds) {
+      const row = rows.find((r) => r.id === id);
+      const s = scenarios.find((x) => x.id === id);
+      if (!row || !s) continue;
+      const min = s.compare.kind === 'vs-distribution' ? s.compare.min : undefined;
+      const needs = min !== undefined && row.distributionValue !== undefined ? min * row.distributionValue : undefined;
+      const of = (v: number | undefined): string => (v === undefined ? 'n/a' : `${(v / c.value).toFixed(2)}x`);
+      table.push([
+        c.title,
+        `${fmtValue(c.value, c.unit)} ${c.unit}`,
+        s.title,
+        row.volregValue !== undefined ? fmtValue(row.volregValue, s.unit) : 'n/a',
+        of(row.volregValue),
+        needs !== undefined ? `${fmtValue(needs, s.unit)} (${min}x distribution)` : 'n/a',
+        of(needs),
+      ]);
+    }
+  }
+  return renderTable(['ceiling', 'figure', 'row it bounds', 'volreg', 'volreg / ceiling', 'target needs', 'needs / ceiling'], table, new Set([1, 3, 4, 6]));
+}
