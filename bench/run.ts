@@ -302,8 +302,10 @@ async function measureCeilings(
     if (ran(['manifest-get', 'blob-head'])) {
       log(`ceiling: bare node:http server ... (load ${loadText()})`);
       const bodyBytes = Math.round(manifests.reduce((n, m) => n + m.bytes.length, 0) / Math.max(1, manifests.length));
-      const plan = { getCount: opts.manifests, getClients: opts.manifestClients, bodyBytes, headCount: opts.heads, headClients: opts.headClients };
-      into.push(...(await measureBareHttp(plan, rounds, signal)));
+      for (const roundTrips of [0, 1] as const) {
+        const plan = { getCount: opts.manifests, getClients: opts.manifestClients, bodyBytes, headCount: opts.heads, headClients: opts.headClients, roundTrips };
+        into.push(...(await measureBareHttp(REPO_ROOT, plan, rounds, signal)));
+      }
     }
   } catch (err) {
     errors.push(errorText(err));
