@@ -296,6 +296,35 @@ function planCandidates(coll: Collection, plan: Plan, eq: () => Map<string, unkn
   }
 }
 
+/**
+ * `distinct` answered from an index alone, as mongod's DISTINCT_SCAN: when the filter is string
+ * equalities on the leading fields of an ordered index and `key` is the next field, the
+ * answer is the key values of that span in index order, without a record read or a match.
+ * Undefined when it does not apply, or when a value found is not a plain string (a missing
+ * field, null and other types need the records' exact values): the caller then reads them.
+ */
+export function distinctFromIndex(coll: Collection, filter: Document, key: string): string[] | undefined {
+  const fields = Object.keys(filter);
+  if (fields.some((f) => f.startsWith('$') || typeof filter[f] !== 'string')) return undefined;
+  for (const ix of coll.indexes.values()) {
+    if (ix.isPartial || ix.sparse || !ix.orderable || ix.isMultikey) continue;
+    if (ix.fields[fields.length] !== key || !fields.every((f) => ix.fields.indexOf(f) >= 0 && ix.fields.indexOf(f) < fields.length)) continue;
+    planStats.orderedWalks++;
+    const prefix = ix.fields.slice(0, fields.length).map((f) => filter[f]);
+    const values: string[] = [];
+    let plain = true;
+    walkSpan(ix.orderedEntries(coll.records.values()), keySpan(ix, prefix, undefined), false, (e) => {
+      const v = e.vals[fields.length];
+      if (typeof v !== 'string') return !(plain = false);
+      // in index order equal values are neighbours
+      if (values[values.length - 1] !== v) values.push(v);
+      return false;
+    });
+    return plain ? values : undefined;
+  }
+  return undefined;
+}
+
 /** Candidate records for a filter, or undefined when the whole collection must be scanned. */
 export function candidateRecords(coll: Collection, filter: Document): StoredRecord[] | undefined {
   const plan = planQuery(coll, filter, undefined);

@@ -55,3 +55,4 @@ export function cursorReply(batchField: 'firstBatch' | 'nextBatch', docs: Buffer
   out[o++] = 0;
   return out;
 }
+

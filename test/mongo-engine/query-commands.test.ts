@@ -198,3 +198,25 @@ test('unknown commands get CommandNotFound (59) with mongod wording', async (t) 
   t.is(err?.message, "no such command: 'frobnicate'");
   t.is((err as unknown as { codeName: string }).codeName, 'CommandNotFound');
 });
+
+test('distinct gives the same answer with and without an index that covers it', async (t) => {
+  const docs = [
+    { repo: 'a', name: 't2', sv: 1 },
+    { repo: 'a', name: 't1', sv: 2 },
+    { repo: 'a', name: 't2', sv: 2 },
+    { repo: 'b', name: 't9', sv: 2 },
+    { repo: 'b', name: null, sv: 2 },
+    { repo: 'b', sv: 2 },
+  ];
+  const plain = m.db.collection('distinct_plain');
+  const indexed = m.db.collection('distinct_indexed');
+  await indexed.createIndex({ repo: 1, name: 1 });
+  await plain.insertMany(docs.map((d) => ({ ...d })));
+  await indexed.insertMany(docs.map((d) => ({ ...d })));
+  for (const repo of ['a', 'b', 'none']) {
+    const want = [...(await plain.distinct('name', { repo }))].sort();
+    t.deepEqual([...(await indexed.distinct('name', { repo }))].sort(), want, repo);
+  }
+  t.deepEqual([...(await indexed.distinct('name', { repo: 'a' }))].sort(), ['t1', 't2']);
+  t.deepEqual([...(await indexed.distinct('name', { repo: 'b' }))].sort((x, y) => String(x).localeCompare(String(y))), [null, 't9']);
+});

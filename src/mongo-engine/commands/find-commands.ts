@@ -4,7 +4,7 @@ import { typedDocument, type StoredRecord } from '../collection-store.ts';
 import { engineError } from '../errors.ts';
 import type { CommandContext } from '../engine-state.ts';
 import { compileProjection } from '../projection.ts';
-import { findRecords } from '../query-executor.ts';
+import { distinctFromIndex, findRecords } from '../query-executor.ts';
 import { cursorReply } from '../reply-builder.ts';
 import { collectionArg, flag, optionalDocument, optionalInt } from './command-args.ts';
 
@@ -70,6 +70,8 @@ export function distinctCommand(cmd: Document, ctx: CommandContext): Buffer {
   if (typeof key !== 'string') throw engineError('TypeMismatch', "BSON field 'distinct.key' is the wrong type, expected type 'string'");
   const coll = ctx.state.catalog.getCollection(ctx.db, name);
   const query = toView(optionalDocument(cmd, 'query') ?? {}) as Document;
+  const fromIndex = coll && cmd['collation'] === undefined ? distinctFromIndex(coll, query, key) : undefined;
+  if (fromIndex) return checkedDistinctReply(toBson({ values: fromIndex, ok: new Double(1) }));
   const seen = new Set<string>();
   const values: unknown[] = [];
   for (const rec of findRecords(coll, query)) {
@@ -86,7 +88,10 @@ export function distinctCommand(cmd: Document, ctx: CommandContext): Buffer {
     }
   }
   // serialized once, here: the size check and the reply are the same bytes
-  const reply = toBson({ values, ok: new Double(1) });
+  return checkedDistinctReply(toBson({ values, ok: new Double(1) }));
+}
+
+function checkedDistinctReply(reply: Buffer): Buffer {
   if (reply.length > 16 * 1024 * 1024) throw engineError('BadValue', 'distinct too big, 16mb cap');
   return reply;
 }
