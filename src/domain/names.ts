@@ -36,4 +36,17 @@ export function parseReference(input: string): Reference {
   return { kind: 'tag', tag: input as Tag };
 }
 
+/**
+ * A reference to look a manifest up by (GET, HEAD, DELETE): as parseReference, except that a
+ * tag outside the grammar names no manifest, so it is 404 MANIFEST_UNKNOWN (what distribution
+ * and zot answer, and the OCI conformance suite expects) rather than TAG_INVALID, which stays
+ * the answer to a push. A malformed digest is DIGEST_INVALID either way, as for blobs.
+ */
+export function parseLookupReference(input: string): Reference {
+  if (!input.includes(':') && !isTag(input)) {
+    throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown: the reference is not a valid tag', { tag: input.slice(0, 200) });
+  }
+  return parseReference(input);
+}
+
 export { isDigest };

@@ -5,7 +5,7 @@ import { AcceptSet } from '../domain/media-types.ts';
 import { parseManifest } from '../domain/manifests/manifest-handlers.ts';
 import type { ManifestKind, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
 import type { StoredManifest, TagRecord } from '../domain/manifests/stored-manifest.ts';
-import { parseReference, parseTag, type RepositoryName, type Tag } from '../domain/names.ts';
+import { parseLookupReference, parseReference, parseTag, type RepositoryName, type Tag } from '../domain/names.ts';
 import type { TagService } from './tag-service.ts';
 
 /**
@@ -141,7 +141,7 @@ export class ManifestService {
   }
 
   private async find(repo: RepositoryName, reference: string, accept: readonly string[], content: boolean): Promise<StoredManifest> {
-    const ref = parseReference(reference);
+    const ref = parseLookupReference(reference);
     if (ref.kind === 'tag') return this.deps.tags.resolve(repo, ref.tag, AcceptSet.from(accept), { content });
     // By digest the content is fixed: it is served whatever the Accept header says.
     const m = await this.deps.manifests.findInRepo(repo, ref.digest, { content });
@@ -154,7 +154,7 @@ export class ManifestService {
    * of the repository pointing at the manifest, then the manifest from the repository.
    */
   async delete(repo: RepositoryName, reference: string): Promise<void> {
-    const ref = parseReference(reference);
+    const ref = parseLookupReference(reference);
     if (ref.kind === 'tag') {
       const removed = await this.deps.tagWriter.deleteByName(repo, ref.tag);
       if (removed.length === 0) throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown', { tag: ref.tag });
