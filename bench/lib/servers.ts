@@ -147,9 +147,6 @@ function peakKiBOf(pid: number | undefined): number | undefined {
   }
 }
 
-/** VOLREG_HEAP_MB's default in package.json's start script and the Dockerfile (a test keeps them equal). */
-export const SERVE_HEAP_MB = 1536;
-
 export async function startVolreg(repoRoot: string, tmpRoot: string, opts: VolregStartOptions = {}): Promise<RunningServer> {
   const { cpuProfDir, nodeFlags = [], separateDb = false, startTimeoutMs = 90_000 } = opts;
   const dataDir = await fs.mkdtemp(path.join(tmpRoot, 'volreg-data-'));
@@ -163,9 +160,7 @@ export async function startVolreg(repoRoot: string, tmpRoot: string, opts: Volre
   execFileSync('npm', ['run', 'build', '--silent'], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'inherit'] });
   const db = separateDb ? await startSeparateDb(repoRoot, dataDir, startTimeoutMs) : undefined;
   if (db) env.VOLREG_MONGODB_URL = db.uri;
-  // the heap limit `npm start` and the image give it (VOLREG_HEAP_MB's default); --node-flags come later and win
-  const heap = `--max-old-space-size=${SERVE_HEAP_MB}`;
-  const child = spawn(process.execPath, [...prof, heap, ...nodeFlags, 'dist/src/cli/main.js', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...prof, ...nodeFlags, 'dist/src/cli/main.js', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const { tail: errTail, exitReason, exited } = track(child);
   const outTail = new Tail(30);
   const outputTail = (): string => [outTail.text(), errTail.text()].filter(Boolean).join('\n');

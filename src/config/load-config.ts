@@ -32,12 +32,10 @@ export const VARIABLES = {
 export type VariableName = keyof typeof VARIABLES;
 
 /**
- * VOLREG_* variables read elsewhere: by the host-agent subcommands, or by the line that starts
- * the service. Listed here only so that `serve` does not warn about them; add yours.
+ * VOLREG_* variables read by other parts of the volreg command (the host-agent subcommands).
+ * Listed here only so that `serve` does not warn about them; add yours.
  */
 export const CLIENT_VARIABLES: readonly string[] = [
-  // package.json's start script and the Dockerfile: the service's V8 heap limit (README)
-  'VOLREG_HEAP_MB',
   // src/cli/client.ts
   'VOLREG_URL',
   'VOLREG_USER',
