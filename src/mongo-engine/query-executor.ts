@@ -308,14 +308,19 @@ export function distinctFromIndex(coll: Collection, filter: Document, key: strin
   if (fields.some((f) => f.startsWith('$') || typeof filter[f] !== 'string')) return undefined;
   for (const ix of coll.indexes.values()) {
     if (ix.isPartial || ix.sparse || !ix.orderable || ix.isMultikey) continue;
-    if (ix.fields[fields.length] !== key || !fields.every((f) => ix.fields.indexOf(f) >= 0 && ix.fields.indexOf(f) < fields.length)) continue;
+    // the filter's fields are exactly the index's leading ones, and the key comes next
+    const leading = ix.fields.slice(0, fields.length);
+    if (ix.fields[fields.length] !== key || !fields.every((f) => leading.includes(f))) continue;
     planStats.orderedWalks++;
-    const prefix = ix.fields.slice(0, fields.length).map((f) => filter[f]);
+    const prefix = leading.map((f) => filter[f]);
     const values: string[] = [];
     let plain = true;
     walkSpan(ix.orderedEntries(coll.records.values()), keySpan(ix, prefix, undefined), false, (e) => {
       const v = e.vals[fields.length];
-      if (typeof v !== 'string') return !(plain = false);
+      if (typeof v !== 'string') {
+        plain = false;
+        return true; // stop: the records decide
+      }
       // in index order equal values are neighbours
       if (values[values.length - 1] !== v) values.push(v);
       return false;

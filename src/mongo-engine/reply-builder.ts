@@ -55,4 +55,3 @@ export function cursorReply(batchField: 'firstBatch' | 'nextBatch', docs: Buffer
   out[o++] = 0;
   return out;
 }
-
