@@ -34,10 +34,13 @@ test('the conformance workflows replayed against volreg: every check passes', as
   });
   const suite = /Ginkgo suite replay: (\d+)\/(\d+) checks passed; (\d+) specs: (\d+) passed, (\d+) failed/.exec(out.stdout);
   const extra = /EXTRA \(not asserted by the Ginkgo suite\): (\d+)\/(\d+) passed/.exec(out.stdout);
+  // where the suite only warns (an optional feature missing), volreg has the feature: a warning is a regression
+  const warnings = /=== warnings: (\d+)/.exec(out.stdout);
   const context = out.code === 0 ? out.stdout : `${out.stdout}\n--- transcript tail ---\n${(await readFile(transcript, 'utf8').catch(() => '')).slice(-8000)}`;
   t.is(out.code, 0, context);
   t.truthy(suite, context);
   t.truthy(extra, context);
+  t.is(warnings?.[1], '0', context);
   if (!suite || !extra) return;
   // not vacuous: the replay made its checks, and none failed
   t.true(Number(suite[2]) >= 180, context);
