@@ -1,7 +1,7 @@
 import { ObjectId, type Collection, type Filter } from 'mongodb';
 import type { Logger } from 'pino';
 import type { Digest } from '../domain/digest.ts';
-import { UNIT_TYPES, type Collections, type UnitTypeId } from '../metadata/collections.ts';
+import { UNIT_TYPES, type Collections, type RepoContentUnitDoc, type UnitTypeId } from '../metadata/collections.ts';
 import { isDuplicateKey } from '../metadata/repo-content-repository.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 
@@ -296,21 +296,8 @@ class GarbageCollector {
         continue;
       }
       try {
-        if (await this.stillWanted(repo, n.digest)) {
-          this.report.raced++;
-          continue;
-        }
-        // Conditional on the association being unchanged: a push re-associating it refreshes `updated`.
-        const res = await this.c.repoContentUnits.deleteOne({ _id: n.assocId, updated: n.assocUpdated });
-        if (res.deletedCount !== 1) {
-          this.report.raced++;
-          continue;
-        }
-        if (await this.stillWanted(repo, n.digest)) {
-          await this.reassociate(repo, n.type, n.id);
-          this.report.raced++;
-          continue;
-        }
+        const assoc = { _id: n.assocId, updated: n.assocUpdated };
+        if (!(await this.unholdUnlessWanted(repo, n.type, n.id, assoc, () => this.stillWanted(repo, n.digest)))) continue;
         this.count(this.report.untaggedManifests, n.size);
         this.log.info({ repository: repo, digest: n.digest, unitType: n.type }, 'gc removed untagged manifest from repository');
       } catch (err) {
@@ -349,20 +336,7 @@ class GarbageCollector {
           continue;
         }
         try {
-          if (await this.blobUsedIn(repo, b.digest)) {
-            this.report.raced++;
-            continue;
-          }
-          const res = await this.c.repoContentUnits.deleteOne({ _id: a._id, updated: a.updated });
-          if (res.deletedCount !== 1) {
-            this.report.raced++;
-            continue;
-          }
-          if (await this.blobUsedIn(repo, b.digest)) {
-            await this.reassociate(repo, UNIT_TYPES.blob, b._id);
-            this.report.raced++;
-            continue;
-          }
+          if (!(await this.unholdUnlessWanted(repo, UNIT_TYPES.blob, b._id, a, () => this.blobUsedIn(repo, b.digest)))) continue;
           this.count(this.report.unreferencedRepoBlobs, b.size);
           this.log.info({ repository: repo, digest: b.digest }, 'gc removed unreferenced blob from repository');
         } catch (err) {
@@ -371,6 +345,36 @@ class GarbageCollector {
         }
       }
     }
+  }
+
+  /**
+   * Removes an association unless the unit is still wanted, racing pushes safely: checked
+   * before, deleted only if unchanged (a push re-associating it refreshes `updated`), checked
+   * again after and put back if a push needed it meanwhile. False (counted as raced) when the
+   * association stays.
+   */
+  private async unholdUnlessWanted(
+    repo: string,
+    type: UnitTypeId,
+    unitId: string,
+    assoc: Pick<RepoContentUnitDoc, '_id' | 'updated'>,
+    wanted: () => Promise<boolean>,
+  ): Promise<boolean> {
+    if (await wanted()) {
+      this.report.raced++;
+      return false;
+    }
+    const res = await this.c.repoContentUnits.deleteOne({ _id: assoc._id, updated: assoc.updated });
+    if (res.deletedCount !== 1) {
+      this.report.raced++;
+      return false;
+    }
+    if (await wanted()) {
+      await this.reassociate(repo, type, unitId);
+      this.report.raced++;
+      return false;
+    }
+    return true;
   }
 
   /** A manifest the repository holds references the blob. */
