@@ -1,13 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { access, link, mkdir, open, opendir, readFile, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { access, mkdir, open, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { digestAlgorithm, isSupportedAlgorithm, type Digest, type DigestAlgorithm } from '../domain/digest.ts';
 import { VolregError, isVolregError } from '../domain/errors.ts';
 import type { AppendOptions, BlobInfo, BlobStore, ByteRange, DeleteOptions, StoredBlob, UploadSummary, UploadWriter } from './blob-store.ts';
 import { SessionLocks } from './fs-lock.ts';
+import { entries, fsyncCreatedDirs, fsyncDir, isMissing, putBack, touch } from './fs-ops.ts';
 import { HashWorker, HashWorkerError } from './hash-worker.ts';
+import { copyInto } from './pipelined-copy.ts';
+import { readSessionState, writeSessionState, type SessionState } from './upload-state.ts';
 import { WriteBack } from './write-back.ts';
 import {
   ASIDE_MARK,
@@ -21,16 +23,15 @@ import {
   uploadDir,
   uploadLockPath,
   uploadStatePath,
-  uploadStateTempPath,
   uploadsRoot,
 } from './paths.ts';
 
 /**
  * The filesystem blob store (layout in paths.ts).
  *
- * Uploads: bytes go to `uploads/<id>/data` at explicit positions; after each append
- * `state.json` (the offset) is replaced atomically, so a crashed process leaves a session at
- * its last completed append. Appends do not wait for the disk (write-back.ts flushes in the
+ * Uploads: bytes go to `uploads/<id>/data` at explicit positions (pipelined-copy.ts); after
+ * each append `state.json` records the new offset in one write that cannot be half done
+ * (upload-state.ts), so a crashed process leaves a session at its last completed append. Appends do not wait for the disk (write-back.ts flushes in the
  * background): the durability that matters is the blob's, and a session that lost bytes in a
  * machine crash resumes at what reached the disk (the offset is clamped to the data file's
  * size). Committing verifies digest and size, fsyncs, renames the data file onto
@@ -47,19 +48,6 @@ import {
  */
 
 const HASH_CACHE_SIZE = 256;
-// Writes are gathered to about this size before going to disk, with a few in flight.
-const WRITE_BATCH_BYTES = 512 * 1024;
-const MAX_WRITES_IN_FLIGHT = 4;
-// state.json is JSON padded with spaces to this size, so an update overwrites it whole in place.
-const STATE_RECORD_BYTES = 256;
-
-interface SessionState {
-  version: 1;
-  algorithm: DigestAlgorithm;
-  offset: number;
-  started: string;
-  updated: string;
-}
 
 /** What the hash worker holds for a session: its algorithm, how far it got, from which worker. */
 interface CachedHash {
@@ -226,7 +214,7 @@ export class FsBlobStore implements BlobStore {
     await data.close();
     const now = new Date().toISOString();
     const state: SessionState = { version: 1, algorithm, offset: 0, started: now, updated: now };
-    await this.writeState(id, state, { durable: true });
+    await writeSessionState(this.root, id, state, { durable: true });
     await fsyncDir(uploadsRoot(this.root));
     this.hasher.create(id, algorithm);
     this.remember(id, { algorithm, offset: 0, generation: this.hasher.generation });
@@ -295,7 +283,7 @@ export class FsBlobStore implements BlobStore {
         this.writeBack.appendEnded(id, path);
       }
       const next: SessionState = { ...state, offset: state.offset + written, updated: new Date().toISOString() };
-      await this.writeState(id, next, { durable: false });
+      await writeSessionState(this.root, id, next, { durable: false });
       this.remember(id, { algorithm: state.algorithm, offset: next.offset, generation });
       return next;
     });
@@ -388,7 +376,7 @@ export class FsBlobStore implements BlobStore {
    */
   private async loadSession(id: string): Promise<SessionState> {
     const [state, size] = await Promise.all([
-      this.readState(id),
+      readSessionState(this.root, id),
       stat(uploadDataPath(this.root, id)).then(
         (s) => s.size,
         (err: unknown) => {
@@ -402,65 +390,8 @@ export class FsBlobStore implements BlobStore {
     this.hashes.delete(id);
     this.hasher.drop(id);
     const clamped: SessionState = { ...state, offset: size, updated: new Date().toISOString() };
-    await this.writeState(id, clamped, { durable: true });
+    await writeSessionState(this.root, id, clamped, { durable: true });
     return clamped;
-  }
-
-  private async readState(id: string): Promise<SessionState> {
-    let text: string;
-    try {
-      text = await readFile(uploadStatePath(this.root, id), 'utf8');
-    } catch (err) {
-      if (isMissing(err)) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
-      throw err;
-    }
-    let parsed: Partial<SessionState> = {};
-    try {
-      parsed = JSON.parse(text) as Partial<SessionState>;
-    } catch {
-      // Unreadable (cut short by a machine crash): the session cannot be trusted; it is gone.
-    }
-    if (
-      parsed.version !== 1 ||
-      typeof parsed.algorithm !== 'string' ||
-      !isSupportedAlgorithm(parsed.algorithm) ||
-      typeof parsed.offset !== 'number' ||
-      !Number.isSafeInteger(parsed.offset) ||
-      parsed.offset < 0
-    ) {
-      throw new VolregError('BLOB_UPLOAD_UNKNOWN', 'upload session state is unreadable; start a new upload');
-    }
-    return parsed as SessionState;
-  }
-
-  /**
-   * Writes `state.json`. A new (or repaired) session's state is written to a temp file,
-   * fsynced and renamed, so it exists whole after any crash. An append's new offset is one
-   * in-place write of a fixed-size record instead: a single write cannot be half done when the
-   * process dies, it costs no rename (a rename waits on the filesystem journal), and it need not
-   * be durable since a stale offset only means the interrupted bytes past it are sent again.
-   */
-  private async writeState(id: string, state: SessionState, { durable }: { durable: boolean }): Promise<void> {
-    const record = Buffer.from(JSON.stringify(state).padEnd(STATE_RECORD_BYTES));
-    if (!durable && record.length === STATE_RECORD_BYTES) {
-      const fh = await open(uploadStatePath(this.root, id), 'r+');
-      try {
-        await fh.write(record, 0, record.length, 0);
-      } finally {
-        await fh.close();
-      }
-      return;
-    }
-    const tmp = uploadStateTempPath(this.root, id);
-    const fh = await open(tmp, 'w');
-    try {
-      await fh.writeFile(record);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, uploadStatePath(this.root, id));
-    await fsyncDir(uploadDir(this.root, id));
   }
 
   /**
@@ -523,144 +454,6 @@ class FsUploadWriter implements UploadWriter {
 
 // ---- helpers -------------------------------------------------------------------------------
 
-class WriteFailure {
-  constructor(readonly cause: unknown) {}
-}
-
-interface CopyHooks {
-  /** hashes the same bytes (on the hash worker); resolves once they are hashed */
-  hash: (bufs: Buffer[], n: number) => Promise<void>;
-  /** told after each batch reached the file (background write-back counts it) */
-  written: (n: number) => void;
-  limits: AppendOptions;
-}
-
-/**
- * Writes batches at increasing positions of one file with a few writes in flight, so reading
- * and hashing the next bytes overlap the disk. Memory stays at about MAX_WRITES_IN_FLIGHT
- * batches.
- */
-class PipelinedWriter {
-  private readonly inflight = new Set<Promise<void>>();
-  private failure: { err: unknown } | null = null;
-
-  constructor(
-    private readonly fh: FileHandle,
-    private pos: number,
-    private readonly hooks: CopyHooks,
-  ) {}
-
-  /** Queues a write (and the hashing of the same bytes); resolves once there is room for more. */
-  async write(bufs: Buffer[], n: number): Promise<void> {
-    this.check();
-    const done: Promise<void> = Promise.all([
-      writeAll(this.fh, bufs, n, this.pos).then(() => this.hooks.written(n)),
-      this.hooks.hash(bufs, n),
-    ]).then(
-      () => {
-        this.inflight.delete(done);
-      },
-      (err: unknown) => {
-        this.failure ??= { err };
-        this.inflight.delete(done);
-      },
-    );
-    this.inflight.add(done);
-    this.pos += n;
-    while (this.inflight.size >= MAX_WRITES_IN_FLIGHT) await Promise.race(this.inflight);
-    this.check();
-  }
-
-  /** Waits for every queued write; rethrows the first failure. */
-  async drain(): Promise<void> {
-    await this.settle();
-    this.check();
-  }
-
-  /** Waits for everything in flight, ignoring failures (before truncating on an error). */
-  async settle(): Promise<void> {
-    await Promise.all([...this.inflight]);
-  }
-
-  private check(): void {
-    if (this.failure) throw new WriteFailure(this.failure.err);
-  }
-}
-
-/**
- * Copies `source` into `fh` from `position`, hashing on the way. Reading waits for room in
- * the writer, so memory stays bounded whatever the size (backpressure). Source failures
- * become BLOB_UPLOAD_INVALID; limit violations are VolregErrors; disk failures are rethrown.
- */
-async function copyInto(source: Readable, fh: FileHandle, position: number, hooks: CopyHooks): Promise<number> {
-  const opts = hooks.limits;
-  const limit = opts.exactBytes ?? opts.maxBytes;
-  const writer = new PipelinedWriter(fh, position, hooks);
-  let total = 0;
-  let batch: Buffer[] = [];
-  let batchBytes = 0;
-  const flush = async (): Promise<void> => {
-    if (batchBytes === 0) return;
-    const bufs = batch;
-    const n = batchBytes;
-    batch = [];
-    batchBytes = 0;
-    await writer.write(bufs, n);
-  };
-  // Stopping early (a limit broken) must not destroy the source: for an HTTP request that
-  // would reset the connection before the error reply is sent.
-  const chunks: AsyncIterable<unknown> = { [Symbol.asyncIterator]: () => source.iterator({ destroyOnReturn: false }) };
-  try {
-    for await (const chunk of chunks) {
-      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
-      if (buf.length === 0) continue;
-      total += buf.length;
-      if (limit !== undefined && total > limit) {
-        if (opts.exactBytes !== undefined) {
-          throw new VolregError('SIZE_INVALID', 'more bytes than the Content-Range announced', { expected: opts.exactBytes });
-        }
-        throw new VolregError('TOO_LARGE', 'upload exceeds the size limit', { limit });
-      }
-      batch.push(buf);
-      batchBytes += buf.length;
-      if (batchBytes >= WRITE_BATCH_BYTES) await flush();
-    }
-    await flush();
-    await writer.drain();
-  } catch (err) {
-    // No write may land after the caller truncates back to the durable offset.
-    await writer.settle();
-    if (err instanceof WriteFailure) throw err.cause;
-    if (isVolregError(err)) throw err;
-    throw new VolregError('BLOB_UPLOAD_INVALID', 'upload body ended before it was complete');
-  }
-  if (opts.exactBytes !== undefined && total !== opts.exactBytes) {
-    throw new VolregError('SIZE_INVALID', 'fewer bytes than the Content-Range announced', { expected: opts.exactBytes, received: total });
-  }
-  return total;
-}
-
-async function writeAll(fh: FileHandle, bufs: Buffer[], total: number, position: number): Promise<void> {
-  const { bytesWritten } = await fh.writev(bufs, position);
-  if (bytesWritten === total) return;
-  // Short write: finish the rest one buffer at a time.
-  let skip = bytesWritten;
-  let pos = position + bytesWritten;
-  for (const buf of bufs) {
-    if (skip >= buf.length) {
-      skip -= buf.length;
-      continue;
-    }
-    let off = skip;
-    skip = 0;
-    while (off < buf.length) {
-      const { bytesWritten: n } = await fh.write(buf, off, buf.length - off, pos);
-      off += n;
-      pos += n;
-    }
-  }
-}
-
 /** Maps the hash worker's failures: a vanished data file means the session is gone. */
 function fromHashWorker(err: unknown): never {
   if (err instanceof HashWorkerError && (err.code === 'ENOENT' || err.code === 'ENOTDIR')) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
@@ -674,62 +467,4 @@ async function openData(root: string, id: string, flags: string): Promise<FileHa
     if (isMissing(err)) throw new VolregError('BLOB_UPLOAD_UNKNOWN');
     throw err;
   }
-}
-
-async function fsyncDir(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** After `mkdir -p dir` created `created` and below, makes each new entry durable. */
-async function fsyncCreatedDirs(dir: string, created: string): Promise<void> {
-  for (let d = dir; ; d = dirname(d)) {
-    await fsyncDir(dirname(d));
-    if (d === created || dirname(d) === d) break;
-  }
-}
-
-/** Refreshes a file's times; false when it is gone (a guarded delete moved it aside). */
-async function touch(path: string): Promise<boolean> {
-  const now = new Date();
-  try {
-    await utimes(path, now, now);
-    return true;
-  } catch (err) {
-    if (isMissing(err)) return false;
-    throw err;
-  }
-}
-
-/** Puts a blob moved aside back, unless a commit placed the same bytes there meanwhile. */
-async function putBack(aside: string, target: string): Promise<void> {
-  try {
-    await link(aside, target);
-  } catch (err) {
-    if (isMissing(err)) return; // list() put it back already
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-  }
-  await unlink(aside).catch((err: unknown) => {
-    if (!isMissing(err)) throw err;
-  });
-}
-
-async function* entries(dir: string): AsyncIterable<string> {
-  let handle;
-  try {
-    handle = await opendir(dir);
-  } catch (err) {
-    if (isMissing(err)) return;
-    throw err;
-  }
-  for await (const entry of handle) yield entry.name;
-}
-
-function isMissing(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | null)?.code;
-  return code === 'ENOENT' || code === 'ENOTDIR';
 }

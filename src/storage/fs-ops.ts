@@ -1,0 +1,62 @@
+import { link, open, opendir, unlink, utimes } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+/** Filesystem steps the blob store builds on: durable directory entries, missing-file tolerance. */
+
+export async function fsyncDir(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** After `mkdir -p dir` created `created` and below, makes each new entry durable. */
+export async function fsyncCreatedDirs(dir: string, created: string): Promise<void> {
+  for (let d = dir; ; d = dirname(d)) {
+    await fsyncDir(dirname(d));
+    if (d === created || dirname(d) === d) break;
+  }
+}
+
+/** Refreshes a file's times; false when it is gone (a guarded delete moved it aside). */
+export async function touch(path: string): Promise<boolean> {
+  const now = new Date();
+  try {
+    await utimes(path, now, now);
+    return true;
+  } catch (err) {
+    if (isMissing(err)) return false;
+    throw err;
+  }
+}
+
+/** Puts a blob moved aside back, unless a commit placed the same bytes there meanwhile. */
+export async function putBack(aside: string, target: string): Promise<void> {
+  try {
+    await link(aside, target);
+  } catch (err) {
+    if (isMissing(err)) return; // list() put it back already
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  await unlink(aside).catch((err: unknown) => {
+    if (!isMissing(err)) throw err;
+  });
+}
+
+export async function* entries(dir: string): AsyncIterable<string> {
+  let handle;
+  try {
+    handle = await opendir(dir);
+  } catch (err) {
+    if (isMissing(err)) return;
+    throw err;
+  }
+  for await (const entry of handle) yield entry.name;
+}
+
+export function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}

@@ -1,0 +1,152 @@
+import type { FileHandle } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { VolregError, isVolregError } from '../domain/errors.ts';
+import type { AppendOptions } from './blob-store.ts';
+
+/**
+ * Copying a request body into an upload's data file: batches of socket chunks written at
+ * increasing positions with a few writes in flight, each batch hashed (on the hash worker) at
+ * the same time, so reading, hashing and the disk overlap while memory stays bounded.
+ */
+
+// Writes are gathered to about this size before going to disk, with a few in flight.
+const WRITE_BATCH_BYTES = 512 * 1024;
+const MAX_WRITES_IN_FLIGHT = 4;
+
+class WriteFailure {
+  constructor(readonly cause: unknown) {}
+}
+
+export interface CopyHooks {
+  /** hashes the same bytes (on the hash worker); resolves once they are hashed */
+  hash: (bufs: Buffer[], n: number) => Promise<void>;
+  /** told after each batch reached the file (background write-back counts it) */
+  written: (n: number) => void;
+  limits: AppendOptions;
+}
+
+/**
+ * Writes batches at increasing positions of one file with a few writes in flight, so reading
+ * and hashing the next bytes overlap the disk. Memory stays at about MAX_WRITES_IN_FLIGHT
+ * batches.
+ */
+class PipelinedWriter {
+  private readonly inflight = new Set<Promise<void>>();
+  private failure: { err: unknown } | null = null;
+
+  constructor(
+    private readonly fh: FileHandle,
+    private pos: number,
+    private readonly hooks: CopyHooks,
+  ) {}
+
+  /** Queues a write (and the hashing of the same bytes); resolves once there is room for more. */
+  async write(bufs: Buffer[], n: number): Promise<void> {
+    this.check();
+    const done: Promise<void> = Promise.all([
+      writeAll(this.fh, bufs, n, this.pos).then(() => this.hooks.written(n)),
+      this.hooks.hash(bufs, n),
+    ]).then(
+      () => {
+        this.inflight.delete(done);
+      },
+      (err: unknown) => {
+        this.failure ??= { err };
+        this.inflight.delete(done);
+      },
+    );
+    this.inflight.add(done);
+    this.pos += n;
+    while (this.inflight.size >= MAX_WRITES_IN_FLIGHT) await Promise.race(this.inflight);
+    this.check();
+  }
+
+  /** Waits for every queued write; rethrows the first failure. */
+  async drain(): Promise<void> {
+    await this.settle();
+    this.check();
+  }
+
+  /** Waits for everything in flight, ignoring failures (before truncating on an error). */
+  async settle(): Promise<void> {
+    await Promise.all([...this.inflight]);
+  }
+
+  private check(): void {
+    if (this.failure) throw new WriteFailure(this.failure.err);
+  }
+}
+
+/**
+ * Copies `source` into `fh` from `position`, hashing on the way. Reading waits for room in
+ * the writer, so memory stays bounded whatever the size (backpressure). Source failures
+ * become BLOB_UPLOAD_INVALID; limit violations are VolregErrors; disk failures are rethrown.
+ */
+export async function copyInto(source: Readable, fh: FileHandle, position: number, hooks: CopyHooks): Promise<number> {
+  const opts = hooks.limits;
+  const limit = opts.exactBytes ?? opts.maxBytes;
+  const writer = new PipelinedWriter(fh, position, hooks);
+  let total = 0;
+  let batch: Buffer[] = [];
+  let batchBytes = 0;
+  const flush = async (): Promise<void> => {
+    if (batchBytes === 0) return;
+    const bufs = batch;
+    const n = batchBytes;
+    batch = [];
+    batchBytes = 0;
+    await writer.write(bufs, n);
+  };
+  // Stopping early (a limit broken) must not destroy the source: for an HTTP request that
+  // would reset the connection before the error reply is sent.
+  const chunks: AsyncIterable<unknown> = { [Symbol.asyncIterator]: () => source.iterator({ destroyOnReturn: false }) };
+  try {
+    for await (const chunk of chunks) {
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+      if (buf.length === 0) continue;
+      total += buf.length;
+      if (limit !== undefined && total > limit) {
+        if (opts.exactBytes !== undefined) {
+          throw new VolregError('SIZE_INVALID', 'more bytes than the Content-Range announced', { expected: opts.exactBytes });
+        }
+        throw new VolregError('TOO_LARGE', 'upload exceeds the size limit', { limit });
+      }
+      batch.push(buf);
+      batchBytes += buf.length;
+      if (batchBytes >= WRITE_BATCH_BYTES) await flush();
+    }
+    await flush();
+    await writer.drain();
+  } catch (err) {
+    // No write may land after the caller truncates back to the durable offset.
+    await writer.settle();
+    if (err instanceof WriteFailure) throw err.cause;
+    if (isVolregError(err)) throw err;
+    throw new VolregError('BLOB_UPLOAD_INVALID', 'upload body ended before it was complete');
+  }
+  if (opts.exactBytes !== undefined && total !== opts.exactBytes) {
+    throw new VolregError('SIZE_INVALID', 'fewer bytes than the Content-Range announced', { expected: opts.exactBytes, received: total });
+  }
+  return total;
+}
+
+async function writeAll(fh: FileHandle, bufs: Buffer[], total: number, position: number): Promise<void> {
+  const { bytesWritten } = await fh.writev(bufs, position);
+  if (bytesWritten === total) return;
+  // Short write: finish the rest one buffer at a time.
+  let skip = bytesWritten;
+  let pos = position + bytesWritten;
+  for (const buf of bufs) {
+    if (skip >= buf.length) {
+      skip -= buf.length;
+      continue;
+    }
+    let off = skip;
+    skip = 0;
+    while (off < buf.length) {
+      const { bytesWritten: n } = await fh.write(buf, off, buf.length - off, pos);
+      off += n;
+      pos += n;
+    }
+  }
+}
