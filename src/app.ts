@@ -3,7 +3,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import type { Logger } from 'pino';
 import { VolregError } from './domain/errors.ts';
-import { errorMiddleware } from './http/error-middleware.ts';
+import { errorMiddleware, type ErrorTranslation } from './http/error-middleware.ts';
 import { buildRouter, type HandlerMap, type RouterOptions } from './http/router.ts';
 
 export interface HealthCheck {
@@ -17,6 +17,10 @@ export interface AppDeps {
   handlers: HandlerMap[];
   /** Dependencies /readyz checks (MongoDB, blob store). */
   readiness: HealthCheck[];
+  /** Why the process can no longer work and must be restarted, if so (/healthz fails then). */
+  fatal?: () => string | undefined;
+  /** What a dependency's failure means to a client (see errorMiddleware). */
+  translateError?: ErrorTranslation;
   /** Optional extra middleware run before routing (metrics, auth). */
   middleware?: Koa.Middleware[];
   authorize?: RouterOptions['authorize'];
@@ -57,12 +61,14 @@ export function createApp(deps: AppDeps): Koa {
       );
     }
   });
-  app.use(errorMiddleware(deps.logger));
+  app.use(errorMiddleware(deps.logger, deps.translateError));
   for (const mw of deps.middleware ?? []) app.use(mw);
 
   const fixed = new Router();
   fixed.get('/healthz', (ctx) => {
-    ctx.body = { status: 'ok' };
+    const reason = deps.fatal?.();
+    ctx.status = reason ? 503 : 200;
+    ctx.body = reason ? { status: 'failed', reason } : { status: 'ok' };
   });
   fixed.get('/readyz', async (ctx) => {
     const results: Record<string, string> = {};

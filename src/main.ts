@@ -12,6 +12,7 @@ import { createHttpMetrics } from './http/metrics.ts';
 import type { HandlerMap } from './http/router.ts';
 import { collections, type Collections } from './metadata/collections.ts';
 import { Migrator } from './metadata/migrator.ts';
+import { fromMongoFailure } from './metadata/mongo-errors.ts';
 import { RepoContentRepository } from './metadata/repo-content-repository.ts';
 import { loadSchemas } from './metadata/schema-validator.ts';
 import type { BlobStore } from './storage/blob-store.ts';
@@ -84,7 +85,7 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
 
   // ---- blobs and uploads ---------------------------------------------------------------
   if (ctx.config.storage !== 'fs') throw new StartupError(`VOLREG_STORAGE=${ctx.config.storage} is not available yet; use fs`);
-  const blobStore = await FsBlobStore.open({ root: ctx.config.dataDir });
+  const blobStore = await FsBlobStore.open({ root: ctx.config.dataDir, minFreeBytes: ctx.config.limits.minFreeBytes });
   const blobs = new BlobService({ store: blobStore, units: new BlobRepository(ctx.collections), membership: repoContent });
   const uploads = new UploadService({ store: blobStore, blobs, sessions: new UploadRepository(ctx.collections) });
 
@@ -192,7 +193,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const app = createApp({
       logger,
       handlers: buildHandlers(services, ctx),
-      readiness: readinessChecks(config, db, services.blobStore),
+      readiness: readinessChecks(config, db, services.blobStore, metadata.failure),
+      fatal: metadata.failure,
+      translateError: fromMongoFailure,
       middleware: [metrics.middleware, ...(auth ? [auth.authenticate] : [])],
       authorize: auth?.authorize,
       metrics: metrics.handler,
@@ -230,7 +233,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
  * One MongoClient for the process: to VOLREG_MONGODB_URL, or to the embedded engine started
  * in-process on DATA_DIR/db. `close` closes both.
  */
-export async function openMetadata(config: Config, logger: Logger): Promise<{ db: Db; close: () => Promise<void> }> {
+export async function openMetadata(
+  config: Config,
+  logger: Logger,
+): Promise<{ db: Db; close: () => Promise<void>; failure?: () => string | undefined }> {
   const dbPath = join(config.dataDir, 'db');
   // The embedded engine listens on a unix socket inside the data directory, so only users who
   // may write there can reach the metadata; sun_path holds ~107 bytes, so deep data directories
@@ -256,7 +262,13 @@ export async function openMetadata(config: Config, logger: Logger): Promise<{ db
       await client.close();
       await engine?.close();
     },
+    ...(engine ? { failure: () => engineFailure(engine.failure()) } : {}),
   };
+}
+
+/** The embedded engine's failure as an operator should read it (see mongo-engine/command-dispatch.ts). */
+function engineFailure(reason: string | undefined): string | undefined {
+  return reason && `the embedded MongoDB engine accepts no writes: ${reason}; remove the cause (free disk space) and restart volreg`;
 }
 
 const READINESS_TIMEOUT_MS = 1500;
@@ -270,12 +282,19 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** /readyz: MongoDB answers a ping, and the blob store answers (bounded waits, so never a hang). */
-export function readinessChecks(config: Config, db: Db, blobStore: BlobStore | undefined): HealthCheck[] {
+export function readinessChecks(
+  config: Config,
+  db: Db,
+  blobStore: BlobStore | undefined,
+  metadataFailure?: () => string | undefined,
+): HealthCheck[] {
   return [
     {
       name: 'mongodb',
       // The race bounds the wait even while the driver is still selecting a server.
       check: async () => {
+        const failed = metadataFailure?.();
+        if (failed) throw new Error(failed);
         await withTimeout(db.command({ ping: 1 }, { timeoutMS: READINESS_TIMEOUT_MS }), READINESS_TIMEOUT_MS, 'mongodb');
       },
     },

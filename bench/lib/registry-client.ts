@@ -129,6 +129,12 @@ const LINK_NEXT = /<([^>]+)>\s*;\s*rel="?next"?/;
  * Walks tags/list by the Link header, asking for pages of `n` (or the server's default when
  * undefined); returns the tags and the page count.
  */
+/** One tags/list request as a paginating client sends it: `?n=<n>&last=<last>`; the tags it got. */
+export async function listTagsPage(client: HttpClient, repo: string, n: number, last: string, signal?: AbortSignal): Promise<string[]> {
+  const reply = await client.expect({ method: 'GET', path: `/v2/${repo}/tags/list?n=${n}&last=${encodeURIComponent(last)}`, signal }, 200);
+  return (JSON.parse(reply.body.toString('utf8')) as { tags?: string[] | null }).tags ?? [];
+}
+
 export async function listAllTags(client: HttpClient, repo: string, n: number | undefined, signal?: AbortSignal): Promise<{ tags: string[]; pages: number }> {
   const tags: string[] = [];
   let next: string | undefined = `/v2/${repo}/tags/list${n === undefined ? '' : `?n=${n}`}`;

@@ -17,6 +17,7 @@ import {
   getManifest,
   headBlob,
   listAllTags,
+  listTagsPage,
   putManifest,
   startUpload,
   uploadChunked,
@@ -401,6 +402,16 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       run: (target, ctx) => tagsListing(target, ctx, undefined),
     },
     {
+      id: 'tags-page',
+      title: `tags/list, one page ?n=${opts.tagPageSize}&last=, ${opts.manifests} at ${opts.manifestClients} clients`,
+      unit: 'req/s',
+      higherIsBetter: true,
+      servers: both,
+      repeatable: true,
+      compare: { kind: 'vs-distribution', min: 2, text: '>= 2x distribution (2-3x)' },
+      run: (target, ctx) => tagPages(target, ctx),
+    },
+    {
       id: 'targz-v2',
       title: `tar.gz ${formatBytes(opts.size)} via /v2 POST + curl -T PUT`,
       unit: 'MiB/s',
@@ -467,6 +478,43 @@ async function ensureTags(target: Target, c: HttpClient, ctx: RunContext): Promi
   }
   target.state.tagsNote = made;
   return made;
+}
+
+/**
+ * Page requests as a paginating client makes them, each after a different tag. A server that
+ * honours `n` and `last` must answer exactly the next names; one that ignores them (distribution
+ * 2.8) must answer every tag, and the detail says so: its request rate is then that of whole lists.
+ */
+async function tagPages(target: Target, ctx: RunContext): Promise<Outcome> {
+  const { tags: total, tagPageSize: n, manifests: count, manifestClients: clients } = ctx.opts;
+  return withClient(target, clients, async (c) => {
+    const made = await ensureTags(target, c, ctx);
+    // a spread of starting points over the whole list, the same for every server
+    const after = (i: number): number => (i * 7919) % total;
+    let whole = 0;
+    const res = await timed(ctx, () =>
+      runPool(
+        count,
+        clients,
+        async (i) => {
+          const k = after(i);
+          const got = await listTagsPage(c, REPO_TAGS, n, listTag(k), ctx.signal);
+          if (got.length === total) {
+            whole++;
+            return;
+          }
+          const want = Array.from({ length: Math.min(n, total - k - 1) }, (_, j) => listTag(k + 1 + j));
+          if (got.length !== want.length || got.some((t, j) => t !== want[j])) {
+            throw new Error(`page after ${listTag(k)}: ${got.length} tags from ${got[0] ?? '-'}, expected ${want.length} from ${want[0] ?? '-'}`);
+          }
+        },
+        ctx.signal,
+      ),
+    );
+    if (whole !== 0 && whole !== count) throw new Error(`${whole} of ${count} pages were the whole list, the rest were pages`);
+    const shape = whole === count ? `n and last ignored: every reply is all ${total} tags` : `each reply the ${n} names after last, checked`;
+    return { value: count / (res.elapsedMs / 1000), detail: `${latencySummary(res.latenciesMs)}; ${shape}; ${made}` };
+  });
 }
 
 async function tagsListing(target: Target, ctx: RunContext, pageSize: number | undefined): Promise<Outcome> {

@@ -16,6 +16,8 @@ export interface Config {
     manifestBytes: number;
     /** any other non-blob request body */
     jsonBodyBytes: number;
+    /** uploads are refused before they would leave less free space than this on the data filesystem; 0: no reserve */
+    minFreeBytes: number;
   };
   uploads: {
     /** abandoned upload sessions older than this are purged */
@@ -46,6 +48,7 @@ export const DEFAULTS = {
   logLevel: 'info',
   manifestBytes: 4 * 1024 * 1024,
   jsonBodyBytes: 1024 * 1024,
+  minFreeBytes: 256 * 1024 * 1024,
   purgeAfterSeconds: 24 * 60 * 60,
   purgeIntervalSeconds: 60 * 60,
   shutdownGraceSeconds: 30,

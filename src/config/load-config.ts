@@ -20,6 +20,7 @@ export const VARIABLES = {
   VOLREG_LOG_LEVEL: { meaning: `log level: ${LOG_LEVELS.join(', ')}`, default: DEFAULTS.logLevel },
   VOLREG_MANIFEST_MAX_BYTES: { meaning: 'largest manifest accepted, bytes', default: String(DEFAULTS.manifestBytes) },
   VOLREG_JSON_BODY_MAX_BYTES: { meaning: 'largest other non-blob request body, bytes', default: String(DEFAULTS.jsonBodyBytes) },
+  VOLREG_MIN_FREE_BYTES: { meaning: 'free space uploads must leave on the data filesystem, bytes (0: no reserve)', default: String(DEFAULTS.minFreeBytes) },
   VOLREG_UPLOAD_PURGE_AFTER: { meaning: 'abandoned upload sessions idle this long are purged, seconds', default: String(DEFAULTS.purgeAfterSeconds) },
   VOLREG_UPLOAD_PURGE_INTERVAL: { meaning: 'how often the purge runs, seconds (0 disables it)', default: String(DEFAULTS.purgeIntervalSeconds) },
   VOLREG_GC_INTERVAL: { meaning: 'garbage collection inside serve every this many seconds (0 disables it)', default: String(DEFAULTS.gcIntervalSeconds) },
@@ -114,6 +115,7 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
   const jsonBodyBytes = check('VOLREG_JSON_BODY_MAX_BYTES', DEFAULTS.jsonBodyBytes as number, (s) =>
     parseInteger(s.value, 1, MAX_BODY_LIMIT, 'bytes'),
   );
+  const minFreeBytes = check('VOLREG_MIN_FREE_BYTES', DEFAULTS.minFreeBytes as number, (s) => parseInteger(s.value, 0, Number.MAX_SAFE_INTEGER, 'bytes'));
   const purgeAfterSeconds = check('VOLREG_UPLOAD_PURGE_AFTER', DEFAULTS.purgeAfterSeconds as number, (s) =>
     parseInteger(s.value, 1, 365 * 24 * 3600, 'seconds'),
   );
@@ -139,7 +141,7 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
       storage,
       authFile,
       logLevel,
-      limits: { manifestBytes, jsonBodyBytes },
+      limits: { manifestBytes, jsonBodyBytes, minFreeBytes },
       uploads: { purgeAfterSeconds, purgeIntervalSeconds },
       gc: { intervalSeconds: gcIntervalSeconds, graceSeconds: gcGraceSeconds, deleteUntagged: gcDeleteUntagged },
       shutdownGraceSeconds,

@@ -33,6 +33,7 @@ export const ERROR_CODES = {
   CONFLICT: { status: 409, message: 'conflicting request' },
   ARCHIVE_INVALID: { status: 400, message: 'body is not a complete, well-formed tar archive' },
   SNAPSHOT_UNKNOWN: { status: 404, message: 'volume snapshot unknown to registry' },
+  STORAGE_FULL: { status: 507, message: "not enough free space in the registry's storage" },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -57,6 +58,17 @@ export class VolregError extends Error {
 
 export function isVolregError(err: unknown): err is VolregError {
   return err instanceof VolregError;
+}
+
+/**
+ * `err` with what the caller knows said first (what became of the request's bytes, say) when
+ * it is a VolregError of `code`; any other error unchanged.
+ */
+export function explained(err: unknown, code: ErrorCode, prefix: string, detail: Record<string, unknown> = {}): unknown {
+  if (!isVolregError(err) || err.code !== code) return err;
+  const base = err.detail !== null && typeof err.detail === 'object' ? (err.detail as Record<string, unknown>) : {};
+  const merged = { ...base, ...detail };
+  return new VolregError(code, `${prefix}: ${err.message}`, Object.keys(merged).length > 0 ? merged : undefined, { ...err.headers });
 }
 
 export interface ErrorBody {

@@ -6,16 +6,20 @@ import { discardBody } from './discard-body.ts';
 const DISCARD_LIMIT_BYTES = 64 * 1024 * 1024;
 const DISCARD_LIMIT_MS = 10_000;
 
+/** Says what a failure of a dependency means to a client, or null when it cannot. */
+export type ErrorTranslation = (err: unknown) => VolregError | null;
+
 /**
  * The one place that renders errors. A `VolregError` becomes the OCI envelope with its
- * registered status; anything else is logged and becomes 500 UNKNOWN with no internal detail.
+ * registered status; a dependency's failure that `translate` recognises is logged and becomes
+ * its answer; anything else is logged and becomes 500 UNKNOWN with no internal detail.
  */
-export function errorMiddleware(logger: Logger): Middleware {
+export function errorMiddleware(logger: Logger, translate: ErrorTranslation = () => null): Middleware {
   return async (ctx, next) => {
     try {
       await next();
     } catch (caught) {
-      const err = toVolregError(caught, logger, ctx.state.requestId as string | undefined);
+      const err = toVolregError(caught, logger, ctx.state.requestId as string | undefined, translate);
       ctx.status = err.status;
       for (const [k, v] of Object.entries(err.headers)) ctx.set(k, v);
       // HEAD replies carry no body, but keep the status and headers.
@@ -28,8 +32,13 @@ export function errorMiddleware(logger: Logger): Middleware {
   };
 }
 
-function toVolregError(caught: unknown, logger: Logger, requestId: string | undefined): VolregError {
+function toVolregError(caught: unknown, logger: Logger, requestId: string | undefined, translate: ErrorTranslation): VolregError {
   if (isVolregError(caught)) return caught;
+  const translated = translate(caught);
+  if (translated) {
+    logger.error({ err: caught, requestId }, translated.message);
+    return translated;
+  }
   // Koa/http-errors carry `status` and `expose`; only an exposed client error keeps its message.
   if (caught && typeof caught === 'object' && 'status' in caught) {
     const status = Number((caught as { status: unknown }).status);

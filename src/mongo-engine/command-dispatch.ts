@@ -83,6 +83,24 @@ const HANDLERS: Record<string, CommandHandler> = {
   collStats: collStatsCommand,
 };
 
+/** Commands that change data: refused once the journal has failed, before they touch anything. */
+const WRITE_COMMANDS = new Set([
+  'insert', 'update', 'delete', 'findAndModify', 'findandmodify', 'createIndexes', 'dropIndexes', 'deleteIndexes',
+  'create', 'drop', 'dropDatabase', 'collMod', 'renameCollection',
+]);
+
+/**
+ * After a failed journal write the in-memory state may hold changes the disk does not, and
+ * only a restart (recovery from the journal) is consistent again: mongod stops in this case;
+ * the engine keeps answering reads and refuses every write with this error.
+ */
+function journalFailure(err: unknown): EngineError {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  const name = code === 'ENOSPC' || code === 'EDQUOT' ? 'OutOfDiskSpace' : 'InternalError';
+  return engineError(name, `journal write failed (${message}); no writes are accepted until the engine is restarted`);
+}
+
 /** Commands that are not allowed inside a "transaction" and never take one. */
 const TRANSACTION_FIELDS = ['txnNumber', 'startTransaction', 'autocommit'];
 
@@ -114,6 +132,8 @@ export async function dispatchCommand(cmd: Document, db: string, state: EngineSt
     if (TRANSACTION_FIELDS.some((f) => cmd[f] !== undefined)) {
       throw engineError('IllegalOperation', 'Transaction numbers are only allowed on a replica set member or mongos');
     }
+    const failed = durability?.failure();
+    if (failed && WRITE_COMMANDS.has(commandName(cmd))) throw journalFailure(failed);
     reply = runHandler(cmd, ctx);
   } catch (err) {
     const e = asEngineError(err);
@@ -128,7 +148,7 @@ export async function dispatchCommand(cmd: Document, db: string, state: EngineSt
       try {
         await durability.waitDurable(after);
       } catch (err) {
-        reply = engineError('InternalError', `journal write failed: ${err instanceof Error ? err.message : String(err)}`).toReply();
+        reply = journalFailure(err).toReply();
       }
     }
   }

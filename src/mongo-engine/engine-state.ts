@@ -12,6 +12,8 @@ export interface Durability {
   appendedSeq(): number;
   /** resolves once every change up to `seq` is on disk (or written, when not durable) */
   waitDurable(seq: number): Promise<void>;
+  /** why the journal stopped taking changes, if it did (a failed write; only a restart recovers) */
+  failure(): Error | undefined;
 }
 
 export interface EngineState {

@@ -31,6 +31,8 @@ export interface RunningEngine {
   uri: string;
   port?: number;
   socketPath?: string;
+  /** why the engine accepts no writes any more (a failed journal write), if so; only a restart recovers */
+  failure(): string | undefined;
   close(): Promise<void>;
 }
 
@@ -150,6 +152,7 @@ export async function startEngine(opts: EngineOptions = {}): Promise<RunningEngi
     uri,
     port,
     socketPath,
+    failure: () => state.durability?.failure()?.message,
     close: () => {
       closing ??= (async () => {
         for (const t of timers) clearInterval(t);

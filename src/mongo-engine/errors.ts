@@ -40,6 +40,7 @@ export const ErrorCodes = {
   InvalidIndexSpecificationOption: 197,
   CannotCreateCollection: 166,
   InvalidPipelineOperator: 168,
+  OutOfDiskSpace: 14031,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCodes;

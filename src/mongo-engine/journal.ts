@@ -63,6 +63,10 @@ export class Journal implements ChangeSink, Durability {
     return this.seq;
   }
 
+  failure(): Error | undefined {
+    return this.failed;
+  }
+
   waitDurable(seq: number): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
     if (!this.durable || seq <= this.flushedSeq) return Promise.resolve();

@@ -1,8 +1,8 @@
 import { PassThrough, Readable } from 'node:stream';
 import { digestAlgorithm, type Digest } from '../domain/digest.ts';
 import { resolveRange, type ByteRange } from '../domain/byte-range.ts';
-import { VolregError } from '../domain/errors.ts';
-import type { BlobInfo, BlobStore } from '../storage/blob-store.ts';
+import { VolregError, explained } from '../domain/errors.ts';
+import type { BlobInfo, BlobStore, UploadWriter } from '../storage/blob-store.ts';
 
 /**
  * Blobs as repositories see them. A blob is visible in a repository only while a blob unit for
@@ -120,8 +120,9 @@ export class BlobService {
       throw new VolregError('TOO_LARGE', 'upload exceeds the size limit', { limit: opts.maxBytes });
     }
     const algorithm = opts.expectedDigest ? digestAlgorithm(opts.expectedDigest) : 'sha256';
-    const writer = await this.deps.store.createUpload({ algorithm });
+    let started: UploadWriter | undefined;
     try {
+      const writer = (started = await this.deps.store.createUpload({ algorithm }));
       const limits = opts.expectedSize !== undefined ? { exactBytes: opts.expectedSize } : opts.maxBytes !== undefined ? { maxBytes: opts.maxBytes } : {};
       if (opts.validate) {
         await appendValidated(source, opts.validate, (input) => writer.append(input, limits));
@@ -132,8 +133,8 @@ export class BlobService {
       await this.record(repo, blob);
       return blob;
     } catch (err) {
-      await writer.cancel().catch(() => undefined);
-      throw err;
+      await started?.cancel().catch(() => undefined);
+      throw explained(err, 'STORAGE_FULL', 'nothing of this upload was kept');
     }
   }
 }

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Digest, DigestAlgorithm } from '../domain/digest.ts';
 import type { ByteRange } from '../domain/byte-range.ts';
-import { VolregError, isVolregError } from '../domain/errors.ts';
+import { VolregError, explained, isVolregError } from '../domain/errors.ts';
 import type { BlobInfo, BlobStore, UploadWriter } from '../storage/blob-store.ts';
 import type { BlobService } from './blob-service.ts';
 
@@ -171,6 +171,15 @@ export class UploadService {
   }
 
   private async appendChunk(writer: UploadWriter, body: Readable, opts: ChunkOptions): Promise<number> {
+    const before = writer.offset;
+    try {
+      return await this.appendAt(writer, body, opts);
+    } catch (err) {
+      throw explained(err, 'STORAGE_FULL', `this chunk was not kept; the upload stays at offset ${before}`, { offset: before });
+    }
+  }
+
+  private async appendAt(writer: UploadWriter, body: Readable, opts: ChunkOptions): Promise<number> {
     if (!opts.range) return writer.append(body, {});
     // Checked here for a quick answer, and again by the store under the session's lock.
     if (opts.range.start !== writer.offset) {

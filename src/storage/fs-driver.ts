@@ -6,7 +6,8 @@ import { digestAlgorithm, isSupportedAlgorithm, type Digest, type DigestAlgorith
 import { VolregError, isVolregError } from '../domain/errors.ts';
 import type { AppendOptions, BlobInfo, BlobStore, ByteRange, DeleteOptions, StoredBlob, UploadSummary, UploadWriter } from './blob-store.ts';
 import { SessionLocks } from './fs-lock.ts';
-import { entries, fsyncCreatedDirs, fsyncDir, isMissing, putBack, touch } from './fs-ops.ts';
+import { FreeSpace } from './free-space.ts';
+import { entries, fsyncCreatedDirs, fsyncDir, isMissing, isOutOfSpace, putBack, touch } from './fs-ops.ts';
 import { HashWorker, HashWorkerError } from './hash-worker.ts';
 import { copyInto } from './pipelined-copy.ts';
 import { readSessionState, writeSessionState, type SessionState } from './upload-state.ts';
@@ -65,6 +66,8 @@ export interface FsBlobStoreOptions {
   lockStaleMs?: number;
   /** a blob a guarded delete moved aside longer ago than this was left by a crash (default 60 s) */
   asideStaleMs?: number;
+  /** uploads are refused before they would leave less free space than this (default 0: no reserve) */
+  minFreeBytes?: number;
 }
 
 export class FsBlobStore implements BlobStore {
@@ -74,10 +77,12 @@ export class FsBlobStore implements BlobStore {
   private readonly hasher = new HashWorker();
   private readonly writeBack = new WriteBack();
   private readonly asideStaleMs: number;
+  private readonly space: FreeSpace;
 
   private constructor(opts: FsBlobStoreOptions) {
     this.root = opts.root;
     this.asideStaleMs = opts.asideStaleMs ?? 60_000;
+    this.space = new FreeSpace(opts.root, opts.minFreeBytes ?? 0);
     this.locks = new SessionLocks({ waitMs: opts.lockWaitMs ?? 10_000, staleMs: opts.lockStaleMs ?? 60_000 });
   }
 
@@ -208,14 +213,20 @@ export class FsBlobStore implements BlobStore {
   async createUpload(opts: { algorithm?: DigestAlgorithm } = {}): Promise<UploadWriter> {
     const algorithm = opts.algorithm ?? 'sha256';
     if (!isSupportedAlgorithm(algorithm)) throw new VolregError('UNSUPPORTED', 'unsupported digest algorithm');
+    await this.space.ensure(0);
     const id = randomUUID();
-    await mkdir(uploadDir(this.root, id));
-    const data = await open(uploadDataPath(this.root, id), 'wx');
-    await data.close();
     const now = new Date().toISOString();
     const state: SessionState = { version: 1, algorithm, offset: 0, started: now, updated: now };
-    await writeSessionState(this.root, id, state, { durable: true });
-    await fsyncDir(uploadsRoot(this.root));
+    try {
+      await mkdir(uploadDir(this.root, id));
+      const data = await open(uploadDataPath(this.root, id), 'wx');
+      await data.close();
+      await writeSessionState(this.root, id, state, { durable: true });
+      await fsyncDir(uploadsRoot(this.root));
+    } catch (err) {
+      await rm(uploadDir(this.root, id), { recursive: true, force: true }).catch(() => undefined);
+      throw asStorageFull(err, 'no space left to start an upload');
+    }
     this.hasher.create(id, algorithm);
     this.remember(id, { algorithm, offset: 0, generation: this.hasher.generation });
     return new FsUploadWriter(this, id, state);
@@ -253,11 +264,13 @@ export class FsBlobStore implements BlobStore {
   /** @internal */
   async appendTo(writer: FsUploadWriter, source: Readable, opts: AppendOptions): Promise<SessionState> {
     const id = writer.id;
-    return this.locks.run(id, uploadLockPath(this.root, id), async () => {
+    const appended = this.locks.run(id, uploadLockPath(this.root, id), async () => {
       const state = await this.loadSession(id);
       if (opts.atOffset !== undefined && opts.atOffset !== state.offset) {
         throw new VolregError('RANGE_INVALID', 'chunk does not start at the current offset', { offset: state.offset });
       }
+      // A declared length is checked before any byte is read; a stream of unknown length as it goes.
+      await this.space.ensure(opts.exactBytes ?? 0);
       await this.hashAt(id, state);
       const generation = this.hasher.generation;
       const path = uploadDataPath(this.root, id);
@@ -270,6 +283,7 @@ export class FsBlobStore implements BlobStore {
           written = await copyInto(source, fh, state.offset, {
             hash: (bufs, n) => this.hasher.update(id, bufs, n),
             written: (n) => this.writeBack.wrote(id, path, n),
+            room: this.space.meter(),
             limits: opts,
           });
         } catch (err) {
@@ -287,12 +301,16 @@ export class FsBlobStore implements BlobStore {
       this.remember(id, { algorithm: state.algorithm, offset: next.offset, generation });
       return next;
     });
+    // The chunk is gone (truncated back); the session stays at its last offset.
+    return appended.catch((err: unknown) => {
+      throw asStorageFull(err, 'no space left on the storage');
+    });
   }
 
   /** @internal */
   async commitUpload(writer: FsUploadWriter, expected: Digest | undefined, expectedSize: number | undefined): Promise<BlobInfo> {
     const id = writer.id;
-    return this.locks.run(id, uploadLockPath(this.root, id), async () => {
+    const committed = this.locks.run(id, uploadLockPath(this.root, id), async () => {
       const state = await this.loadSession(id);
       if (expectedSize !== undefined && expectedSize !== state.offset) {
         await this.discard(id);
@@ -325,7 +343,7 @@ export class FsBlobStore implements BlobStore {
       } catch (err) {
         // The disk refused bytes the digest was computed over: nothing of them may be kept.
         await this.discard(id);
-        throw err;
+        throw asStorageFull(err, 'the disk refused bytes of this upload (no space left); the upload is gone, start it again');
       }
       const data = await openData(this.root, id, 'r+');
       try {
@@ -349,6 +367,9 @@ export class FsBlobStore implements BlobStore {
       await this.discard(id);
       return { digest, size: state.offset };
     });
+    return committed.catch((err: unknown) => {
+      throw asStorageFull(err, 'no space left to store the blob; the upload is kept, finish it again once space is freed');
+    });
   }
 
   /** @internal */
@@ -358,7 +379,7 @@ export class FsBlobStore implements BlobStore {
       await this.locks.run(id, uploadLockPath(this.root, id), () => this.discard(id));
     } catch (err) {
       if (isVolregError(err) && err.code === 'BLOB_UPLOAD_UNKNOWN') return;
-      throw err;
+      throw asStorageFull(err, 'no space left on the storage even to cancel (its lock file could not be written)');
     }
   }
 
@@ -453,6 +474,11 @@ class FsUploadWriter implements UploadWriter {
 }
 
 // ---- helpers -------------------------------------------------------------------------------
+
+/** A full filesystem (or quota) reaches the client as STORAGE_FULL; other failures stay as they are. */
+function asStorageFull(err: unknown, message: string): unknown {
+  return isOutOfSpace(err) ? new VolregError('STORAGE_FULL', message) : err;
+}
 
 /** Maps the hash worker's failures: a vanished data file means the session is gone. */
 function fromHashWorker(err: unknown): never {

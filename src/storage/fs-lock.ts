@@ -86,9 +86,13 @@ export class SessionLocks {
         const fh = await open(lockPath, 'wx');
         try {
           await fh.writeFile(JSON.stringify(owner));
-        } finally {
-          await fh.close();
+        } catch (err) {
+          // e.g. no space for the owner: a lock nobody holds must not stay behind
+          await fh.close().catch(() => undefined);
+          await unlink(lockPath).catch(() => undefined);
+          throw err;
         }
+        await fh.close();
         return;
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;

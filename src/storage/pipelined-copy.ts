@@ -22,6 +22,8 @@ export interface CopyHooks {
   hash: (bufs: Buffer[], n: number) => Promise<void>;
   /** told after each batch reached the file (background write-back counts it) */
   written: (n: number) => void;
+  /** asked before each batch is written; throws (a VolregError) when there is no room for it */
+  room: (n: number) => Promise<void>;
   limits: AppendOptions;
 }
 
@@ -95,6 +97,7 @@ export async function copyInto(source: Readable, fh: FileHandle, position: numbe
     const n = batchBytes;
     batch = [];
     batchBytes = 0;
+    await hooks.room(n);
     await writer.write(bufs, n);
   };
   // Stopping early (a limit broken) must not destroy the source: for an HTTP request that

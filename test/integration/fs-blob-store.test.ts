@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rename, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -245,5 +245,42 @@ test('fs store: a blob left aside by a crash mid-delete is put back by list() on
   } finally {
     eager.close();
     await h.close();
+  }
+});
+
+test('fs store: the free-space reserve refuses a session, a declared length and a stream past it, keeping nothing new', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'volreg-fs-store-'));
+  const roomy = await FsBlobStore.open({ root });
+  const w = await roomy.createUpload();
+  await w.append(Readable.from([randomBytes(1000)]));
+  const before = await files(root);
+  const s = await statfs(root);
+  const free = Number(s.bavail) * Number(s.bsize);
+  try {
+    // a reserve above what is free: nothing may start
+    const full = await FsBlobStore.open({ root, minFreeBytes: free + 1024 ** 3 });
+    const refused = await t.throwsAsync(full.createUpload());
+    t.is((refused as { code?: string }).code, 'STORAGE_FULL');
+    const resumed = await full.resumeUpload(w.id);
+    const declared = await t.throwsAsync(resumed.append(Readable.from([randomBytes(10)]), { atOffset: 1000, exactBytes: 10 }));
+    t.is((declared as { code?: string }).code, 'STORAGE_FULL');
+    t.is((await full.resumeUpload(w.id)).offset, 1000, 'the session is where it was');
+    full.close();
+
+    // a reserve that leaves room for 20 MiB: a stream of unknown length stops once past it
+    // (long enough that space other tests free meanwhile cannot let it through)
+    const tight = await FsBlobStore.open({ root, minFreeBytes: free - 20 * 1024 * 1024 });
+    const stream = Readable.from((function* () {
+      for (let i = 0; i < 512; i++) yield randomBytes(1024 * 1024);
+    })());
+    const stopped = await t.throwsAsync((await tight.resumeUpload(w.id)).append(stream));
+    t.is((stopped as { code?: string }).code, 'STORAGE_FULL');
+    t.is((await tight.resumeUpload(w.id)).offset, 1000, 'the refused bytes were not kept');
+    t.is((await stat(uploadDataPath(root, w.id))).size, 1000);
+    t.deepEqual(await files(root), before);
+    tight.close();
+  } finally {
+    roomy.close();
+    await rm(root, { recursive: true, force: true });
   }
 });

@@ -29,6 +29,7 @@ test('an empty environment gives the DESIGN.md defaults', (t) => {
   t.is(config.logLevel, 'info');
   t.is(config.limits.manifestBytes, 4 * 1024 * 1024);
   t.is(config.limits.jsonBodyBytes, DEFAULTS.jsonBodyBytes);
+  t.is(config.limits.minFreeBytes, 256 * 1024 * 1024);
   t.is(config.uploads.purgeAfterSeconds, 86400);
   t.is(config.uploads.purgeIntervalSeconds, DEFAULTS.purgeIntervalSeconds);
   t.is(config.shutdownGraceSeconds, DEFAULTS.shutdownGraceSeconds);
@@ -49,6 +50,7 @@ test('every variable is read', (t) => {
       VOLREG_LOG_LEVEL: 'DEBUG',
       VOLREG_MANIFEST_MAX_BYTES: '1048576',
       VOLREG_JSON_BODY_MAX_BYTES: '65536',
+      VOLREG_MIN_FREE_BYTES: '0',
       VOLREG_UPLOAD_PURGE_AFTER: '3600',
       VOLREG_UPLOAD_PURGE_INTERVAL: '0',
       VOLREG_SHUTDOWN_GRACE: '2.5',
@@ -61,7 +63,7 @@ test('every variable is read', (t) => {
   t.is(config.mongodbDatabase, 'registry_1');
   t.is(config.authFile, auth);
   t.is(config.logLevel, 'debug');
-  t.deepEqual(config.limits, { manifestBytes: 1048576, jsonBodyBytes: 65536 });
+  t.deepEqual(config.limits, { manifestBytes: 1048576, jsonBodyBytes: 65536, minFreeBytes: 0 });
   t.deepEqual(config.uploads, { purgeAfterSeconds: 3600, purgeIntervalSeconds: 0 });
   t.is(config.shutdownGraceSeconds, 2.5);
 });
@@ -97,6 +99,8 @@ const bad: Array<[string, string, RegExp]> = [
   ['VOLREG_MANIFEST_MAX_BYTES', '-1', /whole number/],
   ['VOLREG_JSON_BODY_MAX_BYTES', '1e6', /whole number of bytes/],
   ['VOLREG_JSON_BODY_MAX_BYTES', '99999999999999999999', /whole number/],
+  ['VOLREG_MIN_FREE_BYTES', '256MiB', /whole number of bytes/],
+  ['VOLREG_MIN_FREE_BYTES', '-1', /whole number/],
   ['VOLREG_UPLOAD_PURGE_AFTER', '1d', /whole number of seconds/],
   ['VOLREG_UPLOAD_PURGE_AFTER', '0', /between 1/],
   ['VOLREG_UPLOAD_PURGE_INTERVAL', '-5', /whole number of seconds/],
