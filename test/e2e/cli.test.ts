@@ -140,6 +140,53 @@ test('a hostile snapshot is refused on pull and writes nothing outside (or insid
   }
 });
 
+test('verify every snapshot of a volume, or of all volumes: each named, a corrupted one fails (exit 4), the rest still checked', async (t) => {
+  t.is((await volreg(['verify'])).code, 2, 'a snapshot, a volume or --all');
+  t.is((await volreg(['verify', 'cli/vall', '--all'])).code, 2);
+  t.is((await volreg(['verify', 'cli/no-such-volume'])).code, 3);
+
+  const layers: Record<string, Digest> = {};
+  for (const tag of ['a', 'b', 'c']) {
+    // each its own content: this test corrupts one layer's stored bytes
+    const src = join(work, `vall-${tag}`);
+    await mkdir(src);
+    await writeFile(join(src, 'data.txt'), `only in cli/vall:${tag}\n`.repeat(300));
+    const push = await volreg(['push', src, `cli/vall:${tag}`, '--json']);
+    t.is(push.code, 0, push.stderr);
+    layers[tag] = (JSON.parse(push.stdout) as { layer: { digest: Digest } }).layer.digest;
+  }
+  const clean = await volreg(['verify', 'cli/vall']);
+  t.is(clean.code, 0, clean.stderr);
+  for (const tag of ['a', 'b', 'c']) t.regex(clean.stdout, new RegExp(`^cli/vall:${tag}: ok \\(${layers[tag]}`, 'm'));
+  t.regex(clean.stderr, /verified 3 snapshots: 3 ok, 0 failed/);
+
+  const file = blobPath(server.dataDir, layers.b!);
+  const bytes = await readFile(file);
+  bytes[bytes.length >> 1] ^= 0xff;
+  await writeFile(file, bytes);
+
+  const broken = await volreg(['verify', 'cli/vall']);
+  t.is(broken.code, 4);
+  t.regex(broken.stderr, /cli\/vall:b: FAILED/);
+  t.regex(broken.stdout, /^cli\/vall:a: ok/m);
+  t.regex(broken.stdout, /^cli\/vall:c: ok/m, 'the snapshots after the failed one are still verified');
+  t.regex(broken.stderr, /verified 3 snapshots: 2 ok, 1 failed/);
+  const json = JSON.parse((await volreg(['verify', 'cli/vall', '--json'])).stdout) as { verified: number; failed: number; snapshots: Array<{ snapshot: string; ok: boolean; problems: string[] }> };
+  t.is(json.verified, 3);
+  t.is(json.failed, 1);
+  t.deepEqual(json.snapshots.filter((s) => !s.ok).map((s) => s.snapshot), ['cli/vall:b']);
+  t.true(json.snapshots.find((s) => s.snapshot === 'cli/vall:b')!.problems.length > 0);
+  // the registry recorded the result on the snapshot
+  const meta = JSON.parse((await volreg(['ls', 'cli/vall', '--json'])).stdout) as { snapshots: Array<{ tag: string; lastVerify: { ok: boolean } | null }> };
+  t.false(meta.snapshots.find((s) => s.tag === 'b')!.lastVerify!.ok);
+
+  const all = await volreg(['verify', '--all']);
+  t.is(all.code, 4);
+  t.regex(all.stderr, /cli\/vall:b: FAILED/);
+  t.regex(all.stdout, /^cli\/vall:a: ok/m);
+  t.regex(all.stderr, /verified \d+ snapshots: \d+ ok, [1-9]\d* failed/);
+});
+
 test('ls, verify and rm', async (t) => {
   t.is((await volreg(['push', tree, 'cli/lsv:a'])).code, 0);
   t.is((await volreg(['push', tree, 'cli/lsv:b'])).code, 0);

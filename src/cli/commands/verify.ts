@@ -1,23 +1,100 @@
 import type { Command } from 'commander';
-import { addAgentOptions, AGENT_EXIT, clientFrom, parseSnapshotRef, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
+import { addAgentOptions, AGENT_EXIT, clientFrom, describeError, parseSnapshotRef, RegistryError, runAgent, UsageError, type ConnectionFlags, type SnapshotJson, type VolregClient } from '../client.ts';
+
+interface VerifyFlags extends ConnectionFlags {
+  all?: boolean;
+}
+
+interface Outcome {
+  snapshot: string;
+  ok: boolean;
+  layer?: string;
+  at?: string;
+  problems: string[];
+}
+
+// the largest page /api/v1 lists
+const PAGE = 1000;
+
+/** Every snapshot tag of a volume (all pages). */
+async function* tagsOf(client: VolregClient, name: string): AsyncGenerator<string> {
+  for (let offset = 0; ; offset += PAGE) {
+    const page = await client.list(name, { limit: PAGE, offset });
+    for (const s of page.snapshots) yield s.tag;
+    if (page.snapshots.length < PAGE) return;
+  }
+}
+
+/** Every volume (all pages). */
+async function* volumesOf(client: VolregClient): AsyncGenerator<string> {
+  for (let offset = 0; ; offset += PAGE) {
+    const page = await client.listVolumes({ limit: PAGE, offset });
+    for (const v of page.volumes) yield v.volume;
+    if (page.volumes.length < PAGE) return;
+  }
+}
+
+function outcomeOf(snapshot: string, r: SnapshotJson & { ok: boolean }): Outcome {
+  return { snapshot, ok: r.ok, layer: r.layer.digest, ...(r.lastVerify ? { at: r.lastVerify.at } : {}), problems: r.lastVerify?.problems ?? [] };
+}
+
+/** Null when the snapshot was deleted since it was listed. */
+async function verifyOne(client: VolregClient, name: string, tag: string): Promise<Outcome | null> {
+  const snapshot = `${name}:${tag}`;
+  try {
+    return outcomeOf(snapshot, await client.verify(name, tag));
+  } catch (err) {
+    if (err instanceof RegistryError && err.status === 404) return null;
+    // one snapshot that cannot be verified (deleted meanwhile, a server error) fails, the others go on
+    return { snapshot, ok: false, problems: [describeError(err)] };
+  }
+}
 
 export function registerVerify(program: Command): void {
   addAgentOptions(
     program
       .command('verify')
-      .description('have the registry re-hash a snapshot\'s config and layer and re-read its tar (exit 4 when it fails)')
-      .argument('<ref>', '<name>:<tag>'),
-  ).action((ref: string, flags: ConnectionFlags) =>
+      .description("have the registry re-hash snapshots' config and layer and re-read their tar: one snapshot, every snapshot of a volume, or --all (exit 4 when any fails)")
+      .argument('[ref]', '<name>:<tag>, or <name> for all its snapshots')
+      .option('--all', 'every snapshot of every volume'),
+  ).action((ref: string | undefined, flags: VerifyFlags) =>
     runAgent('verify', async () => {
-      const parsed = parseSnapshotRef(ref);
-      if (!('tag' in parsed)) throw new UsageError('verify needs <name>:<tag>');
-      const r = await clientFrom(flags).verify(parsed.name, parsed.tag);
-      const problems = r.lastVerify?.problems ?? [];
-      if (flags.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
-      else if (r.ok) {
-        if (!flags.quiet) process.stdout.write(`${ref}: ok (${r.layer.digest}, verified ${r.lastVerify?.at ?? ''})\n`);
-      } else process.stderr.write(`volreg verify: ${ref}: FAILED\n${problems.map((p) => `  ${p}\n`).join('')}`);
-      return r.ok ? AGENT_EXIT.OK : AGENT_EXIT.INTEGRITY;
+      if ((ref === undefined) === !flags.all) throw new UsageError('verify needs <name>:<tag>, <name>, or --all');
+      const client = clientFrom(flags);
+      const outcomes: Outcome[] = [];
+      const report = (o: Outcome): void => {
+        outcomes.push(o);
+        if (flags.json) return;
+        if (o.ok) {
+          if (!flags.quiet) process.stdout.write(`${o.snapshot}: ok (${o.layer ?? ''}, verified ${o.at ?? ''})\n`);
+        } else process.stderr.write(`volreg verify: ${o.snapshot}: FAILED\n${o.problems.map((p) => `  ${p}\n`).join('')}`);
+      };
+
+      if (ref !== undefined && ref.includes(':')) {
+        const parsed = parseSnapshotRef(ref);
+        if (!('tag' in parsed)) throw new UsageError('verify needs <name>:<tag>, <name>, or --all');
+        // a single snapshot: a missing one is an error of its own (exit 3), as for pull and rm
+        const r = await client.verify(parsed.name, parsed.tag);
+        report(outcomeOf(ref, r));
+        if (flags.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+        return r.ok ? AGENT_EXIT.OK : AGENT_EXIT.INTEGRITY;
+      }
+
+      const volumes = ref !== undefined ? [ref] : volumesOf(client);
+      for await (const name of volumes) {
+        for await (const tag of tagsOf(client, name)) {
+          const outcome = await verifyOne(client, name, tag);
+          if (outcome) report(outcome);
+        }
+      }
+      if (ref !== undefined && outcomes.length === 0) {
+        process.stderr.write(`volreg verify: ${ref}: no snapshots\n`);
+        return AGENT_EXIT.NOT_FOUND;
+      }
+      const failed = outcomes.filter((o) => !o.ok).length;
+      if (flags.json) process.stdout.write(`${JSON.stringify({ verified: outcomes.length, failed, snapshots: outcomes }, null, 2)}\n`);
+      else if (!flags.quiet || failed > 0) process.stderr.write(`verified ${outcomes.length} snapshot${outcomes.length === 1 ? '' : 's'}: ${outcomes.length - failed} ok, ${failed} failed\n`);
+      return failed > 0 ? AGENT_EXIT.INTEGRITY : AGENT_EXIT.OK;
     }),
   );
 }
