@@ -8,7 +8,7 @@ import { pino, type Logger } from 'pino';
 import { createApp, type HealthCheck } from './app.ts';
 import type { Config } from './config/config.ts';
 import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
-import { createHttpMetrics } from './http/metrics.ts';
+import { createHttpMetrics, registerStorageGauges } from './http/metrics.ts';
 import type { HandlerMap } from './http/router.ts';
 import { collections, type Collections } from './metadata/collections.ts';
 import { Migrator } from './metadata/migrator.ts';
@@ -190,6 +190,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const ctx: ServiceContext = { config, db, collections: collections(db), logger };
     const services = await buildServices(ctx);
     const metrics = createHttpMetrics({ processMetrics: opts.processMetrics ?? false });
+    registerStorageGauges(metrics.registry, { dataDir: config.dataDir, minFreeBytes: config.limits.minFreeBytes, metadataFailure: metadata.failure });
     const app = createApp({
       logger,
       handlers: buildHandlers(services, ctx),

@@ -1,6 +1,7 @@
+import { statfs } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, Middleware } from 'koa';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { matchRoute } from './router.ts';
 
 /**
@@ -76,6 +77,42 @@ export function createHttpMetrics(opts: { processMetrics?: boolean } = {}): Http
   };
 
   return { registry, middleware, handler };
+}
+
+/**
+ * What an operator alerts on before uploads are refused: free space on the data filesystem
+ * (read at each scrape) next to the reserve uploads keep, and whether the metadata store still
+ * takes writes (the embedded engine stops after a failed journal write).
+ */
+export function registerStorageGauges(
+  registry: Registry,
+  opts: { dataDir: string; minFreeBytes: number; metadataFailure?: () => string | undefined },
+): void {
+  new Gauge({
+    name: 'volreg_storage_free_bytes',
+    help: 'bytes available on the filesystem of the data directory',
+    registers: [registry],
+    async collect() {
+      const s = await statfs(opts.dataDir);
+      this.set(Number(s.bavail) * Number(s.bsize));
+    },
+  });
+  new Gauge({
+    name: 'volreg_storage_min_free_bytes',
+    help: 'free space uploads must leave (VOLREG_MIN_FREE_BYTES); below it they are refused with 507',
+    registers: [registry],
+    collect() {
+      this.set(opts.minFreeBytes);
+    },
+  });
+  new Gauge({
+    name: 'volreg_metadata_writable',
+    help: '1 while the metadata store takes writes; 0 once the embedded engine stopped after a failed journal write (restart needed)',
+    registers: [registry],
+    collect() {
+      this.set(opts.metadataFailure?.() ? 0 : 1);
+    },
+  });
 }
 
 /**

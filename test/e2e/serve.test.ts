@@ -57,6 +57,9 @@ test('npm start on port 0: warnings, listening line, GET /v2/, /healthz, /readyz
   const metrics = await (await fetch(`${server.url}/metrics`)).text();
   t.regex(metrics, /^volreg_http_requests_total\{route="v2Base",method="GET",status="200"\} 1$/m);
   t.regex(metrics, /^volreg_process_cpu_seconds_total /m);
+  t.regex(metrics, /^volreg_storage_free_bytes [1-9]\d*$/m);
+  t.regex(metrics, /^volreg_storage_min_free_bytes 268435456$/m);
+  t.regex(metrics, /^volreg_metadata_writable 1$/m);
 
   // the access log is JSON lines on stdout
   const logLine = server

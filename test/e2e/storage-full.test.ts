@@ -36,6 +36,14 @@ async function onSmallDisk(sizeMiB: number, env: Record<string, string>, fn: (sr
   }
 }
 
+/** The value of an unlabelled gauge on /metrics. */
+async function gauge(srv: SpawnedServer, name: string): Promise<number> {
+  const text = (await raw(srv.url, 'GET', '/metrics')).body.toString();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  if (!m) throw new Error(`${name} not on /metrics`);
+  return Number(m[1]);
+}
+
 function envelope(res: { body: Buffer | string }): ErrorEnvelope['errors'][number] {
   return (JSON.parse(res.body.toString()) as ErrorEnvelope).errors[0]!;
 }
@@ -58,6 +66,9 @@ test('the free-space reserve: uploads that would eat into it get 507 STORAGE_FUL
     t.is(detail.incomingBytes, 56 * MIB);
     t.true(Number(detail.freeBytes) > 56 * MIB && Number(detail.freeBytes) <= 64 * MIB, String(detail.freeBytes));
     t.is((await raw(srv.url, 'HEAD', `/v2/full/reserve/blobs/${big.digest()}`)).status, 404);
+    t.is(await gauge(srv, 'volreg_storage_min_free_bytes'), 16 * MIB);
+    const free = await gauge(srv, 'volreg_storage_free_bytes');
+    t.true(Math.abs(free - Number(detail.freeBytes)) < MIB, `about the free space the refusal named: ${free} vs ${String(detail.freeBytes)}`);
 
     // unknown length (curl -T - sends it chunked): stopped on the way, the snapshot is not there
     const tree = await mkdtemp(join(tmpdir(), 'volreg-full-tree-'));
@@ -170,6 +181,8 @@ test('the embedded engine out of disk space: metadata writes get 507, reads go o
     // blob this DELETE would remove from the repository stays readable below
     storageFull(t, await raw(srv.url, 'DELETE', `/v2/full/meta/blobs/${digest}`), /^the metadata store is out of disk space/);
 
+    t.true((await gauge(srv, 'volreg_storage_free_bytes')) < 64 * 1024, 'the disk is full');
+    t.is(await gauge(srv, 'volreg_metadata_writable'), 0);
     const health = await raw(srv.url, 'GET', '/healthz');
     t.is(health.status, 503);
     t.regex(JSON.parse(health.body.toString()).reason as string, /accepts no writes: .*no space left on device.*restart volreg/);
