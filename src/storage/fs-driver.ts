@@ -32,10 +32,11 @@ import {
  *
  * Uploads: bytes go to `uploads/<id>/data` at explicit positions (pipelined-copy.ts); after
  * each append `state.json` records the new offset in one write that cannot be half done
- * (upload-state.ts), so a crashed process leaves a session at its last completed append. Appends do not wait for the disk (write-back.ts flushes in the
- * background): the durability that matters is the blob's, and a session that lost bytes in a
- * machine crash resumes at what reached the disk (the offset is clamped to the data file's
- * size). Committing verifies digest and size, fsyncs, renames the data file onto
+ * (upload-state.ts), so a crashed process leaves a session at its last completed append.
+ * Appends do not wait for the disk (write-back.ts flushes in the background): the durability
+ * that matters is the blob's, and a session that lost bytes in a machine crash resumes at what
+ * reached the disk (the offset is clamped to the data file's size). Uploads keep a reserve of
+ * free space (free-space.ts); running out of space is STORAGE_FULL, never a half-kept chunk. Committing verifies digest and size, fsyncs, renames the data file onto
  * `blobs/<alg>/<2>/<hex>` and fsyncs that directory: a blob path only ever holds verified,
  * durable bytes. A commit onto an existing blob is a no-op.
  *
