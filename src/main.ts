@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
-import { access, mkdir } from 'node:fs/promises';
+import { access, mkdir, readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { MongoClient, type Db } from 'mongodb';
@@ -207,13 +208,13 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const gc = startGcTimer(config, services, ctx.collections, logger);
     cleanup.push(gc.stop);
 
-    const server = createServer(app.callback());
+    const server = await httpServer(config, app.callback());
     // Blob uploads may stream for a long time: no overall request deadline (Node's default is
     // 5 minutes); slow headers are still cut off by headersTimeout.
     server.requestTimeout = 0;
     const port = await listen(server, config.addr.host, config.addr.port);
     cleanup.push(() => stopHttp(server, config.shutdownGraceSeconds * 1000, logger));
-    const url = `http://${config.addr.host.includes(':') ? `[${config.addr.host}]` : config.addr.host}:${port}`;
+    const url = `${config.tls ? 'https' : 'http'}://${config.addr.host.includes(':') ? `[${config.addr.host}]` : config.addr.host}:${port}`;
 
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> =>
@@ -378,6 +379,17 @@ function startGcTimer(config: Config, services: Services, c: Collections, logger
 }
 
 /** Raised for failures to start that are not configuration errors (exit code 1). */
+/** HTTP, or HTTPS with the configured certificate and key (read once, at start). */
+async function httpServer(config: Config, handler: ReturnType<ReturnType<typeof createApp>['callback']>): Promise<Server> {
+  if (!config.tls) return createServer(handler);
+  const [cert, key] = await Promise.all([readFile(config.tls.certFile), readFile(config.tls.keyFile)]);
+  try {
+    return createHttpsServer({ cert, key }, handler);
+  } catch (err) {
+    throw new StartupError(`cannot serve HTTPS with VOLREG_TLS_CERT and VOLREG_TLS_KEY: ${(err as Error).message}`);
+  }
+}
+
 export class StartupError extends Error {
   override name = 'StartupError';
 }

@@ -10,6 +10,8 @@ export interface Config {
   mongodbDatabase: string;
   storage: 'fs' | 'gridfs';
   authFile: string | undefined;
+  /** serve HTTPS with this PEM certificate chain and key (both or neither) */
+  tls: { certFile: string; keyFile: string } | undefined;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   limits: {
     /** manifests are refused above this (DESIGN.md: 4 MiB) */

@@ -17,6 +17,8 @@ export const VARIABLES = {
   VOLREG_MONGODB_DATABASE: { meaning: 'database name', default: DEFAULTS.mongodbDatabase },
   VOLREG_STORAGE: { meaning: 'blob store driver: fs (gridfs is not implemented yet)', default: DEFAULTS.storage },
   VOLREG_AUTH_FILE: { meaning: 'htpasswd file with bcrypt entries (htpasswd -B); unset means no authentication', default: undefined },
+  VOLREG_TLS_CERT: { meaning: 'PEM certificate (chain) to serve HTTPS with; needs VOLREG_TLS_KEY', default: undefined },
+  VOLREG_TLS_KEY: { meaning: 'PEM private key of VOLREG_TLS_CERT', default: undefined },
   VOLREG_LOG_LEVEL: { meaning: `log level: ${LOG_LEVELS.join(', ')}`, default: DEFAULTS.logLevel },
   VOLREG_MANIFEST_MAX_BYTES: { meaning: 'largest manifest accepted, bytes', default: String(DEFAULTS.manifestBytes) },
   VOLREG_JSON_BODY_MAX_BYTES: { meaning: 'largest other non-blob request body, bytes', default: String(DEFAULTS.jsonBodyBytes) },
@@ -108,6 +110,11 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
   const mongodbDatabase = check('VOLREG_MONGODB_DATABASE', DEFAULTS.mongodbDatabase as string, (s) => parseDatabaseName(s.value));
   const storage = check('VOLREG_STORAGE', DEFAULTS.storage as Config['storage'], (s) => parseStorage(s.value));
   const authFile = check('VOLREG_AUTH_FILE', undefined as string | undefined, (s) => parseReadableFile(s.value, cwd));
+  const tlsCert = check('VOLREG_TLS_CERT', undefined as string | undefined, (s) => parseReadableFile(s.value, cwd));
+  const tlsKey = check('VOLREG_TLS_KEY', undefined as string | undefined, (s) => parseReadableFile(s.value, cwd));
+  if ((pick('VOLREG_TLS_CERT') === undefined) !== (pick('VOLREG_TLS_KEY') === undefined)) {
+    problems.push('VOLREG_TLS_CERT and VOLREG_TLS_KEY: set both (HTTPS) or neither (HTTP)');
+  }
   const logLevel = check('VOLREG_LOG_LEVEL', DEFAULTS.logLevel as Config['logLevel'], (s) => parseLogLevel(s.value));
   const manifestBytes = check('VOLREG_MANIFEST_MAX_BYTES', DEFAULTS.manifestBytes as number, (s) =>
     parseInteger(s.value, 1, MAX_BODY_LIMIT, 'bytes'),
@@ -132,6 +139,11 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
   );
 
   if (problems.length > 0) throw new ConfigError(problems);
+  if (authFile !== undefined && tlsCert === undefined && !isLoopback(addr.host)) {
+    warnings.push(
+      `VOLREG_AUTH_FILE without VOLREG_TLS_CERT on ${addr.host}: passwords and volume data cross the network in clear text; serve HTTPS (VOLREG_TLS_CERT, VOLREG_TLS_KEY) or put a TLS proxy in front`,
+    );
+  }
   return {
     config: {
       addr,
@@ -140,6 +152,7 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
       mongodbDatabase,
       storage,
       authFile,
+      tls: tlsCert !== undefined && tlsKey !== undefined ? { certFile: tlsCert, keyFile: tlsKey } : undefined,
       logLevel,
       limits: { manifestBytes, jsonBodyBytes, minFreeBytes },
       uploads: { purgeAfterSeconds, purgeIntervalSeconds },
@@ -246,6 +259,10 @@ function parseStorage(value: string): Config['storage'] {
     throw new Error(`the ${value} blob store is not implemented yet; use fs`);
   }
   return value;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
 function parseReadableFile(value: string, cwd: string): string {

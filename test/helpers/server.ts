@@ -105,7 +105,7 @@ export interface SpawnOptions {
   timeoutMs?: number;
 }
 
-const LISTENING = /^volreg listening on (http:\/\/\S+)$/m;
+const LISTENING = /^volreg listening on (https?:\/\/\S+)$/m;
 
 /** Starts `volreg serve` as a child process and waits for `volreg listening on ...`. */
 export async function spawnServer(opts: SpawnOptions): Promise<SpawnedServer> {

@@ -199,6 +199,23 @@ test('a config file that is not a mapping, or not YAML, is refused', (t) => {
   t.regex(problemsOf({ VOLREG_CONFIG: nested })[0]!, /^VOLREG_ADDR \(from .*\): must be a string or a number/);
 });
 
+test('HTTPS: both TLS files or neither; credentials over plain HTTP off loopback get a warning', (t) => {
+  const pem = join(dir, 'tls.pem');
+  writeFileSync(pem, 'not checked here: serve reads it');
+  const { config } = loadConfig({ VOLREG_TLS_CERT: pem, VOLREG_TLS_KEY: pem }, { cwd: dir });
+  t.deepEqual(config.tls, { certFile: pem, keyFile: pem });
+  t.is(loadConfig({}, { cwd: dir }).config.tls, undefined);
+  t.regex(problemsOf({ VOLREG_TLS_KEY: pem }).join('\n'), /VOLREG_TLS_CERT and VOLREG_TLS_KEY: set both \(HTTPS\) or neither/);
+  t.regex(problemsOf({ VOLREG_TLS_CERT: 'missing.pem', VOLREG_TLS_KEY: pem }).join('\n'), /^VOLREG_TLS_CERT: .*does not exist/m);
+
+  const auth = join(dir, 'htpasswd-tls');
+  writeFileSync(auth, 'u:x\n');
+  const exposed = loadConfig({ VOLREG_AUTH_FILE: auth, VOLREG_ADDR: '0.0.0.0:5000' }, { cwd: dir }).warnings;
+  t.true(exposed.some((w) => /clear text/.test(w)), exposed.join('\n'));
+  t.deepEqual(loadConfig({ VOLREG_AUTH_FILE: auth }, { cwd: dir }).warnings, [], 'loopback: no warning');
+  t.deepEqual(loadConfig({ VOLREG_AUTH_FILE: auth, VOLREG_ADDR: '0.0.0.0:5000', VOLREG_TLS_CERT: pem, VOLREG_TLS_KEY: pem }, { cwd: dir }).warnings, []);
+});
+
 test('.env.example and the README table list every variable', (t) => {
   const example = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8');
   const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
