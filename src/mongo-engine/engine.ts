@@ -133,6 +133,8 @@ export async function startEngine(opts: EngineOptions = {}): Promise<RunningEngi
   const timers = [
     setInterval(() => state.cursors.sweepIdle(), CURSOR_SWEEP_MS),
     setInterval(() => {
+      // a TTL delete is a write: none after a failed journal write (see command-dispatch.ts)
+      if (state.durability?.failure()) return;
       try {
         sweepExpired(catalog, Date.now(), log);
       } catch (err) {
