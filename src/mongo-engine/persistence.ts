@@ -177,6 +177,10 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
 
   const compact = (): Promise<void> => {
     if (compacting) return compacting;
+    // After a failed journal write memory may hold changes the disk does not: a snapshot of it
+    // would make them durable. Recovery from the journal is the way back (at the next start).
+    const failed = journal.failure();
+    if (failed) return Promise.reject(new Error(`no snapshot after a failed journal write (${failed.message})`));
     const next = gen + 1;
     // Capture the catalog and queue the journal switch at the same instant.
     const frames: Buffer[] = [];
@@ -225,7 +229,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
   // The journal may grow to the snapshot's size before the next cut, so rewriting the
   // snapshot costs at most about as much I/O as the changes themselves (no quadratic rewrite).
   journal.onFlushed = () => {
-    if (!closed && !compacting && journal.bytes > Math.max(compactBytes, snapshotBytes)) {
+    if (!closed && !compacting && !journal.failure() && journal.bytes > Math.max(compactBytes, snapshotBytes)) {
       compact().catch((err: unknown) => log('compaction failed', { error: String(err) }));
     }
   };
@@ -239,7 +243,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
       await journal.drain();
       // A clean shutdown leaves a fresh snapshot (fast next start) unless that means rewriting a big one for little change.
       const worthIt = snapshotBytes < compactBytes || journal.bytes * 4 > snapshotBytes;
-      if (journal.bytes > 0 && worthIt) await compact().catch((err: unknown) => log('compaction at close failed', { error: String(err) }));
+      if (journal.bytes > 0 && worthIt && !journal.failure()) await compact().catch((err: unknown) => log('compaction at close failed', { error: String(err) }));
       await journal.close();
       catalog.sink = undefined;
       await lock.release();
