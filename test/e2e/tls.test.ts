@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
-import { spawnServer, VOLREG_BIN, type SpawnedServer } from '../helpers/server.ts';
+import { REPO_ROOT, spawnServer, VOLREG_BIN, type SpawnedServer } from '../helpers/server.ts';
 
 /**
  * HTTPS with VOLREG_TLS_CERT / VOLREG_TLS_KEY: the real `volreg serve` with a certificate made
@@ -100,6 +100,42 @@ test('VOLREG_TLS_CERT and VOLREG_TLS_KEY: HTTPS verified by curl, the volreg age
     const fetched = await run('sha256sum', [join(dest, hex)]);
     t.is(fetched.stdout.split(' ')[0], hex, 'byte-identical');
   });
+});
+
+/** The `node -e` script of a health check: the Dockerfile's HEALTHCHECK, or the compose file's. */
+async function probeScript(file: string, pattern: RegExp): Promise<string> {
+  const m = pattern.exec(await readFile(join(REPO_ROOT, file), 'utf8'));
+  if (!m) throw new Error(`no node -e health check in ${file}`);
+  return m[1]!;
+}
+
+test("the image's and the compose file's health checks find the server on VOLREG_ADDR's port, over HTTP and over HTTPS", async (t) => {
+  const scripts = {
+    Dockerfile: await probeScript('Dockerfile', /^HEALTHCHECK[^\n]*\n\s*CMD \["node", "-e", "(.*)"\]$/m),
+    compose: await probeScript('docker-compose.yml', /^\s*test: \["CMD", "node", "-e", "(.*)"\]$/m),
+  };
+  const probe = (script: string, env: Record<string, string>): Promise<number> =>
+    run(process.execPath, ['-e', script], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 10_000 }).then(
+      () => 0,
+      (err: { code?: number }) => err.code ?? 1,
+    );
+  await withTlsServer(async (srv) => {
+    const addr = `0.0.0.0:${new URL(srv.url).port}`;
+    for (const [name, script] of Object.entries(scripts)) {
+      t.is(await probe(script, { VOLREG_ADDR: addr, VOLREG_TLS_CERT: cert }), 0, `${name} over HTTPS`);
+      t.is(await probe(script, { VOLREG_ADDR: addr }), 1, `${name}: plain HTTP gets no answer from an HTTPS port`);
+    }
+  });
+  const dataDir = await mkdtemp(join(tmpdir(), 'volreg-tls-plain-'));
+  const plain = await spawnServer({ dataDir });
+  try {
+    const addr = `0.0.0.0:${new URL(plain.url).port}`;
+    for (const [name, script] of Object.entries(scripts)) t.is(await probe(script, { VOLREG_ADDR: addr }), 0, `${name} over HTTP`);
+  } finally {
+    plain.kill('SIGTERM');
+    await plain.waitExit();
+    await rm(dataDir, { recursive: true, force: true });
+  }
 });
 
 test('TLS configuration errors: one of the two variables, or a key that is not one', async (t) => {
