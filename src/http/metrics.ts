@@ -1,7 +1,7 @@
-import { statfs } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, Middleware } from 'koa';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { freeBytes } from '../storage/free-space.ts';
 import { matchRoute } from './router.ts';
 
 /**
@@ -93,8 +93,7 @@ export function registerStorageGauges(
     help: 'bytes available on the filesystem of the data directory',
     registers: [registry],
     async collect() {
-      const s = await statfs(opts.dataDir);
-      this.set(Number(s.bavail) * Number(s.bsize));
+      this.set(await freeBytes(opts.dataDir));
     },
   });
   new Gauge({

@@ -12,6 +12,12 @@ import { VolregError } from '../domain/errors.ts';
  */
 const CHECK_EVERY_BYTES = 8 * 1024 * 1024;
 
+/** Bytes an unprivileged writer can still use on the filesystem holding `path`. */
+export async function freeBytes(path: string): Promise<number> {
+  const s = await statfs(path);
+  return Number(s.bavail) * Number(s.bsize);
+}
+
 export class FreeSpace {
   constructor(
     private readonly path: string,
@@ -22,8 +28,7 @@ export class FreeSpace {
   /** Throws STORAGE_FULL unless `incoming` more bytes still leave the reserve free. */
   async ensure(incoming: number): Promise<void> {
     if (this.reserveBytes === 0) return;
-    const s = await statfs(this.path);
-    const free = Number(s.bavail) * Number(s.bsize);
+    const free = await freeBytes(this.path);
     if (free - incoming < this.reserveBytes) {
       throw new VolregError(
         'STORAGE_FULL',
