@@ -15,6 +15,7 @@ interface Outcome {
 
 // the largest page /api/v1 lists
 const PAGE = 1000;
+const USAGE = 'verify needs <name>:<tag>, <name>, or --all';
 
 /** Every snapshot tag of a volume (all pages). */
 async function* tagsOf(client: VolregClient, name: string): AsyncGenerator<string> {
@@ -45,7 +46,7 @@ async function verifyOne(client: VolregClient, name: string, tag: string): Promi
     return outcomeOf(snapshot, await client.verify(name, tag));
   } catch (err) {
     if (err instanceof RegistryError && err.status === 404) return null;
-    // one snapshot that cannot be verified (deleted meanwhile, a server error) fails, the others go on
+    // one snapshot that cannot be verified (a server or network error) fails, the others go on
     return { snapshot, ok: false, problems: [describeError(err)] };
   }
 }
@@ -59,7 +60,7 @@ export function registerVerify(program: Command): void {
       .option('--all', 'every snapshot of every volume'),
   ).action((ref: string | undefined, flags: VerifyFlags) =>
     runAgent('verify', async () => {
-      if ((ref === undefined) === !flags.all) throw new UsageError('verify needs <name>:<tag>, <name>, or --all');
+      if ((ref === undefined) === !flags.all) throw new UsageError(USAGE);
       const client = clientFrom(flags);
       const outcomes: Outcome[] = [];
       const report = (o: Outcome): void => {
@@ -72,7 +73,7 @@ export function registerVerify(program: Command): void {
 
       if (ref !== undefined && ref.includes(':')) {
         const parsed = parseSnapshotRef(ref);
-        if (!('tag' in parsed)) throw new UsageError('verify needs <name>:<tag>, <name>, or --all');
+        if (!('tag' in parsed)) throw new UsageError(USAGE);
         // a single snapshot: a missing one is an error of its own (exit 3), as for pull and rm
         const r = await client.verify(parsed.name, parsed.tag);
         report(outcomeOf(ref, r));
