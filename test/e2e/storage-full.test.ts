@@ -190,6 +190,10 @@ test('the embedded engine out of disk space: metadata writes get 507, reads go o
     t.is(ready.status, 503);
     t.is((JSON.parse(ready.body.toString()) as { checks: Record<string, string> }).checks.mongodb, 'unavailable');
 
+    // not even a cancel can take its lock on a disk with no byte left: 507, and the session stays
+    storageFull(t, await raw(srv.url, 'DELETE', location), /even to cancel/);
+    t.is((await raw(srv.url, 'GET', location)).status, 204);
+
     // reads still answer, from what was written before
     const head = await raw(srv.url, 'HEAD', `/v2/full/meta/blobs/${digest}`);
     t.is(head.status, 200);
