@@ -3,9 +3,10 @@
  * whole in memory): two random blobs (the monolithic and the chunked upload must not share a
  * digest, or the second would only exercise dedup) and two tar.gz files of random member files.
  *
- * The two tar.gz files hold the same compressed stream and differ only in the gzip header's
- * MTIME field, which no checksum covers: volreg's /v2 upload and its /api/v1 PUT then store
- * different digests of practically the same bytes, so neither is a no-op re-push.
+ * The three tar.gz files hold the same compressed stream and differ only in the gzip header's
+ * MTIME field, which no checksum covers: volreg's /v2 upload, its /api/v1 PUT and the /v2
+ * upload of the bound row then store different digests of practically the same bytes, so none
+ * is a no-op re-push.
  *
  * The tar.gz is deflated at level 1 with the Huffman-only strategy: on incompressible data
  * both that and plain `gzip -1` end up emitting stored blocks, and Huffman-only gets there
@@ -34,6 +35,8 @@ export interface BenchData {
   tarV2: DataFile;
   /** pushed through PUT /api/v1/volumes/... (with curl) */
   tarApi: DataFile;
+  /** pushed through /v2 while another process inspects tarApi (the /api/v1 row's bound) */
+  tarBound: DataFile;
   /** uncompressed tar size and entry count, for the report */
   tarEntries: number;
   tarUncompressed: number;
@@ -41,7 +44,7 @@ export interface BenchData {
   generateMs: number;
 }
 
-const FORMAT = 1;
+const FORMAT = 2;
 const WRITE_BLOCK = 4 * 1024 * 1024;
 
 async function writeRandomFile(file: string, size: number): Promise<string> {
@@ -146,7 +149,7 @@ async function cachedMeta(metaFile: string, size: number): Promise<Meta | undefi
   try {
     const meta = JSON.parse(await fs.readFile(metaFile, 'utf8')) as Meta;
     if (meta.format !== FORMAT || meta.size !== size) return undefined;
-    for (const f of [meta.data.blobMono, meta.data.blobChunked, meta.data.tarV2, meta.data.tarApi]) {
+    for (const f of [meta.data.blobMono, meta.data.blobChunked, meta.data.tarV2, meta.data.tarApi, meta.data.tarBound]) {
       const st = await fs.stat(f.path);
       if (st.size !== f.size) return undefined;
     }
@@ -170,19 +173,23 @@ export async function prepareData(cacheDir: string, size: number, log: (msg: str
   const chunkedPath = path.join(dir, 'blob-chunked.bin');
   const v2Path = path.join(dir, 'volume-v2.tar.gz');
   const apiPath = path.join(dir, 'volume-api.tar.gz');
+  const boundPath = path.join(dir, 'volume-bound.tar.gz');
   const monoDigest = await writeRandomFile(monoPath, size);
   const chunkedDigest = await writeRandomFile(chunkedPath, size);
   const { entries, tarSize } = await writeTarGz(v2Path, size);
   await fs.copyFile(v2Path, apiPath);
+  await fs.copyFile(v2Path, boundPath);
   await setGzipMtime(v2Path, 1_700_000_001);
   await setGzipMtime(apiPath, 1_700_000_002);
-  const [v2Digest, apiDigest] = await Promise.all([sha256File(v2Path), sha256File(apiPath)]);
+  await setGzipMtime(boundPath, 1_700_000_003);
+  const [v2Digest, apiDigest, boundDigest] = await Promise.all([sha256File(v2Path), sha256File(apiPath), sha256File(boundPath)]);
   const tarGzSize = (await fs.stat(v2Path)).size;
   const data: Meta['data'] = {
     blobMono: { path: monoPath, size, digest: monoDigest },
     blobChunked: { path: chunkedPath, size, digest: chunkedDigest },
     tarV2: { path: v2Path, size: tarGzSize, digest: v2Digest },
     tarApi: { path: apiPath, size: tarGzSize, digest: apiDigest },
+    tarBound: { path: boundPath, size: tarGzSize, digest: boundDigest },
     tarEntries: entries,
     tarUncompressed: tarSize,
   };

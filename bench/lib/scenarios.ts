@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import type { BenchData, DataFile } from './data.ts';
 import { seedDistributionTags } from './distribution-seed.ts';
 import { HttpClient } from './http-client.ts';
+import { startInspectionProcess } from './inspection-process.ts';
 import { ACCEPT_SCHEMA2, buildManifestSet, checkManifestSet, type ManifestSet } from './manifest-data.ts';
 import { formatBytes, type BenchOptions, type ServerKind } from './options.ts';
 import { latencySummary, runPool } from './pool.ts';
@@ -449,6 +450,38 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
           notes.push('reply is not JSON!');
         }
         return { value: mibPerSec(ctx.data.tarApi.size, res.wallMs), detail: [`${(res.wallMs / 1000).toFixed(2)} s`, ...notes].join('; ') };
+      },
+    },
+    {
+      // A PUT to /api/v1 does what the /v2 upload does plus the inspection; here both run at
+      // once with no coupling, so the time until both are done is the least it can take.
+      id: 'targz-bound',
+      title: `bound for /api/v1: tar.gz ${size} via /v2 while another process inspects one`,
+      unit: 'MiB/s',
+      higherIsBetter: true,
+      servers: ['volreg'],
+      repeatable: false,
+      compare: { kind: 'vs-row', row: 'targz-v2', min: 0.8, text: '>= 0.8x, or /api/v1 cannot reach it' },
+      async run(target, ctx) {
+        const inspector = await startInspectionProcess(ctx.data.tarApi.path, ctx.signal);
+        try {
+          // alone first (untimed by the row): what the inspection costs with the cores to itself
+          const alone = await inspector.go();
+          return await withClient(target, 2, async (c) => {
+            const t0 = performance.now();
+            const [uploadMs, inspection] = await Promise.all([curlV2Upload(target, c, ctx.data.tarBound, ctx), inspector.go()]);
+            const ms = performance.now() - t0;
+            for (const r of [alone, inspection]) {
+              if (r.entries !== ctx.data.tarEntries) throw new Error(`the inspection counted ${r.entries} entries, the tar has ${ctx.data.tarEntries}`);
+            }
+            return {
+              value: mibPerSec(ctx.data.tarBound.size, ms),
+              detail: `both done in ${(ms / 1000).toFixed(2)} s: the /v2 upload ${(uploadMs / 1000).toFixed(2)} s, the inspection ${(inspection.ms / 1000).toFixed(2)} s (alone before: ${(alone.ms / 1000).toFixed(2)} s)`,
+            };
+          });
+        } finally {
+          inspector.kill();
+        }
       },
     },
   ];
