@@ -233,7 +233,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 
 /**
  * One MongoClient for the process: to VOLREG_MONGODB_URL, or to the embedded engine started
- * in-process on DATA_DIR/db. `close` closes both.
+ * on a thread of this process (workers/engine-thread.ts) on DATA_DIR/db. `close` closes both.
  */
 export async function openMetadata(
   config: Config,
@@ -245,10 +245,10 @@ export async function openMetadata(
   // fall back to loopback TCP.
   const socketPath = resolve(dbPath, 'engine.sock');
   const listenOn = Buffer.byteLength(socketPath) < 100 ? { socketPath } : { host: '127.0.0.1', port: 0 };
-  // loaded only when needed: a service on a real MongoDB never loads the engine
+  // on a thread of its own, loaded only when needed: a service on a real MongoDB never starts it
   const engine = config.mongodbUrl ? undefined : await (
-        await import('./mongo-engine/index.ts')
-      ).startEngine({ dbPath, ...listenOn, log: (msg, fields) => logger.debug({ ...fields, component: 'engine' }, msg) });
+        await import('./workers/engine-thread.ts')
+      ).startEngineThread({ dbPath, ...listenOn }, (msg, fields) => logger.debug({ ...fields, component: 'engine' }, msg));
   if (engine) logger.info({ dbPath }, 'embedded mongodb engine started');
   const uri = config.mongodbUrl ?? (engine as { uri: string }).uri;
   const client = new MongoClient(uri, { serverSelectionTimeoutMS: 15_000 });

@@ -25,6 +25,8 @@ export interface EngineOptions {
   ttlIntervalMs?: number;
   /** journal size that triggers a snapshot and a fresh journal; default 64 MiB */
   compactJournalBytes?: number;
+  /** told once, when a journal write fails (see `failure()`), before any write hears of it */
+  onFailure?: (reason: string) => void;
 }
 
 export interface RunningEngine {
@@ -86,6 +88,7 @@ export async function startEngine(opts: EngineOptions = {}): Promise<RunningEngi
       durable: opts.durable ?? true,
       log,
       compactBytes: opts.compactJournalBytes,
+      ...(opts.onFailure ? { onFailure: (err: Error) => opts.onFailure?.(err.message) } : {}),
     });
     state.durability = storage.journal;
   }

@@ -38,6 +38,8 @@ export class Journal implements ChangeSink, Durability {
   /** bytes in the current journal file, including queued ones */
   bytes: number;
   onFlushed: (() => void) | undefined;
+  /** told once, when a journal write fails, before any waiting write hears of it */
+  onFailure: ((err: Error) => void) | undefined;
 
   constructor(fh: FileHandle, initialBytes: number, durable: boolean, dirPath: string, log: LogFn) {
     this.fh = fh;
@@ -137,6 +139,7 @@ export class Journal implements ChangeSink, Durability {
     } catch (err) {
       this.failed = err instanceof Error ? err : new Error(String(err));
       this.log('journal write failed; refusing further acknowledgements', { error: this.failed.message });
+      this.onFailure?.(this.failed);
       for (const w of this.waiters) w.reject(this.failed);
       this.waiters = [];
       for (const q of this.queue) if (!Buffer.isBuffer(q)) q.done(this.failed);

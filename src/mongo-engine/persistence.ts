@@ -28,6 +28,8 @@ export interface StorageOptions {
   log: LogFn;
   /** journal size that triggers compaction */
   compactBytes?: number;
+  /** told once, when a journal write fails (the engine then refuses writes until restarted) */
+  onFailure?: (err: Error) => void;
 }
 
 export interface Storage {
@@ -168,6 +170,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
   if (!existed) await syncDirectory(dbPath);
   const size = (await fh.stat()).size;
   const journal = new Journal(fh, size, opts.durable, dbPath, log);
+  journal.onFailure = opts.onFailure;
   catalog.sink = journal;
   log('storage recovered', { dbPath, snapshot: base, journalsReplayed: journals.length, records: replayed });
 

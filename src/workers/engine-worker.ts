@@ -1,0 +1,48 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { startEngine, type RunningEngine } from '../mongo-engine/index.ts';
+import { writeFailure, type EngineReply, type EngineRequest, type EngineThreadData } from './engine-protocol.ts';
+
+/**
+ * The worker side of engine-thread.ts: runs the embedded engine on this thread until asked
+ * to close. Its log lines go to the service's logger; a failed journal write is published in
+ * the shared failure cell before any write hears of it.
+ */
+const port = parentPort!;
+const { opts, failure } = workerData as EngineThreadData;
+
+function post(m: EngineReply): void {
+  port.postMessage(m);
+}
+
+function log(msg: string, fields?: Record<string, unknown>): void {
+  try {
+    post({ op: 'log', msg, ...(fields ? { fields } : {}) });
+  } catch {
+    // a field that cannot be cloned: the line without it
+    post({ op: 'log', msg });
+  }
+}
+
+let engine: RunningEngine | undefined;
+const started = startEngine({ ...opts, log, onFailure: (reason) => writeFailure(failure, reason) }).then(
+  (e) => {
+    engine = e;
+    post({ op: 'ready', uri: e.uri });
+  },
+  (err: unknown) => {
+    const e = err instanceof Error ? err : new Error(String(err));
+    post({ op: 'error', name: e.name, message: e.message });
+    port.close();
+  },
+);
+
+port.on('message', (m: EngineRequest) => {
+  if (m.op !== 'close') return;
+  void started
+    .then(() => engine?.close())
+    .catch((err: unknown) => log('engine close failed', { error: String(err) }))
+    .finally(() => {
+      post({ op: 'closed' });
+      port.close();
+    });
+});
