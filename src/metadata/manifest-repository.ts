@@ -179,8 +179,8 @@ export class ManifestRepository {
     return String(existing._id);
   }
 
-  async addToRepo(repo: string, unit: ManifestUnitRef): Promise<void> {
-    await this.repoContent.associate(repo, unitType(unit.kind), unit.id);
+  async addToRepo(repo: string, unit: ManifestUnitRef): Promise<boolean> {
+    return this.repoContent.associate(repo, unitType(unit.kind), unit.id);
   }
 
   async removeFromRepo(repo: string, unit: ManifestUnitRef): Promise<void> {

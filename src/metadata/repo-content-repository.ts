@@ -35,9 +35,10 @@ export class RepoContentRepository {
     return (await this.c.repos.findOne({ _id: repoId }, ID_ONLY)) !== null;
   }
 
-  async associate(repoId: string, unitType: UnitTypeId, unitId: string): Promise<void> {
+  /** Associates the unit with the repository (or refreshes `updated`); true when this call created the association. */
+  async associate(repoId: string, unitType: UnitTypeId, unitId: string): Promise<boolean> {
     const now = new Date().toISOString();
-    await this.c.repoContentUnits
+    return this.c.repoContentUnits
       .updateOne(
         { repo_id: repoId, unit_type_id: unitType, unit_id: unitId },
         {
@@ -46,10 +47,14 @@ export class RepoContentRepository {
         },
         { upsert: true },
       )
-      .catch((err: unknown) => {
-        if (isDuplicateKey(err)) return;
-        throw err;
-      });
+      .then(
+        (res) => res.upsertedCount === 1,
+        (err: unknown) => {
+          // a racing request created it
+          if (isDuplicateKey(err)) return false;
+          throw err;
+        },
+      );
   }
 
   async disassociate(repoId: string, unitType: UnitTypeId, unitIds: string[]): Promise<void> {

@@ -1,7 +1,7 @@
 import { PassThrough, Readable } from 'node:stream';
 import { digestAlgorithm, type Digest } from '../domain/digest.ts';
 import { resolveRange, type ByteRange } from '../domain/byte-range.ts';
-import { VolregError, explained } from '../domain/errors.ts';
+import { VolregError, explained, isVolregError } from '../domain/errors.ts';
 import type { BlobInfo, BlobStore, UploadWriter } from '../storage/blob-store.ts';
 
 /**
@@ -25,7 +25,8 @@ export interface BlobUnits {
 /** Repository membership (metadata/repo-content-repository.ts implements it). */
 export interface BlobMembership {
   ensureRepo(repoId: string): Promise<void>;
-  associate(repoId: string, unitType: 'docker_blob', unitId: string): Promise<void>;
+  /** true when this call created the association */
+  associate(repoId: string, unitType: 'docker_blob', unitId: string): Promise<boolean>;
   disassociate(repoId: string, unitType: 'docker_blob', unitIds: string[]): Promise<void>;
 }
 
@@ -96,7 +97,13 @@ export class BlobService {
   async mount(fromRepo: string, toRepo: string, digest: Digest): Promise<BlobInfo | null> {
     const blob = await this.stat(fromRepo, digest);
     if (!blob) return null;
-    await this.record(toRepo, blob);
+    try {
+      await this.record(toRepo, blob);
+    } catch (err) {
+      // collected meanwhile: as if `fromRepo` lacked it (the client then uploads the bytes)
+      if (isVolregError(err) && err.code === 'BLOB_UPLOAD_INVALID') return null;
+      throw err;
+    }
     return blob;
   }
 
@@ -107,7 +114,29 @@ export class BlobService {
   async record(repo: string, blob: BlobInfo): Promise<void> {
     const unit = await this.deps.units.upsert(blob.digest, blob.size);
     await this.deps.membership.ensureRepo(repo);
-    await this.deps.membership.associate(repo, BLOB, unit.id);
+    const added = await this.deps.membership.associate(repo, BLOB, unit.id);
+    // Garbage collection removes bytes only while no unit names their digest, and decides that
+    // while it holds them aside. With a grace period shorter than the time since the bytes were
+    // committed, it may have decided before the upsert above: then they are gone and the blob
+    // must not become visible. Checked after the unit exists, so one of the two sees the other.
+    if (!(await this.bytesStayed(blob.digest))) {
+      if (added) await this.deps.membership.disassociate(repo, BLOB, [unit.id]);
+      throw new VolregError('BLOB_UPLOAD_INVALID', 'garbage collection removed these bytes while the blob was being recorded; upload it again', {
+        digest: blob.digest,
+      });
+    }
+  }
+
+  /**
+   * Are the bytes in the store? A guarded delete that decided to keep them puts them back
+   * within moments, so a miss is looked at twice more before it counts.
+   */
+  private async bytesStayed(digest: Digest): Promise<boolean> {
+    for (const wait of [0, 20, 200]) {
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      if (await this.deps.store.stat(digest)) return true;
+    }
+    return false;
   }
 
   /**

@@ -26,7 +26,8 @@ export interface ManifestUnitRef {
 /** Manifest storage (implemented by metadata/manifest-repository.ts). */
 export interface ManifestStore {
   insertIfAbsent(parsed: ParsedManifest, body: Buffer): Promise<ManifestUnitRef>;
-  addToRepo(repo: string, unit: ManifestUnitRef): Promise<void>;
+  /** true when the repository did not hold the unit before */
+  addToRepo(repo: string, unit: ManifestUnitRef): Promise<boolean>;
   removeFromRepo(repo: string, unit: ManifestUnitRef): Promise<void>;
   findInRepo(repo: string, digest: Digest, opts?: { content?: boolean }): Promise<StoredManifest | null>;
   /** those of `digests` that are not manifests held by the repository */
@@ -99,6 +100,33 @@ export class ManifestService {
       throw new VolregError('DIGEST_INVALID', 'manifest digest does not match the digest in the URL', { expected: ref.digest, computed: parsed.digest });
     }
 
+    await this.requireReferences(repo, parsed);
+
+    // Content found in the repository proves the repository exists (blobs and manifests are
+    // only associated with an existing one); a manifest referencing nothing may be the first.
+    if (parsed.blobDigests.length === 0 && parsed.manifests.length === 0) await this.deps.repos.ensureRepo(repo);
+    const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
+    const added = await this.deps.manifests.addToRepo(repo, unit);
+    // Garbage collection running meanwhile may have taken a reference away between the check
+    // above and the insert. It re-checks for referencing manifests after each removal; this
+    // re-check after the insert is the other half: one of the two sees the other.
+    try {
+      await this.requireReferences(repo, parsed);
+    } catch (err) {
+      if (added) await this.deps.manifests.removeFromRepo(repo, unit);
+      throw err;
+    }
+    const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])];
+    for (const tag of tags) {
+      await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind);
+      if (parsed.v1TopImageId !== null) await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
+    }
+    this.deps.logger?.info({ repository: repo, digest: parsed.digest, mediaType: parsed.mediaType, tags }, 'manifest stored');
+    return { digest: parsed.digest, mediaType: parsed.mediaType, ...(parsed.subject ? { subject: parsed.subject } : {}), tags };
+  }
+
+  /** MANIFEST_BLOB_UNKNOWN, listing them all, unless the repository holds every blob and manifest `parsed` references. */
+  private async requireReferences(repo: RepositoryName, parsed: ParsedManifest): Promise<void> {
     const [missingBlobs, missingManifests] = await Promise.all([
       this.deps.blobs.missingBlobsInRepo(repo, parsed.blobDigests),
       this.deps.manifests.missingInRepo(
@@ -113,19 +141,6 @@ export class ManifestService {
         ...(missingManifests.length > 0 ? { manifests: missingManifests } : {}),
       });
     }
-
-    // Content found in the repository proves the repository exists (blobs and manifests are
-    // only associated with an existing one); a manifest referencing nothing may be the first.
-    if (parsed.blobDigests.length === 0 && parsed.manifests.length === 0) await this.deps.repos.ensureRepo(repo);
-    const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
-    await this.deps.manifests.addToRepo(repo, unit);
-    const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])];
-    for (const tag of tags) {
-      await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind);
-      if (parsed.v1TopImageId !== null) await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
-    }
-    this.deps.logger?.info({ repository: repo, digest: parsed.digest, mediaType: parsed.mediaType, tags }, 'manifest stored');
-    return { digest: parsed.digest, mediaType: parsed.mediaType, ...(parsed.subject ? { subject: parsed.subject } : {}), tags };
   }
 
   /** A manifest with its bytes, by digest or by tag (then chosen by `accept`). */

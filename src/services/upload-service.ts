@@ -102,7 +102,8 @@ export class UploadService {
 
   /**
    * Appends the final chunk if there is one, verifies the whole upload against `digest` and
-   * records the blob. On DIGEST_INVALID or SIZE_INVALID the session is gone (nothing kept).
+   * records the blob. On DIGEST_INVALID or SIZE_INVALID the session is gone (nothing kept);
+   * once committed it is gone too, even if recording fails.
    */
   async finish(repo: string, id: string, digest: Digest, body: Readable | null, opts: ChunkOptions = {}): Promise<BlobInfo> {
     await this.session(repo, id);
@@ -116,7 +117,14 @@ export class UploadService {
       if (isVolregError(err) && (err.code === 'DIGEST_INVALID' || err.code === 'SIZE_INVALID')) await this.deps.sessions.delete(id);
       throw err;
     }
-    await this.deps.blobs.record(repo, blob);
+    // Committed: the driver's session is gone whatever recording says (it may refuse bytes
+    // garbage collection took meanwhile, BLOB_UPLOAD_INVALID).
+    try {
+      await this.deps.blobs.record(repo, blob);
+    } catch (err) {
+      await this.deps.sessions.delete(id).catch(() => undefined);
+      throw err;
+    }
     await this.deps.sessions.delete(id);
     return blob;
   }

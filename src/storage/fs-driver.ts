@@ -349,6 +349,10 @@ export class FsBlobStore implements BlobStore {
       const data = await openData(this.root, id, 'r+');
       try {
         if ((await data.stat()).size > state.offset) await data.truncate(state.offset);
+        // A blob's time is when it was committed (a rename keeps the data file's time, which
+        // for a resumed upload may be hours old): garbage collection's grace period counts from it.
+        const now = new Date();
+        await data.utimes(now, now);
         await data.sync();
       } finally {
         await data.close();

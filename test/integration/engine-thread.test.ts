@@ -32,7 +32,7 @@ test('serves the driver over its unix socket, logs through the caller, and keeps
   t.true(first.uri.startsWith('mongodb://'));
   t.is(first.failure(), undefined);
   await withClient(first.uri, async (c) => {
-    await c.db('d').collection('units').insertMany(Array.from({ length: 50 }, (_, i) => ({ _id: `u${i}`, n: i })), { writeConcern: { j: true } });
+    await c.db('d').collection<{ _id: string; n: number }>('units').insertMany(Array.from({ length: 50 }, (_, i) => ({ _id: `u${i}`, n: i })), { writeConcern: { j: true } });
   });
   await first.close();
   await first.close(); // idempotent

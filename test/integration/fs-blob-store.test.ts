@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rename, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rename, rm, stat, statfs, truncate, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -54,6 +54,26 @@ test('fs store: committed blobs live at blobs/<alg>/<2 hex>/<hex>, sessions unde
     t.deepEqual(await files(h.root), [`blobs/sha256/${hex.slice(0, 2)}/${hex}`]);
     t.is(blobPath(h.root, digest), join(h.root, 'blobs', 'sha256', hex.slice(0, 2), hex));
     await h.store.delete(digest);
+  } finally {
+    await h.close();
+  }
+});
+
+test('fs store: a blob is as new as its commit, however long ago its bytes were written (a resumed upload)', async (t) => {
+  const h = await harness();
+  try {
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([randomBytes(2000)]));
+    // the last bytes arrived two hours ago; the upload is finished now
+    const then = new Date(Date.now() - 2 * 3600_000);
+    await utimes(uploadDataPath(h.root, w.id), then, then);
+    const before = Date.now();
+    const { digest } = await w.commit();
+    const modified = await h.store.modified(digest);
+    t.truthy(modified);
+    // a grace period of garbage collection counts from the commit, not from the last write
+    t.true(modified!.getTime() >= before - 1000, `modified ${modified!.toISOString()}`);
+    t.true((await stat(blobPath(h.root, digest))).mtimeMs >= before - 1000);
   } finally {
     await h.close();
   }

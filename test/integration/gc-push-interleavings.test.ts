@@ -1,0 +1,177 @@
+import { Readable } from 'node:stream';
+import anyTest, { type TestFn } from 'ava';
+import { pino } from 'pino';
+import type { Digest } from '../../src/domain/digest.ts';
+import { isVolregError } from '../../src/domain/errors.ts';
+import { parseRepositoryName } from '../../src/domain/names.ts';
+import { collectGarbage, type GcReport } from '../../src/maintenance/gc.ts';
+import { BlobRepository } from '../../src/metadata/blob-repository.ts';
+import { CatalogRepository } from '../../src/metadata/catalog-repository.ts';
+import { collections, type Collections } from '../../src/metadata/collections.ts';
+import { ManifestRepository } from '../../src/metadata/manifest-repository.ts';
+import { RepoContentRepository } from '../../src/metadata/repo-content-repository.ts';
+import { TagRepository } from '../../src/metadata/tag-repository.ts';
+import { BlobService } from '../../src/services/blob-service.ts';
+import { ManifestService } from '../../src/services/manifest-service.ts';
+import { TagService } from '../../src/services/tag-service.ts';
+import type { BlobStore } from '../../src/storage/blob-store.ts';
+import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
+import { ACCEPT_ALL, getManifest, pushBlobs, repoName, request } from '../helpers/oci-client.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+
+/**
+ * Garbage collection and pushes, interleaved on purpose: a push is held at the exact step
+ * where a collection could slip in (with a grace period of 0 and a clock two hours ahead, so
+ * nothing is protected by its age), a collection runs to its end, then the push goes on. An
+ * acknowledged push must have all its bytes; otherwise it must be refused and leave nothing
+ * visible. gc-race.test.ts runs the same kinds of races freely, as they come.
+ */
+
+const test = anyTest as TestFn<{ server: TestServer; c: Collections; store: BlobStore }>;
+
+test.before(async (t) => {
+  const server = await startTestServer({ label: 'gc_interleave', env: { VOLREG_UPLOAD_PURGE_INTERVAL: '0' } });
+  t.context = { server, c: collections(server.db), store: server.services.blobStore! };
+});
+
+test.after.always(async (t) => {
+  await t.context.server?.close();
+});
+
+const logger = pino({ level: 'silent' });
+
+function gcNow(c: Collections, store: BlobStore): Promise<GcReport> {
+  return collectGarbage({ collections: c, blobStore: store, logger, graceSeconds: 0, deleteUntagged: true, dryRun: false, now: () => new Date(Date.now() + 2 * 3600_000) });
+}
+
+/** A gate: `reached` resolves when the held step is entered, `open()` lets it go on. */
+function gate(): { reached: Promise<void>; arrive: () => Promise<void>; open: () => void } {
+  let arrived!: () => void;
+  let opened!: () => void;
+  const reached = new Promise<void>((r) => (arrived = r));
+  const opening = new Promise<void>((r) => (opened = r));
+  return {
+    reached,
+    arrive: () => {
+      arrived();
+      return opening;
+    },
+    open: () => opened(),
+  };
+}
+
+// GC sweeps the whole database, so the tests of this file run one at a time.
+test.serial('a manifest push held between its reference check and its insert while GC takes the blobs away is refused, and nothing of it is visible', async (t) => {
+  const { server, c, store } = t.context;
+  const repo = repoName('interleave-manifest');
+  const config = configBlob();
+  const layer = randomBlob(3000);
+  await pushBlobs(server.url, repo, [config, layer]);
+  const m = ociManifest({ config, layers: [layer] });
+
+  const repoContent = new RepoContentRepository(c);
+  const manifestRepo = new ManifestRepository(c, repoContent);
+  const held = gate();
+  const gated = Object.assign(Object.create(manifestRepo) as ManifestRepository, {
+    insertIfAbsent: async (...args: Parameters<ManifestRepository['insertIfAbsent']>) => {
+      await held.arrive();
+      return manifestRepo.insertIfAbsent(...args);
+    },
+  });
+  const tagRepo = new TagRepository(c, repoContent);
+  const catalog = new CatalogRepository(c);
+  const manifests = new ManifestService({
+    manifests: gated,
+    blobs: manifestRepo,
+    tagWriter: tagRepo,
+    tags: new TagService({ tags: tagRepo, manifests: manifestRepo, repos: catalog }),
+    repos: repoContent,
+    limits: { manifestBytes: 4 * 1024 * 1024 },
+  });
+
+  const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
+  push.catch(() => undefined);
+  await held.reached; // the references were checked and found
+  const report = await gcNow(c, store);
+  // the interleaving happened: GC took both blobs, units and bytes
+  t.true(report.blobUnits.count >= 2, JSON.stringify(report));
+  t.is(await store.stat(layer.digest as Digest), null);
+  held.open();
+
+  const err = await t.throwsAsync(push);
+  t.true(isVolregError(err) && err.code === 'MANIFEST_BLOB_UNKNOWN', String(err));
+  t.is((await getManifest(server.url, repo, 'v1', ACCEPT_ALL)).status, 404);
+  t.is((await getManifest(server.url, repo, m.digest, ACCEPT_ALL)).status, 404);
+});
+
+/** A BlobService whose next unit upsert (the step after the commit) waits at a gate. */
+function blobServiceHeldAtRecord(c: Collections, store: BlobStore): { blobs: BlobService; held: ReturnType<typeof gate> } {
+  const units = new BlobRepository(c);
+  const held = gate();
+  const gatedUnits = Object.assign(Object.create(units) as BlobRepository, {
+    upsert: async (digest: Digest, size: number) => {
+      await held.arrive();
+      return units.upsert(digest, size);
+    },
+  });
+  return { blobs: new BlobService({ store, units: gatedUnits, membership: new RepoContentRepository(c) }), held };
+}
+
+test.serial('a blob push held between its commit and its record while GC removes the bytes is refused and not made visible', async (t) => {
+  const { server, c, store } = t.context;
+  const first = repoName('interleave-first');
+  const second = repoName('interleave-second');
+  const blob = randomBlob(5000);
+  await pushBlobs(server.url, first, [blob]);
+  // no repository holds it any more: GC may collect it
+  t.is((await request(server.url, `/v2/${first}/blobs/${blob.digest}`, { method: 'DELETE' })).status, 202);
+
+  const { blobs, held } = blobServiceHeldAtRecord(c, store);
+  const push = blobs.ingest(second, Readable.from([blob.bytes]), { expectedDigest: blob.digest as Digest });
+  push.catch(() => undefined);
+  await held.reached; // committed (the bytes were there: refreshed, not rewritten), not yet recorded
+  const report = await gcNow(c, store);
+  t.true(report.blobBytes.count >= 1, JSON.stringify(report));
+  t.is(await store.stat(blob.digest as Digest), null);
+  held.open();
+
+  const err = await t.throwsAsync(push);
+  t.true(isVolregError(err) && err.code === 'BLOB_UPLOAD_INVALID', String(err));
+  t.is((await request(server.url, `/v2/${second}/blobs/${blob.digest}`, { method: 'HEAD' })).status, 404);
+  // pushed again, it is whole
+  await pushBlobs(server.url, second, [blob]);
+  const r = await request(server.url, `/v2/${second}/blobs/${blob.digest}`);
+  t.true(r.status === 200 && r.body.equals(blob.bytes));
+});
+
+test.serial('a cross-repository mount held before its record while GC removes the blob falls back to "not mounted"', async (t) => {
+  const { server, c, store } = t.context;
+  const from = repoName('interleave-from');
+  const to = repoName('interleave-to');
+  const blob = randomBlob(4000);
+  await pushBlobs(server.url, from, [blob]);
+
+  const { blobs, held } = blobServiceHeldAtRecord(c, store);
+  const mount = blobs.mount(from, to, blob.digest as Digest);
+  await held.reached; // the source held it; not yet recorded in the target
+  t.is((await request(server.url, `/v2/${from}/blobs/${blob.digest}`, { method: 'DELETE' })).status, 202);
+  const report = await gcNow(c, store);
+  t.true(report.blobBytes.count >= 1, JSON.stringify(report));
+  held.open();
+
+  t.is(await mount, null);
+  t.is((await request(server.url, `/v2/${to}/blobs/${blob.digest}`, { method: 'HEAD' })).status, 404);
+});
+
+test.serial('a blob push that GC does not touch is recorded as before (the re-check costs no false refusal)', async (t) => {
+  const { server, c, store } = t.context;
+  const repo = repoName('interleave-plain');
+  const blob = randomBlob(2000);
+  const { blobs, held } = blobServiceHeldAtRecord(c, store);
+  const push = blobs.ingest(repo, Readable.from([blob.bytes]), { expectedDigest: blob.digest as Digest });
+  await held.reached;
+  held.open();
+  t.deepEqual(await push, { digest: blob.digest, size: blob.bytes.length });
+  const r = await request(server.url, `/v2/${repo}/blobs/${blob.digest}`);
+  t.true(r.status === 200 && r.body.equals(blob.bytes));
+});
