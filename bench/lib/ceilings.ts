@@ -10,8 +10,8 @@
  *   manifest GET and blob HEAD rows. It is what any node service gets on this machine before
  *   it does any work; the client shares the cores with it, as in the real rows.
  * - the same server making one MongoDB round trip per request (a findOne by _id through the
- *   official driver to volreg's embedded engine, in-process, as volreg does): what a node
- *   service that consults its database once per request gets here.
+ *   official driver to volreg's embedded engine on a worker thread of the same process, as
+ *   volreg runs it): what a node service that consults its database once per request gets here.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -75,8 +75,8 @@ const body = Buffer.alloc(Number(process.env.BODY_BYTES), 0x7b);
 let find = async () => undefined;
 if (process.env.ROUND_TRIPS === '1') {
   const { MongoClient } = await import('mongodb');
-  const { startEngine } = await import(process.env.ENGINE_MODULE);
-  const engine = await startEngine({ host: '127.0.0.1', port: 0 });
+  const { startEngineThread } = await import(process.env.ENGINE_MODULE);
+  const engine = await startEngineThread({ host: '127.0.0.1', port: 0 }, () => undefined);
   const client = new MongoClient(engine.uri);
   await client.connect();
   const units = client.db('ceiling').collection('units');
@@ -116,7 +116,7 @@ export async function measureBareHttp(repoRoot: string, plan: HttpCeilingPlan, r
     ...process.env,
     BODY_BYTES: String(plan.bodyBytes),
     ROUND_TRIPS: String(plan.roundTrips),
-    ENGINE_MODULE: pathToFileURL(path.join(repoRoot, 'dist/src/mongo-engine/index.js')).href,
+    ENGINE_MODULE: pathToFileURL(path.join(repoRoot, 'dist/src/workers/engine-thread.js')).href,
   };
   const child = spawn(process.execPath, ['--input-type=module', '-e', BARE_SERVER], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'inherit'] });
   try {

@@ -23,12 +23,13 @@ export class FreeSpace {
     private readonly path: string,
     /** bytes that must stay free; 0 turns the checks off */
     private readonly reserveBytes: number,
+    private readonly measure: (path: string) => Promise<number> = freeBytes,
   ) {}
 
   /** Throws STORAGE_FULL unless `incoming` more bytes still leave the reserve free. */
   async ensure(incoming: number): Promise<void> {
     if (this.reserveBytes === 0) return;
-    const free = await freeBytes(this.path);
+    const free = await this.measure(this.path);
     if (free - incoming < this.reserveBytes) {
       throw new VolregError(
         'STORAGE_FULL',

@@ -69,6 +69,11 @@ export interface FsBlobStoreOptions {
   asideStaleMs?: number;
   /** uploads are refused before they would leave less free space than this (default 0: no reserve) */
   minFreeBytes?: number;
+  /**
+   * How free space is measured (default: statfs of the root). Tests that share a disk with
+   * others measure a disk of their own making.
+   */
+  freeBytes?: (root: string) => Promise<number>;
 }
 
 export class FsBlobStore implements BlobStore {
@@ -83,7 +88,7 @@ export class FsBlobStore implements BlobStore {
   private constructor(opts: FsBlobStoreOptions) {
     this.root = opts.root;
     this.asideStaleMs = opts.asideStaleMs ?? 60_000;
-    this.space = new FreeSpace(opts.root, opts.minFreeBytes ?? 0);
+    this.space = new FreeSpace(opts.root, opts.minFreeBytes ?? 0, opts.freeBytes);
     this.locks = new SessionLocks({ waitMs: opts.lockWaitMs ?? 10_000, staleMs: opts.lockStaleMs ?? 60_000 });
   }
 

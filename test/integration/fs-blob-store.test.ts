@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rename, rm, stat, statfs, truncate, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -274,11 +274,9 @@ test('fs store: the free-space reserve refuses a session, a declared length and 
   const w = await roomy.createUpload();
   await w.append(Readable.from([randomBytes(1000)]));
   const before = await files(root);
-  const s = await statfs(root);
-  const free = Number(s.bavail) * Number(s.bsize);
   try {
-    // a reserve above what is free: nothing may start
-    const full = await FsBlobStore.open({ root, minFreeBytes: free + 1024 ** 3 });
+    // the real disk, with a reserve larger than any disk: nothing may start
+    const full = await FsBlobStore.open({ root, minFreeBytes: Number.MAX_SAFE_INTEGER });
     const refused = await t.throwsAsync(full.createUpload());
     t.is((refused as { code?: string }).code, 'STORAGE_FULL');
     const resumed = await full.resumeUpload(w.id);
@@ -287,16 +285,24 @@ test('fs store: the free-space reserve refuses a session, a declared length and 
     t.is((await full.resumeUpload(w.id)).offset, 1000, 'the session is where it was');
     full.close();
 
-    // a reserve that leaves room for 20 MiB: a stream of unknown length stops once past it
-    // (long enough that space other tests free meanwhile cannot let it through)
-    const tight = await FsBlobStore.open({ root, minFreeBytes: free - 20 * 1024 * 1024 });
+    // a disk of 64 MiB beyond a 1 GiB reserve, filled by what the session writes (measured from
+    // its data file): other tests freeing or filling the real disk meanwhile change nothing
+    const reserve = 1024 ** 3;
+    const dataFile = uploadDataPath(root, w.id);
+    const disk = async (): Promise<number> => reserve + 64 * 1024 * 1024 - (await stat(dataFile)).size;
+    const tight = await FsBlobStore.open({ root, minFreeBytes: reserve, freeBytes: disk });
+    let sent = 0;
     const stream = Readable.from((function* () {
-      for (let i = 0; i < 512; i++) yield randomBytes(1024 * 1024);
+      for (let i = 0; i < 512; i++) {
+        sent += 1024 * 1024;
+        yield randomBytes(1024 * 1024);
+      }
     })());
     const stopped = await t.throwsAsync((await tight.resumeUpload(w.id)).append(stream));
     t.is((stopped as { code?: string }).code, 'STORAGE_FULL');
+    t.true(sent < 128 * 1024 * 1024, `stopped after ${sent} bytes, within a few checks of the line`);
     t.is((await tight.resumeUpload(w.id)).offset, 1000, 'the refused bytes were not kept');
-    t.is((await stat(uploadDataPath(root, w.id))).size, 1000);
+    t.is((await stat(dataFile)).size, 1000);
     t.deepEqual(await files(root), before);
     tight.close();
   } finally {
