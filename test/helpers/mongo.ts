@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { MongoClient, type Db } from 'mongodb';
 import { startEngine, type EngineOptions, type RunningEngine } from '../../src/mongo-engine/index.ts';
 
@@ -94,4 +97,22 @@ export async function openTestMongo(label: string): Promise<TestMongo> {
  */
 export async function startTestEngine(dir?: string, extra: Omit<EngineOptions, 'dbPath'> = {}): Promise<RunningEngine> {
   return startEngine({ ...extra, dbPath: dir });
+}
+
+/** A fresh directory for an engine's dbPath, removed when the test ends. */
+export function engineTempDir(t: { teardown(fn: () => void): void }, prefix = 'volreg-engine-'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Runs `fn` with a driver connected to `uri`, closed afterwards. */
+export async function withDriver<T>(uri: string, fn: (c: MongoClient) => Promise<T>): Promise<T> {
+  const client = new MongoClient(uri, { serverSelectionTimeoutMS: 5000 });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.close(true);
+  }
 }

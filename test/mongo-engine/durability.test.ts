@@ -1,9 +1,9 @@
 import test from 'ava';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Long, MongoClient } from 'mongodb';
 import { DbPathLockedError, startEngine } from '../../src/mongo-engine/index.ts';
+import { engineTempDir, withDriver } from '../helpers/mongo.ts';
 import { kill9, spawnEngineChild, uriOf } from './fixtures/child-process.ts';
 
 /**
@@ -12,28 +12,12 @@ import { kill9, spawnEngineChild, uriOf } from './fixtures/child-process.ts';
  * These exercise the engine directly (not through openTestMongo) because they restart it.
  */
 
-function tempDir(t: { teardown(fn: () => void): void }): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'volreg-engine-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-async function withClient<T>(uri: string, fn: (c: MongoClient) => Promise<T>): Promise<T> {
-  const client = new MongoClient(uri, { serverSelectionTimeoutMS: 5000 });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.close(true);
-  }
-}
-
 function journalFiles(dir: string): string[] {
   return fs.readdirSync(dir).filter((f) => /^journal-\d+\.log$/.test(f)).map((f) => path.join(dir, f));
 }
 
 test('kill -9 during a burst of writes loses no acknowledged write', async (t) => {
-  const dir = tempDir(t);
+  const dir = engineTempDir(t);
   const child = await spawnEngineChild(dir);
   const acked: number[] = [];
   const client = new MongoClient(uriOf(child), { maxPoolSize: 16, serverSelectionTimeoutMS: 3000, retryWrites: false });
@@ -62,7 +46,7 @@ test('kill -9 during a burst of writes loses no acknowledged write', async (t) =
 
   const again = await spawnEngineChild(dir);
   try {
-    await withClient(uriOf(again), async (c) => {
+    await withDriver(uriOf(again), async (c) => {
       const docs = await c.db('fault').collection('burst').find({}, { promoteLongs: false }).toArray();
       const present = new Set(docs.map((d) => d._id as unknown as number));
       const missing = acked.filter((id) => !present.has(id));
@@ -79,9 +63,9 @@ test('kill -9 during a burst of writes loses no acknowledged write', async (t) =
 });
 
 test('writeConcern j:false is acknowledged without waiting for the journal, and still reaches it in order', async (t) => {
-  const dir = tempDir(t);
+  const dir = engineTempDir(t);
   const child = await spawnEngineChild(dir);
-  await withClient(uriOf(child), async (c) => {
+  await withDriver(uriOf(child), async (c) => {
     const coll = c.db('fault').collection('unjournaled');
     const r = await coll.insertMany(
       Array.from({ length: 50 }, (_, i) => ({ _id: i as never, n: i })),
@@ -94,7 +78,7 @@ test('writeConcern j:false is acknowledged without waiting for the journal, and 
   await kill9(child);
   const again = await spawnEngineChild(dir);
   try {
-    await withClient(uriOf(again), async (c) => {
+    await withDriver(uriOf(again), async (c) => {
       t.is(await c.db('fault').collection('unjournaled').countDocuments(), 51);
     });
   } finally {
@@ -103,9 +87,9 @@ test('writeConcern j:false is acknowledged without waiting for the journal, and 
 });
 
 test('a torn journal tail is truncated and later writes survive another restart', async (t) => {
-  const dir = tempDir(t);
+  const dir = engineTempDir(t);
   const first = await spawnEngineChild(dir);
-  await withClient(uriOf(first), async (c) => {
+  await withDriver(uriOf(first), async (c) => {
     await c.db('fault').collection('torn').insertMany([{ _id: 1 as never, v: 'a' }, { _id: 2 as never, v: 'b' }]);
   });
   await kill9(first);
@@ -119,7 +103,7 @@ test('a torn journal tail is truncated and later writes survive another restart'
   fs.appendFileSync(journal as string, garbage);
 
   const second = await spawnEngineChild(dir);
-  await withClient(uriOf(second), async (c) => {
+  await withDriver(uriOf(second), async (c) => {
     const coll = c.db('fault').collection('torn');
     t.is(await coll.countDocuments({}), 2);
     await coll.insertOne({ _id: 3 as never, v: 'c' });
@@ -137,7 +121,7 @@ test('a torn journal tail is truncated and later writes survive another restart'
 
   const third = await spawnEngineChild(dir);
   try {
-    await withClient(uriOf(third), async (c) => {
+    await withDriver(uriOf(third), async (c) => {
       const ids = (await c.db('fault').collection('torn').find({}).sort({ _id: 1 }).toArray()).map((d) => d._id as unknown);
       t.deepEqual(ids, [1, 2, 3]);
     });
@@ -147,7 +131,7 @@ test('a torn journal tail is truncated and later writes survive another restart'
 });
 
 test('a second process on the same dbPath is refused with a clear message; a killed owner does not block', async (t) => {
-  const dir = tempDir(t);
+  const dir = engineTempDir(t);
   const owner = await spawnEngineChild(dir);
   t.true(owner.line.startsWith('READY '));
   const err = await t.throwsAsync(startEngine({ dbPath: dir }));
@@ -161,7 +145,7 @@ test('a second process on the same dbPath is refused with a clear message; a kil
   t.true(fs.existsSync(path.join(dir, 'engine.lock.sock')));
   const engine = await startEngine({ dbPath: dir });
   try {
-    await withClient(engine.uri, async (c) => {
+    await withDriver(engine.uri, async (c) => {
       t.is((await c.db('admin').command({ ping: 1 }))['ok'], 1);
     });
   } finally {
@@ -170,13 +154,13 @@ test('a second process on the same dbPath is refused with a clear message; a kil
 });
 
 test('int32, int64 and double keep their BSON types across a clean restart and a journal replay', async (t) => {
-  const dir = tempDir(t);
+  const dir = engineTempDir(t);
   const doc = { _id: 'types', i: 7, l: Long.fromNumber(7), big: Long.fromString('1234567890123456789'), d: 2.5 };
   let engine = await startEngine({ dbPath: dir });
-  await withClient(engine.uri, (c) => c.db('types').collection('t').insertOne(doc as never));
+  await withDriver(engine.uri, (c) => c.db('types').collection('t').insertOne(doc as never));
   await engine.close(); // clean close: snapshot path
   engine = await startEngine({ dbPath: dir });
-  const raw = await withClient(engine.uri, (c) => c.db('types').collection('t').findOne({ _id: 'types' as never }, { promoteValues: false }));
+  const raw = await withDriver(engine.uri, (c) => c.db('types').collection('t').findOne({ _id: 'types' as never }, { promoteValues: false }));
   await engine.close();
   t.is(raw?.['i']?._bsontype, 'Int32');
   t.is(raw?.['l']?._bsontype, 'Long');
@@ -185,10 +169,10 @@ test('int32, int64 and double keep their BSON types across a clean restart and a
 
   // journal replay path: the child is killed, so nothing is snapshotted at close
   const child = await spawnEngineChild(dir);
-  await withClient(uriOf(child), (c) => c.db('types').collection('t').updateOne({ _id: 'types' as never }, { $inc: { l: 1, i: 1 } }));
+  await withDriver(uriOf(child), (c) => c.db('types').collection('t').updateOne({ _id: 'types' as never }, { $inc: { l: 1, i: 1 } }));
   await kill9(child);
   engine = await startEngine({ dbPath: dir });
-  const after = await withClient(engine.uri, (c) => c.db('types').collection('t').findOne({ _id: 'types' as never }, { promoteValues: false }));
+  const after = await withDriver(engine.uri, (c) => c.db('types').collection('t').findOne({ _id: 'types' as never }, { promoteValues: false }));
   await engine.close();
   t.is(after?.['l']?._bsontype, 'Long');
   t.is(after?.['l']?.toString(), '8');
@@ -197,9 +181,9 @@ test('int32, int64 and double keep their BSON types across a clean restart and a
 });
 
 test('compaction writes a snapshot, starts a new journal and keeps every document', async (t) => {
-  const dir = tempDir(t);
+  const dir = engineTempDir(t);
   const engine = await startEngine({ dbPath: dir, compactJournalBytes: 32 * 1024 });
-  await withClient(engine.uri, async (c) => {
+  await withDriver(engine.uri, async (c) => {
     const coll = c.db('compact').collection('c');
     await coll.createIndex({ n: 1 }, { unique: true });
     for (let i = 0; i < 20; i++) {
@@ -211,7 +195,7 @@ test('compaction writes a snapshot, starts a new journal and keeps every documen
   t.true(files.some((f) => /^snapshot-\d+\.bson$/.test(f)), `a snapshot exists: ${files.join(',')}`);
   await engine.close();
   const again = await startEngine({ dbPath: dir });
-  await withClient(again.uri, async (c) => {
+  await withDriver(again.uri, async (c) => {
     const coll = c.db('compact').collection('c');
     t.is(await coll.countDocuments({}), 900);
     t.is((await coll.findOne({ n: 999 }))?.['n'], 999);
@@ -224,11 +208,11 @@ test('compaction writes a snapshot, starts a new journal and keeps every documen
 });
 
 test('runStandalone prints one line and exits 0 on SIGTERM', async (t) => {
-  const dir = tempDir(t);
+  const dir = engineTempDir(t);
   const child = await spawnEngineChild(dir, 'standalone');
   t.regex(child.line, /^volreg db listening on mongodb:\/\/127\.0\.0\.1:\d+$/);
   const uri = child.line.replace('volreg db listening on ', '');
-  await withClient(`${uri}/?directConnection=true`, async (c) => {
+  await withDriver(`${uri}/?directConnection=true`, async (c) => {
     t.is((await c.db('admin').command({ ping: 1 }))['ok'], 1);
   });
   child.proc.kill('SIGTERM');
