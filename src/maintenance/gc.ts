@@ -29,9 +29,10 @@ import type { BlobStore } from '../storage/blob-store.ts';
  * document being unchanged, and re-checks after: a reference that appeared meanwhile restores
  * the document. Bytes are deleted through the store's guarded delete: moved aside, the unit
  * re-checked while no commit can reuse them, then removed or put back. Pushes do the other
- * half (so even a grace period of 0 loses nothing acknowledged): a manifest push checks its
- * references again after its unit is in place, a blob's record checks its bytes again after
- * its unit is (ManifestService.put, BlobService.record); whichever acts last sees the other.
+ * half (so even a grace period of 0 loses nothing acknowledged): a manifest push checks that
+ * it is still held and its references are still there after its unit and tags are in place,
+ * a blob's record checks its bytes again after its unit is (ManifestService.put,
+ * BlobService.record); whichever acts last sees the other.
  */
 
 export interface GcOptions {

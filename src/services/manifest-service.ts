@@ -107,22 +107,33 @@ export class ManifestService {
     if (parsed.blobDigests.length === 0 && parsed.manifests.length === 0) await this.deps.repos.ensureRepo(repo);
     const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
     const added = await this.deps.manifests.addToRepo(repo, unit);
-    // Garbage collection running meanwhile may have taken a reference away between the check
-    // above and the insert. It re-checks for referencing manifests after each removal; this
-    // re-check after the insert is the other half: one of the two sees the other.
-    try {
-      await this.requireReferences(repo, parsed);
-    } catch (err) {
-      if (added) await this.deps.manifests.removeFromRepo(repo, unit);
-      throw err;
-    }
     const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])];
     for (const tag of tags) {
       await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind);
       if (parsed.v1TopImageId !== null) await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
     }
+    // Garbage collection running meanwhile (with a grace period shorter than this push) may
+    // have taken a referenced blob away after the check above, or this manifest itself while it
+    // was not yet tagged. It re-checks for referencing manifests and tags after each removal;
+    // checking here, after every write of this push, is the other half: one of the two sees
+    // the other. A manifest taken meanwhile is held again (its tags now protect it).
+    try {
+      await this.holdAgainIfTaken(repo, parsed, body);
+      await this.requireReferences(repo, parsed);
+    } catch (err) {
+      // not acknowledged: no tag may point at a manifest whose content is gone
+      await this.deps.tagWriter.deleteByManifest(repo, parsed.digest);
+      if (added) await this.deps.manifests.removeFromRepo(repo, unit);
+      throw err;
+    }
     this.deps.logger?.info({ repository: repo, digest: parsed.digest, mediaType: parsed.mediaType, tags }, 'manifest stored');
     return { digest: parsed.digest, mediaType: parsed.mediaType, ...(parsed.subject ? { subject: parsed.subject } : {}), tags };
+  }
+
+  private async holdAgainIfTaken(repo: RepositoryName, parsed: ParsedManifest, body: Buffer): Promise<void> {
+    if (await this.deps.manifests.findInRepo(repo, parsed.digest)) return;
+    const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
+    await this.deps.manifests.addToRepo(repo, unit);
   }
 
   /** MANIFEST_BLOB_UNKNOWN, listing them all, unless the repository holds every blob and manifest `parsed` references. */

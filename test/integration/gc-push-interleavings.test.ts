@@ -104,6 +104,58 @@ test.serial('a manifest push held between its reference check and its insert whi
   t.is((await getManifest(server.url, repo, m.digest, ACCEPT_ALL)).status, 404);
 });
 
+test.serial('a manifest push held before its tag while GC finds the manifest untagged: acknowledged means pullable by tag with every blob', async (t) => {
+  const { server, c, store } = t.context;
+  const repo = repoName('interleave-tag');
+  const config = configBlob();
+  const layer = randomBlob(3000);
+  await pushBlobs(server.url, repo, [config, layer]);
+  const m = ociManifest({ config, layers: [layer] });
+
+  const repoContent = new RepoContentRepository(c);
+  const manifestRepo = new ManifestRepository(c, repoContent);
+  const tagRepo = new TagRepository(c, repoContent);
+  const held = gate();
+  const gatedTags = Object.assign(Object.create(tagRepo) as TagRepository, {
+    upsert: async (...args: Parameters<TagRepository['upsert']>) => {
+      await held.arrive();
+      return tagRepo.upsert(...args);
+    },
+  });
+  const manifests = new ManifestService({
+    manifests: manifestRepo,
+    blobs: manifestRepo,
+    tagWriter: gatedTags,
+    tags: new TagService({ tags: tagRepo, manifests: manifestRepo, repos: new CatalogRepository(c) }),
+    repos: repoContent,
+    limits: { manifestBytes: 4 * 1024 * 1024 },
+  });
+
+  const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
+  push.catch(() => undefined);
+  await held.reached; // stored and held by the repository, not yet tagged
+  const report = await gcNow(c, store);
+  t.true(report.untaggedManifests.count >= 1, JSON.stringify(report)); // GC took it for untagged
+  held.open();
+
+  const outcome = await push.then(
+    () => 'acknowledged',
+    (err: unknown) => (isVolregError(err) ? err.code : String(err)),
+  );
+  const byTag = await getManifest(server.url, repo, 'v1', ACCEPT_ALL);
+  t.log(`the push: ${outcome}`);
+  if (outcome === 'acknowledged') {
+    t.true(byTag.status === 200 && byTag.body.equals(m.bytes), `GET by tag: ${byTag.status}`);
+    for (const b of [config, layer]) {
+      const r = await request(server.url, `/v2/${repo}/blobs/${b.digest}`);
+      t.true(r.status === 200 && r.body.equals(b.bytes), `blob ${b.digest}: ${r.status}`);
+    }
+  } else {
+    t.is(outcome, 'MANIFEST_BLOB_UNKNOWN');
+    t.is(byTag.status, 404);
+  }
+});
+
 /** A BlobService whose next unit upsert (the step after the commit) waits at a gate. */
 function blobServiceHeldAtRecord(c: Collections, store: BlobStore): { blobs: BlobService; held: ReturnType<typeof gate> } {
   const units = new BlobRepository(c);
