@@ -16,7 +16,7 @@ import { ManifestService } from '../../src/services/manifest-service.ts';
 import { TagService } from '../../src/services/tag-service.ts';
 import type { BlobStore } from '../../src/storage/blob-store.ts';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
-import { ACCEPT_ALL, getManifest, pushBlobs, repoName, request } from '../helpers/oci-client.ts';
+import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -60,6 +60,35 @@ function gate(): { reached: Promise<void>; arrive: () => Promise<void>; open: ()
   };
 }
 
+/** A ManifestService whose next manifest insert, or next tag write, waits at a gate. */
+function manifestServiceHeldAt(c: Collections, step: 'insert' | 'tag'): { manifests: ManifestService; held: ReturnType<typeof gate> } {
+  const repoContent = new RepoContentRepository(c);
+  const manifestRepo = new ManifestRepository(c, repoContent);
+  const tagRepo = new TagRepository(c, repoContent);
+  const held = gate();
+  const gatedManifests = Object.assign(Object.create(manifestRepo) as ManifestRepository, {
+    insertIfAbsent: async (...args: Parameters<ManifestRepository['insertIfAbsent']>) => {
+      if (step === 'insert') await held.arrive();
+      return manifestRepo.insertIfAbsent(...args);
+    },
+  });
+  const gatedTags = Object.assign(Object.create(tagRepo) as TagRepository, {
+    upsert: async (...args: Parameters<TagRepository['upsert']>) => {
+      if (step === 'tag') await held.arrive();
+      return tagRepo.upsert(...args);
+    },
+  });
+  const manifests = new ManifestService({
+    manifests: gatedManifests,
+    blobs: manifestRepo,
+    tagWriter: gatedTags,
+    tags: new TagService({ tags: tagRepo, manifests: manifestRepo, repos: new CatalogRepository(c) }),
+    repos: repoContent,
+    limits: { manifestBytes: 4 * 1024 * 1024 },
+  });
+  return { manifests, held };
+}
+
 // GC sweeps the whole database, so the tests of this file run one at a time.
 test.serial('a manifest push held between its reference check and its insert while GC takes the blobs away is refused, and nothing of it is visible', async (t) => {
   const { server, c, store } = t.context;
@@ -69,26 +98,7 @@ test.serial('a manifest push held between its reference check and its insert whi
   await pushBlobs(server.url, repo, [config, layer]);
   const m = ociManifest({ config, layers: [layer] });
 
-  const repoContent = new RepoContentRepository(c);
-  const manifestRepo = new ManifestRepository(c, repoContent);
-  const held = gate();
-  const gated = Object.assign(Object.create(manifestRepo) as ManifestRepository, {
-    insertIfAbsent: async (...args: Parameters<ManifestRepository['insertIfAbsent']>) => {
-      await held.arrive();
-      return manifestRepo.insertIfAbsent(...args);
-    },
-  });
-  const tagRepo = new TagRepository(c, repoContent);
-  const catalog = new CatalogRepository(c);
-  const manifests = new ManifestService({
-    manifests: gated,
-    blobs: manifestRepo,
-    tagWriter: tagRepo,
-    tags: new TagService({ tags: tagRepo, manifests: manifestRepo, repos: catalog }),
-    repos: repoContent,
-    limits: { manifestBytes: 4 * 1024 * 1024 },
-  });
-
+  const { manifests, held } = manifestServiceHeldAt(c, 'insert');
   const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
   push.catch(() => undefined);
   await held.reached; // the references were checked and found
@@ -112,25 +122,7 @@ test.serial('a manifest push held before its tag while GC finds the manifest unt
   await pushBlobs(server.url, repo, [config, layer]);
   const m = ociManifest({ config, layers: [layer] });
 
-  const repoContent = new RepoContentRepository(c);
-  const manifestRepo = new ManifestRepository(c, repoContent);
-  const tagRepo = new TagRepository(c, repoContent);
-  const held = gate();
-  const gatedTags = Object.assign(Object.create(tagRepo) as TagRepository, {
-    upsert: async (...args: Parameters<TagRepository['upsert']>) => {
-      await held.arrive();
-      return tagRepo.upsert(...args);
-    },
-  });
-  const manifests = new ManifestService({
-    manifests: manifestRepo,
-    blobs: manifestRepo,
-    tagWriter: gatedTags,
-    tags: new TagService({ tags: tagRepo, manifests: manifestRepo, repos: new CatalogRepository(c) }),
-    repos: repoContent,
-    limits: { manifestBytes: 4 * 1024 * 1024 },
-  });
-
+  const { manifests, held } = manifestServiceHeldAt(c, 'tag');
   const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
   push.catch(() => undefined);
   await held.reached; // stored and held by the repository, not yet tagged
@@ -154,6 +146,36 @@ test.serial('a manifest push held before its tag while GC finds the manifest unt
     t.is(outcome, 'MANIFEST_BLOB_UNKNOWN');
     t.is(byTag.status, 404);
   }
+});
+
+test.serial('a manifest push held before its tag while GC takes it as untagged but its blobs stay (another tagged manifest uses them): held again and acknowledged, pullable by tag', async (t) => {
+  const { server, c, store } = t.context;
+  const repo = repoName('interleave-retag');
+  const config = configBlob();
+  const layer = randomBlob(3000);
+  await pushBlobs(server.url, repo, [config, layer]);
+  const other = ociManifest({ config, layers: [layer], annotations: { keeps: 'the blobs' } });
+  t.is((await putManifest(server.url, repo, 'other', other)).status, 201);
+  const m = ociManifest({ config, layers: [layer] });
+
+  const { manifests, held } = manifestServiceHeldAt(c, 'tag');
+  const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
+  push.catch(() => undefined);
+  await held.reached;
+  const report = await gcNow(c, store);
+  t.true(report.untaggedManifests.count >= 1 && report.manifestUnits.count >= 1, JSON.stringify(report)); // taken, unit and all
+  held.open();
+
+  await push; // acknowledged
+  const byTag = await getManifest(server.url, repo, 'v1', ACCEPT_ALL);
+  t.true(byTag.status === 200 && byTag.body.equals(m.bytes), `GET by tag: ${byTag.status}`);
+  for (const b of [config, layer]) {
+    const r = await request(server.url, `/v2/${repo}/blobs/${b.digest}`);
+    t.true(r.status === 200 && r.body.equals(b.bytes), `blob ${b.digest}: ${r.status}`);
+  }
+  // and the next collection keeps it: it is tagged now
+  await gcNow(c, store);
+  t.is((await getManifest(server.url, repo, 'v1', ACCEPT_ALL)).status, 200);
 });
 
 /** A BlobService whose next unit upsert (the step after the commit) waits at a gate. */
