@@ -304,6 +304,27 @@ export class ManifestRepository {
     for (const d of digests) if (!into.has(d)) this.known.blobs.delete(d);
   }
 
+  /**
+   * Does the repository still hold `unit` and every blob and manifest `parsed` references,
+   * going by the units remembered from the push's own checks? One query. False when one of
+   * them is not remembered or not held: the caller then looks closely.
+   */
+  async holdsAll(repo: string, unit: ManifestUnitRef, parsed: ParsedManifest): Promise<boolean> {
+    const wanted = [{ id: unit.id, type: unitType(unit.kind) }];
+    for (const d of new Set(parsed.blobDigests)) {
+      const known = this.known.blobs.get(d);
+      if (!known) return false;
+      wanted.push({ id: known.id, type: UNIT_TYPES.blob });
+    }
+    for (const d of new Set(parsed.manifests.map((m) => m.digest))) {
+      const known = this.known.manifests.get(d);
+      if (!known) return false;
+      wanted.push({ id: known.id, type: unitType(known.kind) });
+    }
+    const held = await this.heldIds(repo, wanted);
+    return wanted.every((w) => held.has(w.id));
+  }
+
   private async heldIds(repo: string, units: Array<{ id: string; type: UnitTypeId }>): Promise<Set<string>> {
     if (units.length === 0) return new Set();
     const rows = await this.c.repoContentUnits

@@ -30,6 +30,8 @@ export interface ManifestStore {
   addToRepo(repo: string, unit: ManifestUnitRef): Promise<boolean>;
   removeFromRepo(repo: string, unit: ManifestUnitRef): Promise<void>;
   findInRepo(repo: string, digest: Digest, opts?: { content?: boolean }): Promise<StoredManifest | null>;
+  /** is `unit` still held with everything `parsed` references (one cheap look; false: look closely) */
+  holdsAll(repo: string, unit: ManifestUnitRef, parsed: ParsedManifest): Promise<boolean>;
   /** those of `digests` that are not manifests held by the repository */
   missingInRepo(repo: string, digests: readonly Digest[]): Promise<Digest[]>;
 }
@@ -118,8 +120,10 @@ export class ManifestService {
     // checking here, after every write of this push, is the other half: one of the two sees
     // the other. A manifest taken meanwhile is held again (its tags now protect it).
     try {
-      await this.holdAgainIfTaken(repo, parsed, body);
-      await this.requireReferences(repo, parsed);
+      if (!(await this.deps.manifests.holdsAll(repo, unit, parsed))) {
+        await this.holdAgainIfTaken(repo, parsed, body);
+        await this.requireReferences(repo, parsed);
+      }
     } catch (err) {
       // not acknowledged: no tag may point at a manifest whose content is gone
       await this.deps.tagWriter.deleteByManifest(repo, parsed.digest);
