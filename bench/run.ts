@@ -237,7 +237,7 @@ async function main(): Promise<number> {
     'ratio v/d = volreg / distribution, so for "higher is better" rows above 1 favours volreg, for "lower" rows below 1 does;',
     '(*) = volreg / volreg\'s own row named in the target column, not / distribution.',
     '',
-    'peak RSS of the server process per scenario (MB = 10^6 bytes; volreg runs its embedded MongoDB engine in-process, so its figure includes the database):',
+    'peak RSS of the server process per scenario (MB = 10^6 bytes; volreg runs its embedded MongoDB engine on a thread of its own process, so its figure includes the database):',
     renderRss(scenarios, results),
   );
   for (const s of summaries) {

@@ -1,6 +1,6 @@
 /**
  * Starts the servers under test as child processes on loopback, each with its own temporary
- * data directory: volreg (`volreg serve`, embedded MongoDB engine in-process) and CNCF
+ * data directory: volreg (`volreg serve`, embedded MongoDB engine on a thread of its process) and CNCF
  * distribution (Debian's `docker-registry` binary with a generated YAML config).
  */
 import { execFile, spawn, type ChildProcess, execFileSync } from 'node:child_process';
