@@ -378,7 +378,6 @@ function startGcTimer(config: Config, services: Services, c: Collections, logger
   );
 }
 
-/** Raised for failures to start that are not configuration errors (exit code 1). */
 /** HTTP, or HTTPS with the configured certificate and key (read once, at start). */
 async function httpServer(config: Config, handler: ReturnType<ReturnType<typeof createApp>['callback']>): Promise<Server> {
   if (!config.tls) return createServer(handler);
@@ -390,6 +389,7 @@ async function httpServer(config: Config, handler: ReturnType<ReturnType<typeof 
   }
 }
 
+/** Raised for failures to start that are not configuration errors (exit code 1). */
 export class StartupError extends Error {
   override name = 'StartupError';
 }

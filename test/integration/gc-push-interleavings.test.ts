@@ -11,8 +11,10 @@ import { collections, type Collections } from '../../src/metadata/collections.ts
 import { ManifestRepository } from '../../src/metadata/manifest-repository.ts';
 import { RepoContentRepository } from '../../src/metadata/repo-content-repository.ts';
 import { TagRepository } from '../../src/metadata/tag-repository.ts';
+import { UploadRepository } from '../../src/metadata/upload-repository.ts';
 import { BlobService } from '../../src/services/blob-service.ts';
 import { ManifestService } from '../../src/services/manifest-service.ts';
+import { UploadService } from '../../src/services/upload-service.ts';
 import { TagService } from '../../src/services/tag-service.ts';
 import type { BlobStore } from '../../src/storage/blob-store.ts';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
@@ -216,6 +218,34 @@ test.serial('a blob push held between its commit and its record while GC removes
   await pushBlobs(server.url, second, [blob]);
   const r = await request(server.url, `/v2/${second}/blobs/${blob.digest}`);
   t.true(r.status === 200 && r.body.equals(blob.bytes));
+});
+
+test.serial('a chunked upload whose finishing PUT is held before its record while GC removes the bytes is refused, and its session is gone', async (t) => {
+  const { server, c, store } = t.context;
+  const first = repoName('interleave-chunked-first');
+  const second = repoName('interleave-chunked-second');
+  const blob = randomBlob(6000);
+  await pushBlobs(server.url, first, [blob]);
+  t.is((await request(server.url, `/v2/${first}/blobs/${blob.digest}`, { method: 'DELETE' })).status, 202);
+
+  const { blobs, held } = blobServiceHeldAtRecord(c, store);
+  const uploads = new UploadService({ store, blobs, sessions: new UploadRepository(c) });
+  const started = await uploads.start(second);
+  if (started.kind !== 'session') throw new Error('expected an upload session');
+  await uploads.append(second, started.id, Readable.from([blob.bytes.subarray(0, 4000)]));
+  const finish = uploads.finish(second, started.id, blob.digest as Digest, Readable.from([blob.bytes.subarray(4000)]));
+  finish.catch(() => undefined);
+  await held.reached; // committed, not yet recorded
+  const report = await gcNow(c, store);
+  t.true(report.blobBytes.count >= 1, JSON.stringify(report));
+  held.open();
+
+  const err = await t.throwsAsync(finish);
+  t.true(isVolregError(err) && err.code === 'BLOB_UPLOAD_INVALID', String(err));
+  t.is((await request(server.url, `/v2/${second}/blobs/${blob.digest}`, { method: 'HEAD' })).status, 404);
+  const status = await t.throwsAsync(uploads.status(second, started.id));
+  t.true(isVolregError(status) && status.code === 'BLOB_UPLOAD_UNKNOWN', String(status));
+  t.is(await c.uploads.findOne({ _id: started.id }), null, 'no session document is left for the purge to find');
 });
 
 test.serial('a cross-repository mount held before its record while GC removes the blob falls back to "not mounted"', async (t) => {

@@ -17,22 +17,23 @@ interface Outcome {
 const PAGE = 1000;
 const USAGE = 'verify needs <name>:<tag>, <name>, or --all';
 
-/** Every snapshot tag of a volume (all pages). */
-async function* tagsOf(client: VolregClient, name: string): AsyncGenerator<string> {
+/** Every item of a paged /api/v1 listing, page after page until a short one. */
+async function* allPages<T>(page: (limit: number, offset: number) => Promise<T[]>): AsyncGenerator<T> {
   for (let offset = 0; ; offset += PAGE) {
-    const page = await client.list(name, { limit: PAGE, offset });
-    for (const s of page.snapshots) yield s.tag;
-    if (page.snapshots.length < PAGE) return;
+    const items = await page(PAGE, offset);
+    yield* items;
+    if (items.length < PAGE) return;
   }
 }
 
-/** Every volume (all pages). */
-async function* volumesOf(client: VolregClient): AsyncGenerator<string> {
-  for (let offset = 0; ; offset += PAGE) {
-    const page = await client.listVolumes({ limit: PAGE, offset });
-    for (const v of page.volumes) yield v.volume;
-    if (page.volumes.length < PAGE) return;
-  }
+/** Every snapshot tag of a volume. */
+function tagsOf(client: VolregClient, name: string): AsyncGenerator<string> {
+  return allPages(async (limit, offset) => (await client.list(name, { limit, offset })).snapshots.map((s) => s.tag));
+}
+
+/** Every volume. */
+function volumesOf(client: VolregClient): AsyncGenerator<string> {
+  return allPages(async (limit, offset) => (await client.listVolumes({ limit, offset })).volumes.map((v) => v.volume));
 }
 
 function outcomeOf(snapshot: string, r: SnapshotJson & { ok: boolean }): Outcome {
