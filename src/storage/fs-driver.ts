@@ -51,6 +51,12 @@ import {
 
 const HASH_CACHE_SIZE = 256;
 
+/**
+ * Reads of a blob being served. Bigger chunks (2 and 4 MiB) measured no faster over loopback,
+ * and each download holds about two of them.
+ */
+const READ_CHUNK_BYTES = 1024 * 1024;
+
 /** What the hash worker holds for a session: its algorithm, how far it got, from which worker. */
 interface CachedHash {
   algorithm: DigestAlgorithm;
@@ -129,11 +135,13 @@ export class FsBlobStore implements BlobStore {
       if (range && (range.start < 0 || range.start > range.end || range.end >= size)) {
         throw new VolregError('RANGE_INVALID', 'range outside the blob', { size }, { 'Content-Range': `bytes */${size}` });
       }
+      const length = range ? range.end - range.start + 1 : size;
       // The open descriptor keeps the bytes readable even if the blob is deleted meanwhile.
       return fh.createReadStream({
         start: range?.start ?? 0,
         ...(range ? { end: range.end } : {}),
-        highWaterMark: 1024 * 1024,
+        // no bigger than the bytes to send: reading a small blob allocates no whole chunk
+        highWaterMark: Math.max(1, Math.min(READ_CHUNK_BYTES, length)),
         autoClose: true,
       });
     } catch (err) {

@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { DigestAlgorithm } from '../domain/digest.ts';
 import { SlotRing } from '../workers/slot-ring.ts';
+import { HELPER_THREAD_LIMITS } from '../workers/heap-settings.ts';
 
 /**
  * Hashing on a worker thread, so an upload's digest is computed while the main thread reads
@@ -182,7 +183,7 @@ export class HashWorker {
     // No inherited flags: the script is CommonJS and needs no loader (--input-type=module or
     // --import=tsx in the parent must not change how it is read).
     const ring = new SlotRing(SLOT_BYTES, RING_SLOTS);
-    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { ring: ring.buffer, slotBytes: SLOT_BYTES } });
+    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { ring: ring.buffer, slotBytes: SLOT_BYTES }, resourceLimits: HELPER_THREAD_LIMITS });
     this.ring = ring;
     this.generation++;
     w.on('message', (r: Reply) => {

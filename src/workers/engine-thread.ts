@@ -1,5 +1,6 @@
 import type { RunningEngine } from '../mongo-engine/index.ts';
 import { newFailureCell, readFailure, type EngineListen, type EngineReply, type EngineThreadData } from './engine-protocol.ts';
+import { HELPER_THREAD_LIMITS } from './heap-settings.ts';
 import { startModuleWorker } from './module-worker.ts';
 
 /**
@@ -18,7 +19,7 @@ import { startModuleWorker } from './module-worker.ts';
 export async function startEngineThread(opts: EngineListen, log: (msg: string, fields?: Record<string, unknown>) => void): Promise<RunningEngine> {
   const cell = newFailureCell();
   const data: EngineThreadData = { opts, failure: cell };
-  const worker = startModuleWorker(import.meta.url, './engine-worker', data);
+  const worker = startModuleWorker(import.meta.url, './engine-worker', data, HELPER_THREAD_LIMITS);
   let stopped: string | undefined;
   let closing: Promise<void> | undefined;
   let onClosed: (() => void) | undefined;

@@ -1,4 +1,4 @@
-import { Worker } from 'node:worker_threads';
+import { Worker, type ResourceLimits } from 'node:worker_threads';
 
 /**
  * Starts a worker thread running a module of this project, however the project was started:
@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
  * worker must register tsx itself because the parent's `--import` does not reach it.
  * `sibling` is the module's path relative to `from` (an `import.meta.url`), without extension.
  */
-export function startModuleWorker(from: string, sibling: string, workerData: unknown): Worker {
+export function startModuleWorker(from: string, sibling: string, workerData: unknown, resourceLimits?: ResourceLimits): Worker {
   const fromTs = from.endsWith('.ts');
   const url = new URL(`${sibling}${fromTs ? '.ts' : '.js'}`, from).href;
   // Resolved here: an evaluated worker would resolve a bare name against the working directory.
@@ -14,5 +14,5 @@ export function startModuleWorker(from: string, sibling: string, workerData: unk
     ? `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then(({ register }) => { register(); return import(${JSON.stringify(url)}); })`
     : `import(${JSON.stringify(url)})`;
   // A failed import rejects inside the worker: rethrown so the parent sees an 'error' event.
-  return new Worker(`${load}.catch((err) => { setImmediate(() => { throw err; }); });`, { eval: true, execArgv: [], workerData });
+  return new Worker(`${load}.catch((err) => { setImmediate(() => { throw err; }); });`, { eval: true, execArgv: [], workerData, resourceLimits });
 }

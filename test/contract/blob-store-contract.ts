@@ -250,6 +250,23 @@ export function blobStoreContract(test: TestFn, driver: string, factory: BlobSto
     await h.store.delete(digest);
   });
 
+  contract('reads of a blob larger than a driver read chunk: whole, and ranges across chunk boundaries', async (t, h) => {
+    const MiB = 1024 * 1024;
+    const bytes = randomBytes(9 * MiB + 123);
+    const { digest } = await put(h.store, bytes);
+    sameBytes(t, await readAll(await h.store.read(digest)), bytes, 'whole');
+    const cases: Array<[number, number]> = [
+      [MiB - 1, 8 * MiB + 1],
+      [4 * MiB - 10, 4 * MiB + 10],
+      [2 * MiB, bytes.length - 1],
+      [bytes.length - 5, bytes.length - 1],
+    ];
+    for (const [start, end] of cases) {
+      sameBytes(t, await readAll(await h.store.read(digest, { start, end })), bytes.subarray(start, end + 1), `${start}-${end}`);
+    }
+    await h.store.delete(digest);
+  });
+
   contract('a read started before a delete still returns every byte', async (t, h) => {
     const bytes = randomBytes(3 * 1024 * 1024);
     const { digest } = await put(h.store, bytes);
