@@ -14,8 +14,9 @@ export function isSupportedAlgorithm(alg: string): alg is DigestAlgorithm {
 }
 
 /**
- * Parses a client-supplied digest. Malformed input is DIGEST_INVALID; a well-formed digest
- * of an algorithm volreg does not implement is UNSUPPORTED.
+ * Parses a client-supplied digest. Malformed input and a well-formed digest of an algorithm
+ * volreg does not implement are both DIGEST_INVALID (400): the spec asks for 400 on any digest
+ * the registry cannot use, on every route.
  */
 export function parseDigest(input: string): Digest {
   if (!DIGEST_GRAMMAR.test(input)) {
@@ -25,7 +26,7 @@ export function parseDigest(input: string): Digest {
   const alg = input.slice(0, colon);
   const hex = input.slice(colon + 1);
   if (!isSupportedAlgorithm(alg)) {
-    throw new VolregError('UNSUPPORTED', 'unsupported digest algorithm', { algorithm: alg.slice(0, 32) });
+    throw new VolregError('DIGEST_INVALID', 'unsupported digest algorithm', { algorithm: alg.slice(0, 32) });
   }
   if (hex.length !== HEX_LENGTH[alg] || !/^[0-9a-f]+$/.test(hex)) {
     throw new VolregError('DIGEST_INVALID', `invalid ${alg} digest`, { digest: input.slice(0, 200) });

@@ -233,6 +233,20 @@ test('a Content-Length that disagrees with the Content-Range is 400 SIZE_INVALID
   t.is((await raw(url, 'PATCH', loc, { body: Buffer.alloc(20), headers: { 'Content-Range': '0-19' } })).headers.range, '0-19');
 });
 
+test('a final PUT whose Content-Range announces bytes it does not carry is 400 SIZE_INVALID; the session stays', async (t) => {
+  const { url } = t.context.server;
+  const bytes = bytesOf(3000, 31);
+  const loc = await startSession(url, 'put/emptyrange');
+  t.is((await raw(url, 'PATCH', loc, { body: bytes.subarray(0, 2000), headers: { 'Content-Range': '0-1999' } })).status, 202);
+  // no body at all, and an explicitly empty one: the announced chunk never came
+  isError(t, await raw(url, 'PUT', `${loc}?digest=${sha256(bytes)}`, { headers: { 'Content-Range': '2000-2999' } }), 400, 'SIZE_INVALID');
+  isError(t, await raw(url, 'PUT', `${loc}?digest=${sha256(bytes)}`, { body: Buffer.alloc(0), headers: { 'Content-Range': '2000-2999' } }), 400, 'SIZE_INVALID');
+  t.is((await raw(url, 'GET', loc)).headers.range, '0-1999');
+  const put = await raw(url, 'PUT', `${loc}?digest=${sha256(bytes)}`, { body: bytes.subarray(2000), headers: { 'Content-Range': '2000-2999' } });
+  t.is(put.status, 201);
+  t.true((await raw(url, 'GET', String(put.headers.location))).body.equals(bytes));
+});
+
 test('PUT without a digest is 400 DIGEST_INVALID and the session stays', async (t) => {
   const { url } = t.context.server;
   const loc = await startSession(url, 'put/nodigest');

@@ -1,24 +1,15 @@
-import { parseDigest, type Digest } from '../../domain/digest.ts';
+import { parseDigest } from '../../domain/digest.ts';
 import { VolregError } from '../../domain/errors.ts';
 import { MEDIA_TYPES } from '../../domain/media-types.ts';
 import type { HandlerMap } from '../router.ts';
 import type { ReferrersService } from '../../services/referrers-service.ts';
-
-function subjectDigest(raw: string): Digest {
-  try {
-    return parseDigest(raw);
-  } catch {
-    // the spec asks for 400 on any digest it cannot use, unsupported algorithms included
-    throw new VolregError('DIGEST_INVALID', 'invalid digest', { digest: raw.slice(0, 200) });
-  }
-}
 
 /** GET /v2/<name>/referrers/<digest>?artifactType= */
 export function referrersHandlers(services: { referrers: ReferrersService }): HandlerMap {
   return {
     referrers: {
       GET: async (ctx, { params, repository }) => {
-        const digest = subjectDigest(params.digest!);
+        const digest = parseDigest(params.digest!);
         const raw = ctx.query.artifactType;
         if (Array.isArray(raw)) throw new VolregError('BAD_REQUEST', 'artifactType given more than once');
         const result = await services.referrers.list(repository, digest, raw ? { artifactType: raw } : {});
