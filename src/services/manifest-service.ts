@@ -181,7 +181,9 @@ export class ManifestService {
 
   /**
    * By tag: removes that name's tag units (both schema versions). By digest: removes every tag
-   * of the repository pointing at the manifest, then the manifest from the repository.
+   * of the repository pointing at the manifest, then the manifest from the repository, then
+   * any tag a push of the same manifest wrote in between (that push saw the manifest still
+   * held; one tagging it later finds it gone and holds it again, see put).
    */
   async delete(repo: RepositoryName, reference: string): Promise<void> {
     const ref = parseLookupReference(reference);
@@ -195,6 +197,7 @@ export class ManifestService {
     if (!m) throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown', { digest: ref.digest });
     const removed = await this.deps.tagWriter.deleteByManifest(repo, m.digest);
     await this.deps.manifests.removeFromRepo(repo, { id: m.id, kind: m.kind });
-    this.deps.logger?.info({ repository: repo, digest: m.digest, tags: removed.map((t) => t.name) }, 'manifest deleted');
+    const late = await this.deps.tagWriter.deleteByManifest(repo, m.digest);
+    this.deps.logger?.info({ repository: repo, digest: m.digest, tags: [...removed, ...late].map((t) => t.name) }, 'manifest deleted');
   }
 }

@@ -6,7 +6,6 @@ import { isVolregError } from '../../src/domain/errors.ts';
 import { parseRepositoryName } from '../../src/domain/names.ts';
 import { collectGarbage, type GcReport } from '../../src/maintenance/gc.ts';
 import { BlobRepository } from '../../src/metadata/blob-repository.ts';
-import { CatalogRepository } from '../../src/metadata/catalog-repository.ts';
 import { collections, type Collections } from '../../src/metadata/collections.ts';
 import { ManifestRepository } from '../../src/metadata/manifest-repository.ts';
 import { RepoContentRepository } from '../../src/metadata/repo-content-repository.ts';
@@ -15,10 +14,10 @@ import { UploadRepository } from '../../src/metadata/upload-repository.ts';
 import { BlobService } from '../../src/services/blob-service.ts';
 import { ManifestService } from '../../src/services/manifest-service.ts';
 import { UploadService } from '../../src/services/upload-service.ts';
-import { TagService } from '../../src/services/tag-service.ts';
 import type { BlobStore } from '../../src/storage/blob-store.ts';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
+import { gate, manifestServiceWith, type Gate } from '../helpers/held-services.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -46,48 +45,23 @@ function gcNow(c: Collections, store: BlobStore): Promise<GcReport> {
   return collectGarbage({ collections: c, blobStore: store, logger, graceSeconds: 0, deleteUntagged: true, dryRun: false, now: () => new Date(Date.now() + 2 * 3600_000) });
 }
 
-/** A gate: `reached` resolves when the held step is entered, `open()` lets it go on. */
-function gate(): { reached: Promise<void>; arrive: () => Promise<void>; open: () => void } {
-  let arrived!: () => void;
-  let opened!: () => void;
-  const reached = new Promise<void>((r) => (arrived = r));
-  const opening = new Promise<void>((r) => (opened = r));
-  return {
-    reached,
-    arrive: () => {
-      arrived();
-      return opening;
-    },
-    open: () => opened(),
-  };
-}
-
 /** A ManifestService whose next manifest insert, or next tag write, waits at a gate. */
-function manifestServiceHeldAt(c: Collections, step: 'insert' | 'tag'): { manifests: ManifestService; held: ReturnType<typeof gate> } {
-  const repoContent = new RepoContentRepository(c);
-  const manifestRepo = new ManifestRepository(c, repoContent);
-  const tagRepo = new TagRepository(c, repoContent);
+function manifestServiceHeldAt(c: Collections, step: 'insert' | 'tag'): { manifests: ManifestService; held: Gate } {
   const held = gate();
-  const gatedManifests = Object.assign(Object.create(manifestRepo) as ManifestRepository, {
-    insertIfAbsent: async (...args: Parameters<ManifestRepository['insertIfAbsent']>) => {
-      if (step === 'insert') await held.arrive();
-      return manifestRepo.insertIfAbsent(...args);
+  const manifests = manifestServiceWith(c, (real) => ({
+    manifests: {
+      insertIfAbsent: async (...args: Parameters<ManifestRepository['insertIfAbsent']>) => {
+        if (step === 'insert') await held.arrive();
+        return real.manifests.insertIfAbsent(...args);
+      },
     },
-  });
-  const gatedTags = Object.assign(Object.create(tagRepo) as TagRepository, {
-    upsert: async (...args: Parameters<TagRepository['upsert']>) => {
-      if (step === 'tag') await held.arrive();
-      return tagRepo.upsert(...args);
+    tags: {
+      upsert: async (...args: Parameters<TagRepository['upsert']>) => {
+        if (step === 'tag') await held.arrive();
+        return real.tags.upsert(...args);
+      },
     },
-  });
-  const manifests = new ManifestService({
-    manifests: gatedManifests,
-    blobs: manifestRepo,
-    tagWriter: gatedTags,
-    tags: new TagService({ tags: tagRepo, manifests: manifestRepo, repos: new CatalogRepository(c) }),
-    repos: repoContent,
-    limits: { manifestBytes: 4 * 1024 * 1024 },
-  });
+  }));
   return { manifests, held };
 }
 
@@ -181,7 +155,7 @@ test.serial('a manifest push held before its tag while GC takes it as untagged b
 });
 
 /** A BlobService whose next unit upsert (the step after the commit) waits at a gate. */
-function blobServiceHeldAtRecord(c: Collections, store: BlobStore): { blobs: BlobService; held: ReturnType<typeof gate> } {
+function blobServiceHeldAtRecord(c: Collections, store: BlobStore): { blobs: BlobService; held: Gate } {
   const units = new BlobRepository(c);
   const held = gate();
   const gatedUnits = Object.assign(Object.create(units) as BlobRepository, {
