@@ -3,9 +3,10 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract, type Header } from 'tar-stream';
 import type { Digest } from '../digest.ts';
-import { isVolregError } from '../errors.ts';
+import { isVolregError, VolregError } from '../errors.ts';
 import { decompressedTar, invalidArchive, SourceFailure, type DecompressOptions } from './decompress.ts';
 import { isUnsafeEntry, type EntryKind } from './entry-safety.ts';
+import { entryNameForMessage, unrestorableReason } from './restorable-entry.ts';
 import type { Compression } from './media-types.ts';
 import { feedParser } from './tar-feed.ts';
 import { TarFraming } from './tar-framing.ts';
@@ -19,7 +20,8 @@ import { TarFraming } from './tar-framing.ts';
  *        -> sha256 + byte count + block framing (tar-framing.ts) -> tar-stream (entries)
  *
  * Anything wrong with the bytes (truncated, corrupt, not a tar, garbage after the end) is
- * ARCHIVE_INVALID; a failure of the source itself (the client went away) is passed through.
+ * ARCHIVE_INVALID, and so is an entry a restore could not reproduce exactly
+ * (restorable-entry.ts); a failure of the source itself (the client went away) is passed through.
  */
 export interface ArchiveInspection {
   compression: Compression;
@@ -111,6 +113,14 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
     let unsafeEntries = 0;
     const parser = extract();
     parser.on('entry', (header, body, next) => {
+      // the parser's own error says what went wrong; the entry's stream only repeats it
+      body.on('error', () => undefined);
+      const unrestorable = unrestorableReason(header);
+      if (unrestorable !== null) {
+        const entry = entryNameForMessage(header.name);
+        parser.destroy(new VolregError('ARCHIVE_INVALID', `the archive can not be restored exactly: entry ${entry}: ${unrestorable}`, { entry, reason: unrestorable }));
+        return;
+      }
       entries++;
       if (isUnsafeEntry(entryKind(header.type), header.name, header.linkname)) unsafeEntries++;
       body.on('end', () => next());

@@ -1,0 +1,42 @@
+/**
+ * Tar entries a restore can not reproduce exactly, shared by the server (which refuses an
+ * archive holding one when it is pushed, so a backup fails when it is taken rather than when it
+ * is needed) and the CLI's extractor (which refuses one on restore, for archives stored before).
+ *
+ * - A name or link target that is not valid UTF-8: the tar parser hands it over with U+FFFD in
+ *   place of each bad byte, so two such names can become one file on restore. (A name really
+ *   holding U+FFFD is refused too: it can not be told apart.)
+ * - GNU sparse files (`tar -S`): as an entry of its own type ('S') or as a plain file named
+ *   `GNUSparseFile.N/...` described by `GNU.sparse.*` pax records; restored, they would be
+ *   missing or hold the wrong bytes.
+ * - Any entry type the parser does not know (GNU volume labels, multi-volume continuations, ...).
+ */
+
+/** What the rule needs of a parsed tar header (tar-stream's Header fits). */
+export interface TarEntryHeader {
+  name: string;
+  linkname?: string | null;
+  /** null: a type the parser does not know */
+  type?: string | null;
+  /** the entry's pax records, when it had any */
+  pax?: unknown;
+}
+
+const REPLACEMENT = '\uFFFD';
+
+/** Why this entry can not be restored exactly, or null when it can. */
+export function unrestorableReason(header: TarEntryHeader): string | null {
+  if (header.name.includes(REPLACEMENT) || (header.linkname ?? '').includes(REPLACEMENT)) {
+    return 'its name is not valid UTF-8';
+  }
+  if (typeof header.pax === 'object' && header.pax !== null && Object.keys(header.pax).some((k) => k.startsWith('GNU.sparse.'))) {
+    return 'sparse files (tar -S) are not supported: create the archive without -S';
+  }
+  if (header.type === null) return 'its entry type is not supported (a sparse file from tar -S, or another GNU extension)';
+  return null;
+}
+
+/** The entry's name as a message can show it: bounded, control characters escaped. */
+export function entryNameForMessage(name: string): string {
+  return JSON.stringify(name.length > 200 ? `${name.slice(0, 200)}...` : name);
+}
