@@ -15,11 +15,8 @@ const startsWith = (head: Uint8Array, magic: readonly number[]): boolean =>
  */
 export function detectCompression(head: Uint8Array): Detected {
   if (startsWith(head, [0x1f, 0x8b])) return { kind: 'ok', compression: 'gzip' };
-  if (startsWith(head, [0x28, 0xb5, 0x2f, 0xfd])) return { kind: 'ok', compression: 'zstd' };
-  // zstd skippable frame: 0x184D2A50..0x184D2A5F little-endian
-  if (head.length >= 4 && (head[0]! & 0xf0) === 0x50 && head[1] === 0x2a && head[2] === 0x4d && head[3] === 0x18) {
-    return { kind: 'ok', compression: 'zstd' };
-  }
+  if (startsWith(head, ZSTD_MAGIC)) return { kind: 'ok', compression: 'zstd' };
+  if (isZstdSkippableMagic(head)) return { kind: 'ok', compression: 'zstd' };
   if (startsWith(head, [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) return { kind: 'unsupported', format: 'xz' };
   if (startsWith(head, [0x42, 0x5a, 0x68])) return { kind: 'unsupported', format: 'bzip2' };
   if (startsWith(head, [0x04, 0x22, 0x4d, 0x18])) return { kind: 'unsupported', format: 'lz4' };
@@ -27,28 +24,60 @@ export function detectCompression(head: Uint8Array): Detected {
   return { kind: 'ok', compression: 'none' };
 }
 
-/** zstd frame magic, for the window-size guard of the decoder. */
+/** zstd frame magic (RFC 8878 3.1.1), little-endian 0xFD2FB528. */
 export const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd] as const;
 
+/** Whether `head` starts with the magic of a zstd skippable frame, 0x184D2A50..0x184D2A5F little-endian. */
+export function isZstdSkippableMagic(head: Uint8Array): boolean {
+  return head.length >= 4 && (head[0]! & 0xf0) === 0x50 && head[1] === 0x2a && head[2] === 0x4d && head[3] === 0x18;
+}
+
+/** What the decoder needs to know of a zstd frame header. */
+export interface ZstdFrameHeader {
+  /** bytes from the magic number to the first block header */
+  size: number;
+  /** the memory the frame asks the decoder to reserve: its window, or its whole content for a single-segment frame */
+  window: number;
+  /** whether a 4-byte content checksum follows the frame's last block */
+  checksum: boolean;
+}
+
+const DICT_ID_BYTES = [0, 1, 2, 4] as const;
+
 /**
- * The memory a zstd frame asks the decoder to reserve (its window, or its whole content for a
- * single-segment frame), read from the frame header; null when the header is not complete yet.
+ * The length of a zstd frame header, magic number included, from its Frame_Header_Descriptor
+ * (the byte after the magic number); null when the descriptor's reserved bit is set.
  */
-export function zstdFrameWindow(head: Uint8Array): number | null {
-  if (head.length < 6 || !startsWith(head, ZSTD_MAGIC)) return null;
+export function zstdFrameHeaderSize(descriptor: number): number | null {
+  if ((descriptor & 0x08) !== 0) return null;
+  const windowDescriptorBytes = (descriptor & 0x20) !== 0 ? 0 : 1; // none for a single-segment frame
+  return 5 + windowDescriptorBytes + DICT_ID_BYTES[descriptor & 3]! + frameContentSizeBytes(descriptor);
+}
+
+function frameContentSizeBytes(descriptor: number): number {
+  const flag = descriptor >> 6;
+  if (flag === 0) return (descriptor & 0x20) !== 0 ? 1 : 0;
+  return 1 << flag;
+}
+
+/**
+ * Reads a zstd frame header from its magic number on; null when `head` does not hold all of it
+ * yet, is not a zstd frame or has the descriptor's reserved bit set.
+ */
+export function zstdFrameHeader(head: Uint8Array): ZstdFrameHeader | null {
+  if (head.length < 5 || !startsWith(head, ZSTD_MAGIC)) return null;
   const fhd = head[4]!;
-  const singleSegment = (fhd & 0x20) !== 0;
-  if (!singleSegment) {
+  const size = zstdFrameHeaderSize(fhd);
+  if (size === null || head.length < size) return null;
+  const checksum = (fhd & 0x04) !== 0;
+  if ((fhd & 0x20) === 0) {
     const wd = head[5]!;
     const base = 2 ** ((wd >> 3) + 10);
-    return base + (base / 8) * (wd & 7);
+    return { size, window: base + (base / 8) * (wd & 7), checksum };
   }
-  const dictIdBytes = [0, 1, 2, 4][fhd & 3]!;
-  const fcsFlag = fhd >> 6;
-  const fcsBytes = [1, 2, 4, 8][fcsFlag]!;
-  const at = 5 + dictIdBytes;
-  if (head.length < at + fcsBytes) return null;
-  let size = 0;
-  for (let i = fcsBytes - 1; i >= 0; i--) size = size * 256 + head[at + i]!;
-  return fcsBytes === 2 ? size + 256 : size;
+  const fcsBytes = frameContentSizeBytes(fhd);
+  const at = size - fcsBytes;
+  let contentSize = 0;
+  for (let i = fcsBytes - 1; i >= 0; i--) contentSize = contentSize * 256 + head[at + i]!;
+  return { size, window: fcsBytes === 2 ? contentSize + 256 : contentSize, checksum };
 }

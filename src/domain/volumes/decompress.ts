@@ -2,8 +2,9 @@ import { pipeline, Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { Decompress } from 'fzstd';
 import { VolregError } from '../errors.ts';
-import { detectCompression, MAGIC_BYTES, zstdFrameWindow } from './compression.ts';
+import { detectCompression, MAGIC_BYTES } from './compression.ts';
 import type { Compression } from './media-types.ts';
+import { ZSTD_BLOCK_MAXIMUM_SIZE, ZstdBlockCutter } from './zstd-blocks.ts';
 
 /**
  * Turns a tar, tar+gzip or tar+zstd byte stream into the plain tar stream, choosing the
@@ -16,9 +17,10 @@ export interface DecompressOptions {
 }
 
 const DEFAULT_MAX_ZSTD_WINDOW = 128 * 1024 * 1024;
-// fzstd re-concatenates its pending input on every push, so feed it moderately sized slices:
-// small enough to bound what one push can expand to, large enough to avoid quadratic copying.
-const ZSTD_SLICE = 64 * 1024;
+// fzstd decodes all of one push before it returns, so the input is cut where zstd blocks end
+// (zstd-blocks.ts): what one push announces it decodes to stays about this bound (plus one block),
+// and it is yielded, so the reader's backpressure holds, before the next push.
+const ZSTD_OUTPUT_PER_PUSH = 32 * ZSTD_BLOCK_MAXIMUM_SIZE;
 
 /** A failure of the stream being decoded (as opposed to bad bytes in it). */
 export class SourceFailure extends Error {
@@ -73,31 +75,25 @@ function zstdDecoder(maxWindow: number): (src: AsyncIterable<Buffer>) => AsyncGe
     const decoder = new Decompress((chunk) => {
       if (chunk.length > 0) out.push(chunk);
     });
-    let checkedHead = false;
-    let head = Buffer.alloc(0);
+    const cutter = new ZstdBlockCutter({
+      maxOutputPerPiece: ZSTD_OUTPUT_PER_PUSH,
+      onFrameHeader: ({ window }) => {
+        if (window > maxWindow) throw invalidArchive(`zstd window of ${window} bytes exceeds ${maxWindow}`);
+      },
+    });
     for await (const chunk of src) {
-      if (!checkedHead) {
-        head = Buffer.concat([head, chunk]);
-        const window = zstdFrameWindow(head.subarray(0, 32));
-        if (window === null && head.length < 32) continue;
-        if (window !== null && window > maxWindow) throw invalidArchive(`zstd window of ${window} bytes exceeds ${maxWindow}`);
-        checkedHead = true;
-        yield* pushSliced(decoder, head, out);
-        continue;
+      for (const piece of cutter.cut(chunk)) {
+        decoder.push(piece);
+        yield* out.splice(0);
       }
-      yield* pushSliced(decoder, chunk, out);
     }
-    if (!checkedHead && head.length > 0) yield* pushSliced(decoder, head, out);
+    for (const piece of cutter.end()) {
+      decoder.push(piece);
+      yield* out.splice(0);
+    }
     decoder.push(new Uint8Array(0), true);
     yield* out.splice(0);
   };
-}
-
-function* pushSliced(decoder: Decompress, chunk: Uint8Array, out: Uint8Array[]): Generator<Uint8Array> {
-  for (let i = 0; i < chunk.length; i += ZSTD_SLICE) {
-    decoder.push(chunk.subarray(i, i + ZSTD_SLICE));
-    yield* out.splice(0);
-  }
 }
 
 /**
