@@ -21,10 +21,11 @@ interface Run {
   stderr: string;
 }
 
-function volreg(dataDir: string, args: string[]): Promise<Run> {
+function volreg(dataDir: string, args: string[], extraEnv: Record<string, string> = {}): Promise<Run> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('VOLREG_')) env[k] = v;
   env.VOLREG_DATA_DIR = dataDir;
+  Object.assign(env, extraEnv);
   if (process.env.MONGODB_URL) {
     // the database spawnServer gives this data directory on a real MongoDB
     env.VOLREG_MONGODB_URL = process.env.MONGODB_URL;
@@ -65,6 +66,14 @@ test('volreg gc: refused while serve holds the embedded database; dry run, then 
       t.is((await server.waitExit()).code, 0);
     }
     await new Promise((r) => setTimeout(r, 1100)); // unit times are whole seconds
+
+    // the grace period: VOLREG_GC_GRACE as for serve (default an hour), unless --grace says otherwise
+    const byDefault = JSON.parse((await volreg(dataDir, ['gc', '--dry-run', '--json'])).stdout) as GcReport;
+    t.is(byDefault.blobUnits.count, 0, 'the loose blob is younger than the default hour');
+    const byEnv = JSON.parse((await volreg(dataDir, ['gc', '--dry-run', '--json'], { VOLREG_GC_GRACE: '0' })).stdout) as GcReport;
+    t.is(byEnv.blobUnits.count, 1, 'VOLREG_GC_GRACE=0 applies to volreg gc');
+    const flagWins = JSON.parse((await volreg(dataDir, ['gc', '--dry-run', '--json', '--grace', '1h'], { VOLREG_GC_GRACE: '0' })).stdout) as GcReport;
+    t.is(flagWins.blobUnits.count, 0, '--grace wins over VOLREG_GC_GRACE');
 
     const dry = await volreg(dataDir, ['gc', '--dry-run', '--json', '--grace', '0']);
     t.is(dry.code, 0, dry.stderr);

@@ -11,8 +11,8 @@ export function registerGc(program: Command): void {
     .command('gc')
     .description('garbage collection: delete content nothing references (same VOLREG_* configuration as serve)')
     .option('--dry-run', 'report what would be deleted, delete nothing')
-    .option('--delete-untagged', 'also remove manifests no tag (or kept index) needs, and the blobs only they used')
-    .addOption(new Option('--grace <duration>', 'only content older than this (e.g. 90s, 30m, 1h, 2d; a plain number is seconds)').default(3600, '1h').argParser(parseDuration))
+    .option('--delete-untagged', 'also remove manifests no tag (or kept index) needs, and the blobs only they used (default: VOLREG_GC_DELETE_UNTAGGED)')
+    .addOption(new Option('--grace <duration>', 'only content older than this (e.g. 90s, 30m, 1h, 2d; a plain number is seconds; default: VOLREG_GC_GRACE, 1h)').argParser(parseDuration))
     .option('--json', 'print the report as JSON')
     .action(gc);
 }
@@ -20,7 +20,7 @@ export function registerGc(program: Command): void {
 interface GcFlags {
   dryRun?: boolean;
   deleteUntagged?: boolean;
-  grace: number;
+  grace?: number;
   json?: boolean;
 }
 
@@ -74,8 +74,8 @@ async function gc(flags: GcFlags): Promise<void> {
       blobStore: store,
       uploads: uploadPurger(collections(metadata!.db), store),
       logger,
-      graceSeconds: flags.grace,
-      deleteUntagged: flags.deleteUntagged === true,
+      graceSeconds: flags.grace ?? config.gc.graceSeconds,
+      deleteUntagged: flags.deleteUntagged === true || config.gc.deleteUntagged,
       dryRun: flags.dryRun === true,
     });
     process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : summary(report));
