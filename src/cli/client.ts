@@ -20,7 +20,7 @@ export const AGENT_EXIT = {
   USAGE: 2,
   /** the snapshot (or volume) does not exist */
   NOT_FOUND: 3,
-  /** a digest did not match, verification failed, or the archive is unsafe or invalid */
+  /** a digest did not match, verification failed, the archive is unsafe or invalid, or a directory holds a name push cannot archive faithfully */
   INTEGRITY: 4,
   /** backup/restore: some volumes failed (the others succeeded) */
   PARTIAL: 5,
@@ -120,6 +120,11 @@ export class VolregClient {
         } else reject(err);
       });
       if (opts.body) {
+        // a body that already failed (before this request started) emits no more 'error'
+        if (opts.body.destroyed) {
+          req.destroy(opts.body.errored ?? new Error('the upload stream closed before it was sent'));
+          return;
+        }
         opts.body.on('error', (err) => req.destroy(err));
         opts.body.pipe(req);
       } else req.end();
@@ -291,7 +296,9 @@ export function exitCodeOf(err: unknown): number {
     if (err.code === 'DIGEST_INVALID' || err.code === 'ARCHIVE_INVALID') return AGENT_EXIT.INTEGRITY;
     return AGENT_EXIT.FAILURE;
   }
-  if (err instanceof Error && (err.name === 'IntegrityError' || err.name === 'UnsafeArchiveError')) return AGENT_EXIT.INTEGRITY;
+  if (err instanceof Error && (err.name === 'IntegrityError' || err.name === 'UnsafeArchiveError' || err.name === 'UnarchivableNameError')) {
+    return AGENT_EXIT.INTEGRITY;
+  }
   if (err instanceof Error && err.name === 'TargetNotEmptyError') return AGENT_EXIT.NOT_EMPTY;
   return AGENT_EXIT.FAILURE;
 }

@@ -1,7 +1,8 @@
-import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { isTag } from '../domain/names.ts';
+import { userEntries } from './archive/staging.ts';
 
 /**
  * The docker-volume-manager lock file (`volumes.dvm.lock`) and the `tags` file, and the rules
@@ -94,6 +95,25 @@ export function volumeRepository(prefix: string, volume: string): string {
   return `${prefix}${volume}`.toLowerCase();
 }
 
+/**
+ * Volumes (distinct names) that would share a repository (`Data` and `data`: the repository is
+ * lower-cased), as a message, or null when there are none. Run together, one would overwrite
+ * the other's snapshot (backup) or receive the other's content (restore).
+ */
+export function repositoryClash(prefix: string, volumes: Iterable<string>): string | null {
+  const byRepo = new Map<string, string[]>();
+  for (const v of volumes) {
+    const repo = volumeRepository(prefix, v);
+    const names = byRepo.get(repo) ?? [];
+    if (!names.includes(v)) names.push(v);
+    byRepo.set(repo, names);
+  }
+  const clashes = [...byRepo].filter(([, names]) => names.length > 1);
+  if (clashes.length === 0) return null;
+  const list = clashes.map(([repo, names]) => `${names.map((n) => JSON.stringify(n)).join(' and ')} both map to the repository ${JSON.stringify(repo)}`).join('; ');
+  return `${list} (repository names are lower-cased); handle them in separate runs with different --prefix values`;
+}
+
 export const TAGS_FILE = 'tags';
 
 export function parseTagsFile(text: string): Map<string, string> {
@@ -131,10 +151,13 @@ export type RestoreDecision =
   | { action: 'up-to-date'; reason: string }
   | { action: 'restore'; tag: string; replace: boolean };
 
-/** Is a directory missing or empty (volreg's own leftovers `.volreg-*` do not count)? */
+/**
+ * Is a directory missing or empty? Only volreg's own staging leftovers (`.volreg-XXXXXX` as a
+ * pull makes them, see archive/staging.ts) do not count; a user's `.volreg-data` does.
+ */
 export async function isEmptyVolume(dir: string): Promise<boolean> {
   try {
-    return (await readdir(dir)).every((n) => n.startsWith('.volreg-'));
+    return (await userEntries(dir)).length === 0;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
     throw err;

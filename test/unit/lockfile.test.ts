@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { decideRestore, LockFileError, parseLockFile, readTagsFile, updateTagsFile, volumeRepository } from '../../src/cli/lockfile.ts';
+import { decideRestore, LockFileError, parseLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../../src/cli/lockfile.ts';
 
 let dir = '';
 test.before(async () => {
@@ -71,10 +71,24 @@ test('restore decisions follow the docker-volume-manager rules', async (t) => {
   t.is((await decideRestore({ volume: 'v', tag: 't1', problem: null }, full, 't1', false)).action, 'up-to-date');
   t.deepEqual(await decideRestore({ volume: 'v', tag: 't1', problem: null }, full, 't1', true), { action: 'restore', tag: 't1', replace: true });
   t.deepEqual(await decideRestore({ volume: 'v', tag: 't1', problem: null }, full, undefined, true), { action: 'restore', tag: 't1', replace: true });
-  // volreg's own leftovers do not make a volume non-empty
+  // volreg's own leftovers (mkdtemp's `.volreg-XXXXXX` holding download and/or root) do not make a volume non-empty
   const leftovers = join(dir, 'leftovers');
-  await mkdir(join(leftovers, '.volreg-staging-x'), { recursive: true });
+  await mkdir(join(leftovers, '.volreg-a1B2c3', 'root'), { recursive: true });
+  await writeFile(join(leftovers, '.volreg-a1B2c3', 'download'), 'partial');
+  await mkdir(join(leftovers, '.volreg-Zz9yX8'));
   t.is((await decideRestore({ volume: 'v', tag: 't1', problem: null }, leftovers, undefined, false)).action, 'restore');
+  // ... anything else named .volreg-* is the user's: the volume is not empty
+  const userEntries: Array<[string, (d: string) => Promise<unknown>]> = [
+    ['.volreg-userdata', (d) => mkdir(join(d, '.volreg-userdata'))],
+    ['.volreg-abc123 (a file)', (d) => writeFile(join(d, '.volreg-abc123'), 'x')],
+    ['.volreg-abc123 (other contents)', (d) => mkdir(join(d, '.volreg-abc123', 'photos'), { recursive: true })],
+  ];
+  for (const [i, [name, make]] of userEntries.entries()) {
+    const user = join(dir, `user-${i}`);
+    await mkdir(user);
+    await make(user);
+    t.is((await decideRestore({ volume: 'v', tag: 't1', problem: null }, user, undefined, false)).action, 'error', name);
+  }
 });
 
 test('tags file lines are updated in place, others kept', async (t) => {
@@ -90,4 +104,10 @@ test('tags file lines are updated in place, others kept', async (t) => {
 test('volume repositories are the prefix plus the lower-cased volume name', (t) => {
   t.is(volumeRepository('backups/host1/', 'App_Data'), 'backups/host1/app_data');
   t.is(volumeRepository('', 'db'), 'db');
+});
+
+test('volumes whose repositories clash are named, with what to do', (t) => {
+  t.is(repositoryClash('p/', ['app', 'db', 'app']), null, 'the same volume twice is no clash');
+  const msg = repositoryClash('p/', ['Data', 'app', 'data', 'DATA', 'X', 'x']);
+  t.regex(msg ?? '', /^"Data" and "data" and "DATA" both map to the repository "p\/data"; "X" and "x" both map to the repository "p\/x" .*separate runs with different --prefix/);
 });

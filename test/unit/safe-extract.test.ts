@@ -167,3 +167,106 @@ test('device files are created only with allowDevices (and only root can)', asyn
     await t.throwsAsync(extractTar(Readable.from(tar), target, { allowDevices: true }));
   }
 });
+
+test('every symlink is resolved against the extracted tree: links through links that leave it are refused in any order', async (t) => {
+  const escapes: HostileEntry[][] = [
+    [
+      { name: 'y', type: 'symlink', linkname: '.' },
+      { name: 'l', type: 'symlink', linkname: `${'y/'.repeat(10)}${'../'.repeat(10)}etc` },
+    ],
+    [
+      { name: 'l', type: 'symlink', linkname: 'y/y/../../etc' },
+      { name: 'y', type: 'symlink', linkname: '.' },
+    ],
+    // `missing` does not exist, but a later innocent mkdir would make `missing/..` the root
+    [
+      { name: 'y', type: 'symlink', linkname: '.' },
+      { name: 'l', type: 'symlink', linkname: 'missing/../y/..' },
+    ],
+    [
+      { name: 'deep/er/', type: 'directory' },
+      { name: 'deep/er/top', type: 'symlink', linkname: '../..' },
+      { name: 'deep/er/l', type: 'symlink', linkname: 'top/x/../..' },
+    ],
+    [{ name: 'self', type: 'symlink', linkname: 'self' }],
+  ];
+  for (const entries of escapes) {
+    const { target, parent } = await arena();
+    const before = await snapshotDir(parent);
+    const err = await t.throwsAsync(extractTar(Readable.from(await buildTar(entries)), target), { instanceOf: UnsafeArchiveError });
+    t.regex(err?.message ?? '', /leaves the target directory through the links|does not resolve within 40 links/);
+    // the staging dir itself is the caller's to throw away; nothing outside it changed
+    t.deepEqual((await snapshotDir(parent)).filter((p) => !p.startsWith('target')), before.filter((p) => !p.startsWith('target')));
+  }
+  const inside: HostileEntry[] = [
+    { name: 'y', type: 'symlink', linkname: '.' },
+    { name: 'd/', type: 'directory' },
+    { name: 'd/f', body: 'f' },
+    { name: 'a', type: 'symlink', linkname: 'y/y/d/../d/f' },
+    { name: 'd/up', type: 'symlink', linkname: '..' },
+    { name: 'd/b', type: 'symlink', linkname: 'up/d/up/y/d' },
+    { name: 'dangling', type: 'symlink', linkname: 'nothere/yet' },
+    { name: 'file-then-up', type: 'symlink', linkname: 'd/f/..' },
+  ];
+  const { target } = await arena();
+  await extractTar(Readable.from(await buildTar(inside)), target);
+  t.is(await readFile(join(target, 'a'), 'utf8'), 'f');
+  t.is(await readFile(join(target, 'd/b/f'), 'utf8'), 'f');
+});
+
+test('entries that can not be restored exactly are refused, not skipped', async (t) => {
+  const sparse = join(work, 'sparse-src');
+  await mkdir(sparse);
+  execFileSync('truncate', ['-s', '4M', join(sparse, 'holes.img')]);
+  await writeFile(join(sparse, 'holes.img'), 'tail', { flag: 'a' });
+  const latin1 = join(work, 'latin1-src');
+  await mkdir(latin1);
+  await writeFile(Buffer.from([...Buffer.from(`${latin1}/caf`), 0xe9]), 'e9');
+  for (const [title, tar, reason] of [
+    ['GNU sparse', execFileSync('tar', ['-C', sparse, '--format=gnu', '-cSf', '-', '.']), /entry type is not supported.*re-create the archive without -S/],
+    ['pax sparse', execFileSync('tar', ['-C', sparse, '--format=posix', '-cSf', '-', '.']), /sparse files \(tar -S\) are not supported/],
+    ['Latin-1 name', execFileSync('tar', ['-C', latin1, '-cf', '-', '.']), /"\.\/caf\uFFFD": it can not be restored exactly: its name is not valid UTF-8/],
+    ['U+FFFD link target', await buildTar([{ name: 'l', type: 'symlink', linkname: 'caf\uFFFD' }]), /its name is not valid UTF-8/],
+  ] as const) {
+    const { target } = await arena();
+    const warnings: string[] = [];
+    const err = await t.throwsAsync(extractTar(Readable.from(tar), target, { onWarning: (m) => warnings.push(m) }), { instanceOf: UnsafeArchiveError }, title);
+    t.regex(err?.message ?? '', reason, title);
+    t.deepEqual(warnings, [], title);
+  }
+});
+
+test('names holding a backslash or a drive-letter prefix are ordinary names', async (t) => {
+  const { target } = await arena();
+  await extractTar(Readable.from(await buildTar([{ name: 'C:/x', body: 'c' }, { name: 'a\\b', body: 'ab' }, { name: '..\\x', body: 'dx' }])), target);
+  t.deepEqual((await readdir(target)).sort(), ['..\\x', 'C:', 'a\\b']);
+  t.is(await readFile(join(target, 'a\\b'), 'utf8'), 'ab');
+});
+
+test('packing fails with a clear error (never an unhandled one) on a name that is not UTF-8, or a file that vanished', async (t) => {
+  const dir = join(work, 'pack-bad');
+  await mkdir(join(dir, 'sub'), { recursive: true });
+  await writeFile(Buffer.from([...Buffer.from(`${dir}/sub/caf`), 0xe9, ...Buffer.from('\\x')]), 'x');
+  const err = await t.throwsAsync(pipeline(packDirectory(dir), createWriteStream(join(work, 'pack-bad.tar'))));
+  t.is(err?.name, 'UnarchivableNameError');
+  t.is(err?.message, `cannot archive ${dir}/sub/caf\\xe9\\\\x: its name is not valid UTF-8 (bad bytes shown as \\xNN; rename it, e.g. with convmv)`);
+
+  const gone = join(work, 'pack-gone');
+  await mkdir(gone);
+  await writeFile(join(gone, 'a'), Buffer.alloc(4 * 1024 * 1024));
+  await writeFile(join(gone, 'b'), 'b');
+  const stream = packDirectory(gone);
+  let removed = false;
+  const err2 = await t.throwsAsync(
+    pipeline(stream, async function* (source) {
+      for await (const chunk of source) {
+        if (!removed) {
+          removed = true;
+          await rm(join(gone, 'b'));
+        }
+        yield chunk as Buffer;
+      }
+    }, createWriteStream(join(work, 'pack-gone.tar'))),
+  );
+  t.is((err2 as NodeJS.ErrnoException).code, 'ENOENT');
+});

@@ -108,7 +108,10 @@ test('download file names', (t) => {
 test('entry names and symlink targets', (t) => {
   t.is(normalizeEntryName('./a//b/./c/'), 'a/b/c');
   t.is(normalizeEntryName('./'), '');
-  for (const bad of ['/etc/passwd', '../x', 'a/../../x', 'a/..', 'C:\\x', 'a\\b', 'nul\0byte']) t.is(normalizeEntryName(bad), null, bad);
+  for (const bad of ['/etc/passwd', '../x', 'a/../../x', 'a/..', 'nul\0byte']) t.is(normalizeEntryName(bad), null, bad);
+  // a backslash is an ordinary character of a Linux file name, not a separator
+  t.is(normalizeEntryName('a\\b'), 'a\\b');
+  t.is(normalizeEntryName('C:\\x'), 'C:\\x');
   t.true(symlinkStaysInside('a/b/link', '../c'));
   t.true(symlinkStaysInside('a/link', '..'));
   t.false(symlinkStaysInside('a/link', '../..'));

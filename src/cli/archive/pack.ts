@@ -1,5 +1,6 @@
+import { isUtf8 } from 'node:buffer';
 import { createReadStream } from 'node:fs';
-import { lstat, opendir, readlink } from 'node:fs/promises';
+import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pack, type Header, type Pack } from 'tar-stream';
@@ -10,7 +11,53 @@ import { pack, type Header, type Pack } from 'tar-stream';
  * back. Entry names are relative, sorted, directories end in `/`. Kept: modes, mtimes,
  * numeric owners, symlinks (as links), hard links (as `link` entries to the first path),
  * device files and fifos. Sockets cannot be archived and are skipped with a warning.
+ *
+ * A name (or symlink target) that is not valid UTF-8 cannot be archived faithfully (tar-stream,
+ * and the restore side, read names as UTF-8 and would turn each bad byte into U+FFFD, so
+ * `caf\xe9` and `caf\xe8` would come back as one file): packing fails with an error naming the
+ * path, its bad bytes escaped. So does a name holding U+FFFD itself, which a restore refuses.
+ * Any failure (such a name, a file that vanished, EIO) ends the stream with that error.
  */
+export class UnarchivableNameError extends Error {
+  override name = 'UnarchivableNameError';
+}
+
+/** A name's bytes for a message: valid UTF-8 as text, each other byte (and controls, `\`) escaped. */
+export function escapeNameBytes(bytes: Buffer): string {
+  let out = '';
+  let i = 0;
+  while (i < bytes.length) {
+    let len = 0;
+    for (let n = 1; n <= 4 && i + n <= bytes.length; n++) {
+      if (isUtf8(bytes.subarray(i, i + n))) {
+        len = n;
+        break;
+      }
+    }
+    const b = bytes[i]!;
+    if (len === 0 || (len === 1 && (b < 0x20 || b === 0x7f || b === 0x5c))) {
+      out += b === 0x5c ? '\\\\' : `\\x${b.toString(16).padStart(2, '0')}`;
+      i++;
+    } else {
+      out += bytes.subarray(i, i + len).toString('utf8');
+      i += len;
+    }
+  }
+  return out;
+}
+
+/** The name as a string, or an UnarchivableNameError naming `where` (what holds it) when it cannot be archived faithfully. */
+function faithfulName(bytes: Buffer, where: () => string, what: string): string {
+  if (!isUtf8(bytes)) {
+    throw new UnarchivableNameError(`cannot archive ${where()}: its ${what} is not valid UTF-8 (bad bytes shown as \\xNN; rename it, e.g. with convmv)`);
+  }
+  const text = bytes.toString('utf8');
+  if (text.includes('\uFFFD')) {
+    throw new UnarchivableNameError(`cannot archive ${where()}: its ${what} holds U+FFFD (the replacement character), which a restore refuses as a name that lost bytes`);
+  }
+  return text;
+}
+
 export interface PackOptions {
   onWarning?: (message: string) => void;
   /** called with the bytes of each file as they are read, for progress */
@@ -23,9 +70,10 @@ interface Walked {
 }
 
 async function* walk(root: string, rel: string): AsyncGenerator<Walked> {
-  const dir = await opendir(rel === '' ? root : join(root, rel));
-  const names: string[] = [];
-  for await (const d of dir) names.push(d.name);
+  const dir = rel === '' ? root : join(root, rel);
+  // as bytes: a name that is not UTF-8 would otherwise come back with U+FFFD and not be found
+  const raw = await readdir(dir, { encoding: 'buffer' });
+  const names = raw.map((b) => faithfulName(b, () => `${dir}/${escapeNameBytes(b)}`, 'name'));
   names.sort();
   for (const name of names) {
     const childRel = rel === '' ? name : `${rel}/${name}`;
@@ -83,7 +131,9 @@ async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void>
       await addEntry(p, { ...base, name: `${rel}/`, type: 'directory' });
       stack.push(walk(root, rel));
     } else if (st.isSymbolicLink()) {
-      await addEntry(p, { ...base, name: rel, type: 'symlink', linkname: await readlink(abs) });
+      const target = await readlink(abs, { encoding: 'buffer' });
+      const linkname = faithfulName(target, () => `the symlink ${abs} -> ${escapeNameBytes(target)}`, 'target');
+      await addEntry(p, { ...base, name: rel, type: 'symlink', linkname });
     } else if (st.isFile()) {
       const key = `${st.dev}:${st.ino}`;
       const first = st.nlink > 1 ? seenInodes.get(key) : undefined;

@@ -1,11 +1,12 @@
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, realpath, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, symlink, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { extract, type Header } from 'tar-stream';
 import { normalizeEntryName, symlinkStaysInside } from '../../domain/volumes/entry-safety.ts';
+import { unrestorableReason } from '../../domain/volumes/restorable-entry.ts';
 import { feedParser } from '../../domain/volumes/tar-feed.ts';
 
 /**
@@ -17,8 +18,17 @@ import { feedParser } from '../../domain/volumes/tar-feed.ts';
  *   after removing whatever entry of the same name the archive created before;
  * - a symlink whose target leaves the directory (absolute, or `..` past the root) is refused,
  *   unless `keepOutsideSymlinks` (it is then created as is, and still never written through);
+ *   that lexical check sees one link at a time, so once every entry is extracted each symlink
+ *   created is also resolved component by component against the extracted tree, following the
+ *   links in it (`y -> .` then `l -> y/y/../../etc` leaves the root although its text does
+ *   not): one that leaves the root, or does not resolve within 40 links (a loop), is refused;
  * - a hard link may only point at a regular file this same extraction already wrote;
- * - character and block devices only with `allowDevices` (they need root and `mknod`).
+ * - character and block devices only with `allowDevices` (they need root and `mknod`);
+ * - entries that can not be restored exactly are refused, never skipped (restorable-entry.ts,
+ *   the server's rule on push too, for archives stored before it or through /v2): a name or link
+ *   target holding U+FFFD (tar-stream's stand-in for bytes that are not UTF-8, so `caf\xe9` and
+ *   `caf\xe8` would both become `caf\uFFFD`), GNU sparse files (`tar -S`: a type tar-stream
+ *   does not know, or `GNU.sparse.*` pax records), and any other entry type it does not know.
  *
  * Any refusal aborts the whole extraction (UnsafeArchiveError): callers extract into a fresh
  * staging directory and throw it away on failure, so a refused archive leaves nothing behind.
@@ -33,6 +43,62 @@ export interface ExtractOptions {
   onWarning?: (message: string) => void;
   /** bytes of file data written, for progress */
   onFileBytes?: (n: number) => void;
+}
+
+/** Links followed while resolving one symlink before giving up (Linux's own limit, MAXSYMLINKS). */
+export const MAX_SYMLINK_HOPS = 40;
+
+/**
+ * Why an entry can not be restored exactly (restorable-entry.ts, the rule the server applies on
+ * push too), with what to do about it; null when it can. Such an entry is refused, never skipped.
+ */
+export function unrestorableEntry(h: Pick<Header, 'name' | 'linkname' | 'type' | 'pax'>): string | null {
+  const reason = unrestorableReason(h);
+  if (reason === null) return null;
+  // the rule's words, plus what to do about an unknown type (most often a sparse file)
+  const hint = h.type === null || h.type === undefined ? '; sparse entries are not supported: re-create the archive without -S (nor -g: incremental archives are not either)' : '';
+  return `it can not be restored exactly: ${reason}${hint}`;
+}
+
+/**
+ * Resolves the path `rel` (relative to `root`) the way the kernel would, component by component,
+ * following every symlink met on disk (a target relative to the link's directory), `..` popping.
+ * 'outside' as soon as it leaves the root (an absolute target, or `..` at the root); 'loop' after
+ * MAX_SYMLINK_HOPS links; otherwise 'inside'. A component that does not exist, or is not a
+ * directory, is taken as a directory that may be created later (the most an innocent later
+ * `mkdir` could make of it): what follows it is taken lexically until a `..` climbs back out.
+ */
+export async function resolveInside(root: string, rel: string): Promise<'inside' | 'outside' | 'loop'> {
+  const stack: string[] = [];
+  /** stack[0 .. real) are directories on disk */
+  let real = 0;
+  const queue: string[] = rel.split('/');
+  let hops = 0;
+  while (queue.length > 0) {
+    const part = queue.shift()!;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (stack.length === 0) return 'outside';
+      stack.pop();
+      real = Math.min(real, stack.length);
+      continue;
+    }
+    stack.push(part);
+    if (real < stack.length - 1) continue; // beneath a component that is not a directory
+    const abs = join(root, ...stack);
+    const st = await lstatOrNull(abs);
+    if (st === null) continue;
+    if (st.isSymbolicLink()) {
+      if (++hops > MAX_SYMLINK_HOPS) return 'loop';
+      const target = await readlink(abs);
+      if (target.startsWith('/')) return 'outside';
+      stack.pop();
+      queue.unshift(...target.split('/'));
+      continue;
+    }
+    if (st.isDirectory()) real = stack.length;
+  }
+  return 'inside';
 }
 
 export class UnsafeArchiveError extends Error {
@@ -75,6 +141,7 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
   const preserveOwner = opts.preserveOwner ?? process.getuid?.() === 0;
   const verifiedDirs = new Set<string>(['']);
   const writtenFiles = new Set<string>();
+  const createdSymlinks = new Set<string>();
   const dirs: Pending[] = [];
   let rootHeader: Header | null = null;
   const result: ExtractResult = { entries: 0, files: 0, bytes: 0 };
@@ -128,6 +195,8 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
 
   async function handle(entry: AsyncIterable<Buffer> & { header: Header; resume(): unknown }): Promise<void> {
     const h = entry.header;
+    const unrestorable = unrestorableEntry(h);
+    if (unrestorable !== null) throw new UnsafeArchiveError(h.name, unrestorable);
     const rel = normalizeEntryName(h.name);
     if (rel === null) throw new UnsafeArchiveError(h.name, 'absolute path or ".." in name');
     if (rel === '') {
@@ -155,7 +224,8 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
           throw new UnsafeArchiveError(h.name, `symlink target ${JSON.stringify((h.linkname ?? '').slice(0, 300))} leaves the target directory`);
         }
         await clearPath(abs, h.name);
-        await symlink(h.linkname, abs);
+        await symlink(h.linkname!, abs);
+        createdSymlinks.add(rel);
         if (preserveOwner) await lchown(abs, h.uid, h.gid);
         await lutimes(abs, h.mtime, h.mtime);
         return;
@@ -190,7 +260,8 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
         return;
       }
       default:
-        opts.onWarning?.(`skipping ${h.name}: unsupported entry type ${String(h.type)}`);
+        // every type tar-stream knows is handled above (pax and GNU long-name records it consumes)
+        throw new UnsafeArchiveError(h.name, `unsupported entry type ${String(h.type)}`);
     }
   }
 
@@ -210,6 +281,23 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
     throw err;
   }
   await feeding;
+
+  // Links through links: only the extracted tree as a whole tells where a symlink leads (and
+  // the order of the entries must not matter), so every one created is resolved now, before
+  // directory modes are applied and before the caller moves anything into place.
+  if (!opts.keepOutsideSymlinks) {
+    for (const rel of createdSymlinks) {
+      const where = await resolveInside(root, rel);
+      if (where === 'inside') continue;
+      const target = await readlink(join(root, rel)).catch(() => '');
+      throw new UnsafeArchiveError(
+        rel,
+        where === 'outside'
+          ? `symlink target ${JSON.stringify(target.slice(0, 300))} leaves the target directory through the links it passes`
+          : `symlink target ${JSON.stringify(target.slice(0, 300))} does not resolve within ${MAX_SYMLINK_HOPS} links (a loop); --keep-outside-symlinks restores it unchecked`,
+      );
+    }
+  }
 
   // Directories last, deepest first: their mtimes would move while filling them, and a
   // read-only mode would have stopped us writing into them.

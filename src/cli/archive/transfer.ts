@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { chmod, chown, lstat, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, utimes } from 'node:fs/promises';
+import { createReadStream, mkdtempSync, rmSync } from 'node:fs';
+import { chmod, chown, lstat, mkdir, readdir, rename, rm, rmdir, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import cliProgress from 'cli-progress';
 import { decompressedTar } from '../../domain/volumes/decompress.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
@@ -10,6 +10,7 @@ import { blobPath, byteCounter, contentPath, parseSnapshotRef, type SnapshotJson
 import { compressor } from './compress.ts';
 import { packDirectory } from './pack.ts';
 import { extractTar, type ExtractOptions } from './safe-extract.ts';
+import { STAGING_PREFIX, userEntries } from './staging.ts';
 
 /**
  * Push and pull as the host agent does them, shared by push/pull and backup/restore:
@@ -89,34 +90,49 @@ export interface PushOptions {
   onWarning?: (message: string) => void;
 }
 
-/** Pushes a directory (or an already made archive stream) as `<name>:<tag>`. */
+/**
+ * Pushes a directory (or an already made archive stream) as `<name>:<tag>`. Every stage is
+ * joined with stream.pipeline, so a failure anywhere (a name that cannot be archived, a file
+ * that vanished, EIO, zstd dying) aborts the upload and is what this throws: a plain failure of
+ * this push, never an unhandled 'error' event taking the process (and a backup's other volumes)
+ * down.
+ */
 export async function pushSource(client: VolregClient, source: string | Readable, name: string, tag: string, opts: PushOptions): Promise<SnapshotJson> {
-  let body: Readable;
   if (typeof source === 'string') {
     const st = await stat(source);
     if (!st.isDirectory()) throw new Error(`${source} is not a directory`);
-    opts.progress.start(null, `pushing ${name}:${tag}`);
-    body = packDirectory(source, { onWarning: opts.onWarning }).pipe(compressor(opts.compression, opts.level));
-  } else {
-    opts.progress.start(null, `pushing ${name}:${tag}`);
-    body = source;
   }
+  opts.progress.start(null, `pushing ${name}:${tag}`);
   const hash = createHash('sha256');
-  const counted = body.pipe(
-    byteCounter((chunk) => {
-      hash.update(chunk);
-      opts.progress.add(chunk.length);
-    }),
-  );
-  body.on('error', (err) => counted.destroy(err));
+  const counter = byteCounter((chunk) => {
+    hash.update(chunk);
+    opts.progress.add(chunk.length);
+  });
+  let failure: Error | null = null;
+  const noteFailure = (err: Error | null | undefined): void => {
+    if (err) failure ??= err;
+  };
+  const counted: Readable =
+    typeof source === 'string'
+      ? pipeline(packDirectory(source, { onWarning: opts.onWarning }), compressor(opts.compression, opts.level), counter, noteFailure)
+      : pipeline(source, counter, noteFailure);
   try {
-    const result = await client.put(name, tag, counted, { host: opts.host, labels: opts.labels });
+    let result: SnapshotJson;
+    try {
+      result = await client.put(name, tag, counted, { host: opts.host, labels: opts.labels });
+    } catch (err) {
+      // the stream's own failure is the cause; the aborted request is only its consequence
+      throw failure ?? err;
+    }
+    if (failure) throw failure;
     const sent = `sha256:${hash.digest('hex')}`;
     if (result.layer.digest !== sent) {
       throw new IntegrityError(`the registry stored ${result.layer.digest} but ${sent} was sent`);
     }
     return result;
   } finally {
+    // a refused upload leaves the packer (and zstd) nothing to write to: stop them
+    if (!counted.destroyed) counted.destroy();
     opts.progress.stop();
   }
 }
@@ -128,6 +144,55 @@ export interface PullOptions extends ExtractOptions {
 
 async function removeEntries(dir: string, keep: (name: string) => boolean): Promise<void> {
   for (const n of await readdir(dir)) if (!keep(n)) await rm(join(dir, n), { recursive: true, force: true });
+}
+
+/**
+ * SIGINT/SIGTERM/SIGHUP during a pull: its work directory (download, staging) is removed and
+ * the signal re-raised, so an interrupted pull leaves the target as it was. During the
+ * switch-over (old contents out, staged contents in) the signal waits until it is done:
+ * removing the staging then would lose the half not yet moved.
+ */
+interface ActivePull {
+  work: string | null;
+  switching: boolean;
+  pending: NodeJS.Signals | null;
+}
+
+const INTERRUPTS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+const activePulls = new Set<ActivePull>();
+
+function onInterrupt(signal: NodeJS.Signals): void {
+  let deferred = false;
+  for (const pull of activePulls) {
+    if (pull.switching) {
+      pull.pending = signal;
+      deferred = true;
+    } else {
+      if (pull.work !== null) rmSync(pull.work, { recursive: true, force: true });
+      activePulls.delete(pull);
+    }
+  }
+  if (!deferred) reraise(signal);
+}
+
+function reraise(signal: NodeJS.Signals): never {
+  for (const s of INTERRUPTS) process.removeListener(s, onInterrupt);
+  process.kill(process.pid, signal);
+  // the default action ends the process; should it not, still do not carry on
+  process.exit(128 + ({ SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as Record<string, number>)[signal]!);
+}
+
+function watchInterrupts(): ActivePull {
+  if (activePulls.size === 0) for (const s of INTERRUPTS) process.on(s, onInterrupt);
+  const pull: ActivePull = { work: null, switching: false, pending: null };
+  activePulls.add(pull);
+  return pull;
+}
+
+function unwatchInterrupts(pull: ActivePull): void {
+  activePulls.delete(pull);
+  if (activePulls.size === 0) for (const s of INTERRUPTS) process.removeListener(s, onInterrupt);
+  if (pull.pending) reraise(pull.pending);
 }
 
 /**
@@ -151,10 +216,20 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
   if (!expected.digest.startsWith('sha256:')) throw new IntegrityError(`cannot verify ${expected.digest}: only sha256 is supported`);
 
   await mkdir(dir, { recursive: true });
-  const existing = (await readdir(dir)).filter((n) => !n.startsWith('.volreg-'));
+  // only volreg's own leftovers (staging.ts) do not count; a user's `.volreg-x` does
+  const existing = await userEntries(dir);
   if (existing.length > 0 && !opts.force) throw new TargetNotEmptyError(`${dir} is not empty (use --force to replace its contents)`);
 
-  const work = await mkdtemp(join(dir, '.volreg-'));
+  // created synchronously, right after the handlers: a signal can not fall between the two
+  const interrupts = watchInterrupts();
+  let work: string;
+  try {
+    work = mkdtempSync(join(dir, STAGING_PREFIX));
+  } catch (err) {
+    unwatchInterrupts(interrupts);
+    throw err;
+  }
+  interrupts.work = work;
   try {
     const file = join(work, 'download');
     opts.progress.start(expected.size, `pulling ${ref}`);
@@ -174,6 +249,7 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     await rm(file, { force: true });
 
     // The one switch-over: old contents out, staged contents in, root mode and mtime applied.
+    interrupts.switching = true;
     await removeEntries(dir, (n) => join(dir, n) === work);
     for (const n of await readdir(staging)) await rename(join(staging, n), join(dir, n));
     const rootStat = await lstat(staging);
@@ -185,5 +261,6 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     return { digest: got.digest, size: got.size, entries: result.entries, snapshot };
   } finally {
     await rm(work, { recursive: true, force: true });
+    unwatchInterrupts(interrupts);
   }
 }

@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
 import { isTag } from '../../domain/names.ts';
 import { progressFor, pushSource } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, clientFrom, describeError, runAgent, UsageError } from '../client.ts';
-import { updateTagsFile, volumeRepository } from '../lockfile.ts';
+import { repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
 import { addPushOptions, labelsOf, type PushFlags } from './push.ts';
 
 interface BackupFlags extends PushFlags {
@@ -34,6 +34,9 @@ export function registerBackup(program: Command): void {
       if (!isTag(flags.tag)) throw new UsageError(`invalid tag ${JSON.stringify(flags.tag)}`);
       const volumes = volumeArgs.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
       if (volumes.length === 0) throw new UsageError('no volumes named');
+      // before anything is pushed: `Data` and `data` would overwrite each other's snapshot
+      const clash = repositoryClash(flags.prefix, volumes);
+      if (clash !== null) throw new UsageError(clash);
       const client = clientFrom(flags);
       const labels = labelsOf(flags.label);
       const results: Array<{ volume: string; repository: string; ok: boolean; digest?: string; error?: string }> = [];

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { progressFor, pullInto } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, clientFrom, describeError, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
-import { decideRestore, LockFileError, parseLockFile, readTagsFile, updateTagsFile, volumeRepository } from '../lockfile.ts';
+import { decideRestore, LockFileError, parseLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
 import { addVolumeRootOptions } from './backup.ts';
 import { addExtractOptions, type ExtractFlags } from './pull.ts';
 
@@ -34,13 +34,26 @@ export function registerRestore(program: Command): void {
     ),
   ).action((flags: RestoreFlags) =>
     runAgent('restore', async () => {
+      let text: string;
+      try {
+        text = await readFile(flags.lock, 'utf8');
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') throw new UsageError(`lock file ${flags.lock} does not exist`);
+        if (code === 'EISDIR') throw new UsageError(`lock file ${flags.lock} is a directory`);
+        if (code === 'EACCES') throw new UsageError(`lock file ${flags.lock} cannot be read (permission denied)`);
+        throw err;
+      }
       let entries;
       try {
-        entries = parseLockFile(await readFile(flags.lock, 'utf8'));
+        entries = parseLockFile(text);
       } catch (err) {
         if (err instanceof LockFileError) throw new UsageError(`${flags.lock}: ${err.message}`);
         throw err;
       }
+      // before anything is restored: `Data` and `data` would both receive one repository's content
+      const clash = repositoryClash(flags.prefix, entries.filter((e) => e.problem === null).map((e) => e.volume));
+      if (clash !== null) throw new UsageError(`${flags.lock}: ${clash}`);
       const client = clientFrom(flags);
       const current = await readTagsFile(flags.volumesRoot);
       const outcomes: Outcome[] = [];

@@ -4,18 +4,22 @@ import { posix } from 'node:path';
  * Lexical safety rules for tar entry names and link targets, shared by the server (which
  * records how many entries a careful extractor would refuse) and the CLI's extractor (which
  * refuses them). Lexical checks are necessary, not sufficient: the extractor also refuses to
- * write through any symlink on disk.
+ * write through any symlink on disk, and once everything is extracted it resolves every symlink
+ * it created against the extracted tree (a link through another link, `y -> .` then
+ * `l -> y/y/../../etc`, passes the lexical check and still leaves the root).
  */
 export type EntryKind = 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'block-device' | 'fifo' | 'other';
 
 /**
  * Normalises an entry name to a relative path inside the archive root: strips leading `./`
- * and trailing `/`. Returns null for a name that is absolute, contains `..` or a NUL, or is
- * the root itself ('' after normalisation means the root directory entry `./`).
+ * and trailing `/`. Returns null for a name that is absolute, contains a `..` component or a
+ * NUL ('' after normalisation means the root directory entry `./`). Only `/` separates
+ * components: a backslash or a `C:` prefix is an ordinary part of a Linux file name (volumes
+ * are restored on Linux), so names holding them are restored as they are.
  */
 export function normalizeEntryName(name: string): string | null {
   if (name.includes('\0')) return null;
-  if (name.startsWith('/') || /^[A-Za-z]:[\\/]/.test(name) || name.includes('\\')) return null;
+  if (name.startsWith('/')) return null;
   const parts: string[] = [];
   for (const part of name.split('/')) {
     if (part === '' || part === '.') continue;

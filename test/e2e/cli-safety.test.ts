@@ -1,0 +1,401 @@
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.ts';
+import { buildTar, describeTree, type HostileEntry } from '../helpers/tree.ts';
+
+/**
+ * The host agent refusing what it can not restore exactly or safely, through the real binary
+ * against a real server: links through links, names that are not UTF-8, sparse entries, targets
+ * holding a user's `.volreg-*`, volumes whose repositories clash; and backing up what restore
+ * can read back (backslashes), or failing cleanly when it can not (names that are not UTF-8).
+ */
+let server: TestServer;
+let work = '';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function volreg(args: string[], opts: { env?: Record<string, string> } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const env = { ...process.env, VOLREG_URL: server.url, ...opts.env };
+    const child = execFile(process.execPath, [VOLREG_BIN, ...args], { env, cwd: work, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+    child.stdin!.end();
+  });
+}
+
+const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+/** Is there a snapshot `<name>:<tag>`? */
+async function exists(name: string, tag: string): Promise<boolean> {
+  const res = await fetch(`${server.url}/api/v1/volumes/${name}/tags/${tag}`);
+  await res.arrayBuffer();
+  if (res.status !== 200 && res.status !== 404) throw new Error(`GET ${name}:${tag}: ${res.status}`);
+  return res.status === 200;
+}
+
+async function v2(path: string, init: RequestInit): Promise<Response> {
+  const res = await fetch(`${server.url}${path}`, init);
+  if (res.status >= 300) throw new Error(`${init.method} ${path}: ${res.status} ${await res.text()}`);
+  return res;
+}
+
+/**
+ * Stores a tar as the snapshot `<repo>:<tag>` through /v2, as any OCI client may (and as
+ * snapshots stored before the server refused such archives are): a blob upload is never
+ * inspected, so this is how a restore meets archives the /api/v1 push would not take.
+ */
+async function storeRaw(repo: string, tag: string, tar: Buffer): Promise<void> {
+  const config = Buffer.from('{}');
+  for (const blob of [tar, config]) {
+    await v2(`/v2/${repo}/blobs/uploads/?digest=${sha256(blob)}`, { method: 'POST', headers: { 'Content-Type': 'application/octet-stream' }, body: new Uint8Array(blob) });
+  }
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    artifactType: 'application/vnd.volreg.volume.v1',
+    config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256(config), size: config.length },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha256(tar), size: tar.length }],
+  });
+  await v2(`/v2/${repo}/manifests/${tag}`, { method: 'PUT', headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' }, body: manifest });
+}
+
+/** A fresh parent dir holding `target` (the pull target) and `outside` (must stay empty). */
+async function arena(name: string): Promise<{ parent: string; target: string; outside: string }> {
+  const parent = join(work, name);
+  await mkdir(join(parent, 'outside'), { recursive: true });
+  return { parent, target: join(parent, 'target'), outside: join(parent, 'outside') };
+}
+
+test.before(async () => {
+  server = await startTestServer({ label: 'e2e-cli-safety' });
+  work = await mkdtemp(join(tmpdir(), 'volreg-cli-safety-'));
+});
+
+test.after.always(async () => {
+  await server?.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+// ---- 1. symlinks through symlinks -----------------------------------------------------------
+
+const chains: Array<{ title: string; entries: HostileEntry[] }> = [
+  {
+    title: 'y -> . then l -> y/y/.../../etc',
+    entries: [
+      { name: 'y', type: 'symlink', linkname: '.' },
+      { name: 'l', type: 'symlink', linkname: `${'y/'.repeat(10)}${'../'.repeat(10)}etc` },
+    ],
+  },
+  {
+    title: 'the same links in the other order (l first, when y does not exist yet)',
+    entries: [
+      { name: 'l', type: 'symlink', linkname: 'y/y/../../etc' },
+      { name: 'y', type: 'symlink', linkname: '.' },
+    ],
+  },
+  {
+    title: 'a link in a subdirectory climbing through a link to its parent',
+    entries: [
+      { name: 'd/', type: 'directory' },
+      { name: 'd/l', type: 'symlink', linkname: 'up/../../etc' },
+      { name: 'd/up', type: 'symlink', linkname: '..' },
+    ],
+  },
+  {
+    title: 'a link whose target is a link leaving the root only through a third one',
+    entries: [
+      { name: 'a', type: 'symlink', linkname: 'b/..' },
+      { name: 'b', type: 'symlink', linkname: 'c' },
+      { name: 'c', type: 'symlink', linkname: '.' },
+    ],
+  },
+  {
+    title: 'a loop (refused: it can not be resolved)',
+    entries: [
+      { name: 'p', type: 'symlink', linkname: 'q' },
+      { name: 'q', type: 'symlink', linkname: 'p' },
+    ],
+  },
+];
+
+for (const [i, c] of chains.entries()) {
+  test(`pull refuses a symlink that leaves the target through other links: ${c.title}`, async (t) => {
+    const { target, outside } = await arena(`chain-${i}`);
+    await storeRaw('safety/chain', `c${i}`, await buildTar(c.entries));
+    const pull = await volreg(['pull', `safety/chain:c${i}`, target]);
+    t.is(pull.code, 4, pull.stderr);
+    t.regex(pull.stderr, /refusing archive entry .*(leaves the target directory|does not resolve)/);
+    t.deepEqual(await readdir(target), [], 'nothing moved into the target, no staging left');
+    t.deepEqual(await readdir(outside), []);
+  });
+}
+
+test('links through links that stay inside, and dangling ones inside, are restored', async (t) => {
+  const src = join(work, 'inside-links');
+  await mkdir(join(src, 'sub/deeper'), { recursive: true });
+  await writeFile(join(src, 'sub/deeper/file'), 'x');
+  await symlink('.', join(src, 'self'));
+  await symlink('self/self/sub/deeper/../deeper/file', join(src, 'via-self'));
+  await symlink('..', join(src, 'sub/up'));
+  await symlink('up/sub/up/sub/deeper', join(src, 'sub/around'));
+  await symlink('not-there/yet', join(src, 'dangling'));
+  await symlink('sub/deeper/file/..', join(src, 'through-a-file'));
+  const push = await volreg(['push', src, 'safety/inside:v1']);
+  t.is(push.code, 0, push.stderr);
+  const out = join(work, 'inside-out');
+  const pull = await volreg(['pull', 'safety/inside:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  t.deepEqual(await describeTree(out), await describeTree(src));
+  t.is(await readFile(join(out, 'via-self'), 'utf8'), 'x');
+  t.is(await readlink(join(out, 'dangling')), 'not-there/yet');
+});
+
+test('--keep-outside-symlinks still creates links through links as they are', async (t) => {
+  const { target } = await arena('chain-kept');
+  await storeRaw('safety/chain', 'kept', await buildTar(chains[0]!.entries));
+  const pull = await volreg(['pull', '--keep-outside-symlinks', 'safety/chain:kept', target]);
+  t.is(pull.code, 0, pull.stderr);
+  t.is(await readlink(join(target, 'y')), '.');
+});
+
+// ---- 2. names that are not UTF-8 ----------------------------------------------------------
+
+/** A directory holding `caf\xe9` and `caf\xe8` (Latin-1 "café", "cafè") and a good file. */
+async function latin1Dir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'good.txt'), 'good');
+  for (const last of [0xe9, 0xe8]) await writeFile(Buffer.concat([Buffer.from(`${dir}/caf`), Buffer.from([last])]), String(last));
+}
+
+test('pull refuses an archive whose names are not UTF-8 (two would become one file)', async (t) => {
+  const src = join(work, 'latin1-src');
+  await latin1Dir(src);
+  await storeRaw('safety/latin1', 'gnu', execFileSync('tar', ['-C', src, '--format=gnu', '-cf', '-', '.']));
+  await storeRaw('safety/latin1', 'pax', execFileSync('tar', ['-C', src, '--format=posix', '-cf', '-', '.']));
+  for (const tag of ['gnu', 'pax']) {
+    const { target } = await arena(`latin1-${tag}`);
+    const pull = await volreg(['pull', `safety/latin1:${tag}`, target]);
+    t.is(pull.code, 4, `${tag}: ${pull.stderr}`);
+    t.regex(pull.stderr, /refusing archive entry "\.\/caf\uFFFD": it can not be restored exactly: its name is not valid UTF-8/);
+    t.deepEqual(await readdir(target), []);
+  }
+});
+
+test('push of a directory holding a name that is not UTF-8 fails cleanly, naming it; nothing is stored', async (t) => {
+  const src = join(work, 'latin1-push');
+  await latin1Dir(join(src, 'nested'));
+  const push = await volreg(['push', src, 'safety/latin1-push:v1']);
+  t.is(push.code, 4, push.stderr);
+  t.regex(push.stderr, /^volreg push: cannot archive .*\/nested\/caf\\xe[89]: its name is not valid UTF-8/);
+  t.notRegex(push.stderr, /\n\s+at /, 'no stack trace');
+  t.is(push.stderr.trim().split('\n').length, 1, push.stderr);
+  t.false(await exists('safety/latin1-push', 'v1'), 'no snapshot');
+  for (const compression of ['zstd', 'none']) {
+    const again = await volreg(['push', '--compression', compression, src, 'safety/latin1-push:v1']);
+    t.is(again.code, 4, again.stderr);
+    t.regex(again.stderr, /not valid UTF-8/);
+  }
+});
+
+test('push of a symlink whose target is not UTF-8 fails cleanly', async (t) => {
+  const src = join(work, 'latin1-link');
+  await mkdir(src);
+  await symlink(Buffer.from([0x63, 0x61, 0x66, 0xe9]), join(src, 'link'));
+  const push = await volreg(['push', src, 'safety/latin1-link:v1']);
+  t.is(push.code, 4, push.stderr);
+  t.regex(push.stderr, /cannot archive the symlink .*\/link -> caf\\xe9: its target is not valid UTF-8/);
+});
+
+test('backup: a volume that can not be archived fails alone; the others are pushed and recorded (exit 5)', async (t) => {
+  const root = join(work, 'latin1-volumes');
+  await latin1Dir(join(root, 'bad'));
+  for (const v of ['good1', 'good2']) {
+    await mkdir(join(root, v), { recursive: true });
+    await writeFile(join(root, v, 'data'), v);
+  }
+  const backup = await volreg(['backup', '--tag', 'n1', '--volumes-root', root, '--prefix', 'safety/', 'good1,bad,good2']);
+  t.is(backup.code, 5, backup.stderr);
+  t.regex(backup.stderr, /^volreg backup: bad: cannot archive .*caf\\xe[89]: its name is not valid UTF-8/m);
+  t.notRegex(backup.stderr, /\n\s+at /, 'no stack trace');
+  t.regex(backup.stdout, /^good1: pushed safety\/good1:n1/m);
+  t.regex(backup.stdout, /^good2: pushed safety\/good2:n1/m);
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'good1 n1\ngood2 n1\n');
+  t.false(await exists('safety/bad', 'n1'));
+  t.true(await exists('safety/good2', 'n1'));
+});
+
+// ---- 3. backslashes are ordinary characters --------------------------------------------------
+
+test('names holding a backslash (or looking like a drive letter) are backed up and restored', async (t) => {
+  const src = join(work, 'backslash');
+  await mkdir(join(src, 'C:'), { recursive: true });
+  await writeFile(join(src, 'back\\slash'), 'b');
+  await writeFile(join(src, 'C:\\x'), 'c');
+  await writeFile(join(src, 'C:', 'y'), 'y');
+  await mkdir(join(src, 'dir\\with'));
+  await writeFile(join(src, 'dir\\with', '..\\not-a-parent'), 'n');
+  await symlink('back\\slash', join(src, 'link\\to'));
+  const push = await volreg(['push', src, 'safety/backslash:v1']);
+  t.is(push.code, 0, push.stderr);
+  const out = join(work, 'backslash-out');
+  const pull = await volreg(['pull', 'safety/backslash:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  t.deepEqual(await describeTree(out), await describeTree(src));
+  // and a tar made by GNU tar (the curl recipe) too
+  const tar = execFileSync('tar', ['-C', src, '-cf', '-', '.']);
+  await storeRaw('safety/backslash', 'gnutar', tar);
+  const out2 = join(work, 'backslash-out2');
+  const pull2 = await volreg(['pull', 'safety/backslash:gnutar', out2]);
+  t.is(pull2.code, 0, pull2.stderr);
+  t.deepEqual(await describeTree(out2), await describeTree(src));
+});
+
+// ---- 4. sparse files ----------------------------------------------------------------------
+
+test('pull refuses GNU sparse entries (tar -S, GNU and pax formats) instead of skipping or mangling them', async (t) => {
+  const src = join(work, 'sparse');
+  await mkdir(src);
+  await writeFile(join(src, 'plain.txt'), 'plain');
+  execFileSync('truncate', ['-s', '10M', join(src, 'sp.img')]);
+  await writeFile(join(src, 'sp.img'), 'data after a hole\n', { flag: 'a' });
+  for (const [tag, args] of [
+    ['gnu', ['--format=gnu', '-S']],
+    ['pax', ['--format=posix', '-S']],
+    ['pax-1.0', ['--format=posix', '-S', '--sparse-version=1.0']],
+    ['pax-0.0', ['--format=posix', '-S', '--sparse-version=0.0']],
+  ] as const) {
+    await storeRaw('safety/sparse', tag, execFileSync('tar', ['-C', src, ...args, '-cf', '-', '.']));
+    const { target } = await arena(`sparse-${tag}`);
+    const pull = await volreg(['pull', `safety/sparse:${tag}`, target]);
+    t.is(pull.code, 4, `${tag}: ${pull.stderr}`);
+    t.regex(pull.stderr, /refusing archive entry .*sp\.img.*: it can not be restored exactly: .*sparse.* (re-)?create the archive without -S/, tag);
+    t.deepEqual(await readdir(target), [], tag);
+  }
+});
+
+test('pull refuses an entry type it does not know (a directory of an incremental archive, tar -g) rather than skip it', async (t) => {
+  const src = join(work, 'incremental');
+  await mkdir(join(src, 'empty-dir'), { recursive: true });
+  await writeFile(join(src, 'f'), 'f');
+  // GNU 'D' entries: skipping them loses the directories' modes, and empty directories altogether
+  await storeRaw('safety/incremental', 'v1', execFileSync('tar', ['-C', src, '--format=gnu', '-g', join(work, 'incremental.snar'), '-cf', '-', '.']));
+  const { target } = await arena('incremental');
+  const pull = await volreg(['pull', 'safety/incremental:v1', target]);
+  t.is(pull.code, 4, pull.stderr);
+  t.regex(pull.stderr, /refusing archive entry "\.\/": it can not be restored exactly: its entry type is not supported.*without -S \(nor -g/);
+  t.deepEqual(await readdir(target), []);
+});
+
+// ---- 5. a user's .volreg-* is not volreg's leftover --------------------------------------------
+
+test('pull and restore treat a user .volreg-* entry as content (no --force: refused, kept); a real leftover staging dir does not count', async (t) => {
+  const src = join(work, 'userdata-src');
+  await mkdir(src);
+  await writeFile(join(src, 'new'), 'new');
+  t.is((await volreg(['push', src, 'safety/userdata:v1'])).code, 0);
+
+  const target = join(work, 'userdata-target');
+  for (const name of ['.volreg-userdata', '.volreg-AbC123']) {
+    await mkdir(join(target, name), { recursive: true });
+    await writeFile(join(target, name, 'precious'), 'keep me');
+    const pull = await volreg(['pull', 'safety/userdata:v1', target]);
+    t.is(pull.code, 6, `${name}: ${pull.stderr}`);
+    t.regex(pull.stderr, /not empty/);
+    t.is(await readFile(join(target, name, 'precious'), 'utf8'), 'keep me');
+    await rm(join(target, name), { recursive: true });
+  }
+
+  // restore: the same rule for a volume
+  const root = join(work, 'userdata-volumes');
+  await mkdir(join(root, 'userdata', '.volreg-userdata'), { recursive: true });
+  await writeFile(join(root, 'userdata', '.volreg-userdata', 'precious'), 'keep me');
+  const lock = join(work, 'userdata.lock');
+  await writeFile(lock, 'userdata downstream tag:v1\n');
+  const restore = await volreg(['restore', '--lock', lock, '--volumes-root', root, '--prefix', 'safety/', '--json']);
+  t.is(restore.code, 5, restore.stderr);
+  t.regex(restore.stderr, /userdata: volume is not empty/);
+  t.deepEqual(await readdir(join(root, 'userdata')), ['.volreg-userdata']);
+
+  // what an interrupted pull leaves (.volreg-XXXXXX holding download and/or root) does not count
+  const leftover = join(work, 'leftover-target');
+  await mkdir(join(leftover, '.volreg-x1Y2z3', 'root'), { recursive: true });
+  await writeFile(join(leftover, '.volreg-x1Y2z3', 'download'), 'partial');
+  const pull = await volreg(['pull', 'safety/userdata:v1', leftover]);
+  t.is(pull.code, 0, pull.stderr);
+  t.deepEqual(await readdir(leftover), ['new']);
+});
+
+// ---- 6. volumes whose repositories clash --------------------------------------------------------
+
+test('backup and restore refuse volumes that map to the same repository (Data and data), before anything', async (t) => {
+  const root = join(work, 'case-volumes');
+  for (const v of ['Data', 'data', 'other']) {
+    await mkdir(join(root, v), { recursive: true });
+    await writeFile(join(root, v, 'f'), v);
+  }
+  const backup = await volreg(['backup', '--tag', 't1', '--volumes-root', root, '--prefix', 'safety/case-', 'other,Data,data']);
+  t.is(backup.code, 2, backup.stderr);
+  t.regex(backup.stderr, /"Data" and "data" both map to the repository "safety\/case-data".*separate runs with different --prefix/);
+  t.false(await exists('safety/case-other', 't1'), 'nothing pushed, not even the volume before them');
+  t.false(await exists('safety/case-data', 't1'));
+  await t.throwsAsync(lstat(join(root, 'tags')));
+
+  t.is((await volreg(['backup', '--tag', 't1', '--volumes-root', root, '--prefix', 'safety/case-', 'data'])).code, 0);
+  const host = join(work, 'case-host');
+  const lock = join(work, 'case.lock');
+  await writeFile(lock, ['downstream:', '  other: tag:t1', '  Data: tag:t1', '  data: tag:t1', ''].join('\n'));
+  const restore = await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'safety/case-']);
+  t.is(restore.code, 2, restore.stderr);
+  t.regex(restore.stderr, /"Data" and "data" both map to the repository "safety\/case-data"/);
+  await t.throwsAsync(lstat(host), undefined, 'nothing restored');
+});
+
+// ---- lower priority: a missing lock file; an interrupted pull -----------------------------------
+
+test('restore with a lock file that does not exist is a usage error (exit 2) with a clear message', async (t) => {
+  const restore = await volreg(['restore', '--lock', join(work, 'no-such.lock'), '--volumes-root', join(work, 'nowhere')]);
+  t.is(restore.code, 2);
+  t.regex(restore.stderr, /^volreg restore: lock file .*no-such\.lock does not exist\n$/);
+});
+
+test('an interrupted pull (SIGTERM, SIGINT) removes its staging directory and leaves the target as it was', async (t) => {
+  const src = join(work, 'big');
+  await mkdir(src);
+  // incompressible and large enough that the pull is still downloading or extracting when signalled
+  const big = Buffer.alloc(32 * 1024 * 1024);
+  let x = 0x2545f491;
+  for (let i = 0; i < big.length; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    big.writeInt32LE(x | 0, i);
+  }
+  for (const n of ['a', 'b']) await writeFile(join(src, n), big);
+  t.is((await volreg(['push', '--compression', 'none', src, 'safety/big:v1'])).code, 0);
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    const target = join(work, `interrupted-${signal}`);
+    await mkdir(target);
+    await writeFile(join(target, 'old'), 'old');
+    const child = spawn(process.execPath, [VOLREG_BIN, 'pull', '--force', 'safety/big:v1', target], { env: { ...process.env, VOLREG_URL: server.url }, stdio: 'ignore' });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, sig) => resolve({ code, signal: sig })));
+    // wait for the staging directory to appear (the pull has begun)
+    for (let i = 0; i < 2000 && !(await readdir(target)).some((n) => n.startsWith('.volreg-')); i++) await new Promise((r) => setTimeout(r, 5));
+    t.true((await readdir(target)).some((n) => n.startsWith('.volreg-')), 'the pull started');
+    child.kill(signal);
+    const end = await exited;
+    t.true(end.signal === signal || end.code === 128 + (signal === 'SIGINT' ? 2 : 15), JSON.stringify(end));
+    const after = (await readdir(target)).sort();
+    t.deepEqual(after.filter((n) => n.startsWith('.volreg-')), [], `${signal}: staging removed`);
+    // (a signal during the switch-over waits for it: then the new contents are complete)
+    t.true(JSON.stringify(after) === '["old"]' || JSON.stringify(after) === '["a","b"]', `${signal}: ${JSON.stringify(after)}`);
+  }
+});
