@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Digest } from '../domain/digest.ts';
 import type { ManifestKind } from '../domain/manifests/parsed-manifest.ts';
-import type { TagRecord } from '../domain/manifests/stored-manifest.ts';
+import type { TagRecord, TagWrite } from '../domain/manifests/stored-manifest.ts';
 import { pulpFields, UNIT_TYPES, type Collections, type TagUnitDoc } from './collections.ts';
 import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
 import { validate } from './schema-validator.ts';
@@ -49,7 +49,7 @@ export class TagRepository {
    * moves it, then associates it with the repository. The other schema version's unit of the
    * same name is never touched.
    */
-  async upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind): Promise<TagRecord> {
+  async upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind): Promise<TagWrite> {
     const key = { name, schema_version: schemaVersion, repo_id: repo };
     const fields = pulpFields(UNIT_TYPES.tag);
     const inserted: TagUnitDoc = { _id: randomUUID(), ...key, manifest_digest: manifestDigest, manifest_type: manifestType, ...fields };
@@ -59,12 +59,13 @@ export class TagRepository {
       $setOnInsert: { _id: inserted._id, _ns: fields._ns, _content_type_id: fields._content_type_id, pulp_user_metadata: {} },
     };
     let id: string;
+    let previous: TagWrite['previous'];
     for (let attempt = 0; ; attempt++) {
       try {
-        // one command answers the unit's id whether it was inserted or moved
-        const unit = await this.c.tags.findOneAndUpdate(key, update, { upsert: true, returnDocument: 'after', projection: { _id: 1 } });
-        if (!unit) throw new Error('tag unit vanished after upsert');
-        id = unit._id;
+        // one command answers what the unit was (nothing: this inserted it with our id)
+        const before = await this.c.tags.findOneAndUpdate(key, update, { upsert: true, returnDocument: 'before', projection: { _id: 1, manifest_digest: 1, manifest_type: 1 } });
+        id = before ? before._id : inserted._id;
+        previous = before ? { manifestDigest: before.manifest_digest as Digest, manifestType: before.manifest_type } : null;
         break;
       } catch (err) {
         // Two first pushes raced to insert: the unit exists now, so the retry updates it.
@@ -72,7 +73,26 @@ export class TagRepository {
       }
     }
     await this.repoContent.associate(repo, UNIT_TYPES.tag, id);
-    return { id, repository: repo, name, manifestDigest, schemaVersion, manifestType };
+    return { id, repository: repo, name, manifestDigest, schemaVersion, manifestType, previous };
+  }
+
+  /**
+   * Takes back a push's write of a tag unit, if the unit still points where that push put it:
+   * back to what it pointed at before, or removed when the push created it. A later push's
+   * write is never undone.
+   */
+  async undo(write: TagWrite): Promise<void> {
+    const ours = { _id: write.id, manifest_digest: write.manifestDigest };
+    if (write.previous === null) {
+      const { deletedCount } = await this.c.tags.deleteOne(ours);
+      if (deletedCount > 0) {
+        await this.repoContent.disassociate(write.repository, UNIT_TYPES.tag, [write.id]);
+        if (write.schemaVersion === 1) await this.removeV1Tags(write.repository, [write.name]);
+      }
+      return;
+    }
+    const { manifestDigest, manifestType } = write.previous;
+    await this.c.tags.updateOne(ours, { $set: { manifest_digest: manifestDigest, manifest_type: manifestType, _last_updated: pulpFields(UNIT_TYPES.tag)._last_updated } });
   }
 
   /** The units of a tag name in a repository (at most one per schema version). */

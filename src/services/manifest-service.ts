@@ -4,7 +4,7 @@ import { VolregError } from '../domain/errors.ts';
 import { AcceptSet } from '../domain/media-types.ts';
 import { parseManifest } from '../domain/manifests/manifest-handlers.ts';
 import type { ManifestKind, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
-import type { StoredManifest, TagRecord } from '../domain/manifests/stored-manifest.ts';
+import type { StoredManifest, TagRecord, TagWrite } from '../domain/manifests/stored-manifest.ts';
 import { parseLookupReference, parseReference, parseTag, type RepositoryName, type Tag } from '../domain/names.ts';
 import type { TagService } from './tag-service.ts';
 
@@ -43,7 +43,8 @@ export interface BlobPresence {
 
 /** Tag unit writes (implemented by metadata/tag-repository.ts). */
 export interface TagWriter {
-  upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind): Promise<TagRecord>;
+  upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind): Promise<TagWrite>;
+  undo(write: TagWrite): Promise<void>;
   deleteByName(repo: string, name: string): Promise<TagRecord[]>;
   deleteByManifest(repo: string, manifestDigest: Digest): Promise<TagRecord[]>;
   setV1ImageId(repo: string, tag: string, imageId: string): Promise<void>;
@@ -110,8 +111,9 @@ export class ManifestService {
     const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
     const added = await this.deps.manifests.addToRepo(repo, unit);
     const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])];
+    const written: TagWrite[] = [];
     for (const tag of tags) {
-      await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind);
+      written.push(await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind));
       if (parsed.v1TopImageId !== null) await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
     }
     // Garbage collection running meanwhile (with a grace period shorter than this push) may
@@ -125,13 +127,28 @@ export class ManifestService {
         await this.requireReferences(repo, parsed);
       }
     } catch (err) {
-      // not acknowledged: no tag may point at a manifest whose content is gone
-      await this.deps.tagWriter.deleteByManifest(repo, parsed.digest);
+      // Not acknowledged: this push's own tag writes are taken back (tags other pushes gave
+      // the same manifest stay), then the association it added.
+      await this.undoTags(repo, written);
       if (added) await this.deps.manifests.removeFromRepo(repo, unit);
       throw err;
     }
     this.deps.logger?.info({ repository: repo, digest: parsed.digest, mediaType: parsed.mediaType, tags }, 'manifest stored');
     return { digest: parsed.digest, mediaType: parsed.mediaType, ...(parsed.subject ? { subject: parsed.subject } : {}), tags };
+  }
+
+  /**
+   * Each tag back to what it pointed at before this push (or removed when the push made it);
+   * a tag whose earlier manifest the repository no longer holds (collected while the tag was
+   * moved) is removed rather than left pointing at nothing.
+   */
+  private async undoTags(repo: RepositoryName, written: readonly TagWrite[]): Promise<void> {
+    for (const w of written) {
+      await this.deps.tagWriter.undo(w);
+      if (w.previous && !(await this.deps.manifests.findInRepo(repo, w.previous.manifestDigest))) {
+        await this.deps.tagWriter.undo({ ...w, ...w.previous, previous: null });
+      }
+    }
   }
 
   private async holdAgainIfTaken(repo: RepositoryName, parsed: ParsedManifest, body: Buffer): Promise<void> {

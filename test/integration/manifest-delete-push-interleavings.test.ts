@@ -1,17 +1,22 @@
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { parseRepositoryName } from '../../src/domain/names.ts';
 import { collections, type Collections } from '../../src/metadata/collections.ts';
+import { isVolregError } from '../../src/domain/errors.ts';
 import type { ManifestRepository } from '../../src/metadata/manifest-repository.ts';
+import type { TagRepository } from '../../src/metadata/tag-repository.ts';
 import { gate, manifestServiceWith } from '../helpers/held-services.ts';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
- * A manifest deleted by digest while the same manifest is pushed to a tag, the delete held at
- * each step where the push can slip in. Whatever the order, no tag may be left listed that
- * points at a manifest the repository no longer holds: tags/list would advertise a tag that
- * never pulls, and tools that copy every tag would fail on it.
+ * Deletes racing pushes of the same manifest, one side held at the step where the other can slip
+ * in:
+ * - a manifest deleted by digest while it is pushed to a tag: whatever the order, no tag may be
+ *   left listed that points at a manifest the repository no longer holds (tags/list would
+ *   advertise a tag that never pulls, and tools that copy every tag would fail on it);
+ * - a push refused after its tag write (a blob it references deleted meanwhile): it takes back
+ *   only its own tag writes, and tags other, acknowledged pushes gave the same manifest stay.
  */
 
 const test = anyTest as TestFn<{ server: TestServer; c: Collections }>;
@@ -34,13 +39,13 @@ async function listedTagsAllPull(t: ExecutionContext, url: string, repo: string)
   return tags;
 }
 
-async function pushedImage(url: string, repo: string): Promise<ReturnType<typeof ociManifest>> {
+async function pushedImage(url: string, repo: string, tag = 'first'): Promise<ReturnType<typeof ociManifest>> {
   const config = configBlob();
   const layer = randomBlob(2000);
   await pushBlobs(url, repo, [config, layer]);
   const m = ociManifest({ config, layers: [layer] });
-  const first = await putManifest(url, repo, 'first', m);
-  if (first.status !== 201) throw new Error(`push failed: ${first.status}`);
+  const pushed = await putManifest(url, repo, tag, m);
+  if (pushed.status !== 201) throw new Error(`push failed: ${pushed.status}`);
   return m;
 }
 
@@ -96,3 +101,54 @@ test.serial('a push tagging the manifest after the delete removed it from the re
   t.is(byDigest.status, 200);
   t.true(byDigest.body.equals(m.bytes));
 });
+
+/** A ManifestService whose next tag write, once done, waits at a gate. */
+function pushingServiceHeldAfterTag(c: Collections): { service: ReturnType<typeof manifestServiceWith>; held: ReturnType<typeof gate> } {
+  const held = gate();
+  const service = manifestServiceWith(c, (real) => ({
+    tags: {
+      upsert: async (...args: Parameters<TagRepository['upsert']>) => {
+        const w = await real.tags.upsert(...args);
+        await held.arrive();
+        return w;
+      },
+    },
+  }));
+  return { service, held };
+}
+
+for (const before of ['absent', 'on another manifest'] as const) {
+  test.serial(`a push refused after its tag write (tag ${before} before) takes back only its own write: another tag of the manifest stays`, async (t) => {
+    const { server, c } = t.context;
+    const repo = repoName(`refused-push-${before === 'absent' ? 'new' : 'moved'}`);
+    const m = await pushedImage(server.url, repo); // acknowledged as "first"
+    let other: ReturnType<typeof ociManifest> | undefined;
+    if (before === 'on another manifest') {
+      other = await pushedImage(server.url, repo, 'second');
+    }
+
+    const { service, held } = pushingServiceHeldAfterTag(c);
+    const pushing = service.put(parseRepositoryName(repo), 'second', m.bytes, m.mediaType);
+    pushing.catch(() => undefined);
+    await held.reached; // "second" points at m; the push has not re-checked yet
+    const layer = JSON.parse(m.bytes.toString('utf8')).layers[0].digest as string;
+    t.is((await request(server.url, `/v2/${repo}/blobs/${layer}`, { method: 'DELETE' })).status, 202);
+    held.open();
+    const err = await t.throwsAsync(pushing);
+    t.true(isVolregError(err) && err.code === 'MANIFEST_BLOB_UNKNOWN', String(err));
+
+    // the acknowledged tag of the same manifest is untouched
+    const first = await getManifest(server.url, repo, 'first', ACCEPT_ALL);
+    t.is(first.status, 200);
+    t.true(first.body.equals(m.bytes));
+    // the refused push's tag is back where it was
+    const second = await getManifest(server.url, repo, 'second', ACCEPT_ALL);
+    if (other) {
+      t.is(second.status, 200);
+      t.true(second.body.equals(other.bytes));
+    } else {
+      t.is(second.status, 404);
+    }
+    await listedTagsAllPull(t, server.url, repo);
+  });
+}

@@ -32,3 +32,8 @@ export interface TagRecord {
   schemaVersion: 1 | 2;
   manifestType: ManifestKind;
 }
+
+/** A tag unit as a push wrote it, with what it pointed at before (null: the push created it). */
+export interface TagWrite extends TagRecord {
+  previous: { manifestDigest: Digest; manifestType: ManifestKind } | null;
+}
