@@ -38,7 +38,8 @@ test('pushes acknowledged while GC runs back to back all pull byte-identical aft
     // keeps the shared layer unheld most of the time, so GC keeps trying to collect it
     const churn = (async () => {
       while (!stop) {
-        await pushBlobs(server.url, churnRepo, [shared]);
+        // refused when GC took the bytes while they were recorded (BLOB_UPLOAD_INVALID): a client uploads again
+        await pushBlobs(server.url, churnRepo, [shared]).catch(() => undefined);
         await request(server.url, `/v2/${churnRepo}/blobs/${shared.digest}`, { method: 'DELETE' });
       }
     })();
@@ -67,9 +68,11 @@ test('pushes acknowledged while GC runs back to back all pull byte-identical aft
     await collectGarbage({ collections: c, blobStore: store, logger, graceSeconds: 0, deleteUntagged: true, dryRun: false });
 
     t.true(rounds >= 3, `gc ran ${rounds} times`);
-    // grace 0: a blob may go between its upload and its manifest (then the push is refused, not lost)
+    // grace 0: a blob may go between its upload and its manifest (then the push is refused, not
+    // lost), or while its upload is recorded (then the upload is refused: upload it again)
     t.true(acked.length >= 12, `${acked.length} of 45 pushes acknowledged`);
-    t.true(failures.every((f) => f.includes('MANIFEST_BLOB_UNKNOWN')), failures.find((f) => !f.includes('MANIFEST_BLOB_UNKNOWN')));
+    const allowed = (f: string): boolean => f.includes('MANIFEST_BLOB_UNKNOWN') || (f.includes('BLOB_UPLOAD_INVALID') && f.includes('garbage collection removed these bytes'));
+    t.true(failures.every(allowed), failures.find((f) => !allowed(f)));
     t.log(`gc rounds ${rounds}, raced ${raced}, acknowledged ${acked.length}`);
     for (const a of acked) {
       const m = await getManifest(server.url, a.repo, 'v1', ACCEPT_ALL);
