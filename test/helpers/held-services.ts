@@ -33,6 +33,16 @@ export function gate(): Gate {
   };
 }
 
+/** `fn`, made to wait at `held` just before it runs or just after (its result held back meanwhile). */
+export function heldAt<A extends unknown[], R>(held: Gate, when: 'before' | 'after', fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return async (...args) => {
+    if (when === 'before') await held.arrive();
+    const r = await fn(...args);
+    if (when === 'after') await held.arrive();
+    return r;
+  };
+}
+
 /** The repositories a ManifestService works with, as the service under test gets them. */
 export interface ManifestRepos {
   manifests: ManifestRepository;

@@ -7,9 +7,7 @@ import { parseRepositoryName } from '../../src/domain/names.ts';
 import { collectGarbage, type GcReport } from '../../src/maintenance/gc.ts';
 import { BlobRepository } from '../../src/metadata/blob-repository.ts';
 import { collections, type Collections } from '../../src/metadata/collections.ts';
-import { ManifestRepository } from '../../src/metadata/manifest-repository.ts';
 import { RepoContentRepository } from '../../src/metadata/repo-content-repository.ts';
-import { TagRepository } from '../../src/metadata/tag-repository.ts';
 import { UploadRepository } from '../../src/metadata/upload-repository.ts';
 import { BlobService } from '../../src/services/blob-service.ts';
 import { ManifestService } from '../../src/services/manifest-service.ts';
@@ -17,7 +15,7 @@ import { UploadService } from '../../src/services/upload-service.ts';
 import type { BlobStore } from '../../src/storage/blob-store.ts';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
-import { gate, manifestServiceWith, type Gate } from '../helpers/held-services.ts';
+import { gate, heldAt, manifestServiceWith, type Gate } from '../helpers/held-services.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -48,20 +46,11 @@ function gcNow(c: Collections, store: BlobStore): Promise<GcReport> {
 /** A ManifestService whose next manifest insert, or next tag write, waits at a gate. */
 function manifestServiceHeldAt(c: Collections, step: 'insert' | 'tag'): { manifests: ManifestService; held: Gate } {
   const held = gate();
-  const manifests = manifestServiceWith(c, (real) => ({
-    manifests: {
-      insertIfAbsent: async (...args: Parameters<ManifestRepository['insertIfAbsent']>) => {
-        if (step === 'insert') await held.arrive();
-        return real.manifests.insertIfAbsent(...args);
-      },
-    },
-    tags: {
-      upsert: async (...args: Parameters<TagRepository['upsert']>) => {
-        if (step === 'tag') await held.arrive();
-        return real.tags.upsert(...args);
-      },
-    },
-  }));
+  const manifests = manifestServiceWith(c, (real) =>
+    step === 'insert'
+      ? { manifests: { insertIfAbsent: heldAt(held, 'before', real.manifests.insertIfAbsent.bind(real.manifests)) } }
+      : { tags: { upsert: heldAt(held, 'before', real.tags.upsert.bind(real.tags)) } },
+  );
   return { manifests, held };
 }
 
@@ -158,12 +147,7 @@ test.serial('a manifest push held before its tag while GC takes it as untagged b
 function blobServiceHeldAtRecord(c: Collections, store: BlobStore): { blobs: BlobService; held: Gate } {
   const units = new BlobRepository(c);
   const held = gate();
-  const gatedUnits = Object.assign(Object.create(units) as BlobRepository, {
-    upsert: async (digest: Digest, size: number) => {
-      await held.arrive();
-      return units.upsert(digest, size);
-    },
-  });
+  const gatedUnits = Object.assign(Object.create(units) as BlobRepository, { upsert: heldAt(held, 'before', units.upsert.bind(units)) });
   return { blobs: new BlobService({ store, units: gatedUnits, membership: new RepoContentRepository(c) }), held };
 }
 

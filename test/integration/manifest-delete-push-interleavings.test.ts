@@ -2,9 +2,7 @@ import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { parseRepositoryName } from '../../src/domain/names.ts';
 import { collections, type Collections } from '../../src/metadata/collections.ts';
 import { isVolregError } from '../../src/domain/errors.ts';
-import type { ManifestRepository } from '../../src/metadata/manifest-repository.ts';
-import type { TagRepository } from '../../src/metadata/tag-repository.ts';
-import { gate, manifestServiceWith } from '../helpers/held-services.ts';
+import { gate, heldAt, manifestServiceWith } from '../helpers/held-services.ts';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
@@ -53,14 +51,7 @@ async function pushedImage(url: string, repo: string, tag = 'first'): Promise<Re
 function deletingServiceHeld(c: Collections, when: 'before' | 'after'): { service: ReturnType<typeof manifestServiceWith>; held: ReturnType<typeof gate> } {
   const held = gate();
   const service = manifestServiceWith(c, (real) => ({
-    manifests: {
-      removeFromRepo: async (...args: Parameters<ManifestRepository['removeFromRepo']>) => {
-        if (when === 'before') await held.arrive();
-        const r = await real.manifests.removeFromRepo(...args);
-        if (when === 'after') await held.arrive();
-        return r;
-      },
-    },
+    manifests: { removeFromRepo: heldAt(held, when, real.manifests.removeFromRepo.bind(real.manifests)) },
   }));
   return { service, held };
 }
@@ -105,15 +96,7 @@ test.serial('a push tagging the manifest after the delete removed it from the re
 /** A ManifestService whose next tag write, once done, waits at a gate. */
 function pushingServiceHeldAfterTag(c: Collections): { service: ReturnType<typeof manifestServiceWith>; held: ReturnType<typeof gate> } {
   const held = gate();
-  const service = manifestServiceWith(c, (real) => ({
-    tags: {
-      upsert: async (...args: Parameters<TagRepository['upsert']>) => {
-        const w = await real.tags.upsert(...args);
-        await held.arrive();
-        return w;
-      },
-    },
-  }));
+  const service = manifestServiceWith(c, (real) => ({ tags: { upsert: heldAt(held, 'after', real.tags.upsert.bind(real.tags)) } }));
   return { service, held };
 }
 

@@ -4,6 +4,7 @@ import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pack, type Header, type Pack } from 'tar-stream';
+import { holdsReplacementCharacter } from '../../domain/volumes/restorable-entry.ts';
 
 /**
  * Packs a directory into a tar stream, streaming file contents (nothing is held whole in
@@ -52,7 +53,7 @@ function faithfulName(bytes: Buffer, where: () => string, what: string): string 
     throw new UnarchivableNameError(`cannot archive ${where()}: its ${what} is not valid UTF-8 (bad bytes shown as \\xNN; rename it, e.g. with convmv)`);
   }
   const text = bytes.toString('utf8');
-  if (text.includes('\uFFFD')) {
+  if (holdsReplacementCharacter(text)) {
     throw new UnarchivableNameError(`cannot archive ${where()}: its ${what} holds U+FFFD (the replacement character), which a restore refuses as a name that lost bytes`);
   }
   return text;

@@ -49,18 +49,6 @@ export interface ExtractOptions {
 export const MAX_SYMLINK_HOPS = 40;
 
 /**
- * Why an entry can not be restored exactly (restorable-entry.ts, the rule the server applies on
- * push too), with what to do about it; null when it can. Such an entry is refused, never skipped.
- */
-export function unrestorableEntry(h: Pick<Header, 'name' | 'linkname' | 'type' | 'pax'>): string | null {
-  const reason = unrestorableReason(h);
-  if (reason === null) return null;
-  // the rule's words, plus what to do about an unknown type (most often a sparse file)
-  const hint = h.type === null || h.type === undefined ? '; sparse entries are not supported: re-create the archive without -S (nor -g: incremental archives are not either)' : '';
-  return `it can not be restored exactly: ${reason}${hint}`;
-}
-
-/**
  * Resolves the path `rel` (relative to `root`) the way the kernel would, component by component,
  * following every symlink met on disk (a target relative to the link's directory), `..` popping.
  * 'outside' as soon as it leaves the root (an absolute target, or `..` at the root); 'loop' after
@@ -195,8 +183,9 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
 
   async function handle(entry: AsyncIterable<Buffer> & { header: Header; resume(): unknown }): Promise<void> {
     const h = entry.header;
-    const unrestorable = unrestorableEntry(h);
-    if (unrestorable !== null) throw new UnsafeArchiveError(h.name, unrestorable);
+    // refused, never skipped (restorable-entry.ts, the rule the server applies on push too)
+    const unrestorable = unrestorableReason(h);
+    if (unrestorable !== null) throw new UnsafeArchiveError(h.name, `it can not be restored exactly: ${unrestorable}`);
     const rel = normalizeEntryName(h.name);
     if (rel === null) throw new UnsafeArchiveError(h.name, 'absolute path or ".." in name');
     if (rel === '') {

@@ -22,17 +22,22 @@ export interface TarEntryHeader {
   pax?: unknown;
 }
 
-const REPLACEMENT = '\uFFFD';
+/** Does a name hold U+FFFD, the parser's stand-in for bytes that were not UTF-8? (push refuses such names too) */
+export function holdsReplacementCharacter(name: string): boolean {
+  return name.includes('\uFFFD');
+}
 
 /** Why this entry can not be restored exactly, or null when it can. */
 export function unrestorableReason(header: TarEntryHeader): string | null {
-  if (header.name.includes(REPLACEMENT) || (header.linkname ?? '').includes(REPLACEMENT)) {
+  if (holdsReplacementCharacter(header.name) || holdsReplacementCharacter(header.linkname ?? '')) {
     return 'its name is not valid UTF-8';
   }
   if (typeof header.pax === 'object' && header.pax !== null && Object.keys(header.pax).some((k) => k.startsWith('GNU.sparse.'))) {
     return 'sparse files (tar -S) are not supported: create the archive without -S';
   }
-  if (header.type === null) return 'its entry type is not supported (a sparse file from tar -S, or another GNU extension)';
+  if (header.type === null) {
+    return 'its entry type is not supported (a sparse file from tar -S, or another GNU extension): re-create the archive without -S (nor -g: incremental archives are not supported either)';
+  }
   return null;
 }
 
