@@ -2,6 +2,7 @@ import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { VolregError, isVolregError } from '../domain/errors.ts';
 import type { AppendOptions } from './blob-store.ts';
+import { streamGarbage } from './stream-garbage.ts';
 
 /**
  * Copying a request body into an upload's data file: batches of socket chunks written at
@@ -116,6 +117,7 @@ export async function copyInto(source: Readable, fh: FileHandle, position: numbe
       }
       batch.push(buf);
       batchBytes += buf.length;
+      streamGarbage.streamed(buf.length);
       if (batchBytes >= WRITE_BATCH_BYTES) await flush();
     }
     await flush();
