@@ -2,7 +2,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { digestAlgorithm, type Digest } from '../domain/digest.ts';
 import { resolveRange, type ByteRange } from '../domain/byte-range.ts';
 import { VolregError, explained, isVolregError } from '../domain/errors.ts';
-import type { BlobInfo, BlobStore, UploadWriter } from '../storage/blob-store.ts';
+import type { BlobInfo, BlobReader, BlobStore, UploadWriter } from '../storage/blob-store.ts';
 
 /**
  * Blobs as repositories see them. A blob is visible in a repository only while a blob unit for
@@ -52,11 +52,20 @@ export interface IngestOptions {
   validate?: (tee: Readable) => Promise<void>;
 }
 
-export interface OpenedBlob {
+/** Which bytes of a blob a read gets: the blob, and the range asked for or null for all of it. */
+export interface BlobSpan {
   blob: BlobInfo;
   /** the range served, or null for the whole blob */
   range: ByteRange | null;
+}
+
+export interface OpenedBlob extends BlobSpan {
   stream: Readable;
+}
+
+/** A blob opened to be sent: read into the sender's own buffers (BlobStore.openReader). */
+export interface BlobToSend extends BlobSpan {
+  reader: BlobReader;
 }
 
 const BLOB = 'docker_blob' as const;
@@ -78,12 +87,21 @@ export class BlobService {
    * domain/byte-range.ts). BLOB_UNKNOWN when the repository does not hold it.
    */
   async open(repo: string, digest: Digest, opts: { range?: string } = {}): Promise<OpenedBlob> {
+    const span = await this.span(repo, digest, opts.range);
+    return { ...span, stream: await this.deps.store.read(digest, span.range ?? undefined) };
+  }
+
+  /** As `open`, for sending the bytes (an HTTP response body) with buffers of the sender's own. */
+  async openToSend(repo: string, digest: Digest, opts: { range?: string } = {}): Promise<BlobToSend> {
+    const span = await this.span(repo, digest, opts.range);
+    return { ...span, reader: await this.deps.store.openReader(digest, span.range ?? undefined) };
+  }
+
+  private async span(repo: string, digest: Digest, rangeHeader: string | undefined): Promise<BlobSpan> {
     const blob = await this.stat(repo, digest);
     if (!blob) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
-    const wanted = resolveRange(opts.range, blob.size);
-    const range = wanted.kind === 'partial' ? wanted.range : null;
-    const stream = await this.deps.store.read(digest, range ?? undefined);
-    return { blob, range, stream };
+    const wanted = resolveRange(rangeHeader, blob.size);
+    return { blob, range: wanted.kind === 'partial' ? wanted.range : null };
   }
 
   /** Removes the blob from `repo` (other repositories keep it; bytes stay until GC). */

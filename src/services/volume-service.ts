@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ByteRange } from '../domain/byte-range.ts';
+import type { BlobReader } from '../storage/blob-store.ts';
 import { digestOf, splitDigest, type Digest } from '../domain/digest.ts';
 import { isVolregError, VolregError } from '../domain/errors.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
@@ -32,6 +33,14 @@ export interface VolumeBlobs {
   stat(repo: RepositoryName, digest: Digest): Promise<{ digest: Digest; size: number } | null>;
   /** `range` is an HTTP Range header value, resolved against the blob's size */
   open(repo: RepositoryName, digest: Digest, opts?: { range?: string }): Promise<{ range: ByteRange | null; stream: Readable }>;
+  /** as `open`, read into the sender's own buffers (blob-service.ts) */
+  openToSend(repo: RepositoryName, digest: Digest, opts?: { range?: string }): Promise<LayerToSend>;
+}
+
+/** A snapshot's layer opened to be sent: the range served (null: all) and its reader. */
+export interface LayerToSend {
+  range: ByteRange | null;
+  reader: BlobReader;
 }
 
 /** The parts of the manifest service a volume needs. */
@@ -230,8 +239,8 @@ export class VolumeService {
   }
 
   /** The layer exactly as stored, whole or the range an HTTP Range header value asks for. */
-  async openLayer(info: SnapshotInfo, range?: string): Promise<{ range: ByteRange | null; stream: Readable }> {
-    return this.blobs.open(info.volume, info.layer.digest, range !== undefined ? { range } : {});
+  async openLayer(info: SnapshotInfo, range?: string): Promise<LayerToSend> {
+    return this.blobs.openToSend(info.volume, info.layer.digest, range !== undefined ? { range } : {});
   }
 
   /** Re-hashes config and layer from the blob store, re-reads the tar, and records the result. */

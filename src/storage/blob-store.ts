@@ -32,6 +32,16 @@ export interface DeleteOptions {
   confirm?: () => Promise<boolean>;
 }
 
+/** A committed blob, or a range of it, open for reading into the caller's buffers. */
+export interface BlobReader {
+  /** bytes to read in all */
+  readonly length: number;
+  /** Reads the next bytes into the start of `buf`; how many (0 once all were read). */
+  readInto(buf: Buffer): Promise<number>;
+  /** Releases the blob. Idempotent. */
+  close(): Promise<void>;
+}
+
 export interface UploadSummary {
   id: string;
   /** last time bytes or state of the session changed (purging abandoned sessions uses it) */
@@ -47,6 +57,12 @@ export interface BlobStore {
    * is being read is still read to its end.
    */
   read(digest: Digest, range?: ByteRange): Promise<Readable>;
+  /**
+   * The same bytes as `read`, read into buffers the caller owns and reuses: sending a blob
+   * then makes no garbage per chunk (a stream hands out a new buffer for each). Same errors as
+   * `read`; the caller closes the reader.
+   */
+  openReader(digest: Digest, range?: ByteRange): Promise<BlobReader>;
   /**
    * Removes a committed blob; false when it was not there or a condition in `opts` kept it.
    * Idempotent.

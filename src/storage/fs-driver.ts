@@ -4,12 +4,14 @@ import { access, mkdir, open, rename, rm, stat, unlink, type FileHandle } from '
 import type { Readable } from 'node:stream';
 import { digestAlgorithm, isSupportedAlgorithm, type Digest, type DigestAlgorithm } from '../domain/digest.ts';
 import { VolregError, isVolregError } from '../domain/errors.ts';
-import type { AppendOptions, BlobInfo, BlobStore, ByteRange, DeleteOptions, StoredBlob, UploadSummary, UploadWriter } from './blob-store.ts';
+import type { AppendOptions, BlobInfo, BlobReader, BlobStore, ByteRange, DeleteOptions, StoredBlob, UploadSummary, UploadWriter } from './blob-store.ts';
 import { SessionLocks } from './fs-lock.ts';
 import { FreeSpace } from './free-space.ts';
 import { entries, fsyncCreatedDirs, fsyncDir, isMissing, isOutOfSpace, putBack, touch } from './fs-ops.ts';
 import { HashWorker, HashWorkerError } from './hash-worker.ts';
 import { copyInto } from './pipelined-copy.ts';
+import { FileRangeReader } from './file-range-reader.ts';
+import { withGarbageRelief } from './stream-garbage.ts';
 import { readSessionState, writeSessionState, type SessionState } from './upload-state.ts';
 import { WriteBack } from './write-back.ts';
 import {
@@ -123,6 +125,28 @@ export class FsBlobStore implements BlobStore {
   }
 
   async read(digest: Digest, range?: ByteRange): Promise<Readable> {
+    const { fh, start, length } = await this.openRange(digest, range);
+    const file = fh.createReadStream({
+      start,
+      ...(length > 0 ? { end: start + length - 1 } : {}),
+      // no bigger than the bytes to send: reading a small blob allocates no whole chunk
+      highWaterMark: Math.max(1, Math.min(READ_CHUNK_BYTES, length)),
+      autoClose: true,
+    });
+    // every chunk read is a new buffer: a read of more than one has its garbage collected promptly
+    return length > READ_CHUNK_BYTES ? withGarbageRelief(file) : file;
+  }
+
+  async openReader(digest: Digest, range?: ByteRange): Promise<BlobReader> {
+    const { fh, start, length } = await this.openRange(digest, range);
+    return new FileRangeReader(fh, start, length);
+  }
+
+  /**
+   * Opens a committed blob and checks the range against its size. The open descriptor keeps
+   * the bytes readable even if the blob is deleted meanwhile.
+   */
+  private async openRange(digest: Digest, range?: ByteRange): Promise<{ fh: FileHandle; start: number; length: number }> {
     let fh: FileHandle;
     try {
       fh = await open(blobPath(this.root, digest), 'r');
@@ -135,15 +159,7 @@ export class FsBlobStore implements BlobStore {
       if (range && (range.start < 0 || range.start > range.end || range.end >= size)) {
         throw new VolregError('RANGE_INVALID', 'range outside the blob', { size }, { 'Content-Range': `bytes */${size}` });
       }
-      const length = range ? range.end - range.start + 1 : size;
-      // The open descriptor keeps the bytes readable even if the blob is deleted meanwhile.
-      return fh.createReadStream({
-        start: range?.start ?? 0,
-        ...(range ? { end: range.end } : {}),
-        // no bigger than the bytes to send: reading a small blob allocates no whole chunk
-        highWaterMark: Math.max(1, Math.min(READ_CHUNK_BYTES, length)),
-        autoClose: true,
-      });
+      return { fh, start: range?.start ?? 0, length: range ? range.end - range.start + 1 : size };
     } catch (err) {
       await fh.close();
       throw err;

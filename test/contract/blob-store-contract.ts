@@ -267,6 +267,54 @@ export function blobStoreContract(test: TestFn, driver: string, factory: BlobSto
     await h.store.delete(digest);
   });
 
+  contract('openReader reads the same bytes as read into the caller\'s buffers: whole, ranges, any buffer size', async (t, h) => {
+    const MiB = 1024 * 1024;
+    const bytes = randomBytes(3 * MiB + 7);
+    const { digest } = await put(h.store, bytes);
+    const cases: Array<{ range?: { start: number; end: number }; bufSize: number }> = [
+      { bufSize: MiB },
+      { bufSize: 4096 },
+      { bufSize: 5 * MiB },
+      { range: { start: MiB - 1, end: 2 * MiB + 1 }, bufSize: 300_000 },
+      { range: { start: bytes.length - 1, end: bytes.length - 1 }, bufSize: 10 },
+    ];
+    for (const { range, bufSize } of cases) {
+      const reader = await h.store.openReader(digest, range);
+      const want = range ? bytes.subarray(range.start, range.end + 1) : bytes;
+      t.is(reader.length, want.length);
+      // one buffer reused for every read, as a sender does
+      const buf = Buffer.alloc(bufSize);
+      const got: Buffer[] = [];
+      for (let n = await reader.readInto(buf); n > 0; n = await reader.readInto(buf)) got.push(Buffer.from(buf.subarray(0, n)));
+      t.is(await reader.readInto(buf), 0, 'stays at the end');
+      await reader.close();
+      await reader.close();
+      sameBytes(t, Buffer.concat(got), want, `${range?.start ?? 'whole'} by ${bufSize}`);
+    }
+    await expectCode(t, h.store.openReader(digest, { start: 0, end: bytes.length }), 'RANGE_INVALID');
+    await expectCode(t, h.store.openReader(digestOf('never stored')), 'BLOB_UNKNOWN');
+    const empty = await put(h.store, Buffer.alloc(0));
+    const reader = await h.store.openReader(empty.digest);
+    t.is(reader.length, 0);
+    t.is(await reader.readInto(Buffer.alloc(16)), 0);
+    await reader.close();
+    await h.store.delete(empty.digest);
+    await h.store.delete(digest);
+  });
+
+  contract('a reader opened before a delete still reads every byte', async (t, h) => {
+    const bytes = randomBytes(2 * 1024 * 1024 + 5);
+    const { digest } = await put(h.store, bytes);
+    const reader = await h.store.openReader(digest);
+    t.true(await h.store.delete(digest));
+    const buf = Buffer.alloc(bytes.length);
+    let got = 0;
+    for (let n = await reader.readInto(buf.subarray(got)); n > 0; n = await reader.readInto(buf.subarray(got))) got += n;
+    await reader.close();
+    t.is(got, bytes.length);
+    sameBytes(t, buf, bytes);
+  });
+
   contract('a read started before a delete still returns every byte', async (t, h) => {
     const bytes = randomBytes(3 * 1024 * 1024);
     const { digest } = await put(h.store, bytes);

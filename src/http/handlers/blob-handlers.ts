@@ -1,3 +1,4 @@
+import { sendBlob } from '../send-blob.ts';
 import type { Context } from 'koa';
 import { contentRange, parseChunkRange, uploadRange, type ByteRange } from '../../domain/byte-range.ts';
 import { isSupportedAlgorithm, parseDigest, type Digest, type DigestAlgorithm } from '../../domain/digest.ts';
@@ -33,19 +34,18 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
     blob: {
       GET: async (ctx, { params, repository }) => {
         const digest = parseDigest(params.digest ?? '');
-        const opened = await blobs.open(repository, digest, { range: ctx.get('Range') || undefined });
+        const opened = await blobs.openToSend(repository, digest, { range: ctx.get('Range') || undefined });
         contentHeaders(ctx, digest);
         ctx.set('Accept-Ranges', 'bytes');
-        ctx.body = opened.stream;
         ctx.type = 'application/octet-stream';
         if (opened.range) {
           ctx.status = 206;
           ctx.set('Content-Range', contentRange(opened.range, opened.blob.size));
-          ctx.length = opened.range.end - opened.range.start + 1;
         } else {
           ctx.status = 200;
-          ctx.length = opened.blob.size;
         }
+        ctx.length = opened.reader.length;
+        await sendBlob(ctx, opened.reader);
       },
       HEAD: async (ctx, { params, repository }) => {
         const digest = parseDigest(params.digest ?? '');

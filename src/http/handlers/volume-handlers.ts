@@ -1,3 +1,4 @@
+import { sendBlob } from '../send-blob.ts';
 import type { Context } from 'koa';
 import { contentRange, resolveRange, type ByteRange } from '../../domain/byte-range.ts';
 import { digestHex, parseDigest, parseRfc3230Digest, rfc3230Digest, type Digest } from '../../domain/digest.ts';
@@ -155,8 +156,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
     }
     const opened = await volumes.openLayer(info, wanted);
     reply(opened.range);
-    ctx.body = opened.stream;
-    ctx.length = opened.range ? opened.range.end - opened.range.start + 1 : size;
+    await sendBlob(ctx, opened.reader);
   };
 
   return {
