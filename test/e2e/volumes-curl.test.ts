@@ -90,6 +90,21 @@ test('zstd and plain tar round trips through curl', async (t) => {
   }
 });
 
+test('zstd at level 19 is taken; a --long archive (128 MiB window) is refused with the advice and leaves nothing', async (t) => {
+  const dir = join(work, 'zst-window');
+  await mkdir(dir);
+  // from a pipe zstd cannot shrink the window to the input: level 19 writes 8 MiB, --long=27 128 MiB
+  const put = JSON.parse(await sh(`tar -C ${tree} -cf - . | zstd -q -19 -c | curl -fsS -T - '${api('e2e/zstd19/tags/v1')}'`, dir)) as { compression: string };
+  t.is(put.compression, 'zstd');
+  const refused = await shStatus(`tar -C ${tree} -cf - . | zstd -q --long=27 -c | curl -sS -w '\\n%{http_code}' -T - '${api('e2e/zstdlong/tags/v1')}'`, dir);
+  const [body, status] = refused.stdout.trim().split('\n');
+  t.is(status, '400');
+  const err = (JSON.parse(body!) as { errors: Array<{ code: string; message: string }> }).errors[0]!;
+  t.is(err.code, 'ARCHIVE_INVALID');
+  t.regex(err.message, /zstd window of 134217728 bytes exceeds 8388608 \(compress without --long/);
+  t.is((await shStatus(`curl -fsS '${api('e2e/zstdlong/tags/v1')}'`, dir)).code, 22, 'no snapshot was kept');
+});
+
 test('curl -C - resumes an interrupted download to the identical file', async (t) => {
   const dir = join(work, 'resume');
   await mkdir(dir);

@@ -122,6 +122,24 @@ test.serial('RLE blocks announcing more than 128 KiB each are bounded by what th
   for (const size of [1, bomb.length]) await drainBombSlowly(t, bomb, size, blocks * (2 ** 21 - 1));
 });
 
+test('a piece holds at most maxBlocksPerPiece blocks, however little they announce', (t) => {
+  const blocks = 1000;
+  const tiny = rleBomb(blocks, () => null, 1); // 4-byte blocks announcing 1 byte each
+  const cutter = new ZstdBlockCutter({ maxOutputPerPiece: 32 * ZSTD_BLOCK_MAXIMUM_SIZE, maxBlocksPerPiece: 32 });
+  const pieces = [...cutter.cut(tiny), ...cutter.end()];
+  t.true(Buffer.concat(pieces).equals(tiny), 'every byte, in order');
+  // the frame header (6 bytes) goes with the first piece; after it each block is 4 bytes
+  t.true(pieces.every((p, i) => p.length <= 32 * 4 + (i === 0 ? 6 : 0)), `pieces of ${pieces.map((p) => p.length).join(', ')} bytes`);
+  t.true(pieces.length >= Math.ceil(blocks / 32));
+});
+
+test('a frame asking for a window beyond 8 MiB (zstd --long) is refused before decoding, with the advice', async (t) => {
+  const long = rleBomb(4, () => null, 1, 0x88); // 128 MiB window
+  t.regex(await decodeError(long, long.length), /zstd window of 134217728 bytes exceeds 8388608 \(compress without --long/);
+  const justOver = rleBomb(4, () => null, 1, 0x69); // 9 MiB window
+  t.regex(await decodeError(justOver, justOver.length), /exceeds 8388608/);
+});
+
 test('the cutter hands out every byte in order and no piece decodes to more than the bound', (t) => {
   const text1 = zstd(text(3 << 20, 1));
   const small = zstd(text(100_000, 2), '--zstd=wlog=10', '--stream-size=100000');
@@ -196,6 +214,7 @@ test('real zstd streams decode byte for byte, whatever the chunk sizes', async (
     ['random', random, zstd(random)],
     ['prose', prose, zstd(prose)],
     ['prose, level 19', prose, zstd(prose, '-19')],
+    ['prose, 8 MiB window (the largest taken)', prose, zstd(prose, '--zstd=wlog=23')],
     ['repetitive', repetitive, zstd(repetitive)],
     ['prose with content size', prose, zstd(prose, `--stream-size=${prose.length}`)],
     ['prose without checksum', prose, zstd(prose, '--no-check')],

@@ -12,15 +12,24 @@ import { ZSTD_BLOCK_MAXIMUM_SIZE, ZstdBlockCutter } from './zstd-blocks.ts';
  * zstd is decoded in JavaScript (fzstd): Node 20's zlib has no zstd.
  */
 export interface DecompressOptions {
-  /** refuse zstd frames that ask for a larger decoder window (default 128 MiB, zstd's own default limit) */
+  /** refuse zstd frames that ask for a larger decoder window (default DEFAULT_MAX_ZSTD_WINDOW) */
   maxZstdWindow?: number;
 }
 
-const DEFAULT_MAX_ZSTD_WINDOW = 128 * 1024 * 1024;
+/**
+ * fzstd moves its whole window after every block it decodes, so a block costs a copy of the
+ * window: with the 128 MiB of `zstd --long` (or --ultra -20 to -22) a 256 MiB tar decoded at 17
+ * MiB/s, and 16 KB of 4-byte blocks took 27 s of CPU. 8 MiB is the largest window zstd levels 1
+ * to 19 use without --long (level 19's; the default level uses 2 MiB), and there a block's copy
+ * is about what decoding and hashing its 128 KiB cost.
+ */
+export const DEFAULT_MAX_ZSTD_WINDOW = 8 * 1024 * 1024;
 // fzstd decodes all of one push before it returns, so the input is cut where zstd blocks end
 // (zstd-blocks.ts): what one push announces it decodes to stays about this bound (plus one block),
 // and it is yielded, so the reader's backpressure holds, before the next push.
 const ZSTD_OUTPUT_PER_PUSH = 32 * ZSTD_BLOCK_MAXIMUM_SIZE;
+// and a push is at most this many blocks: each costs a pass over the window, however small it is
+const ZSTD_BLOCKS_PER_PUSH = 32;
 
 /** A failure of the stream being decoded (as opposed to bad bytes in it). */
 export class SourceFailure extends Error {
@@ -77,8 +86,11 @@ function zstdDecoder(maxWindow: number): (src: AsyncIterable<Buffer>) => AsyncGe
     });
     const cutter = new ZstdBlockCutter({
       maxOutputPerPiece: ZSTD_OUTPUT_PER_PUSH,
+      maxBlocksPerPiece: ZSTD_BLOCKS_PER_PUSH,
       onFrameHeader: ({ window }) => {
-        if (window > maxWindow) throw invalidArchive(`zstd window of ${window} bytes exceeds ${maxWindow}`);
+        if (window > maxWindow) {
+          throw invalidArchive(`zstd window of ${window} bytes exceeds ${maxWindow} (compress without --long, at a level up to 19)`);
+        }
       },
     });
     for await (const chunk of src) {

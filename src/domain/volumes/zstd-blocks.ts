@@ -3,6 +3,8 @@ import { isZstdSkippableMagic, ZSTD_MAGIC, zstdFrameHeader, zstdFrameHeaderSize,
 export interface ZstdCutOptions {
   /** cut after the block that brings the output announced since the last cut to this many bytes */
   maxOutputPerPiece: number;
+  /** and after this many blocks, whatever they announce (each costs the decoder a pass over its window) */
+  maxBlocksPerPiece?: number;
   /** sees each frame header before any byte of it is handed out; may throw to stop the stream */
   onFrameHeader?: (header: ZstdFrameHeader) => void;
 }
@@ -46,7 +48,9 @@ type State =
  * can decode to (a compressed block at most Block_Maximum_Size, 128 KiB; a raw or RLE block
  * its Block_Size, which fzstd does not cap at 128 KiB, so it is counted as announced), and a
  * piece ends after the block that brings the total since the last piece to
- * `maxOutputPerPiece`. The decoder yields what a piece decoded to before it pushes the next.
+ * `maxOutputPerPiece`, or after `maxBlocksPerPiece` blocks: fzstd moves its whole window after
+ * every block, so a piece of many tiny blocks costs time, not memory. The decoder yields what a
+ * piece decoded to before it pushes the next.
  * (fzstd waits for 18 bytes at the start of a frame, so the few blocks of a piece that ends
  * that early decode with the next piece.)
  *
@@ -77,9 +81,13 @@ export class ZstdBlockCutter {
   private frameChecksum = false;
   /** output announced by the blocks that ended since the last piece was handed out */
   private announced = 0;
+  private readonly maxBlocks: number;
+  /** blocks that ended since the last piece was handed out */
+  private blocks = 0;
 
   constructor(opts: ZstdCutOptions) {
     this.maxOutput = opts.maxOutputPerPiece;
+    this.maxBlocks = opts.maxBlocksPerPiece ?? Infinity;
     this.onFrameHeader = opts.onFrameHeader ?? (() => undefined);
   }
 
@@ -101,6 +109,7 @@ export class ZstdBlockCutter {
           yield chunk.subarray(start, pos);
           start = pos;
           this.announced = 0;
+          this.blocks = 0;
         }
         continue;
       }
@@ -127,6 +136,7 @@ export class ZstdBlockCutter {
     if (releaseTo > start) {
       yield chunk.subarray(start, releaseTo);
       this.announced = 0;
+      this.blocks = 0;
     }
   }
 
@@ -213,12 +223,13 @@ export class ZstdBlockCutter {
   /** A block's last byte went by; true when a piece should end here. */
   private blockEnded(): boolean {
     this.announced += this.blockOutput;
+    this.blocks++;
     if (!this.lastBlock) this.readBlockHeaderNext();
     else if (this.frameChecksum) {
       this.state = 'skip';
       this.skipping = 'frameEnd';
       this.remaining = CHECKSUM_BYTES;
     } else this.startFrame();
-    return this.announced >= this.maxOutput;
+    return this.announced >= this.maxOutput || this.blocks >= this.maxBlocks;
   }
 }
