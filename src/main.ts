@@ -38,6 +38,7 @@ import { tagHandlers } from './http/handlers/tag-handlers.ts';
 import { SnapshotRepository } from './metadata/snapshot-repository.ts';
 import { VolumeService } from './services/volume-service.ts';
 import { volumeHandlers } from './http/handlers/volume-handlers.ts';
+import { GracefulClose } from './http/graceful-close.ts';
 
 /**
  * The composition root: config -> logger -> MongoDB (a real one, or the embedded engine) ->
@@ -209,11 +210,13 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     cleanup.push(gc.stop);
 
     const server = await httpServer(config, app.callback());
+    const graceful = new GracefulClose(server);
     // Blob uploads may stream for a long time: no overall request deadline (Node's default is
     // 5 minutes); slow headers are still cut off by headersTimeout.
     server.requestTimeout = 0;
     const port = await listen(server, config.addr.host, config.addr.port);
-    cleanup.push(() => stopHttp(server, config.shutdownGraceSeconds * 1000, logger));
+    const graceMs = config.shutdownGraceSeconds * 1000;
+    cleanup.push(() => graceful.close(graceMs, () => logger.warn({ graceMs }, 'shutdown grace period over; closing remaining connections')));
     const url = `${config.tls ? 'https' : 'http'}://${config.addr.host.includes(':') ? `[${config.addr.host}]` : config.addr.host}:${port}`;
 
     let closing: Promise<void> | undefined;
@@ -407,24 +410,3 @@ function listen(server: Server, host: string, port: number): Promise<number> {
   });
 }
 
-/**
- * Stops accepting, lets in-flight requests finish, and closes connections as they go idle;
- * after `graceMs`, cuts whatever is left.
- */
-async function stopHttp(server: Server, graceMs: number, logger: Logger): Promise<void> {
-  if (!server.listening) return;
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  server.closeIdleConnections();
-  // keep-alive connections go idle once their last response is written
-  const poll = setInterval(() => server.closeIdleConnections(), 50);
-  const deadline = setTimeout(() => {
-    logger.warn({ graceMs }, 'shutdown grace period over; closing remaining connections');
-    server.closeAllConnections();
-  }, graceMs);
-  try {
-    await closed;
-  } finally {
-    clearInterval(poll);
-    clearTimeout(deadline);
-  }
-}
