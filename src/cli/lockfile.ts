@@ -1,4 +1,4 @@
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { isTag } from '../domain/names.ts';
@@ -141,7 +141,14 @@ export async function updateTagsFile(volumesRoot: string, updates: ReadonlyMap<s
   for (const [v, t] of updates) map.set(v, t);
   const text = [...map].map(([v, t]) => `${v} ${t}\n`).join('');
   const tmp = join(volumesRoot, `.${TAGS_FILE}.${process.pid}.tmp`);
-  await writeFile(tmp, text);
+  // durable before it replaces the old file: a crash leaves the old lines or the new, never none
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
   await rename(tmp, join(volumesRoot, TAGS_FILE));
 }
 

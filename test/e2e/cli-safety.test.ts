@@ -1,5 +1,5 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -398,4 +398,35 @@ test('an interrupted pull (SIGTERM, SIGINT) removes its staging directory and le
     // (a signal during the switch-over waits for it: then the new contents are complete)
     t.true(JSON.stringify(after) === '["old"]' || JSON.stringify(after) === '["a","b"]', `${signal}: ${JSON.stringify(after)}`);
   }
+});
+
+test('a restore stopped during its second volume has recorded the first in the tags file', async (t) => {
+  const small = join(work, 'stopped-small');
+  const big = join(work, 'stopped-big');
+  await mkdir(small);
+  await mkdir(big);
+  await writeFile(join(small, 'f'), 'small volume');
+  // incompressible and large enough that its pull is still going when signalled
+  await writeFile(join(big, 'f'), randomBytes(48 * 1024 * 1024));
+  t.is((await volreg(['push', small, 'safety/stopped-a:v2'])).code, 0);
+  t.is((await volreg(['push', '--compression', 'none', big, 'safety/stopped-b:v2'])).code, 0);
+  const root = join(work, 'stopped-volumes');
+  await mkdir(join(root, 'stopped-b'), { recursive: true });
+  const lock = join(work, 'stopped.lock');
+  await writeFile(lock, 'stopped-a downstream tag:v2\nstopped-b downstream tag:v2\n');
+  const child = spawn(process.execPath, [VOLREG_BIN, 'restore', '--lock', lock, '--volumes-root', root, '--prefix', 'safety/', '--quiet'], {
+    env: { ...process.env, VOLREG_URL: server.url },
+    stdio: 'ignore',
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, sig) => resolve({ code, signal: sig })));
+  // the second volume's pull has begun once its staging directory is there
+  const staging = async (): Promise<boolean> => (await readdir(join(root, 'stopped-b'))).some((n) => n.startsWith('.volreg-'));
+  for (let i = 0; i < 2000 && !(await staging()); i++) await new Promise((r) => setTimeout(r, 5));
+  t.true(await staging(), 'the second pull started');
+  child.kill('SIGTERM');
+  const end = await exited;
+  t.true(end.signal === 'SIGTERM' || end.code === 143, JSON.stringify(end));
+  t.is(await readFile(join(root, 'stopped-a', 'f'), 'utf8'), 'small volume');
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'stopped-a v2\n', 'the restored volume is recorded, the stopped one is not');
+  t.deepEqual(await readdir(join(root, 'stopped-b')), [], 'the stopped volume is as it was');
 });

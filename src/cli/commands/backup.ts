@@ -40,7 +40,6 @@ export function registerBackup(program: Command): void {
       const client = clientFrom(flags);
       const labels = labelsOf(flags.label);
       const results: Array<{ volume: string; repository: string; ok: boolean; digest?: string; error?: string }> = [];
-      const done = new Map<string, string>();
       for (const volume of volumes) {
         const repository = volumeRepository(flags.prefix, volume);
         try {
@@ -52,15 +51,15 @@ export function registerBackup(program: Command): void {
             progress: progressFor(!flags.quiet && !flags.json),
             onWarning: (m) => process.stderr.write(`volreg backup: ${volume}: warning: ${m}\n`),
           });
+          // recorded at once, so a backup stopped later still lists what it pushed
+          await updateTagsFile(flags.volumesRoot, new Map([[volume, flags.tag]]));
           results.push({ volume, repository, ok: true, digest: r.manifestDigest });
-          done.set(volume, flags.tag);
           if (!flags.quiet && !flags.json) process.stdout.write(`${volume}: pushed ${repository}:${flags.tag} ${r.manifestDigest}\n`);
         } catch (err) {
           results.push({ volume, repository, ok: false, error: describeError(err) });
           process.stderr.write(`volreg backup: ${volume}: ${describeError(err)}\n`);
         }
       }
-      await updateTagsFile(flags.volumesRoot, done);
       const ok = results.every((r) => r.ok);
       if (flags.json) process.stdout.write(`${JSON.stringify({ tag: flags.tag, ok, volumes: results }, null, 2)}\n`);
       return ok ? AGENT_EXIT.OK : AGENT_EXIT.PARTIAL;

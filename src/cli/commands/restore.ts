@@ -57,7 +57,6 @@ export function registerRestore(program: Command): void {
       const client = clientFrom(flags);
       const current = await readTagsFile(flags.volumesRoot);
       const outcomes: Outcome[] = [];
-      const restored = new Map<string, string>();
       for (const entry of entries) {
         const dir = join(flags.volumesRoot, entry.volume);
         const decision = await decideRestore(entry, dir, current.get(entry.volume), flags.force ?? false);
@@ -83,13 +82,13 @@ export function registerRestore(program: Command): void {
             progress: progressFor(!flags.quiet && !flags.json),
             onWarning: (m) => process.stderr.write(`volreg restore: ${entry.volume}: warning: ${m}\n`),
           });
-          restored.set(entry.volume, decision.tag);
+          // recorded at once: a restore stopped later must not leave this volume's old tag beside its new contents
+          await updateTagsFile(flags.volumesRoot, new Map([[entry.volume, decision.tag]]));
           outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'restored', message: `from ${ref}`, digest: r.digest });
         } catch (err) {
           outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'failed', message: describeError(err) });
         }
       }
-      await updateTagsFile(flags.volumesRoot, restored);
       for (const o of outcomes) {
         if (o.status === 'failed') process.stderr.write(`volreg restore: ${o.volume}: ${o.message}\n`);
         else if (!flags.quiet && !flags.json && o.status !== 'skipped') process.stdout.write(`${o.volume}: ${o.status} ${o.tag ?? ''} ${o.message}\n`);
