@@ -12,7 +12,7 @@ import { runInNewContext } from 'node:vm';
  * of finished chunks sat resident during a 1 GiB upload. A minor collection (a scavenge: it
  * visits only live young objects, well under a millisecond here) after every RELIEF_BYTES
  * streamed keeps that near RELIEF_BYTES whatever the blob size: a 1 GiB upload peaked at
- * 141-148 MB instead of 163-176, at the same rate (bench/README.md). Downloads make no such
+ * 141-148 MB instead of 163-176, at the same rate (README.md, "Benchmark"). Downloads make no such
  * garbage: they reuse two buffers (src/http/send-blob.ts).
  *
  * A smaller young generation for the whole thread would free them as soon, but slowed manifest
