@@ -8,7 +8,7 @@ import type { BlobReader } from '../storage/blob-store.ts';
  * socket has taken its previous bytes (the write's callback). A download therefore holds two
  * buffers whatever the blob size and leaves no garbage behind, where a stream hands over a new
  * buffer for every chunk; and the two stay in the CPU's cache: curl downloads of 1 GiB ran at
- * 3300-4250 MiB/s instead of 1970-2930 (README.md, "Benchmark").
+ * 3290-4250 MiB/s instead of 1970-2930 in A/B runs (README.md, "Benchmark").
  *
  * The status and headers are set on `ctx` beforehand. A failure before the first byte is thrown
  * as usual (the error reply is still possible); after it, the connection is cut, so the client
