@@ -296,7 +296,7 @@ export function exitCodeOf(err: unknown): number {
     if (err.code === 'DIGEST_INVALID' || err.code === 'ARCHIVE_INVALID') return AGENT_EXIT.INTEGRITY;
     return AGENT_EXIT.FAILURE;
   }
-  if (err instanceof Error && (err.name === 'IntegrityError' || err.name === 'UnsafeArchiveError' || err.name === 'UnarchivableNameError')) {
+  if (err instanceof Error && ['IntegrityError', 'UnsafeArchiveError', 'CorruptArchiveError', 'UnarchivableNameError'].includes(err.name)) {
     return AGENT_EXIT.INTEGRITY;
   }
   if (err instanceof Error && err.name === 'TargetNotEmptyError') return AGENT_EXIT.NOT_EMPTY;

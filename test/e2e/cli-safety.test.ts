@@ -430,3 +430,23 @@ test('a restore stopped during its second volume has recorded the first in the t
   t.is(await readFile(join(root, 'tags'), 'utf8'), 'stopped-a v2\n', 'the restored volume is recorded, the stopped one is not');
   t.deepEqual(await readdir(join(root, 'stopped-b')), [], 'the stopped volume is as it was');
 });
+
+test('a snapshot that is not a readable tar (stored through /v2, never inspected) is exit 4 on pull, and nothing is written', async (t) => {
+  const good = await buildTar([{ name: 'a.txt', body: 'a'.repeat(5000) }, { name: 'b.txt', body: 'b' }]);
+  const cases: Array<[string, Buffer]> = [
+    ['garbage', Buffer.from('this is not a tar archive, only text that goes on for a while\n'.repeat(30))],
+    ['truncated', good.subarray(0, 1200)],
+    ['bad-checksum', Buffer.concat([Buffer.from(good.subarray(0, 148)), Buffer.from('9999999\0'), good.subarray(156)])],
+    ['gzip-garbage', execFileSync('gzip', ['-c'], { input: Buffer.from('gzip of plain text, not a tar') })],
+    ['gzip-cut', execFileSync('gzip', ['-c'], { input: good }).subarray(0, 40)],
+    ['empty', Buffer.alloc(0)],
+  ];
+  for (const [tag, bytes] of cases) {
+    await storeRaw('safety/corrupt', tag, bytes);
+    const { target } = await arena(`corrupt-${tag}`);
+    const pull = await volreg(['pull', `safety/corrupt:${tag}`, target]);
+    t.is(pull.code, 4, `${tag}: ${pull.stderr}`);
+    t.regex(pull.stderr, /^volreg pull: the snapshot is not a readable tar archive: /, tag);
+    t.deepEqual(await readdir(target).catch(() => []), [], `${tag}: nothing written`);
+  }
+});

@@ -89,6 +89,26 @@ export async function resolveInside(root: string, rel: string): Promise<'inside'
   return 'inside';
 }
 
+/**
+ * What a failure while extracting says: a refused entry or a failed system call (writing the
+ * tree, reading the downloaded file) as it is; anything else comes from decoding or parsing
+ * the archive, which is then not a readable tar.
+ */
+function archiveFault(err: unknown): unknown {
+  if (err instanceof UnsafeArchiveError) return err;
+  if (err instanceof Error && typeof (err as NodeJS.ErrnoException).syscall === 'string') return err;
+  return new CorruptArchiveError(err);
+}
+
+/** The archive could not be decoded or read as tar (after its digest checked out: it was stored so). */
+export class CorruptArchiveError extends Error {
+  override name = 'CorruptArchiveError';
+  constructor(cause: unknown) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    super(`the snapshot is not a readable tar archive: ${reason.slice(0, 300)}`);
+  }
+}
+
 export class UnsafeArchiveError extends Error {
   constructor(
     readonly entry: string,
@@ -264,12 +284,12 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
       // drain what a non-file entry carried (normally nothing)
       for await (const chunk of entry as AsyncIterable<Buffer>) void chunk;
     }
+    await feeding;
   } catch (err) {
     parser.destroy();
     await feeding.catch(() => undefined);
-    throw err;
+    throw archiveFault(err);
   }
-  await feeding;
 
   // Links through links: only the extracted tree as a whole tells where a symlink leads (and
   // the order of the entries must not matter), so every one created is resolved now, before

@@ -5,11 +5,12 @@ import { join } from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import cliProgress from 'cli-progress';
 import { decompressedTar } from '../../domain/volumes/decompress.ts';
+import { isVolregError } from '../../domain/errors.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
 import { blobPath, byteCounter, contentPath, parseSnapshotRef, type SnapshotJson, type VolregClient } from '../client.ts';
 import { compressor } from './compress.ts';
 import { packDirectory } from './pack.ts';
-import { extractTar, type ExtractOptions } from './safe-extract.ts';
+import { CorruptArchiveError, extractTar, type ExtractOptions } from './safe-extract.ts';
 import { STAGING_PREFIX, userEntries } from './staging.ts';
 
 /**
@@ -244,7 +245,10 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     }
     const staging = join(work, 'root');
     await mkdir(staging);
-    const { tar } = await decompressedTar(createReadStream(file, { highWaterMark: 256 * 1024 }));
+    const { tar } = await decompressedTar(createReadStream(file, { highWaterMark: 256 * 1024 })).catch((err: unknown) => {
+      // an empty body or a compression volreg does not decode: the archive's fault, not the pull's
+      throw isVolregError(err) && err.code === 'ARCHIVE_INVALID' ? new CorruptArchiveError(err) : err;
+    });
     const result = await extractTar(tar, staging, opts);
     await rm(file, { force: true });
 
