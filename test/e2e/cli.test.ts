@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import type { Digest } from '../../src/domain/digest.ts';
 import { blobPath } from '../../src/storage/paths.ts';
 import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.ts';
@@ -38,7 +38,16 @@ test.before(async () => {
   tree = join(work, 'tree');
   await mkdir(tree);
   await makeSampleTree(tree);
+  // the root's own mode and mtime travel too (the archive's "./" entry)
+  await chmod(tree, 0o750);
+  await utimes(tree, new Date('2020-01-02T03:04:05Z'), new Date('2020-01-02T03:04:05Z'));
 });
+
+async function sameRoot(t: ExecutionContext, out: string): Promise<void> {
+  const [a, b] = await Promise.all([lstat(out), lstat(tree)]);
+  t.is(a.mode & 0o7777, 0o750, 'root mode');
+  t.is(Math.floor(a.mtimeMs / 1000), Math.floor(b.mtimeMs / 1000), 'root mtime');
+}
 
 test.after.always(async () => {
   await server?.close();
@@ -57,6 +66,7 @@ for (const compression of ['gzip', 'zstd', 'none'] as const) {
     const result = JSON.parse(pull.stdout) as { digest: string; entries: number };
     t.true(result.entries > 5);
     t.deepEqual(await describeTree(out), await describeTree(tree));
+    await sameRoot(t, out);
     t.deepEqual((await readdir(out)).filter((n) => n.startsWith('.volreg')), [], 'no staging left');
     const meta = (await (await fetch(`${server.url}/api/v1/volumes/cli/rt-${compression}/tags/v1`)).json()) as { host: string; labels: Record<string, string>; compression: string };
     t.is(meta.host, 'node-7');
@@ -88,6 +98,7 @@ test('pull refuses a non-empty target without --force and replaces it with --for
   const forced = await volreg(['pull', 'cli/force:v1', out, '--force']);
   t.is(forced.code, 0, forced.stderr);
   t.deepEqual(await describeTree(out), await describeTree(tree));
+  await sameRoot(t, out);
 });
 
 test('exit codes: missing snapshot 3, bad usage 2', async (t) => {

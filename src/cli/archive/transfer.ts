@@ -254,9 +254,10 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
 
     // The one switch-over: old contents out, staged contents in, root mode and mtime applied.
     interrupts.switching = true;
+    // the archive's root mode and mtime, read before moving the entries out changes the latter
+    const rootStat = await lstat(staging);
     await removeEntries(dir, (n) => join(dir, n) === work);
     for (const n of await readdir(staging)) await rename(join(staging, n), join(dir, n));
-    const rootStat = await lstat(staging);
     await rmdir(staging);
     await rm(work, { recursive: true, force: true });
     if (opts.preserveOwner ?? process.getuid?.() === 0) await chown(dir, rootStat.uid, rootStat.gid);
