@@ -74,8 +74,16 @@ export function parseLockFile(text: string): LockEntry[] {
   let doc: unknown;
   try {
     doc = parseYaml(text);
-  } catch {
-    return parseLines(text);
+  } catch (yamlError) {
+    try {
+      return parseLines(text);
+    } catch (lineError) {
+      // a file that starts its mapping as YAML does is YAML with a mistake, not a bad line
+      if (/^\s*(downstream|upstream|version)\s*:/m.test(text)) {
+        throw new LockFileError(`not valid YAML: ${(yamlError as Error).message.split('\n')[0]}`);
+      }
+      throw lineError;
+    }
   }
   if (typeof doc === 'string' || doc === null || doc === undefined) return parseLines(text);
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new LockFileError('lock file must be a mapping with a "downstream" key');

@@ -55,6 +55,13 @@ test('malformed lock files are refused as a whole', (t) => {
   t.deepEqual(parseLockFile(''), []);
 });
 
+test('a YAML lock file with a syntax error is reported as YAML, with the position', (t) => {
+  t.throws(() => parseLockFile('downstream:\n\tapp-data: tag:v1\n'), { instanceOf: LockFileError, message: /^not valid YAML: Tabs are not allowed as indentation at line 2, column 1/ });
+  t.throws(() => parseLockFile('downstream:\n  app-data: "tag:v1\n'), { instanceOf: LockFileError, message: /^not valid YAML: .*quote at line 3/ });
+  // the line form's own errors stay as they were
+  t.throws(() => parseLockFile('app-data downstream tag:v1 extra\n'), { instanceOf: LockFileError, message: /^line 1: expected/ });
+});
+
 test('restore decisions follow the docker-volume-manager rules', async (t) => {
   const empty = join(dir, 'empty');
   const full = join(dir, 'full');
