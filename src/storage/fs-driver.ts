@@ -54,8 +54,8 @@ import {
 const HASH_CACHE_SIZE = 256;
 
 /**
- * Reads of a blob being served. Bigger chunks (2 and 4 MiB) measured no faster over loopback,
- * and each download holds about two of them.
+ * Chunks of a `read` stream (re-hashing on verify, reading a config). Blobs sent to clients go
+ * through `openReader` into the sender's own buffers (src/http/send-blob.ts).
  */
 const READ_CHUNK_BYTES = 1024 * 1024;
 
