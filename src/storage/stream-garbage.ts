@@ -12,8 +12,8 @@ import { runInNewContext } from 'node:vm';
  * of finished chunks sat resident during a 1 GiB upload. A minor collection (a scavenge: it
  * visits only live young objects, well under a millisecond here) after every RELIEF_BYTES
  * streamed keeps that near RELIEF_BYTES whatever the blob size: a 1 GiB upload peaked at
- * 141-148 MB instead of 163-176, at the same rate (README.md, "Benchmark"). Downloads make no such
- * garbage: they reuse two buffers (src/http/send-blob.ts).
+ * 141-148 MB instead of 163-176, at the same rate (README.md, "Benchmark"). Downloads make no
+ * such garbage: they reuse two buffers (src/http/send-blob.ts).
  *
  * A smaller young generation for the whole thread would free them as soon, but slowed manifest
  * and HEAD requests by 5-20%; this costs only the streams that make the garbage.
@@ -42,23 +42,23 @@ export class GarbageRelief {
 }
 
 /**
- * V8's collector, when it can be had: `--expose-gc` set at run time takes effect for contexts
- * created afterwards, so a fresh context hands out `gc` without a command-line flag. Null if
- * this runtime refuses (the relief then does nothing).
+ * V8's minor collection, when it can be had: `--expose-gc` set at run time takes effect for
+ * contexts created afterwards, so a fresh context hands out `gc` without a command-line flag.
+ * Null if this runtime refuses (the relief then does nothing).
  */
-export function v8Collector(type: 'minor' | 'major'): Collect | null {
+export function minorCollector(): Collect | null {
   try {
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as unknown;
     if (typeof gc !== 'function') return null;
-    return () => (gc as (options: { type: string }) => void)({ type });
+    return () => (gc as (options: { type: 'minor' }) => void)({ type: 'minor' });
   } catch {
     return null;
   }
 }
 
 /** The process-wide relief for blob streams (all of them run on the main thread). */
-export const streamGarbage = new GarbageRelief(RELIEF_BYTES, v8Collector('minor'));
+export const streamGarbage = new GarbageRelief(RELIEF_BYTES, minorCollector());
 
 /** `source` as is, its chunks counted towards the relief as they pass. */
 export function withGarbageRelief(source: Readable, relief: GarbageRelief = streamGarbage): Readable {
