@@ -23,7 +23,7 @@ export interface DecompressOptions {
  * to 19 use without --long (level 19's; the default level uses 2 MiB), and there a block's copy
  * is about what decoding and hashing its 128 KiB cost.
  */
-export const DEFAULT_MAX_ZSTD_WINDOW = 8 * 1024 * 1024;
+const DEFAULT_MAX_ZSTD_WINDOW = 8 * 1024 * 1024;
 // fzstd decodes all of one push before it returns, so the input is cut where zstd blocks end
 // (zstd-blocks.ts): what one push announces it decodes to stays about this bound (plus one block),
 // and it is yielded, so the reader's backpressure holds, before the next push.
