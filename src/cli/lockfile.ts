@@ -1,7 +1,8 @@
-import { open, readFile, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { isTag } from '../domain/names.ts';
+import { replaceFile } from '../storage/fs-ops.ts';
 import { userEntries } from './archive/staging.ts';
 
 /**
@@ -148,16 +149,7 @@ export async function updateTagsFile(volumesRoot: string, updates: ReadonlyMap<s
   const map = await readTagsFile(volumesRoot);
   for (const [v, t] of updates) map.set(v, t);
   const text = [...map].map(([v, t]) => `${v} ${t}\n`).join('');
-  const tmp = join(volumesRoot, `.${TAGS_FILE}.${process.pid}.tmp`);
-  // durable before it replaces the old file: a crash leaves the old lines or the new, never none
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, join(volumesRoot, TAGS_FILE));
+  await replaceFile(join(volumesRoot, TAGS_FILE), join(volumesRoot, `.${TAGS_FILE}.${process.pid}.tmp`), text);
 }
 
 export type RestoreDecision =

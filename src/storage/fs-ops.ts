@@ -1,4 +1,4 @@
-import { link, open, opendir, unlink, utimes } from 'node:fs/promises';
+import { link, open, opendir, rename, unlink, utimes } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /** Filesystem steps the blob store builds on: durable directory entries, missing-file tolerance. */
@@ -10,6 +10,22 @@ export async function fsyncDir(path: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Replaces `path` with `data` so that a crash leaves the old contents or the new, never none
+ * and never part: written to `tmp` (beside it) and synced, renamed over it, the rename synced.
+ */
+export async function replaceFile(path: string, tmp: string, data: string | Uint8Array): Promise<void> {
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await fsyncDir(dirname(path));
 }
 
 /** After `mkdir -p dir` created `created` and below, makes each new entry durable. */

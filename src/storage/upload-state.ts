@@ -1,8 +1,8 @@
-import { open, readFile, rename } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { isSupportedAlgorithm, type DigestAlgorithm } from '../domain/digest.ts';
 import { VolregError } from '../domain/errors.ts';
-import { fsyncDir, isMissing } from './fs-ops.ts';
-import { uploadDir, uploadStatePath, uploadStateTempPath } from './paths.ts';
+import { isMissing, replaceFile } from './fs-ops.ts';
+import { uploadStatePath, uploadStateTempPath } from './paths.ts';
 
 /** An upload session's `state.json`: its digest algorithm and the offset of its last completed append. */
 export interface SessionState {
@@ -61,14 +61,5 @@ export async function writeSessionState(root: string, id: string, state: Session
     }
     return;
   }
-  const tmp = uploadStateTempPath(root, id);
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(record);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, uploadStatePath(root, id));
-  await fsyncDir(uploadDir(root, id));
+  await replaceFile(uploadStatePath(root, id), uploadStateTempPath(root, id), record);
 }
