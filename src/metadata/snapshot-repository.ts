@@ -99,17 +99,35 @@ export class SnapshotRepository {
 
   /** Records the snapshot a tag now holds (replacing what the tag held before). */
   async upsert(info: SnapshotInfo): Promise<void> {
-    const doc = toDoc(info, randomUUID());
-    assertValid('volume-snapshot', doc, 'UNKNOWN');
-    const { _id, ...fields } = doc;
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.coll.updateOne({ repo_id: doc.repo_id, tag: doc.tag }, { $set: fields, $setOnInsert: { _id } }, { upsert: true });
+        await this.write(info, {});
         return;
       } catch (err) {
         if (!isDuplicateKey(err) || attempt >= 1) throw err; // two first pushes raced: the retry updates
       }
     }
+  }
+
+  /**
+   * Records a snapshot described from its manifest (a tag that moved past the index) unless the
+   * tag's document already describes that manifest: the push that moved the tag may have
+   * written its fuller one (host, labels, unsafe entries) meanwhile, which must stay.
+   */
+  async replaceStale(info: SnapshotInfo): Promise<void> {
+    try {
+      await this.write(info, { manifest_digest: { $ne: info.manifestDigest } });
+    } catch (err) {
+      // the filter passed over the current document, so the upsert met it on the unique key
+      if (!isDuplicateKey(err)) throw err;
+    }
+  }
+
+  private async write(info: SnapshotInfo, condition: Filter<SnapshotDoc>): Promise<void> {
+    const doc = toDoc(info, randomUUID());
+    assertValid('volume-snapshot', doc, 'UNKNOWN');
+    const { _id, ...fields } = doc;
+    await this.coll.updateOne({ repo_id: doc.repo_id, tag: doc.tag, ...condition }, { $set: fields, $setOnInsert: { _id } }, { upsert: true });
   }
 
   async get(repo: string, tag: string): Promise<SnapshotInfo | null> {
@@ -136,18 +154,23 @@ export class SnapshotRepository {
     return { items: docs.map(toInfo), total };
   }
 
-  /** Every volume with its snapshot count, total layer bytes and latest snapshot, by name. */
-  async listVolumes(limit: number, offset: number): Promise<{ items: VolumeSummary[]; total: number }> {
-    const names = ((await this.coll.distinct('repo_id')) as string[]).sort();
-    const page = names.slice(offset, offset + limit);
-    const items: VolumeSummary[] = [];
-    for (const volume of page) {
-      const docs = await this.coll.find({ repo_id: volume }, { projection: { layer_size: 1 } }).toArray();
-      const latest = await this.coll.find({ repo_id: volume }).sort({ created: -1, tag: 1 }).limit(1).next();
-      if (!latest) continue; // deleted meanwhile
-      items.push({ volume: volume as RepositoryName, snapshots: docs.length, totalSize: docs.reduce((n, d) => n + d.layer_size, 0), latest: toInfo(latest) });
-    }
-    return { items, total: names.length };
+  /** The names of the volumes with snapshot documents, sorted. */
+  async volumeNames(): Promise<string[]> {
+    return ((await this.coll.distinct('repo_id')) as string[]).sort();
+  }
+
+  /** The manifest each snapshot document of a volume names, by tag. */
+  async indexedDigests(repo: string): Promise<Array<{ tag: string; manifestDigest: Digest }>> {
+    const docs = await this.coll.find({ repo_id: repo }, { projection: { _id: 0, tag: 1, manifest_digest: 1 } }).toArray();
+    return docs.map((d) => ({ tag: d.tag, manifestDigest: d.manifest_digest as Digest }));
+  }
+
+  /** A volume's snapshot count, total layer bytes and latest snapshot; null when it has none. */
+  async summary(repo: string): Promise<VolumeSummary | null> {
+    const docs = await this.coll.find({ repo_id: repo }, { projection: { layer_size: 1 } }).toArray();
+    const latest = await this.coll.find({ repo_id: repo }).sort({ created: -1, tag: 1 }).limit(1).next();
+    if (!latest) return null;
+    return { volume: repo as RepositoryName, snapshots: docs.length, totalSize: docs.reduce((n, d) => n + d.layer_size, 0), latest: toInfo(latest) };
   }
 
   /** Records a verification, if the tag still holds the manifest that was verified. */

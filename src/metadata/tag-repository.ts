@@ -101,6 +101,12 @@ export class TagRepository {
     return docs.map(toRecord);
   }
 
+  /** What each tag name's unit of one schema version points at, in a repository. */
+  async digestsByName(repo: string, schemaVersion: 1 | 2): Promise<Map<string, Digest>> {
+    const docs = await this.c.tags.find({ repo_id: repo, schema_version: schemaVersion }, { projection: { _id: 0, name: 1, manifest_digest: 1 } }).toArray();
+    return new Map(docs.map((d) => [d.name, d.manifest_digest as Digest]));
+  }
+
   /** The tag units of a repository that point at a manifest. */
   async findByManifest(repo: string, manifestDigest: Digest): Promise<TagRecord[]> {
     const docs = await this.c.tags.find({ repo_id: repo, manifest_digest: manifestDigest }, RECORD_FIELDS).toArray();
@@ -137,9 +143,15 @@ export class TagRepository {
     return { names: names.slice(0, page.n), more: names.length > page.n };
   }
 
-  /** Removes every unit of a tag name (both schema versions); returns what was removed. */
-  async deleteByName(repo: string, name: string): Promise<TagRecord[]> {
-    return this.remove(await this.findByName(repo, name));
+  /**
+   * Removes the units of a tag name (both schema versions; with `onlyAt`, those pointing at that
+   * manifest) and returns every unit of the name found. A unit a push moved between the read and
+   * the delete stays: it is that push's tag, and the delete counts as done before it.
+   */
+  async deleteByName(repo: string, name: string, opts: { onlyAt?: Digest } = {}): Promise<TagRecord[]> {
+    const found = await this.findByName(repo, name);
+    await this.remove(opts.onlyAt === undefined ? found : found.filter((t) => t.manifestDigest === opts.onlyAt));
+    return found;
   }
 
   /** Removes every tag unit of the repository pointing at a manifest; returns what was removed. */
@@ -147,16 +159,21 @@ export class TagRepository {
     return this.remove(await this.findByManifest(repo, manifestDigest));
   }
 
-  // The unit goes first (readers look tags up by repo_id), then its association; a crash in
-  // between leaves only an association to a missing unit, which garbage collection drops.
+  // Each unit only if it still points where it was read: one a push moved meanwhile is a newer
+  // tag, which a delete of the old one must not take with it. The unit goes first (readers look
+  // tags up by repo_id), then its association; a crash in between leaves only an association to
+  // a missing unit, which garbage collection drops.
   private async remove(tags: TagRecord[]): Promise<TagRecord[]> {
-    if (tags.length === 0) return [];
-    const ids = tags.map((t) => t.id);
-    await this.c.tags.deleteMany({ _id: { $in: ids } });
-    await this.repoContent.disassociate(tags[0]!.repository, UNIT_TYPES.tag, ids);
-    const v1 = tags.filter((t) => t.schemaVersion === 1).map((t) => t.name);
-    if (v1.length > 0) await this.removeV1Tags(tags[0]!.repository, v1);
-    return tags;
+    const removed: TagRecord[] = [];
+    for (const t of tags) {
+      const { deletedCount } = await this.c.tags.deleteOne({ _id: t.id, manifest_digest: t.manifestDigest });
+      if (deletedCount > 0) removed.push(t);
+    }
+    if (removed.length === 0) return [];
+    await this.repoContent.disassociate(removed[0]!.repository, UNIT_TYPES.tag, removed.map((t) => t.id));
+    const v1 = removed.filter((t) => t.schemaVersion === 1).map((t) => t.name);
+    if (v1.length > 0) await this.removeV1Tags(removed[0]!.repository, v1);
+    return removed;
   }
 
   /**

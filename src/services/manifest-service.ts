@@ -45,7 +45,7 @@ export interface BlobPresence {
 export interface TagWriter {
   upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind): Promise<TagWrite>;
   undo(write: TagWrite): Promise<void>;
-  deleteByName(repo: string, name: string): Promise<TagRecord[]>;
+  deleteByName(repo: string, name: string, opts?: { onlyAt?: Digest }): Promise<TagRecord[]>;
   deleteByManifest(repo: string, manifestDigest: Digest): Promise<TagRecord[]>;
   setV1ImageId(repo: string, tag: string, imageId: string): Promise<void>;
 }
@@ -196,18 +196,26 @@ export class ManifestService {
     return m;
   }
 
+  /** What each tag's schema 2 unit points at (tag-service.ts). */
+  tagDigests(repo: RepositoryName): Promise<Map<string, Digest>> {
+    return this.deps.tags.schema2Digests(repo);
+  }
+
   /**
    * By tag: removes that name's tag units (both schema versions). By digest: removes every tag
    * of the repository pointing at the manifest, then the manifest from the repository, then
    * any tag a push of the same manifest wrote in between (that push saw the manifest still
    * held; one tagging it later finds it gone and holds it again, see put).
+   *
+   * `onlyAt` (by tag) removes the tag only where it points at that manifest: the caller read
+   * the tag and reports what it held, so a push moving it meanwhile must keep its tag.
    */
-  async delete(repo: RepositoryName, reference: string): Promise<void> {
+  async delete(repo: RepositoryName, reference: string, opts: { onlyAt?: Digest } = {}): Promise<void> {
     const ref = parseLookupReference(reference);
     if (ref.kind === 'tag') {
-      const removed = await this.deps.tagWriter.deleteByName(repo, ref.tag);
-      if (removed.length === 0) throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown', { tag: ref.tag });
-      this.deps.logger?.info({ repository: repo, tag: ref.tag, units: removed.length }, 'tag deleted');
+      const found = await this.deps.tagWriter.deleteByName(repo, ref.tag, opts);
+      if (found.length === 0) throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown', { tag: ref.tag });
+      this.deps.logger?.info({ repository: repo, tag: ref.tag, units: found.length, ...opts }, 'tag deleted');
       return;
     }
     const m = await this.deps.manifests.findInRepo(repo, ref.digest);

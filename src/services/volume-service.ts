@@ -20,7 +20,13 @@ import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volume
  *   read:   the tag decides (manifest service); the snapshot document supplies indexed
  *           metadata, and an artifact pushed through /v2 without one is described from its
  *           manifest and config blob (and indexed on first read)
- *   delete: snapshot document -> tag; the manifest and blobs become garbage for GC.
+ *   delete: tag (only where it still holds the snapshot read) -> snapshot document; the
+ *           manifest and blobs become garbage for GC.
+ *
+ * The index is written after the tag, without a transaction, so it can lag behind it: two
+ * pushes to one tag may index in the other order than they tagged, a crash can fall between
+ * the two writes, and /v2 moves and deletes tags without touching it. Every reader compares a
+ * document with the tag and mends it (reconcile) before answering from it.
  */
 
 /** The parts of the blob service a volume needs. */
@@ -47,15 +53,22 @@ export interface LayerToSend {
 export interface VolumeManifests {
   put(repo: RepositoryName, reference: string, body: Buffer, contentType: string): Promise<{ digest: Digest }>;
   get(repo: RepositoryName, reference: string, accept: string[]): Promise<{ digest: Digest; mediaType: string; body: Buffer }>;
-  delete(repo: RepositoryName, reference: string): Promise<unknown>;
+  /** by tag, `onlyAt` removes it only where it points at that manifest */
+  delete(repo: RepositoryName, reference: string, opts?: { onlyAt?: Digest }): Promise<unknown>;
+  /** what each tag's schema 2 unit points at */
+  tagDigests(repo: RepositoryName): Promise<Map<string, Digest>>;
 }
 
 /** The snapshot index (src/metadata/snapshot-repository.ts). */
 export interface SnapshotIndex {
   upsert(info: SnapshotInfo): Promise<void>;
+  /** upsert, unless the tag's document already describes that manifest */
+  replaceStale(info: SnapshotInfo): Promise<void>;
   get(repo: string, tag: string): Promise<SnapshotInfo | null>;
   list(repo: string, q: SnapshotListQuery): Promise<{ items: SnapshotInfo[]; total: number }>;
-  listVolumes(limit: number, offset: number): Promise<{ items: VolumeSummary[]; total: number }>;
+  volumeNames(): Promise<string[]>;
+  indexedDigests(repo: string): Promise<Array<{ tag: string; manifestDigest: Digest }>>;
+  summary(repo: string): Promise<VolumeSummary | null>;
   recordVerify(repo: string, tag: string, manifestDigest: Digest, result: VerifyResult): Promise<void>;
   delete(repo: string, tag: string, manifestDigest?: Digest): Promise<void>;
 }
@@ -154,34 +167,58 @@ export class VolumeService {
       source: 'api',
     };
     await this.snapshots.upsert(info);
+    // a push that tagged before this one but indexed after it would otherwise stay indexed
+    await this.get(repo, tag).catch((err: unknown) => {
+      if (!isVolregError(err) || err.code !== 'SNAPSHOT_UNKNOWN') throw err; // deleted meanwhile
+    });
     return info;
   }
 
   /**
-   * The snapshot a tag holds now. The tag (manifest service) is the truth; a snapshot document
-   * that does not match it is replaced by what the manifest and config say.
+   * The snapshot a tag holds now. The tag (manifest service) is the truth: a snapshot document
+   * that does not match it is replaced by what the manifest and config say, or removed when the
+   * tag is gone or holds something else.
    */
   async get(repo: RepositoryName, tag: Tag): Promise<SnapshotInfo> {
-    let manifest: { digest: Digest; body: Buffer };
+    let manifest: { digest: Digest; body: Buffer } | null;
     try {
       manifest = await this.manifests.get(repo, tag, [OCI_MANIFEST_MEDIA_TYPE]);
     } catch (err) {
-      if (isVolregError(err) && (err.code === 'MANIFEST_UNKNOWN' || err.code === 'NAME_UNKNOWN')) {
-        throw new VolregError('SNAPSHOT_UNKNOWN', 'no snapshot with this tag', { volume: repo, tag });
-      }
-      throw err;
+      if (!isVolregError(err) || (err.code !== 'MANIFEST_UNKNOWN' && err.code !== 'NAME_UNKNOWN')) throw err;
+      manifest = null;
     }
     const indexed = await this.snapshots.get(repo, tag);
-    if (indexed && indexed.manifestDigest === manifest.digest) return indexed;
-    const derived = await this.describe(repo, tag, manifest.digest, manifest.body);
-    await this.snapshots.upsert(derived);
-    return derived;
+    if (manifest && indexed?.manifestDigest === manifest.digest) return indexed;
+    const derived = manifest ? await this.describe(repo, tag, manifest.digest, manifest.body) : null;
+    if (derived) {
+      await this.snapshots.replaceStale(derived);
+      return derived;
+    }
+    if (indexed) await this.snapshots.delete(repo, tag, indexed.manifestDigest);
+    throw manifest
+      ? new VolregError('SNAPSHOT_UNKNOWN', 'the tag does not hold a volume snapshot', { volume: repo, tag })
+      : new VolregError('SNAPSHOT_UNKNOWN', 'no snapshot with this tag', { volume: repo, tag });
   }
 
-  /** Describes a volume artifact from its manifest and config blob (pushed through /v2). */
-  private async describe(repo: RepositoryName, tag: Tag, manifestDigest: Digest, body: Buffer): Promise<SnapshotInfo> {
+  /**
+   * Mends the documents of a volume that do not name what their tag holds (see the class
+   * comment); true when there were any.
+   */
+  private async reconcile(repo: RepositoryName, docs: ReadonlyArray<{ tag: string; manifestDigest: Digest }>): Promise<boolean> {
+    const current = await this.manifests.tagDigests(repo);
+    const stale = docs.filter((d) => current.get(d.tag) !== d.manifestDigest);
+    for (const d of stale) {
+      await this.get(repo, d.tag as Tag).catch((err: unknown) => {
+        if (!isVolregError(err) || err.code !== 'SNAPSHOT_UNKNOWN') throw err;
+      });
+    }
+    return stale.length > 0;
+  }
+
+  /** Describes a volume artifact from its manifest and config blob (pushed through /v2); null: not one. */
+  private async describe(repo: RepositoryName, tag: Tag, manifestDigest: Digest, body: Buffer): Promise<SnapshotInfo | null> {
     const view = readSnapshotManifest(body);
-    if (!view) throw new VolregError('SNAPSHOT_UNKNOWN', 'the tag does not hold a volume snapshot', { volume: repo, tag });
+    if (!view) return null;
     let config = null;
     try {
       const bytes = await readSmall((await this.blobs.open(repo, view.configDigest)).stream, CONFIG_READ_LIMIT);
@@ -207,23 +244,23 @@ export class VolumeService {
     };
   }
 
-  /** A volume's snapshots, newest first; entries whose tag moved or vanished (through /v2) are left out. */
+  /** A volume's snapshots, newest first (documents that lag behind their tag are mended first). */
   async list(repo: RepositoryName, q: SnapshotListQuery): Promise<{ items: SnapshotInfo[]; total: number }> {
     const page = await this.snapshots.list(repo, q);
-    const items: SnapshotInfo[] = [];
-    for (const s of page.items) {
-      const current = await this.manifests.get(repo, s.tag, [OCI_MANIFEST_MEDIA_TYPE]).catch((err: unknown) => {
-        if (isVolregError(err)) return null;
-        throw err;
-      });
-      if (current?.digest === s.manifestDigest) items.push(s);
-      else await this.snapshots.delete(repo, s.tag, s.manifestDigest);
-    }
-    return { items, total: page.total - (page.items.length - items.length) };
+    if (!(await this.reconcile(repo, page.items))) return page;
+    return this.snapshots.list(repo, q);
   }
 
+  /** Volumes by name, each with its snapshot count, total layer bytes and latest snapshot. */
   async listVolumes(limit: number, offset: number): Promise<{ items: VolumeSummary[]; total: number }> {
-    return this.snapshots.listVolumes(limit, offset);
+    const names = await this.snapshots.volumeNames();
+    const items: VolumeSummary[] = [];
+    for (const volume of names.slice(offset, offset + limit)) {
+      await this.reconcile(volume as RepositoryName, await this.snapshots.indexedDigests(volume));
+      const summary = await this.snapshots.summary(volume);
+      if (summary) items.push(summary); // none left: its last tag went away (through /v2)
+    }
+    return { items, total: names.length };
   }
 
   fileName(info: SnapshotInfo): string {
@@ -294,11 +331,22 @@ export class VolumeService {
     return { ...info, lastVerify: result };
   }
 
-  /** Removes the tag (and its snapshot document). The layer stays while another tag uses it. */
+  /**
+   * Removes the tag (and its snapshot document), and says which snapshot it held. A push moving
+   * the tag meanwhile keeps it: this delete then took effect just before that push. The layer
+   * stays while another tag uses it.
+   */
   async delete(repo: RepositoryName, tag: Tag): Promise<SnapshotInfo> {
     const info = await this.get(repo, tag); // 404 SNAPSHOT_UNKNOWN unless the tag holds a snapshot
-    await this.snapshots.delete(repo, tag);
-    await this.manifests.delete(repo, tag);
+    try {
+      await this.manifests.delete(repo, tag, { onlyAt: info.manifestDigest });
+    } catch (err) {
+      if (!isVolregError(err) || err.code !== 'MANIFEST_UNKNOWN') throw err;
+      // another delete took the tag meanwhile
+      await this.snapshots.delete(repo, tag, info.manifestDigest);
+      throw new VolregError('SNAPSHOT_UNKNOWN', 'no snapshot with this tag', { volume: repo, tag });
+    }
+    await this.snapshots.delete(repo, tag, info.manifestDigest);
     return info;
   }
 }

@@ -120,6 +120,27 @@ test('curl -C - resumes an interrupted download to the identical file', async (t
   t.is(`sha256:${createHash('sha256').update(whole).digest('hex')}`, put.layer.digest);
 });
 
+test('the README resume recipes never mix two snapshots when the tag moves between attempts', async (t) => {
+  const dir = join(work, 'resume-moved');
+  await mkdir(dir);
+  const first = JSON.parse(await sh(`tar -C ${tree} -cf - . | curl -fsS -T - '${api('e2e/moved/tags/v1')}'`, dir)) as { layer: { digest: string; size: number } };
+  // noted before the first attempt, as the recipe says
+  const d = (await sh(`curl -fsS '${api('e2e/moved/tags/v1')}' | jq -r .layer.digest`, dir)).trim();
+  t.is(d, first.layer.digest);
+  await sh(`curl -fsS -r 0-99999 -o bytag.tar '${api('e2e/moved/tags/v1/content')}' && cp bytag.tar bydigest.tar`, dir);
+  // the tag moves to another snapshot
+  await sh(`tar -C ${tree} -czf - . | curl -fsS -o /dev/null -T - '${api('e2e/moved/tags/v1')}'`, dir);
+
+  // by tag with If-Range: the whole new snapshot comes back (200) and curl refuses to append it
+  const byTag = await shStatus(`curl -fsS -C - -H 'If-Range: "${d}"' -o bytag.tar '${api('e2e/moved/tags/v1/content')}'`, dir);
+  t.is(byTag.code, 33, byTag.stderr);
+  t.is((await readFile(join(dir, 'bytag.tar'))).length, 100000, 'nothing appended');
+
+  // by digest through /v2: the bytes the download started with
+  await sh(`curl -fsS -C - -o bydigest.tar '${server.url}/v2/e2e/moved/blobs/${d}' && echo "${d.slice('sha256:'.length)}  bydigest.tar" | sha256sum -c`, dir);
+  t.is((await readFile(join(dir, 'bydigest.tar'))).length, first.layer.size);
+});
+
 test('curl uploads that are truncated, not tars or of the wrong digest are refused and leave no tag', async (t) => {
   const dir = join(work, 'refused');
   await mkdir(dir);

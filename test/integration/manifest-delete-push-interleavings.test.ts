@@ -135,3 +135,26 @@ for (const before of ['absent', 'on another manifest'] as const) {
     await listedTagsAllPull(t, server.url, repo);
   });
 }
+
+test.serial('a manifest deleted by digest while a push moves one of its tags to another manifest: the moved tag stays', async (t) => {
+  const { server, c } = t.context;
+  const repo = repoName('delete-moved-tag');
+  const m = await pushedImage(server.url, repo, 'a');
+  t.is((await putManifest(server.url, repo, 'b', m)).status, 201);
+  const n = await pushedImage(server.url, repo, 'n');
+
+  const held = gate();
+  const service = manifestServiceWith(c, (real) => ({ tags: { findByManifest: heldAt(held, 'after', real.tags.findByManifest.bind(real.tags)) } }));
+  const deleting = service.delete(parseRepositoryName(repo), m.digest);
+  await held.reached; // the delete has read tags a and b, both on m
+  t.is((await putManifest(server.url, repo, 'a', n)).status, 201); // acknowledged: a -> n
+  held.open();
+  await deleting;
+
+  const a = await getManifest(server.url, repo, 'a', ACCEPT_ALL);
+  t.is(a.status, 200, 'the tag the push moved is not taken with the deleted manifest');
+  t.true(a.body.equals(n.bytes));
+  t.is((await getManifest(server.url, repo, 'b', ACCEPT_ALL)).status, 404);
+  t.is((await getManifest(server.url, repo, m.digest, ACCEPT_ALL)).status, 404);
+  t.deepEqual((await listedTagsAllPull(t, server.url, repo)).sort(), ['a', 'n']);
+});

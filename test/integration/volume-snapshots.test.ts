@@ -69,8 +69,15 @@ test('upsert keeps one document per tag; list is newest first with filters; veri
   await repo.recordVerify('vol/a', 't1', replaced.manifestDigest, { ok: true, at: '2024-04-01T00:00:00.000Z', problems: [] });
   t.deepEqual((await repo.get('vol/a', 't1'))!.lastVerify, { ok: true, at: '2024-04-01T00:00:00.000Z', problems: [] });
 
-  const volumes = await repo.listVolumes(10, 0);
-  const a = volumes.items.find((v) => v.volume === 'vol/a')!;
+  const names = await repo.volumeNames();
+  t.true(names.includes('vol/a') && names.includes('vol/b'));
+  t.deepEqual(names, [...names].sort());
+  t.deepEqual(
+    (await repo.indexedDigests('vol/a')).sort((x, y) => x.tag.localeCompare(y.tag)),
+    [{ tag: 't1', manifestDigest: replaced.manifestDigest }, { tag: 't2', manifestDigest: (await repo.get('vol/a', 't2'))!.manifestDigest }],
+  );
+  t.is(await repo.summary('vol/none'), null);
+  const a = (await repo.summary('vol/a'))!;
   t.is(a.snapshots, 2);
   t.is(a.totalSize, 200);
   t.is(String(a.latest.tag), 't1');
@@ -80,4 +87,25 @@ test('upsert keeps one document per tag; list is newest first with filters; veri
   await repo.delete('vol/a', 't2');
   await repo.delete('vol/a', 't2');
   t.is(await repo.get('vol/a', 't2'), null);
+});
+
+test('replaceStale replaces a document naming another manifest, inserts a missing one, and leaves a current one as it is', async (t) => {
+  const repo = new SnapshotRepository(mongo.db);
+  const full = snapshot('vol/s', 't', '2024-05-01T00:00:00.000Z', { host: 'pusher', unsafeEntries: 2 });
+  await repo.upsert(full);
+  // described from the manifest: same manifest, less known
+  await repo.replaceStale({ ...full, host: null, unsafeEntries: null, source: 'oci' });
+  const kept = (await repo.get('vol/s', 't'))!;
+  t.is(kept.host, 'pusher');
+  t.is(kept.unsafeEntries, 2);
+  t.is(kept.source, 'api');
+
+  const moved = snapshot('vol/s', 't', '2024-05-02T00:00:00.000Z', { host: null, source: 'oci' });
+  await repo.replaceStale(moved);
+  t.is((await repo.get('vol/s', 't'))!.manifestDigest, moved.manifestDigest);
+  t.is(await mongo.db.collection(SNAPSHOTS_COLLECTION).countDocuments({ repo_id: 'vol/s' }), 1);
+
+  const fresh = snapshot('vol/s', 'new', '2024-05-03T00:00:00.000Z');
+  await repo.replaceStale(fresh);
+  t.is((await repo.get('vol/s', 'new'))!.manifestDigest, fresh.manifestDigest);
 });
