@@ -1,6 +1,6 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -12,6 +12,8 @@ import { buildTar, describeTree, type HostileEntry } from '../helpers/tree.ts';
  * against a real server: links through links, names that are not UTF-8, sparse entries, targets
  * holding a user's `.volreg-*`, volumes whose repositories clash; and backing up what restore
  * can read back (backslashes), or failing cleanly when it can not (names that are not UTF-8).
+ * Pulls as a user who is not root (read-only directories, a switch-over that fails) run the CLI
+ * as nobody.
  */
 let server: TestServer;
 let work = '';
@@ -22,10 +24,19 @@ interface Run {
   stderr: string;
 }
 
-function volreg(args: string[], opts: { env?: Record<string, string> } = {}): Promise<Run> {
+/** nobody:nogroup, whom `volreg(..., { asNobody: true })` runs the CLI as (setpriv, so the test itself must be root) */
+const NOBODY = 65534;
+
+function volreg(args: string[], opts: { env?: Record<string, string>; asNobody?: boolean } = {}): Promise<Run> {
   return new Promise((resolve) => {
     const env = { ...process.env, VOLREG_URL: server.url, ...opts.env };
-    const child = execFile(process.execPath, [VOLREG_BIN, ...args], { env, cwd: work, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    const [cmd, ...argv] = [
+      ...(opts.asNobody ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups'] : []),
+      process.execPath,
+      VOLREG_BIN,
+      ...args,
+    ];
+    const child = execFile(cmd!, argv, { env, cwd: work, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
     child.stdin!.end();
@@ -78,6 +89,8 @@ async function arena(name: string): Promise<{ parent: string; target: string; ou
 test.before(async () => {
   server = await startTestServer({ label: 'e2e-cli-safety' });
   work = await mkdtemp(join(tmpdir(), 'volreg-cli-safety-'));
+  // nobody must be able to reach its targets in here (mkdtemp made it 0700)
+  await chmod(work, 0o711);
 });
 
 test.after.always(async () => {
@@ -157,6 +170,20 @@ test('links through links that stay inside, and dangling ones inside, are restor
   t.deepEqual(await describeTree(out), await describeTree(src));
   t.is(await readFile(join(out, 'via-self'), 'utf8'), 'x');
   t.is(await readlink(join(out, 'dangling')), 'not-there/yet');
+});
+
+test('a symlink whose target has a component longer than a name can be (300 bytes) is restored: it dangles inside', async (t) => {
+  const src = join(work, 'long-component');
+  await mkdir(src);
+  await symlink('y'.repeat(300), join(src, 'l'));
+  await symlink(`sub/${'z'.repeat(300)}/../../x`, join(src, 'via'));
+  const push = await volreg(['push', src, 'safety/long-component:v1']);
+  t.is(push.code, 0, push.stderr);
+  const out = join(work, 'long-component-out');
+  const pull = await volreg(['pull', 'safety/long-component:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  t.deepEqual(await describeTree(out), await describeTree(src));
+  t.is(await readlink(join(out, 'l')), 'y'.repeat(300));
 });
 
 test('--keep-outside-symlinks still creates links through links as they are', async (t) => {
@@ -431,6 +458,32 @@ test('a restore stopped during its second volume has recorded the first in the t
   t.deepEqual(await readdir(join(root, 'stopped-b')), [], 'the stopped volume is as it was');
 });
 
+test('a snapshot of two tars one after the other (stored through /v2) is exit 4 on pull, as GNU tar reads only the first; nothing is written', async (t) => {
+  const both = Buffer.concat([await buildTar([{ name: 'first.txt', body: 'first' }]), await buildTar([{ name: 'second.txt', body: 'second' }])]);
+  t.is(execFileSync('tar', ['-tf', '-'], { input: both, encoding: 'utf8' }), 'first.txt\n');
+  await storeRaw('safety/concatenated', 'v1', both);
+  const { target } = await arena('concatenated');
+  const pull = await volreg(['pull', 'safety/concatenated:v1', target]);
+  t.is(pull.code, 4, pull.stderr);
+  t.regex(pull.stderr, /^volreg pull: the snapshot is not a readable tar archive: data after the end-of-archive marker/);
+  t.deepEqual(await readdir(target), []);
+});
+
+test('pull refuses pax mtime, uid or gid records that are not valid (stored through /v2), writing nothing', async (t) => {
+  for (const [tag, pax, reason] of [
+    ['time', { mtime: 'yesterday' }, /pax record mtime=yesterday is not valid/],
+    ['owner', { uid: '12abc' }, /pax record uid=12abc is not valid/],
+  ] as const) {
+    await storeRaw('safety/bad-pax', tag, await buildTar([{ name: 'fine', body: 'f' }, { name: 'bad', body: 'b', pax }]));
+    const { target } = await arena(`bad-pax-${tag}`);
+    const pull = await volreg(['pull', `safety/bad-pax:${tag}`, target]);
+    t.is(pull.code, 4, `${tag}: ${pull.stderr}`);
+    t.regex(pull.stderr, /refusing archive entry "bad": it can not be restored exactly: /, tag);
+    t.regex(pull.stderr, reason, tag);
+    t.deepEqual(await readdir(target), [], tag);
+  }
+});
+
 test('a snapshot that is not a readable tar (stored through /v2, never inspected) is exit 4 on pull, and nothing is written', async (t) => {
   const good = await buildTar([{ name: 'a.txt', body: 'a'.repeat(5000) }, { name: 'b.txt', body: 'b' }]);
   const cases: Array<[string, Buffer]> = [
@@ -449,4 +502,142 @@ test('a snapshot that is not a readable tar (stored through /v2, never inspected
     t.regex(pull.stderr, /^volreg pull: the snapshot is not a readable tar archive: /, tag);
     t.deepEqual(await readdir(target).catch(() => []), [], `${tag}: nothing written`);
   }
+});
+
+// ---- 7. read-only directories and an all-or-nothing switch-over, as a user who is not root --------
+
+/** Setting owners and running the CLI as nobody need root (CI runs the suite as root). */
+const rootTest = process.getuid?.() === 0 ? test : test.skip;
+const OLD = new Date('2011-11-11T11:11:11Z');
+
+/** A directory for a pull as nobody: `files` written into it, then all of it given to nobody. */
+async function nobodysTarget(name: string, files: Record<string, string> = {}): Promise<string> {
+  const dir = join(work, name);
+  await mkdir(dir, { recursive: true });
+  for (const [rel, body] of Object.entries(files)) {
+    await mkdir(join(dir, rel, '..'), { recursive: true });
+    await writeFile(join(dir, rel), body);
+  }
+  execFileSync('chown', ['-R', `${NOBODY}:${NOBODY}`, dir]);
+  return dir;
+}
+
+/** Sets a tree's mtimes (deepest first) to OLD, so "as it was" and "as archived" compare them too. */
+async function ageTree(dir: string): Promise<void> {
+  for (const rel of (await readdir(dir, { recursive: true })).map(String).sort().reverse()) await utimes(join(dir, rel), OLD, OLD);
+}
+
+const readOnlyTrees: Array<{ title: string; make: (src: string) => Promise<void> }> = [
+  {
+    title: 'a top-level directory 555 holding files',
+    make: async (src) => {
+      await mkdir(join(src, 'ro/sub'), { recursive: true });
+      await writeFile(join(src, 'ro/file'), 'f');
+      await writeFile(join(src, 'ro/sub/g'), 'g');
+      await ageTree(src);
+      await chmod(join(src, 'ro/sub'), 0o555);
+      await chmod(join(src, 'ro'), 0o555);
+    },
+  },
+  {
+    title: "the root's own entry (./) 555",
+    make: async (src) => {
+      await mkdir(join(src, 'd'));
+      await writeFile(join(src, 'd/file'), 'f');
+      await ageTree(src);
+      await chmod(src, 0o555);
+    },
+  },
+  {
+    title: 'a nested directory 000 holding a file',
+    make: async (src) => {
+      await mkdir(join(src, 'a/locked'), { recursive: true });
+      await writeFile(join(src, 'a/locked/secret'), 's');
+      await ageTree(src);
+      await chmod(join(src, 'a/locked'), 0o000);
+    },
+  },
+];
+
+for (const [i, c] of readOnlyTrees.entries()) {
+  rootTest(`as non-root, pull --force restores ${c.title}, over old contents holding read-only directories`, async (t) => {
+    const src = join(work, `read-only-${i}`);
+    await mkdir(src);
+    await c.make(src);
+    await utimes(src, OLD, OLD);
+    const push = await volreg(['push', src, `safety/read-only:v${i}`]);
+    t.is(push.code, 0, push.stderr);
+
+    const target = await nobodysTarget(`read-only-${i}-target`, { 'old-ro/file': 'old', 'old/deep/file': 'old', plain: 'old' });
+    await chmod(join(target, 'old-ro'), 0o555);
+    await chmod(join(target, 'old/deep'), 0o000);
+    const pull = await volreg(['pull', '--force', `safety/read-only:v${i}`, target], { asNobody: true });
+    t.is(pull.code, 0, pull.stderr);
+    t.is(pull.stderr, '', 'no warning: the old contents were removed');
+    t.deepEqual(await describeTree(target), await describeTree(src), 'the archived tree, no old contents, no work directory');
+    const [got, want] = await Promise.all([lstat(target), lstat(src)]);
+    t.is(got.mode & 0o7777, want.mode & 0o7777, 'root mode');
+    t.is(got.mtimeMs, OLD.getTime(), 'root mtime');
+  });
+}
+
+rootTest('as non-root, a switch-over that fails halfway puts the old contents back as they were and reports its own error', async (t) => {
+  const src = join(work, 'switch-src');
+  await mkdir(src);
+  await writeFile(join(src, 'a'), 'new');
+  await writeFile(join(src, 'new'), 'new');
+  t.is((await volreg(['push', src, 'safety/switch:v1'])).code, 0);
+
+  // moved aside in name order: a, b (read-only: moved with u+w), then m, root's, which nobody can not move
+  const target = await nobodysTarget('switch-target', { a: 'old a', 'b/file': 'old b', z: 'old z' });
+  await mkdir(join(target, 'm'));
+  await writeFile(join(target, 'm/file'), 'root owns this');
+  await ageTree(target);
+  await chmod(join(target, 'b'), 0o555);
+  const before = await describeTree(target);
+  const pull = await volreg(['pull', '--force', 'safety/switch:v1', target], { asNobody: true });
+  t.is(pull.code, 1, pull.stderr);
+  t.regex(pull.stderr, /^volreg pull: EACCES: permission denied, rename '[^']*\/switch-target\/m' -> '[^']*\/\.volreg-[A-Za-z0-9]{6}\/old\/m'\n$/);
+  t.deepEqual(await describeTree(target), before, 'every entry back, with its mode and mtime; no work directory left');
+  t.is((await lstat(join(target, 'm'))).uid, 0);
+});
+
+rootTest('as non-root, old contents that can not be removed after a complete switch-over are kept in the work directory with a warning; the pull succeeds', async (t) => {
+  const src = join(work, 'unremovable-src');
+  await mkdir(src);
+  await writeFile(join(src, 'new'), 'new');
+  t.is((await volreg(['push', src, 'safety/unremovable:v1'])).code, 0);
+
+  // nobody can move u aside (its own), but not empty u/r (root's)
+  const target = await nobodysTarget('unremovable-target', { 'u/mine': 'mine' });
+  await mkdir(join(target, 'u/r'));
+  await writeFile(join(target, 'u/r/file'), 'root owns this');
+  const pull = await volreg(['pull', '--force', 'safety/unremovable:v1', target], { asNobody: true });
+  t.is(pull.code, 0, pull.stderr);
+  t.regex(pull.stderr, /^volreg pull: warning: kept [^\n]*\/unremovable-target\/\.volreg-[A-Za-z0-9]{6}\/old: old contents of the target that could not be removed \(EACCES: [^\n]*\); remove it by hand\n$/);
+  const names = await readdir(target);
+  const leftover = names.find((n) => n.startsWith('.volreg-'))!;
+  t.deepEqual(names.filter((n) => n !== leftover), ['new']);
+  t.deepEqual(await readdir(join(target, leftover)), ['old']);
+  t.is(await readFile(join(target, leftover, 'old/u/r/file'), 'utf8'), 'root owns this');
+  // such a leftover is volreg's own: it does not make the target "not empty", and a pull removes it
+  await rm(join(target, 'new'));
+  const again = await volreg(['pull', 'safety/unremovable:v1', target]);
+  t.is(again.code, 0, again.stderr);
+  t.deepEqual(await readdir(target), ['new']);
+});
+
+rootTest('an archive without a root entry (./) leaves the target directory its own mode and owner', async (t) => {
+  const src = join(work, 'no-root-src');
+  await mkdir(src);
+  await writeFile(join(src, 'file'), 'f');
+  await storeRaw('safety/no-root', 'v1', execFileSync('tar', ['-C', src, '-cf', '-', 'file']));
+  const target = await nobodysTarget('no-root-target');
+  await chmod(target, 0o700);
+  const pull = await volreg(['pull', 'safety/no-root:v1', target]);
+  t.is(pull.code, 0, pull.stderr);
+  const st = await lstat(target);
+  t.is(st.mode & 0o7777, 0o700);
+  t.deepEqual([st.uid, st.gid], [NOBODY, NOBODY]);
+  t.is(await readFile(join(target, 'file'), 'utf8'), 'f');
 });

@@ -1,5 +1,5 @@
-import { execFile } from 'node:child_process';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { execFile, execFileSync } from 'node:child_process';
+import { chmod, chown, lchown, lstat, lutimes, mkdir, mkdtemp, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -84,6 +84,112 @@ test('push - reads an archive from stdin; pull by manifest digest', async (t) =>
   const pull = await volreg(['pull', `cli/stdin@${pushed.manifestDigest}`, out]);
   t.is(pull.code, 0, pull.stderr);
   t.deepEqual(await describeTree(out), await describeTree(tree));
+});
+
+// ---- modes, mtimes and owners a ustar header can not hold ----------------------------------------
+
+interface Attributes {
+  mode: number;
+  uid: number;
+  gid: number;
+  /** whole seconds, or milliseconds when compared with { ms: true } */
+  mtime: number;
+}
+
+/** Every entry's (and the root's, as '') mode, owner and mtime, as lstat sees them. */
+async function attributesOf(root: string, opts: { ms?: boolean } = {}): Promise<Record<string, Attributes>> {
+  const out: Record<string, Attributes> = {};
+  for (const rel of ['', ...(await readdir(root, { recursive: true })).map(String).sort()]) {
+    const st = await lstat(join(root, rel));
+    out[rel] = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: opts.ms ? st.mtimeMs : Math.floor(st.mtimeMs / 1000) };
+  }
+  return out;
+}
+
+/** What GNU tar itself extracts from `archive` (as root: owners and modes kept). */
+function gnuTarExtract(archive: Buffer, into: string): void {
+  execFileSync('tar', ['--numeric-owner', '-xpf', '-', '-C', into], { input: archive, stdio: ['pipe', 'ignore', 'ignore'] });
+}
+
+const at = (iso: string): Date => new Date(iso);
+const asRoot = process.getuid?.() === 0;
+/** owners can only be set (and restored) by root; CI runs the suite as root */
+const rootTest = asRoot ? test : test.skip;
+
+rootTest('push keeps modes 000, mtimes before 1970 and after 2038, owners above 262143: pull and GNU tar restore them', async (t) => {
+  const src = join(work, 'attrs-src');
+  await mkdir(join(src, 'zero-dir'), { recursive: true });
+  await mkdir(join(src, 'dir-2040'));
+  await writeFile(join(src, 'zero-dir/f'), 'in a 000 directory');
+  await writeFile(join(src, 'dir-2040/f'), 'f');
+  for (const n of ['zero', 'y1901', 'y1960', 'y2039', 'y2106', 'big-owner', 'edge-owner']) await writeFile(join(src, n), n);
+  await symlink('zero', join(src, 'link-1901'));
+  await chmod(join(src, 'zero'), 0o000);
+  await chmod(join(src, 'zero-dir'), 0o000);
+  await utimes(join(src, 'y1901'), at('1901-12-14T00:00:00Z'), at('1901-12-14T00:00:00Z'));
+  await utimes(join(src, 'y1960'), at('1960-01-01T00:00:00.5Z'), at('1960-01-01T00:00:00.5Z'));
+  await utimes(join(src, 'y2039'), at('2039-06-01T00:00:00Z'), at('2039-06-01T00:00:00Z'));
+  await utimes(join(src, 'y2106'), at('2106-03-01T00:00:00Z'), at('2106-03-01T00:00:00Z'));
+  await chown(join(src, 'big-owner'), 3000000, 4000000);
+  await chown(join(src, 'edge-owner'), 262144, 262143);
+  await chown(join(src, 'dir-2040'), 3000000, 0);
+  await utimes(join(src, 'dir-2040'), at('2040-01-01T00:00:00Z'), at('2040-01-01T00:00:00Z'));
+  await lchown(join(src, 'link-1901'), 3000000, 3000000);
+  await lutimes(join(src, 'link-1901'), at('1901-12-14T00:00:00Z'), at('1901-12-14T00:00:00Z'));
+  // the root's own entry (./) too
+  await chown(src, 3000001, 3000002);
+  await chmod(src, 0o750);
+  await utimes(src, at('1950-05-05T05:05:05Z'), at('1950-05-05T05:05:05Z'));
+
+  const push = await volreg(['push', src, 'cli/attrs:v1', '--compression', 'none']);
+  t.is(push.code, 0, push.stderr);
+  const expected = await attributesOf(src);
+  const out = join(work, 'attrs-out');
+  const pull = await volreg(['pull', 'cli/attrs:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  t.deepEqual(await attributesOf(out), expected);
+
+  const archive = Buffer.from(await (await fetch(`${server.url}/api/v1/volumes/cli/attrs/tags/v1/content`)).arrayBuffer());
+  const listing = execFileSync('tar', ['--numeric-owner', '--full-time', '-tvf', '-'], { input: archive, encoding: 'utf8', stdio: ['pipe', 'pipe', 'ignore'] });
+  t.regex(listing, /^-rw-r--r-- 3000000\/4000000 .* big-owner$/m);
+  t.regex(listing, /^-rw-r--r-- 0\/0 .* 2106-03-01 00:00:00 y2106$/m);
+  const gnu = join(work, 'attrs-gnu');
+  await mkdir(gnu);
+  gnuTarExtract(archive, gnu);
+  t.deepEqual(await attributesOf(gnu), expected);
+});
+
+rootTest('pax mtime, uid and gid records (GNU tar --format=posix) are restored as GNU tar restores them', async (t) => {
+  const src = join(work, 'pax-src');
+  await mkdir(join(src, 'old-dir'), { recursive: true });
+  await writeFile(join(src, 'big-owner'), 'b');
+  await writeFile(join(src, 'old-dir/f'), 'f');
+  await writeFile(join(src, 'future'), 'x');
+  await symlink('big-owner', join(src, 'link'));
+  // every mtime set (GNU tar keeps nanoseconds, a restore through Node microseconds)
+  await utimes(join(src, 'old-dir/f'), at('2001-02-03T04:05:06Z'), at('2001-02-03T04:05:06Z'));
+  await chown(join(src, 'big-owner'), 3000000, 3000001);
+  await utimes(join(src, 'big-owner'), at('1960-01-01T00:00:00.5Z'), at('1960-01-01T00:00:00.5Z'));
+  await utimes(join(src, 'future'), at('2106-03-01T00:00:00Z'), at('2106-03-01T00:00:00Z'));
+  await lchown(join(src, 'link'), 3000004, 0);
+  await lutimes(join(src, 'link'), at('1955-01-01T00:00:00.25Z'), at('1955-01-01T00:00:00.25Z'));
+  await chown(join(src, 'old-dir'), 3000002, 3000002);
+  await utimes(join(src, 'old-dir'), at('1901-12-14T00:00:00Z'), at('1901-12-14T00:00:00Z'));
+  await chown(src, 3000003, 0);
+  await utimes(src, at('2050-01-01T00:00:00Z'), at('2050-01-01T00:00:00Z'));
+  const archive = execFileSync('tar', ['-C', src, '--format=posix', '-cf', '-', '.']);
+
+  const push = await volreg(['push', '-', 'cli/pax:v1'], { input: archive });
+  t.is(push.code, 0, push.stderr);
+  const out = join(work, 'pax-out');
+  const pull = await volreg(['pull', 'cli/pax:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  const gnu = join(work, 'pax-gnu');
+  await mkdir(gnu);
+  gnuTarExtract(archive, gnu);
+  const restored = await attributesOf(out, { ms: true });
+  t.deepEqual(restored, await attributesOf(gnu, { ms: true }));
+  t.deepEqual(restored, await attributesOf(src, { ms: true }));
 });
 
 test('pull refuses a non-empty target without --force and replaces it with --force', async (t) => {

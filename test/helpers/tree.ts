@@ -77,6 +77,8 @@ export interface HostileEntry {
   mode?: number;
   devmajor?: number;
   devminor?: number;
+  /** pax records written before the entry (tar-stream adds path and linkpath) */
+  pax?: Record<string, string>;
 }
 
 /** A tar built entry by entry with tar-stream (so it can say anything a hostile tar says). */
@@ -89,7 +91,7 @@ export async function buildTar(entries: HostileEntry[]): Promise<Buffer> {
   for (const e of entries) {
     await new Promise<void>((resolve, reject) =>
       p.entry(
-        { name: e.name, type: e.type ?? 'file', linkname: e.linkname, mode: e.mode ?? (e.type === 'directory' ? 0o755 : 0o644), devmajor: e.devmajor, devminor: e.devminor },
+        { name: e.name, type: e.type ?? 'file', linkname: e.linkname, mode: e.mode ?? (e.type === 'directory' ? 0o755 : 0o644), devmajor: e.devmajor, devminor: e.devminor, pax: e.pax },
         e.body ?? '',
         (err) => (err ? reject(err) : resolve()),
       ),

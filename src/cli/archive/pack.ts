@@ -4,14 +4,16 @@ import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pack, type Header, type Pack } from 'tar-stream';
+import { headerAttributes } from '../../domain/volumes/entry-attributes.ts';
 import { holdsReplacementCharacter } from '../../domain/volumes/restorable-entry.ts';
 
 /**
  * Packs a directory into a tar stream, streaming file contents (nothing is held whole in
  * memory). The root itself is the first entry (`./`), so a restore gets its mode and mtime
- * back. Entry names are relative, sorted, directories end in `/`. Kept: modes, mtimes,
- * numeric owners, symlinks (as links), hard links (as `link` entries to the first path),
- * device files and fifos. Sockets cannot be archived and are skipped with a warning.
+ * back. Entry names are relative, sorted, directories end in `/`. Kept: modes, mtimes (whole
+ * seconds), numeric owners (as entry-attributes.ts writes them: pax records for what ustar can
+ * not hold), symlinks (as links), hard links (as `link` entries to the first path), device
+ * files and fifos. Sockets cannot be archived and are skipped with a warning.
  *
  * A name (or symlink target) that is not valid UTF-8 cannot be archived faithfully (tar-stream,
  * and the restore side, read names as UTF-8 and would turn each bad byte into U+FFFD, so
@@ -116,7 +118,7 @@ async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs:
 async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void> {
   const rootStat = await lstat(root);
   if (!rootStat.isDirectory()) throw new Error(`${root} is not a directory`);
-  await addEntry(p, { name: './', type: 'directory', mode: rootStat.mode & 0o7777, mtime: rootStat.mtime, uid: rootStat.uid, gid: rootStat.gid });
+  await addEntry(p, { name: './', type: 'directory', ...headerAttributes(rootStat) });
   const seenInodes = new Map<string, string>();
   const stack: Array<AsyncGenerator<Walked>> = [walk(root, '')];
   while (stack.length > 0) {
@@ -127,7 +129,7 @@ async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void>
     }
     const { rel, abs } = next.value;
     const st = await lstat(abs);
-    const base = { mode: st.mode & 0o7777, mtime: st.mtime, uid: st.uid, gid: st.gid };
+    const base = headerAttributes(st);
     if (st.isDirectory()) {
       await addEntry(p, { ...base, name: `${rel}/`, type: 'directory' });
       stack.push(walk(root, rel));

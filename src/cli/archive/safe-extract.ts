@@ -5,9 +5,11 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { extract, type Header } from 'tar-stream';
+import { entryAttributes, type EntryAttributes } from '../../domain/volumes/entry-attributes.ts';
 import { normalizeEntryName, symlinkStaysInside } from '../../domain/volumes/entry-safety.ts';
 import { unrestorableReason } from '../../domain/volumes/restorable-entry.ts';
 import { feedParser } from '../../domain/volumes/tar-feed.ts';
+import { TarFraming } from '../../domain/volumes/tar-framing.ts';
 
 /**
  * Extracts a tar stream into a directory without ever writing outside it:
@@ -28,12 +30,17 @@ import { feedParser } from '../../domain/volumes/tar-feed.ts';
  *   the server's rule on push too, for archives stored before it or through /v2): a name or link
  *   target holding U+FFFD (tar-stream's stand-in for bytes that are not UTF-8, so `caf\xe9` and
  *   `caf\xe8` would both become `caf\uFFFD`), GNU sparse files (`tar -S`: a type tar-stream
- *   does not know, or `GNU.sparse.*` pax records), and any other entry type it does not know.
+ *   does not know, or `GNU.sparse.*` pax records), and any other entry type it does not know;
+ * - the archive ends at its end-of-archive marker, as GNU tar reads it: anything but zero
+ *   padding after it (a second archive appended) makes it not a readable tar (the server's
+ *   framing rule, tar-framing.ts), rather than more entries.
  *
  * Any refusal aborts the whole extraction (UnsafeArchiveError): callers extract into a fresh
  * staging directory and throw it away on failure, so a refused archive leaves nothing behind.
- * Modes and mtimes are restored (directories last, deepest first, so read-only directories
- * can still be filled); owners when running as root.
+ * Modes, mtimes and (when running as root) owners are restored as entry-attributes.ts reads
+ * them, pax records included. Directories get theirs last, deepest first, so read-only ones
+ * can still be filled: extractTar does that at the end, extractTree leaves every directory
+ * writable and returns their attributes, for a caller that moves the tree into place first.
  */
 export interface ExtractOptions {
   allowDevices?: boolean;
@@ -122,9 +129,10 @@ export class UnsafeArchiveError extends Error {
 const run = promisify(execFile);
 const FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
-interface Pending {
-  abs: string;
-  header: Header;
+/** A directory's attributes, to apply once the tree is in place; `rel` '' is the root. */
+export interface DirectoryAttributes {
+  rel: string;
+  attributes: EntryAttributes;
 }
 
 export interface ExtractResult {
@@ -133,25 +141,51 @@ export interface ExtractResult {
   bytes: number;
 }
 
+export interface ExtractedTree extends ExtractResult {
+  /** deepest first, the root (when the archive has an entry for it) last */
+  directories: DirectoryAttributes[];
+}
+
+/** null when nothing is there; a name too long for the filesystem can not be there either. */
 async function lstatOrNull(path: string): Promise<Awaited<ReturnType<typeof lstat>> | null> {
   try {
     return await lstat(path);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENAMETOOLONG') return null;
     throw err;
   }
 }
 
-export async function extractTar(tar: Readable, target: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
+function ownersPreserved(opts: { preserveOwner?: boolean }): boolean {
+  return opts.preserveOwner ?? process.getuid?.() === 0;
+}
+
+/** An mtime in seconds as the fs functions take it: Node turns a negative number into "now". */
+function fsTime(seconds: number): number | Date {
+  return seconds >= 0 ? seconds : new Date(seconds * 1000);
+}
+
+/** The tar's bytes, checked against its block framing on their way to the parser. */
+async function* framed(tar: AsyncIterable<Buffer>, framing: TarFraming): AsyncGenerator<Buffer> {
+  for await (const chunk of tar) {
+    framing.write(chunk);
+    yield chunk;
+  }
+  framing.finish();
+}
+
+/** Extracts `tar` into `target` (a staging directory) with every directory left writable; see extractTar. */
+export async function extractTree(tar: Readable, target: string, opts: ExtractOptions = {}): Promise<ExtractedTree> {
   const root = await realpath(target);
   const rootStat = await lstat(root);
   if (!rootStat.isDirectory()) throw new Error(`${target} is not a directory`);
-  const preserveOwner = opts.preserveOwner ?? process.getuid?.() === 0;
+  const preserveOwner = ownersPreserved(opts);
   const verifiedDirs = new Set<string>(['']);
   const writtenFiles = new Set<string>();
   const createdSymlinks = new Set<string>();
-  const dirs: Pending[] = [];
-  let rootHeader: Header | null = null;
+  const directories: DirectoryAttributes[] = [];
+  let rootAttributes: EntryAttributes | null = null;
   const result: ExtractResult = { entries: 0, files: 0, bytes: 0 };
 
   /** Makes sure every parent of `rel` is a real directory inside root, creating missing ones. */
@@ -178,11 +212,11 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
     await unlink(abs);
   }
 
-  async function setOwner(abs: string, h: Header): Promise<void> {
-    if (preserveOwner && Number.isInteger(h.uid) && Number.isInteger(h.gid)) await lchown(abs, h.uid, h.gid);
+  async function setOwner(abs: string, a: EntryAttributes): Promise<void> {
+    if (preserveOwner && Number.isInteger(a.uid) && Number.isInteger(a.gid)) await lchown(abs, a.uid, a.gid);
   }
 
-  async function writeFile(abs: string, rel: string, h: Header, body: AsyncIterable<Buffer>): Promise<void> {
+  async function writeFile(abs: string, rel: string, h: Header, a: EntryAttributes, body: AsyncIterable<Buffer>): Promise<void> {
     await clearPath(abs, h.name);
     const handle = await open(abs, FILE_FLAGS, 0o600);
     try {
@@ -191,9 +225,9 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
         result.bytes += chunk.length;
         opts.onFileBytes?.(chunk.length);
       }
-      if (preserveOwner) await handle.chown(h.uid, h.gid);
-      await handle.chmod(h.mode & 0o7777);
-      await handle.utimes(h.mtime, h.mtime);
+      if (preserveOwner) await handle.chown(a.uid, a.gid);
+      await handle.chmod(a.mode);
+      await handle.utimes(fsTime(a.mtime), fsTime(a.mtime));
     } finally {
       await handle.close();
     }
@@ -208,9 +242,10 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
     if (unrestorable !== null) throw new UnsafeArchiveError(h.name, `it can not be restored exactly: ${unrestorable}`);
     const rel = normalizeEntryName(h.name);
     if (rel === null) throw new UnsafeArchiveError(h.name, 'absolute path or ".." in name');
+    const a = entryAttributes(h);
     if (rel === '') {
       if (h.type !== 'directory') throw new UnsafeArchiveError(h.name, 'only a directory may name the root');
-      rootHeader = h;
+      rootAttributes = a;
       return;
     }
     await ensureParents(rel, h.name);
@@ -218,14 +253,14 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
     switch (h.type) {
       case 'file':
       case 'contiguous-file':
-        await writeFile(abs, rel, h, entry);
+        await writeFile(abs, rel, h, a, entry);
         return;
       case 'directory': {
         const st = await lstatOrNull(abs);
         if (st !== null && !st.isDirectory()) await clearPath(abs, h.name);
         if (st === null || !st.isDirectory()) await mkdir(abs, { mode: 0o700 });
         verifiedDirs.add(rel);
-        dirs.push({ abs, header: h });
+        directories.push({ rel, attributes: a });
         return;
       }
       case 'symlink': {
@@ -235,8 +270,8 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
         await clearPath(abs, h.name);
         await symlink(h.linkname!, abs);
         createdSymlinks.add(rel);
-        if (preserveOwner) await lchown(abs, h.uid, h.gid);
-        await lutimes(abs, h.mtime, h.mtime);
+        await setOwner(abs, a);
+        await lutimes(abs, fsTime(a.mtime), fsTime(a.mtime));
         return;
       }
       case 'link': {
@@ -256,16 +291,16 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
         if (!opts.allowDevices) throw new UnsafeArchiveError(h.name, 'device files need --allow-devices');
         await clearPath(abs, h.name);
         const kind = h.type === 'character-device' ? 'c' : 'b';
-        await run('mknod', ['-m', (h.mode & 0o7777).toString(8), abs, kind, String(h.devmajor), String(h.devminor)]);
-        await setOwner(abs, h);
-        await utimes(abs, h.mtime, h.mtime);
+        await run('mknod', ['-m', a.mode.toString(8), abs, kind, String(h.devmajor), String(h.devminor)]);
+        await setOwner(abs, a);
+        await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
         return;
       }
       case 'fifo': {
         await clearPath(abs, h.name);
-        await run('mkfifo', ['-m', (h.mode & 0o7777).toString(8), abs]);
-        await setOwner(abs, h);
-        await utimes(abs, h.mtime, h.mtime);
+        await run('mkfifo', ['-m', a.mode.toString(8), abs]);
+        await setOwner(abs, a);
+        await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
         return;
       }
       default:
@@ -275,7 +310,8 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
   }
 
   const parser = extract();
-  const feeding = feedParser(tar, parser);
+  const framing = new TarFraming();
+  const feeding = feedParser(framed(tar, framing), parser);
   feeding.catch(() => undefined);
   try {
     for await (const entry of parser) {
@@ -285,6 +321,8 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
       for await (const chunk of entry as AsyncIterable<Buffer>) void chunk;
     }
     await feeding;
+    // as the server checks it: the parser and the framing must have seen the same entries
+    if (framing.entries !== result.entries) throw new Error('tar structure is inconsistent');
   } catch (err) {
     parser.destroy();
     await feeding.catch(() => undefined);
@@ -308,20 +346,31 @@ export async function extractTar(tar: Readable, target: string, opts: ExtractOpt
     }
   }
 
-  // Directories last, deepest first: their mtimes would move while filling them, and a
-  // read-only mode would have stopped us writing into them.
-  dirs.sort((a, b) => b.abs.length - a.abs.length);
-  for (const d of dirs) {
-    await setOwner(d.abs, d.header);
-    await chmod(d.abs, d.header.mode & 0o7777);
-    await utimes(d.abs, d.header.mtime, d.header.mtime);
+  // deepest first (a path is longer than its parent's), the root last
+  directories.sort((x, y) => y.rel.length - x.rel.length);
+  const rootEntry: EntryAttributes | null = rootAttributes;
+  if (rootEntry !== null) directories.push({ rel: '', attributes: rootEntry });
+  return { ...result, directories };
+}
+
+/**
+ * Gives the directories of an extracted tree, now under `root`, their owners, modes and mtimes,
+ * in the order given (deepest first): filling or moving them would have changed their mtimes,
+ * and a read-only mode would have stopped it.
+ */
+export async function applyDirectoryAttributes(root: string, directories: readonly DirectoryAttributes[], opts: { preserveOwner?: boolean } = {}): Promise<void> {
+  const preserveOwner = ownersPreserved(opts);
+  for (const { rel, attributes: a } of directories) {
+    const abs = rel === '' ? root : join(root, rel);
+    if (preserveOwner && Number.isInteger(a.uid) && Number.isInteger(a.gid)) await lchown(abs, a.uid, a.gid);
+    await chmod(abs, a.mode);
+    await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
   }
-  const rh: Header | null = rootHeader;
-  if (rh !== null) {
-    const h: Header = rh;
-    await setOwner(root, h);
-    await chmod(root, h.mode & 0o7777);
-    await utimes(root, h.mtime, h.mtime);
-  }
+}
+
+/** Extracts `tar` into `target`, directories' attributes applied at the end (see above). */
+export async function extractTar(tar: Readable, target: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
+  const { directories, ...result } = await extractTree(tar, target, opts);
+  await applyDirectoryAttributes(target, directories, opts);
   return result;
 }

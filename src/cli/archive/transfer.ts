@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, mkdtempSync, rmSync } from 'node:fs';
-import { chmod, chown, lstat, mkdir, readdir, rename, rm, rmdir, stat, utimes } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rm, rmdir, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import cliProgress from 'cli-progress';
 import { decompressedTar } from '../../domain/volumes/decompress.ts';
@@ -10,8 +10,9 @@ import type { Compression } from '../../domain/volumes/media-types.ts';
 import { blobPath, byteCounter, contentPath, parseSnapshotRef, type SnapshotJson, type VolregClient } from '../client.ts';
 import { compressor } from './compress.ts';
 import { packDirectory } from './pack.ts';
-import { CorruptArchiveError, extractTar, type ExtractOptions } from './safe-extract.ts';
+import { applyDirectoryAttributes, CorruptArchiveError, extractTree, type ExtractOptions } from './safe-extract.ts';
 import { STAGING_PREFIX, userEntries } from './staging.ts';
+import { removeTree, replaceContents } from './switch-over.ts';
 
 /**
  * Push and pull as the host agent does them, shared by push/pull and backup/restore:
@@ -20,7 +21,8 @@ import { STAGING_PREFIX, userEntries } from './staging.ts';
  *       checked against the one computed here;
  * pull: GET content -> temp file inside the target, hashed -> digest compared with the
  *       snapshot's -> only then extracted (safe-extract.ts) into a staging directory inside
- *       the target -> the target's old contents replaced by the staged ones.
+ *       the target -> the target's old contents replaced by the staged ones, all or nothing
+ *       (switch-over.ts) -> the old ones deleted -> directories' modes and mtimes applied.
  *
  * Staging inside the target (not beside it) keeps a Docker volume's mount point in place:
  * a mount point cannot be renamed, its contents can.
@@ -143,15 +145,37 @@ export interface PullOptions extends ExtractOptions {
   progress: Progress;
 }
 
-async function removeEntries(dir: string, keep: (name: string) => boolean): Promise<void> {
-  for (const n of await readdir(dir)) if (!keep(n)) await rm(join(dir, n), { recursive: true, force: true });
+/**
+ * Removes a pull's work directory; never throws (the pull's own result or error is what counts).
+ * The download and the staging go (the staging's directories are writable until the switch-over
+ * is done); the target's old contents (`old`) only once the switch-over is complete. What of
+ * them can not be removed, or was not put back after a failed switch-over, is kept, with a
+ * warning naming where.
+ */
+async function discardWork(work: string, switched: boolean, onWarning?: (message: string) => void): Promise<void> {
+  const old = join(work, 'old');
+  try {
+    await rm(join(work, 'download'), { force: true });
+    await rm(join(work, 'root'), { recursive: true, force: true });
+    try {
+      if (switched) await removeTree(old);
+      else await rmdir(old).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
+    } catch (err) {
+      onWarning?.(`kept ${old}: old contents of the target that could not be ${switched ? 'removed' : 'put back'} (${(err as Error).message}); remove it by hand`);
+      return;
+    }
+    await rm(work, { recursive: true, force: true });
+  } catch (err) {
+    onWarning?.(`could not remove ${work}: ${(err as Error).message}`);
+  }
 }
 
 /**
  * SIGINT/SIGTERM/SIGHUP during a pull: its work directory (download, staging) is removed and
- * the signal re-raised, so an interrupted pull leaves the target as it was. During the
- * switch-over (old contents out, staged contents in) the signal waits until it is done:
- * removing the staging then would lose the half not yet moved.
+ * the signal re-raised, so an interrupted pull leaves the target as it was. From the
+ * switch-over on (old contents aside, staged contents in, old ones removed, directories' modes
+ * applied) the signal waits until the pull is done: removing the work directory then would lose
+ * the half not yet moved.
  */
 interface ActivePull {
   work: string | null;
@@ -231,6 +255,12 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     throw err;
   }
   interrupts.work = work;
+  let switched = false;
+  let discarded = false;
+  const discard = async (): Promise<void> => {
+    if (!discarded) await discardWork(work, switched, opts.onWarning);
+    discarded = true;
+  };
   try {
     const file = join(work, 'download');
     opts.progress.start(expected.size, `pulling ${ref}`);
@@ -249,23 +279,22 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
       // an empty body or a compression volreg does not decode: the archive's fault, not the pull's
       throw isVolregError(err) && err.code === 'ARCHIVE_INVALID' ? new CorruptArchiveError(err) : err;
     });
-    const result = await extractTar(tar, staging, opts);
+    // directories stay writable (for the moves, and for removing the staging after a failure)
+    const tree = await extractTree(tar, staging, opts);
     await rm(file, { force: true });
 
-    // The one switch-over: old contents out, staged contents in, root mode and mtime applied.
+    // The one switch-over, all or nothing: a failure puts the old contents back.
     interrupts.switching = true;
-    // the archive's root mode and mtime, read before moving the entries out changes the latter
-    const rootStat = await lstat(staging);
-    await removeEntries(dir, (n) => join(dir, n) === work);
-    for (const n of await readdir(staging)) await rename(join(staging, n), join(dir, n));
-    await rmdir(staging);
-    await rm(work, { recursive: true, force: true });
-    if (opts.preserveOwner ?? process.getuid?.() === 0) await chown(dir, rootStat.uid, rootStat.gid);
-    await chmod(dir, rootStat.mode & 0o7777);
-    await utimes(dir, rootStat.atime, rootStat.mtime);
-    return { digest: got.digest, size: got.size, entries: result.entries, snapshot };
+    await replaceContents(dir, staging, join(work, 'old'), { keep: basename(work), onWarning: opts.onWarning });
+    // The new contents are in place: nothing from here on undoes the pull.
+    switched = true;
+    await discard();
+    // Last, after every change to the tree (each move or removal changes a parent's mtime): the
+    // directories' owners, modes and mtimes, the target's own only when the archive has a root entry.
+    await applyDirectoryAttributes(dir, tree.directories, opts);
+    return { digest: got.digest, size: got.size, entries: tree.entries, snapshot };
   } finally {
-    await rm(work, { recursive: true, force: true });
+    await discard();
     unwatchInterrupts(interrupts);
   }
 }

@@ -1,3 +1,5 @@
+import { invalidAttributeRecords } from './entry-attributes.ts';
+
 /**
  * Tar entries a restore can not reproduce exactly, shared by the server (which refuses an
  * archive holding one when it is pushed, so a backup fails when it is taken rather than when it
@@ -10,6 +12,8 @@
  *   `GNUSparseFile.N/...` described by `GNU.sparse.*` pax records; restored, they would be
  *   missing or hold the wrong bytes.
  * - Any entry type the parser does not know (GNU volume labels, multi-volume continuations, ...).
+ * - A pax `mtime`, `uid` or `gid` record that is not a valid value (entry-attributes.ts): the
+ *   ustar field beside it holds only a stand-in.
  */
 
 /** What the rule needs of a parsed tar header (tar-stream's Header fits). */
@@ -38,7 +42,7 @@ export function unrestorableReason(header: TarEntryHeader): string | null {
   if (header.type === null) {
     return 'its entry type is not supported (a sparse file from tar -S, or another GNU extension): re-create the archive without -S (nor -g: incremental archives are not supported either)';
   }
-  return null;
+  return invalidAttributeRecords(header);
 }
 
 /** The entry's name as a message can show it: bounded, control characters escaped. */

@@ -1,0 +1,116 @@
+/**
+ * How an entry's mode, mtime and owner go into a tar header and come out of one: the one place
+ * for it, used by the packer (push) and the extractor (pull), and for the validity of the pax
+ * records involved (restorable-entry.ts, which the server applies on push too).
+ *
+ * A ustar header can not hold every value: its mtime field is written by tar-stream as a 32-bit
+ * number of seconds (`(ms / 1000) | 0`), so anything before 1970 or after 2038-01-19 comes back
+ * wrong, and its uid/gid fields hold at most 0o777777 (tar-stream clamps to it). Such values go
+ * into pax records (`mtime`, `uid`, `gid`, POSIX.1-2001, read by GNU tar and by our extractor),
+ * with a stand-in in the ustar field for readers that ignore pax. Reading, a pax record wins over
+ * its ustar field, as in every pax reader; tar-stream parses the records but applies only
+ * path, linkpath and size itself.
+ */
+
+/** The attributes as restored: mode bits, mtime in seconds (may be fractional, negative), numeric owner. */
+export interface EntryAttributes {
+  mode: number;
+  mtime: number;
+  uid: number;
+  gid: number;
+}
+
+/** What packing a header needs of a file's stat. */
+export interface StatAttributes {
+  mode: number;
+  mtimeMs: number;
+  uid: number;
+  gid: number;
+}
+
+/** The header fields of an entry (tar-stream's pack fills in the rest). */
+export interface HeaderAttributes {
+  mode: number;
+  mtime: Date;
+  uid: number;
+  gid: number;
+  pax?: Record<string, string>;
+}
+
+/** What reading them needs of a parsed header (tar-stream's Header fits). */
+export interface ParsedAttributes {
+  mode: number;
+  mtime: Date;
+  uid: number;
+  gid: number;
+  pax?: unknown;
+}
+
+const MAX_USTAR_TIME = 2 ** 31 - 1;
+const MAX_USTAR_ID = 0o777777;
+/**
+ * The ustar uid/gid of an owner only pax can hold: nobody (65534, the kernel's overflow id for
+ * ids it can not map). Not root, which GNU tar writes: a reader ignoring pax would then hand a
+ * set-uid file to root.
+ */
+const STAND_IN_ID = 65534;
+/** Largest uid_t a file can have ((uid_t)-1 means "unchanged" to chown). */
+const MAX_ID = 2 ** 32 - 2;
+/** Seconds a JavaScript Date can hold, either side of 1970. */
+const MAX_TIME = 8.64e12;
+
+const PAX_TIME = /^-?\d+(\.\d+)?$/;
+const PAX_ID = /^\d+$/;
+
+/**
+ * The header attributes of a file with this stat. The mode keeps its file type bits: tar-stream
+ * replaces a mode of 0 by its default (0644/0755) but masks what it writes with 0o7777, so a
+ * `chmod 000` file keeps its 000 only when the type bits make the value non-zero.
+ */
+export function headerAttributes(st: StatAttributes): HeaderAttributes {
+  const mtime = Math.floor(st.mtimeMs / 1000);
+  const pax: Record<string, string> = {};
+  if (mtime < 0 || mtime > MAX_USTAR_TIME) pax.mtime = String(mtime);
+  if (st.uid > MAX_USTAR_ID) pax.uid = String(st.uid);
+  if (st.gid > MAX_USTAR_ID) pax.gid = String(st.gid);
+  return {
+    mode: st.mode,
+    mtime: new Date(Math.min(Math.max(mtime, 0), MAX_USTAR_TIME) * 1000),
+    uid: pax.uid === undefined ? st.uid : STAND_IN_ID,
+    gid: pax.gid === undefined ? st.gid : STAND_IN_ID,
+    ...(Object.keys(pax).length > 0 ? { pax } : {}),
+  };
+}
+
+function paxRecords(header: { pax?: unknown }): Record<string, unknown> {
+  return typeof header.pax === 'object' && header.pax !== null ? (header.pax as Record<string, unknown>) : {};
+}
+
+function validTime(value: unknown): value is string {
+  return typeof value === 'string' && PAX_TIME.test(value) && Math.abs(Number(value)) <= MAX_TIME;
+}
+
+function validId(value: unknown): value is string {
+  return typeof value === 'string' && PAX_ID.test(value) && Number(value) <= MAX_ID;
+}
+
+/** Why the entry's pax mtime/uid/gid records can not be applied (not a number a file can have), or null. */
+export function invalidAttributeRecords(header: { pax?: unknown }): string | null {
+  const pax = paxRecords(header);
+  const bad: string[] = [];
+  if ('mtime' in pax && !validTime(pax.mtime)) bad.push(`mtime=${String(pax.mtime).slice(0, 40)}`);
+  for (const key of ['uid', 'gid'] as const) if (key in pax && !validId(pax[key])) bad.push(`${key}=${String(pax[key]).slice(0, 40)}`);
+  if (bad.length === 0) return null;
+  return `its pax record${bad.length > 1 ? 's' : ''} ${bad.join(', ')} ${bad.length > 1 ? 'are' : 'is'} not valid (mtime: decimal seconds; uid, gid: 0 to ${MAX_ID})`;
+}
+
+/** The attributes an extraction restores: pax records over ustar fields. Records must have passed invalidAttributeRecords. */
+export function entryAttributes(header: ParsedAttributes): EntryAttributes {
+  const pax = paxRecords(header);
+  return {
+    mode: header.mode & 0o7777,
+    mtime: validTime(pax.mtime) ? Number(pax.mtime) : header.mtime.getTime() / 1000,
+    uid: validId(pax.uid) ? Number(pax.uid) : header.uid,
+    gid: validId(pax.gid) ? Number(pax.gid) : header.gid,
+  };
+}
