@@ -3,6 +3,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import type { Logger } from 'pino';
 import { VolregError } from './domain/errors.ts';
+import { clientIdle } from './http/client-idle.ts';
 import { errorMiddleware, type ErrorTranslation } from './http/error-middleware.ts';
 import { buildRouter, type HandlerMap, type RouterOptions } from './http/router.ts';
 
@@ -26,6 +27,8 @@ export interface AppDeps {
   authorize?: RouterOptions['authorize'];
   /** Handler for GET /metrics. */
   metrics?: (ctx: Koa.Context) => Promise<void>;
+  /** How long a connection may stand still while volreg waits on the client (client-idle.ts); none when absent. */
+  clientIdleSeconds?: number;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -61,6 +64,7 @@ export function createApp(deps: AppDeps): Koa {
       );
     }
   });
+  if (deps.clientIdleSeconds !== undefined) app.use(clientIdle(deps.clientIdleSeconds));
   app.use(errorMiddleware(deps.logger, deps.translateError));
   for (const mw of deps.middleware ?? []) app.use(mw);
 

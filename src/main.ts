@@ -172,7 +172,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 
   const metadata = opts.mongo ? { db: opts.mongo.db, close: async () => {} } : await openMetadata(config, logger);
   // Undone in reverse order by close(), or on a failed start.
-  const cleanup: Array<() => Promise<void>> = [metadata.close];
+  const cleanup: Array<() => Promise<void>> = [metadata.close, ...(auth ? [auth.close] : [])];
   const undo = async (): Promise<void> => {
     let failure: unknown;
     while (cleanup.length > 0) {
@@ -202,6 +202,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       middleware: [metrics.middleware, ...(auth ? [auth.authenticate] : [])],
       authorize: auth?.authorize,
       metrics: metrics.handler,
+      clientIdleSeconds: config.clientIdleSeconds,
     });
 
     const purge = startPurgeTimer(config, services, logger);

@@ -37,6 +37,8 @@ export interface Config {
   };
   /** how long SIGTERM waits for in-flight requests */
   shutdownGraceSeconds: number;
+  /** a connection on which nothing moves this long while the server waits on the client is closed */
+  clientIdleSeconds: number;
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -54,6 +56,7 @@ export const DEFAULTS = {
   purgeAfterSeconds: 24 * 60 * 60,
   purgeIntervalSeconds: 60 * 60,
   shutdownGraceSeconds: 30,
+  clientIdleSeconds: 120,
   gcIntervalSeconds: 0,
   gcGraceSeconds: 3600,
   gcDeleteUntagged: false,

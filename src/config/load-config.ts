@@ -29,6 +29,10 @@ export const VARIABLES = {
   VOLREG_GC_GRACE: { meaning: 'garbage collection keeps anything younger than this, seconds', default: String(DEFAULTS.gcGraceSeconds) },
   VOLREG_GC_DELETE_UNTAGGED: { meaning: 'garbage collection also removes untagged manifests: true or false', default: String(DEFAULTS.gcDeleteUntagged) },
   VOLREG_SHUTDOWN_GRACE: { meaning: 'how long SIGTERM waits for in-flight requests, seconds', default: String(DEFAULTS.shutdownGraceSeconds) },
+  VOLREG_CLIENT_IDLE_TIMEOUT: {
+    meaning: 'a connection is closed when nothing moves on it this long while volreg waits on the client (request body, reply), seconds',
+    default: String(DEFAULTS.clientIdleSeconds),
+  },
   VOLREG_CONFIG: { meaning: 'optional YAML or JSON file holding any of these variables (the environment wins)', default: undefined },
 } as const;
 
@@ -137,6 +141,11 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
   const shutdownGraceSeconds = check('VOLREG_SHUTDOWN_GRACE', DEFAULTS.shutdownGraceSeconds as number, (s) =>
     parseSeconds(s.value, 3600),
   );
+  const clientIdleSeconds = check('VOLREG_CLIENT_IDLE_TIMEOUT', DEFAULTS.clientIdleSeconds as number, (s) => {
+    const n = parseSeconds(s.value, 24 * 3600);
+    if (n < 1) throw new Error(`${s.value.trim()} is too short: at least 1 second`);
+    return n;
+  });
 
   if (problems.length > 0) throw new ConfigError(problems);
   if (authFile !== undefined && tlsCert === undefined && !isLoopback(addr.host)) {
@@ -158,6 +167,7 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
       uploads: { purgeAfterSeconds, purgeIntervalSeconds },
       gc: { intervalSeconds: gcIntervalSeconds, graceSeconds: gcGraceSeconds, deleteUntagged: gcDeleteUntagged },
       shutdownGraceSeconds,
+      clientIdleSeconds,
     },
     warnings,
   };

@@ -1,10 +1,10 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import bcrypt from 'bcryptjs';
 import type { Context, Middleware } from 'koa';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config/load-config.ts';
 import { VolregError } from '../domain/errors.ts';
+import { OffThreadPasswords } from '../workers/off-thread-passwords.ts';
 import type { RouteAccess } from './router.ts';
 
 /**
@@ -59,25 +59,34 @@ export async function loadHtpasswd(path: string): Promise<Users> {
 export interface BasicAuth {
   authenticate: Middleware;
   authorize: (ctx: Context, access: RouteAccess) => Promise<void>;
+  /** stops the password-checking thread */
+  close: () => Promise<void>;
 }
 
 function challenge(message: string): VolregError {
   return new VolregError('UNAUTHORIZED', message, undefined, { 'WWW-Authenticate': `Basic realm="${REALM}"` });
 }
 
-export function basicAuth(users: Users, logger: Logger): BasicAuth {
-  // bcrypt is slow on purpose (tens of ms); a chunked push sends many requests with the same
-  // credentials, so successful checks are remembered, keyed by a keyed hash of user:password.
+export function basicAuth(users: Users, logger: Logger, passwords = new OffThreadPasswords()): BasicAuth {
+  // bcrypt is slow on purpose (tens of ms), and runs on its own thread (off-thread-passwords.ts);
+  // a chunked push sends many requests with the same credentials, so successful checks are
+  // remembered, keyed by a keyed hash of user:password.
   const key = randomBytes(32);
   const verified = new Map<string, string>();
   const fingerprint = (user: string, password: string): string => createHmac('sha256', key).update(`${user}\0${password}`).digest('hex');
+  // an unknown user is checked against a real user's hash too, so the time of a refusal does
+  // not tell which user names exist
+  const decoy = users.values().next().value as string;
 
   async function check(user: string, password: string): Promise<boolean> {
     const hash = users.get(user);
-    if (hash === undefined) return false;
+    if (hash === undefined) {
+      await passwords.compare(password, decoy);
+      return false;
+    }
     const fp = fingerprint(user, password);
     if (verified.get(fp) === hash) return true;
-    if (!(await bcrypt.compare(password, hash))) return false;
+    if (!(await passwords.compare(password, hash))) return false;
     if (verified.size >= CACHE_LIMIT) verified.delete(verified.keys().next().value as string);
     verified.set(fp, hash);
     return true;
@@ -106,5 +115,5 @@ export function basicAuth(users: Users, logger: Logger): BasicAuth {
     if (!ctx.state.user) throw challenge('authentication required');
   };
 
-  return { authenticate, authorize };
+  return { authenticate, authorize, close: () => passwords.close() };
 }

@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Context } from 'koa';
 import type { BlobReader } from '../storage/blob-store.ts';
+import { awaitClient } from './client-idle.ts';
 
 /**
  * Sends a blob as the response body through two buffers of its own that take turns: one is
@@ -13,7 +14,9 @@ import type { BlobReader } from '../storage/blob-store.ts';
  * The status and headers are set on `ctx` beforehand. A failure before the first byte is thrown
  * as usual (the error reply is still possible); after it, the connection is cut, so the client
  * sees a short body, never a complete-looking wrong one, and the failure is thrown for the log.
- * A client that goes away ends the sending quietly. The reader is always closed.
+ * A client that goes away (or whose connection fails under a write) ends the sending quietly;
+ * one that stops taking bytes is cut off by the idle timeout (client-idle.ts). The reader is
+ * always closed.
  */
 const SEND_CHUNK_BYTES = 1024 * 1024;
 
@@ -25,44 +28,48 @@ export async function sendBlob(ctx: Context, reader: BlobReader): Promise<void> 
     ctx.respond = false;
     started = true;
   };
+  // a client that stops taking the bytes would hold the two buffers for ever; once the reply
+  // has finished, Node puts the connection on its keep-alive timeout instead
+  awaitClient(ctx);
   try {
     if (ctx.method === 'HEAD') return; // Koa sends the headers alone
     const size = Math.min(SEND_CHUNK_BYTES, reader.length);
     const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)] as const;
-    const writes: [Promise<true> | null, Promise<true> | null] = [null, null];
+    const writes: [Promise<boolean> | null, Promise<boolean> | null] = [null, null];
     const gone = closedEarly(res);
+    const taken = async (turn: 0 | 1): Promise<boolean> => {
+      const w = writes[turn];
+      if (w === null || (await Promise.race([w, gone]))) return true;
+      res.destroy(); // the client went away, or its connection failed under a write
+      return false;
+    };
     let sent = 0;
-    for (let turn = 0; sent < reader.length; turn ^= 1) {
-      if (writes[turn] && !(await Promise.race([writes[turn], gone]))) return;
+    for (let turn: 0 | 1 = 0; sent < reader.length; turn = turn === 0 ? 1 : 0) {
+      if (!(await taken(turn))) return;
       const n = await reader.readInto(buffers[turn]);
       if (n === 0) throw new Error(`blob ended ${reader.length - sent} bytes early`);
       if (!started) start();
       writes[turn] = written(res, buffers[turn].subarray(0, n));
       sent += n;
     }
-    for (const w of writes) if (w && !(await Promise.race([w, gone]))) return;
+    if (!(await taken(0)) || !(await taken(1))) return;
     if (!started) start(); // an empty body
     res.end();
   } catch (err) {
+    // only reading the blob throws here: the client's side ends in taken()
     if (!started) throw err;
-    const clientWent = res.destroyed; // a write failed because the connection is gone
     res.destroy();
-    if (!clientWent) throw err;
+    throw err;
   } finally {
     await reader.close();
   }
 }
 
-/**
- * Resolves true once the socket took `chunk`; rejects if the write failed. A write still
- * pending when the client went away fails later, unawaited: that is not unhandled.
- */
-function written(res: ServerResponse, chunk: Buffer): Promise<true> {
-  const write = new Promise<true>((resolve, reject) => {
-    res.write(chunk, (err) => (err ? reject(err) : resolve(true)));
+/** Resolves true once the socket took `chunk`, false if the write failed (the connection is gone). */
+function written(res: ServerResponse, chunk: Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    res.write(chunk, (err) => resolve(!err));
   });
-  write.catch(() => undefined);
-  return write;
 }
 
 /** Resolves false when the response closes before it was finished (the client went away). */

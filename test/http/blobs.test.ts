@@ -95,6 +95,20 @@ test('several ranges, or another unit, get the whole blob', async (t) => {
   }
 });
 
+test('If-Range: the range applies only to exactly this strong entity tag; a weak one, *, another tag or a date get the whole blob', async (t) => {
+  const { url } = t.context.server;
+  const digest = await pushBlob(url, 'range/repo', RANGE_BLOB);
+  const get = (ifRange: string) => raw(url, 'GET', `/v2/range/repo/blobs/${digest}`, { headers: { Range: 'bytes=0-9', 'If-Range': ifRange } });
+  const hit = await get(`"${digest}"`);
+  t.is(hit.status, 206);
+  t.true(hit.body.equals(RANGE_BLOB.subarray(0, 10)));
+  for (const other of [`W/"${digest}"`, '*', `"${sha256('other')}"`, 'Tue, 15 Nov 1994 08:12:31 GMT', `"${digest}", "x"`]) {
+    const res = await get(other);
+    t.is(res.status, 200, other);
+    t.true(res.body.equals(RANGE_BLOB), other);
+  }
+});
+
 test('any range of an empty blob is 416; the empty blob itself is served', async (t) => {
   const { url } = t.context.server;
   const digest = await pushBlob(url, 'range/empty', Buffer.alloc(0));

@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { ConfigError } from '../../src/config/load-config.ts';
-import { loadHtpasswd } from '../../src/http/auth.ts';
+import { basicAuth, loadHtpasswd } from '../../src/http/auth.ts';
+import { isVolregError } from '../../src/domain/errors.ts';
+import { OffThreadPasswords } from '../../src/workers/off-thread-passwords.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -26,6 +28,8 @@ function basic(user: string, password: string): string {
 test.before(async () => {
   execFileSync('htpasswd', ['-B', '-C', '5', '-b', '-c', htpasswdFile, 'alice', 'wonder land'], { stdio: 'ignore' });
   execFileSync('htpasswd', ['-B', '-C', '5', '-b', htpasswdFile, 'bob', 'p:ss:word'], { stdio: 'ignore' });
+  // a costly hash (hundreds of ms per check), as a careful operator would choose
+  execFileSync('htpasswd', ['-B', '-C', '12', '-b', htpasswdFile, 'carol', 'slow to check'], { stdio: 'ignore' });
   const logger = pino(
     { level: 'info' },
     new Writable({
@@ -109,4 +113,48 @@ test('an htpasswd file with non-bcrypt entries is refused with the line number',
   await t.throwsAsync(loadHtpasswd(junk), { message: /line 1: not a user:hash entry/ });
   // the real server refuses to start on it
   await t.throwsAsync(startTestServer({ label: 'auth_bad', env: { VOLREG_AUTH_FILE: md5 } }), { instanceOf: ConfigError });
+});
+
+test('wrong passwords checked against a costly hash do not hold up other requests', async (t) => {
+  // alice has been checked once: her next requests are answered from the success cache
+  t.is((await fetch(`${server.url}/v2/`, { headers: { authorization: basic('alice', 'wonder land') } })).status, 200);
+  const order: string[] = [];
+  const wrong = Array.from({ length: 6 }, (_, i) =>
+    fetch(`${server.url}/v2/`, { headers: { authorization: basic('carol', `guess ${i}`) } }).then((r) => {
+      order.push('refused');
+      t.is(r.status, 401);
+    }),
+  );
+  await new Promise((r) => setTimeout(r, 50)); // the checks are under way
+  const health = await fetch(`${server.url}/healthz`);
+  order.push('healthz');
+  t.is(health.status, 200);
+  const cached = await fetch(`${server.url}/v2/`, { headers: { authorization: basic('alice', 'wonder land') } });
+  order.push('alice');
+  t.is(cached.status, 200);
+  await Promise.all(wrong);
+  t.deepEqual(order.slice(0, 2), ['healthz', 'alice'], order.join(' '));
+  const right = await fetch(`${server.url}/v2/`, { headers: { authorization: basic('carol', 'slow to check') } });
+  t.is(right.status, 200);
+});
+
+test('an unknown user is checked against a real hash as well (a refusal takes as long), and the checks waiting are bounded (429)', async (t) => {
+  const compared: string[] = [];
+  const users = await loadHtpasswd(htpasswdFile);
+  const passwords = { compare: async (_password: string, hash: string) => (compared.push(hash), false), close: async () => {} } as unknown as OffThreadPasswords;
+  const auth = basicAuth(users, pino({ level: 'silent' }), passwords);
+  const ctx = { path: '/v2/', state: {}, get: () => basic('mallory', 'x') } as never;
+  await t.throwsAsync(auth.authenticate(ctx, async () => {}) as Promise<unknown>);
+  t.deepEqual(compared, [users.get('alice')], 'one comparison, against a real hash');
+
+  const real = new OffThreadPasswords(2);
+  try {
+    const carol = users.get('carol')!;
+    const checks = [real.compare('slow to check', carol), real.compare('wrong', carol)];
+    const refused = await real.compare('third', carol).catch((err: unknown) => err);
+    t.true(isVolregError(refused) && refused.code === 'TOOMANYREQUESTS' && refused.status === 429, String(refused));
+    t.deepEqual(await Promise.all(checks), [true, false]);
+  } finally {
+    await real.close();
+  }
 });

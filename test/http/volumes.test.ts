@@ -19,6 +19,9 @@ let zstBytes = Buffer.alloc(0);
 let sparseGnu = Buffer.alloc(0);
 let sparsePax = Buffer.alloc(0);
 let latin1Names = Buffer.alloc(0);
+// pax records a restore could not apply (entry-attributes.ts)
+let badPaxTime: Buffer = Buffer.alloc(0);
+let badPaxOwner: Buffer = Buffer.alloc(0);
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const url = (p: string): string => `${server.url}${p}`;
@@ -58,6 +61,8 @@ test.before(async () => {
   // "café" and "cafè" in Latin-1: two files whose names are not UTF-8
   for (const last of [0xe9, 0xe8]) await writeFile(Buffer.concat([Buffer.from(`${latin1}/caf`), Buffer.from([last])]), String(last));
   latin1Names = execFileSync('tar', ['-C', latin1, '-cf', '-', '.']);
+  badPaxTime = await buildTar([{ name: 'fine', body: 'f' }, { name: 'bad-time', body: 'x', pax: { mtime: 'yesterday' } }]);
+  badPaxOwner = await buildTar([{ name: 'bad-owner', body: 'x', pax: { uid: '-5', gid: '1e3' } }]);
 });
 
 test.after.always(async () => {
@@ -161,6 +166,13 @@ test('content: exact bytes and headers; Range, If-None-Match, If-Range, HEAD; co
   const goodIfRange = await fetch(url(path), { headers: { Range: 'bytes=0-9', 'If-Range': `"${digest}"` } });
   t.is(goodIfRange.status, 206);
   t.is((await goodIfRange.arrayBuffer()).byteLength, 10);
+  for (const notStrong of [`W/"${digest}"`, '*']) {
+    const res = await fetch(url(path), { headers: { Range: 'bytes=0-9', 'If-Range': notStrong } });
+    t.is(res.status, 200, `If-Range ${notStrong} takes the strong comparison`);
+    t.is((await res.arrayBuffer()).byteLength, gzBytes.length);
+  }
+  const weakNoneMatch = await fetch(url(path), { headers: { 'If-None-Match': `W/"${digest}"` } });
+  t.is(weakNoneMatch.status, 304, 'If-None-Match takes the weak comparison');
 
   const head = await fetch(url(path), { method: 'HEAD', headers: { Range: 'bytes=0-99' } });
   t.is(head.status, 206);
@@ -190,6 +202,8 @@ const refusals: Array<{ title: string; body: () => Buffer; query?: string; heade
   { title: 'a GNU sparse file (tar -S)', body: () => sparseGnu, code: 'ARCHIVE_INVALID', message: /holes\.img.*entry type is not supported/ },
   { title: 'a sparse file in pax format (tar --format=posix -S)', body: () => sparsePax, code: 'ARCHIVE_INVALID', message: /sparse files \(tar -S\) are not supported/ },
   { title: 'names that are not UTF-8 (two would become one file on restore)', body: () => latin1Names, code: 'ARCHIVE_INVALID', message: /caf\uFFFD.*not valid UTF-8/ },
+  { title: 'a pax mtime record that is not a number', body: () => badPaxTime, code: 'ARCHIVE_INVALID', message: /"bad-time".*pax record mtime=yesterday is not valid/ },
+  { title: 'pax uid and gid records that are not owners', body: () => badPaxOwner, code: 'ARCHIVE_INVALID', message: /"bad-owner".*pax records uid=-5, gid=1e3 are not valid/ },
   { title: 'wrong ?digest=', body: () => gzBytes, query: `?digest=sha256:${'0'.repeat(64)}`, code: 'DIGEST_INVALID' },
   { title: 'wrong Digest header', body: () => gzBytes, headers: { Digest: `sha-256=${Buffer.alloc(32, 1).toString('base64')}` }, code: 'DIGEST_INVALID' },
 ];
@@ -284,9 +298,14 @@ test('listing: newest first, filtered by host and time, paginated; volumes with 
   const page2 = await fetch(url(`/api/v1/volumes/${name}/tags?limit=2&offset=2`));
   t.is(page2.headers.get('link'), null);
   t.deepEqual(((await page2.json()) as { snapshots: Array<{ tag: string }> }).snapshots.map((s) => s.tag), ['t2', 't1']);
-  const bad = await fetch(url(`/api/v1/volumes/${name}/tags?limit=abc`));
-  t.is(bad.status, 400);
-  await bad.arrayBuffer();
+  for (const query of ['limit=abc', 'limit=0', 'limit=1001', 'offset=-1']) {
+    const bad = await fetch(url(`/api/v1/volumes/${name}/tags?${query}`));
+    t.is(bad.status, 400, query);
+    t.is(await errorCode(bad), 'PAGINATION_NUMBER_INVALID', query);
+    const badVolumes = await fetch(url(`/api/v1/volumes?${query}`));
+    t.is(badVolumes.status, 400, query);
+    await badVolumes.arrayBuffer();
+  }
 
   const volumes = (await (await fetch(url('/api/v1/volumes'))).json()) as { volumes: Array<{ volume: string; snapshots: number; totalSize: number; latest: { tag: string } }> };
   const row = volumes.volumes.find((v) => v.volume === name)!;

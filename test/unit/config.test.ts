@@ -54,6 +54,7 @@ test('every variable is read', (t) => {
       VOLREG_UPLOAD_PURGE_AFTER: '3600',
       VOLREG_UPLOAD_PURGE_INTERVAL: '0',
       VOLREG_SHUTDOWN_GRACE: '2.5',
+      VOLREG_CLIENT_IDLE_TIMEOUT: '45',
     },
     { cwd: dir },
   );
@@ -66,6 +67,7 @@ test('every variable is read', (t) => {
   t.deepEqual(config.limits, { manifestBytes: 1048576, jsonBodyBytes: 65536, minFreeBytes: 0 });
   t.deepEqual(config.uploads, { purgeAfterSeconds: 3600, purgeIntervalSeconds: 0 });
   t.is(config.shutdownGraceSeconds, 2.5);
+  t.is(config.clientIdleSeconds, 45);
 });
 
 const addrs: Array<[string, { host: string; port: number }]> = [
@@ -106,6 +108,8 @@ const bad: Array<[string, string, RegExp]> = [
   ['VOLREG_UPLOAD_PURGE_INTERVAL', '-5', /whole number of seconds/],
   ['VOLREG_SHUTDOWN_GRACE', 'soon', /number of seconds/],
   ['VOLREG_SHUTDOWN_GRACE', '7200', /between 0 and 3600/],
+  ['VOLREG_CLIENT_IDLE_TIMEOUT', '0', /at least 1 second/],
+  ['VOLREG_CLIENT_IDLE_TIMEOUT', 'never', /number of seconds/],
   ['VOLREG_DATA_DIR', 'htpasswd-as-dir', /not a directory/],
   ['VOLREG_CONFIG', 'missing.yaml', /cannot read/],
 ];

@@ -1,4 +1,5 @@
 import { sendBlob } from '../send-blob.ts';
+import { rangeToHonour } from '../conditional.ts';
 import type { Context } from 'koa';
 import { contentRange, parseChunkRange, uploadRange, type ByteRange } from '../../domain/byte-range.ts';
 import { isSupportedAlgorithm, parseDigest, type Digest, type DigestAlgorithm } from '../../domain/digest.ts';
@@ -34,7 +35,7 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
     blob: {
       GET: async (ctx, { params, repository }) => {
         const digest = parseDigest(params.digest ?? '');
-        const opened = await blobs.openToSend(repository, digest, { range: ctx.get('Range') || undefined });
+        const opened = await blobs.openToSend(repository, digest, { range: rangeToHonour(ctx.get('Range'), ctx.get('If-Range'), `"${digest}"`) });
         contentHeaders(ctx, digest);
         ctx.set('Accept-Ranges', 'bytes');
         ctx.type = 'application/octet-stream';

@@ -1,4 +1,5 @@
 import { sendBlob } from '../send-blob.ts';
+import { ifNoneMatchHits, rangeToHonour } from '../conditional.ts';
 import type { Context } from 'koa';
 import { contentRange, resolveRange, type ByteRange } from '../../domain/byte-range.ts';
 import { digestHex, parseDigest, parseRfc3230Digest, rfc3230Digest, type Digest } from '../../domain/digest.ts';
@@ -39,11 +40,11 @@ function queryOne(ctx: Context, key: string): string | undefined {
   return values[0];
 }
 
-function intParam(ctx: Context, key: string, def: number, max: number): number {
+function intParam(ctx: Context, key: string, def: number, min: number, max: number): number {
   const raw = queryOne(ctx, key);
   if (raw === undefined) return def;
-  if (!/^[0-9]{1,9}$/.test(raw) || Number(raw) > max) {
-    throw new VolregError('PAGINATION_NUMBER_INVALID', `${key} must be an integer from 0 to ${max}`, { [key]: raw.slice(0, 20) });
+  if (!/^[0-9]{1,9}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+    throw new VolregError('PAGINATION_NUMBER_INVALID', `${key} must be an integer from ${min} to ${max}`, { [key]: raw.slice(0, 20) });
   }
   return Number(raw);
 }
@@ -113,12 +114,6 @@ function volumeJson(v: VolumeSummary, fileName: (s: SnapshotInfo) => string): Re
   return { volume: v.volume, snapshots: v.snapshots, totalSize: v.totalSize, latest: snapshotJson(v.latest, fileName(v.latest)) };
 }
 
-/** Does an If-None-Match / If-Range entity tag list name this ETag? */
-function etagMatches(header: string, etag: string): boolean {
-  if (header.trim() === '*') return true;
-  return header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
-}
-
 export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
   const { volumes } = deps;
   const fileName = (s: SnapshotInfo): string => volumes.fileName(s);
@@ -135,14 +130,11 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
     ctx.set('Content-Disposition', `attachment; filename="${name}"`);
     ctx.set('Cache-Control', 'no-cache');
     const ifNoneMatch = ctx.get('If-None-Match');
-    if (ifNoneMatch !== '' && etagMatches(ifNoneMatch, etag)) {
+    if (ifNoneMatch !== '' && ifNoneMatchHits(ifNoneMatch, etag)) {
       ctx.status = 304;
       return;
     }
-    const rangeHeader = ctx.get('Range');
-    const ifRange = ctx.get('If-Range');
-    // If-Range with another validator (or a date, which we cannot match exactly): send it all
-    const wanted = rangeHeader !== '' && (ifRange === '' || etagMatches(ifRange, etag)) ? rangeHeader : undefined;
+    const wanted = rangeToHonour(ctx.get('Range'), ctx.get('If-Range'), etag);
     ctx.type = CONTENT_TYPES[info.compression];
     const reply = (range: ByteRange | null): void => {
       ctx.status = range ? 206 : 200;
@@ -162,16 +154,16 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
   return {
     volumes: {
       GET: async (ctx) => {
-        const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, MAX_LIMIT);
-        const offset = intParam(ctx, 'offset', 0, 1e9);
+        const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT);
+        const offset = intParam(ctx, 'offset', 0, 0, 1e9);
         const page = await volumes.listVolumes(limit, offset);
         ctx.body = { total: page.total, offset, limit, volumes: page.items.map((v) => volumeJson(v, fileName)) };
       },
     },
     volumeTags: {
       GET: async (ctx, req) => {
-        const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, MAX_LIMIT);
-        const offset = intParam(ctx, 'offset', 0, 1e9);
+        const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT);
+        const offset = intParam(ctx, 'offset', 0, 0, 1e9);
         const hostRaw = queryOne(ctx, 'host');
         const q = {
           host: hostRaw === undefined ? undefined : parseHost(hostRaw),

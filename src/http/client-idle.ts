@@ -1,0 +1,53 @@
+import type { Context, Middleware } from 'koa';
+
+/**
+ * A connection on which nothing moves for a while, when volreg waits on the client, is closed:
+ * a body that stopped arriving (it would hold its upload session, and its lock, for ever) or a
+ * reply the client stopped reading (it would hold its buffers for ever). Node destroys a socket
+ * whose timeout fires when no one handles it.
+ *
+ * Only while waiting on the client: never while volreg works on a request by itself (committing
+ * an upload, verifying a snapshot), which may take long without a byte moving.
+ */
+
+declare module 'koa' {
+  interface DefaultState {
+    /** set by clientIdle(): how long a connection may stand still while volreg waits on the client */
+    clientIdleMs?: number;
+  }
+}
+
+/**
+ * Arms the idle timeout of the request's connection; the returned function disarms it. A reply
+ * that has finished is left alone: Node then keeps the idle keep-alive connection on a timeout
+ * of its own, which disarming would clear.
+ */
+export function awaitClient(ctx: Context): () => void {
+  const ms = ctx.state.clientIdleMs;
+  const socket = ctx.req.socket;
+  if (ms === undefined || ctx.res.writableFinished) return () => undefined;
+  socket.setTimeout(ms);
+  return () => {
+    if (!ctx.res.writableFinished && !socket.destroyed) socket.setTimeout(0);
+  };
+}
+
+function hasBody(ctx: Context): boolean {
+  return ctx.req.headers['transfer-encoding'] !== undefined || Number(ctx.req.headers['content-length'] ?? 0) > 0;
+}
+
+/** Waits on the client for the request body (until it has all arrived) and for the reply to be taken. */
+export function clientIdle(seconds: number): Middleware {
+  const ms = Math.round(seconds * 1000);
+  return async (ctx, next) => {
+    ctx.state.clientIdleMs = ms;
+    if (hasBody(ctx) && !ctx.req.complete) {
+      const disarm = awaitClient(ctx);
+      ctx.req.once('end', disarm);
+    }
+    await next();
+    // the reply Koa writes after this (a JSON or manifest body) must be taken by the client too;
+    // a body streamed by the handler (sendBlob) armed the timeout itself
+    if (ctx.respond !== false) awaitClient(ctx);
+  };
+}
