@@ -101,10 +101,9 @@ export class TagRepository {
     return docs.map(toRecord);
   }
 
-  /** What each tag name's unit of one schema version points at, in a repository (of `names` only, when given). */
-  async digestsByName(repo: string, schemaVersion: 1 | 2, names?: readonly string[]): Promise<Map<string, Digest>> {
-    const filter = { repo_id: repo, schema_version: schemaVersion, ...(names ? { name: { $in: [...names] } } : {}) };
-    const docs = await this.c.tags.find(filter, { projection: { _id: 0, name: 1, manifest_digest: 1 } }).toArray();
+  /** What each tag name's unit of one schema version points at, in a repository. */
+  async digestsByName(repo: string, schemaVersion: 1 | 2): Promise<Map<string, Digest>> {
+    const docs = await this.c.tags.find({ repo_id: repo, schema_version: schemaVersion }, { projection: { _id: 0, name: 1, manifest_digest: 1 } }).toArray();
     return new Map(docs.map((d) => [d.name, d.manifest_digest as Digest]));
   }
 

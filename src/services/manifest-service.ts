@@ -196,9 +196,9 @@ export class ManifestService {
     return m;
   }
 
-  /** What each tag's (or each of `names`') schema 2 unit points at (tag-service.ts). */
-  tagDigests(repo: RepositoryName, names?: readonly string[]): Promise<Map<string, Digest>> {
-    return this.deps.tags.schema2Digests(repo, names);
+  /** What each tag's schema 2 unit points at (tag-service.ts). */
+  tagDigests(repo: RepositoryName): Promise<Map<string, Digest>> {
+    return this.deps.tags.schema2Digests(repo);
   }
 
   /**

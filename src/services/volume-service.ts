@@ -55,8 +55,8 @@ export interface VolumeManifests {
   get(repo: RepositoryName, reference: string, accept: string[]): Promise<{ digest: Digest; mediaType: string; body: Buffer }>;
   /** by tag, `onlyAt` removes it only where it points at that manifest */
   delete(repo: RepositoryName, reference: string, opts?: { onlyAt?: Digest }): Promise<unknown>;
-  /** what each tag's (or each of `names`') schema 2 unit points at */
-  tagDigests(repo: RepositoryName, names?: readonly string[]): Promise<Map<string, Digest>>;
+  /** what each tag's schema 2 unit points at */
+  tagDigests(repo: RepositoryName): Promise<Map<string, Digest>>;
 }
 
 /** The snapshot index (src/metadata/snapshot-repository.ts). */
@@ -205,8 +205,7 @@ export class VolumeService {
    * comment); true when there were any.
    */
   private async reconcile(repo: RepositoryName, docs: ReadonlyArray<{ tag: string; manifestDigest: Digest }>): Promise<boolean> {
-    if (docs.length === 0) return false;
-    const current = await this.manifests.tagDigests(repo, docs.map((d) => d.tag));
+    const current = await this.manifests.tagDigests(repo);
     const stale = docs.filter((d) => current.get(d.tag) !== d.manifestDigest);
     for (const d of stale) {
       await this.get(repo, d.tag as Tag).catch((err: unknown) => {
