@@ -252,7 +252,7 @@ export async function openMetadata(
   // on a thread of its own, loaded only when needed: a service on a real MongoDB never starts it
   const engine = config.mongodbUrl ? undefined : await (
         await import('./workers/engine-thread.ts')
-      ).startEngineThread({ dbPath, ...listenOn }, (msg, fields) => logger.debug({ ...fields, component: 'engine' }, msg));
+      ).startEngineThread({ dbPath, ...listenOn }, (msg, fields, level) => logger[level ?? 'debug']({ ...fields, component: 'engine' }, msg));
   if (engine) logger.info({ dbPath }, 'embedded mongodb engine started');
   const uri = config.mongodbUrl ?? (engine as { uri: string }).uri;
   const client = new MongoClient(uri, { serverSelectionTimeoutMS: 15_000 });

@@ -310,6 +310,10 @@ export class ManifestRepository {
    * them is not remembered or not held: the caller then looks closely.
    */
   async holdsAll(repo: string, unit: ManifestUnitRef, parsed: ParsedManifest): Promise<boolean> {
+    // The unit itself too: a push that reused a unit a collection was deleting associates it
+    // after the collection's last look, and that association would point at nothing.
+    const exists = this.exists(unit);
+    exists.catch(() => undefined);
     const wanted = [{ id: unit.id, type: unitType(unit.kind) }];
     for (const d of new Set(parsed.blobDigests)) {
       const known = this.known.blobs.get(d);
@@ -322,7 +326,13 @@ export class ManifestRepository {
       wanted.push({ id: known.id, type: unitType(known.kind) });
     }
     const held = await this.heldIds(repo, wanted);
-    return wanted.every((w) => held.has(w.id));
+    return wanted.every((w) => held.has(w.id)) && (await exists);
+  }
+
+  /** Is the unit's document still there (read from the database, not the cache)? */
+  async exists(unit: ManifestUnitRef): Promise<boolean> {
+    const coll = unit.kind === 'list' ? this.lists : this.images;
+    return (await coll.findOne({ _id: unit.id } as never, { projection: { _id: 1 } })) !== null;
   }
 
   private async heldIds(repo: string, units: Array<{ id: string; type: UnitTypeId }>): Promise<Set<string>> {

@@ -20,7 +20,7 @@ export interface EngineOptions {
   socketPath?: string;
   /** default true when dbPath is set: ack only after fsync */
   durable?: boolean;
-  log?: (msg: string, fields?: Record<string, unknown>) => void;
+  log?: LogFn;
   /** how often expired TTL documents are removed; default 60 s like mongod */
   ttlIntervalMs?: number;
   /** journal size that triggers a snapshot and a fresh journal; default 64 MiB */

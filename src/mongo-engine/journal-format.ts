@@ -12,12 +12,20 @@ import type { DdlOp } from './collection-store.ts';
  * kind PUT: body is the document's exact BSON (insert or full post-image of an update)
  * kind REMOVE: body is { id }
  * kind DDL: body is { op, args }
- * A record whose length runs past the end of the file or whose checksum fails marks a torn tail.
+ * kind COMMIT (journal only): body is a u64 LE, the file offset where its write batch began;
+ *   it ends every batch the journal writes and syncs as one (journal.ts)
+ *
+ * A record whose length runs past the end of the file or whose checksum fails is damage. At the
+ * end of the last journal that is a torn tail: the batch being written when the process died,
+ * whose writers were never acknowledged. But a batch is written only after the one before it
+ * was synced, so damage followed by the commit record of a batch that began after it is in
+ * bytes that were synced and acknowledged: decodeRecords says so (`acknowledgedAfter`).
  */
 
 export const KIND_PUT = 1;
 export const KIND_REMOVE = 2;
 export const KIND_DDL = 3;
+export const KIND_COMMIT = 4;
 
 export type JournalRecord =
   | { kind: typeof KIND_PUT; ns: string; doc: Buffer }
@@ -51,24 +59,48 @@ export function encodeDdl(op: DdlOp, args: Document): Buffer {
   return frame(KIND_DDL, '', toBson({ op, args }));
 }
 
+const COMMIT_BODY = 8;
+const COMMIT_PAYLOAD = 3 + COMMIT_BODY;
+
+/** The record that ends a write batch which began at file offset `batchStart`. */
+export function encodeCommit(batchStart: number): Buffer {
+  const body = Buffer.alloc(COMMIT_BODY);
+  body.writeBigUInt64LE(BigInt(batchStart));
+  return frame(KIND_COMMIT, '', body);
+}
+
+/** Is there a commit record after `from` of a batch that began after `from`? (a linear scan; only run on damage) */
+function batchBegunAfter(buf: Buffer, from: number): boolean {
+  for (let p = from + 1; p + HEADER + COMMIT_PAYLOAD <= buf.length; p++) {
+    if (buf.readUInt32LE(p) !== COMMIT_PAYLOAD || buf[p + HEADER] !== KIND_COMMIT) continue;
+    const start = p + HEADER;
+    if (crc32c(buf, start, start + COMMIT_PAYLOAD) !== buf.readUInt32LE(p + 4)) continue;
+    if (Number(buf.readBigUInt64LE(start + 3)) > from) return true;
+  }
+  return false;
+}
+
 export interface DecodeResult {
   records: JournalRecord[];
   /** byte offset just past the last good record */
   goodLength: number;
   /** true when bytes after goodLength were not a valid record */
   torn: boolean;
+  /** torn, and a batch written after the damage follows it: the damaged bytes had been acknowledged */
+  acknowledgedAfter: boolean;
 }
 
 export function decodeRecords(buf: Buffer): DecodeResult {
   const records: JournalRecord[] = [];
+  const damaged = (off: number): DecodeResult => ({ records, goodLength: off, torn: true, acknowledgedAfter: batchBegunAfter(buf, off) });
   let off = 0;
   while (off < buf.length) {
-    if (off + HEADER > buf.length) return { records, goodLength: off, torn: true };
+    if (off + HEADER > buf.length) return damaged(off);
     const len = buf.readUInt32LE(off);
     const crc = buf.readUInt32LE(off + 4);
     const start = off + HEADER;
     const end = start + len;
-    if (len < 3 || end > buf.length || crc32c(buf, start, end) !== crc) return { records, goodLength: off, torn: true };
+    if (len < 3 || end > buf.length || crc32c(buf, start, end) !== crc) return damaged(off);
     const kind = buf[start];
     const nsLen = buf.readUInt16LE(start + 1);
     const ns = buf.toString('utf8', start + 3, start + 3 + nsLen);
@@ -79,11 +111,11 @@ export function decodeRecords(buf: Buffer): DecodeResult {
       else if (kind === KIND_DDL) {
         const d = deserialize(body, { promoteValues: false });
         records.push({ kind, op: d['op'] as DdlOp, args: d['args'] as Document });
-      } else return { records, goodLength: off, torn: true };
+      } else if (kind !== KIND_COMMIT) return damaged(off);
     } catch {
-      return { records, goodLength: off, torn: true };
+      return damaged(off);
     }
     off = end;
   }
-  return { records, goodLength: off, torn: false };
+  return { records, goodLength: off, torn: false, acknowledgedAfter: false };
 }

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { ChangeSink, DdlOp } from './collection-store.ts';
 import type { Durability, LogFn } from './engine-state.ts';
-import { encodeDdl, encodePut, encodeRemove } from './journal-format.ts';
+import { encodeCommit, encodeDdl, encodePut, encodeRemove } from './journal-format.ts';
 
 /**
  * Append-only journal with group commit. Mutations append framed records to an in-memory
@@ -13,6 +13,10 @@ import { encodeDdl, encodePut, encodeRemove } from './journal-format.ts';
  *
  * A queued "rotate" marker switches to a new journal file at an exact point of the
  * sequence, which is how a snapshot is cut without stopping writes.
+ *
+ * Each batch ends with a commit record naming the offset where the batch began, so recovery can
+ * tell a torn tail (the batch being written at a crash) from damage in synced bytes
+ * (journal-format.ts).
  */
 
 type Queued = Buffer | { rotateTo: string; done: (err?: Error) => void };
@@ -37,6 +41,8 @@ export class Journal implements ChangeSink, Durability {
   private idle: Array<() => void> = [];
   /** bytes in the current journal file, including queued ones */
   bytes: number;
+  /** bytes written to the current journal file */
+  private fileOffset: number;
   onFlushed: (() => void) | undefined;
   /** told once, when a journal write fails, before any waiting write hears of it */
   onFailure: ((err: Error) => void) | undefined;
@@ -44,6 +50,7 @@ export class Journal implements ChangeSink, Durability {
   constructor(fh: FileHandle, initialBytes: number, durable: boolean, dirPath: string, log: LogFn) {
     this.fh = fh;
     this.bytes = initialBytes;
+    this.fileOffset = initialBytes;
     this.durable = durable;
     this.dirPath = dirPath;
     this.log = log;
@@ -157,7 +164,11 @@ export class Journal implements ChangeSink, Durability {
    * Appends synchronously: this only copies into the page cache (microseconds for metadata
    * batches) and saves a thread-pool round trip per group; the fsync stays asynchronous.
    */
-  private writeAll(batch: Buffer[]): void {
+  private writeAll(records: Buffer[]): void {
+    const commit = encodeCommit(this.fileOffset);
+    this.bytes += commit.length;
+    const batch = [...records, commit];
+    for (const b of batch) this.fileOffset += b.length;
     let remaining = batch;
     while (remaining.length > 0) {
       let n = fs.writevSync(this.fh.fd, remaining.slice(0, 1024));
@@ -178,6 +189,7 @@ export class Journal implements ChangeSink, Durability {
       if (this.durable) await this.fh.datasync();
       await this.fh.close();
       this.fh = await fs.promises.open(r.rotateTo, 'a');
+      this.fileOffset = (await this.fh.stat()).size;
       await syncDirectory(this.dirPath);
       r.done();
     } catch (err) {

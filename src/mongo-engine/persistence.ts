@@ -17,7 +17,9 @@ import { acquireDbPathLock, type DbPathLock } from './lock.ts';
  *     snapshot-<N>.tmp       a snapshot being written; ignored and removed at start
  *
  * Recovery loads the highest snapshot S, then replays journal-S, journal-S+1, ... in order,
- * truncating a torn tail. Compaction cuts a new generation: rotate the journal to N+1 at an
+ * truncating a torn tail (the batch being written at a crash, never acknowledged). Damage
+ * anywhere else (in a journal a later one follows, or with a later batch after it) is in
+ * acknowledged bytes: recovery refuses to start rather than drop what follows it. Compaction cuts a new generation: rotate the journal to N+1 at an
  * exact point of the change sequence, write snapshot-N+1 from the catalog as it was at that
  * point (records are immutable, so holding references is enough), fsync, rename, fsync the
  * directory, then delete generation N.
@@ -148,8 +150,19 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
     const decoded = decodeRecords(buf);
     for (const r of decoded.records) applyRecord(catalog, r, log);
     replayed += decoded.records.length;
+    if (decoded.torn && (decoded.acknowledgedAfter || i < journals.length - 1)) {
+      throw new Error(
+        `journal ${file} is damaged at byte ${decoded.goodLength}, and changes acknowledged after that point follow it; ` +
+          `refusing to start rather than lose them. Restore the data directory from a backup, or move ${file} aside ` +
+          `(and any later journal-*.log) to start from the last snapshot without them`,
+      );
+    }
     if (decoded.torn) {
-      log('journal has a torn tail; truncating', { file, validBytes: decoded.goodLength, discardedBytes: buf.length - decoded.goodLength });
+      log(
+        'journal ends in a write that a crash interrupted; discarding it (its writers were never told it succeeded)',
+        { file, validBytes: decoded.goodLength, discardedBytes: buf.length - decoded.goodLength },
+        'warn',
+      );
       const fh = fs.openSync(file, 'r+');
       try {
         fs.ftruncateSync(fh, decoded.goodLength);

@@ -11,7 +11,7 @@ export async function runStandalone(opts: { dbPath: string; port?: number; host?
     host: opts.host,
     socketPath: opts.socketPath,
     durable: true,
-    log: (msg, fields) => process.stderr.write(JSON.stringify({ time: new Date().toISOString(), msg, ...fields }) + '\n'),
+    log: (msg, fields, level) => void process.stderr.write(JSON.stringify({ time: new Date().toISOString(), level: level ?? 'debug', msg, ...fields }) + '\n'),
   });
   const uri = engine.port !== undefined ? `mongodb://${opts.host ?? '127.0.0.1'}:${engine.port}` : engine.uri;
   process.stdout.write(`volreg db listening on ${uri}\n`);

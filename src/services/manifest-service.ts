@@ -32,6 +32,8 @@ export interface ManifestStore {
   findInRepo(repo: string, digest: Digest, opts?: { content?: boolean }): Promise<StoredManifest | null>;
   /** is `unit` still held with everything `parsed` references (one cheap look; false: look closely) */
   holdsAll(repo: string, unit: ManifestUnitRef, parsed: ParsedManifest): Promise<boolean>;
+  /** is the unit's document still there (not answered from a cache) */
+  exists(unit: ManifestUnitRef): Promise<boolean>;
   /** those of `digests` that are not manifests held by the repository */
   missingInRepo(repo: string, digests: readonly Digest[]): Promise<Digest[]>;
 }
@@ -123,7 +125,7 @@ export class ManifestService {
     // the other. A manifest taken meanwhile is held again (its tags now protect it).
     try {
       if (!(await this.deps.manifests.holdsAll(repo, unit, parsed))) {
-        await this.holdAgainIfTaken(repo, parsed, body);
+        await this.holdAgainIfTaken(repo, parsed, body, unit);
         await this.requireReferences(repo, parsed);
       }
     } catch (err) {
@@ -151,8 +153,18 @@ export class ManifestService {
     }
   }
 
-  private async holdAgainIfTaken(repo: RepositoryName, parsed: ParsedManifest, body: Buffer): Promise<void> {
-    if (await this.deps.manifests.findInRepo(repo, parsed.digest)) return;
+  /**
+   * Holds the manifest again if a collection took it during the push: its association (the
+   * collection removed it, untagged), or the unit itself (the push reused a unit the collection
+   * was deleting, and associated it after the collection's last look: that association points
+   * at nothing and is replaced).
+   */
+  private async holdAgainIfTaken(repo: RepositoryName, parsed: ParsedManifest, body: Buffer, pushed: ManifestUnitRef): Promise<void> {
+    if (await this.deps.manifests.exists(pushed)) {
+      if (await this.deps.manifests.findInRepo(repo, parsed.digest)) return;
+    } else {
+      await this.deps.manifests.removeFromRepo(repo, pushed);
+    }
     const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
     await this.deps.manifests.addToRepo(repo, unit);
   }

@@ -95,9 +95,19 @@ export class UploadService {
   async append(repo: string, id: string, body: Readable, opts: ChunkOptions = {}): Promise<{ id: string; offset: number }> {
     await this.session(repo, id);
     const writer = await this.deps.store.resumeUpload(id);
+    await this.markActive(id, writer.offset);
     const offset = await this.appendChunk(writer, body, opts);
-    await this.deps.sessions.touch(id, offset);
+    if (!(await this.deps.sessions.touch(id, offset))) throw purgedMeanwhile();
     return { id, offset };
+  }
+
+  /**
+   * Marks a session active before its chunk streams: a purge deciding meanwhile that it is
+   * abandoned (its last activity older than its cutoff) then finds it active and keeps it. A
+   * session purged just before is gone (404), rather than taking a chunk nobody can finish.
+   */
+  private async markActive(id: string, offset: number): Promise<void> {
+    if (!(await this.deps.sessions.touch(id, offset))) throw purgedMeanwhile();
   }
 
   /**
@@ -108,6 +118,7 @@ export class UploadService {
   async finish(repo: string, id: string, digest: Digest, body: Readable | null, opts: ChunkOptions = {}): Promise<BlobInfo> {
     await this.session(repo, id);
     const writer = await this.deps.store.resumeUpload(id);
+    await this.markActive(id, writer.offset);
     if (body) await this.appendChunk(writer, body, opts);
     let blob: BlobInfo;
     try {
@@ -146,12 +157,17 @@ export class UploadService {
    */
   async purgeAbandoned(olderThan: Date): Promise<number> {
     const activity = new Map<string, Date>();
-    for await (const u of this.deps.store.listUploads()) activity.set(u.id, u.lastActivity);
+    const inUse = new Set<string>();
+    for await (const u of this.deps.store.listUploads()) {
+      if (u.inUse) inUse.add(u.id);
+      else activity.set(u.id, u.lastActivity);
+    }
 
     let purged = 0;
     const seen = new Set<string>();
     for (const s of await this.deps.sessions.idleSince(olderThan)) {
       seen.add(s.id);
+      if (inUse.has(s.id)) continue;
       const storeActivity = activity.get(s.id);
       if (storeActivity && storeActivity >= olderThan) continue;
       if (!(await this.deps.sessions.deleteIfIdle(s.id, olderThan))) continue;
@@ -205,4 +221,8 @@ export class UploadService {
     const s = await this.deps.sessions.find(id);
     if (!s || s.repo !== repo) throw new VolregError('BLOB_UPLOAD_UNKNOWN', undefined, { uuid: id.slice(0, 64) });
   }
+}
+
+function purgedMeanwhile(): VolregError {
+  return new VolregError('BLOB_UPLOAD_UNKNOWN', 'the upload session was purged as abandoned', undefined);
 }

@@ -16,7 +16,8 @@ import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volume
  * Volume snapshots (DESIGN.md section 4), on top of the blob and manifest services:
  *
  *   put:    layer (streamed once: stored, hashed, proven a complete tar) -> config blob
- *           -> manifest + tag (manifest service) -> snapshot document (the index)
+ *           -> snapshot document (the index) -> manifest + tag (manifest service) -> the
+ *           document again
  *   read:   the tag decides (manifest service); the snapshot document supplies indexed
  *           metadata, and an artifact pushed through /v2 without one is described from its
  *           manifest and config blob (and indexed on first read)
@@ -148,12 +149,11 @@ export class VolumeService {
       layer: { ...layer, compression: inspection.compression, title: snapshotFileName(repo, tag, inspection.compression) },
       created,
     });
-    const { digest } = await this.manifests.put(repo, tag, manifest, OCI_MANIFEST_MEDIA_TYPE);
     const view = readSnapshotManifest(manifest)!;
     const info: SnapshotInfo = {
       volume: repo,
       tag,
-      manifestDigest: digest,
+      manifestDigest: digestOf(manifest),
       configDigest: config.digest,
       layer: { digest: layer.digest, size: layer.size, mediaType: view.layer.mediaType },
       compression: inspection.compression,
@@ -166,6 +166,16 @@ export class VolumeService {
       lastVerify: null,
       source: 'api',
     };
+    // Indexed before the tag as well: a crash between the two then leaves a document naming a
+    // manifest its tag does not hold, which readers mend, rather than a tag no document names.
+    await this.snapshots.upsert(info);
+    try {
+      await this.manifests.put(repo, tag, manifest, OCI_MANIFEST_MEDIA_TYPE);
+    } catch (err) {
+      await this.snapshots.delete(repo, tag, info.manifestDigest);
+      throw err;
+    }
+    // again after it: a reader may have mended the early document back to what the tag held
     await this.snapshots.upsert(info);
     // a push that tagged before this one but indexed after it would otherwise stay indexed
     await this.get(repo, tag).catch((err: unknown) => {
@@ -201,18 +211,20 @@ export class VolumeService {
   }
 
   /**
-   * Mends the documents of a volume that do not name what their tag holds (see the class
-   * comment); true when there were any.
+   * Brings a volume's documents in line with its tags (see the class comment): a document that
+   * does not name what its tag holds is mended or removed, and a tag without a document (a
+   * snapshot pushed through /v2, or tagged when a crash came) is described and indexed, if it
+   * holds a snapshot.
    */
-  private async reconcile(repo: RepositoryName, docs: ReadonlyArray<{ tag: string; manifestDigest: Digest }>): Promise<boolean> {
-    const current = await this.manifests.tagDigests(repo);
-    const stale = docs.filter((d) => current.get(d.tag) !== d.manifestDigest);
-    for (const d of stale) {
-      await this.get(repo, d.tag as Tag).catch((err: unknown) => {
-        if (!isVolregError(err) || err.code !== 'SNAPSHOT_UNKNOWN') throw err;
+  private async reconcile(repo: RepositoryName): Promise<void> {
+    const [tags, docs] = await Promise.all([this.manifests.tagDigests(repo), this.snapshots.indexedDigests(repo)]);
+    const indexed = new Set(docs.map((d) => d.tag));
+    const stale = [...docs.filter((d) => tags.get(d.tag) !== d.manifestDigest).map((d) => d.tag), ...[...tags.keys()].filter((t) => !indexed.has(t))];
+    for (const tag of stale) {
+      await this.get(repo, tag as Tag).catch((err: unknown) => {
+        if (!isVolregError(err) || err.code !== 'SNAPSHOT_UNKNOWN') throw err; // not a snapshot
       });
     }
-    return stale.length > 0;
   }
 
   /** Describes a volume artifact from its manifest and config blob (pushed through /v2); null: not one. */
@@ -244,10 +256,9 @@ export class VolumeService {
     };
   }
 
-  /** A volume's snapshots, newest first (documents that lag behind their tag are mended first). */
+  /** A volume's snapshots, newest first (the index brought in line with the tags first). */
   async list(repo: RepositoryName, q: SnapshotListQuery): Promise<{ items: SnapshotInfo[]; total: number }> {
-    const page = await this.snapshots.list(repo, q);
-    if (!(await this.reconcile(repo, page.items))) return page;
+    await this.reconcile(repo);
     return this.snapshots.list(repo, q);
   }
 
@@ -256,7 +267,7 @@ export class VolumeService {
     const names = await this.snapshots.volumeNames();
     const items: VolumeSummary[] = [];
     for (const volume of names.slice(offset, offset + limit)) {
-      await this.reconcile(volume as RepositoryName, await this.snapshots.indexedDigests(volume));
+      await this.reconcile(volume as RepositoryName);
       const summary = await this.snapshots.summary(volume);
       if (summary) items.push(summary); // none left: its last tag went away (through /v2)
     }

@@ -46,6 +46,8 @@ export interface UploadSummary {
   id: string;
   /** last time bytes or state of the session changed (purging abandoned sessions uses it) */
   lastActivity: Date;
+  /** a request is working on the session right now (a chunk may be streaming): never abandoned */
+  inUse: boolean;
 }
 
 export interface BlobStore {

@@ -270,7 +270,13 @@ export class FsBlobStore implements BlobStore {
   async *listUploads(): AsyncIterable<UploadSummary> {
     for await (const id of entries(uploadsRoot(this.root))) {
       if (!UPLOAD_ID.test(id)) continue;
-      // The data file's mtime moves with every write, so a slow upload still looks active.
+      // A session a request is working on (its lock held) is active whatever its files say:
+      // writes are buffered, so a chunk trickling in can leave the data file's mtime behind.
+      if (await this.locks.isHeld(uploadLockPath(this.root, id))) {
+        yield { id, lastActivity: new Date(), inUse: true };
+        continue;
+      }
+      // Otherwise the data file's mtime moves with every write.
       const times = await Promise.all(
         [uploadDir(this.root, id), uploadDataPath(this.root, id), uploadStatePath(this.root, id)].map((p) =>
           stat(p).then(
@@ -280,7 +286,7 @@ export class FsBlobStore implements BlobStore {
         ),
       );
       const last = Math.max(...times);
-      if (last > 0) yield { id, lastActivity: new Date(last) };
+      if (last > 0) yield { id, lastActivity: new Date(last), inUse: false };
     }
   }
 

@@ -78,6 +78,16 @@ export class SessionLocks {
     }
   }
 
+  /** Is the lock held now, by a live owner (a request of this process or of another)? */
+  async isHeld(lockPath: string): Promise<boolean> {
+    try {
+      await stat(lockPath);
+    } catch {
+      return false;
+    }
+    return !(await this.isStale(lockPath));
+  }
+
   private async acquireFile(lockPath: string): Promise<void> {
     const owner: LockOwner = { host: this.host, pid: process.pid, instance: this.instance };
     const deadline = Date.now() + this.opts.waitMs;

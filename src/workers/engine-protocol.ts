@@ -1,4 +1,7 @@
 import type { EngineOptions } from '../mongo-engine/index.ts';
+import type { LogFn, LogLevel } from '../mongo-engine/engine-state.ts';
+
+export type { LogFn };
 
 /** Messages and shared state between engine-thread.ts and engine-worker.ts. */
 export type EngineListen = Pick<EngineOptions, 'dbPath' | 'host' | 'port' | 'socketPath'>;
@@ -14,7 +17,7 @@ export type EngineRequest = { op: 'close' };
 export type EngineReply =
   | { op: 'ready'; uri: string }
   | { op: 'error'; name: string; message: string }
-  | { op: 'log'; msg: string; fields?: Record<string, unknown> }
+  | { op: 'log'; msg: string; fields?: Record<string, unknown>; level?: LogLevel }
   | { op: 'closed' };
 
 /**

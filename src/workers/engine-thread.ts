@@ -1,5 +1,5 @@
 import type { RunningEngine } from '../mongo-engine/index.ts';
-import { newFailureCell, readFailure, type EngineListen, type EngineReply, type EngineThreadData } from './engine-protocol.ts';
+import { newFailureCell, readFailure, type EngineListen, type EngineReply, type EngineThreadData, type LogFn } from './engine-protocol.ts';
 import { HELPER_THREAD_LIMITS } from './heap-settings.ts';
 import { startModuleWorker } from './module-worker.ts';
 
@@ -16,7 +16,7 @@ import { startModuleWorker } from './module-worker.ts';
  * thread that stops on its own (a crash) counts as a failure: `failure()` says so, and the
  * health checks report it.
  */
-export async function startEngineThread(opts: EngineListen, log: (msg: string, fields?: Record<string, unknown>) => void): Promise<RunningEngine> {
+export async function startEngineThread(opts: EngineListen, log: LogFn): Promise<RunningEngine> {
   const cell = newFailureCell();
   const data: EngineThreadData = { opts, failure: cell };
   const worker = startModuleWorker(import.meta.url, './engine-worker', data, HELPER_THREAD_LIMITS);
@@ -35,7 +35,7 @@ export async function startEngineThread(opts: EngineListen, log: (msg: string, f
           reject(Object.assign(new Error(m.message), { name: m.name }));
           break;
         case 'log':
-          log(m.msg, m.fields);
+          log(m.msg, m.fields, m.level);
           break;
         case 'closed':
           onClosed?.();

@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { startEngine, type RunningEngine } from '../mongo-engine/index.ts';
-import { writeFailure, type EngineReply, type EngineRequest, type EngineThreadData } from './engine-protocol.ts';
+import { writeFailure, type EngineReply, type EngineRequest, type EngineThreadData, type LogFn } from './engine-protocol.ts';
 
 /**
  * The worker side of engine-thread.ts: runs the embedded engine on this thread until asked
@@ -14,14 +14,14 @@ function post(m: EngineReply): void {
   port.postMessage(m);
 }
 
-function log(msg: string, fields?: Record<string, unknown>): void {
+const log: LogFn = (msg, fields, level) => {
   try {
-    post({ op: 'log', msg, ...(fields ? { fields } : {}) });
+    post({ op: 'log', msg, ...(fields ? { fields } : {}), ...(level ? { level } : {}) });
   } catch {
     // a field that cannot be cloned: the line without it
-    post({ op: 'log', msg });
+    post({ op: 'log', msg, ...(level ? { level } : {}) });
   }
-}
+};
 
 let engine: RunningEngine | undefined;
 const started = startEngine({ ...opts, log, onFailure: (reason) => writeFailure(failure, reason) }).then(

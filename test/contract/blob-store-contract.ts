@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import type { ExecutionContext, TestFn } from 'ava';
 import { digestOf, type Digest } from '../../src/domain/digest.ts';
 import { isVolregError, type ErrorCode } from '../../src/domain/errors.ts';
@@ -153,6 +153,21 @@ export function blobStoreContract(test: TestFn, driver: string, factory: BlobSto
     await w.append(Readable.from([bytes.subarray(5000)]));
     t.deepEqual(await w.commit(digestOf(bytes), bytes.length), { digest: digestOf(bytes), size: bytes.length });
     await h.store.delete(digestOf(bytes));
+  });
+
+  contract('listUploads says a session is in use while an append streams into it, and not after', async (t, h) => {
+    const w = await h.store.createUpload();
+    const source = new PassThrough();
+    const appending = w.append(source);
+    source.write(randomBytes(1000));
+    await new Promise((r) => setTimeout(r, 100)); // the append holds the session now
+    const during = (await collect(h.store.listUploads())).find((u) => u.id === w.id);
+    t.true(during?.inUse, 'in use while the chunk streams');
+    source.end(randomBytes(1000));
+    await appending;
+    const after = (await collect(h.store.listUploads())).find((u) => u.id === w.id);
+    t.false(after?.inUse, 'idle once the append is done');
+    await w.cancel();
   });
 
   contract('an upload resumes on a reopened store (restart) and on a second store alternately', async (t, h) => {

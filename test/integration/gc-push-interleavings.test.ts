@@ -237,3 +237,36 @@ test.serial('a blob push that GC does not touch is recorded as before (the re-ch
   const r = await request(server.url, `/v2/${repo}/blobs/${blob.digest}`);
   t.true(r.status === 200 && r.body.equals(blob.bytes));
 });
+
+test.serial('a push reusing a manifest unit that a collection deletes before the push holds it: the manifest is held again, never acknowledged over nothing', async (t) => {
+  const { server, c, store } = t.context;
+  const repo = repoName('interleave-reused-unit');
+  const config = configBlob();
+  const layer = randomBlob(3000);
+  await pushBlobs(server.url, repo, [config, layer]);
+  // the blobs stay referenced by another tagged manifest, so only the unit is at stake
+  t.is((await putManifest(server.url, repo, 'keeper', ociManifest({ config, layers: [layer], annotations: { keeper: 'yes' } }))).status, 201);
+  const m = ociManifest({ config, layers: [layer] });
+  t.is((await putManifest(server.url, repo, 'old', m)).status, 201);
+  // deleted by digest: its unit stays, unheld, until a collection
+  t.is((await request(server.url, `/v2/${repo}/manifests/${m.digest}`, { method: 'DELETE' })).status, 202);
+
+  const held = gate();
+  const manifests = manifestServiceWith(c, (real) => ({ manifests: { addToRepo: heldAt(held, 'before', real.manifests.addToRepo.bind(real.manifests)) } }));
+  const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
+  push.catch(() => undefined);
+  await held.reached; // the push found the old unit and will reuse it
+  const report = await gcNow(c, store);
+  t.true(report.manifestUnits.count >= 1, JSON.stringify(report)); // the collection deleted that unit
+  held.open();
+  await push;
+
+  const byTag = await getManifest(server.url, repo, 'v1', ACCEPT_ALL);
+  t.is(byTag.status, 200, 'the acknowledged tag pulls');
+  t.true(byTag.body.equals(m.bytes));
+  t.is((await getManifest(server.url, repo, m.digest, ACCEPT_ALL)).status, 200);
+  // and a second collection leaves it alone: it is held by a unit that exists
+  await gcNow(c, store);
+  t.is((await getManifest(server.url, repo, 'v1', ACCEPT_ALL)).status, 200);
+  t.is((await request(server.url, `/v2/${repo}/blobs/${layer.digest}`)).status, 200);
+});

@@ -86,13 +86,11 @@ test.serial('two pushes to one tag that index in the other order than they tag: 
 
   const held = gate();
   const index = new SnapshotRepository(server.db);
-  let first = true;
+  let calls = 0;
   const snapshots = Object.assign(Object.create(index) as SnapshotRepository, {
     upsert: async (info: Parameters<SnapshotRepository['upsert']>[0]) => {
-      if (first) {
-        first = false;
-        await held.arrive(); // tagged, not yet indexed
-      }
+      // the push indexes before its tag and again after it: hold the second
+      if (++calls === 2) await held.arrive(); // tagged, not yet indexed again
       return index.upsert(info);
     },
   });
@@ -115,7 +113,7 @@ test.serial('two pushes to one tag that index in the other order than they tag: 
   t.is(meta.body.host, 'host-b', 'described from the config of the snapshot the tag holds');
 });
 
-test.serial('a tag moved or deleted through /v2: the snapshot listing and the volume list follow the tags', async (t) => {
+test.serial('a tag moved, deleted or added through /v2: the snapshot listing and the volume list follow the tags', async (t) => {
   const { server, archives } = t.context;
   const name = 'race/v2';
   await push(server.url, name, 'keep', archives[0]!, 'h');
@@ -130,15 +128,40 @@ test.serial('a tag moved or deleted through /v2: the snapshot listing and the vo
   const del = await fetch(`${server.url}/v2/${name}/manifests/drop`, { method: 'DELETE' });
   t.is(del.status, 202);
   await del.arrayBuffer();
+  // and a tag no document names (as a crash between tag and index, or a push through /v2 leaves)
+  const added = await fetch(`${server.url}/v2/${name}/manifests/extra`, { method: 'PUT', body: new Uint8Array(m), headers: { 'Content-Type': accept.Accept } });
+  t.is(added.status, 201);
+  await added.arrayBuffer();
 
   // the volume list first: it must not count "drop" nor show "keep" as it was
   const vols = await json<Volumes>(`${server.url}/api/v1/volumes`);
   const v = vols.body.volumes.find((x) => x.volume === name);
-  t.is(v?.snapshots, 2);
+  t.is(v?.snapshots, 3);
   const list = await json<Listing>(`${server.url}/api/v1/volumes/${name}/tags`);
   t.deepEqual(list.body.snapshots.map((s) => [s.tag, s.manifestDigest]).sort(), [
+    ['extra', other.manifestDigest],
     ['keep', other.manifestDigest],
     ['other', other.manifestDigest],
   ]);
-  t.is(list.body.total, 2);
+  t.is(list.body.total, 3);
+});
+
+test.serial('a crash between the index and the tag of a push: listings show what the tag holds', async (t) => {
+  const { server, archives } = t.context;
+  const name = 'race/crash';
+  const before = await push(server.url, name, 't', archives[0]!, 'host-a');
+  // the push dies once its document is written, before its tag (a crash, as far as the index knows)
+  const died = new Error('crashed');
+  const real = server.services.manifests;
+  const manifests = Object.assign(Object.create(real) as VolumeManifests, { put: () => Promise.reject(died) });
+  const index = new SnapshotRepository(server.db);
+  const snapshots = Object.assign(Object.create(index) as SnapshotRepository, { delete: async () => undefined }); // nor did it clean up
+  const volumes = new VolumeService(server.services.blobs, manifests, snapshots, inspectArchive);
+  await t.throwsAsync(volumes.put(parseRepositoryName(name), parseTag('t'), Readable.from([archives[1]!]), { host: 'host-b', labels: {} }), { is: died });
+  t.not((await index.get(name, 't'))?.manifestDigest, before.manifestDigest, 'the index names the snapshot that was never tagged');
+
+  const list = await json<Listing>(`${server.url}/api/v1/volumes/${name}/tags`);
+  t.deepEqual(list.body.snapshots.map((s) => [s.tag, s.manifestDigest]), [['t', before.manifestDigest]]);
+  const meta = await json<SnapshotReply>(`${server.url}/api/v1/volumes/${name}/tags/t`);
+  t.is(meta.body.host, 'host-a');
 });

@@ -130,6 +130,44 @@ test('a torn journal tail is truncated and later writes survive another restart'
   }
 });
 
+test('damage in acknowledged journal bytes (later writes follow it) refuses the start and keeps the file; damage in the last write is a torn tail', async (t) => {
+  const dir = engineTempDir(t);
+  const first = await spawnEngineChild(dir);
+  await withDriver(uriOf(first), async (c) => {
+    const coll = c.db('fault').collection('damaged');
+    // one acknowledged write after the other: each its own journal batch
+    for (let i = 0; i < 20; i++) await coll.insertOne({ _id: i as never, v: 'x'.repeat(100) });
+  });
+  await kill9(first);
+  const [journal] = journalFiles(dir);
+  const original = fs.readFileSync(journal as string);
+
+  // a byte flipped a third of the way in: 2/3 of the acknowledged writes come after it
+  const damaged = Buffer.from(original);
+  const at = Math.floor(original.length / 3);
+  damaged[at] = (damaged[at] as number) ^ 0xff;
+  fs.writeFileSync(journal as string, damaged);
+  const err = await t.throwsAsync(startEngine({ dbPath: dir }));
+  t.regex(err?.message ?? '', /is damaged at byte \d+, and changes acknowledged after that point follow it; refusing to start/);
+  t.is(fs.statSync(journal as string).size, original.length, 'nothing was truncated');
+  t.true(fs.readFileSync(journal as string).equals(damaged));
+
+  // the same flip in the last write only: that write was never acknowledged as durable
+  const tail = Buffer.from(original);
+  tail[original.length - 40] = (tail[original.length - 40] as number) ^ 0xff;
+  fs.writeFileSync(journal as string, tail);
+  const warnings: string[] = [];
+  const engine = await startEngine({ dbPath: dir, log: (msg, _fields, level) => level === 'warn' && warnings.push(msg) });
+  try {
+    await withDriver(engine.uri, async (c) => {
+      t.is(await c.db('fault').collection('damaged').countDocuments(), 19);
+    });
+    t.true(warnings.some((m) => /a crash interrupted; discarding it/.test(m)), warnings.join('; '));
+  } finally {
+    await engine.close();
+  }
+});
+
 test('a second process on the same dbPath is refused with a clear message; a killed owner does not block', async (t) => {
   const dir = engineTempDir(t);
   const owner = await spawnEngineChild(dir);

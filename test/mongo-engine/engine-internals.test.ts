@@ -2,7 +2,7 @@ import test from 'ava';
 import { Binary, BSONRegExp, Code, Decimal128, deserialize, Double, Int32, Long, MaxKey, MinKey, ObjectId, serialize, Timestamp, type Document } from 'bson';
 import { Catalog } from '../../src/mongo-engine/collection-store.ts';
 import { CursorManager } from '../../src/mongo-engine/cursor-manager.ts';
-import { decodeRecords, encodeDdl, encodePut } from '../../src/mongo-engine/journal-format.ts';
+import { decodeRecords, encodeCommit, encodeDdl, encodePut } from '../../src/mongo-engine/journal-format.ts';
 import { validateSchema } from '../../src/mongo-engine/json-schema.ts';
 import { candidateRecords, distinctFromIndex, findRecords, planStats, sortRecords, parseSort } from '../../src/mongo-engine/query-executor.ts';
 import { compileFilter } from '../../src/mongo-engine/matcher.ts';
@@ -388,6 +388,38 @@ test('journal records decode back; a truncated or corrupted tail is reported, no
   const bad = decodeRecords(flipped);
   t.is(bad.records.length, 1);
   t.true(bad.torn);
+});
+
+test('damage followed by a batch that began after it is acknowledged damage; inside the last batch it is a torn tail', (t) => {
+  // two batches as the journal writes them: records, then a commit naming where the batch began
+  const batch1 = Buffer.concat([encodePut('db.c', Buffer.from([5, 0, 0, 0, 0])), encodePut('db.c', Buffer.from([5, 0, 0, 0, 0]))]);
+  const first = Buffer.concat([batch1, encodeCommit(0)]);
+  const batch2 = encodePut('db.c', Buffer.from([5, 0, 0, 0, 0]));
+  const file = Buffer.concat([first, batch2, encodeCommit(first.length)]);
+  const clean = decodeRecords(file);
+  t.is(clean.records.length, 3, 'commit records are not records');
+  t.false(clean.torn);
+
+  // a byte flipped in the first batch: the second began after it, so the first had been synced
+  const early = Buffer.from(file);
+  early[12] = (early[12] as number) ^ 0xff;
+  const r1 = decodeRecords(early);
+  t.true(r1.torn);
+  t.true(r1.acknowledgedAfter);
+  t.is(r1.goodLength, 0);
+
+  // a byte flipped in the last batch (its own commit intact): the write a crash interrupted
+  const late = Buffer.from(file);
+  late[first.length + 12] = (late[first.length + 12] as number) ^ 0xff;
+  const r2 = decodeRecords(late);
+  t.true(r2.torn);
+  t.false(r2.acknowledgedAfter);
+  t.is(r2.goodLength, first.length);
+
+  // the last batch cut short
+  const cut = decodeRecords(file.subarray(0, file.length - 5));
+  t.true(cut.torn);
+  t.false(cut.acknowledgedAfter);
 });
 
 test('FrameReader reassembles frames split anywhere and separates coalesced frames', (t) => {
