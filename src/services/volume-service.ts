@@ -172,7 +172,8 @@ export class VolumeService {
     try {
       await this.manifests.put(repo, tag, manifest, OCI_MANIFEST_MEDIA_TYPE);
     } catch (err) {
-      await this.snapshots.delete(repo, tag, info.manifestDigest);
+      // the push's own failure is what counts; a document left behind is mended by readers
+      await this.snapshots.delete(repo, tag, info.manifestDigest).catch(() => undefined);
       throw err;
     }
     // again after it: a reader may have mended the early document back to what the tag held
