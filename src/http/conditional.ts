@@ -8,6 +8,11 @@
  *   bytes of other content to what it has.
  */
 
+/** The entity tag of content named by its digest (a blob, a snapshot's layer). */
+export function etagOf(digest: string): string {
+  return `"${digest}"`;
+}
+
 export function ifNoneMatchHits(header: string, etag: string): boolean {
   if (header.trim() === '*') return true;
   return header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);

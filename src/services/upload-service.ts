@@ -224,5 +224,5 @@ export class UploadService {
 }
 
 function purgedMeanwhile(): VolregError {
-  return new VolregError('BLOB_UPLOAD_UNKNOWN', 'the upload session was purged as abandoned', undefined);
+  return new VolregError('BLOB_UPLOAD_UNKNOWN', 'the upload session was purged as abandoned');
 }

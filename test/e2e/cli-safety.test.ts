@@ -4,6 +4,7 @@ import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import { assertRoot } from '../helpers/root.ts';
 import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.ts';
 import { buildTar, describeTree, type HostileEntry } from '../helpers/tree.ts';
 
@@ -506,8 +507,6 @@ test('a snapshot that is not a readable tar (stored through /v2, never inspected
 
 // ---- 7. read-only directories and an all-or-nothing switch-over, as a user who is not root --------
 
-/** Setting owners and running the CLI as nobody need root (CI runs the suite as root). */
-const rootTest = process.getuid?.() === 0 ? test : test.skip;
 const OLD = new Date('2011-11-11T11:11:11Z');
 
 /** A directory for a pull as nobody: `files` written into it, then all of it given to nobody. */
@@ -560,7 +559,8 @@ const readOnlyTrees: Array<{ title: string; make: (src: string) => Promise<void>
 ];
 
 for (const [i, c] of readOnlyTrees.entries()) {
-  rootTest(`as non-root, pull --force restores ${c.title}, over old contents holding read-only directories`, async (t) => {
+  test(`as non-root, pull --force restores ${c.title}, over old contents holding read-only directories`, async (t) => {
+    assertRoot(t);
     const src = join(work, `read-only-${i}`);
     await mkdir(src);
     await c.make(src);
@@ -581,7 +581,8 @@ for (const [i, c] of readOnlyTrees.entries()) {
   });
 }
 
-rootTest('as non-root, a switch-over that fails halfway puts the old contents back as they were and reports its own error', async (t) => {
+test('as non-root, a switch-over that fails halfway puts the old contents back as they were and reports its own error', async (t) => {
+  assertRoot(t);
   const src = join(work, 'switch-src');
   await mkdir(src);
   await writeFile(join(src, 'a'), 'new');
@@ -602,7 +603,8 @@ rootTest('as non-root, a switch-over that fails halfway puts the old contents ba
   t.is((await lstat(join(target, 'm'))).uid, 0);
 });
 
-rootTest('as non-root, old contents that can not be removed after a complete switch-over are kept in the work directory with a warning; the pull succeeds', async (t) => {
+test('as non-root, old contents that can not be removed after a complete switch-over are kept in the work directory with a warning; the pull succeeds', async (t) => {
+  assertRoot(t);
   const src = join(work, 'unremovable-src');
   await mkdir(src);
   await writeFile(join(src, 'new'), 'new');
@@ -627,7 +629,8 @@ rootTest('as non-root, old contents that can not be removed after a complete swi
   t.deepEqual(await readdir(target), ['new']);
 });
 
-rootTest('an archive without a root entry (./) leaves the target directory its own mode and owner', async (t) => {
+test('an archive without a root entry (./) leaves the target directory its own mode and owner', async (t) => {
+  assertRoot(t);
   const src = join(work, 'no-root-src');
   await mkdir(src);
   await writeFile(join(src, 'file'), 'f');

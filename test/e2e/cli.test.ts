@@ -3,6 +3,7 @@ import { chmod, chown, lchown, lstat, lutimes, mkdir, mkdtemp, readdir, readFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
+import { assertRoot } from '../helpers/root.ts';
 import type { Digest } from '../../src/domain/digest.ts';
 import { blobPath } from '../../src/storage/paths.ts';
 import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.ts';
@@ -112,11 +113,9 @@ function gnuTarExtract(archive: Buffer, into: string): void {
 }
 
 const at = (iso: string): Date => new Date(iso);
-const asRoot = process.getuid?.() === 0;
-/** owners can only be set (and restored) by root; CI runs the suite as root */
-const rootTest = asRoot ? test : test.skip;
 
-rootTest('push keeps modes 000, mtimes before 1970 and after 2038, owners above 262143: pull and GNU tar restore them', async (t) => {
+test('push keeps modes 000, mtimes before 1970 and after 2038, owners above 262143: pull and GNU tar restore them', async (t) => {
+  assertRoot(t);
   const src = join(work, 'attrs-src');
   await mkdir(join(src, 'zero-dir'), { recursive: true });
   await mkdir(join(src, 'dir-2040'));
@@ -159,7 +158,8 @@ rootTest('push keeps modes 000, mtimes before 1970 and after 2038, owners above 
   t.deepEqual(await attributesOf(gnu), expected);
 });
 
-rootTest('pax mtime, uid and gid records (GNU tar --format=posix) are restored as GNU tar restores them', async (t) => {
+test('pax mtime, uid and gid records (GNU tar --format=posix) are restored as GNU tar restores them', async (t) => {
+  assertRoot(t);
   const src = join(work, 'pax-src');
   await mkdir(join(src, 'old-dir'), { recursive: true });
   await writeFile(join(src, 'big-owner'), 'b');

@@ -1,5 +1,5 @@
 import { sendBlob } from '../send-blob.ts';
-import { rangeToHonour } from '../conditional.ts';
+import { etagOf, rangeToHonour } from '../conditional.ts';
 import type { Context } from 'koa';
 import { contentRange, parseChunkRange, uploadRange, type ByteRange } from '../../domain/byte-range.ts';
 import { isSupportedAlgorithm, parseDigest, type Digest, type DigestAlgorithm } from '../../domain/digest.ts';
@@ -35,7 +35,7 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
     blob: {
       GET: async (ctx, { params, repository }) => {
         const digest = parseDigest(params.digest ?? '');
-        const opened = await blobs.openToSend(repository, digest, { range: rangeToHonour(ctx.get('Range'), ctx.get('If-Range'), `"${digest}"`) });
+        const opened = await blobs.openToSend(repository, digest, { range: rangeToHonour(ctx.get('Range'), ctx.get('If-Range'), etagOf(digest)) });
         contentHeaders(ctx, digest);
         ctx.set('Accept-Ranges', 'bytes');
         ctx.type = 'application/octet-stream';
@@ -198,7 +198,7 @@ async function withRangeHeaders<T>(uploads: UploadService, repo: RepositoryName,
 
 function contentHeaders(ctx: Context, digest: Digest): void {
   ctx.set('Docker-Content-Digest', digest);
-  ctx.set('ETag', `"${digest}"`);
+  ctx.set('ETag', etagOf(digest));
 }
 
 function sessionHeaders(ctx: Context, repo: RepositoryName, uuid: string, offset: number): void {

@@ -3,6 +3,7 @@ import { readBodyCapped } from '../body.ts';
 import { paths } from '../route-table.ts';
 import type { HandlerMap } from '../router.ts';
 import type { ManifestInfo, ManifestService } from '../../services/manifest-service.ts';
+import { etagOf, ifNoneMatchHits } from '../conditional.ts';
 
 /** GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>. */
 
@@ -12,24 +13,16 @@ function acceptHeaders(ctx: Context): string[] {
   return v === undefined ? [] : [v];
 }
 
-function etag(digest: string): string {
-  return `"${digest}"`;
-}
-
 function setContentHeaders(ctx: Context, m: ManifestInfo): void {
   ctx.set('Docker-Content-Digest', m.digest);
-  ctx.set('ETag', etag(m.digest));
+  ctx.set('ETag', etagOf(m.digest));
   ctx.set('Content-Type', m.mediaType);
 }
 
 /** If-None-Match with the manifest's ETag (or `*`) means the client has it: 304. */
 function notModified(ctx: Context, digest: string): boolean {
   const header = ctx.get('If-None-Match');
-  if (!header) return false;
-  return header.split(',').some((v) => {
-    const t = v.trim().replace(/^W\//, '');
-    return t === '*' || t === etag(digest);
-  });
+  return header !== '' && ifNoneMatchHits(header, etagOf(digest));
 }
 
 export function manifestHandlers(services: { manifests: ManifestService }, limits: { manifestBytes: number }): HandlerMap {
@@ -41,7 +34,7 @@ export function manifestHandlers(services: { manifests: ManifestService }, limit
         if (notModified(ctx, m.digest)) {
           ctx.status = 304;
           ctx.set('Docker-Content-Digest', m.digest);
-          ctx.set('ETag', etag(m.digest));
+          ctx.set('ETag', etagOf(m.digest));
           return;
         }
         ctx.status = 200;

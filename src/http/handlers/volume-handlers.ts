@@ -1,5 +1,5 @@
 import { sendBlob } from '../send-blob.ts';
-import { ifNoneMatchHits, rangeToHonour } from '../conditional.ts';
+import { etagOf, ifNoneMatchHits, rangeToHonour } from '../conditional.ts';
 import type { Context } from 'koa';
 import { contentRange, resolveRange, type ByteRange } from '../../domain/byte-range.ts';
 import { digestHex, parseDigest, parseRfc3230Digest, rfc3230Digest, type Digest } from '../../domain/digest.ts';
@@ -121,7 +121,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
   const content = async (ctx: Context, req: RouteRequest): Promise<void> => {
     const tag = parseTag(req.params.tag!);
     const { info, size, fileName: name } = await volumes.content(req.repository, tag);
-    const etag = `"${info.layer.digest}"`;
+    const etag = etagOf(info.layer.digest);
     ctx.set('ETag', etag);
     ctx.set('Accept-Ranges', 'bytes');
     ctx.set('Docker-Content-Digest', info.layer.digest);
