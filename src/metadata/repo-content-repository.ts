@@ -4,11 +4,21 @@ import type { Collections, RepoDoc, UnitTypeId } from './collections.ts';
 const ID_ONLY = { projection: { _id: 1 } } as const;
 
 /**
+ * The repository document's note that it holds volume snapshots (DESIGN.md §4), whichever API
+ * pushed them: the volume list starts from these repositories. Set before the first snapshot's
+ * tag is written and never removed, like the repository itself.
+ */
+export const VOLUME_NOTE = 'volreg_volume';
+
+/**
  * Repositories and their membership: which units (blobs, manifests, lists, tags) a repository
  * holds, as Pulp 2 recorded it in `repo_content_units`. Every write here is an idempotent
  * upsert, so a retried or racing request can never create a second association.
  */
 export class RepoContentRepository {
+  /** repositories this process already noted as volumes (a note is never taken back) */
+  private readonly notedVolumes = new Set<string>();
+
   constructor(private readonly c: Collections) {}
 
   /** Creates the repository document on first use; a no-op afterwards. */
@@ -28,6 +38,22 @@ export class RepoContentRepository {
       if (isDuplicateKey(err)) return; // a racing request created it
       throw err;
     });
+  }
+
+  /** Notes that the repository holds volume snapshots (see VOLUME_NOTE); creates it if need be. */
+  async markVolume(repoId: string): Promise<void> {
+    if (this.notedVolumes.has(repoId)) return;
+    const note = { $set: { [`notes.${VOLUME_NOTE}`]: true, _last_updated: Math.floor(Date.now() / 1000) } };
+    if ((await this.c.repos.updateOne({ _id: repoId }, note)).matchedCount === 0) {
+      await this.ensureRepo(repoId);
+      await this.c.repos.updateOne({ _id: repoId }, note);
+    }
+    this.notedVolumes.add(repoId);
+  }
+
+  /** The repositories noted as holding volume snapshots, by name. */
+  async volumeRepos(): Promise<string[]> {
+    return ((await this.c.repos.distinct('_id', { [`notes.${VOLUME_NOTE}`]: true })) as string[]).sort();
   }
 
   // Point lookups on a unique key: a findOne of the _id is one find, where a count is an aggregation.

@@ -6,6 +6,7 @@ import { parseManifest } from '../domain/manifests/manifest-handlers.ts';
 import type { ManifestKind, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
 import type { StoredManifest, TagRecord, TagWrite } from '../domain/manifests/stored-manifest.ts';
 import { parseLookupReference, parseReference, parseTag, type RepositoryName, type Tag } from '../domain/names.ts';
+import { readSnapshotManifest } from '../domain/volumes/snapshot-manifest.ts';
 import type { TagService } from './tag-service.ts';
 
 /**
@@ -54,6 +55,9 @@ export interface TagWriter {
 
 export interface RepositoryStore {
   ensureRepo(repo: string): Promise<void>;
+  /** notes that the repository holds volume snapshots */
+  markVolume(repo: string): Promise<void>;
+  volumeRepos(): Promise<string[]>;
 }
 
 export interface ManifestServiceDeps {
@@ -110,6 +114,8 @@ export class ManifestService {
     // Content found in the repository proves the repository exists (blobs and manifests are
     // only associated with an existing one); a manifest referencing nothing may be the first.
     if (parsed.blobDigests.length === 0 && parsed.manifests.length === 0) await this.deps.repos.ensureRepo(repo);
+    // Noted before the tag, so a volume whose snapshots came through /v2 is listed even after a crash here.
+    if (parsed.kind === 'image' && readSnapshotManifest(body)) await this.deps.repos.markVolume(repo);
     const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
     const added = await this.deps.manifests.addToRepo(repo, unit);
     const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])];
@@ -185,6 +191,11 @@ export class ManifestService {
         ...(missingManifests.length > 0 ? { manifests: missingManifests } : {}),
       });
     }
+  }
+
+  /** Repositories a volume snapshot was ever pushed to (through either API), by name. */
+  async volumeRepositories(): Promise<string[]> {
+    return this.deps.repos.volumeRepos();
   }
 
   /** A manifest with its bytes, by digest or by tag (then chosen by `accept`). */

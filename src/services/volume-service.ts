@@ -58,6 +58,8 @@ export interface VolumeManifests {
   delete(repo: RepositoryName, reference: string, opts?: { onlyAt?: Digest }): Promise<unknown>;
   /** what each tag's schema 2 unit points at */
   tagDigests(repo: RepositoryName): Promise<Map<string, Digest>>;
+  /** repositories a volume snapshot was ever pushed to */
+  volumeRepositories(): Promise<string[]>;
 }
 
 /** The snapshot index (src/metadata/snapshot-repository.ts). */
@@ -263,16 +265,23 @@ export class VolumeService {
     return this.snapshots.list(repo, q);
   }
 
-  /** Volumes by name, each with its snapshot count, total layer bytes and latest snapshot. */
+  /**
+   * Volumes by name that hold at least one snapshot, each with its snapshot count, total layer
+   * bytes and latest snapshot. Candidates are the volumes with index documents and every
+   * repository a snapshot was pushed to through either API (a volume pushed only through /v2
+   * has no document until it is read); each is brought in line with its tags before it is
+   * counted, so `total` is exact. A listing costs a look at every volume's tags.
+   */
   async listVolumes(limit: number, offset: number): Promise<{ items: VolumeSummary[]; total: number }> {
-    const names = await this.snapshots.volumeNames();
-    const items: VolumeSummary[] = [];
-    for (const volume of names.slice(offset, offset + limit)) {
+    const [indexed, pushed] = await Promise.all([this.snapshots.volumeNames(), this.manifests.volumeRepositories()]);
+    const names = [...new Set([...indexed, ...pushed])].sort();
+    const held: VolumeSummary[] = [];
+    for (const volume of names) {
       await this.reconcile(volume as RepositoryName);
       const summary = await this.snapshots.summary(volume);
-      if (summary) items.push(summary); // none left: its last tag went away (through /v2)
+      if (summary) held.push(summary); // none: its last snapshot went away
     }
-    return { items, total: names.length };
+    return { items: held.slice(offset, offset + limit), total: held.length };
   }
 
   fileName(info: SnapshotInfo): string {

@@ -369,6 +369,12 @@ test('an artifact pushed through /v2 with the volume type is readable through /a
   const res = await fetch(url(`/v2/${name}/manifests/from-oras`), { method: 'PUT', body: manifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
   t.is(res.status, 201);
   await res.arrayBuffer();
+  // listed among the volumes before anything read it through /api/v1
+  const volumes = (await (await fetch(url('/api/v1/volumes?limit=1000'))).json()) as { volumes: Array<{ volume: string; snapshots: number; totalSize: number; latest: { tag: string } }> };
+  const row = volumes.volumes.find((v) => v.volume === name);
+  t.is(row?.snapshots, 1);
+  t.is(row?.totalSize, zstBytes.length);
+  t.is(row?.latest.tag, 'from-oras');
   const meta = (await (await fetch(url(`/api/v1/volumes/${name}/tags/from-oras`))).json()) as { source: string; compression: string; layer: { digest: string }; uncompressed: unknown };
   t.is(meta.source, 'oci');
   t.is(meta.compression, 'zstd');
@@ -395,6 +401,28 @@ test('an artifact pushed through /v2 with the volume type is readable through /a
   const notVolume = await fetch(url(`/api/v1/volumes/${name}/tags/image`));
   t.is(notVolume.status, 404);
   t.is(await errorCode(notVolume), 'SNAPSHOT_UNKNOWN');
+});
+
+// serial: ava runs it before the concurrent tests, so the volumes it lists are its own
+test.serial('the volume list holds only volumes with a snapshot, and its total and pages agree', async (t) => {
+  type VolumeList = { total: number; volumes: Array<{ volume: string }> };
+  const list = async (q: string): Promise<VolumeList> => (await (await fetch(url(`/api/v1/volumes?${q}`))).json()) as VolumeList;
+  for (const v of ['a', 'b', 'c']) await (await put(`/api/v1/volumes/http/listed-${v}/tags/t`, gzBytes)).arrayBuffer();
+  await (await put(`/api/v1/volumes/http/emptied/tags/only`, gzBytes)).arrayBuffer();
+  t.true((await list('limit=1000')).volumes.some((v) => v.volume === 'http/emptied'));
+  // deleted through /v2: its index document stays until a listing brings the index in line
+  const del = await fetch(url(`/v2/http/emptied/manifests/only`), { method: 'DELETE' });
+  t.is(del.status, 202);
+  const all = await list('limit=1000');
+  t.deepEqual(all.volumes.map((v) => v.volume), ['http/listed-a', 'http/listed-b', 'http/listed-c'], 'a volume whose last snapshot was deleted is not listed');
+  t.is(all.total, 3);
+  const paged: string[] = [];
+  for (let offset = 0; offset < all.total; offset += 2) {
+    const page = await list(`limit=2&offset=${offset}`);
+    t.is(page.total, all.total);
+    paged.push(...page.volumes.map((v) => v.volume));
+  }
+  t.deepEqual(paged, all.volumes.map((v) => v.volume));
 });
 
 test('a tag deleted through /v2 disappears from the /api/v1 listing', async (t) => {

@@ -1,7 +1,10 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { MongoClient, type Db } from 'mongodb';
-import { COLLECTIONS, pulpFields } from '../../src/metadata/collections.ts';
+import { collections, COLLECTIONS, pulpFields } from '../../src/metadata/collections.ts';
+import { parseManifest } from '../../src/domain/manifests/manifest-handlers.ts';
+import { ManifestRepository } from '../../src/metadata/manifest-repository.ts';
+import { RepoContentRepository, VOLUME_NOTE } from '../../src/metadata/repo-content-repository.ts';
 import { loadMigrations, Migrator, type Migration } from '../../src/metadata/migrator.ts';
 import { openTestMongo, type TestMongo } from '../helpers/mongo.ts';
 import { VOLREG_BIN } from '../helpers/server.ts';
@@ -123,6 +126,44 @@ test('re-running is a no-op', async (t) => {
   // and running the bodies again by hand changes nothing either (idempotent bodies)
   for (const m of await loadMigrations()) await m.up(db);
   t.deepEqual(await indexKeys(db, COLLECTIONS.tags), indexesBefore);
+});
+
+test('0004 notes the repositories that already hold volume snapshots, and no others', async (t) => {
+  const { db } = await freshDb('mig_volume_notes');
+  const all = await loadMigrations();
+  const before = all.filter((m) => m.id < '0004');
+  await new Migrator(db, { migrations: before }).up();
+  // data as a volreg without the note left it: snapshots pushed through /v2, an image beside them
+  const c = collections(db);
+  const repoContent = new RepoContentRepository(c);
+  const manifests = new ManifestRepository(c, repoContent);
+  const digest = (ch: string): string => `sha256:${ch.repeat(64)}`;
+  const manifest = (fields: Record<string, unknown>, layers: number): Buffer =>
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        ...fields,
+        layers: Array.from({ length: layers }, (_, i) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: digest(String(i + 2)), size: 10 })),
+      }),
+    );
+  const push = async (repo: string, body: Buffer): Promise<void> => {
+    await repoContent.ensureRepo(repo);
+    await manifests.addToRepo(repo, await manifests.insertIfAbsent(parseManifest(body, 'application/vnd.oci.image.manifest.v1+json'), body));
+  };
+  const emptyConfig = { mediaType: 'application/vnd.oci.empty.v1+json', digest: digest('1'), size: 2 };
+  await push('by-artifact-type', manifest({ artifactType: 'application/vnd.volreg.volume.v1', config: emptyConfig }, 1));
+  await push('by-config-type', manifest({ config: { mediaType: 'application/vnd.volreg.volume.config.v1+json', digest: digest('1'), size: 2 } }, 1));
+  await push('image', manifest({ config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: digest('1'), size: 2 } }, 2));
+  await repoContent.ensureRepo('empty');
+  t.deepEqual(await repoContent.volumeRepos(), [], 'no notes before the migration');
+
+  const applied = await new Migrator(db).up();
+  t.true(applied.includes('0004-volume-notes'));
+  t.deepEqual(applied, all.filter((m) => m.id >= '0004').map((m) => m.id));
+  t.deepEqual(await repoContent.volumeRepos(), ['by-artifact-type', 'by-config-type']);
+  const noted = await db.collection(COLLECTIONS.repos).findOne({ _id: 'by-artifact-type' as never });
+  t.deepEqual(noted?.notes, { _repo_type: 'docker-repo', [VOLUME_NOTE]: true }, 'the Pulp repo type note stays');
 });
 
 function countingMigrations(counts: Map<string, number>, delayMs: number): Migration[] {
