@@ -39,7 +39,8 @@ function run(args: string[], env: Record<string, string> = {}, cwd = REPO_ROOT):
 test('npm start on port 0: warnings, listening line, GET /v2/, /healthz, /readyz, /metrics, then SIGTERM exits 0', async (t) => {
   const dataDir = await tempDir();
   // a misspelt variable is only a warning
-  const server = await spawnServer({ dataDir, command: ['npm', 'start', '--silent'], env: { VOLREG_DATADIR: '/tmp/typo' } });
+  // npm start compiles first (tsc): allow for a slow, loaded machine
+  const server = await spawnServer({ dataDir, command: ['npm', 'start', '--silent'], env: { VOLREG_DATADIR: '/tmp/typo' }, timeoutMs: 180_000 });
   t.teardown(() => server.kill('SIGKILL'));
   t.regex(server.stderr(), /volreg: warning: VOLREG_DATADIR .*did you mean VOLREG_DATA_DIR\?/);
   t.regex(server.url, /^http:\/\/127\.0\.0\.1:\d+$/);

@@ -122,7 +122,16 @@ export async function spawnServer(opts: SpawnOptions): Promise<SpawnedServer> {
   Object.assign(env, opts.env);
 
   const [cmd, ...args] = opts.command ?? [process.execPath, VOLREG_BIN, 'serve'];
-  const child = spawn(cmd!, args, { cwd: opts.cwd ?? REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // its own process group, so a kill reaches what a wrapper (npm start) runs too: an orphaned
+  // server would hold the pipes open and keep the test worker from ever exiting
+  const child = spawn(cmd!, args, { cwd: opts.cwd ?? REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const killGroup = (signal: NodeJS.Signals): void => {
+    try {
+      process.kill(-child.pid!, signal);
+    } catch {
+      child.kill(signal); // the group is gone already
+    }
+  };
   let out = '';
   let err = '';
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
@@ -135,7 +144,7 @@ export async function spawnServer(opts: SpawnOptions): Promise<SpawnedServer> {
   const url = await new Promise<string>((resolve, reject) => {
     const tail = (): string => `\n--- stdout ---\n${out.slice(-4000)}\n--- stderr ---\n${err.slice(-4000)}`;
     const timer = setTimeout(() => {
-      child.kill('SIGKILL');
+      killGroup('SIGKILL');
       reject(new Error(`volreg serve did not print its listening line within ${timeoutMs} ms${tail()}`));
     }, timeoutMs);
     const onData = (): void => {
@@ -159,7 +168,9 @@ export async function spawnServer(opts: SpawnOptions): Promise<SpawnedServer> {
     stdout: () => out,
     stderr: () => err,
     kill: (signal: NodeJS.Signals = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      // SIGKILL (a teardown) takes the whole group; other signals go to the child alone, as an operator's would
+      if (signal === 'SIGKILL') killGroup(signal);
+      else if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     },
     waitExit: () => exited,
   };
