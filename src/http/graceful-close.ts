@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { Server, ServerResponse } from 'node:http';
 import { Server as NetServer, type Socket } from 'node:net';
 
 /**
@@ -28,6 +28,8 @@ interface ConnectionState {
 
 export class GracefulClose {
   private readonly served = new Map<Socket, ConnectionState>();
+  /** replies not finished yet: those whose headers are still unsent learn `Connection: close` at close() */
+  private readonly replying = new Set<ServerResponse>();
   private closing = false;
 
   constructor(private readonly server: Server) {
@@ -41,9 +43,11 @@ export class GracefulClose {
       }
       const s = state;
       s.active++;
+      this.replying.add(res);
       if (this.closing && !res.headersSent) res.setHeader('Connection', 'close');
       res.once('close', () => {
         s.active--;
+        this.replying.delete(res);
       });
     });
   }
@@ -52,6 +56,8 @@ export class GracefulClose {
   async close(graceMs: number, onOverdue: () => void): Promise<void> {
     if (!this.server.listening) return;
     this.closing = true;
+    // requests already in progress too: their replies are not sent yet
+    for (const res of this.replying) if (!res.headersSent) res.setHeader('Connection', 'close');
     const started = Date.now();
     // net's close, not http's: http's would also close the connections still sending a first request
     const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(this.server, () => resolve()));

@@ -1,4 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { chmod, chown, lchown, lstat, lutimes, mkdir, mkdtemp, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -399,6 +400,24 @@ test('credentials come from VOLREG_USER / VOLREG_PASSWORD (or flags) as Basic au
     const anonymous = await volreg(['push', tree, 'cli/auth:v1'], { env });
     t.is(anonymous.code, 1);
     t.regex(anonymous.stderr, /UNAUTHORIZED/);
+    // volumes big enough that the refusal comes while a file is still being packed: a failure
+    // of that volume, not a crash that leaves a backup's other volumes undone
+    const bigRoot = join(work, 'auth-volumes');
+    for (const v of ['big1', 'big2']) {
+      await mkdir(join(bigRoot, v), { recursive: true });
+      await writeFile(join(bigRoot, v, 'data.bin'), randomBytes(24 * 1024 * 1024));
+    }
+    for (const compression of ['gzip', 'zstd', 'none']) {
+      const refused = await volreg(['push', join(bigRoot, 'big1'), 'cli/auth-big:v1', '--compression', compression], { env });
+      t.is(refused.code, 1, `${compression}: ${refused.stderr}`);
+      t.regex(refused.stderr, /UNAUTHORIZED/);
+      t.notRegex(refused.stderr, /Premature close|\n\s+at /, `${compression}: no stack trace`);
+    }
+    const backup = await volreg(['backup', '--tag', 't1', '--volumes-root', bigRoot, 'big1,big2'], { env });
+    t.is(backup.code, 5, backup.stderr);
+    t.regex(backup.stderr, /big1: .*UNAUTHORIZED/);
+    t.regex(backup.stderr, /big2: .*UNAUTHORIZED/);
+    t.notRegex(backup.stderr, /Premature close/);
     const withEnv = await volreg(['push', tree, 'cli/auth:v1'], { env: { ...env, VOLREG_USER: 'ops', VOLREG_PASSWORD: 's3cret pass' } });
     t.is(withEnv.code, 0, withEnv.stderr);
     const withFlags = await volreg(['pull', '--user', 'ops', '--password', 's3cret pass', 'cli/auth:v1', join(work, 'auth-out')], { env });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -69,6 +70,25 @@ test('a request sent after SIGTERM on a connection accepted before it is served,
   t.regex(text, /^HTTP\/1\.1 200 /);
   t.regex(text, /\r\nconnection: close\r\n/i);
   t.regex(text, /"repositories":\[\]/);
+  t.is((await server.waitExit()).code, 0);
+});
+
+test('a request in progress at SIGTERM is answered with Connection: close, then its connection closes', async (t) => {
+  const { server, port } = await started(t);
+  const body = Buffer.alloc(256 * 1024, 'v');
+  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  const socket = await opened(port);
+  const reply = untilClosed(socket);
+  socket.write(`POST /v2/shutdown/blobs/uploads/?digest=${digest} HTTP/1.1\r\nHost: volreg\r\nContent-Length: ${body.length}\r\n\r\n`);
+  socket.write(body.subarray(0, 1000));
+  await sleep(300); // the request is in progress: its handler waits for the rest of the body
+  server.kill('SIGTERM');
+  await sleep(300);
+  socket.write(body.subarray(1000));
+  const { text, reset } = await reply;
+  t.false(reset, 'no reset');
+  t.regex(text, /^HTTP\/1\.1 201 /);
+  t.regex(text, /\r\nconnection: close\r\n/i);
   t.is((await server.waitExit()).code, 0);
 });
 

@@ -101,6 +101,10 @@ async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs:
     sink = p.entry(header, (err) => (err ? reject(err) : resolve()));
   });
   finished.catch(() => undefined); // awaited below; a failure before then is reported there
+  // The entry's failure is reported by the callback above. Its 'error' event, when the packer is
+  // torn down under it (a refused upload), has no other listener, and an unheard 'error' would
+  // take the process down: a backup's other volumes with it.
+  sink.on('error', () => undefined);
   const file = createReadStream(abs, { highWaterMark: 256 * 1024 });
   try {
     for await (const chunk of file) {
