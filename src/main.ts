@@ -88,7 +88,13 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
   // ---- blobs and uploads ---------------------------------------------------------------
   if (ctx.config.storage !== 'fs') throw new StartupError(`VOLREG_STORAGE=${ctx.config.storage} is not available yet; use fs`);
   const blobStore = await FsBlobStore.open({ root: ctx.config.dataDir, minFreeBytes: ctx.config.limits.minFreeBytes });
-  const blobs = new BlobService({ store: blobStore, units: new BlobRepository(ctx.collections), membership: repoContent });
+  const blobs = new BlobService({
+    store: blobStore,
+    units: new BlobRepository(ctx.collections),
+    membership: repoContent,
+    // a quarter of the grace period (at most a minute): a push gets most of the grace after its HEAD
+    refreshHeldAfterMs: Math.min(60_000, ctx.config.gc.graceSeconds * 250),
+  });
   const uploads = new UploadService({ store: blobStore, blobs, sessions: new UploadRepository(ctx.collections) });
 
   const inspector = new OffThreadInspector();

@@ -5,6 +5,9 @@ import { request as httpsRequest } from 'node:https';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Option, type Command } from 'commander';
+import { parseDigest } from '../domain/digest.ts';
+import { isVolregError } from '../domain/errors.ts';
+import { parseRepositoryName, parseTag } from '../domain/names.ts';
 
 /**
  * The host agent's HTTP client: the same public API curl uses (/api/v1, and /v2 for pulls by
@@ -276,12 +279,31 @@ export function clientFrom(flags: ConnectionFlags): VolregClient {
 }
 
 /** `<name>:<tag>` or `<name>@<digest>`. */
+/**
+ * `<name>:<tag>` or `<name>@<digest>`, each part checked against the OCI grammar here: a
+ * reference the registry could never accept is bad usage (exit 2), found before any work.
+ */
 export function parseSnapshotRef(ref: string): { name: string; tag: string } | { name: string; digest: string } {
   const at = ref.indexOf('@');
-  if (at > 0) return { name: ref.slice(0, at), digest: ref.slice(at + 1) };
+  if (at > 0) return { name: checkedPart(ref, () => parseRepositoryName(ref.slice(0, at))), digest: checkedPart(ref, () => parseDigest(ref.slice(at + 1))) };
   const colon = ref.lastIndexOf(':');
   if (colon <= 0 || colon === ref.length - 1) throw new UsageError(`expected <name>:<tag> or <name>@<digest>, got ${JSON.stringify(ref)}`);
-  return { name: ref.slice(0, colon), tag: ref.slice(colon + 1) };
+  return { name: checkedPart(ref, () => parseRepositoryName(ref.slice(0, colon))), tag: checkedPart(ref, () => parseTag(ref.slice(colon + 1))) };
+}
+
+/** A repository name checked against the OCI grammar; a UsageError saying why not. */
+export function checkedRepository(name: string, what: string): string {
+  return checkedPart(what, () => parseRepositoryName(name));
+}
+
+function checkedPart(what: string, parse: () => string): string {
+  try {
+    return parse();
+  } catch (err) {
+    if (!isVolregError(err)) throw err;
+    const hint = err.code === 'NAME_INVALID' ? ' (lower-case letters, digits and . _ - separators, / between components)' : '';
+    throw new UsageError(`${JSON.stringify(what)}: ${err.message}${hint}`);
+  }
 }
 
 export class UsageError extends Error {

@@ -16,6 +16,11 @@ export interface BlobUnit {
   size: number;
 }
 
+/** A blob unit a repository holds, and when that association was last refreshed (ISO 8601). */
+export interface HeldBlob extends BlobUnit {
+  associationUpdated: string;
+}
+
 function fromDoc(d: Pick<BlobUnitDoc, '_id' | 'digest' | 'size'>): BlobUnit {
   return { id: d._id, digest: d.digest as Digest, size: d.size };
 }
@@ -57,26 +62,28 @@ export class BlobRepository {
   }
 
   /**
-   * The unit of a digest if repository `repoId` holds it. A unit remembered from earlier
-   * requests needs only the association lookup (see unit-cache.ts); otherwise two point lookups.
+   * The unit of a digest if repository `repoId` holds it, with when the association was last
+   * refreshed (`updated`). A unit remembered from earlier requests needs only the association
+   * lookup (see unit-cache.ts); otherwise two point lookups.
    */
-  async findInRepo(repoId: string, digest: Digest): Promise<BlobUnit | null> {
+  async findInRepo(repoId: string, digest: Digest): Promise<HeldBlob | null> {
     const known = this.cache.get(digest);
     if (known) {
-      if (await this.holds(repoId, known.id)) return known;
+      const held = await this.heldSince(repoId, known);
+      if (held) return held;
       // not held, or the unit was collected and pushed again: ask for the current one
       const current = await this.findByDigest(digest);
       if (!current || current.id === known.id) return null;
-      return (await this.holds(repoId, current.id)) ? current : null;
+      return this.heldSince(repoId, current);
     }
     const unit = await this.findByDigest(digest);
     if (!unit) return null;
-    return (await this.holds(repoId, unit.id)) ? unit : null;
+    return this.heldSince(repoId, unit);
   }
 
-  private async holds(repoId: string, unitId: string): Promise<boolean> {
-    const held = await this.c.repoContentUnits.findOne({ repo_id: repoId, unit_type_id: UNIT_TYPES.blob, unit_id: unitId }, { projection: { _id: 1 } });
-    return held !== null;
+  private async heldSince(repoId: string, unit: BlobUnit): Promise<HeldBlob | null> {
+    const held = await this.c.repoContentUnits.findOne({ repo_id: repoId, unit_type_id: UNIT_TYPES.blob, unit_id: unit.id }, { projection: { _id: 0, updated: 1 } });
+    return held ? { ...unit, associationUpdated: held.updated } : null;
   }
 
   private remember(unit: BlobUnit): BlobUnit {

@@ -83,6 +83,16 @@ export class RepoContentRepository {
       );
   }
 
+  /**
+   * Refreshes an association's `updated` only if it is still the one read (`seen`): false when
+   * it was removed (garbage collection) or refreshed meanwhile. Never creates one: an
+   * association re-created after a collection removed it could outlive the unit it names.
+   */
+  async refresh(repoId: string, unitType: UnitTypeId, unitId: string, seen: string): Promise<boolean> {
+    const res = await this.c.repoContentUnits.updateOne({ repo_id: repoId, unit_type_id: unitType, unit_id: unitId, updated: seen }, { $set: { updated: new Date().toISOString() } });
+    return res.matchedCount === 1;
+  }
+
   async disassociate(repoId: string, unitType: UnitTypeId, unitIds: string[]): Promise<void> {
     if (unitIds.length === 0) return;
     await this.c.repoContentUnits.deleteMany({ repo_id: repoId, unit_type_id: unitType, unit_id: { $in: unitIds } });

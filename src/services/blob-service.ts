@@ -18,8 +18,8 @@ import type { BlobInfo, BlobReader, BlobStore, UploadWriter } from '../storage/b
 export interface BlobUnits {
   upsert(digest: Digest, size: number): Promise<{ id: string; digest: Digest; size: number }>;
   findByDigest(digest: Digest): Promise<{ id: string; digest: Digest; size: number } | null>;
-  /** the unit of `digest` if `repoId` holds it */
-  findInRepo(repoId: string, digest: Digest): Promise<{ id: string; digest: Digest; size: number } | null>;
+  /** the unit of `digest` if `repoId` holds it, and when that association was last refreshed (ISO 8601) */
+  findInRepo(repoId: string, digest: Digest): Promise<{ id: string; digest: Digest; size: number; associationUpdated: string } | null>;
 }
 
 /** Repository membership (metadata/repo-content-repository.ts implements it). */
@@ -28,12 +28,20 @@ export interface BlobMembership {
   /** true when this call created the association */
   associate(repoId: string, unitType: 'docker_blob', unitId: string): Promise<boolean>;
   disassociate(repoId: string, unitType: 'docker_blob', unitIds: string[]): Promise<void>;
+  /** refreshes the association's `updated` if it is still the one `seen`; false if it is gone or changed */
+  refresh(repoId: string, unitType: 'docker_blob', unitId: string, seen: string): Promise<boolean>;
 }
 
 export interface BlobServiceDeps {
   store: BlobStore;
   units: BlobUnits;
   membership: BlobMembership;
+  /**
+   * A blob a HEAD finds is held again (its association refreshed) when the association is older
+   * than this (see stat); undefined: never. Below garbage collection's grace period, so a client
+   * that skips an upload because HEAD found the blob gets a whole grace period for its push.
+   */
+  refreshHeldAfterMs?: number;
 }
 
 export interface IngestOptions {
@@ -73,12 +81,25 @@ const BLOB = 'docker_blob' as const;
 export class BlobService {
   constructor(private readonly deps: BlobServiceDeps) {}
 
-  /** The blob if `repo` holds it and its bytes are there; null otherwise. */
+  /**
+   * The blob if `repo` holds it and its bytes are there; null otherwise (a HEAD). A client that
+   * finds a blob this way skips its upload and references it in a manifest moments later, so an
+   * association older than `refreshHeldAfterMs` is refreshed first: garbage collection then sees
+   * a young association (and its conditional delete misses), as after an upload. A refresh that
+   * finds the association gone (collected meanwhile) answers null: the client uploads.
+   */
   async stat(repo: string, digest: Digest): Promise<BlobInfo | null> {
     // The bytes' stat does not depend on the metadata: it runs meanwhile and counts only if the repository holds the blob.
     const bytes = this.deps.store.stat(digest);
     bytes.catch(() => undefined); // awaited below, unless the metadata says no
-    if (!(await this.deps.units.findInRepo(repo, digest))) return null;
+    let held = await this.deps.units.findInRepo(repo, digest);
+    const refreshAfter = this.deps.refreshHeldAfterMs;
+    if (held && refreshAfter !== undefined && Date.parse(held.associationUpdated) < Date.now() - refreshAfter) {
+      if (!(await this.deps.membership.refresh(repo, BLOB, held.id, held.associationUpdated))) {
+        held = await this.deps.units.findInRepo(repo, digest); // refreshed by another request, or collected
+      }
+    }
+    if (!held) return null;
     return bytes;
   }
 

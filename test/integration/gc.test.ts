@@ -102,6 +102,37 @@ test.serial('a blob no repository holds goes after the grace period (unit, then 
   t.is(report.errors, 0);
 });
 
+test.serial('a blob a HEAD found stays for the push that skipped uploading it, however old it was', async (t) => {
+  const base = t.context.server.url;
+  const repo = repoName('gc-head');
+  const img = image();
+  const notAsked = randomBlob(200);
+  const blobs = [img.config, ...img.layers];
+  await pushBlobs(base, repo, [...blobs, notAsked]);
+  // pushed long ago, and since then no manifest kept them (the last tag using them went away)
+  const longAgo = new Date(Date.now() - 3 * 3600_000);
+  const digests = [...blobs, notAsked].map((b) => b.digest);
+  const units = await t.context.c.blobs.find({ digest: { $in: digests } }).toArray();
+  await t.context.c.blobs.updateMany({ digest: { $in: digests } }, { $set: { _last_updated: Math.floor(longAgo.getTime() / 1000) } });
+  await t.context.c.repoContentUnits.updateMany({ repo_id: repo, unit_id: { $in: units.map((u) => u._id) } }, { $set: { updated: longAgo.toISOString() } });
+
+  // a client pushing an image that uses them finds them and skips their upload...
+  const asked = Date.now();
+  for (const b of blobs) t.is((await request(base, `/v2/${repo}/blobs/${b.digest}`, { method: 'HEAD' })).status, 200);
+  const unitOf = new Map(units.map((u) => [u.digest, u._id]));
+  for (const b of blobs) {
+    const assoc = await t.context.c.repoContentUnits.findOne({ repo_id: repo, unit_id: unitOf.get(b.digest)! });
+    t.true(Date.parse(assoc!.updated) >= asked - 1000, 'the HEAD held the blob again');
+  }
+  // ...a collection runs before its manifest arrives (on the real clock, an hour's grace)...
+  await gc(t, { now: () => new Date(), deleteUntagged: true });
+  t.is((await request(base, `/v2/${repo}/blobs/${notAsked.digest}`, { method: 'HEAD' })).status, 404, 'the blob nobody asked for was collected');
+  // ...and the manifest still finds everything it references
+  const put = await putManifest(base, repo, 'v1', img.manifest);
+  t.is(put.status, 201, put.body.toString());
+  t.true(await pullsIdentical(base, repo, 'v1', img));
+});
+
 test.serial('a blob a kept manifest references stays even without any repository holding it', async (t) => {
   const { url } = t.context.server;
   const repo = repoName('gc-ref');
