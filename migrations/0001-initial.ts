@@ -8,7 +8,7 @@ import { mongoJsonSchema } from '../src/metadata/schema-validator.ts';
  * (from schemas/stored-*.schema.json). Idempotent: creating what exists is a no-op.
  */
 export const id = '0001-initial';
-export const description = 'collections, indexes and JSON-Schema validators of DESIGN.md section 3';
+export const description = 'Pulp 2 style collections, their indexes and JSON-Schema validators';
 
 interface CollectionSpec {
   name: string;

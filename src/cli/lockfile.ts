@@ -173,17 +173,18 @@ export async function isEmptyVolume(dir: string): Promise<boolean> {
 
 /**
  * What restore does with one lock entry, before asking the registry (which can still turn a
- * `restore` into an error when the snapshot is missing):
- * - invalid entry: error; no tag: skipped with a warning;
- * - the tags file says the volume already holds the locked tag and it is not empty: up to date
- *   (unless `force`);
+ * `restore` or an `error` into a missing-snapshot error):
+ * - no tag: skipped with a warning;
+ * - the tags file says the volume already holds the locked tag and it is not empty: up to date,
+ *   with or without `force` (to fetch it again, `volreg pull --force`);
  * - a non-empty volume is replaced only with `force`, else error.
+ * Entries with a problem never get here: restore refuses the whole lock file first.
  */
 export async function decideRestore(entry: LockEntry, volumeDir: string, currentTag: string | undefined, force: boolean): Promise<RestoreDecision> {
   if (entry.problem !== null) return { action: 'error', reason: entry.problem };
   if (entry.tag === null) return { action: 'skip', reason: 'not locked to a tag' };
   const empty = await isEmptyVolume(volumeDir);
-  if (!empty && currentTag === entry.tag && !force) return { action: 'up-to-date', reason: `already holds tag ${entry.tag}` };
+  if (!empty && currentTag === entry.tag) return { action: 'up-to-date', reason: `already holds tag ${entry.tag}` };
   if (!empty && !force) return { action: 'error', reason: 'volume is not empty (use --force to replace it)' };
   return { action: 'restore', tag: entry.tag, replace: !empty };
 }

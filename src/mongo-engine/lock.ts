@@ -13,7 +13,7 @@ import path from 'node:path';
 
 export class DbPathLockedError extends Error {
   constructor(dbPath: string) {
-    super(`dbPath ${dbPath} is already in use by another running volreg db engine (lock socket ${path.join(dbPath, LOCK_NAME)} accepts connections); stop that process first`);
+    super(`dbPath ${dbPath} is already in use by another running volreg process (volreg serve with its embedded database, or volreg db; lock socket ${path.join(dbPath, LOCK_NAME)} accepts connections); stop that process first`);
     this.name = 'DbPathLockedError';
   }
 }

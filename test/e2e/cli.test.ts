@@ -208,11 +208,33 @@ test('pull refuses a non-empty target without --force and replaces it with --for
   await sameRoot(t, out);
 });
 
-test('exit codes: missing snapshot 3, bad usage 2', async (t) => {
+test('exit codes: missing snapshot or volume 3, bad usage (names and tags the registry could never take included) 2', async (t) => {
   t.is((await volreg(['pull', 'cli/none:v1', join(work, 'none')])).code, 3);
   t.is((await volreg(['verify', 'cli/none:v1'])).code, 3);
+  const lsNone = await volreg(['ls', 'cli/none']);
+  t.is(lsNone.code, 3);
+  t.regex(lsNone.stderr, /cli\/none holds no snapshots/);
+  t.is((await volreg(['ls', 'cli/none', '--host', 'elsewhere'])).code, 0, 'a filter matching nothing is only an empty answer');
   t.is((await volreg(['pull', 'no-tag-here', join(work, 'none')])).code, 2);
   t.is((await volreg(['push', tree])).code, 2);
+  for (const args of [
+    ['push', tree, 'cli/x:-bad'],
+    ['push', tree, 'Upper/Case:v1'],
+    ['pull', 'BAD:ref', join(work, 'none')],
+    ['pull', 'cli/x@sha256:abc', join(work, 'none')],
+    ['verify', 'Not_A..Name'],
+    ['ls', 'Not A Name'],
+    ['rm', 'cli/x:tag with space'],
+    ['backup', '--tag', 't1', '--volumes-root', work, '--prefix', 'Bad Prefix/', 'tree'],
+    ['push', tree, 'cli/x:v1', '--level', '12'],
+    ['push', tree, 'cli/x:v1', '--compression', 'zstd', '--level', '0'],
+    ['backup', '--tag', 't1', '--volumes-root', work, '--level', 'fast', 'tree'],
+  ]) {
+    const r = await volreg(args);
+    t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, /invalid (repository name|tag|(sha256 )?digest)|expected <name>|--level for (gzip|zstd) is/, args.join(' '));
+  }
+  t.is(await readFile(join(work, 'tags'), 'utf8').catch(() => null), null, 'the refused backup recorded nothing');
 });
 
 test('a download that does not match its digest is never extracted (exit 4)', async (t) => {
@@ -367,10 +389,32 @@ test('backup several volumes under one tag, then restore them from a lock file b
   t.is(await readFile(join(host, 'tags'), 'utf8'), 'app release-1\n');
   await t.throwsAsync(lstat(join(host, 'cache', 'cache.dat')));
 
+  // a non-empty volume whose snapshot does not exist: the missing snapshot is what is said
+  await mkdir(join(host, 'orphan'), { recursive: true });
+  await writeFile(join(host, 'orphan', 'file'), 'local');
+  await writeFile(lock, ['downstream:', '  orphan: tag:release-1', ''].join('\n'));
+  const orphan = await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/']);
+  t.is(orphan.code, 5);
+  t.regex(orphan.stderr, /orphan: snapshot site\/orphan:release-1 does not exist/);
+
+  // a lock value that is not tag:<tag> makes the file malformed: nothing is restored
+  await writeFile(lock, ['downstream:', '  db: tag:release-1', '  app: release-1', ''].join('\n'));
+  const malformed = await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/', '--force']);
+  t.is(malformed.code, 2);
+  t.regex(malformed.stderr, /app: unknown lock option "release-1"/);
+  t.is(await readFile(join(host, 'db', 'local-change'), 'utf8'), 'keep me', 'db was not restored');
+
   // --force replaces db; app already holds release-1 and is left alone
   await writeFile(lock, ['downstream:', '  app: tag:release-1', '  db: tag:release-1', ''].join('\n'));
-  const forced = await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/', '--force']);
+  await writeFile(join(host, 'app', 'written-since'), 'by the application');
+  const forced = await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/', '--force', '--json']);
   t.is(forced.code, 0, forced.stderr);
+  t.deepEqual(
+    (JSON.parse(forced.stdout) as { volumes: Array<{ volume: string; status: string }> }).volumes.map((v) => `${v.volume} ${v.status}`),
+    ['app up-to-date', 'db restored'],
+  );
+  t.is(await readFile(join(host, 'app', 'written-since'), 'utf8'), 'by the application');
+  await rm(join(host, 'app', 'written-since'));
   t.deepEqual(await readdir(join(host, 'db')), ['db.dat']);
   t.is(await readFile(join(host, 'tags'), 'utf8'), 'app release-1\ndb release-1\n');
   const again = await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/', '--json']);

@@ -174,7 +174,7 @@ test('a second process on the same dbPath is refused with a clear message; a kil
   t.true(owner.line.startsWith('READY '));
   const err = await t.throwsAsync(startEngine({ dbPath: dir }));
   t.true(err instanceof DbPathLockedError);
-  t.regex(err?.message ?? '', /already in use by another running volreg db engine/);
+  t.regex(err?.message ?? '', /already in use by another running volreg process \(volreg serve with its embedded database, or volreg db;/);
   const second = await spawnEngineChild(dir);
   t.regex(second.line, /^ERROR dbPath .* is already in use/);
   t.is(await second.exited, 3);

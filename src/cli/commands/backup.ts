@@ -2,9 +2,9 @@ import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { isTag } from '../../domain/names.ts';
 import { progressFor, pushSource } from '../archive/transfer.ts';
-import { addAgentOptions, AGENT_EXIT, clientFrom, describeError, runAgent, UsageError } from '../client.ts';
+import { addAgentOptions, AGENT_EXIT, checkedRepository, clientFrom, describeError, runAgent, UsageError } from '../client.ts';
 import { repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
-import { addPushOptions, labelsOf, type PushFlags } from './push.ts';
+import { addPushOptions, checkLevel, labelsOf, type PushFlags } from './push.ts';
 
 interface BackupFlags extends PushFlags {
   tag: string;
@@ -32,11 +32,14 @@ export function registerBackup(program: Command): void {
   ).action((volumeArgs: string[], flags: BackupFlags) =>
     runAgent('backup', async () => {
       if (!isTag(flags.tag)) throw new UsageError(`invalid tag ${JSON.stringify(flags.tag)}`);
+      checkLevel(flags.compression, flags.level);
       const volumes = volumeArgs.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
       if (volumes.length === 0) throw new UsageError('no volumes named');
       // before anything is pushed: `Data` and `data` would overwrite each other's snapshot
       const clash = repositoryClash(flags.prefix, volumes);
       if (clash !== null) throw new UsageError(clash);
+      // and a name the registry could never take (a bad --prefix) is bad usage, found before any push
+      for (const volume of volumes) checkedRepository(volumeRepository(flags.prefix, volume), `${flags.prefix}${volume}`);
       const client = clientFrom(flags);
       const labels = labelsOf(flags.label);
       const results: Array<{ volume: string; repository: string; ok: boolean; digest?: string; error?: string }> = [];

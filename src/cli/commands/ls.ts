@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { human } from '../archive/transfer.ts';
-import { addAgentOptions, AGENT_EXIT, clientFrom, runAgent, type ConnectionFlags } from '../client.ts';
+import { addAgentOptions, AGENT_EXIT, checkedRepository, clientFrom, runAgent, type ConnectionFlags } from '../client.ts';
 
 interface LsFlags extends ConnectionFlags {
   host?: string;
@@ -39,7 +39,15 @@ export function registerLs(program: Command): void {
         }
         return AGENT_EXIT.OK;
       }
+      checkedRepository(name, name);
       const page = await client.list(name, { host: flags.host, since: flags.since, until: flags.until, limit: flags.limit, offset: flags.offset });
+      // a volume exists while it holds a snapshot (as the volume list says); a filter matching none is only an empty answer
+      const filtered = flags.host !== undefined || flags.since !== undefined || flags.until !== undefined || (flags.offset ?? 0) > 0;
+      if (page.total === 0 && !filtered) {
+        process.stderr.write(`volreg ls: volume ${name} holds no snapshots\n`);
+        if (flags.json) process.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
+        return AGENT_EXIT.NOT_FOUND;
+      }
       if (flags.json) process.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
       else {
         const rows = [['TAG', 'DIGEST', 'SIZE', 'COMPRESSION', 'HOST', 'CREATED', 'VERIFIED']];

@@ -25,6 +25,18 @@ export function labelsOf(pairs: string[]): Record<string, string> {
   return labels;
 }
 
+const LEVELS: Partial<Record<Compression, [number, number]>> = { gzip: [0, 9], zstd: [1, 19] };
+
+/** A `--level` the compressor cannot take is bad usage, found before anything is packed. */
+export function checkLevel(compression: Compression, level: number | undefined): void {
+  if (level === undefined) return;
+  const range = LEVELS[compression];
+  if (!range) throw new UsageError(`--level applies to gzip and zstd, not to --compression ${compression}`);
+  if (!Number.isInteger(level) || level < range[0] || level > range[1]) {
+    throw new UsageError(`--level for ${compression} is ${range[0]}-${range[1]}, got ${Number.isNaN(level) ? 'not a number' : level}`);
+  }
+}
+
 export function addPushOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--compression <kind>', 'compression of the uploaded tar').choices(['gzip', 'zstd', 'none']).default('gzip'))
@@ -46,6 +58,7 @@ export function registerPush(program: Command): void {
     runAgent('push', async () => {
       const parsed = parseSnapshotRef(ref);
       if (!('tag' in parsed)) throw new UsageError('push needs <name>:<tag>');
+      if (source !== '-') checkLevel(flags.compression, flags.level);
       const client = clientFrom(flags);
       const result = await pushSource(client, source === '-' ? process.stdin : source, parsed.name, parsed.tag, {
         compression: flags.compression,

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { progressFor, pullInto } from '../archive/transfer.ts';
-import { addAgentOptions, AGENT_EXIT, clientFrom, describeError, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
+import { addAgentOptions, AGENT_EXIT, checkedRepository, clientFrom, describeError, RegistryError, runAgent, UsageError, type ConnectionFlags, type VolregClient } from '../client.ts';
 import { decideRestore, LockFileError, parseLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
 import { addVolumeRootOptions } from './backup.ts';
 import { addExtractOptions, type ExtractFlags } from './pull.ts';
@@ -51,8 +51,20 @@ export function registerRestore(program: Command): void {
         if (err instanceof LockFileError) throw new UsageError(`${flags.lock}: ${err.message}`);
         throw err;
       }
-      // before anything is restored: `Data` and `data` would both receive one repository's content
-      const clash = repositoryClash(flags.prefix, entries.filter((e) => e.problem === null).map((e) => e.volume));
+      // Before anything is restored: a lock file with a bad entry is malformed as a whole (a
+      // typo must not restore the other volumes and leave this one behind unnoticed), and
+      // `Data` and `data` would both receive one repository's content.
+      const problems = entries.filter((e) => e.problem !== null).map((e) => `${e.volume}: ${e.problem}`);
+      for (const e of entries) {
+        if (e.problem !== null || e.tag === null) continue;
+        try {
+          checkedRepository(volumeRepository(flags.prefix, e.volume), `${flags.prefix}${e.volume}`);
+        } catch (err) {
+          problems.push(`${e.volume}: ${(err as Error).message}`);
+        }
+      }
+      if (problems.length > 0) throw new UsageError(`${flags.lock}: ${problems.join('; ')}`);
+      const clash = repositoryClash(flags.prefix, entries.map((e) => e.volume));
       if (clash !== null) throw new UsageError(`${flags.lock}: ${clash}`);
       const client = clientFrom(flags);
       const current = await readTagsFile(flags.volumesRoot);
@@ -65,15 +77,24 @@ export function registerRestore(program: Command): void {
           process.stderr.write(`volreg restore: warning: ${entry.volume}: skipped (${decision.reason})\n`);
           continue;
         }
-        if (decision.action === 'error') {
-          outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'failed', message: decision.reason });
-          continue;
-        }
         if (decision.action === 'up-to-date') {
           outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'up-to-date', message: decision.reason });
           continue;
         }
-        const ref = `${volumeRepository(flags.prefix, entry.volume)}:${decision.tag}`;
+        const repository = volumeRepository(flags.prefix, entry.volume);
+        // a missing snapshot is said first: it is what the operator must fix, whatever the volume holds
+        let missing: string | null;
+        try {
+          missing = await snapshotMissing(client, repository, entry.tag!);
+        } catch (err) {
+          outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'failed', message: describeError(err) });
+          continue;
+        }
+        if (missing !== null || decision.action === 'error') {
+          outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'failed', message: missing ?? (decision as { reason: string }).reason });
+          continue;
+        }
+        const ref = `${repository}:${decision.tag}`;
         try {
           const r = await pullInto(client, ref, dir, {
             force: true,
@@ -98,4 +119,15 @@ export function registerRestore(program: Command): void {
       return ok ? AGENT_EXIT.OK : AGENT_EXIT.PARTIAL;
     }),
   );
+}
+
+/** Why the snapshot cannot be restored when the registry does not have it; null when it does. */
+async function snapshotMissing(client: VolregClient, repository: string, tag: string): Promise<string | null> {
+  try {
+    await client.get(repository, tag);
+    return null;
+  } catch (err) {
+    if (err instanceof RegistryError && err.status === 404) return `snapshot ${repository}:${tag} does not exist (${describeError(err)})`;
+    throw err;
+  }
 }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { addAgentOptions, AGENT_EXIT, clientFrom, describeError, parseSnapshotRef, RegistryError, runAgent, UsageError, type ConnectionFlags, type SnapshotJson, type VolregClient } from '../client.ts';
+import { addAgentOptions, AGENT_EXIT, checkedRepository, clientFrom, describeError, parseSnapshotRef, RegistryError, runAgent, UsageError, type ConnectionFlags, type SnapshotJson, type VolregClient } from '../client.ts';
 
 interface VerifyFlags extends ConnectionFlags {
   all?: boolean;
@@ -82,7 +82,7 @@ export function registerVerify(program: Command): void {
         return r.ok ? AGENT_EXIT.OK : AGENT_EXIT.INTEGRITY;
       }
 
-      const volumes = ref !== undefined ? [ref] : volumesOf(client);
+      const volumes = ref !== undefined ? [checkedRepository(ref, ref)] : volumesOf(client);
       for await (const name of volumes) {
         for await (const tag of tagsOf(client, name)) {
           const outcome = await verifyOne(client, name, tag);
