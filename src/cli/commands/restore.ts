@@ -90,8 +90,12 @@ export function registerRestore(program: Command): void {
           outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'failed', message: describeError(err) });
           continue;
         }
-        if (missing !== null || decision.action === 'error') {
-          outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'failed', message: missing ?? (decision as { reason: string }).reason });
+        if (missing !== null) {
+          outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'failed', message: missing });
+          continue;
+        }
+        if (decision.action === 'error') {
+          outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'failed', message: decision.reason });
           continue;
         }
         const ref = `${repository}:${decision.tag}`;
