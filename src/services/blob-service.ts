@@ -3,6 +3,7 @@ import { digestAlgorithm, type Digest } from '../domain/digest.ts';
 import { resolveRange, type ByteRange } from '../domain/byte-range.ts';
 import { VolregError, explained, isVolregError } from '../domain/errors.ts';
 import type { BlobInfo, BlobReader, BlobStore, UploadWriter } from '../storage/blob-store.ts';
+import { feedSide } from './side-stream.ts';
 
 /**
  * Blobs as repositories see them. A blob is visible in a repository only while a blob unit for
@@ -243,18 +244,9 @@ async function appendValidated(
     const chunks: AsyncIterable<unknown> = { [Symbol.asyncIterator]: () => source.iterator({ destroyOnReturn: false }) };
     for await (const chunk of chunks) {
       const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
-      if (verdict === null && !tee.destroyed && !tee.write(buf)) {
-        await new Promise<void>((resolve) => {
-          const done = (): void => {
-            tee.off('drain', done);
-            tee.off('close', done);
-            wake = null;
-            resolve();
-          };
-          wake = done;
-          tee.on('drain', done);
-          tee.on('close', done);
-        });
+      if (verdict === null) {
+        await feedSide(tee, buf, (done) => (wake = done));
+        wake = null;
       }
       const v = verdict as { ok: boolean; err?: unknown } | null;
       if (v && !v.ok) {

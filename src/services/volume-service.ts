@@ -10,6 +10,7 @@ import { inspectArchive, type ArchiveInspection, type InspectOptions } from '../
 import { OCI_MANIFEST_MEDIA_TYPE, snapshotFileName } from '../domain/volumes/media-types.ts';
 import { decodeSnapshotConfig, encodeSnapshotConfig } from '../domain/volumes/snapshot-config.ts';
 import { buildSnapshotManifest, readSnapshotManifest } from '../domain/volumes/snapshot-manifest.ts';
+import { feedSide } from './side-stream.ts';
 import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
 
 /**
@@ -319,6 +320,8 @@ export class VolumeService {
       const [alg] = splitDigest(digest);
       const hash = createHash(alg);
       const tee = new PassThrough();
+      // the inspector learns of failures by reading; a tee it stopped reading must not crash us
+      tee.on('error', () => undefined);
       const inspected: Promise<ArchiveInspection | Error | null> = inspect
         ? this.inspect(tee).then(
             (r) => r,
@@ -330,7 +333,7 @@ export class VolumeService {
       await pipeline(stream, async function* (src: AsyncIterable<Buffer>) {
         for await (const chunk of src) {
           hash.update(chunk);
-          if (inspect && !tee.write(chunk)) await new Promise<void>((resolve) => tee.once('drain', () => resolve()));
+          if (inspect) await feedSide(tee, chunk);
           yield chunk;
         }
         tee.end();

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -423,6 +423,40 @@ test.serial('the volume list holds only volumes with a snapshot, and its total a
     paged.push(...page.volumes.map((v) => v.volume));
   }
   t.deepEqual(paged, all.volumes.map((v) => v.volume));
+});
+
+test('verify of a /v2-pushed snapshot whose layer is not an archive answers at once, whenever the inspection gives up', async (t) => {
+  const name = 'http/verify-garbage';
+  const push = async (bytes: Buffer): Promise<string> => {
+    const d = sha256(bytes);
+    const res = await fetch(url(`/v2/${name}/blobs/uploads/?digest=${d}`), { method: 'POST', body: new Uint8Array(bytes), headers: { 'Content-Type': 'application/octet-stream' } });
+    t.is(res.status, 201);
+    await res.arrayBuffer();
+    return d;
+  };
+  const config = Buffer.from('{"volume":"x"}');
+  const configDigest = await push(config);
+  // Random bytes are refused at the first header, while verify is still reading the layer: the
+  // inspection stops reading then, at a moment that varies with the bytes, so several layers.
+  for (let i = 0; i < 8; i++) {
+    const layer = randomBytes(5_000_000);
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        artifactType: 'application/vnd.volreg.volume.v1',
+        config: { mediaType: 'application/vnd.volreg.volume.config.v1+json', digest: configDigest, size: config.length },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: await push(layer), size: layer.length }],
+      }),
+    );
+    const m = await fetch(url(`/v2/${name}/manifests/bad`), { method: 'PUT', body: manifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+    t.is(m.status, 201);
+    await m.arrayBuffer();
+    const verified = await fetch(url(`/api/v1/volumes/${name}/tags/bad/verify`), { method: 'POST', signal: AbortSignal.timeout(20_000) });
+    const body = (await verified.json()) as { ok: boolean; lastVerify: { problems: string[] } };
+    t.false(body.ok);
+    t.regex(body.lastVerify.problems.join('\n'), /layer is not a complete tar/);
+  }
 });
 
 test('a tag deleted through /v2 disappears from the /api/v1 listing', async (t) => {
