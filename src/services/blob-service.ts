@@ -3,7 +3,7 @@ import { digestAlgorithm, type Digest } from '../domain/digest.ts';
 import { resolveRange, type ByteRange } from '../domain/byte-range.ts';
 import { VolregError, explained, isVolregError } from '../domain/errors.ts';
 import type { BlobInfo, BlobReader, BlobStore, UploadWriter } from '../storage/blob-store.ts';
-import { feedSide } from './side-stream.ts';
+import { writeOrWait } from '../domain/stream-write.ts';
 
 /**
  * Blobs as repositories see them. A blob is visible in a repository only while a blob unit for
@@ -245,7 +245,7 @@ async function appendValidated(
     for await (const chunk of chunks) {
       const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
       if (verdict === null) {
-        await feedSide(tee, buf, (done) => (wake = done));
+        await writeOrWait(tee, buf, (done) => (wake = done));
         wake = null;
       }
       const v = verdict as { ok: boolean; err?: unknown } | null;

@@ -10,7 +10,7 @@ import { inspectArchive, type ArchiveInspection, type InspectOptions } from '../
 import { OCI_MANIFEST_MEDIA_TYPE, snapshotFileName } from '../domain/volumes/media-types.ts';
 import { decodeSnapshotConfig, encodeSnapshotConfig } from '../domain/volumes/snapshot-config.ts';
 import { buildSnapshotManifest, readSnapshotManifest } from '../domain/volumes/snapshot-manifest.ts';
-import { feedSide } from './side-stream.ts';
+import { writeOrWait } from '../domain/stream-write.ts';
 import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
 
 /**
@@ -333,7 +333,7 @@ export class VolumeService {
       await pipeline(stream, async function* (src: AsyncIterable<Buffer>) {
         for await (const chunk of src) {
           hash.update(chunk);
-          if (inspect) await feedSide(tee, chunk);
+          if (inspect) await writeOrWait(tee, chunk);
           yield chunk;
         }
         tee.end();

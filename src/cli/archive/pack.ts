@@ -4,6 +4,7 @@ import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pack, type Header, type Pack } from 'tar-stream';
+import { writeOrWait } from '../../domain/stream-write.ts';
 import { headerAttributes } from '../../domain/volumes/entry-attributes.ts';
 import { holdsReplacementCharacter } from '../../domain/volumes/restorable-entry.ts';
 
@@ -109,7 +110,8 @@ async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs:
   try {
     for await (const chunk of file) {
       opts.onFileBytes?.((chunk as Buffer).length);
-      if (!sink.write(chunk as Buffer)) await new Promise<void>((resolve) => sink.once('drain', () => resolve()));
+      await writeOrWait(sink, chunk as Buffer);
+      if (sink.destroyed) break; // the packer was torn down (a refused upload): `finished` says why
     }
     sink.end(null);
   } catch (err) {
