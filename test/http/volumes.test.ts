@@ -70,6 +70,15 @@ test.after.always(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
+/** Uploads a blob through /v2 in one request (201 asserted); its digest. */
+async function pushV2Blob(t: import('ava').ExecutionContext, name: string, bytes: Buffer): Promise<string> {
+  const d = sha256(bytes);
+  const res = await fetch(url(`/v2/${name}/blobs/uploads/?digest=${d}`), { method: 'POST', body: new Uint8Array(bytes), headers: { 'Content-Type': 'application/octet-stream' } });
+  t.is(res.status, 201);
+  await res.arrayBuffer();
+  return d;
+}
+
 /** Asserts that nothing of a refused upload is visible anywhere. */
 async function assertNothingKept(t: import('ava').ExecutionContext, name: string, tag: string, body: Buffer): Promise<void> {
   const meta = await fetch(url(`/api/v1/volumes/${name}/tags/${tag}`));
@@ -347,13 +356,7 @@ test('verify re-hashes from the blob store and records the result', async (t) =>
 
 test('an artifact pushed through /v2 with the volume type is readable through /api/v1', async (t) => {
   const name = 'http/oci-pushed';
-  const pushBlob = async (bytes: Buffer): Promise<string> => {
-    const d = sha256(bytes);
-    const res = await fetch(url(`/v2/${name}/blobs/uploads/?digest=${d}`), { method: 'POST', body: new Uint8Array(bytes), headers: { 'Content-Type': 'application/octet-stream' } });
-    t.is(res.status, 201);
-    await res.arrayBuffer();
-    return d;
-  };
+  const pushBlob = (bytes: Buffer): Promise<string> => pushV2Blob(t, name, bytes);
   const config = Buffer.from('{}');
   const configDigest = await pushBlob(config);
   const layerDigest = await pushBlob(zstBytes);
@@ -427,13 +430,7 @@ test.serial('the volume list holds only volumes with a snapshot, and its total a
 
 test('verify of a /v2-pushed snapshot whose layer is not an archive answers at once, whenever the inspection gives up', async (t) => {
   const name = 'http/verify-garbage';
-  const push = async (bytes: Buffer): Promise<string> => {
-    const d = sha256(bytes);
-    const res = await fetch(url(`/v2/${name}/blobs/uploads/?digest=${d}`), { method: 'POST', body: new Uint8Array(bytes), headers: { 'Content-Type': 'application/octet-stream' } });
-    t.is(res.status, 201);
-    await res.arrayBuffer();
-    return d;
-  };
+  const push = (bytes: Buffer): Promise<string> => pushV2Blob(t, name, bytes);
   const config = Buffer.from('{"volume":"x"}');
   const configDigest = await push(config);
   // Random bytes are refused at the first header, while verify is still reading the layer: the
