@@ -160,8 +160,8 @@ export interface RunningServer {
 export interface StartOptions {
   /** defaults to pino JSON on stdout at the configured level */
   logger?: Logger;
-  /** an already connected database (tests); it is not closed by close() */
-  mongo?: { db: Db };
+  /** an already connected database (tests), with its engine's change marks when it has them; it is not closed by close() */
+  mongo?: { db: Db; changeMarks?: SharedArrayBuffer };
   /** collect Node process metrics too (the real service does; in-process test servers need not) */
   processMetrics?: boolean;
 }
@@ -176,7 +176,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   loadSchemas();
   const auth: BasicAuth | undefined = config.authFile ? basicAuth(await loadHtpasswd(config.authFile), logger) : undefined;
 
-  const metadata = opts.mongo ? { db: opts.mongo.db, close: async () => {} } : await openMetadata(config, logger);
+  const metadata = opts.mongo ? { ...opts.mongo, close: async () => {} } : await openMetadata(config, logger);
   // Undone in reverse order by close(), or on a failed start.
   const cleanup: Array<() => Promise<void>> = [metadata.close, ...(auth ? [auth.close] : [])];
   const undo = async (): Promise<void> => {
@@ -195,7 +195,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const applied = await new Migrator(db, { logger }).up();
     if (applied.length > 0) logger.info({ applied }, 'migrations applied');
 
-    const ctx: ServiceContext = { config, db, collections: collections(db), logger };
+    const ctx: ServiceContext = { config, db, collections: collections(db, metadata.changeMarks), logger };
     const services = await buildServices(ctx);
     const metrics = createHttpMetrics({ processMetrics: opts.processMetrics ?? false });
     registerStorageGauges(metrics.registry, { dataDir: config.dataDir, minFreeBytes: config.limits.minFreeBytes, metadataFailure: metadata.failure });
@@ -248,7 +248,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 export async function openMetadata(
   config: Config,
   logger: Logger,
-): Promise<{ db: Db; close: () => Promise<void>; failure?: () => string | undefined }> {
+): Promise<{ db: Db; close: () => Promise<void>; failure?: () => string | undefined; changeMarks?: SharedArrayBuffer }> {
   const dbPath = join(config.dataDir, 'db');
   // The embedded engine listens on a unix socket inside the data directory, so only users who
   // may write there can reach the metadata; sun_path holds ~107 bytes, so deep data directories
@@ -274,7 +274,7 @@ export async function openMetadata(
       await client.close();
       await engine?.close();
     },
-    ...(engine ? { failure: () => engineFailure(engine.failure()) } : {}),
+    ...(engine ? { failure: () => engineFailure(engine.failure()), changeMarks: engine.changeMarks } : {}),
   };
 }
 

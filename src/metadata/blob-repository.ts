@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Digest } from '../domain/digest.ts';
 import { pulpFields, UNIT_TYPES, type BlobUnitDoc, type Collections } from './collections.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
+import { heldUnits, type HeldUnits } from './held-units.ts';
 import { assertValid } from './schema-validator.ts';
 import { unitCaches, type UnitCache } from './unit-cache.ts';
 
@@ -29,9 +30,11 @@ const FIELDS = { projection: { _id: 1, digest: 1, size: 1 } } as const;
 
 export class BlobRepository {
   private readonly cache: UnitCache<BlobUnit>;
+  private readonly held: HeldUnits;
 
   constructor(private readonly c: Collections) {
     this.cache = unitCaches(c).blobs;
+    this.held = heldUnits(c);
   }
 
   /** The unit of a digest, created on first use. One atomic upsert on the unique digest. */
@@ -82,8 +85,8 @@ export class BlobRepository {
   }
 
   private async heldSince(repoId: string, unit: BlobUnit): Promise<HeldBlob | null> {
-    const held = await this.c.repoContentUnits.findOne({ repo_id: repoId, unit_type_id: UNIT_TYPES.blob, unit_id: unit.id }, { projection: { _id: 0, updated: 1 } });
-    return held ? { ...unit, associationUpdated: held.updated } : null;
+    const updated = await this.held.updated(repoId, UNIT_TYPES.blob, unit.id);
+    return updated !== null ? { ...unit, associationUpdated: updated } : null;
   }
 
   private remember(unit: BlobUnit): BlobUnit {

@@ -1,4 +1,5 @@
 import type { Binary, Collection, Db, ObjectId } from 'mongodb';
+import { MetadataMarks } from './marked-cache.ts';
 
 /**
  * The Pulp 2 style collections of DESIGN.md section 3: names and document shapes live here and
@@ -112,6 +113,8 @@ export interface MigrationDoc {
 }
 
 export interface Collections {
+  /** the embedded engine's change marks, when this process started it (marked-cache.ts) */
+  marks: MetadataMarks | undefined;
   repos: Collection<RepoDoc>;
   blobs: Collection<BlobUnitDoc>;
   manifests: Collection<ManifestUnitDoc>;
@@ -122,8 +125,9 @@ export interface Collections {
   migrations: Collection<MigrationDoc>;
 }
 
-export function collections(db: Db): Collections {
+export function collections(db: Db, changeMarks?: SharedArrayBuffer): Collections {
   return {
+    marks: changeMarks ? new MetadataMarks(changeMarks, db.databaseName) : undefined,
     repos: db.collection<RepoDoc>(COLLECTIONS.repos),
     blobs: db.collection<BlobUnitDoc>(COLLECTIONS.blobs),
     manifests: db.collection<ManifestUnitDoc>(COLLECTIONS.manifests),

@@ -4,6 +4,7 @@ import type { Digest } from '../domain/digest.ts';
 import type { ManifestEntry, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
 import type { StoredManifest } from '../domain/manifests/stored-manifest.ts';
 import { pulpFields, UNIT_TYPES, type Collections, type ManifestListUnitDoc, type ManifestUnitDoc, type UnitTypeId } from './collections.ts';
+import { heldUnits } from './held-units.ts';
 import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
 import { validate } from './schema-validator.ts';
 import { unitCaches, type UnitCaches } from './unit-cache.ts';
@@ -242,10 +243,8 @@ export class ManifestRepository {
     this.known.manifests.set(m.digest, { ...m, content: own });
   }
 
-  // a point lookup on the unique key (cheaper than a count, which is an aggregation)
   private async holds(repo: string, m: StoredManifest): Promise<boolean> {
-    const held = await this.c.repoContentUnits.findOne({ repo_id: repo, unit_type_id: unitType(m.kind), unit_id: m.id }, { projection: { _id: 1 } });
-    return held !== null;
+    return (await heldUnits(this.c).updated(repo, unitType(m.kind), m.id)) !== null;
   }
 
   /** Those of `digests` that are not manifests (or lists) held by the repository. */
@@ -337,13 +336,7 @@ export class ManifestRepository {
 
   private async heldIds(repo: string, units: Array<{ id: string; type: UnitTypeId }>): Promise<Set<string>> {
     if (units.length === 0) return new Set();
-    const rows = await this.c.repoContentUnits
-      .find(
-        { repo_id: repo, unit_type_id: { $in: [...new Set(units.map((u) => u.type))] }, unit_id: { $in: units.map((u) => u.id) } },
-        { projection: { unit_id: 1 } },
-      )
-      .toArray();
-    return new Set(rows.map((r) => r.unit_id));
+    return heldUnits(this.c).heldIds(repo, units);
   }
 
   /** Manifests and indexes held by the repository whose `subject` is `digest`. */

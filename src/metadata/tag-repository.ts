@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { Digest } from '../domain/digest.ts';
 import type { ManifestKind } from '../domain/manifests/parsed-manifest.ts';
 import type { TagRecord, TagWrite } from '../domain/manifests/stored-manifest.ts';
-import { pulpFields, UNIT_TYPES, type Collections, type TagUnitDoc } from './collections.ts';
+import { COLLECTIONS, pulpFields, UNIT_TYPES, type Collections, type TagUnitDoc } from './collections.ts';
+import { MarkedCache } from './marked-cache.ts';
 import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
 import { validate } from './schema-validator.ts';
 
@@ -39,10 +40,14 @@ function toRecord(d: Pick<TagUnitDoc, '_id' | 'repo_id' | 'name' | 'manifest_dig
 }
 
 export class TagRepository {
+  private readonly byName: { cache: MarkedCache<readonly TagRecord[]>; mark: (repo: string) => number } | undefined;
+
   constructor(
     private readonly c: Collections,
     private readonly repoContent: RepoContentRepository,
-  ) {}
+  ) {
+    this.byName = c.marks && tagsByName(c, c.marks.reader(COLLECTIONS.tags));
+  }
 
   /**
    * Points `name` (for `schemaVersion`) at a manifest in a repository: creates the tag unit or
@@ -95,10 +100,16 @@ export class TagRepository {
     await this.c.tags.updateOne(ours, { $set: { manifest_digest: manifestDigest, manifest_type: manifestType, _last_updated: pulpFields(UNIT_TYPES.tag)._last_updated } });
   }
 
-  /** The units of a tag name in a repository (at most one per schema version). */
-  async findByName(repo: string, name: string): Promise<TagRecord[]> {
-    const docs = await this.c.tags.find({ repo_id: repo, name }, RECORD_FIELDS).toArray();
-    return docs.map(toRecord);
+  /**
+   * The units of a tag name in a repository (at most one per schema version). Read for every
+   * pull by tag: with the engine's change marks a name found is kept until the repository's
+   * tags change (marked-cache.ts).
+   */
+  async findByName(repo: string, name: string): Promise<readonly TagRecord[]> {
+    const load = async (): Promise<readonly TagRecord[]> => Object.freeze((await this.c.tags.find({ repo_id: repo, name }, RECORD_FIELDS).toArray()).map(toRecord));
+    const by = this.byName;
+    if (!by) return load();
+    return by.cache.read(`${repo}\0${name}`, () => by.mark(repo), load, (units) => units.length > 0);
   }
 
   /** What each tag name's unit of one schema version points at, in a repository. */
@@ -149,7 +160,7 @@ export class TagRepository {
    * the delete stays: it is that push's tag, and the delete counts as done before it.
    */
   async deleteByName(repo: string, name: string, opts: { onlyAt?: Digest } = {}): Promise<TagRecord[]> {
-    const found = await this.findByName(repo, name);
+    const found = [...(await this.findByName(repo, name))];
     await this.remove(opts.onlyAt === undefined ? found : found.filter((t) => t.manifestDigest === opts.onlyAt));
     return found;
   }
@@ -207,4 +218,16 @@ export class TagRepository {
   async removeV1Tags(repo: string, tags: string[]): Promise<void> {
     await this.c.repos.updateOne({ _id: repo }, { $pull: { 'scratchpad.tags': { tag: { $in: tags } } } });
   }
+}
+
+const tagCaches = new WeakMap<Collections, { cache: MarkedCache<readonly TagRecord[]>; mark: (repo: string) => number }>();
+
+/** One cache per database handle, shared by every TagRepository on it. */
+function tagsByName(c: Collections, mark: (repo: string) => number): { cache: MarkedCache<readonly TagRecord[]>; mark: (repo: string) => number } {
+  let by = tagCaches.get(c);
+  if (!by) {
+    by = { cache: new MarkedCache<readonly TagRecord[]>(10_000), mark };
+    tagCaches.set(c, by);
+  }
+  return by;
 }

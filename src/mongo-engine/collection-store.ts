@@ -1,4 +1,5 @@
 import { Binary, deserialize, Int32, ObjectId, UUID, type Document } from 'bson';
+import type { ChangeMarker } from './change-marks.ts';
 import { bsonTypeName, cloneValue, encodeKey, isPlainObject, toView, toBson } from './bson-values.ts';
 import { engineError } from './errors.ts';
 import { Index, type KeyEntry, type RecordId } from './index-manager.ts';
@@ -11,7 +12,8 @@ import { MAX_BSON_OBJECT_SIZE } from './wire-protocol.ts';
  * A record keeps the exact BSON bytes (what is returned and journaled) and a view-shaped
  * deserialization (what queries and indexes look at). Records are immutable: an update
  * builds a new record, so cursors and snapshots can hold references without copying.
- * Every mutation is reported to a ChangeSink (the journal) in the order it is applied.
+ * Every mutation is reported to a ChangeSink (the journal) in the order it is applied, and
+ * moves the change marks (change-marks.ts) when a reader of them is attached.
  */
 
 export interface StoredRecord {
@@ -113,6 +115,7 @@ export class Collection {
     const rec: StoredRecord = { rid, raw, view, seq: this.nextSeq++ };
     this.records.set(rid, rec);
     for (const [ix, es] of entries) ix.add(rid, view, es);
+    this.catalog.marker?.changed(this.ns, undefined, view);
     this.sink?.put(this.ns, raw);
     return rec;
   }
@@ -128,6 +131,7 @@ export class Collection {
     const rec: StoredRecord = { rid, raw, view, seq: old.seq };
     for (const [ix, es] of entries) ix.update(rid, old.view, view, es);
     this.records.set(rid, rec);
+    this.catalog.marker?.changed(this.ns, old.view, view);
     this.sink?.put(this.ns, raw);
     return rec;
   }
@@ -140,6 +144,7 @@ export class Collection {
     }
     for (const ix of this.indexes.values()) ix.remove(rec.rid, rec.view);
     this.records.delete(rec.rid);
+    this.catalog.marker?.changed(this.ns, rec.view, undefined);
     this.sink?.remove(this.ns, deserialize(rec.raw, TYPED)['_id']);
   }
 
@@ -289,6 +294,12 @@ export function checkCollectionName(db: string, name: string): void {
 export class Catalog {
   readonly dbs = new Map<string, Map<string, Collection>>();
   sink: ChangeSink | undefined;
+  marker: ChangeMarker | undefined;
+
+  private ddl(op: DdlOp, args: Document): void {
+    this.marker?.changedAll();
+    this.sink?.ddl(op, args);
+  }
 
   getCollection(db: string, name: string): Collection | undefined {
     return this.dbs.get(db)?.get(name);
@@ -309,7 +320,7 @@ export class Catalog {
     }
     const coll = new Collection(this, db, name, cloneValue(options), uuid);
     colls.set(name, coll);
-    this.sink?.ddl('create', { db, name, options, uuid });
+    this.ddl('create', { db, name, options, uuid });
     return coll;
   }
 
@@ -319,13 +330,13 @@ export class Catalog {
     if (!colls || !coll) return undefined;
     colls.delete(name);
     if (colls.size === 0) this.dbs.delete(db);
-    this.sink?.ddl('drop', { db, name });
+    this.ddl('drop', { db, name });
     return coll;
   }
 
   dropDatabase(db: string): boolean {
     const existed = this.dbs.delete(db);
-    if (existed) this.sink?.ddl('dropDatabase', { db });
+    if (existed) this.ddl('dropDatabase', { db });
     return existed;
   }
 
@@ -347,23 +358,23 @@ export class Catalog {
       this.dbs.set(toDb, target);
     }
     target.set(to, moved);
-    this.sink?.ddl('rename', { fromDb, from, toDb, to });
+    this.ddl('rename', { fromDb, from, toDb, to });
   }
 
   createIndex(coll: Collection, spec: Document): Index {
     const ix = coll.addIndex(spec);
-    this.sink?.ddl('createIndex', { db: coll.dbName, name: coll.name, spec });
+    this.ddl('createIndex', { db: coll.dbName, name: coll.name, spec });
     return ix;
   }
 
   dropIndex(coll: Collection, name: string): void {
     coll.indexes.delete(name);
-    this.sink?.ddl('dropIndex', { db: coll.dbName, name: coll.name, index: name });
+    this.ddl('dropIndex', { db: coll.dbName, name: coll.name, index: name });
   }
 
   setOptions(coll: Collection, options: Document): void {
     coll.options = cloneValue(options);
-    this.sink?.ddl('collMod', { db: coll.dbName, name: coll.name, options });
+    this.ddl('collMod', { db: coll.dbName, name: coll.name, options });
   }
 
   /** Rebuilds the index with the changed spec (collMod expireAfterSeconds etc.). */
@@ -372,7 +383,7 @@ export class Catalog {
     if (!old) return;
     coll.indexes.delete(old.name);
     coll.addIndex(spec);
-    this.sink?.ddl('dropIndex', { db: coll.dbName, name: coll.name, index: old.name });
-    this.sink?.ddl('createIndex', { db: coll.dbName, name: coll.name, spec });
+    this.ddl('dropIndex', { db: coll.dbName, name: coll.name, index: old.name });
+    this.ddl('createIndex', { db: coll.dbName, name: coll.name, spec });
   }
 }

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import net from 'node:net';
+import { ChangeMarker, type ChangeMarksOptions } from './change-marks.ts';
 import { Catalog } from './collection-store.ts';
 import { ClientConnection } from './connection.ts';
 import { CursorManager } from './cursor-manager.ts';
@@ -27,6 +28,8 @@ export interface EngineOptions {
   compactJournalBytes?: number;
   /** told once, when a journal write fails (see `failure()`), before any write hears of it */
   onFailure?: (reason: string) => void;
+  /** shared counters moved by every change (change-marks.ts), for a reader in this process */
+  changeMarks?: ChangeMarksOptions;
 }
 
 export interface RunningEngine {
@@ -92,6 +95,8 @@ export async function startEngine(opts: EngineOptions = {}): Promise<RunningEngi
     });
     state.durability = storage.journal;
   }
+  // after recovery: what was there before start-up is not a change anyone read
+  if (opts.changeMarks) catalog.marker = new ChangeMarker(opts.changeMarks);
 
   const connections = new Set<ClientConnection>();
   let nextConnectionId = 1;

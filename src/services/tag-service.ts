@@ -82,7 +82,7 @@ export function planTagResolution(candidates: { schema1: TagCandidate | null; sc
 
 /** Tag storage as the tag service needs it (implemented by metadata/tag-repository.ts). */
 export interface TagStore {
-  findByName(repo: string, name: string): Promise<TagRecord[]>;
+  findByName(repo: string, name: string): Promise<readonly TagRecord[]>;
   digestsByName(repo: string, schemaVersion: 1 | 2): Promise<Map<string, Digest>>;
   listNames(repo: string, page: { n?: number; last?: string }): Promise<{ names: string[]; more: boolean }>;
 }

@@ -10,6 +10,8 @@ export interface EngineThreadData {
   opts: EngineListen;
   /** the failure cell (below) */
   failure: SharedArrayBuffer;
+  /** the engine's change marks (mongo-engine/change-marks.ts) */
+  changeMarks: SharedArrayBuffer;
 }
 
 export type EngineRequest = { op: 'close' };

@@ -1,3 +1,4 @@
+import { newChangeMarks } from '../mongo-engine/change-marks.ts';
 import type { RunningEngine } from '../mongo-engine/index.ts';
 import { newFailureCell, readFailure, type EngineListen, type EngineReply, type EngineThreadData, type LogFn } from './engine-protocol.ts';
 import { HELPER_THREAD_LIMITS } from './heap-settings.ts';
@@ -12,13 +13,18 @@ import { startModuleWorker } from './module-worker.ts';
  * out of the service's garbage collections; manifest PUTs and blob HEADs at 16-32 clients
  * gain 15-25% (bench/README.md).
  *
+ * The engine's change marks are shared with this thread (`changeMarks`): what the service
+ * read from the metadata stays valid, without asking again, until they move (see
+ * metadata/marked-cache.ts).
+ *
  * Start-up errors come back with their name and message (DbPathLockedError among them). A
  * thread that stops on its own (a crash) counts as a failure: `failure()` says so, and the
  * health checks report it.
  */
-export async function startEngineThread(opts: EngineListen, log: LogFn): Promise<RunningEngine> {
+export async function startEngineThread(opts: EngineListen, log: LogFn): Promise<RunningEngine & { changeMarks: SharedArrayBuffer }> {
   const cell = newFailureCell();
-  const data: EngineThreadData = { opts, failure: cell };
+  const changeMarks = newChangeMarks();
+  const data: EngineThreadData = { opts, failure: cell, changeMarks };
   const worker = startModuleWorker(import.meta.url, './engine-worker', data, HELPER_THREAD_LIMITS);
   let stopped: string | undefined;
   let closing: Promise<void> | undefined;
@@ -59,6 +65,7 @@ export async function startEngineThread(opts: EngineListen, log: LogFn): Promise
 
   return {
     uri,
+    changeMarks,
     failure: () => readFailure(cell) ?? stopped,
     close: () => {
       closing ??= (async () => {

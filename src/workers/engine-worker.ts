@@ -1,5 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { startEngine, type RunningEngine } from '../mongo-engine/index.ts';
+import { CHANGE_MARK_KEY } from '../metadata/marked-cache.ts';
 import { writeFailure, type EngineReply, type EngineRequest, type EngineThreadData, type LogFn } from './engine-protocol.ts';
 
 /**
@@ -8,7 +9,7 @@ import { writeFailure, type EngineReply, type EngineRequest, type EngineThreadDa
  * the shared failure cell before any write hears of it.
  */
 const port = parentPort!;
-const { opts, failure } = workerData as EngineThreadData;
+const { opts, failure, changeMarks } = workerData as EngineThreadData;
 
 function post(m: EngineReply): void {
   port.postMessage(m);
@@ -24,7 +25,7 @@ const log: LogFn = (msg, fields, level) => {
 };
 
 let engine: RunningEngine | undefined;
-const started = startEngine({ ...opts, log, onFailure: (reason) => writeFailure(failure, reason) }).then(
+const started = startEngine({ ...opts, log, onFailure: (reason) => writeFailure(failure, reason), changeMarks: { buffer: changeMarks, keyField: CHANGE_MARK_KEY } }).then(
   (e) => {
     engine = e;
     post({ op: 'ready', uri: e.uri });

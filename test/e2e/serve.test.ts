@@ -5,6 +5,7 @@ import { Agent, request } from 'node:http';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { MongoClient } from 'mongodb';
 import { REPO_ROOT, spawnServer, VOLREG_BIN } from '../helpers/server.ts';
 
 /**
@@ -139,6 +140,40 @@ test('a restart on the same data directory finds what the first run wrote', asyn
   await expectImage(t, second.url, 'e2e/restart', 'v1', layer, manifest);
   second.kill('SIGTERM');
   t.is((await second.waitExit()).code, 0);
+});
+
+test('pulls repeated between pushes see each push at once (the engine thread moves the marks the service reads)', async (t) => {
+  const dataDir = await tempDir();
+  const server = await spawnServer({ dataDir });
+  t.teardown(() => server.kill('SIGKILL'));
+  // the engine's own count of finds, read over its socket: the pulls repeated must not add any
+  const engine = new MongoClient(`mongodb://${encodeURIComponent(join(dataDir, 'db', 'engine.sock'))}`);
+  await engine.connect();
+  t.teardown(() => engine.close());
+  const finds = async (): Promise<number> => Number(((await engine.db('admin').command({ serverStatus: 1 }))['opcounters'] as Record<string, number>)['query'] ?? 0);
+  const repo = 'e2e/marks';
+  const accept = { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } };
+  const digestOf = async (tag: string): Promise<string | null> => {
+    const r = await fetch(`${server.url}/v2/${repo}/manifests/${tag}`, accept);
+    await r.arrayBuffer();
+    return r.status === 200 ? r.headers.get('docker-content-digest') : null;
+  };
+  for (let round = 0; round < 3; round++) {
+    const layer = randomBytes(1000);
+    const { digest } = await pushImage(server.url, repo, 'current', layer);
+    t.is(await digestOf('current'), digest, `round ${round}`);
+    const before = await finds();
+    t.is(await digestOf('current'), digest, `round ${round}, again`);
+    t.is(await finds(), before, `round ${round}: the repeated pull was answered from what the service kept`);
+    const blob = `${server.url}/v2/${repo}/blobs/${sha256(layer)}`;
+    t.is((await fetch(blob, { method: 'HEAD' })).status, 200);
+    t.is((await fetch(blob, { method: 'DELETE' })).status, 202);
+    t.is((await fetch(blob, { method: 'HEAD' })).status, 404, `round ${round}: the deleted blob`);
+  }
+  t.is((await fetch(`${server.url}/v2/${repo}/manifests/current`, { method: 'DELETE' })).status, 202);
+  t.is(await digestOf('current'), null);
+  server.kill('SIGTERM');
+  t.is((await server.waitExit()).code, 0);
 });
 
 test('after kill -9 the data directory is usable again at once', async (t) => {

@@ -3,13 +3,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MongoClient, type Db } from 'mongodb';
-import { startEngine, type EngineOptions, type RunningEngine } from '../../src/mongo-engine/index.ts';
+import { CHANGE_MARK_KEY } from '../../src/metadata/marked-cache.ts';
+import { newChangeMarks, startEngine, type EngineOptions, type RunningEngine } from '../../src/mongo-engine/index.ts';
 
 /**
  * The one way tests get a database. Picks the best backend available:
  *   MONGODB_URL                 an external mongod/mongos (backend 'external')
  *   MONGOMS_SYSTEM_BINARY       a real mongod started by mongodb-memory-server-core ('memory-server')
- *   otherwise                   the embedded engine, in memory, one per test process ('engine')
+ *   otherwise                   the embedded engine, in memory, one per test process ('engine'),
+ *                               with its change marks, as `volreg serve` runs it
  * Every call gets its own uniquely named database, dropped again by close().
  */
 
@@ -21,12 +23,15 @@ export interface TestMongo {
   client: MongoClient;
   db: Db;
   backend: TestBackend;
+  /** the engine's change marks (backend 'engine') */
+  changeMarks?: SharedArrayBuffer;
   close(): Promise<void>;
 }
 
 interface SharedServer {
   uri: string;
   backend: TestBackend;
+  changeMarks?: SharedArrayBuffer;
   stop(): Promise<void>;
 }
 
@@ -42,8 +47,9 @@ async function startShared(): Promise<SharedServer> {
     const server = await MongoMemoryServer.create();
     return { uri: server.getUri(), backend: 'memory-server', stop: async () => void (await server.stop()) };
   }
-  const engine = await startEngine();
-  return { uri: engine.uri, backend: 'engine', stop: () => engine.close() };
+  const changeMarks = newChangeMarks();
+  const engine = await startEngine({ changeMarks: { buffer: changeMarks, keyField: CHANGE_MARK_KEY } });
+  return { uri: engine.uri, backend: 'engine', changeMarks, stop: () => engine.close() };
 }
 
 function databaseName(label: string): string {
@@ -73,6 +79,7 @@ export async function openTestMongo(label: string): Promise<TestMongo> {
     client,
     db,
     backend: server.backend,
+    ...(server.changeMarks ? { changeMarks: server.changeMarks } : {}),
     close: async () => {
       if (closed) return;
       closed = true;

@@ -59,7 +59,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     config.mongodbDatabase = mongo.dbName;
     opts.configure?.(config);
     const logger = opts.logger ?? pino({ level: process.env.VOLREG_TEST_LOG ?? 'silent' }, pino.destination(2));
-    const running = await startServer(config, { logger, mongo: { db: mongo.db } });
+    const running = await startServer(config, { logger, mongo: { db: mongo.db, ...(mongo.changeMarks ? { changeMarks: mongo.changeMarks } : {}) } });
     let closing: Promise<void> | undefined;
     return {
       url: running.url,

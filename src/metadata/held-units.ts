@@ -1,0 +1,71 @@
+import { COLLECTIONS, type Collections, type UnitTypeId } from './collections.ts';
+import { MarkedCache } from './marked-cache.ts';
+
+/**
+ * Which units a repository holds (`repo_content_units`), as the read paths ask: one unit's
+ * association and when it was last refreshed, or which of several units are held. A blob HEAD,
+ * a manifest GET and a manifest push's reference check all ask this for every request.
+ *
+ * With the embedded engine's change marks (marked-cache.ts) an association found is kept
+ * until the repository's associations change, by whichever request or collection. Only what a
+ * repository holds is kept: a unit not held is asked again next time.
+ */
+export class HeldUnits {
+  private readonly cache = new MarkedCache<string | null>(20_000);
+  private readonly mark: ((repo: string) => number) | undefined;
+
+  constructor(private readonly c: Collections) {
+    this.mark = c.marks?.reader(COLLECTIONS.repoContentUnits);
+  }
+
+  /** The association's `updated` (ISO 8601) if `repo` holds the unit; null otherwise. */
+  async updated(repo: string, type: UnitTypeId, unitId: string): Promise<string | null> {
+    const load = async (): Promise<string | null> => {
+      const held = await this.c.repoContentUnits.findOne({ repo_id: repo, unit_type_id: type, unit_id: unitId }, { projection: { _id: 0, updated: 1 } });
+      return held ? held.updated : null;
+    };
+    const mark = this.mark;
+    if (!mark) return load();
+    return this.cache.read(key(repo, type, unitId), () => mark(repo), load, (v) => v !== null);
+  }
+
+  /** The ids of those of `units` that `repo` holds. */
+  async heldIds(repo: string, units: ReadonlyArray<{ id: string; type: UnitTypeId }>): Promise<Set<string>> {
+    const held = new Set<string>();
+    const mark = this.mark;
+    const now = mark?.(repo);
+    const ask: Array<{ id: string; type: UnitTypeId }> = [];
+    for (const u of units) {
+      if (now !== undefined && this.cache.lookup(key(repo, u.type, u.id), now) !== undefined) held.add(u.id);
+      else ask.push(u);
+    }
+    if (ask.length === 0) return held;
+    const rows = await this.c.repoContentUnits
+      .find(
+        { repo_id: repo, unit_type_id: { $in: [...new Set(ask.map((u) => u.type))] }, unit_id: { $in: ask.map((u) => u.id) } },
+        { projection: { unit_id: 1, unit_type_id: 1, updated: 1 } },
+      )
+      .toArray();
+    for (const r of rows) {
+      held.add(r.unit_id);
+      if (mark && now !== undefined) this.cache.keep(key(repo, r.unit_type_id, r.unit_id), now, () => mark(repo), r.updated);
+    }
+    return held;
+  }
+}
+
+function key(repo: string, type: UnitTypeId, unitId: string): string {
+  return `${repo}\0${type}\0${unitId}`;
+}
+
+const perDatabase = new WeakMap<Collections, HeldUnits>();
+
+/** One per database handle, shared by the repositories that read associations. */
+export function heldUnits(c: Collections): HeldUnits {
+  let h = perDatabase.get(c);
+  if (!h) {
+    h = new HeldUnits(c);
+    perDatabase.set(c, h);
+  }
+  return h;
+}

@@ -1,0 +1,70 @@
+import { changeMarkSlot, readChangeMarks } from '../mongo-engine/change-marks.ts';
+
+/**
+ * Reads of metadata kept until the embedded engine's change marks say the documents they came
+ * from may have changed (mongo-engine/change-marks.ts). The engine moves a mark whenever it
+ * applies a change to a repository's documents of a collection, whichever client sent it, before
+ * the change is acknowledged. So an answer kept here is one the database would give now: a
+ * reader notes the mark before it asks, and keeps the answer only if the mark has not moved
+ * by the time the answer is in.
+ *
+ * Only the embedded engine started by this process shares its marks; on any other MongoDB
+ * there are none, and every read goes to the database.
+ */
+/** The document field the engine must keep its change marks per value of (the repository). */
+export const CHANGE_MARK_KEY = 'repo_id';
+
+export class MetadataMarks {
+  constructor(
+    private readonly buffer: SharedArrayBuffer,
+    private readonly dbName: string,
+  ) {}
+
+  /** Reads the mark of `repo`'s documents in `collection`. */
+  reader(collection: string): (repo: string) => number {
+    const ns = `${this.dbName}.${collection}`;
+    return (repo) => readChangeMarks(this.buffer, [changeMarkSlot(ns, repo)]);
+  }
+}
+
+/** Answers by key, each with the mark it was read at; bounded, least recently used go first. */
+export class MarkedCache<V> {
+  private readonly entries = new Map<string, { mark: number; value: V }>();
+
+  constructor(private readonly maxEntries: number) {}
+
+  /**
+   * The answer for `key`: the kept one while `mark()` still reads as when it was kept,
+   * otherwise `load()`'s, kept if `keep` says so and the mark did not move meanwhile.
+   */
+  async read(key: string, mark: () => number, load: () => Promise<V>, keep: (v: V) => boolean): Promise<V> {
+    const now = mark();
+    const hit = this.lookup(key, now);
+    if (hit !== undefined) return hit;
+    const value = await load();
+    if (keep(value)) this.keep(key, now, mark, value);
+    return value;
+  }
+
+  /** The kept answer for `key` if it was read at mark `now`. */
+  lookup(key: string, now: number): V | undefined {
+    const hit = this.entries.get(key);
+    if (!hit) return undefined;
+    this.entries.delete(key);
+    if (hit.mark !== now) return undefined;
+    this.entries.set(key, hit); // most recently used last
+    return hit.value;
+  }
+
+  /** Keeps `value`, read after the mark read `readAt`, unless the mark has moved since. */
+  keep(key: string, readAt: number, mark: () => number, value: V): void {
+    if (mark() !== readAt) return;
+    this.entries.delete(key);
+    this.entries.set(key, { mark: readAt, value });
+    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}

@@ -1,0 +1,106 @@
+import test from 'ava';
+import { MongoClient } from 'mongodb';
+import { collections, UNIT_TYPES } from '../../src/metadata/collections.ts';
+import { blobOf, configBlob, ociManifest, randomBlob, MT, type Blob, type Built } from '../helpers/manifest-fixtures.ts';
+import { getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+
+/**
+ * Reads the server keeps between requests (tags by name, what a repository holds) stay true to
+ * the database: a change made by any client of the engine, here a second driver connection
+ * standing in for another process or an operator, is seen by the next request. And they are
+ * kept: a repeated read does not ask the database, nor does a write to another repository
+ * make it ask.
+ */
+
+let server: TestServer;
+let other: MongoClient;
+test.before(async () => {
+  server = await startTestServer({ label: 'http_marked_reads' });
+  other = new MongoClient(server.config.mongodbUrl!);
+  await other.connect();
+});
+test.after.always(async () => {
+  await other?.close();
+  await server?.close();
+});
+
+const elsewhere = () => collections(other.db(server.config.mongodbDatabase));
+
+/** find commands the engine has answered so far (every client) */
+async function finds(): Promise<number> {
+  const status = await server.db.admin().command({ serverStatus: 1 });
+  return Number((status['opcounters'] as Record<string, number>)['query'] ?? 0);
+}
+
+async function pushedImage(repo: string, tag: string): Promise<{ manifest: Built; layer: Blob }> {
+  const config = configBlob();
+  const layer = randomBlob(512);
+  await pushBlobs(server.url, repo, [config, layer]);
+  const manifest = ociManifest({ config, layers: [layer] });
+  const put = await putManifest(server.url, repo, tag, manifest);
+  if (put.status !== 201) throw new Error(`push failed: ${put.status} ${put.body.toString()}`);
+  return { manifest, layer };
+}
+
+const headBlob = (repo: string, b: Blob) => request(server.url, `/v2/${repo}/blobs/${b.digest}`, { method: 'HEAD' });
+
+test.serial('a pull by tag repeated is answered without a find; a tag moved by another client is seen at once', async (t) => {
+  const repo = repoName('marked-tag');
+  const a = await pushedImage(repo, 'v1');
+  const b = await pushedImage(repo, 'b');
+  t.is((await getManifest(server.url, repo, 'v1', MT.ociManifest)).headers['docker-content-digest'], a.manifest.digest);
+
+  const before = await finds();
+  const again = await getManifest(server.url, repo, 'v1', MT.ociManifest);
+  t.is(again.status, 200);
+  t.is(again.headers['docker-content-digest'], a.manifest.digest);
+  t.is(await finds(), before, 'the second pull asked the database nothing');
+
+  const moved = await elsewhere().tags.updateOne({ repo_id: repo, name: 'v1', schema_version: 2 }, { $set: { manifest_digest: b.manifest.digest } });
+  t.is(moved.modifiedCount, 1);
+  t.is((await getManifest(server.url, repo, 'v1', MT.ociManifest)).headers['docker-content-digest'], b.manifest.digest);
+
+  await elsewhere().tags.deleteMany({ repo_id: repo, name: 'v1' });
+  t.is((await getManifest(server.url, repo, 'v1', MT.ociManifest)).status, 404);
+});
+
+test.serial('a blob HEAD repeated asks nothing; an association removed by another client is a 404 at once', async (t) => {
+  const repo = repoName('marked-blob');
+  const blob = blobOf(Buffer.from(`held ${Date.now()}`));
+  await pushBlobs(server.url, repo, [blob]);
+  t.is((await headBlob(repo, blob)).status, 200);
+  const before = await finds();
+  t.is((await headBlob(repo, blob)).status, 200);
+  t.is(await finds(), before, 'the second HEAD asked the database nothing');
+
+  const unit = await elsewhere().blobs.findOne({ digest: blob.digest });
+  const removed = await elsewhere().repoContentUnits.deleteMany({ repo_id: repo, unit_type_id: UNIT_TYPES.blob, unit_id: unit!._id });
+  t.is(removed.deletedCount, 1);
+  t.is((await headBlob(repo, blob)).status, 404);
+  t.is((await request(server.url, `/v2/${repo}/blobs/${blob.digest}`)).status, 404);
+});
+
+test.serial('a manifest by digest whose association another client removed is a 404 at once', async (t) => {
+  const repo = repoName('marked-digest');
+  const { manifest } = await pushedImage(repo, 'latest');
+  t.is((await getManifest(server.url, repo, manifest.digest)).status, 200);
+  await elsewhere().repoContentUnits.deleteMany({ repo_id: repo, unit_type_id: UNIT_TYPES.manifest });
+  t.is((await getManifest(server.url, repo, manifest.digest)).status, 404);
+  t.is((await getManifest(server.url, repo, 'latest', MT.ociManifest)).status, 404, 'the tag points at a manifest the repository no longer holds');
+});
+
+test.serial('pushes to another repository leave what was read here in place', async (t) => {
+  const repo = repoName('marked-quiet');
+  const { manifest } = await pushedImage(repo, 'stable');
+  t.is((await getManifest(server.url, repo, 'stable', MT.ociManifest)).status, 200);
+  await pushedImage(repoName('marked-busy'), 'x');
+  const before = await finds();
+  const r = await getManifest(server.url, repo, 'stable', MT.ociManifest);
+  t.is(r.headers['docker-content-digest'], manifest.digest);
+  t.is(await finds(), before);
+
+  // and a push to this repository is seen by the next pull
+  const next = await pushedImage(repo, 'stable');
+  t.is((await getManifest(server.url, repo, 'stable', MT.ociManifest)).headers['docker-content-digest'], next.manifest.digest);
+});

@@ -1,0 +1,73 @@
+import test from 'ava';
+import { MongoClient } from 'mongodb';
+import { changeMarkSlot, newChangeMarks, readChangeMarks, startEngine, type RunningEngine } from '../../src/mongo-engine/index.ts';
+
+/**
+ * The engine's change marks: which counters a write moves, whichever client sends it, so a
+ * reader in the process can trust what it read while its marks stay put.
+ */
+
+const DB = 'marks';
+let engine: RunningEngine;
+let client: MongoClient;
+const buffer = newChangeMarks();
+test.before(async () => {
+  engine = await startEngine({ changeMarks: { buffer, keyField: 'repo_id' } });
+  client = new MongoClient(engine.uri);
+  await client.connect();
+  await client.db(DB).createCollection('units');
+  await client.db(DB).createCollection('other');
+});
+test.after.always(async () => {
+  await client?.close();
+  await engine?.close();
+});
+
+const mark = (coll: string, repo: string): number => readChangeMarks(buffer, [changeMarkSlot(`${DB}.${coll}`, repo)]);
+
+test.serial('a write moves the mark of its document repository and no other', async (t) => {
+  const units = client.db(DB).collection('units');
+  const a0 = mark('units', 'a');
+  const b0 = mark('units', 'b');
+  const otherA0 = mark('other', 'a');
+  await units.insertOne({ _id: 'x' as never, repo_id: 'a', n: 1 });
+  t.not(mark('units', 'a'), a0, 'insert into a');
+  t.is(mark('units', 'b'), b0, 'b untouched');
+  t.is(mark('other', 'a'), otherA0, 'another collection untouched');
+
+  const a1 = mark('units', 'a');
+  await units.updateOne({ _id: 'x' as never }, { $set: { n: 1 } });
+  t.is(mark('units', 'a'), a1, 'an update that changes nothing moves nothing');
+  await units.updateOne({ _id: 'x' as never }, { $set: { n: 2 } });
+  t.not(mark('units', 'a'), a1, 'update in a');
+  t.is(mark('units', 'b'), b0);
+
+  const a2 = mark('units', 'a');
+  await units.updateOne({ _id: 'x' as never }, { $set: { repo_id: 'b' } });
+  t.not(mark('units', 'a'), a2, 'moved out of a');
+  t.not(mark('units', 'b'), b0, 'moved into b');
+
+  const b1 = mark('units', 'b');
+  await units.deleteMany({ repo_id: 'b' });
+  t.not(mark('units', 'b'), b1, 'delete in b');
+});
+
+test.serial('another client, a findAndModify and DDL all move the marks; reads do not', async (t) => {
+  const other = new MongoClient(engine.uri);
+  await other.connect();
+  t.teardown(() => other.close());
+  const units = other.db(DB).collection('units');
+  const c0 = mark('units', 'c');
+  await units.findOneAndUpdate({ repo_id: 'c', name: 't' }, { $set: { v: 1 } }, { upsert: true });
+  t.not(mark('units', 'c'), c0, 'an upsert from another connection');
+
+  const c1 = mark('units', 'c');
+  await units.find({ repo_id: 'c' }).toArray();
+  await units.countDocuments({ repo_id: 'c' });
+  t.is(mark('units', 'c'), c1, 'reads move nothing');
+
+  await other.db(DB).collection('scratch').insertOne({ repo_id: 'zz' });
+  const c2 = mark('units', 'c');
+  await other.db(DB).collection('scratch').drop();
+  t.not(mark('units', 'c'), c2, 'a drop moves every reading (slot 0)');
+});
