@@ -40,7 +40,7 @@ function toRecord(d: Pick<TagUnitDoc, '_id' | 'repo_id' | 'name' | 'manifest_dig
 }
 
 export class TagRepository {
-  private readonly byName: { cache: MarkedCache<readonly TagRecord[]>; mark: (repo: string) => number } | undefined;
+  private readonly byName: KeptTags | undefined;
 
   constructor(
     private readonly c: Collections,
@@ -220,10 +220,16 @@ export class TagRepository {
   }
 }
 
-const tagCaches = new WeakMap<Collections, { cache: MarkedCache<readonly TagRecord[]>; mark: (repo: string) => number }>();
+/** Tag names' units as read, and the mark of a repository's tags they were read at. */
+interface KeptTags {
+  cache: MarkedCache<readonly TagRecord[]>;
+  mark: (repo: string) => number;
+}
+
+const tagCaches = new WeakMap<Collections, KeptTags>();
 
 /** One cache per database handle, shared by every TagRepository on it. */
-function tagsByName(c: Collections, mark: (repo: string) => number): { cache: MarkedCache<readonly TagRecord[]>; mark: (repo: string) => number } {
+function tagsByName(c: Collections, mark: (repo: string) => number): KeptTags {
   let by = tagCaches.get(c);
   if (!by) {
     by = { cache: new MarkedCache<readonly TagRecord[]>(10_000), mark };
