@@ -1,5 +1,8 @@
 import { changeMarkSlot, readChangeMarks } from '../mongo-engine/change-marks.ts';
 
+/** The document field the engine must keep its change marks per value of (the repository). */
+export const CHANGE_MARK_KEY = 'repo_id';
+
 /**
  * Reads of metadata kept until the embedded engine's change marks say the documents they came
  * from may have changed (mongo-engine/change-marks.ts). The engine moves a mark whenever it
@@ -11,9 +14,6 @@ import { changeMarkSlot, readChangeMarks } from '../mongo-engine/change-marks.ts
  * Only the embedded engine started by this process shares its marks; on any other MongoDB
  * there are none, and every read goes to the database.
  */
-/** The document field the engine must keep its change marks per value of (the repository). */
-export const CHANGE_MARK_KEY = 'repo_id';
-
 export class MetadataMarks {
   constructor(
     private readonly buffer: SharedArrayBuffer,
