@@ -112,6 +112,16 @@ export interface MigrationDoc {
   applied_at: Date;
 }
 
+/**
+ * The fields the embedded engine keys its change marks by, per collection (marked-cache.ts):
+ * those a kept read asks about by equality. A tag name's units in a repository; one association
+ * of a repository with a unit.
+ */
+export const CHANGE_MARK_KEYS: Readonly<Record<string, readonly string[]>> = {
+  [COLLECTIONS.tags]: ['repo_id', 'name'],
+  [COLLECTIONS.repoContentUnits]: ['repo_id', 'unit_type_id', 'unit_id'],
+};
+
 export interface Collections {
   /** the embedded engine's change marks, when this process started it (marked-cache.ts) */
   marks: MetadataMarks | undefined;

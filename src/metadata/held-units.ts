@@ -7,12 +7,12 @@ import { MarkedCache } from './marked-cache.ts';
  * a manifest GET and a manifest push's reference check all ask this for every request.
  *
  * With the embedded engine's change marks (marked-cache.ts) an association found is kept
- * until the repository's associations change, by whichever request or collection. Only what a
- * repository holds is kept: a unit not held is asked again next time.
+ * until it changes (or one sharing its mark's slot does), by whichever request or collection.
+ * Only what a repository holds is kept: a unit not held is asked again next time.
  */
 export class HeldUnits {
   private readonly cache = new MarkedCache<string | null>(20_000);
-  private readonly mark: ((repo: string) => number) | undefined;
+  private readonly mark: ((repo: string, type: UnitTypeId, unitId: string) => number) | undefined;
 
   constructor(private readonly c: Collections) {
     this.mark = c.marks?.reader(COLLECTIONS.repoContentUnits);
@@ -26,18 +26,27 @@ export class HeldUnits {
     };
     const mark = this.mark;
     if (!mark) return load();
-    return this.cache.read(key(repo, type, unitId), () => mark(repo), load, (v) => v !== null);
+    return this.cache.read(key(repo, type, unitId), () => mark(repo, type, unitId), load, (v) => v !== null);
   }
 
   /** The ids of those of `units` that `repo` holds. */
   async heldIds(repo: string, units: ReadonlyArray<{ id: string; type: UnitTypeId }>): Promise<Set<string>> {
     const held = new Set<string>();
     const mark = this.mark;
-    const now = mark?.(repo);
+    // each association's mark, noted before anything is asked
+    const noted = new Map<string, number>();
     const ask: Array<{ id: string; type: UnitTypeId }> = [];
     for (const u of units) {
-      if (now !== undefined && this.cache.lookup(key(repo, u.type, u.id), now) !== undefined) held.add(u.id);
-      else ask.push(u);
+      const k = key(repo, u.type, u.id);
+      if (mark) {
+        const now = mark(repo, u.type, u.id);
+        noted.set(k, now);
+        if (this.cache.lookup(k, now) !== undefined) {
+          held.add(u.id);
+          continue;
+        }
+      }
+      ask.push(u);
     }
     if (ask.length === 0) return held;
     const rows = await this.c.repoContentUnits
@@ -48,7 +57,9 @@ export class HeldUnits {
       .toArray();
     for (const r of rows) {
       held.add(r.unit_id);
-      if (mark && now !== undefined) this.cache.keep(key(repo, r.unit_type_id, r.unit_id), now, () => mark(repo), r.updated);
+      const k = key(repo, r.unit_type_id, r.unit_id);
+      const readAt = noted.get(k);
+      if (mark && readAt !== undefined) this.cache.keep(k, readAt, () => mark(repo, r.unit_type_id, r.unit_id), r.updated);
     }
     return held;
   }

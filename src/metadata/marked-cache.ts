@@ -1,8 +1,5 @@
 import { changeMarkSlot, readChangeMarks } from '../mongo-engine/change-marks.ts';
 
-/** The document field the engine must keep its change marks per value of (the repository). */
-export const CHANGE_MARK_KEY = 'repo_id';
-
 /**
  * Reads of metadata kept until the embedded engine's change marks say the documents they came
  * from may have changed (mongo-engine/change-marks.ts). The engine moves a mark whenever it
@@ -20,10 +17,13 @@ export class MetadataMarks {
     private readonly dbName: string,
   ) {}
 
-  /** Reads the mark of `repo`'s documents in `collection`. */
-  reader(collection: string): (repo: string) => number {
+  /**
+   * Reads the mark of the documents of `collection` whose key fields (CHANGE_MARK_KEYS in
+   * collections.ts, in that order) hold `key`.
+   */
+  reader(collection: string): (...key: string[]) => number {
     const ns = `${this.dbName}.${collection}`;
-    return (repo) => readChangeMarks(this.buffer, [changeMarkSlot(ns, repo)]);
+    return (...key) => readChangeMarks(this.buffer, [changeMarkSlot(ns, key)]);
   }
 }
 

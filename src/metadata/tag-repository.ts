@@ -102,14 +102,14 @@ export class TagRepository {
 
   /**
    * The units of a tag name in a repository (at most one per schema version). Read for every
-   * pull by tag: with the engine's change marks a name found is kept until the repository's
-   * tags change (marked-cache.ts).
+   * pull by tag: with the engine's change marks a name found is kept until that name's units
+   * change (marked-cache.ts).
    */
   async findByName(repo: string, name: string): Promise<readonly TagRecord[]> {
     const load = async (): Promise<readonly TagRecord[]> => Object.freeze((await this.c.tags.find({ repo_id: repo, name }, RECORD_FIELDS).toArray()).map(toRecord));
     const by = this.byName;
     if (!by) return load();
-    return by.cache.read(`${repo}\0${name}`, () => by.mark(repo), load, (units) => units.length > 0);
+    return by.cache.read(`${repo}\0${name}`, () => by.mark(repo, name), load, (units) => units.length > 0);
   }
 
   /** What each tag name's unit of one schema version points at, in a repository. */
@@ -223,13 +223,13 @@ export class TagRepository {
 /** Tag names' units as read, and the mark of a repository's tags they were read at. */
 interface KeptTags {
   cache: MarkedCache<readonly TagRecord[]>;
-  mark: (repo: string) => number;
+  mark: (repo: string, name: string) => number;
 }
 
 const tagCaches = new WeakMap<Collections, KeptTags>();
 
 /** One cache per database handle, shared by every TagRepository on it. */
-function tagsByName(c: Collections, mark: (repo: string) => number): KeptTags {
+function tagsByName(c: Collections, mark: (repo: string, name: string) => number): KeptTags {
   let by = tagCaches.get(c);
   if (!by) {
     by = { cache: new MarkedCache<readonly TagRecord[]>(10_000), mark };

@@ -1,36 +1,40 @@
 /**
  * Change marks: counters in shared memory that the engine moves whenever it applies a change,
- * so a client in the same process can tell, without a round trip, that nothing it read from a
- * collection can have changed since. A reader notes the marks it depends on before it asks,
- * and keeps what it read only while they stay the same.
+ * so a client in the same process can tell, without a round trip, that nothing it read can
+ * have changed since. A reader notes the marks it depends on before it asks, and keeps what it
+ * read only while they stay the same.
  *
- * Each change moves the counter of its namespace's slot and, when the document has a string
- * in the configured key field (before or after the change), the slot of that namespace and
- * key too, so a reader of one key's documents is not disturbed by changes to other keys. A
- * change the engine cannot place (DDL: drop, rename, index changes) moves slot 0, which every
- * reading counts. Slots are shared by hash: a collision only makes a reader look again.
+ * A collection named in `keys` has its documents marked by the values of those fields (a
+ * repository and a tag name, say): a change moves the slot of its document's key, before and
+ * after the change, so a reader of the documents with one key (an equality query on every key
+ * field) is not disturbed by changes to others. Every change also moves its namespace's slot,
+ * for readers of a whole collection. DDL (drop, rename, index changes) moves slot 0, which
+ * every reading counts. Slots are shared by hash: a collision only makes a reader look again.
  *
  * The counters move when a change is applied, before it is journaled or acknowledged, so a
  * reader that sees an answer of the engine also sees every mark that answer depends on.
  */
-export const CHANGE_MARK_SLOTS = 4096;
+export const CHANGE_MARK_SLOTS = 65536;
 
 export interface ChangeMarksOptions {
   /** from newChangeMarks() */
   buffer: SharedArrayBuffer;
-  /** the field whose string value gets slots of its own (e.g. a repository id) */
-  keyField?: string;
+  /** per collection name (any database): the fields whose values key its marks */
+  keys?: Readonly<Record<string, readonly string[]>>;
 }
 
 export function newChangeMarks(): SharedArrayBuffer {
   return new SharedArrayBuffer(CHANGE_MARK_SLOTS * Int32Array.BYTES_PER_ELEMENT);
 }
 
-/** The slot of a namespace (`db.collection`), or of a namespace and key; never 0. */
-export function changeMarkSlot(ns: string, key?: string): number {
+/**
+ * The slot of a namespace (`db.collection`), or of the documents of a namespace whose key
+ * fields hold `key` (in the order of `keys`; a field without a string value counts as ''); never 0.
+ */
+export function changeMarkSlot(ns: string, key?: readonly string[]): number {
   // FNV-1a over the UTF-16 code units
   let h = 0x811c9dc5;
-  const text = key === undefined ? ns : `${ns}\0${key}`;
+  const text = key === undefined ? ns : `${ns}\0${key.join('\0')}`;
   for (let i = 0; i < text.length; i++) {
     h ^= text.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
@@ -38,30 +42,40 @@ export function changeMarkSlot(ns: string, key?: string): number {
   return 1 + ((h >>> 0) % (CHANGE_MARK_SLOTS - 1));
 }
 
+type View = Record<string, unknown>;
+
 /** The engine's side: moves the counters. */
 export class ChangeMarker {
   private readonly counters: Int32Array;
-  private readonly keyField: string | undefined;
+  private readonly keys: Readonly<Record<string, readonly string[]>>;
 
   constructor(opts: ChangeMarksOptions) {
     this.counters = new Int32Array(opts.buffer);
-    this.keyField = opts.keyField;
+    this.keys = opts.keys ?? {};
   }
 
-  /** A document of `ns` was inserted, replaced or deleted (`before`/`after`: its views). */
-  changed(ns: string, before: Record<string, unknown> | undefined, after: Record<string, unknown> | undefined): void {
+  /** A document of collection `name` in `ns` was inserted, replaced or deleted (`before`/`after`: its views). */
+  changed(ns: string, name: string, before: View | undefined, after: View | undefined): void {
     Atomics.add(this.counters, changeMarkSlot(ns), 1);
-    if (this.keyField === undefined) return;
-    const a = before?.[this.keyField];
-    const b = after?.[this.keyField];
-    if (typeof a === 'string') Atomics.add(this.counters, changeMarkSlot(ns, a), 1);
-    if (typeof b === 'string' && b !== a) Atomics.add(this.counters, changeMarkSlot(ns, b), 1);
+    const fields = Object.prototype.hasOwnProperty.call(this.keys, name) ? this.keys[name] : undefined;
+    if (!fields) return;
+    const a = before && keyOf(before, fields);
+    const b = after && keyOf(after, fields);
+    if (a !== undefined) Atomics.add(this.counters, changeMarkSlot(ns, a), 1);
+    if (b !== undefined && (a === undefined || a.join('\0') !== b.join('\0'))) Atomics.add(this.counters, changeMarkSlot(ns, b), 1);
   }
 
   /** A change that may touch anything (DDL). */
   changedAll(): void {
     Atomics.add(this.counters, 0, 1);
   }
+}
+
+function keyOf(view: View, fields: readonly string[]): string[] {
+  return fields.map((f) => {
+    const v = view[f];
+    return typeof v === 'string' ? v : '';
+  });
 }
 
 /**

@@ -115,7 +115,7 @@ export class Collection {
     const rec: StoredRecord = { rid, raw, view, seq: this.nextSeq++ };
     this.records.set(rid, rec);
     for (const [ix, es] of entries) ix.add(rid, view, es);
-    this.catalog.marker?.changed(this.ns, undefined, view);
+    this.catalog.marker?.changed(this.ns, this.name, undefined, view);
     this.sink?.put(this.ns, raw);
     return rec;
   }
@@ -131,7 +131,7 @@ export class Collection {
     const rec: StoredRecord = { rid, raw, view, seq: old.seq };
     for (const [ix, es] of entries) ix.update(rid, old.view, view, es);
     this.records.set(rid, rec);
-    this.catalog.marker?.changed(this.ns, old.view, view);
+    this.catalog.marker?.changed(this.ns, this.name, old.view, view);
     this.sink?.put(this.ns, raw);
     return rec;
   }
@@ -144,7 +144,7 @@ export class Collection {
     }
     for (const ix of this.indexes.values()) ix.remove(rec.rid, rec.view);
     this.records.delete(rec.rid);
-    this.catalog.marker?.changed(this.ns, rec.view, undefined);
+    this.catalog.marker?.changed(this.ns, this.name, rec.view, undefined);
     this.sink?.remove(this.ns, deserialize(rec.raw, TYPED)['_id']);
   }
 

@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { startEngine, type RunningEngine } from '../mongo-engine/index.ts';
-import { CHANGE_MARK_KEY } from '../metadata/marked-cache.ts';
+import { CHANGE_MARK_KEYS } from '../metadata/collections.ts';
 import { writeFailure, type EngineReply, type EngineRequest, type EngineThreadData, type LogFn } from './engine-protocol.ts';
 
 /**
@@ -25,7 +25,7 @@ const log: LogFn = (msg, fields, level) => {
 };
 
 let engine: RunningEngine | undefined;
-const started = startEngine({ ...opts, log, onFailure: (reason) => writeFailure(failure, reason), changeMarks: { buffer: changeMarks, keyField: CHANGE_MARK_KEY } }).then(
+const started = startEngine({ ...opts, log, onFailure: (reason) => writeFailure(failure, reason), changeMarks: { buffer: changeMarks, keys: CHANGE_MARK_KEYS } }).then(
   (e) => {
     engine = e;
     post({ op: 'ready', uri: e.uri });

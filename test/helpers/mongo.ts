@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MongoClient, type Db } from 'mongodb';
-import { CHANGE_MARK_KEY } from '../../src/metadata/marked-cache.ts';
+import { CHANGE_MARK_KEYS } from '../../src/metadata/collections.ts';
 import { newChangeMarks, startEngine, type EngineOptions, type RunningEngine } from '../../src/mongo-engine/index.ts';
 
 /**
@@ -48,7 +48,7 @@ async function startShared(): Promise<SharedServer> {
     return { uri: server.getUri(), backend: 'memory-server', stop: async () => void (await server.stop()) };
   }
   const changeMarks = newChangeMarks();
-  const engine = await startEngine({ changeMarks: { buffer: changeMarks, keyField: CHANGE_MARK_KEY } });
+  const engine = await startEngine({ changeMarks: { buffer: changeMarks, keys: CHANGE_MARK_KEYS } });
   return { uri: engine.uri, backend: 'engine', changeMarks, stop: () => engine.close() };
 }
 

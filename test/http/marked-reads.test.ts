@@ -90,7 +90,7 @@ test.serial('a manifest by digest whose association another client removed is a 
   t.is((await getManifest(server.url, repo, 'latest', MT.ociManifest)).status, 404, 'the tag points at a manifest the repository no longer holds');
 });
 
-test.serial('pushes to another repository leave what was read here in place', async (t) => {
+test.serial('pushes to another repository, or of another tag, leave what was read here in place', async (t) => {
   const repo = repoName('marked-quiet');
   const { manifest } = await pushedImage(repo, 'stable');
   t.is((await getManifest(server.url, repo, 'stable', MT.ociManifest)).status, 200);
@@ -100,7 +100,13 @@ test.serial('pushes to another repository leave what was read here in place', as
   t.is(r.headers['docker-content-digest'], manifest.digest);
   t.is(await finds(), before);
 
-  // and a push to this repository is seen by the next pull
+  // nor does a push of another tag to this repository
+  await pushedImage(repo, 'other');
+  const before2 = await finds();
+  t.is((await getManifest(server.url, repo, 'stable', MT.ociManifest)).headers['docker-content-digest'], manifest.digest);
+  t.is(await finds(), before2);
+
+  // and a push to this tag is seen by the next pull
   const next = await pushedImage(repo, 'stable');
   t.is((await getManifest(server.url, repo, 'stable', MT.ociManifest)).headers['docker-content-digest'], next.manifest.digest);
 });

@@ -12,28 +12,31 @@ let engine: RunningEngine;
 let client: MongoClient;
 const buffer = newChangeMarks();
 test.before(async () => {
-  engine = await startEngine({ changeMarks: { buffer, keyField: 'repo_id' } });
+  engine = await startEngine({ changeMarks: { buffer, keys: { units: ['repo_id'], tags: ['repo_id', 'name'] } } });
   client = new MongoClient(engine.uri);
   await client.connect();
   await client.db(DB).createCollection('units');
   await client.db(DB).createCollection('other');
+  await client.db(DB).createCollection('tags');
 });
 test.after.always(async () => {
   await client?.close();
   await engine?.close();
 });
 
-const mark = (coll: string, repo: string): number => readChangeMarks(buffer, [changeMarkSlot(`${DB}.${coll}`, repo)]);
+const mark = (coll: string, ...key: string[]): number => readChangeMarks(buffer, [changeMarkSlot(`${DB}.${coll}`, key)]);
 
-test.serial('a write moves the mark of its document repository and no other', async (t) => {
+test.serial("a write moves the mark of its document's key and no other key's", async (t) => {
   const units = client.db(DB).collection('units');
   const a0 = mark('units', 'a');
   const b0 = mark('units', 'b');
   const otherA0 = mark('other', 'a');
+  const whole0 = readChangeMarks(buffer, [changeMarkSlot(`${DB}.units`)]);
   await units.insertOne({ _id: 'x' as never, repo_id: 'a', n: 1 });
   t.not(mark('units', 'a'), a0, 'insert into a');
   t.is(mark('units', 'b'), b0, 'b untouched');
   t.is(mark('other', 'a'), otherA0, 'another collection untouched');
+  t.not(readChangeMarks(buffer, [changeMarkSlot(`${DB}.units`)]), whole0, 'the whole collection moved');
 
   const a1 = mark('units', 'a');
   await units.updateOne({ _id: 'x' as never }, { $set: { n: 1 } });
@@ -70,4 +73,20 @@ test.serial('another client, a findAndModify and DDL all move the marks; reads d
   const c2 = mark('units', 'c');
   await other.db(DB).collection('scratch').drop();
   t.not(mark('units', 'c'), c2, 'a drop moves every reading (slot 0)');
+});
+
+test.serial('a key of several fields: a change to one tag name leaves the others of the repository alone', async (t) => {
+  const tags = client.db(DB).collection('tags');
+  const v1 = mark('tags', 'r', 'v1');
+  const v2 = mark('tags', 'r', 'v2');
+  await tags.updateOne({ repo_id: 'r', name: 'v1', schema_version: 2 }, { $set: { manifest_digest: 'sha256:1' } }, { upsert: true });
+  t.not(mark('tags', 'r', 'v1'), v1);
+  t.is(mark('tags', 'r', 'v2'), v2);
+  const v1b = mark('tags', 'r', 'v1');
+  await tags.insertOne({ repo_id: 'r', name: 'v1', schema_version: 1, manifest_digest: 'sha256:2' });
+  t.not(mark('tags', 'r', 'v1'), v1b, 'a second unit of the name');
+  const v1c = mark('tags', 'r', 'v1');
+  await tags.deleteMany({ repo_id: 'r', name: 'v1' });
+  t.not(mark('tags', 'r', 'v1'), v1c, 'deleted');
+  t.is(mark('tags', 'r', 'v2'), v2);
 });
