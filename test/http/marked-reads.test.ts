@@ -110,3 +110,41 @@ test.serial('pushes to another repository, or of another tag, leave what was rea
   const next = await pushedImage(repo, 'stable');
   t.is((await getManifest(server.url, repo, 'stable', MT.ociManifest)).headers['docker-content-digest'], next.manifest.digest);
 });
+
+test.serial('pulls racing a run of pushes to one tag never see a version older than the last acknowledged push', async (t) => {
+  const repo = repoName('marked-race');
+  const versions = new Map<string, number>(); // manifest digest -> version
+  let acked = -1;
+  let done = false;
+  const stale: string[] = [];
+  let reads = 0;
+  const reader = async (): Promise<void> => {
+    while (!done) {
+      const floor = acked;
+      const r = await getManifest(server.url, repo, 'moving', MT.ociManifest);
+      reads++;
+      if (floor < 0) continue;
+      const seen = r.status === 200 ? versions.get(String(r.headers['docker-content-digest'])) : undefined;
+      if (seen === undefined || seen < floor) stale.push(`acknowledged ${floor}, pulled ${r.status} ${seen ?? r.headers['docker-content-digest']}`);
+    }
+  };
+  const writer = async (): Promise<void> => {
+    try {
+      for (let v = 0; v < 30; v++) {
+        const config = configBlob({ version: v });
+        const layer = randomBlob(256);
+        await pushBlobs(server.url, repo, [config, layer]);
+        const manifest = ociManifest({ config, layers: [layer] });
+        versions.set(manifest.digest, v);
+        const put = await putManifest(server.url, repo, 'moving', manifest);
+        if (put.status !== 201) throw new Error(`push ${v}: ${put.status}`);
+        acked = v;
+      }
+    } finally {
+      done = true;
+    }
+  };
+  await Promise.all([writer(), ...Array.from({ length: 8 }, reader)]);
+  t.deepEqual(stale, []);
+  t.true(reads > 30, `${reads} pulls raced the pushes`);
+});

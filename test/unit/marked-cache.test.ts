@@ -1,0 +1,58 @@
+import test from 'ava';
+import { MarkedCache } from '../../src/metadata/marked-cache.ts';
+
+/** MarkedCache on its own, with a mark the test moves by hand. */
+
+function counter() {
+  let n = 0;
+  return { load: async (v: string) => (n++, v), get loads() { return n; } };
+}
+
+test('an answer is kept while the mark stays, and asked again once it moves', async (t) => {
+  let mark = 0;
+  const cache = new MarkedCache<string>(10);
+  const c = counter();
+  t.is(await cache.read('k', () => mark, () => c.load('a'), () => true), 'a');
+  t.is(await cache.read('k', () => mark, () => c.load('b'), () => true), 'a');
+  t.is(c.loads, 1);
+  mark++;
+  t.is(await cache.read('k', () => mark, () => c.load('b'), () => true), 'b');
+  t.is(c.loads, 2);
+});
+
+test('an answer whose mark moved while it was asked is not kept (it may be older than the change)', async (t) => {
+  let mark = 0;
+  const cache = new MarkedCache<string>(10);
+  // the change lands while the answer from before it is on its way
+  t.is(await cache.read('k', () => mark, async () => (mark++, 'before the change'), () => true), 'before the change');
+  const c = counter();
+  t.is(await cache.read('k', () => mark, () => c.load('after the change'), () => true), 'after the change');
+  t.is(c.loads, 1);
+  t.is(cache.lookup('k', mark), 'after the change');
+});
+
+test('keep decides what is kept; the least recently used go first past the bound', async (t) => {
+  const cache = new MarkedCache<string | null>(2);
+  const mark = () => 0;
+  await cache.read('none', mark, async () => null, (v) => v !== null);
+  t.is(cache.size, 0);
+  await cache.read('a', mark, async () => 'a', () => true);
+  await cache.read('b', mark, async () => 'b', () => true);
+  t.is(cache.lookup('a', 0), 'a'); // a is now the most recently used
+  await cache.read('c', mark, async () => 'c', () => true);
+  t.is(cache.size, 2);
+  t.is(cache.lookup('b', 0), undefined, 'b went first');
+  t.is(cache.lookup('a', 0), 'a');
+  t.is(cache.lookup('c', 0), 'c');
+});
+
+test('keep() refuses an answer read before a mark that has moved since', (t) => {
+  let mark = 5;
+  const cache = new MarkedCache<string>(10);
+  cache.keep('k', 4, () => mark, 'old');
+  t.is(cache.size, 0);
+  cache.keep('k', 5, () => mark, 'current');
+  t.is(cache.lookup('k', 5), 'current');
+  mark = 6;
+  t.is(cache.lookup('k', mark), undefined);
+});
