@@ -4,7 +4,7 @@ import type { Digest } from '../domain/digest.ts';
 import type { ManifestEntry, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
 import type { StoredManifest } from '../domain/manifests/stored-manifest.ts';
 import { pulpFields, UNIT_TYPES, type Collections, type ManifestListUnitDoc, type ManifestUnitDoc, type UnitTypeId } from './collections.ts';
-import { heldUnits } from './held-units.ts';
+import { heldUnits, type HeldUnits } from './held-units.ts';
 import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
 import { validate } from './schema-validator.ts';
 import { unitCaches, type UnitCaches } from './unit-cache.ts';
@@ -103,6 +103,7 @@ export class ManifestRepository {
   private readonly lists: Collection<ManifestListDoc>;
 
   private readonly known: UnitCaches;
+  private readonly held: HeldUnits;
 
   constructor(
     private readonly c: Collections,
@@ -111,6 +112,7 @@ export class ManifestRepository {
     this.images = c.manifests as unknown as Collection<ManifestDoc>;
     this.lists = c.manifestLists as unknown as Collection<ManifestListDoc>;
     this.known = unitCaches(c);
+    this.held = heldUnits(c);
   }
 
   /**
@@ -244,7 +246,7 @@ export class ManifestRepository {
   }
 
   private async holds(repo: string, m: StoredManifest): Promise<boolean> {
-    return (await heldUnits(this.c).updated(repo, unitType(m.kind), m.id)) !== null;
+    return (await this.held.updated(repo, unitType(m.kind), m.id)) !== null;
   }
 
   /** Those of `digests` that are not manifests (or lists) held by the repository. */
@@ -336,7 +338,7 @@ export class ManifestRepository {
 
   private async heldIds(repo: string, units: Array<{ id: string; type: UnitTypeId }>): Promise<Set<string>> {
     if (units.length === 0) return new Set();
-    return heldUnits(this.c).heldIds(repo, units);
+    return this.held.heldIds(repo, units);
   }
 
   /** Manifests and indexes held by the repository whose `subject` is `digest`. */

@@ -12,10 +12,14 @@ import { changeMarkSlot, readChangeMarks } from '../mongo-engine/change-marks.ts
  * there are none, and every read goes to the database.
  */
 export class MetadataMarks {
+  private readonly counters: Int32Array;
+
   constructor(
-    private readonly buffer: SharedArrayBuffer,
+    buffer: SharedArrayBuffer,
     private readonly dbName: string,
-  ) {}
+  ) {
+    this.counters = new Int32Array(buffer);
+  }
 
   /**
    * Reads the mark of the documents of `collection` whose key fields (CHANGE_MARK_KEYS in
@@ -23,7 +27,7 @@ export class MetadataMarks {
    */
   reader(collection: string): (...key: string[]) => number {
     const ns = `${this.dbName}.${collection}`;
-    return (...key) => readChangeMarks(this.buffer, [changeMarkSlot(ns, key)]);
+    return (...key) => readChangeMarks(this.counters, [changeMarkSlot(ns, key)]);
   }
 }
 

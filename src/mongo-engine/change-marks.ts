@@ -59,10 +59,11 @@ export class ChangeMarker {
     Atomics.add(this.counters, changeMarkSlot(ns), 1);
     const fields = Object.prototype.hasOwnProperty.call(this.keys, name) ? this.keys[name] : undefined;
     if (!fields) return;
-    const a = before && keyOf(before, fields);
-    const b = after && keyOf(after, fields);
-    if (a !== undefined) Atomics.add(this.counters, changeMarkSlot(ns, a), 1);
-    if (b !== undefined && (a === undefined || a.join('\0') !== b.join('\0'))) Atomics.add(this.counters, changeMarkSlot(ns, b), 1);
+    // one move per slot is enough: a key unchanged by the change (or sharing the slot) moves once
+    const a = before && changeMarkSlot(ns, keyOf(before, fields));
+    const b = after && changeMarkSlot(ns, keyOf(after, fields));
+    if (a !== undefined) Atomics.add(this.counters, a, 1);
+    if (b !== undefined && b !== a) Atomics.add(this.counters, b, 1);
   }
 
   /** A change that may touch anything (DDL). */
@@ -79,11 +80,11 @@ function keyOf(view: View, fields: readonly string[]): string[] {
 }
 
 /**
- * The reader's side: one number that differs whenever any of `slots` (or slot 0) moved since
- * it was last read. Counters only grow (an Int32 wraps after 2^32 changes, which still differs).
+ * The reader's side, over `new Int32Array(buffer)`: one number that differs whenever any of
+ * `slots` (or slot 0) moved since it was last read. Counters only grow (an Int32 wraps after
+ * 2^32 changes, which still differs).
  */
-export function readChangeMarks(buffer: SharedArrayBuffer, slots: readonly number[]): number {
-  const counters = new Int32Array(buffer);
+export function readChangeMarks(counters: Int32Array, slots: readonly number[]): number {
   let sum = Atomics.load(counters, 0);
   for (const s of slots) sum += Atomics.load(counters, s);
   return sum;

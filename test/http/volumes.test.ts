@@ -79,6 +79,19 @@ async function pushV2Blob(t: import('ava').ExecutionContext, name: string, bytes
   return d;
 }
 
+/** An OCI manifest of a volume artifact: `config` and one tar layer, as described (digests and sizes). */
+function volumeArtifact(config: { mediaType: string; digest: string; size: number }, layer: { mediaType: string; digest: string; size: number }) {
+  return Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      artifactType: 'application/vnd.volreg.volume.v1',
+      config,
+      layers: [layer],
+    }),
+  );
+}
+
 /** Asserts that nothing of a refused upload is visible anywhere. */
 async function assertNothingKept(t: import('ava').ExecutionContext, name: string, tag: string, body: Buffer): Promise<void> {
   const meta = await fetch(url(`/api/v1/volumes/${name}/tags/${tag}`));
@@ -360,14 +373,9 @@ test('an artifact pushed through /v2 with the volume type is readable through /a
   const config = Buffer.from('{}');
   const configDigest = await pushBlob(config);
   const layerDigest = await pushBlob(zstBytes);
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      artifactType: 'application/vnd.volreg.volume.v1',
-      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: configDigest, size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd', digest: layerDigest, size: zstBytes.length }],
-    }),
+  const manifest = volumeArtifact(
+    { mediaType: 'application/vnd.oci.empty.v1+json', digest: configDigest, size: config.length },
+    { mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd', digest: layerDigest, size: zstBytes.length },
   );
   const res = await fetch(url(`/v2/${name}/manifests/from-oras`), { method: 'PUT', body: manifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
   t.is(res.status, 201);
@@ -437,14 +445,9 @@ test('verify of a /v2-pushed snapshot whose layer is not an archive answers at o
   // inspection stops reading then, at a moment that varies with the bytes, so several layers.
   for (let i = 0; i < 8; i++) {
     const layer = randomBytes(5_000_000);
-    const manifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        artifactType: 'application/vnd.volreg.volume.v1',
-        config: { mediaType: 'application/vnd.volreg.volume.config.v1+json', digest: configDigest, size: config.length },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: await push(layer), size: layer.length }],
-      }),
+    const manifest = volumeArtifact(
+      { mediaType: 'application/vnd.volreg.volume.config.v1+json', digest: configDigest, size: config.length },
+      { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: await push(layer), size: layer.length },
     );
     const m = await fetch(url(`/v2/${name}/manifests/bad`), { method: 'PUT', body: manifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
     t.is(m.status, 201);
