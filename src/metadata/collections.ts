@@ -115,11 +115,13 @@ export interface MigrationDoc {
 /**
  * The fields the embedded engine keys its change marks by, per collection (marked-cache.ts):
  * those a kept read asks about by equality. A tag name's units in a repository; one association
- * of a repository with a unit.
+ * of a repository with a unit; one manifest unit.
  */
 export const CHANGE_MARK_KEYS: Readonly<Record<string, readonly string[]>> = {
   [COLLECTIONS.tags]: ['repo_id', 'name'],
   [COLLECTIONS.repoContentUnits]: ['repo_id', 'unit_type_id', 'unit_id'],
+  [COLLECTIONS.manifests]: ['_id'],
+  [COLLECTIONS.manifestLists]: ['_id'],
 };
 
 export interface Collections {

@@ -8,7 +8,9 @@ import { MarkedCache } from './marked-cache.ts';
  *
  * With the embedded engine's change marks (marked-cache.ts) an association found is kept
  * until it changes (or one sharing its mark's slot does), by whichever request or collection.
- * Only what a repository holds is kept: a unit not held is asked again next time.
+ * Only what a repository holds is kept: a unit not held is asked again next time. An
+ * association this process wrote is kept as written, when nothing else changed it meanwhile:
+ * a push's own check that it still holds its manifest then asks nothing.
  */
 export class HeldUnits {
   private readonly cache = new MarkedCache<string | null>(20_000);
@@ -27,6 +29,21 @@ export class HeldUnits {
     const mark = this.mark;
     if (!mark) return load();
     return this.cache.read(key(repo, type, unitId), () => mark(repo, type, unitId), load, (v) => v !== null);
+  }
+
+  /** The association's mark, noted before this process writes it (undefined without marks). */
+  markOf(repo: string, type: UnitTypeId, unitId: string): number | undefined {
+    return this.mark?.(repo, type, unitId);
+  }
+
+  /**
+   * This process's write created or refreshed the association (to `updated`), with its mark
+   * noted at `before`: kept as held unless another change came in between.
+   */
+  wrote(repo: string, type: UnitTypeId, unitId: string, before: number | undefined, updated: string): void {
+    const mark = this.mark;
+    if (!mark || before === undefined) return;
+    this.cache.keepWritten(key(repo, type, unitId), before, () => mark(repo, type, unitId), updated);
   }
 
   /** The ids of those of `units` that `repo` holds. */

@@ -3,8 +3,9 @@ import { Binary, type Collection, type Filter, type UpdateFilter } from 'mongodb
 import type { Digest } from '../domain/digest.ts';
 import type { ManifestEntry, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
 import type { StoredManifest } from '../domain/manifests/stored-manifest.ts';
-import { pulpFields, UNIT_TYPES, type Collections, type ManifestListUnitDoc, type ManifestUnitDoc, type UnitTypeId } from './collections.ts';
+import { COLLECTIONS, pulpFields, UNIT_TYPES, type Collections, type ManifestListUnitDoc, type ManifestUnitDoc, type UnitTypeId } from './collections.ts';
 import { heldUnits, type HeldUnits } from './held-units.ts';
+import { MarkedCache } from './marked-cache.ts';
 import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
 import { validate } from './schema-validator.ts';
 import { unitCaches, type UnitCaches } from './unit-cache.ts';
@@ -36,6 +37,11 @@ export interface ManifestUnitRef {
 }
 
 const NO_CONTENT = { projection: { content: 0 } } as const;
+
+interface StoredUnits {
+  cache: MarkedCache<boolean>;
+  mark: ((id: string) => number) | undefined;
+}
 
 function unitType(kind: 'image' | 'list'): UnitTypeId {
   return kind === 'list' ? UNIT_TYPES.manifestList : UNIT_TYPES.manifest;
@@ -104,6 +110,8 @@ export class ManifestRepository {
 
   private readonly known: UnitCaches;
   private readonly held: HeldUnits;
+  /** which manifest units exist, by id, kept while their marks stay put (a push's own inserts among them) */
+  private readonly stored: Record<'image' | 'list', StoredUnits>;
 
   constructor(
     private readonly c: Collections,
@@ -113,6 +121,8 @@ export class ManifestRepository {
     this.lists = c.manifestLists as unknown as Collection<ManifestListDoc>;
     this.known = unitCaches(c);
     this.held = heldUnits(c);
+    const stored = (name: string): StoredUnits => ({ cache: new MarkedCache<boolean>(10_000), mark: c.marks?.reader(name) });
+    this.stored = { image: stored(COLLECTIONS.manifests), list: stored(COLLECTIONS.manifestLists) };
   }
 
   /**
@@ -145,7 +155,7 @@ export class ManifestRepository {
         })),
       };
       assertStorable('stored-docker-manifest-list', doc);
-      const id = await this.upsertByDigest(this.lists, doc);
+      const id = await this.upsertByDigest(this.lists, this.stored.list, doc);
       // what this push inserted is what a read would answer (an earlier push's unit keeps its own fields)
       if (id === doc._id) this.keep(fromListDoc(doc));
       return { id, kind: 'list' };
@@ -159,13 +169,14 @@ export class ManifestRepository {
       blob_digests: parsed.blobDigests,
     };
     assertStorable('stored-docker-manifest', doc);
-    const id = await this.upsertByDigest(this.images, doc);
+    const id = await this.upsertByDigest(this.images, this.stored.image, doc);
     if (id === doc._id) this.keep(fromImageDoc(doc));
     return { id, kind: 'image' };
   }
 
-  private async upsertByDigest<D extends { _id: string; digest: string }>(coll: Collection<D>, doc: D): Promise<string> {
+  private async upsertByDigest<D extends { _id: string; digest: string }>(coll: Collection<D>, stored: StoredUnits, doc: D): Promise<string> {
     const { digest, ...rest } = doc;
+    const before = stored.mark?.(doc._id);
     try {
       // one command answers the unit's id, whether it was inserted now or pushed before
       const unit = await coll.findOneAndUpdate({ digest } as Filter<D>, { $setOnInsert: rest } as UpdateFilter<D>, {
@@ -173,7 +184,13 @@ export class ManifestRepository {
         returnDocument: 'after',
         projection: { _id: 1 },
       });
-      if (unit) return String(unit._id);
+      if (unit) {
+        const id = String(unit._id);
+        // inserted now, under the id this push chose
+        const mark = stored.mark;
+        if (id === doc._id && mark && before !== undefined) stored.cache.keepWritten(id, before, () => mark(id), true);
+        return id;
+      }
     } catch (err) {
       if (!isDuplicateKey(err)) throw err; // a racing push inserted it first
     }
@@ -330,10 +347,16 @@ export class ManifestRepository {
     return wanted.every((w) => held.has(w.id)) && (await exists);
   }
 
-  /** Is the unit's document still there (read from the database, not the cache)? */
+  /**
+   * Is the unit's document still there? Not answered from the unit cache, which outlives a
+   * collection; with change marks, kept while the unit's mark stays put.
+   */
   async exists(unit: ManifestUnitRef): Promise<boolean> {
     const coll = unit.kind === 'list' ? this.lists : this.images;
-    return (await coll.findOne({ _id: unit.id } as never, { projection: { _id: 1 } })) !== null;
+    const load = async (): Promise<boolean> => (await coll.findOne({ _id: unit.id } as never, { projection: { _id: 1 } })) !== null;
+    const { mark, cache } = this.stored[unit.kind];
+    if (!mark) return load();
+    return cache.read(unit.id, () => mark(unit.id), load, (found) => found);
   }
 
   private async heldIds(repo: string, units: Array<{ id: string; type: UnitTypeId }>): Promise<Set<string>> {

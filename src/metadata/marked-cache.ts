@@ -68,6 +68,16 @@ export class MarkedCache<V> {
     if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
   }
 
+  /**
+   * Keeps `value`, what one write of this process left, if the mark moved by exactly that
+   * write's one move since `before` (noted before the write was sent): then no other change
+   * came in between (change-marks.ts), and the database holds what the write left.
+   */
+  keepWritten(key: string, before: number, mark: () => number, value: V): void {
+    const now = mark();
+    if (now === before + 1) this.keep(key, now, mark, value);
+  }
+
   get size(): number {
     return this.entries.size;
   }

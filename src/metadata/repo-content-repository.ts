@@ -1,5 +1,6 @@
 import { ObjectId } from 'mongodb';
 import type { Collections, RepoDoc, UnitTypeId } from './collections.ts';
+import { heldUnits, type HeldUnits } from './held-units.ts';
 
 const ID_ONLY = { projection: { _id: 1 } } as const;
 
@@ -19,7 +20,11 @@ export class RepoContentRepository {
   /** repositories this process already noted as volumes (a note is never taken back) */
   private readonly notedVolumes = new Set<string>();
 
-  constructor(private readonly c: Collections) {}
+  private readonly held: HeldUnits;
+
+  constructor(private readonly c: Collections) {
+    this.held = heldUnits(c);
+  }
 
   /** Creates the repository document on first use; a no-op afterwards. */
   async ensureRepo(repoId: string): Promise<void> {
@@ -64,6 +69,7 @@ export class RepoContentRepository {
   /** Associates the unit with the repository (or refreshes `updated`); true when this call created the association. */
   async associate(repoId: string, unitType: UnitTypeId, unitId: string): Promise<boolean> {
     const now = new Date().toISOString();
+    const before = this.held.markOf(repoId, unitType, unitId);
     return this.c.repoContentUnits
       .updateOne(
         { repo_id: repoId, unit_type_id: unitType, unit_id: unitId },
@@ -74,7 +80,11 @@ export class RepoContentRepository {
         { upsert: true },
       )
       .then(
-        (res) => res.upsertedCount === 1,
+        (res) => {
+          // a refresh within the same millisecond changes nothing, and moves no mark
+          if (res.upsertedCount === 1 || res.modifiedCount === 1) this.held.wrote(repoId, unitType, unitId, before, now);
+          return res.upsertedCount === 1;
+        },
         (err: unknown) => {
           // a racing request created it
           if (isDuplicateKey(err)) return false;

@@ -13,6 +13,11 @@
  *
  * The counters move when a change is applied, before it is journaled or acknowledged, so a
  * reader that sees an answer of the engine also sees every mark that answer depends on.
+ *
+ * A change moves each slot it touches by exactly one. So a client that noted a key's mark,
+ * then made one change to a document of that key, and reads the mark one higher once the
+ * change is acknowledged, knows that no other change came in between: what its own write
+ * left is what the database holds.
  */
 export const CHANGE_MARK_SLOTS = 65536;
 

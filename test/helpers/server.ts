@@ -29,6 +29,8 @@ export interface TestServer {
   config: Config;
   services: Services;
   db: Db;
+  /** the embedded engine's change marks, as the server reads them (none on an external MongoDB) */
+  changeMarks: SharedArrayBuffer | undefined;
   dataDir: string;
   /** stops the server, drops nothing, closes the test database connection, removes the data dir */
   close(): Promise<void>;
@@ -66,6 +68,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       config,
       services: running.services,
       db: running.db,
+      changeMarks: mongo.changeMarks,
       dataDir,
       close: () =>
         (closing ??= (async () => {

@@ -90,6 +90,27 @@ test.serial('a manifest by digest whose association another client removed is a 
   t.is((await getManifest(server.url, repo, 'latest', MT.ociManifest)).status, 404, 'the tag points at a manifest the repository no longer holds');
 });
 
+test.serial("a push whose blobs are held asks nothing but its writes: its own writes are kept, and another client's removal is still seen", async (t) => {
+  const repo = repoName('marked-push');
+  const config = configBlob();
+  const layer = randomBlob(512);
+  await pushBlobs(server.url, repo, [config, layer]);
+  t.is((await headBlob(repo, layer)).status, 200); // the holding is read once, and kept
+
+  const before = await finds();
+  const first = ociManifest({ config, layers: [layer], annotations: { n: '1' } });
+  t.is((await putManifest(server.url, repo, 'v1', first)).status, 201);
+  t.is(await finds(), before, 'the check after the writes was answered by what the push wrote');
+
+  // the kept holding of the manifest goes once another client removes it
+  const unit = await elsewhere().manifests.findOne({ digest: first.digest });
+  t.is((await elsewhere().repoContentUnits.deleteMany({ repo_id: repo, unit_type_id: UNIT_TYPES.manifest, unit_id: unit!._id })).deletedCount, 1);
+  t.is((await getManifest(server.url, repo, first.digest, MT.ociManifest)).status, 404);
+  // and a push of the same manifest holds it again
+  t.is((await putManifest(server.url, repo, 'v1', first)).status, 201);
+  t.is((await getManifest(server.url, repo, first.digest, MT.ociManifest)).status, 200);
+});
+
 test.serial('pushes to another repository, or of another tag, leave what was read here in place', async (t) => {
   const repo = repoName('marked-quiet');
   const { manifest } = await pushedImage(repo, 'stable');

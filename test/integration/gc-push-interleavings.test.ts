@@ -26,12 +26,23 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
  * visible. gc-race.test.ts runs the same kinds of races freely, as they come.
  */
 
-const test = anyTest as TestFn<{ server: TestServer; c: Collections; store: BlobStore }>;
+const test = anyTest as TestFn<{ server: TestServer; c: Collections; marked: Collections; store: BlobStore }>;
 
 test.before(async (t) => {
   const server = await startTestServer({ label: 'gc_interleave', env: { VOLREG_UPLOAD_PURGE_INTERVAL: '0' } });
-  t.context = { server, c: collections(server.db), store: server.services.blobStore! };
+  t.truthy(server.changeMarks, 'the test engine shares its change marks');
+  t.context = { server, c: collections(server.db), marked: collections(server.db, server.changeMarks), store: server.services.blobStore! };
 });
+
+/**
+ * The manifest pushes below run twice: reading every answer from the database (as with an
+ * external MongoDB), and keeping answers while the embedded engine's change marks stay put (as
+ * `volreg serve` runs), where the push's own writes are kept too and a collection must still be seen.
+ */
+const MODES = [
+  { mode: 'asking the database', pick: (x: { c: Collections }) => x.c },
+  { mode: 'keeping reads by change marks', pick: (x: { marked: Collections }) => x.marked },
+] as const;
 
 test.after.always(async (t) => {
   await t.context.server?.close();
@@ -55,93 +66,102 @@ function manifestServiceHeldAt(c: Collections, step: 'insert' | 'tag'): { manife
 }
 
 // GC sweeps the whole database, so the tests of this file run one at a time.
-test.serial('a manifest push held between its reference check and its insert while GC takes the blobs away is refused, and nothing of it is visible', async (t) => {
-  const { server, c, store } = t.context;
-  const repo = repoName('interleave-manifest');
-  const config = configBlob();
-  const layer = randomBlob(3000);
-  await pushBlobs(server.url, repo, [config, layer]);
-  const m = ociManifest({ config, layers: [layer] });
+for (const { mode, pick } of MODES) {
+  test.serial(`a manifest push held between its reference check and its insert while GC takes the blobs away is refused, and nothing of it is visible (${mode})`, async (t) => {
+    const { server, store } = t.context;
+    const c = pick(t.context);
+    const repo = repoName('interleave-manifest');
+    const config = configBlob();
+    const layer = randomBlob(3000);
+    await pushBlobs(server.url, repo, [config, layer]);
+    const m = ociManifest({ config, layers: [layer] });
 
-  const { manifests, held } = manifestServiceHeldAt(c, 'insert');
-  const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
-  push.catch(() => undefined);
-  await held.reached; // the references were checked and found
-  const report = await gcNow(c, store);
-  // the interleaving happened: GC took both blobs, units and bytes
-  t.true(report.blobUnits.count >= 2, JSON.stringify(report));
-  t.is(await store.stat(layer.digest as Digest), null);
-  held.open();
+    const { manifests, held } = manifestServiceHeldAt(c, 'insert');
+    const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
+    push.catch(() => undefined);
+    await held.reached; // the references were checked and found
+    const report = await gcNow(c, store);
+    // the interleaving happened: GC took both blobs, units and bytes
+    t.true(report.blobUnits.count >= 2, JSON.stringify(report));
+    t.is(await store.stat(layer.digest as Digest), null);
+    held.open();
 
-  const err = await t.throwsAsync(push);
-  t.true(isVolregError(err) && err.code === 'MANIFEST_BLOB_UNKNOWN', String(err));
-  t.is((await getManifest(server.url, repo, 'v1', ACCEPT_ALL)).status, 404);
-  t.is((await getManifest(server.url, repo, m.digest, ACCEPT_ALL)).status, 404);
-});
+    const err = await t.throwsAsync(push);
+    t.true(isVolregError(err) && err.code === 'MANIFEST_BLOB_UNKNOWN', String(err));
+    t.is((await getManifest(server.url, repo, 'v1', ACCEPT_ALL)).status, 404);
+    t.is((await getManifest(server.url, repo, m.digest, ACCEPT_ALL)).status, 404);
+  });
+}
 
-test.serial('a manifest push held before its tag while GC finds the manifest untagged: acknowledged means pullable by tag with every blob', async (t) => {
-  const { server, c, store } = t.context;
-  const repo = repoName('interleave-tag');
-  const config = configBlob();
-  const layer = randomBlob(3000);
-  await pushBlobs(server.url, repo, [config, layer]);
-  const m = ociManifest({ config, layers: [layer] });
+for (const { mode, pick } of MODES) {
+  test.serial(`a manifest push held before its tag while GC finds the manifest untagged: acknowledged means pullable by tag with every blob (${mode})`, async (t) => {
+    const { server, store } = t.context;
+    const c = pick(t.context);
+    const repo = repoName('interleave-tag');
+    const config = configBlob();
+    const layer = randomBlob(3000);
+    await pushBlobs(server.url, repo, [config, layer]);
+    const m = ociManifest({ config, layers: [layer] });
 
-  const { manifests, held } = manifestServiceHeldAt(c, 'tag');
-  const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
-  push.catch(() => undefined);
-  await held.reached; // stored and held by the repository, not yet tagged
-  const report = await gcNow(c, store);
-  t.true(report.untaggedManifests.count >= 1, JSON.stringify(report)); // GC took it for untagged
-  held.open();
+    const { manifests, held } = manifestServiceHeldAt(c, 'tag');
+    const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
+    push.catch(() => undefined);
+    await held.reached; // stored and held by the repository, not yet tagged
+    const report = await gcNow(c, store);
+    t.true(report.untaggedManifests.count >= 1, JSON.stringify(report)); // GC took it for untagged
+    held.open();
 
-  const outcome = await push.then(
-    () => 'acknowledged',
-    (err: unknown) => (isVolregError(err) ? err.code : String(err)),
-  );
-  const byTag = await getManifest(server.url, repo, 'v1', ACCEPT_ALL);
-  t.log(`the push: ${outcome}`);
-  if (outcome === 'acknowledged') {
+    const outcome = await push.then(
+      () => 'acknowledged',
+      (err: unknown) => (isVolregError(err) ? err.code : String(err)),
+    );
+    const byTag = await getManifest(server.url, repo, 'v1', ACCEPT_ALL);
+    t.log(`the push: ${outcome}`);
+    if (outcome === 'acknowledged') {
+      t.true(byTag.status === 200 && byTag.body.equals(m.bytes), `GET by tag: ${byTag.status}`);
+      for (const b of [config, layer]) {
+        const r = await request(server.url, `/v2/${repo}/blobs/${b.digest}`);
+        t.true(r.status === 200 && r.body.equals(b.bytes), `blob ${b.digest}: ${r.status}`);
+      }
+    } else {
+      t.is(outcome, 'MANIFEST_BLOB_UNKNOWN');
+      t.is(byTag.status, 404);
+    }
+  });
+}
+
+for (const { mode, pick } of MODES) {
+  test.serial(`a manifest push held before its tag while GC takes it as untagged but its blobs stay (another tagged manifest uses them): held again and acknowledged, pullable by tag (${mode})`, async (t) => {
+    const { server, store } = t.context;
+    const c = pick(t.context);
+    const repo = repoName('interleave-retag');
+    const config = configBlob();
+    const layer = randomBlob(3000);
+    await pushBlobs(server.url, repo, [config, layer]);
+    const other = ociManifest({ config, layers: [layer], annotations: { keeps: 'the blobs' } });
+    t.is((await putManifest(server.url, repo, 'other', other)).status, 201);
+    const m = ociManifest({ config, layers: [layer] });
+
+    const { manifests, held } = manifestServiceHeldAt(c, 'tag');
+    const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
+    push.catch(() => undefined);
+    await held.reached;
+    const report = await gcNow(c, store);
+    t.true(report.untaggedManifests.count >= 1 && report.manifestUnits.count >= 1, JSON.stringify(report)); // taken, unit and all
+    held.open();
+
+    await push; // acknowledged
+    const byTag = await getManifest(server.url, repo, 'v1', ACCEPT_ALL);
     t.true(byTag.status === 200 && byTag.body.equals(m.bytes), `GET by tag: ${byTag.status}`);
     for (const b of [config, layer]) {
       const r = await request(server.url, `/v2/${repo}/blobs/${b.digest}`);
       t.true(r.status === 200 && r.body.equals(b.bytes), `blob ${b.digest}: ${r.status}`);
     }
-  } else {
-    t.is(outcome, 'MANIFEST_BLOB_UNKNOWN');
-    t.is(byTag.status, 404);
-  }
-});
-
-test.serial('a manifest push held before its tag while GC takes it as untagged but its blobs stay (another tagged manifest uses them): held again and acknowledged, pullable by tag', async (t) => {
-  const { server, c, store } = t.context;
-  const repo = repoName('interleave-retag');
-  const config = configBlob();
-  const layer = randomBlob(3000);
-  await pushBlobs(server.url, repo, [config, layer]);
-  const other = ociManifest({ config, layers: [layer], annotations: { keeps: 'the blobs' } });
-  t.is((await putManifest(server.url, repo, 'other', other)).status, 201);
-  const m = ociManifest({ config, layers: [layer] });
-
-  const { manifests, held } = manifestServiceHeldAt(c, 'tag');
-  const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
-  push.catch(() => undefined);
-  await held.reached;
-  const report = await gcNow(c, store);
-  t.true(report.untaggedManifests.count >= 1 && report.manifestUnits.count >= 1, JSON.stringify(report)); // taken, unit and all
-  held.open();
-
-  await push; // acknowledged
-  const byTag = await getManifest(server.url, repo, 'v1', ACCEPT_ALL);
-  t.true(byTag.status === 200 && byTag.body.equals(m.bytes), `GET by tag: ${byTag.status}`);
-  for (const b of [config, layer]) {
-    const r = await request(server.url, `/v2/${repo}/blobs/${b.digest}`);
-    t.true(r.status === 200 && r.body.equals(b.bytes), `blob ${b.digest}: ${r.status}`);
-  }
-  // and the next collection keeps it: it is tagged now
-  await gcNow(c, store);
-  t.is((await getManifest(server.url, repo, 'v1', ACCEPT_ALL)).status, 200);
-});
+    // and the next collection keeps it: it is tagged now
+    await gcNow(c, store);
+    t.is((await getManifest(server.url, repo, 'v1', ACCEPT_ALL)).status, 200);
+  });
+}
 
 /** A BlobService whose next unit upsert (the step after the commit) waits at a gate. */
 function blobServiceHeldAtRecord(c: Collections, store: BlobStore): { blobs: BlobService; held: Gate } {
@@ -238,35 +258,38 @@ test.serial('a blob push that GC does not touch is recorded as before (the re-ch
   t.true(r.status === 200 && r.body.equals(blob.bytes));
 });
 
-test.serial('a push reusing a manifest unit that a collection deletes before the push holds it: the manifest is held again, never acknowledged over nothing', async (t) => {
-  const { server, c, store } = t.context;
-  const repo = repoName('interleave-reused-unit');
-  const config = configBlob();
-  const layer = randomBlob(3000);
-  await pushBlobs(server.url, repo, [config, layer]);
-  // the blobs stay referenced by another tagged manifest, so only the unit is at stake
-  t.is((await putManifest(server.url, repo, 'keeper', ociManifest({ config, layers: [layer], annotations: { keeper: 'yes' } }))).status, 201);
-  const m = ociManifest({ config, layers: [layer] });
-  t.is((await putManifest(server.url, repo, 'old', m)).status, 201);
-  // deleted by digest: its unit stays, unheld, until a collection
-  t.is((await request(server.url, `/v2/${repo}/manifests/${m.digest}`, { method: 'DELETE' })).status, 202);
+for (const { mode, pick } of MODES) {
+  test.serial(`a push reusing a manifest unit that a collection deletes before the push holds it: the manifest is held again, never acknowledged over nothing (${mode})`, async (t) => {
+    const { server, store } = t.context;
+    const c = pick(t.context);
+    const repo = repoName('interleave-reused-unit');
+    const config = configBlob();
+    const layer = randomBlob(3000);
+    await pushBlobs(server.url, repo, [config, layer]);
+    // the blobs stay referenced by another tagged manifest, so only the unit is at stake
+    t.is((await putManifest(server.url, repo, 'keeper', ociManifest({ config, layers: [layer], annotations: { keeper: 'yes' } }))).status, 201);
+    const m = ociManifest({ config, layers: [layer] });
+    t.is((await putManifest(server.url, repo, 'old', m)).status, 201);
+    // deleted by digest: its unit stays, unheld, until a collection
+    t.is((await request(server.url, `/v2/${repo}/manifests/${m.digest}`, { method: 'DELETE' })).status, 202);
 
-  const held = gate();
-  const manifests = manifestServiceWith(c, (real) => ({ manifests: { addToRepo: heldAt(held, 'before', real.manifests.addToRepo.bind(real.manifests)) } }));
-  const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
-  push.catch(() => undefined);
-  await held.reached; // the push found the old unit and will reuse it
-  const report = await gcNow(c, store);
-  t.true(report.manifestUnits.count >= 1, JSON.stringify(report)); // the collection deleted that unit
-  held.open();
-  await push;
+    const held = gate();
+    const manifests = manifestServiceWith(c, (real) => ({ manifests: { addToRepo: heldAt(held, 'before', real.manifests.addToRepo.bind(real.manifests)) } }));
+    const push = manifests.put(parseRepositoryName(repo), 'v1', m.bytes, m.mediaType);
+    push.catch(() => undefined);
+    await held.reached; // the push found the old unit and will reuse it
+    const report = await gcNow(c, store);
+    t.true(report.manifestUnits.count >= 1, JSON.stringify(report)); // the collection deleted that unit
+    held.open();
+    await push;
 
-  const byTag = await getManifest(server.url, repo, 'v1', ACCEPT_ALL);
-  t.is(byTag.status, 200, 'the acknowledged tag pulls');
-  t.true(byTag.body.equals(m.bytes));
-  t.is((await getManifest(server.url, repo, m.digest, ACCEPT_ALL)).status, 200);
-  // and a second collection leaves it alone: it is held by a unit that exists
-  await gcNow(c, store);
-  t.is((await getManifest(server.url, repo, 'v1', ACCEPT_ALL)).status, 200);
-  t.is((await request(server.url, `/v2/${repo}/blobs/${layer.digest}`)).status, 200);
-});
+    const byTag = await getManifest(server.url, repo, 'v1', ACCEPT_ALL);
+    t.is(byTag.status, 200, 'the acknowledged tag pulls');
+    t.true(byTag.body.equals(m.bytes));
+    t.is((await getManifest(server.url, repo, m.digest, ACCEPT_ALL)).status, 200);
+    // and a second collection leaves it alone: it is held by a unit that exists
+    await gcNow(c, store);
+    t.is((await getManifest(server.url, repo, 'v1', ACCEPT_ALL)).status, 200);
+    t.is((await request(server.url, `/v2/${repo}/blobs/${layer.digest}`)).status, 200);
+  });
+}

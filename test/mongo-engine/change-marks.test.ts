@@ -56,6 +56,23 @@ test.serial("a write moves the mark of its document's key and no other key's", a
   t.not(mark('units', 'b'), b1, 'delete in b');
 });
 
+test.serial('each change moves its key\'s mark by exactly one (a writer that sees its own write alone can tell)', async (t) => {
+  const units = client.db(DB).collection('units');
+  const c0 = mark('units', 'c');
+  await units.insertOne({ _id: 'exact' as never, repo_id: 'c', n: 1 });
+  t.is(mark('units', 'c'), c0 + 1, 'insert');
+  await units.updateOne({ repo_id: 'c' }, { $set: { n: 2 } }, { upsert: true });
+  t.is(mark('units', 'c'), c0 + 2, 'update');
+  await units.updateOne({ repo_id: 'c' }, { $set: { n: 2 } }, { upsert: true });
+  t.is(mark('units', 'c'), c0 + 2, 'an update that changes nothing');
+  await units.findOneAndUpdate({ repo_id: 'c' }, { $inc: { n: 1 } });
+  t.is(mark('units', 'c'), c0 + 3, 'findAndModify');
+  await units.updateOne({ repo_id: 'c2' }, { $setOnInsert: { n: 0 } }, { upsert: true });
+  t.is(mark('units', 'c'), c0 + 3, 'an upsert of another key');
+  await units.deleteOne({ repo_id: 'c' });
+  t.is(mark('units', 'c'), c0 + 4, 'delete');
+});
+
 test.serial('another client, a findAndModify and DDL all move the marks; reads do not', async (t) => {
   const other = new MongoClient(engine.uri);
   await other.connect();

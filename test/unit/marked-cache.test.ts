@@ -56,3 +56,25 @@ test('keep() refuses an answer read before a mark that has moved since', (t) => 
   mark = 6;
   t.is(cache.lookup('k', mark), undefined);
 });
+
+test("what this process's own write left is kept only when the mark moved by that write alone", (t) => {
+  let mark = 10;
+  const cache = new MarkedCache<string>(10);
+  const before = mark;
+  mark += 1; // the write, acknowledged
+  cache.keepWritten('mine', before, () => mark, 'as written');
+  t.is(cache.lookup('mine', mark), 'as written');
+
+  const before2 = mark;
+  mark += 2; // the write and another change in between: which came last is unknown
+  cache.keepWritten('raced', before2, () => mark, 'as written');
+  t.is(cache.lookup('raced', mark), undefined);
+
+  const before3 = mark;
+  // a write that changed nothing moved nothing, so a change by someone else would look like it
+  cache.keepWritten('unchanged', before3, () => mark, 'as written');
+  t.is(cache.lookup('unchanged', mark), undefined);
+
+  mark += 1; // a later change sends the kept write back to the database
+  t.is(cache.lookup('mine', mark), undefined);
+});
