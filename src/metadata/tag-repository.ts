@@ -66,11 +66,14 @@ export class TagRepository {
     let id: string;
     let previous: TagWrite['previous'];
     for (let attempt = 0; ; attempt++) {
+      const kept = this.keptBeforeWrite(repo, name);
       try {
         // one command answers what the unit was (nothing: this inserted it with our id)
         const before = await this.c.tags.findOneAndUpdate(key, update, { upsert: true, returnDocument: 'before', projection: { _id: 1, manifest_digest: 1, manifest_type: 1 } });
         id = before ? before._id : inserted._id;
         previous = before ? { manifestDigest: before.manifest_digest as Digest, manifestType: before.manifest_type } : null;
+        const moved = !before || previous?.manifestDigest !== manifestDigest || previous.manifestType !== manifestType;
+        if (kept && moved) this.keepWritten(kept, { id, repository: repo, name, manifestDigest, schemaVersion, manifestType });
         break;
       } catch (err) {
         // Two first pushes raced to insert: the unit exists now, so the retry updates it.
@@ -79,6 +82,27 @@ export class TagRepository {
     }
     await this.repoContent.associate(repo, UNIT_TYPES.tag, id);
     return { id, repository: repo, name, manifestDigest, schemaVersion, manifestType, previous };
+  }
+
+  /** The name's kept units and their mark, noted before this process writes one of them. */
+  private keptBeforeWrite(repo: string, name: string): { key: string; mark: () => number; before: number; units: readonly TagRecord[] } | undefined {
+    const by = this.byName;
+    if (!by) return undefined;
+    const key = `${repo}\0${name}`;
+    const mark = () => by.mark(repo, name);
+    const before = mark();
+    const units = by.cache.lookup(key, before);
+    return units && { key, mark, before, units };
+  }
+
+  /**
+   * After this process moved or created one unit of a name whose units were kept: the kept
+   * answer with that unit as written, if nothing else changed the name meanwhile (one move of
+   * its mark). A pull right after a push of its tag then asks nothing.
+   */
+  private keepWritten(kept: { key: string; mark: () => number; before: number; units: readonly TagRecord[] }, written: TagRecord): void {
+    const units = [...kept.units.filter((u) => u.schemaVersion !== written.schemaVersion), written];
+    this.byName?.cache.keepWritten(kept.key, kept.before, kept.mark, Object.freeze(units));
   }
 
   /**

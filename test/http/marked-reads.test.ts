@@ -1,7 +1,7 @@
 import test from 'ava';
 import { MongoClient } from 'mongodb';
 import { collections, UNIT_TYPES } from '../../src/metadata/collections.ts';
-import { blobOf, configBlob, ociManifest, randomBlob, MT, type Blob, type Built } from '../helpers/manifest-fixtures.ts';
+import { blobOf, configBlob, ociManifest, randomBlob, schema1Unsigned, MT, type Blob, type Built } from '../helpers/manifest-fixtures.ts';
 import { getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -109,6 +109,37 @@ test.serial("a push whose blobs are held asks nothing but its writes: its own wr
   // and a push of the same manifest holds it again
   t.is((await putManifest(server.url, repo, 'v1', first)).status, 201);
   t.is((await getManifest(server.url, repo, first.digest, MT.ociManifest)).status, 200);
+});
+
+test.serial('a pull right after a push of a tag pulled before asks nothing and gets what was pushed; a second client moving the tag is still seen', async (t) => {
+  const repo = repoName('marked-repush');
+  const a = await pushedImage(repo, 'latest');
+  t.is((await getManifest(server.url, repo, 'latest', MT.ociManifest)).headers['docker-content-digest'], a.manifest.digest); // kept
+  const config = configBlob();
+  await pushBlobs(server.url, repo, [config]);
+  const b = ociManifest({ config, layers: [a.layer] });
+
+  const before = await finds();
+  t.is((await putManifest(server.url, repo, 'latest', b)).status, 201);
+  const pulled = await getManifest(server.url, repo, 'latest', MT.ociManifest);
+  t.is(pulled.headers['docker-content-digest'], b.digest);
+  t.true(pulled.body.equals(b.bytes));
+  t.is(await finds(), before, 'neither the push nor the pull after it asked the database');
+
+  t.is((await elsewhere().tags.updateOne({ repo_id: repo, name: 'latest', schema_version: 2 }, { $set: { manifest_digest: a.manifest.digest } })).modifiedCount, 1);
+  t.is((await getManifest(server.url, repo, 'latest', MT.ociManifest)).headers['docker-content-digest'], a.manifest.digest);
+});
+
+test.serial('a schema 1 push to a tag name kept with its schema 2 unit: both are pulled by their Accept, neither moved the other', async (t) => {
+  const repo = repoName('marked-both');
+  const s2 = await pushedImage(repo, 'both');
+  t.is((await getManifest(server.url, repo, 'both', MT.ociManifest)).headers['docker-content-digest'], s2.manifest.digest); // kept
+  const s1 = schema1Unsigned({ name: repo, tag: 'both', layers: [s2.layer] });
+  t.is((await putManifest(server.url, repo, 'both', s1)).status, 201);
+  t.is((await getManifest(server.url, repo, 'both', MT.ociManifest)).headers['docker-content-digest'], s2.manifest.digest);
+  t.is((await getManifest(server.url, repo, 'both', MT.schema1)).headers['docker-content-digest'], s1.digest);
+  const units = await elsewhere().tags.find({ repo_id: repo, name: 'both' }).toArray();
+  t.deepEqual(units.map((u) => [u.schema_version, u.manifest_digest]).sort(), [[1, s1.digest], [2, s2.manifest.digest]]);
 });
 
 test.serial('pushes to another repository, or of another tag, leave what was read here in place', async (t) => {
