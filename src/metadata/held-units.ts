@@ -1,4 +1,4 @@
-import { COLLECTIONS, type Collections, type UnitTypeId } from './collections.ts';
+import { COLLECTIONS, UNIT_TYPES, type Collections, type UnitTypeId } from './collections.ts';
 import { MarkedCache } from './marked-cache.ts';
 
 /**
@@ -31,9 +31,13 @@ export class HeldUnits {
     return this.cache.read(key(repo, type, unitId), () => mark(repo, type, unitId), load, (v) => v !== null);
   }
 
-  /** The association's mark, noted before this process writes it (undefined without marks). */
+  /**
+   * The association's mark, noted before this process writes it: undefined without marks, and
+   * for tags, whose associations no read here asks about (keeping them would only crowd out
+   * the holdings pulls and pushes ask about).
+   */
   markOf(repo: string, type: UnitTypeId, unitId: string): number | undefined {
-    return this.mark?.(repo, type, unitId);
+    return type === UNIT_TYPES.tag ? undefined : this.mark?.(repo, type, unitId);
   }
 
   /**
