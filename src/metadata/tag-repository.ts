@@ -85,7 +85,7 @@ export class TagRepository {
   }
 
   /** The name's kept units and their mark, noted before this process writes one of them. */
-  private keptBeforeWrite(repo: string, name: string): { key: string; mark: () => number; before: number; units: readonly TagRecord[] } | undefined {
+  private keptBeforeWrite(repo: string, name: string): KeptName | undefined {
     const by = this.byName;
     if (!by) return undefined;
     const key = `${repo}\0${name}`;
@@ -100,7 +100,7 @@ export class TagRepository {
    * answer with that unit as written, if nothing else changed the name meanwhile (one move of
    * its mark). A pull right after a push of its tag then asks nothing.
    */
-  private keepWritten(kept: { key: string; mark: () => number; before: number; units: readonly TagRecord[] }, written: TagRecord): void {
+  private keepWritten(kept: KeptName, written: TagRecord): void {
     const units = [...kept.units.filter((u) => u.schemaVersion !== written.schemaVersion), written];
     this.byName?.cache.keepWritten(kept.key, kept.before, kept.mark, Object.freeze(units));
   }
@@ -245,6 +245,14 @@ export class TagRepository {
 }
 
 /** Tag names' units as read, and the mark of a repository's tags they were read at. */
+/** A tag name's kept units, as read at mark `before`. */
+interface KeptName {
+  key: string;
+  mark: () => number;
+  before: number;
+  units: readonly TagRecord[];
+}
+
 interface KeptTags {
   cache: MarkedCache<readonly TagRecord[]>;
   mark: (repo: string, name: string) => number;
