@@ -6,7 +6,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MongoClient } from 'mongodb';
-import { REPO_ROOT, spawnServer, VOLREG_BIN } from '../helpers/server.ts';
+import { databaseEnv, REPO_ROOT, spawnServer, VOLREG_BIN } from '../helpers/server.ts';
 
 /**
  * The real `volreg serve` as a child process: `npm start` on port 0, the listening line,
@@ -126,7 +126,7 @@ test('a restart on the same data directory finds what the first run wrote', asyn
   first.kill('SIGTERM');
   t.is((await first.waitExit()).code, 0);
 
-  const status = await run(['migrate', 'status'], { VOLREG_DATA_DIR: dataDir });
+  const status = await run(['migrate', 'status'], { VOLREG_DATA_DIR: dataDir, ...databaseEnv(dataDir) });
   t.is(status.code, 0, status.stderr);
   const applied = status.stdout.trim().split('\n');
   t.true(applied.length >= 1);
@@ -144,7 +144,7 @@ test('a restart on the same data directory finds what the first run wrote', asyn
 
 test('pulls repeated between pushes see each push at once (the engine thread moves the marks the service reads)', async (t) => {
   const dataDir = await tempDir();
-  const server = await spawnServer({ dataDir });
+  const server = await spawnServer({ dataDir, embeddedEngine: true });
   t.teardown(() => server.kill('SIGKILL'));
   // the engine's own count of finds, read over its socket: the pulls repeated must not add any
   const engine = new MongoClient(`mongodb://${encodeURIComponent(join(dataDir, 'db', 'engine.sock'))}`);

@@ -9,7 +9,7 @@ import type { Db } from 'mongodb';
 import type { Config } from '../../src/config/config.ts';
 import { loadConfig } from '../../src/config/load-config.ts';
 import { startServer, type Services } from '../../src/main.ts';
-import { openTestMongo } from './mongo.ts';
+import { openTestMongo, type TestBackend } from './mongo.ts';
 
 /**
  * Two ways to run the real volreg in a test:
@@ -29,6 +29,8 @@ export interface TestServer {
   config: Config;
   services: Services;
   db: Db;
+  /** which database the test runs on (test/helpers/mongo.ts) */
+  backend: TestBackend;
   /** the embedded engine's change marks, as the server reads them (none on an external MongoDB) */
   changeMarks: SharedArrayBuffer | undefined;
   dataDir: string;
@@ -68,6 +70,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       config,
       services: running.services,
       db: running.db,
+      backend: mongo.backend,
       changeMarks: mongo.changeMarks,
       dataDir,
       close: () =>
@@ -104,11 +107,24 @@ export interface SpawnOptions {
   /** defaults to [node, bin/volreg.js, serve] */
   command?: string[];
   cwd?: string;
+  /** the embedded engine on the data directory even when the suite runs on MONGODB_URL (tests of the engine as `serve` runs it) */
+  embeddedEngine?: boolean;
   /** how long to wait for the listening line */
   timeoutMs?: number;
 }
 
 const LISTENING = /^volreg listening on (https?:\/\/\S+)$/m;
+
+/**
+ * The database a volreg command on `dataDir` uses: the embedded engine in the data directory,
+ * or, when the suite runs on MONGODB_URL, one database per data directory there (so a restart,
+ * or `volreg migrate` on the same directory, finds the data again).
+ */
+export function databaseEnv(dataDir: string): Record<string, string> {
+  const url = process.env.MONGODB_URL;
+  if (!url) return {};
+  return { VOLREG_MONGODB_URL: url, VOLREG_MONGODB_DATABASE: `volreg_spawn_${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}` };
+}
 
 /** Starts `volreg serve` as a child process and waits for `volreg listening on ...`. */
 export async function spawnServer(opts: SpawnOptions): Promise<SpawnedServer> {
@@ -117,11 +133,7 @@ export async function spawnServer(opts: SpawnOptions): Promise<SpawnedServer> {
   env.VOLREG_ADDR = '127.0.0.1:0';
   env.VOLREG_DATA_DIR = opts.dataDir;
   env.VOLREG_LOG_LEVEL = 'info';
-  if (process.env.MONGODB_URL) {
-    // a real MongoDB: one database per data directory, so a restart finds its data again
-    env.VOLREG_MONGODB_URL = process.env.MONGODB_URL;
-    env.VOLREG_MONGODB_DATABASE = `volreg_spawn_${createHash('sha256').update(opts.dataDir).digest('hex').slice(0, 16)}`;
-  }
+  if (!opts.embeddedEngine) Object.assign(env, databaseEnv(opts.dataDir));
   Object.assign(env, opts.env);
 
   const [cmd, ...args] = opts.command ?? [process.execPath, VOLREG_BIN, 'serve'];

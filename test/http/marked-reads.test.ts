@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { MongoClient } from 'mongodb';
 import { collections, UNIT_TYPES } from '../../src/metadata/collections.ts';
 import { blobOf, configBlob, ociManifest, randomBlob, schema1Unsigned, MT, type Blob, type Built } from '../helpers/manifest-fixtures.ts';
@@ -33,6 +33,20 @@ async function finds(): Promise<number> {
   return Number((status['opcounters'] as Record<string, number>)['query'] ?? 0);
 }
 
+/**
+ * No find since `before`, where reads are kept. Only the embedded engine this test process
+ * started shares its change marks (test/helpers/mongo.ts); on another backend (MONGODB_URL), as
+ * with an external MongoDB in production, every read asks the database, and what the requests
+ * answered is all there is to check.
+ */
+async function askedNothingSince(t: ExecutionContext, before: number, why?: string): Promise<void> {
+  if (server.changeMarks) t.is(await finds(), before, why);
+}
+
+test.serial('reads are kept exactly when the database is the embedded engine', (t) => {
+  t.is(server.changeMarks !== undefined, server.backend === 'engine', server.backend);
+});
+
 async function pushedImage(repo: string, tag: string): Promise<{ manifest: Built; layer: Blob }> {
   const config = configBlob();
   const layer = randomBlob(512);
@@ -55,7 +69,7 @@ test.serial('a pull by tag repeated is answered without a find; a tag moved by a
   const again = await getManifest(server.url, repo, 'v1', MT.ociManifest);
   t.is(again.status, 200);
   t.is(again.headers['docker-content-digest'], a.manifest.digest);
-  t.is(await finds(), before, 'the second pull asked the database nothing');
+  await askedNothingSince(t, before, 'the second pull asked the database nothing');
 
   const moved = await elsewhere().tags.updateOne({ repo_id: repo, name: 'v1', schema_version: 2 }, { $set: { manifest_digest: b.manifest.digest } });
   t.is(moved.modifiedCount, 1);
@@ -72,7 +86,7 @@ test.serial('a blob HEAD repeated asks nothing; an association removed by anothe
   t.is((await headBlob(repo, blob)).status, 200);
   const before = await finds();
   t.is((await headBlob(repo, blob)).status, 200);
-  t.is(await finds(), before, 'the second HEAD asked the database nothing');
+  await askedNothingSince(t, before, 'the second HEAD asked the database nothing');
 
   const unit = await elsewhere().blobs.findOne({ digest: blob.digest });
   const removed = await elsewhere().repoContentUnits.deleteMany({ repo_id: repo, unit_type_id: UNIT_TYPES.blob, unit_id: unit!._id });
@@ -100,7 +114,7 @@ test.serial("a push whose blobs are held asks nothing but its writes: its own wr
   const before = await finds();
   const first = ociManifest({ config, layers: [layer], annotations: { n: '1' } });
   t.is((await putManifest(server.url, repo, 'v1', first)).status, 201);
-  t.is(await finds(), before, 'the check after the writes was answered by what the push wrote');
+  await askedNothingSince(t, before, 'the check after the writes was answered by what the push wrote');
 
   // the kept holding of the manifest goes once another client removes it
   const unit = await elsewhere().manifests.findOne({ digest: first.digest });
@@ -124,7 +138,7 @@ test.serial('a pull right after a push of a tag pulled before asks nothing and g
   const pulled = await getManifest(server.url, repo, 'latest', MT.ociManifest);
   t.is(pulled.headers['docker-content-digest'], b.digest);
   t.true(pulled.body.equals(b.bytes));
-  t.is(await finds(), before, 'neither the push nor the pull after it asked the database');
+  await askedNothingSince(t, before, 'neither the push nor the pull after it asked the database');
 
   t.is((await elsewhere().tags.updateOne({ repo_id: repo, name: 'latest', schema_version: 2 }, { $set: { manifest_digest: a.manifest.digest } })).modifiedCount, 1);
   t.is((await getManifest(server.url, repo, 'latest', MT.ociManifest)).headers['docker-content-digest'], a.manifest.digest);
@@ -150,13 +164,13 @@ test.serial('pushes to another repository, or of another tag, leave what was rea
   const before = await finds();
   const r = await getManifest(server.url, repo, 'stable', MT.ociManifest);
   t.is(r.headers['docker-content-digest'], manifest.digest);
-  t.is(await finds(), before);
+  await askedNothingSince(t, before);
 
   // nor does a push of another tag to this repository
   await pushedImage(repo, 'other');
   const before2 = await finds();
   t.is((await getManifest(server.url, repo, 'stable', MT.ociManifest)).headers['docker-content-digest'], manifest.digest);
-  t.is(await finds(), before2);
+  await askedNothingSince(t, before2);
 
   // and a push to this tag is seen by the next pull
   const next = await pushedImage(repo, 'stable');
