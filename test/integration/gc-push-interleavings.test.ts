@@ -13,7 +13,7 @@ import { BlobService } from '../../src/services/blob-service.ts';
 import { ManifestService } from '../../src/services/manifest-service.ts';
 import { UploadService } from '../../src/services/upload-service.ts';
 import type { BlobStore } from '../../src/storage/blob-store.ts';
-import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
+import { configBlob, ociManifest, randomBlob, type Blob } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
 import { gate, heldAt, manifestServiceWith, type Gate } from '../helpers/held-services.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
@@ -66,15 +66,21 @@ function manifestServiceHeldAt(c: Collections, step: 'insert' | 'tag'): { manife
   return { manifests, held };
 }
 
+/** A new repository holding a config and a layer, pushed through HTTP. */
+async function repoWithBlobs(server: TestServer, label: string): Promise<{ repo: string; config: Blob; layer: Blob }> {
+  const repo = repoName(label);
+  const config = configBlob();
+  const layer = randomBlob(3000);
+  await pushBlobs(server.url, repo, [config, layer]);
+  return { repo, config, layer };
+}
+
 // GC sweeps the whole database, so the tests of this file run one at a time.
 for (const { mode, pick } of MODES) {
   test.serial(`a manifest push held between its reference check and its insert while GC takes the blobs away is refused, and nothing of it is visible (${mode})`, async (t) => {
     const { server, store } = t.context;
     const c = pick(t.context);
-    const repo = repoName('interleave-manifest');
-    const config = configBlob();
-    const layer = randomBlob(3000);
-    await pushBlobs(server.url, repo, [config, layer]);
+    const { repo, config, layer } = await repoWithBlobs(server, 'interleave-manifest');
     const m = ociManifest({ config, layers: [layer] });
 
     const { manifests, held } = manifestServiceHeldAt(c, 'insert');
@@ -98,10 +104,7 @@ for (const { mode, pick } of MODES) {
   test.serial(`a manifest push held before its tag while GC finds the manifest untagged: acknowledged means pullable by tag with every blob (${mode})`, async (t) => {
     const { server, store } = t.context;
     const c = pick(t.context);
-    const repo = repoName('interleave-tag');
-    const config = configBlob();
-    const layer = randomBlob(3000);
-    await pushBlobs(server.url, repo, [config, layer]);
+    const { repo, config, layer } = await repoWithBlobs(server, 'interleave-tag');
     const m = ociManifest({ config, layers: [layer] });
 
     const { manifests, held } = manifestServiceHeldAt(c, 'tag');
@@ -135,10 +138,7 @@ for (const { mode, pick } of MODES) {
   test.serial(`a manifest push held before its tag while GC takes it as untagged but its blobs stay (another tagged manifest uses them): held again and acknowledged, pullable by tag (${mode})`, async (t) => {
     const { server, store } = t.context;
     const c = pick(t.context);
-    const repo = repoName('interleave-retag');
-    const config = configBlob();
-    const layer = randomBlob(3000);
-    await pushBlobs(server.url, repo, [config, layer]);
+    const { repo, config, layer } = await repoWithBlobs(server, 'interleave-retag');
     const other = ociManifest({ config, layers: [layer], annotations: { keeps: 'the blobs' } });
     t.is((await putManifest(server.url, repo, 'other', other)).status, 201);
     const m = ociManifest({ config, layers: [layer] });
@@ -263,10 +263,7 @@ for (const { mode, pick } of MODES) {
   test.serial(`a push reusing a manifest unit that a collection deletes before the push holds it: the manifest is held again, never acknowledged over nothing (${mode})`, async (t) => {
     const { server, store } = t.context;
     const c = pick(t.context);
-    const repo = repoName('interleave-reused-unit');
-    const config = configBlob();
-    const layer = randomBlob(3000);
-    await pushBlobs(server.url, repo, [config, layer]);
+    const { repo, config, layer } = await repoWithBlobs(server, 'interleave-reused-unit');
     // the blobs stay referenced by another tagged manifest, so only the unit is at stake
     t.is((await putManifest(server.url, repo, 'keeper', ociManifest({ config, layers: [layer], annotations: { keeper: 'yes' } }))).status, 201);
     const m = ociManifest({ config, layers: [layer] });
