@@ -145,11 +145,15 @@ test('curl uploads that are truncated, not tars or of the wrong digest are refus
   const dir = join(work, 'refused');
   await mkdir(dir);
   await sh(`tar -C ${tree} -czf full.tar.gz .`, dir);
+  // one byte changed inside the zstd stream: zstd -t fails on the checksum (the decoder alone would not notice)
+  await sh(`tar -C ${tree} -cf - . | zstd -q -c > full.tar.zst && cp full.tar.zst bad.tar.zst && printf '\\377' | dd of=bad.tar.zst bs=1 seek=3000 conv=notrunc status=none && ! zstd -q -t bad.tar.zst`, dir);
   const cases = [
     ['truncated', `head -c 20000 full.tar.gz | curl -sS -o /dev/null -w '%{http_code}' -T - '${api('e2e/refused/tags/t1')}'`],
     ['not a tar', `echo 'hello' | gzip | curl -sS -o /dev/null -w '%{http_code}' -T - '${api('e2e/refused/tags/t2')}'`],
     ['wrong digest', `curl -sS -o /dev/null -w '%{http_code}' -T full.tar.gz '${api('e2e/refused/tags/t3')}?digest=sha256:${'a'.repeat(64)}'`],
     ['wrong Digest header', `curl -sS -o /dev/null -w '%{http_code}' -T full.tar.gz -H "Digest: sha-256=$(head -c 32 /dev/zero | base64)" '${api('e2e/refused/tags/t4')}'`],
+    ['corrupt zstd', `curl -sS -o /dev/null -w '%{http_code}' -T bad.tar.zst '${api('e2e/refused/tags/t5')}'`],
+    ['garbage after the gzip stream', `(cat full.tar.gz; printf '\\0garbage') | curl -sS -o /dev/null -w '%{http_code}' -T - '${api('e2e/refused/tags/t6')}'`],
   ];
   for (const [what, script] of cases) t.is(await sh(script!, dir), '400', what);
   const tags = await shStatus(`curl -sS -o /dev/null -w '%{http_code}' '${server.url}/v2/e2e/refused/tags/list'`, dir);

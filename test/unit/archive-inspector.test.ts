@@ -123,7 +123,12 @@ for (const [label, inspect] of IMPLEMENTATIONS) {
   test(`${label}: truncated archives are refused, whatever the compression`, async (t) => {
     const gz = sh('gzip', ['-c'], tarBytes);
     const zst = sh('zstd', ['-q', '-c'], tarBytes);
-    for (const body of [tarBytes, gz, zst]) {
+    // the plain tar without the zero padding after its end marker (GNU tar pads to 10 KiB records):
+    // cut anywhere in that padding it is still a whole archive
+    const lastData = tarBytes.length - [...tarBytes].reverse().findIndex((b) => b !== 0);
+    const archiveEnd = Math.ceil(lastData / 512) * 512 + 1024;
+    t.is((await inspect(chunked(tarBytes.subarray(0, archiveEnd + 100)))).uncompressedSize, archiveEnd + 100);
+    for (const body of [tarBytes.subarray(0, archiveEnd), gz, zst]) {
       for (const keep of [0.1, 0.5, 0.99]) {
         t.regex(await invalidReason(inspect, body.subarray(0, Math.floor(body.length * keep))), /not a complete/);
       }
@@ -154,6 +159,44 @@ for (const [label, inspect] of IMPLEMENTATIONS) {
     t.regex(await invalidReason(inspect, flipped), /not a complete/);
     // zero padding after the marker is what tar itself writes and is fine
     t.is((await inspect(chunked(Buffer.concat([tarBytes, Buffer.alloc(20480)])))).uncompressedSize, tarBytes.length + 20480);
+  });
+
+  test(`${label}: after a gzip stream only zero bytes may follow (as gzip says), after the end marker zeros of any length (as GNU tar reads)`, async (t) => {
+    const gz = sh('gzip', ['-c'], tarBytes);
+    t.is((await inspect(chunked(Buffer.concat([gz, Buffer.alloc(1000)])))).uncompressedDigest, sha256(tarBytes));
+    t.regex(await invalidReason(inspect, Buffer.concat([gz, Buffer.from('\0garbage after the gzip stream')])), /data after the end of the gzip stream/);
+    t.regex(await invalidReason(inspect, Buffer.concat([gz, Buffer.alloc(70_000), Buffer.from([1])])), /data after the end of the gzip stream/);
+    // the client going away in the padding, after gunzip's output ended, is still the client going away
+    const boom = new Error('client went away');
+    const failing = Readable.from(
+      (async function* () {
+        yield gz;
+        yield Buffer.alloc(5000);
+        throw boom;
+      })(),
+      { objectMode: false },
+    );
+    t.is(await t.throwsAsync(inspect(failing)), boom);
+    const entries = (await inspect(chunked(tarBytes))).entries;
+    const padded = Buffer.concat([tarBytes, Buffer.alloc(100)]);
+    for (const body of [padded, sh('gzip', ['-c'], padded), sh('zstd', ['-q', '-c'], padded)]) {
+      const got = await inspect(chunked(body));
+      t.is(got.entries, entries);
+      t.is(got.uncompressedSize, padded.length);
+    }
+  });
+
+  test(`${label}: a tar whose first name starts with BZh is a tar; a pax size that is not decimal is refused`, async (t) => {
+    t.is((await inspect(chunked(await hostileTar([{ name: 'BZh9-notes.txt', body: 'notes' }])))).entries, 1);
+    const p = pack();
+    const chunks: Buffer[] = [];
+    const done = (async () => {
+      for await (const c of p) chunks.push(Buffer.from(c as Uint8Array));
+    })();
+    p.entry({ name: 'f.txt', pax: { size: '0x10' } }, '0123456789abcdef');
+    p.finalize();
+    await done;
+    t.regex(await invalidReason(inspect, Buffer.concat(chunks)), /malformed pax size/);
   });
 
   test(`${label}: non-tar bodies are refused with a reason`, async (t) => {

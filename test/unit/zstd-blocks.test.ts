@@ -8,7 +8,7 @@ import { Decompress } from 'fzstd';
 import { VolregError } from '../../src/domain/errors.ts';
 import { inspectArchive } from '../../src/domain/volumes/archive-inspector.ts';
 import { decompressedTar, type DecompressOptions } from '../../src/domain/volumes/decompress.ts';
-import { ZSTD_BLOCK_MAXIMUM_SIZE, ZstdBlockCutter } from '../../src/domain/volumes/zstd-blocks.ts';
+import { ZSTD_BLOCK_MAXIMUM_SIZE, ZstdBlockCutter, type ZstdFrameEnd } from '../../src/domain/volumes/zstd-blocks.ts';
 
 // The decoder cuts its input so that one push to fzstd decodes to about 32 blocks (4 MiB);
 // this is that bound with room for the block that crosses it.
@@ -41,6 +41,9 @@ function skippableFrame(payload: Buffer, magicLow = 0x50): Buffer {
   head.writeUInt32LE(payload.length, 4);
   return Buffer.concat([head, payload]);
 }
+
+/** The bytes among what the cutter hands out (not its frame marks). */
+const bytesOnly = (pieces: Iterable<Uint8Array | ZstdFrameEnd>): Uint8Array[] => [...pieces].filter((p): p is Uint8Array => p instanceof Uint8Array);
 
 /** Streams a buffer in chunks of `size` bytes, as a socket would deliver it. */
 const chunked = (b: Buffer, size: number): Readable =>
@@ -126,7 +129,7 @@ test('a piece holds at most maxBlocksPerPiece blocks, however little they announ
   const blocks = 1000;
   const tiny = rleBomb(blocks, () => null, 1); // 4-byte blocks announcing 1 byte each
   const cutter = new ZstdBlockCutter({ maxOutputPerPiece: 32 * ZSTD_BLOCK_MAXIMUM_SIZE, maxBlocksPerPiece: 32 });
-  const pieces = [...cutter.cut(tiny), ...cutter.end()];
+  const pieces = bytesOnly([...cutter.cut(tiny), ...cutter.end()]);
   t.true(Buffer.concat(pieces).equals(tiny), 'every byte, in order');
   // the frame header (6 bytes) goes with the first piece; after it each block is 4 bytes
   t.true(pieces.every((p, i) => p.length <= 32 * 4 + (i === 0 ? 6 : 0)), `pieces of ${pieces.map((p) => p.length).join(', ')} bytes`);
@@ -166,12 +169,12 @@ test('the cutter hands out every byte in order and no piece decodes to more than
       biggestPush = Math.max(biggestPush, output - before);
     };
     for (let i = 0; i < body.length; i += size) {
-      for (const piece of cutter.cut(body.subarray(i, i + size))) {
+      for (const piece of bytesOnly(cutter.cut(body.subarray(i, i + size)))) {
         pieces.push(Buffer.from(piece));
         push(piece);
       }
     }
-    for (const piece of cutter.end()) pieces.push(piece), push(piece);
+    for (const piece of bytesOnly(cutter.end())) pieces.push(piece), push(piece);
     push(new Uint8Array(0), true);
     t.true(Buffer.concat(pieces).equals(body), `chunks of ${size}`);
     t.is(output, 340 * 131072 + (3 << 20) + 100_000, `chunks of ${size}`);
@@ -194,7 +197,7 @@ test('the cutter holds a frame header back until it has been checked', (t) => {
     let handedOut = 0;
     t.throws(
       () => {
-        for (let i = 0; i < body.length; i += size) for (const piece of cutter.cut(body.subarray(i, i + size))) handedOut += piece.length;
+        for (let i = 0; i < body.length; i += size) for (const piece of bytesOnly(cutter.cut(body.subarray(i, i + size)))) handedOut += piece.length;
       },
       { message: 'refused' },
     );
@@ -284,5 +287,76 @@ test('every frame’s window is checked before it is decoded, also after a skipp
     for (const body of [large, Buffer.concat([small, large]), Buffer.concat([skippableFrame(Buffer.from('x')), large])]) {
       t.regex(await decodeError(body, size, opts), /zstd window of 1048576 bytes exceeds 65536/);
     }
+  }
+});
+
+test('the cutter marks where each frame ends, with its checksum and content size, and no piece spans two frames', (t) => {
+  const a = zstd(text(300_000, 11));
+  const bPlain = text(150_000, 12);
+  const b = zstd(bPlain, '--no-check', `--stream-size=${bPlain.length}`);
+  const skip = skippableFrame(Buffer.from('metadata'));
+  const body = Buffer.concat([skip, a, b]);
+  for (const size of [1, 7, 4099, body.length]) {
+    const cutter = new ZstdBlockCutter({ maxOutputPerPiece: 32 * ZSTD_BLOCK_MAXIMUM_SIZE });
+    const frames: Array<{ bytes: Buffer; end: ZstdFrameEnd }> = [];
+    let pending: Uint8Array[] = [];
+    const take = (piece: Uint8Array | ZstdFrameEnd): void => {
+      if (piece instanceof Uint8Array) pending.push(Buffer.from(piece));
+      else {
+        frames.push({ bytes: Buffer.concat(pending), end: piece });
+        pending = [];
+      }
+    };
+    for (let i = 0; i < body.length; i += size) for (const piece of cutter.cut(body.subarray(i, i + size))) take(piece);
+    for (const piece of cutter.end()) take(piece);
+    t.is(pending.length, 0, `chunks of ${size}: nothing after the last mark`);
+    t.deepEqual(
+      frames.map((f) => f.end),
+      [
+        { frameEnd: 'skippable', checksum: null, contentSize: null },
+        { frameEnd: 'frame', checksum: a.readUInt32LE(a.length - 4), contentSize: null },
+        { frameEnd: 'frame', checksum: null, contentSize: bPlain.length },
+      ],
+      `chunks of ${size}`,
+    );
+    t.true(frames[0]!.bytes.equals(skip) && frames[1]!.bytes.equals(a) && frames[2]!.bytes.equals(b), `chunks of ${size}: each frame's bytes between its marks`);
+  }
+});
+
+/** The offset of a frame's Frame_Content_Size field (the last field of its header). */
+function contentSizeField(frame: Buffer): { at: number; bytes: number } {
+  const fhd = frame[4]!;
+  const bytes = [fhd & 0x20 ? 1 : 0, 2, 4, 8][fhd >> 6]!;
+  const size = 5 + (fhd & 0x20 ? 0 : 1) + [0, 1, 2, 4][fhd & 3]! + bytes;
+  return { at: size - bytes, bytes };
+}
+
+test('content that does not match its frame is refused: a changed byte (checksum), the checksum itself, the content size', async (t) => {
+  const random = randomBytes(200_000); // incompressible: zstd stores raw blocks, so a flipped byte decodes to a different byte
+  const good = zstd(random);
+  const sized = zstd(random, `--stream-size=${random.length}`, '--no-check');
+  const flip = (b: Buffer, at: number): Buffer => {
+    const c = Buffer.from(b);
+    c[at] = c[at]! ^ 0xff;
+    return c;
+  };
+  const withContentSize = (delta: number): Buffer => {
+    const c = Buffer.from(sized);
+    const { at, bytes } = contentSizeField(c);
+    c.writeUIntLE(c.readUIntLE(at, bytes) + delta, at, bytes);
+    return c;
+  };
+  const cases: Array<[string, Buffer, RegExp]> = [
+    ['a byte of a block changed', flip(good, 1000), /does not match its checksum/],
+    ['the checksum changed', flip(good, good.length - 1), /does not match its checksum/],
+    ['the second of two frames changed', Buffer.concat([good, flip(good, 5000)]), /does not match its checksum/],
+    ['content size one more', withContentSize(1), /decodes to 200000 bytes, its header says 200001/],
+    ['content size one less', withContentSize(-1), /decodes to 200000 bytes, its header says 199999/],
+  ];
+  t.is((await decoded(Buffer.concat([good, sized]), 4099)).length, 2 * random.length, 'the unchanged frames decode');
+  for (const [name, body, reason] of cases) {
+    for (const size of [3, 65536]) t.regex(await decodeError(body, size), reason, `${name}, chunks of ${size}`);
+    const err = await inspectArchive(chunked(body, 4099)).catch((e: unknown) => e);
+    t.true(err instanceof VolregError && err.code === 'ARCHIVE_INVALID', `${name}: ${String(err)}`);
   }
 });

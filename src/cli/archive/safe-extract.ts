@@ -169,8 +169,8 @@ function fsTime(seconds: number): number | Date {
 /** The tar's bytes, checked against its block framing on their way to the parser. */
 async function* framed(tar: AsyncIterable<Buffer>, framing: TarFraming): AsyncGenerator<Buffer> {
   for await (const chunk of tar) {
-    framing.write(chunk);
-    yield chunk;
+    const archive = framing.write(chunk);
+    if (archive > 0) yield archive === chunk.length ? chunk : chunk.subarray(0, archive);
   }
   framing.finish();
 }

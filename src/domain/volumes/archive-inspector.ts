@@ -66,12 +66,12 @@ class TarTap extends Transform {
     try {
       this.hash?.update(chunk);
       this.bytes += chunk.length;
-      this.framing.write(chunk);
+      const archive = this.framing.write(chunk);
+      // the parser gets the archive up to its end marker; the zero padding after it is counted and hashed only
+      cb(null, archive === chunk.length ? chunk : chunk.subarray(0, archive));
     } catch (err) {
       cb(err as Error);
-      return;
     }
-    cb(null, chunk);
   }
 
   override _flush(cb: TransformCallback): void {

@@ -18,10 +18,24 @@ export function detectCompression(head: Uint8Array): Detected {
   if (startsWith(head, ZSTD_MAGIC)) return { kind: 'ok', compression: 'zstd' };
   if (isZstdSkippableMagic(head)) return { kind: 'ok', compression: 'zstd' };
   if (startsWith(head, [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) return { kind: 'unsupported', format: 'xz' };
-  if (startsWith(head, [0x42, 0x5a, 0x68])) return { kind: 'unsupported', format: 'bzip2' };
+  if (isBzip2(head)) return { kind: 'unsupported', format: 'bzip2' };
   if (startsWith(head, [0x04, 0x22, 0x4d, 0x18])) return { kind: 'unsupported', format: 'lz4' };
   if (startsWith(head, [0x50, 0x4b, 0x03, 0x04])) return { kind: 'unsupported', format: 'zip' };
   return { kind: 'ok', compression: 'none' };
+}
+
+/**
+ * "BZh", the block size digit and the start of the first block's magic (or of the end-of-stream
+ * magic of an empty stream). "BZh" alone is printable and may well start a tar's first file name.
+ */
+function isBzip2(head: Uint8Array): boolean {
+  return (
+    startsWith(head, [0x42, 0x5a, 0x68]) &&
+    head.length >= 6 &&
+    head[3]! >= 0x31 &&
+    head[3]! <= 0x39 &&
+    ((head[4] === 0x31 && head[5] === 0x41) || (head[4] === 0x17 && head[5] === 0x72))
+  );
 }
 
 /** zstd frame magic (RFC 8878 3.1.1), little-endian 0xFD2FB528. */
@@ -40,6 +54,8 @@ export interface ZstdFrameHeader {
   window: number;
   /** whether a 4-byte content checksum follows the frame's last block */
   checksum: boolean;
+  /** Frame_Content_Size: how many bytes the frame decodes to, when the header says */
+  contentSize: number | null;
 }
 
 const DICT_ID_BYTES = [0, 1, 2, 4] as const;
@@ -70,14 +86,19 @@ export function zstdFrameHeader(head: Uint8Array): ZstdFrameHeader | null {
   const size = zstdFrameHeaderSize(fhd);
   if (size === null || head.length < size) return null;
   const checksum = (fhd & 0x04) !== 0;
+  const fcsBytes = frameContentSizeBytes(fhd);
+  let contentSize: number | null = null;
+  if (fcsBytes > 0) {
+    const at = size - fcsBytes;
+    let value = 0;
+    for (let i = fcsBytes - 1; i >= 0; i--) value = value * 256 + head[at + i]!;
+    contentSize = fcsBytes === 2 ? value + 256 : value;
+  }
   if ((fhd & 0x20) === 0) {
     const wd = head[5]!;
     const base = 2 ** ((wd >> 3) + 10);
-    return { size, window: base + (base / 8) * (wd & 7), checksum };
+    return { size, window: base + (base / 8) * (wd & 7), checksum, contentSize };
   }
-  const fcsBytes = frameContentSizeBytes(fhd);
-  const at = size - fcsBytes;
-  let contentSize = 0;
-  for (let i = fcsBytes - 1; i >= 0; i--) contentSize = contentSize * 256 + head[at + i]!;
-  return { size, window: fcsBytes === 2 ? contentSize + 256 : contentSize, checksum };
+  // a single-segment frame always gives its content size, and its window is that size
+  return { size, window: contentSize!, checksum, contentSize };
 }

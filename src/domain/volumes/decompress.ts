@@ -1,10 +1,11 @@
-import { pipeline, Readable } from 'node:stream';
+import { pipeline, Readable, Transform } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { Decompress } from 'fzstd';
 import { VolregError } from '../errors.ts';
 import { detectCompression, MAGIC_BYTES } from './compression.ts';
 import type { Compression } from './media-types.ts';
-import { ZSTD_BLOCK_MAXIMUM_SIZE, ZstdBlockCutter } from './zstd-blocks.ts';
+import { ZSTD_BLOCK_MAXIMUM_SIZE, ZstdBlockCutter, type ZstdFrameEnd } from './zstd-blocks.ts';
+import { loadXxhash, ZstdFrameDecoder } from './zstd-frame-decoder.ts';
 
 /**
  * Turns a tar, tar+gzip or tar+zstd byte stream into the plain tar stream, choosing the
@@ -80,10 +81,7 @@ async function peek(source: Readable, n: number): Promise<{ head: Buffer; stream
 
 function zstdDecoder(maxWindow: number): (src: AsyncIterable<Buffer>) => AsyncGenerator<Uint8Array> {
   return async function* decode(src) {
-    const out: Uint8Array[] = [];
-    const decoder = new Decompress((chunk) => {
-      if (chunk.length > 0) out.push(chunk);
-    });
+    const xxh = await loadXxhash();
     const cutter = new ZstdBlockCutter({
       maxOutputPerPiece: ZSTD_OUTPUT_PER_PUSH,
       maxBlocksPerPiece: ZSTD_BLOCKS_PER_PUSH,
@@ -93,19 +91,61 @@ function zstdDecoder(maxWindow: number): (src: AsyncIterable<Buffer>) => AsyncGe
         }
       },
     });
+    // the frame being decoded; what follows the last frame (not zstd at all) goes to a decoder too, to be refused
+    let frame: ZstdFrameDecoder | null = null;
+    const decoded = (piece: Uint8Array | ZstdFrameEnd): Uint8Array[] => {
+      if (piece instanceof Uint8Array) return (frame ??= new ZstdFrameDecoder(xxh)).push(piece);
+      const ended = (frame ?? new ZstdFrameDecoder(xxh)).finish(piece);
+      frame = null;
+      return ended;
+    };
     for await (const chunk of src) {
-      for (const piece of cutter.cut(chunk)) {
-        decoder.push(piece);
-        yield* out.splice(0);
-      }
+      for (const piece of cutter.cut(chunk)) yield* decoded(piece);
     }
-    for (const piece of cutter.end()) {
-      decoder.push(piece);
-      yield* out.splice(0);
-    }
-    decoder.push(new Uint8Array(0), true);
-    yield* out.splice(0);
+    for (const piece of cutter.end()) yield* decoded(piece);
+    if (frame) yield* (frame as ZstdFrameDecoder).finish(null);
   };
+}
+
+/**
+ * gunzip with gzip's own rule for what may follow the last member: zero bytes (tape padding),
+ * nothing else. zlib stops at a member's end and ignores the rest when it starts with a zero
+ * byte, so `\0` and then anything would pass, and `gzip -d` and `tar -xz` then fail on the file.
+ */
+function strictGunzip(stream: Readable): Readable {
+  let total = 0;
+  // the end of the last non-zero byte seen: gunzip must have read up to here
+  let dataEnd = 0;
+  const tally = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      for (let i = chunk.length - 1; i >= 0; i--) {
+        if (chunk[i] !== 0) {
+          dataEnd = total + i + 1;
+          break;
+        }
+      }
+      total += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  const gunzip = createGunzip({ chunkSize: 1024 * 1024 });
+  // gunzip's output ends at the last member's end, while the rest of the input still flows in
+  const inputDone = finished(gunzip, { readable: false });
+  inputDone.catch(() => undefined); // awaited below, unless the reader stops first
+  const output = pipeline(stream, tally, gunzip, () => undefined);
+  async function* checked(): AsyncGenerator<Buffer> {
+    let complete = false;
+    try {
+      for await (const chunk of output.iterator({ destroyOnReturn: false })) yield chunk as Buffer;
+      await inputDone;
+      complete = true;
+    } finally {
+      if (!complete) output.destroy();
+    }
+    // bytesWritten: the compressed bytes gunzip consumed
+    if (gunzip.bytesWritten < dataEnd) throw new Error('data after the end of the gzip stream');
+  }
+  return Readable.from(checked(), { objectMode: false });
 }
 
 /**
@@ -126,7 +166,7 @@ export async function decompressedTar(
   }
   const compression = detected.compression;
   if (compression === 'none') return { compression, tar: stream };
-  if (compression === 'gzip') return { compression, tar: pipeline(stream, createGunzip({ chunkSize: 1024 * 1024 }), () => undefined) };
+  if (compression === 'gzip') return { compression, tar: strictGunzip(stream) };
   const decode = zstdDecoder(opts.maxZstdWindow ?? DEFAULT_MAX_ZSTD_WINDOW);
   return { compression, tar: Readable.from(decode(stream), { objectMode: false }) };
 }

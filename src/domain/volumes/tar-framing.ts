@@ -49,19 +49,24 @@ function paxSize(data: Buffer): number | null {
   while (rest.length > 0) {
     const space = rest.indexOf(0x20);
     if (space <= 0) break;
-    const len = Number(rest.subarray(0, space).toString('latin1'));
-    if (!Number.isInteger(len) || len <= space || len > rest.length) throw new TarFramingError('malformed pax header');
+    const lenText = rest.subarray(0, space).toString('latin1');
+    const len = Number(lenText);
+    if (!DECIMAL.test(lenText) || len <= space || len > rest.length) throw new TarFramingError('malformed pax header');
     const record = rest.subarray(space + 1, len - 1).toString('utf8');
     const eq = record.indexOf('=');
     if (eq > 0 && record.slice(0, eq) === 'size') {
-      const value = Number(record.slice(eq + 1));
-      if (!Number.isSafeInteger(value) || value < 0) throw new TarFramingError('malformed pax size');
+      const text = record.slice(eq + 1);
+      const value = Number(text);
+      // decimal digits only, as POSIX says and GNU tar checks (Number would take 0x10 or 1e3)
+      if (!DECIMAL.test(text) || !Number.isSafeInteger(value)) throw new TarFramingError('malformed pax size');
       size = value;
     }
     rest = rest.subarray(len);
   }
   return size;
 }
+
+const DECIMAL = /^[0-9]{1,16}$/;
 
 const META_TYPES = new Set(['x', 'g', 'L', 'K']);
 
@@ -82,7 +87,12 @@ export class TarFraming {
     return this.zeroBlocks >= 2;
   }
 
-  write(chunk: Uint8Array): void {
+  /**
+   * Follows `chunk`; returns how many of its bytes belong to the archive, end-of-archive marker
+   * included. The rest is padding after the marker, which a tar parser need not see (tar-stream
+   * refuses padding that is not whole blocks; GNU tar reads it).
+   */
+  write(chunk: Uint8Array): number {
     let at = 0;
     while (at < chunk.length) {
       if (this.skip > 0) {
@@ -105,7 +115,7 @@ export class TarFraming {
         for (let i = at; i < chunk.length; i++) {
           if (chunk[i] !== 0) throw new TarFramingError('data after the end-of-archive marker');
         }
-        return;
+        return at;
       }
       const n = Math.min(BLOCK - this.headerFill, chunk.length - at);
       this.header.set(chunk.subarray(at, at + n), this.headerFill);
@@ -116,6 +126,7 @@ export class TarFraming {
         this.onHeader(this.header);
       }
     }
+    return at;
   }
 
   private onHeader(block: Buffer): void {

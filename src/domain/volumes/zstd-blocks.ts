@@ -9,6 +9,18 @@ export interface ZstdCutOptions {
   onFrameHeader?: (header: ZstdFrameHeader) => void;
 }
 
+/**
+ * Where a frame ended among the pieces `cut` hands out: the pieces since the previous mark (or
+ * the start) are all of that frame's bytes, and none of the next one's.
+ */
+export interface ZstdFrameEnd {
+  readonly frameEnd: 'frame' | 'skippable';
+  /** the frame's Content_Checksum (the low 32 bits of its content's XXH64), when it has one */
+  readonly checksum: number | null;
+  /** the frame's Frame_Content_Size, when its header gives one */
+  readonly contentSize: number | null;
+}
+
 /** Block_Maximum_Size (RFC 8878): no block decodes to more; fzstd enforces it for compressed blocks only. */
 export const ZSTD_BLOCK_MAXIMUM_SIZE = 128 * 1024;
 const BLOCK_HEADER_BYTES = 3;
@@ -30,8 +42,10 @@ type State =
   /** reading the 4-byte size of a skippable frame */
   | 'skippableSize'
   | 'blockHeader'
-  /** skipping `remaining` bytes: a block's content, a checksum or a skippable frame's data */
+  /** skipping `remaining` bytes: a block's content or a skippable frame's data */
   | 'skip'
+  /** reading a frame's 4-byte content checksum (handed out as it comes, not held back) */
+  | 'checksum'
   /** not understood: everything from here goes through as it is */
   | 'passThrough';
 
@@ -55,7 +69,9 @@ type State =
  * that early decode with the next piece.)
  *
  * It is a small incremental reader of the frame format (RFC 8878): frames (magic number,
- * header, blocks, optional checksum) and skippable frames, one after another. It works across
+ * header, blocks, optional checksum) and skippable frames, one after another. A piece never
+ * holds bytes of two frames: after a frame's last byte comes a ZstdFrameEnd with what its
+ * content must match (fzstd checks neither the checksum nor the content size). It works across
  * chunk boundaries, copies only header bytes (at most 18) and hands out subarrays of the chunks
  * it is given. It validates nothing: on anything it does not understand (an unknown magic
  * number, the descriptor's reserved bit, the reserved block type) it stops cutting and passes
@@ -74,11 +90,14 @@ export class ZstdBlockCutter {
   /** how many header bytes the current state needs */
   private need = MAGIC_NUMBER_BYTES;
   private remaining = 0;
-  /** what the skipped bytes were: the content of a block or the end of a frame */
-  private skipping: 'block' | 'frameEnd' = 'block';
+  /** what the skipped bytes are: the content of a block or a skippable frame */
+  private skipping: 'block' | 'skippable' = 'block';
   private blockOutput = 0;
   private lastBlock = false;
-  private frameChecksum = false;
+  /** the header of the frame being read */
+  private frame: ZstdFrameHeader | null = null;
+  /** a frame that just ended, to be marked once its last piece is out */
+  private ended: ZstdFrameEnd | null = null;
   /** output announced by the blocks that ended since the last piece was handed out */
   private announced = 0;
   private readonly maxBlocks: number;
@@ -92,7 +111,7 @@ export class ZstdBlockCutter {
   }
 
   /** The pieces of `chunk` that can go to the decoder now, in order; bytes held back come later. */
-  *cut(chunk: Uint8Array): Generator<Uint8Array> {
+  *cut(chunk: Uint8Array): Generator<Uint8Array | ZstdFrameEnd> {
     const n = chunk.length;
     let start = 0; // first byte of `chunk` not handed out yet
     let pos = 0;
@@ -104,13 +123,14 @@ export class ZstdBlockCutter {
         pos += k;
         this.remaining -= k;
         if (this.remaining > 0) break;
-        if (this.skipping === 'frameEnd') this.startFrame();
-        else if (this.blockEnded() && pos > start) {
+        const cutHere = this.skipping === 'skippable' ? this.skippableEnded() : this.blockEnded();
+        if ((cutHere || this.ended) && pos > start) {
           yield chunk.subarray(start, pos);
           start = pos;
           this.announced = 0;
           this.blocks = 0;
         }
+        if (this.ended) yield this.takeEnded();
         continue;
       }
       if (this.holding() && this.headerLength === 0) heldFrom = pos;
@@ -130,6 +150,14 @@ export class ZstdBlockCutter {
         // the header held back is read (or is no frame header after all); what of it is not in `chunk` goes first
         yield this.header.slice(0, held);
         start = pos;
+      }
+      if (this.ended) {
+        // a checksum was read: the frame is over
+        if (pos > start) yield chunk.subarray(start, pos);
+        start = pos;
+        this.announced = 0;
+        this.blocks = 0;
+        yield this.takeEnded();
       }
     }
     const releaseTo = !this.holding() ? n : heldFrom >= 0 ? heldFrom : start;
@@ -183,13 +211,13 @@ export class ZstdBlockCutter {
         }
         const frame = zstdFrameHeader(h.subarray(0, this.headerLength))!;
         this.onFrameHeader(frame);
-        this.frameChecksum = frame.checksum;
+        this.frame = frame;
         this.readBlockHeaderNext();
         return;
       }
       case 'skippableSize':
         this.state = 'skip';
-        this.skipping = 'frameEnd';
+        this.skipping = 'skippable';
         this.remaining = (h[4]! | (h[5]! << 8) | (h[6]! << 16) | (h[7]! << 24)) >>> 0;
         this.headerLength = 0;
         return;
@@ -209,9 +237,31 @@ export class ZstdBlockCutter {
         this.headerLength = 0;
         return;
       }
+      case 'checksum':
+        this.frameEnded(((h[0]! | (h[1]! << 8) | (h[2]! << 16) | (h[3]! << 24)) >>> 0));
+        return;
       default:
         return;
     }
+  }
+
+  private frameEnded(checksum: number | null): void {
+    this.ended = { frameEnd: 'frame', checksum, contentSize: this.frame?.contentSize ?? null };
+    this.frame = null;
+    this.startFrame();
+  }
+
+  /** A skippable frame's last byte went by. */
+  private skippableEnded(): boolean {
+    this.ended = { frameEnd: 'skippable', checksum: null, contentSize: null };
+    this.startFrame();
+    return false;
+  }
+
+  private takeEnded(): ZstdFrameEnd {
+    const ended = this.ended!;
+    this.ended = null;
+    return ended;
   }
 
   private readBlockHeaderNext(): void {
@@ -225,11 +275,11 @@ export class ZstdBlockCutter {
     this.announced += this.blockOutput;
     this.blocks++;
     if (!this.lastBlock) this.readBlockHeaderNext();
-    else if (this.frameChecksum) {
-      this.state = 'skip';
-      this.skipping = 'frameEnd';
-      this.remaining = CHECKSUM_BYTES;
-    } else this.startFrame();
+    else if (this.frame?.checksum) {
+      this.state = 'checksum';
+      this.headerLength = 0;
+      this.need = CHECKSUM_BYTES;
+    } else this.frameEnded(null);
     return this.announced >= this.maxOutput || this.blocks >= this.maxBlocks;
   }
 }
