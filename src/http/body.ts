@@ -12,7 +12,9 @@ export async function readBodyCapped(req: IncomingMessage, limit: number): Promi
   }
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of req) {
+  // Leaving the loop early must not destroy the request: that closes the socket, and the client
+  // would get a reset instead of the 413 (the error middleware drains a bounded rest and replies).
+  for await (const chunk of req.iterator({ destroyOnReturn: false })) {
     const buf = chunk as Buffer;
     total += buf.length;
     if (total > limit) throw new VolregError('TOO_LARGE', `body exceeds ${limit} bytes`, { limit });

@@ -24,8 +24,8 @@ declare module 'koa' {
  */
 export function awaitClient(ctx: Context): () => void {
   const ms = ctx.state.clientIdleMs;
-  const socket = ctx.req.socket;
-  if (ms === undefined || ctx.res.writableFinished) return () => undefined;
+  const socket = ctx.req.socket as typeof ctx.req.socket | null; // null once the connection is gone
+  if (ms === undefined || !socket || ctx.res.writableFinished) return () => undefined;
   socket.setTimeout(ms);
   return () => {
     if (!ctx.res.writableFinished && !socket.destroyed) socket.setTimeout(0);

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { request as httpRequest } from 'node:http';
 import { collections, UNIT_TYPES } from '../../src/metadata/collections.ts';
 import {
   blobOf,
@@ -332,8 +333,28 @@ test('a manifest over 4 MiB is refused with 413; one just under is stored', asyn
   const r = await putManifest(url, repo, 'over', over);
   t.is(r.status, 413);
   t.is(errorCode(r), 'TOO_LARGE');
+  // the same without a length (chunked): refused once the limit is passed, with the same reply
+  const chunked = await putChunked(`${url}/v2/${repo}/manifests/over`, over.bytes, MT.ociManifest);
+  t.is(chunked.status, 413);
+  t.is(chunked.contentType, 'application/json; charset=utf-8');
+  t.is(JSON.parse(chunked.body).errors[0].code, 'TOO_LARGE');
   t.is((await getManifest(url, repo, 'over', ACCEPT_ALL)).status, 404);
 });
+
+/** PUT with Transfer-Encoding: chunked (no Content-Length), in 64 KiB pieces. */
+function putChunked(target: string, body: Buffer, contentType: string): Promise<{ status: number; contentType: string | undefined; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(target, { method: 'PUT', headers: { 'Content-Type': contentType, 'Transfer-Encoding': 'chunked' } }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, contentType: res.headers['content-type'], body: Buffer.concat(parts).toString() }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    for (let i = 0; i < body.length; i += 65536) req.write(body.subarray(i, i + 65536));
+    req.end();
+  });
+}
 
 test('malformed and mismatched manifests are 400 MANIFEST_INVALID', async (t) => {
   const repo = repoName('malformed');
