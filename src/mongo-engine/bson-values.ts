@@ -88,9 +88,9 @@ export function toView(v: unknown): unknown {
       const c = toView(v[k]);
       if (c !== v[k] && out === undefined) {
         out = {};
-        for (let j = 0; j < i; j++) out[keys[j] as string] = v[keys[j] as string];
+        for (let j = 0; j < i; j++) setField(out, keys[j] as string, v[keys[j] as string]);
       }
-      if (out !== undefined) out[k] = c;
+      if (out !== undefined) setField(out, k, c);
     }
     return out ?? v;
   }
@@ -315,11 +315,20 @@ export function formatDocument(d: Document): string {
 }
 
 /** Deep copy of a typed value; BSON wrapper objects are immutable and shared. */
+/**
+ * `doc[key] = value`, also for the key `__proto__`: to MongoDB an ordinary field name, to a
+ * plain assignment the object's prototype (the field would be dropped without a word).
+ */
+export function setField(doc: Document, key: string, value: unknown): void {
+  if (key === '__proto__') Object.defineProperty(doc, key, { value, writable: true, enumerable: true, configurable: true });
+  else doc[key] = value;
+}
+
 export function cloneValue<T>(v: T): T {
   if (Array.isArray(v)) return v.map(cloneValue) as T;
   if (isPlainObject(v)) {
     const out: Document = {};
-    for (const k of Object.keys(v)) out[k] = cloneValue(v[k]);
+    for (const k of Object.keys(v)) setField(out, k, cloneValue(v[k]));
     return out as T;
   }
   if (v instanceof Date) return new Date(v.getTime()) as T;

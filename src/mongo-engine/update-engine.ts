@@ -3,6 +3,7 @@ import { Aggregator } from 'mingo';
 import {
   bsonTypeName,
   cloneValue,
+  setField,
   compareValues,
   encodeKey,
   formatDocument,
@@ -112,7 +113,7 @@ export function applyUpdate(spec: UpdateSpec, old: Document, ctx: UpdateContext)
   switch (spec.kind) {
     case 'replacement': {
       const out: Document = { _id: old['_id'] };
-      for (const k of Object.keys(spec.doc)) if (k !== '_id') out[k] = cloneValue(spec.doc[k]);
+      for (const k of Object.keys(spec.doc)) if (k !== '_id') setField(out, k, cloneValue(spec.doc[k]));
       if (spec.doc['_id'] !== undefined && !ctx.isUpsertInsert && !sameValue(spec.doc['_id'], old['_id'])) {
         throw engineError('ImmutableField', `After applying the update, the (immutable) field '_id' was found to have been altered to _id: ${formatValue(spec.doc['_id'])}`);
       }
@@ -184,10 +185,10 @@ function setPathCreating(doc: Document, segs: string[], value: unknown): void {
   let cur: Document = doc;
   for (let i = 0; i < segs.length - 1; i++) {
     const s = segs[i] as string;
-    if (!isPlainObject(cur[s])) cur[s] = {};
+    if (!Object.hasOwn(cur, s) || !isPlainObject(cur[s])) setField(cur, s, {});
     cur = cur[s] as Document;
   }
-  cur[segs[segs.length - 1] as string] = value;
+  setField(cur, segs[segs.length - 1] as string, value);
 }
 
 function sameValue(a: unknown, b: unknown): boolean {
@@ -206,7 +207,7 @@ type Container = Document | unknown[];
 
 function childOf(v: unknown, seg: string): unknown {
   if (Array.isArray(v)) return /^\d+$/.test(seg) ? v[Number(seg)] : undefined;
-  if (isPlainObject(v)) return v[seg];
+  if (isPlainObject(v)) return Object.hasOwn(v, seg) ? v[seg] : undefined;
   return undefined;
 }
 
@@ -289,7 +290,7 @@ function getViewPath(doc: unknown, path: string): unknown {
 function replaceAtPath(doc: Document, segs: string[], value: unknown): Document {
   const [head, ...rest] = segs as [string, ...string[]];
   const copy: Document = { ...doc };
-  copy[head] = rest.length === 0 ? value : isPlainObject(doc[head]) ? replaceAtPath(doc[head], rest, value) : value;
+  setField(copy, head, rest.length === 0 ? value : Object.hasOwn(doc, head) && isPlainObject(doc[head]) ? replaceAtPath(doc[head], rest, value) : value);
   return copy;
 }
 
@@ -312,7 +313,7 @@ function resolveParent(doc: Document, segs: string[], create: boolean): { parent
         throw engineError('PathNotViable', `Cannot create field '${seg}' in element ${formatElement(segs[i - 1] ?? '', cur)}`);
       }
       child = cur[Number(seg)];
-    } else child = cur[seg];
+    } else child = getChild(cur, seg);
     if (child === undefined || child === null) {
       if (!create) return undefined;
       if (child === null) {
@@ -338,7 +339,7 @@ function resolveParent(doc: Document, segs: string[], create: boolean): { parent
 }
 
 function getChild(parent: Container, key: string): unknown {
-  return Array.isArray(parent) ? parent[Number(key)] : parent[key];
+  return Array.isArray(parent) ? parent[Number(key)] : Object.hasOwn(parent, key) ? parent[key] : undefined;
 }
 
 function setChild(parent: Container, key: string, value: unknown): void {
@@ -346,7 +347,7 @@ function setChild(parent: Container, key: string, value: unknown): void {
     const idx = Number(key);
     while (parent.length < idx) parent.push(null);
     parent[idx] = value;
-  } else parent[key] = value;
+  } else setField(parent, key, value);
 }
 
 function idForMessage(doc: Document): string {
@@ -476,7 +477,7 @@ function applyRename(doc: Document, from: string, to: unknown): void {
   const dst = resolveParent(doc, to.split('.'), true);
   if (!dst) return;
   if (Array.isArray(dst.parent)) throw engineError('BadValue', `The destination field cannot be an array element, '${to}' in doc with ${idForMessage(doc)} has an array field called '${to}'`);
-  dst.parent[dst.key] = value;
+  setField(dst.parent, dst.key, value);
 }
 
 function applyPush(doc: Document, parent: Container, key: string, dottedPath: string, current: unknown, arg: unknown): void {
@@ -628,7 +629,7 @@ function applyPipeline(stages: Document[], old: Document, ctx: UpdateContext): D
   // Unchanged top-level fields keep their exact BSON types from the old document.
   const typed: Document = {};
   for (const k of Object.keys(out)) {
-    typed[k] = k in old && compareValues(out[k], oldView[k]) === 0 ? old[k] : out[k];
+    setField(typed, k, Object.hasOwn(old, k) && compareValues(out[k], oldView[k]) === 0 ? old[k] : out[k]);
   }
   if (!ctx.isUpsertInsert && !sameValue(toView(typed['_id']), oldView['_id'])) {
     throw engineError('ImmutableField', "Performing an update on the path '_id' would modify the immutable field '_id'");

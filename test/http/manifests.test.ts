@@ -368,6 +368,8 @@ test('malformed and mismatched manifests are 400 MANIFEST_INVALID', async (t) =>
     ['unknown Content-Type', manifest.bytes, 'application/vnd.example+json'],
     ['schema violation', JSON.stringify({ schemaVersion: 2, mediaType: MT.ociManifest, config: {}, layers: [] }), MT.ociManifest],
     ['deeply nested JSON', `${'['.repeat(5000)}${']'.repeat(5000)}`, MT.ociManifest],
+    // no field name of the stored unit can hold a NUL
+    ['an annotation key with a NUL', manifest.bytes.toString().replace(/}$/, ',"annotations":{"k\\u0000":"v"}}'), MT.ociManifest],
   ];
   for (const [label, body, ct] of cases) {
     const r = await request(url, `/v2/${repo}/manifests/bad`, { method: 'PUT', headers: ct ? { 'Content-Type': ct } : {}, body });

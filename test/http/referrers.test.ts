@@ -138,3 +138,22 @@ test('an invalid digest is 400', async (t) => {
   const twice = await referrers(repo, sha256('x'), '?artifactType=a/b&artifactType=c/d');
   t.is(twice.status, 400);
 });
+
+test('annotations are listed as pushed, whatever their keys (__proto__ is a key like any other)', async (t) => {
+  const repo = repoName('refs-keys');
+  const config = configBlob();
+  const empty = blobOf('{}');
+  await pushBlobs(url, repo, [config, empty]);
+  const subject = ociManifest({ config, layers: [] });
+  await push(repo, subject, 'image');
+  const annotations = JSON.parse('{"__proto__":"x","constructor":"y","b":"c"}') as Record<string, string>;
+  const artifact = ociManifest({ config: empty, configMediaType: MT.ociEmpty, layers: [], subject, artifactType: 'application/vnd.example.keys.v1', annotations });
+  await push(repo, artifact);
+  const listed = (await referrers(repo, subject.digest)).json<Index>().manifests;
+  t.is(listed.length, 1);
+  t.deepEqual(Object.entries(listed[0]!.annotations ?? {}), [
+    ['__proto__', 'x'],
+    ['constructor', 'y'],
+    ['b', 'c'],
+  ]);
+});

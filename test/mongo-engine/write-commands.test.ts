@@ -289,3 +289,26 @@ test('numbers keep their BSON types; $inc overflows int32 into int64 like mongod
   t.is(await c.countDocuments({ l: 2 }), 1);
   t.is(await c.countDocuments({ d: Long.fromNumber(2) }), 1);
 });
+
+test('a field named __proto__ is an ordinary field: kept by inserts, upserts, $set, replacements and findAndModify', async (t) => {
+  const c = m.db.collection('proto');
+  // as JSON.parse gives it: an own property named __proto__
+  const sub = JSON.parse('{"__proto__":"x","b":"c"}') as Document;
+  const fields = (d: Document | null): string[] => Object.keys((d?.['sub'] as Document | undefined) ?? {});
+  await c.insertOne({ _id: 'insert' as never, sub });
+  await c.updateOne({ _id: 'upsert' as never }, { $setOnInsert: { sub } }, { upsert: true });
+  await c.updateOne({ _id: 'set' as never }, upd({ $set: { 'sub.b': 'c', 'sub.__proto__': 'x' } }), { upsert: true });
+  await c.replaceOne({ _id: 'replace' as never }, { sub }, { upsert: true });
+  await c.findOneAndUpdate({ _id: 'fam' as never }, { $setOnInsert: { sub } }, { upsert: true });
+  for (const id of ['insert', 'upsert', 'replace', 'fam']) {
+    const d = await c.findOne({ _id: id as never });
+    t.deepEqual(fields(d), ['__proto__', 'b'], id);
+    t.is((d!['sub'] as Document)['__proto__'], 'x', id);
+  }
+  t.deepEqual(fields(await c.findOne({ _id: 'set' as never })).sort(), ['__proto__', 'b']);
+  t.is(await c.countDocuments({ 'sub.__proto__': 'x' }), 5);
+  // a path through __proto__ of a document that has no such field reaches nothing (no prototype)
+  await c.updateOne({ _id: 'insert' as never }, upd({ $set: { 'other.__proto__.polluted': 1 } }));
+  t.is(({} as Record<string, unknown>)['polluted'], undefined);
+  t.deepEqual((await c.findOne({ _id: 'insert' as never }))!['other'], JSON.parse('{"__proto__":{"polluted":1}}'));
+});

@@ -93,5 +93,10 @@ export function resolveMediaType(contentType: string | undefined, json: Record<s
  */
 export function parseManifest(body: Buffer, contentType: string | undefined, alg: DigestAlgorithm = 'sha256'): ParsedManifest {
   const json = parseJsonObject(body);
-  return manifestHandler(resolveMediaType(contentType, json)).parse(body, json, alg);
+  const parsed = manifestHandler(resolveMediaType(contentType, json)).parse(body, json, alg);
+  // the annotations are stored as a document whose field names are their keys, and no field name holds a NUL
+  for (const key of Object.keys(parsed.annotations ?? {})) {
+    if (key.includes('\u0000')) throw new VolregError('MANIFEST_INVALID', 'an annotation key contains a NUL character', { annotation: JSON.stringify(key).slice(0, 200) });
+  }
+  return parsed;
 }
