@@ -18,6 +18,11 @@ export function ifNoneMatchHits(header: string, etag: string): boolean {
   return header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
 }
 
+/** Whether If-None-Match (the header's value; empty when absent) says the client holds the content of `digest`: 304. */
+export function clientHolds(ifNoneMatch: string, digest: string): boolean {
+  return ifNoneMatch !== '' && ifNoneMatchHits(ifNoneMatch, etagOf(digest));
+}
+
 /** The Range header to honour: `range` when If-Range is absent or names this content, else none. */
 export function rangeToHonour(range: string, ifRange: string, etag: string): string | undefined {
   if (range === '') return undefined;

@@ -52,6 +52,23 @@ test('HEAD answers digest and length with no body; unknown blobs are 404 without
   t.regex(stdout, /Content-Length: 1234/i);
 });
 
+test('If-None-Match with the blob ETag (or *) is 304 for GET and HEAD; only for a blob the repository holds', async (t) => {
+  const { url } = t.context.server;
+  const digest = await pushBlob(url, 'inm/repo', bytesOf(2000, 14));
+  for (const method of ['GET', 'HEAD']) {
+    for (const tag of [`"${digest}"`, `W/"${digest}"`, '*', `"${sha256('other')}", "${digest}"`]) {
+      const res = await raw(url, method, `/v2/inm/repo/blobs/${digest}`, { headers: { 'If-None-Match': tag } });
+      t.is(res.status, 304, `${method} ${tag}`);
+      t.is(res.body.length, 0);
+      t.is(res.headers.etag, `"${digest}"`);
+      t.is(res.headers['docker-content-digest'], digest);
+    }
+    const other = await raw(url, method, `/v2/inm/repo/blobs/${digest}`, { headers: { 'If-None-Match': `"${sha256('other')}"` } });
+    t.is(other.status, 200, method);
+    t.is((await raw(url, method, `/v2/inm/elsewhere/blobs/${digest}`, { headers: { 'If-None-Match': '*' } })).status, 404, `${method} in another repository`);
+  }
+});
+
 const RANGE_BLOB = bytesOf(3000, 13);
 
 for (const [header, start, end] of [

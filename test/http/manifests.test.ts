@@ -507,7 +507,7 @@ test('the same manifest pushed concurrently to 20 tags and by digest stores one 
 
 // ---- conditional GET -------------------------------------------------------------------------
 
-test('If-None-Match with the ETag is 304', async (t) => {
+test('If-None-Match with the ETag is 304, for GET and HEAD', async (t) => {
   const repo = repoName('etag');
   const { manifest } = await pushedImage(repo);
   await putManifest(url, repo, 'e', manifest);
@@ -516,6 +516,10 @@ test('If-None-Match with the ETag is 304', async (t) => {
   t.is(r.body.length, 0);
   const other = await request(url, `/v2/${repo}/manifests/e`, { headers: { Accept: MT.ociManifest, 'If-None-Match': `"${sha256('x')}"` } });
   t.is(other.status, 200);
+  const head = await request(url, `/v2/${repo}/manifests/e`, { method: 'HEAD', headers: { Accept: MT.ociManifest, 'If-None-Match': '*' } });
+  t.is(head.status, 304);
+  t.is(head.headers['docker-content-digest'], manifest.digest);
+  t.is(head.headers.etag, `"${manifest.digest}"`);
 });
 
 // ---- deletion -------------------------------------------------------------------------------

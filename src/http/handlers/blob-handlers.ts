@@ -1,5 +1,5 @@
 import { sendBlob } from '../send-blob.ts';
-import { etagOf, rangeToHonour } from '../conditional.ts';
+import { clientHolds, etagOf, rangeToHonour } from '../conditional.ts';
 import type { Context } from 'koa';
 import { contentRange, parseChunkRange, uploadRange, type ByteRange } from '../../domain/byte-range.ts';
 import { isSupportedAlgorithm, parseDigest, type Digest, type DigestAlgorithm } from '../../domain/digest.ts';
@@ -35,6 +35,13 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
     blob: {
       GET: async (ctx, { params, repository }) => {
         const digest = parseDigest(params.digest ?? '');
+        if (clientHolds(ctx.get('If-None-Match'), digest)) {
+          // the client has these bytes: 304, once the repository is known to hold them
+          if (!(await blobs.stat(repository, digest))) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
+          contentHeaders(ctx, digest);
+          ctx.status = 304;
+          return;
+        }
         const opened = await blobs.openToSend(repository, digest, { range: rangeToHonour(ctx.get('Range'), ctx.get('If-Range'), etagOf(digest)) });
         contentHeaders(ctx, digest);
         ctx.set('Accept-Ranges', 'bytes');
@@ -53,6 +60,10 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
         const blob = await blobs.stat(repository, digest);
         if (!blob) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
         contentHeaders(ctx, digest);
+        if (clientHolds(ctx.get('If-None-Match'), digest)) {
+          ctx.status = 304;
+          return;
+        }
         ctx.set('Accept-Ranges', 'bytes');
         ctx.status = 200;
         ctx.type = 'application/octet-stream';

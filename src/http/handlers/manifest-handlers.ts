@@ -3,7 +3,7 @@ import { readBodyCapped } from '../body.ts';
 import { paths } from '../route-table.ts';
 import type { HandlerMap } from '../router.ts';
 import type { ManifestInfo, ManifestService } from '../../services/manifest-service.ts';
-import { etagOf, ifNoneMatchHits } from '../conditional.ts';
+import { clientHolds, etagOf } from '../conditional.ts';
 
 /** GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>. */
 
@@ -19,10 +19,13 @@ function setContentHeaders(ctx: Context, m: ManifestInfo): void {
   ctx.set('Content-Type', m.mediaType);
 }
 
-/** If-None-Match with the manifest's ETag (or `*`) means the client has it: 304. */
+/** If-None-Match with the manifest's ETag (or `*`): the client has it, 304 (GET and HEAD alike). */
 function notModified(ctx: Context, digest: string): boolean {
-  const header = ctx.get('If-None-Match');
-  return header !== '' && ifNoneMatchHits(header, etagOf(digest));
+  if (!clientHolds(ctx.get('If-None-Match'), digest)) return false;
+  ctx.status = 304;
+  ctx.set('Docker-Content-Digest', digest);
+  ctx.set('ETag', etagOf(digest));
+  return true;
 }
 
 export function manifestHandlers(services: { manifests: ManifestService }, limits: { manifestBytes: number }): HandlerMap {
@@ -31,18 +34,14 @@ export function manifestHandlers(services: { manifests: ManifestService }, limit
     manifest: {
       GET: async (ctx, { params, repository }) => {
         const m = await manifests.get(repository, params.reference!, acceptHeaders(ctx));
-        if (notModified(ctx, m.digest)) {
-          ctx.status = 304;
-          ctx.set('Docker-Content-Digest', m.digest);
-          ctx.set('ETag', etagOf(m.digest));
-          return;
-        }
+        if (notModified(ctx, m.digest)) return;
         ctx.status = 200;
         ctx.body = m.body;
         setContentHeaders(ctx, m);
       },
       HEAD: async (ctx, { params, repository }) => {
         const m = await manifests.head(repository, params.reference!, acceptHeaders(ctx));
+        if (notModified(ctx, m.digest)) return;
         ctx.status = 200;
         setContentHeaders(ctx, m);
         ctx.set('Content-Length', String(m.size));

@@ -1,5 +1,5 @@
 import { sendBlob } from '../send-blob.ts';
-import { etagOf, ifNoneMatchHits, rangeToHonour } from '../conditional.ts';
+import { clientHolds, etagOf, rangeToHonour } from '../conditional.ts';
 import type { Context } from 'koa';
 import { contentRange, resolveRange, type ByteRange } from '../../domain/byte-range.ts';
 import { digestHex, parseDigest, parseRfc3230Digest, rfc3230Digest, type Digest } from '../../domain/digest.ts';
@@ -129,8 +129,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
     ctx.set('X-Volreg-Manifest-Digest', info.manifestDigest);
     ctx.set('Content-Disposition', `attachment; filename="${name}"`);
     ctx.set('Cache-Control', 'no-cache');
-    const ifNoneMatch = ctx.get('If-None-Match');
-    if (ifNoneMatch !== '' && ifNoneMatchHits(ifNoneMatch, etag)) {
+    if (clientHolds(ctx.get('If-None-Match'), info.layer.digest)) {
       ctx.status = 304;
       return;
     }
