@@ -316,12 +316,18 @@ export class FsBlobStore implements BlobStore {
         // Bytes past the offset are the remains of an interrupted append.
         if ((await fh.stat()).size > state.offset) await fh.truncate(state.offset);
         try {
-          written = await copyInto(source, fh, state.offset, {
-            hash: (bufs, n) => this.hasher.update(id, bufs, n),
-            written: (n) => this.writeBack.wrote(id, path, n),
-            room: this.space.meter(),
-            limits: opts,
-          });
+          const superseded = (): void => void source.destroy(new VolregError('BLOB_UPLOAD_INVALID', 'a newer request on this upload session took over from this chunk'));
+          written = await this.locks.interruptible(id, superseded, (moved) =>
+            copyInto(source, fh, state.offset, {
+              hash: (bufs, n) => this.hasher.update(id, bufs, n),
+              written: (n) => {
+                moved();
+                this.writeBack.wrote(id, path, n);
+              },
+              room: this.space.meter(),
+              limits: opts,
+            }),
+          );
         } catch (err) {
           // Back to the last durable offset; the hash saw bytes that are now gone.
           this.hasher.drop(id);

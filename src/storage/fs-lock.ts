@@ -32,9 +32,20 @@ export interface SessionLocksOptions {
   staleMs: number;
 }
 
+interface WaitingOnClient {
+  interrupt: () => void;
+  /** when the client last sent something */
+  lastMoved: number;
+}
+
+const STALL_MS = 2000;
+const STALL_CHECK_MS = 250;
+
 export class SessionLocks {
   readonly instance = randomUUID();
   private readonly chains = new Map<string, Promise<void>>();
+  /** the holders of keys that wait on their clients (see `interruptible`) */
+  private readonly waitingOnClients = new Map<string, WaitingOnClient>();
   private readonly host = hostname();
 
   constructor(private readonly opts: SessionLocksOptions) {
@@ -50,6 +61,7 @@ export class SessionLocks {
    * when the lock file cannot be created because its directory is gone.
    */
   async run<T>(key: string, lockPath: string, fn: () => Promise<T>): Promise<T> {
+    const queued = this.chains.has(key);
     const prev = this.chains.get(key) ?? Promise.resolve();
     let release!: () => void;
     const mine = new Promise<void>((resolve) => {
@@ -57,7 +69,12 @@ export class SessionLocks {
     });
     const tail = prev.then(() => mine);
     this.chains.set(key, tail);
-    await prev;
+    if (queued) {
+      const watch = setInterval(() => this.supersedeStalled(key), STALL_CHECK_MS);
+      watch.unref();
+      this.supersedeStalled(key);
+      await prev.finally(() => clearInterval(watch));
+    }
     try {
       await this.acquireFile(lockPath);
       // Refresh the mtime so another host does not take a long append for a dead one.
@@ -75,6 +92,38 @@ export class SessionLocks {
     } finally {
       release();
       if (this.chains.get(key) === tail) this.chains.delete(key);
+    }
+  }
+
+  /**
+   * While `wait` runs (the holder of `key`, inside `run`, waiting on its client: a chunk's
+   * body; it calls `moved` as bytes come), a `run` for the same key queued behind it calls
+   * `interrupt` once the client has stalled, which should make `wait` fail. Without it a chunk
+   * whose client stalled holds the session until the idle timeout cuts the connection, and the
+   * client's own retry waits behind it.
+   */
+  async interruptible<T>(key: string, interrupt: () => void, wait: (moved: () => void) => Promise<T>): Promise<T> {
+    const holder: WaitingOnClient = { interrupt, lastMoved: Date.now() };
+    this.waitingOnClients.set(key, holder);
+    try {
+      return await wait(() => {
+        holder.lastMoved = Date.now();
+      });
+    } finally {
+      if (this.waitingOnClients.get(key) === holder) this.waitingOnClients.delete(key);
+    }
+  }
+
+  /**
+   * A request waiting for `key` while its holder's client has sent nothing for STALL_MS: that
+   * client has moved on (it retries after its connection died unnoticed), so the holder gives
+   * way. A holder whose client keeps sending is waited for: requests stay in order.
+   */
+  private supersedeStalled(key: string): void {
+    const holder = this.waitingOnClients.get(key);
+    if (holder && Date.now() - holder.lastMoved >= STALL_MS) {
+      this.waitingOnClients.delete(key);
+      holder.interrupt();
     }
   }
 

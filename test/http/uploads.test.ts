@@ -100,6 +100,30 @@ test('single POST whose body is shorter than Content-Length says so and keeps no
   }
 });
 
+test('a chunk whose client stalled gives way to the next request on its session: the retry goes through at once', async (t) => {
+  const { url } = t.context.server;
+  const bytes = bytesOf(20_000, 26);
+  const loc = await startSession(url, 'stalled/chunk');
+  const { connect } = await import('node:net');
+  // a PATCH that announces 10,000 bytes, sends 10 and then nothing (its connection died unnoticed)
+  const stalled = connect(Number(new URL(url).port), '127.0.0.1');
+  const stalledClosed = new Promise<void>((resolve) => stalled.on('close', () => resolve()));
+  stalled.on('error', () => undefined);
+  stalled.resume();
+  stalled.write(`PATCH ${loc} HTTP/1.1\r\nHost: x\r\nContent-Range: 0-9999\r\nContent-Length: 10000\r\n\r\n`);
+  stalled.write(bytes.subarray(0, 10));
+  await new Promise((r) => setTimeout(r, 300)); // it holds the session now
+  const started = Date.now();
+  const retry = await raw(url, 'PATCH', loc, { body: bytes.subarray(0, 10_000), headers: { 'Content-Range': '0-9999' } });
+  t.is(retry.status, 202);
+  t.is(retry.headers.range, '0-9999');
+  t.true(Date.now() - started < 5000, `the retry waited ${Date.now() - started} ms`);
+  await stalledClosed; // the stalled request's connection is closed, its 10 bytes dropped
+  const rest = await raw(url, 'PUT', `${String(retry.headers.location)}?digest=${sha256(bytes)}`, { body: bytes.subarray(10_000) });
+  t.is(rest.status, 201);
+  t.true((await raw(url, 'GET', `/v2/stalled/chunk/blobs/${sha256(bytes)}`)).body.equals(bytes));
+});
+
 test('chunked upload with Content-Range: 202s with Range, status, then PUT', async (t) => {
   const { url } = t.context.server;
   const bytes = bytesOf(30_000, 25);
