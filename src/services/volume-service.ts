@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import type { ByteRange } from '../domain/byte-range.ts';
 import type { BlobReader } from '../storage/blob-store.ts';
 import { digestOf, splitDigest, type Digest } from '../domain/digest.ts';
+import { MEDIA_TYPES } from '../domain/media-types.ts';
 import { isVolregError, VolregError } from '../domain/errors.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
 import { inspectArchive, type ArchiveInspection, type InspectOptions } from '../domain/volumes/archive-inspector.ts';
@@ -49,6 +50,19 @@ export interface VolumeBlobs {
 export interface LayerToSend {
   range: ByteRange | null;
   reader: BlobReader;
+}
+
+/** Accepting these, a tag answers with its schema 2 unit itself, whatever it is. */
+const TAG_UNIT_TYPES = [MEDIA_TYPES.ociIndex, MEDIA_TYPES.dockerManifestList, OCI_MANIFEST_MEDIA_TYPE];
+
+/** The digests an index lists (none when `body` is not one). */
+function indexEntries(body: Buffer): string[] {
+  try {
+    const json = JSON.parse(body.toString('utf8')) as { manifests?: Array<{ digest?: unknown }> };
+    return Array.isArray(json.manifests) ? json.manifests.map((m) => String(m.digest)) : [];
+  } catch {
+    return [];
+  }
 }
 
 /** The parts of the manifest service a volume needs. */
@@ -360,17 +374,31 @@ export class VolumeService {
    * the tag meanwhile keeps it: this delete then took effect just before that push. The layer
    * stays while another tag uses it.
    */
+  /**
+   * Removes the tag of a snapshot: its schema 2 unit, which points at the snapshot's manifest or
+   * at an index whose linux/amd64 entry the snapshot is (pushed through /v2).
+   */
   async delete(repo: RepositoryName, tag: Tag): Promise<SnapshotInfo> {
-    const info = await this.get(repo, tag); // 404 SNAPSHOT_UNKNOWN unless the tag holds a snapshot
-    try {
-      await this.manifests.delete(repo, tag, { onlyAt: info.manifestDigest });
-    } catch (err) {
-      if (!isVolregError(err) || err.code !== 'MANIFEST_UNKNOWN') throw err;
-      // another delete took the tag meanwhile
+    for (let attempt = 1; ; attempt++) {
+      const info = await this.get(repo, tag); // 404 SNAPSHOT_UNKNOWN unless the tag holds a snapshot
+      const unit = await this.manifests.get(repo, tag, TAG_UNIT_TYPES).catch((err: unknown) => {
+        if (isVolregError(err) && err.code === 'MANIFEST_UNKNOWN') return null;
+        throw err;
+      });
+      // Read twice: a push moving the tag in between is read again, a delete taking it is the end.
+      const same = unit !== null && (unit.digest === info.manifestDigest || indexEntries(unit.body).includes(info.manifestDigest));
+      if (unit !== null && !same && attempt < 3) continue;
+      try {
+        if (!unit || !same) throw new VolregError('MANIFEST_UNKNOWN');
+        await this.manifests.delete(repo, tag, { onlyAt: unit.digest });
+      } catch (err) {
+        if (!isVolregError(err) || err.code !== 'MANIFEST_UNKNOWN') throw err;
+        // another delete took the tag meanwhile
+        await this.snapshots.delete(repo, tag, info.manifestDigest);
+        throw new VolregError('SNAPSHOT_UNKNOWN', 'no snapshot with this tag', { volume: repo, tag });
+      }
       await this.snapshots.delete(repo, tag, info.manifestDigest);
-      throw new VolregError('SNAPSHOT_UNKNOWN', 'no snapshot with this tag', { volume: repo, tag });
+      return info;
     }
-    await this.snapshots.delete(repo, tag, info.manifestDigest);
-    return info;
   }
 }

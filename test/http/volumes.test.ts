@@ -292,6 +292,30 @@ test('two tags sharing a layer: deleting one leaves the other pullable', async (
   t.deepEqual(list.snapshots.map((s) => s.tag), ['b']);
 });
 
+test('a tag holding an index whose linux/amd64 entry is a snapshot: read and deleted through /api/v1 like any', async (t) => {
+  const name = 'http/indexed';
+  const direct = (await (await put(`/api/v1/volumes/${name}/tags/direct`, gzBytes)).json()) as { manifestDigest: string };
+  const manifest = await fetch(url(`/v2/${name}/manifests/${direct.manifestDigest}`), { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } });
+  const size = (await manifest.arrayBuffer()).byteLength;
+  const index = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: direct.manifestDigest, size, platform: { os: 'linux', architecture: 'amd64' } }],
+  });
+  const pushed = await fetch(url(`/v2/${name}/manifests/idx`), { method: 'PUT', body: index, headers: { 'Content-Type': 'application/vnd.oci.image.index.v1+json' } });
+  t.is(pushed.status, 201);
+  const meta = (await (await fetch(url(`/api/v1/volumes/${name}/tags/idx`))).json()) as { manifestDigest: string };
+  t.is(meta.manifestDigest, direct.manifestDigest);
+
+  const del = await fetch(url(`/api/v1/volumes/${name}/tags/idx`), { method: 'DELETE' });
+  t.is(del.status, 200);
+  t.is(((await del.json()) as { deleted: { manifestDigest: string } }).deleted.manifestDigest, direct.manifestDigest);
+  t.is((await fetch(url(`/api/v1/volumes/${name}/tags/idx`))).status, 404);
+  const tags = (await (await fetch(url(`/v2/${name}/tags/list`))).json()) as { tags: string[] };
+  t.deepEqual(tags.tags, ['direct'], 'the tag is gone, the other one stays');
+  t.is((await fetch(url(`/api/v1/volumes/${name}/tags/direct/content`))).status, 200);
+});
+
 test('listing: newest first, filtered by host and time, paginated; volumes with latest and total size', async (t) => {
   const name = 'http/listing';
   const stamps: string[] = [];
