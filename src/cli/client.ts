@@ -5,7 +5,7 @@ import { request as httpsRequest } from 'node:https';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Option, type Command } from 'commander';
-import { parseDigest } from '../domain/digest.ts';
+import { parseDigest, type DigestAlgorithm } from '../domain/digest.ts';
 import { isVolregError } from '../domain/errors.ts';
 import { parseRepositoryName, parseTag } from '../domain/names.ts';
 
@@ -223,10 +223,11 @@ export class VolregClient {
    * content path or a /v2 blob path. Returns the sha256 digest of what was written and the
    * digest the registry announced.
    */
-  async download(path: string, file: string, onBytes?: (n: number) => void): Promise<{ digest: string; size: number; announced: string | null }> {
+  /** Downloads `path` into a new `file`, hashing it with `algorithm` on the way. */
+  async download(path: string, file: string, algorithm: DigestAlgorithm, onBytes?: (n: number) => void): Promise<{ digest: string; size: number; announced: string | null }> {
     const res = await this.send('GET', path);
     if ((res.statusCode ?? 0) >= 400) throw await this.failure(res);
-    const hash = createHash('sha256');
+    const hash = createHash(algorithm);
     let size = 0;
     await pipeline(
       res,
@@ -241,7 +242,7 @@ export class VolregClient {
       createWriteStream(file, { flags: 'wx', mode: 0o600 }),
     );
     const header = res.headers['docker-content-digest'];
-    return { digest: `sha256:${hash.digest('hex')}`, size, announced: typeof header === 'string' ? header : null };
+    return { digest: `${algorithm}:${hash.digest('hex')}`, size, announced: typeof header === 'string' ? header : null };
   }
 }
 

@@ -74,14 +74,34 @@ export function rfc3230Digest(digest: Digest): string {
   return `${alg === 'sha256' ? 'sha-256' : 'sha-512'}=${Buffer.from(hex, 'hex').toString('base64')}`;
 }
 
-/** Parses an RFC 3230 `Digest` request header into a digest, if it names sha-256 or sha-512. */
-export function parseRfc3230Digest(header: string): Digest | undefined {
+/**
+ * Parses an RFC 3230 `Digest` request header (values of other algorithms are ignored) into
+ * its sha-256 and sha-512 digests; one that names neither is DIGEST_INVALID.
+ */
+export function parseRfc3230Digests(header: string): Digest[] {
+  const found: Digest[] = [];
   for (const part of header.split(',')) {
     const m = /^\s*(sha-256|sha-512)=([A-Za-z0-9+/=]+)\s*$/i.exec(part);
     if (!m) continue;
     const alg: DigestAlgorithm = m[1]!.toLowerCase() === 'sha-256' ? 'sha256' : 'sha512';
     const hex = Buffer.from(m[2]!, 'base64').toString('hex');
-    return parseDigest(`${alg}:${hex}`);
+    found.push(parseDigest(`${alg}:${hex}`));
   }
-  throw new VolregError('DIGEST_INVALID', 'Digest header names no sha-256 or sha-512 value');
+  if (found.length === 0) throw new VolregError('DIGEST_INVALID', 'Digest header names no sha-256 or sha-512 value');
+  return found;
+}
+
+/**
+ * The digests a client says its bytes have, at most one per algorithm: two different ones of
+ * an algorithm can not both hold, and the bytes are refused at once.
+ */
+export function oneDigestPerAlgorithm(digests: readonly Digest[]): Digest[] {
+  const byAlgorithm = new Map<DigestAlgorithm, Digest>();
+  for (const d of digests) {
+    const alg = digestAlgorithm(d);
+    const seen = byAlgorithm.get(alg);
+    if (seen !== undefined && seen !== d) throw new VolregError('DIGEST_INVALID', `two different ${alg} digests given (query and Digest header, or within the header)`);
+    byAlgorithm.set(alg, d);
+  }
+  return [...byAlgorithm.values()];
 }

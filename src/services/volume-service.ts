@@ -100,7 +100,8 @@ export interface SnapshotListQuery {
 }
 
 export interface PutSnapshotOptions {
-  expectedDigest?: Digest;
+  /** what the client says the body hashes to, at most one per algorithm; each is checked */
+  expectedDigests?: readonly Digest[];
   host: string | null;
   labels: Record<string, string>;
   maxBytes?: number;
@@ -136,11 +137,27 @@ export class VolumeService {
   /** Stores a snapshot from a tar / tar.gz / tar.zst stream. Nothing is tagged unless the whole body checks out. */
   async put(repo: RepositoryName, tag: Tag, body: Readable, opts: PutSnapshotOptions): Promise<SnapshotInfo> {
     let inspection: ArchiveInspection | undefined;
+    const expected = opts.expectedDigests ?? [];
+    // The layer is stored under its sha256, which names a snapshot's content everywhere (the
+    // host agent, content.sha256); a sha512 the client gave is checked beside it.
+    const sha512 = expected.find((d) => d.startsWith('sha512:'));
     const layer = await this.blobs.ingest(repo, body, {
-      expectedDigest: opts.expectedDigest,
+      expectedDigest: expected.find((d) => d.startsWith('sha256:')),
       maxBytes: opts.maxBytes,
       validate: async (tee) => {
-        inspection = await this.inspect(tee, { skipPlainHash: true });
+        if (!sha512) {
+          inspection = await this.inspect(tee, { skipPlainHash: true });
+          return;
+        }
+        const hash = createHash('sha512');
+        const hashed = new PassThrough({ highWaterMark: 1 << 20 });
+        tee.on('data', (chunk: Buffer) => hash.update(chunk));
+        tee.once('error', (err) => hashed.destroy(err));
+        tee.pipe(hashed);
+        // the inspection reads to the end before it answers yes, so the hash has seen every byte
+        inspection = await this.inspect(hashed, { skipPlainHash: true });
+        const actual = `sha512:${hash.digest('hex')}`;
+        if (actual !== sha512) throw new VolregError('DIGEST_INVALID', 'provided digest did not match uploaded content', { expected: sha512, actual });
       },
     });
     if (!inspection) throw new VolregError('UNKNOWN', 'archive was not inspected');

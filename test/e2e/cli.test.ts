@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmod, chown, lchown, lstat, lutimes, mkdir, mkdtemp, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,6 +85,34 @@ test('push - reads an archive from stdin; pull by manifest digest', async (t) =>
   const out = join(work, 'by-digest');
   const pull = await volreg(['pull', `cli/stdin@${pushed.manifestDigest}`, out]);
   t.is(pull.code, 0, pull.stderr);
+  t.deepEqual(await describeTree(out), await describeTree(tree));
+});
+
+test('a snapshot pushed through /v2 with a sha512 layer digest pulls, checked against that sha512', async (t) => {
+  const name = 'cli/sha512';
+  const layer = execFileSync('tar', ['-C', tree, '-czf', '-', '.'], { maxBuffer: 64 * 1024 * 1024 });
+  const config = Buffer.from('{}');
+  const digestOf = (alg: string, b: Buffer): string => `${alg}:${createHash(alg).update(b).digest('hex')}`;
+  for (const [bytes, digest] of [
+    [config, digestOf('sha256', config)],
+    [layer, digestOf('sha512', layer)],
+  ] as const) {
+    const r = await fetch(`${server.url}/v2/${name}/blobs/uploads/?digest=${digest}`, { method: 'POST', body: new Uint8Array(bytes) });
+    t.is(r.status, 201);
+  }
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    artifactType: 'application/vnd.volreg.volume.v1',
+    config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: digestOf('sha256', config), size: config.length },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: digestOf('sha512', layer), size: layer.length }],
+  });
+  const m = await fetch(`${server.url}/v2/${name}/manifests/v1`, { method: 'PUT', body: manifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  t.is(m.status, 201);
+  const out = join(work, 'sha512-out');
+  const pull = await volreg(['pull', `${name}:v1`, out, '--json']);
+  t.is(pull.code, 0, pull.stderr);
+  t.is((JSON.parse(pull.stdout) as { digest: string }).digest, digestOf('sha512', layer));
   t.deepEqual(await describeTree(out), await describeTree(tree));
 });
 

@@ -253,6 +253,36 @@ test('a matching client digest is accepted, by query or RFC 3230 header', async 
   await byHeader.arrayBuffer();
 });
 
+test('a sha512 the client gives is checked beside the sha256 the layer is stored under; every value given must hold', async (t) => {
+  const b64 = (alg: string, bytes: Buffer): string => createHash(alg).update(bytes).digest('base64');
+  const hex512 = createHash('sha512').update(zstBytes).digest('hex');
+  for (const [tag, path, headers] of [
+    ['q512', `?digest=sha512:${hex512}`, {}],
+    ['h512', '', { Digest: `sha-512=${b64('sha512', zstBytes)}` }],
+    ['both', '', { Digest: `sha-256=${b64('sha256', zstBytes)}, sha-512=${b64('sha512', zstBytes)}` }],
+  ] as const) {
+    const res = await put(`/api/v1/volumes/http/digest512/tags/${tag}${path}`, zstBytes, headers);
+    t.is(res.status, 201, tag);
+    const body = (await res.json()) as { layer: { digest: string } };
+    t.is(body.layer.digest, sha256(zstBytes), `${tag}: stored under its sha256`);
+    const sums = await fetch(url(`/api/v1/volumes/http/digest512/tags/${tag}/content.sha256`));
+    t.is(sums.status, 200, `${tag}: content.sha256`);
+    await sums.arrayBuffer();
+  }
+  const wrong512 = `sha-512=${b64('sha512', Buffer.from('other'))}`;
+  const refused: Array<[string, Record<string, string>]> = [
+    ['a good sha-256 and a wrong sha-512', { Digest: `sha-256=${b64('sha256', zstBytes)}, ${wrong512}` }],
+    ['a wrong sha-512 alone', { Digest: wrong512 }],
+    ['two sha-256 values, one wrong', { Digest: `sha-256=${b64('sha256', zstBytes)}, sha-256=${b64('sha256', Buffer.from('other'))}` }],
+  ];
+  for (const [what, headers] of refused) {
+    const res = await put('/api/v1/volumes/http/digest512/tags/refused', zstBytes, headers);
+    t.is(res.status, 400, what);
+    t.is(await errorCode(res), 'DIGEST_INVALID', what);
+  }
+  t.is((await fetch(url('/api/v1/volumes/http/digest512/tags/refused'))).status, 404, 'nothing tagged');
+});
+
 test('names, tags, labels and hosts are validated before any byte is stored', async (t) => {
   const cases: Array<[string, Record<string, string>, string, number]> = [
     ['/api/v1/volumes/Bad_Name/tags/v1', {}, 'NAME_INVALID', 400],

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { digestOf, parseDigest, parseRfc3230Digest, rfc3230Digest, splitDigest } from '../../src/domain/digest.ts';
+import { digestOf, oneDigestPerAlgorithm, parseDigest, parseRfc3230Digests, rfc3230Digest, splitDigest } from '../../src/domain/digest.ts';
 import { VolregError } from '../../src/domain/errors.ts';
 
 const SHA256_EMPTY = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
@@ -47,9 +47,20 @@ test('RFC 3230 Digest header round-trips', (t) => {
   const d = digestOf('hello');
   const header = rfc3230Digest(d);
   t.regex(header, /^sha-256=[A-Za-z0-9+/]+=*$/);
-  t.is(asText(parseRfc3230Digest(header)), d);
-  t.is(asText(parseRfc3230Digest(`md5=abc, ${header}`)), d);
-  t.throws(() => parseRfc3230Digest('md5=abc'), { instanceOf: VolregError });
+  t.deepEqual(parseRfc3230Digests(header).map(asText), [d]);
+  t.deepEqual(parseRfc3230Digests(`md5=abc, ${header}`).map(asText), [d]);
+  t.throws(() => parseRfc3230Digests('md5=abc'), { instanceOf: VolregError });
+  // every sha-256 and sha-512 value counts, in order
+  const d512 = digestOf('hello', 'sha512');
+  t.deepEqual(parseRfc3230Digests(`${header},${rfc3230Digest(d512)}`).map(asText), [d, d512]);
+});
+
+test('one digest per algorithm: repeats of the same are one, two different ones are refused', (t) => {
+  const a = digestOf('a');
+  const b = digestOf('b');
+  const a512 = digestOf('a', 'sha512');
+  t.deepEqual(oneDigestPerAlgorithm([a, a512, a]).map(asText), [a, a512]);
+  t.throws(() => oneDigestPerAlgorithm([a, a512, b]), { instanceOf: VolregError, message: /two different sha256 digests/ });
 });
 
 /** Branded values compare as the strings they are. */

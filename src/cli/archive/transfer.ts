@@ -238,7 +238,8 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     expected = { digest: layer.digest, size: layer.size };
     path = blobPath(parsed.name, layer.digest);
   }
-  if (!expected.digest.startsWith('sha256:')) throw new IntegrityError(`cannot verify ${expected.digest}: only sha256 is supported`);
+  const algorithm = expected.digest.startsWith('sha256:') ? 'sha256' : expected.digest.startsWith('sha512:') ? 'sha512' : null;
+  if (algorithm === null) throw new IntegrityError(`cannot verify ${expected.digest}: only sha256 and sha512 are supported`);
 
   await mkdir(dir, { recursive: true });
   // only volreg's own leftovers (staging.ts) do not count; a user's `.volreg-x` does
@@ -266,7 +267,7 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     opts.progress.start(expected.size, `pulling ${ref}`);
     let got: { digest: string; size: number; announced: string | null };
     try {
-      got = await client.download(path, file, (n) => opts.progress.add(n));
+      got = await client.download(path, file, algorithm, (n) => opts.progress.add(n));
     } finally {
       opts.progress.stop();
     }

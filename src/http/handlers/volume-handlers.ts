@@ -2,7 +2,7 @@ import { sendBlob } from '../send-blob.ts';
 import { clientHolds, etagOf, rangeToHonour } from '../conditional.ts';
 import type { Context } from 'koa';
 import { contentRange, resolveRange, type ByteRange } from '../../domain/byte-range.ts';
-import { digestHex, parseDigest, parseRfc3230Digest, rfc3230Digest, type Digest } from '../../domain/digest.ts';
+import { digestHex, oneDigestPerAlgorithm, parseDigest, parseRfc3230Digests, rfc3230Digest, type Digest } from '../../domain/digest.ts';
 import { VolregError } from '../../domain/errors.ts';
 import { parseTag } from '../../domain/names.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
@@ -18,7 +18,8 @@ import type { HandlerMap, RouteRequest } from '../router.ts';
  *
  * Upload metadata: the source host from `X-Volreg-Host` or `?host=`; labels from `?label=k=v`
  * (repeatable) and `X-Volreg-Label: k=v` headers (several headers, or comma-separated), query
- * labels winning. The expected digest from `?digest=sha256:<hex>` or `Digest: sha-256=<b64>`.
+ * labels winning. The expected digests from `?digest=sha256:<hex>` (or sha512) and
+ * `Digest: sha-256=<b64>` (or sha-512; each value given is checked).
  */
 export interface VolumeHandlerDeps {
   volumes: VolumeService;
@@ -58,13 +59,11 @@ function timeParam(ctx: Context, key: string): Date | undefined {
   return d;
 }
 
-function expectedDigest(ctx: Context): Digest | undefined {
+/** What the client says the body hashes to: `?digest=` and every sha-256 and sha-512 value of `Digest` (all are checked). */
+function expectedDigests(ctx: Context): Digest[] {
   const fromQuery = queryOne(ctx, 'digest');
-  const header = ctx.get('Digest');
-  const q = fromQuery !== undefined ? parseDigest(fromQuery) : undefined;
-  const h = header !== '' ? parseRfc3230Digest(header) : undefined;
-  if (q && h && q !== h) throw new VolregError('DIGEST_INVALID', '?digest= and the Digest header disagree');
-  return q ?? h;
+  const header = ctx.get('Digest'); // several Digest headers arrive joined with ", "
+  return oneDigestPerAlgorithm([...(fromQuery !== undefined ? [parseDigest(fromQuery)] : []), ...(header !== '' ? parseRfc3230Digests(header) : [])]);
 }
 
 function uploadHost(ctx: Context): string | null {
@@ -190,7 +189,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
     volumeTag: {
       PUT: async (ctx, req) => {
         const tag = parseTag(req.params.tag!);
-        const opts = { expectedDigest: expectedDigest(ctx), host: uploadHost(ctx), labels: uploadLabels(ctx) };
+        const opts = { expectedDigests: expectedDigests(ctx), host: uploadHost(ctx), labels: uploadLabels(ctx) };
         const info = await volumes.put(req.repository, tag, ctx.req, opts);
         ctx.status = 201;
         ctx.set('Location', paths.volumeTag(req.repository, tag));
