@@ -8,6 +8,7 @@ import { Option, type Command } from 'commander';
 import { parseDigest, type DigestAlgorithm } from '../domain/digest.ts';
 import { isVolregError } from '../domain/errors.ts';
 import { parseRepositoryName, parseTag } from '../domain/names.ts';
+import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
 
 /**
  * The host agent's HTTP client: the same public API curl uses (/api/v1, and /v2 for pulls by
@@ -295,6 +296,14 @@ export function parseSnapshotRef(ref: string): { name: string; tag: string } | {
 /** A repository name checked against the OCI grammar; a UsageError saying why not. */
 export function checkedRepository(name: string, what: string): string {
   return checkedPart(what, () => parseRepositoryName(name));
+}
+
+/** A volume's repository name, as checkedRepository, and one /api/v1 can address (volume-name.ts). */
+export function checkedVolume(name: string, what: string): string {
+  const checked = checkedRepository(name, what);
+  const problem = volumeNameProblem(checked);
+  if (problem !== null) throw new UsageError(`${JSON.stringify(what)}: ${problem}`);
+  return checked;
 }
 
 function checkedPart(what: string, parse: () => string): string {

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { lstat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { isTag } from '../domain/names.ts';
@@ -124,6 +124,24 @@ export function repositoryClash(prefix: string, volumes: Iterable<string>): stri
 }
 
 export const TAGS_FILE = 'tags';
+
+/**
+ * A volume under the volumes root that can not be backed up or restored there: one named as
+ * the tags file beside the volumes (its directory would be that file), as a message.
+ */
+export function dockerVolumeProblem(volume: string): string | null {
+  return volume === TAGS_FILE ? `a volume named "${TAGS_FILE}" can not be handled: the tags file of the volumes root has that name` : null;
+}
+
+/** Whatever stands where the tags file goes, when it is not a file (a volume's directory named tags), as a message. */
+export async function tagsFileProblem(volumesRoot: string): Promise<string | null> {
+  const path = join(volumesRoot, TAGS_FILE);
+  const st = await lstat(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null;
+    throw err;
+  });
+  return st === null || st.isFile() ? null : `${path} is not a file: the tags file of the volumes root goes there (move the volume named "${TAGS_FILE}" elsewhere)`;
+}
 
 export function parseTagsFile(text: string): Map<string, string> {
   const map = new Map<string, string>();

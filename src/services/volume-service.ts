@@ -11,6 +11,7 @@ import { inspectArchive, type ArchiveInspection, type InspectOptions } from '../
 import { OCI_MANIFEST_MEDIA_TYPE, snapshotFileName } from '../domain/volumes/media-types.ts';
 import { decodeSnapshotConfig, encodeSnapshotConfig } from '../domain/volumes/snapshot-config.ts';
 import { buildSnapshotManifest, readSnapshotManifest } from '../domain/volumes/snapshot-manifest.ts';
+import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
 import { writeOrWait } from '../domain/stream-write.ts';
 import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
 
@@ -136,6 +137,8 @@ export class VolumeService {
 
   /** Stores a snapshot from a tar / tar.gz / tar.zst stream. Nothing is tagged unless the whole body checks out. */
   async put(repo: RepositoryName, tag: Tag, body: Readable, opts: PutSnapshotOptions): Promise<SnapshotInfo> {
+    const badName = volumeNameProblem(repo);
+    if (badName !== null) throw new VolregError('NAME_INVALID', badName, { name: repo });
     let inspection: ArchiveInspection | undefined;
     const expected = opts.expectedDigests ?? [];
     // The layer is stored under its sha256, which names a snapshot's content everywhere (the
@@ -306,7 +309,7 @@ export class VolumeService {
    */
   async listVolumes(limit: number, offset: number): Promise<{ items: VolumeSummary[]; total: number }> {
     const [indexed, pushed] = await Promise.all([this.snapshots.volumeNames(), this.manifests.volumeRepositories()]);
-    const names = [...new Set([...indexed, ...pushed])].sort();
+    const names = [...new Set([...indexed, ...pushed])].filter((n) => volumeNameProblem(n) === null).sort();
     const held: VolumeSummary[] = [];
     for (const volume of names) {
       await this.reconcile(volume as RepositoryName);

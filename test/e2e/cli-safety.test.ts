@@ -387,6 +387,34 @@ test('backup and restore refuse volumes that map to the same repository (Data an
   await t.throwsAsync(lstat(host), undefined, 'nothing restored');
 });
 
+test('a volume named tags (the name of the tags file beside the volumes) is refused by backup and restore, before anything', async (t) => {
+  const root = join(work, 'tags-volume');
+  for (const v of ['tags', 'other']) {
+    await mkdir(join(root, v), { recursive: true });
+    await writeFile(join(root, v, 'f'), v);
+  }
+  const backup = await volreg(['backup', '--tag', 't1', '--volumes-root', root, '--prefix', 'safety/tv-', 'other,tags']);
+  t.is(backup.code, 2, backup.stderr);
+  t.regex(backup.stderr, /a volume named "tags" can not be handled: the tags file of the volumes root has that name/);
+  t.false(await exists('safety/tv-other', 't1'), 'nothing pushed, not even the other volume');
+  t.true((await lstat(join(root, 'tags'))).isDirectory(), 'the volume is left as it was');
+  // nor any other volume of that root: its tags file can not be written
+  const other = await volreg(['backup', '--tag', 't1', '--volumes-root', root, '--prefix', 'safety/tv-', 'other']);
+  t.is(other.code, 2, other.stderr);
+  t.regex(other.stderr, /tags is not a file: the tags file of the volumes root goes there/);
+  t.false(await exists('safety/tv-other', 't1'));
+
+  await rm(join(root, 'tags'), { recursive: true });
+  t.is((await volreg(['backup', '--tag', 't1', '--volumes-root', root, '--prefix', 'safety/tv-', 'other'])).code, 0);
+  const host = join(work, 'tags-volume-host');
+  const lock = join(work, 'tags-volume.lock');
+  await writeFile(lock, ['downstream:', '  other: tag:t1', '  tags: tag:t1', ''].join('\n'));
+  const restore = await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'safety/tv-']);
+  t.is(restore.code, 2, restore.stderr);
+  t.regex(restore.stderr, /tags: a volume named "tags" can not be handled/);
+  await t.throwsAsync(lstat(host), undefined, 'nothing restored');
+});
+
 // ---- lower priority: a missing lock file; an interrupted pull -----------------------------------
 
 test('restore with a lock file that does not exist is a usage error (exit 2) with a clear message', async (t) => {

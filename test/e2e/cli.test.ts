@@ -257,10 +257,15 @@ test('exit codes: missing snapshot or volume 3, bad usage (names and tags the re
     ['push', tree, 'cli/x:v1', '--level', '12'],
     ['push', tree, 'cli/x:v1', '--compression', 'zstd', '--level', '0'],
     ['backup', '--tag', 't1', '--volumes-root', work, '--level', 'fast', 'tree'],
+    // names /api/v1 could not address, and a volume named as the tags file beside it
+    ['push', tree, 'cli/tags:v1'],
+    ['ls', 'cli/tags'],
+    ['backup', '--tag', 't1', '--volumes-root', work, 'tree,tags'],
+    ['backup', '--tag', 't1', '--volumes-root', work, '--prefix', 'cli/', 'tags'],
   ]) {
     const r = await volreg(args);
     t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-    t.regex(r.stderr, /invalid (repository name|tag|(sha256 )?digest)|expected <name>|--level for (gzip|zstd) is/, args.join(' '));
+    t.regex(r.stderr, /invalid (repository name|tag|(sha256 )?digest)|expected <name>|--level for (gzip|zstd) is|component named "tags"|the tags file/, args.join(' '));
   }
   t.is(await readFile(join(work, 'tags'), 'utf8').catch(() => null), null, 'the refused backup recorded nothing');
 });

@@ -291,6 +291,8 @@ test('names, tags, labels and hosts are validated before any byte is stored', as
     ['/api/v1/volumes/ok/tags/v1', { 'X-Volreg-Host': 'bad host!' }, 'BAD_REQUEST', 400],
     ['/api/v1/volumes/ok/tags/v1?digest=sha256:xyz', {}, 'DIGEST_INVALID', 400],
     ['/api/v1/volumes/ok/tags/v1?digest=md5:abc', {}, 'DIGEST_INVALID', 400],
+    // the volume ok/tags: its listing would be the address of the snapshot ok:tags
+    ['/api/v1/volumes/ok/tags/tags/v1', {}, 'NAME_INVALID', 400],
   ];
   for (const [path, headers, code, status] of cases) {
     const res = await put(path, gzBytes, headers);

@@ -2,8 +2,8 @@ import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { isTag } from '../../domain/names.ts';
 import { progressFor, pushSource } from '../archive/transfer.ts';
-import { addAgentOptions, AGENT_EXIT, checkedRepository, clientFrom, describeError, runAgent, UsageError } from '../client.ts';
-import { repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
+import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, runAgent, UsageError } from '../client.ts';
+import { dockerVolumeProblem, repositoryClash, tagsFileProblem, updateTagsFile, volumeRepository } from '../lockfile.ts';
 import { addPushOptions, checkLevel, labelsOf, type PushFlags } from './push.ts';
 
 interface BackupFlags extends PushFlags {
@@ -39,7 +39,13 @@ export function registerBackup(program: Command): void {
       const clash = repositoryClash(flags.prefix, volumes);
       if (clash !== null) throw new UsageError(clash);
       // and a name the registry could never take (a bad --prefix) is bad usage, found before any push
-      for (const volume of volumes) checkedRepository(volumeRepository(flags.prefix, volume), `${flags.prefix}${volume}`);
+      for (const volume of volumes) {
+        checkedVolume(volumeRepository(flags.prefix, volume), `${flags.prefix}${volume}`);
+        const problem = dockerVolumeProblem(volume);
+        if (problem !== null) throw new UsageError(problem);
+      }
+      const blocked = await tagsFileProblem(flags.volumesRoot);
+      if (blocked !== null) throw new UsageError(blocked);
       const client = clientFrom(flags);
       const labels = labelsOf(flags.label);
       const results: Array<{ volume: string; repository: string; ok: boolean; digest?: string; error?: string }> = [];

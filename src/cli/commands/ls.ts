@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { human } from '../archive/transfer.ts';
-import { addAgentOptions, AGENT_EXIT, checkedRepository, clientFrom, runAgent, type ConnectionFlags } from '../client.ts';
+import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, runAgent, type ConnectionFlags } from '../client.ts';
 
 interface LsFlags extends ConnectionFlags {
   host?: string;
@@ -39,7 +39,7 @@ export function registerLs(program: Command): void {
         }
         return AGENT_EXIT.OK;
       }
-      checkedRepository(name, name);
+      checkedVolume(name, name);
       const page = await client.list(name, { host: flags.host, since: flags.since, until: flags.until, limit: flags.limit, offset: flags.offset });
       // a volume exists while it holds a snapshot (as the volume list says); a filter matching none is only an empty answer
       const filtered = flags.host !== undefined || flags.since !== undefined || flags.until !== undefined || (flags.offset ?? 0) > 0;

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { Option, type Command } from 'commander';
 import { pushSource, progressFor, human } from '../archive/transfer.ts';
-import { addAgentOptions, AGENT_EXIT, clientFrom, parseSnapshotRef, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
+import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, parseSnapshotRef, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
 
 export interface PushFlags extends ConnectionFlags {
@@ -58,6 +58,7 @@ export function registerPush(program: Command): void {
     runAgent('push', async () => {
       const parsed = parseSnapshotRef(ref);
       if (!('tag' in parsed)) throw new UsageError('push needs <name>:<tag>');
+      checkedVolume(parsed.name, ref);
       if (source !== '-') checkLevel(flags.compression, flags.level);
       const client = clientFrom(flags);
       const result = await pushSource(client, source === '-' ? process.stdin : source, parsed.name, parsed.tag, {

@@ -2,8 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { progressFor, pullInto } from '../archive/transfer.ts';
-import { addAgentOptions, AGENT_EXIT, checkedRepository, clientFrom, describeError, RegistryError, runAgent, UsageError, type ConnectionFlags, type VolregClient } from '../client.ts';
-import { decideRestore, LockFileError, parseLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
+import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, RegistryError, runAgent, UsageError, type ConnectionFlags, type VolregClient } from '../client.ts';
+import { decideRestore, dockerVolumeProblem, LockFileError, tagsFileProblem, parseLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
 import { addVolumeRootOptions } from './backup.ts';
 import { addExtractOptions, type ExtractFlags } from './pull.ts';
 
@@ -58,14 +58,18 @@ export function registerRestore(program: Command): void {
       for (const e of entries) {
         if (e.problem !== null || e.tag === null) continue;
         try {
-          checkedRepository(volumeRepository(flags.prefix, e.volume), `${flags.prefix}${e.volume}`);
+          checkedVolume(volumeRepository(flags.prefix, e.volume), `${flags.prefix}${e.volume}`);
         } catch (err) {
           problems.push(`${e.volume}: ${(err as Error).message}`);
         }
+        const problem = dockerVolumeProblem(e.volume);
+        if (problem !== null) problems.push(`${e.volume}: ${problem}`);
       }
       if (problems.length > 0) throw new UsageError(`${flags.lock}: ${problems.join('; ')}`);
       const clash = repositoryClash(flags.prefix, entries.map((e) => e.volume));
       if (clash !== null) throw new UsageError(`${flags.lock}: ${clash}`);
+      const blocked = await tagsFileProblem(flags.volumesRoot);
+      if (blocked !== null) throw new UsageError(blocked);
       const client = clientFrom(flags);
       const current = await readTagsFile(flags.volumesRoot);
       const outcomes: Outcome[] = [];

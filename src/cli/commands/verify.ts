@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { addAgentOptions, AGENT_EXIT, checkedRepository, clientFrom, describeError, parseSnapshotRef, RegistryError, runAgent, UsageError, type ConnectionFlags, type SnapshotJson, type VolregClient } from '../client.ts';
+import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, parseSnapshotRef, RegistryError, runAgent, UsageError, type ConnectionFlags, type SnapshotJson, type VolregClient } from '../client.ts';
 
 interface VerifyFlags extends ConnectionFlags {
   all?: boolean;
@@ -82,11 +82,18 @@ export function registerVerify(program: Command): void {
         return r.ok ? AGENT_EXIT.OK : AGENT_EXIT.INTEGRITY;
       }
 
-      const volumes = ref !== undefined ? [checkedRepository(ref, ref)] : volumesOf(client);
+      const volumes = ref !== undefined ? [checkedVolume(ref, ref)] : volumesOf(client);
       for await (const name of volumes) {
-        for await (const tag of tagsOf(client, name)) {
-          const outcome = await verifyOne(client, name, tag);
-          if (outcome) report(outcome);
+        try {
+          for await (const tag of tagsOf(client, name)) {
+            const outcome = await verifyOne(client, name, tag);
+            if (outcome) report(outcome);
+          }
+        } catch (err) {
+          if (ref !== undefined) throw err; // the volume asked for: its error is the answer
+          // with --all, a volume that can not be listed fails, and the others are still checked
+          if (err instanceof RegistryError && err.status === 404) continue; // deleted since listed
+          report({ snapshot: name, ok: false, problems: [`its snapshots can not be listed: ${describeError(err)}`] });
         }
       }
       if (ref !== undefined && outcomes.length === 0) {
