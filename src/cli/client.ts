@@ -306,7 +306,8 @@ export function checkedVolume(name: string, what: string): string {
   return checked;
 }
 
-function checkedPart(what: string, parse: () => string): string {
+/** `parse()`, with a refusal of the value (a VolregError) as bad usage naming `what`. */
+export function checkedPart<T>(what: string, parse: () => T): T {
   try {
     return parse();
   } catch (err) {

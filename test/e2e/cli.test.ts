@@ -261,11 +261,19 @@ test('exit codes: missing snapshot or volume 3, bad usage (names and tags the re
     ['push', tree, 'cli/tags:v1'],
     ['ls', 'cli/tags'],
     ['backup', '--tag', 't1', '--volumes-root', work, 'tree,tags'],
+    // flags the registry would refuse are refused before anything is sent
+    ['ls', 'cli/x', '--since', 'March 7'],
+    ['ls', 'cli/x', '--until', '2024-02-30'],
+    ['ls', '--limit', '0'],
+    ['ls', 'cli/x', '--host', 'bad host'],
+    ['push', tree, 'cli/x:v1', '--label', 'bad key=1'],
+    ['push', tree, 'cli/x:v1', '--host', 'bad host'],
+    ['backup', '--tag', 't1', '--volumes-root', work, '--label', '_x=1', 'tree'],
     ['backup', '--tag', 't1', '--volumes-root', work, '--prefix', 'cli/', 'tags'],
   ]) {
     const r = await volreg(args);
     t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-    t.regex(r.stderr, /invalid (repository name|tag|(sha256 )?digest)|expected <name>|--level for (gzip|zstd) is|component named "tags"|the tags file/, args.join(' '));
+    t.regex(r.stderr, /invalid (repository name|tag|(sha256 )?digest|host name|label key)|expected <name>|--level for (gzip|zstd) is|component named "tags"|the tags file|wants ISO 8601|wants a whole number/, args.join(' '));
   }
   t.is(await readFile(join(work, 'tags'), 'utf8').catch(() => null), null, 'the refused backup recorded nothing');
 });

@@ -376,7 +376,7 @@ test('listing: newest first, filtered by host and time, paginated; volumes with 
   const page2 = await fetch(url(`/api/v1/volumes/${name}/tags?limit=2&offset=2`));
   t.is(page2.headers.get('link'), null);
   t.deepEqual(((await page2.json()) as { snapshots: Array<{ tag: string }> }).snapshots.map((s) => s.tag), ['t2', 't1']);
-  for (const query of ['limit=abc', 'limit=0', 'limit=1001', 'offset=-1']) {
+  for (const query of ['limit=abc', 'limit=0', 'limit=1001', 'offset=-1', 'offset=1000000001']) {
     const bad = await fetch(url(`/api/v1/volumes/${name}/tags?${query}`));
     t.is(bad.status, 400, query);
     t.is(await errorCode(bad), 'PAGINATION_NUMBER_INVALID', query);
@@ -384,12 +384,42 @@ test('listing: newest first, filtered by host and time, paginated; volumes with 
     t.is(badVolumes.status, 400, query);
     await badVolumes.arrayBuffer();
   }
+  // the largest offset the message names is taken
+  t.is((await fetch(url(`/api/v1/volumes/${name}/tags?offset=1000000000`))).status, 200);
+  // times that are not ISO 8601 or epoch seconds, or do not exist, are refused rather than guessed at
+  for (const since of ['March%207', '2024-02-30', '-1', 'yesterday']) {
+    const bad = await fetch(url(`/api/v1/volumes/${name}/tags?since=${since}`));
+    t.is(bad.status, 400, since);
+    t.is(await errorCode(bad), 'BAD_REQUEST', since);
+  }
 
-  const volumes = (await (await fetch(url('/api/v1/volumes'))).json()) as { volumes: Array<{ volume: string; snapshots: number; totalSize: number; latest: { tag: string } }> };
+  const volumes = (await (await fetch(url('/api/v1/volumes?limit=1000'))).json()) as { volumes: Array<{ volume: string; snapshots: number; totalSize: number; latest: { tag: string } }> };
   const row = volumes.volumes.find((v) => v.volume === name)!;
+  // the volume list pages with a Link as the snapshot list does
+  await (await put(`/api/v1/volumes/${name}-2/tags/t1`, gzBytes)).arrayBuffer();
+  const first = await fetch(url('/api/v1/volumes?limit=1'));
+  t.true(((await first.json()) as { total: number }).total >= 2);
+  t.is(first.headers.get('link'), '</api/v1/volumes?limit=1&offset=1>; rel="next"');
   t.is(row.snapshots, 4);
   t.is(row.totalSize, 3 * gzBytes.length + zstBytes.length);
   t.is(row.latest.tag, 't4');
+});
+
+test('a label sent in an X-Volreg-Label header is read as UTF-8; bytes that are not UTF-8 are refused', async (t) => {
+  const res = await fetch(url('/api/v1/volumes/http/utf8-label/tags/v1?label=q=ü'), {
+    method: 'PUT',
+    body: new Uint8Array(gzBytes),
+    headers: { 'X-Volreg-Label': Buffer.from('owner=Zoë Ōtsuka', 'utf8').toString('latin1') },
+  });
+  t.is(res.status, 201);
+  t.deepEqual(((await res.json()) as { labels: Record<string, string> }).labels, { owner: 'Zoë Ōtsuka', q: 'ü' });
+  const latin1 = await fetch(url('/api/v1/volumes/http/utf8-label/tags/v2'), {
+    method: 'PUT',
+    body: new Uint8Array(gzBytes),
+    headers: { 'X-Volreg-Label': 'owner=Zo\u00eb' }, // one byte 0xEB: latin1, not UTF-8
+  });
+  t.is(latin1.status, 400);
+  t.is(await errorCode(latin1), 'BAD_REQUEST');
 });
 
 test('re-pushing a tag replaces its snapshot', async (t) => {

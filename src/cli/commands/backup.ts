@@ -4,7 +4,7 @@ import { isTag } from '../../domain/names.ts';
 import { progressFor, pushSource } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, runAgent, UsageError } from '../client.ts';
 import { dockerVolumeProblem, repositoryClash, tagsFileProblem, updateTagsFile, volumeRepository } from '../lockfile.ts';
-import { addPushOptions, checkLevel, labelsOf, type PushFlags } from './push.ts';
+import { addPushOptions, checkLevel, hostOf, labelsOf, type PushFlags } from './push.ts';
 
 interface BackupFlags extends PushFlags {
   tag: string;
@@ -48,6 +48,7 @@ export function registerBackup(program: Command): void {
       if (blocked !== null) throw new UsageError(blocked);
       const client = clientFrom(flags);
       const labels = labelsOf(flags.label);
+      const host = hostOf(flags.host);
       const results: Array<{ volume: string; repository: string; ok: boolean; digest?: string; error?: string }> = [];
       for (const volume of volumes) {
         const repository = volumeRepository(flags.prefix, volume);
@@ -55,7 +56,7 @@ export function registerBackup(program: Command): void {
           const r = await pushSource(client, join(flags.volumesRoot, volume), repository, flags.tag, {
             compression: flags.compression,
             level: flags.level,
-            host: flags.host,
+            host,
             labels,
             progress: progressFor(!flags.quiet && !flags.json),
             onWarning: (m) => process.stderr.write(`volreg backup: ${volume}: warning: ${m}\n`),

@@ -1,6 +1,8 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { human } from '../archive/transfer.ts';
-import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, runAgent, type ConnectionFlags } from '../client.ts';
+import { parseTime } from '../../domain/times.ts';
+import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
+import { hostOf } from './push.ts';
 
 interface LsFlags extends ConnectionFlags {
   host?: string;
@@ -8,6 +10,13 @@ interface LsFlags extends ConnectionFlags {
   until?: string;
   limit?: number;
   offset?: number;
+}
+
+function count(flag: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  // commander reports it as bad usage of the flag (exit 2)
+  if (!/^[0-9]+$/.test(value) || n < min || n > max) throw new InvalidArgumentError(`${flag} wants a whole number from ${min} to ${max}`);
+  return n;
 }
 
 function table(rows: string[][]): string {
@@ -24,10 +33,15 @@ export function registerLs(program: Command): void {
       .option('--host <host>', 'only snapshots from this host')
       .option('--since <time>', 'only snapshots created at or after (ISO 8601 or epoch seconds)')
       .option('--until <time>', 'only snapshots created before (ISO 8601 or epoch seconds)')
-      .option('--limit <n>', 'at most this many', (v) => Number.parseInt(v, 10))
-      .option('--offset <n>', 'skip this many', (v) => Number.parseInt(v, 10)),
+      .option('--limit <n>', 'at most this many (1 to 1000)', (v) => count('--limit', v, 1, 1000))
+      .option('--offset <n>', 'skip this many', (v) => count('--offset', v, 0, 1e9)),
   ).action((name: string | undefined, flags: LsFlags) =>
     runAgent('ls', async () => {
+      // as the registry checks them: a bad one is bad usage, found before anything is asked
+      if (flags.host !== undefined) hostOf(flags.host);
+      for (const [flag, value] of [['--since', flags.since], ['--until', flags.until]] as const) {
+        if (value !== undefined && parseTime(value) === null) throw new UsageError(`${flag} wants ISO 8601 (2024-05-01, 2024-05-01T10:00:00Z) or epoch seconds, got ${JSON.stringify(value)}`);
+      }
       const client = clientFrom(flags);
       if (name === undefined) {
         const page = await client.listVolumes({ limit: flags.limit, offset: flags.offset });

@@ -1,7 +1,8 @@
 import { hostname } from 'node:os';
 import { Option, type Command } from 'commander';
 import { pushSource, progressFor, human } from '../archive/transfer.ts';
-import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, parseSnapshotRef, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
+import { parseHost, parseLabels } from '../../domain/volumes/snapshot-config.ts';
+import { addAgentOptions, AGENT_EXIT, checkedPart, checkedVolume, clientFrom, parseSnapshotRef, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
 
 export interface PushFlags extends ConnectionFlags {
@@ -15,14 +16,15 @@ export function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** The labels of `--label key=value` flags, checked as the registry checks them. */
 export function labelsOf(pairs: string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const p of pairs) {
-    const eq = p.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--label wants key=value, got ${JSON.stringify(p)}`);
-    labels[p.slice(0, eq)] = p.slice(eq + 1);
-  }
-  return labels;
+  for (const p of pairs) if (p.indexOf('=') <= 0) throw new UsageError(`--label wants key=value, got ${JSON.stringify(p)}`);
+  return checkedPart('--label', () => parseLabels(pairs));
+}
+
+/** The `--host` flag, checked as the registry checks it. */
+export function hostOf(host: string): string {
+  return checkedPart('--host', () => parseHost(host));
 }
 
 const LEVELS: Partial<Record<Compression, [number, number]>> = { gzip: [0, 9], zstd: [1, 19] };
@@ -60,12 +62,14 @@ export function registerPush(program: Command): void {
       if (!('tag' in parsed)) throw new UsageError('push needs <name>:<tag>');
       checkedVolume(parsed.name, ref);
       if (source !== '-') checkLevel(flags.compression, flags.level);
+      const host = hostOf(flags.host);
+      const labels = labelsOf(flags.label);
       const client = clientFrom(flags);
       const result = await pushSource(client, source === '-' ? process.stdin : source, parsed.name, parsed.tag, {
         compression: flags.compression,
         level: flags.level,
-        host: flags.host,
-        labels: labelsOf(flags.label),
+        host,
+        labels,
         progress: progressFor(!flags.quiet && !flags.json),
         onWarning: (m) => process.stderr.write(`volreg push: warning: ${m}\n`),
       });

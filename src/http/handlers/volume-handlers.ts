@@ -5,6 +5,7 @@ import { contentRange, resolveRange, type ByteRange } from '../../domain/byte-ra
 import { digestHex, oneDigestPerAlgorithm, parseDigest, parseRfc3230Digests, rfc3230Digest, type Digest } from '../../domain/digest.ts';
 import { VolregError } from '../../domain/errors.ts';
 import { parseTag } from '../../domain/names.ts';
+import { parseTime } from '../../domain/times.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
 import { parseHost, parseLabels } from '../../domain/volumes/snapshot-config.ts';
 import type { SnapshotInfo, VolumeSummary } from '../../domain/volumes/snapshot.ts';
@@ -44,7 +45,7 @@ function queryOne(ctx: Context, key: string): string | undefined {
 function intParam(ctx: Context, key: string, def: number, min: number, max: number): number {
   const raw = queryOne(ctx, key);
   if (raw === undefined) return def;
-  if (!/^[0-9]{1,9}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+  if (!/^[0-9]{1,16}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
     throw new VolregError('PAGINATION_NUMBER_INVALID', `${key} must be an integer from ${min} to ${max}`, { [key]: raw.slice(0, 20) });
   }
   return Number(raw);
@@ -53,9 +54,8 @@ function intParam(ctx: Context, key: string, def: number, min: number, max: numb
 function timeParam(ctx: Context, key: string): Date | undefined {
   const raw = queryOne(ctx, key);
   if (raw === undefined) return undefined;
-  // epoch seconds or ISO 8601
-  const d = /^[0-9]{1,12}$/.test(raw) ? new Date(Number(raw) * 1000) : new Date(raw);
-  if (Number.isNaN(d.getTime())) throw new VolregError('BAD_REQUEST', `${key} must be ISO 8601 or epoch seconds`, { [key]: raw.slice(0, 40) });
+  const d = parseTime(raw);
+  if (d === null) throw new VolregError('BAD_REQUEST', `${key} must be ISO 8601 (2024-05-01, 2024-05-01T10:00:00Z) or epoch seconds`, { [key]: raw.slice(0, 40) });
   return d;
 }
 
@@ -73,13 +73,35 @@ function uploadHost(ctx: Context): string | null {
   return value === undefined ? null : parseHost(value);
 }
 
+/**
+ * A header's value as the UTF-8 text the client sent: Node hands header bytes over one
+ * character per byte (latin1). Bytes that are not UTF-8 are refused rather than guessed at.
+ */
+function utf8Header(value: string): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(Buffer.from(value, 'latin1'));
+  } catch {
+    throw new VolregError('BAD_REQUEST', 'a header value is not UTF-8');
+  }
+}
+
 function uploadLabels(ctx: Context): Record<string, string> {
   const raw = ctx.req.headers['x-volreg-label'];
   const headerPairs = (Array.isArray(raw) ? raw : raw !== undefined ? [raw] : [])
+    .map(utf8Header)
     .flatMap((v) => v.split(','))
     .map((v) => v.trim())
     .filter((v) => v !== '');
   return parseLabels([...headerPairs, ...queryValues(ctx, 'label')]);
+}
+
+/** `Link: <...>; rel="next"` while more remain, keeping the request's other parameters. */
+function nextPageLink(ctx: Context, path: string, offset: number, limit: number, got: number, total: number): void {
+  if (offset + got >= total) return;
+  const next = new URLSearchParams(ctx.querystring);
+  next.set('offset', String(offset + limit));
+  next.set('limit', String(limit));
+  ctx.set('Link', `<${path}?${next.toString()}>; rel="next"`);
 }
 
 export function snapshotJson(info: SnapshotInfo, fileName: string): Record<string, unknown> {
@@ -155,6 +177,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
         const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT);
         const offset = intParam(ctx, 'offset', 0, 0, 1e9);
         const page = await volumes.listVolumes(limit, offset);
+        nextPageLink(ctx, paths.volumes(), offset, limit, page.items.length, page.total);
         ctx.body = { total: page.total, offset, limit, volumes: page.items.map((v) => volumeJson(v, fileName)) };
       },
     },
@@ -171,12 +194,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
           offset,
         };
         const page = await volumes.list(req.repository, q);
-        if (offset + page.items.length < page.total) {
-          const next = new URLSearchParams(ctx.querystring);
-          next.set('offset', String(offset + limit));
-          next.set('limit', String(limit));
-          ctx.set('Link', `<${paths.volumeTags(req.repository)}?${next.toString()}>; rel="next"`);
-        }
+        nextPageLink(ctx, paths.volumeTags(req.repository), offset, limit, page.items.length, page.total);
         ctx.body = {
           volume: req.repository,
           total: page.total,
