@@ -22,6 +22,7 @@ let latin1Names = Buffer.alloc(0);
 // pax records a restore could not apply (entry-attributes.ts)
 let badPaxTime: Buffer = Buffer.alloc(0);
 let badPaxOwner: Buffer = Buffer.alloc(0);
+let longName: Buffer = Buffer.alloc(0);
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const url = (p: string): string => `${server.url}${p}`;
@@ -63,6 +64,7 @@ test.before(async () => {
   latin1Names = execFileSync('tar', ['-C', latin1, '-cf', '-', '.']);
   badPaxTime = await buildTar([{ name: 'fine', body: 'f' }, { name: 'bad-time', body: 'x', pax: { mtime: 'yesterday' } }]);
   badPaxOwner = await buildTar([{ name: 'bad-owner', body: 'x', pax: { uid: '-5', gid: '1e3' } }]);
+  longName = await buildTar([{ name: `dir/${'n'.repeat(256)}`, body: 'x' }]);
 });
 
 test.after.always(async () => {
@@ -224,6 +226,7 @@ const refusals: Array<{ title: string; body: () => Buffer; query?: string; heade
   { title: 'a GNU sparse file (tar -S)', body: () => sparseGnu, code: 'ARCHIVE_INVALID', message: /holes\.img.*entry type is not supported/ },
   { title: 'a sparse file in pax format (tar --format=posix -S)', body: () => sparsePax, code: 'ARCHIVE_INVALID', message: /sparse files \(tar -S\) are not supported/ },
   { title: 'names that are not UTF-8 (two would become one file on restore)', body: () => latin1Names, code: 'ARCHIVE_INVALID', message: /caf\uFFFD.*not valid UTF-8/ },
+  { title: 'a name component longer than 255 bytes (no Linux filesystem holds one)', body: () => longName, code: 'ARCHIVE_INVALID', message: /longer than 255 bytes/ },
   { title: 'a pax mtime record that is not a number', body: () => badPaxTime, code: 'ARCHIVE_INVALID', message: /"bad-time".*pax record mtime=yesterday is not valid/ },
   { title: 'pax uid and gid records that are not owners', body: () => badPaxOwner, code: 'ARCHIVE_INVALID', message: /"bad-owner".*pax records uid=-5, gid=1e3 are not valid/ },
   { title: 'wrong ?digest=', body: () => gzBytes, query: `?digest=sha256:${'0'.repeat(64)}`, code: 'DIGEST_INVALID' },

@@ -227,6 +227,7 @@ test('entries that can not be restored exactly are refused, not skipped', async 
     ['pax sparse', execFileSync('tar', ['-C', sparse, '--format=posix', '-cSf', '-', '.']), /sparse files \(tar -S\) are not supported/],
     ['Latin-1 name', execFileSync('tar', ['-C', latin1, '-cf', '-', '.']), /"\.\/caf\uFFFD": it can not be restored exactly: its name is not valid UTF-8/],
     ['U+FFFD link target', await buildTar([{ name: 'l', type: 'symlink', linkname: 'caf\uFFFD' }]), /its name is not valid UTF-8/],
+    ['a 256-byte name component', await buildTar([{ name: `d/${'é'.repeat(128)}`, body: 'x' }]), /longer than 255 bytes/],
   ] as const) {
     const { target } = await arena();
     const warnings: string[] = [];

@@ -14,7 +14,12 @@ import { invalidAttributeRecords } from './entry-attributes.ts';
  * - Any entry type the parser does not know (GNU volume labels, multi-volume continuations, ...).
  * - A pax `mtime`, `uid` or `gid` record that is not a valid value (entry-attributes.ts): the
  *   ustar field beside it holds only a stand-in.
+ * - A name with a component longer than 255 bytes: no Linux filesystem (ext4, XFS, Btrfs, tmpfs)
+ *   can hold such a file name.
  */
+
+/** NAME_MAX of Linux filesystems, in bytes. */
+const NAME_MAX = 255;
 
 /** What the rule needs of a parsed tar header (tar-stream's Header fits). */
 export interface TarEntryHeader {
@@ -35,6 +40,9 @@ export function holdsReplacementCharacter(name: string): boolean {
 export function unrestorableReason(header: TarEntryHeader): string | null {
   if (holdsReplacementCharacter(header.name) || holdsReplacementCharacter(header.linkname ?? '')) {
     return 'its name is not valid UTF-8';
+  }
+  if (header.name.split('/').some((part) => Buffer.byteLength(part) > NAME_MAX)) {
+    return `a component of its name is longer than ${NAME_MAX} bytes, which no Linux filesystem can hold`;
   }
   if (typeof header.pax === 'object' && header.pax !== null && Object.keys(header.pax).some((k) => k.startsWith('GNU.sparse.'))) {
     return 'sparse files (tar -S) are not supported: create the archive without -S';
