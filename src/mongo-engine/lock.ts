@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 
 /**
@@ -8,7 +9,8 @@ import path from 'node:path';
  * `dbPath/engine.lock.sock`; the kernel closes it when the process dies, however it dies.
  * A newcomer first tries to connect: success means a live owner (refuse); ECONNREFUSED means
  * a stale socket file from a dead owner (remove it and take over). A short-lived O_EXCL
- * guard file serialises the remove-and-bind step between two newcomers racing for a stale lock.
+ * guard file serialises the remove-and-bind step between two newcomers racing for a stale lock;
+ * one left by a process killed while holding it is broken (see staleGuard).
  */
 
 export class DbPathLockedError extends Error {
@@ -49,21 +51,44 @@ function listen(server: net.Server, sockPath: string): Promise<void> {
   });
 }
 
+/** Whether a process of this pid runs here (EPERM: it does, as another user). */
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * A guard left by a process that died holding it (killed in the milliseconds it does): its
+ * owner, named in it, no longer runs on this host; or, whoever wrote it, it is older than
+ * GUARD_STALE_MS (an owner on another host, or in another pid namespace, is not looked up).
+ */
+function staleGuard(guard: string): boolean {
+  const age = Date.now() - fs.statSync(guard).mtimeMs;
+  if (age > GUARD_STALE_MS) return true;
+  const [host, pid] = fs.readFileSync(guard, 'utf8').split(' ');
+  return host === os.hostname() && Number.isInteger(Number(pid)) && Number(pid) > 0 && !running(Number(pid));
+}
+
 async function withGuard<T>(dbPath: string, fn: () => Promise<T>): Promise<T> {
   const guard = path.join(dbPath, GUARD_NAME);
-  for (let attempt = 0; ; attempt++) {
+  // longer than a guard takes to go stale: a newcomer never gives up on one a crash left
+  const deadline = Date.now() + GUARD_STALE_MS + 5000;
+  for (;;) {
     try {
-      fs.writeFileSync(guard, String(process.pid), { flag: 'wx' });
+      fs.writeFileSync(guard, `${os.hostname()} ${process.pid}`, { flag: 'wx' });
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       try {
-        const age = Date.now() - fs.statSync(guard).mtimeMs;
-        if (age > GUARD_STALE_MS) fs.rmSync(guard, { force: true });
+        if (staleGuard(guard)) fs.rmSync(guard, { force: true });
       } catch {
-        // vanished meanwhile: retry
+        // vanished meanwhile (or half written): retry
       }
-      if (attempt > 200) throw new Error(`could not acquire ${guard}`);
+      if (Date.now() > deadline) throw new Error(`could not acquire ${guard}`);
       await new Promise((r) => setTimeout(r, 10));
     }
   }

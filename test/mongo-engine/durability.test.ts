@@ -1,5 +1,7 @@
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Long, MongoClient } from 'mongodb';
 import { DbPathLockedError, startEngine } from '../../src/mongo-engine/index.ts';
@@ -188,6 +190,31 @@ test('a second process on the same dbPath is refused with a clear message; a kil
     });
   } finally {
     await engine.close();
+  }
+});
+
+test('a lock guard left by a process killed while holding it does not block the next start', async (t) => {
+  // a pid that ran here and is gone
+  const child = spawnSync(process.execPath, ['-e', '0']);
+  const deadPid = child.pid!;
+  const cases: Array<[string, string, number]> = [
+    ['its owner, named in it, no longer runs on this host', `${os.hostname()} ${deadPid}`, 0],
+    ['left half written, and older than its ten seconds', '', 11_000],
+  ];
+  for (const [why, content, ageMs] of cases) {
+    const dir = engineTempDir(t);
+    const guard = path.join(dir, 'engine.lock.guard');
+    fs.writeFileSync(guard, content);
+    const then = new Date(Date.now() - ageMs);
+    fs.utimesSync(guard, then, then);
+    const started = Date.now();
+    const engine = await startEngine({ dbPath: dir });
+    try {
+      t.true(Date.now() - started < 3000, `${why}: started after ${Date.now() - started} ms`);
+      t.false(fs.existsSync(guard), why);
+    } finally {
+      await engine.close();
+    }
   }
 });
 
