@@ -187,11 +187,8 @@ export class UploadService {
   }
 
   private async cancelStoreUpload(id: string): Promise<void> {
-    try {
-      await (await this.deps.store.resumeUpload(id)).cancel();
-    } catch (err) {
-      if (!(isVolregError(err) && err.code === 'BLOB_UPLOAD_UNKNOWN')) throw err;
-    }
+    // whatever a crash left of it, too (not only a session that can be resumed)
+    await this.deps.store.removeUpload(id);
   }
 
   private async appendChunk(writer: UploadWriter, body: Readable, opts: ChunkOptions): Promise<number> {

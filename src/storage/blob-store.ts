@@ -89,6 +89,12 @@ export interface BlobStore {
   resumeUpload(id: string): Promise<UploadWriter>;
   /** Upload session ids with their last activity, for purging abandoned ones. */
   listUploads(): AsyncIterable<UploadSummary>;
+  /**
+   * Removes whatever is left of an upload session, whole or not: a crash can leave one that
+   * `resumeUpload` does not take (files of a session being created, or the state of one whose
+   * data was committed into place). Nothing when there is none.
+   */
+  removeUpload(id: string): Promise<void>;
   /** Is the store reachable and writable (for /readyz)? */
   ping(): Promise<void>;
 }

@@ -420,7 +420,11 @@ export class FsBlobStore implements BlobStore {
 
   /** @internal */
   async cancelUpload(writer: FsUploadWriter): Promise<void> {
-    const id = writer.id;
+    await this.removeUpload(writer.id);
+  }
+
+  async removeUpload(id: string): Promise<void> {
+    if (!UPLOAD_ID.test(id)) return;
     try {
       await this.locks.run(id, uploadLockPath(this.root, id), () => this.discard(id));
     } catch (err) {

@@ -487,3 +487,40 @@ test.serial('purgeAbandoned also removes store uploads that have no session docu
   t.true((await uploadFiles(dataDir)).some((f) => f.startsWith(`${fresh.id}/`)), 'a recent one stays');
   await fresh.cancel();
 });
+
+test.serial('purgeAbandoned removes what a crash left of a session: a half-made one, and one whose data was committed', async (t) => {
+  const { dataDir, services } = t.context.server;
+  const { mkdir, utimes } = await import('node:fs/promises');
+  const { spawnSync } = await import('node:child_process');
+  const { hostname } = await import('node:os');
+  const deadPid = spawnSync(process.execPath, ['-e', '0']).pid!;
+  const remains: Record<string, Record<string, string>> = {
+    empty: {},
+    'data only': { data: 'partial' },
+    'data and a half-written state': { data: 'partial', 'state.json.tmp': '{"ver' },
+    // killed between the commit's rename of data into the blobs and its cleanup, holding the lock
+    'state and a dead owner lock': { 'state.json': JSON.stringify({ version: 1, algorithm: 'sha256', offset: 7, started: '2024-01-01T00:00:00Z', updated: '2024-01-01T00:00:00Z' }), lock: JSON.stringify({ host: hostname(), pid: deadPid, instance: 'gone' }) },
+  };
+  const old = new Date(Date.now() - 7200_000);
+  const ids = new Map<string, string>();
+  for (const [what, files] of Object.entries(remains)) {
+    const id = randomUUID();
+    ids.set(what, id);
+    const dir = join(dataDir, 'uploads', id);
+    await mkdir(dir);
+    for (const [name, content] of Object.entries(files)) {
+      await writeFile(join(dir, name), content);
+      await utimes(join(dir, name), old, old);
+    }
+    await utimes(dir, old, old);
+  }
+  const purged = await services.uploads!.purgeAbandoned(new Date(Date.now() - 3600_000));
+  t.true(purged >= ids.size, `purged ${purged}`);
+  const left = await uploadFiles(dataDir);
+  const { readdir } = await import('node:fs/promises');
+  const dirs = await readdir(join(dataDir, 'uploads'));
+  for (const [what, id] of ids) {
+    t.false(dirs.includes(id) || left.some((f) => f.startsWith(`${id}/`)), `${what}: removed`);
+  }
+  t.is(await services.uploads!.purgeAbandoned(new Date(Date.now() - 3600_000)), 0, 'nothing left to purge, and none counted');
+});
