@@ -184,15 +184,14 @@ export class TagRepository {
    * the delete stays: it is that push's tag, and the delete counts as done before it.
    */
   /**
-   * Removes a tag name's units (with `onlyAt`, only those pointing there) and returns them: the
-   * units this delete read, whether they were still there or a push moved them meanwhile (the
-   * delete then took effect before that push).
+   * Removes a tag name's units (with `onlyAt`, only those pointing there) and returns the units
+   * of the name it found: a push moving one meanwhile (or before, when the caller read `onlyAt`)
+   * keeps it, and the delete took effect before that push.
    */
   async deleteByName(repo: string, name: string, opts: { onlyAt?: Digest } = {}): Promise<TagRecord[]> {
     const found = [...(await this.findByName(repo, name))];
-    const targets = opts.onlyAt === undefined ? found : found.filter((t) => t.manifestDigest === opts.onlyAt);
-    await this.remove(targets);
-    return targets;
+    await this.remove(opts.onlyAt === undefined ? found : found.filter((t) => t.manifestDigest === opts.onlyAt));
+    return found;
   }
 
   /** Removes every tag unit of the repository pointing at a manifest; returns what was removed. */
