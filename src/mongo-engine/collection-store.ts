@@ -1,6 +1,6 @@
 import { Binary, deserialize, Int32, ObjectId, UUID, type Document } from 'bson';
 import type { ChangeMarker } from './change-marks.ts';
-import { bsonTypeName, cloneValue, encodeKey, isPlainObject, toView, toBson } from './bson-values.ts';
+import { bsonTypeName, cloneValue, encodeKey, isPlainObject, setField, toView, toBson } from './bson-values.ts';
 import { engineError } from './errors.ts';
 import { Index, type KeyEntry, type RecordId } from './index-manager.ts';
 import { validateSchema, type SchemaFailure } from './json-schema.ts';
@@ -226,7 +226,7 @@ function ensureIdFirst(doc: Document): Document {
   }
   const out: Document = { _id: doc['_id'] === undefined ? new ObjectId() : doc['_id'] };
   checkIdType(out['_id']);
-  for (const k of keys) if (k !== '_id') out[k] = doc[k];
+  for (const k of keys) if (k !== '_id') setField(out, k, doc[k]);
   return out;
 }
 

@@ -1,6 +1,6 @@
 import { type Document } from 'bson';
 import { Query } from 'mingo';
-import { isPlainObject, numericValue, toView, toBson } from './bson-values.ts';
+import { isPlainObject, numericValue, setField, toView, toBson } from './bson-values.ts';
 import { typedDocument, type StoredRecord } from './collection-store.ts';
 import { engineError } from './errors.ts';
 import { fieldNames, projectTopLevel } from './raw-projection.ts';
@@ -12,6 +12,8 @@ import { fieldNames, projectTopLevel } from './raw-projection.ts';
  */
 
 type PathTree = { [k: string]: PathTree | true };
+/** A tree without a prototype: a field named `__proto__` is a key like any other. */
+const pathTree = (): PathTree => Object.create(null) as PathTree;
 
 export interface Projector {
   /** raw BSON of the projected record */
@@ -51,7 +53,7 @@ export function compileProjection(projection: Document | undefined, filterView: 
   }
   let includeId = true;
   let mode: 'include' | 'exclude' | undefined;
-  const tree: PathTree = {};
+  const tree = pathTree();
   for (const k of keys) {
     const flag = truthyFlag(projection[k]);
     if (flag === undefined) throw engineError('BadValue', `Unsupported projection option: ${k}`);
@@ -94,7 +96,7 @@ function addPath(tree: PathTree, segs: string[]): void {
     }
     const next = cur[s];
     if (next === true) return;
-    if (next === undefined) cur[s] = {};
+    if (next === undefined) cur[s] = pathTree();
     cur = cur[s] as PathTree;
   }
 }
@@ -108,8 +110,8 @@ function include(v: unknown, tree: PathTree): unknown {
   for (const k of Object.keys(v)) {
     const t = tree[k];
     if (t === undefined) continue;
-    if (t === true) out[k] = v[k];
-    else if (isPlainObject(v[k]) || Array.isArray(v[k])) out[k] = include(v[k], t);
+    if (t === true) setField(out, k, v[k]);
+    else if (isPlainObject(v[k]) || Array.isArray(v[k])) setField(out, k, include(v[k], t));
   }
   return out;
 }
@@ -121,7 +123,7 @@ function exclude(v: unknown, tree: PathTree): unknown {
   for (const k of Object.keys(v)) {
     const t = tree[k];
     if (t === true) continue;
-    out[k] = t === undefined ? v[k] : exclude(v[k], t);
+    setField(out, k, t === undefined ? v[k] : exclude(v[k], t));
   }
   return out;
 }

@@ -317,13 +317,11 @@ export class FsBlobStore implements BlobStore {
         if ((await fh.stat()).size > state.offset) await fh.truncate(state.offset);
         try {
           const superseded = (): void => void source.destroy(new VolregError('BLOB_UPLOAD_INVALID', 'a newer request on this upload session took over from this chunk'));
-          written = await this.locks.interruptible(id, superseded, (moved) =>
+          written = await this.locks.interruptible(id, superseded, (awaitingClient) =>
             copyInto(source, fh, state.offset, {
               hash: (bufs, n) => this.hasher.update(id, bufs, n),
-              written: (n) => {
-                moved();
-                this.writeBack.wrote(id, path, n);
-              },
+              written: (n) => this.writeBack.wrote(id, path, n),
+              awaitingSource: awaitingClient,
               room: this.space.meter(),
               limits: opts,
             }),

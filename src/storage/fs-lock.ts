@@ -34,8 +34,8 @@ export interface SessionLocksOptions {
 
 interface WaitingOnClient {
   interrupt: () => void;
-  /** when the client last sent something */
-  lastMoved: number;
+  /** since when the holder has been waiting for its client's next bytes; null while it is not */
+  waitingSince: number | null;
 }
 
 const STALL_MS = 2000;
@@ -70,8 +70,8 @@ export class SessionLocks {
     const tail = prev.then(() => mine);
     this.chains.set(key, tail);
     if (queued) {
+      // kept referenced: it is all that happens while the holder's client is silent
       const watch = setInterval(() => this.supersedeStalled(key), STALL_CHECK_MS);
-      watch.unref();
       this.supersedeStalled(key);
       await prev.finally(() => clearInterval(watch));
     }
@@ -96,18 +96,19 @@ export class SessionLocks {
   }
 
   /**
-   * While `wait` runs (the holder of `key`, inside `run`, waiting on its client: a chunk's
-   * body; it calls `moved` as bytes come), a `run` for the same key queued behind it calls
-   * `interrupt` once the client has stalled, which should make `wait` fail. Without it a chunk
-   * whose client stalled holds the session until the idle timeout cuts the connection, and the
-   * client's own retry waits behind it.
+   * While `work` runs (the holder of `key`, inside `run`, copying a chunk's body; it says when
+   * it starts and stops waiting for the client's next bytes), a `run` for the same key queued
+   * behind it calls `interrupt` once the client has sent nothing for STALL_MS, which should make
+   * `work` fail. Without it a chunk whose client stalled holds the session until the idle
+   * timeout cuts the connection, and the client's own retry waits behind it. Time spent on the
+   * disk does not count: only waiting on the client does.
    */
-  async interruptible<T>(key: string, interrupt: () => void, wait: (moved: () => void) => Promise<T>): Promise<T> {
-    const holder: WaitingOnClient = { interrupt, lastMoved: Date.now() };
+  async interruptible<T>(key: string, interrupt: () => void, work: (awaitingClient: (waiting: boolean) => void) => Promise<T>): Promise<T> {
+    const holder: WaitingOnClient = { interrupt, waitingSince: null };
     this.waitingOnClients.set(key, holder);
     try {
-      return await wait(() => {
-        holder.lastMoved = Date.now();
+      return await work((waiting) => {
+        holder.waitingSince = waiting ? (holder.waitingSince ?? Date.now()) : null;
       });
     } finally {
       if (this.waitingOnClients.get(key) === holder) this.waitingOnClients.delete(key);
@@ -121,7 +122,7 @@ export class SessionLocks {
    */
   private supersedeStalled(key: string): void {
     const holder = this.waitingOnClients.get(key);
-    if (holder && Date.now() - holder.lastMoved >= STALL_MS) {
+    if (holder?.waitingSince != null && Date.now() - holder.waitingSince >= STALL_MS) {
       this.waitingOnClients.delete(key);
       holder.interrupt();
     }

@@ -25,6 +25,8 @@ export interface CopyHooks {
   written: (n: number) => void;
   /** asked before each batch is written; throws (a VolregError) when there is no room for it */
   room: (n: number) => Promise<void>;
+  /** told when the copy starts and stops waiting for the source's next bytes (not for the disk) */
+  awaitingSource?: (waiting: boolean) => void;
   limits: AppendOptions;
 }
 
@@ -104,8 +106,11 @@ export async function copyInto(source: Readable, fh: FileHandle, position: numbe
   // Stopping early (a limit broken) must not destroy the source: for an HTTP request that
   // would reset the connection before the error reply is sent.
   const chunks: AsyncIterable<unknown> = { [Symbol.asyncIterator]: () => source.iterator({ destroyOnReturn: false }) };
+  const awaiting = hooks.awaitingSource ?? (() => undefined);
   try {
+    awaiting(true);
     for await (const chunk of chunks) {
+      awaiting(false);
       const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
       if (buf.length === 0) continue;
       total += buf.length;
@@ -119,10 +124,13 @@ export async function copyInto(source: Readable, fh: FileHandle, position: numbe
       batchBytes += buf.length;
       streamGarbage.streamed(buf.length);
       if (batchBytes >= WRITE_BATCH_BYTES) await flush();
+      awaiting(true);
     }
+    awaiting(false);
     await flush();
     await writer.drain();
   } catch (err) {
+    awaiting(false);
     // No write may land after the caller truncates back to the durable offset.
     await writer.settle();
     if (err instanceof WriteFailure) throw err.cause;

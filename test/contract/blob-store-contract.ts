@@ -216,6 +216,37 @@ export function blobStoreContract(test: TestFn, driver: string, factory: BlobSto
     await h.store.delete(info.digest);
   });
 
+  contract('an append whose source stalled gives way to one queued behind it; one whose source still sends is waited for', async (t, h) => {
+    const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+    // slow but steady: 64 KiB every 400 ms, 3.2 s in all, while another append waits from 0.5 s
+    const steady = await h.store.createUpload();
+    const slow = new PassThrough();
+    const slowAppend = steady.append(slow);
+    const queuedAfterSteady = sleep(500).then(() => steady.append(Readable.from([randomBytes(1000)])));
+    for (let i = 0; i < 8; i++) {
+      slow.write(randomBytes(65_536));
+      await sleep(400);
+    }
+    slow.end();
+    t.is(await slowAppend, 8 * 65_536, 'the steady source is not cut off');
+    t.is(await queuedAfterSteady, 8 * 65_536 + 1000, 'the queued append goes after it');
+    await steady.cancel();
+
+    // stalled: 10 bytes, then nothing
+    const stalledUpload = await h.store.createUpload();
+    const stalled = new PassThrough();
+    const stalledAppend = stalledUpload.append(stalled);
+    stalled.write(randomBytes(10));
+    await sleep(300);
+    const started = Date.now();
+    const retry = await stalledUpload.append(Readable.from([randomBytes(2000)]));
+    t.is(retry, 2000, 'the stalled bytes are dropped; the retry starts at the last durable offset');
+    t.true(Date.now() - started < 5000, `the retry waited ${Date.now() - started} ms`);
+    const err = await stalledAppend.then(() => null, (e: unknown) => e);
+    t.true(isVolregError(err) && err.code === 'BLOB_UPLOAD_INVALID', String(err));
+    await stalledUpload.cancel();
+  });
+
   contract('two appends claiming the same offset: one wins, the other is RANGE_INVALID', async (t, h) => {
     const w = await h.store.createUpload();
     const results = await Promise.allSettled([

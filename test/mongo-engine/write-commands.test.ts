@@ -311,4 +311,9 @@ test('a field named __proto__ is an ordinary field: kept by inserts, upserts, $s
   await c.updateOne({ _id: 'insert' as never }, upd({ $set: { 'other.__proto__.polluted': 1 } }));
   t.is(({} as Record<string, unknown>)['polluted'], undefined);
   t.deepEqual((await c.findOne({ _id: 'insert' as never }))!['other'], JSON.parse('{"__proto__":{"polluted":1}}'));
+  // an insert whose _id is not first (the engine moves it first), and projections through it
+  await c.insertOne(JSON.parse('{"a":1,"__proto__":"x","_id":"late-id"}') as Document);
+  t.deepEqual(Object.keys((await c.findOne({ _id: 'late-id' as never }))!), ['_id', 'a', '__proto__']);
+  t.deepEqual(Object.entries((await c.findOne({ _id: 'upsert' as never }, { projection: { 'sub.__proto__': 1 } }))!['sub'] as Document), [['__proto__', 'x']]);
+  t.deepEqual(Object.keys((await c.findOne({ _id: 'upsert' as never }, { projection: { 'sub.b': 0 } }))!['sub'] as Document), ['__proto__']);
 });
