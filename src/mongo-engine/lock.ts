@@ -62,15 +62,31 @@ function running(pid: number): boolean {
 }
 
 /**
+ * Who writes a guard: host, pid namespace and pid. Containers can share a host name (host
+ * networking, a fixed hostname) and not their pids, so a pid is only looked up in its own
+ * namespace.
+ */
+function guardOwner(): string {
+  let namespace = '-';
+  try {
+    namespace = fs.readlinkSync('/proc/self/ns/pid'); // pid:[4026531836]
+  } catch {
+    // no /proc (not Linux): one namespace
+  }
+  return `${os.hostname()} ${namespace} ${process.pid}`;
+}
+
+/**
  * A guard left by a process that died holding it (killed in the milliseconds it does): its
- * owner, named in it, no longer runs on this host; or, whoever wrote it, it is older than
- * GUARD_STALE_MS (an owner on another host, or in another pid namespace, is not looked up).
+ * owner, named in it, no longer runs in this host's pid namespace; or, whoever wrote it, it is
+ * older than GUARD_STALE_MS (an owner elsewhere is not looked up).
  */
 function staleGuard(guard: string): boolean {
   const age = Date.now() - fs.statSync(guard).mtimeMs;
   if (age > GUARD_STALE_MS) return true;
-  const [host, pid] = fs.readFileSync(guard, 'utf8').split(' ');
-  return host === os.hostname() && Number.isInteger(Number(pid)) && Number(pid) > 0 && !running(Number(pid));
+  const [host, namespace, pid] = fs.readFileSync(guard, 'utf8').split(' ');
+  const [ourHost, ourNamespace] = guardOwner().split(' ');
+  return host === ourHost && namespace === ourNamespace && Number.isInteger(Number(pid)) && Number(pid) > 0 && !running(Number(pid));
 }
 
 async function withGuard<T>(dbPath: string, fn: () => Promise<T>): Promise<T> {
@@ -79,7 +95,7 @@ async function withGuard<T>(dbPath: string, fn: () => Promise<T>): Promise<T> {
   const deadline = Date.now() + GUARD_STALE_MS + 5000;
   for (;;) {
     try {
-      fs.writeFileSync(guard, `${os.hostname()} ${process.pid}`, { flag: 'wx' });
+      fs.writeFileSync(guard, guardOwner(), { flag: 'wx' });
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
