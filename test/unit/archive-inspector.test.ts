@@ -177,6 +177,25 @@ for (const [label, inspect] of IMPLEMENTATIONS) {
       { objectMode: false },
     );
     t.is(await t.throwsAsync(inspect(failing)), boom);
+    // refused by the tar parser at the end of gunzip's output: the answer does not wait for the
+    // rest of the input (zero padding that keeps coming)
+    const refusedInside = sh('gzip', ['-c'], Buffer.concat([tarBytes, Buffer.from('garbage after the end marker')]));
+    let endless = true;
+    const padding = Readable.from(
+      (async function* () {
+        yield refusedInside;
+        while (endless) {
+          yield Buffer.alloc(65_536);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })(),
+      { objectMode: false },
+    );
+    const started = Date.now();
+    const refused = await t.throwsAsync(inspect(padding));
+    endless = false;
+    t.regex(refused?.message ?? '', /end-of-archive/);
+    t.true(Date.now() - started < 10_000, `answered after ${Date.now() - started} ms`);
     const entries = (await inspect(chunked(tarBytes))).entries;
     const padded = Buffer.concat([tarBytes, Buffer.alloc(100)]);
     for (const body of [padded, sh('gzip', ['-c'], padded), sh('zstd', ['-q', '-c'], padded)]) {

@@ -1,5 +1,4 @@
-import { pipeline, Readable, Transform } from 'node:stream';
-import { finished } from 'node:stream/promises';
+import { PassThrough, pipeline, Readable, Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { VolregError } from '../errors.ts';
 import { detectCompression, MAGIC_BYTES } from './compression.ts';
@@ -129,23 +128,36 @@ function strictGunzip(stream: Readable): Readable {
     },
   });
   const gunzip = createGunzip({ chunkSize: 1024 * 1024 });
-  // gunzip's output ends at the last member's end, while the rest of the input still flows in
-  const inputDone = finished(gunzip, { readable: false });
-  inputDone.catch(() => undefined); // awaited below, unless the reader stops first
-  const output = pipeline(stream, tally, gunzip, () => undefined);
-  async function* checked(): AsyncGenerator<Buffer> {
-    let complete = false;
-    try {
-      for await (const chunk of output.iterator({ destroyOnReturn: false })) yield chunk as Buffer;
-      await inputDone;
-      complete = true;
-    } finally {
-      if (!complete) output.destroy();
-    }
+  const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+  pipeline(stream, tally, gunzip, (err) => {
+    if (err) out.destroy(err);
+  });
+  // gunzip can fail after its input finished (a stream cut short, found at the end): the pipeline is done by then
+  gunzip.on('error', (err) => out.destroy(err));
+  // gunzip's output ends at the last member's end while the rest of the input still flows in:
+  // the output ends once both are over and the rest was zeros
+  gunzip.pipe(out, { end: false });
+  let outputEnded = false;
+  let inputDone = false;
+  const settle = (): void => {
+    if (!outputEnded || !inputDone || out.destroyed) return;
     // bytesWritten: the compressed bytes gunzip consumed
-    if (gunzip.bytesWritten < dataEnd) throw new Error('data after the end of the gzip stream');
-  }
-  return Readable.from(checked(), { objectMode: false });
+    if (gunzip.bytesWritten < dataEnd) out.destroy(new Error('data after the end of the gzip stream'));
+    else out.end();
+  };
+  gunzip.once('end', () => {
+    outputEnded = true;
+    settle();
+  });
+  gunzip.once('finish', () => {
+    inputDone = true;
+    settle();
+  });
+  // a reader that gives up (a refused archive) stops the input, rather than wait for all of it
+  out.once('close', () => {
+    if (!(outputEnded && inputDone)) stream.destroy();
+  });
+  return out;
 }
 
 /**
