@@ -1,4 +1,4 @@
-import { lstat, readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { isTag } from '../domain/names.ts';
@@ -136,7 +136,8 @@ export function dockerVolumeProblem(volume: string): string | null {
 /** Whatever stands where the tags file goes, when it is not a file (a volume's directory named tags), as a message. */
 export async function tagsFileProblem(volumesRoot: string): Promise<string | null> {
   const path = join(volumesRoot, TAGS_FILE);
-  const st = await lstat(path).catch((err: NodeJS.ErrnoException) => {
+  // followed: a symlink to the real tags file is fine
+  const st = await stat(path).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null;
     throw err;
   });
