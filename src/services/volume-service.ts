@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import type { ByteRange } from '../domain/byte-range.ts';
 import type { BlobReader } from '../storage/blob-store.ts';
 import { digestOf, splitDigest, type Digest } from '../domain/digest.ts';
+import { parseManifest } from '../domain/manifests/manifest-handlers.ts';
 import { MEDIA_TYPES } from '../domain/media-types.ts';
 import { isVolregError, VolregError } from '../domain/errors.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
@@ -56,14 +57,10 @@ export interface LayerToSend {
 /** Accepting these, a tag answers with its schema 2 unit itself, whatever it is. */
 const TAG_UNIT_TYPES = [MEDIA_TYPES.ociIndex, MEDIA_TYPES.dockerManifestList, OCI_MANIFEST_MEDIA_TYPE];
 
-/** The digests an index lists (none when `body` is not one). */
-function indexEntries(body: Buffer): string[] {
-  try {
-    const json = JSON.parse(body.toString('utf8')) as { manifests?: Array<{ digest?: unknown }> };
-    return Array.isArray(json.manifests) ? json.manifests.map((m) => String(m.digest)) : [];
-  } catch {
-    return [];
-  }
+/** Does a stored manifest (read back as pushed, so it parses) list `digest` as an entry? */
+function listsEntry(body: Buffer, mediaType: string, digest: Digest): boolean {
+  const parsed = parseManifest(body, mediaType);
+  return parsed.kind === 'list' && parsed.manifests.some((m) => m.digest === digest);
 }
 
 /** The parts of the manifest service a volume needs. */
@@ -406,7 +403,7 @@ export class VolumeService {
         throw err;
       });
       // Read twice: a push moving the tag in between is read again, a delete taking it is the end.
-      const same = unit !== null && (unit.digest === info.manifestDigest || indexEntries(unit.body).includes(info.manifestDigest));
+      const same = unit !== null && (unit.digest === info.manifestDigest || listsEntry(unit.body, unit.mediaType, info.manifestDigest));
       if (unit !== null && !same && attempt < 3) continue;
       try {
         if (!unit || !same) throw new VolregError('MANIFEST_UNKNOWN');

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import { readlinkSync } from 'node:fs';
 import { open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VolregError } from '../domain/errors.ts';
@@ -8,8 +9,9 @@ import { VolregError } from '../domain/errors.ts';
  * Mutual exclusion for one upload session, within a process (a promise chain per key) and
  * across processes sharing the data directory (a lock file created with O_EXCL).
  *
- * The lock file names its owner: host, pid and the owning store instance. A lock is broken
- * when its owner is gone: on this host, a pid that no longer runs, or a store instance of this
+ * The lock file names its owner: host, pid namespace, pid and the owning store instance. A lock
+ * is broken when its owner is gone: on this host and in this pid namespace, a pid that no longer
+ * runs, or a store instance of this
  * very process that was closed; from another host, a lock whose mtime was not refreshed for
  * `staleMs` (holders refresh it while they work). Two processes breaking the same stale lock
  * at the same instant could both proceed; that needs a crash plus a race on one session and is
@@ -18,9 +20,19 @@ import { VolregError } from '../domain/errors.ts';
 
 interface LockOwner {
   host: string;
+  /** the pid namespace of `pid` (containers can share a host name, not their pids); absent in older locks */
+  pidNamespace?: string;
   pid: number;
   instance: string;
 }
+
+const PID_NAMESPACE = ((): string => {
+  try {
+    return readlinkSync('/proc/self/ns/pid'); // pid:[4026531836]
+  } catch {
+    return '-'; // no /proc (not Linux): one namespace
+  }
+})();
 
 // Store instances alive in this process: a lock naming our pid but none of these is stale.
 const liveInstances = new Set<string>();
@@ -139,7 +151,7 @@ export class SessionLocks {
   }
 
   private async acquireFile(lockPath: string): Promise<void> {
-    const owner: LockOwner = { host: this.host, pid: process.pid, instance: this.instance };
+    const owner: LockOwner = { host: this.host, pidNamespace: PID_NAMESPACE, pid: process.pid, instance: this.instance };
     const deadline = Date.now() + this.opts.waitMs;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -195,7 +207,8 @@ export class SessionLocks {
     }
     // An unreadable lock is one whose creator died between creating and writing it.
     if (!owner) return age > 2000;
-    if (owner.host !== this.host) return age > this.opts.staleMs;
+    // a pid is looked up only where it means something: same host, same pid namespace
+    if (owner.host !== this.host || (owner.pidNamespace ?? PID_NAMESPACE) !== PID_NAMESPACE) return age > this.opts.staleMs;
     if (owner.pid === process.pid) return !liveInstances.has(owner.instance);
     return !processAlive(owner.pid);
   }

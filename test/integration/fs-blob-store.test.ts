@@ -189,6 +189,11 @@ test('fs store: a session busy in another process for too long is BLOB_UPLOAD_IN
     const err = await t.throwsAsync(w.append(Readable.from([Buffer.from('abc')])));
     t.is((err as { code?: string }).code, 'BLOB_UPLOAD_INVALID');
     await rm(uploadLockPath(h.root, w.id));
+    // a dead pid of this host name but of another pid namespace (a container sharing the name) is not looked up
+    await writeFile(uploadLockPath(h.root, w.id), JSON.stringify({ host: hostname(), pidNamespace: 'pid:[1]', pid: 4194305, instance: 'x' }));
+    const elsewhere = await t.throwsAsync(w.append(Readable.from([Buffer.from('abc')])));
+    t.is((elsewhere as { code?: string }).code, 'BLOB_UPLOAD_INVALID');
+    await rm(uploadLockPath(h.root, w.id));
     await w.cancel();
   } finally {
     await h.close();
