@@ -55,6 +55,22 @@ export function matchRoute(path: string): { id: RouteId; groups: Record<string, 
 }
 
 /**
+ * The methods a route serves: those the table declares and a handler implements. HEAD is served
+ * wherever GET is (RFC 9110): by the GET handler unless the route has its own, Koa leaving out
+ * the body.
+ */
+function servedMethods(id: RouteId, merged: HandlerMap): Map<HttpMethod, { handler: RouteHandler; action: Action | null }> {
+  const declared = ROUTES[id].methods as Partial<Record<HttpMethod, Action | null>>;
+  const served = new Map<HttpMethod, { handler: RouteHandler; action: Action | null }>();
+  for (const [method, handler] of Object.entries(merged[id] ?? {}) as Array<[HttpMethod, RouteHandler]>) {
+    if (method in declared) served.set(method, { handler, action: declared[method] ?? null });
+  }
+  const get = served.get('GET');
+  if (get && !served.has('HEAD')) served.set('HEAD', get);
+  return served;
+}
+
+/**
  * Mounts every handler of the route table on a @koa/router. A path owned by a route but
  * requested with a method it does not serve is 405 UNSUPPORTED with `Allow`; a path no route
  * owns is 404 NOT_FOUND.
@@ -67,27 +83,27 @@ export function buildRouter(maps: HandlerMap[], opts: RouterOptions = {}): Middl
     }
   }
 
+  const servedByRoute = new Map((Object.keys(ROUTES) as RouteId[]).map((id) => [id, servedMethods(id, merged)] as const));
   const router = new Router();
   router.all(/^\/(v2|api\/v1)(\/.*)?$/, async (ctx) => {
     const found = matchRoute(ctx.path);
     if (!found) throw new VolregError('NOT_FOUND', 'no such endpoint');
-    const spec = ROUTES[found.id];
+    const served = servedByRoute.get(found.id)!;
     const method = ctx.method as HttpMethod;
-    const handler = merged[found.id]?.[method];
-    if (!handler || !(method in spec.methods)) {
-      const allow = Object.keys(merged[found.id] ?? {}).join(', ');
-      throw new VolregError('UNSUPPORTED', `method ${ctx.method} not allowed here`, undefined, { Allow: allow });
+    const entry = served.get(method);
+    if (!entry) {
+      throw new VolregError('UNSUPPORTED', `method ${ctx.method} not allowed here`, undefined, { Allow: [...served.keys()].join(', ') });
     }
     const params = decodeParams(found.groups);
     const repository = params.name !== undefined ? parseRepositoryName(params.name) : (null as unknown as RepositoryName);
     const access: RouteAccess = {
       routeId: found.id,
-      action: (spec.methods as Partial<Record<HttpMethod, Action | null>>)[method] ?? null,
+      action: entry.action,
       repository: params.name !== undefined ? repository : null,
     };
     ctx.state.access = access;
     if (opts.authorize) await opts.authorize(ctx, access);
-    await handler(ctx, { params, repository });
+    await entry.handler(ctx, { params, repository });
   });
   return router.routes() as unknown as Middleware;
 }

@@ -119,7 +119,10 @@ export class UploadService {
     await this.session(repo, id);
     const writer = await this.deps.store.resumeUpload(id);
     await this.markActive(id, writer.offset);
-    if (body) await this.appendChunk(writer, body, opts);
+    // A final chunk without a Content-Range still belongs where this request found the session:
+    // a retry of the same PUT racing the first gets 416 instead of doubling the bytes (which
+    // failed both and lost the session).
+    if (body) await this.appendChunk(writer, body, opts, writer.offset);
     let blob: BlobInfo;
     try {
       blob = await writer.commit(digest);
@@ -191,17 +194,18 @@ export class UploadService {
     await this.deps.store.removeUpload(id);
   }
 
-  private async appendChunk(writer: UploadWriter, body: Readable, opts: ChunkOptions): Promise<number> {
+  /** `pinnedAt`: where a chunk without a Content-Range must start (anywhere when not given). */
+  private async appendChunk(writer: UploadWriter, body: Readable, opts: ChunkOptions, pinnedAt?: number): Promise<number> {
     const before = writer.offset;
     try {
-      return await this.appendAt(writer, body, opts);
+      return await this.appendAt(writer, body, opts, pinnedAt);
     } catch (err) {
       throw explained(err, 'STORAGE_FULL', `this chunk was not kept; the upload stays at offset ${before}`, { offset: before });
     }
   }
 
-  private async appendAt(writer: UploadWriter, body: Readable, opts: ChunkOptions): Promise<number> {
-    if (!opts.range) return writer.append(body, {});
+  private async appendAt(writer: UploadWriter, body: Readable, opts: ChunkOptions, pinnedAt?: number): Promise<number> {
+    if (!opts.range) return writer.append(body, { atOffset: pinnedAt });
     // Checked here for a quick answer, and again by the store under the session's lock.
     if (opts.range.start !== writer.offset) {
       throw new VolregError('RANGE_INVALID', 'chunk does not start at the current offset', { offset: writer.offset });

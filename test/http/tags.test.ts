@@ -133,3 +133,24 @@ test('names with slashes are listed under their full name', async (t) => {
   const r = await list(repo);
   t.deepEqual(r.json(), { name: repo, tags: ['v1'] });
 });
+
+test('HEAD is served wherever GET is: the same status and headers, no body (tags/list, _catalog, referrers, /api/v1 lists)', async (t) => {
+  const repo = await repoWithTags(['a', 'b', 'c']);
+  const digest = `sha256:${'0'.repeat(64)}`;
+  for (const path of [`/v2/${repo}/tags/list?n=2`, '/v2/_catalog?n=1', `/v2/${repo}/referrers/${digest}`, '/api/v1/volumes', `/api/v1/volumes/${repo}/tags`]) {
+    const get = await request(url, path);
+    const head = await request(url, path, { method: 'HEAD' });
+    t.is(get.status, 200, path);
+    t.is(head.status, 200, path);
+    t.is(head.body.length, 0, path);
+    t.is(head.headers['content-type'], get.headers['content-type'], path);
+    t.is(head.headers['content-length'], String(get.body.length), path);
+    t.is(head.headers.link, get.headers.link, path);
+  }
+  const unknown = await request(url, '/v2/no/such/repo/tags/list', { method: 'HEAD' });
+  t.is(unknown.status, 404);
+  t.is(unknown.body.length, 0);
+  const refused = await request(url, '/v2/_catalog', { method: 'DELETE' });
+  t.is(refused.status, 405);
+  t.is(refused.headers.allow, 'GET, HEAD');
+});

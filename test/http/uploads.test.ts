@@ -283,6 +283,22 @@ test('PUT without a digest is 400 DIGEST_INVALID and the session stays', async (
   t.is((await raw(url, 'PUT', `${loc}?digest=${sha256('hello')}`)).status, 201);
 });
 
+test('a final PUT sent twice at once (a client retrying) stores the blob once; the other is refused, not appended', async (t) => {
+  const { url } = t.context.server;
+  for (const size of [1000, 2 * 1024 * 1024]) {
+    const bytes = bytesOf(size, 31);
+    const loc = await startSession(url, 'put/twice');
+    const puts = await Promise.all([1, 2, 3].map(() => raw(url, 'PUT', `${loc}?digest=${sha256(bytes)}`, { body: bytes })));
+    t.deepEqual(puts.map((p) => p.status).filter((s) => s === 201), [201], `size ${size}: ${puts.map((p) => p.status).join(',')}`);
+    for (const p of puts.filter((r) => r.status !== 201)) {
+      t.true(p.status === 416 || p.status === 404, `size ${size}: ${p.status} ${p.body.toString()}`);
+    }
+    const got = await raw(url, 'GET', `/v2/put/twice/blobs/${sha256(bytes)}`);
+    t.is(got.status, 200);
+    t.true(got.body.equals(bytes));
+  }
+});
+
 test('PUT with the wrong digest is 400 DIGEST_INVALID; the session and its bytes are gone', async (t) => {
   const { url, dataDir, db } = t.context.server;
   const bytes = bytesOf(40_000, 30);
