@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   NOT_FOUND: { status: 404, message: 'no such endpoint' },
   BAD_REQUEST: { status: 400, message: 'bad request' },
   TOO_LARGE: { status: 413, message: 'request body too large' },
+  URI_TOO_LONG: { status: 414, message: 'request URI too long' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'unsupported media type' },
   CONFLICT: { status: 409, message: 'conflicting request' },
   ARCHIVE_INVALID: { status: 400, message: 'body is not a complete, well-formed tar archive' },

@@ -103,7 +103,7 @@ export class ManifestService {
     if (body.length > manifestBytes) throw new VolregError('TOO_LARGE', `manifest exceeds ${manifestBytes} bytes`, { limit: manifestBytes });
     const ref = parseReference(reference);
     const extraTags = (opts.tags ?? []).map((t) => parseTag(t));
-    if (extraTags.length > MAX_TAGS_PER_PUSH) throw new VolregError('BAD_REQUEST', `at most ${MAX_TAGS_PER_PUSH} tags per push`);
+    if (extraTags.length > MAX_TAGS_PER_PUSH) throw new VolregError('URI_TOO_LONG', `at most ${MAX_TAGS_PER_PUSH} tags per push`, { max: MAX_TAGS_PER_PUSH });
     const parsed = parseManifest(body, contentType, ref.kind === 'digest' ? digestAlgorithm(ref.digest) : 'sha256');
     if (ref.kind === 'digest' && parsed.digest !== ref.digest) {
       throw new VolregError('DIGEST_INVALID', 'manifest digest does not match the digest in the URL', { expected: ref.digest, computed: parsed.digest });

@@ -18,6 +18,7 @@ import {
 } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, errorCode, errorDetail, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { MAX_TAGS_PER_PUSH } from '../../src/services/manifest-service.ts';
 
 /**
  * GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference> on a real server: every media type,
@@ -472,6 +473,16 @@ test('PUT by digest with ?tag= sets every tag and answers OCI-Tag', async (t) =>
   const bad = await request(url, `/v2/${repo}/manifests/${manifest.digest}?tag=..bad`, { method: 'PUT', headers: { 'Content-Type': MT.ociManifest }, body: manifest.bytes });
   t.is(bad.status, 400);
   t.is(errorCode(bad), 'TAG_INVALID');
+  // too many tags: 414, as the spec suggests, and no tag of them is set
+  const many = Array.from({ length: MAX_TAGS_PER_PUSH + 1 }, (_, i) => `many${i}`);
+  const tooMany = await request(url, `/v2/${repo}/manifests/${manifest.digest}?${many.map((tag) => `tag=${tag}`).join('&')}`, { method: 'PUT', headers: { 'Content-Type': MT.ociManifest }, body: manifest.bytes });
+  t.is(tooMany.status, 414);
+  t.is(errorCode(tooMany), 'URI_TOO_LONG');
+  t.is((await getManifest(url, repo, 'many0', MT.ociManifest, 'HEAD')).status, 404);
+  const most = many.slice(1);
+  const atMost = await request(url, `/v2/${repo}/manifests/${manifest.digest}?${most.map((tag) => `tag=${tag}`).join('&')}`, { method: 'PUT', headers: { 'Content-Type': MT.ociManifest }, body: manifest.bytes });
+  t.is(atMost.status, 201);
+  t.is(String(atMost.headers['oci-tag']).split(', ').length, MAX_TAGS_PER_PUSH);
 });
 
 test('20 concurrent PUTs of different manifests to one tag all succeed, one Tag unit, consistent reads', async (t) => {
