@@ -62,6 +62,21 @@ export async function loadMigrations(dir: string = MIGRATIONS_DIR): Promise<Migr
   return out;
 }
 
+/**
+ * A database that a newer volreg migrated holds data in a shape this version does not know
+ * (and it would miss what later migrations moved): refuse it rather than serve or change it.
+ */
+function refuseNewerSchema(known: Migration[], applied: Map<string, Date>): void {
+  const ids = new Set(known.map((m) => m.id));
+  const unknown = [...applied.keys()].filter((id) => !ids.has(id)).sort();
+  if (unknown.length > 0) {
+    throw new Error(
+      `the database was migrated by a newer volreg (migrations ${unknown.join(', ')}, which this version does not know); ` +
+        'refusing to start rather than misread or change it. Run that version again, or restore a backup made before it.',
+    );
+  }
+}
+
 export interface MigratorOptions {
   /** defaults to the modules of migrations/ */
   migrations?: Migration[];
@@ -105,6 +120,7 @@ export class Migrator {
     const migrations = await this.all();
     // Fast path: nothing to do needs no lock.
     const before = await this.applied();
+    refuseNewerSchema(migrations, before);
     if (migrations.every((m) => before.has(m.id))) return [];
 
     await this.acquire();

@@ -94,6 +94,7 @@ export function decodeRecords(buf: Buffer): DecodeResult {
   const records: JournalRecord[] = [];
   const damaged = (off: number): DecodeResult => ({ records, goodLength: off, torn: true, acknowledgedAfter: batchBegunAfter(buf, off) });
   let off = 0;
+  let unknown: number | undefined;
   while (off < buf.length) {
     if (off + HEADER > buf.length) return damaged(off);
     const len = buf.readUInt32LE(off);
@@ -111,11 +112,22 @@ export function decodeRecords(buf: Buffer): DecodeResult {
       else if (kind === KIND_DDL) {
         const d = deserialize(body, { promoteValues: false });
         records.push({ kind, op: d['op'] as DdlOp, args: d['args'] as Document });
-      } else if (kind !== KIND_COMMIT) return damaged(off);
+      } else if (kind !== KIND_COMMIT) unknown = kind;
     } catch {
       return damaged(off);
     }
+    // A record intact but of a kind this version does not know was written by a newer one:
+    // never damage to truncate.
+    if (unknown !== undefined) throw newerFormat('the metadata files', `a record of kind ${unknown}`);
     off = end;
   }
   return { records, goodLength: off, torn: false, acknowledgedAfter: false };
+}
+
+/** The refusal for data a newer engine wrote: starting would lose what this one cannot read. */
+export function newerFormat(where: string, what: string): Error {
+  return new Error(
+    `${where} was written by a newer volreg (${what}); refusing to start rather than lose what it wrote. ` +
+      'Run that version again, or restore a backup made before it.',
+  );
 }

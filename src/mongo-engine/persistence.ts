@@ -4,14 +4,16 @@ import path from 'node:path';
 import type { Catalog } from './collection-store.ts';
 import type { LogFn } from './engine-state.ts';
 import { Journal, syncDirectory } from './journal.ts';
-import { decodeRecords, encodeDdl, encodePut, KIND_PUT, KIND_REMOVE, type JournalRecord } from './journal-format.ts';
+import { decodeRecords, encodeDdl, encodePut, KIND_PUT, KIND_REMOVE, newerFormat, type JournalRecord } from './journal-format.ts';
 import { acquireDbPathLock, type DbPathLock } from './lock.ts';
+import { claimStorageFormat } from './storage-format.ts';
 
 /**
  * Durable storage under dbPath:
  *
  *   dbPath/
  *     engine.lock.sock       unix socket held while a process owns the directory
+ *     FORMAT                 the layout's version (storage-format.ts): a newer one is refused
  *     snapshot-<N>.bson      full catalog as of the moment journal-<N> was started (records, same framing)
  *     journal-<N>.log        changes after snapshot-<N>, append-only
  *     snapshot-<N>.tmp       a snapshot being written; ignored and removed at start
@@ -112,6 +114,8 @@ export function applyRecord(catalog: Catalog, rec: JournalRecord, log: LogFn): v
       if (coll) coll.options = a['options'] as Document;
       return;
     }
+    default:
+      throw newerFormat('the journal', `a change '${String(rec.op)}' this version does not know`);
   }
 }
 
@@ -130,6 +134,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
   const log = opts.log;
   const files = fs.readdirSync(dbPath);
   for (const f of files) if (f.endsWith('.tmp')) fs.rmSync(path.join(dbPath, f), { force: true });
+  await claimStorageFormat(dbPath);
   const snapshots = gens(files, SNAPSHOT_RE);
   const base = snapshots.length > 0 ? (snapshots[snapshots.length - 1] as number) : 0;
   catalog.sink = undefined;

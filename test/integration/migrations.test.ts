@@ -1,5 +1,8 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { MongoClient, type Db } from 'mongodb';
 import { collections, COLLECTIONS, pulpFields } from '../../src/metadata/collections.ts';
 import { parseManifest } from '../../src/domain/manifests/manifest-handlers.ts';
@@ -291,4 +294,22 @@ test('volreg migrate: two processes racing apply each migration once; status lis
   const bad = await runCli(['migrate', 'sideways'], env);
   t.is(bad.code, 2);
   t.regex(bad.stderr, /sideways/);
+});
+
+test('a database a newer volreg migrated is refused: volreg migrate and volreg serve exit 1 and change nothing', async (t) => {
+  const mongo = await freshDb('mig_newer');
+  const env = { VOLREG_MONGODB_URL: mongo.uri, VOLREG_MONGODB_DATABASE: mongo.dbName };
+  t.is((await runCli(['migrate', 'up'], env)).code, 0);
+  await mongo.db.collection(COLLECTIONS.migrations).insertOne({ _id: '9999-from-a-newer-version' as never, description: 'later', applied_at: new Date() });
+  const before = await mongo.db.collection(COLLECTIONS.migrations).find({}).toArray();
+
+  const up = await runCli(['migrate', 'up'], env);
+  t.is(up.code, 1);
+  t.regex(up.stderr, /the database was migrated by a newer volreg \(migrations 9999-from-a-newer-version, which this version does not know\); refusing to start/);
+  const dataDir = await mkdtemp(join(tmpdir(), 'volreg-mig-newer-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const serve = await runCli(['serve'], { ...env, VOLREG_ADDR: '127.0.0.1:0', VOLREG_DATA_DIR: dataDir });
+  t.is(serve.code, 1);
+  t.regex(serve.stdout + serve.stderr, /migrated by a newer volreg/);
+  t.deepEqual(await mongo.db.collection(COLLECTIONS.migrations).find({}).toArray(), before);
 });

@@ -4,7 +4,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Long, MongoClient } from 'mongodb';
+import { crc32c } from '../../src/mongo-engine/crc32c.ts';
 import { DbPathLockedError, startEngine } from '../../src/mongo-engine/index.ts';
+import { STORAGE_FORMAT } from '../../src/mongo-engine/storage-format.ts';
 import { engineTempDir, withDriver } from '../helpers/mongo.ts';
 import { kill9, spawnEngineChild, uriOf } from './fixtures/child-process.ts';
 
@@ -168,6 +170,52 @@ test('damage in acknowledged journal bytes (later writes follow it) refuses the 
   } finally {
     await engine.close();
   }
+});
+
+test('FORMAT names the layout; a directory a newer engine wrote is refused, its files untouched', async (t) => {
+  const dir = engineTempDir(t);
+  const engine = await startEngine({ dbPath: dir });
+  await withDriver(engine.uri, async (c) => {
+    await c.db('fmt').collection('c').insertOne({ _id: 1 as never, v: 'kept' });
+  });
+  await engine.close();
+  t.is(fs.readFileSync(path.join(dir, 'FORMAT'), 'utf8'), `volreg-engine-format ${STORAGE_FORMAT}\n`);
+
+  // written by an older engine (no marker): read, and marked as this engine's from then on
+  fs.rmSync(path.join(dir, 'FORMAT'));
+  const older = await startEngine({ dbPath: dir });
+  await withDriver(older.uri, async (c) => t.is((await c.db('fmt').collection('c').findOne({ _id: 1 as never }))?.['v'], 'kept'));
+  await older.close();
+  t.is(fs.readFileSync(path.join(dir, 'FORMAT'), 'utf8'), `volreg-engine-format ${STORAGE_FORMAT}\n`);
+
+  const before = () => fs.readdirSync(dir).filter((f) => /\.(bson|log)$/.test(f)).map((f) => [f, fs.readFileSync(path.join(dir, f)).toString('hex')]);
+  const files = before();
+  for (const marker of [`volreg-engine-format ${STORAGE_FORMAT + 1}\n`, 'something else\n']) {
+    fs.writeFileSync(path.join(dir, 'FORMAT'), marker);
+    const err = await t.throwsAsync(startEngine({ dbPath: dir }));
+    t.regex(err?.message ?? '', marker.startsWith('volreg') ? /was written by a newer volreg \(storage format \d+; this version reads up to \d+\); refusing to start/ : /not a format marker this engine knows; refusing to start/);
+    t.deepEqual(before(), files);
+  }
+});
+
+test('an intact journal record of a kind this engine does not know is refused, never truncated as a torn tail', async (t) => {
+  const dir = engineTempDir(t);
+  const engine = await startEngine({ dbPath: dir });
+  await withDriver(engine.uri, async (c) => {
+    for (let i = 0; i < 3; i++) await c.db('fmt').collection('c').insertOne({ _id: i as never });
+  });
+  await engine.close();
+  // a clean close may leave everything in a snapshot: write the future record to the journal it reads next
+  const [journal] = journalFiles(dir).sort();
+  const payload = Buffer.concat([Buffer.from([99]), Buffer.from([0, 0]), Buffer.from('future')]);
+  const header = Buffer.alloc(8);
+  header.writeUInt32LE(payload.length, 0);
+  header.writeUInt32LE(crc32c(payload, 0, payload.length), 4);
+  fs.appendFileSync(journal as string, Buffer.concat([header, payload]));
+  const written = fs.readFileSync(journal as string);
+  const err = await t.throwsAsync(startEngine({ dbPath: dir }));
+  t.regex(err?.message ?? '', /written by a newer volreg \(a record of kind 99\); refusing to start/);
+  t.true(fs.readFileSync(journal as string).equals(written), 'nothing was truncated');
 });
 
 test('a second process on the same dbPath is refused with a clear message; a killed owner does not block', async (t) => {
