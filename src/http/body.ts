@@ -22,12 +22,3 @@ export async function readBodyCapped(req: IncomingMessage, limit: number): Promi
   }
   return Buffer.concat(chunks, total);
 }
-
-/** Parses a JSON body read with readBodyCapped; malformed JSON is 400 BAD_REQUEST. */
-export function parseJsonBody(buf: Buffer): unknown {
-  try {
-    return JSON.parse(buf.toString('utf8'));
-  } catch {
-    throw new VolregError('BAD_REQUEST', 'malformed JSON body');
-  }
-}

@@ -485,6 +485,29 @@ test('PUT by digest with ?tag= sets every tag and answers OCI-Tag', async (t) =>
   t.is(String(atMost.headers['oci-tag']).split(', ').length, MAX_TAGS_PER_PUSH);
 });
 
+test('a manifest nesting deeper than 128 levels is refused before it is parsed; 100 levels are kept as pushed', async (t) => {
+  const repo = repoName('deep');
+  const { manifest } = await pushedImage(repo);
+  const withField = (depth: number): Buffer => {
+    const doc = JSON.parse(manifest.bytes.toString()) as Record<string, unknown>;
+    const text = JSON.stringify({ ...doc, extra: '@' });
+    // strings holding brackets do not count
+    return Buffer.from(text.replace('"@"', `${'['.repeat(depth - 1)}"[[[{{{\\"]]]"${']'.repeat(depth - 1)}`));
+  };
+  const put = (body: Buffer, ref: string) => request(url, `/v2/${repo}/manifests/${ref}`, { method: 'PUT', headers: { 'Content-Type': MT.ociManifest }, body });
+  const deep = await put(withField(200), 'deep');
+  t.is(deep.status, 400);
+  t.is(errorCode(deep), 'MANIFEST_INVALID');
+  t.deepEqual(errorDetail(deep), { maxDepth: 128 });
+  const bomb = await put(Buffer.from('['.repeat(1_000_000) + ']'.repeat(1_000_000)), 'bomb');
+  t.is(bomb.status, 400);
+  t.deepEqual(errorDetail(bomb), { maxDepth: 128 });
+  t.is((await getManifest(url, repo, 'deep', MT.ociManifest, 'HEAD')).status, 404);
+  const fine = withField(100);
+  t.is((await put(fine, 'fine')).status, 201);
+  t.true((await getManifest(url, repo, 'fine', MT.ociManifest)).body.equals(fine));
+});
+
 test('20 concurrent PUTs of different manifests to one tag all succeed, one Tag unit, consistent reads', async (t) => {
   const repo = repoName('race');
   const images = await Promise.all(Array.from({ length: 20 }, () => pushedImage(repo, 1)));

@@ -1,4 +1,5 @@
 import { VolregError } from '../errors.ts';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../json-depth.ts';
 import type { DigestAlgorithm } from '../digest.ts';
 import {
   contentTypeEssence,
@@ -31,6 +32,7 @@ export function manifestHandler(mediaType: ManifestMediaType): ManifestHandler {
 }
 
 function parseJsonObject(body: Buffer): Record<string, unknown> {
+  if (nestsDeeperThan(body)) throw new VolregError('MANIFEST_INVALID', `manifest nests deeper than ${MAX_JSON_DEPTH} levels`, { maxDepth: MAX_JSON_DEPTH });
   let json: unknown;
   try {
     json = JSON.parse(body.toString('utf8'));

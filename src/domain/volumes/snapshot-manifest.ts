@@ -1,4 +1,5 @@
 import { isDigest, type Digest } from '../digest.ts';
+import { nestsDeeperThan } from '../json-depth.ts';
 import {
   compressionOfLayerMediaType,
   CREATED_ANNOTATION,
@@ -60,6 +61,7 @@ function descriptor(v: unknown): { mediaType: string; digest: Digest; size: numb
  * for manifests without one, config media type) is the volume type, with exactly one tar layer. Anything else is null: it is not a snapshot.
  */
 export function readSnapshotManifest(body: Buffer): SnapshotManifestView | null {
+  if (nestsDeeperThan(body)) return null;
   let raw: unknown;
   try {
     raw = JSON.parse(body.toString('utf8'));
