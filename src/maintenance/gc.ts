@@ -493,16 +493,29 @@ class GarbageCollector {
     const res = await units.deleteOne({ _id: u._id, _last_updated: full._last_updated } as Filter<D>);
     if (res.deletedCount !== 1) return false;
     if (await wanted()) {
-      await units.insertOne(full as Parameters<Collection<D>['insertOne']>[0]).catch((err: unknown) => {
-        // A push inserted a new unit for the digest meanwhile; the association points at the old id.
+      await units.insertOne(full as Parameters<Collection<D>['insertOne']>[0]).catch(async (err: unknown) => {
+        // A push inserted a new unit for the digest meanwhile: what holds the old id holds that one.
         if (!isDuplicateKey(err)) throw err;
-        this.report.errors++;
-        this.log.error({ digest: u.digest, unitType: type, unitId: u._id }, 'gc could not restore a unit a push reused');
+        await this.moveHoldings(units, type, u);
       });
       this.report.raced++;
       return false;
     }
     return true;
+  }
+
+  /** Points the associations of a deleted unit at the unit that now has its digest. */
+  private async moveHoldings<D extends UnitSummary>(units: Collection<D>, type: UnitTypeId, old: UnitSummary): Promise<void> {
+    const current = await units.findOne({ digest: old.digest } as Filter<D>, { projection: { _id: 1 } });
+    if (!current) throw new Error(`the unit of ${old.digest} vanished while gc restored it`);
+    for (const a of await this.c.repoContentUnits.find({ unit_type_id: type, unit_id: old._id }, { projection: { _id: 1, repo_id: 1 } }).toArray()) {
+      await this.c.repoContentUnits.updateOne({ _id: a._id }, { $set: { unit_id: current._id } }).catch(async (err: unknown) => {
+        // the repository holds the new unit already
+        if (!isDuplicateKey(err)) throw err;
+        await this.c.repoContentUnits.deleteOne({ _id: a._id });
+      });
+    }
+    this.log.info({ digest: old.digest, unitType: type, from: old._id, to: current._id }, 'gc moved the holdings of a unit a push reused to its new unit');
   }
 
   // ---- 4. blob units, then their bytes --------------------------------------------------------

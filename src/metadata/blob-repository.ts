@@ -55,6 +55,13 @@ export class BlobRepository {
     }
   }
 
+  /** Is this very unit (by id) still recorded? Asks the database, never the cache. */
+  async stillExists(unit: BlobUnit): Promise<boolean> {
+    if ((await this.c.blobs.findOne({ _id: unit.id }, { projection: { _id: 1 } })) !== null) return true;
+    if (this.cache.get(unit.digest)?.id === unit.id) this.cache.delete(unit.digest);
+    return false;
+  }
+
   async findByDigest(digest: Digest): Promise<BlobUnit | null> {
     const d = await this.c.blobs.findOne({ digest }, FIELDS);
     if (!d) {

@@ -16,11 +16,19 @@ import { writeOrWait } from '../domain/stream-write.ts';
  */
 
 /** The blob units of the metadata layer (metadata/blob-repository.ts implements it). */
+export interface BlobUnit {
+  id: string;
+  digest: Digest;
+  size: number;
+}
+
 export interface BlobUnits {
-  upsert(digest: Digest, size: number): Promise<{ id: string; digest: Digest; size: number }>;
-  findByDigest(digest: Digest): Promise<{ id: string; digest: Digest; size: number } | null>;
+  upsert(digest: Digest, size: number): Promise<BlobUnit>;
+  findByDigest(digest: Digest): Promise<BlobUnit | null>;
   /** the unit of `digest` if `repoId` holds it, and when that association was last refreshed (ISO 8601) */
-  findInRepo(repoId: string, digest: Digest): Promise<{ id: string; digest: Digest; size: number; associationUpdated: string } | null>;
+  findInRepo(repoId: string, digest: Digest): Promise<(BlobUnit & { associationUpdated: string }) | null>;
+  /** is this very unit (by id) still recorded? (the database's answer, not a remembered one) */
+  stillExists(unit: BlobUnit): Promise<boolean>;
 }
 
 /** Repository membership (metadata/repo-content-repository.ts implements it). */
@@ -152,9 +160,8 @@ export class BlobService {
    * repository if needed and associates the unit with it.
    */
   async record(repo: string, blob: BlobInfo): Promise<void> {
-    const unit = await this.deps.units.upsert(blob.digest, blob.size);
     await this.deps.membership.ensureRepo(repo);
-    const added = await this.deps.membership.associate(repo, BLOB, unit.id);
+    const { unit, added } = await this.holdUnit(repo, blob);
     // Garbage collection removes bytes only while no unit names their digest, and decides that
     // while it holds them aside. With a grace period shorter than the time since the bytes were
     // committed, it may have decided before the upsert above: then they are gone and the blob
@@ -164,6 +171,22 @@ export class BlobService {
       throw new VolregError('BLOB_UPLOAD_INVALID', 'garbage collection removed these bytes while the blob was being recorded; upload it again', {
         digest: blob.digest,
       });
+    }
+  }
+
+  /**
+   * Upserts the digest's unit and associates it with `repo`. Garbage collection may delete a unit
+   * it found unheld between the upsert (which reused it) and the association: checked after the
+   * association, so either the collection sees it (and keeps or restores the unit) or this sees
+   * the unit gone, drops the association to it and records a new one.
+   */
+  private async holdUnit(repo: string, blob: BlobInfo): Promise<{ unit: BlobUnit; added: boolean }> {
+    for (let attempt = 1; ; attempt++) {
+      const unit = await this.deps.units.upsert(blob.digest, blob.size);
+      const added = await this.deps.membership.associate(repo, BLOB, unit.id);
+      if (await this.deps.units.stillExists(unit)) return { unit, added };
+      await this.deps.membership.disassociate(repo, BLOB, [unit.id]);
+      if (attempt === 3) throw new VolregError('BLOB_UPLOAD_INVALID', 'garbage collection kept removing this blob while it was being recorded; upload it again', { digest: blob.digest });
     }
   }
 
