@@ -21,6 +21,17 @@ import { SlotRing } from './slot-ring.ts';
  */
 const SLOT_BYTES = 1024 * 1024;
 const RING_SLOTS = 6;
+/** how long a partly filled slot waits for the client's next bytes before it is sent as it is */
+const PARTIAL_SLOT_WAIT_MS = 50;
+const SLOW = Symbol('slow');
+
+function withinPartialSlotWait<T>(next: Promise<T>): Promise<T | typeof SLOW> {
+  let timer: NodeJS.Timeout | undefined;
+  const slow = new Promise<typeof SLOW>((resolve) => {
+    timer = setTimeout(resolve, PARTIAL_SLOT_WAIT_MS, SLOW);
+  });
+  return Promise.race([next, slow]).finally(() => clearTimeout(timer));
+}
 
 interface Running {
   resolve: (r: ArchiveInspection) => void;
@@ -44,6 +55,8 @@ export class OffThreadInspector {
     const pump = async (): Promise<void> => {
       // Pieces are gathered into whole slots: the decoder's cost is per write, and socket
       // chunks are small (64 KiB), so one message per full slot costs a fraction of one per chunk.
+      // But a slot is not held while the client is slow to send: the ring is shared by every
+      // upload, and a few clients trickling bytes would stall all the others.
       let slot: number | null = null;
       let filled = 0;
       const post = (s: number): void => {
@@ -51,8 +64,21 @@ export class OffThreadInspector {
         slot = null;
         filled = 0;
       };
+      const chunks = (source as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+      let finished = false;
       try {
-        for await (const chunk of source as AsyncIterable<Buffer>) {
+        for (;;) {
+          const next = chunks.next();
+          let step = slot === null ? await next : await withinPartialSlotWait(next);
+          if (step === SLOW) {
+            if (slot !== null) post(slot);
+            step = await next;
+          }
+          if (step.done) {
+            finished = true;
+            break;
+          }
+          const chunk = step.value;
           for (let off = 0; off < chunk.length && this.running.has(id); ) {
             if (slot === null) {
               slot = await ring.acquire();
@@ -71,6 +97,7 @@ export class OffThreadInspector {
         send({ op: 'end', id });
       } finally {
         if (slot !== null) ring.release(slot);
+        if (!finished) await chunks.return?.().catch(() => undefined);
       }
     };
     pump().catch((err: unknown) => {

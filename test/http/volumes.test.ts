@@ -558,3 +558,26 @@ test('a tag deleted through /v2 disappears from the /api/v1 listing', async (t) 
   t.deepEqual(list.snapshots.map((s) => s.tag), ['keep']);
   t.is(list.total, 1);
 });
+
+test('clients sending a snapshot very slowly do not hold up the others: uploads and verifies go on beside them', async (t) => {
+  const { request } = await import('node:http');
+  const { hostname, port } = new URL(server.url);
+  // more slow uploads than the inspection's shared buffer has slots; each sends part of a tar, then waits
+  const slow = Array.from({ length: 10 }, (_, i) => {
+    const req = request({ hostname, port, method: 'PUT', path: `/api/v1/volumes/slow/clients/tags/t${i}`, headers: { 'Content-Type': 'application/octet-stream' } });
+    req.on('error', () => undefined);
+    req.write(tarBytes.subarray(0, 600));
+    return req;
+  });
+  t.teardown(() => {
+    for (const req of slow) req.destroy();
+  });
+  await new Promise((r) => setTimeout(r, 500));
+  const deadline = <T>(p: Promise<T>, what: string): Promise<T> =>
+    Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} waited for the slow clients`)), 15_000))]);
+  const fast = await deadline(put('/api/v1/volumes/slow/others/tags/fast', tarBytes), 'the upload');
+  t.is(fast.status, 201);
+  const verified = await deadline(fetch(url('/api/v1/volumes/slow/others/tags/fast/verify'), { method: 'POST' }), 'the verify');
+  t.is(verified.status, 200);
+  t.is(((await verified.json()) as { ok: boolean }).ok, true);
+});
