@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { access, mkdir, readFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -9,6 +9,7 @@ import { pino, type Logger } from 'pino';
 import { createApp, type HealthCheck } from './app.ts';
 import type { Config } from './config/config.ts';
 import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
+import { oneRequestAtATimePerConnection } from './http/connection-order.ts';
 import { createHttpMetrics, registerStorageGauges } from './http/metrics.ts';
 import type { HandlerMap } from './http/router.ts';
 import { collections, type Collections } from './metadata/collections.ts';
@@ -216,7 +217,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const gc = startGcTimer(config, services, ctx.collections, logger);
     cleanup.push(gc.stop);
 
-    const server = await httpServer(config, app.callback());
+    const server = await httpServer(config, oneRequestAtATimePerConnection(app.callback()));
     const graceful = new GracefulClose(server);
     // Blob uploads may stream for a long time: no overall request deadline (Node's default is
     // 5 minutes); slow headers are still cut off by headersTimeout.
@@ -389,7 +390,7 @@ function startGcTimer(config: Config, services: Services, c: Collections, logger
 }
 
 /** HTTP, or HTTPS with the configured certificate and key (read once, at start). */
-async function httpServer(config: Config, handler: ReturnType<ReturnType<typeof createApp>['callback']>): Promise<Server> {
+async function httpServer(config: Config, handler: RequestListener): Promise<Server> {
   if (!config.tls) return createServer(handler);
   const [cert, key] = await Promise.all([readFile(config.tls.certFile), readFile(config.tls.keyFile)]);
   try {

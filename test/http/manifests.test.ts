@@ -508,6 +508,28 @@ test('a manifest nesting deeper than 128 levels is refused before it is parsed; 
   t.true((await getManifest(url, repo, 'fine', MT.ociManifest)).body.equals(fine));
 });
 
+test('requests pipelined on one connection take effect in order: a PUT then a DELETE of the tag leaves no tag', async (t) => {
+  const { connect } = await import('node:net');
+  const repo = repoName('pipelined');
+  const { manifest } = await pushedImage(repo);
+  const { hostname, port } = new URL(url);
+  const raw = Buffer.concat([
+    Buffer.from(`PUT /v2/${repo}/manifests/p1 HTTP/1.1\r\nHost: x\r\nContent-Type: ${MT.ociManifest}\r\nContent-Length: ${manifest.bytes.length}\r\n\r\n`),
+    manifest.bytes,
+    Buffer.from(`DELETE /v2/${repo}/manifests/p1 HTTP/1.1\r\nHost: x\r\n\r\n`),
+    Buffer.from(`HEAD /v2/${repo}/manifests/p1 HTTP/1.1\r\nHost: x\r\nAccept: ${MT.ociManifest}\r\nConnection: close\r\n\r\n`),
+  ]);
+  const replies = await new Promise<string>((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.write(raw));
+    let got = '';
+    socket.on('data', (b: Buffer) => (got += b.toString('latin1')));
+    socket.on('end', () => resolve(got));
+    socket.on('error', reject);
+  });
+  t.deepEqual([...replies.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => m[1]), ['201', '202', '404']);
+  t.is((await getManifest(url, repo, 'p1', MT.ociManifest, 'HEAD')).status, 404);
+});
+
 test('20 concurrent PUTs of different manifests to one tag all succeed, one Tag unit, consistent reads', async (t) => {
   const repo = repoName('race');
   const images = await Promise.all(Array.from({ length: 20 }, () => pushedImage(repo, 1)));
