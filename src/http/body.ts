@@ -2,23 +2,67 @@ import type { IncomingMessage } from 'node:http';
 import { VolregError } from '../domain/errors.ts';
 
 /**
+ * How many bytes of small bodies (manifests) all requests together may hold in memory at once.
+ * Each may be up to its own limit (4 MiB for a manifest), and a client can send one slowly: without
+ * a bound, a few hundred such connections took gigabytes. Past it a request is refused with 429
+ * and `Retry-After` rather than taking more memory; manifests are mostly a few KiB, so this
+ * takes thousands of usual pushes at once.
+ */
+export const HELD_BODY_BYTES = 64 * 1024 * 1024;
+
+/** The bytes held so far, shared by every request of the process. */
+class HeldBodies {
+  private used = 0;
+
+  constructor(private readonly limit: number) {}
+
+  take(bytes: number): void {
+    // a body alone always fits (a configured manifest limit may exceed the bound)
+    if (this.used > 0 && this.used + bytes > this.limit) {
+      throw new VolregError('TOOMANYREQUESTS', 'too many request bodies are being received at once; try again shortly', undefined, { 'Retry-After': '1' });
+    }
+    this.used += bytes;
+  }
+
+  give(bytes: number): void {
+    this.used -= bytes;
+  }
+}
+
+const held = new HeldBodies(HELD_BODY_BYTES);
+
+/**
  * Reads a small request body (manifests, JSON) into memory, refusing with 413 TOO_LARGE as
  * soon as it passes `limit`, before reading the rest. Blob bodies never come through here.
+ * The bytes count towards HELD_BODY_BYTES while they are read (a declared length at once).
  */
 export async function readBodyCapped(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > limit) {
     throw new VolregError('TOO_LARGE', `body exceeds ${limit} bytes`, { limit });
   }
-  const chunks: Buffer[] = [];
-  let total = 0;
-  // Leaving the loop early must not destroy the request: that closes the socket, and the client
-  // would get a reset instead of the 413 (the error middleware drains a bounded rest and replies).
-  for await (const chunk of req.iterator({ destroyOnReturn: false })) {
-    const buf = chunk as Buffer;
-    total += buf.length;
-    if (total > limit) throw new VolregError('TOO_LARGE', `body exceeds ${limit} bytes`, { limit });
-    chunks.push(buf);
+  let taken = 0;
+  const hold = (bytes: number): void => {
+    held.take(bytes);
+    taken += bytes;
+  };
+  try {
+    const length = Number(declared);
+    if (declared !== undefined && Number.isSafeInteger(length)) hold(length);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    // Leaving the loop early must not destroy the request: that closes the socket, and the client
+    // would get a reset instead of the 413 (the error middleware drains a bounded rest and replies).
+    for await (const chunk of req.iterator({ destroyOnReturn: false })) {
+      const buf = chunk as Buffer;
+      total += buf.length;
+      if (total > limit) throw new VolregError('TOO_LARGE', `body exceeds ${limit} bytes`, { limit });
+      if (total > taken) hold(total - taken);
+      chunks.push(buf);
+    }
+    return Buffer.concat(chunks, total);
+  } finally {
+    // the caller's copy is its own from here; what it keeps is bounded by the requests in flight
+    held.give(taken);
   }
-  return Buffer.concat(chunks, total);
 }

@@ -19,6 +19,7 @@ import {
 import { ACCEPT_ALL, errorCode, errorDetail, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { MAX_TAGS_PER_PUSH } from '../../src/services/manifest-service.ts';
+import { HELD_BODY_BYTES } from '../../src/http/body.ts';
 
 /**
  * GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference> on a real server: every media type,
@@ -528,6 +529,33 @@ test('requests pipelined on one connection take effect in order: a PUT then a DE
   });
   t.deepEqual([...replies.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => m[1]), ['201', '202', '404']);
   t.is((await getManifest(url, repo, 'p1', MT.ociManifest, 'HEAD')).status, 404);
+});
+
+test.serial('manifest bodies held in memory at once are bounded: past the bound a push gets 429 with Retry-After, and goes through once they are gone', async (t) => {
+  const { connect } = await import('node:net');
+  const repo = repoName('held');
+  const { manifest } = await pushedImage(repo);
+  const { hostname, port } = new URL(url);
+  const max = 4 * 1024 * 1024;
+  // clients announcing the largest manifest and sending it very slowly, until the bound is taken
+  const slow = Array.from({ length: HELD_BODY_BYTES / max }, (_, i) => {
+    const socket = connect(Number(port), hostname, () =>
+      socket.write(`PUT /v2/${repo}/manifests/slow${i} HTTP/1.1\r\nHost: x\r\nContent-Type: ${MT.ociManifest}\r\nContent-Length: ${max}\r\n\r\n{`),
+    );
+    socket.on('error', () => undefined);
+    return socket;
+  });
+  t.teardown(() => {
+    for (const s of slow) s.destroy();
+  });
+  await new Promise((r) => setTimeout(r, 1000));
+  const refused = await putManifest(url, repo, 'now', manifest);
+  t.is(refused.status, 429);
+  t.is(errorCode(refused), 'TOOMANYREQUESTS');
+  t.is(refused.headers['retry-after'], '1');
+  for (const s of slow) s.destroy();
+  await new Promise((r) => setTimeout(r, 500));
+  t.is((await putManifest(url, repo, 'now', manifest)).status, 201);
 });
 
 test('20 concurrent PUTs of different manifests to one tag all succeed, one Tag unit, consistent reads', async (t) => {
