@@ -1,5 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import type { ServerResponse } from 'node:http';
 import type { Context, Middleware } from 'koa';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config/load-config.ts';
@@ -19,7 +20,8 @@ import type { RouteAccess } from './router.ts';
 
 export const REALM = 'volreg';
 const PROTECTED = /^\/(v2|api\/v1)(\/|$)/;
-const BCRYPT = /^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$/;
+// cost 04-31, the range bcrypt defines: another cost matches no password, ever
+const BCRYPT = /^\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}$/;
 const CACHE_LIMIT = 1000;
 
 export type Users = ReadonlyMap<string, string>;
@@ -78,15 +80,35 @@ export function basicAuth(users: Users, logger: Logger, passwords = new OffThrea
   // not tell which user names exist
   const decoy = users.values().next().value as string;
 
-  async function check(user: string, password: string): Promise<boolean> {
+  // Identical checks under way are shared (a client's parallel first requests cost one), and a
+  // shared check is dropped only once every request waiting for it has gone.
+  const pending = new Map<string, { result: Promise<boolean>; waiting: number; gone: AbortController }>();
+  function compareOnce(fp: string, password: string, hash: string, client: string, res: ServerResponse): Promise<boolean> {
+    let entry = pending.get(fp);
+    if (!entry) {
+      const gone = new AbortController();
+      const result = passwords.compare(password, hash, { client, signal: gone.signal }).finally(() => pending.delete(fp));
+      entry = { result, waiting: 0, gone };
+      pending.set(fp, entry);
+    }
+    const shared = entry;
+    shared.waiting++;
+    const leave = (): void => {
+      if (--shared.waiting === 0) shared.gone.abort();
+    };
+    res.once('close', leave);
+    return shared.result.finally(() => res.off('close', leave));
+  }
+
+  async function check(user: string, password: string, client: string, res: ServerResponse): Promise<boolean> {
     const hash = users.get(user);
+    const fp = fingerprint(user, password);
     if (hash === undefined) {
-      await passwords.compare(password, decoy);
+      await compareOnce(fp, password, decoy, client, res);
       return false;
     }
-    const fp = fingerprint(user, password);
     if (verified.get(fp) === hash) return true;
-    if (!(await passwords.compare(password, hash))) return false;
+    if (!(await compareOnce(fp, password, hash, client, res))) return false;
     if (verified.size >= CACHE_LIMIT) verified.delete(verified.keys().next().value as string);
     verified.set(fp, hash);
     return true;
@@ -101,7 +123,8 @@ export function basicAuth(users: Users, logger: Logger, passwords = new OffThrea
     const colon = decoded.indexOf(':');
     const user = colon >= 0 ? decoded.slice(0, colon) : '';
     const password = colon >= 0 ? decoded.slice(colon + 1) : '';
-    if (!user || !(await check(user, password))) {
+    // checks take turns by client address; one whose client has gone is not run
+    if (!user || !(await check(user, password, ctx.ip, ctx.res))) {
       logger.info({ requestId: ctx.state.requestId, user: user.slice(0, 64) || undefined }, 'authentication failed');
       throw challenge('invalid username or password');
     }

@@ -13,26 +13,50 @@ import type { PasswordReply, PasswordRequest } from './password-protocol.ts';
  * other, and at most `maxWaiting` of them: beyond that a check is refused at once with 429
  * TOOMANYREQUESTS rather than queued without bound.
  *
+ * Checks are handed to the worker one at a time, taking turns between clients (by address),
+ * each client having at most `perClient` waiting: a client flooding wrong passwords delays
+ * another's login by one comparison per turn, rather than filling the queue and locking every
+ * new login out. A check whose client has gone (its `signal` aborted) is dropped unrun.
+ *
  * One worker, started on first use; it does not keep the process alive while idle. If it dies,
  * waiting checks fail (500, logged) and the next check starts a new one.
  */
+interface Check {
+  password: string;
+  hash: string;
+  client: string;
+  resolve: (ok: boolean) => void;
+  reject: (err: Error) => void;
+  signal?: AbortSignal;
+}
+
 export class OffThreadPasswords {
   private worker: Worker | null = null;
   private nextId = 0;
-  private readonly waiting = new Map<number, { resolve: (ok: boolean) => void; reject: (err: Error) => void }>();
+  /** waiting checks by client, in the order clients take turns */
+  private readonly queues = new Map<string, Check[]>();
+  private waitingCount = 0;
+  private running: { id: number; check: Check } | null = null;
 
-  constructor(private readonly maxWaiting = 64) {}
+  constructor(
+    private readonly maxWaiting = 64,
+    private readonly perClient = 8,
+  ) {}
 
-  compare(password: string, hash: string): Promise<boolean> {
-    if (this.waiting.size >= this.maxWaiting) {
+  compare(password: string, hash: string, from: { client?: string; signal?: AbortSignal } = {}): Promise<boolean> {
+    const client = from.client ?? '';
+    const queue = this.queues.get(client) ?? [];
+    if (this.waitingCount >= this.maxWaiting || queue.length >= this.perClient) {
       return Promise.reject(new VolregError('TOOMANYREQUESTS', 'too many password checks at once; retry shortly', undefined, { 'Retry-After': '1' }));
     }
-    const worker = this.ensure();
-    const id = ++this.nextId;
-    const result = new Promise<boolean>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
-    if (this.waiting.size === 1) worker.ref();
-    worker.postMessage({ id, password, hash } satisfies PasswordRequest);
-    return result;
+    return new Promise<boolean>((resolve, reject) => {
+      const check: Check = { password, hash, client, resolve, reject, signal: from.signal };
+      queue.push(check);
+      this.queues.set(client, queue);
+      this.waitingCount++;
+      from.signal?.addEventListener('abort', () => this.drop(check), { once: true });
+      this.runNext();
+    });
   }
 
   async close(): Promise<void> {
@@ -41,21 +65,57 @@ export class OffThreadPasswords {
     await w?.terminate();
   }
 
+  /** A waiting check whose client left: out of the queue, never run. */
+  private drop(check: Check): void {
+    const queue = this.queues.get(check.client);
+    const at = queue?.indexOf(check) ?? -1;
+    if (!queue || at < 0) return;
+    queue.splice(at, 1);
+    if (queue.length === 0) this.queues.delete(check.client);
+    this.waitingCount--;
+    check.reject(new Error('the client went away'));
+  }
+
+  /** Hands the next client's oldest check to the worker, unless one is running. */
+  private runNext(): void {
+    if (this.running) return;
+    const next = this.queues.entries().next();
+    if (next.done) {
+      this.worker?.unref();
+      return;
+    }
+    const [client, queue] = next.value;
+    const check = queue.shift()!;
+    // this client's turn is over: it goes to the back
+    this.queues.delete(client);
+    if (queue.length > 0) this.queues.set(client, queue);
+    this.waitingCount--;
+    const worker = this.ensure();
+    worker.ref();
+    const id = ++this.nextId;
+    this.running = { id, check };
+    worker.postMessage({ id, password: check.password, hash: check.hash } satisfies PasswordRequest);
+  }
+
   private ensure(): Worker {
     if (this.worker) return this.worker;
     const worker = startModuleWorker(import.meta.url, './password-worker', undefined, HELPER_THREAD_LIMITS);
     worker.unref();
     worker.on('message', (m: PasswordReply) => {
-      const w = this.waiting.get(m.id);
-      if (!w) return;
-      this.waiting.delete(m.id);
-      if (this.waiting.size === 0) worker.unref();
-      w.resolve(m.ok);
+      if (this.running?.id !== m.id) return;
+      const { check } = this.running;
+      this.running = null;
+      check.resolve(m.ok);
+      this.runNext();
     });
     const fail = (err: Error): void => {
       if (this.worker === worker) this.worker = null;
-      for (const w of this.waiting.values()) w.reject(err);
-      this.waiting.clear();
+      else if (this.worker) return; // an earlier worker's end: the checks are the new one's
+      const failed = [...(this.running ? [this.running.check] : []), ...[...this.queues.values()].flat()];
+      this.running = null;
+      this.queues.clear();
+      this.waitingCount = 0;
+      for (const c of failed) c.reject(err);
     };
     worker.on('error', fail);
     worker.on('exit', (code) => fail(new Error(`password worker exited (${code})`)));

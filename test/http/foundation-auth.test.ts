@@ -1,6 +1,7 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -108,6 +109,11 @@ test('an htpasswd file with non-bcrypt entries is refused with the line number',
   const empty = join(dir, 'empty');
   writeFileSync(empty, '# nobody\n\n');
   await t.throwsAsync(loadHtpasswd(empty), { message: /has no users/ });
+  for (const cost of ['03', '32', '99']) {
+    const bad = join(dir, `cost-${cost}`);
+    writeFileSync(bad, readFileSync(htpasswdFile, 'utf8').replace(/^(alice:\$2y\$)\d\d/m, `$1${cost}`));
+    await t.throwsAsync(loadHtpasswd(bad), { message: /line 1 \(user "alice"\): only bcrypt entries are supported/ }, cost);
+  }
   const junk = join(dir, 'junk');
   writeFileSync(junk, 'just some text\n');
   await t.throwsAsync(loadHtpasswd(junk), { message: /line 1: not a user:hash entry/ });
@@ -143,18 +149,65 @@ test('an unknown user is checked against a real hash as well (a refusal takes as
   const users = await loadHtpasswd(htpasswdFile);
   const passwords = { compare: async (_password: string, hash: string) => (compared.push(hash), false), close: async () => {} } as unknown as OffThreadPasswords;
   const auth = basicAuth(users, pino({ level: 'silent' }), passwords);
-  const ctx = { path: '/v2/', state: {}, get: () => basic('mallory', 'x') } as never;
+  const ctx = { path: '/v2/', state: {}, ip: '127.0.0.1', res: new EventEmitter(), get: () => basic('mallory', 'x') } as never;
   await t.throwsAsync(auth.authenticate(ctx, async () => {}) as Promise<unknown>);
   t.deepEqual(compared, [users.get('alice')], 'one comparison, against a real hash');
 
-  const real = new OffThreadPasswords(2);
+  const real = new OffThreadPasswords(3, 2);
   try {
     const carol = users.get('carol')!;
-    const checks = [real.compare('slow to check', carol), real.compare('wrong', carol)];
-    const refused = await real.compare('third', carol).catch((err: unknown) => err);
+    // one running, two waiting: this client's share
+    const checks = [real.compare('slow to check', carol), real.compare('wrong', carol), real.compare('third', carol)];
+    const refused = await real.compare('fourth', carol).catch((err: unknown) => err);
     t.true(isVolregError(refused) && refused.code === 'TOOMANYREQUESTS' && refused.status === 429, String(refused));
-    t.deepEqual(await Promise.all(checks), [true, false]);
+    // a client of its own still has a turn; past the total, nobody
+    const other = real.compare('slow to check', carol, { client: 'other' });
+    const full = await real.compare('fifth', carol, { client: 'third' }).catch((err: unknown) => err);
+    t.true(isVolregError(full) && full.code === 'TOOMANYREQUESTS', String(full));
+    t.deepEqual(await Promise.all([...checks, other]), [true, false, false, true]);
   } finally {
     await real.close();
   }
+});
+
+test('checks take turns between clients, and a check whose client went away is dropped unrun', async (t) => {
+  const users = await loadHtpasswd(htpasswdFile);
+  const carol = users.get('carol')!;
+  const passwords = new OffThreadPasswords();
+  try {
+    const order: string[] = [];
+    const ask = (name: string, client: string, signal?: AbortSignal) => passwords.compare(name, carol, { client, signal }).then((ok) => (order.push(name), ok));
+    const flood = ['a1', 'a2', 'a3', 'a4'].map((n) => ask(n, 'flooder'));
+    const left = new AbortController();
+    const gone = ask('a5', 'flooder', left.signal);
+    const login = ask('slow to check', 'someone else');
+    left.abort();
+    await t.throwsAsync(gone, { message: 'the client went away' });
+    t.deepEqual(await Promise.all([...flood, login]), [false, false, false, false, true]);
+    // the flooder's first check was already running; the other client's came next but one
+    t.deepEqual(order, ['a1', 'a2', 'slow to check', 'a3', 'a4']);
+  } finally {
+    await passwords.close();
+  }
+});
+
+test('a flood of wrong passwords from one address does not lock out a login from another (no 429 for it)', async (t) => {
+  const { request } = await import('node:http');
+  const { hostname, port } = new URL(server.url);
+  const get = (from: string, authorization: string) =>
+    new Promise<number>((resolve, reject) => {
+      const req = request({ hostname, port, path: '/v2/', localAddress: from, headers: { authorization } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  const flood = Array.from({ length: 100 }, (_, i) => get('127.0.0.2', basic('carol', `flood ${i}`)));
+  await new Promise((r) => setTimeout(r, 100));
+  const login = await get('127.0.0.3', basic('carol', 'slow to check'));
+  t.is(login, 200);
+  const statuses = await Promise.all(flood);
+  t.true(statuses.every((s) => s === 401 || s === 429), statuses.join(','));
+  t.true(statuses.filter((s) => s === 429).length >= 80, 'the flooder waits for a few checks at most');
 });
