@@ -15,12 +15,11 @@ export interface ByteRange {
 /** What a download request asked for once its `Range` header is resolved against the size. */
 export type RangeRequest = { kind: 'full' } | { kind: 'partial'; range: ByteRange };
 
-const DIGITS = /^[0-9]{1,16}$/;
-
-function toOffset(text: string): number | null {
-  if (!DIGITS.test(text)) return null;
+/** A download range's number: any count of digits (RFC 9110); past what a file can hold, Infinity. */
+function toPosition(text: string): number | null {
+  if (!/^[0-9]+$/.test(text)) return null;
   const n = Number(text);
-  return Number.isSafeInteger(n) ? n : null;
+  return Number.isSafeInteger(n) ? n : Infinity;
 }
 
 function unsatisfiable(size: number, why: string): VolregError {
@@ -32,7 +31,8 @@ function unsatisfiable(size: number, why: string): VolregError {
  *
  * - no header, a unit other than `bytes`, or several ranges: the whole blob (RFC 9110 lets a
  *   server ignore Range; volreg does not build multipart/byteranges replies);
- * - `bytes=a-b`, `bytes=a-`, `bytes=-n`: one range, the end clamped to the last byte;
+ * - `bytes=a-b`, `bytes=a-`, `bytes=-n`: one range, the end (or a suffix longer than the blob)
+ *   clamped to the blob, however many digits it has;
  * - a malformed byte range, `a > b`, a start at or past the end, a zero suffix, or any range
  *   of an empty blob: 416 RANGE_INVALID carrying `Content-Range: bytes *\/<size>`.
  */
@@ -51,16 +51,16 @@ export function resolveRange(header: string | undefined, size: number): RangeReq
   const last = spec.slice(dash + 1).trim();
 
   if (first === '') {
-    const suffix = toOffset(last);
+    const suffix = toPosition(last);
     if (suffix === null) throw unsatisfiable(size, 'malformed suffix range');
     if (suffix === 0 || size === 0) throw unsatisfiable(size, 'empty suffix range');
     return { kind: 'partial', range: { start: Math.max(0, size - suffix), end: size - 1 } };
   }
-  const start = toOffset(first);
+  const start = toPosition(first);
   if (start === null) throw unsatisfiable(size, 'malformed range start');
   let end = size - 1;
   if (last !== '') {
-    const parsed = toOffset(last);
+    const parsed = toPosition(last);
     if (parsed === null) throw unsatisfiable(size, 'malformed range end');
     if (parsed < start) throw unsatisfiable(size, 'range end before start');
     end = Math.min(parsed, size - 1);

@@ -38,6 +38,10 @@ test(resolves, 'BYTES=1-2', 100, part(1, 2));
 test(resolves, 'items=0-5', 100, full);
 test(resolves, 'bytes=0-1,5-6', 100, full);
 test(resolves, 'garbage', 100, full);
+// numbers of any length (RFC 9110): an end or a suffix past any file is clamped to the blob
+test(resolves, 'bytes=0-99999999999999999999999', 100, part(0, 99));
+test(resolves, 'bytes=-99999999999999999999', 100, part(0, 99));
+test(resolves, 'bytes=5-00000000000000000000009', 100, part(5, 9));
 
 test(unsatisfiable, 'bytes=500-0', 1000);
 test(unsatisfiable, 'bytes=100-', 100);
