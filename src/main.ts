@@ -9,6 +9,7 @@ import { pino, type Logger } from 'pino';
 import { createApp, type HealthCheck } from './app.ts';
 import type { Config } from './config/config.ts';
 import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
+import { answerClientErrors } from './http/client-errors.ts';
 import { oneRequestAtATimePerConnection } from './http/connection-order.ts';
 import { createHttpMetrics, registerStorageGauges } from './http/metrics.ts';
 import type { HandlerMap } from './http/router.ts';
@@ -218,6 +219,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     cleanup.push(gc.stop);
 
     const server = await httpServer(config, oneRequestAtATimePerConnection(app.callback()));
+    answerClientErrors(server);
     const graceful = new GracefulClose(server);
     // Blob uploads may stream for a long time: no overall request deadline (Node's default is
     // 5 minutes); slow headers are still cut off by headersTimeout.

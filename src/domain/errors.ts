@@ -30,6 +30,8 @@ export const ERROR_CODES = {
   BAD_REQUEST: { status: 400, message: 'bad request' },
   TOO_LARGE: { status: 413, message: 'request body too large' },
   URI_TOO_LONG: { status: 414, message: 'request URI too long' },
+  REQUEST_TIMEOUT: { status: 408, message: 'request timeout' },
+  HEADERS_TOO_LARGE: { status: 431, message: 'request header fields too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'unsupported media type' },
   CONFLICT: { status: 409, message: 'conflicting request' },
   ARCHIVE_INVALID: { status: 400, message: 'body is not a complete, well-formed tar archive' },

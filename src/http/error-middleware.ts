@@ -19,7 +19,7 @@ export function errorMiddleware(logger: Logger, translate: ErrorTranslation = ()
     try {
       await next();
     } catch (caught) {
-      const err = toVolregError(caught, logger, ctx.state.requestId as string | undefined, translate);
+      const err = toVolregError(caught, logger, ctx.state.requestId as string | undefined, translate, !ctx.req.complete && ctx.req.destroyed);
       ctx.status = err.status;
       for (const [k, v] of Object.entries(err.headers)) ctx.set(k, v);
       // HEAD replies carry no body, but keep the status and headers.
@@ -32,12 +32,25 @@ export function errorMiddleware(logger: Logger, translate: ErrorTranslation = ()
   };
 }
 
-function toVolregError(caught: unknown, logger: Logger, requestId: string | undefined, translate: ErrorTranslation): VolregError {
+/** The process ran out of file descriptors: a moment of overload, not a fault of the request. */
+const OUT_OF_DESCRIPTORS = new Set(['EMFILE', 'ENFILE']);
+
+function toVolregError(caught: unknown, logger: Logger, requestId: string | undefined, translate: ErrorTranslation, clientGone: boolean): VolregError {
   if (isVolregError(caught)) return caught;
   const translated = translate(caught);
   if (translated) {
     logger.error({ err: caught, requestId }, translated.message);
     return translated;
+  }
+  // The client closed the connection before its body ended: nobody reads an answer, nothing is wrong here.
+  if (clientGone) {
+    logger.info({ requestId, reason: (caught as Error | undefined)?.message }, 'client went away before its request ended');
+    return new VolregError('BAD_REQUEST', 'the request ended early');
+  }
+  const code = (caught as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== undefined && OUT_OF_DESCRIPTORS.has(code)) {
+    logger.warn({ err: caught, requestId }, 'out of file descriptors; raise the limit (ulimit -n) or take fewer connections');
+    return new VolregError('UNAVAILABLE', 'the server is out of resources for a moment; retry shortly', undefined, { 'Retry-After': '1' });
   }
   // Koa/http-errors carry `status` and `expose`; only an exposed client error keeps its message.
   if (caught && typeof caught === 'object' && 'status' in caught) {

@@ -61,3 +61,28 @@ test('the connection stays usable after a drained refusal', async (t) => {
   t.is(first?.split(' ')[0], '401');
   t.is(second, '200 0', 'the second request reused the connection and was answered');
 });
+
+test('requests the HTTP parser refuses get the error envelope too: malformed framing 400, headers too large 431', async (t) => {
+  const { connect } = await import('node:net');
+  const { port } = new URL(server.url);
+  const exchange = (raw: string) =>
+    new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1', () => socket.write(raw));
+      let got = '';
+      socket.on('data', (b: Buffer) => (got += b.toString('latin1')));
+      socket.on('end', () => resolve(got));
+      socket.on('error', reject);
+    });
+  const cases: Array<[string, string, string]> = [
+    ['PUT /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', '400', 'BAD_REQUEST'],
+    ['GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n', '400', 'BAD_REQUEST'],
+    [`GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(70 * 1024)}\r\n\r\n`, '431', 'HEADERS_TOO_LARGE'],
+  ];
+  for (const [raw, status, code] of cases) {
+    const reply = await exchange(raw);
+    const [head, json] = reply.split('\r\n\r\n');
+    t.regex(head!, new RegExp(`^HTTP/1\\.1 ${status} `), raw.slice(0, 60));
+    t.regex(head!, /Content-Type: application\/json/);
+    t.is((JSON.parse(json!) as { errors: Array<{ code: string }> }).errors[0]!.code, code);
+  }
+});

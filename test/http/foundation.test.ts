@@ -50,6 +50,11 @@ const testHandlers: HandlerMap = {
       throw new VolregError('MANIFEST_UNKNOWN');
     },
   },
+  referrers: {
+    GET: async () => {
+      throw Object.assign(new Error('EMFILE: too many open files, open /srv/volreg/data/x'), { code: 'EMFILE' });
+    },
+  },
   volumeTag: {
     PUT: async (ctx) => {
       const body = await readBodyCapped(ctx.req, 4096);
@@ -143,6 +148,31 @@ test('an unexpected exception is 500 UNKNOWN without stack, message or path; the
   const logged = logLines.find((l) => l.requestId === 'req-500-test' && l.msg === 'unhandled error');
   t.truthy(logged);
   t.regex(JSON.stringify(logged), /EACCES/);
+});
+
+test('running out of file descriptors is 503 UNAVAILABLE with Retry-After, not 500; the log says what to do', async (t) => {
+  const res = await fetch(`${url}/v2/a/referrers/sha256:${'0'.repeat(64)}`, { headers: { 'X-Request-Id': 'req-emfile' } });
+  t.is(res.status, 503);
+  t.is(res.headers.get('retry-after'), '1');
+  const text = await res.text();
+  t.is(JSON.parse(text).errors[0].code, 'UNAVAILABLE');
+  t.false(text.includes('/srv/volreg'));
+  t.truthy(logLines.find((l) => l.requestId === 'req-emfile' && l.level === 40 && /out of file descriptors/.test(String(l.msg))));
+});
+
+test('a client that goes away in the middle of its body is logged as such (info), not as an unhandled error', async (t) => {
+  const { connect } = await import('node:net');
+  const { port } = new URL(url);
+  const socket = connect(Number(port), '127.0.0.1', () =>
+    socket.write('PUT /api/v1/volumes/gone/tags/t1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: req-gone\r\nContent-Length: 4000\r\n\r\n0123456789'),
+  );
+  socket.on('error', () => undefined);
+  await new Promise((r) => setTimeout(r, 200));
+  socket.destroy();
+  for (let i = 0; i < 50 && !logLines.some((l) => l.requestId === 'req-gone' && l.msg === 'request'); i++) await new Promise((r) => setTimeout(r, 20));
+  const mine = logLines.filter((l) => l.requestId === 'req-gone');
+  t.truthy(mine.find((l) => l.level === 30 && l.msg === 'client went away before its request ended'), JSON.stringify(mine));
+  t.false(mine.some((l) => (l.level as number) >= 50), JSON.stringify(mine));
 });
 
 test('HEAD errors carry status and headers but no body', async (t) => {
