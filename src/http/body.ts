@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { Context } from 'koa';
 import { VolregError } from '../domain/errors.ts';
 
 /**
@@ -65,4 +66,13 @@ export async function readBodyCapped(req: IncomingMessage, limit: number): Promi
     // the caller's copy is its own from here; what it keeps is bounded by the requests in flight
     held.give(taken);
   }
+}
+
+/** The body length a request declares (`Content-Length`, unless chunked), checked; none when unknown. */
+export function declaredLength(ctx: Context): { contentLength?: number } {
+  const cl = ctx.get('Content-Length');
+  if (cl === '' || ctx.get('Transfer-Encoding')) return {};
+  const n = Number(cl);
+  if (!Number.isSafeInteger(n) || n < 0) throw new VolregError('BAD_REQUEST', 'invalid Content-Length');
+  return { contentLength: n };
 }

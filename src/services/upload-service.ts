@@ -205,7 +205,8 @@ export class UploadService {
   }
 
   private async appendAt(writer: UploadWriter, body: Readable, opts: ChunkOptions, pinnedAt?: number): Promise<number> {
-    if (!opts.range) return writer.append(body, { atOffset: pinnedAt });
+    // a declared length is checked against free space before any byte is read
+    if (!opts.range) return writer.append(body, { atOffset: pinnedAt, exactBytes: opts.contentLength });
     // Checked here for a quick answer, and again by the store under the session's lock.
     if (opts.range.start !== writer.offset) {
       throw new VolregError('RANGE_INVALID', 'chunk does not start at the current offset', { offset: writer.offset });

@@ -103,6 +103,8 @@ export interface PutSnapshotOptions {
   host: string | null;
   labels: Record<string, string>;
   maxBytes?: number;
+  /** the body's declared length, when known (checked against free space before any byte is read) */
+  contentLength?: number;
 }
 
 const CONFIG_READ_LIMIT = 64 * 1024;
@@ -143,6 +145,7 @@ export class VolumeService {
     const sha512 = expected.find((d) => d.startsWith('sha512:'));
     const layer = await this.blobs.ingest(repo, body, {
       expectedDigest: expected.find((d) => d.startsWith('sha256:')),
+      expectedSize: opts.contentLength,
       maxBytes: opts.maxBytes,
       validate: async (tee) => {
         if (!sha512) {

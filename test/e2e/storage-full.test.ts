@@ -66,6 +66,21 @@ test('the free-space reserve: uploads that would eat into it get 507 STORAGE_FUL
     t.is(detail.incomingBytes, 56 * MIB);
     t.true(Number(detail.freeBytes) > 56 * MIB && Number(detail.freeBytes) <= 64 * MIB, String(detail.freeBytes));
     t.is((await raw(srv.url, 'HEAD', `/v2/full/reserve/blobs/${big.digest()}`)).status, 404);
+    // a declared length without a Content-Range (a streamed PATCH, a snapshot sent with curl -T file): refused at once too
+    // (a petabyte announced, one MiB sent: the answer does not wait for the rest, only for the
+    // bounded drain that lets the client read it)
+    const announced = { to: 1, contentLength: 1024 ** 5 };
+    const atOnce = <T>(p: Promise<T>): Promise<T> =>
+      Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error('no answer before the body')), 30_000))]);
+    const session = await startSession(srv.url, 'full/reserve');
+    const patch = streamRequest(srv.url, 'PATCH', session, new Body(1), announced);
+    t.teardown(() => patch.req.destroy());
+    const patched = await atOnce(patch.response);
+    t.is(patched.status, 507, patched.body);
+    t.is((await raw(srv.url, 'GET', session)).headers.range, '0-0');
+    const snapshot = streamRequest(srv.url, 'PUT', '/api/v1/volumes/full/tags/declared', new Body(1), announced);
+    t.teardown(() => snapshot.req.destroy());
+    storageFull(t, await atOnce(snapshot.response), /^nothing of this upload was kept: not enough free space/);
     t.is(await gauge(srv, 'volreg_storage_min_free_bytes'), 16 * MIB);
     const free = await gauge(srv, 'volreg_storage_free_bytes');
     t.true(Math.abs(free - Number(detail.freeBytes)) < MIB, `about the free space the refusal named: ${free} vs ${String(detail.freeBytes)}`);

@@ -1,5 +1,6 @@
 import { sendBlob } from '../send-blob.ts';
 import { clientHolds, etagOf, rangeToHonour } from '../conditional.ts';
+import { declaredLength } from '../body.ts';
 import type { Context } from 'koa';
 import { contentRange, parseChunkRange, uploadRange, type ByteRange } from '../../domain/byte-range.ts';
 import { isSupportedAlgorithm, parseDigest, type Digest, type DigestAlgorithm } from '../../domain/digest.ts';
@@ -92,7 +93,7 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
         }
         const result = await uploads.start(repository, {
           ...(digest ? { digest, body: ctx.req } : {}),
-          ...(digest ? lengthOption(ctx) : {}),
+          ...(digest ? declaredLength(ctx) : {}),
           ...(mount ? { mount } : {}),
           ...(from ? { from } : {}),
           ...(algorithm ? { algorithm } : {}),
@@ -117,7 +118,7 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
       PATCH: async (ctx, { params, repository }) => {
         const uuid = params.uuid ?? '';
         const { offset } = await withRangeHeaders(uploads, repository, uuid, () =>
-          uploads.append(repository, uuid, ctx.req, { ...chunkRange(ctx), ...lengthOption(ctx) }),
+          uploads.append(repository, uuid, ctx.req, { ...chunkRange(ctx), ...declaredLength(ctx) }),
         );
         sessionHeaders(ctx, repository, uuid, offset);
         empty(ctx, 202);
@@ -133,7 +134,7 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
         // A Content-Range announces a final chunk even when no byte of it came (then SIZE_INVALID).
         const body = hasBody(ctx) || ctx.get('Content-Range') !== '' ? ctx.req : null;
         const blob = await withRangeHeaders(uploads, repository, uuid, () =>
-          uploads.finish(repository, uuid, digest, body, { ...chunkRange(ctx), ...lengthOption(ctx) }),
+          uploads.finish(repository, uuid, digest, body, { ...chunkRange(ctx), ...declaredLength(ctx) }),
         );
         created(ctx, repository, blob.digest);
       },
@@ -176,14 +177,6 @@ function hasBody(ctx: Context): boolean {
   if (ctx.get('Transfer-Encoding')) return true;
   const cl = ctx.get('Content-Length');
   return cl !== '' && cl !== '0';
-}
-
-function lengthOption(ctx: Context): { contentLength?: number } {
-  const cl = ctx.get('Content-Length');
-  if (cl === '' || ctx.get('Transfer-Encoding')) return {};
-  const n = Number(cl);
-  if (!Number.isSafeInteger(n) || n < 0) throw new VolregError('BAD_REQUEST', 'invalid Content-Length');
-  return { contentLength: n };
 }
 
 function chunkRange(ctx: Context): { range?: ByteRange } {

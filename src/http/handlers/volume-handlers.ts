@@ -1,5 +1,6 @@
 import { sendBlob } from '../send-blob.ts';
 import { clientHolds, etagOf, rangeToHonour } from '../conditional.ts';
+import { declaredLength } from '../body.ts';
 import type { Context } from 'koa';
 import { contentRange, resolveRange, type ByteRange } from '../../domain/byte-range.ts';
 import { digestHex, oneDigestPerAlgorithm, parseDigest, parseRfc3230Digests, rfc3230Digest, type Digest } from '../../domain/digest.ts';
@@ -207,7 +208,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
     volumeTag: {
       PUT: async (ctx, req) => {
         const tag = parseTag(req.params.tag!);
-        const opts = { expectedDigests: expectedDigests(ctx), host: uploadHost(ctx), labels: uploadLabels(ctx) };
+        const opts = { expectedDigests: expectedDigests(ctx), host: uploadHost(ctx), labels: uploadLabels(ctx), ...declaredLength(ctx) };
         const info = await volumes.put(req.repository, tag, ctx.req, opts);
         ctx.status = 201;
         ctx.set('Location', paths.volumeTag(req.repository, tag));
