@@ -11,6 +11,7 @@ import type { Config } from './config/config.ts';
 import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
 import { answerClientErrors } from './http/client-errors.ts';
 import { oneRequestAtATimePerConnection } from './http/connection-order.ts';
+import { continueWhenBodyRead } from './http/expect-continue.ts';
 import { createHttpMetrics, registerStorageGauges } from './http/metrics.ts';
 import type { HandlerMap } from './http/router.ts';
 import { collections, type Collections } from './metadata/collections.ts';
@@ -218,7 +219,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const gc = startGcTimer(config, services, ctx.collections, logger);
     cleanup.push(gc.stop);
 
-    const server = await httpServer(config, oneRequestAtATimePerConnection(app.callback()));
+    const handler = oneRequestAtATimePerConnection(app.callback());
+    const server = await httpServer(config, handler);
+    continueWhenBodyRead(server, handler);
     answerClientErrors(server);
     const graceful = new GracefulClose(server);
     // Blob uploads may stream for a long time: no overall request deadline (Node's default is

@@ -2,6 +2,7 @@ import type { Middleware } from 'koa';
 import type { Logger } from 'pino';
 import { errorBody, isVolregError, VolregError } from '../domain/errors.ts';
 import { discardBody } from './discard-body.ts';
+import { bodyNotInvited } from './expect-continue.ts';
 
 const DISCARD_LIMIT_BYTES = 64 * 1024 * 1024;
 const DISCARD_LIMIT_MS = 10_000;
@@ -26,8 +27,10 @@ export function errorMiddleware(logger: Logger, translate: ErrorTranslation = ()
       ctx.body = ctx.method === 'HEAD' ? null : errorBody(err);
       if (ctx.method === 'HEAD') ctx.status = err.status;
       // Let the client finish sending a (bounded) body so it reads this reply rather than a
-      // reset; a body we did not read must never be parsed as the next request.
-      if (!(await discardBody(ctx.req, DISCARD_LIMIT_BYTES, DISCARD_LIMIT_MS))) ctx.set('Connection', 'close');
+      // reset; a body we did not read must never be parsed as the next request. A client still
+      // waiting for 100 Continue sends none: it reads the reply, and the connection closes.
+      if (bodyNotInvited(ctx.req)) ctx.set('Connection', 'close');
+      else if (!(await discardBody(ctx.req, DISCARD_LIMIT_BYTES, DISCARD_LIMIT_MS))) ctx.set('Connection', 'close');
     }
   };
 }

@@ -1,10 +1,10 @@
 import test from 'ava';
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -52,9 +52,9 @@ test('an 8 MiB upload to an invalid name reads its 400 NAME_INVALID', async (t) 
 
 test('the connection stays usable after a drained refusal', async (t) => {
   // two requests on one curl invocation reuse the connection: the refused body must not be
-  // parsed as the second request
+  // parsed as the second request (no Expect: 100-continue here, so the body is sent and drained)
   const { stdout } = await run('curl', [
-    '-sS', '-o', '/dev/null', '-w', '%{http_code} %{num_connects}\n', '-T', body, `${server.url}/api/v1/volumes/x/tags/a`,
+    '-sS', '-o', '/dev/null', '-w', '%{http_code} %{num_connects}\n', '-H', 'Expect:', '-T', body, `${server.url}/api/v1/volumes/x/tags/a`,
     '--next', '-sS', '-o', '/dev/null', '-w', '%{http_code} %{num_connects}\n', '-u', 'alice:secret', `${server.url}/v2/`,
   ]);
   const [first, second] = stdout.trim().split('\n');
@@ -85,4 +85,14 @@ test('requests the HTTP parser refuses get the error envelope too: malformed fra
     t.regex(head!, /Content-Type: application\/json/);
     t.is((JSON.parse(json!) as { errors: Array<{ code: string }> }).errors[0]!.code, code);
   }
+});
+
+test('a client waiting for 100 Continue gets the refusal instead, and sends no body; an accepted upload gets its 100', async (t) => {
+  // curl sends Expect: 100-continue for a body over 1 MiB
+  const refused = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-H', 'Expect: 100-continue', '-T', body, `${server.url}/api/v1/volumes/x/tags/expecting`]);
+  t.is(refused.stdout, '401 0');
+  const tooBig = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-u', 'alice:secret', '-H', 'Expect: 100-continue', '-H', 'Content-Type: application/vnd.oci.image.manifest.v1+json', '-T', body, `${server.url}/v2/x/manifests/big`]);
+  t.is(tooBig.stdout, '413 0');
+  const accepted = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-u', 'alice:secret', '-H', 'Expect: 100-continue', '-H', 'Content-Type: application/octet-stream', '--data-binary', `@${body}`, `${server.url}/v2/x/blobs/uploads/?digest=sha256:${createHash('sha256').update(readFileSync(body)).digest('hex')}`]);
+  t.is(accepted.stdout, `201 ${8 * 1024 * 1024}`);
 });

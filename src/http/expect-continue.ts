@@ -1,0 +1,31 @@
+import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
+
+/** Requests that asked for `100 Continue`, and whether it was sent. */
+const continued = new WeakMap<IncomingMessage, boolean>();
+
+/**
+ * `Expect: 100-continue` is answered with `100 Continue` only once something reads the body:
+ * a request refused before that (no credentials, a bad name, a manifest too large, no space) gets
+ * its final answer at once, and the client never sends the body. Node would send 100 as soon as
+ * the headers arrived, and the client then sent up to all of its body for nothing.
+ */
+export function continueWhenBodyRead(server: Server, handler: RequestListener): void {
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    continued.set(req, false);
+    const read = req._read.bind(req);
+    req._read = (size: number): void => {
+      // (never after the final answer began: Node reads a body left unread once it is sent)
+      if (continued.get(req) === false && !res.headersSent) {
+        continued.set(req, true);
+        res.writeContinue();
+      }
+      read(size);
+    };
+    handler(req, res);
+  });
+}
+
+/** True when the client waits for `100 Continue` before sending its body, and was not sent it. */
+export function bodyNotInvited(req: IncomingMessage): boolean {
+  return continued.get(req) === false;
+}
