@@ -88,11 +88,12 @@ test('requests the HTTP parser refuses get the error envelope too: malformed fra
 });
 
 test('a client waiting for 100 Continue gets the refusal instead, and sends no body; an accepted upload gets its 100', async (t) => {
-  // curl sends Expect: 100-continue for a body over 1 MiB
-  const refused = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-H', 'Expect: 100-continue', '-T', body, `${server.url}/api/v1/volumes/x/tags/expecting`]);
+  // curl sends Expect: 100-continue for a body over 1 MiB; it waits long for the 100 here, so a
+  // slow machine does not make it send the body before the answer
+  const refused = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-H', 'Expect: 100-continue', '--expect100-timeout', '60', '-T', body, `${server.url}/api/v1/volumes/x/tags/expecting`]);
   t.is(refused.stdout, '401 0');
-  const tooBig = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-u', 'alice:secret', '-H', 'Expect: 100-continue', '-H', 'Content-Type: application/vnd.oci.image.manifest.v1+json', '-T', body, `${server.url}/v2/x/manifests/big`]);
+  const tooBig = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-u', 'alice:secret', '-H', 'Expect: 100-continue', '--expect100-timeout', '60', '-H', 'Content-Type: application/vnd.oci.image.manifest.v1+json', '-T', body, `${server.url}/v2/x/manifests/big`]);
   t.is(tooBig.stdout, '413 0');
-  const accepted = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-u', 'alice:secret', '-H', 'Expect: 100-continue', '-H', 'Content-Type: application/octet-stream', '--data-binary', `@${body}`, `${server.url}/v2/x/blobs/uploads/?digest=sha256:${createHash('sha256').update(readFileSync(body)).digest('hex')}`]);
+  const accepted = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-u', 'alice:secret', '-H', 'Expect: 100-continue', '--expect100-timeout', '60', '-H', 'Content-Type: application/octet-stream', '--data-binary', `@${body}`, `${server.url}/v2/x/blobs/uploads/?digest=sha256:${createHash('sha256').update(readFileSync(body)).digest('hex')}`]);
   t.is(accepted.stdout, `201 ${8 * 1024 * 1024}`);
 });

@@ -295,7 +295,8 @@ test.serial('a collection that deletes a unit a push then holds, while another p
       if (prop !== 'deleteOne') return Reflect.get(target, prop, receiver) as unknown;
       return async (...args: Parameters<typeof target.deleteOne>) => {
         const res = await target.deleteOne(...args);
-        if (res.deletedCount === 1 && replacement === undefined) {
+        // this blob's unit only: the collection sweeps whatever else earlier tests left unheld
+        if (res.deletedCount === 1 && (args[0] as { _id?: unknown })._id === old._id && replacement === undefined) {
           replacement = `${old._id}-new`;
           await target.insertOne({ ...old, _id: replacement });
           await membership.associate(holder, 'docker_blob', old._id);
