@@ -219,9 +219,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const gc = startGcTimer(config, services, ctx.collections, logger);
     cleanup.push(gc.stop);
 
-    const handler = oneRequestAtATimePerConnection(app.callback());
-    const server = await httpServer(config, handler);
-    continueWhenBodyRead(server, handler);
+    const server = await httpServer(config, oneRequestAtATimePerConnection(app.callback()));
+    continueWhenBodyRead(server);
     answerClientErrors(server);
     const graceful = new GracefulClose(server);
     // Blob uploads may stream for a long time: no overall request deadline (Node's default is

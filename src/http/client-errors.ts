@@ -2,6 +2,9 @@ import { STATUS_CODES, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { errorBody, VolregError, type ErrorCode } from '../domain/errors.ts';
 
+/** how long a refused connection may stay half open once the answer was sent */
+const CLOSE_AFTER_MS = 2000;
+
 /** What Node's HTTP parser refused, as the error envelope every other refusal uses. */
 function refusalFor(err: NodeJS.ErrnoException): VolregError {
   const code = err.code ?? '';
@@ -28,5 +31,7 @@ export function answerClientErrors(server: Server): void {
     socket.end(
       `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
+    // a client that keeps its side open does not keep the descriptor
+    setTimeout(() => socket.destroy(), CLOSE_AFTER_MS).unref();
   });
 }

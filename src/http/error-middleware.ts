@@ -20,7 +20,9 @@ export function errorMiddleware(logger: Logger, translate: ErrorTranslation = ()
     try {
       await next();
     } catch (caught) {
-      const err = toVolregError(caught, logger, ctx.state.requestId as string | undefined, translate, !ctx.req.complete && ctx.req.destroyed);
+      // the connection is gone (or the body was cut off): nobody will read this answer
+      const clientGone = ctx.req.socket?.destroyed === true || (!ctx.req.complete && ctx.req.destroyed);
+      const err = toVolregError(caught, logger, ctx.state.requestId as string | undefined, translate, clientGone);
       ctx.status = err.status;
       for (const [k, v] of Object.entries(err.headers)) ctx.set(k, v);
       // HEAD replies carry no body, but keep the status and headers.

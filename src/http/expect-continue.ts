@@ -1,4 +1,4 @@
-import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 
 /** Requests that asked for `100 Continue`, and whether it was sent. */
 const continued = new WeakMap<IncomingMessage, boolean>();
@@ -9,7 +9,7 @@ const continued = new WeakMap<IncomingMessage, boolean>();
  * its final answer at once, and the client never sends the body. Node would send 100 as soon as
  * the headers arrived, and the client then sent up to all of its body for nothing.
  */
-export function continueWhenBodyRead(server: Server, handler: RequestListener): void {
+export function continueWhenBodyRead(server: Server): void {
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
     continued.set(req, false);
     const read = req._read.bind(req);
@@ -21,7 +21,8 @@ export function continueWhenBodyRead(server: Server, handler: RequestListener): 
       }
       read(size);
     };
-    handler(req, res);
+    // as an ordinary request, so everything that follows requests (the app, a graceful stop) sees it
+    server.emit('request', req, res);
   });
 }
 

@@ -92,6 +92,28 @@ test('a request in progress at SIGTERM is answered with Connection: close, then 
   t.is((await server.waitExit()).code, 0);
 });
 
+test('an upload that waited for 100 Continue, on a connection that served a request before, is finished by a stop, not cut off', async (t) => {
+  const { server, port } = await started(t);
+  const body = Buffer.alloc(256 * 1024, 'e');
+  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  const socket = await opened(port);
+  socket.write('GET /v2/ HTTP/1.1\r\nHost: volreg\r\n\r\n');
+  t.regex(await untilResponse(socket), /^HTTP\/1\.1 200 /);
+  const reply = untilClosed(socket);
+  socket.write(`POST /v2/shutdown/blobs/uploads/?digest=${digest} HTTP/1.1\r\nHost: volreg\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\n\r\n`);
+  await sleep(300); // the server asked for the body (100 Continue)
+  socket.write(body.subarray(0, 1000));
+  await sleep(300);
+  server.kill('SIGTERM');
+  await sleep(300);
+  socket.write(body.subarray(1000));
+  const { text, reset } = await reply;
+  t.false(reset, 'no reset');
+  t.regex(text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 201 /);
+  t.regex(text, /\r\nconnection: close\r\n/i);
+  t.is((await server.waitExit()).code, 0);
+});
+
 test('a keep-alive connection between requests is closed by the stop, which then exits 0', async (t) => {
   const { server, port } = await started(t);
   const socket = await opened(port);

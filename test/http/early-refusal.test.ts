@@ -78,6 +78,19 @@ test('requests the HTTP parser refuses get the error envelope too: malformed fra
     ['GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n', '400', 'BAD_REQUEST'],
     [`GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(70 * 1024)}\r\n\r\n`, '431', 'HEADERS_TOO_LARGE'],
   ];
+  // a client that keeps its side of a refused connection open does not keep the server's descriptor
+  const halfOpen = connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true }, () => halfOpen.write('GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n'));
+  halfOpen.on('data', () => undefined);
+  halfOpen.on('error', () => undefined);
+  const closing = new Promise<boolean>((r) => halfOpen.on('close', () => r(true)));
+  // once the server let go of it, bytes sent on it are answered with a reset
+  await new Promise((r) => setTimeout(r, 3000));
+  halfOpen.write('more');
+  await new Promise((r) => setTimeout(r, 300));
+  halfOpen.write('more'); // after the reset: a broken pipe
+  const closed = await Promise.race([closing, new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+  halfOpen.destroy();
+  t.true(closed, 'the server closed the half-open connection');
   for (const [raw, status, code] of cases) {
     const reply = await exchange(raw);
     const [head, json] = reply.split('\r\n\r\n');

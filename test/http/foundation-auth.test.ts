@@ -211,3 +211,22 @@ test('a flood of wrong passwords from one address does not lock out a login from
   t.true(statuses.every((s) => s === 401 || s === 429), statuses.join(','));
   t.true(statuses.filter((s) => s === 429).length >= 80, 'the flooder waits for a few checks at most');
 });
+
+test('a request that leaves while its password check waits is logged as gone, not as an error', async (t) => {
+  const { connect } = await import('node:net');
+  const { port } = new URL(server.url);
+  // checks against the costly hash queue up behind each other
+  const queued = Array.from({ length: 3 }, (_, i) => fetch(`${server.url}/v2/`, { headers: { authorization: basic('carol', `queued ${i}`) } }));
+  await new Promise((r) => setTimeout(r, 50));
+  const socket = connect(Number(port), '127.0.0.1', () =>
+    socket.write(`GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Request-Id: req-left-waiting\r\nAuthorization: ${basic('carol', 'left')}\r\n\r\n`),
+  );
+  socket.on('error', () => undefined);
+  await new Promise((r) => setTimeout(r, 50));
+  socket.destroy();
+  for (const r of await Promise.all(queued)) t.is(r.status, 401);
+  await new Promise((r) => setTimeout(r, 200));
+  const mine = logLines.filter((l) => l.requestId === 'req-left-waiting');
+  t.false(mine.some((l) => (l.level as number) >= 50), JSON.stringify(mine));
+  t.truthy(mine.find((l) => l.msg === 'client went away before its request ended'), JSON.stringify(mine));
+});
