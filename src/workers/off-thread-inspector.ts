@@ -23,6 +23,8 @@ const SLOT_BYTES = 1024 * 1024;
 const RING_SLOTS = 6;
 /** how long a partly filled slot waits for the client's next bytes before it is sent as it is */
 const PARTIAL_SLOT_WAIT_MS = 50;
+/** how long an upload may hold a slot at all: one trickling steadily fills it only slowly */
+const SLOT_HOLD_MS = 250;
 const SLOW = Symbol('slow');
 
 function withinPartialSlotWait<T>(next: Promise<T>): Promise<T | typeof SLOW> {
@@ -55,10 +57,11 @@ export class OffThreadInspector {
     const pump = async (): Promise<void> => {
       // Pieces are gathered into whole slots: the decoder's cost is per write, and socket
       // chunks are small (64 KiB), so one message per full slot costs a fraction of one per chunk.
-      // But a slot is not held while the client is slow to send: the ring is shared by every
-      // upload, and a few clients trickling bytes would stall all the others.
+      // But a slot is not held while the client is slow to send, nor for long: the ring is shared
+      // by every upload, and a few clients trickling bytes would stall all the others.
       let slot: number | null = null;
       let filled = 0;
+      let heldSince = 0;
       const post = (s: number): void => {
         send({ op: 'data', id, slot: s, len: filled });
         slot = null;
@@ -83,12 +86,13 @@ export class OffThreadInspector {
             if (slot === null) {
               slot = await ring.acquire();
               if (slot === null) return; // the worker is gone; its failure settled this inspection
+              heldSince = Date.now();
             }
             const n = Math.min(ring.slotBytes - filled, chunk.length - off);
             ring.fill(slot, chunk.subarray(off, off + n), filled);
             filled += n;
             off += n;
-            if (filled === ring.slotBytes) post(slot);
+            if (filled === ring.slotBytes || Date.now() - heldSince > SLOT_HOLD_MS) post(slot);
           }
           // The verdict came before the end (a refused archive): stop reading.
           if (!this.running.has(id)) return;

@@ -562,14 +562,20 @@ test('a tag deleted through /v2 disappears from the /api/v1 listing', async (t) 
 test('clients sending a snapshot very slowly do not hold up the others: uploads and verifies go on beside them', async (t) => {
   const { request } = await import('node:http');
   const { hostname, port } = new URL(server.url);
-  // more slow uploads than the inspection's shared buffer has slots; each sends part of a tar, then waits
-  const slow = Array.from({ length: 10 }, (_, i) => {
+  // more slow uploads than the inspection's shared buffer has slots: some send part of a tar, then
+  // wait; others trickle a few bytes every 20 ms (a slow link), which would take minutes to fill a slot
+  const slow = Array.from({ length: 12 }, (_, i) => {
     const req = request({ hostname, port, method: 'PUT', path: `/api/v1/volumes/slow/clients/tags/t${i}`, headers: { 'Content-Type': 'application/octet-stream' } });
     req.on('error', () => undefined);
     req.write(tarBytes.subarray(0, 600));
     return req;
   });
+  const trickling = slow.filter((_, i) => i % 2 === 0);
+  const trickle = setInterval(() => {
+    for (const req of trickling) req.write(Buffer.alloc(64));
+  }, 20);
   t.teardown(() => {
+    clearInterval(trickle);
     for (const req of slow) req.destroy();
   });
   await new Promise((r) => setTimeout(r, 500));
