@@ -14,7 +14,8 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
  * HTTP Basic authentication with a real `htpasswd -B` file (Debian apache2-utils), through the
- * real composition (startServer) on a real port.
+ * real composition (startServer) on a real port. The tests that queue password checks run one
+ * at a time: checks wait per client address, and the others come from the same one.
  */
 
 const dir = mkdtempSync(join(tmpdir(), 'volreg-auth-'));
@@ -121,7 +122,7 @@ test('an htpasswd file with non-bcrypt entries is refused with the line number',
   await t.throwsAsync(startTestServer({ label: 'auth_bad', env: { VOLREG_AUTH_FILE: md5 } }), { instanceOf: ConfigError });
 });
 
-test('wrong passwords checked against a costly hash do not hold up other requests', async (t) => {
+test.serial('wrong passwords checked against a costly hash do not hold up other requests', async (t) => {
   // alice has been checked once: her next requests are answered from the success cache
   t.is((await fetch(`${server.url}/v2/`, { headers: { authorization: basic('alice', 'wonder land') } })).status, 200);
   const order: string[] = [];
@@ -191,7 +192,7 @@ test('checks take turns between clients, and a check whose client went away is d
   }
 });
 
-test('a flood of wrong passwords from one address does not lock out a login from another (no 429 for it)', async (t) => {
+test.serial('a flood of wrong passwords from one address does not lock out a login from another (no 429 for it)', async (t) => {
   const { request } = await import('node:http');
   const { hostname, port } = new URL(server.url);
   const get = (from: string, authorization: string) =>
@@ -212,7 +213,7 @@ test('a flood of wrong passwords from one address does not lock out a login from
   t.true(statuses.filter((s) => s === 429).length >= 80, 'the flooder waits for a few checks at most');
 });
 
-test('a request that leaves while its password check waits is logged as gone, not as an error', async (t) => {
+test.serial('a request that leaves while its password check waits is logged as gone, not as an error', async (t) => {
   const { connect } = await import('node:net');
   const { port } = new URL(server.url);
   // checks against the costly hash queue up behind each other
