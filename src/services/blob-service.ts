@@ -15,13 +15,13 @@ import { writeOrWait } from '../domain/stream-write.ts';
  * in between leaves only unreferenced data for garbage collection.
  */
 
-/** The blob units of the metadata layer (metadata/blob-repository.ts implements it). */
 export interface BlobUnit {
   id: string;
   digest: Digest;
   size: number;
 }
 
+/** The blob units of the metadata layer (metadata/blob-repository.ts implements it). */
 export interface BlobUnits {
   upsert(digest: Digest, size: number): Promise<BlobUnit>;
   findByDigest(digest: Digest): Promise<BlobUnit | null>;
@@ -164,7 +164,7 @@ export class BlobService {
     const { unit, added } = await this.holdUnit(repo, blob);
     // Garbage collection removes bytes only while no unit names their digest, and decides that
     // while it holds them aside. With a grace period shorter than the time since the bytes were
-    // committed, it may have decided before the upsert above: then they are gone and the blob
+    // committed, it may have decided before the unit's upsert: then they are gone and the blob
     // must not become visible. Checked after the unit exists, so one of the two sees the other.
     if (!(await this.bytesStayed(blob.digest))) {
       if (added) await this.deps.membership.disassociate(repo, BLOB, [unit.id]);

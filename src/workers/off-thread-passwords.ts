@@ -27,7 +27,6 @@ interface Check {
   client: string;
   resolve: (ok: boolean) => void;
   reject: (err: Error) => void;
-  signal?: AbortSignal;
 }
 
 export class OffThreadPasswords {
@@ -35,7 +34,6 @@ export class OffThreadPasswords {
   private nextId = 0;
   /** waiting checks by client, in the order clients take turns */
   private readonly queues = new Map<string, Check[]>();
-  private waitingCount = 0;
   private running: { id: number; check: Check } | null = null;
 
   constructor(
@@ -46,14 +44,13 @@ export class OffThreadPasswords {
   compare(password: string, hash: string, from: { client?: string; signal?: AbortSignal } = {}): Promise<boolean> {
     const client = from.client ?? '';
     const queue = this.queues.get(client) ?? [];
-    if (this.waitingCount >= this.maxWaiting || queue.length >= this.perClient) {
+    if (this.waiting() >= this.maxWaiting || queue.length >= this.perClient) {
       return Promise.reject(new VolregError('TOOMANYREQUESTS', 'too many password checks at once; retry shortly', undefined, { 'Retry-After': '1' }));
     }
     return new Promise<boolean>((resolve, reject) => {
-      const check: Check = { password, hash, client, resolve, reject, signal: from.signal };
+      const check: Check = { password, hash, client, resolve, reject };
       queue.push(check);
       this.queues.set(client, queue);
-      this.waitingCount++;
       from.signal?.addEventListener('abort', () => this.drop(check), { once: true });
       this.runNext();
     });
@@ -65,6 +62,12 @@ export class OffThreadPasswords {
     await w?.terminate();
   }
 
+  private waiting(): number {
+    let n = 0;
+    for (const queue of this.queues.values()) n += queue.length;
+    return n;
+  }
+
   /** A waiting check whose client left: out of the queue, never run. */
   private drop(check: Check): void {
     const queue = this.queues.get(check.client);
@@ -72,7 +75,6 @@ export class OffThreadPasswords {
     if (!queue || at < 0) return;
     queue.splice(at, 1);
     if (queue.length === 0) this.queues.delete(check.client);
-    this.waitingCount--;
     check.reject(new Error('the client went away'));
   }
 
@@ -89,7 +91,6 @@ export class OffThreadPasswords {
     // this client's turn is over: it goes to the back
     this.queues.delete(client);
     if (queue.length > 0) this.queues.set(client, queue);
-    this.waitingCount--;
     const worker = this.ensure();
     worker.ref();
     const id = ++this.nextId;
@@ -114,7 +115,6 @@ export class OffThreadPasswords {
       const failed = [...(this.running ? [this.running.check] : []), ...[...this.queues.values()].flat()];
       this.running = null;
       this.queues.clear();
-      this.waitingCount = 0;
       for (const c of failed) c.reject(err);
     };
     worker.on('error', fail);
