@@ -1,5 +1,6 @@
 import type { Server, ServerResponse } from 'node:http';
 import { Server as NetServer, type Socket } from 'node:net';
+import { answeredOrGone } from './connection-order.ts';
 
 /**
  * Stopping the HTTP server so that no client loses a request it sent.
@@ -45,7 +46,8 @@ export class GracefulClose {
       s.active++;
       this.replying.add(res);
       if (this.closing && !res.headersSent) res.setHeader('Connection', 'close');
-      res.once('close', () => {
+      // a reply queued behind another on a connection that died gets no 'close' of its own
+      void answeredOrGone(res, socket).then(() => {
         s.active--;
         this.replying.delete(res);
       });
