@@ -2,6 +2,7 @@ import { ObjectId, type Collection, type Filter } from 'mongodb';
 import type { Logger } from 'pino';
 import type { Digest } from '../domain/digest.ts';
 import { UNIT_TYPES, type Collections, type RepoContentUnitDoc, type UnitTypeId } from '../metadata/collections.ts';
+import { BlobRepository } from '../metadata/blob-repository.ts';
 import { isDuplicateKey } from '../metadata/repo-content-repository.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 
@@ -17,17 +18,20 @@ import type { BlobStore } from '../storage/blob-store.ts';
  *   3. manifest-list, then manifest unit documents no repository holds (a list or manifest that
  *      remains still protects the manifests it contains and its subject);
  *   4. blob units no repository holds and no remaining manifest references, then their bytes;
- *   5. bytes in the store without any blob unit (a crash between commit and record);
+ *   5. bytes in the store without any blob unit (a crash between commit and record); bytes a
+ *      manifest still uses get their unit back instead, held by the manifest's repositories;
  *   6. abandoned upload sessions (UploadService.purgeAbandoned), when given.
  *
- * Everything must be older than the grace period: a unit's `_last_updated` (set at insert), an
+ * Everything must be older than the grace period: a unit's `_last_updated` (set at insert, and
+ * again by every push that reuses the unit), an
  * association's `updated` (refreshed by every push), a blob's last commit time (refreshed by a
  * commit of an existing digest). The grace period covers the steps of a push in flight (a blob
  * committed but not yet recorded, a manifest pushed by digest before the index that lists it).
  *
  * Races with pushes: each delete re-checks references right before it, is conditional on the
- * document being unchanged, and re-checks after: a reference that appeared meanwhile restores
- * the document. Bytes are deleted through the store's guarded delete: moved aside, the unit
+ * document being unchanged (a push reusing a unit stamps its `_last_updated`, so the delete and
+ * the reuse cannot both succeed), and re-checks after: a reference that appeared meanwhile
+ * restores the document. Bytes are deleted through the store's guarded delete: moved aside, the unit
  * re-checked while no commit can reuse them, then removed or put back. Pushes do the other
  * half (so even a grace period of 0 loses nothing acknowledged): a manifest push checks that
  * it is still held and its references are still there after its unit and tags are in place,
@@ -77,6 +81,8 @@ export interface GcReport {
   blobBytes: GcCount;
   /** bytes that had no blob unit at all, removed from the store */
   orphanBytes: GcCount;
+  /** bytes that had no blob unit but a manifest uses: their unit made again and held by the manifest's repositories */
+  restoredBlobs: GcCount;
   uploadsPurged: number;
   /** deletes skipped or undone because a push referenced the content meanwhile */
   raced: number;
@@ -152,6 +158,7 @@ class GarbageCollector {
       blobUnits: zero(),
       blobBytes: zero(),
       orphanBytes: zero(),
+      restoredBlobs: zero(),
       uploadsPurged: 0,
       raced: 0,
       errors: 0,
@@ -601,8 +608,19 @@ class GarbageCollector {
     const flush = async (): Promise<void> => {
       const digests = batch.map((b) => b.digest);
       const units = new Set((await this.c.blobs.find({ digest: { $in: digests } }, { projection: { digest: 1 } }).toArray()).map((u) => u.digest));
+      const users = await this.manifestsUsing(digests.filter((d) => !units.has(d)));
       for (const b of batch) {
         if (units.has(b.digest) || this.wouldDeleteBlobs.has(b.digest)) continue;
+        const usedBy = users.get(b.digest);
+        if (usedBy) {
+          try {
+            await this.restoreBlobRecord(b, usedBy);
+          } catch (err) {
+            this.report.errors++;
+            this.log.error({ err, digest: b.digest }, 'gc could not restore the record of a blob manifests use');
+          }
+          continue;
+        }
         if (this.dry) {
           this.count(this.report.orphanBytes, b.size);
           continue;
@@ -628,6 +646,39 @@ class GarbageCollector {
       if (batch.length >= BATCH) await flush();
     }
     if (batch.length > 0) await flush();
+  }
+
+  /** The ids of the manifests that reference each of `digests` (as config or layer), for those any does. */
+  private async manifestsUsing(digests: string[]): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    if (digests.length === 0) return out;
+    const wanted = new Set(digests);
+    const users = this.c.manifests.find(
+      { $or: [{ blob_digests: { $in: digests } }, { config_digest: { $in: digests } }] },
+      { projection: { _id: 1, config_digest: 1, blob_digests: 1 } },
+    );
+    for await (const m of users) {
+      if (this.wouldDelete.has(m._id)) continue;
+      for (const d of new Set([...(m.blob_digests ?? []), ...(m.config_digest ? [m.config_digest] : [])])) {
+        if (wanted.has(d)) out.set(d, [...(out.get(d) ?? []), m._id]);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Bytes without a record that a manifest still uses were lost track of, not abandoned (a
+   * collection stopped between its delete and its re-check, or a record was removed by hand):
+   * their record is made again and every repository holding such a manifest holds them again,
+   * so the manifest pulls whole rather than losing its layer for good.
+   */
+  private async restoreBlobRecord(b: { digest: Digest; size: number }, manifestIds: string[]): Promise<void> {
+    const repos = (await this.c.repoContentUnits.distinct('repo_id', { unit_type_id: UNIT_TYPES.manifest, unit_id: { $in: manifestIds } })) as string[];
+    this.count(this.report.restoredBlobs, b.size);
+    if (this.dry) return;
+    const unit = await new BlobRepository(this.c).upsert(b.digest, b.size);
+    for (const repo of repos) await this.reassociate(repo, UNIT_TYPES.blob, unit.id);
+    this.log.warn({ digest: b.digest, size: b.size, repositories: repos }, 'gc restored the record of a blob that manifests use, which had none');
   }
 
   /** dry run: remembers an association the real run would remove */

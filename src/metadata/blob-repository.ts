@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Digest } from '../domain/digest.ts';
-import { pulpFields, UNIT_TYPES, type BlobUnitDoc, type Collections } from './collections.ts';
+import { pulpFields, UNIT_TYPES, upsertUnit, type BlobUnitDoc, type Collections } from './collections.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
 import { heldUnits, type HeldUnits } from './held-units.ts';
 import { assertValid } from './schema-validator.ts';
@@ -43,7 +43,7 @@ export class BlobRepository {
     assertValid('stored-docker-blob', doc, 'UNKNOWN');
     for (let attempt = 0; ; attempt++) {
       try {
-        const found = await this.c.blobs.findOneAndUpdate({ digest }, { $setOnInsert: doc }, { upsert: true, returnDocument: 'after', ...FIELDS });
+        const found = await this.c.blobs.findOneAndUpdate({ digest }, upsertUnit(doc), { upsert: true, returnDocument: 'after', ...FIELDS });
         if (found) return this.remember(fromDoc(found));
       } catch (err) {
         // Two upserts of one new digest race: the loser finds the winner's document.

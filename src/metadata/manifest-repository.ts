@@ -3,7 +3,7 @@ import { Binary, type Collection, type Filter, type UpdateFilter } from 'mongodb
 import type { Digest } from '../domain/digest.ts';
 import type { ManifestEntry, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
 import type { StoredManifest } from '../domain/manifests/stored-manifest.ts';
-import { COLLECTIONS, pulpFields, UNIT_TYPES, type Collections, type ManifestListUnitDoc, type ManifestUnitDoc, type UnitTypeId } from './collections.ts';
+import { COLLECTIONS, pulpFields, UNIT_TYPES, upsertUnit, type Collections, type ManifestListUnitDoc, type ManifestUnitDoc, type UnitTypeId } from './collections.ts';
 import { heldUnits, type HeldUnits } from './held-units.ts';
 import { MarkedCache } from './marked-cache.ts';
 import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
@@ -174,12 +174,12 @@ export class ManifestRepository {
     return { id, kind: 'image' };
   }
 
-  private async upsertByDigest<D extends { _id: string; digest: string }>(coll: Collection<D>, stored: StoredUnits, doc: D): Promise<string> {
+  private async upsertByDigest<D extends { _id: string; digest: string; _last_updated: number }>(coll: Collection<D>, stored: StoredUnits, doc: D): Promise<string> {
     const { digest, ...rest } = doc;
     const before = stored.mark?.(doc._id);
     try {
       // one command answers the unit's id, whether it was inserted now or pushed before
-      const unit = await coll.findOneAndUpdate({ digest } as Filter<D>, { $setOnInsert: rest } as UpdateFilter<D>, {
+      const unit = await coll.findOneAndUpdate({ digest } as Filter<D>, upsertUnit(rest) as UpdateFilter<D>, {
         upsert: true,
         returnDocument: 'after',
         projection: { _id: 1 },

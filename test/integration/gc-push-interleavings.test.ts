@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import anyTest, { type TestFn } from 'ava';
+import type { Collection } from 'mongodb';
 import { pino } from 'pino';
 import type { Digest } from '../../src/domain/digest.ts';
 import { isVolregError } from '../../src/domain/errors.ts';
@@ -312,6 +313,109 @@ test.serial('a collection that deletes a unit a push then holds, while another p
   t.deepEqual(holdings.map((h) => h.unit_id), [replacement]);
   const r = await request(server.url, `/v2/${holder}/blobs/${blob.digest}`);
   t.true(r.status === 200 && r.body.equals(blob.bytes));
+});
+
+/**
+ * `units` whose delete of `unit` first lets `push` run to its end, and then, should the delete
+ * take the unit, stops the collection right there (as a kill or a lost connection would) before
+ * it can check again and put the unit back. `deleted` tells what the delete took.
+ */
+function stoppingAfterItsDelete<D extends { _id: string; _last_updated: number }>(
+  units: Collection<D>,
+  unit: D,
+  push: () => Promise<void>,
+): { collection: Collection<D>; deleted: () => number | undefined } {
+  let deleted: number | undefined;
+  const collection = new Proxy(units, {
+    get(target, prop, receiver) {
+      if (prop !== 'deleteOne') return Reflect.get(target, prop, receiver) as unknown;
+      return async (...args: Parameters<typeof target.deleteOne>) => {
+        if ((args[0] as { _id?: unknown })._id !== unit._id || deleted !== undefined) return target.deleteOne(...args);
+        // A collection takes only units stamped before it began (whole seconds), so any push after
+        // it read the unit stamps a later second; the collection's clock runs two hours ahead, the push's does not.
+        while (Math.floor(Date.now() / 1000) <= unit._last_updated) await new Promise((r) => setTimeout(r, 50));
+        await push();
+        const res = await target.deleteOne(...args);
+        deleted = res.deletedCount;
+        if (deleted === 1) throw new Error('the collection stopped right after its delete');
+        return res;
+      };
+    },
+  });
+  return { collection, deleted: () => deleted };
+}
+
+test.serial('a push that reuses a unit a collection is about to delete makes the delete miss: a collection stopping right after it loses nothing acknowledged', async (t) => {
+  const { server, c, store } = t.context;
+  const first = repoName('interleave-stopped-first');
+  const second = repoName('interleave-stopped-second');
+  const layer = randomBlob(4500);
+  await pushBlobs(server.url, first, [layer]);
+  t.is((await request(server.url, `/v2/${first}/blobs/${layer.digest}`, { method: 'DELETE' })).status, 202);
+  const unit = (await c.blobs.findOne({ digest: layer.digest }))!;
+  const config = configBlob();
+  const m = ociManifest({ config, layers: [layer] });
+
+  // The collection found the unit unheld; right before its delete, a whole push reuses it and is
+  // acknowledged. Should the delete take the unit, the collection stops there (a kill, a lost
+  // connection) before it could check again and put it back.
+  const { collection: blobs, deleted } = stoppingAfterItsDelete(c.blobs, unit, async () => {
+    await pushBlobs(server.url, second, [layer, config]);
+    t.is((await putManifest(server.url, second, 'v1', m)).status, 201);
+  });
+  await collectGarbage({ collections: { ...c, blobs }, blobStore: store, logger, graceSeconds: 0, deleteUntagged: false, dryRun: false, now: () => new Date(Date.now() + 2 * 3600_000) });
+  t.is(deleted(), 0, 'the delete missed the unit the push had reused');
+  // the next collection, as any later run
+  const report = await gcNow(c, store);
+  t.is(report.errors, 0, JSON.stringify(report));
+  const pulled = await getManifest(server.url, second, 'v1', ACCEPT_ALL);
+  t.is(pulled.status, 200);
+  const r = await request(server.url, `/v2/${second}/blobs/${layer.digest}`);
+  t.true(r.status === 200 && r.body.equals(layer.bytes), `layer: ${r.status}`);
+});
+
+test.serial('a push that reuses a manifest unit a collection is about to delete makes the delete miss: a collection stopping right after it loses nothing acknowledged', async (t) => {
+  const { server, c, store } = t.context;
+  const { repo: first, config, layer } = await repoWithBlobs(server, 'interleave-stopped-manifest-first');
+  const second = repoName('interleave-stopped-manifest-second');
+  const m = ociManifest({ config, layers: [layer] });
+  t.is((await putManifest(server.url, first, m.digest, m)).status, 201);
+  t.is((await request(server.url, `/v2/${first}/manifests/${m.digest}`, { method: 'DELETE' })).status, 202);
+  const unit = (await c.manifests.findOne({ digest: m.digest }))!;
+
+  const { collection: manifests, deleted } = stoppingAfterItsDelete(c.manifests, unit, async () => {
+    await pushBlobs(server.url, second, [layer, config]);
+    t.is((await putManifest(server.url, second, 'v1', m)).status, 201);
+  });
+  await collectGarbage({ collections: { ...c, manifests }, blobStore: store, logger, graceSeconds: 0, deleteUntagged: false, dryRun: false, now: () => new Date(Date.now() + 2 * 3600_000) });
+  t.is(deleted(), 0, 'the delete missed the unit the push had reused');
+  t.is((await gcNow(c, store)).errors, 0);
+  const pulled = await getManifest(server.url, second, 'v1', ACCEPT_ALL);
+  t.true(pulled.status === 200 && pulled.body.equals(m.bytes), `manifest: ${pulled.status}`);
+});
+
+test.serial('bytes a tagged manifest uses whose blob record is gone get their record back from a collection, held by the manifest\'s repository, instead of being deleted', async (t) => {
+  const { server, c, store } = t.context;
+  const repo = repoName('interleave-lost-record');
+  const layer = randomBlob(5500);
+  const config = configBlob();
+  await pushBlobs(server.url, repo, [layer, config]);
+  t.is((await putManifest(server.url, repo, 'v1', ociManifest({ config, layers: [layer] }))).status, 201);
+  // the record lost (as a collection stopped between its delete and its re-check left it before the rule above)
+  t.is((await c.blobs.deleteOne({ digest: layer.digest })).deletedCount, 1);
+
+  const dry = await collectGarbage({ collections: c, blobStore: store, logger, graceSeconds: 0, deleteUntagged: true, dryRun: true, now: () => new Date(Date.now() + 2 * 3600_000) });
+  t.true(dry.restoredBlobs.count >= 1, JSON.stringify(dry));
+  t.is(await c.blobs.countDocuments({ digest: layer.digest }), 0, 'a dry run restores nothing');
+  const report = await gcNow(c, store);
+  t.is(report.errors, 0, JSON.stringify(report));
+  t.true(report.restoredBlobs.count >= 1, JSON.stringify(report));
+  t.is(await c.blobs.countDocuments({ digest: layer.digest }), 1);
+  const r = await request(server.url, `/v2/${repo}/blobs/${layer.digest}`);
+  t.true(r.status === 200 && r.body.equals(layer.bytes), `layer: ${r.status}`);
+  // and it stays: the next collection finds it held and used
+  t.is((await gcNow(c, store)).restoredBlobs.count, 0);
+  t.is((await request(server.url, `/v2/${repo}/blobs/${layer.digest}`, { method: 'HEAD' })).status, 200);
 });
 
 test.serial('a blob push that GC does not touch is recorded as before (the re-check costs no false refusal)', async (t) => {

@@ -117,6 +117,9 @@ function summary(r: GcReport): string {
     `  ${r.dryRun ? 'would free' : 'freed'} ${size(r.freedBytes)} in ${r.durationMs} ms` +
     (r.raced > 0 ? `; ${r.raced} kept because a push used them meanwhile` : '') +
     (r.errors > 0 ? `; ${r.errors} errors (see the log)` : '') +
-    '\n'
+    '\n' +
+    (r.restoredBlobs.count > 0
+      ? `  ${r.dryRun ? 'would restore' : 'restored'} the records of ${r.restoredBlobs.count} blobs manifests use (${size(r.restoredBlobs.bytes)}), which had none\n`
+      : '')
   );
 }
