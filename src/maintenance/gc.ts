@@ -23,16 +23,15 @@ import type { BlobStore } from '../storage/blob-store.ts';
  *   6. abandoned upload sessions (UploadService.purgeAbandoned), when given.
  *
  * Everything must be older than the grace period: a unit's `_last_updated` (set at insert, and
- * again by every push that reuses the unit), an
- * association's `updated` (refreshed by every push), a blob's last commit time (refreshed by a
- * commit of an existing digest). The grace period covers the steps of a push in flight (a blob
+ * again by every push that reuses the unit), an association's `updated` (refreshed by every
+ * push), a blob's last commit time (refreshed by a commit of an existing digest). The grace period covers the steps of a push in flight (a blob
  * committed but not yet recorded, a manifest pushed by digest before the index that lists it).
  *
  * Races with pushes: each delete re-checks references right before it, is conditional on the
  * document being unchanged (a push reusing a unit stamps its `_last_updated`, so the delete and
  * the reuse cannot both succeed), and re-checks after: a reference that appeared meanwhile
- * restores the document. Bytes are deleted through the store's guarded delete: moved aside, the unit
- * re-checked while no commit can reuse them, then removed or put back. Pushes do the other
+ * restores the document. Bytes are deleted through the store's guarded delete: moved aside,
+ * the unit re-checked while no commit can reuse them, then removed or put back. Pushes do the other
  * half (so even a grace period of 0 loses nothing acknowledged): a manifest push checks that
  * it is still held and its references are still there after its unit and tags are in place,
  * a blob's record checks its bytes again after its unit is (ManifestService.put,

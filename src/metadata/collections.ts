@@ -163,10 +163,11 @@ export function pulpFields(unitType: UnitTypeId): PulpCommonFields {
 
 /**
  * The update of a content unit's upsert by digest: it inserts `doc` when the digest is new and
- * otherwise stamps the existing unit's `_last_updated` again. Garbage collection deletes a unit only while `_last_updated` is the one
- * it read, so a push reusing the unit and a collection deleting it cannot both succeed: the
- * delete misses, or the push inserts a new unit. (A check after the delete alone left a
- * window: a collection dying right after its delete took a unit a push had just reused.)
+ * otherwise stamps the existing unit's `_last_updated` again. Garbage collection deletes a unit
+ * only while `_last_updated` is the one it read, so a push reusing the unit and a collection
+ * deleting it cannot both succeed: the delete misses, or the push inserts a new unit. (A check
+ * after the delete alone left a window: a collection dying right after its delete took a unit
+ * a push had just reused.)
  */
 export function upsertUnit<D extends { _last_updated: number }>(doc: D): { $setOnInsert: Omit<D, '_last_updated'>; $set: Pick<D, '_last_updated'> } {
   const { _last_updated, ...rest } = doc;
