@@ -3,11 +3,10 @@ import { readdirSync, readlinkSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import test from 'ava';
-import { pino } from 'pino';
 import { blobOf } from '../helpers/manifest-fixtures.ts';
 import { pushBlob, repoName, request } from '../helpers/oci-client.ts';
+import { capturedLog } from '../helpers/captured-log.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { answeredOrGone } from '../../src/http/connection-order.ts';
 
@@ -27,16 +26,7 @@ function openUnder(dir: string): number {
 }
 
 test('requests pipelined behind a reply on a connection that dies are let go: no blob file stays open, and the stop does not wait for them', async (t) => {
-  const logLines: Record<string, unknown>[] = [];
-  const logger = pino(
-    { level: 'warn' },
-    new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        for (const line of chunk.toString('utf8').split('\n')) if (line) logLines.push(JSON.parse(line) as Record<string, unknown>);
-        cb();
-      },
-    }),
-  );
+  const { logger, lines: logLines } = capturedLog('warn');
   const server = await startTestServer({ label: 'connorder', logger });
   let closed = false;
   t.teardown(async () => {

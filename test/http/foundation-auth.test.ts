@@ -4,12 +4,12 @@ import { EventEmitter } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { ConfigError } from '../../src/config/load-config.ts';
 import { basicAuth, loadHtpasswd } from '../../src/http/auth.ts';
 import { isVolregError } from '../../src/domain/errors.ts';
 import { OffThreadPasswords } from '../../src/workers/off-thread-passwords.ts';
+import { capturedLog } from '../helpers/captured-log.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -21,7 +21,7 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
 const dir = mkdtempSync(join(tmpdir(), 'volreg-auth-'));
 const htpasswdFile = join(dir, 'htpasswd');
 let server: TestServer;
-const logLines: Array<Record<string, unknown>> = [];
+const { logger, lines: logLines } = capturedLog('info');
 
 function basic(user: string, password: string): string {
   return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
@@ -32,15 +32,6 @@ test.before(async () => {
   execFileSync('htpasswd', ['-B', '-C', '5', '-b', htpasswdFile, 'bob', 'p:ss:word'], { stdio: 'ignore' });
   // a costly hash (hundreds of ms per check), as a careful operator would choose
   execFileSync('htpasswd', ['-B', '-C', '12', '-b', htpasswdFile, 'carol', 'slow to check'], { stdio: 'ignore' });
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        for (const line of chunk.toString('utf8').split('\n')) if (line) logLines.push(JSON.parse(line) as Record<string, unknown>);
-        cb();
-      },
-    }),
-  );
   server = await startTestServer({ label: 'auth', env: { VOLREG_AUTH_FILE: htpasswdFile }, logger });
 });
 test.after.always(async () => {

@@ -1,9 +1,7 @@
 import test from 'ava';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import { MongoClient } from 'mongodb';
-import { pino } from 'pino';
 import { createApp, type HealthCheck } from '../../src/app.ts';
 import { loadConfig } from '../../src/config/load-config.ts';
 import { VolregError } from '../../src/domain/errors.ts';
@@ -11,6 +9,7 @@ import { readBodyCapped } from '../../src/http/body.ts';
 import { createHttpMetrics } from '../../src/http/metrics.ts';
 import type { HandlerMap } from '../../src/http/router.ts';
 import { readinessChecks } from '../../src/main.ts';
+import { capturedLog } from '../helpers/captured-log.ts';
 
 /**
  * The app's fixed behaviour through a real listening server: error envelope, 404/405,
@@ -18,16 +17,7 @@ import { readinessChecks } from '../../src/main.ts';
  * areas, so a thrown domain error and an unexpected exception can be provoked on purpose.
  */
 
-const logLines: Array<Record<string, unknown>> = [];
-const logger = pino(
-  { level: 'debug' },
-  new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) logLines.push(JSON.parse(line) as Record<string, unknown>);
-      cb();
-    },
-  }),
-);
+const { logger, lines: logLines } = capturedLog('debug');
 
 const SECRET = 'EACCES: permission denied, open /srv/volreg/data/blobs/sha256/ab/secret';
 
