@@ -105,7 +105,7 @@ async function ciRun(output: string, status: number, missing: string[] = []): Pr
     });
     let stdout = '';
     child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.on('exit', (code) => {
+    child.on('close', (code) => {
       void readFile(join(dir, 'apt.log'), 'utf8')
         .catch(() => '')
         .then((apt) => resolve({ code, stdout, apt }));
