@@ -27,6 +27,8 @@ export interface MigrationStatus {
   id: string;
   description: string;
   appliedAt: Date | null;
+  /** false for a migration a newer volreg applied, which this version does not know */
+  known: boolean;
 }
 
 interface MigrationRecord {
@@ -72,7 +74,7 @@ function refuseNewerSchema(known: Migration[], applied: Map<string, Date>): void
   if (unknown.length > 0) {
     throw new Error(
       `the database was migrated by a newer volreg (migrations ${unknown.join(', ')}, which this version does not know); ` +
-        'refusing to start rather than misread or change it. Run that version again, or restore a backup made before it.',
+        'refusing to go on rather than misread or change it. Run that version again, or restore a backup made before it.',
     );
   }
 }
@@ -109,10 +111,32 @@ export class Migrator {
     return this.migrations;
   }
 
-  /** Every known migration, with when it was applied (null: pending). */
+  /** Every known migration, with when it was applied (null: pending), then any a newer volreg applied. */
   async status(): Promise<MigrationStatus[]> {
     const applied = await this.applied();
-    return (await this.all()).map((m) => ({ id: m.id, description: m.description, appliedAt: applied.get(m.id) ?? null }));
+    const known = await this.all();
+    const ids = new Set(known.map((m) => m.id));
+    const newer = [...applied].filter(([id]) => !ids.has(id)).sort(([a], [b]) => (a < b ? -1 : 1));
+    return [
+      ...known.map((m) => ({ id: m.id, description: m.description, appliedAt: applied.get(m.id) ?? null, known: true })),
+      ...newer.map(([id, appliedAt]) => ({ id, description: 'applied by a newer volreg; unknown to this version', appliedAt, known: false })),
+    ];
+  }
+
+  /**
+   * For commands that read and change the data without migrating it (gc): the database must be
+   * exactly at this version's schema. Behind it, what later migrations add (indexes, fields a
+   * reference check relies on) is missing; ahead of it, the data may be in a shape this version
+   * would misread, and gc is the command that deletes.
+   */
+  async requireCurrent(): Promise<void> {
+    const migrations = await this.all();
+    const applied = await this.applied();
+    refuseNewerSchema(migrations, applied);
+    const pending = migrations.filter((m) => !applied.has(m.id)).map((m) => m.id);
+    if (pending.length > 0) {
+      throw new Error(`the database has migrations this version would apply first (${pending.join(', ')}): run volreg migrate (or start volreg serve, which applies them), then try again`);
+    }
   }
 
   /** Applies the pending migrations in order; returns the ids this call applied. */

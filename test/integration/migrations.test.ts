@@ -1,8 +1,9 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { MongoClient, type Db } from 'mongodb';
 import { collections, COLLECTIONS, pulpFields } from '../../src/metadata/collections.ts';
 import { parseManifest } from '../../src/domain/manifests/manifest-handlers.ts';
@@ -11,6 +12,8 @@ import { RepoContentRepository, VOLUME_NOTE } from '../../src/metadata/repo-cont
 import { loadMigrations, Migrator, type Migration } from '../../src/metadata/migrator.ts';
 import { openTestMongo, type TestMongo } from '../helpers/mongo.ts';
 import { VOLREG_BIN } from '../helpers/server.ts';
+import { digestOf } from '../../src/domain/digest.ts';
+import { blobPath } from '../../src/storage/paths.ts';
 
 /**
  * Migrations against a real MongoDB-speaking backend: a fresh database, a re-run that does
@@ -305,11 +308,51 @@ test('a database a newer volreg migrated is refused: volreg migrate and volreg s
 
   const up = await runCli(['migrate', 'up'], env);
   t.is(up.code, 1);
-  t.regex(up.stderr, /the database was migrated by a newer volreg \(migrations 9999-from-a-newer-version, which this version does not know\); refusing to start/);
+  t.regex(up.stderr, /the database was migrated by a newer volreg \(migrations 9999-from-a-newer-version, which this version does not know\); refusing to go on/);
   const dataDir = await mkdtemp(join(tmpdir(), 'volreg-mig-newer-'));
   t.teardown(() => rm(dataDir, { recursive: true, force: true }));
   const serve = await runCli(['serve'], { ...env, VOLREG_ADDR: '127.0.0.1:0', VOLREG_DATA_DIR: dataDir });
   t.is(serve.code, 1);
   t.regex(serve.stdout + serve.stderr, /migrated by a newer volreg/);
   t.deepEqual(await mongo.db.collection(COLLECTIONS.migrations).find({}).toArray(), before);
+});
+
+/** Bytes under dataDir with no record: what a gc that runs with --grace 0 deletes. */
+async function orphanBytes(dataDir: string): Promise<string> {
+  const bytes = Buffer.from('bytes without a record');
+  const file = blobPath(dataDir, digestOf(bytes));
+  await mkdir(dirname(file), { recursive: true });
+  await writeFile(file, bytes);
+  return file;
+}
+
+test('volreg gc refuses a database a newer volreg migrated, and one with migrations pending; migrate status shows the unknown one', async (t) => {
+  const mongo = await freshDb('mig_gc');
+  const env = { VOLREG_MONGODB_URL: mongo.uri, VOLREG_MONGODB_DATABASE: mongo.dbName };
+  const dataDir = await mkdtemp(join(tmpdir(), 'volreg-mig-gc-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const orphan = await orphanBytes(dataDir);
+  const gc = (): ReturnType<typeof runCli> => runCli(['gc', '--grace', '0', '--delete-untagged'], { ...env, VOLREG_DATA_DIR: dataDir });
+
+  const pending = await gc();
+  t.is(pending.code, 1);
+  t.regex(pending.stderr, /migrations this version would apply first \(0001-initial, .*\): run volreg migrate/);
+  t.true(existsSync(orphan), 'nothing collected');
+
+  t.is((await runCli(['migrate', 'up'], env)).code, 0);
+  await mongo.db.collection(COLLECTIONS.migrations).insertOne({ _id: '9999-from-a-newer-version' as never, description: 'later', applied_at: new Date() });
+  const newer = await gc();
+  t.is(newer.code, 1);
+  t.regex(newer.stderr, /migrated by a newer volreg \(migrations 9999-from-a-newer-version/);
+  t.true(existsSync(orphan), 'nothing collected');
+
+  const status = await runCli(['migrate', 'status'], env);
+  t.is(status.code, 1);
+  t.regex(status.stdout, /^9999-from-a-newer-version\tapplied \S+\tapplied by a newer volreg; unknown to this version$/m);
+  t.regex(status.stderr, /migrated by a newer volreg/);
+
+  // at this version's schema, the same command collects
+  await mongo.db.collection(COLLECTIONS.migrations).deleteOne({ _id: '9999-from-a-newer-version' as never });
+  t.is((await gc()).code, 0);
+  t.false(existsSync(orphan));
 });

@@ -49,6 +49,7 @@ async function gc(flags: GcFlags): Promise<void> {
   const { FsBlobStore } = await import('../../storage/fs-driver.ts');
   const { collectGarbage } = await import('../../maintenance/gc.ts');
   const { uploadPurger } = await import('../../maintenance/upload-purger.ts');
+  const { Migrator } = await import('../../metadata/migrator.ts');
   // The command prints its own summary; logs only for warnings and worse.
   const logger = createLogger({ logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel });
 
@@ -64,6 +65,12 @@ async function gc(flags: GcFlags): Promise<void> {
           'or run server and gc on a shared MongoDB (VOLREG_MONGODB_URL).',
       );
     }
+    fail((err as Error).message);
+  }
+  try {
+    await new Migrator(metadata!.db, { logger }).requireCurrent();
+  } catch (err) {
+    await metadata!.close();
     fail((err as Error).message);
   }
   const store = await FsBlobStore.open({ root: config.dataDir });

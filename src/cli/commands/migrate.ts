@@ -33,10 +33,13 @@ async function migrate(action: 'up' | 'status'): Promise<void> {
       const applied = await migrator.up();
       process.stdout.write(applied.length === 0 ? 'nothing to apply\n' : applied.map((id) => `applied ${id}\n`).join(''));
     } else {
-      for (const m of await migrator.status()) {
+      const status = await migrator.status();
+      for (const m of status) {
         const state = m.appliedAt ? `applied ${m.appliedAt.toISOString()}` : 'pending';
         process.stdout.write(`${m.id}\t${state}\t${m.description}\n`);
       }
+      // the same refusal serve and migrate up give, so that a check before starting shows it
+      if (status.some((m) => !m.known)) await migrator.requireCurrent();
     }
   } catch (err) {
     process.stderr.write(`volreg: migrate ${action}: ${(err as Error).message}\n`);
