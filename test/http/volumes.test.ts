@@ -23,6 +23,11 @@ let latin1Names = Buffer.alloc(0);
 let badPaxTime: Buffer = Buffer.alloc(0);
 let badPaxOwner: Buffer = Buffer.alloc(0);
 let longName: Buffer = Buffer.alloc(0);
+// what a restore can not set (GNU tar --xattrs / --acls write these pax records)
+let xattrs: Buffer = Buffer.alloc(0);
+let acls: Buffer = Buffer.alloc(0);
+// GNU tar --format=v7 (no ustar magic), large enough that the refusal comes while the body streams
+let v7: Buffer = Buffer.alloc(0);
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const url = (p: string): string => `${server.url}${p}`;
@@ -65,6 +70,13 @@ test.before(async () => {
   badPaxTime = await buildTar([{ name: 'fine', body: 'f' }, { name: 'bad-time', body: 'x', pax: { mtime: 'yesterday' } }]);
   badPaxOwner = await buildTar([{ name: 'bad-owner', body: 'x', pax: { uid: '-5', gid: '1e3' } }]);
   longName = await buildTar([{ name: `dir/${'n'.repeat(256)}`, body: 'x' }]);
+  xattrs = await buildTar([{ name: 'noted', body: 'x', pax: { 'SCHILY.xattr.user.note': 'kept?' } }]);
+  acls = await buildTar([{ name: 'shared', type: 'directory', pax: { 'SCHILY.acl.access': 'user::rwx,group::r-x,other::r-x,user:1000:rwx,mask::rwx' } }]);
+  const old = join(work, 'v7');
+  await mkdir(old);
+  await writeFile(join(old, 'a'), 'a\n');
+  await writeFile(join(old, 'big'), randomBytes(3 * 1024 * 1024));
+  v7 = execFileSync('tar', ['-C', old, '--format=v7', '-cf', '-', 'a', 'big'], { maxBuffer: 16 * 1024 * 1024 });
 });
 
 test.after.always(async () => {
@@ -229,6 +241,9 @@ const refusals: Array<{ title: string; body: () => Buffer; query?: string; heade
   { title: 'a name component longer than 255 bytes (no Linux filesystem holds one)', body: () => longName, code: 'ARCHIVE_INVALID', message: /longer than 255 bytes/ },
   { title: 'a pax mtime record that is not a number', body: () => badPaxTime, code: 'ARCHIVE_INVALID', message: /"bad-time".*pax record mtime=yesterday is not valid/ },
   { title: 'pax uid and gid records that are not owners', body: () => badPaxOwner, code: 'ARCHIVE_INVALID', message: /"bad-owner".*pax records uid=-5, gid=1e3 are not valid/ },
+  { title: 'extended attributes (tar --xattrs)', body: () => xattrs, code: 'ARCHIVE_INVALID', message: /"noted".*extended attributes.*SCHILY\.xattr\.user\.note.*without --xattrs/ },
+  { title: 'ACLs (tar --acls)', body: () => acls, code: 'ARCHIVE_INVALID', message: /"shared\/?".*SCHILY\.acl\.access/ },
+  { title: 'a v7 tar, refused while its body streams: the reason is kept', body: () => v7, code: 'ARCHIVE_INVALID', message: /unknown format.*--format=v7.*not accepted/ },
   { title: 'wrong ?digest=', body: () => gzBytes, query: `?digest=sha256:${'0'.repeat(64)}`, code: 'DIGEST_INVALID' },
   { title: 'wrong Digest header', body: () => gzBytes, headers: { Digest: `sha-256=${Buffer.alloc(32, 1).toString('base64')}` }, code: 'DIGEST_INVALID' },
 ];

@@ -105,6 +105,9 @@ function entryKind(type: Header['type'] | null | undefined): EntryKind {
 }
 
 export async function inspectArchive(source: Readable, opts: InspectOptions = {}): Promise<ArchiveInspection> {
+  // The parser's own reason for refusing the archive: when it ends the feed, pipeline reports
+  // the AbortError of the stream the feed stopped reading instead (on long enough archives).
+  let parserFailure: Error | null = null;
   try {
     const { compression, tar } = await decompressedTar(source, opts);
 
@@ -112,6 +115,7 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
     let entries = 0;
     let unsafeEntries = 0;
     const parser = extract();
+    parser.on('error', (err: Error) => (parserFailure ??= err));
     parser.on('entry', (header, body, next) => {
       // the parser's own error says what went wrong; the entry's stream only repeats it
       body.on('error', () => undefined);
@@ -139,7 +143,16 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
     };
   } catch (err) {
     if (err instanceof SourceFailure) throw err.original;
-    if (isVolregError(err)) throw err;
-    throw invalidArchive(err instanceof Error ? err.message.slice(0, 200) : 'unreadable archive');
+    const cause: unknown = parserFailure ?? err;
+    if (isVolregError(cause)) throw cause;
+    throw invalidArchive(cause instanceof Error ? readableParserMessage(cause.message).slice(0, 300) : 'unreadable archive');
   }
+}
+
+/** tar-stream's message for a header without the ustar magic, which is what a v7 archive has. */
+const UNKNOWN_FORMAT = 'Invalid tar header: unknown format.';
+
+function readableParserMessage(message: string): string {
+  if (message !== UNKNOWN_FORMAT) return message;
+  return `${message} (not a ustar, pax or GNU tar: archives in the old v7 format, tar --format=v7, are not accepted; create it with GNU tar's default format or --format=posix)`;
 }

@@ -16,10 +16,15 @@ import { invalidAttributeRecords } from './entry-attributes.ts';
  *   ustar field beside it holds only a stand-in.
  * - A name with a component longer than 255 bytes: no Linux filesystem (ext4, XFS, Btrfs, tmpfs)
  *   can hold such a file name.
+ * - Extended attributes, ACLs, SELinux labels or file flags in pax records (`tar --xattrs`,
+ *   `--acls`, `--selinux`, bsdtar): Node has no call to set them, so a restore would drop them.
  */
 
 /** NAME_MAX of Linux filesystems, in bytes. */
 const NAME_MAX = 255;
+
+/** pax records (GNU tar, star, libarchive) holding what a restore can not set. */
+const UNSETTABLE_RECORD = /^(SCHILY\.xattr\.|LIBARCHIVE\.xattr\.|SCHILY\.acl\.|RHT\.security\.selinux$|SCHILY\.fflags$)/;
 
 /** What the rule needs of a parsed tar header (tar-stream's Header fits). */
 export interface TarEntryHeader {
@@ -44,8 +49,13 @@ export function unrestorableReason(header: TarEntryHeader): string | null {
   if (header.name.split('/').some((part) => Buffer.byteLength(part) > NAME_MAX)) {
     return `a component of its name is longer than ${NAME_MAX} bytes, which no Linux filesystem can hold`;
   }
-  if (typeof header.pax === 'object' && header.pax !== null && Object.keys(header.pax).some((k) => k.startsWith('GNU.sparse.'))) {
+  const records = typeof header.pax === 'object' && header.pax !== null ? Object.keys(header.pax) : [];
+  if (records.some((k) => k.startsWith('GNU.sparse.'))) {
     return 'sparse files (tar -S) are not supported: create the archive without -S';
+  }
+  const unsettable = records.find((k) => UNSETTABLE_RECORD.test(k));
+  if (unsettable !== undefined) {
+    return `it carries extended attributes, ACLs, an SELinux label or file flags (pax record ${JSON.stringify(unsettable.slice(0, 80))}), which a restore can not set: create the archive without --xattrs, --acls and --selinux`;
   }
   if (header.type === null) {
     return 'its entry type is not supported (a sparse file from tar -S, or another GNU extension): re-create the archive without -S (nor -g: incremental archives are not supported either)';
