@@ -34,6 +34,8 @@ export const ERROR_CODES = {
   HEADERS_TOO_LARGE: { status: 431, message: 'request header fields too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'unsupported media type' },
   CONFLICT: { status: 409, message: 'conflicting request' },
+  // as GitLab's registry names it: a delete that would leave an index pointing at nothing
+  MANIFEST_REFERENCED: { status: 409, message: 'manifest referenced by a manifest list or image index' },
   ARCHIVE_INVALID: { status: 400, message: 'body is not a complete, well-formed tar archive' },
   SNAPSHOT_UNKNOWN: { status: 404, message: 'volume snapshot unknown to registry' },
   STORAGE_FULL: { status: 507, message: "not enough free space in the registry's storage" },

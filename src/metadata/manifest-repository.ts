@@ -364,6 +364,19 @@ export class ManifestRepository {
     return this.held.heldIds(repo, units);
   }
 
+  /** Digests of the indexes and manifest lists held by the repository that list `digest` among their manifests. */
+  async listsInRepoReferencing(repo: string, digest: Digest): Promise<Digest[]> {
+    const lists = await this.lists.find({ manifest_digests: digest }, { projection: { _id: 1, digest: 1 } }).toArray();
+    const held = await this.heldIds(
+      repo,
+      lists.map((d) => ({ id: d._id, type: UNIT_TYPES.manifestList })),
+    );
+    return lists
+      .filter((d) => held.has(d._id))
+      .map((d) => d.digest as Digest)
+      .sort();
+  }
+
   /** Manifests and indexes held by the repository whose `subject` is `digest`. */
   async referrers(repo: string, subject: Digest): Promise<StoredManifest[]> {
     const [images, lists] = await Promise.all([

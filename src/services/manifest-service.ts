@@ -37,6 +37,8 @@ export interface ManifestStore {
   exists(unit: ManifestUnitRef): Promise<boolean>;
   /** those of `digests` that are not manifests held by the repository */
   missingInRepo(repo: string, digests: readonly Digest[]): Promise<Digest[]>;
+  /** digests of the indexes (lists) held by the repository that list `digest` */
+  listsInRepoReferencing(repo: string, digest: Digest): Promise<Digest[]>;
 }
 
 /** Which blobs a repository holds (the blob units and their associations). */
@@ -243,6 +245,15 @@ export class ManifestService {
     }
     const m = await this.deps.manifests.findInRepo(repo, ref.digest);
     if (!m) throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown', { digest: ref.digest });
+    // Deleting an index's entry would leave the index (and every tag on it) unpullable: the
+    // index goes first. A list pushed meanwhile finds the entry gone on its own re-check (put).
+    const lists = await this.deps.manifests.listsInRepoReferencing(repo, m.digest);
+    if (lists.length > 0) {
+      throw new VolregError('MANIFEST_REFERENCED', `manifest is listed by ${lists.length === 1 ? 'an index' : `${lists.length} indexes`} of this repository: delete ${lists.length === 1 ? 'it' : 'them'} first`, {
+        digest: m.digest,
+        referencedBy: lists.slice(0, 10),
+      });
+    }
     const removed = await this.deps.tagWriter.deleteByManifest(repo, m.digest);
     await this.deps.manifests.removeFromRepo(repo, { id: m.id, kind: m.kind });
     const late = await this.deps.tagWriter.deleteByManifest(repo, m.digest);

@@ -649,6 +649,45 @@ test('DELETE by digest removes the manifest and every tag pointing at it', async
   t.is((await getManifest(url, repo, 'a1', ACCEPT_ALL)).status, 200);
 });
 
+test('DELETE by digest of an index entry is 409 MANIFEST_REFERENCED while the repository holds the index; after the index, it goes', async (t) => {
+  const repo = repoName('delentry');
+  const other = repoName('delentry-other');
+  const a = await pushedImage(repo);
+  const b = await pushedImage(repo);
+  for (const m of [a.manifest, b.manifest]) t_ok(await putManifest(url, repo, m.digest, m));
+  const inner = ociIndex([{ manifest: a.manifest, platform: { os: 'linux', architecture: 'amd64' } }]);
+  const outer = ociIndex([
+    { manifest: inner, platform: { os: 'linux', architecture: 'amd64' } },
+    { manifest: b.manifest, platform: { os: 'linux', architecture: 'arm64' } },
+  ]);
+  t_ok(await putManifest(url, repo, inner.digest, inner));
+  t_ok(await putManifest(url, repo, 'multi', outer));
+  // another repository holding the same image but no index may delete it
+  await pushBlobs(url, other, [a.config, ...a.layers]);
+  t_ok(await putManifest(url, other, 'solo', a.manifest));
+
+  for (const [entry, by] of [
+    [a.manifest, inner],
+    [b.manifest, outer],
+    [inner, outer],
+  ] as const) {
+    const del = await request(url, `/v2/${repo}/manifests/${entry.digest}`, { method: 'DELETE' });
+    t.is(del.status, 409);
+    t.is(errorCode(del), 'MANIFEST_REFERENCED');
+    t.deepEqual(errorDetail<{ referencedBy: string[] }>(del).referencedBy, [by.digest]);
+    t.is((await getManifest(url, repo, entry.digest, ACCEPT_ALL)).status, 200, 'still there');
+  }
+  t.is((await getManifest(url, repo, 'multi', ACCEPT_ALL)).status, 200);
+  t.is((await request(url, `/v2/${other}/manifests/${a.manifest.digest}`, { method: 'DELETE' })).status, 202);
+
+  // the outer index first, then what it listed
+  t.is((await request(url, `/v2/${repo}/manifests/${outer.digest}`, { method: 'DELETE' })).status, 202);
+  t.is((await request(url, `/v2/${repo}/manifests/${b.manifest.digest}`, { method: 'DELETE' })).status, 202);
+  t.is((await request(url, `/v2/${repo}/manifests/${a.manifest.digest}`, { method: 'DELETE' })).status, 409, 'the inner index still lists it');
+  t.is((await request(url, `/v2/${repo}/manifests/${inner.digest}`, { method: 'DELETE' })).status, 202);
+  t.is((await request(url, `/v2/${repo}/manifests/${a.manifest.digest}`, { method: 'DELETE' })).status, 202);
+});
+
 test('methods a manifest URL does not serve are 405', async (t) => {
   const r = await request(url, `/v2/${repoName('m')}/manifests/x`, { method: 'POST', body: '{}' });
   t.is(r.status, 405);
