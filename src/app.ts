@@ -6,6 +6,7 @@ import { VolregError } from './domain/errors.ts';
 import { clientIdle } from './http/client-idle.ts';
 import { errorMiddleware, type ErrorTranslation } from './http/error-middleware.ts';
 import { buildRouter, type HandlerMap, type RouterOptions } from './http/router.ts';
+import { recordedStatus } from './http/recorded-status.ts';
 
 export interface HealthCheck {
   name: string;
@@ -55,7 +56,7 @@ export function createApp(deps: AppDeps): Koa {
           requestId,
           method: ctx.method,
           path: ctx.path,
-          status: ctx.status,
+          status: recordedStatus(ctx.req, ctx.res, ctx.status),
           ms: Math.round(ms * 10) / 10,
           repository: ctx.state.access?.repository ?? undefined,
           user: ctx.state.user,

@@ -3,6 +3,7 @@ import type { Context, Middleware } from 'koa';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { freeBytes } from '../storage/free-space.ts';
 import { matchRoute } from './router.ts';
+import { recordedStatus } from './recorded-status.ts';
 
 /**
  * Prometheus metrics for GET /metrics: requests by route id and status, durations, and bytes
@@ -60,7 +61,7 @@ export function createHttpMetrics(opts: { processMetrics?: boolean } = {}): Http
       const route = ctx.state.access?.routeId ?? FIXED_ROUTES[ctx.path] ?? matchRoute(ctx.path)?.id ?? 'unmatched';
       const method = ctx.method;
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      requests.inc({ route, method, status: String(ctx.res.statusCode) });
+      requests.inc({ route, method, status: String(recordedStatus(ctx.req, ctx.res, ctx.res.statusCode)) });
       duration.observe({ route, method }, seconds);
       bytesIn.inc({ route }, counted.in());
       bytesOut.inc({ route }, counted.out());

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
+import { connect, type AddressInfo } from 'node:net';
 import { MongoClient } from 'mongodb';
 import { createApp, type HealthCheck } from '../../src/app.ts';
 import { loadConfig } from '../../src/config/load-config.ts';
@@ -224,6 +225,23 @@ test('/metrics counts requests by route id and status, durations and bytes in an
   t.regex(text, /^volreg_http_requests_total\{route="manifest",method="PATCH",status="405"\} 1$/m);
   // the raw path never becomes a label
   t.false(text.includes('definitely'));
+});
+
+test('a request whose client left before any reply is logged and counted as 499, not as the refusal it never got', async (t) => {
+  const own = await listen();
+  t.teardown(() => own.close());
+  const { port } = new URL(own.url);
+  const sock = connect(Number(port), '127.0.0.1');
+  await once(sock, 'connect');
+  sock.write('PUT /api/v1/volumes/left/tags/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n' + 'z'.repeat(100));
+  await new Promise((r) => setTimeout(r, 100));
+  sock.destroy();
+  const logged = (): Record<string, unknown> | undefined => logLines.find((l) => l.msg === 'request' && l.path === '/api/v1/volumes/left/tags/v1');
+  for (let i = 0; i < 100 && !logged(); i++) await new Promise((r) => setTimeout(r, 20));
+  t.is(logged()?.status, 499);
+  const text = await (await fetch(`${own.url}/metrics`)).text();
+  t.regex(text, /^volreg_http_requests_total\{route="volumeTag",method="PUT",status="499"\} 1$/m);
+  t.notRegex(text, /route="volumeTag",method="PUT",status="400"/);
 });
 
 test('a body over the cap is 413 TOO_LARGE', async (t) => {
