@@ -123,6 +123,8 @@ export function basicAuth(users: Users, logger: Logger, passwords = new OffThrea
     const colon = decoded.indexOf(':');
     const user = colon >= 0 ? decoded.slice(0, colon) : '';
     const password = colon >= 0 ? decoded.slice(colon + 1) : '';
+    // `Basic Og==` (":") is what skopeo sends when it has no credentials: none were given
+    if (!user && !password) throw challenge('authentication required');
     // checks take turns by client address; one whose client has gone is not run
     if (!user || !(await check(user, password, ctx.ip, ctx.res))) {
       logger.info({ requestId: ctx.state.requestId, user: user.slice(0, 64) || undefined }, 'authentication failed');

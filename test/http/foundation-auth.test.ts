@@ -65,6 +65,14 @@ test('wrong passwords, unknown users and malformed headers are 401', async (t) =
     t.is(res.status, 401, authorization.slice(0, 40));
     t.is(res.headers.get('www-authenticate'), 'Basic realm="volreg"');
   }
+  // empty credentials (skopeo sends `Basic Og==` when it has none) are no credentials, not wrong ones
+  for (const [authorization, message] of [
+    [basic('', ''), 'authentication required'],
+    [basic('alice', 'wrong'), 'invalid username or password'],
+  ] as const) {
+    const res = await fetch(`${server.url}/v2/`, { headers: { authorization } });
+    t.is(((await res.json()) as { errors: Array<{ message: string }> }).errors[0]!.message, message, authorization);
+  }
 });
 
 test('a user of the htpasswd file gets in, passwords with spaces and colons included', async (t) => {
