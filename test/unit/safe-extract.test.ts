@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -94,13 +94,7 @@ const hostile: Array<{ title: string; entries: HostileEntry[]; outsideName?: str
   },
   { title: 'hard link escape', entries: [{ name: 'hl', type: 'link', linkname: '../outside/secret' }] },
   { title: 'hard link to a file not in the archive', entries: [{ name: 'hl', type: 'link', linkname: 'nothere' }] },
-  {
-    title: 'hard link to a symlink',
-    entries: [
-      { name: 'ok', type: 'symlink', linkname: 'x' },
-      { name: 'hl', type: 'link', linkname: 'ok' },
-    ],
-  },
+  { title: 'hard link to a directory', entries: [{ name: 'd/', type: 'directory' }, { name: 'hl', type: 'link', linkname: 'd' }] },
   {
     title: 'file replacing a directory',
     entries: [
@@ -270,4 +264,74 @@ test('packing fails with a clear error (never an unhandled one) on a name that i
     }, createWriteStream(join(work, 'pack-gone.tar'))),
   );
   t.is((err2 as NodeJS.ErrnoException).code, 'ENOENT');
+});
+
+test("GNU tar's hard link to a symlink is restored as one more name of that symlink (one inode, as tar -x makes it)", async (t) => {
+  const src = join(work, 'linked-symlink-src');
+  await mkdir(src);
+  await writeFile(join(src, 'x'), 'x');
+  await symlink('x', join(src, 's'));
+  await link(join(src, 's'), join(src, 'h'));
+  await symlink('../x', join(src, 'down'));
+  for (const format of ['gnu', 'posix']) {
+    const tar = execFileSync('tar', ['-C', src, `--format=${format}`, '-cf', '-', 'x', 's', 'h']);
+    const listing = execFileSync('tar', ['-tvf', '-'], { input: tar }).toString();
+    t.regex(listing, /h link to s|s link to h/, 'GNU tar wrote a link entry');
+    const { target } = await arena();
+    await extractTar(Readable.from(tar), target);
+    const [s, h] = await Promise.all([lstat(join(target, 's')), lstat(join(target, 'h'))]);
+    t.true(s.isSymbolicLink() && h.isSymbolicLink(), format);
+    t.is(s.ino, h.ino, format);
+    t.is(await readlink(join(target, 'h')), 'x');
+    t.is(await readFile(join(target, 'h'), 'utf8'), 'x');
+  }
+});
+
+test('a hard link to a symlink is checked as a symlink at its own place: the same target may leave from there', async (t) => {
+  const cases: Array<[HostileEntry[], RegExp]> = [
+    [
+      [
+        { name: 'd/', type: 'directory' },
+        { name: 'd/ok', type: 'symlink', linkname: '../x' },
+        { name: 'hl', type: 'link', linkname: 'd/ok' },
+      ],
+      /"hl": symlink target "\.\.\/x" leaves the target directory$/,
+    ],
+    [
+      [
+        { name: 'y', type: 'symlink', linkname: '.' },
+        { name: 'd/y/', type: 'directory' },
+        // from d, y/.. is d; from the root it is the root's parent
+        { name: 'd/ok', type: 'symlink', linkname: 'y/..' },
+        { name: 'hl', type: 'link', linkname: 'd/ok' },
+      ],
+      /"hl": symlink target "y\/\.\." leaves the target directory through the links it passes/,
+    ],
+  ];
+  for (const [entries, reason] of cases) {
+    const { target, outside } = await arena();
+    const err = await t.throwsAsync(extractTar(Readable.from(await buildTar(entries)), target), { instanceOf: UnsafeArchiveError });
+    t.regex(err?.message ?? '', reason);
+    t.deepEqual(await readdir(outside), ['secret']);
+  }
+});
+
+test("GNU tar's mtimes before 1970 (base-256 in its default format) are restored exactly", async (t) => {
+  const src = join(work, 'old-mtimes-src');
+  await mkdir(join(src, 'dir1950'), { recursive: true });
+  const times: Array<[string, number]> = [
+    ['f1960', Date.UTC(1960, 0, 1) / 1000],
+    ['fminus1', -1],
+    ['fminus2', -2],
+    ['dir1950', Date.UTC(1950, 5, 1) / 1000],
+  ];
+  for (const [name, seconds] of times) {
+    if (!name.startsWith('dir')) await writeFile(join(src, name), name);
+    execFileSync('touch', ['-d', `@${seconds}`, join(src, name)]);
+  }
+  for (const format of ['gnu', 'posix']) {
+    const { target } = await arena();
+    await extractTar(Readable.from(execFileSync('tar', ['-C', src, `--format=${format}`, '-cf', '-', '.'])), target);
+    for (const [name, seconds] of times) t.is((await lstat(join(target, name))).mtimeMs / 1000, seconds, `${format} ${name}`);
+  }
 });

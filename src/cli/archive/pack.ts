@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer';
-import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { constants, type BigIntStats } from 'node:fs';
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pack, type Header, type Pack } from 'tar-stream';
@@ -13,17 +13,33 @@ import { holdsReplacementCharacter } from '../../domain/volumes/restorable-entry
  * memory). The root itself is the first entry (`./`), so a restore gets its mode and mtime
  * back. Entry names are relative, sorted, directories end in `/`. Kept: modes, mtimes (whole
  * seconds), numeric owners (as entry-attributes.ts writes them: pax records for what ustar can
- * not hold), symlinks (as links), hard links (as `link` entries to the first path), device
- * files and fifos. Sockets cannot be archived and are skipped with a warning.
+ * not hold), symlinks (as links), hard links of files and symlinks (as `link` entries to the
+ * first path), device files and fifos. Sockets cannot be archived and are skipped with a warning.
+ *
+ * A file that changes while it is read (it grows, shrinks or is written to) fails the packing
+ * (FileChangedError, naming it): its entry would hold neither version, or disagree with its
+ * header. Exactly the size in the header is read, then the file's stat is compared with the
+ * one the header was made from, as GNU tar's "file changed as we read it" does.
  *
  * A name (or symlink target) that is not valid UTF-8 cannot be archived faithfully (tar-stream,
  * and the restore side, read names as UTF-8 and would turn each bad byte into U+FFFD, so
  * `caf\xe9` and `caf\xe8` would come back as one file): packing fails with an error naming the
  * path, its bad bytes escaped. So does a name holding U+FFFD itself, which a restore refuses.
- * Any failure (such a name, a file that vanished, EIO) ends the stream with that error.
+ * Any failure (such a name, a changed file, a file that vanished, EIO) ends the stream with
+ * that error.
  */
 export class UnarchivableNameError extends Error {
   override name = 'UnarchivableNameError';
+}
+
+export class FileChangedError extends Error {
+  override name = 'FileChangedError';
+  constructor(
+    readonly path: string,
+    how: string,
+  ) {
+    super(`${path} changed while it was being read (${how}); stop what writes to the volume, or back up a snapshot of it, and push again`);
+  }
 }
 
 /** A name's bytes for a message: valid UTF-8 as text, each other byte (and controls, `\`) escaped. */
@@ -96,33 +112,74 @@ function addEntry(p: Pack, header: Header | (Partial<Header> & { name: string })
   return new Promise((resolve, reject) => p.entry(header, (err) => (err ? reject(err) : resolve())));
 }
 
-async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs: string, opts: PackOptions): Promise<void> {
-  let sink!: ReturnType<Pack['entry']>;
-  const finished = new Promise<void>((resolve, reject) => {
-    sink = p.entry(header, (err) => (err ? reject(err) : resolve()));
-  });
-  finished.catch(() => undefined); // awaited below; a failure before then is reported there
-  // The entry's failure is reported by the callback above. Its 'error' event, when the packer is
-  // torn down under it (a refused upload), has no other listener, and an unheard 'error' would
-  // take the process down: a backup's other volumes with it.
-  sink.on('error', () => undefined);
-  const file = createReadStream(abs, { highWaterMark: 256 * 1024 });
+const READ_CHUNK = 256 * 1024;
+/** O_NONBLOCK: should the name have become a fifo since its lstat, the open does not hang (as in GNU tar). */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
+/** How a file's stat after reading differs from the one its header was made from, or null. */
+function changeSince(before: BigIntStats, after: BigIntStats): string | null {
+  if (after.dev !== before.dev || after.ino !== before.ino) return 'another file took its name';
+  if (after.size !== before.size) return `it ${after.size > before.size ? 'grew' : 'shrank'} from ${before.size} to ${after.size} bytes`;
+  if (after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs) return 'it was modified';
+  return null;
+}
+
+/**
+ * Adds a regular file: exactly the `before.size` bytes its header announces, read from one open
+ * descriptor whose fstat must then still match `before` (the lstat the header was made from).
+ */
+async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs: string, before: BigIntStats, opts: PackOptions): Promise<void> {
+  const file = await open(abs, READ_FLAGS);
   try {
-    for await (const chunk of file) {
-      opts.onFileBytes?.((chunk as Buffer).length);
-      await writeOrWait(sink, chunk as Buffer);
-      if (sink.destroyed) break; // the packer was torn down (a refused upload): `finished` says why
+    let sink!: ReturnType<Pack['entry']>;
+    const finished = new Promise<void>((resolve, reject) => {
+      sink = p.entry({ ...header, size: Number(before.size) }, (err) => (err ? reject(err) : resolve()));
+    });
+    finished.catch(() => undefined); // awaited below; a failure before then is reported there
+    // The entry's failure is reported by the callback above. Its 'error' event, when the packer is
+    // torn down under it (a refused upload), has no other listener, and an unheard 'error' would
+    // take the process down: a backup's other volumes with it.
+    sink.on('error', () => undefined);
+    try {
+      let left = Number(before.size);
+      // a torn down packer (a refused upload) takes nothing more: `finished` says why
+      while (left > 0 && !sink.destroyed) {
+        const want = Math.min(READ_CHUNK, left);
+        const { bytesRead, buffer } = await file.read(Buffer.allocUnsafe(want), 0, want, null);
+        if (bytesRead === 0) throw new FileChangedError(abs, `it shrank below ${before.size} bytes`);
+        left -= bytesRead;
+        opts.onFileBytes?.(bytesRead);
+        await writeOrWait(sink, buffer.subarray(0, bytesRead));
+      }
+      const change = sink.destroyed ? null : changeSince(before, await file.stat({ bigint: true }));
+      if (change !== null) throw new FileChangedError(abs, change);
+      sink.end(null);
+    } catch (err) {
+      sink.destroy(err as Error);
+      throw err;
     }
-    sink.end(null);
-  } catch (err) {
-    sink.destroy(err as Error);
-    throw err;
+    await finished;
+  } finally {
+    await file.close();
   }
-  await finished;
+}
+
+/**
+ * The name an inode with several names was first packed under (then this one becomes a `link`
+ * entry to it), or undefined, noting `rel` as its first name. Only files and symlinks: a
+ * restore links nothing else.
+ */
+function firstNameOf(seen: Map<string, string>, st: BigIntStats, rel: string): string | undefined {
+  if (st.nlink <= 1n || !(st.isFile() || st.isSymbolicLink())) return undefined;
+  const key = `${st.dev}:${st.ino}`;
+  const first = seen.get(key);
+  if (first === undefined) seen.set(key, rel);
+  return first;
 }
 
 async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void> {
-  const rootStat = await lstat(root);
+  // bigint: nanosecond mtimes (entry-attributes.ts rounds them down) and exact change checks
+  const rootStat = await lstat(root, { bigint: true });
   if (!rootStat.isDirectory()) throw new Error(`${root} is not a directory`);
   await addEntry(p, { name: './', type: 'directory', ...headerAttributes(rootStat) });
   const seenInodes = new Map<string, string>();
@@ -134,9 +191,12 @@ async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void>
       continue;
     }
     const { rel, abs } = next.value;
-    const st = await lstat(abs);
+    const st = await lstat(abs, { bigint: true });
     const base = headerAttributes(st);
-    if (st.isDirectory()) {
+    const first = firstNameOf(seenInodes, st, rel);
+    if (first !== undefined) {
+      await addEntry(p, { ...base, name: rel, type: 'link', linkname: first });
+    } else if (st.isDirectory()) {
       await addEntry(p, { ...base, name: `${rel}/`, type: 'directory' });
       stack.push(walk(root, rel));
     } else if (st.isSymbolicLink()) {
@@ -144,16 +204,9 @@ async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void>
       const linkname = faithfulName(target, () => `the symlink ${abs} -> ${escapeNameBytes(target)}`, 'target');
       await addEntry(p, { ...base, name: rel, type: 'symlink', linkname });
     } else if (st.isFile()) {
-      const key = `${st.dev}:${st.ino}`;
-      const first = st.nlink > 1 ? seenInodes.get(key) : undefined;
-      if (first !== undefined) {
-        await addEntry(p, { ...base, name: rel, type: 'link', linkname: first });
-        continue;
-      }
-      if (st.nlink > 1) seenInodes.set(key, rel);
-      await addFile(p, { ...base, name: rel, type: 'file', size: st.size }, abs, opts);
+      await addFile(p, { ...base, name: rel, type: 'file' }, abs, st, opts);
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-      await addEntry(p, { ...base, name: rel, type: st.isCharacterDevice() ? 'character-device' : 'block-device', ...devNumbers(st.rdev) });
+      await addEntry(p, { ...base, name: rel, type: st.isCharacterDevice() ? 'character-device' : 'block-device', ...devNumbers(Number(st.rdev)) });
     } else if (st.isFIFO()) {
       await addEntry(p, { ...base, name: rel, type: 'fifo' });
     } else {

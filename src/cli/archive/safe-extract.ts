@@ -24,7 +24,9 @@ import { TarFraming } from '../../domain/volumes/tar-framing.ts';
  *   created is also resolved component by component against the extracted tree, following the
  *   links in it (`y -> .` then `l -> y/y/../../etc` leaves the root although its text does
  *   not): one that leaves the root, or does not resolve within 40 links (a loop), is refused;
- * - a hard link may only point at a regular file this same extraction already wrote;
+ * - a hard link may only point at a regular file or symlink this same extraction already made
+ *   (GNU tar links a symlink's further names to it; link(2) does not follow the symlink, so the
+ *   new name is that symlink too, one inode, and is checked as a symlink at its own place);
  * - character and block devices only with `allowDevices` (they need root and `mknod`);
  * - entries that can not be restored exactly are refused, never skipped (restorable-entry.ts,
  *   the server's rule on push too, for archives stored before it or through /v2): a name or link
@@ -235,14 +237,21 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
     result.files++;
   }
 
-  async function handle(entry: AsyncIterable<Buffer> & { header: Header; resume(): unknown }): Promise<void> {
+  /** A symlink at `rel` pointing at `target` must stay inside, unless keepOutsideSymlinks (checked again once all is extracted). */
+  function checkSymlinkTarget(rel: string, name: string, target: string): void {
+    if (!opts.keepOutsideSymlinks && !symlinkStaysInside(rel, target)) {
+      throw new UnsafeArchiveError(name, `symlink target ${JSON.stringify(target.slice(0, 300))} leaves the target directory`);
+    }
+  }
+
+  async function handle(entry: AsyncIterable<Buffer> & { header: Header; resume(): unknown }, mtimeField: Uint8Array): Promise<void> {
     const h = entry.header;
     // refused, never skipped (restorable-entry.ts, the rule the server applies on push too)
     const unrestorable = unrestorableReason(h);
     if (unrestorable !== null) throw new UnsafeArchiveError(h.name, `it can not be restored exactly: ${unrestorable}`);
     const rel = normalizeEntryName(h.name);
     if (rel === null) throw new UnsafeArchiveError(h.name, 'absolute path or ".." in name');
-    const a = entryAttributes(h);
+    const a = entryAttributes(h, mtimeField);
     if (rel === '') {
       if (h.type !== 'directory') throw new UnsafeArchiveError(h.name, 'only a directory may name the root');
       rootAttributes = a;
@@ -264,9 +273,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
         return;
       }
       case 'symlink': {
-        if (!opts.keepOutsideSymlinks && !symlinkStaysInside(rel, h.linkname ?? '')) {
-          throw new UnsafeArchiveError(h.name, `symlink target ${JSON.stringify((h.linkname ?? '').slice(0, 300))} leaves the target directory`);
-        }
+        checkSymlinkTarget(rel, h.name, h.linkname ?? '');
         await clearPath(abs, h.name);
         await symlink(h.linkname!, abs);
         createdSymlinks.add(rel);
@@ -276,14 +283,16 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
       }
       case 'link': {
         const targetRel = normalizeEntryName(h.linkname ?? '');
-        if (targetRel === null || targetRel === '' || !writtenFiles.has(targetRel)) {
-          throw new UnsafeArchiveError(h.name, 'hard link to something that is not a file extracted from this archive');
+        if (targetRel === null || targetRel === '' || !(writtenFiles.has(targetRel) || createdSymlinks.has(targetRel))) {
+          throw new UnsafeArchiveError(h.name, 'hard link to something that is not a file or symlink extracted from this archive');
         }
-        const st = await lstat(join(root, targetRel));
-        if (!st.isFile()) throw new UnsafeArchiveError(h.name, 'hard link target is not a regular file');
+        const targetAbs = join(root, targetRel);
+        const st = await lstat(targetAbs);
+        if (st.isSymbolicLink()) checkSymlinkTarget(rel, h.name, await readlink(targetAbs));
+        else if (!st.isFile()) throw new UnsafeArchiveError(h.name, 'hard link target is not a regular file or symlink');
         await clearPath(abs, h.name);
-        await link(join(root, targetRel), abs);
-        writtenFiles.add(rel);
+        await link(targetAbs, abs); // link(2) does not follow a symlink: this links the symlink itself
+        (st.isSymbolicLink() ? createdSymlinks : writtenFiles).add(rel);
         return;
       }
       case 'character-device':
@@ -310,13 +319,13 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
   }
 
   const parser = extract();
-  const framing = new TarFraming();
+  const framing = new TarFraming({ keepMtimeFields: true });
   const feeding = feedParser(framed(tar, framing), parser);
   feeding.catch(() => undefined);
   try {
     for await (const entry of parser) {
       result.entries++;
-      await handle(entry as unknown as AsyncIterable<Buffer> & { header: Header; resume(): unknown });
+      await handle(entry as unknown as AsyncIterable<Buffer> & { header: Header; resume(): unknown }, framing.takeMtimeField());
       // drain what a non-file entry carried (normally nothing)
       for await (const chunk of entry as AsyncIterable<Buffer>) void chunk;
     }

@@ -10,6 +10,9 @@
  * with a stand-in in the ustar field for readers that ignore pax. Reading, a pax record wins over
  * its ustar field, as in every pax reader; tar-stream parses the records but applies only
  * path, linkpath and size itself.
+ *
+ * An mtime is packed in whole seconds, rounded down (from the nanosecond stat: the float
+ * `mtimeMs` of `…00.999999999` rounds up to the next second).
  */
 
 /** The attributes as restored: mode bits, mtime in seconds (may be fractional, negative), numeric owner. */
@@ -20,12 +23,12 @@ export interface EntryAttributes {
   gid: number;
 }
 
-/** What packing a header needs of a file's stat. */
+/** What packing a header needs of a file's stat, taken with `{ bigint: true }` (fs.BigIntStats fits). */
 export interface StatAttributes {
-  mode: number;
-  mtimeMs: number;
-  uid: number;
-  gid: number;
+  mode: bigint;
+  mtimeNs: bigint;
+  uid: bigint;
+  gid: bigint;
 }
 
 /** The header fields of an entry (tar-stream's pack fills in the rest). */
@@ -37,7 +40,7 @@ export interface HeaderAttributes {
   pax?: Record<string, string>;
 }
 
-/** What reading them needs of a parsed header (tar-stream's Header fits). */
+/** What reading them needs of a parsed header (tar-stream's Header fits); see entryAttributes for its mtime. */
 export interface ParsedAttributes {
   mode: number;
   mtime: Date;
@@ -68,18 +71,28 @@ const PAX_ID = /^\d+$/;
  * `chmod 000` file keeps its 000 only when the type bits make the value non-zero.
  */
 export function headerAttributes(st: StatAttributes): HeaderAttributes {
-  const mtime = Math.floor(st.mtimeMs / 1000);
+  const mtime = wholeSeconds(st.mtimeNs);
+  const uid = Number(st.uid);
+  const gid = Number(st.gid);
   const pax: Record<string, string> = {};
   if (mtime < 0 || mtime > MAX_USTAR_TIME) pax.mtime = String(mtime);
-  if (st.uid > MAX_USTAR_ID) pax.uid = String(st.uid);
-  if (st.gid > MAX_USTAR_ID) pax.gid = String(st.gid);
+  if (uid > MAX_USTAR_ID) pax.uid = String(uid);
+  if (gid > MAX_USTAR_ID) pax.gid = String(gid);
   return {
-    mode: st.mode,
+    mode: Number(st.mode),
     mtime: new Date(Math.min(Math.max(mtime, 0), MAX_USTAR_TIME) * 1000),
-    uid: pax.uid === undefined ? st.uid : STAND_IN_ID,
-    gid: pax.gid === undefined ? st.gid : STAND_IN_ID,
+    uid: pax.uid === undefined ? uid : STAND_IN_ID,
+    gid: pax.gid === undefined ? gid : STAND_IN_ID,
     ...(Object.keys(pax).length > 0 ? { pax } : {}),
   };
+}
+
+const NS_PER_SECOND = 1_000_000_000n;
+
+/** Nanoseconds as whole seconds, rounded down, before 1970 too (bigint division rounds toward zero). */
+function wholeSeconds(ns: bigint): number {
+  const seconds = ns / NS_PER_SECOND;
+  return Number(seconds * NS_PER_SECOND > ns ? seconds - 1n : seconds);
 }
 
 function paxRecords(header: { pax?: unknown }): Record<string, unknown> {
@@ -104,12 +117,29 @@ export function invalidAttributeRecords(header: { pax?: unknown }): string | nul
   return `its pax record${bad.length > 1 ? 's' : ''} ${bad.join(', ')} ${bad.length > 1 ? 'are' : 'is'} not valid (mtime: decimal seconds; uid, gid: 0 to ${MAX_ID})`;
 }
 
-/** The attributes an extraction restores: pax records over ustar fields. Records must have passed invalidAttributeRecords. */
-export function entryAttributes(header: ParsedAttributes): EntryAttributes {
+/**
+ * The seconds of an entry's ustar mtime, given the raw field (12 bytes at offset 136 of its
+ * header block; TarFraming keeps it). GNU tar's default format writes an mtime before 1970 as a
+ * negative base-256 number (first byte 0xff, two's complement), which tar-stream reads one too
+ * high: it takes the ones' complement without adding 1 (-1 reads as 0, so 1969-12-31 23:59:59
+ * would come back as 1970). Such a field is decoded here; tar-stream reads any other right.
+ */
+function ustarMtime(header: ParsedAttributes, field: Uint8Array): number {
+  if (field[0] !== 0xff) return header.mtime.getTime() / 1000;
+  let complement = 0;
+  for (let i = 1; i < field.length; i++) complement = complement * 256 + (0xff - field[i]!);
+  return -(complement + 1);
+}
+
+/**
+ * The attributes an extraction restores: pax records over ustar fields. `mtimeField` is the
+ * header's raw mtime field (see ustarMtime). Records must have passed invalidAttributeRecords.
+ */
+export function entryAttributes(header: ParsedAttributes, mtimeField: Uint8Array): EntryAttributes {
   const pax = paxRecords(header);
   return {
     mode: header.mode & 0o7777,
-    mtime: validTime(pax.mtime) ? Number(pax.mtime) : header.mtime.getTime() / 1000,
+    mtime: validTime(pax.mtime) ? Number(pax.mtime) : ustarMtime(header, mtimeField),
     uid: validId(pax.uid) ? Number(pax.uid) : header.uid,
     gid: validId(pax.gid) ? Number(pax.gid) : header.gid,
   };

@@ -6,6 +6,11 @@
  *
  * Only header blocks are examined; entry data is counted, never looked at (pax headers are
  * read for the `size` key, which overrides the size field of the next header).
+ *
+ * Asked to (`keepMtimeFields`), it also keeps each entry's raw mtime field until the reader of
+ * the parsed entries takes it: tar-stream misreads some (entry-attributes.ts says which), and
+ * its parsed header does not carry the raw block. The framing sees each header before the
+ * parser does, so the fields wait in a queue, in entry order.
  */
 const BLOCK = 512;
 const MAX_PAX_BYTES = 1024 * 1024;
@@ -68,6 +73,9 @@ function paxSize(data: Buffer): number | null {
 
 const DECIMAL = /^[0-9]{1,16}$/;
 
+const MTIME_OFFSET = 136;
+const MTIME_LENGTH = 12;
+
 const META_TYPES = new Set(['x', 'g', 'L', 'K']);
 
 export class TarFraming {
@@ -81,6 +89,22 @@ export class TarFraming {
   private paxWanted = 0;
   private nextSizeOverride: number | null = null;
   private zeroBlocks = 0;
+  /** mtime fields of entries framed but not yet taken (null: not kept) */
+  private readonly mtimeFields: Buffer[] | null;
+
+  constructor(opts: { keepMtimeFields?: boolean } = {}) {
+    this.mtimeFields = opts.keepMtimeFields ? [] : null;
+  }
+
+  /**
+   * The raw mtime field of the next entry not yet taken (with keepMtimeFields): a tar parser
+   * fed the same bytes hands its entries over in this order. Call once per parsed entry.
+   */
+  takeMtimeField(): Buffer {
+    const field = this.mtimeFields?.shift();
+    if (field === undefined) throw new TarFramingError('tar structure is inconsistent');
+    return field;
+  }
 
   /** Whether the end-of-archive marker has been seen. */
   get ended(): boolean {
@@ -146,6 +170,7 @@ export class TarFraming {
       }
     } else {
       this.entries++;
+      this.mtimeFields?.push(Buffer.from(block.subarray(MTIME_OFFSET, MTIME_OFFSET + MTIME_LENGTH)));
       if (this.nextSizeOverride !== null) size = this.nextSizeOverride;
       this.nextSizeOverride = null;
       // As tar-stream does: a directory entry carries no data whatever its size field says.

@@ -1,0 +1,227 @@
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { appendFile, link, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import test from 'ava';
+import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.ts';
+
+/**
+ * The host agent's backups restoring exactly, through the real binary against a real server and
+ * real GNU tar: a file changing while `push` reads it fails the push (never a torn file stored);
+ * hard links to symlinks and mtimes before 1970 (from GNU tar's default format) and a hair before
+ * a whole second (from `push`) come back as they were.
+ */
+let server: TestServer;
+let work = '';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function volreg(args: string[], opts: { input?: Buffer } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const env = { ...process.env, VOLREG_URL: server.url };
+    const child = execFile(process.execPath, [VOLREG_BIN, ...args], { env, cwd: work, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+    child.stdin!.end(opts.input);
+  });
+}
+
+async function exists(name: string, tag: string): Promise<boolean> {
+  const res = await fetch(`${server.url}/api/v1/volumes/${name}/tags/${tag}`);
+  await res.arrayBuffer();
+  if (res.status !== 200 && res.status !== 404) throw new Error(`GET ${name}:${tag}: ${res.status}`);
+  return res.status === 200;
+}
+
+test.before(async () => {
+  server = await startTestServer({ label: 'e2e-cli-fidelity' });
+  work = await mkdtemp(join(tmpdir(), 'volreg-cli-fidelity-'));
+});
+
+test.after.always(async () => {
+  await server?.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+// ---- a file changing while push reads it ---------------------------------------------------------
+
+const BIG = 64 * 1024 * 1024;
+
+/** The descriptor number under which process `pid` has `path` open, or null. */
+async function openDescriptor(pid: number, path: string): Promise<string | null> {
+  for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [])) {
+    if ((await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')) === path) return fd;
+  }
+  return null;
+}
+
+/**
+ * Runs `volreg push dir ref`; once it has `file` open, stops it (SIGSTOP), notes how far it has
+ * read, calls `change`, and lets it go on: the change lands while the file is being read,
+ * however loaded the machine is.
+ */
+async function pushWhileChanging(dir: string, file: string, ref: string, change: () => Promise<void>): Promise<Run & { readSoFar: number }> {
+  const child = spawn(process.execPath, [VOLREG_BIN, 'push', dir, ref], { env: { ...process.env, VOLREG_URL: server.url }, cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  let exited = false;
+  const exit = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? 128)));
+  void exit.then(() => (exited = true));
+  const pid = child.pid!;
+  let fd: string | null = null;
+  while (fd === null) {
+    if (exited) throw new Error(`push ended before it opened ${file}: ${stderr}`);
+    fd = await openDescriptor(pid, file);
+    if (fd === null) await sleep(2);
+  }
+  process.kill(pid, 'SIGSTOP');
+  let readSoFar: number;
+  try {
+    readSoFar = Number(/^pos:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1]);
+    await change();
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+  return { code: await exit, stdout, stderr, readSoFar };
+}
+
+const changes: Array<[string, (file: string) => Promise<void>, RegExp]> = [
+  ['grows', (file) => appendFile(file, randomBytes(1024 * 1024)), /it grew from 67108864 to 68157440 bytes/],
+  ['shrinks', (file) => truncate(file, 1024 * 1024), /it shrank below 67108864 bytes/],
+  [
+    'is rewritten in place (same size)',
+    async (file) => {
+      const handle = await open(file, 'r+');
+      await handle.write(Buffer.alloc(BIG / 2), 0, BIG / 2, BIG / 4);
+      await handle.close();
+    },
+    /it was modified/,
+  ],
+];
+
+for (const [title, change, how] of changes) {
+  const tag = title.split(' ')[0]!;
+  test.serial(`push of a file that ${title} while it is read fails (exit 1), naming it; nothing is stored`, async (t) => {
+    const dir = join(work, `changing-${tag}`);
+    await mkdir(dir);
+    await writeFile(join(dir, 'a'), 'small');
+    const file = join(dir, 'b-file');
+    await writeFile(file, randomBytes(BIG));
+    // an old mtime: a change made now differs from it whatever the clock's granularity
+    await utimes(file, new Date('2020-01-01T00:00:00Z'), new Date('2020-01-01T00:00:00Z'));
+    try {
+      const push = await pushWhileChanging(dir, file, `fidelity/changing:${tag}`, () => change(file));
+      t.true(push.readSoFar < BIG, `the change came before the whole file was read (${push.readSoFar} bytes)`);
+      t.is(push.code, 1, push.stderr);
+      t.regex(push.stderr, new RegExp(`^volreg push: ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} changed while it was being read \\(`));
+      t.regex(push.stderr, how);
+      t.regex(push.stderr, /; stop what writes to the volume, or back up a snapshot of it, and push again\n$/);
+      t.false(await exists('fidelity/changing', tag), 'nothing stored');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test.serial('after those failures the registry holds no upload of theirs', async (t) => {
+  const uploads = join(server.dataDir, 'uploads');
+  let left: string[] = [];
+  for (let i = 0; i < 100; i++) {
+    left = await readdir(uploads);
+    if (left.length === 0) break;
+    await sleep(50);
+  }
+  t.deepEqual(left, []);
+});
+
+// ---- hard links to symlinks ------------------------------------------------------------------------
+
+/** A directory holding `x`, the symlink `s -> x` and `h`, a second name (hard link) of that symlink. */
+async function linkedSymlinkTree(name: string): Promise<string> {
+  const dir = join(work, name);
+  await mkdir(dir);
+  await writeFile(join(dir, 'x'), 'x');
+  await symlink('x', join(dir, 's'));
+  await link(join(dir, 's'), join(dir, 'h'));
+  return dir;
+}
+
+async function assertOneSymlinkInode(t: import('ava').ExecutionContext, dir: string, what: string): Promise<void> {
+  const [s, h] = await Promise.all([lstat(join(dir, 's')), lstat(join(dir, 'h'))]);
+  t.true(s.isSymbolicLink() && h.isSymbolicLink(), what);
+  t.is(h.ino, s.ino, `${what}: one inode`);
+  t.is(await readlink(join(dir, 'h')), 'x', what);
+}
+
+test("a GNU tar archive holding a hard link to a symlink pulls as tar -x restores it: one inode", async (t) => {
+  const src = await linkedSymlinkTree('gnu-linked-symlink');
+  const archive = execFileSync('tar', ['-C', src, '-czf', '-', '.']);
+  t.regex(execFileSync('tar', ['-tvzf', '-'], { input: archive }).toString(), / link to \.\/[sh]\n/, 'GNU tar wrote a link entry');
+  const gnu = join(work, 'gnu-linked-symlink-tar-x');
+  await mkdir(gnu);
+  execFileSync('tar', ['-C', gnu, '-xzf', '-'], { input: archive });
+  await assertOneSymlinkInode(t, gnu, 'tar -x');
+
+  const push = await volreg(['push', '-', 'fidelity/gnu-linked-symlink:v1'], { input: archive });
+  t.is(push.code, 0, push.stderr);
+  const out = join(work, 'gnu-linked-symlink-out');
+  const pull = await volreg(['pull', 'fidelity/gnu-linked-symlink:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  await assertOneSymlinkInode(t, out, 'volreg pull');
+});
+
+test('push of a directory holding two names of one symlink stores one symlink and a link to it', async (t) => {
+  const src = await linkedSymlinkTree('push-linked-symlink');
+  const push = await volreg(['push', src, 'fidelity/push-linked-symlink:v1']);
+  t.is(push.code, 0, push.stderr);
+  const out = join(work, 'push-linked-symlink-out');
+  const pull = await volreg(['pull', 'fidelity/push-linked-symlink:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  await assertOneSymlinkInode(t, out, 'volreg pull');
+});
+
+// ---- mtimes ----------------------------------------------------------------------------------------
+
+test("mtimes before 1970 in GNU tar's default format (base-256) are restored exactly, to the second", async (t) => {
+  const src = join(work, 'old-mtimes');
+  await mkdir(join(src, 'dir1950'), { recursive: true });
+  const times: Array<[string, string]> = [
+    ['f1960', '1960-01-01 00:00:00 UTC'],
+    ['fminus1', '1969-12-31 23:59:59 UTC'],
+    ['dir1950', '1950-06-01 00:00:00 UTC'],
+  ];
+  for (const [name, when] of times) {
+    if (!name.startsWith('dir')) await writeFile(join(src, name), name);
+    execFileSync('touch', ['-d', when, join(src, name)]);
+  }
+  const archive = execFileSync('tar', ['-C', src, '-czf', '-', '.']);
+  const push = await volreg(['push', '-', 'fidelity/old-mtimes:v1'], { input: archive });
+  t.is(push.code, 0, push.stderr);
+  const out = join(work, 'old-mtimes-out');
+  const pull = await volreg(['pull', 'fidelity/old-mtimes:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  for (const [name, when] of times) {
+    t.is((await lstat(join(out, name))).mtimeMs, Date.parse(when.replace(' UTC', 'Z').replace(' ', 'T')), name);
+  }
+});
+
+test('push keeps the whole second of an mtime a hair before the next one (whole seconds are rounded down)', async (t) => {
+  const src = join(work, 'subsecond');
+  await mkdir(src);
+  await writeFile(join(src, 'subsec'), 's');
+  execFileSync('touch', ['-d', '2020-01-01 00:00:00.999999999 UTC', join(src, 'subsec')]);
+  const push = await volreg(['push', src, 'fidelity/subsecond:v1']);
+  t.is(push.code, 0, push.stderr);
+  const out = join(work, 'subsecond-out');
+  const pull = await volreg(['pull', 'fidelity/subsecond:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  t.is((await lstat(join(out, 'subsec'))).mtimeMs, Date.parse('2020-01-01T00:00:00Z'));
+});
