@@ -222,6 +222,9 @@ test('entries that can not be restored exactly are refused, not skipped', async 
     ['Latin-1 name', execFileSync('tar', ['-C', latin1, '-cf', '-', '.']), /"\.\/caf\uFFFD": it can not be restored exactly: its name is not valid UTF-8/],
     ['U+FFFD link target', await buildTar([{ name: 'l', type: 'symlink', linkname: 'caf\uFFFD' }]), /its name is not valid UTF-8/],
     ['a 256-byte name component', await buildTar([{ name: `d/${'é'.repeat(128)}`, body: 'x' }]), /longer than 255 bytes/],
+    ['an extended attribute (tar --xattrs)', await buildTar([{ name: 'noted', body: 'x', pax: { 'SCHILY.xattr.user.note': 'n' } }]), /"noted".*extended attributes.*SCHILY\.xattr\.user\.note/],
+    ['a libarchive extended attribute', await buildTar([{ name: 'noted', body: 'x', pax: { 'LIBARCHIVE.xattr.user.note': 'bg==' } }]), /LIBARCHIVE\.xattr\.user\.note/],
+    ['an SELinux label (tar --selinux)', await buildTar([{ name: 'labelled', body: 'x', pax: { 'RHT.security.selinux': 'system_u:object_r:etc_t:s0' } }]), /RHT\.security\.selinux/],
   ] as const) {
     const { target } = await arena();
     const warnings: string[] = [];
