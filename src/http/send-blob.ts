@@ -21,6 +21,18 @@ import { awaitClient } from './client-idle.ts';
 const SEND_CHUNK_BYTES = 1024 * 1024;
 
 export async function sendBlob(ctx: Context, reader: BlobReader): Promise<void> {
+  await sendPieces(ctx, [reader], reader.length);
+}
+
+/**
+ * What a reply body is made of, in order: bytes of its own (a multipart reply's part headers)
+ * or blob bytes, from a reader or one opened when its turn comes (so a reply of many parts
+ * holds one file open at a time).
+ */
+export type Piece = Buffer | BlobReader | (() => Promise<BlobReader>);
+
+/** As sendBlob, for a body of several pieces; `longest` is the most bytes one reader holds. */
+export async function sendPieces(ctx: Context, pieces: readonly Piece[], longest: number): Promise<void> {
   const res = ctx.res;
   let started = false;
   const start = (): void => {
@@ -31,9 +43,11 @@ export async function sendBlob(ctx: Context, reader: BlobReader): Promise<void> 
   // a client that stops taking the bytes would hold the two buffers for ever; once the reply
   // has finished, Node puts the connection on its keep-alive timeout instead
   awaitClient(ctx);
+  let reader: BlobReader | null = null;
+  let next = 0; // pieces from here on have not been reached
   try {
     if (ctx.method === 'HEAD') return; // Koa sends the headers alone
-    const size = Math.min(SEND_CHUNK_BYTES, reader.length);
+    const size = Math.min(SEND_CHUNK_BYTES, longest);
     const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)] as const;
     const writes: [Promise<boolean> | null, Promise<boolean> | null] = [null, null];
     const gone = closedEarly(res);
@@ -43,14 +57,26 @@ export async function sendBlob(ctx: Context, reader: BlobReader): Promise<void> 
       res.destroy(); // the client went away, or its connection failed under a write
       return false;
     };
-    let sent = 0;
-    for (let turn: 0 | 1 = 0; sent < reader.length; turn = turn === 0 ? 1 : 0) {
-      if (!(await taken(turn))) return;
-      const n = await reader.readInto(buffers[turn]);
-      if (n === 0) throw new Error(`blob ended ${reader.length - sent} bytes early`);
-      if (!started) start();
-      writes[turn] = written(res, buffers[turn].subarray(0, n));
-      sent += n;
+    let turn: 0 | 1 = 0;
+    while (next < pieces.length) {
+      const piece = pieces[next++]!;
+      if (Buffer.isBuffer(piece)) {
+        // bytes of its own, never reused: written after what came before, without a turn
+        if (!started) start();
+        res.write(piece);
+        continue;
+      }
+      reader = typeof piece === 'function' ? await piece() : piece;
+      for (let sent = 0; sent < reader.length; turn = turn === 0 ? 1 : 0) {
+        if (!(await taken(turn))) return;
+        const n = await reader.readInto(buffers[turn]);
+        if (n === 0) throw new Error(`blob ended ${reader.length - sent} bytes early`);
+        if (!started) start();
+        writes[turn] = written(res, buffers[turn].subarray(0, n));
+        sent += n;
+      }
+      await reader.close();
+      reader = null;
     }
     if (!(await taken(0)) || !(await taken(1))) return;
     if (!started) start(); // an empty body
@@ -61,7 +87,9 @@ export async function sendBlob(ctx: Context, reader: BlobReader): Promise<void> 
     res.destroy();
     throw err;
   } finally {
-    await reader.close();
+    await reader?.close();
+    // readers given whole and never reached (a HEAD, or the client went away first) are released too
+    for (const piece of pieces.slice(next)) if (typeof piece === 'object' && !Buffer.isBuffer(piece)) await piece.close();
   }
 }
 

@@ -1,6 +1,6 @@
 import { PassThrough, Readable } from 'node:stream';
 import { digestAlgorithm, type Digest } from '../domain/digest.ts';
-import { resolveRange, type ByteRange } from '../domain/byte-range.ts';
+import { resolveRange, resolveRanges, type ByteRange } from '../domain/byte-range.ts';
 import { VolregError, explained, isVolregError } from '../domain/errors.ts';
 import type { BlobInfo, BlobReader, BlobStore, UploadWriter } from '../storage/blob-store.ts';
 import { writeOrWait } from '../domain/stream-write.ts';
@@ -85,6 +85,13 @@ export interface BlobToSend extends BlobSpan {
   reader: BlobReader;
 }
 
+/** Several ranges of a blob to send, each read by a reader opened when its turn comes. */
+export interface BlobPartsToSend {
+  blob: BlobInfo;
+  parts: ByteRange[];
+  open(range: ByteRange): Promise<BlobReader>;
+}
+
 const BLOB = 'docker_blob' as const;
 
 export class BlobService {
@@ -125,6 +132,19 @@ export class BlobService {
   async openToSend(repo: string, digest: Digest, opts: { range?: string } = {}): Promise<BlobToSend> {
     const span = await this.span(repo, digest, opts.range);
     return { ...span, reader: await this.deps.store.openReader(digest, span.range ?? undefined) };
+  }
+
+  /**
+   * As openToSend, for a request that may ask for several ranges (domain/byte-range.ts,
+   * resolveRanges): those give the ranges and a way to open each, one after the other.
+   */
+  async openRangesToSend(repo: string, digest: Digest, opts: { range?: string } = {}): Promise<BlobToSend | BlobPartsToSend> {
+    const blob = await this.stat(repo, digest);
+    if (!blob) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
+    const wanted = resolveRanges(opts.range, blob.size);
+    if (wanted.kind === 'multipart') return { blob, parts: wanted.ranges, open: (r) => this.deps.store.openReader(digest, r) };
+    const range = wanted.kind === 'partial' ? wanted.range : null;
+    return { blob, range, reader: await this.deps.store.openReader(digest, range ?? undefined) };
   }
 
   private async span(repo: string, digest: Digest, rangeHeader: string | undefined): Promise<BlobSpan> {

@@ -102,14 +102,80 @@ for (const header of ['bytes=500-0', 'bytes=5000-10000', 'bytes=3000-', 'bytes=-
   });
 }
 
-test('several ranges, or another unit, get the whole blob', async (t) => {
+/** The parts of a multipart/byteranges body, each with its Content-Range and bytes. */
+function byteranges(contentType: string | undefined, body: Buffer): Array<{ type: string; range: string; bytes: Buffer }> {
+  const boundary = /^multipart\/byteranges; boundary=(\S+)$/.exec(contentType ?? '')?.[1];
+  if (!boundary) throw new Error(`not multipart/byteranges: ${contentType}`);
+  const parts: Array<{ type: string; range: string; bytes: Buffer }> = [];
+  const delimiter = Buffer.from(`--${boundary}`);
+  let at = body.indexOf(delimiter);
+  if (at !== 0) throw new Error('body does not start with the boundary');
+  for (;;) {
+    at += delimiter.length;
+    if (body.subarray(at, at + 4).toString() === '--\r\n') {
+      if (at + 4 !== body.length) throw new Error('bytes after the closing boundary');
+      return parts;
+    }
+    const headEnd = body.indexOf('\r\n\r\n', at);
+    const head = body.subarray(at + 2, headEnd).toString('latin1').split('\r\n');
+    const field = (name: string): string => head.find((l) => l.toLowerCase().startsWith(`${name}: `))?.slice(name.length + 2) ?? '';
+    const [, start, end] = /^bytes (\d+)-(\d+)\//.exec(field('content-range')) ?? [];
+    const from = headEnd + 4;
+    const to = from + Number(end) - Number(start) + 1;
+    parts.push({ type: field('content-type'), range: field('content-range'), bytes: body.subarray(from, to) });
+    if (!body.subarray(to, to + 2).equals(Buffer.from('\r\n'))) throw new Error('a part is not followed by CRLF');
+    at = to + 2;
+    if (body.indexOf(delimiter, at) !== at) throw new Error('no boundary after a part');
+  }
+}
+
+test('several ranges are a 206 multipart/byteranges reply, in the order asked; curl reads it', async (t) => {
   const { url } = t.context.server;
   const digest = await pushBlob(url, 'range/repo', RANGE_BLOB);
-  for (const header of ['bytes=0-1,5-6', 'items=0-5']) {
-    const res = await raw(url, 'GET', `/v2/range/repo/blobs/${digest}`, { headers: { Range: header } });
-    t.is(res.status, 200, header);
-    t.true(res.body.equals(RANGE_BLOB));
+  const res = await raw(url, 'GET', `/v2/range/repo/blobs/${digest}`, { headers: { Range: 'bytes=2000-2009, 0-1,-3,5-6,99999-' } });
+  t.is(res.status, 206);
+  t.is(res.headers['content-length'], String(res.body.length));
+  t.is(res.headers['docker-content-digest'], digest);
+  const parts = byteranges(res.headers['content-type'] as string | undefined, res.body);
+  t.deepEqual(
+    parts.map((p) => p.range),
+    ['bytes 2000-2009/3000', 'bytes 0-1/3000', 'bytes 2997-2999/3000', 'bytes 5-6/3000'],
+    'the range past the end is left out',
+  );
+  for (const [i, [a, b]] of [[2000, 2010], [0, 2], [2997, 3000], [5, 7]].entries()) {
+    t.true(parts[i]!.bytes.equals(RANGE_BLOB.subarray(a, b)), parts[i]!.range);
+    t.is(parts[i]!.type, 'application/octet-stream');
   }
+  // a real client: curl -r asks for the ranges and saves the multipart body as it came
+  const dir = await mkdtemp(join(tmpdir(), 'volreg-ranges-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await run('curl', ['-fsS', '-r', '0-9,100-109', '-D', join(dir, 'headers'), '-o', join(dir, 'body'), `${url}/v2/range/repo/blobs/${digest}`]);
+  const headers = await readFile(join(dir, 'headers'), 'latin1');
+  t.regex(headers, /^HTTP\/1\.1 206 /);
+  const type = /^content-type: (.*)\r$/im.exec(headers)?.[1];
+  const curled = byteranges(type, await readFile(join(dir, 'body')));
+  t.deepEqual(
+    curled.map((p) => p.bytes),
+    [RANGE_BLOB.subarray(0, 10), RANGE_BLOB.subarray(100, 110)],
+  );
+});
+
+test('several ranges: all past the end is 416; malformed, too many, or more bytes than the blob get the whole blob; another unit too', async (t) => {
+  const { url } = t.context.server;
+  const digest = await pushBlob(url, 'range/repo', RANGE_BLOB);
+  const get = (header: string) => raw(url, 'GET', `/v2/range/repo/blobs/${digest}`, { headers: { Range: header } });
+  const none = await get('bytes=3000-3001,5000-');
+  isError(t, none, 416, 'RANGE_INVALID');
+  t.is(none.headers['content-range'], 'bytes */3000');
+  const many = `bytes=${Array.from({ length: 257 }, (_, i) => `${i}-${i}`).join(',')}`;
+  for (const header of ['bytes=0-1,x-y', 'bytes=0-1,5-2', many, 'bytes=0-2000,1000-2999', 'items=0-1,5-6']) {
+    const res = await get(header);
+    t.is(res.status, 200, header.slice(0, 40));
+    t.true(res.body.equals(RANGE_BLOB), header.slice(0, 40));
+  }
+  const justEnough = await get(`bytes=${Array.from({ length: 256 }, (_, i) => `${i * 10}-${i * 10}`).join(',')}`);
+  t.is(justEnough.status, 206);
+  t.is(byteranges(justEnough.headers['content-type'] as string | undefined, justEnough.body).length, 256);
 });
 
 test('If-Range: the range applies only to exactly this strong entity tag; a weak one, *, another tag or a date get the whole blob', async (t) => {

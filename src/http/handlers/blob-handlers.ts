@@ -1,4 +1,5 @@
-import { sendBlob } from '../send-blob.ts';
+import { sendBlob, sendPieces } from '../send-blob.ts';
+import { multipartRanges } from '../multipart-ranges.ts';
 import { clientHolds, etagOf, rangeToHonour } from '../conditional.ts';
 import { declaredLength } from '../body.ts';
 import type { Context } from 'koa';
@@ -43,10 +44,18 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
           ctx.status = 304;
           return;
         }
-        const opened = await blobs.openToSend(repository, digest, { range: rangeToHonour(ctx.get('Range'), ctx.get('If-Range'), etagOf(digest)) });
+        const opened = await blobs.openRangesToSend(repository, digest, { range: rangeToHonour(ctx.get('Range'), ctx.get('If-Range'), etagOf(digest)) });
         contentHeaders(ctx, digest);
         ctx.set('Accept-Ranges', 'bytes');
         ctx.type = 'application/octet-stream';
+        if ('parts' in opened) {
+          const body = multipartRanges(opened.parts, opened.blob.size, 'application/octet-stream', opened.open);
+          ctx.status = 206;
+          ctx.type = body.contentType;
+          ctx.length = body.length;
+          await sendPieces(ctx, body.pieces, body.longest);
+          return;
+        }
         if (opened.range) {
           ctx.status = 206;
           ctx.set('Content-Range', contentRange(opened.range, opened.blob.size));
