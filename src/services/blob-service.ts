@@ -139,8 +139,7 @@ export class BlobService {
    * resolveRanges): those give the ranges and a way to open each, one after the other.
    */
   async openRangesToSend(repo: string, digest: Digest, opts: { range?: string } = {}): Promise<BlobToSend | BlobPartsToSend> {
-    const blob = await this.stat(repo, digest);
-    if (!blob) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
+    const blob = await this.heldBlob(repo, digest);
     const wanted = resolveRanges(opts.range, blob.size);
     if (wanted.kind === 'multipart') return { blob, parts: wanted.ranges, open: (r) => this.deps.store.openReader(digest, r) };
     const range = wanted.kind === 'partial' ? wanted.range : null;
@@ -148,10 +147,16 @@ export class BlobService {
   }
 
   private async span(repo: string, digest: Digest, rangeHeader: string | undefined): Promise<BlobSpan> {
-    const blob = await this.stat(repo, digest);
-    if (!blob) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
+    const blob = await this.heldBlob(repo, digest);
     const wanted = resolveRange(rangeHeader, blob.size);
     return { blob, range: wanted.kind === 'partial' ? wanted.range : null };
+  }
+
+  /** The blob, if `repo` holds it; BLOB_UNKNOWN otherwise. */
+  private async heldBlob(repo: string, digest: Digest): Promise<BlobInfo> {
+    const blob = await this.stat(repo, digest);
+    if (!blob) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
+    return blob;
   }
 
   /** Removes the blob from `repo` (other repositories keep it; bytes stay until GC). */
