@@ -1,11 +1,12 @@
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { appendFile, link, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.ts';
+import { runVolreg, type CliRun } from '../helpers/cli-run.ts';
 
 /**
  * The host agent's backups restoring exactly, through the real binary against a real server and
@@ -16,20 +17,23 @@ import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.
 let server: TestServer;
 let work = '';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
+/** The CLI against this file's server, from its work directory. */
+function volreg(args: string[], opts: { input?: Buffer } = {}): Promise<CliRun> {
+  return runVolreg(args, { url: server.url, cwd: work, ...opts });
 }
 
-function volreg(args: string[], opts: { input?: Buffer } = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    const env = { ...process.env, VOLREG_URL: server.url };
-    const child = execFile(process.execPath, [VOLREG_BIN, ...args], { env, cwd: work, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-    child.stdin!.end(opts.input);
-  });
+/**
+ * Pushes `source` (a directory, or an archive given as a Buffer, sent as `push -`) as
+ * `fidelity/<name>:v1`, pulls it into a new directory and returns that directory; both exit 0.
+ */
+async function roundTrip(t: ExecutionContext, source: string | Buffer, name: string): Promise<string> {
+  const ref = `fidelity/${name}:v1`;
+  const push = typeof source === 'string' ? await volreg(['push', source, ref]) : await volreg(['push', '-', ref], { input: source });
+  t.is(push.code, 0, push.stderr);
+  const out = join(work, `${name}-out`);
+  const pull = await volreg(['pull', ref, out]);
+  t.is(pull.code, 0, pull.stderr);
+  return out;
 }
 
 async function exists(name: string, tag: string): Promise<boolean> {
@@ -66,7 +70,7 @@ async function openDescriptor(pid: number, path: string): Promise<string | null>
  * read, calls `change`, and lets it go on: the change lands while the file is being read,
  * however loaded the machine is.
  */
-async function pushWhileChanging(dir: string, file: string, ref: string, change: () => Promise<void>): Promise<Run & { readSoFar: number }> {
+async function pushWhileChanging(dir: string, file: string, ref: string, change: () => Promise<void>): Promise<CliRun & { readSoFar: number }> {
   const child = spawn(process.execPath, [VOLREG_BIN, 'push', dir, ref], { env: { ...process.env, VOLREG_URL: server.url }, cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -170,21 +174,13 @@ test("a GNU tar archive holding a hard link to a symlink pulls as tar -x restore
   execFileSync('tar', ['-C', gnu, '-xzf', '-'], { input: archive });
   await assertOneSymlinkInode(t, gnu, 'tar -x');
 
-  const push = await volreg(['push', '-', 'fidelity/gnu-linked-symlink:v1'], { input: archive });
-  t.is(push.code, 0, push.stderr);
-  const out = join(work, 'gnu-linked-symlink-out');
-  const pull = await volreg(['pull', 'fidelity/gnu-linked-symlink:v1', out]);
-  t.is(pull.code, 0, pull.stderr);
+  const out = await roundTrip(t, archive, 'gnu-linked-symlink');
   await assertOneSymlinkInode(t, out, 'volreg pull');
 });
 
 test('push of a directory holding two names of one symlink stores one symlink and a link to it', async (t) => {
   const src = await linkedSymlinkTree('push-linked-symlink');
-  const push = await volreg(['push', src, 'fidelity/push-linked-symlink:v1']);
-  t.is(push.code, 0, push.stderr);
-  const out = join(work, 'push-linked-symlink-out');
-  const pull = await volreg(['pull', 'fidelity/push-linked-symlink:v1', out]);
-  t.is(pull.code, 0, pull.stderr);
+  const out = await roundTrip(t, src, 'push-linked-symlink');
   await assertOneSymlinkInode(t, out, 'volreg pull');
 });
 
@@ -203,11 +199,7 @@ test("mtimes before 1970 in GNU tar's default format (base-256) are restored exa
     execFileSync('touch', ['-d', when, join(src, name)]);
   }
   const archive = execFileSync('tar', ['-C', src, '-czf', '-', '.']);
-  const push = await volreg(['push', '-', 'fidelity/old-mtimes:v1'], { input: archive });
-  t.is(push.code, 0, push.stderr);
-  const out = join(work, 'old-mtimes-out');
-  const pull = await volreg(['pull', 'fidelity/old-mtimes:v1', out]);
-  t.is(pull.code, 0, pull.stderr);
+  const out = await roundTrip(t, archive, 'old-mtimes');
   for (const [name, when] of times) {
     t.is((await lstat(join(out, name))).mtimeMs, Date.parse(when.replace(' UTC', 'Z').replace(' ', 'T')), name);
   }
@@ -218,10 +210,6 @@ test('push keeps the whole second of an mtime a hair before the next one (whole 
   await mkdir(src);
   await writeFile(join(src, 'subsec'), 's');
   execFileSync('touch', ['-d', '2020-01-01 00:00:00.999999999 UTC', join(src, 'subsec')]);
-  const push = await volreg(['push', src, 'fidelity/subsecond:v1']);
-  t.is(push.code, 0, push.stderr);
-  const out = join(work, 'subsecond-out');
-  const pull = await volreg(['pull', 'fidelity/subsecond:v1', out]);
-  t.is(pull.code, 0, pull.stderr);
+  const out = await roundTrip(t, src, 'subsecond');
   t.is((await lstat(join(out, 'subsec'))).mtimeMs, Date.parse('2020-01-01T00:00:00Z'));
 });

@@ -1,4 +1,4 @@
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,6 +7,7 @@ import test from 'ava';
 import { assertRoot } from '../helpers/root.ts';
 import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.ts';
 import { buildTar, describeTree, type HostileEntry } from '../helpers/tree.ts';
+import { NOBODY, runVolreg, type CliRun, type CliRunOptions } from '../helpers/cli-run.ts';
 
 /**
  * The host agent refusing what it can not restore exactly or safely, through the real binary
@@ -19,29 +20,9 @@ import { buildTar, describeTree, type HostileEntry } from '../helpers/tree.ts';
 let server: TestServer;
 let work = '';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** nobody:nogroup, whom `volreg(..., { asNobody: true })` runs the CLI as (setpriv, so the test itself must be root) */
-const NOBODY = 65534;
-
-function volreg(args: string[], opts: { env?: Record<string, string>; asNobody?: boolean } = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    const env = { ...process.env, VOLREG_URL: server.url, ...opts.env };
-    const [cmd, ...argv] = [
-      ...(opts.asNobody ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups'] : []),
-      process.execPath,
-      VOLREG_BIN,
-      ...args,
-    ];
-    const child = execFile(cmd!, argv, { env, cwd: work, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-    child.stdin!.end();
-  });
+/** The CLI against this file's server, from its work directory (`asNobody`: as nobody:nogroup, NOBODY). */
+function volreg(args: string[], opts: Omit<CliRunOptions, 'url' | 'cwd'> = {}): Promise<CliRun> {
+  return runVolreg(args, { url: server.url, cwd: work, ...opts });
 }
 
 const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
