@@ -110,6 +110,7 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
   const manifests = new ManifestService({
     manifests: manifestRepo,
     blobs: manifestRepo,
+    blobBytes: blobStore,
     tagWriter: tagRepo,
     tags,
     repos: repoContent,
@@ -226,6 +227,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     // Blob uploads may stream for a long time: no overall request deadline (Node's default is
     // 5 minutes); slow headers are still cut off by headersTimeout.
     server.requestTimeout = 0;
+    // Idle keep-alive connections stay as long as any other idle connection (Node's 5 s default
+    // is shorter than clients keep them: Go's 90 s, as skopeo and podman use, so a client would
+    // send its next request, an upload perhaps, onto a connection the server was closing).
+    server.keepAliveTimeout = config.clientIdleSeconds * 1000;
     const port = await listen(server, config.addr.host, config.addr.port);
     const graceMs = config.shutdownGraceSeconds * 1000;
     cleanup.push(() => graceful.close(graceMs, () => logger.warn({ graceMs }, 'shutdown grace period over; closing remaining connections')));

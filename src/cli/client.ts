@@ -24,7 +24,7 @@ export const AGENT_EXIT = {
   USAGE: 2,
   /** the snapshot (or volume) does not exist */
   NOT_FOUND: 3,
-  /** a digest did not match, verification failed, the archive is unsafe or invalid, or a directory holds a name push cannot archive faithfully */
+  /** a digest did not match, a snapshot's layer is missing, verification failed, the archive is unsafe or invalid, or a directory holds a name push cannot archive faithfully */
   INTEGRITY: 4,
   /** backup/restore: some volumes failed (the others succeeded) */
   PARTIAL: 5,
@@ -325,6 +325,8 @@ export class UsageError extends Error {
 export function exitCodeOf(err: unknown): number {
   if (err instanceof UsageError) return AGENT_EXIT.USAGE;
   if (err instanceof RegistryError) {
+    // a snapshot that exists without its bytes (set aside as damaged) is an integrity fault
+    if (err.code === 'BLOB_UNKNOWN') return AGENT_EXIT.INTEGRITY;
     if (err.status === 404) return AGENT_EXIT.NOT_FOUND;
     if (err.code === 'DIGEST_INVALID' || err.code === 'ARCHIVE_INVALID') return AGENT_EXIT.INTEGRITY;
     return AGENT_EXIT.FAILURE;

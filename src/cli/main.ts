@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerDb } from './commands/db.ts';
 import { registerGc } from './commands/gc.ts';
+import { registerScrub } from './commands/scrub.ts';
 import { registerMigrate } from './commands/migrate.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerBackup } from './commands/backup.ts';
@@ -27,6 +28,7 @@ const REGISTRARS: Array<(program: Command) => void> = [
   registerMigrate,
   registerDb,
   registerGc,
+  registerScrub,
   // host agent (push, pull, backup, restore, ls, verify, rm)
   registerPush,
   registerPull,

@@ -159,6 +159,16 @@ export class BlobService {
     return blob;
   }
 
+  /**
+   * Called when bytes read back did not match their digest: the store re-hashes them and, if
+   * damaged, moves them where the operator finds them (BlobStore.quarantineIfDamaged). The blob
+   * then reads as absent in every repository, so clients upload it again instead of skipping
+   * it, and that upload mends it. The place, or null when the bytes in place are right.
+   */
+  async quarantineIfDamaged(digest: Digest): Promise<string | null> {
+    return this.deps.store.quarantineIfDamaged(digest);
+  }
+
   /** Removes the blob from `repo` (other repositories keep it; bytes stay until GC). */
   async delete(repo: string, digest: Digest): Promise<void> {
     const unit = await this.deps.units.findInRepo(repo, digest);

@@ -46,6 +46,11 @@ export interface BlobPresence {
   missingBlobsInRepo(repo: string, digests: readonly Digest[]): Promise<Digest[]>;
 }
 
+/** Whether a blob's bytes are in the blob store (storage/blob-store.ts). */
+export interface BlobBytes {
+  stat(digest: Digest): Promise<{ size: number } | null>;
+}
+
 /** Tag unit writes (implemented by metadata/tag-repository.ts). */
 export interface TagWriter {
   upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind): Promise<TagWrite>;
@@ -65,6 +70,8 @@ export interface RepositoryStore {
 export interface ManifestServiceDeps {
   manifests: ManifestStore;
   blobs: BlobPresence;
+  /** a blob set aside as damaged keeps its records: only the store knows its bytes are gone */
+  blobBytes: BlobBytes;
   tagWriter: TagWriter;
   tags: TagService;
   repos: RepositoryStore;
@@ -179,13 +186,15 @@ export class ManifestService {
 
   /** MANIFEST_BLOB_UNKNOWN, listing them all, unless the repository holds every blob and manifest `parsed` references. */
   private async requireReferences(repo: RepositoryName, parsed: ParsedManifest): Promise<void> {
-    const [missingBlobs, missingManifests] = await Promise.all([
+    const [unheld, withoutBytes, missingManifests] = await Promise.all([
       this.deps.blobs.missingBlobsInRepo(repo, parsed.blobDigests),
+      this.blobsWithoutBytes(parsed.blobDigests),
       this.deps.manifests.missingInRepo(
         repo,
         parsed.manifests.map((m) => m.digest),
       ),
     ]);
+    const missingBlobs = [...new Set([...unheld, ...withoutBytes])];
     if (missingBlobs.length > 0 || missingManifests.length > 0) {
       throw new VolregError('MANIFEST_BLOB_UNKNOWN', 'manifest references blobs or manifests unknown to the repository', {
         missing: [...missingBlobs, ...missingManifests],
@@ -193,6 +202,11 @@ export class ManifestService {
         ...(missingManifests.length > 0 ? { manifests: missingManifests } : {}),
       });
     }
+  }
+
+  private async blobsWithoutBytes(digests: readonly Digest[]): Promise<Digest[]> {
+    const stats = await Promise.all(digests.map((d) => this.deps.blobBytes.stat(d)));
+    return digests.filter((_, i) => stats[i] === null);
   }
 
   /** Repositories a volume snapshot was ever pushed to (through either API), by name. */

@@ -46,6 +46,8 @@ export interface VolumeBlobs {
   open(repo: RepositoryName, digest: Digest, opts?: { range?: string }): Promise<{ range: ByteRange | null; stream: Readable }>;
   /** as `open`, read into the sender's own buffers (blob-service.ts) */
   openToSend(repo: RepositoryName, digest: Digest, opts?: { range?: string }): Promise<LayerToSend>;
+  /** bytes that read back wrong: moved out of the store if they are damaged (blob-service.ts) */
+  quarantineIfDamaged(digest: Digest): Promise<string | null>;
 }
 
 /** A snapshot's layer opened to be sent: the range served (null: all) and its reader. */
@@ -375,7 +377,7 @@ export class VolumeService {
         for await (const chunk of src) void chunk;
       });
       const actual = `${alg}:${hash.digest('hex')}`;
-      if (actual !== digest) problems.push(`${what} content hashes to ${actual}, not ${digest}`);
+      if (actual !== digest) problems.push(`${what} content hashes to ${actual}, not ${digest}; ${await this.setAside(digest)}`);
       const result = await inspected;
       if (result instanceof Error) problems.push(`${what} is not a complete tar: ${result.message}`);
       else if (result && info.uncompressed && result.uncompressedDigest !== info.uncompressed.digest) {
@@ -387,6 +389,14 @@ export class VolumeService {
     const result: VerifyResult = { ok: problems.length === 0, at: new Date().toISOString(), problems };
     await this.snapshots.recordVerify(repo, tag, info.manifestDigest, result);
     return { ...info, lastVerify: result };
+  }
+
+  /** What became of bytes that read back wrong, for a verify's problem list. */
+  private async setAside(digest: Digest): Promise<string> {
+    const place = await this.blobs.quarantineIfDamaged(digest);
+    return place === null
+      ? 'the bytes now stored are right (the content was pushed again meanwhile)'
+      : `the damaged bytes were moved to ${place} in the data directory; pushing the same content again stores it again`;
   }
 
   /**

@@ -74,6 +74,14 @@ export interface BlobStore {
   modified(digest: Digest): Promise<Date | null>;
   /** Every committed blob, with when it was last committed (garbage collection ages them). */
   list(): AsyncIterable<StoredBlob>;
+  /**
+   * Re-hashes a committed blob and, when its bytes no longer match its digest (damaged at
+   * rest), moves them out of the store to a place kept for the operator and returns that place
+   * (driver-specific, e.g. a path under the data directory). The blob is then absent, so the
+   * next upload of the same content stores it again. Null when the bytes match (or are absent):
+   * nothing moves. Never takes bytes a concurrent commit put in place.
+   */
+  quarantineIfDamaged(digest: Digest): Promise<string | null>;
 
   /**
    * Starts a new upload session with a fresh id. `algorithm` (default sha256) is the digest
@@ -128,7 +136,8 @@ export interface UploadWriter {
    * blob durable and visible under its digest, and removes the session. Without `expected` the
    * digest computed with the session's algorithm (sha256 by default) is used. A mismatch throws
    * DIGEST_INVALID (or SIZE_INVALID) and discards the session. Committing a digest that already
-   * exists is a cheap no-op, except that it refreshes the blob's `modified` time.
+   * exists replaces the stored bytes with these verified ones (mending a blob damaged at rest)
+   * and refreshes the blob's `modified` time.
    */
   commit(expected?: Digest, expectedSize?: number): Promise<BlobInfo>;
   /** Discards the session and its bytes. Idempotent. */

@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { access, mkdir, open, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { digestAlgorithm, isSupportedAlgorithm, type Digest, type DigestAlgorithm } from '../domain/digest.ts';
 import { VolregError, isVolregError } from '../domain/errors.ts';
 import type { AppendOptions, BlobInfo, BlobReader, BlobStore, ByteRange, DeleteOptions, StoredBlob, UploadSummary, UploadWriter } from './blob-store.ts';
 import { SessionLocks } from './fs-lock.ts';
 import { FreeSpace } from './free-space.ts';
-import { entries, fsyncCreatedDirs, fsyncDir, isMissing, isOutOfSpace, putBack, touch } from './fs-ops.ts';
+import { entries, fsyncCreatedDirs, fsyncDir, isMissing, isOutOfSpace, putBack } from './fs-ops.ts';
 import { HashWorker, HashWorkerError } from './hash-worker.ts';
 import { copyInto } from './pipelined-copy.ts';
 import { FileRangeReader } from './file-range-reader.ts';
@@ -22,6 +23,7 @@ import {
   blobDir,
   blobPath,
   blobsRoot,
+  quarantinePath,
   uploadDataPath,
   uploadDir,
   uploadLockPath,
@@ -40,7 +42,9 @@ import {
  * reached the disk (the offset is clamped to the data file's size). Uploads keep a reserve of
  * free space (free-space.ts); running out of space is STORAGE_FULL, never a half-kept chunk. Committing verifies digest and size, fsyncs, renames the data file onto
  * `blobs/<alg>/<2>/<hex>` and fsyncs that directory: a blob path only ever holds verified,
- * durable bytes. A commit onto an existing blob is a no-op.
+ * durable bytes. A commit onto an existing blob replaces it with the bytes just verified: the file
+ * there may have been damaged at rest, and a client sending the content again is the chance to
+ * mend it.
  *
  * Hash state across requests: Node's Hash cannot be serialized, so none is persisted. Each
  * store keeps the live hash of recently used sessions (at most HASH_CACHE_SIZE) on its hash
@@ -233,6 +237,48 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
+  async quarantineIfDamaged(digest: Digest): Promise<string | null> {
+    const target = blobPath(this.root, digest);
+    const place = quarantinePath(this.root, digest, new Date());
+    const dir = dirname(place);
+    const created = await mkdir(dir, { recursive: true });
+    if (created !== undefined) await fsyncCreatedDirs(dir, created);
+    // Moved first, hashed after: a commit may put right bytes in place at any moment, and what
+    // was moved is then exactly what gets judged (hashing in place could move the new bytes).
+    try {
+      await rename(target, place);
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+    let intact: boolean;
+    try {
+      intact = (await this.hashFile(place, digestAlgorithm(digest))) === digest;
+    } catch (err) {
+      await putBack(place, target);
+      throw err;
+    }
+    if (intact) {
+      await putBack(place, target);
+      return null;
+    }
+    await fsyncDir(blobDir(this.root, digest));
+    await fsyncDir(dir);
+    return relative(this.root, place);
+  }
+
+  private async hashFile(path: string, algorithm: DigestAlgorithm): Promise<Digest> {
+    const key = `file:${randomUUID()}`;
+    this.hasher.create(key, algorithm);
+    try {
+      const { size } = await stat(path);
+      await this.hasher.feedFile(key, path, 0, size).catch(fromHashWorker);
+      return `${algorithm}:${await this.hasher.digest(key).catch(fromHashWorker)}` as Digest;
+    } finally {
+      this.hasher.drop(key);
+    }
+  }
+
   // A guarded delete decides within milliseconds; an aside file older than that was left by a
   // crash mid-decision, so it goes back (the next garbage collection decides again).
   private async restoreAside(aside: string, target: string): Promise<void> {
@@ -396,18 +442,12 @@ export class FsBlobStore implements BlobStore {
       } finally {
         await data.close();
       }
-      const target = blobPath(this.root, digest);
-      const existing = await stat(target).catch(() => null);
-      // Content-addressed: an existing blob of the right size already holds these bytes. Its
-      // time is refreshed so garbage collection treats it as just pushed.
-      const reused = existing !== null && existing.size === state.offset && (await touch(target));
-      if (!reused) {
-        const dir = blobDir(this.root, digest);
-        const created = await mkdir(dir, { recursive: true });
-        if (created !== undefined) await fsyncCreatedDirs(dir, created);
-        await rename(uploadDataPath(this.root, id), target);
-        await fsyncDir(dir);
-      }
+      // Renamed over any blob already there (see the header): same digest, verified bytes.
+      const dir = blobDir(this.root, digest);
+      const created = await mkdir(dir, { recursive: true });
+      if (created !== undefined) await fsyncCreatedDirs(dir, created);
+      await rename(uploadDataPath(this.root, id), blobPath(this.root, digest));
+      await fsyncDir(dir);
       await this.discard(id);
       return { digest, size: state.offset };
     });

@@ -1,4 +1,4 @@
-import { link, open, opendir, rename, unlink, utimes } from 'node:fs/promises';
+import { link, open, opendir, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /** Filesystem steps the blob store builds on: durable directory entries, missing-file tolerance. */
@@ -33,18 +33,6 @@ export async function fsyncCreatedDirs(dir: string, created: string): Promise<vo
   for (let d = dir; ; d = dirname(d)) {
     await fsyncDir(dirname(d));
     if (d === created || dirname(d) === d) break;
-  }
-}
-
-/** Refreshes a file's times; false when it is gone (a guarded delete moved it aside). */
-export async function touch(path: string): Promise<boolean> {
-  const now = new Date();
-  try {
-    await utimes(path, now, now);
-    return true;
-  } catch (err) {
-    if (isMissing(err)) return false;
-    throw err;
   }
 }
 

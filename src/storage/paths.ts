@@ -17,6 +17,11 @@ import { splitDigest, type Digest, type DigestAlgorithm } from '../domain/digest
  *                          re-checks references; put back by list() if a crash left it there
  *     sha512/
  *       …                  same layout for sha512 digests
+ *   quarantine/
+ *     sha256/
+ *       ab12…ef.<time>     bytes that were a blob and no longer hash to its digest (damaged at
+ *                          rest), moved out of blobs/ by quarantineIfDamaged; volreg never reads,
+ *                          lists or removes them: they are kept for the operator
  *   uploads/
  *     <uuid>/              one upload session
  *       data               the bytes received; only [0, offset) counts: bytes past the
@@ -59,6 +64,12 @@ export function blobAsidePath(root: string, digest: Digest, token: string): stri
 }
 
 export const ASIDE_MARK = '.deleting-';
+
+/** Where damaged bytes of `digest` go (see the tree above); `at` tells two such moves apart. */
+export function quarantinePath(root: string, digest: Digest, at: Date): string {
+  const [alg, hex] = checkedSplit(digest);
+  return join(root, 'quarantine', alg, `${hex}.${at.toISOString().replace(/[:.]/g, '-')}`);
+}
 
 export function uploadsRoot(root: string): string {
   return join(root, 'uploads');

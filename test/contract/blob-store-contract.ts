@@ -17,6 +17,10 @@ export interface BlobStoreHarness {
   reopen(): Promise<BlobStore>;
   /** Raw objects the driver keeps (file paths, document ids) — empty when the store is empty. */
   leftovers(): Promise<string[]>;
+  /** Flips one byte of a committed blob where it is stored, as bit rot would (same size). */
+  damage(digest: Digest): Promise<void>;
+  /** Removes what `quarantineIfDamaged` moved to `place`; returns its bytes. */
+  takeQuarantined(place: string): Promise<Buffer>;
   /** Releases everything the harness made (temp dirs, connections). */
   close(): Promise<void>;
 }
@@ -112,7 +116,7 @@ export function blobStoreContract(test: TestFn, driver: string, factory: BlobSto
 
     const w2 = await h.store.createUpload();
     await w2.append(Readable.from([bytes]));
-    t.deepEqual(await w2.commit(d512), { digest: d512, size: bytes.length }, 'a second commit of an existing blob is a no-op');
+    t.deepEqual(await w2.commit(d512), { digest: d512, size: bytes.length }, 'a second commit of an existing blob keeps one blob');
     sameBytes(t, await readAll(await h.store.read(d512)), bytes);
     t.deepEqual(await listInfos(h.store), [{ digest: d512, size: bytes.length }]);
     await h.store.delete(d512);
@@ -418,6 +422,49 @@ export function blobStoreContract(test: TestFn, driver: string, factory: BlobSto
     await u1.cancel();
     await u2.cancel();
     for (const b of blobs) await h.store.delete(digestOf(b));
+  });
+
+  contract('a commit of an existing digest puts its verified bytes in place of a damaged blob', async (t, h) => {
+    const bytes = randomBytes(50_000);
+    const { digest } = await put(h.store, bytes);
+    await h.damage(digest);
+    t.not(createHash('sha256').update(await readAll(await h.store.read(digest))).digest('hex'), digest.slice(7), 'the damage took');
+    await put(h.store, bytes);
+    sameBytes(t, await readAll(await h.store.read(digest)), bytes, 'mended by the second commit');
+    t.deepEqual(await listInfos(h.store), [{ digest, size: bytes.length }]);
+    await h.store.delete(digest);
+  });
+
+  contract('quarantineIfDamaged moves damaged bytes out of the store and leaves intact ones', async (t, h) => {
+    const bytes = randomBytes(70_000);
+    const { digest } = await put(h.store, bytes);
+    t.is(await h.store.quarantineIfDamaged(digest), null, 'intact: nothing moves');
+    sameBytes(t, await readAll(await h.store.read(digest)), bytes);
+    t.is(await h.store.quarantineIfDamaged(digestOf('absent')), null, 'absent: nothing to move');
+
+    await h.damage(digest);
+    const damaged = await readAll(await h.store.read(digest));
+    const place = await h.store.quarantineIfDamaged(digest);
+    t.truthy(place, 'damaged: moved');
+    t.is(await h.store.stat(digest), null, 'the blob is absent, so the next upload stores it again');
+    t.deepEqual(await listInfos(h.store), []);
+    await expectCode(t, h.store.read(digest), 'BLOB_UNKNOWN');
+
+    await put(h.store, bytes);
+    sameBytes(t, await readAll(await h.store.read(digest)), bytes, 'stored again by an upload');
+    sameBytes(t, await h.takeQuarantined(place!), damaged, 'the damaged bytes are kept, as they were');
+    await h.store.delete(digest);
+  });
+
+  contract('quarantineIfDamaged never takes bytes a commit put in place after the damage was read', async (t, h) => {
+    const bytes = randomBytes(40_000);
+    const { digest } = await put(h.store, bytes);
+    await h.damage(digest);
+    // the damage was seen (say by a verify), then a client sent the content again
+    await put(h.store, bytes);
+    t.is(await h.store.quarantineIfDamaged(digest), null);
+    sameBytes(t, await readAll(await h.store.read(digest)), bytes);
+    await h.store.delete(digest);
   });
 
   contract('list and modified give the time of the last commit; re-committing refreshes it', async (t, h) => {

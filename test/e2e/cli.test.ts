@@ -298,6 +298,44 @@ test('a download that does not match its digest is never extracted (exit 4)', as
   t.regex(verify.stderr, /FAILED/);
 });
 
+test('a snapshot damaged at rest: verify sets the bytes aside, pushing the same directory again mends the old snapshot', async (t) => {
+  const own = join(work, 'mend-src');
+  await mkdir(own);
+  await writeFile(join(own, 'precious.txt'), 'content only the mend test pushes\n'.repeat(2000));
+  await writeFile(join(own, 'more.bin'), randomBytes(300_000));
+  const first = await volreg(['push', own, 'cli/mend:monday', '--json']);
+  t.is(first.code, 0, first.stderr);
+  const layer = (JSON.parse(first.stdout) as { layer: { digest: Digest } }).layer.digest;
+  const file = blobPath(server.dataDir, layer);
+  const bytes = await readFile(file);
+  bytes[bytes.length >> 1] ^= 0x04;
+  await writeFile(file, bytes);
+
+  const pull = await volreg(['pull', 'cli/mend:monday', join(work, 'mend-out-1')]);
+  t.is(pull.code, 4);
+  t.regex(pull.stderr, /volreg verify cli\/mend:monday/, 'the refusal says what to do');
+  const verify = await volreg(['verify', 'cli/mend:monday']);
+  t.is(verify.code, 4);
+  const place = /moved to (quarantine\/sha256\/[0-9a-f]{64}\.[0-9TZ-]+) in the data directory/.exec(verify.stderr + verify.stdout)?.[1];
+  t.truthy(place, verify.stderr);
+  t.deepEqual(await readFile(join(server.dataDir, place!)), bytes, 'the damaged bytes are kept for the operator, as they were');
+  t.is((await fetch(`${server.url}/v2/cli/mend/blobs/${layer}`, { method: 'HEAD' })).status, 404, 'absent: a client uploads it again');
+  const missing = await volreg(['pull', 'cli/mend:monday', join(work, 'mend-out-2')]);
+  t.is(missing.code, 4, 'a snapshot without its bytes is an integrity fault, not "not found"');
+  t.regex(missing.stderr, /layer is missing/);
+
+  // the host still has the data: a new backup of it uploads the layer, which mends monday's snapshot
+  const again = await volreg(['push', own, 'cli/mend:tuesday', '--json']);
+  t.is(again.code, 0, again.stderr);
+  t.is((JSON.parse(again.stdout) as { layer: { digest: Digest } }).layer.digest, layer, 'same directory, same layer');
+  const reverify = await volreg(['verify', 'cli/mend:monday']);
+  t.is(reverify.code, 0, reverify.stderr);
+  const out = join(work, 'mend-out-3');
+  const restored = await volreg(['pull', 'cli/mend:monday', out]);
+  t.is(restored.code, 0, restored.stderr);
+  t.deepEqual(await describeTree(out), await describeTree(own));
+});
+
 test('a hostile snapshot is refused on pull and writes nothing outside (or inside) the target', async (t) => {
   const parent = join(work, 'hostile');
   const out = join(parent, 'target');

@@ -7,6 +7,10 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import tarStream from 'tar-stream';
 import { collections } from '../../src/metadata/collections.ts';
+import type { Digest } from '../../src/domain/digest.ts';
+import type { ScrubReport } from '../../src/maintenance/scrub.ts';
+import { blobPath } from '../../src/storage/paths.ts';
+import { runVolreg } from '../helpers/cli-run.ts';
 import { request } from '../helpers/oci-client.ts';
 import { spawnServer, startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -257,4 +261,44 @@ test('data pushed before a restart is there after it', async (t) => {
     proc.kill('SIGTERM');
     await proc.waitExit();
   }
+});
+
+test('a layer damaged at rest: volreg scrub sets it aside beside the running server, and copying the image again mends it', async (t) => {
+  const layout = await buildLayout('v1');
+  const ref = `docker://${host}/e2e/scrubbed:v1`;
+  await skopeo(['copy', '--dest-tls-verify=false', `oci:${layout.dir}:v1`, ref]);
+  const scrub = (...args: string[]) => runVolreg(['scrub', ...args], { url: server.url, cwd: tmpdir(), env: { VOLREG_DATA_DIR: server.dataDir } });
+
+  const clean = await scrub();
+  t.is(clean.code, 0, clean.stderr + clean.stdout);
+  t.regex(clean.stdout, /scrub: \d+ blobs, .* read in \d+ ms: \d+ intact, 0 damaged/);
+
+  const [hex, original] = [...layout.layers][0]!;
+  const digest = `sha256:${hex}` as Digest;
+  const file = blobPath(server.dataDir, digest);
+  const damaged = Buffer.from(original);
+  damaged[damaged.length >> 1]! ^= 0x10;
+  await writeFile(file, damaged);
+
+  const dry = await scrub('--dry-run');
+  t.is(dry.code, 4);
+  t.regex(dry.stdout, new RegExp(`damaged: ${digest} .* left in place \\(dry run\\)`));
+  t.true((await readFile(file)).equals(damaged), 'a dry run moves nothing');
+
+  const found = JSON.parse((await scrub('--json')).stdout) as ScrubReport;
+  t.deepEqual(found.damaged.map((d) => d.digest), [digest]);
+  const place = found.damaged[0]!.setAsideAs!;
+  t.regex(place, new RegExp(`^quarantine/sha256/${hex}\\.`));
+  t.true((await readFile(join(server.dataDir, place))).equals(damaged), 'kept for the operator, as it was');
+  t.is((await request(server.url, `/v2/e2e/scrubbed/blobs/${digest}`, { method: 'HEAD' })).status, 404);
+  await t.throwsAsync(skopeo(['copy', '--src-tls-verify=false', ref, `dir:${await tempDir('broken')}`]), undefined, 'the image cannot be pulled while its layer is missing');
+
+  // the image's source still exists: copying it again uploads the layer (HEAD said 404), which mends the tag
+  await skopeo(['copy', '--dest-tls-verify=false', `oci:${layout.dir}:v1`, ref]);
+  const out = await tempDir('mended');
+  await skopeo(['copy', '--src-tls-verify=false', ref, `dir:${out}`]);
+  await assertLayersIn(t, await readDirFiles(out), layout);
+  const after = await scrub();
+  t.is(after.code, 0, after.stdout);
+  await rm(join(server.dataDir, 'quarantine'), { recursive: true });
 });

@@ -99,3 +99,48 @@ test('a request whose body arrives slowly but steadily is served', async (t) => 
   t.regex(reply, /^HTTP\/1\.1 202/);
   t.regex(reply, /\r\nRange: 0-9\r\n/i);
 });
+
+/** Sends one GET /v2/ on `s` and resolves with the reply's head once it has arrived. */
+function replyHead(s: Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    const onData = (d: Buffer): void => {
+      got += d.toString('latin1');
+      if (got.includes('\r\n\r\n')) {
+        s.off('data', onData);
+        resolve(got.slice(0, got.indexOf('\r\n\r\n')));
+      }
+    };
+    s.on('data', onData);
+    s.write('GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n');
+  });
+}
+
+test('a keep-alive connection idle between requests is closed after the same timeout, which the replies announce', async (t) => {
+  const s = await open();
+  const head = await replyHead(s);
+  t.regex(head, /^HTTP\/1\.1 200/);
+  t.regex(head, /\r\nKeep-Alive: timeout=1(\r\n|$)/i);
+  const ms = await closedWithin(s, 10_000);
+  t.true(ms >= 900 && ms < 5000, `closed after ${ms} ms`);
+});
+
+test('by default a keep-alive connection outlives idle gaps clients keep theirs for (Go: 90 s): one idle 7 s still serves', async (t) => {
+  const plain = await startTestServer({ label: 'client_idle_default' });
+  try {
+    const { hostname, port } = new URL(plain.url);
+    const s = await new Promise<Socket>((resolve, reject) => {
+      const c = connect(Number(port), hostname, () => resolve(c));
+      c.once('error', reject);
+    });
+    let closed = false;
+    s.on('close', () => (closed = true));
+    t.regex(await replyHead(s), /\r\nKeep-Alive: timeout=120(\r\n|$)/i);
+    await new Promise((r) => setTimeout(r, 7000));
+    t.false(closed, 'still open after 7 s idle (Node closes at 5 s unless told otherwise)');
+    t.regex(await replyHead(s), /^HTTP\/1\.1 200/);
+    s.destroy();
+  } finally {
+    await plain.close();
+  }
+});

@@ -1,4 +1,8 @@
 import test from 'ava';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { blobPath } from '../../src/storage/paths.ts';
+import type { Digest } from '../../src/domain/digest.ts';
 import { request as httpRequest } from 'node:http';
 import { collections, UNIT_TYPES } from '../../src/metadata/collections.ts';
 import {
@@ -276,6 +280,24 @@ test('every missing blob is listed in MANIFEST_BLOB_UNKNOWN, and nothing is stor
   t.is((await getManifest(url, repo, 'latest', ACCEPT_ALL)).status, 404);
   t.is((await getManifest(url, repo, m.digest, ACCEPT_ALL)).status, 404);
   t.is(await collections(server.db).manifests.countDocuments({ digest: m.digest }), 0);
+});
+
+test('a blob whose bytes were set aside as damaged counts as missing, though its records stay', async (t) => {
+  const repo = repoName('set-aside');
+  const { manifest, layers } = await pushedImage(repo);
+  const layer = layers[0]!;
+  // what quarantineIfDamaged leaves: the records of the blob, no bytes
+  await mkdir(join(server.dataDir, 'quarantine'), { recursive: true });
+  await rename(blobPath(server.dataDir, layer.digest as Digest), join(server.dataDir, 'quarantine', 'by-test'));
+  const r = await putManifest(url, repo, 'v1', manifest);
+  t.is(r.status, 400);
+  t.is(errorCode(r), 'MANIFEST_BLOB_UNKNOWN');
+  t.deepEqual(errorDetail<{ blobs: string[] }>(r).blobs, [layer.digest]);
+  t.is((await getManifest(url, repo, 'v1', ACCEPT_ALL)).status, 404, 'nothing acknowledged over missing bytes');
+  t.is((await request(url, `/v2/${repo}/blobs/${layer.digest}`, { method: 'HEAD' })).status, 404, 'so the client uploads it');
+  await pushBlobs(url, repo, [layer]);
+  t.is((await putManifest(url, repo, 'v1', manifest)).status, 201);
+  await rm(join(server.dataDir, 'quarantine'), { recursive: true });
 });
 
 test('an index whose manifests are not in the repository lists them all', async (t) => {

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -469,6 +469,25 @@ test('verify re-hashes from the blob store and records the result', async (t) =>
   const meta = (await (await fetch(url(`/api/v1/volumes/${name}/tags/v1`))).json()) as { lastVerify: { ok: boolean; at: string } };
   t.false(meta.lastVerify.ok);
   t.true(Date.parse(meta.lastVerify.at) >= Date.parse(ok.lastVerify.at));
+  // the damaged bytes were set aside: absent to every client, so the next upload stores them again
+  const place = /moved to (quarantine\/\S+) in the data directory/.exec(bad.lastVerify.problems.join('\n'))?.[1];
+  t.truthy(place);
+  t.deepEqual(await readFile(join(server.dataDir, place!)), bytes);
+  t.is((await fetch(url(`/v2/${name}/blobs/${created.layer.digest}`), { method: 'HEAD' })).status, 404);
+  t.is((await fetch(url(`/api/v1/volumes/${name}/tags/v1/content`))).status, 404);
+  t.is((await put(`/api/v1/volumes/${name}/tags/v2`, body)).status, 201);
+  const mended = (await (await fetch(url(`/api/v1/volumes/${name}/tags/v1/verify`), { method: 'POST' })).json()) as { ok: boolean };
+  t.true(mended.ok, 'the same content pushed again mends the older snapshot');
+  t.deepEqual(Buffer.from(await (await fetch(url(`/api/v1/volumes/${name}/tags/v1/content`))).arrayBuffer()), Buffer.from(body));
+
+  // a config set aside cannot be pushed again (it is the snapshot's own), but the layer still restores
+  const info = (await (await fetch(url(`/api/v1/volumes/${name}/tags/v1`))).json()) as { configDigest: Digest };
+  await rename(blobPath(server.dataDir, info.configDigest), join(server.dataDir, 'quarantine', 'config-by-test'));
+  const noConfig = (await (await fetch(url(`/api/v1/volumes/${name}/tags/v1/verify`), { method: 'POST' })).json()) as { ok: boolean; lastVerify: { problems: string[] } };
+  t.false(noConfig.ok);
+  t.regex(noConfig.lastVerify.problems.join('\n'), /config sha256:\w+ is missing/);
+  t.deepEqual(Buffer.from(await (await fetch(url(`/api/v1/volumes/${name}/tags/v1/content`))).arrayBuffer()), Buffer.from(body));
+  await rm(join(server.dataDir, 'quarantine'), { recursive: true });
 });
 
 test('an artifact pushed through /v2 with the volume type is readable through /api/v1', async (t) => {

@@ -1,10 +1,10 @@
-import { mkdtemp, readdir, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, open as openFile, readFile, readdir, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import test from 'ava';
-import { digestOf } from '../../src/domain/digest.ts';
+import { digestOf, type Digest } from '../../src/domain/digest.ts';
 import { FsBlobStore } from '../../src/storage/fs-driver.ts';
 import { blobAsidePath, blobPath, uploadDataPath, uploadLockPath, uploadStatePath } from '../../src/storage/paths.ts';
 import { blobStoreContract } from '../contract/blob-store-contract.ts';
@@ -31,6 +31,23 @@ async function harness(lockWaitMs = 2000) {
     store,
     reopen: open,
     leftovers: () => files(root),
+    damage: async (digest: Digest) => {
+      const fh = await openFile(blobPath(root, digest), 'r+');
+      try {
+        const at = Math.floor((await fh.stat()).size / 2);
+        const byte = Buffer.alloc(1);
+        await fh.read(byte, 0, 1, at);
+        byte[0] = byte[0]! ^ 0x20;
+        await fh.write(byte, 0, 1, at);
+      } finally {
+        await fh.close();
+      }
+    },
+    takeQuarantined: async (place: string) => {
+      const bytes = await readFile(join(root, place));
+      await rm(join(root, 'quarantine'), { recursive: true });
+      return bytes;
+    },
     close: async () => {
       for (const s of opened) s.close();
       await rm(root, { recursive: true, force: true });

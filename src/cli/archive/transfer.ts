@@ -13,6 +13,7 @@ import { packDirectory } from './pack.ts';
 import { applyDirectoryAttributes, CorruptArchiveError, extractTree, type ExtractOptions } from './safe-extract.ts';
 import { STAGING_PREFIX, userEntries } from './staging.ts';
 import { removeTree, replaceContents } from './switch-over.ts';
+import { human } from '../byte-size.ts';
 
 /**
  * Push and pull as the host agent does them, shared by push/pull and backup/restore:
@@ -71,17 +72,6 @@ export function progressFor(enabled: boolean): Progress {
       bar = null;
     },
   };
-}
-
-export function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
 
 export interface PushOptions {
@@ -272,7 +262,10 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
       opts.progress.stop();
     }
     if (got.digest !== expected.digest || got.size !== expected.size || (got.announced !== null && got.announced !== expected.digest)) {
-      throw new IntegrityError(`download of ${ref} hashes to ${got.digest} (${got.size} bytes), expected ${expected.digest} (${expected.size} bytes)`);
+      throw new IntegrityError(
+        `download of ${ref} hashes to ${got.digest} (${got.size} bytes), expected ${expected.digest} (${expected.size} bytes); nothing was extracted. ` +
+          `If the registry's copy is damaged, \`volreg verify ${ref}\` says so and sets it aside, and pushing the same content again mends it`,
+      );
     }
     const staging = join(work, 'root');
     await mkdir(staging);

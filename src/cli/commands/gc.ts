@@ -5,6 +5,7 @@ import type { Db } from 'mongodb';
 import type { GcCount, GcReport } from '../../maintenance/gc.ts';
 import { configFromEnv } from '../config-from-env.ts';
 import { EXIT } from '../exit-codes.ts';
+import { human } from '../byte-size.ts';
 
 export function registerGc(program: Command): void {
   program
@@ -97,20 +98,9 @@ async function gc(flags: GcFlags): Promise<void> {
   process.exit(code);
 }
 
-function size(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
-}
-
 function summary(r: GcReport): string {
   const verb = r.dryRun ? 'would delete' : 'deleted';
-  const line = (label: string, c: GcCount): string => `  ${label.padEnd(34)} ${String(c.count).padStart(7)}  ${size(c.bytes)}\n`;
+  const line = (label: string, c: GcCount): string => `  ${label.padEnd(34)} ${String(c.count).padStart(7)}  ${human(c.bytes)}\n`;
   return (
     `gc${r.dryRun ? ' (dry run)' : ''}: content older than ${r.cutoff} (grace ${r.graceSeconds} s)${r.deleteUntagged ? ', untagged manifests too' : ''}\n` +
     `  ${verb}:\n` +
@@ -121,12 +111,12 @@ function summary(r: GcReport): string {
     line('blob bytes', r.blobBytes) +
     line('bytes without a blob unit', r.orphanBytes) +
     `  ${'associations to missing units'.padEnd(34)} ${String(r.danglingAssociations).padStart(7)}\n` +
-    `  ${r.dryRun ? 'would free' : 'freed'} ${size(r.freedBytes)} in ${r.durationMs} ms` +
+    `  ${r.dryRun ? 'would free' : 'freed'} ${human(r.freedBytes)} in ${r.durationMs} ms` +
     (r.raced > 0 ? `; ${r.raced} kept because a push used them meanwhile` : '') +
     (r.errors > 0 ? `; ${r.errors} errors (see the log)` : '') +
     '\n' +
     (r.restoredBlobs.count > 0
-      ? `  ${r.dryRun ? 'would restore' : 'restored'} the records of ${r.restoredBlobs.count} blobs manifests use (${size(r.restoredBlobs.bytes)}), which had none\n`
+      ? `  ${r.dryRun ? 'would restore' : 'restored'} the records of ${r.restoredBlobs.count} blobs manifests use (${human(r.restoredBlobs.bytes)}), which had none\n`
       : '')
   );
 }

@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { human } from '../archive/transfer.ts';
+import { human } from '../byte-size.ts';
 import { parseTime } from '../../domain/times.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
 import { hostOf } from './push.ts';

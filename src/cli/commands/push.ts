@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { Option, type Command } from 'commander';
-import { pushSource, progressFor, human } from '../archive/transfer.ts';
+import { pushSource, progressFor } from '../archive/transfer.ts';
+import { human } from '../byte-size.ts';
 import { parseHost, parseLabels } from '../../domain/volumes/snapshot-config.ts';
 import { addAgentOptions, AGENT_EXIT, checkedPart, checkedVolume, clientFrom, parseSnapshotRef, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
