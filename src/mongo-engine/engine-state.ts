@@ -5,7 +5,7 @@ import type { CursorManager } from './cursor-manager.ts';
 /** Shared state every command handler sees, plus the per-request context. */
 
 /** The engine's log lines: debug unless they need an operator's attention (warn). */
-export type LogLevel = 'debug' | 'warn';
+export type LogLevel = 'debug' | 'warn' | 'error';
 export type LogFn = (msg: string, fields?: Record<string, unknown>, level?: LogLevel) => void;
 
 /** What the durability layer offers the dispatcher: a write sequence and a way to wait for fsync. */

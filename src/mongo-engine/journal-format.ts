@@ -14,6 +14,12 @@ import type { DdlOp } from './collection-store.ts';
  * kind DDL: body is { op, args }
  * kind COMMIT (journal only): body is a u64 LE, the file offset where its write batch began;
  *   it ends every batch the journal writes and syncs as one (journal.ts)
+ * kind HEAD: body is { file: 'journal' | 'snapshot', generation, store }, the first record of
+ *   every file (format 3): which generation it is and which store (a random id fixed when the
+ *   directory was created) it belongs to, so a missing or foreign file is noticed
+ * kind SEAL (snapshot only): body is { generation, records, store }, its last record: a snapshot
+ *   without it, or whose count differs, is incomplete (a snapshot cut at a record boundary
+ *   decodes cleanly otherwise)
  *
  * A record whose length runs past the end of the file or whose checksum fails is damage. At the
  * end of the last journal that is a torn tail: the batch being written when the process died,
@@ -26,6 +32,23 @@ export const KIND_PUT = 1;
 export const KIND_REMOVE = 2;
 export const KIND_DDL = 3;
 export const KIND_COMMIT = 4;
+export const KIND_HEAD = 5;
+export const KIND_SEAL = 6;
+
+/** What the HEAD record of a file says. */
+export interface FileHead {
+  file: 'journal' | 'snapshot';
+  generation: number;
+  store: string;
+}
+
+/** What the SEAL record of a snapshot says. */
+export interface FileSeal {
+  generation: number;
+  /** PUT, REMOVE and DDL records before it */
+  records: number;
+  store: string;
+}
 
 export type JournalRecord =
   | { kind: typeof KIND_PUT; ns: string; doc: Buffer }
@@ -59,6 +82,14 @@ export function encodeDdl(op: DdlOp, args: Document): Buffer {
   return frame(KIND_DDL, '', toBson({ op, args }));
 }
 
+export function encodeHead(head: FileHead): Buffer {
+  return frame(KIND_HEAD, '', toBson({ ...head }));
+}
+
+export function encodeSeal(seal: FileSeal): Buffer {
+  return frame(KIND_SEAL, '', toBson({ ...seal }));
+}
+
 const COMMIT_BODY = 8;
 const COMMIT_PAYLOAD = 3 + COMMIT_BODY;
 
@@ -80,6 +111,16 @@ function batchBegunAfter(buf: Buffer, from: number): boolean {
   return false;
 }
 
+/** Is there an intact commit record after `from`? (the batch holding `from` was then written whole) */
+function commitAfter(buf: Buffer, from: number): boolean {
+  for (let p = from + 1; p + HEADER + COMMIT_PAYLOAD <= buf.length; p++) {
+    if (buf.readUInt32LE(p) !== COMMIT_PAYLOAD || buf[p + HEADER] !== KIND_COMMIT) continue;
+    const start = p + HEADER;
+    if (crc32c(buf, start, start + COMMIT_PAYLOAD) === buf.readUInt32LE(p + 4)) return true;
+  }
+  return false;
+}
+
 export interface DecodeResult {
   records: JournalRecord[];
   /** byte offset just past the last good record */
@@ -88,14 +129,29 @@ export interface DecodeResult {
   torn: boolean;
   /** torn, and a batch written after the damage follows it: the damaged bytes had been acknowledged */
   acknowledgedAfter: boolean;
+  /** torn, and the damaged batch's commit record is intact: it was written whole, then damaged (or cut by a power loss before its sync) */
+  writtenWhole: boolean;
+  /** the file's HEAD record (its first), if it has one */
+  head?: FileHead;
+  /** the file's SEAL record, if it has one (nothing may follow it) */
+  seal?: FileSeal;
 }
 
 export function decodeRecords(buf: Buffer): DecodeResult {
   const records: JournalRecord[] = [];
-  const damaged = (off: number): DecodeResult => ({ records, goodLength: off, torn: true, acknowledgedAfter: batchBegunAfter(buf, off) });
+  const marks: { head?: FileHead; seal?: FileSeal } = {};
+  const damaged = (off: number): DecodeResult => ({
+    records,
+    goodLength: off,
+    torn: true,
+    acknowledgedAfter: batchBegunAfter(buf, off),
+    writtenWhole: commitAfter(buf, off),
+    ...marks,
+  });
   let off = 0;
   let unknown: number | undefined;
   while (off < buf.length) {
+    if (marks.seal) return damaged(off); // nothing follows a seal
     if (off + HEADER > buf.length) return damaged(off);
     const len = buf.readUInt32LE(off);
     const crc = buf.readUInt32LE(off + 4);
@@ -112,6 +168,13 @@ export function decodeRecords(buf: Buffer): DecodeResult {
       else if (kind === KIND_DDL) {
         const d = deserialize(body, { promoteValues: false });
         records.push({ kind, op: d['op'] as DdlOp, args: d['args'] as Document });
+      } else if (kind === KIND_HEAD) {
+        if (off !== 0) return damaged(off);
+        const d = deserialize(body);
+        marks.head = { file: d['file'] as FileHead['file'], generation: Number(d['generation']), store: String(d['store']) };
+      } else if (kind === KIND_SEAL) {
+        const d = deserialize(body);
+        marks.seal = { generation: Number(d['generation']), records: Number(d['records']), store: String(d['store']) };
       } else if (kind !== KIND_COMMIT) unknown = kind;
     } catch {
       return damaged(off);
@@ -121,7 +184,7 @@ export function decodeRecords(buf: Buffer): DecodeResult {
     if (unknown !== undefined) throw newerFormat('the metadata files', `a record of kind ${unknown}`);
     off = end;
   }
-  return { records, goodLength: off, torn: false, acknowledgedAfter: false };
+  return { records, goodLength: off, torn: false, acknowledgedAfter: false, writtenWhole: false, ...marks };
 }
 
 /** The refusal for data a newer engine wrote: starting would lose what this one cannot read. */

@@ -19,7 +19,7 @@ import { encodeCommit, encodeDdl, encodePut, encodeRemove } from './journal-form
  * (journal-format.ts).
  */
 
-type Queued = Buffer | { rotateTo: string; done: (err?: Error) => void };
+type Queued = Buffer | { rotateTo: string; head: Buffer; done: (err?: Error) => void };
 
 interface Waiter {
   seq: number;
@@ -82,10 +82,10 @@ export class Journal implements ChangeSink, Durability {
     return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
   }
 
-  /** Queues a switch to a new journal file; resolves once the new file is in place. */
-  rotate(newPath: string): Promise<void> {
+  /** Queues a switch to a new journal file, which starts with `head`; resolves once it is in place. */
+  rotate(newPath: string, head: Buffer): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ rotateTo: newPath, done: (err) => (err ? reject(err) : resolve()) });
+      this.queue.push({ rotateTo: newPath, head, done: (err) => (err ? reject(err) : resolve()) });
       this.bytes = 0;
       this.schedule();
     });
@@ -189,7 +189,7 @@ export class Journal implements ChangeSink, Durability {
       if (this.durable) await this.fh.datasync();
       await this.fh.close();
       this.fh = await fs.promises.open(r.rotateTo, 'a');
-      this.fileOffset = (await this.fh.stat()).size;
+      this.fileOffset = await startFile(this.fh, r.head);
       await syncDirectory(this.dirPath);
       r.done();
     } catch (err) {
@@ -207,6 +207,15 @@ export class Journal implements ChangeSink, Durability {
     }
     this.waiters = still;
   }
+}
+
+/** Writes `head` into a journal file just created (still empty) and syncs it; the file's size. */
+export async function startFile(fh: FileHandle, head: Buffer): Promise<number> {
+  const size = (await fh.stat()).size;
+  if (size > 0) return size;
+  await fh.write(head);
+  await fh.datasync();
+  return head.length;
 }
 
 export async function syncDirectory(dir: string): Promise<void> {

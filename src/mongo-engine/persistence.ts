@@ -1,12 +1,13 @@
 import { Binary, UUID, type Document } from 'bson';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Catalog } from './collection-store.ts';
 import type { LogFn } from './engine-state.ts';
-import { Journal, syncDirectory } from './journal.ts';
-import { decodeRecords, encodeDdl, encodePut, KIND_PUT, KIND_REMOVE, newerFormat, type JournalRecord } from './journal-format.ts';
+import { Journal, startFile, syncDirectory } from './journal.ts';
+import { decodeRecords, encodeDdl, encodeHead, encodePut, encodeSeal, KIND_PUT, KIND_REMOVE, newerFormat, type JournalRecord } from './journal-format.ts';
 import { acquireDbPathLock, type DbPathLock } from './lock.ts';
-import { claimStorageFormat } from './storage-format.ts';
+import { readStorageFormat, writeStorageFormat } from './storage-format.ts';
 
 /**
  * Durable storage under dbPath:
@@ -17,6 +18,12 @@ import { claimStorageFormat } from './storage-format.ts';
  *     snapshot-<N>.bson      full catalog as of the moment journal-<N> was started (records, same framing)
  *     journal-<N>.log        changes after snapshot-<N>, append-only
  *     snapshot-<N>.tmp       a snapshot being written; ignored and removed at start
+ *     journal-<N>.log.discarded-<time>   a torn tail cut off at start, kept for the operator
+ *
+ * Every file starts with a HEAD record (generation, store id) and a snapshot ends in a SEAL
+ * (generation, record count): with format 3, recovery refuses a file that is missing (journal-S
+ * for snapshot-S, a journal between two others, snapshot-S for a journal S > 0), of another
+ * store or generation, or a snapshot without its seal, instead of loading what is left.
  *
  * Recovery loads the highest snapshot S, then replays journal-S, journal-S+1, ... in order,
  * truncating a torn tail (the batch being written at a crash, never acknowledged). Damage
@@ -43,6 +50,10 @@ export interface Storage {
 }
 
 const SNAPSHOT_RE = /^snapshot-(\d+)\.bson$/;
+/** the engine's own temporary files (a snapshot being written, FORMAT being replaced); nothing else is removed */
+const TEMP_RE = /^(snapshot-\d+\.tmp|FORMAT\.tmp)$/;
+const REMEDY =
+  'Put back the file that is missing or replaced, or restore the data directory from a backup (see "Backing up volreg" in the README)';
 const JOURNAL_RE = /^journal-(\d+)\.log$/;
 const DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024;
 
@@ -119,6 +130,35 @@ export function applyRecord(catalog: Catalog, rec: JournalRecord, log: LogFn): v
   }
 }
 
+/**
+ * Cuts a journal's torn tail off, keeping the cut bytes beside it (`<journal>.discarded-<time>`).
+ * A tail whose batch was written whole (its commit record is intact) was either cut by a power
+ * loss before its sync (never acknowledged) or damaged on the disk since (acknowledged): the two
+ * cannot be told apart, so it is said loudly.
+ */
+function discardTail(file: string, buf: Buffer, goodLength: number, writtenWhole: boolean, log: LogFn): void {
+  const kept = `${file}.discarded-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  fs.writeFileSync(kept, buf.subarray(goodLength));
+  const fields = { file, validBytes: goodLength, discardedBytes: buf.length - goodLength, keptIn: kept };
+  if (writtenWhole) {
+    log(
+      "the journal's last write batch is damaged although it was written whole: either a power loss cut it before it was synced " +
+        '(then no client was told it succeeded) or the disk damaged it since (then its changes had been acknowledged and are lost); discarding it',
+      fields,
+      'error',
+    );
+  } else {
+    log('journal ends in a write that a crash interrupted; discarding it (its writers were never told it succeeded)', fields, 'warn');
+  }
+  const fh = fs.openSync(file, 'r+');
+  try {
+    fs.ftruncateSync(fh, goodLength);
+    fs.fsyncSync(fh);
+  } finally {
+    fs.closeSync(fh);
+  }
+}
+
 export async function openStorage(dbPath: string, catalog: Catalog, opts: StorageOptions): Promise<Storage> {
   fs.mkdirSync(dbPath, { recursive: true });
   const lock = await acquireDbPathLock(dbPath);
@@ -133,60 +173,81 @@ export async function openStorage(dbPath: string, catalog: Catalog, opts: Storag
 async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, lock: DbPathLock): Promise<Storage> {
   const log = opts.log;
   const files = fs.readdirSync(dbPath);
-  for (const f of files) if (f.endsWith('.tmp')) fs.rmSync(path.join(dbPath, f), { force: true });
-  await claimStorageFormat(dbPath);
+  const format = readStorageFormat(dbPath);
+  // Format 3 files name their generation and store, and snapshots are sealed: anything else is damage.
+  const checked = format !== null && format >= 3;
+  for (const f of files) if (TEMP_RE.test(f)) fs.rmSync(path.join(dbPath, f), { force: true });
   const snapshots = gens(files, SNAPSHOT_RE);
-  const base = snapshots.length > 0 ? (snapshots[snapshots.length - 1] as number) : 0;
+  const journals = gens(files, JOURNAL_RE).filter((g) => snapshots.length === 0 || g >= (snapshots[snapshots.length - 1] as number));
+  const base = snapshots.length > 0 ? (snapshots[snapshots.length - 1] as number) : (journals[0] ?? 0);
+  const refuse: (what: string) => never = (what) => {
+    throw new Error(`${dbPath}: ${what}; refusing to start rather than serve incomplete metadata. ${REMEDY}`);
+  };
+  // Which generations must be there: a snapshot's journal is created before it, and each journal
+  // before the next; without a snapshot, history starts at generation 0.
+  if (snapshots.length === 0 && base !== 0) refuse(`${journalName(base)} is there but not ${snapshotName(base)}, which it continues`);
+  if (snapshots.length > 0 && journals[0] !== base && (checked || journals.length > 0)) refuse(`${snapshotName(base)} is there but not ${journalName(base)}, which continues it`);
+  journals.forEach((g, i) => {
+    if (g !== base + i) refuse(`${journalName(base + i)} is missing between ${journalName(base)} and ${journalName(g)}`);
+  });
+
   catalog.sink = undefined;
   let snapshotBytes = 0;
+  let store: string | undefined;
   if (snapshots.length > 0) {
     const file = path.join(dbPath, snapshotName(base));
     const bytes = fs.readFileSync(file);
     snapshotBytes = bytes.length;
     const decoded = decodeRecords(bytes);
-    if (decoded.torn) throw new Error(`snapshot ${file} is corrupt at byte ${decoded.goodLength}; refusing to start`);
+    if (decoded.torn) throw new Error(`snapshot ${file} is corrupt at byte ${decoded.goodLength}; refusing to start. ${REMEDY}`);
+    if (checked || decoded.head || decoded.seal || bytes.length === 0) {
+      const { head, seal } = decoded;
+      if (!head || head.file !== 'snapshot' || head.generation !== base) refuse(`${snapshotName(base)} does not start as generation ${base}'s snapshot`);
+      if (!seal || seal.generation !== base || seal.store !== head.store || seal.records !== decoded.records.length) {
+        refuse(`${snapshotName(base)} is incomplete (it does not end in its seal, or holds another number of records than the seal says)`);
+      }
+      store = head.store;
+    }
     for (const r of decoded.records) applyRecord(catalog, r, log);
   }
-  const journals = gens(files, JOURNAL_RE).filter((g) => g >= base);
   let replayed = 0;
   for (let i = 0; i < journals.length; i++) {
-    const file = path.join(dbPath, journalName(journals[i] as number));
+    const g = journals[i] as number;
+    const file = path.join(dbPath, journalName(g));
     const buf = fs.readFileSync(file);
     const decoded = decodeRecords(buf);
+    const last = i === journals.length - 1;
+    // A journal just created by a rotation may be empty: its head was never written.
+    if ((checked || decoded.head) && !(last && buf.length === 0)) {
+      const { head } = decoded;
+      if (!head || head.file !== 'journal' || head.generation !== g) refuse(`${journalName(g)} does not start as generation ${g}'s journal`);
+      if (store !== undefined && head.store !== store) refuse(`${journalName(g)} belongs to another store (${head.store}, not ${store})`);
+      store = head.store;
+    }
     for (const r of decoded.records) applyRecord(catalog, r, log);
     replayed += decoded.records.length;
-    if (decoded.torn && (decoded.acknowledgedAfter || i < journals.length - 1)) {
+    if (decoded.torn && (decoded.acknowledgedAfter || !last)) {
       throw new Error(
         `journal ${file} is damaged at byte ${decoded.goodLength}, and changes acknowledged after that point follow it; ` +
           `refusing to start rather than lose them. Restore the data directory from a backup, or move ${file} aside ` +
           `(and any later journal-*.log) to start from the last snapshot without them`,
       );
     }
-    if (decoded.torn) {
-      log(
-        'journal ends in a write that a crash interrupted; discarding it (its writers were never told it succeeded)',
-        { file, validBytes: decoded.goodLength, discardedBytes: buf.length - decoded.goodLength },
-        'warn',
-      );
-      const fh = fs.openSync(file, 'r+');
-      try {
-        fs.ftruncateSync(fh, decoded.goodLength);
-        fs.fsyncSync(fh);
-      } finally {
-        fs.closeSync(fh);
-      }
-    }
+    if (decoded.torn) discardTail(file, buf, decoded.goodLength, decoded.writtenWhole, log);
   }
-  // Older generations are fully contained in the snapshot.
+  // Older generations are fully contained in the snapshot (checked above before anything goes).
   for (const g of gens(files, SNAPSHOT_RE)) if (g < base) fs.rmSync(path.join(dbPath, snapshotName(g)), { force: true });
   for (const g of gens(files, JOURNAL_RE)) if (g < base) fs.rmSync(path.join(dbPath, journalName(g)), { force: true });
 
+  store ??= randomUUID();
+  const storeId = store;
   let gen = journals.length > 0 ? (journals[journals.length - 1] as number) : base;
   const journalPath = path.join(dbPath, journalName(gen));
   const existed = fs.existsSync(journalPath);
   const fh = await fs.promises.open(journalPath, 'a');
+  // An empty journal gets its head; a legacy one (format 2) goes on headless until the cut below.
+  const size = (await fh.stat()).size === 0 ? await startFile(fh, encodeHead({ file: 'journal', generation: gen, store: storeId })) : (await fh.stat()).size;
   if (!existed) await syncDirectory(dbPath);
-  const size = (await fh.stat()).size;
   const journal = new Journal(fh, size, opts.durable, dbPath, log);
   journal.onFailure = opts.onFailure;
   catalog.sink = journal;
@@ -206,16 +267,23 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
     // Capture the catalog and queue the journal switch at the same instant.
     const frames: Buffer[] = [];
     const puts: Array<[string, Buffer]> = [];
+    let records = 0;
+    frames.push(encodeHead({ file: 'snapshot', generation: next, store: storeId }));
     for (const [db, colls] of catalog.dbs) {
       for (const coll of colls.values()) {
+        records++;
         frames.push(encodeDdl('create', { db, name: coll.name, options: coll.options, uuid: coll.uuid }));
         for (const ix of coll.indexes.values()) {
-          if (ix.name !== '_id_') frames.push(encodeDdl('createIndex', { db, name: coll.name, spec: ix.spec }));
+          if (ix.name !== '_id_') {
+            records++;
+            frames.push(encodeDdl('createIndex', { db, name: coll.name, spec: ix.spec }));
+          }
         }
         for (const rec of coll.records.values()) puts.push([coll.ns, rec.raw]);
       }
     }
-    const rotated = journal.rotate(path.join(dbPath, journalName(next)));
+    records += puts.length;
+    const rotated = journal.rotate(path.join(dbPath, journalName(next)), encodeHead({ file: 'journal', generation: next, store: storeId }));
     compacting = (async () => {
       await rotated;
       const tmp = path.join(dbPath, `snapshot-${next}.tmp`);
@@ -229,6 +297,9 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
           await out.writev(chunk);
           written += chunk.reduce((n, f) => n + f.length, 0);
         }
+        const seal = encodeSeal({ generation: next, records, store: storeId });
+        await out.write(seal);
+        written += seal.length;
         await out.datasync();
       } finally {
         await out.close();
@@ -251,9 +322,15 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
   // snapshot costs at most about as much I/O as the changes themselves (no quadratic rewrite).
   journal.onFlushed = () => {
     if (!closed && !compacting && !journal.failure() && journal.bytes > Math.max(compactBytes, snapshotBytes)) {
-      compact().catch((err: unknown) => log('compaction failed', { error: String(err) }));
+      compact().catch((err: unknown) => log('compaction failed', { error: String(err) }, 'warn'));
     }
   };
+
+  if (!checked) {
+    // Files of an older format are cut into a sealed generation before the marker says 3.
+    if (files.some((f) => SNAPSHOT_RE.test(f) || JOURNAL_RE.test(f))) await compact();
+    await writeStorageFormat(dbPath);
+  }
 
   return {
     journal,
@@ -264,7 +341,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
       await journal.drain();
       // A clean shutdown leaves a fresh snapshot (fast next start) unless that means rewriting a big one for little change.
       const worthIt = snapshotBytes < compactBytes || journal.bytes * 4 > snapshotBytes;
-      if (journal.bytes > 0 && worthIt && !journal.failure()) await compact().catch((err: unknown) => log('compaction at close failed', { error: String(err) }));
+      if (journal.bytes > 0 && worthIt && !journal.failure()) await compact().catch((err: unknown) => log('compaction at close failed', { error: String(err) }, 'warn'));
       await journal.close();
       catalog.sink = undefined;
       await lock.release();

@@ -11,28 +11,37 @@ import { newerFormat } from './journal-format.ts';
  *
  *   1  snapshot and journal records (PUT, REMOVE, DDL)
  *   2  every journal write batch ends in a COMMIT record
+ *   3  every file starts with a HEAD record (generation, store id), every snapshot ends in a
+ *      SEAL: recovery refuses a missing, foreign or incomplete file (persistence.ts)
  */
-export const STORAGE_FORMAT = 2;
+export const STORAGE_FORMAT = 3;
 
 const FILE = 'FORMAT';
 const LINE = /^volreg-engine-format (\d+)\n?$/;
 
-/** Refuses a directory a newer engine wrote; else records this engine's format (before any write). */
-export async function claimStorageFormat(dbPath: string): Promise<void> {
+/**
+ * The format `dbPath/FORMAT` names, or null when there is none (a new directory, or one written
+ * before the marker). Refuses a directory a newer engine wrote, and a marker it cannot read.
+ */
+export function readStorageFormat(dbPath: string): number | null {
   const file = path.join(dbPath, FILE);
-  let text: string | null = null;
+  let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new Error(`cannot read ${file}: ${(err as Error).message}; refusing to start`);
   }
-  if (text !== null) {
-    const m = LINE.exec(text);
-    if (!m) throw new Error(`${file} is not a format marker this engine knows; refusing to start`);
-    const found = Number(m[1]);
-    if (found > STORAGE_FORMAT) throw newerFormat(dbPath, `storage format ${found}; this version reads up to ${STORAGE_FORMAT}`);
-    if (found === STORAGE_FORMAT) return;
-  }
+  const m = LINE.exec(text);
+  if (!m) throw new Error(`${file} is not a format marker this engine knows; refusing to start`);
+  const found = Number(m[1]);
+  if (found > STORAGE_FORMAT) throw newerFormat(dbPath, `storage format ${found}; this version reads up to ${STORAGE_FORMAT}`);
+  return found;
+}
+
+/** Records this engine's format: once every file under dbPath is written the way it says. */
+export async function writeStorageFormat(dbPath: string): Promise<void> {
+  const file = path.join(dbPath, FILE);
   const tmp = `${file}.tmp`;
   const fd = fs.openSync(tmp, 'w');
   try {

@@ -344,3 +344,31 @@ test('serve against an external MongoDB (volreg db): /readyz turns 503 quickly w
   server.kill('SIGTERM');
   t.is((await server.waitExit()).code, 0);
 });
+
+test('a data directory with a metadata file missing is refused by serve and migrate status, naming the file; put back, it serves all', async (t) => {
+  const dataDir = await tempDir();
+  const first = await spawnServer({ dataDir, embeddedEngine: true });
+  t.teardown(() => first.kill('SIGKILL'));
+  const layer = randomBytes(50_000);
+  const { manifest } = await pushImage(first.url, 'e2e/files', 'v1', layer);
+  first.kill('SIGTERM');
+  t.is((await first.waitExit()).code, 0);
+
+  const db = join(dataDir, 'db');
+  const journal = (await readdir(db)).find((f) => /^journal-\d+\.log$/.test(f))!;
+  const kept = await readFile(join(db, journal));
+  await rm(join(db, journal));
+  for (const args of [['serve'], ['migrate', 'status']]) {
+    const refused = await run(args, { VOLREG_ADDR: '127.0.0.1:0', VOLREG_DATA_DIR: dataDir });
+    t.is(refused.code, 1, `${args.join(' ')}: ${refused.stderr}`);
+    t.regex(refused.stderr, new RegExp(`is there but not ${journal.replace('.', '\\.')}.*refusing to start`));
+    t.notRegex(refused.stdout, /volreg listening on/);
+  }
+  await writeFile(join(db, journal), kept);
+
+  const again = await spawnServer({ dataDir, embeddedEngine: true });
+  t.teardown(() => again.kill('SIGKILL'));
+  await expectImage(t, again.url, 'e2e/files', 'v1', layer, manifest);
+  again.kill('SIGTERM');
+  t.is((await again.waitExit()).code, 0);
+});

@@ -156,20 +156,47 @@ test('damage in acknowledged journal bytes (later writes follow it) refuses the 
   t.is(fs.statSync(journal as string).size, original.length, 'nothing was truncated');
   t.true(fs.readFileSync(journal as string).equals(damaged));
 
-  // the same flip in the last write only: that write was never acknowledged as durable
-  const tail = Buffer.from(original);
-  tail[original.length - 40] = (tail[original.length - 40] as number) ^ 0xff;
-  fs.writeFileSync(journal as string, tail);
-  const warnings: string[] = [];
-  const engine = await startEngine({ dbPath: dir, log: (msg, _fields, level) => level === 'warn' && warnings.push(msg) });
+  // the last write cut short (a crash in the middle of writing it): never acknowledged, discarded quietly
+  const warnings: Array<{ msg: string; level: string | undefined; keptIn: unknown }> = [];
+  const log = (msg: string, fields?: Record<string, unknown>, level?: string): void => void warnings.push({ msg, level, keptIn: fields?.['keptIn'] });
+  fs.writeFileSync(journal as string, original.subarray(0, original.length - 30));
+  const engine = await startEngine({ dbPath: dir, log });
   try {
-    await withDriver(engine.uri, async (c) => {
-      t.is(await c.db('fault').collection('damaged').countDocuments(), 19);
-    });
-    t.true(warnings.some((m) => /a crash interrupted; discarding it/.test(m)), warnings.join('; '));
+    await withDriver(engine.uri, async (c) => t.is(await c.db('fault').collection('damaged').countDocuments(), 19));
   } finally {
     await engine.close();
   }
+  const torn = warnings.find((w) => /a crash interrupted; discarding it/.test(w.msg));
+  t.is(torn?.level, 'warn', warnings.map((w) => w.msg).join('; '));
+  const kept = fs.readFileSync(torn!.keptIn as string);
+  const cut = original.subarray(0, original.length - 30);
+  t.true(kept.length > 0 && kept.equals(cut.subarray(cut.length - kept.length)), 'the cut bytes are kept beside the journal');
+});
+
+test('damage inside the last write batch, whose commit record is intact, is discarded loudly: it may have been acknowledged', async (t) => {
+  const dir = engineTempDir(t);
+  const first = await startEngine({ dbPath: dir });
+  await withDriver(first.uri, async (c) => {
+    for (let i = 0; i < 5; i++) await c.db('fault').collection('whole').insertOne({ _id: i as never, v: 'y'.repeat(100) });
+  });
+  // no clean close: the journal must keep the writes (a close may fold them into a snapshot)
+  const [journal] = journalFiles(dir);
+  const original = fs.readFileSync(journal as string);
+  await first.close();
+  for (const f of fs.readdirSync(dir)) if (/^(snapshot|journal)-/.test(f)) fs.rmSync(path.join(dir, f));
+  const flipped = Buffer.from(original);
+  flipped[original.length - 40] = (flipped[original.length - 40] as number) ^ 0xff;
+  fs.writeFileSync(journal as string, flipped);
+  const said: Array<{ msg: string; level: string | undefined }> = [];
+  const engine = await startEngine({ dbPath: dir, log: (msg, _f, level) => void said.push({ msg, level }) });
+  try {
+    await withDriver(engine.uri, async (c) => t.is(await c.db('fault').collection('whole').countDocuments(), 4));
+  } finally {
+    await engine.close();
+  }
+  const loud = said.find((w) => /damaged although it was written whole/.test(w.msg));
+  t.is(loud?.level, 'error', said.map((w) => w.msg).join('; '));
+  t.true(fs.readdirSync(dir).some((f) => f.startsWith(`${path.basename(journal as string)}.discarded-`)));
 });
 
 test('FORMAT names the layout; a directory a newer engine wrote is refused, its files untouched', async (t) => {
