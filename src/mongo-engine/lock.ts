@@ -5,8 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 
 /**
- * Exclusive ownership of a dbPath. A process holds the lock by listening on the unix socket
- * `dbPath/engine.lock.sock`; the kernel closes it when the process dies, however it dies.
+ * Exclusive ownership of a dbPath. A process holds the lock by listening on unix sockets
+ * (`dbPath/engine.lock.sock`, and on Linux abstract ones: lockAddresses); the kernel closes
+ * them when the process dies, however it dies.
  * A newcomer first tries to connect: success means a live owner (refuse); ECONNREFUSED means
  * a stale socket file from a dead owner (remove it and take over). A short-lived O_EXCL
  * guard file serialises the remove-and-bind step between two newcomers racing for a stale lock;
@@ -15,7 +16,7 @@ import path from 'node:path';
 
 export class DbPathLockedError extends Error {
   constructor(dbPath: string) {
-    super(`dbPath ${dbPath} is already in use by another running volreg process (volreg serve with its embedded database, or volreg db; lock socket ${path.join(dbPath, LOCK_NAME)} accepts connections); stop that process first`);
+    super(`dbPath ${dbPath} is already in use by another running volreg process (volreg serve with its embedded database, or volreg db; its lock socket accepts connections); stop that process first`);
     this.name = 'DbPathLockedError';
   }
 }
@@ -116,36 +117,41 @@ async function withGuard<T>(dbPath: string, fn: () => Promise<T>): Promise<T> {
 }
 
 /**
- * Unix socket paths are limited to ~107 bytes. For a deeper dbPath on Linux the lock lives in
- * the abstract socket namespace instead (named after the directory's real path), which the
- * kernel also releases on process death and which never leaves a stale file.
+ * Where the lock is held. `dbPath/engine.lock.sock` (its file is what another process sees, in any
+ * container sharing the directory); unix socket paths are limited to ~107 bytes, so for a deeper
+ * dbPath on Linux an abstract socket named after the directory's real path takes its place. On
+ * Linux also an abstract socket named after the directory itself (device and inode): no file
+ * stands for it, so a tmp cleaner or an operator removing socket files cannot remove the lock.
  */
-function lockAddress(dbPath: string): { address: string; abstract: boolean } {
+function lockAddresses(dbPath: string): Array<{ address: string; abstract: boolean }> {
   const file = path.join(dbPath, LOCK_NAME);
-  if (Buffer.byteLength(file) <= 100 || process.platform !== 'linux') return { address: file, abstract: false };
+  if (process.platform !== 'linux') return [{ address: file, abstract: false }];
+  const { dev, ino } = fs.statSync(dbPath);
+  const byInode = { address: `\0volreg-engine-lock-dev${dev}-ino${ino}`, abstract: true };
+  if (Buffer.byteLength(file) <= 100) return [{ address: file, abstract: false }, byInode];
   const digest = createHash('sha256').update(fs.realpathSync(dbPath)).digest('hex');
-  return { address: `\0volreg-engine-lock-${digest}`, abstract: true };
+  return [{ address: `\0volreg-engine-lock-${digest}`, abstract: true }, byInode];
 }
 
 export async function acquireDbPathLock(dbPath: string): Promise<DbPathLock> {
-  const { address: sockPath, abstract } = lockAddress(dbPath);
-  const server = net.createServer((conn) => conn.destroy());
+  const servers: net.Server[] = [];
+  const closeAll = (): Promise<void> => Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())))).then(() => undefined);
   await withGuard(dbPath, async () => {
-    const state = await probe(sockPath);
-    if (state === 'alive') throw new DbPathLockedError(dbPath);
-    if (state === 'stale' && !abstract) fs.rmSync(sockPath, { force: true });
+    const addresses = lockAddresses(dbPath);
+    for (const { address } of addresses) if ((await probe(address)) === 'alive') throw new DbPathLockedError(dbPath);
     try {
-      await listen(server, sockPath);
+      for (const { address, abstract } of addresses) {
+        if (!abstract) fs.rmSync(address, { force: true }); // not alive: a dead owner's file, if any
+        const server = net.createServer((conn) => conn.destroy());
+        await listen(server, address);
+        servers.push(server);
+      }
     } catch (err) {
+      await closeAll();
       if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new DbPathLockedError(dbPath);
       throw err;
     }
   });
-  server.unref();
-  return {
-    release: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-      }),
-  };
+  for (const server of servers) server.unref();
+  return { release: closeAll };
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, open, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { access, lstat, mkdir, open, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { digestAlgorithm, isSupportedAlgorithm, type Digest, type DigestAlgorithm } from '../domain/digest.ts';
@@ -118,9 +118,11 @@ export class FsBlobStore implements BlobStore {
     this.hasher.close();
   }
 
+  // Only a regular file at a blob's path is a blob (lstat, O_NOFOLLOW): commits only ever rename
+  // one there, and a symlink someone put in blobs/ must not serve a file from elsewhere.
   async stat(digest: Digest): Promise<BlobInfo | null> {
     try {
-      const s = await stat(blobPath(this.root, digest));
+      const s = await lstat(blobPath(this.root, digest));
       return s.isFile() ? { digest, size: s.size } : null;
     } catch (err) {
       if (isMissing(err)) return null;
@@ -153,13 +155,15 @@ export class FsBlobStore implements BlobStore {
   private async openRange(digest: Digest, range?: ByteRange): Promise<{ fh: FileHandle; start: number; length: number }> {
     let fh: FileHandle;
     try {
-      fh = await open(blobPath(this.root, digest), 'r');
+      fh = await open(blobPath(this.root, digest), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     } catch (err) {
-      if (isMissing(err)) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
+      if (isMissing(err) || (err as NodeJS.ErrnoException).code === 'ELOOP') throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
       throw err;
     }
     try {
-      const { size } = await fh.stat();
+      const found = await fh.stat();
+      if (!found.isFile()) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
+      const { size } = found;
       if (range && (range.start < 0 || range.start > range.end || range.end >= size)) {
         throw new VolregError('RANGE_INVALID', 'range outside the blob', { size }, { 'Content-Range': `bytes */${size}` });
       }
@@ -208,7 +212,7 @@ export class FsBlobStore implements BlobStore {
 
   async modified(digest: Digest): Promise<Date | null> {
     try {
-      const s = await stat(blobPath(this.root, digest));
+      const s = await lstat(blobPath(this.root, digest));
       return s.isFile() ? s.mtime : null;
     } catch (err) {
       if (isMissing(err)) return null;
@@ -230,7 +234,7 @@ export class FsBlobStore implements BlobStore {
             if (name.slice(hexLength).startsWith(ASIDE_MARK)) await this.restoreAside(`${dir}/${name}`, blobPath(this.root, digest));
             continue;
           }
-          const s = await stat(`${dir}/${name}`).catch(() => null);
+          const s = await lstat(`${dir}/${name}`).catch(() => null);
           if (s?.isFile()) yield { digest, size: s.size, modified: s.mtime };
         }
       }

@@ -1,6 +1,6 @@
-import { mkdtemp, open as openFile, readFile, readdir, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, open as openFile, readFile, readdir, rename, rm, stat, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import test from 'ava';
@@ -330,5 +330,36 @@ test('fs store: the free-space reserve refuses a session, a declared length and 
   } finally {
     roomy.close();
     await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('fs store: a symlink at a blob path is no blob (never followed, even to the right bytes); a commit replaces it, leaving its target alone', async (t) => {
+  const h = await harness();
+  const outside = await mkdtemp(join(tmpdir(), 'volreg-outside-'));
+  try {
+    const bytes = randomBytes(4000);
+    const digest = digestOf(bytes);
+    const target = join(outside, 'secret');
+    await writeFile(target, bytes);
+    await mkdir(dirname(blobPath(h.root, digest)), { recursive: true });
+    await symlink(target, blobPath(h.root, digest));
+    t.is(await h.store.stat(digest), null);
+    t.is(await h.store.modified(digest), null);
+    const listed: unknown[] = [];
+    for await (const b of h.store.list()) listed.push(b);
+    t.deepEqual(listed, []);
+    await t.throwsAsync(h.store.read(digest), { message: /blob unknown/i });
+    await t.throwsAsync(h.store.openReader(digest), { message: /blob unknown/i });
+
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([bytes]));
+    await w.commit(digest, bytes.length);
+    t.false((await lstat(blobPath(h.root, digest))).isSymbolicLink(), 'the commit put a file in its place');
+    t.true((await readFile(target)).equals(bytes), 'the target is untouched');
+    t.deepEqual(await h.store.stat(digest), { digest, size: bytes.length });
+    await h.store.delete(digest);
+  } finally {
+    await rm(outside, { recursive: true, force: true });
+    await h.close();
   }
 });

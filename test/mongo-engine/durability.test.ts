@@ -268,6 +268,18 @@ test('a second process on the same dbPath is refused with a clear message; a kil
   }
 });
 
+test('removing the lock socket file (a tmp cleaner, an operator) does not let a second process in', async (t) => {
+  const dir = engineTempDir(t);
+  const owner = await spawnEngineChild(dir);
+  t.teardown(() => kill9(owner));
+  for (const f of fs.readdirSync(dir)) if (f.endsWith('.sock')) fs.rmSync(path.join(dir, f));
+  const err = await t.throwsAsync(startEngine({ dbPath: dir }));
+  t.true(err instanceof DbPathLockedError, err?.message);
+  await kill9(owner);
+  const engine = await startEngine({ dbPath: dir });
+  await engine.close();
+});
+
 test('a lock guard left by a process killed while holding it does not block the next start', async (t) => {
   // a pid that ran here and is gone
   const child = spawnSync(process.execPath, ['-e', '0']);
