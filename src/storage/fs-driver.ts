@@ -96,6 +96,8 @@ export class FsBlobStore implements BlobStore {
   private readonly writeBack = new WriteBack();
   private readonly asideStaleMs: number;
   private readonly space: FreeSpace;
+  /** why the last commit could not put its blob in place, until one can (see ping) */
+  private placeRefused: string | undefined;
 
   private constructor(opts: FsBlobStoreOptions) {
     this.root = opts.root;
@@ -343,6 +345,16 @@ export class FsBlobStore implements BlobStore {
   async ping(): Promise<void> {
     await access(blobsRoot(this.root), fsConstants.W_OK);
     await access(uploadsRoot(this.root), fsConstants.W_OK);
+    // a directory below blobs/ the filesystem refuses (permissions, read-only): not ready until a commit succeeds again
+    if (this.placeRefused) throw new Error(this.placeRefused);
+  }
+
+  /** The commit's failure to put a blob in place: a refusal of the filesystem is said as such (503) and remembered for ping. */
+  private refusedPlace(err: unknown, dir: string): unknown {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') return err;
+    this.placeRefused = `the blob storage refuses writes in ${relative(this.root, dir)} (${code}); fix the data directory's permissions or mount`;
+    return new VolregError('UNAVAILABLE', `${this.placeRefused}; the upload is kept, finish it again once that is done`);
   }
 
   // ---- upload internals, used by FsUploadWriter ------------------------------------------
@@ -448,10 +460,15 @@ export class FsBlobStore implements BlobStore {
       }
       // Renamed over any blob already there (see the header): same digest, verified bytes.
       const dir = blobDir(this.root, digest);
-      const created = await mkdir(dir, { recursive: true });
-      if (created !== undefined) await fsyncCreatedDirs(dir, created);
-      await rename(uploadDataPath(this.root, id), blobPath(this.root, digest));
-      await fsyncDir(dir);
+      try {
+        const created = await mkdir(dir, { recursive: true });
+        if (created !== undefined) await fsyncCreatedDirs(dir, created);
+        await rename(uploadDataPath(this.root, id), blobPath(this.root, digest));
+        await fsyncDir(dir);
+        this.placeRefused = undefined;
+      } catch (err) {
+        throw this.refusedPlace(err, dir);
+      }
       await this.discard(id);
       return { digest, size: state.offset };
     });
