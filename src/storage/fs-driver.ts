@@ -3,7 +3,7 @@ import { constants as fsConstants } from 'node:fs';
 import { access, lstat, mkdir, open, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, relative } from 'node:path';
 import type { Readable } from 'node:stream';
-import { digestAlgorithm, isSupportedAlgorithm, type Digest, type DigestAlgorithm } from '../domain/digest.ts';
+import { digestAlgorithm, digestHex, isSupportedAlgorithm, type Digest, type DigestAlgorithm } from '../domain/digest.ts';
 import { VolregError, isVolregError } from '../domain/errors.ts';
 import type { AppendOptions, BlobInfo, BlobReader, BlobStore, ByteRange, DeleteOptions, StoredBlob, UploadSummary, UploadWriter } from './blob-store.ts';
 import { SessionLocks } from './fs-lock.ts';
@@ -259,7 +259,7 @@ export class FsBlobStore implements BlobStore {
     }
     let intact: boolean;
     try {
-      intact = (await this.hashFile(place, digestAlgorithm(digest))) === digest;
+      intact = (await this.hashFile(place, digestAlgorithm(digest))) === digestHex(digest);
     } catch (err) {
       await putBack(place, target);
       throw err;
@@ -273,13 +273,13 @@ export class FsBlobStore implements BlobStore {
     return relative(this.root, place);
   }
 
-  private async hashFile(path: string, algorithm: DigestAlgorithm): Promise<Digest> {
+  /** The hex digest of a file's first `end` bytes (all of them by default), hashed on the hash worker. */
+  private async hashFile(path: string, algorithm: DigestAlgorithm, end?: number): Promise<string> {
     const key = `file:${randomUUID()}`;
     this.hasher.create(key, algorithm);
     try {
-      const { size } = await stat(path);
-      await this.hasher.feedFile(key, path, 0, size).catch(fromHashWorker);
-      return `${algorithm}:${await this.hasher.digest(key).catch(fromHashWorker)}` as Digest;
+      await this.hasher.feedFile(key, path, 0, end ?? (await stat(path)).size).catch(fromHashWorker);
+      return await this.hasher.digest(key).catch(fromHashWorker);
     } finally {
       this.hasher.drop(key);
     }
@@ -425,14 +425,7 @@ export class FsBlobStore implements BlobStore {
         hex = await this.hasher.digest(id).catch(fromHashWorker);
       } else {
         // Asked for another algorithm than the one computed on the way in: read once more.
-        const key = `${id}/${algorithm}`;
-        this.hasher.create(key, algorithm);
-        try {
-          await this.hasher.feedFile(key, uploadDataPath(this.root, id), 0, state.offset).catch(fromHashWorker);
-          hex = await this.hasher.digest(key).catch(fromHashWorker);
-        } finally {
-          this.hasher.drop(key);
-        }
+        hex = await this.hashFile(uploadDataPath(this.root, id), algorithm, state.offset);
       }
       const digest = `${algorithm}:${hex}` as Digest;
       if (expected !== undefined && digest !== expected) {
