@@ -229,8 +229,8 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
     if (decoded.torn && (decoded.acknowledgedAfter || !last)) {
       throw new Error(
         `journal ${file} is damaged at byte ${decoded.goodLength}, and changes acknowledged after that point follow it; ` +
-          `refusing to start rather than lose them. Restore the data directory from a backup, or move ${file} aside ` +
-          `(and any later journal-*.log) to start from the last snapshot without them`,
+          `refusing to start rather than lose them. Restore the data directory from a backup, or move ${file} ` +
+          `(and any later journal-*.log) aside and put an empty ${journalName(g)} in its place, to start from the last snapshot without them`,
       );
     }
     if (decoded.torn) discardTail(file, buf, decoded.goodLength, decoded.writtenWhole, log);

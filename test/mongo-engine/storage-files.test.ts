@@ -139,3 +139,18 @@ test('a directory of format 2 (no heads, no seals) is read, then cut into a seal
   await withDriver(again.uri, async (c) => t.is(await c.db('app').collection('tags').countDocuments(), 1));
   await again.close();
 });
+
+test("the remedy a damaged journal's refusal gives works: the journal aside, an empty one in its place, the snapshot's state comes back", async (t) => {
+  const dir = await reference(t);
+  const journal = path.join(dir, 'journal-1.log');
+  const bytes = fs.readFileSync(journal);
+  bytes[Math.floor(bytes.length / 3)]! ^= 0xff;
+  fs.writeFileSync(journal, bytes);
+  const err = await t.throwsAsync(startEngine({ dbPath: dir }));
+  t.regex(err?.message ?? '', /aside and put an empty journal-1\.log in its place/);
+  fs.renameSync(journal, path.join(dir, 'journal-1.log.damaged'));
+  fs.writeFileSync(journal, '');
+  const engine = await startEngine({ dbPath: dir });
+  await withDriver(engine.uri, async (c) => t.is(await c.db('app').collection('tags').countDocuments(), DOCS, 'what the snapshot held'));
+  await engine.close();
+});
