@@ -175,7 +175,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
   const files = fs.readdirSync(dbPath);
   const format = readStorageFormat(dbPath);
   // Format 3 files name their generation and store, and snapshots are sealed: anything else is damage.
-  const checked = format !== null && format >= 3;
+  let checked = format !== null && format >= 3; // or, below, any file that has a head
   for (const f of files) if (TEMP_RE.test(f)) fs.rmSync(path.join(dbPath, f), { force: true });
   const snapshots = gens(files, SNAPSHOT_RE);
   const journals = gens(files, JOURNAL_RE).filter((g) => snapshots.length === 0 || g >= (snapshots[snapshots.length - 1] as number));
@@ -186,7 +186,6 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
   // Which generations must be there: a snapshot's journal is created before it, and each journal
   // before the next; without a snapshot, history starts at generation 0.
   if (snapshots.length === 0 && base !== 0) refuse(`${journalName(base)} is there but not ${snapshotName(base)}, which it continues`);
-  if (snapshots.length > 0 && journals[0] !== base && (checked || journals.length > 0)) refuse(`${snapshotName(base)} is there but not ${journalName(base)}, which continues it`);
   journals.forEach((g, i) => {
     if (g !== base + i) refuse(`${journalName(base + i)} is missing between ${journalName(base)} and ${journalName(g)}`);
   });
@@ -207,9 +206,11 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
         refuse(`${snapshotName(base)} is incomplete (it does not end in its seal, or holds another number of records than the seal says)`);
       }
       store = head.store;
+      checked = true;
     }
     for (const r of decoded.records) applyRecord(catalog, r, log);
   }
+  if (snapshots.length > 0 && journals[0] !== base && (checked || journals.length > 0)) refuse(`${snapshotName(base)} is there but not ${journalName(base)}, which continues it`);
   let replayed = 0;
   for (let i = 0; i < journals.length; i++) {
     const g = journals[i] as number;
@@ -217,20 +218,24 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
     const buf = fs.readFileSync(file);
     const decoded = decodeRecords(buf);
     const last = i === journals.length - 1;
-    // A journal just created by a rotation may be empty: its head was never written.
-    if ((checked || decoded.head) && !(last && buf.length === 0)) {
+    // The journal a rotation just created, whose snapshot may not be written yet: a crash (a power
+    // loss) can leave it empty or with its head cut short, before any write batch went into it.
+    // Any other journal got its head synced before anything depended on it: damage otherwise.
+    const headless = last && g > base && decoded.goodLength === 0 && !decoded.acknowledgedAfter;
+    if ((checked || decoded.head) && !headless) {
       const { head } = decoded;
       if (!head || head.file !== 'journal' || head.generation !== g) refuse(`${journalName(g)} does not start as generation ${g}'s journal`);
       if (store !== undefined && head.store !== store) refuse(`${journalName(g)} belongs to another store (${head.store}, not ${store})`);
       store = head.store;
+      checked = true;
     }
     for (const r of decoded.records) applyRecord(catalog, r, log);
     replayed += decoded.records.length;
     if (decoded.torn && (decoded.acknowledgedAfter || !last)) {
       throw new Error(
         `journal ${file} is damaged at byte ${decoded.goodLength}, and changes acknowledged after that point follow it; ` +
-          `refusing to start rather than lose them. Restore the data directory from a backup, or move ${file} ` +
-          `(and any later journal-*.log) aside and put an empty ${journalName(g)} in its place, to start from the last snapshot without them`,
+          `refusing to start rather than lose them. Restore the data directory from a backup, or keep what comes before the damage: ` +
+          `copy ${file} and any later journal-*.log elsewhere, remove those later ones, and \`truncate -s ${decoded.goodLength} ${file}\``,
       );
     }
     if (decoded.torn) discardTail(file, buf, decoded.goodLength, decoded.writtenWhole, log);
@@ -326,9 +331,9 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
     }
   };
 
-  if (!checked) {
+  if (format === null || format < 3) {
     // Files of an older format are cut into a sealed generation before the marker says 3.
-    if (files.some((f) => SNAPSHOT_RE.test(f) || JOURNAL_RE.test(f))) await compact();
+    if (!checked && files.some((f) => SNAPSHOT_RE.test(f) || JOURNAL_RE.test(f))) await compact();
     await writeStorageFormat(dbPath);
   }
 
