@@ -120,12 +120,14 @@ export class FsBlobStore implements BlobStore {
     this.hasher.close();
   }
 
-  // Only a regular file at a blob's path is a blob (lstat, O_NOFOLLOW): commits only ever rename
-  // one there, and a symlink someone put in blobs/ must not serve a file from elsewhere.
+  // Only a regular file in a real directory of blobs/ is a blob (lstat, O_NOFOLLOW): commits
+  // only ever put one there, and a symlink someone put in blobs/ (for a blob or for its
+  // two-hex directory) must not serve or take bytes elsewhere. blobs/ itself may be a symlink
+  // (to another disk).
   async stat(digest: Digest): Promise<BlobInfo | null> {
     try {
-      const s = await lstat(blobPath(this.root, digest));
-      return s.isFile() ? { digest, size: s.size } : null;
+      const [s, dir] = await Promise.all([lstat(blobPath(this.root, digest)), lstat(blobDir(this.root, digest))]);
+      return s.isFile() && dir.isDirectory() ? { digest, size: s.size } : null;
     } catch (err) {
       if (isMissing(err)) return null;
       throw err;
@@ -157,6 +159,7 @@ export class FsBlobStore implements BlobStore {
   private async openRange(digest: Digest, range?: ByteRange): Promise<{ fh: FileHandle; start: number; length: number }> {
     let fh: FileHandle;
     try {
+      if (!(await lstat(blobDir(this.root, digest))).isDirectory()) throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
       fh = await open(blobPath(this.root, digest), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     } catch (err) {
       if (isMissing(err) || (err as NodeJS.ErrnoException).code === 'ELOOP') throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
@@ -228,6 +231,7 @@ export class FsBlobStore implements BlobStore {
       for await (const prefix of entries(algorithmDir(this.root, alg))) {
         if (!/^[0-9a-f]{2}$/.test(prefix)) continue;
         const dir = `${algorithmDir(this.root, alg)}/${prefix}`;
+        if (!(await lstat(dir).catch(() => null))?.isDirectory()) continue; // not ours (see stat): never listed, so never collected
         for await (const name of entries(dir)) {
           const hex = name.slice(0, hexLength);
           if (!hex.startsWith(prefix) || !/^[0-9a-f]+$/.test(hex) || hex.length !== hexLength) continue;
@@ -456,6 +460,10 @@ export class FsBlobStore implements BlobStore {
       try {
         const created = await mkdir(dir, { recursive: true });
         if (created !== undefined) await fsyncCreatedDirs(dir, created);
+        if (!(await lstat(dir)).isDirectory()) {
+          this.placeRefused = `${relative(this.root, dir)} is not a directory volreg made (a symbolic link?); move it away`;
+          throw new VolregError('UNAVAILABLE', `${this.placeRefused}; the upload is kept, finish it again once that is done`);
+        }
         await rename(uploadDataPath(this.root, id), blobPath(this.root, digest));
         await fsyncDir(dir);
         this.placeRefused = undefined;

@@ -363,3 +363,36 @@ test('fs store: a symlink at a blob path is no blob (never followed, even to the
     await h.close();
   }
 });
+
+test('fs store: a symlink in place of a two-hex directory is not followed: its files are no blobs, never listed (so never collected), and a commit into it is refused', async (t) => {
+  const h = await harness();
+  const outside = await mkdtemp(join(tmpdir(), 'volreg-outside-'));
+  try {
+    const bytes = randomBytes(3000);
+    const digest = digestOf(bytes);
+    const hex = digest.slice('sha256:'.length);
+    await writeFile(join(outside, hex), bytes);
+    await mkdir(join(h.root, 'blobs', 'sha256'), { recursive: true });
+    await symlink(outside, join(h.root, 'blobs', 'sha256', hex.slice(0, 2)));
+    t.is(await h.store.stat(digest), null);
+    await t.throwsAsync(h.store.read(digest), { message: /blob unknown/i });
+    const listed: unknown[] = [];
+    for await (const b of h.store.list()) listed.push(b);
+    t.deepEqual(listed, []);
+
+    const w = await h.store.createUpload();
+    await w.append(Readable.from([bytes]));
+    await t.throwsAsync(w.commit(digest, bytes.length), { message: /blobs\/sha256\/[0-9a-f]{2} is not a directory volreg made/ });
+    await t.throwsAsync(h.store.ping(), { message: /not a directory volreg made/ }, 'not ready until a commit succeeds');
+    t.deepEqual(await readdir(outside), [hex], 'nothing written outside');
+    t.true((await readFile(join(outside, hex))).equals(bytes));
+    await rm(join(h.root, 'blobs', 'sha256', hex.slice(0, 2)));
+    await w.commit(digest, bytes.length);
+    await h.store.ping();
+    t.deepEqual(await h.store.stat(digest), { digest, size: bytes.length });
+    await h.store.delete(digest);
+  } finally {
+    await rm(outside, { recursive: true, force: true });
+    await h.close();
+  }
+});
