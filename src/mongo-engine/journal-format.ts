@@ -100,25 +100,13 @@ export function encodeCommit(batchStart: number): Buffer {
   return frame(KIND_COMMIT, '', body);
 }
 
-/** Is there a commit record after `from` of a batch that began after `from`? (a linear scan; only run on damage) */
-function batchBegunAfter(buf: Buffer, from: number): boolean {
+/** Where the batches of the intact commit records after `from` began (a linear scan; only run on damage). */
+function* commitsAfter(buf: Buffer, from: number): Generator<number> {
   for (let p = from + 1; p + HEADER + COMMIT_PAYLOAD <= buf.length; p++) {
     if (buf.readUInt32LE(p) !== COMMIT_PAYLOAD || buf[p + HEADER] !== KIND_COMMIT) continue;
     const start = p + HEADER;
-    if (crc32c(buf, start, start + COMMIT_PAYLOAD) !== buf.readUInt32LE(p + 4)) continue;
-    if (Number(buf.readBigUInt64LE(start + 3)) > from) return true;
+    if (crc32c(buf, start, start + COMMIT_PAYLOAD) === buf.readUInt32LE(p + 4)) yield Number(buf.readBigUInt64LE(start + 3));
   }
-  return false;
-}
-
-/** Is there an intact commit record after `from`? (the batch holding `from` was then written whole) */
-function commitAfter(buf: Buffer, from: number): boolean {
-  for (let p = from + 1; p + HEADER + COMMIT_PAYLOAD <= buf.length; p++) {
-    if (buf.readUInt32LE(p) !== COMMIT_PAYLOAD || buf[p + HEADER] !== KIND_COMMIT) continue;
-    const start = p + HEADER;
-    if (crc32c(buf, start, start + COMMIT_PAYLOAD) === buf.readUInt32LE(p + 4)) return true;
-  }
-  return false;
 }
 
 export interface DecodeResult {
@@ -140,14 +128,11 @@ export interface DecodeResult {
 export function decodeRecords(buf: Buffer): DecodeResult {
   const records: JournalRecord[] = [];
   const marks: { head?: FileHead; seal?: FileSeal } = {};
-  const damaged = (off: number): DecodeResult => ({
-    records,
-    goodLength: off,
-    torn: true,
-    acknowledgedAfter: batchBegunAfter(buf, off),
-    writtenWhole: commitAfter(buf, off),
-    ...marks,
-  });
+  const damaged = (off: number): DecodeResult => {
+    const begun = [...commitsAfter(buf, off)];
+    // a commit of a batch begun after the damage: acknowledged bytes; any commit: the damaged batch was written whole
+    return { records, goodLength: off, torn: true, acknowledgedAfter: begun.some((b) => b > off), writtenWhole: begun.length > 0, ...marks };
+  };
   let off = 0;
   let unknown: number | undefined;
   while (off < buf.length) {

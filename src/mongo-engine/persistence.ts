@@ -251,7 +251,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
   const existed = fs.existsSync(journalPath);
   const fh = await fs.promises.open(journalPath, 'a');
   // An empty journal gets its head; a legacy one (format 2) goes on headless until the cut below.
-  const size = (await fh.stat()).size === 0 ? await startFile(fh, encodeHead({ file: 'journal', generation: gen, store: storeId })) : (await fh.stat()).size;
+  const size = await startFile(fh, encodeHead({ file: 'journal', generation: gen, store: storeId }));
   if (!existed) await syncDirectory(dbPath);
   const journal = new Journal(fh, size, opts.durable, dbPath, log);
   journal.onFailure = opts.onFailure;

@@ -357,8 +357,12 @@ export class FsBlobStore implements BlobStore {
   private refusedPlace(err: unknown, dir: string): unknown {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') return err;
-    this.placeRefused = `the blob storage refuses writes in ${relative(this.root, dir)} (${code}); fix the data directory's permissions or mount`;
-    return new VolregError('UNAVAILABLE', `${this.placeRefused}; the upload is kept, finish it again once that is done`);
+    return this.placeRefusal(`the blob storage refuses writes in ${relative(this.root, dir)} (${code}); fix the data directory's permissions or mount`);
+  }
+
+  private placeRefusal(reason: string): VolregError {
+    this.placeRefused = reason;
+    return new VolregError('UNAVAILABLE', `${reason}; the upload is kept, finish it again once that is done`);
   }
 
   // ---- upload internals, used by FsUploadWriter ------------------------------------------
@@ -460,10 +464,7 @@ export class FsBlobStore implements BlobStore {
       try {
         const created = await mkdir(dir, { recursive: true });
         if (created !== undefined) await fsyncCreatedDirs(dir, created);
-        if (!(await lstat(dir)).isDirectory()) {
-          this.placeRefused = `${relative(this.root, dir)} is not a directory volreg made (a symbolic link?); move it away`;
-          throw new VolregError('UNAVAILABLE', `${this.placeRefused}; the upload is kept, finish it again once that is done`);
-        }
+        if (!(await lstat(dir)).isDirectory()) throw this.placeRefusal(`${relative(this.root, dir)} is not a directory volreg made (a symbolic link?); move it away`);
         await rename(uploadDataPath(this.root, id), blobPath(this.root, digest));
         await fsyncDir(dir);
         this.placeRefused = undefined;

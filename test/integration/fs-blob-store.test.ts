@@ -333,10 +333,26 @@ test('fs store: the free-space reserve refuses a session, a declared length and 
   }
 });
 
-test('fs store: a symlink at a blob path is no blob (never followed, even to the right bytes); a commit replaces it, leaving its target alone', async (t) => {
+/** A store and a directory outside it (what a symlink in blobs/ points at), both removed after `fn`. */
+async function withOutside(fn: (h: Awaited<ReturnType<typeof harness>>, outside: string) => Promise<void>): Promise<void> {
   const h = await harness();
   const outside = await mkdtemp(join(tmpdir(), 'volreg-outside-'));
   try {
+    await fn(h, outside);
+  } finally {
+    await rm(outside, { recursive: true, force: true });
+    await h.close();
+  }
+}
+
+async function listed(store: FsBlobStore): Promise<unknown[]> {
+  const out: unknown[] = [];
+  for await (const b of store.list()) out.push(b);
+  return out;
+}
+
+test('fs store: a symlink at a blob path is no blob (never followed, even to the right bytes); a commit replaces it, leaving its target alone', (t) =>
+  withOutside(async (h, outside) => {
     const bytes = randomBytes(4000);
     const digest = digestOf(bytes);
     const target = join(outside, 'secret');
@@ -345,9 +361,7 @@ test('fs store: a symlink at a blob path is no blob (never followed, even to the
     await symlink(target, blobPath(h.root, digest));
     t.is(await h.store.stat(digest), null);
     t.is(await h.store.modified(digest), null);
-    const listed: unknown[] = [];
-    for await (const b of h.store.list()) listed.push(b);
-    t.deepEqual(listed, []);
+    t.deepEqual(await listed(h.store), []);
     await t.throwsAsync(h.store.read(digest), { message: /blob unknown/i });
     await t.throwsAsync(h.store.openReader(digest), { message: /blob unknown/i });
 
@@ -358,16 +372,10 @@ test('fs store: a symlink at a blob path is no blob (never followed, even to the
     t.true((await readFile(target)).equals(bytes), 'the target is untouched');
     t.deepEqual(await h.store.stat(digest), { digest, size: bytes.length });
     await h.store.delete(digest);
-  } finally {
-    await rm(outside, { recursive: true, force: true });
-    await h.close();
-  }
-});
+  }));
 
-test('fs store: a symlink in place of a two-hex directory is not followed: its files are no blobs, never listed (so never collected), and a commit into it is refused', async (t) => {
-  const h = await harness();
-  const outside = await mkdtemp(join(tmpdir(), 'volreg-outside-'));
-  try {
+test('fs store: a symlink in place of a two-hex directory is not followed: its files are no blobs, never listed (so never collected), and a commit into it is refused', (t) =>
+  withOutside(async (h, outside) => {
     const bytes = randomBytes(3000);
     const digest = digestOf(bytes);
     const hex = digest.slice('sha256:'.length);
@@ -376,9 +384,7 @@ test('fs store: a symlink in place of a two-hex directory is not followed: its f
     await symlink(outside, join(h.root, 'blobs', 'sha256', hex.slice(0, 2)));
     t.is(await h.store.stat(digest), null);
     await t.throwsAsync(h.store.read(digest), { message: /blob unknown/i });
-    const listed: unknown[] = [];
-    for await (const b of h.store.list()) listed.push(b);
-    t.deepEqual(listed, []);
+    t.deepEqual(await listed(h.store), []);
 
     const w = await h.store.createUpload();
     await w.append(Readable.from([bytes]));
@@ -391,8 +397,4 @@ test('fs store: a symlink in place of a two-hex directory is not followed: its f
     await h.store.ping();
     t.deepEqual(await h.store.stat(digest), { digest, size: bytes.length });
     await h.store.delete(digest);
-  } finally {
-    await rm(outside, { recursive: true, force: true });
-    await h.close();
-  }
-});
+  }));
