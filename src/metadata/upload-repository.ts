@@ -35,6 +35,13 @@ export class UploadRepository {
     return d ? fromDoc(d) : null;
   }
 
+  /** Marks a session of `repo` active now; false when there is no such session (or it is another repository's). */
+  async claim(id: string, repo: string): Promise<boolean> {
+    // Not waiting for the journal, as touch below.
+    const r = await this.c.uploads.updateOne({ _id: id, repo_id: repo }, { $set: { last_activity: new Date() } }, { writeConcern: { w: 1, j: false } });
+    return r.matchedCount === 1;
+  }
+
   /** Records a chunk: the new offset, and activity now. False when the session is gone. */
   async touch(id: string, offset: number): Promise<boolean> {
     // Activity feeds only the purge of abandoned sessions, which also looks at the bytes' own

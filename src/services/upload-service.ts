@@ -19,6 +19,8 @@ import type { BlobService } from './blob-service.ts';
 export interface UploadSessions {
   create(s: { id: string; repo: string; driverState?: Record<string, unknown> }): Promise<unknown>;
   find(id: string): Promise<{ id: string; repo: string; lastActivity: Date } | null>;
+  /** Marks a session of `repo` active now; false when there is no such session. */
+  claim(id: string, repo: string): Promise<boolean>;
   touch(id: string, offset: number): Promise<boolean>;
   delete(id: string): Promise<void>;
   idleSince(olderThan: Date, limit?: number): Promise<Array<{ id: string }>>;
@@ -93,21 +95,21 @@ export class UploadService {
    * detail `{ offset }`, otherwise) and the body must be exactly that long (SIZE_INVALID).
    */
   async append(repo: string, id: string, body: Readable, opts: ChunkOptions = {}): Promise<{ id: string; offset: number }> {
-    await this.session(repo, id);
+    await this.claim(repo, id);
     const writer = await this.deps.store.resumeUpload(id);
-    await this.markActive(id, writer.offset);
     const offset = await this.appendChunk(writer, body, opts);
     if (!(await this.deps.sessions.touch(id, offset))) throw purgedMeanwhile();
     return { id, offset };
   }
 
   /**
-   * Marks a session active before its chunk streams: a purge deciding meanwhile that it is
-   * abandoned (its last activity older than its cutoff) then finds it active and keeps it. A
-   * session purged just before is gone (404), rather than taking a chunk nobody can finish.
+   * The session, which must belong to `repo`, marked active before its chunk streams (one
+   * round trip for both): a purge deciding meanwhile that it is abandoned (its last activity
+   * older than its cutoff) then finds it active and keeps it. A session purged just before is
+   * gone (404), rather than taking a chunk nobody can finish.
    */
-  private async markActive(id: string, offset: number): Promise<void> {
-    if (!(await this.deps.sessions.touch(id, offset))) throw purgedMeanwhile();
+  private async claim(repo: string, id: string): Promise<void> {
+    if (!(await this.deps.sessions.claim(id, repo))) throw unknownSession(id);
   }
 
   /**
@@ -116,9 +118,8 @@ export class UploadService {
    * once committed it is gone too, even if recording fails.
    */
   async finish(repo: string, id: string, digest: Digest, body: Readable | null, opts: ChunkOptions = {}): Promise<BlobInfo> {
-    await this.session(repo, id);
+    await this.claim(repo, id);
     const writer = await this.deps.store.resumeUpload(id);
-    await this.markActive(id, writer.offset);
     // A final chunk without a Content-Range still belongs where this request found the session:
     // a retry of the same PUT racing the first gets 416 instead of doubling the bytes (which
     // failed both and lost the session).
@@ -221,8 +222,12 @@ export class UploadService {
   /** The session document, which must belong to `repo`: BLOB_UPLOAD_UNKNOWN otherwise. */
   private async session(repo: string, id: string): Promise<void> {
     const s = await this.deps.sessions.find(id);
-    if (!s || s.repo !== repo) throw new VolregError('BLOB_UPLOAD_UNKNOWN', undefined, { uuid: id.slice(0, 64) });
+    if (!s || s.repo !== repo) throw unknownSession(id);
   }
+}
+
+function unknownSession(id: string): VolregError {
+  return new VolregError('BLOB_UPLOAD_UNKNOWN', undefined, { uuid: id.slice(0, 64) });
 }
 
 function purgedMeanwhile(): VolregError {
