@@ -10,6 +10,7 @@ import { recordedStatus } from './http/recorded-status.ts';
 
 export interface HealthCheck {
   name: string;
+  /** Rejects when not ready, with a message fit for anyone to read: /readyz answers it as the reason. */
   check(): Promise<void>;
 }
 
@@ -75,20 +76,29 @@ export function createApp(deps: AppDeps): Koa {
     ctx.status = reason ? 503 : 200;
     ctx.body = reason ? { status: 'failed', reason } : { status: 'ok' };
   });
+  const wasReady = new Map<string, boolean>();
   fixed.get('/readyz', async (ctx) => {
-    const results: Record<string, string> = {};
-    let ready = true;
+    const checks: Record<string, string> = {};
+    const reasons: Record<string, string> = {};
     for (const hc of deps.readiness) {
       try {
         await hc.check();
-        results[hc.name] = 'ok';
-      } catch {
-        ready = false;
-        results[hc.name] = 'unavailable';
+        checks[hc.name] = 'ok';
+      } catch (err) {
+        checks[hc.name] = 'unavailable';
+        reasons[hc.name] = err instanceof Error ? err.message : String(err);
       }
+      // logged when it changes, not at every probe
+      const ready = checks[hc.name] === 'ok';
+      if (wasReady.get(hc.name) !== ready && (wasReady.has(hc.name) || !ready)) {
+        if (ready) deps.logger.info({ check: hc.name }, 'ready again');
+        else deps.logger.warn({ check: hc.name, reason: reasons[hc.name] }, 'not ready');
+      }
+      wasReady.set(hc.name, ready);
     }
+    const ready = Object.keys(reasons).length === 0;
     ctx.status = ready ? 200 : 503;
-    ctx.body = { status: ready ? 'ok' : 'unavailable', checks: results };
+    ctx.body = ready ? { status: 'ok', checks } : { status: 'unavailable', checks, reasons };
   });
   if (deps.metrics) fixed.get('/metrics', deps.metrics);
   app.use(fixed.routes() as unknown as Koa.Middleware);

@@ -206,7 +206,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const app = createApp({
       logger,
       handlers: buildHandlers(services, ctx),
-      readiness: readinessChecks(config, db, services.blobStore, metadata.failure),
+      readiness: readinessChecks(config, db, services.blobStore, metadata.failure, logger),
       fatal: metadata.failure,
       translateError: fromMongoFailure,
       middleware: [metrics.middleware, ...(auth ? [auth.authenticate] : [])],
@@ -295,20 +295,27 @@ function engineFailure(reason: string | undefined): string | undefined {
 
 const READINESS_TIMEOUT_MS = 1500;
 
+class ReadinessTimeout extends Error {}
+
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new ReadinessTimeout(`${what} did not answer within ${ms} ms`)), ms);
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** /readyz: MongoDB answers a ping, and the blob store answers (bounded waits, so never a hang). */
+/**
+ * /readyz: MongoDB answers a ping, and the blob store answers (bounded waits, so never a hang).
+ * Their reasons are shown to anyone, so a driver's error (which names hosts) is given by its
+ * kind only; the log has the whole of it.
+ */
 export function readinessChecks(
   config: Config,
   db: Db,
   blobStore: BlobStore | undefined,
   metadataFailure?: () => string | undefined,
+  logger?: Logger,
 ): HealthCheck[] {
   return [
     {
@@ -317,14 +324,26 @@ export function readinessChecks(
       check: async () => {
         const failed = metadataFailure?.();
         if (failed) throw new Error(failed);
-        await withTimeout(db.command({ ping: 1 }, { timeoutMS: READINESS_TIMEOUT_MS }), READINESS_TIMEOUT_MS, 'mongodb');
+        try {
+          await withTimeout(db.command({ ping: 1 }, { timeoutMS: READINESS_TIMEOUT_MS }), READINESS_TIMEOUT_MS, 'MongoDB');
+        } catch (err) {
+          if (err instanceof ReadinessTimeout) throw err;
+          logger?.debug({ err }, 'readiness: MongoDB ping failed');
+          throw new Error(`MongoDB did not answer a ping (${(err as Error).name})`);
+        }
       },
     },
     {
       name: 'blobstore',
       check: async () => {
-        if (blobStore) await withTimeout(blobStore.ping(), READINESS_TIMEOUT_MS, 'blob store');
-        else await access(config.dataDir, constants.W_OK);
+        try {
+          if (blobStore) await withTimeout(blobStore.ping(), READINESS_TIMEOUT_MS, 'the blob store');
+          else await access(config.dataDir, constants.W_OK);
+        } catch (err) {
+          if (err instanceof ReadinessTimeout || !(err as NodeJS.ErrnoException).code) throw err;
+          // a filesystem error names absolute paths: its code says enough
+          throw new Error(`the data directory cannot be written (${(err as NodeJS.ErrnoException).code})`);
+        }
       },
     },
   ];

@@ -103,7 +103,7 @@ export interface BlobStore {
    * data was committed into place). Nothing when there is none.
    */
   removeUpload(id: string): Promise<void>;
-  /** Is the store reachable and writable (for /readyz)? */
+  /** Is the store reachable and writable (for /readyz)? Rejects with a reason anyone may read (no absolute paths). */
   ping(): Promise<void>;
 }
 

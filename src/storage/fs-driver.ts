@@ -347,8 +347,13 @@ export class FsBlobStore implements BlobStore {
   }
 
   async ping(): Promise<void> {
-    await access(blobsRoot(this.root), fsConstants.W_OK);
-    await access(uploadsRoot(this.root), fsConstants.W_OK);
+    for (const dir of [blobsRoot(this.root), uploadsRoot(this.root)]) {
+      try {
+        await access(dir, fsConstants.W_OK);
+      } catch (err) {
+        throw new Error(`${relative(this.root, dir)}/ cannot be written (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+      }
+    }
     // a directory below blobs/ the filesystem refuses (permissions, read-only): not ready until a commit succeeds again
     if (this.placeRefused) throw new Error(this.placeRefused);
   }

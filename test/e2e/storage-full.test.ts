@@ -203,7 +203,9 @@ test('the embedded engine out of disk space: metadata writes get 507, reads go o
     t.regex(JSON.parse(health.body.toString()).reason as string, /accepts no writes: .*no space left on device.*restart volreg/);
     const ready = await raw(srv.url, 'GET', '/readyz');
     t.is(ready.status, 503);
-    t.is((JSON.parse(ready.body.toString()) as { checks: Record<string, string> }).checks.mongodb, 'unavailable');
+    const readyBody = JSON.parse(ready.body.toString()) as { checks: Record<string, string>; reasons: Record<string, string> };
+    t.is(readyBody.checks.mongodb, 'unavailable');
+    t.regex(readyBody.reasons.mongodb ?? '', /^the embedded MongoDB engine accepts no writes: .*restart volreg$/);
 
     // not even a cancel can take its lock on a disk with no byte left: 507, and the session stays
     storageFull(t, await raw(srv.url, 'DELETE', location), /even to cancel/);

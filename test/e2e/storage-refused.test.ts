@@ -46,6 +46,7 @@ test('a blob directory that refuses writes: 503 saying why, the upload kept, /re
     const ready = await request(srv.url, '/readyz');
     t.is(ready.status, 503);
     t.is(ready.json<{ checks: Record<string, string> }>().checks['blobstore'], 'unavailable');
+    t.regex(ready.json<{ reasons: Record<string, string> }>().reasons['blobstore'] ?? '', /^the blob storage refuses writes in blobs\/sha256\/[0-9a-f]{2} \(EACCES\)/);
 
     await chmod(sha256Dir, 0o755);
     t.is((await request(srv.url, location)).status, 204, 'the session is still there');

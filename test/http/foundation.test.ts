@@ -265,7 +265,11 @@ test('/readyz is 503 quickly when MongoDB is unreachable', async (t) => {
     const res = await fetch(`${own.url}/readyz`);
     const elapsed = Date.now() - started;
     t.is(res.status, 503);
-    t.deepEqual(await res.json(), { status: 'unavailable', checks: { mongodb: 'unavailable', blobstore: 'ok' } });
+    t.deepEqual(await res.json(), {
+      status: 'unavailable',
+      checks: { mongodb: 'unavailable', blobstore: 'ok' },
+      reasons: { mongodb: 'MongoDB did not answer within 1500 ms' },
+    });
     t.true(elapsed < 5000, `took ${elapsed} ms`);
   } finally {
     await own.close();
