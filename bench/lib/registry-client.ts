@@ -50,6 +50,28 @@ export async function uploadMonolithic(
   checkDigest(reply, file.digest);
 }
 
+/** POST, then one PUT ?digest= streaming bytes [start, end] of a file (a host pushing a blob of its own). */
+export async function uploadSlice(
+  client: HttpClient,
+  repo: string,
+  file: { path: string },
+  slice: { start: number; end: number; digest: string },
+  signal?: AbortSignal,
+): Promise<void> {
+  const loc = await startUpload(client, repo, signal);
+  const reply = await client.expect(
+    {
+      method: 'PUT',
+      path: withQuery(loc, 'digest', slice.digest),
+      headers: { 'content-type': OCTET, 'content-length': slice.end - slice.start + 1 },
+      body: () => createReadStream(file.path, { start: slice.start, end: slice.end, highWaterMark: 256 * 1024 }),
+      signal,
+    },
+    201,
+  );
+  checkDigest(reply, slice.digest);
+}
+
 /** POST, PATCHes of `chunk` bytes with Content-Range, then an empty PUT ?digest=. */
 export async function uploadChunked(
   client: HttpClient,

@@ -5,6 +5,8 @@
  * when it is missing, so a failure in one row does not cascade.
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { BenchData, DataFile } from './data.ts';
 import { seedDistributionTags } from './distribution-seed.ts';
@@ -23,6 +25,7 @@ import {
   startUpload,
   uploadChunked,
   uploadMonolithic,
+  uploadSlice,
   uploadSmall,
 } from './registry-client.ts';
 import type { RunningServer } from './servers.ts';
@@ -233,6 +236,29 @@ async function curlV2Upload(target: Target, c: HttpClient, file: DataFile, ctx: 
   return ms;
 }
 
+/** How many hosts push at once in the upload-many scenario, each its own part of the chunked blob. */
+export const MANY_HOSTS = 64;
+
+const sliceCache = new Map<string, Array<{ start: number; end: number; digest: string }>>();
+
+/** `file` cut into `parts` blobs, with their digests (hashed once per run, untimed). */
+async function slicesOf(file: DataFile, parts: number): Promise<Array<{ start: number; end: number; digest: string }>> {
+  const key = `${file.path}:${parts}`;
+  const cached = sliceCache.get(key);
+  if (cached) return cached;
+  const size = Math.floor(file.size / parts);
+  const slices: Array<{ start: number; end: number; digest: string }> = [];
+  for (let i = 0; i < parts; i++) {
+    const start = i * size;
+    const end = start + size - 1;
+    const hash = createHash('sha256');
+    for await (const chunk of createReadStream(file.path, { start, end, highWaterMark: MIB })) hash.update(chunk as Buffer);
+    slices.push({ start, end, digest: `sha256:${hash.digest('hex')}` });
+  }
+  sliceCache.set(key, slices);
+  return slices;
+}
+
 export function buildScenarios(opts: BenchOptions): Scenario[] {
   const size = formatBytes(opts.size);
   const both: readonly ServerKind[] = ['distribution', 'volreg'];
@@ -269,6 +295,28 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
           const patches = await timed(ctx, () => uploadChunked(c, REPO_LARGE, ctx.data.blobChunked, ctx.opts.chunkSize, ctx.signal));
           const ms = performance.now() - t0;
           return { value: mibPerSec(ctx.data.blobChunked.size, ms), detail: `${(ms / 1000).toFixed(2)} s, ${patches} PATCHes` };
+        });
+      },
+    },
+    {
+      // What a central backup store sees at 02:00: many hosts pushing at once. Memory must not
+      // grow with their number (the per-scenario RSS table), nor the disk's rate drop.
+      id: 'upload-many',
+      title: `blob upload, ${MANY_HOSTS} at once, ${formatBytes(Math.floor(opts.size / MANY_HOSTS))} each`,
+      unit: 'MiB/s',
+      higherIsBetter: true,
+      servers: both,
+      repeatable: false,
+      compare: { kind: 'vs-distribution', min: 3, text: '>= 3x distribution' },
+      async run(target, ctx) {
+        const file = ctx.data.blobChunked;
+        const slices = await slicesOf(file, MANY_HOSTS);
+        return withClient(target, MANY_HOSTS, async (c) => {
+          const t0 = performance.now();
+          await timed(ctx, () => Promise.all(slices.map((s, i) => uploadSlice(c, `bench/host-${i}`, file, s, ctx.signal))));
+          const ms = performance.now() - t0;
+          const bytes = slices.reduce((n, s) => n + s.end - s.start + 1, 0);
+          return { value: mibPerSec(bytes, ms), detail: `${(ms / 1000).toFixed(2)} s for ${MANY_HOSTS} blobs` };
         });
       },
     },

@@ -277,7 +277,7 @@ async function appendValidated(
   validate: (tee: Readable) => Promise<void>,
   append: (input: Readable) => Promise<number>,
 ): Promise<void> {
-  const tee = new PassThrough({ highWaterMark: 1 << 20 });
+  const tee = new PassThrough({ highWaterMark: 1 << 18 });
   // The validator learns of failures by reading; a tee it stopped reading must not crash us.
   tee.on('error', () => undefined);
   let verdict: { ok: true } | { ok: false; err: unknown } | null = null;

@@ -10,6 +10,7 @@ import { SessionLocks } from './fs-lock.ts';
 import { FreeSpace } from './free-space.ts';
 import { entries, fsyncCreatedDirs, fsyncDir, isMissing, isOutOfSpace, putBack } from './fs-ops.ts';
 import { HashWorker, HashWorkerError } from './hash-worker.ts';
+import { ByteBudget } from './byte-budget.ts';
 import { copyInto } from './pipelined-copy.ts';
 import { FileRangeReader } from './file-range-reader.ts';
 import { withGarbageRelief } from './stream-garbage.ts';
@@ -58,6 +59,12 @@ import {
 const HASH_CACHE_SIZE = 256;
 
 /**
+ * Bytes all uploads together may hold between the client and the disk (byte-budget.ts): about
+ * 25 uploads at full speed each, more at less; one upload uses about 2.5 MB of it.
+ */
+const UPLOAD_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
+
+/**
  * Chunks of a `read` stream (re-hashing on verify, reading a config). Blobs sent to clients go
  * through `openReader` into the sender's own buffers (src/http/send-blob.ts).
  */
@@ -94,6 +101,7 @@ export class FsBlobStore implements BlobStore {
   private readonly hashes = new Map<string, CachedHash>();
   private readonly hasher = new HashWorker();
   private readonly writeBack = new WriteBack();
+  private readonly uploadBytes = new ByteBudget(UPLOAD_BYTES_IN_FLIGHT);
   private readonly asideStaleMs: number;
   private readonly space: FreeSpace;
   /** why the last commit could not put its blob in place, until one can (see ping) */
@@ -397,6 +405,7 @@ export class FsBlobStore implements BlobStore {
               hash: (bufs, n) => this.hasher.update(id, bufs, n),
               written: (n) => this.writeBack.wrote(id, path, n),
               awaitingSource: awaitingClient,
+              budget: this.uploadBytes,
               room: this.space.meter(),
               limits: opts,
             }),

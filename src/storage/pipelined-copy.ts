@@ -2,12 +2,14 @@ import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { VolregError, isVolregError } from '../domain/errors.ts';
 import type { AppendOptions } from './blob-store.ts';
+import type { ByteBudget } from './byte-budget.ts';
 import { streamGarbage } from './stream-garbage.ts';
 
 /**
  * Copying a request body into an upload's data file: batches of socket chunks written at
  * increasing positions with a few writes in flight, each batch hashed (on the hash worker) at
- * the same time, so reading, hashing and the disk overlap while memory stays bounded.
+ * the same time, so reading, hashing and the disk overlap while memory stays bounded: by a few
+ * batches per upload, and by a budget all uploads share (byte-budget.ts).
  */
 
 // Writes are gathered to about this size before going to disk, with a few in flight.
@@ -27,6 +29,8 @@ export interface CopyHooks {
   room: (n: number) => Promise<void>;
   /** told when the copy starts and stops waiting for the source's next bytes (not for the disk) */
   awaitingSource?: (waiting: boolean) => void;
+  /** bytes read and not yet written and hashed, shared with every other copy */
+  budget: ByteBudget;
   limits: AppendOptions;
 }
 
@@ -45,8 +49,12 @@ class PipelinedWriter {
     private readonly hooks: CopyHooks,
   ) {}
 
-  /** Queues a write (and the hashing of the same bytes); resolves once there is room for more. */
-  async write(bufs: Buffer[], n: number): Promise<void> {
+  /**
+   * Queues a write (and the hashing of the same bytes), which gives `taken` back to the budget
+   * once both are over; resolves once there is room for more.
+   */
+  async write(bufs: Buffer[], n: number, taken: number): Promise<void> {
+    if (this.failure) this.hooks.budget.give(taken);
     this.check();
     const done: Promise<void> = Promise.all([
       writeAll(this.fh, bufs, n, this.pos).then(() => this.hooks.written(n)),
@@ -54,10 +62,12 @@ class PipelinedWriter {
     ]).then(
       () => {
         this.inflight.delete(done);
+        this.hooks.budget.give(taken);
       },
       (err: unknown) => {
         this.failure ??= { err };
         this.inflight.delete(done);
+        this.hooks.budget.give(taken);
       },
     );
     this.inflight.add(done);
@@ -94,14 +104,31 @@ export async function copyInto(source: Readable, fh: FileHandle, position: numbe
   let total = 0;
   let batch: Buffer[] = [];
   let batchBytes = 0;
+  /** what the batch took from the budget (the writer gives it back once written) */
+  let batchTaken = 0;
   const flush = async (): Promise<void> => {
     if (batchBytes === 0) return;
     const bufs = batch;
     const n = batchBytes;
+    const taken = batchTaken;
     batch = [];
     batchBytes = 0;
-    await hooks.room(n);
-    await writer.write(bufs, n);
+    batchTaken = 0;
+    try {
+      await hooks.room(n);
+    } catch (err) {
+      hooks.budget.give(taken);
+      throw err;
+    }
+    await writer.write(bufs, n, taken);
+  };
+  // A copy that must wait for the budget first sends what it holds on its way: every copy
+  // waiting with a batch in hand would wait for ever.
+  const take = async (n: number): Promise<number> => {
+    const now = hooks.budget.tryTake(n);
+    if (now > 0) return now;
+    await flush();
+    return hooks.budget.take(n);
   };
   // Stopping early (a limit broken) must not destroy the source: for an HTTP request that
   // would reset the connection before the error reply is sent.
@@ -120,6 +147,9 @@ export async function copyInto(source: Readable, fh: FileHandle, position: numbe
         }
         throw new VolregError('TOO_LARGE', 'upload exceeds the size limit', { limit });
       }
+      // (not `batchTaken += await take()`: that reads batchTaken before a flush inside take resets it)
+      const got = await take(buf.length);
+      batchTaken += got;
       batch.push(buf);
       batchBytes += buf.length;
       streamGarbage.streamed(buf.length);
@@ -131,6 +161,7 @@ export async function copyInto(source: Readable, fh: FileHandle, position: numbe
     await writer.drain();
   } catch (err) {
     awaiting(false);
+    hooks.budget.give(batchTaken);
     // No write may land after the caller truncates back to the durable offset.
     await writer.settle();
     if (err instanceof WriteFailure) throw err.cause;

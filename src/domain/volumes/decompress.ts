@@ -127,8 +127,8 @@ function strictGunzip(stream: Readable): Readable {
       cb(null, chunk);
     },
   });
-  const gunzip = createGunzip({ chunkSize: 1024 * 1024 });
-  const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+  const gunzip = createGunzip({ chunkSize: 256 * 1024 });
+  const out = new PassThrough({ highWaterMark: 256 * 1024 });
   pipeline(stream, tally, gunzip, (err) => {
     if (err) out.destroy(err);
   });
