@@ -460,7 +460,9 @@ export class FsBlobStore implements BlobStore {
       } catch (err) {
         // The disk refused bytes the digest was computed over: nothing of them may be kept.
         await this.discard(id);
-        throw asStorageFull(err, 'the disk refused bytes of this upload (no space left); the upload is gone, start it again');
+        if (isOutOfSpace(err)) throw new VolregError('STORAGE_FULL', 'the disk refused bytes of this upload (no space left); the upload is gone, start it again');
+        const code = (err as NodeJS.ErrnoException).code ?? 'an I/O error';
+        throw new VolregError('UNAVAILABLE', `the disk failed to write bytes of this upload (${code}); the upload is gone, start it again`);
       }
       const data = await openData(this.root, id, 'r+');
       try {
