@@ -290,7 +290,9 @@ export async function openMetadata(
 
 /** The embedded engine's failure as an operator should read it (see mongo-engine/command-dispatch.ts). */
 function engineFailure(reason: string | undefined): string | undefined {
-  return reason && `the embedded MongoDB engine accepts no writes: ${reason}; remove the cause (free disk space) and restart volreg`;
+  if (!reason) return undefined;
+  const remedy = /ENOSPC|EDQUOT|no space/i.test(reason) ? 'free disk space' : 'see the log';
+  return `the embedded MongoDB engine accepts no writes: ${reason}; remove the cause (${remedy}) and restart volreg`;
 }
 
 const READINESS_TIMEOUT_MS = 1500;

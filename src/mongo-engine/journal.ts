@@ -1,6 +1,7 @@
 import type { Document } from 'bson';
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChangeSink, DdlOp } from './collection-store.ts';
 import type { Durability, LogFn } from './engine-state.ts';
 import { encodeCommit, encodeDdl, encodePut, encodeRemove } from './journal-format.ts';
@@ -17,7 +18,20 @@ import { encodeCommit, encodeDdl, encodePut, encodeRemove } from './journal-form
  * Each batch ends with a commit record naming the offset where the batch began, so recovery can
  * tell a torn tail (the batch being written at a crash) from damage in synced bytes
  * (journal-format.ts).
+ *
+ * A failed write or sync stops the journal for good: memory then holds changes the disk may not.
+ * A switch that cannot open a file because the process is out of descriptors for a moment has
+ * written nothing, so it waits and tries again (the writes queued behind it wait with it).
  */
+
+/** Errors of opening a file that pass once other files are closed. */
+const OUT_OF_DESCRIPTORS = new Set(['EMFILE', 'ENFILE']);
+const RETRY_FIRST_MS = 10;
+const RETRY_MAX_MS = 1000;
+const RETRY_WARN_EVERY_MS = 10_000;
+
+/** What the journal opens files with (tests put failures in). */
+export type OpenFile = (path: string, flags: string) => Promise<FileHandle>;
 
 type Queued = Buffer | { rotateTo: string; head: Buffer; done: (err?: Error) => void };
 
@@ -46,8 +60,16 @@ export class Journal implements ChangeSink, Durability {
   onFlushed: (() => void) | undefined;
   /** told once, when a journal write fails, before any waiting write hears of it */
   onFailure: ((err: Error) => void) | undefined;
+  private closing = false;
 
-  constructor(fh: FileHandle, initialBytes: number, durable: boolean, dirPath: string, log: LogFn) {
+  constructor(
+    fh: FileHandle,
+    initialBytes: number,
+    durable: boolean,
+    dirPath: string,
+    log: LogFn,
+    private readonly openFile: OpenFile = (path, flags) => fs.promises.open(path, flags),
+  ) {
     this.fh = fh;
     this.bytes = initialBytes;
     this.fileOffset = initialBytes;
@@ -98,6 +120,7 @@ export class Journal implements ChangeSink, Durability {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await this.drain();
     await this.fh.close();
   }
@@ -186,15 +209,37 @@ export class Journal implements ChangeSink, Durability {
 
   private async switchFile(r: Extract<Queued, { rotateTo: string }>): Promise<void> {
     try {
+      // The new file is opened before the old one is let go, so a refused open leaves the journal as it was.
+      const next = await this.whenDescriptorsFree('open the next journal file', () => this.openFile(r.rotateTo, 'a'));
       if (this.durable) await this.fh.datasync();
       await this.fh.close();
-      this.fh = await fs.promises.open(r.rotateTo, 'a');
+      this.fh = next;
       this.fileOffset = await startFile(this.fh, r.head);
-      await syncDirectory(this.dirPath);
+      await this.whenDescriptorsFree('sync the database directory', () => syncDirectory(this.dirPath, this.openFile));
       r.done();
     } catch (err) {
       r.done(err instanceof Error ? err : new Error(String(err)));
       throw err;
+    }
+  }
+
+  /** Runs `open`, again and again while the process is out of file descriptors (nothing is lost meanwhile). */
+  private async whenDescriptorsFree<T>(what: string, open: () => Promise<T>): Promise<T> {
+    let wait = RETRY_FIRST_MS;
+    let warned = 0;
+    for (;;) {
+      try {
+        return await open();
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (this.closing || code === undefined || !OUT_OF_DESCRIPTORS.has(code)) throw err;
+        if (Date.now() - warned >= RETRY_WARN_EVERY_MS) {
+          warned = Date.now();
+          this.log(`journal cannot ${what}: out of file descriptors; writes wait and it tries again`, { error: (err as Error).message }, 'warn');
+        }
+        await sleep(wait);
+        wait = Math.min(wait * 2, RETRY_MAX_MS);
+      }
     }
   }
 
@@ -218,8 +263,8 @@ export async function startFile(fh: FileHandle, head: Buffer): Promise<number> {
   return head.length;
 }
 
-export async function syncDirectory(dir: string): Promise<void> {
-  const fh = await fs.promises.open(dir, 'r');
+export async function syncDirectory(dir: string, openFile: OpenFile = (p, flags) => fs.promises.open(p, flags)): Promise<void> {
+  const fh = await openFile(dir, 'r');
   try {
     await fh.sync();
   } finally {
