@@ -21,7 +21,7 @@ import { RepoContentRepository } from './metadata/repo-content-repository.ts';
 import { loadSchemas } from './metadata/schema-validator.ts';
 import type { BlobStore } from './storage/blob-store.ts';
 import { FsBlobStore } from './storage/fs-driver.ts';
-import { OffThreadInspector } from './workers/off-thread-inspector.ts';
+import { OffThreadInspector, type StartInspectionWorker } from './workers/off-thread-inspector.ts';
 import { BlobRepository } from './metadata/blob-repository.ts';
 import { UploadRepository } from './metadata/upload-repository.ts';
 import { BlobService } from './services/blob-service.ts';
@@ -83,6 +83,8 @@ export interface ServiceContext {
   db: Db;
   collections: Collections;
   logger: Logger;
+  /** how the archive inspection's worker is started (tests: one that fails); by default the real one */
+  startInspectionWorker?: StartInspectionWorker;
 }
 
 export async function buildServices(ctx: ServiceContext): Promise<Services> {
@@ -100,7 +102,11 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
   });
   const uploads = new UploadService({ store: blobStore, blobs, sessions: new UploadRepository(ctx.collections) });
 
-  const inspector = new OffThreadInspector();
+  const inspector = new OffThreadInspector({
+    startWorker: ctx.startInspectionWorker,
+    // the client is told to retry; why the worker failed (EMFILE, a crash) is for the operator
+    onFailure: (err) => ctx.logger.error({ err }, 'the archive inspection could not run; its requests were answered 503 (not a verdict on any archive)'),
+  });
 
   // ---- manifests and tags --------------------------------------------------------------
   const manifestRepo = new ManifestRepository(ctx.collections, repoContent);
@@ -168,6 +174,8 @@ export interface StartOptions {
   mongo?: { db: Db; changeMarks?: SharedArrayBuffer };
   /** collect Node process metrics too (the real service does; in-process test servers need not) */
   processMetrics?: boolean;
+  /** how the archive inspection's worker is started (tests of its failures) */
+  startInspectionWorker?: StartInspectionWorker;
 }
 
 export function createLogger(config: Pick<Config, 'logLevel'>): Logger {
@@ -199,7 +207,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const applied = await new Migrator(db, { logger }).up();
     if (applied.length > 0) logger.info({ applied }, 'migrations applied');
 
-    const ctx: ServiceContext = { config, db, collections: collections(db, metadata.changeMarks), logger };
+    const ctx: ServiceContext = { config, db, collections: collections(db, metadata.changeMarks), logger, startInspectionWorker: opts.startInspectionWorker };
     const services = await buildServices(ctx);
     const metrics = createHttpMetrics({ processMetrics: opts.processMetrics ?? false });
     registerStorageGauges(metrics.registry, { dataDir: config.dataDir, minFreeBytes: config.limits.minFreeBytes, metadataFailure: metadata.failure });

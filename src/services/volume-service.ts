@@ -6,7 +6,7 @@ import type { BlobReader } from '../storage/blob-store.ts';
 import { digestOf, splitDigest, type Digest } from '../domain/digest.ts';
 import { parseManifest } from '../domain/manifests/manifest-handlers.ts';
 import { MEDIA_TYPES } from '../domain/media-types.ts';
-import { isVolregError, VolregError } from '../domain/errors.ts';
+import { explained, isVolregError, VolregError } from '../domain/errors.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
 import { inspectArchive, type ArchiveInspection, type InspectOptions } from '../domain/volumes/archive-inspector.ts';
 import { OCI_MANIFEST_MEDIA_TYPE, snapshotFileName } from '../domain/volumes/media-types.ts';
@@ -123,6 +123,25 @@ async function readSmall(stream: Readable, limit: number): Promise<Buffer | null
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks, total);
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; err: unknown };
+
+function settled<T>(p: Promise<T>): Promise<Settled<T>> {
+  return p.then(
+    (value) => ({ ok: true, value }),
+    (err: unknown) => ({ ok: false, err }),
+  );
+}
+
+/** A refusal that is about the archive's bytes (not a tar, truncated, corrupt): a verify's finding. */
+function isArchiveVerdict(err: unknown): err is VolregError {
+  return isVolregError(err) && err.code === 'ARCHIVE_INVALID';
+}
+
+/** An inspection that gave no verdict, as the verify's own failure (503 from the inspector stays 503). */
+function notVerified(err: unknown): unknown {
+  return explained(err, 'UNAVAILABLE', 'the snapshot was not verified, and nothing was recorded');
 }
 
 /** How archives are inspected: `inspectArchive` here, or the same on a worker thread (the service wiring's choice). */
@@ -338,7 +357,12 @@ export class VolumeService {
     return this.blobs.openToSend(info.volume, info.layer.digest, range !== undefined ? { range } : {});
   }
 
-  /** Re-hashes config and layer from the blob store, re-reads the tar, and records the result. */
+  /**
+   * Re-hashes config and layer from the blob store, re-reads the tar, and records the result.
+   * Only what the bytes say is a result: a check that could not be made (the inspection
+   * unavailable, the store failing to read) fails the request and records nothing, and sets
+   * nothing aside, so it can never report a healthy backup as damaged.
+   */
   async verify(repo: RepositoryName, tag: Tag): Promise<SnapshotInfo> {
     const info = await this.get(repo, tag);
     const problems: string[] = [];
@@ -358,30 +382,31 @@ export class VolumeService {
       const tee = new PassThrough();
       // the inspector learns of failures by reading; a tee it stopped reading must not crash us
       tee.on('error', () => undefined);
-      const inspected: Promise<ArchiveInspection | Error | null> = inspect
-        ? this.inspect(tee).then(
-            (r) => r,
-            (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
-          )
-        : Promise.resolve(null);
+      const inspected: Promise<Settled<ArchiveInspection> | null> = inspect ? settled(this.inspect(tee)) : Promise.resolve(null);
       // once the inspector has its answer (it stops reading on a bad tar), let the rest flow away
       void inspected.then(() => tee.resume());
-      await pipeline(stream, async function* (src: AsyncIterable<Buffer>) {
-        for await (const chunk of src) {
-          hash.update(chunk);
-          if (inspect) await writeOrWait(tee, chunk);
-          yield chunk;
-        }
-        tee.end();
-      }, async function (src: AsyncIterable<Buffer>) {
-        for await (const chunk of src) void chunk;
-      });
+      try {
+        await pipeline(stream, async function* (src: AsyncIterable<Buffer>) {
+          for await (const chunk of src) {
+            hash.update(chunk);
+            if (inspect) await writeOrWait(tee, chunk);
+            yield chunk;
+          }
+          tee.end();
+        }, async function (src: AsyncIterable<Buffer>) {
+          for await (const chunk of src) void chunk;
+        });
+      } catch (err) {
+        tee.destroy(); // or the inspection would wait for the rest for ever
+        throw err;
+      }
+      const result = await inspected;
+      if (result && !result.ok && !isArchiveVerdict(result.err)) throw notVerified(result.err);
       const actual = `${alg}:${hash.digest('hex')}`;
       if (actual !== digest) problems.push(`${what} content hashes to ${actual}, not ${digest}; ${await this.setAside(digest)}`);
-      const result = await inspected;
-      if (result instanceof Error) problems.push(`${what} is not a complete tar: ${result.message}`);
-      else if (result && info.uncompressed && result.uncompressedDigest !== info.uncompressed.digest) {
-        problems.push(`${what} uncompressed tar hashes to ${result.uncompressedDigest}, not ${info.uncompressed.digest}`);
+      if (result && !result.ok) problems.push(`${what} is not a complete tar: ${(result.err as VolregError).message}`);
+      else if (result?.ok && info.uncompressed && result.value.uncompressedDigest !== info.uncompressed.digest) {
+        problems.push(`${what} uncompressed tar hashes to ${result.value.uncompressedDigest}, not ${info.uncompressed.digest}`);
       }
     };
     await check('config', info.configDigest, false);

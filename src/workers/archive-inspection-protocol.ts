@@ -12,3 +12,9 @@ export type InspectionReply =
   | { op: 'ack'; slot: number }
   | { op: 'done'; id: number; result: ArchiveInspection }
   | { op: 'fail'; id: number; error: { code?: ErrorCode; message: string; detail?: unknown } };
+
+/** The worker's `workerData`: the shared slot ring and the size of one slot. */
+export interface InspectionWorkerData {
+  ring: SharedArrayBuffer;
+  slotBytes: number;
+}

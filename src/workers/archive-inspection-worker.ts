@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { parentPort, workerData } from 'node:worker_threads';
 import { isVolregError } from '../domain/errors.ts';
 import { inspectArchive, type InspectOptions } from '../domain/volumes/archive-inspector.ts';
-import type { InspectionReply, InspectionRequest } from './archive-inspection-protocol.ts';
+import type { InspectionReply, InspectionRequest, InspectionWorkerData } from './archive-inspection-protocol.ts';
 
 /**
  * The worker side of off-thread-inspector.ts: runs `inspectArchive` on streams whose bytes
@@ -11,7 +11,7 @@ import type { InspectionReply, InspectionRequest } from './archive-inspection-pr
  * the ack waits for the stream to be read, which holds the sender back (backpressure).
  */
 const port = parentPort!;
-const { ring, slotBytes } = workerData as { ring: SharedArrayBuffer; slotBytes: number };
+const { ring, slotBytes } = workerData as InspectionWorkerData;
 
 interface Feed {
   stream: Readable;

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Worker } from 'node:worker_threads';
 import { VolregError } from '../domain/errors.ts';
 import type { ArchiveInspection, InspectOptions } from '../domain/volumes/archive-inspector.ts';
-import type { InspectionReply, InspectionRequest } from './archive-inspection-protocol.ts';
+import type { InspectionReply, InspectionRequest, InspectionWorkerData } from './archive-inspection-protocol.ts';
 import { startModuleWorker } from './module-worker.ts';
 import { SlotRing } from './slot-ring.ts';
 
@@ -18,6 +18,11 @@ import { SlotRing } from './slot-ring.ts';
  * One worker serves every inspection of the process; it is started on first use and does not
  * keep the process alive while idle. If it dies, running inspections fail and the next one
  * starts a new worker.
+ *
+ * Only a verdict on the bytes (ARCHIVE_INVALID, from the worker) rejects as one. When the
+ * machinery fails instead (the worker cannot start, say for want of file descriptors, or dies,
+ * or is closed), the inspection rejects with 503 UNAVAILABLE: that says nothing about the
+ * archive, and a backup must never be called damaged for it.
  */
 const SLOT_BYTES = 1024 * 1024;
 const RING_SLOTS = 6;
@@ -35,6 +40,27 @@ function withinPartialSlotWait<T>(next: Promise<T>): Promise<T | typeof SLOW> {
   return Promise.race([next, slow]).finally(() => clearTimeout(timer));
 }
 
+/** Starts the worker (archive-inspection-worker.ts) with `data`. */
+export type StartInspectionWorker = (data: InspectionWorkerData) => Worker;
+
+export interface OffThreadInspectorOptions {
+  /** how the worker is started (tests pass one that fails); by default startInspectionWorker */
+  startWorker?: StartInspectionWorker;
+  /** told of each failure of the machinery with Node's own error, for the log (clients only hear it is unavailable) */
+  onFailure?: (err: Error) => void;
+}
+
+/** The real worker, as the inspector starts it by default. */
+export const startInspectionWorker: StartInspectionWorker = (data) => startModuleWorker(import.meta.url, './archive-inspection-worker', data);
+
+/**
+ * The inspection could not run. Its reason stays out of the reply (Node's message may name a
+ * path): `why` is one of a few fixed phrases, the log has the rest.
+ */
+export function inspectionUnavailable(why: string): VolregError {
+  return new VolregError('UNAVAILABLE', `the archive inspection is unavailable for a moment (${why}); retry shortly`, undefined, { 'Retry-After': '1' });
+}
+
 interface Running {
   resolve: (r: ArchiveInspection) => void;
   reject: (err: Error) => void;
@@ -45,10 +71,25 @@ export class OffThreadInspector {
   private ring: SlotRing | null = null;
   private nextId = 0;
   private readonly running = new Map<number, Running>();
+  private readonly startWorker: StartInspectionWorker;
+  private readonly onFailure: (err: Error) => void;
+
+  constructor(opts: OffThreadInspectorOptions = {}) {
+    this.startWorker = opts.startWorker ?? startInspectionWorker;
+    this.onFailure = opts.onFailure ?? (() => undefined);
+  }
 
   /** Reads `source` to its end (or until the verdict) and inspects it as inspectArchive would. */
   inspect(source: Readable, opts: InspectOptions = {}): Promise<ArchiveInspection> {
-    const { worker, ring } = this.ensure();
+    let started: { worker: Worker; ring: SlotRing };
+    try {
+      started = this.ensure();
+    } catch (err) {
+      // Node throws when it cannot even create the thread (ERR_WORKER_INIT_FAILED: EAGAIN)
+      this.onFailure(err instanceof Error ? err : new Error(String(err)));
+      return Promise.reject(inspectionUnavailable('its worker thread could not start'));
+    }
+    const { worker, ring } = started;
     const id = ++this.nextId;
     const send = (m: InspectionRequest): void => worker.postMessage(m);
     const result = new Promise<ArchiveInspection>((resolve, reject) => this.running.set(id, { resolve, reject }));
@@ -114,27 +155,36 @@ export class OffThreadInspector {
 
   close(): void {
     const w = this.worker;
-    this.stopped(new Error('archive inspection worker closed'));
+    this.stopped(inspectionUnavailable('its worker thread was closed'));
     if (w) void w.terminate();
   }
 
   private ensure(): { worker: Worker; ring: SlotRing } {
     if (this.worker && this.ring) return { worker: this.worker, ring: this.ring };
     const ring = new SlotRing(SLOT_BYTES, RING_SLOTS);
-    const worker = startModuleWorker(import.meta.url, './archive-inspection-worker', { ring: ring.buffer, slotBytes: SLOT_BYTES });
+    const worker = this.startWorker({ ring: ring.buffer, slotBytes: SLOT_BYTES });
     worker.on('message', (m: InspectionReply) => {
       if (m.op === 'ack') ring.release(m.slot);
       else if (m.op === 'done') this.settle(m.id, (r) => r.resolve(m.result));
-      else {
+      else if (m.error.code) {
         const e = m.error;
-        this.settle(m.id, (r) => r.reject(e.code ? new VolregError(e.code, e.message, e.detail) : new Error(`archive inspection failed: ${e.message}`)));
+        this.settle(m.id, (r) => r.reject(new VolregError(e.code!, e.message, e.detail)));
+      } else {
+        // not a verdict: the inspection itself broke (its source's own failures settle on this side)
+        this.onFailure(new Error(`archive inspection failed: ${m.error.message}`));
+        this.settle(m.id, (r) => r.reject(inspectionUnavailable('the inspection failed')));
       }
     });
-    const fail = (err: unknown): void => {
-      if (this.worker === worker) this.stopped(new Error(`archive inspection worker stopped: ${err instanceof Error ? err.message : String(err)}`));
+    // Node reports a thread that could not start (ERR_WORKER_INIT_FAILED: EMFILE) as 'error' before it came online
+    let online = false;
+    worker.once('online', () => (online = true));
+    const fail = (err: Error, why: string): void => {
+      if (this.worker !== worker) return;
+      this.onFailure(err);
+      this.stopped(inspectionUnavailable(why));
     };
-    worker.on('error', fail);
-    worker.on('exit', (code) => fail(new Error(`exit ${code}`)));
+    worker.on('error', (err) => fail(err, online ? 'its worker thread stopped' : 'its worker thread could not start'));
+    worker.on('exit', (code) => fail(new Error(`archive inspection worker exited (code ${code})`), 'its worker thread stopped'));
     worker.unref();
     this.worker = worker;
     this.ring = ring;
@@ -149,7 +199,7 @@ export class OffThreadInspector {
     how(r);
   }
 
-  private stopped(err: Error): void {
+  private stopped(err: VolregError): void {
     this.worker = null;
     this.ring?.close();
     this.ring = null;

@@ -8,7 +8,7 @@ import { pino, type Logger } from 'pino';
 import type { Db } from 'mongodb';
 import type { Config } from '../../src/config/config.ts';
 import { loadConfig } from '../../src/config/load-config.ts';
-import { startServer, type Services } from '../../src/main.ts';
+import { startServer, type Services, type StartOptions } from '../../src/main.ts';
 import { openTestMongo, type TestBackend } from './mongo.ts';
 
 /**
@@ -47,6 +47,8 @@ export interface TestServerOptions {
   configure?: (config: Config) => void;
   /** defaults to a silent logger; set VOLREG_TEST_LOG=debug to see logs on stderr */
   logger?: Logger;
+  /** how the archive inspection's worker is started (test/helpers/inspection-faults.ts) */
+  startInspectionWorker?: StartOptions['startInspectionWorker'];
 }
 
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
@@ -63,7 +65,11 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     config.mongodbDatabase = mongo.dbName;
     opts.configure?.(config);
     const logger = opts.logger ?? pino({ level: process.env.VOLREG_TEST_LOG ?? 'silent' }, pino.destination(2));
-    const running = await startServer(config, { logger, mongo: { db: mongo.db, ...(mongo.changeMarks ? { changeMarks: mongo.changeMarks } : {}) } });
+    const running = await startServer(config, {
+      logger,
+      mongo: { db: mongo.db, ...(mongo.changeMarks ? { changeMarks: mongo.changeMarks } : {}) },
+      startInspectionWorker: opts.startInspectionWorker,
+    });
     let closing: Promise<void> | undefined;
     return {
       url: running.url,
