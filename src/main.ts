@@ -16,6 +16,7 @@ import { createHttpMetrics, registerStorageGauges } from './http/metrics.ts';
 import type { HandlerMap } from './http/router.ts';
 import { collections, type Collections } from './metadata/collections.ts';
 import { Migrator } from './metadata/migrator.ts';
+import { watchDriverSockets } from './metadata/driver-sockets.ts';
 import { fromMongoFailure } from './metadata/mongo-errors.ts';
 import { RepoContentRepository } from './metadata/repo-content-repository.ts';
 import { loadSchemas } from './metadata/schema-validator.ts';
@@ -187,6 +188,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   await mkdir(config.dataDir, { recursive: true });
   loadSchemas();
   const auth: BasicAuth | undefined = config.authFile ? basicAuth(await loadHtpasswd(config.authFile), logger) : undefined;
+  // before the driver opens a connection: its raw socket errors are then told apart (fromMongoFailure)
+  watchDriverSockets();
 
   const metadata = opts.mongo ? { ...opts.mongo, close: async () => {} } : await openMetadata(config, logger);
   // Undone in reverse order by close(), or on a failed start.

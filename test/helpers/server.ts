@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
-import type { Db } from 'mongodb';
+import { MongoClient, type Db, type MongoClientOptions } from 'mongodb';
 import type { Config } from '../../src/config/config.ts';
 import { loadConfig } from '../../src/config/load-config.ts';
 import { startServer, type Services, type StartOptions } from '../../src/main.ts';
@@ -47,6 +47,11 @@ export interface TestServerOptions {
   configure?: (config: Config) => void;
   /** defaults to a silent logger; set VOLREG_TEST_LOG=debug to see logs on stderr */
   logger?: Logger;
+  /**
+   * the server's own MongoDB client, to the URI `uri` makes of the test database's (a proxy in
+   * front of it: test/helpers/mongo-proxy.ts); by default it shares the test's client
+   */
+  mongoVia?: { uri: (testUri: string) => string | Promise<string>; options?: MongoClientOptions };
   /** how the archive inspection's worker is started (test/helpers/inspection-faults.ts) */
   startInspectionWorker?: StartOptions['startInspectionWorker'];
 }
@@ -54,6 +59,7 @@ export interface TestServerOptions {
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'volreg-test-'));
   const mongo = await openTestMongo(opts.label ?? 'server');
+  let own: MongoClient | undefined;
   try {
     const { config } = loadConfig({
       VOLREG_ADDR: '127.0.0.1:0',
@@ -65,9 +71,14 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     config.mongodbDatabase = mongo.dbName;
     opts.configure?.(config);
     const logger = opts.logger ?? pino({ level: process.env.VOLREG_TEST_LOG ?? 'silent' }, pino.destination(2));
+    if (opts.mongoVia) {
+      own = new MongoClient(await opts.mongoVia.uri(mongo.uri), opts.mongoVia.options);
+      await own.connect();
+    }
+    const db = own ? own.db(mongo.dbName) : mongo.db;
     const running = await startServer(config, {
       logger,
-      mongo: { db: mongo.db, ...(mongo.changeMarks ? { changeMarks: mongo.changeMarks } : {}) },
+      mongo: { db, ...(mongo.changeMarks ? { changeMarks: mongo.changeMarks } : {}) },
       startInspectionWorker: opts.startInspectionWorker,
     });
     let closing: Promise<void> | undefined;
@@ -82,11 +93,13 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       close: () =>
         (closing ??= (async () => {
           await running.close();
+          await own?.close();
           await mongo.close();
           await rm(dataDir, { recursive: true, force: true });
         })()),
     };
   } catch (err) {
+    await own?.close();
     await mongo.close();
     await rm(dataDir, { recursive: true, force: true });
     throw err;

@@ -1,0 +1,105 @@
+import net from 'node:net';
+import test from 'ava';
+import { MongoClient, MongoError, MongoNetworkError, MongoServerError } from 'mongodb';
+import { watchDriverSockets } from '../../src/metadata/driver-sockets.ts';
+import { fromMongoFailure } from '../../src/metadata/mongo-errors.ts';
+import { startMongoProxy, type MongoProxy } from '../helpers/mongo-proxy.ts';
+import { openTestMongo, type TestMongo } from '../helpers/mongo.ts';
+
+/**
+ * What a failure of the metadata store means to a client (fromMongoFailure), the driver's
+ * unwrapped socket errors included, and only those: the same codes from another socket are not
+ * the metadata store's.
+ */
+
+let mongo: TestMongo;
+let proxy: MongoProxy;
+let client: MongoClient;
+
+test.before(async () => {
+  watchDriverSockets();
+  mongo = await openTestMongo('mongo-errors');
+  proxy = await startMongoProxy(mongo.uri);
+  // an idle connection is not reused: every command after a pause opens a new one
+  client = new MongoClient(proxy.uri, { maxIdleTimeMS: 1, serverSelectionTimeoutMS: 5000 });
+  await client.connect();
+});
+
+test.after.always(async () => {
+  await client?.close();
+  await proxy?.close();
+  await mongo?.close();
+});
+
+const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function failureOf(command: () => Promise<unknown>): Promise<unknown> {
+  return command().then(
+    () => {
+      throw new Error('the command succeeded');
+    },
+    (err: unknown) => err,
+  );
+}
+
+function isUnreachable(t: import('ava').ExecutionContext, err: unknown): void {
+  const translated = fromMongoFailure(err);
+  t.is(translated?.code, 'UNAVAILABLE', String(err));
+  t.is(translated?.status, 503);
+  t.regex(translated?.message ?? '', /the metadata store is unreachable/);
+}
+
+test.serial('a new connection the server closes at once: the driver throws a raw write EPIPE, which is 503', async (t) => {
+  await client.db(mongo.dbName).command({ ping: 1 });
+  proxy.refuseNew = true;
+  try {
+    await pause(5);
+    const err = await failureOf(() => client.db(mongo.dbName).collection('c').findOne({}));
+    // the driver's own wrapping would be caught already: this is the case it does not wrap
+    t.false(err instanceof MongoError, String(err));
+    t.like(err, { code: 'EPIPE', syscall: 'write' });
+    isUnreachable(t, err);
+  } finally {
+    proxy.refuseNew = false;
+  }
+  await pause(5);
+  t.truthy(await client.db(mongo.dbName).command({ ping: 1 }), 'answers again');
+});
+
+test.serial('a large command cut while it is written: the raw socket error is 503', async (t) => {
+  await client.db(mongo.dbName).command({ ping: 1 });
+  proxy.cutAfterBytes = 64 * 1024;
+  try {
+    const err = await failureOf(() => client.db(mongo.dbName).collection('c').insertOne({ big: 'x'.repeat(8_000_000) }));
+    t.false(err instanceof MongoError, String(err));
+    t.regex(String((err as NodeJS.ErrnoException).code), /^(ECONNRESET|EPIPE)$/);
+    isUnreachable(t, err);
+  } finally {
+    proxy.cutAfterBytes = Infinity;
+  }
+});
+
+test.serial('the same socket errors from a socket that is not the driver are not the metadata store', async (t) => {
+  proxy.refuseNew = true;
+  try {
+    // a socket of this test's own, failing exactly as the driver's did
+    const own = net.connect({ path: decodeURIComponent(/^mongodb:\/\/([^/?]+)/.exec(proxy.uri)![1]!), allowHalfOpen: true });
+    const err = await new Promise<NodeJS.ErrnoException>((resolve) => {
+      own.on('error', resolve);
+      own.on('connect', () => setTimeout(() => own.write(Buffer.alloc(64)), 20));
+    });
+    t.is(err.code, 'EPIPE');
+    t.is(fromMongoFailure(err), null);
+  } finally {
+    proxy.refuseNew = false;
+  }
+  const lookalike = Object.assign(new Error('write EPIPE'), { code: 'EPIPE', errno: -32, syscall: 'write' });
+  t.is(fromMongoFailure(lookalike), null);
+});
+
+test('the driver errors it wraps itself: unreachable is 503, out of disk space 507, anything else is not translated', (t) => {
+  isUnreachable(t, new MongoNetworkError('connection 1 to /x/engine.sock closed'));
+  t.is(fromMongoFailure(new MongoServerError({ code: 14031, errmsg: 'out of disk space', ok: 0 }))?.code, 'STORAGE_FULL');
+  t.is(fromMongoFailure(new MongoServerError({ code: 11000, errmsg: 'duplicate key', ok: 0 })), null);
+  t.is(fromMongoFailure(new Error('something else')), null);
+});
