@@ -404,12 +404,18 @@ test('listing: newest first, filtered by host and time, paginated; volumes with 
   }
   // the largest offset the message names is taken
   t.is((await fetch(url(`/api/v1/volumes/${name}/tags?offset=1000000000`))).status, 200);
-  // times that are not ISO 8601 or epoch seconds, or do not exist, are refused rather than guessed at
-  for (const since of ['March%207', '2024-02-30', '-1', 'yesterday']) {
-    const bad = await fetch(url(`/api/v1/volumes/${name}/tags?since=${since}`));
-    t.is(bad.status, 400, since);
-    t.is(await errorCode(bad), 'BAD_REQUEST', since);
+  // times that are not ISO 8601 or epoch seconds, or do not exist, are refused rather than guessed
+  // at; the volume list checks them as a volume's listing does (one rule), and hosts too
+  for (const query of ['since=March%207', 'since=2024-02-30', 'since=-1', 'since=yesterday', 'since=%ff', 'until=2024-02-30', 'until=25:00', 'host=no%20spaces']) {
+    for (const path of [`/api/v1/volumes/${name}/tags`, '/api/v1/volumes']) {
+      const bad = await fetch(url(`${path}?${query}`));
+      t.is(bad.status, 400, `${path}?${query}`);
+      t.is(await errorCode(bad), 'BAD_REQUEST', `${path}?${query}`);
+    }
   }
+  const good = await fetch(url(`/api/v1/volumes?since=2024-05-01&until=${Math.floor(Date.now() / 1000)}`));
+  t.is(good.status, 200, 'good values pass the volume list too');
+  await good.arrayBuffer();
 
   const volumes = (await (await fetch(url('/api/v1/volumes?limit=1000'))).json()) as { volumes: Array<{ volume: string; snapshots: number; totalSize: number; latest: { tag: string } }> };
   const row = volumes.volumes.find((v) => v.volume === name)!;

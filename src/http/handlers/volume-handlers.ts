@@ -6,11 +6,11 @@ import { contentRange, resolveRange, type ByteRange } from '../../domain/byte-ra
 import { digestHex, oneDigestPerAlgorithm, parseDigest, parseRfc3230Digests, rfc3230Digest, type Digest } from '../../domain/digest.ts';
 import { VolregError } from '../../domain/errors.ts';
 import { parseTag } from '../../domain/names.ts';
-import { parseTime } from '../../domain/times.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
 import { parseHost, parseLabels } from '../../domain/volumes/snapshot-config.ts';
 import type { SnapshotInfo, VolumeSummary } from '../../domain/volumes/snapshot.ts';
 import type { VolumeService } from '../../services/volume-service.ts';
+import { listingQuery, queryOne, queryValues } from '../listing-query.ts';
 import { paths } from '../route-table.ts';
 import type { HandlerMap, RouteRequest } from '../router.ts';
 
@@ -28,38 +28,6 @@ export interface VolumeHandlerDeps {
 }
 
 const CONTENT_TYPES: Record<Compression, string> = { none: 'application/x-tar', gzip: 'application/gzip', zstd: 'application/zstd' };
-const MAX_LIMIT = 1000;
-const DEFAULT_LIMIT = 100;
-
-function queryValues(ctx: Context, key: string): string[] {
-  const v = ctx.query[key];
-  if (v === undefined) return [];
-  return Array.isArray(v) ? v : [v];
-}
-
-function queryOne(ctx: Context, key: string): string | undefined {
-  const values = queryValues(ctx, key);
-  if (values.length > 1) throw new VolregError('BAD_REQUEST', `query parameter ${key} given more than once`);
-  return values[0];
-}
-
-function intParam(ctx: Context, key: string, def: number, min: number, max: number): number {
-  const raw = queryOne(ctx, key);
-  if (raw === undefined) return def;
-  if (!/^[0-9]{1,16}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
-    throw new VolregError('PAGINATION_NUMBER_INVALID', `${key} must be an integer from ${min} to ${max}`, { [key]: raw.slice(0, 20) });
-  }
-  return Number(raw);
-}
-
-function timeParam(ctx: Context, key: string): Date | undefined {
-  const raw = queryOne(ctx, key);
-  if (raw === undefined) return undefined;
-  const d = parseTime(raw);
-  if (d === null) throw new VolregError('BAD_REQUEST', `${key} must be ISO 8601 (2024-05-01, 2024-05-01T10:00:00Z) or epoch seconds`, { [key]: raw.slice(0, 40) });
-  return d;
-}
-
 /** What the client says the body hashes to: `?digest=` and every sha-256 and sha-512 value of `Digest` (all are checked). */
 function expectedDigests(ctx: Context): Digest[] {
   const fromQuery = queryOne(ctx, 'digest');
@@ -175,8 +143,8 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
   return {
     volumes: {
       GET: async (ctx) => {
-        const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT);
-        const offset = intParam(ctx, 'offset', 0, 0, 1e9);
+        // host, since and until are checked as a volume's listing checks them, though this list does not filter by them
+        const { limit, offset } = listingQuery(ctx);
         const page = await volumes.listVolumes(limit, offset);
         nextPageLink(ctx, paths.volumes(), offset, limit, page.items.length, page.total);
         ctx.body = { total: page.total, offset, limit, volumes: page.items.map((v) => volumeJson(v, fileName)) };
@@ -184,23 +152,14 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
     },
     volumeTags: {
       GET: async (ctx, req) => {
-        const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT);
-        const offset = intParam(ctx, 'offset', 0, 0, 1e9);
-        const hostRaw = queryOne(ctx, 'host');
-        const q = {
-          host: hostRaw === undefined ? undefined : parseHost(hostRaw),
-          since: timeParam(ctx, 'since'),
-          until: timeParam(ctx, 'until'),
-          limit,
-          offset,
-        };
+        const q = listingQuery(ctx);
         const page = await volumes.list(req.repository, q);
-        nextPageLink(ctx, paths.volumeTags(req.repository), offset, limit, page.items.length, page.total);
+        nextPageLink(ctx, paths.volumeTags(req.repository), q.offset, q.limit, page.items.length, page.total);
         ctx.body = {
           volume: req.repository,
           total: page.total,
-          offset,
-          limit,
+          offset: q.offset,
+          limit: q.limit,
           snapshots: page.items.map((s) => snapshotJson(s, fileName(s))),
         };
       },

@@ -1,0 +1,58 @@
+import type { Context } from 'koa';
+import { VolregError } from '../domain/errors.ts';
+import { parseTime } from '../domain/times.ts';
+import { parseHost } from '../domain/volumes/snapshot-config.ts';
+
+/**
+ * The query of an /api/v1 listing: `limit`, `offset`, and the filters `host`, `since` and
+ * `until`. One set of rules for every listing (a volume's snapshots, the volume list), so a
+ * value one refuses is never taken by another.
+ */
+export interface ListingQuery {
+  host?: string;
+  since?: Date;
+  until?: Date;
+  limit: number;
+  offset: number;
+}
+
+const MAX_LIMIT = 1000;
+const DEFAULT_LIMIT = 100;
+const MAX_OFFSET = 1e9;
+
+export function queryValues(ctx: Context, key: string): string[] {
+  const v = ctx.query[key];
+  if (v === undefined) return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+export function queryOne(ctx: Context, key: string): string | undefined {
+  const values = queryValues(ctx, key);
+  if (values.length > 1) throw new VolregError('BAD_REQUEST', `query parameter ${key} given more than once`);
+  return values[0];
+}
+
+function intParam(ctx: Context, key: string, def: number, min: number, max: number): number {
+  const raw = queryOne(ctx, key);
+  if (raw === undefined) return def;
+  if (!/^[0-9]{1,16}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+    throw new VolregError('PAGINATION_NUMBER_INVALID', `${key} must be an integer from ${min} to ${max}`, { [key]: raw.slice(0, 20) });
+  }
+  return Number(raw);
+}
+
+function timeParam(ctx: Context, key: string): Date | undefined {
+  const raw = queryOne(ctx, key);
+  if (raw === undefined) return undefined;
+  const d = parseTime(raw);
+  if (d === null) throw new VolregError('BAD_REQUEST', `${key} must be ISO 8601 (2024-05-01, 2024-05-01T10:00:00Z) or epoch seconds`, { [key]: raw.slice(0, 40) });
+  return d;
+}
+
+/** Every listing parameter, checked (400 for a bad one) whether or not the listing uses it. */
+export function listingQuery(ctx: Context): ListingQuery {
+  const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT);
+  const offset = intParam(ctx, 'offset', 0, 0, MAX_OFFSET);
+  const host = queryOne(ctx, 'host');
+  return { host: host === undefined ? undefined : parseHost(host), since: timeParam(ctx, 'since'), until: timeParam(ctx, 'until'), limit, offset };
+}
