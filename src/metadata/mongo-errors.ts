@@ -1,5 +1,6 @@
 import { MongoNetworkError, MongoNotConnectedError, MongoServerError, MongoServerSelectionError, MongoTopologyClosedError } from 'mongodb';
 import { VolregError } from '../domain/errors.ts';
+import { WRITES_STOPPED } from '../mongo-engine/errors.ts';
 import { isDriverSocketError } from './driver-sockets.ts';
 
 // mongod's code for a write refused for lack of disk space (the embedded engine answers it when
@@ -16,6 +17,10 @@ const OUT_OF_DISK_SPACE = 14031;
 export function fromMongoFailure(err: unknown): VolregError | null {
   if (err instanceof MongoServerError && err.code === OUT_OF_DISK_SPACE) {
     return new VolregError('STORAGE_FULL', 'the metadata store is out of disk space; the request did not complete');
+  }
+  if (err instanceof MongoServerError && err.message.includes(WRITES_STOPPED)) {
+    // the embedded engine after a journal write failed for another reason than space (an I/O error)
+    return new VolregError('UNAVAILABLE', 'the metadata store accepts no writes until volreg is restarted (see /healthz and the log); the request did not complete');
   }
   if (
     err instanceof MongoServerSelectionError ||

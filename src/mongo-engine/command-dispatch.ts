@@ -29,7 +29,7 @@ import {
 } from './commands/server-commands.ts';
 import { deleteCommand, insertCommand, updateCommand } from './commands/write-commands.ts';
 import type { CommandContext, CommandHandler, EngineState } from './engine-state.ts';
-import { asEngineError, engineError, EngineError } from './errors.ts';
+import { asEngineError, engineError, EngineError, WRITES_STOPPED } from './errors.ts';
 
 /**
  * Routes a command document to its handler and turns the outcome into reply bytes.
@@ -98,7 +98,7 @@ function journalFailure(err: unknown): EngineError {
   const message = err instanceof Error ? err.message : String(err);
   const code = (err as NodeJS.ErrnoException | null)?.code;
   const name = code === 'ENOSPC' || code === 'EDQUOT' ? 'OutOfDiskSpace' : 'InternalError';
-  return engineError(name, `journal write failed (${message}); no writes are accepted until the engine is restarted`);
+  return engineError(name, `journal write failed (${message}); ${WRITES_STOPPED}`);
 }
 
 /** Commands that are not allowed inside a "transaction" and never take one. */

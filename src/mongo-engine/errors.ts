@@ -4,6 +4,9 @@ import type { Document } from 'bson';
  * The server error codes the engine can answer with, named as mongod names them
  * (src/mongo/base/error_codes.yml), so drivers and tests can match on code or codeName.
  */
+/** How the engine's refusal of writes after a failed journal write ends (the service recognises it). */
+export const WRITES_STOPPED = 'no writes are accepted until the engine is restarted';
+
 export const ErrorCodes = {
   InternalError: 1,
   BadValue: 2,

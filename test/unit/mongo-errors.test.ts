@@ -3,6 +3,7 @@ import test from 'ava';
 import { MongoClient, MongoError, MongoNetworkError, MongoServerError } from 'mongodb';
 import { watchDriverSockets } from '../../src/metadata/driver-sockets.ts';
 import { fromMongoFailure } from '../../src/metadata/mongo-errors.ts';
+import { WRITES_STOPPED } from '../../src/mongo-engine/errors.ts';
 import { startMongoProxy, type MongoProxy } from '../helpers/mongo-proxy.ts';
 import { openTestMongo, type TestMongo } from '../helpers/mongo.ts';
 
@@ -101,5 +102,12 @@ test('the driver errors it wraps itself: unreachable is 503, out of disk space 5
   isUnreachable(t, new MongoNetworkError('connection 1 to /x/engine.sock closed'));
   t.is(fromMongoFailure(new MongoServerError({ code: 14031, errmsg: 'out of disk space', ok: 0 }))?.code, 'STORAGE_FULL');
   t.is(fromMongoFailure(new MongoServerError({ code: 11000, errmsg: 'duplicate key', ok: 0 })), null);
+  // the embedded engine refusing writes after its journal failed for another reason than space
+  const stopped = fromMongoFailure(
+    new MongoServerError({ code: 1, codeName: 'InternalError', errmsg: `journal write failed (EIO: i/o error, write); ${WRITES_STOPPED}`, ok: 0 }),
+  );
+  t.like(stopped, { code: 'UNAVAILABLE', status: 503 });
+  t.regex(stopped?.message ?? '', /accepts no writes until volreg is restarted/);
+  t.is(fromMongoFailure(new MongoServerError({ code: 1, codeName: 'InternalError', errmsg: 'some other internal error', ok: 0 })), null);
   t.is(fromMongoFailure(new Error('something else')), null);
 });
