@@ -49,10 +49,26 @@ function timeParam(ctx: Context, key: string): Date | undefined {
   return d;
 }
 
-/** Every listing parameter, checked (400 for a bad one) whether or not the listing uses it. */
+const FILTERS = ['host', 'since', 'until'] as const;
+
+/** The listing parameters of a listing that filters (a volume's snapshots): 400 for a bad one. */
 export function listingQuery(ctx: Context): ListingQuery {
-  const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT);
-  const offset = intParam(ctx, 'offset', 0, 0, MAX_OFFSET);
   const host = queryOne(ctx, 'host');
-  return { host: host === undefined ? undefined : parseHost(host), since: timeParam(ctx, 'since'), until: timeParam(ctx, 'until'), limit, offset };
+  return { ...pageQuery(ctx), host: host === undefined ? undefined : parseHost(host), since: timeParam(ctx, 'since'), until: timeParam(ctx, 'until') };
+}
+
+/**
+ * `limit` and `offset` of a listing that does not filter (the volume list): a filter given
+ * anyway is refused, rather than taken and ignored, so no one reads an unfiltered list as filtered.
+ */
+export function unfilteredListingQuery(ctx: Context, filteredThere: string): { limit: number; offset: number } {
+  const given = FILTERS.filter((f) => queryValues(ctx, f).length > 0);
+  if (given.length > 0) {
+    throw new VolregError('BAD_REQUEST', `this list does not filter by ${given.join(', ')}: ${filteredThere} does`, { unsupported: given });
+  }
+  return pageQuery(ctx);
+}
+
+function pageQuery(ctx: Context): { limit: number; offset: number } {
+  return { limit: intParam(ctx, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT), offset: intParam(ctx, 'offset', 0, 0, MAX_OFFSET) };
 }

@@ -10,7 +10,7 @@ import type { Compression } from '../../domain/volumes/media-types.ts';
 import { parseHost, parseLabels } from '../../domain/volumes/snapshot-config.ts';
 import type { SnapshotInfo, VolumeSummary } from '../../domain/volumes/snapshot.ts';
 import type { VolumeService } from '../../services/volume-service.ts';
-import { listingQuery, queryOne, queryValues } from '../listing-query.ts';
+import { listingQuery, queryOne, queryValues, unfilteredListingQuery } from '../listing-query.ts';
 import { paths } from '../route-table.ts';
 import type { HandlerMap, RouteRequest } from '../router.ts';
 
@@ -144,7 +144,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
     volumes: {
       GET: async (ctx) => {
         // host, since and until are checked as a volume's listing checks them, though this list does not filter by them
-        const { limit, offset } = listingQuery(ctx);
+        const { limit, offset } = unfilteredListingQuery(ctx, "a volume's snapshot list (/api/v1/volumes/<name>/tags)");
         const page = await volumes.listVolumes(limit, offset);
         nextPageLink(ctx, paths.volumes(), offset, limit, page.items.length, page.total);
         ctx.body = { total: page.total, offset, limit, volumes: page.items.map((v) => volumeJson(v, fileName)) };
