@@ -4,7 +4,7 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
-import { MongoClient, type Db } from 'mongodb';
+import { MongoClient, MongoError, type Db } from 'mongodb';
 import { pino, type Logger } from 'pino';
 import { createApp, type HealthCheck } from './app.ts';
 import type { Config } from './config/config.ts';
@@ -342,7 +342,9 @@ export function readinessChecks(
         } catch (err) {
           if (err instanceof ReadinessTimeout) throw err;
           logger?.debug({ err }, 'readiness: MongoDB ping failed');
-          throw new Error(`MongoDB did not answer a ping (${(err as Error).name})`);
+          // a driver error by its class, a raw socket error by its code (EPIPE)
+          const kind = err instanceof MongoError ? err.name : ((err as NodeJS.ErrnoException).code ?? (err as Error).name);
+          throw new Error(`MongoDB did not answer a ping (${kind})`);
         }
       },
     },
