@@ -75,6 +75,11 @@ test('with MongoDB closing each new connection at once (out of descriptors), the
       t.is(errorCode(res.body), 'UNAVAILABLE');
       t.regex(res.body.toString(), /the metadata store is unreachable/);
     }
+    await new Promise((r) => setTimeout(r, 5));
+    const ready = await raw(server.url, 'GET', '/readyz');
+    t.is(ready.status, 503);
+    // a raw socket error of the driver is named by its code
+    t.regex((JSON.parse(ready.body.toString()) as { reasons: Record<string, string> }).reasons['mongodb'] ?? '', /^MongoDB did not answer a ping \((EPIPE|ECONNRESET)\)$/);
     proxy!.refuseNew = false;
     await new Promise((r) => setTimeout(r, 5));
     t.is((await raw(server.url, 'GET', `/v2/${repo}/tags/list`)).status, 200, 'answers again');
