@@ -7,6 +7,7 @@ import { clientIdle } from './http/client-idle.ts';
 import { errorMiddleware, type ErrorTranslation } from './http/error-middleware.ts';
 import { buildRouter, type HandlerMap, type RouterOptions } from './http/router.ts';
 import { recordedStatus } from './http/recorded-status.ts';
+import { refuseUnservableRequests } from './http/unservable-requests.ts';
 
 export interface HealthCheck {
   name: string;
@@ -68,6 +69,7 @@ export function createApp(deps: AppDeps): Koa {
   });
   if (deps.clientIdleSeconds !== undefined) app.use(clientIdle(deps.clientIdleSeconds));
   app.use(errorMiddleware(deps.logger, deps.translateError));
+  app.use(refuseUnservableRequests());
   for (const mw of deps.middleware ?? []) app.use(mw);
 
   const fixed = new Router();

@@ -11,7 +11,7 @@ import type { Config } from './config/config.ts';
 import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
 import { answerClientErrors } from './http/client-errors.ts';
 import { oneRequestAtATimePerConnection } from './http/connection-order.ts';
-import { continueWhenBodyRead } from './http/expect-continue.ts';
+import { continueWhenBodyRead, refuseOtherExpectationsInApp } from './http/expect-continue.ts';
 import { createHttpMetrics, registerStorageGauges } from './http/metrics.ts';
 import type { HandlerMap } from './http/router.ts';
 import { collections, type Collections } from './metadata/collections.ts';
@@ -233,6 +233,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 
     const server = await httpServer(config, oneRequestAtATimePerConnection(app.callback()));
     continueWhenBodyRead(server);
+    refuseOtherExpectationsInApp(server);
     answerClientErrors(server);
     const graceful = new GracefulClose(server);
     // Blob uploads may stream for a long time: no overall request deadline (Node's default is
@@ -434,10 +435,12 @@ function startGcTimer(config: Config, services: Services, c: Collections, logger
 
 /** HTTP, or HTTPS with the configured certificate and key (read once, at start). */
 async function httpServer(config: Config, handler: RequestListener): Promise<Server> {
-  if (!config.tls) return createServer(handler);
+  // a request without Host is refused by the app, with the error envelope (unservable-requests.ts)
+  const options = { requireHostHeader: false };
+  if (!config.tls) return createServer(options, handler);
   const [cert, key] = await Promise.all([readFile(config.tls.certFile), readFile(config.tls.keyFile)]);
   try {
-    return createHttpsServer({ cert, key }, handler);
+    return createHttpsServer({ ...options, cert, key }, handler);
   } catch (err) {
     throw new StartupError(`cannot serve HTTPS with VOLREG_TLS_CERT and VOLREG_TLS_KEY: ${(err as Error).message}`);
   }

@@ -32,6 +32,8 @@ export const ERROR_CODES = {
   URI_TOO_LONG: { status: 414, message: 'request URI too long' },
   REQUEST_TIMEOUT: { status: 408, message: 'request timeout' },
   HEADERS_TOO_LARGE: { status: 431, message: 'request header fields too large' },
+  EXPECTATION_FAILED: { status: 417, message: 'the expectation cannot be met' },
+  NOT_IMPLEMENTED: { status: 501, message: 'not implemented' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'unsupported media type' },
   CONFLICT: { status: 409, message: 'conflicting request' },
   // as GitLab's registry names it: a delete that would leave an index pointing at nothing

@@ -30,3 +30,23 @@ export function continueWhenBodyRead(server: Server): void {
 export function bodyNotInvited(req: IncomingMessage): boolean {
   return continued.get(req) === false;
 }
+
+/** Requests whose `Expect` asks for something other than `100-continue`. */
+const unmet = new WeakSet<IncomingMessage>();
+
+/**
+ * An `Expect` other than `100-continue` (which only HTTP/1.1 requests may carry) goes to the app
+ * as an ordinary request, which refuses it with the error envelope (see unservable-requests.ts);
+ * Node would answer a bare 417 of its own.
+ */
+export function refuseOtherExpectationsInApp(server: Server): void {
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    unmet.add(req);
+    server.emit('request', req, res);
+  });
+}
+
+/** True when the request carries an expectation volreg cannot meet. */
+export function expectationUnmet(req: IncomingMessage): boolean {
+  return unmet.has(req);
+}

@@ -226,3 +226,56 @@ test('headers that never complete still get 408 REQUEST_TIMEOUT, after the reply
   t.is(errorCodeOf(behind[1]), 'REQUEST_TIMEOUT');
   t.true(Date.now() - started >= 1000, 'the 408 came before the slow reply was due');
 });
+
+test('an HTTP/1.1 request without Host is 400 with the envelope, and the connection closes; HTTP/1.0 needs none', async (t) => {
+  const { url } = t.context.server;
+  const got = replies(await exchange(url, 'GET /v2/ HTTP/1.1\r\n\r\n'));
+  t.deepEqual(
+    got.map((r) => r.status),
+    [400],
+  );
+  t.is(got[0]!.headers['content-type'], 'application/json; charset=utf-8');
+  t.is(got[0]!.headers.connection, 'close');
+  t.is(errorCodeOf(got[0]), 'BAD_REQUEST');
+  t.deepEqual(
+    replies(await exchange(url, 'GET /v2/ HTTP/1.0\r\n\r\n')).map((r) => r.status),
+    [200],
+  );
+});
+
+test('an Expect other than 100-continue is 417 with the envelope, and the request is not carried out', async (t) => {
+  const { url } = t.context.server;
+  const repo = repoName('expect-other');
+  const blob = blobOf(randomBytes(100));
+  const post = blobPost(repo, blob.bytes, blob.digest).toString('latin1').replace('Host: x\r\n', 'Host: x\r\nExpect: 200-ok\r\n');
+  const got = replies(await exchange(url, post));
+  t.deepEqual(
+    got.map((r) => r.status),
+    [417],
+  );
+  t.is(errorCodeOf(got[0]), 'EXPECTATION_FAILED');
+  t.is((await request(url, `/v2/${repo}/blobs/${blob.digest}`, { method: 'HEAD' })).status, 404);
+});
+
+test('a transfer coding other than chunked (gzip, chunked) is 501 with the envelope, and the request is not carried out', async (t) => {
+  const { url } = t.context.server;
+  const repo = repoName('gzip-chunked');
+  // the body as sent matches the digest: taking it as it is, gzip ignored, would store it
+  const blob = blobOf(randomBytes(100));
+  const head = `POST /v2/${repo}/blobs/uploads/?digest=${blob.digest} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: gzip, chunked\r\n\r\n`;
+  const body = Buffer.concat([Buffer.from(`${blob.bytes.length.toString(16)}\r\n`), blob.bytes, Buffer.from('\r\n0\r\n\r\n')]);
+  const got = replies(await exchange(url, Buffer.concat([Buffer.from(head), body])));
+  t.deepEqual(
+    got.map((r) => r.status),
+    [501],
+  );
+  t.is(got[0]!.headers.connection, 'close');
+  t.is(errorCodeOf(got[0]), 'NOT_IMPLEMENTED');
+  t.is((await request(url, `/v2/${repo}/blobs/${blob.digest}`, { method: 'HEAD' })).status, 404);
+  // chunked alone is taken
+  const plain = head.replace('gzip, chunked', 'chunked');
+  t.deepEqual(
+    replies(await exchange(url, Buffer.concat([Buffer.from(plain.replace('Host: x', 'Host: x\r\nConnection: close')), body]))).map((r) => r.status),
+    [201],
+  );
+});
