@@ -30,24 +30,8 @@ function checkDigest(reply: Reply, digest: string): void {
 }
 
 /** POST, then one PUT ?digest= carrying the whole blob streamed from `file`. */
-export async function uploadMonolithic(
-  client: HttpClient,
-  repo: string,
-  file: { path: string; size: number; digest: string },
-  signal?: AbortSignal,
-): Promise<void> {
-  const loc = await startUpload(client, repo, signal);
-  const reply = await client.expect(
-    {
-      method: 'PUT',
-      path: withQuery(loc, 'digest', file.digest),
-      headers: { 'content-type': OCTET, 'content-length': file.size },
-      body: () => createReadStream(file.path, { highWaterMark: 1024 * 1024 }),
-      signal,
-    },
-    201,
-  );
-  checkDigest(reply, file.digest);
+export function uploadMonolithic(client: HttpClient, repo: string, file: { path: string; size: number; digest: string }, signal?: AbortSignal): Promise<void> {
+  return uploadSlice(client, repo, file, { start: 0, end: file.size - 1, digest: file.digest }, signal);
 }
 
 /** POST, then one PUT ?digest= streaming bytes [start, end] of a file (a host pushing a blob of its own). */
@@ -64,7 +48,7 @@ export async function uploadSlice(
       method: 'PUT',
       path: withQuery(loc, 'digest', slice.digest),
       headers: { 'content-type': OCTET, 'content-length': slice.end - slice.start + 1 },
-      body: () => createReadStream(file.path, { start: slice.start, end: slice.end, highWaterMark: 256 * 1024 }),
+      body: () => createReadStream(file.path, { start: slice.start, end: slice.end, highWaterMark: 1024 * 1024 }),
       signal,
     },
     201,
