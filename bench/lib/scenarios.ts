@@ -299,28 +299,6 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
       },
     },
     {
-      // What a central backup store sees at 02:00: many hosts pushing at once. Memory must not
-      // grow with their number (the per-scenario RSS table), nor the disk's rate drop.
-      id: 'upload-many',
-      title: `blob upload, ${MANY_HOSTS} at once, ${formatBytes(Math.floor(opts.size / MANY_HOSTS))} each`,
-      unit: 'MiB/s',
-      higherIsBetter: true,
-      servers: both,
-      repeatable: false,
-      compare: { kind: 'vs-distribution', min: 3, text: '>= 3x distribution' },
-      async run(target, ctx) {
-        const file = ctx.data.blobChunked;
-        const slices = await slicesOf(file, MANY_HOSTS);
-        return withClient(target, MANY_HOSTS, async (c) => {
-          const t0 = performance.now();
-          await timed(ctx, () => Promise.all(slices.map((s, i) => uploadSlice(c, `bench/host-${i}`, file, s, ctx.signal))));
-          const ms = performance.now() - t0;
-          const bytes = slices.reduce((n, s) => n + s.end - s.start + 1, 0);
-          return { value: mibPerSec(bytes, ms), detail: `${(ms / 1000).toFixed(2)} s for ${MANY_HOSTS} blobs` };
-        });
-      },
-    },
-    {
       id: 'download',
       title: `blob download, GET, ${size} (node client)`,
       unit: 'MiB/s',
@@ -530,6 +508,29 @@ export function buildScenarios(opts: BenchOptions): Scenario[] {
         } finally {
           inspector.kill();
         }
+      },
+    },
+    {
+      // What a central backup store sees at 02:00: many hosts pushing at once. Memory must not
+      // grow with their number (the per-scenario RSS table), nor the disk's rate drop. Last, so
+      // the memory the allocator keeps after it does not count in the other rows' peaks.
+      id: 'upload-many',
+      title: `blob upload, ${MANY_HOSTS} at once, ${formatBytes(Math.floor(opts.size / MANY_HOSTS))} each`,
+      unit: 'MiB/s',
+      higherIsBetter: true,
+      servers: both,
+      repeatable: false,
+      compare: { kind: 'vs-distribution', min: 3, text: '>= 3x distribution' },
+      async run(target, ctx) {
+        const file = ctx.data.blobChunked;
+        const slices = await slicesOf(file, MANY_HOSTS);
+        return withClient(target, MANY_HOSTS, async (c) => {
+          const t0 = performance.now();
+          await timed(ctx, () => Promise.all(slices.map((s, i) => uploadSlice(c, `bench/host-${i}`, file, s, ctx.signal))));
+          const ms = performance.now() - t0;
+          const bytes = slices.reduce((n, s) => n + s.end - s.start + 1, 0);
+          return { value: mibPerSec(bytes, ms), detail: `${(ms / 1000).toFixed(2)} s for ${MANY_HOSTS} blobs` };
+        });
       },
     },
   ];
