@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { VolregError, isVolregError } from '../domain/errors.ts';
 import type { AppendOptions } from './blob-store.ts';
 import type { ByteBudget } from './byte-budget.ts';
+import { LATE, within } from '../domain/within.ts';
 import { streamGarbage } from './stream-garbage.ts';
 
 /**
@@ -14,6 +15,8 @@ import { streamGarbage } from './stream-garbage.ts';
 
 // Writes are gathered to about this size before going to disk, with a few in flight.
 const WRITE_BATCH_BYTES = 512 * 1024;
+/** a gathered batch waits this long for the client's next bytes, then goes on as it is */
+const SLOW_SOURCE_MS = 50;
 const MAX_WRITES_IN_FLIGHT = 4;
 
 class WriteFailure {
@@ -132,12 +135,27 @@ export async function copyInto(source: Readable, fh: FileHandle, position: numbe
   };
   // Stopping early (a limit broken) must not destroy the source: for an HTTP request that
   // would reset the connection before the error reply is sent.
-  const chunks: AsyncIterable<unknown> = { [Symbol.asyncIterator]: () => source.iterator({ destroyOnReturn: false }) };
+  const chunks = source.iterator({ destroyOnReturn: false });
+  let pending: Promise<unknown> | null = null;
   const awaiting = hooks.awaitingSource ?? (() => undefined);
   try {
-    awaiting(true);
-    for await (const chunk of chunks) {
+    for (;;) {
+      awaiting(true);
+      const next = chunks.next();
+      pending = next;
+      let step = batchBytes > 0 ? await within(next, SLOW_SOURCE_MS) : await next;
+      if (step === LATE) {
+        // A slow client's bytes go on as they are, rather than hold their share of the budget
+        // while it trickles (enough slow clients would hold it all, and stall every upload).
+        awaiting(false);
+        await flush();
+        awaiting(true);
+        step = await next;
+      }
+      pending = null;
       awaiting(false);
+      if (step.done) break;
+      const chunk: unknown = step.value;
       const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
       if (buf.length === 0) continue;
       total += buf.length;
@@ -154,14 +172,15 @@ export async function copyInto(source: Readable, fh: FileHandle, position: numbe
       batchBytes += buf.length;
       streamGarbage.streamed(buf.length);
       if (batchBytes >= WRITE_BATCH_BYTES) await flush();
-      awaiting(true);
     }
-    awaiting(false);
     await flush();
     await writer.drain();
   } catch (err) {
     awaiting(false);
     hooks.budget.give(batchTaken);
+    // Let go of the source without destroying it; a read still pending settles on its own.
+    if (pending) pending.catch(() => undefined);
+    else await chunks.return?.(undefined).catch(() => undefined);
     // No write may land after the caller truncates back to the durable offset.
     await writer.settle();
     if (err instanceof WriteFailure) throw err.cause;

@@ -5,6 +5,7 @@ import type { ArchiveInspection, InspectOptions } from '../domain/volumes/archiv
 import type { InspectionReply, InspectionRequest, InspectionWorkerData } from './archive-inspection-protocol.ts';
 import { startModuleWorker } from './module-worker.ts';
 import { SlotRing } from './slot-ring.ts';
+import { LATE, within } from '../domain/within.ts';
 
 /**
  * `inspectArchive` on a worker thread (archive-inspection-worker.ts), same contract.
@@ -30,16 +31,6 @@ const RING_SLOTS = 6;
 const PARTIAL_SLOT_WAIT_MS = 50;
 /** how long an upload may hold a slot at all: one trickling steadily fills it only slowly */
 const SLOT_HOLD_MS = 250;
-const SLOW = Symbol('slow');
-
-function withinPartialSlotWait<T>(next: Promise<T>): Promise<T | typeof SLOW> {
-  let timer: NodeJS.Timeout | undefined;
-  const slow = new Promise<typeof SLOW>((resolve) => {
-    timer = setTimeout(resolve, PARTIAL_SLOT_WAIT_MS, SLOW);
-  });
-  return Promise.race([next, slow]).finally(() => clearTimeout(timer));
-}
-
 /** Starts the worker (archive-inspection-worker.ts) with `data`. */
 export type StartInspectionWorker = (data: InspectionWorkerData) => Worker;
 
@@ -113,8 +104,8 @@ export class OffThreadInspector {
       try {
         for (;;) {
           const next = chunks.next();
-          let step = slot === null ? await next : await withinPartialSlotWait(next);
-          if (step === SLOW) {
+          let step = slot === null ? await next : await within(next, PARTIAL_SLOT_WAIT_MS);
+          if (step === LATE) {
             if (slot !== null) post(slot);
             step = await next;
           }

@@ -120,3 +120,42 @@ test('copies that fail (the client gone, no room on the disk) give back every by
   await t.throwsAsync(copyInto(source(body), fh, 0, diskFails), { message: 'EIO' });
   t.is(budget.inUse, 0);
 });
+
+test('clients that send a little and then pause hold none of the budget meanwhile: another upload goes through', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'volreg-budget-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const budget = new ByteBudget(256 * 1024);
+  let resume!: () => void;
+  const paused = new Promise<void>((r) => (resume = r));
+  // together the first pieces of the slow ones are the whole budget; they go on only once the fast upload is done
+  const slowBodies = Array.from({ length: 4 }, () => randomBytes(128 * 1024));
+  const slow = (body: Buffer): Readable =>
+    Readable.from(
+      (async function* () {
+        yield body.subarray(0, 64 * 1024);
+        await paused;
+        yield body.subarray(64 * 1024);
+      })(),
+      { objectMode: false },
+    );
+  const copyTo = async (name: string, src: Readable): Promise<Buffer> => {
+    const fh = await open(join(dir, name), 'w+');
+    try {
+      await copyInto(src, fh, 0, hooks(budget));
+    } finally {
+      await fh.close();
+    }
+    return readFile(join(dir, name));
+  };
+  const slowOnes = slowBodies.map((body, i) => copyTo(`slow${i}`, slow(body)));
+  await sleep(20);
+  const fastBody = randomBytes(4 * 1024 * 1024);
+  const fast = copyTo('fast', source(fastBody));
+  const outcome = await Promise.race([fast.then(() => 'done'), sleep(15_000).then(() => 'stalled')]);
+  t.is(outcome, 'done', 'the fast upload was not held up by the paused ones');
+  t.true((await fast).equals(fastBody));
+  resume();
+  const back = await Promise.all(slowOnes);
+  for (const [i, body] of slowBodies.entries()) t.true(back[i]!.equals(body), `slow ${i}`);
+  t.is(budget.inUse, 0);
+});
