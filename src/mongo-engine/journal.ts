@@ -211,8 +211,13 @@ export class Journal implements ChangeSink, Durability {
     try {
       // The new file is opened before the old one is let go, so a refused open leaves the journal as it was.
       const next = await this.whenDescriptorsFree('open the next journal file', () => this.openFile(r.rotateTo, 'a'));
-      if (this.durable) await this.fh.datasync();
-      await this.fh.close();
+      try {
+        if (this.durable) await this.fh.datasync();
+        await this.fh.close();
+      } catch (err) {
+        await next.close().catch(() => undefined);
+        throw err;
+      }
       this.fh = next;
       this.fileOffset = await startFile(this.fh, r.head);
       await this.whenDescriptorsFree('sync the database directory', () => syncDirectory(this.dirPath, this.openFile));
