@@ -5,8 +5,8 @@ import { parseHost } from '../domain/volumes/snapshot-config.ts';
 
 /**
  * The query of an /api/v1 listing: `limit`, `offset`, and the filters `host`, `since` and
- * `until`. One set of rules for every listing (a volume's snapshots, the volume list), so a
- * value one refuses is never taken by another.
+ * `until`. One place for the rules of every listing: a volume's snapshots take all of them,
+ * the volume list only the page and refuses the filters.
  */
 export interface ListingQuery {
   host?: string;

@@ -143,7 +143,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
   return {
     volumes: {
       GET: async (ctx) => {
-        // host, since and until are checked as a volume's listing checks them, though this list does not filter by them
+        // this list does not filter: host, since and until are refused, not ignored
         const { limit, offset } = unfilteredListingQuery(ctx, "a volume's snapshot list (/api/v1/volumes/<name>/tags)");
         const page = await volumes.listVolumes(limit, offset);
         nextPageLink(ctx, paths.volumes(), offset, limit, page.items.length, page.total);
