@@ -8,6 +8,8 @@ interface VerifyFlags extends ConnectionFlags {
 interface Outcome {
   snapshot: string;
   ok: boolean;
+  /** false when the check could not be made (the registry or the network failed): no finding either way */
+  checked: boolean;
   layer?: string;
   at?: string;
   problems: string[];
@@ -37,7 +39,7 @@ function volumesOf(client: VolregClient): AsyncGenerator<string> {
 }
 
 function outcomeOf(snapshot: string, r: SnapshotJson & { ok: boolean }): Outcome {
-  return { snapshot, ok: r.ok, layer: r.layer.digest, ...(r.lastVerify ? { at: r.lastVerify.at } : {}), problems: r.lastVerify?.problems ?? [] };
+  return { snapshot, ok: r.ok, checked: true, layer: r.layer.digest, ...(r.lastVerify ? { at: r.lastVerify.at } : {}), problems: r.lastVerify?.problems ?? [] };
 }
 
 /** Null when the snapshot was deleted since it was listed. */
@@ -47,8 +49,9 @@ async function verifyOne(client: VolregClient, name: string, tag: string): Promi
     return outcomeOf(snapshot, await client.verify(name, tag));
   } catch (err) {
     if (err instanceof RegistryError && err.status === 404) return null;
-    // one snapshot that cannot be verified (a server or network error) fails, the others go on
-    return { snapshot, ok: false, problems: [describeError(err)] };
+    // one snapshot that cannot be verified (a server or network error) is no finding on it: it
+    // is reported as not verified (exit 1, not 4: nothing says it is damaged), the others go on
+    return { snapshot, ok: false, checked: false, problems: [describeError(err)] };
   }
 }
 
@@ -56,7 +59,7 @@ export function registerVerify(program: Command): void {
   addAgentOptions(
     program
       .command('verify')
-      .description("have the registry re-hash snapshots' config and layer and re-read their tar: one snapshot, every snapshot of a volume, or --all (exit 4 when any fails)")
+      .description("have the registry re-hash snapshots' config and layer and re-read their tar: one snapshot, every snapshot of a volume, or --all (exit 4 when any fails, 1 when any could not be verified)")
       .argument('[ref]', '<name>:<tag>, or <name> for all its snapshots')
       .option('--all', 'every snapshot of every volume'),
   ).action((ref: string | undefined, flags: VerifyFlags) =>
@@ -69,7 +72,7 @@ export function registerVerify(program: Command): void {
         if (flags.json) return;
         if (o.ok) {
           if (!flags.quiet) process.stdout.write(`${o.snapshot}: ok (${o.layer ?? ''}, verified ${o.at ?? ''})\n`);
-        } else process.stderr.write(`volreg verify: ${o.snapshot}: FAILED\n${o.problems.map((p) => `  ${p}\n`).join('')}`);
+        } else process.stderr.write(`volreg verify: ${o.snapshot}: ${o.checked ? 'FAILED' : 'NOT VERIFIED'}\n${o.problems.map((p) => `  ${p}\n`).join('')}`);
       };
 
       if (ref !== undefined && ref.includes(':')) {
@@ -93,17 +96,22 @@ export function registerVerify(program: Command): void {
           if (ref !== undefined) throw err; // the volume asked for: its error is the answer
           // with --all, a volume that can not be listed fails, and the others are still checked
           if (err instanceof RegistryError && err.status === 404) continue; // deleted since listed
-          report({ snapshot: name, ok: false, problems: [`its snapshots can not be listed: ${describeError(err)}`] });
+          report({ snapshot: name, ok: false, checked: false, problems: [`its snapshots can not be listed: ${describeError(err)}`] });
         }
       }
       if (ref !== undefined && outcomes.length === 0) {
         process.stderr.write(`volreg verify: ${ref}: no snapshots\n`);
         return AGENT_EXIT.NOT_FOUND;
       }
-      const failed = outcomes.filter((o) => !o.ok).length;
-      if (flags.json) process.stdout.write(`${JSON.stringify({ verified: outcomes.length, failed, snapshots: outcomes }, null, 2)}\n`);
-      else if (!flags.quiet || failed > 0) process.stderr.write(`verified ${outcomes.length} snapshot${outcomes.length === 1 ? '' : 's'}: ${outcomes.length - failed} ok, ${failed} failed\n`);
-      return failed > 0 ? AGENT_EXIT.INTEGRITY : AGENT_EXIT.OK;
+      const failed = outcomes.filter((o) => o.checked && !o.ok).length;
+      const notVerified = outcomes.filter((o) => !o.checked).length;
+      if (flags.json) process.stdout.write(`${JSON.stringify({ verified: outcomes.length, failed, notVerified, snapshots: outcomes }, null, 2)}\n`);
+      else if (!flags.quiet || failed + notVerified > 0) {
+        const ok = outcomes.length - failed - notVerified;
+        process.stderr.write(`verified ${outcomes.length} snapshot${outcomes.length === 1 ? '' : 's'}: ${ok} ok, ${failed} failed${notVerified > 0 ? `, ${notVerified} not verified` : ''}\n`);
+      }
+      // a finding on the bytes outweighs a check that could not be made
+      return failed > 0 ? AGENT_EXIT.INTEGRITY : notVerified > 0 ? AGENT_EXIT.FAILURE : AGENT_EXIT.OK;
     }),
   );
 }
