@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { MongoClient, MongoError, type Db } from 'mongodb';
 import { pino, type Logger } from 'pino';
 import { createApp, type HealthCheck } from './app.ts';
+import { LATE, within } from './domain/within.ts';
 import type { Config } from './config/config.ts';
 import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
 import { answerClientErrors } from './http/client-errors.ts';
@@ -311,12 +312,11 @@ const READINESS_TIMEOUT_MS = 1500;
 
 class ReadinessTimeout extends Error {}
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new ReadinessTimeout(`${what} did not answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  const r = await within(p, ms);
+  // (within's race keeps listening to p, so a late rejection is not unhandled)
+  if (r === LATE) throw new ReadinessTimeout(`${what} did not answer within ${ms} ms`);
+  return r;
 }
 
 /**
