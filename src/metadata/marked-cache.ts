@@ -23,7 +23,8 @@ export class MetadataMarks {
 
   /**
    * Reads the mark of the documents of `collection` whose key fields (CHANGE_MARK_KEYS in
-   * collections.ts, in that order) hold `key`.
+   * collections.ts, in that order) hold `key`; a shorter `key` names the leading fields alone
+   * (the repository: every tag name in it).
    */
   reader(collection: string): (...key: string[]) => number {
     const ns = `${this.dbName}.${collection}`;
@@ -31,11 +32,18 @@ export class MetadataMarks {
   }
 }
 
-/** Answers by key, each with the mark it was read at; bounded, least recently used go first. */
+/**
+ * Answers by key, each with the mark it was read at; bounded, least recently used go first.
+ * The bound counts entries, or what `weigh` says each answer weighs (names in a list, say).
+ */
 export class MarkedCache<V> {
-  private readonly entries = new Map<string, { mark: number; value: V }>();
+  private readonly entries = new Map<string, { mark: number; value: V; weight: number }>();
+  private weight = 0;
 
-  constructor(private readonly maxEntries: number) {}
+  constructor(
+    private readonly maxWeight: number,
+    private readonly weigh: (value: V) => number = () => 1,
+  ) {}
 
   /**
    * The answer for `key`: the kept one while `mark()` still reads as when it was kept,
@@ -55,7 +63,10 @@ export class MarkedCache<V> {
     const hit = this.entries.get(key);
     if (!hit) return undefined;
     this.entries.delete(key);
-    if (hit.mark !== now) return undefined;
+    if (hit.mark !== now) {
+      this.weight -= hit.weight;
+      return undefined;
+    }
     this.entries.set(key, hit); // most recently used last
     return hit.value;
   }
@@ -63,9 +74,22 @@ export class MarkedCache<V> {
   /** Keeps `value`, read after the mark read `readAt`, unless the mark has moved since. */
   keep(key: string, readAt: number, mark: () => number, value: V): void {
     if (mark() !== readAt) return;
+    const weight = this.weigh(value);
+    if (weight > this.maxWeight) return;
+    this.drop(key);
+    this.entries.set(key, { mark: readAt, value, weight });
+    this.weight += weight;
+    for (const oldest of this.entries.keys()) {
+      if (this.weight <= this.maxWeight) break;
+      this.drop(oldest);
+    }
+  }
+
+  private drop(key: string): void {
+    const entry = this.entries.get(key);
+    if (!entry) return;
     this.entries.delete(key);
-    this.entries.set(key, { mark: readAt, value });
-    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
+    this.weight -= entry.weight;
   }
 
   /**

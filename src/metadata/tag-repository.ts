@@ -40,13 +40,14 @@ function toRecord(d: Pick<TagUnitDoc, '_id' | 'repo_id' | 'name' | 'manifest_dig
 }
 
 export class TagRepository {
-  private readonly byName: KeptTags | undefined;
+  private readonly kept: KeptTags | undefined;
 
   constructor(
     private readonly c: Collections,
     private readonly repoContent: RepoContentRepository,
+    opts: { keptNamesPerRepo?: number } = {},
   ) {
-    this.byName = c.marks && tagsByName(c, c.marks.reader(COLLECTIONS.tags));
+    this.kept = c.marks && keptTags(c, c.marks.reader(COLLECTIONS.tags), opts.keptNamesPerRepo ?? KEPT_NAMES_PER_REPO);
   }
 
   /**
@@ -86,12 +87,12 @@ export class TagRepository {
 
   /** The name's kept units and their mark, noted before this process writes one of them. */
   private keptBeforeWrite(repo: string, name: string): KeptName | undefined {
-    const by = this.byName;
+    const by = this.kept;
     if (!by) return undefined;
     const key = `${repo}\0${name}`;
     const mark = () => by.mark(repo, name);
     const before = mark();
-    const units = by.cache.lookup(key, before);
+    const units = by.units.lookup(key, before);
     return units && { key, mark, before, units };
   }
 
@@ -102,7 +103,7 @@ export class TagRepository {
    */
   private keepWritten(kept: KeptName, written: TagRecord): void {
     const units = [...kept.units.filter((u) => u.schemaVersion !== written.schemaVersion), written];
-    this.byName?.cache.keepWritten(kept.key, kept.before, kept.mark, Object.freeze(units));
+    this.kept?.units.keepWritten(kept.key, kept.before, kept.mark, Object.freeze(units));
   }
 
   /**
@@ -131,9 +132,9 @@ export class TagRepository {
    */
   async findByName(repo: string, name: string): Promise<readonly TagRecord[]> {
     const load = async (): Promise<readonly TagRecord[]> => Object.freeze((await this.c.tags.find({ repo_id: repo, name }, RECORD_FIELDS).toArray()).map(toRecord));
-    const by = this.byName;
+    const by = this.kept;
     if (!by) return load();
-    return by.cache.read(`${repo}\0${name}`, () => by.mark(repo, name), load, (units) => units.length > 0);
+    return by.units.read(`${repo}\0${name}`, () => by.mark(repo, name), load, (units) => units.length > 0);
   }
 
   /** What each tag name's unit of one schema version points at, in a repository. */
@@ -153,36 +154,49 @@ export class TagRepository {
    * when given. `more` says whether names follow the page.
    */
   async listNames(repo: string, page: { n?: number; last?: string }): Promise<{ names: string[]; more: boolean }> {
+    const kept = this.kept;
+    // Every name of the repository, kept until one of its tags changes (marked-cache.ts), so
+    // the pages of a listing are cut from one read. A repository with more names than are
+    // kept is read page by page, as without the engine's marks; one without any (or a name
+    // nobody pushed to) is not kept.
+    if (kept && !(page.n !== undefined && kept.large.has(repo))) {
+      const all = await kept.names.read(repo, () => kept.mark(repo), () => this.allNames(repo), (names) => names.length > 0 && names.length <= kept.namesPerRepo);
+      if (all.length > kept.namesPerRepo) kept.markLarge(repo);
+      else kept.large.delete(repo);
+      return pageOf(all, page);
+    }
+    if (page.n === undefined) return { names: [...(await this.allNames(repo, page.last))], more: false };
+    return this.pageFromDatabase(repo, page.n, page.last);
+  }
+
+  /** Every tag name of a repository (after `after`), sorted. */
+  private async allNames(repo: string, after?: string): Promise<readonly string[]> {
+    // distinct answers one array of strings instead of a document per unit. Tag names are
+    // ASCII (the OCI tag grammar), so sorting by code units is byte order.
+    const names = (await this.c.tags.distinct('name', after !== undefined ? { repo_id: repo, name: { $gt: after } } : { repo_id: repo })) as string[];
+    return Object.freeze(names.sort());
+  }
+
+  private async pageFromDatabase(repo: string, n: number, last: string | undefined): Promise<{ names: string[]; more: boolean }> {
     const names: string[] = [];
     const take = (docs: Array<{ name: string }>): void => {
       for (const d of docs) if (names[names.length - 1] !== d.name) names.push(d.name);
     };
     const filterAfter = (after: string | undefined) => (after !== undefined ? { repo_id: repo, name: { $gt: after } } : { repo_id: repo });
-    if (page.n === undefined) {
-      // All names at once: distinct answers one array of strings instead of a document per unit.
-      // Tag names are ASCII (the OCI tag grammar), so sorting by code units is byte order.
-      const all = (await this.c.tags.distinct('name', filterAfter(page.last))) as string[];
-      return { names: all.sort(), more: false };
-    }
     const query = (after: string | undefined, limit: number): Promise<Array<{ name: string }>> =>
       // a batch as large as the limit: the answer comes in the find's reply, without a getMore
       this.c.tags.find(filterAfter(after), NAME_ONLY).sort({ name: 1 }).limit(limit).batchSize(limit).toArray();
     // n + 1 units tell whether a page follows. A name has up to two units (schema 1 and 2): when
     // some come twice, ask again after the last name seen until n + 1 names are known.
-    for (let after = page.last; ; after = names[names.length - 1]) {
-      const want = page.n + 1 - names.length;
+    for (let after = last; ; after = names[names.length - 1]) {
+      const want = n + 1 - names.length;
       const docs = await query(after, want);
       take(docs);
-      if (docs.length < want || names.length > page.n) break;
+      if (docs.length < want || names.length > n) break;
     }
-    return { names: names.slice(0, page.n), more: names.length > page.n };
+    return { names: names.slice(0, n), more: names.length > n };
   }
 
-  /**
-   * Removes the units of a tag name (both schema versions; with `onlyAt`, those pointing at that
-   * manifest) and returns every unit of the name found. A unit a push moved between the read and
-   * the delete stays: it is that push's tag, and the delete counts as done before it.
-   */
   /**
    * Removes a tag name's units (with `onlyAt`, only those pointing there) and returns the units
    * of the name it found: a push moving one meanwhile (or before, when the caller read `onlyAt`)
@@ -249,7 +263,6 @@ export class TagRepository {
   }
 }
 
-/** Tag names' units as read, and the mark of a repository's tags they were read at. */
 /** A tag name's kept units, as read at mark `before`. */
 interface KeptName {
   key: string;
@@ -258,19 +271,58 @@ interface KeptName {
   units: readonly TagRecord[];
 }
 
-interface KeptTags {
-  cache: MarkedCache<readonly TagRecord[]>;
-  mark: (repo: string, name: string) => number;
+/** A repository's names are kept while it has at most this many (about 50 bytes each)... */
+const KEPT_NAMES_PER_REPO = 20_000;
+/** ...and all repositories' together at most this many. */
+const KEPT_NAMES = 100_000;
+/** Repositories remembered as having more names than are kept. */
+const LARGE_REPOS = 1000;
+
+class KeptTags {
+  /** a tag name's units, by `repo\0name` */
+  readonly units = new MarkedCache<readonly TagRecord[]>(10_000);
+  /** every name of a repository, sorted, by repository (never empty: unknown names are not kept) */
+  readonly names = new MarkedCache<readonly string[]>(KEPT_NAMES, (names) => names.length);
+  /** repositories last seen with more names than are kept, whose pages are read one by one */
+  readonly large = new Set<string>();
+
+  constructor(
+    /** the mark of a tag name's units, or with the repository alone of all its names' */
+    readonly mark: (repo: string, name?: string) => number,
+    readonly namesPerRepo: number,
+  ) {}
+
+  markLarge(repo: string): void {
+    this.large.delete(repo);
+    this.large.add(repo);
+    if (this.large.size > LARGE_REPOS) this.large.delete(this.large.values().next().value as string);
+  }
 }
 
 const tagCaches = new WeakMap<Collections, KeptTags>();
 
 /** One cache per database handle, shared by every TagRepository on it. */
-function tagsByName(c: Collections, mark: (repo: string, name: string) => number): KeptTags {
-  let by = tagCaches.get(c);
-  if (!by) {
-    by = { cache: new MarkedCache<readonly TagRecord[]>(10_000), mark };
-    tagCaches.set(c, by);
+function keptTags(c: Collections, read: (...key: string[]) => number, namesPerRepo: number): KeptTags {
+  let kept = tagCaches.get(c);
+  if (!kept) {
+    kept = new KeptTags((repo, name) => (name === undefined ? read(repo) : read(repo, name)), namesPerRepo);
+    tagCaches.set(c, kept);
   }
-  return by;
+  return kept;
+}
+
+/** The page of sorted `all` after `last` (exclusive), at most `n` names. */
+function pageOf(all: readonly string[], page: { n?: number; last?: string }): { names: string[]; more: boolean } {
+  let start = 0;
+  if (page.last !== undefined) {
+    // the first name after `last`, by binary search
+    let end = all.length;
+    while (start < end) {
+      const mid = (start + end) >>> 1;
+      if (all[mid]! > page.last) end = mid;
+      else start = mid + 1;
+    }
+  }
+  const end = page.n === undefined ? all.length : Math.min(all.length, start + page.n);
+  return { names: all.slice(start, end), more: end < all.length };
 }

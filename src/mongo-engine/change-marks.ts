@@ -7,9 +7,11 @@
  * A collection named in `keys` has its documents marked by the values of those fields (a
  * repository and a tag name, say): a change moves the slot of its document's key, before and
  * after the change, so a reader of the documents with one key (an equality query on every key
- * field) is not disturbed by changes to others. Every change also moves its namespace's slot,
- * for readers of a whole collection. DDL (drop, rename, index changes) moves slot 0, which
- * every reading counts. Slots are shared by hash: a collision only makes a reader look again.
+ * field) is not disturbed by changes to others. It also moves the slot of every leading part
+ * of that key (the repository alone), for a reader of all the documents that share it (every
+ * tag name of a repository). Every change also moves its namespace's slot, for readers of a
+ * whole collection. DDL (drop, rename, index changes) moves slot 0, which every reading counts.
+ * Slots are shared by hash: a collision only makes a reader look again.
  *
  * The counters move when a change is applied, before it is journaled or acknowledged, so a
  * reader that sees an answer of the engine also sees every mark that answer depends on.
@@ -34,7 +36,8 @@ export function newChangeMarks(): SharedArrayBuffer {
 
 /**
  * The slot of a namespace (`db.collection`), or of the documents of a namespace whose key
- * fields hold `key` (in the order of `keys`; a field without a string value counts as ''); never 0.
+ * fields hold `key` (in the order of `keys`; a field without a string value counts as ''), or
+ * whose leading key fields do when `key` is shorter; never 0.
  */
 export function changeMarkSlot(ns: string, key?: readonly string[]): number {
   // FNV-1a over the UTF-16 code units
@@ -64,11 +67,14 @@ export class ChangeMarker {
     Atomics.add(this.counters, changeMarkSlot(ns), 1);
     const fields = Object.prototype.hasOwnProperty.call(this.keys, name) ? this.keys[name] : undefined;
     if (!fields) return;
-    // one move per slot is enough: a key unchanged by the change (or sharing the slot) moves once
-    const a = before && changeMarkSlot(ns, keyOf(before, fields));
-    const b = after && changeMarkSlot(ns, keyOf(after, fields));
-    if (a !== undefined) Atomics.add(this.counters, a, 1);
-    if (b !== undefined && b !== a) Atomics.add(this.counters, b, 1);
+    // Exactly one move per slot: a key the change left alone, or slots that share a hash, move once.
+    const slots = new Set<number>();
+    for (const view of [before, after]) {
+      if (!view) continue;
+      const key = keyOf(view, fields);
+      for (let n = 1; n <= key.length; n++) slots.add(changeMarkSlot(ns, key.slice(0, n)));
+    }
+    for (const slot of slots) Atomics.add(this.counters, slot, 1);
   }
 
   /** A change that may touch anything (DDL). */

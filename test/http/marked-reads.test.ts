@@ -214,3 +214,53 @@ test.serial('pulls racing a run of pushes to one tag never see a version older t
   t.deepEqual(stale, []);
   t.true(reads > 30, `${reads} pulls raced the pushes`);
 });
+
+/**
+ * Commands (any but this count's own serverStatus) the engine answered while `f` ran, the least
+ * of three tries: the driver's periodic hello may land in one of them.
+ */
+async function commandsDuring(f: () => Promise<unknown>): Promise<number> {
+  const count = async (): Promise<number> => {
+    const ops = (await server.db.admin().command({ serverStatus: 1 }))['opcounters'] as Record<string, number>;
+    return Object.values(ops).reduce((a, b) => a + b, 0);
+  };
+  let least = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const before = await count();
+    await f();
+    least = Math.min(least, (await count()) - before - 1);
+  }
+  return least;
+}
+
+const tagList = async (repo: string, query = ''): Promise<{ tags: string[]; link: string | undefined }> => {
+  const r = await request(server.url, `/v2/${repo}/tags/list${query}`);
+  if (r.status !== 200) throw new Error(`tags/list: ${r.status} ${r.body.toString()}`);
+  return { tags: r.json<{ tags: string[] }>().tags, link: r.headers['link'] as string | undefined };
+};
+
+test.serial("tags/list: a listing repeated, whole or by pages, asks nothing; another client's renames and deletes are in the next page", async (t) => {
+  const repo = repoName('marked-list');
+  for (const tag of ['a', 'b', 'c']) await pushedImage(repo, tag);
+  t.deepEqual((await tagList(repo)).tags, ['a', 'b', 'c']);
+  if (server.changeMarks) {
+    t.is(await commandsDuring(() => tagList(repo)), 0, 'the whole list again');
+    t.is(await commandsDuring(() => tagList(repo, '?n=1&last=a')), 0, 'a page of it');
+    await pushedImage(repoName('marked-list-other'), 'x');
+    t.is(await commandsDuring(() => tagList(repo)), 0, 'after a push to another repository');
+  }
+  const first = await tagList(repo, '?n=2');
+  t.deepEqual(first.tags, ['a', 'b']);
+  t.truthy(first.link);
+
+  const renamed = await elsewhere().tags.updateMany({ repo_id: repo, name: 'b' }, { $set: { name: 'b2' } });
+  t.true(renamed.modifiedCount > 0);
+  t.deepEqual((await tagList(repo)).tags, ['a', 'b2', 'c']);
+  await elsewhere().tags.deleteMany({ repo_id: repo, name: 'c' });
+  const next = await tagList(repo, '?n=2&last=b');
+  t.deepEqual(next.tags, ['b2'], 'the page after b, as the database now holds it');
+  t.is(next.link, undefined, 'and nothing follows');
+
+  await pushedImage(repo, 'd');
+  t.deepEqual((await tagList(repo, '?n=5')).tags, ['a', 'b2', 'd'], "this server's own push");
+});

@@ -109,28 +109,64 @@ test('a schema 1 push never moves the schema 2 unit of the same name, and back',
   t.is(typeof doc!._last_updated, 'number');
 });
 
-test('listNames pages names in byte order, each name once', async (t) => {
-  const repo = await newRepo();
-  const names = ['b', 'a', 'C', '_x', 'a.1', 'a-1', 'z9', 'Z', '0'];
-  for (const n of names) {
-    await tags.upsert(repo, n, 2, digest(), 'image');
-    await tags.upsert(repo, n, 1, digest(), 'image');
-  }
-  const sorted = [...names].sort();
-  t.deepEqual((await tags.listNames(repo, {})).names, sorted);
+/** Every page of a listing by `n`, following `last`. */
+async function pagesOf(repository: TagRepository, repo: string, n: number): Promise<string[][]> {
   const pages: string[][] = [];
   let last: string | undefined;
   for (;;) {
-    const page = await tags.listNames(repo, { n: 2, ...(last !== undefined ? { last } : {}) });
+    const page = await repository.listNames(repo, { n, ...(last !== undefined ? { last } : {}) });
     pages.push(page.names);
     if (!page.more) break;
     last = page.names[page.names.length - 1];
   }
-  t.deepEqual(pages.flat(), sorted);
-  t.true(pages.slice(0, -1).every((p) => p.length === 2));
-  t.deepEqual((await tags.listNames(repo, { last: 'a.1' })).names, sorted.filter((n) => n > 'a.1'));
-  t.deepEqual(await tags.listNames(repo, { n: 100, last: 'zzz' }), { names: [], more: false });
-});
+  return pages;
+}
+
+/**
+ * listNames reads the database for every page, or, with the embedded engine's change marks,
+ * cuts pages from every name of the repository read once: both must answer alike. (Only the
+ * engine this process started has marks; on another backend the second is the first again.)
+ */
+function keptLister(keptNamesPerRepo?: number): TagRepository {
+  const kept = collections(mongo.db, mongo.changeMarks);
+  return new TagRepository(kept, new RepoContentRepository(kept), keptNamesPerRepo === undefined ? {} : { keptNamesPerRepo });
+}
+
+const listers: Array<[string, () => TagRepository]> = [
+  ['read page by page', () => tags],
+  ['pages cut from the kept names', () => keptLister()],
+  ['a repository with more names than are kept', () => keptLister(4)],
+];
+
+for (const [how, make] of listers) {
+  test(`listNames pages names in byte order, each name once (${how})`, async (t) => {
+    const lister = make();
+    const repo = await newRepo();
+    const names = ['b', 'a', 'C', '_x', 'a.1', 'a-1', 'z9', 'Z', '0'];
+    for (const n of names) {
+      await tags.upsert(repo, n, 2, digest(), 'image');
+      await tags.upsert(repo, n, 1, digest(), 'image');
+    }
+    const sorted = [...names].sort();
+    t.deepEqual((await lister.listNames(repo, {})).names, sorted);
+    const pages = await pagesOf(lister, repo, 2);
+    t.deepEqual(pages.flat(), sorted);
+    t.true(pages.slice(0, -1).every((p) => p.length === 2));
+    t.deepEqual((await lister.listNames(repo, { last: 'a.1' })).names, sorted.filter((n) => n > 'a.1'));
+    t.deepEqual((await lister.listNames(repo, { last: 'a.0', n: 2 })).names, ['a.1', 'b'], 'after a name that is not there');
+    t.deepEqual(await lister.listNames(repo, { n: 9 }), { names: sorted, more: false });
+    t.deepEqual(await lister.listNames(repo, { n: 8 }), { names: sorted.slice(0, 8), more: true });
+    t.deepEqual(await lister.listNames(repo, { n: 100, last: 'zzz' }), { names: [], more: false });
+
+    // changes made through another handle (another process) are in the next page read
+    await tags.upsert(repo, 'b0', 2, digest(), 'image');
+    await tags.deleteByName(repo, 'z9');
+    const changed = [...sorted.filter((n) => n !== 'z9'), 'b0'].sort();
+    t.deepEqual((await lister.listNames(repo, {})).names, changed);
+    t.deepEqual((await pagesOf(lister, repo, 3)).flat(), changed);
+    t.deepEqual(await lister.listNames(repo, { last: 'b', n: 1 }), { names: ['b0'], more: false });
+  });
+}
 
 test('deleteByName removes both schema versions and the v1 tag; deleteByManifest only what points at it', async (t) => {
   const repo = await newRepo();

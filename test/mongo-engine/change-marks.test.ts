@@ -108,3 +108,23 @@ test.serial('a key of several fields: a change to one tag name leaves the others
   t.not(mark('tags', 'r', 'v1'), v1c, 'deleted');
   t.is(mark('tags', 'r', 'v2'), v2);
 });
+
+test.serial("a key's leading part has a mark of its own: every change to a repository's tags moves it once, and no other repository's", async (t) => {
+  const tags = client.db(DB).collection('tags');
+  const repo = () => mark('tags', 'p');
+  const elsewhere = mark('tags', 'q');
+  const r0 = repo();
+  await tags.insertOne({ _id: 'p-a' as never, repo_id: 'p', name: 'a', schema_version: 2 });
+  t.is(repo(), r0 + 1, 'a new name');
+  await tags.updateOne({ _id: 'p-a' as never }, { $set: { manifest_digest: 'sha256:1' } });
+  t.is(repo(), r0 + 2, 'a tag moved');
+  await tags.updateOne({ _id: 'p-a' as never }, { $set: { name: 'b' } });
+  t.is(repo(), r0 + 3, 'renamed: the repository moves once, though both names move');
+  t.is(mark('tags', 'q'), elsewhere, 'another repository is left alone');
+  await tags.updateOne({ _id: 'p-a' as never }, { $set: { repo_id: 'q' } });
+  t.is(repo(), r0 + 4, 'moved out of p');
+  t.is(mark('tags', 'q'), elsewhere + 1, 'and into q');
+  await tags.deleteOne({ _id: 'p-a' as never });
+  t.is(repo(), r0 + 4, 'a change in q alone');
+  t.is(mark('tags', 'q'), elsewhere + 2);
+});

@@ -78,3 +78,24 @@ test("what this process's own write left is kept only when the mark moved by tha
   mark += 1; // a later change sends the kept write back to the database
   t.is(cache.lookup('mine', mark), undefined);
 });
+
+test('weighed answers: the bound counts their weight; a stale one frees its weight; one heavier than the bound is not kept', async (t) => {
+  const cache = new MarkedCache<string[]>(10, (names) => names.length);
+  let mark = 0;
+  const read = (key: string, names: string[]) => cache.read(key, () => mark, async () => names, () => true);
+  await read('a', ['1', '2', '3', '4']);
+  await read('b', ['1', '2', '3', '4', '5']);
+  t.is(cache.size, 2, '9 of 10');
+  await read('c', ['1', '2']);
+  t.is(cache.lookup('a', mark), undefined, 'the least recently used went to make room');
+  t.deepEqual(cache.lookup('b', mark), ['1', '2', '3', '4', '5']);
+  t.deepEqual(cache.lookup('c', mark), ['1', '2']);
+  await read('huge', Array.from({ length: 11 }, (_, i) => String(i)));
+  t.is(cache.lookup('huge', mark), undefined);
+  t.is(cache.size, 2, 'nothing was pushed out for it');
+  mark++;
+  t.is(cache.lookup('b', mark), undefined, 'stale: dropped');
+  await read('d', ['1', '2', '3', '4', '5', '6', '7', '8']);
+  t.is(cache.size, 2, "b's weight was given back: c (2, stale but not yet looked at) and d (8) fit");
+  t.deepEqual(cache.lookup('d', mark), ['1', '2', '3', '4', '5', '6', '7', '8']);
+});
