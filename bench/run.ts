@@ -13,8 +13,9 @@ import { measureBareHttp, measureDurableWrite, type Ceiling } from './lib/ceilin
 import { loadProfile, summariseProfile } from './lib/cpu-profile.ts';
 import { prepareData, type DataFile } from './lib/data.ts';
 import { formatBytes, parseOptions, USAGE, type BenchOptions, type ServerKind } from './lib/options.ts';
-import { buildRows, renderCeilings, renderDetails, renderMain, renderRss, type Cell, type HeapFigures, type Results, type ServerSummary } from './lib/report.ts';
+import { buildRows, renderCeilings, renderCpu, renderDetails, renderMain, renderRss, type Cell, type HeapFigures, type Results, type ServerSummary } from './lib/report.ts';
 import { RssProbe } from './lib/rss.ts';
+import { processCpuMs, type CpuSpent } from './lib/cpu-time.ts';
 import { buildScenarios, newTargetState, prepareManifestSets, type RunContext, type Scenario, type Target } from './lib/scenarios.ts';
 import { distributionBinary, startDistribution, startVolreg, type RunningServer } from './lib/servers.ts';
 
@@ -167,7 +168,13 @@ async function main(): Promise<number> {
       setMaxListeners(0, signal);
       const windows = kind === 'volreg' ? (volregWindows.get(scenario.id) ?? []) : [];
       if (kind === 'volreg') volregWindows.set(scenario.id, windows);
-      const ctx: RunContext = { opts, data, manifests, putSets, tagManifest, signal, windows, round };
+      const spent: CpuSpent = { cpuMs: 0, wallMs: 0 };
+      const serverCpuMs = (): number | undefined => {
+        const own = processCpuMs(l.server.pid);
+        const db = l.server.databasePid === undefined ? 0 : processCpuMs(l.server.databasePid);
+        return own === undefined || db === undefined ? undefined : own + db;
+      };
+      const ctx: RunContext = { opts, data, manifests, putSets, tagManifest, signal, windows, round, serverCpuMs, spent };
       // start every measurement with no dirty pages left by the previous one, so one
       // server's writeback does not land in the other's row
       execFileSync('sync');
@@ -177,7 +184,7 @@ async function main(): Promise<number> {
       const heap = kind === 'volreg' ? await heapFigures(l.server.base) : undefined;
       if ('result' in measured) {
         log(`  ${measured.result.value.toFixed(1)} ${scenario.unit} (${measured.result.detail}), peak RSS ${(measured.peak.peakKiB / 1024).toFixed(1)} MiB`);
-        return { value: measured.result.value, detail: measured.result.detail, peak: measured.peak, heap };
+        return { value: measured.result.value, detail: measured.result.detail, peak: measured.peak, heap, ...(spent.wallMs > 0 ? { cpu: spent } : {}) };
       }
       let msg = signal.aborted ? `timeout/abort: ${errorText(signal.reason)}; ${errorText(measured.error)}` : errorText(measured.error);
       const died = l.server.exitReason();
@@ -247,6 +254,11 @@ async function main(): Promise<number> {
       );
     }
   }
+  out.push(
+    '',
+    `CPU of the server process over each row's timed part (user + system, all threads; volreg's includes its embedded engine${opts.separateDb ? ' and, with --separate-db, the engine process' : ''}; the clients' CPU is not counted; ${os.cpus().length} cores):`,
+    renderCpu(scenarios, results),
+  );
   if (ceilings.length > 0 || ceilingErrors.length > 0) {
     out.push('', 'ceilings of this machine, measured by the harness in the same run with no registry involved (bench/lib/ceilings.ts):');
     if (ceilings.length > 0) out.push(renderCeilings(ceilings.map((c) => ({ ...c, value: c.value })), rows, scenarios));

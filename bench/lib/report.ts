@@ -1,4 +1,5 @@
 /** Turns the measured cells into the printed tables (and the JSON written by --json). */
+import type { CpuSpent } from './cpu-time.ts';
 import type { PeakReport } from './rss.ts';
 import type { ServerKind } from './options.ts';
 import type { Scenario } from './scenarios.ts';
@@ -16,6 +17,8 @@ export interface Cell {
   detail?: string;
   peak?: PeakReport;
   heap?: HeapFigures;
+  /** the server's CPU over the timed part */
+  cpu?: CpuSpent;
 }
 
 export type Results = Map<string, Partial<Record<ServerKind, Cell>>>;
@@ -155,6 +158,37 @@ export function renderRss(scenarios: Scenario[], results: Results): string {
     scenarios.map((s) => [s.title, mb(results.get(s.id)?.volreg), heap(results.get(s.id)?.volreg), mb(results.get(s.id)?.distribution)]),
     new Set([1, 2, 3]),
   );
+}
+
+/**
+ * The servers' CPU over each row's timed part: cores kept busy, and CPU per unit of work (per
+ * MiB, request or tag listed). Unlike a rate, CPU per unit hardly moves with the machine's
+ * other load, so its ratio says which server does the work more cheaply even where the rates are
+ * noisy; on a machine whose cores the servers share with the benchmark's clients, it also says
+ * how far a rate can go.
+ */
+export function renderCpu(scenarios: Scenario[], results: Results): string {
+  const what = (s: Scenario): string => s.unit.replace(/\/s$/, '');
+  const perUnit = (s: Scenario, cell: Cell | undefined): number | undefined => {
+    if (!cell?.cpu || cell.value === undefined || !Number.isFinite(cell.cpu.cpuMs)) return undefined;
+    const work = cell.value * (cell.cpu.wallMs / 1000);
+    return work > 0 ? cell.cpu.cpuMs / work : undefined;
+  };
+  const text = (s: Scenario, ms: number | undefined): string => {
+    if (ms === undefined) return '-';
+    return what(s) === 'MiB' ? `${ms.toFixed(2)} ms/MiB` : `${(ms * 1000).toFixed(ms * 1000 < 10 ? 1 : 0)} us/${what(s)}`;
+  };
+  const busy = (cell: Cell | undefined): string => (cell?.cpu && Number.isFinite(cell.cpu.cpuMs) ? (cell.cpu.cpuMs / cell.cpu.wallMs).toFixed(2) : '-');
+  const rows = scenarios
+    .filter((s) => results.get(s.id)?.volreg?.cpu || results.get(s.id)?.distribution?.cpu)
+    .map((s) => {
+      const v = results.get(s.id)?.volreg;
+      const d = results.get(s.id)?.distribution;
+      const pv = perUnit(s, v);
+      const pd = perUnit(s, d);
+      return [s.title, busy(v), busy(d), text(s, pv), text(s, pd), pv !== undefined && pd !== undefined ? `${(pv / pd).toFixed(2)}x` : '-'];
+    });
+  return renderTable(['scenario', 'volreg cores busy', 'distribution cores busy', 'volreg CPU per unit', 'distribution CPU per unit', 'ratio v/d (lower: volreg cheaper)'], rows, new Set([1, 2, 3, 4, 5]));
 }
 
 export function renderDetails(scenarios: Scenario[], results: Results): string {

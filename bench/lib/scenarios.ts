@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import type { CpuSpent } from './cpu-time.ts';
 import type { BenchData, DataFile } from './data.ts';
 import { seedDistributionTags } from './distribution-seed.ts';
 import { HttpClient } from './http-client.ts';
@@ -63,19 +64,36 @@ export interface RunContext {
   signal: AbortSignal;
   /** the timed windows of this run, in microseconds of the monotonic clock (for --cpu-prof) */
   windows: Array<[number, number]>;
+  /** CPU the server (and its database process, if separate) has used so far, in ms */
+  serverCpuMs: () => number | undefined;
+  /** what the server spent over the timed windows (cpu-time.ts); cpuMs is NaN when unreadable */
+  spent: CpuSpent;
 }
 
 function nowUs(): number {
   return Number(process.hrtime.bigint() / 1000n);
 }
 
+/** Opens a timed window; the function returned closes it, recording its time and the server's CPU. */
+function openWindow(ctx: RunContext): () => void {
+  const start = nowUs();
+  const cpu0 = ctx.serverCpuMs();
+  return () => {
+    const end = nowUs();
+    const cpu1 = ctx.serverCpuMs();
+    ctx.windows.push([start, end]);
+    ctx.spent.wallMs += (end - start) / 1000;
+    ctx.spent.cpuMs += cpu0 !== undefined && cpu1 !== undefined ? cpu1 - cpu0 : NaN;
+  };
+}
+
 /** Runs the timed part of a scenario and records its window. */
 async function timed<T>(ctx: RunContext, fn: () => Promise<T>): Promise<T> {
-  const start = nowUs();
+  const close = openWindow(ctx);
   try {
     return await fn();
   } finally {
-    ctx.windows.push([start, nowUs()]);
+    close();
   }
 }
 
@@ -607,7 +625,7 @@ async function tagsListing(target: Target, ctx: RunContext, pageSize: number | u
     let pages = 0;
     let sorted = true;
     const t0 = performance.now();
-    const w0 = nowUs();
+    const close = openWindow(ctx);
     // at least 3 full listings, and more until 3 s have passed (at most 50)
     while (walks < 3 || (performance.now() - t0 < 3000 && walks < 50)) {
       const res = await listAllTags(c, REPO_TAGS, pageSize, ctx.signal);
@@ -623,7 +641,7 @@ async function tagsListing(target: Target, ctx: RunContext, pageSize: number | u
       }
     }
     const ms = performance.now() - t0;
-    ctx.windows.push([w0, nowUs()]);
+    close();
     const perWalk = ms / walks;
     return {
       value: (ctx.opts.tags * walks) / (ms / 1000),

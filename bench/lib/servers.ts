@@ -28,6 +28,8 @@ export interface RunningServer {
   linesSince(mark: number): string[];
   /** peak RSS (VmHWM, KiB) of a separate database process the server uses, if any */
   databasePeakKiB?(): number | undefined;
+  /** pid of that separate database process, if any */
+  databasePid?: number;
   stop(): Promise<void>;
 }
 
@@ -202,6 +204,7 @@ export async function startVolreg(repoRoot: string, tmpRoot: string, opts: Volre
     outputMark: () => outTail.count + errTail.count,
     linesSince: (mark) => sinceBoth(outTail, errTail, mark),
     databasePeakKiB: () => peakKiBOf(db?.child.pid),
+    ...(db?.child.pid !== undefined ? { databasePid: db.child.pid } : {}),
     stop: async () => {
       await stopChild(child, exited);
       if (db) await stopChild(db.child, db.exited);
