@@ -84,6 +84,8 @@ export interface ListQuery {
   until?: string;
   limit?: number;
   offset?: number;
+  /** the position a previous page named (its `next`) */
+  after?: string;
 }
 
 /** Sees every chunk going through (hashing, progress bars). */
@@ -182,14 +184,14 @@ export class VolregClient {
     return this.json('GET', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`);
   }
 
-  list(name: string, q: ListQuery = {}): Promise<{ volume: string; total: number; snapshots: SnapshotJson[] }> {
+  list(name: string, q: ListQuery = {}): Promise<{ volume: string; total: number; next: string | null; snapshots: SnapshotJson[] }> {
     const params = new URLSearchParams();
     for (const [k, v] of Object.entries(q)) if (v !== undefined) params.set(k, String(v));
     const qs = params.toString();
     return this.json('GET', `api/v1/volumes/${encodePath(name)}/tags${qs ? `?${qs}` : ''}`);
   }
 
-  listVolumes(q: { limit?: number; offset?: number } = {}): Promise<{ total: number; volumes: VolumeJson[] }> {
+  listVolumes(q: { limit?: number; offset?: number; after?: string } = {}): Promise<{ total: number; next: string | null; volumes: VolumeJson[] }> {
     const params = new URLSearchParams();
     for (const [k, v] of Object.entries(q)) if (v !== undefined) params.set(k, String(v));
     const qs = params.toString();

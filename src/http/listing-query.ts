@@ -2,18 +2,25 @@ import type { Context } from 'koa';
 import { VolregError } from '../domain/errors.ts';
 import { parseTime } from '../domain/times.ts';
 import { parseHost } from '../domain/volumes/snapshot-config.ts';
+import { parseSnapshotPosition, parseVolumePosition, type SnapshotPosition } from '../domain/volumes/listing-position.ts';
 
 /**
- * The query of an /api/v1 listing: `limit`, `offset`, and the filters `host`, `since` and
- * `until`. One place for the rules of every listing: a volume's snapshots take all of them,
- * the volume list only the page and refuses the filters.
+ * The query of an /api/v1 listing: the page (`limit`, and where it starts: `offset`, or `after`,
+ * the position a previous page's next link names) and the filters `host`, `since` and `until`.
+ * One place for the rules of every listing: a volume's snapshots take all of them, the volume
+ * list only the page and refuses the filters.
  */
-export interface ListingQuery {
+export interface Page<P> {
+  limit: number;
+  offset: number;
+  /** the position the page starts after (listing-position.ts) */
+  after?: P;
+}
+
+export interface ListingQuery extends Page<SnapshotPosition> {
   host?: string;
   since?: Date;
   until?: Date;
-  limit: number;
-  offset: number;
 }
 
 const MAX_LIMIT = 1000;
@@ -54,21 +61,27 @@ const FILTERS = ['host', 'since', 'until'] as const;
 /** The listing parameters of a listing that filters (a volume's snapshots): 400 for a bad one. */
 export function listingQuery(ctx: Context): ListingQuery {
   const host = queryOne(ctx, 'host');
-  return { ...pageQuery(ctx), host: host === undefined ? undefined : parseHost(host), since: timeParam(ctx, 'since'), until: timeParam(ctx, 'until') };
+  return { ...pageQuery(ctx, parseSnapshotPosition), host: host === undefined ? undefined : parseHost(host), since: timeParam(ctx, 'since'), until: timeParam(ctx, 'until') };
 }
 
 /**
  * `limit` and `offset` of a listing that does not filter (the volume list): a filter given
  * anyway is refused, rather than taken and ignored, so no one reads an unfiltered list as filtered.
  */
-export function unfilteredListingQuery(ctx: Context, filteredThere: string): { limit: number; offset: number } {
+export function unfilteredListingQuery(ctx: Context, filteredThere: string): Page<string> {
   const given = FILTERS.filter((f) => queryValues(ctx, f).length > 0);
   if (given.length > 0) {
     throw new VolregError('BAD_REQUEST', `this list does not filter by ${given.join(', ')}: ${filteredThere} does`, { unsupported: given });
   }
-  return pageQuery(ctx);
+  return pageQuery(ctx, parseVolumePosition);
 }
 
-function pageQuery(ctx: Context): { limit: number; offset: number } {
-  return { limit: intParam(ctx, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT), offset: intParam(ctx, 'offset', 0, 0, MAX_OFFSET) };
+function pageQuery<P>(ctx: Context, parsePosition: (raw: string) => P): Page<P> {
+  const limit = intParam(ctx, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT);
+  const offset = intParam(ctx, 'offset', 0, 0, MAX_OFFSET);
+  const after = queryOne(ctx, 'after');
+  if (after === undefined) return { limit, offset };
+  // two starting points would contradict each other
+  if (queryOne(ctx, 'offset') !== undefined) throw new VolregError('BAD_REQUEST', 'give after or offset, not both');
+  return { limit, offset: 0, after: parsePosition(after) };
 }

@@ -3,6 +3,7 @@ import type { Collection, Db, Filter } from 'mongodb';
 import type { Digest } from '../domain/digest.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
 import type { Compression } from '../domain/volumes/media-types.ts';
+import type { SnapshotPosition } from '../domain/volumes/listing-position.ts';
 import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
 import { assertValid } from './schema-validator.ts';
@@ -42,6 +43,8 @@ export interface SnapshotQuery {
   until?: Date;
   limit: number;
   offset: number;
+  /** start after this snapshot (instead of skipping `offset`) */
+  after?: SnapshotPosition;
 }
 
 function toInfo(d: SnapshotDoc): SnapshotInfo {
@@ -88,6 +91,11 @@ function toDoc(s: SnapshotInfo, id: string): SnapshotDoc {
     last_verify: s.lastVerify ? { ok: s.lastVerify.ok, at: new Date(s.lastVerify.at), problems: s.lastVerify.problems } : null,
     _last_updated: Math.floor(Date.now() / 1000),
   };
+}
+
+/** The snapshots listed after a position: older, or as old with a later tag. */
+function afterPosition(p: SnapshotPosition): Filter<SnapshotDoc> {
+  return { $or: [{ created: { $lt: p.created } }, { created: p.created, tag: { $gt: p.tag } }] };
 }
 
 export class SnapshotRepository {
@@ -144,14 +152,19 @@ export class SnapshotRepository {
     return f;
   }
 
-  /** A volume's snapshots, newest first. */
-  async list(repo: string, q: SnapshotQuery): Promise<{ items: SnapshotInfo[]; total: number }> {
+  /**
+   * A volume's snapshots, newest first and by tag within a millisecond (the order positions
+   * name, listing-position.ts); `more` when some follow the page. `total` counts the filtered
+   * list whatever the page.
+   */
+  async list(repo: string, q: SnapshotQuery): Promise<{ items: SnapshotInfo[]; total: number; more: boolean }> {
     const filter = this.filter(repo, q);
+    const page = q.after ? { $and: [filter, afterPosition(q.after)] } : filter;
     const [docs, total] = await Promise.all([
-      this.coll.find(filter).sort({ created: -1, tag: 1 }).skip(q.offset).limit(q.limit).toArray(),
+      this.coll.find(page).sort({ created: -1, tag: 1 }).skip(q.after ? 0 : q.offset).limit(q.limit + 1).toArray(),
       this.coll.countDocuments(filter),
     ]);
-    return { items: docs.map(toInfo), total };
+    return { items: docs.slice(0, q.limit).map(toInfo), total, more: docs.length > q.limit };
   }
 
   /** The names of the volumes with snapshot documents, sorted. */

@@ -15,6 +15,7 @@ import { buildSnapshotManifest, readSnapshotManifest } from '../domain/volumes/s
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
 import { writeOrWait } from '../domain/stream-write.ts';
 import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
+import type { SnapshotPosition } from '../domain/volumes/listing-position.ts';
 
 /**
  * Volume snapshots (DESIGN.md section 4), on top of the blob and manifest services:
@@ -83,7 +84,7 @@ export interface SnapshotIndex {
   /** upsert, unless the tag's document already describes that manifest */
   replaceStale(info: SnapshotInfo): Promise<void>;
   get(repo: string, tag: string): Promise<SnapshotInfo | null>;
-  list(repo: string, q: SnapshotListQuery): Promise<{ items: SnapshotInfo[]; total: number }>;
+  list(repo: string, q: SnapshotListQuery): Promise<ListedPage<SnapshotInfo>>;
   volumeNames(): Promise<string[]>;
   indexedDigests(repo: string): Promise<Array<{ tag: string; manifestDigest: Digest }>>;
   summary(repo: string): Promise<VolumeSummary | null>;
@@ -97,6 +98,15 @@ export interface SnapshotListQuery {
   until?: Date;
   limit: number;
   offset: number;
+  /** start after this snapshot instead of skipping `offset` (listing-position.ts) */
+  after?: SnapshotPosition;
+}
+
+/** A page of a listing: `total` counts the whole list, `more` says whether entries follow the page. */
+export interface ListedPage<T> {
+  items: T[];
+  total: number;
+  more: boolean;
 }
 
 export interface PutSnapshotOptions {
@@ -316,7 +326,7 @@ export class VolumeService {
   }
 
   /** A volume's snapshots, newest first (the index brought in line with the tags first). */
-  async list(repo: RepositoryName, q: SnapshotListQuery): Promise<{ items: SnapshotInfo[]; total: number }> {
+  async list(repo: RepositoryName, q: SnapshotListQuery): Promise<ListedPage<SnapshotInfo>> {
     await this.reconcile(repo);
     return this.snapshots.list(repo, q);
   }
@@ -326,9 +336,10 @@ export class VolumeService {
    * bytes and latest snapshot. Candidates are the volumes with index documents and every
    * repository a snapshot was pushed to through either API (a volume pushed only through /v2
    * has no document until it is read); each is brought in line with its tags before it is
-   * counted, so `total` is exact. A listing costs a look at every volume's tags.
+   * counted, so `total` is exact. A listing costs a look at every volume's tags. A page starts
+   * `offset` volumes in, or after the volume named `after` (which need not exist any more).
    */
-  async listVolumes(limit: number, offset: number): Promise<{ items: VolumeSummary[]; total: number }> {
+  async listVolumes(page: { limit: number; offset: number; after?: string }): Promise<ListedPage<VolumeSummary>> {
     const [indexed, pushed] = await Promise.all([this.snapshots.volumeNames(), this.manifests.volumeRepositories()]);
     const names = [...new Set([...indexed, ...pushed])].filter((n) => volumeNameProblem(n) === null).sort();
     const held: VolumeSummary[] = [];
@@ -337,7 +348,8 @@ export class VolumeService {
       const summary = await this.snapshots.summary(volume);
       if (summary) held.push(summary); // none: its last snapshot went away
     }
-    return { items: held.slice(offset, offset + limit), total: held.length };
+    const start = page.after === undefined ? page.offset : held.filter((v) => v.volume <= page.after!).length;
+    return { items: held.slice(start, start + page.limit), total: held.length, more: held.length > start + page.limit };
   }
 
   fileName(info: SnapshotInfo): string {

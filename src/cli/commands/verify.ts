@@ -19,23 +19,34 @@ interface Outcome {
 const PAGE = 1000;
 const USAGE = 'verify needs <name>:<tag>, <name>, or --all';
 
-/** Every item of a paged /api/v1 listing, page after page until a short one. */
-async function* allPages<T>(page: (limit: number, offset: number) => Promise<T[]>): AsyncGenerator<T> {
-  for (let offset = 0; ; offset += PAGE) {
-    const items = await page(PAGE, offset);
+/**
+ * Every item of a paged /api/v1 listing, each page starting after the position the previous
+ * one named: snapshots pushed or deleted while a long verify runs move nothing across pages,
+ * so none is skipped or checked twice (as offsets would).
+ */
+async function* allPages<T>(page: (limit: number, after: string | undefined) => Promise<{ items: T[]; next: string | null }>): AsyncGenerator<T> {
+  for (let after: string | undefined; ; ) {
+    const { items, next } = await page(PAGE, after);
     yield* items;
-    if (items.length < PAGE) return;
+    if (!next) return;
+    after = next;
   }
 }
 
 /** Every snapshot tag of a volume. */
 function tagsOf(client: VolregClient, name: string): AsyncGenerator<string> {
-  return allPages(async (limit, offset) => (await client.list(name, { limit, offset })).snapshots.map((s) => s.tag));
+  return allPages(async (limit, after) => {
+    const page = await client.list(name, { limit, after });
+    return { items: page.snapshots.map((s) => s.tag), next: page.next };
+  });
 }
 
 /** Every volume. */
 function volumesOf(client: VolregClient): AsyncGenerator<string> {
-  return allPages(async (limit, offset) => (await client.listVolumes({ limit, offset })).volumes.map((v) => v.volume));
+  return allPages(async (limit, after) => {
+    const page = await client.listVolumes({ limit, after });
+    return { items: page.volumes.map((v) => v.volume), next: page.next };
+  });
 }
 
 function outcomeOf(snapshot: string, r: SnapshotJson & { ok: boolean }): Outcome {

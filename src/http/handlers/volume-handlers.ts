@@ -9,6 +9,7 @@ import { parseTag } from '../../domain/names.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
 import { parseHost, parseLabels } from '../../domain/volumes/snapshot-config.ts';
 import type { SnapshotInfo, VolumeSummary } from '../../domain/volumes/snapshot.ts';
+import { snapshotPosition } from '../../domain/volumes/listing-position.ts';
 import type { VolumeService } from '../../services/volume-service.ts';
 import { listingQuery, queryOne, queryValues, unfilteredListingQuery } from '../listing-query.ts';
 import { paths } from '../route-table.ts';
@@ -64,13 +65,19 @@ function uploadLabels(ctx: Context): Record<string, string> {
   return parseLabels([...headerPairs, ...queryValues(ctx, 'label')]);
 }
 
-/** `Link: <...>; rel="next"` while more remain, keeping the request's other parameters. */
-function nextPageLink(ctx: Context, path: string, offset: number, limit: number, got: number, total: number): void {
-  if (offset + got >= total) return;
+/**
+ * `Link: <...>; rel="next"` while more remain, keeping the request's other parameters: the next
+ * page starts after the position of this page's last entry (not at an offset, which entries
+ * pushed or deleted meanwhile would shift). Returns that position (null: the last page).
+ */
+function nextPageLink(ctx: Context, path: string, limit: number, more: boolean, lastPosition: string | undefined): string | null {
+  if (!more || lastPosition === undefined) return null;
   const next = new URLSearchParams(ctx.querystring);
-  next.set('offset', String(offset + limit));
+  next.delete('offset');
+  next.set('after', lastPosition);
   next.set('limit', String(limit));
   ctx.set('Link', `<${path}?${next.toString()}>; rel="next"`);
+  return lastPosition;
 }
 
 export function snapshotJson(info: SnapshotInfo, fileName: string): Record<string, unknown> {
@@ -144,22 +151,24 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
     volumes: {
       GET: async (ctx) => {
         // this list does not filter: host, since and until are refused, not ignored
-        const { limit, offset } = unfilteredListingQuery(ctx, "a volume's snapshot list (/api/v1/volumes/<name>/tags)");
-        const page = await volumes.listVolumes(limit, offset);
-        nextPageLink(ctx, paths.volumes(), offset, limit, page.items.length, page.total);
-        ctx.body = { total: page.total, offset, limit, volumes: page.items.map((v) => volumeJson(v, fileName)) };
+        const q = unfilteredListingQuery(ctx, "a volume's snapshot list (/api/v1/volumes/<name>/tags)");
+        const page = await volumes.listVolumes(q);
+        const next = nextPageLink(ctx, paths.volumes(), q.limit, page.more, page.items.at(-1)?.volume);
+        ctx.body = { total: page.total, offset: q.offset, limit: q.limit, next, volumes: page.items.map((v) => volumeJson(v, fileName)) };
       },
     },
     volumeTags: {
       GET: async (ctx, req) => {
         const q = listingQuery(ctx);
         const page = await volumes.list(req.repository, q);
-        nextPageLink(ctx, paths.volumeTags(req.repository), q.offset, q.limit, page.items.length, page.total);
+        const last = page.items.at(-1);
+        const next = nextPageLink(ctx, paths.volumeTags(req.repository), q.limit, page.more, last && snapshotPosition(last));
         ctx.body = {
           volume: req.repository,
           total: page.total,
           offset: q.offset,
           limit: q.limit,
+          next,
           snapshots: page.items.map((s) => snapshotJson(s, fileName(s))),
         };
       },
