@@ -29,9 +29,14 @@ export function parseTag(input: string): Tag {
 
 export type Reference = { kind: 'tag'; tag: Tag } | { kind: 'digest'; digest: Digest };
 
+/** Does a manifest reference name a digest (it contains ':'), rather than a tag? */
+export function isDigestReference(input: string): boolean {
+  return input.includes(':');
+}
+
 /** A manifest reference: a digest when it contains ':', a tag otherwise. */
 export function parseReference(input: string): Reference {
-  if (input.includes(':')) return { kind: 'digest', digest: parseDigest(input) };
+  if (isDigestReference(input)) return { kind: 'digest', digest: parseDigest(input) };
   if (!isTag(input)) throw new VolregError('TAG_INVALID', 'invalid tag', { tag: input.slice(0, 200) });
   return { kind: 'tag', tag: input as Tag };
 }
@@ -43,7 +48,7 @@ export function parseReference(input: string): Reference {
  * the answer to a push. A malformed digest is DIGEST_INVALID either way, as for blobs.
  */
 export function parseLookupReference(input: string): Reference {
-  if (!input.includes(':') && !isTag(input)) {
+  if (!isDigestReference(input) && !isTag(input)) {
     throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown: the reference is not a valid tag', { tag: input.slice(0, 200) });
   }
   return parseReference(input);

@@ -482,6 +482,26 @@ test('a list tag: served to list clients, its linux/amd64 entry to the others', 
   t.is((await getManifest(url, repo, 'multi', MT.ociManifest)).status, 404);
 });
 
+test('a reply by tag says it varies with Accept (200, 304, and the 404 of an Accept nothing fits); by digest it does not', async (t) => {
+  const repo = repoName('vary');
+  const { manifest } = await pushedImage(repo);
+  await putManifest(url, repo, 'v', manifest);
+  for (const method of ['GET', 'HEAD']) {
+    const byTag = await getManifest(url, repo, 'v', MT.ociManifest, method);
+    t.is(byTag.status, 200, method);
+    t.is(byTag.headers.vary, 'Accept', method);
+    const held = await request(url, `/v2/${repo}/manifests/v`, { method, headers: { Accept: MT.ociManifest, 'If-None-Match': `"${manifest.digest}"` } });
+    t.is(held.status, 304, method);
+    t.is(held.headers.vary, 'Accept', method);
+    const unfit = await getManifest(url, repo, 'v', MT.dockerManifest, method);
+    t.is(unfit.status, 404, method);
+    t.is(unfit.headers.vary, 'Accept', method);
+    const byDigest = await getManifest(url, repo, manifest.digest, MT.ociManifest, method);
+    t.is(byDigest.status, 200, method);
+    t.is(byDigest.headers.vary, undefined, method);
+  }
+});
+
 test('PUT by digest with ?tag= sets every tag and answers OCI-Tag', async (t) => {
   const repo = repoName('multitag');
   const { manifest } = await pushedImage(repo);

@@ -4,6 +4,7 @@ import { paths } from '../route-table.ts';
 import type { HandlerMap } from '../router.ts';
 import type { ManifestInfo, ManifestService } from '../../services/manifest-service.ts';
 import { clientHolds, etagOf } from '../conditional.ts';
+import { isDigestReference } from '../../domain/names.ts';
 
 /** GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>. */
 
@@ -11,6 +12,16 @@ function acceptHeaders(ctx: Context): string[] {
   // Node joins repeated Accept headers with ", ", which parseAccept splits again.
   const v = ctx.req.headers.accept;
   return v === undefined ? [] : [v];
+}
+
+/**
+ * A tag's reply is chosen by the request's Accept (tag-service.ts), so it says so (RFC 9110
+ * section 12.5.5): a cache must not hand one client's representation to a client asking for
+ * another. Set before the choice, so a 404 for an Accept nothing fits says it too. A digest
+ * names fixed content.
+ */
+function varyByAccept(ctx: Context, reference: string): void {
+  if (!isDigestReference(reference)) ctx.vary('Accept');
 }
 
 function setContentHeaders(ctx: Context, m: ManifestInfo): void {
@@ -33,6 +44,7 @@ export function manifestHandlers(services: { manifests: ManifestService }, limit
   return {
     manifest: {
       GET: async (ctx, { params, repository }) => {
+        varyByAccept(ctx, params.reference!);
         const m = await manifests.get(repository, params.reference!, acceptHeaders(ctx));
         if (notModified(ctx, m.digest)) return;
         ctx.status = 200;
@@ -40,6 +52,7 @@ export function manifestHandlers(services: { manifests: ManifestService }, limit
         setContentHeaders(ctx, m);
       },
       HEAD: async (ctx, { params, repository }) => {
+        varyByAccept(ctx, params.reference!);
         const m = await manifests.head(repository, params.reference!, acceptHeaders(ctx));
         if (notModified(ctx, m.digest)) return;
         ctx.status = 200;
