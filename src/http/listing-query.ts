@@ -48,10 +48,16 @@ function intParam(ctx: Context, key: string, def: number, min: number, max: numb
   return Number(raw);
 }
 
+/**
+ * A '+' written unescaped in a query decodes to a space, so `...T10:00:00+02:00` typed into a
+ * URL arrives as `...T10:00:00 02:00`: a space before a zone offset can only have been that '+'.
+ */
+const UNESCAPED_PLUS_ZONE = / (\d{2}:?\d{2})$/;
+
 function timeParam(ctx: Context, key: string): Date | undefined {
   const raw = queryOne(ctx, key);
   if (raw === undefined) return undefined;
-  const d = parseTime(raw);
+  const d = parseTime(raw.replace(UNESCAPED_PLUS_ZONE, '+$1'));
   if (d === null) throw new VolregError('BAD_REQUEST', `${key} must be ISO 8601 (2024-05-01, 2024-05-01T10:00:00Z) or epoch seconds`, { [key]: raw.slice(0, 40) });
   return d;
 }

@@ -197,3 +197,19 @@ test('the next link is relative, keeps the filters, percent-encodes the position
     t.is(r.status, 400, q);
   }
 });
+
+test('a time zone written with an unescaped + in the query (a space once decoded) is read as the + it was', async (t) => {
+  const volume = 'pages/zone';
+  await pushSameInstant(volume, ['old'], '2024-05-01T07:30:00.000Z');
+  await pushSameInstant(volume, ['new'], '2024-05-01T08:30:00.000Z');
+  const since = async (q: string): Promise<Reply> => request(server.url, `/api/v1/volumes/${volume}/tags?since=${q}`);
+  // 10:00+02:00 is 08:00Z: only the later snapshot
+  for (const q of ['2024-05-01T10:00:00+02:00', '2024-05-01T10:00:00%2B02:00', '2024-05-01T10:00:00+0200']) {
+    const r = await since(q);
+    t.is(r.status, 200, q);
+    t.deepEqual(tagsOf(r.json()), ['new'], q);
+  }
+  // a space anywhere else is still no time
+  t.is((await since('2024-05-01 10:00:00Z')).status, 400);
+  t.is((await since('2024-05-01T10:00:00%2002:00%20')).status, 400);
+});
