@@ -1,4 +1,5 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,6 +30,7 @@ let acls: Buffer = Buffer.alloc(0);
 // GNU tar --format=v7 (no ustar magic), large enough that the refusal comes while the body streams
 let v7: Buffer = Buffer.alloc(0);
 
+const run = promisify(execFile);
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const url = (p: string): string => `${server.url}${p}`;
 
@@ -166,6 +168,35 @@ for (const [kind, body] of [
     t.is(config.compression, kind);
   });
 }
+
+test('a snapshot of the longest volume name and tag saves under a file name a file system takes (curl -OJ), its .sha256 too', async (t) => {
+  const name = `http/${'n'.repeat(60)}/${'n'.repeat(60)}/${'n'.repeat(60)}/${'n'.repeat(67)}`;
+  t.is(name.length, 255);
+  const tags = [`a${'t'.repeat(127)}`, `b${'t'.repeat(127)}`];
+  const names: string[] = [];
+  for (const tag of tags) {
+    const pushed = await put(`/api/v1/volumes/${name}/tags/${tag}`, gzBytes);
+    t.is(pushed.status, 201);
+    const fileName = ((await pushed.json()) as { fileName: string }).fileName;
+    t.true(Buffer.byteLength(`${fileName}.sha256`) <= 255, fileName);
+    t.true(fileName.startsWith('http-nnn') && fileName.endsWith('.tar.gz'), fileName);
+    names.push(fileName);
+    // what curl -OJ saves, as the README shows
+    const dir = await mkdtemp(join(work, 'save-'));
+    // (run asynchronously: the server answering curl runs in this process)
+    await run('curl', ['-fsS', '-OJ', url(`/api/v1/volumes/${name}/tags/${tag}/content`)], { cwd: dir });
+    t.deepEqual(await readFile(join(dir, fileName)), gzBytes);
+    const sums = await (await fetch(url(`/api/v1/volumes/${name}/tags/${tag}/content.sha256`))).text();
+    t.is(sums, `${sha256(gzBytes).slice('sha256:'.length)}  ${fileName}\n`);
+    await run('curl', ['-fsS', '-OJ', url(`/api/v1/volumes/${name}/tags/${tag}/content.sha256`)], { cwd: dir });
+    await run('sha256sum', ['-c', `${fileName}.sha256`], { cwd: dir });
+    // the layer's title (what oras pull saves it as) is the same name
+    const manifest = await fetch(url(`/v2/${name}/manifests/${tag}`), { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    const layer = ((await manifest.json()) as { layers: Array<{ annotations: Record<string, string> }> }).layers[0]!;
+    t.is(layer.annotations['org.opencontainers.image.title'], fileName);
+  }
+  t.not(names[0], names[1], 'two long names stay apart');
+});
 
 test('content: exact bytes and headers; Range, If-None-Match, If-Range, HEAD; content.sha256', async (t) => {
   const name = 'http/content';
