@@ -2,6 +2,7 @@ import type { Context } from 'koa';
 import { VolregError } from '../domain/errors.ts';
 import { parseTime } from '../domain/times.ts';
 import { parseHost } from '../domain/volumes/snapshot-config.ts';
+import { queryOne, queryOneKeepingPlus, queryValues } from './query-values.ts';
 import { parseSnapshotPosition, parseVolumePosition, type SnapshotPosition } from '../domain/volumes/listing-position.ts';
 
 /**
@@ -27,18 +28,6 @@ const MAX_LIMIT = 1000;
 const DEFAULT_LIMIT = 100;
 const MAX_OFFSET = 1e9;
 
-export function queryValues(ctx: Context, key: string): string[] {
-  const v = ctx.query[key];
-  if (v === undefined) return [];
-  return Array.isArray(v) ? v : [v];
-}
-
-export function queryOne(ctx: Context, key: string): string | undefined {
-  const values = queryValues(ctx, key);
-  if (values.length > 1) throw new VolregError('BAD_REQUEST', `query parameter ${key} given more than once`);
-  return values[0];
-}
-
 function intParam(ctx: Context, key: string, def: number, min: number, max: number): number {
   const raw = queryOne(ctx, key);
   if (raw === undefined) return def;
@@ -48,16 +37,10 @@ function intParam(ctx: Context, key: string, def: number, min: number, max: numb
   return Number(raw);
 }
 
-/**
- * A '+' written unescaped in a query decodes to a space, so `...T10:00:00+02:00` typed into a
- * URL arrives as `...T10:00:00 02:00`: a space before a zone offset can only have been that '+'.
- */
-const UNESCAPED_PLUS_ZONE = / (\d{2}:?\d{2})$/;
-
 function timeParam(ctx: Context, key: string): Date | undefined {
-  const raw = queryOne(ctx, key);
+  const raw = queryOneKeepingPlus(ctx, key);
   if (raw === undefined) return undefined;
-  const d = parseTime(raw.replace(UNESCAPED_PLUS_ZONE, '+$1'));
+  const d = parseTime(raw);
   if (d === null) throw new VolregError('BAD_REQUEST', `${key} must be ISO 8601 (2024-05-01, 2024-05-01T10:00:00Z) or epoch seconds`, { [key]: raw.slice(0, 40) });
   return d;
 }

@@ -89,6 +89,20 @@ test('artifactType filters, and says so in OCI-Filters-Applied', async (t) => {
   t.deepEqual(none.json<Index>().manifests, []);
 });
 
+test('an artifactType with a + sent unescaped (a space once decoded) filters as the + it was', async (t) => {
+  const { repo, subject, byConfig } = await scenario();
+  const type = 'application/vnd.example.scan.config.v1+json';
+  for (const q of [type, encodeURIComponent(type)]) {
+    const r = await referrers(repo, subject.digest, `?artifactType=${q}`);
+    t.is(r.status, 200, q);
+    t.is(r.headers['oci-filters-applied'], 'artifactType', q);
+    t.deepEqual(r.json<Index>().manifests.map((d) => d.digest), [byConfig.digest], q);
+  }
+  const twice = await referrers(repo, subject.digest, `?artifactType=a&artifactType=b`);
+  t.is(twice.status, 400);
+  t.is(errorCode(twice), 'BAD_REQUEST');
+});
+
 test('no referrers, an unknown repository: an empty index, never 404', async (t) => {
   const { repo } = await scenario();
   for (const [r, d] of [

@@ -1,5 +1,5 @@
 import { parseDigest } from '../../domain/digest.ts';
-import { VolregError } from '../../domain/errors.ts';
+import { queryOneKeepingPlus } from '../query-values.ts';
 import { MEDIA_TYPES } from '../../domain/media-types.ts';
 import type { HandlerMap } from '../router.ts';
 import type { ReferrersService } from '../../services/referrers-service.ts';
@@ -10,8 +10,7 @@ export function referrersHandlers(services: { referrers: ReferrersService }): Ha
     referrers: {
       GET: async (ctx, { params, repository }) => {
         const digest = parseDigest(params.digest!);
-        const raw = ctx.query.artifactType;
-        if (Array.isArray(raw)) throw new VolregError('BAD_REQUEST', 'artifactType given more than once');
+        const raw = queryOneKeepingPlus(ctx, 'artifactType');
         const result = await services.referrers.list(repository, digest, raw ? { artifactType: raw } : {});
         if (result.filtersApplied.length > 0) ctx.set('OCI-Filters-Applied', result.filtersApplied.join(','));
         ctx.status = 200;

@@ -11,7 +11,8 @@ import { parseHost, parseLabels } from '../../domain/volumes/snapshot-config.ts'
 import type { SnapshotInfo, VolumeSummary } from '../../domain/volumes/snapshot.ts';
 import { snapshotPosition } from '../../domain/volumes/listing-position.ts';
 import type { VolumeService } from '../../services/volume-service.ts';
-import { listingQuery, queryOne, queryValues, unfilteredListingQuery } from '../listing-query.ts';
+import { listingQuery, unfilteredListingQuery } from '../listing-query.ts';
+import { queryOne, queryValues } from '../query-values.ts';
 import { paths } from '../route-table.ts';
 import type { HandlerMap, RouteRequest } from '../router.ts';
 
