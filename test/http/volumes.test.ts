@@ -198,6 +198,20 @@ test('a snapshot of the longest volume name and tag saves under a file name a fi
   t.not(names[0], names[1], 'two long names stay apart');
 });
 
+test("HEAD of a snapshot's metadata answers GET's status and headers, without the body", async (t) => {
+  const name = 'http/head-metadata';
+  t.is((await put(`/api/v1/volumes/${name}/tags/v1`, gzBytes)).status, 201);
+  const get = await fetch(url(`/api/v1/volumes/${name}/tags/v1`));
+  const body = Buffer.from(await get.arrayBuffer());
+  const head = await fetch(url(`/api/v1/volumes/${name}/tags/v1`), { method: 'HEAD' });
+  t.is(head.status, 200);
+  for (const h of ['content-type', 'content-length', 'docker-content-digest']) t.is(head.headers.get(h), get.headers.get(h), h);
+  t.is(head.headers.get('content-length'), String(body.length));
+  t.is((await head.arrayBuffer()).byteLength, 0);
+  const missing = await fetch(url(`/api/v1/volumes/${name}/tags/nope`), { method: 'HEAD' });
+  t.is(missing.status, 404);
+});
+
 test('content: exact bytes and headers; Range, If-None-Match, If-Range, HEAD; content.sha256', async (t) => {
   const name = 'http/content';
   t.is((await put(`/api/v1/volumes/${name}/tags/2024.05`, gzBytes)).status, 201);

@@ -189,11 +189,6 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
         ctx.set('Docker-Content-Digest', info.manifestDigest);
         ctx.body = snapshotJson(info, fileName(info));
       },
-      HEAD: async (ctx, req) => {
-        const info = await volumes.get(req.repository, parseTag(req.params.tag!));
-        ctx.set('Docker-Content-Digest', info.manifestDigest);
-        ctx.status = 200;
-      },
       DELETE: async (ctx, req) => {
         const info = await volumes.delete(req.repository, parseTag(req.params.tag!));
         ctx.body = { deleted: { volume: info.volume, tag: info.tag, manifestDigest: info.manifestDigest } };
