@@ -36,6 +36,7 @@ export const ERROR_CODES = {
   NOT_IMPLEMENTED: { status: 501, message: 'not implemented' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'unsupported media type' },
   CONFLICT: { status: 409, message: 'conflicting request' },
+  PRECONDITION_FAILED: { status: 412, message: 'a precondition of the request (If-Match, If-None-Match) does not hold' },
   // as GitLab's registry names it: a delete that would leave an index pointing at nothing
   MANIFEST_REFERENCED: { status: 409, message: 'manifest referenced by a manifest list or image index' },
   ARCHIVE_INVALID: { status: 400, message: 'body is not a complete, well-formed tar archive' },

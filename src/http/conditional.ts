@@ -1,3 +1,5 @@
+import type { EntityTags, Preconditions } from '../domain/preconditions.ts';
+
 /**
  * Conditional requests on content whose entity tag is its digest (RFC 9110 section 13).
  *
@@ -28,4 +30,30 @@ export function rangeToHonour(range: string, ifRange: string, etag: string): str
   if (range === '') return undefined;
   if (ifRange === '') return range;
   return ifRange.trim() === etag ? range : undefined;
+}
+
+/**
+ * If-Match and If-None-Match of a request that changes a manifest reference, as digests.
+ * If-Match compares strongly, so a weak tag in it never matches and is left out; If-None-Match
+ * compares weakly. A tag that names no digest is kept: it matches nothing.
+ */
+export function requestPreconditions(ifMatch: string, ifNoneMatch: string): Preconditions {
+  return {
+    ...(ifMatch.trim() !== '' ? { ifMatch: entityTags(ifMatch, false) } : {}),
+    ...(ifNoneMatch.trim() !== '' ? { ifNoneMatch: entityTags(ifNoneMatch, true) } : {}),
+  };
+}
+
+function entityTags(header: string, weakMatches: boolean): EntityTags {
+  if (header.trim() === '*') return '*';
+  const tags: string[] = [];
+  for (const raw of header.split(',')) {
+    let t = raw.trim();
+    if (t.startsWith('W/')) {
+      if (!weakMatches) continue;
+      t = t.slice(2);
+    }
+    if (t.length >= 2 && t.startsWith('"') && t.endsWith('"')) tags.push(t.slice(1, -1));
+  }
+  return tags;
 }

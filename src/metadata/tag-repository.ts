@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import type { Filter } from 'mongodb';
 import type { Digest } from '../domain/digest.ts';
 import type { ManifestKind } from '../domain/manifests/parsed-manifest.ts';
+import { hasPreconditions, preconditionFailed, type Preconditions } from '../domain/preconditions.ts';
 import type { TagRecord, TagWrite } from '../domain/manifests/stored-manifest.ts';
 import { COLLECTIONS, pulpFields, UNIT_TYPES, type Collections, type TagUnitDoc } from './collections.ts';
 import { MarkedCache } from './marked-cache.ts';
@@ -55,8 +57,10 @@ export class TagRepository {
    * moves it, then associates it with the repository. The other schema version's unit of the
    * same name is never touched.
    */
-  async upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind): Promise<TagWrite> {
+  async upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind, condition?: Preconditions): Promise<TagWrite> {
     const key = { name, schema_version: schemaVersion, repo_id: repo };
+    const conditional = hasPreconditions(condition);
+    const { filter, upsert } = conditional ? conditionalUpsert(key, condition) : { filter: key, upsert: true };
     const fields = pulpFields(UNIT_TYPES.tag);
     const inserted: TagUnitDoc = { _id: randomUUID(), ...key, manifest_digest: manifestDigest, manifest_type: manifestType, ...fields };
     assertStorable('stored-docker-tag', inserted);
@@ -70,14 +74,17 @@ export class TagRepository {
       const kept = this.keptBeforeWrite(repo, name);
       try {
         // one command answers what the unit was (nothing: this inserted it with our id)
-        const before = await this.c.tags.findOneAndUpdate(key, update, { upsert: true, returnDocument: 'before', projection: { _id: 1, manifest_digest: 1, manifest_type: 1 } });
+        const before = await this.c.tags.findOneAndUpdate(filter, update, { upsert, returnDocument: 'before', projection: { _id: 1, manifest_digest: 1, manifest_type: 1 } });
+        if (!before && !upsert) throw preconditionFailed(`tag ${name}`);
         id = before ? before._id : inserted._id;
         previous = before ? { manifestDigest: before.manifest_digest as Digest, manifestType: before.manifest_type } : null;
         const moved = !before || previous?.manifestDigest !== manifestDigest || previous.manifestType !== manifestType;
         if (kept && moved) this.keepWritten(kept, { id, repository: repo, name, manifestDigest, schemaVersion, manifestType });
         break;
       } catch (err) {
-        // Two first pushes raced to insert: the unit exists now, so the retry updates it.
+        // Two first pushes raced to insert: the unit exists now, so the retry updates it. Under
+        // a precondition the insert was tried because no unit fitted it, so the one there does not.
+        if (conditional && isDuplicateKey(err)) throw preconditionFailed(`tag ${name}`);
         if (!isDuplicateKey(err) || attempt >= 1) throw err;
       }
     }
@@ -198,13 +205,13 @@ export class TagRepository {
   }
 
   /**
-   * Removes a tag name's units (with `onlyAt`, only those pointing there) and returns the units
-   * of the name it found: a push moving one meanwhile (or before, when the caller read `onlyAt`)
-   * keeps it, and the delete took effect before that push.
+   * Removes a tag name's units (with `only`, those it accepts as found) and returns the units
+   * of the name it found: a push moving one meanwhile keeps it (a unit is removed only while it
+   * points where it was found), and the delete took effect before that push.
    */
-  async deleteByName(repo: string, name: string, opts: { onlyAt?: Digest } = {}): Promise<TagRecord[]> {
+  async deleteByName(repo: string, name: string, opts: { only?: (unit: TagRecord) => boolean } = {}): Promise<TagRecord[]> {
     const found = [...(await this.findByName(repo, name))];
-    await this.remove(opts.onlyAt === undefined ? found : found.filter((t) => t.manifestDigest === opts.onlyAt));
+    await this.remove(opts.only === undefined ? found : found.filter(opts.only));
     return found;
   }
 
@@ -261,6 +268,21 @@ export class TagRepository {
   async removeV1Tags(repo: string, tags: string[]): Promise<void> {
     await this.c.repos.updateOne({ _id: repo }, { $pull: { 'scratchpad.tags': { tag: { $in: tags } } } });
   }
+}
+
+/**
+ * The tag upsert's filter and whether it may insert, for preconditions on the unit it writes:
+ * one command then both checks and writes, so no other push can move the tag in between. A
+ * unit that exists but does not fit makes the insert collide with it on the unique key.
+ */
+function conditionalUpsert(key: { name: string; schema_version: 1 | 2; repo_id: string }, p: Preconditions): { filter: Filter<TagUnitDoc>; upsert: boolean } {
+  const digest: Record<string, unknown> = {};
+  if (p.ifMatch !== undefined && p.ifMatch !== '*') digest['$in'] = p.ifMatch;
+  if (p.ifNoneMatch === '*') digest['$exists'] = false;
+  else if (p.ifNoneMatch !== undefined) digest['$nin'] = p.ifNoneMatch;
+  const filter = Object.keys(digest).length > 0 ? { ...key, manifest_digest: digest } : key;
+  // If-Match needs a unit to be there; without it, no unit is as good as one that fits
+  return { filter: filter as Filter<TagUnitDoc>, upsert: p.ifMatch === undefined };
 }
 
 /** A tag name's kept units, as read at mark `before`. */

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import { digestAlgorithm, type Digest } from '../domain/digest.ts';
-import { VolregError } from '../domain/errors.ts';
+import { isVolregError, VolregError } from '../domain/errors.ts';
 import { AcceptSet } from '../domain/media-types.ts';
+import { hasPreconditions, preconditionFailed, preconditionsHold, type Preconditions } from '../domain/preconditions.ts';
 import { parseManifest } from '../domain/manifests/manifest-handlers.ts';
 import type { ManifestKind, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
 import type { StoredManifest, TagRecord, TagWrite } from '../domain/manifests/stored-manifest.ts';
@@ -53,9 +54,12 @@ export interface BlobBytes {
 
 /** Tag unit writes (implemented by metadata/tag-repository.ts). */
 export interface TagWriter {
-  upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind): Promise<TagWrite>;
+  /** with `condition`, writes only if the preconditions hold for the unit it would replace (else PRECONDITION_FAILED) */
+  upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind, condition?: Preconditions): Promise<TagWrite>;
   undo(write: TagWrite): Promise<void>;
-  deleteByName(repo: string, name: string, opts?: { onlyAt?: Digest }): Promise<TagRecord[]>;
+  /** the units of a tag name (at most one per schema version) */
+  findByName(repo: string, name: string): Promise<readonly TagRecord[]>;
+  deleteByName(repo: string, name: string, opts?: { only?: (unit: TagRecord) => boolean }): Promise<TagRecord[]>;
   deleteByManifest(repo: string, manifestDigest: Digest): Promise<TagRecord[]>;
   setV1ImageId(repo: string, tag: string, imageId: string): Promise<void>;
 }
@@ -107,7 +111,18 @@ export class ManifestService {
    * Stores a manifest pushed to `reference` (a tag or a digest). The digest in the URL, if any,
    * must be that of the body. `opts.tags` adds tags to a push by digest (`?tag=`).
    */
-  async put(repo: RepositoryName, reference: string, body: Buffer, contentType: string, opts: { tags?: readonly string[] } = {}): Promise<PutResult> {
+  /**
+   * `opts.preconditions` (If-Match, If-None-Match) are about the reference: by tag, the unit of
+   * the pushed manifest's schema version, checked and written in one step; by digest, whether
+   * the repository holds that manifest. Tags of `?tag=` are not conditioned.
+   */
+  async put(
+    repo: RepositoryName,
+    reference: string,
+    body: Buffer,
+    contentType: string,
+    opts: { tags?: readonly string[]; preconditions?: Preconditions } = {},
+  ): Promise<PutResult> {
     const { manifestBytes } = this.deps.limits;
     if (body.length > manifestBytes) throw new VolregError('TOO_LARGE', `manifest exceeds ${manifestBytes} bytes`, { limit: manifestBytes });
     const ref = parseReference(reference);
@@ -118,6 +133,12 @@ export class ManifestService {
       throw new VolregError('DIGEST_INVALID', 'manifest digest does not match the digest in the URL', { expected: ref.digest, computed: parsed.digest });
     }
 
+    const conditions = hasPreconditions(opts.preconditions) ? opts.preconditions : undefined;
+    // Checked before anything is written, so a refused push usually writes nothing; by tag the
+    // tag's write checks again, in the same step (see below).
+    if (conditions && !preconditionsHold(conditions, await this.referenceDigest(repo, ref, parsed.schemaVersion))) {
+      throw preconditionFailed(ref.kind === 'tag' ? `tag ${ref.tag}` : `manifest ${ref.digest}`);
+    }
     await this.requireReferences(repo, parsed);
 
     // Content found in the repository proves the repository exists (blobs and manifests are
@@ -129,9 +150,19 @@ export class ManifestService {
     const added = await this.deps.manifests.addToRepo(repo, unit);
     const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])];
     const written: TagWrite[] = [];
-    for (const tag of tags) {
-      written.push(await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind));
-      if (parsed.v1TopImageId !== null) await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
+    try {
+      for (const tag of tags) {
+        const condition = ref.kind === 'tag' && tag === ref.tag ? conditions : undefined;
+        written.push(await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind, condition));
+        if (parsed.v1TopImageId !== null) await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
+      }
+    } catch (err) {
+      // A precondition a racing push made false since the check above: undone as below.
+      if (isVolregError(err) && err.code === 'PRECONDITION_FAILED') {
+        await this.undoTags(repo, written);
+        if (added) await this.deps.manifests.removeFromRepo(repo, unit);
+      }
+      throw err;
     }
     // Garbage collection running meanwhile (with a grace period shorter than this push) may
     // have taken a referenced blob away after the check above, or this manifest itself while it
@@ -152,6 +183,13 @@ export class ManifestService {
     }
     this.deps.logger?.info({ repository: repo, digest: parsed.digest, mediaType: parsed.mediaType, tags }, 'manifest stored');
     return { digest: parsed.digest, mediaType: parsed.mediaType, ...(parsed.subject ? { subject: parsed.subject } : {}), tags };
+  }
+
+  /** Where a push's reference points now: by tag, its unit of `schemaVersion`; by digest, the manifest if held. */
+  private async referenceDigest(repo: RepositoryName, ref: ReturnType<typeof parseReference>, schemaVersion: 1 | 2): Promise<Digest | null> {
+    if (ref.kind === 'digest') return (await this.deps.manifests.findInRepo(repo, ref.digest))?.digest ?? null;
+    const units = await this.deps.tagWriter.findByName(repo, ref.tag);
+    return units.find((u) => u.schemaVersion === schemaVersion)?.manifestDigest ?? null;
   }
 
   /**
@@ -249,16 +287,21 @@ export class ManifestService {
    * `onlyAt` (by tag) removes the tag only where it points at that manifest: the caller read
    * the tag and reports what it held, so a push moving it meanwhile must keep its tag.
    */
-  async delete(repo: RepositoryName, reference: string, opts: { onlyAt?: Digest } = {}): Promise<void> {
+  async delete(repo: RepositoryName, reference: string, opts: { onlyAt?: Digest; preconditions?: Preconditions } = {}): Promise<void> {
     const ref = parseLookupReference(reference);
+    const conditions = hasPreconditions(opts.preconditions) ? opts.preconditions : undefined;
     if (ref.kind === 'tag') {
-      const found = await this.deps.tagWriter.deleteByName(repo, ref.tag, opts);
+      // each unit of the name on its own: If-Match names the manifest a client saw the tag at
+      const only = (t: TagRecord): boolean => (opts.onlyAt === undefined || t.manifestDigest === opts.onlyAt) && (!conditions || preconditionsHold(conditions, t.manifestDigest));
+      const found = await this.deps.tagWriter.deleteByName(repo, ref.tag, { only });
       if (found.length === 0) throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown', { tag: ref.tag });
-      this.deps.logger?.info({ repository: repo, tag: ref.tag, units: found.length, ...opts }, 'tag deleted');
+      if (conditions && !found.some(only)) throw preconditionFailed(`tag ${ref.tag}`);
+      this.deps.logger?.info({ repository: repo, tag: ref.tag, units: found.filter(only).length, ...(opts.onlyAt ? { onlyAt: opts.onlyAt } : {}) }, 'tag deleted');
       return;
     }
     const m = await this.deps.manifests.findInRepo(repo, ref.digest);
     if (!m) throw new VolregError('MANIFEST_UNKNOWN', 'manifest unknown', { digest: ref.digest });
+    if (conditions && !preconditionsHold(conditions, m.digest)) throw preconditionFailed(`manifest ${m.digest}`);
     // Deleting an index's entry would leave the index (and every tag on it) unpullable: the
     // index goes first. A list pushed meanwhile finds the entry gone on its own re-check (put).
     const lists = await this.deps.manifests.listsInRepoReferencing(repo, m.digest);

@@ -3,7 +3,7 @@ import { readBodyCapped } from '../body.ts';
 import { paths } from '../route-table.ts';
 import type { HandlerMap } from '../router.ts';
 import type { ManifestInfo, ManifestService } from '../../services/manifest-service.ts';
-import { clientHolds, etagOf } from '../conditional.ts';
+import { clientHolds, etagOf, requestPreconditions } from '../conditional.ts';
 import { isDigestReference } from '../../domain/names.ts';
 
 /** GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>. */
@@ -63,7 +63,8 @@ export function manifestHandlers(services: { manifests: ManifestService }, limit
         const body = await readBodyCapped(ctx.req, limits.manifestBytes);
         const tagParam = ctx.query.tag;
         const tags = tagParam === undefined ? [] : Array.isArray(tagParam) ? tagParam : [tagParam];
-        const result = await manifests.put(repository, params.reference!, body, ctx.get('Content-Type'), { tags });
+        const preconditions = requestPreconditions(ctx.get('If-Match'), ctx.get('If-None-Match'));
+        const result = await manifests.put(repository, params.reference!, body, ctx.get('Content-Type'), { tags, preconditions });
         ctx.body = null;
         ctx.status = 201;
         ctx.set('Location', paths.manifest(repository, result.digest));
@@ -72,7 +73,7 @@ export function manifestHandlers(services: { manifests: ManifestService }, limit
         if (tags.length > 0) ctx.set('OCI-Tag', result.tags.join(', '));
       },
       DELETE: async (ctx, { params, repository }) => {
-        await manifests.delete(repository, params.reference!);
+        await manifests.delete(repository, params.reference!, { preconditions: requestPreconditions(ctx.get('If-Match'), ctx.get('If-None-Match')) });
         ctx.body = null;
         ctx.status = 202;
       },
