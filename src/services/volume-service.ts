@@ -7,6 +7,7 @@ import { digestOf, splitDigest, type Digest } from '../domain/digest.ts';
 import { parseManifest } from '../domain/manifests/manifest-handlers.ts';
 import { MEDIA_TYPES } from '../domain/media-types.ts';
 import { explained, isVolregError, VolregError } from '../domain/errors.ts';
+import { hasPreconditions, preconditionFailed, preconditionsHold, type Preconditions } from '../domain/preconditions.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
 import { inspectArchive, type ArchiveInspection, type InspectOptions } from '../domain/volumes/archive-inspector.ts';
 import { OCI_MANIFEST_MEDIA_TYPE, snapshotFileName } from '../domain/volumes/media-types.ts';
@@ -68,7 +69,7 @@ function listsEntry(body: Buffer, mediaType: string, digest: Digest): boolean {
 
 /** The parts of the manifest service a volume needs. */
 export interface VolumeManifests {
-  put(repo: RepositoryName, reference: string, body: Buffer, contentType: string): Promise<{ digest: Digest }>;
+  put(repo: RepositoryName, reference: string, body: Buffer, contentType: string, opts?: { preconditions?: Preconditions }): Promise<{ digest: Digest }>;
   get(repo: RepositoryName, reference: string, accept: string[]): Promise<{ digest: Digest; mediaType: string; body: Buffer }>;
   /** by tag, `onlyAt` removes it only where it points at that manifest */
   delete(repo: RepositoryName, reference: string, opts?: { onlyAt?: Digest }): Promise<unknown>;
@@ -117,6 +118,8 @@ export interface PutSnapshotOptions {
   maxBytes?: number;
   /** the body's declared length, when known (checked against free space before any byte is read) */
   contentLength?: number;
+  /** If-Match / If-None-Match on the tag's manifest digest (If-None-Match: * never replaces a snapshot) */
+  preconditions?: Preconditions;
 }
 
 const CONFIG_READ_LIMIT = 64 * 1024;
@@ -169,6 +172,10 @@ export class VolumeService {
   async put(repo: RepositoryName, tag: Tag, body: Readable, opts: PutSnapshotOptions): Promise<SnapshotInfo> {
     const badName = volumeNameProblem(repo);
     if (badName !== null) throw new VolregError('NAME_INVALID', badName, { name: repo });
+    // Refused before a byte of the body is read, when the tag already says so; the tag's own
+    // write checks again, in one step with it (manifest-service.ts).
+    const preconditions = hasPreconditions(opts.preconditions) ? opts.preconditions : undefined;
+    if (preconditions && !preconditionsHold(preconditions, await this.taggedDigest(repo, tag))) throw preconditionFailed(`snapshot ${repo}:${tag}`);
     let inspection: ArchiveInspection | undefined;
     const expected = opts.expectedDigests ?? [];
     // The layer is stored under its sha256, which names a snapshot's content everywhere (the
@@ -238,7 +245,7 @@ export class VolumeService {
     // manifest its tag does not hold, which readers mend, rather than a tag no document names.
     await this.snapshots.upsert(info);
     try {
-      await this.manifests.put(repo, tag, manifest, OCI_MANIFEST_MEDIA_TYPE);
+      await this.manifests.put(repo, tag, manifest, OCI_MANIFEST_MEDIA_TYPE, preconditions ? { preconditions } : {});
     } catch (err) {
       // the push's own failure is what counts; a document left behind is mended by readers
       await this.snapshots.delete(repo, tag, info.manifestDigest).catch(() => undefined);
@@ -251,6 +258,16 @@ export class VolumeService {
       if (!isVolregError(err) || err.code !== 'SNAPSHOT_UNKNOWN') throw err; // deleted meanwhile
     });
     return info;
+  }
+
+  /** The manifest a tag's schema 2 unit points at, or null. */
+  private async taggedDigest(repo: RepositoryName, tag: Tag): Promise<Digest | null> {
+    try {
+      return (await this.manifests.get(repo, tag, [OCI_MANIFEST_MEDIA_TYPE, '*/*'])).digest;
+    } catch (err) {
+      if (isVolregError(err) && (err.code === 'MANIFEST_UNKNOWN' || err.code === 'NAME_UNKNOWN')) return null;
+      throw err;
+    }
   }
 
   /**

@@ -231,3 +231,20 @@ test('a 4 GiB snapshot uploads and downloads with flat server memory', async (t)
   }
 });
 
+
+test("curl -T - with If-None-Match: * never replaces a snapshot (412, the tag kept); If-Match with the tag's digest replaces it, a stale one does not", async (t) => {
+  const url = api('e2e/keep/tags/nightly');
+  const first = JSON.parse(await sh(`tar -C ${tree} -czf - . | curl -fsS -T - -H 'If-None-Match: *' '${url}'`)) as { manifestDigest: string };
+  const again = await shStatus(`head -c 50000000 /dev/urandom | curl -sS -o reply.json -w '%{http_code}' -T - -H 'If-None-Match: *' '${url}'`);
+  t.is(again.stdout, '412', again.stderr);
+  t.regex(await readFile(join(work, 'reply.json'), 'utf8'), /PRECONDITION_FAILED/);
+  const kept = JSON.parse(await sh(`curl -fsS '${url}'`)) as { manifestDigest: string };
+  t.is(kept.manifestDigest, first.manifestDigest, 'the first snapshot is still the tag');
+
+  const stale = await shStatus(`tar -C ${tree} -cf - . | curl -sS -o /dev/null -w '%{http_code}' -T - -H 'If-Match: "sha256:${'1'.repeat(64)}"' '${url}'`);
+  t.is(stale.stdout, '412');
+  const moved = JSON.parse(await sh(`tar -C ${tree} -cf - . | curl -fsS -T - -H 'If-Match: "${first.manifestDigest}"' '${url}'`)) as { manifestDigest: string; compression: string };
+  t.is(moved.compression, 'none');
+  t.not(moved.manifestDigest, first.manifestDigest);
+  t.is((JSON.parse(await sh(`curl -fsS '${url}'`)) as { manifestDigest: string }).manifestDigest, moved.manifestDigest);
+});

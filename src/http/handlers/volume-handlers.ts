@@ -1,5 +1,5 @@
 import { sendBlob } from '../send-blob.ts';
-import { clientHolds, etagOf, rangeToHonour } from '../conditional.ts';
+import { clientHolds, etagOf, rangeToHonour, requestPreconditions } from '../conditional.ts';
 import { declaredLength } from '../body.ts';
 import type { Context } from 'koa';
 import { contentRange, resolveRange, type ByteRange } from '../../domain/byte-range.ts';
@@ -177,7 +177,13 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
     volumeTag: {
       PUT: async (ctx, req) => {
         const tag = parseTag(req.params.tag!);
-        const opts = { expectedDigests: expectedDigests(ctx), host: uploadHost(ctx), labels: uploadLabels(ctx), ...declaredLength(ctx) };
+        const opts = {
+          expectedDigests: expectedDigests(ctx),
+          host: uploadHost(ctx),
+          labels: uploadLabels(ctx),
+          ...declaredLength(ctx),
+          preconditions: requestPreconditions(ctx.get('If-Match'), ctx.get('If-None-Match')),
+        };
         const info = await volumes.put(req.repository, tag, ctx.req, opts);
         ctx.status = 201;
         ctx.set('Location', paths.volumeTag(req.repository, tag));
