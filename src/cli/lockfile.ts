@@ -162,11 +162,21 @@ export async function readTagsFile(volumesRoot: string): Promise<Map<string, str
   }
 }
 
-/** Sets `<volume> <tag>` lines in the tags file (atomically: temp file + rename), keeping the others. */
-export async function updateTagsFile(volumesRoot: string, updates: ReadonlyMap<string, string>): Promise<void> {
+/**
+ * Sets `<volume> <tag>` lines in the tags file, or removes a volume's line (tag null), keeping
+ * the others; atomically and durably (temp file, fsync, rename).
+ */
+export async function updateTagsFile(volumesRoot: string, updates: ReadonlyMap<string, string | null>): Promise<void> {
   if (updates.size === 0) return;
   const map = await readTagsFile(volumesRoot);
-  for (const [v, t] of updates) map.set(v, t);
+  let changed = false;
+  for (const [v, t] of updates) {
+    if (t === null ? !map.has(v) : map.get(v) === t) continue;
+    if (t === null) map.delete(v);
+    else map.set(v, t);
+    changed = true;
+  }
+  if (!changed) return;
   const text = [...map].map(([v, t]) => `${v} ${t}\n`).join('');
   await replaceFile(join(volumesRoot, TAGS_FILE), join(volumesRoot, `.${TAGS_FILE}.${process.pid}.tmp`), text);
 }

@@ -507,7 +507,7 @@ test('backup several volumes under one tag, then restore them from a lock file b
   await writeFile(lock, 'app downstream tag:release-2\n');
   t.is((await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/'])).code, 5);
   t.is((await volreg(['restore', '--lock', lock, '--volumes-root', host, '--prefix', 'site/', '--force'])).code, 0);
-  t.regex(await readFile(join(host, 'tags'), 'utf8'), /^app release-2\n/);
+  t.regex(await readFile(join(host, 'tags'), 'utf8'), /^app release-2$/m);
 
   await writeFile(lock, 'downstream: [oops]\n');
   t.is((await volreg(['restore', '--lock', lock, '--volumes-root', host])).code, 2);

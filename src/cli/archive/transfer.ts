@@ -133,6 +133,12 @@ export async function pushSource(client: VolregClient, source: string | Readable
 export interface PullOptions extends ExtractOptions {
   force: boolean;
   progress: Progress;
+  /**
+   * Called once the new contents are verified and staged, before the target starts to change:
+   * from then on, until the pull returns, the target may hold part of the old contents and part
+   * of the new (a pull killed there stays so). Restore forgets the volume's tag here.
+   */
+  beforeSwitchOver?: () => Promise<void>;
 }
 
 /**
@@ -277,6 +283,7 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     const tree = await extractTree(tar, staging, opts);
     await rm(file, { force: true });
 
+    await opts.beforeSwitchOver?.();
     // The one switch-over, all or nothing: a failure puts the old contents back.
     interrupts.switching = true;
     await replaceContents(dir, staging, join(work, 'old'), { keep: basename(work), onWarning: opts.onWarning });

@@ -110,6 +110,10 @@ export function registerRestore(program: Command): void {
             keepOutsideSymlinks: flags.keepOutsideSymlinks,
             progress: progressFor(!flags.quiet && !flags.json),
             onWarning: (m) => process.stderr.write(`volreg restore: ${entry.volume}: warning: ${m}\n`),
+            // A restore stopped during the switch-over (kill -9, or a signal, which waits for the
+            // pull but not for the line below) leaves old and new contents mixed: the old tag must
+            // not stay beside them, or a later restore to it would call the volume up to date.
+            beforeSwitchOver: () => updateTagsFile(flags.volumesRoot, new Map([[entry.volume, null]])),
           });
           // recorded at once: a restore stopped later must not leave this volume's old tag beside its new contents
           await updateTagsFile(flags.volumesRoot, new Map([[entry.volume, decision.tag]]));
