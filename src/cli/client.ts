@@ -51,6 +51,22 @@ export class RegistryError extends Error {
   }
 }
 
+/** A download longer than the size it must have; stopped before the excess was written. */
+export class OversizedReplyError extends Error {
+  override name = 'OversizedReplyError';
+  constructor(
+    /** the Content-Length that was too large; null when the bytes themselves ran over */
+    readonly announced: number | null,
+    readonly maxBytes: number,
+  ) {
+    super(`the registry ${OversizedReplyError.how(announced)} the ${maxBytes} bytes expected`);
+  }
+
+  static how(announced: number | null): string {
+    return announced === null ? 'sent more than' : `announced ${announced} bytes, more than`;
+  }
+}
+
 export interface SnapshotJson {
   volume: string;
   tag: string;
@@ -222,22 +238,31 @@ export class VolregClient {
   }
 
   /**
-   * Downloads a snapshot's content into `file`, hashing it on the way. `path` is the /api/v1
-   * content path or a /v2 blob path. Returns the sha256 digest of what was written and the
-   * digest the registry announced.
+   * Downloads `path` (the /api/v1 content path or a /v2 blob path) into a new `file`, hashing it with `algorithm` on the way. At most `maxBytes`
+   * are taken (the size the snapshot says it has): a reply announcing or sending more ends at once
+   * with an OversizedReplyError, so a broken or hostile registry can not fill the target's disk.
+   * Returns the digest of what was written and the one the registry announced.
    */
-  /** Downloads `path` into a new `file`, hashing it with `algorithm` on the way. */
-  async download(path: string, file: string, algorithm: DigestAlgorithm, onBytes?: (n: number) => void): Promise<{ digest: string; size: number; announced: string | null }> {
+  async download(path: string, file: string, algorithm: DigestAlgorithm, maxBytes: number, onBytes?: (n: number) => void): Promise<{ digest: string; size: number; announced: string | null }> {
     const res = await this.send('GET', path);
     if ((res.statusCode ?? 0) >= 400) throw await this.failure(res);
+    const declared = res.headers['content-length'];
+    if (declared !== undefined && Number(declared) > maxBytes) {
+      res.destroy();
+      throw new OversizedReplyError(Number(declared), maxBytes);
+    }
     const hash = createHash(algorithm);
     let size = 0;
     await pipeline(
       res,
       new Transform({
         transform(chunk: Buffer, _enc, cb) {
-          hash.update(chunk);
           size += chunk.length;
+          if (size > maxBytes) {
+            cb(new OversizedReplyError(null, maxBytes));
+            return;
+          }
+          hash.update(chunk);
           onBytes?.(chunk.length);
           cb(null, chunk);
         },

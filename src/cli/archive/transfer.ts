@@ -7,7 +7,7 @@ import cliProgress from 'cli-progress';
 import { decompressedTar } from '../../domain/volumes/decompress.ts';
 import { isVolregError } from '../../domain/errors.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
-import { blobPath, byteCounter, contentPath, parseSnapshotRef, type SnapshotJson, type VolregClient } from '../client.ts';
+import { blobPath, byteCounter, contentPath, OversizedReplyError, parseSnapshotRef, type SnapshotJson, type VolregClient } from '../client.ts';
 import { compressor } from './compress.ts';
 import { packDirectory } from './pack.ts';
 import { applyDirectoryAttributes, CorruptArchiveError, extractTree, type ExtractOptions } from './safe-extract.ts';
@@ -263,7 +263,10 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     opts.progress.start(expected.size, `pulling ${ref}`);
     let got: { digest: string; size: number; announced: string | null };
     try {
-      got = await client.download(path, file, algorithm, (n) => opts.progress.add(n));
+      got = await client.download(path, file, algorithm, expected.size, (n) => opts.progress.add(n));
+    } catch (err) {
+      if (!(err instanceof OversizedReplyError)) throw err;
+      throw new IntegrityError(`download of ${ref}: the registry ${OversizedReplyError.how(err.announced)} the snapshot's ${expected.size} bytes; stopped there, nothing was extracted`);
     } finally {
       opts.progress.stop();
     }

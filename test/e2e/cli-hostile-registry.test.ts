@@ -1,0 +1,109 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { runVolreg, type CliRun } from '../helpers/cli-run.ts';
+
+/**
+ * The host agent against a registry that answers wrongly (broken, misconfigured or hostile):
+ * whatever it sends, `pull` writes nothing into the target, leaves nothing behind, says what
+ * went wrong in one line and exits non-zero.
+ */
+let work = '';
+let archive: Buffer;
+let digest = '';
+let server: Server;
+let url = '';
+
+/** How the registry answers a snapshot's content, by volume name (`h/<name>`). */
+const contentOf = new Map<string, (req: IncomingMessage, res: ServerResponse) => void>();
+
+function metadata(volume: string): string {
+  return JSON.stringify({
+    volume,
+    tag: 'v1',
+    digest: `sha256:${'0'.repeat(64)}`,
+    manifestDigest: `sha256:${'0'.repeat(64)}`,
+    layer: { digest, size: archive.length, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' },
+    size: archive.length,
+    compression: 'gzip',
+  });
+}
+
+test.before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'volreg-hostile-'));
+  const src = join(work, 'src');
+  await mkdir(src);
+  await writeFile(join(src, 'file'), 'a small volume\n');
+  archive = execFileSync('tar', ['-C', src, '-czf', '-', '.']);
+  digest = `sha256:${createHash('sha256').update(archive).digest('hex')}`;
+  server = createServer((req, res) => {
+    const m = /^\/api\/v1\/volumes\/(h\/[a-z0-9-]+)\/tags\/v1(\/content)?$/.exec(req.url ?? '');
+    const content = m?.[2] !== undefined ? contentOf.get(m[1]!) : undefined;
+    if (m && m[2] === undefined) {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(metadata(m[1]!));
+    } else if (content) content(req, res);
+    else {
+      res.writeHead(404, { 'Content-Type': 'application/json' });
+      res.end('{"errors":[{"code":"NAME_UNKNOWN","message":"unknown"}]}');
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+test.after.always(async () => {
+  server?.closeAllConnections();
+  await new Promise((resolve) => server?.close(resolve));
+  await rm(work, { recursive: true, force: true });
+});
+
+async function pull(volume: string): Promise<CliRun & { entries: string[] }> {
+  const target = join(work, `target-${volume}`);
+  const run = await runVolreg(['pull', `h/${volume}:v1`, target], { url, cwd: work });
+  return { ...run, entries: await readdir(target) };
+}
+
+test('a registry sending more than the snapshot holds is cut off at its size, not written on to the end (exit 4)', async (t) => {
+  const extra = 64 * 1024 * 1024;
+  let sent = 0;
+  let finished = false;
+  contentOf.set('h/endless', (_req, res) => {
+    // no Content-Length: the body runs on until the connection ends
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
+    res.write(archive);
+    const block = Buffer.alloc(1024 * 1024, 7);
+    const more = (): void => {
+      while (sent < extra && !res.destroyed) {
+        sent += block.length;
+        if (!res.write(block)) return void res.once('drain', more);
+      }
+      res.end();
+      finished = !res.destroyed;
+    };
+    more();
+  });
+  const run = await pull('endless');
+  t.is(run.code, 4, run.stderr);
+  t.is(run.stderr, `volreg pull: download of h/endless:v1: the registry sent more than the snapshot's ${archive.length} bytes; stopped there, nothing was extracted\n`);
+  t.deepEqual(run.entries, [], 'nothing written, no download left');
+  t.false(finished, `the registry could not send its ${extra} bytes (it sent ${sent})`);
+});
+
+test('a Content-Length above the snapshot size is refused before a byte is read (exit 4)', async (t) => {
+  contentOf.set('h/declared-long', (_req, res) => {
+    res.writeHead(200, { 'Content-Length': String(archive.length + 1) });
+    res.write(archive);
+    // the last byte never comes; a client still reading is cut off later
+    setTimeout(() => res.destroy(), 3000).unref();
+  });
+  const run = await pull('declared-long');
+  t.is(run.code, 4, run.stderr);
+  t.is(run.stderr, `volreg pull: download of h/declared-long:v1: the registry announced ${archive.length + 1} bytes, more than the snapshot's ${archive.length} bytes; stopped there, nothing was extracted\n`);
+  t.deepEqual(run.entries, []);
+});
