@@ -36,6 +36,19 @@ export interface ClientOptions {
   url: string;
   user?: string;
   password?: string;
+  /** how long a request may go without a byte moving either way before it fails; 0: no limit */
+  timeoutSeconds?: number;
+}
+
+/** The default of --timeout: long enough for a verify of a large snapshot, which sends nothing while the registry re-reads it. */
+export const DEFAULT_TIMEOUT_SECONDS = 600;
+
+/** A request to the registry during which nothing moved for --timeout seconds (a stalled registry, a dead network). */
+export class RegistryTimeoutError extends Error {
+  override name = 'RegistryTimeoutError';
+  constructor(method: string, url: URL, seconds: number) {
+    super(`nothing came from the registry for ${seconds} s (${method} ${url.pathname}): it is stalled or unreachable (the limit is --timeout or VOLREG_TIMEOUT; 0 waits for ever)`);
+  }
 }
 
 /** An error reply of the registry, with its OCI error code. */
@@ -121,8 +134,10 @@ function encodePath(name: string): string {
 export class VolregClient {
   private readonly base: URL;
   private readonly auth: string | undefined;
+  private readonly timeoutMs: number;
 
   constructor(opts: ClientOptions) {
+    this.timeoutMs = (opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000;
     this.base = new URL(opts.url.endsWith('/') ? opts.url : `${opts.url}/`);
     if (this.base.protocol !== 'http:' && this.base.protocol !== 'https:') throw new Error(`unsupported registry URL ${opts.url}`);
     this.auth = opts.user !== undefined ? `Basic ${Buffer.from(`${opts.user}:${opts.password ?? ''}`).toString('base64')}` : undefined;
@@ -134,8 +149,20 @@ export class VolregClient {
     if (this.auth) headers.Authorization = this.auth;
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
+      let reply: IncomingMessage | undefined;
       // agent: false — one connection per request, so nothing keeps the command alive afterwards
-      const req = request(url, { method, headers, agent: false }, resolve);
+      const req = request(url, { method, headers, agent: false }, (res) => {
+        reply = res;
+        resolve(res);
+      });
+      if (this.timeoutMs > 0) {
+        // the socket's idle timer: it runs while connecting, sending, waiting and reading the reply
+        req.setTimeout(this.timeoutMs, () => {
+          const err = new RegistryTimeoutError(method, url, this.timeoutMs / 1000);
+          reply?.destroy(err);
+          req.destroy(err);
+        });
+      }
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (opts.body && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) {
           reject(new Error(`the registry closed the connection during the upload (${err.code})`));
@@ -289,6 +316,7 @@ export interface ConnectionFlags {
   url?: string;
   user?: string;
   password?: string;
+  timeout?: string;
   json?: boolean;
   quiet?: boolean;
 }
@@ -299,12 +327,15 @@ export function addAgentOptions(cmd: Command): Command {
     .addOption(new Option('--url <url>', 'registry URL').env('VOLREG_URL').default('http://127.0.0.1:5000'))
     .addOption(new Option('--user <user>', 'Basic auth user').env('VOLREG_USER'))
     .addOption(new Option('--password <password>', 'Basic auth password').env('VOLREG_PASSWORD'))
+    .addOption(new Option('--timeout <seconds>', 'fail a request after this many seconds without a byte from or to the registry (0: no limit)').env('VOLREG_TIMEOUT').default(String(DEFAULT_TIMEOUT_SECONDS)))
     .option('--json', 'print the result as JSON on stdout')
     .option('-q, --quiet', 'no progress bars or messages');
 }
 
 export function clientFrom(flags: ConnectionFlags): VolregClient {
-  return new VolregClient({ url: flags.url ?? 'http://127.0.0.1:5000', user: flags.user, password: flags.password });
+  const timeout = flags.timeout ?? String(DEFAULT_TIMEOUT_SECONDS);
+  if (!/^\d{1,7}$/.test(timeout)) throw new UsageError(`--timeout wants a whole number of seconds (0 for no limit), got ${JSON.stringify(timeout)}`);
+  return new VolregClient({ url: flags.url ?? 'http://127.0.0.1:5000', user: flags.user, password: flags.password, timeoutSeconds: Number(timeout) });
 }
 
 /** `<name>:<tag>` or `<name>@<digest>`. */

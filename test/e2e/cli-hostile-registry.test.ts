@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
@@ -19,8 +19,16 @@ let digest = '';
 let server: Server;
 let url = '';
 
-/** How the registry answers a snapshot's content, by volume name (`h/<name>`). */
-const contentOf = new Map<string, (req: IncomingMessage, res: ServerResponse) => void>();
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+/** How the registry answers a snapshot's content, and an upload, by volume name (`h/<name>`). */
+const contentOf = new Map<string, Handler>();
+const uploadOf = new Map<string, Handler>();
+
+/** A registry that stops answering: the connection stays open, silent, until it gives up (a client with no timeout fails later, differently). */
+const stall: Handler = (req, res) => {
+  req.pause();
+  setTimeout(() => res.destroy(), 20_000).unref();
+};
 
 function metadata(volume: string): string {
   return JSON.stringify({
@@ -42,9 +50,11 @@ test.before(async () => {
   archive = execFileSync('tar', ['-C', src, '-czf', '-', '.']);
   digest = `sha256:${createHash('sha256').update(archive).digest('hex')}`;
   server = createServer((req, res) => {
-    const m = /^\/api\/v1\/volumes\/(h\/[a-z0-9-]+)\/tags\/v1(\/content)?$/.exec(req.url ?? '');
+    const m = /^\/api\/v1\/volumes\/(h\/[a-z0-9-]+)\/tags\/v1(\/content)?(?:\?.*)?$/.exec(req.url ?? '');
     const content = m?.[2] !== undefined ? contentOf.get(m[1]!) : undefined;
-    if (m && m[2] === undefined) {
+    const upload = m && req.method === 'PUT' ? uploadOf.get(m[1]!) : undefined;
+    if (upload) upload(req, res);
+    else if (m && m[2] === undefined) {
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(metadata(m[1]!));
     } else if (content) content(req, res);
@@ -63,9 +73,9 @@ test.after.always(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-async function pull(volume: string): Promise<CliRun & { entries: string[] }> {
+async function pull(volume: string, ...flags: string[]): Promise<CliRun & { entries: string[] }> {
   const target = join(work, `target-${volume}`);
-  const run = await runVolreg(['pull', `h/${volume}:v1`, target], { url, cwd: work });
+  const run = await runVolreg(['pull', ...flags, `h/${volume}:v1`, target], { url, cwd: work });
   return { ...run, entries: await readdir(target) };
 }
 
@@ -106,4 +116,39 @@ test('a Content-Length above the snapshot size is refused before a byte is read 
   t.is(run.code, 4, run.stderr);
   t.is(run.stderr, `volreg pull: download of h/declared-long:v1: the registry announced ${archive.length + 1} bytes, more than the snapshot's ${archive.length} bytes; stopped there, nothing was extracted\n`);
   t.deepEqual(run.entries, []);
+});
+
+test('a registry that stalls mid-download fails the pull after --timeout seconds of silence, saying so (exit 1)', async (t) => {
+  contentOf.set('h/stalled', (req, res) => {
+    res.writeHead(200, { 'Content-Length': String(archive.length) });
+    res.write(archive.subarray(0, 100));
+    stall(req, res);
+  });
+  const started = Date.now();
+  const run = await pull('stalled', '--timeout', '2');
+  t.is(run.code, 1, run.stderr);
+  t.is(run.stderr, 'volreg pull: nothing came from the registry for 2 s (GET /api/v1/volumes/h/stalled/tags/v1/content): it is stalled or unreachable (the limit is --timeout or VOLREG_TIMEOUT; 0 waits for ever)\n');
+  t.true(Date.now() - started < 15_000, 'failed at the timeout, not when the registry gave up');
+  t.deepEqual(run.entries, []);
+});
+
+test('a registry that stops reading an upload fails the push after VOLREG_TIMEOUT seconds (exit 1)', async (t) => {
+  const src = join(work, 'push-src');
+  await mkdir(src);
+  // more than the socket buffers hold, so the upload itself stalls
+  await writeFile(join(src, 'big'), randomBytes(16 * 1024 * 1024));
+  uploadOf.set('h/stalled-upload', stall);
+  const started = Date.now();
+  const run = await runVolreg(['push', '--compression', 'none', src, 'h/stalled-upload:v1'], { url, cwd: work, env: { VOLREG_TIMEOUT: '2' } });
+  t.is(run.code, 1, run.stderr);
+  t.regex(run.stderr, /^volreg push: nothing came from the registry for 2 s \(PUT \/api\/v1\/volumes\/h\/stalled-upload\/tags\/v1\): it is stalled or unreachable/);
+  t.true(Date.now() - started < 15_000, 'failed at the timeout, not when the registry gave up');
+});
+
+test('--timeout takes whole seconds (0: no limit); anything else is bad usage (exit 2)', async (t) => {
+  for (const bad of ['x', '-1', '1.5', '']) {
+    const run = await runVolreg(['ls', '--timeout', bad], { url, cwd: work });
+    t.is(run.code, 2, `${bad}: ${run.stderr}`);
+    t.regex(run.stderr, /--timeout wants a whole number of seconds/);
+  }
 });
