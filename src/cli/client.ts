@@ -9,6 +9,9 @@ import { parseDigest, type DigestAlgorithm } from '../domain/digest.ts';
 import { isVolregError } from '../domain/errors.ts';
 import { parseRepositoryName, parseTag } from '../domain/names.ts';
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
+import { brokenReply, errorReply, readJsonReply, RegistryError, requestName, unexpectedStatus } from './registry-reply.ts';
+
+export { RegistryError } from './registry-reply.ts';
 
 /**
  * The host agent's HTTP client: the same public API curl uses (/api/v1, and /v2 for pulls by
@@ -48,19 +51,6 @@ export class RegistryTimeoutError extends Error {
   override name = 'RegistryTimeoutError';
   constructor(method: string, url: URL, seconds: number) {
     super(`nothing came from the registry for ${seconds} s (${method} ${url.pathname}): it is stalled or unreachable (the limit is --timeout or VOLREG_TIMEOUT; 0 waits for ever)`);
-  }
-}
-
-/** An error reply of the registry, with its OCI error code. */
-export class RegistryError extends Error {
-  override name = 'RegistryError';
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly detail?: unknown,
-  ) {
-    super(message);
   }
 }
 
@@ -180,30 +170,12 @@ export class VolregClient {
     });
   }
 
-  private async failure(res: IncomingMessage): Promise<RegistryError> {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for await (const c of res) {
-      if (total < 64 * 1024) chunks.push(c as Buffer);
-      total += (c as Buffer).length;
-    }
-    const text = Buffer.concat(chunks).toString('utf8');
-    try {
-      const body = JSON.parse(text) as { errors?: Array<{ code?: string; message?: string; detail?: unknown }> };
-      const e = body.errors?.[0];
-      if (e) return new RegistryError(res.statusCode ?? 0, e.code ?? 'UNKNOWN', e.message ?? 'error', e.detail);
-    } catch {
-      // not the error envelope: a proxy or something else answered
-    }
-    return new RegistryError(res.statusCode ?? 0, 'UNKNOWN', `HTTP ${res.statusCode}: ${text.slice(0, 200)}`);
-  }
-
   private async json<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>): Promise<T> {
     const res = await this.send(method, path, { headers: { Accept: 'application/json', ...headers }, body });
-    if ((res.statusCode ?? 0) >= 400) throw await this.failure(res);
-    const chunks: Buffer[] = [];
-    for await (const c of res) chunks.push(c as Buffer);
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
+    const status = res.statusCode ?? 0;
+    if (status >= 400) throw await errorReply(res);
+    if (status < 200 || status >= 300) throw unexpectedStatus(res, requestName(method, path));
+    return readJsonReply<T>(res, requestName(method, path), this.base.href);
   }
 
   /** Uploads a tar / tar.gz / tar.zst stream as `<name>:<tag>` (chunked: the length need not be known). */
@@ -211,7 +183,7 @@ export class VolregClient {
     // A server refusing before it reads the body (401, a bad name) closes the connection while
     // we are still sending, and its answer can be lost with it: ask first with a cheap request.
     const pre = await this.send('GET', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`, { headers: { Accept: 'application/json' } });
-    if ((pre.statusCode ?? 0) >= 400 && pre.statusCode !== 404) throw await this.failure(pre);
+    if ((pre.statusCode ?? 0) >= 400 && pre.statusCode !== 404) throw await errorReply(pre);
     pre.resume();
     const q = new URLSearchParams();
     if (opts.host) q.set('host', opts.host);
@@ -272,7 +244,9 @@ export class VolregClient {
    */
   async download(path: string, file: string, algorithm: DigestAlgorithm, maxBytes: number, onBytes?: (n: number) => void): Promise<{ digest: string; size: number; announced: string | null }> {
     const res = await this.send('GET', path);
-    if ((res.statusCode ?? 0) >= 400) throw await this.failure(res);
+    if ((res.statusCode ?? 0) >= 400) throw await errorReply(res);
+    // a redirect or a 204 is not the content: never hashed, never called a damaged snapshot
+    if (res.statusCode !== 200) throw unexpectedStatus(res, requestName('GET', path));
     const declared = res.headers['content-length'];
     if (declared !== undefined && Number(declared) > maxBytes) {
       res.destroy();
@@ -280,7 +254,7 @@ export class VolregClient {
     }
     const hash = createHash(algorithm);
     let size = 0;
-    await pipeline(
+    const written = pipeline(
       res,
       new Transform({
         transform(chunk: Buffer, _enc, cb) {
@@ -296,6 +270,7 @@ export class VolregClient {
       }),
       createWriteStream(file, { flags: 'wx', mode: 0o600 }),
     );
+    await written.catch((err: unknown) => Promise.reject(brokenReply(err, `the download, after ${size} of ${maxBytes} bytes`)));
     const header = res.headers['docker-content-digest'];
     return { digest: `${algorithm}:${hash.digest('hex')}`, size, announced: typeof header === 'string' ? header : null };
   }

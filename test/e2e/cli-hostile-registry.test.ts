@@ -20,7 +20,8 @@ let server: Server;
 let url = '';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
-/** How the registry answers a snapshot's content, and an upload, by volume name (`h/<name>`). */
+/** How the registry answers a snapshot's metadata, its content, and an upload, by volume name (`h/<name>`). */
+const metadataOf = new Map<string, Handler>();
 const contentOf = new Map<string, Handler>();
 const uploadOf = new Map<string, Handler>();
 
@@ -53,7 +54,9 @@ test.before(async () => {
     const m = /^\/api\/v1\/volumes\/(h\/[a-z0-9-]+)\/tags\/v1(\/content)?(?:\?.*)?$/.exec(req.url ?? '');
     const content = m?.[2] !== undefined ? contentOf.get(m[1]!) : undefined;
     const upload = m && req.method === 'PUT' ? uploadOf.get(m[1]!) : undefined;
+    const meta = m && m[2] === undefined ? metadataOf.get(m[1]!) : undefined;
     if (upload) upload(req, res);
+    else if (meta) meta(req, res);
     else if (m && m[2] === undefined) {
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(metadata(m[1]!));
@@ -76,7 +79,9 @@ test.after.always(async () => {
 async function pull(volume: string, ...flags: string[]): Promise<CliRun & { entries: string[] }> {
   const target = join(work, `target-${volume}`);
   const run = await runVolreg(['pull', ...flags, `h/${volume}:v1`, target], { url, cwd: work });
-  return { ...run, entries: await readdir(target) };
+  // a pull that failed before it began leaves no target at all
+  const entries = await readdir(target).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? [] : Promise.reject(err)));
+  return { ...run, entries };
 }
 
 test('a registry sending more than the snapshot holds is cut off at its size, not written on to the end (exit 4)', async (t) => {
@@ -151,4 +156,90 @@ test('--timeout takes whole seconds (0: no limit); anything else is bad usage (e
     t.is(run.code, 2, `${bad}: ${run.stderr}`);
     t.regex(run.stderr, /--timeout wants a whole number of seconds/);
   }
+});
+
+test('redirects are not followed: credentials never reach another origin, and the message names where it pointed (exit 1)', async (t) => {
+  const seen: Array<string | undefined> = [];
+  const other = createServer((req, res) => {
+    seen.push(req.headers.authorization);
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(metadata('h/elsewhere'));
+  });
+  await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+  const elsewhere = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+  try {
+    metadataOf.set('h/moved', (req, res) => {
+      res.writeHead(302, { Location: `${elsewhere}${req.url}` });
+      res.end('moved');
+    });
+    contentOf.set('h/moved-content', (req, res) => {
+      res.writeHead(307, { Location: `${elsewhere}${req.url}` });
+      res.end('moved');
+    });
+    const env = { VOLREG_USER: 'alice', VOLREG_PASSWORD: 'secret' };
+    const meta = await runVolreg(['pull', 'h/moved:v1', join(work, 'moved')], { url, cwd: work, env });
+    t.is(meta.code, 1, meta.stderr);
+    t.is(meta.stderr, `volreg pull: GET /api/v1/volumes/h/moved/tags/v1 was answered HTTP 302 Found to ${elsewhere}/api/v1/volumes/h/moved/tags/v1, which volreg does not follow (credentials go only to the registry named): give the registry's own address as --url (UNEXPECTED_REPLY, HTTP 302)\n`);
+    const content = await runVolreg(['pull', 'h/moved-content:v1', join(work, 'moved-content')], { url, cwd: work, env });
+    t.is(content.code, 1, `a redirect is not a damaged snapshot: ${content.stderr}`);
+    t.regex(content.stderr, /^volreg pull: GET \/api\/v1\/volumes\/h\/moved-content\/tags\/v1\/content was answered HTTP 307 Temporary Redirect to /);
+    t.deepEqual(await readdir(join(work, 'moved-content')), []);
+    t.deepEqual(seen, [], 'the other origin was never asked');
+  } finally {
+    await new Promise((resolve) => other.close(resolve));
+  }
+});
+
+test('a 200 that is not JSON (a proxy login page) is named as such (exit 1)', async (t) => {
+  metadataOf.set('h/html', (_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/html' });
+    res.end('<html><body>Sign in</body></html>');
+  });
+  const run = await pull('html');
+  t.is(run.code, 1);
+  t.is(run.stderr, `volreg pull: the reply to GET /api/v1/volumes/h/html/tags/v1 is not JSON (HTTP 200, Content-Type text/html): is ${url}/ a volreg registry? (NOT_JSON, HTTP 200)\n`);
+  t.deepEqual(run.entries, []);
+});
+
+test('a JSON reply is read up to 64 MiB, not held whole however large it grows (exit 1)', async (t) => {
+  let sent = 0;
+  let finished = false;
+  metadataOf.set('h/huge', (_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    const block = Buffer.alloc(1024 * 1024, 0x20);
+    const more = (): void => {
+      while (sent < 512 * 1024 * 1024 && !res.destroyed) {
+        sent += block.length;
+        if (!res.write(block)) return void res.once('drain', more);
+      }
+      res.end('{}');
+      finished = !res.destroyed;
+    };
+    more();
+  });
+  const run = await pull('huge');
+  t.is(run.code, 1, run.stderr);
+  t.is(run.stderr, `volreg pull: the reply to GET /api/v1/volumes/h/huge/tags/v1 is larger than 67108864 bytes: not one of the registry's; is ${url}/ a volreg registry? (REPLY_TOO_LARGE, HTTP 200)\n`);
+  t.false(finished, `read no further than the limit (the registry sent ${sent} bytes)`);
+});
+
+test('a download cut short says after how many bytes, and writes nothing (exit 1)', async (t) => {
+  contentOf.set('h/short', (_req, res) => {
+    res.writeHead(200, { 'Content-Length': String(archive.length) });
+    res.write(archive.subarray(0, 100), () => res.destroy());
+  });
+  const run = await pull('short');
+  t.is(run.code, 1);
+  t.is(run.stderr, `volreg pull: the connection to the registry broke during the download, after 100 of ${archive.length} bytes (aborted)\n`);
+  t.deepEqual(run.entries, []);
+});
+
+test('a 401 asking for another scheme than Basic says so (exit 1)', async (t) => {
+  metadataOf.set('h/bearer', (_req, res) => {
+    res.writeHead(401, { 'WWW-Authenticate': 'Bearer realm="https://auth.example/token",service="registry"' });
+    res.end();
+  });
+  const run = await pull('bearer');
+  t.is(run.code, 1);
+  t.is(run.stderr, 'volreg pull: HTTP 401 Unauthorized (it asks for Bearer authentication; volreg sends Basic credentials only) (UNKNOWN, HTTP 401)\n');
 });

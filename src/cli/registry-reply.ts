@@ -1,0 +1,114 @@
+import type { IncomingMessage } from 'node:http';
+
+/**
+ * Reading the registry's replies, and what the host agent says when a reply is not one the
+ * registry gives: an error envelope becomes a RegistryError with its code; anything else (a
+ * redirect, a proxy's HTML login page, a body cut short, a body far too large) becomes a
+ * RegistryError saying what came instead, never a JSON parser's message or a bare "aborted".
+ */
+
+/** An error reply of the registry, with its OCI error code (or one of the codes below, when the reply was not the registry's). */
+export class RegistryError extends Error {
+  override name = 'RegistryError';
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly detail?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+/** The largest JSON reply read: far above the largest listing (1000 snapshots with 32 labels each). */
+export const MAX_JSON_REPLY_BYTES = 64 * 1024 * 1024;
+
+/** `GET /api/v1/...` for messages: the method and the path without its query. */
+export function requestName(method: string, path: string): string {
+  return `${method} /${path.replace(/^\//, '').split('?')[0]}`;
+}
+
+/**
+ * The error for a reply that broke off (the connection closed before the body's end), worded
+ * for `what`; other errors (a timeout's) as they are.
+ */
+export function brokenReply(err: unknown, what: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'ECONNRESET' || e?.code === 'ERR_STREAM_PREMATURE_CLOSE') return new Error(`the connection to the registry broke during ${what} (${e.message})`);
+  return err;
+}
+
+/** `HTTP 302 Found` */
+function statusLine(res: IncomingMessage): string {
+  return `HTTP ${res.statusCode ?? 0}${res.statusMessage ? ` ${res.statusMessage}` : ''}`;
+}
+
+/** A reply with a status that is neither success nor error: a redirect (never followed: credentials stay with the registry named), or 1xx. */
+export function unexpectedStatus(res: IncomingMessage, request: string): RegistryError {
+  res.resume();
+  const status = res.statusCode ?? 0;
+  const location = res.headers.location;
+  const where = typeof location === 'string' ? ` to ${location.slice(0, 200)}` : '';
+  const why = status >= 300 && status < 400 ? `${where}, which volreg does not follow (credentials go only to the registry named): give the registry's own address as --url` : ', not a reply the registry gives';
+  return new RegistryError(status, 'UNEXPECTED_REPLY', `${request} was answered ${statusLine(res)}${why}`);
+}
+
+/** Reads a body up to `max` bytes (then destroys the reply); null when it is longer. */
+async function readUpTo(res: IncomingMessage, max: number): Promise<Buffer | null> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const c of res) {
+    total += (c as Buffer).length;
+    if (total > max) {
+      res.destroy();
+      return null;
+    }
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** A success reply's JSON body; a RegistryError when it is not JSON, is too large, or breaks off. */
+export async function readJsonReply<T>(res: IncomingMessage, request: string, registry: string): Promise<T> {
+  const status = res.statusCode ?? 0;
+  let body: Buffer | null;
+  try {
+    body = await readUpTo(res, MAX_JSON_REPLY_BYTES);
+  } catch (err) {
+    throw brokenReply(err, `the reply to ${request}`);
+  }
+  if (body === null) throw new RegistryError(status, 'REPLY_TOO_LARGE', `the reply to ${request} is larger than ${MAX_JSON_REPLY_BYTES} bytes: not one of the registry's; is ${registry} a volreg registry?`);
+  try {
+    return JSON.parse(body.toString('utf8')) as T;
+  } catch {
+    const type = res.headers['content-type'] ?? 'none';
+    throw new RegistryError(status, 'NOT_JSON', `the reply to ${request} is not JSON (HTTP ${status}, Content-Type ${type}): is ${registry} a volreg registry?`);
+  }
+}
+
+/** The RegistryError an error reply (4xx, 5xx) stands for: its error envelope's, or its status and the start of its body. */
+export async function errorReply(res: IncomingMessage): Promise<RegistryError> {
+  const status = res.statusCode ?? 0;
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const c of res) {
+      if (total < 64 * 1024) chunks.push(c as Buffer);
+      total += (c as Buffer).length;
+    }
+  } catch {
+    // what arrived is enough to say what went wrong
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  try {
+    const body = JSON.parse(text) as { errors?: Array<{ code?: string; message?: string; detail?: unknown }> };
+    const e = body.errors?.[0];
+    if (e) return new RegistryError(status, e.code ?? 'UNKNOWN', e.message ?? 'error', e.detail);
+  } catch {
+    // not the error envelope: a proxy or something else answered
+  }
+  const challenge = res.headers['www-authenticate'];
+  const scheme = typeof challenge === 'string' && status === 401 && !/^basic\b/i.test(challenge) ? ` (it asks for ${challenge.split(/\s/)[0]} authentication; volreg sends Basic credentials only)` : '';
+  const start = text.trim().slice(0, 200);
+  return new RegistryError(status, 'UNKNOWN', `${statusLine(res)}${start ? `: ${start}` : ''}${scheme}`);
+}
