@@ -343,6 +343,34 @@ test('pull and restore treat a user .volreg-* entry as content (no --force: refu
   t.deepEqual(await readdir(leftover), ['new']);
 });
 
+test('push leaves out the partial download and extraction an interrupted pull left, and keeps old contents one moved aside, with warnings', async (t) => {
+  const src = join(work, 'leftover-src');
+  // what a pull stopped while downloading or extracting leaves
+  await mkdir(join(src, '.volreg-Dl0aD1', 'root', 'half'), { recursive: true });
+  await writeFile(join(src, '.volreg-Dl0aD1', 'download'), randomBytes(256 * 1024));
+  await writeFile(join(src, '.volreg-Dl0aD1', 'root', 'half', 'f'), 'partial');
+  // ...and one stopped during its switch-over: old contents moved aside
+  await mkdir(join(src, '.volreg-Sw1tch', 'old'), { recursive: true });
+  await writeFile(join(src, '.volreg-Sw1tch', 'old', 'moved-aside'), 'the volume\'s data');
+  // names alike that are not such leftovers are content as any other
+  await mkdir(join(src, '.volreg-data'), { recursive: true });
+  await writeFile(join(src, '.volreg-data', 'download'), 'mine');
+  await mkdir(join(src, '.volreg-Us3rDr'), { recursive: true });
+  await writeFile(join(src, '.volreg-Us3rDr', 'notes'), 'mine too');
+  await writeFile(join(src, 'data'), 'data');
+
+  const push = await volreg(['push', src, 'safety/leftover-push:v1']);
+  t.is(push.code, 0, push.stderr);
+  t.regex(push.stderr, /warning: skipping \.volreg-Dl0aD1: the partial download and extraction of an interrupted pull/);
+  t.regex(push.stderr, /warning: \.volreg-Sw1tch holds contents an interrupted pull moved aside \(in \.volreg-Sw1tch\/old\): archived/);
+  const out = join(work, 'leftover-push-out');
+  const pull = await volreg(['pull', 'safety/leftover-push:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  t.deepEqual((await readdir(out)).sort(), ['.volreg-Sw1tch', '.volreg-Us3rDr', '.volreg-data', 'data']);
+  t.is(await readFile(join(out, '.volreg-Sw1tch', 'old', 'moved-aside'), 'utf8'), "the volume's data");
+  t.is(await readFile(join(out, '.volreg-data', 'download'), 'utf8'), 'mine');
+});
+
 // ---- 6. volumes whose repositories clash --------------------------------------------------------
 
 test('backup and restore refuse volumes that map to the same repository (Data and data), before anything', async (t) => {

@@ -7,6 +7,7 @@ import { pack, type Header, type Pack } from 'tar-stream';
 import { writeOrWait } from '../../domain/stream-write.ts';
 import { headerAttributes } from '../../domain/volumes/entry-attributes.ts';
 import { holdsReplacementCharacter } from '../../domain/volumes/restorable-entry.ts';
+import { stagingLeftover } from './staging.ts';
 
 /**
  * Packs a directory into a tar stream, streaming file contents (nothing is held whole in
@@ -14,7 +15,8 @@ import { holdsReplacementCharacter } from '../../domain/volumes/restorable-entry
  * back. Entry names are relative, sorted, directories end in `/`. Kept: modes, mtimes (whole
  * seconds), numeric owners (as entry-attributes.ts writes them: pax records for what ustar can
  * not hold), symlinks (as links), hard links of files and symlinks (as `link` entries to the
- * first path), device files and fifos. Sockets cannot be archived and are skipped with a warning.
+ * first path), device files and fifos. Sockets cannot be archived and are skipped with a warning,
+ * as is the work directory an interrupted pull left at the top (skipsLeftover).
  *
  * A file that changes while it is read (it grows, shrinks or is written to) fails the packing
  * (FileChangedError, naming it): its entry would hold neither version, or disagree with its
@@ -177,6 +179,23 @@ function firstNameOf(seen: Map<string, string>, st: BigIntStats, rel: string): s
   return first;
 }
 
+/**
+ * Is `name` at the top of the tree the work directory an interrupted pull left there (staging.ts)?
+ * Its partial download and extraction are volreg's, never the volume's: skipped, with a warning.
+ * One that holds old contents (the pull was stopped while switching them over) is the volume's
+ * data: archived, with a warning naming it.
+ */
+async function skipsLeftover(root: string, name: string, opts: PackOptions): Promise<boolean> {
+  const leftover = await stagingLeftover(root, name);
+  if (leftover === null) return false;
+  if (leftover.holdsOldContents) {
+    opts.onWarning?.(`${name} holds contents an interrupted pull moved aside (in ${name}/old): archived with the rest; see what they are, then remove the directory`);
+    return false;
+  }
+  opts.onWarning?.(`skipping ${name}: the partial download and extraction of an interrupted pull, not the volume's contents (a later pull or restore removes it, or remove it by hand)`);
+  return true;
+}
+
 async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void> {
   // bigint: nanosecond mtimes (entry-attributes.ts rounds them down) and exact change checks
   const rootStat = await lstat(root, { bigint: true });
@@ -191,6 +210,7 @@ async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void>
       continue;
     }
     const { rel, abs } = next.value;
+    if (!rel.includes('/') && (await skipsLeftover(root, rel, opts))) continue;
     const st = await lstat(abs, { bigint: true });
     const base = headerAttributes(st);
     const first = firstNameOf(seenInodes, st, rel);

@@ -7,22 +7,31 @@ import { join } from 'node:path';
  * staged tree (`root`) and, during the switch-over, the target's old contents (`old`, kept
  * when they could not be removed). One left behind by an interrupted pull does not make a target
  * "not empty"; anything else does, even a user's own `.volreg-something` (a pull without
- * --force must never delete it).
+ * --force must never delete it). Nor is one pushed (pack.ts), unless it holds old contents.
  */
 export const STAGING_PREFIX = '.volreg-';
 const STAGING_NAME = /^\.volreg-[A-Za-z0-9]{6}$/;
 const STAGING_CONTENTS = new Set(['download', 'root', 'old']);
 
-/** Is `name` in `dir` a staging directory an earlier pull left behind? */
-export async function isStagingLeftover(dir: string, name: string): Promise<boolean> {
-  if (!STAGING_NAME.test(name)) return false;
+/**
+ * A staging directory an earlier pull left in `dir` under `name`, or null. `holdsOldContents`:
+ * it was stopped during its switch-over, so `old` holds target contents it had moved aside.
+ */
+export async function stagingLeftover(dir: string, name: string): Promise<{ holdsOldContents: boolean } | null> {
+  if (!STAGING_NAME.test(name)) return null;
   try {
     const st = await lstat(join(dir, name));
-    if (!st.isDirectory()) return false;
-    return (await readdir(join(dir, name))).every((n) => STAGING_CONTENTS.has(n));
+    if (!st.isDirectory()) return null;
+    const entries = await readdir(join(dir, name));
+    return entries.every((n) => STAGING_CONTENTS.has(n)) ? { holdsOldContents: entries.includes('old') } : null;
   } catch {
-    return false;
+    return null;
   }
+}
+
+/** Is `name` in `dir` a staging directory an earlier pull left behind? */
+export async function isStagingLeftover(dir: string, name: string): Promise<boolean> {
+  return (await stagingLeftover(dir, name)) !== null;
 }
 
 /** The entries of `dir` that are not staging leftovers (what makes it "not empty"). */
