@@ -5,7 +5,7 @@ import { request as httpsRequest } from 'node:https';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Option, type Command } from 'commander';
-import { parseDigest, type DigestAlgorithm } from '../domain/digest.ts';
+import { digestAlgorithm, digestOf, parseDigest, type DigestAlgorithm } from '../domain/digest.ts';
 import { isVolregError } from '../domain/errors.ts';
 import { parseRepositoryName, parseTag } from '../domain/names.ts';
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
@@ -170,12 +170,16 @@ export class VolregClient {
     });
   }
 
-  private async json<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>): Promise<T> {
+  private async jsonReply<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>): Promise<{ value: T; bytes: Buffer }> {
     const res = await this.send(method, path, { headers: { Accept: 'application/json', ...headers }, body });
     const status = res.statusCode ?? 0;
     if (status >= 400) throw await errorReply(res);
     if (status < 200 || status >= 300) throw unexpectedStatus(res, requestName(method, path));
     return readJsonReply<T>(res, requestName(method, path), this.base.href);
+  }
+
+  private async json<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>): Promise<T> {
+    return (await this.jsonReply<T>(method, path, body, headers)).value;
   }
 
   /** Uploads a tar / tar.gz / tar.zst stream as `<name>:<tag>` (chunked: the length need not be known). */
@@ -221,14 +225,23 @@ export class VolregClient {
     return this.json('DELETE', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`);
   }
 
-  /** The layer descriptor of a snapshot addressed by manifest digest (through /v2, as any OCI client would). */
+  /**
+   * The layer descriptor of a snapshot addressed by manifest digest (through /v2, as any OCI
+   * client would). The manifest must hash to that digest: the layer digest it names is what the
+   * download is checked against, so a registry sending another manifest would have another
+   * snapshot restored unnoticed.
+   */
   async layerByManifestDigest(name: string, digest: string): Promise<{ digest: string; size: number; mediaType: string }> {
-    const manifest = await this.json<{ artifactType?: string; config?: { mediaType?: string }; layers?: Array<{ digest: string; size: number; mediaType: string }> }>(
+    const { value: manifest, bytes } = await this.jsonReply<{ artifactType?: string; config?: { mediaType?: string }; layers?: Array<{ digest: string; size: number; mediaType: string }> }>(
       'GET',
       `v2/${encodePath(name)}/manifests/${digest}`,
       undefined,
       { Accept: 'application/vnd.oci.image.manifest.v1+json' },
     );
+    const got = digestOf(bytes, digestAlgorithm(parseDigest(digest)));
+    if (got !== digest) {
+      throw new RegistryError(200, 'DIGEST_INVALID', `the manifest the registry sent for ${name}@${digest} hashes to ${got}: it is not that snapshot's; nothing was downloaded`);
+    }
     const type = manifest.artifactType ?? manifest.config?.mediaType;
     if (type !== 'application/vnd.volreg.volume.v1' || manifest.layers?.length !== 1) {
       throw new RegistryError(404, 'SNAPSHOT_UNKNOWN', `${name}@${digest} is not a volume snapshot`);

@@ -68,8 +68,11 @@ async function readUpTo(res: IncomingMessage, max: number): Promise<Buffer | nul
   return Buffer.concat(chunks);
 }
 
-/** A success reply's JSON body; a RegistryError when it is not JSON, is too large, or breaks off. */
-export async function readJsonReply<T>(res: IncomingMessage, request: string, registry: string): Promise<T> {
+/**
+ * A success reply's JSON body, parsed, and its bytes (a manifest's digest is theirs); a
+ * RegistryError when it is not JSON, is too large, or breaks off.
+ */
+export async function readJsonReply<T>(res: IncomingMessage, request: string, registry: string): Promise<{ value: T; bytes: Buffer }> {
   const status = res.statusCode ?? 0;
   let body: Buffer | null;
   try {
@@ -79,7 +82,7 @@ export async function readJsonReply<T>(res: IncomingMessage, request: string, re
   }
   if (body === null) throw new RegistryError(status, 'REPLY_TOO_LARGE', `the reply to ${request} is larger than ${MAX_JSON_REPLY_BYTES} bytes: not one of the registry's; is ${registry} a volreg registry?`);
   try {
-    return JSON.parse(body.toString('utf8')) as T;
+    return { value: JSON.parse(body.toString('utf8')) as T, bytes: body };
   } catch {
     const type = res.headers['content-type'] ?? 'none';
     throw new RegistryError(status, 'NOT_JSON', `the reply to ${request} is not JSON (HTTP ${status}, Content-Type ${type}): is ${registry} a volreg registry?`);

@@ -24,6 +24,8 @@ type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 const metadataOf = new Map<string, Handler>();
 const contentOf = new Map<string, Handler>();
 const uploadOf = new Map<string, Handler>();
+/** /v2 replies, by `h/<name>/manifests/<digest>` or `h/<name>/blobs/<digest>` */
+const v2Of = new Map<string, Handler>();
 
 /** A registry that stops answering: the connection stays open, silent, until it gives up (a client with no timeout fails later, differently). */
 const stall: Handler = (req, res) => {
@@ -54,6 +56,8 @@ test.before(async () => {
     const m = /^\/api\/v1\/volumes\/(h\/[a-z0-9-]+)\/tags\/v1(\/content)?(?:\?.*)?$/.exec(req.url ?? '');
     const content = m?.[2] !== undefined ? contentOf.get(m[1]!) : undefined;
     const upload = m && req.method === 'PUT' ? uploadOf.get(m[1]!) : undefined;
+    const v2 = /^\/v2\/(h\/[a-z0-9-]+)\/(manifests|blobs)\/(.+)$/.exec(req.url ?? '');
+    if (v2) return void v2Of.get(`${v2[1]}/${v2[2]}/${v2[3]}`)?.(req, res);
     const meta = m && m[2] === undefined ? metadataOf.get(m[1]!) : undefined;
     if (upload) upload(req, res);
     else if (meta) meta(req, res);
@@ -242,4 +246,34 @@ test('a 401 asking for another scheme than Basic says so (exit 1)', async (t) =>
   const run = await pull('bearer');
   t.is(run.code, 1);
   t.is(run.stderr, 'volreg pull: HTTP 401 Unauthorized (it asks for Bearer authentication; volreg sends Basic credentials only) (UNKNOWN, HTTP 401)\n');
+});
+
+test('pull by manifest digest refuses a manifest that does not hash to that digest: another snapshot is never restored in its place (exit 4)', async (t) => {
+  const manifest = (note: string): Buffer =>
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        artifactType: 'application/vnd.volreg.volume.v1',
+        config: { mediaType: 'application/vnd.volreg.volume.config.v1+json', digest: `sha256:${'0'.repeat(64)}`, size: 2 },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: archive.length }],
+        annotations: { note },
+      }),
+    );
+  const asked = `sha256:${createHash('sha256').update(manifest('the snapshot asked for')).digest('hex')}`;
+  const served = manifest('another snapshot');
+  v2Of.set(`h/lying/manifests/${asked}`, (_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json', 'Docker-Content-Digest': asked });
+    res.end(served);
+  });
+  v2Of.set(`h/lying/blobs/${digest}`, (_req, res) => {
+    res.writeHead(200, { 'Content-Length': String(archive.length), 'Docker-Content-Digest': digest });
+    res.end(archive);
+  });
+  const target = join(work, 'lying');
+  const run = await runVolreg(['pull', `h/lying@${asked}`, target], { url, cwd: work });
+  t.is(run.code, 4, run.stderr);
+  const got = `sha256:${createHash('sha256').update(served).digest('hex')}`;
+  t.is(run.stderr, `volreg pull: the manifest the registry sent for h/lying@${asked} hashes to ${got}: it is not that snapshot's; nothing was downloaded (DIGEST_INVALID, HTTP 200)\n`);
+  t.deepEqual(await readdir(target).catch(() => []), []);
 });
