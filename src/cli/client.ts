@@ -43,8 +43,13 @@ export interface ClientOptions {
   timeoutSeconds?: number;
 }
 
-/** The default of --timeout: long enough for a verify of a large snapshot, which sends nothing while the registry re-reads it. */
+/** The default of --timeout. */
 export const DEFAULT_TIMEOUT_SECONDS = 600;
+/**
+ * The slowest a registry is expected to re-read a snapshot for verify (its larger size, the
+ * layer's or the tar's): a verify may stay silent for --timeout plus that long.
+ */
+export const VERIFY_FLOOR_BYTES_PER_SECOND = 16 * 1024 * 1024;
 
 /** A request to the registry during which nothing moved for --timeout seconds (a stalled registry, a dead network). */
 export class RegistryTimeoutError extends Error {
@@ -133,7 +138,9 @@ export class VolregClient {
     this.auth = opts.user !== undefined ? `Basic ${Buffer.from(`${opts.user}:${opts.password ?? ''}`).toString('base64')}` : undefined;
   }
 
-  private send(method: string, path: string, opts: { headers?: Record<string, string>; body?: Readable } = {}): Promise<IncomingMessage> {
+  /** `opts.timeoutMs`: this request's own --timeout (0: none), instead of the client's */
+  private send(method: string, path: string, opts: { headers?: Record<string, string>; body?: Readable; timeoutMs?: number } = {}): Promise<IncomingMessage> {
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     const url = new URL(path.replace(/^\//, ''), this.base);
     const headers: Record<string, string> = { ...opts.headers };
     if (this.auth) headers.Authorization = this.auth;
@@ -145,10 +152,10 @@ export class VolregClient {
         reply = res;
         resolve(res);
       });
-      if (this.timeoutMs > 0) {
+      if (timeoutMs > 0) {
         // the socket's idle timer: it runs while connecting, sending, waiting and reading the reply
-        req.setTimeout(this.timeoutMs, () => {
-          const err = new RegistryTimeoutError(method, url, this.timeoutMs / 1000);
+        req.setTimeout(timeoutMs, () => {
+          const err = new RegistryTimeoutError(method, url, Math.round(timeoutMs / 1000));
           reply?.destroy(err);
           req.destroy(err);
         });
@@ -170,16 +177,16 @@ export class VolregClient {
     });
   }
 
-  private async jsonReply<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>): Promise<{ value: T; bytes: Buffer }> {
-    const res = await this.send(method, path, { headers: { Accept: 'application/json', ...headers }, body });
+  private async jsonReply<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>, timeoutMs?: number): Promise<{ value: T; bytes: Buffer }> {
+    const res = await this.send(method, path, { headers: { Accept: 'application/json', ...headers }, body, timeoutMs });
     const status = res.statusCode ?? 0;
     if (status >= 400) throw await errorReply(res);
     if (status < 200 || status >= 300) throw unexpectedStatus(res, requestName(method, path));
     return readJsonReply<T>(res, requestName(method, path), this.base.href);
   }
 
-  private async json<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>): Promise<T> {
-    return (await this.jsonReply<T>(method, path, body, headers)).value;
+  private async json<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>, timeoutMs?: number): Promise<T> {
+    return (await this.jsonReply<T>(method, path, body, headers, timeoutMs)).value;
   }
 
   /** Uploads a tar / tar.gz / tar.zst stream as `<name>:<tag>` (chunked: the length need not be known). */
@@ -217,8 +224,17 @@ export class VolregClient {
     return this.json('GET', `api/v1/volumes${qs ? `?${qs}` : ''}`);
   }
 
-  verify(name: string, tag: string): Promise<SnapshotJson & { ok: boolean }> {
-    return this.json('POST', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}/verify`);
+  /**
+   * Has the registry re-read a snapshot. It sends nothing while it does, for as long as reading
+   * the snapshot takes: --timeout is stretched by the time the snapshot's size needs at
+   * VERIFY_FLOOR_BYTES_PER_SECOND, so a large one is not taken for a stalled registry.
+   */
+  async verify(name: string, tag: string): Promise<SnapshotJson & { ok: boolean }> {
+    const path = `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`;
+    const info = await this.json<SnapshotJson>('GET', path);
+    const bytes = Math.max(info.layer.size, info.uncompressed?.size ?? 0);
+    const timeoutMs = this.timeoutMs > 0 ? this.timeoutMs + Math.ceil((bytes / VERIFY_FLOOR_BYTES_PER_SECOND) * 1000) : 0;
+    return this.json('POST', `${path}/verify`, undefined, undefined, timeoutMs);
   }
 
   remove(name: string, tag: string): Promise<{ deleted: { volume: string; tag: string; manifestDigest: string } }> {

@@ -26,6 +26,8 @@ const contentOf = new Map<string, Handler>();
 const uploadOf = new Map<string, Handler>();
 /** /v2 replies, by `h/<name>/manifests/<digest>` or `h/<name>/blobs/<digest>` */
 const v2Of = new Map<string, Handler>();
+/** POST .../tags/v1/verify, by volume name */
+const verifyOf = new Map<string, Handler>();
 
 /** A registry that stops answering: the connection stays open, silent, until it gives up (a client with no timeout fails later, differently). */
 const stall: Handler = (req, res) => {
@@ -56,6 +58,8 @@ test.before(async () => {
     const m = /^\/api\/v1\/volumes\/(h\/[a-z0-9-]+)\/tags\/v1(\/content)?(?:\?.*)?$/.exec(req.url ?? '');
     const content = m?.[2] !== undefined ? contentOf.get(m[1]!) : undefined;
     const upload = m && req.method === 'PUT' ? uploadOf.get(m[1]!) : undefined;
+    const verify = /^\/api\/v1\/volumes\/(h\/[a-z0-9-]+)\/tags\/v1\/verify$/.exec(req.url ?? '');
+    if (verify && req.method === 'POST') return void verifyOf.get(verify[1]!)?.(req, res);
     const v2 = /^\/v2\/(h\/[a-z0-9-]+)\/(manifests|blobs)\/(.+)$/.exec(req.url ?? '');
     if (v2) return void v2Of.get(`${v2[1]}/${v2[2]}/${v2[3]}`)?.(req, res);
     const meta = m && m[2] === undefined ? metadataOf.get(m[1]!) : undefined;
@@ -276,4 +280,28 @@ test('pull by manifest digest refuses a manifest that does not hash to that dige
   const got = `sha256:${createHash('sha256').update(served).digest('hex')}`;
   t.is(run.stderr, `volreg pull: the manifest the registry sent for h/lying@${asked} hashes to ${got}: it is not that snapshot's; nothing was downloaded (DIGEST_INVALID, HTTP 200)\n`);
   t.deepEqual(await readdir(target).catch(() => []), []);
+});
+
+test('verify waits for a large snapshot beyond --timeout, by its size; a small one silent as long fails at the timeout', async (t) => {
+  // 48 MiB at the floor of 16 MiB/s: 3 s more than --timeout
+  const big = 48 * 1024 * 1024;
+  metadataOf.set('h/big-verify', (_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ ...JSON.parse(metadata('h/big-verify')), layer: { digest, size: big, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }, uncompressed: { digest, size: big } }));
+  });
+  const answerLate: Handler = (req, res) => {
+    req.resume();
+    setTimeout(() => {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ ...JSON.parse(metadata('h/x')), ok: true, lastVerify: { at: new Date().toISOString(), ok: true, problems: [] } }));
+    }, 2500).unref();
+  };
+  verifyOf.set('h/big-verify', answerLate);
+  verifyOf.set('h/small-verify', answerLate);
+  const big1 = await runVolreg(['verify', '--timeout', '1', 'h/big-verify:v1'], { url, cwd: work });
+  t.is(big1.code, 0, big1.stderr);
+  t.regex(big1.stdout, /h\/big-verify:v1: ok/);
+  const small = await runVolreg(['verify', '--timeout', '1', 'h/small-verify:v1'], { url, cwd: work });
+  t.is(small.code, 1, small.stderr);
+  t.regex(small.stderr, /nothing came from the registry for 1 s \(POST \/api\/v1\/volumes\/h\/small-verify\/tags\/v1\/verify\)/);
 });
