@@ -33,6 +33,8 @@ export const AGENT_EXIT = {
   PARTIAL: 5,
   /** the target directory is not empty (use --force) */
   NOT_EMPTY: 6,
+  /** push --no-overwrite: the tag already holds a snapshot */
+  EXISTS: 7,
 } as const;
 
 export interface ClientOptions {
@@ -190,12 +192,16 @@ export class VolregClient {
   }
 
   /** Uploads a tar / tar.gz / tar.zst stream as `<name>:<tag>` (chunked: the length need not be known). */
-  async put(name: string, tag: string, body: Readable, opts: { host?: string; labels?: Record<string, string>; digest?: string } = {}): Promise<SnapshotJson> {
+  /** `noOverwrite`: only if the tag holds no snapshot yet (If-None-Match: *; else PRECONDITION_FAILED, nothing sent) */
+  async put(name: string, tag: string, body: Readable, opts: { host?: string; labels?: Record<string, string>; digest?: string; noOverwrite?: boolean } = {}): Promise<SnapshotJson> {
     // A server refusing before it reads the body (401, a bad name) closes the connection while
     // we are still sending, and its answer can be lost with it: ask first with a cheap request.
     const pre = await this.send('GET', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`, { headers: { Accept: 'application/json' } });
     if ((pre.statusCode ?? 0) >= 400 && pre.statusCode !== 404) throw await errorReply(pre);
     pre.resume();
+    if (opts.noOverwrite && pre.statusCode === 200) {
+      throw new RegistryError(412, 'PRECONDITION_FAILED', `${name}:${tag} already holds a snapshot; nothing was sent (--no-overwrite)`);
+    }
     const q = new URLSearchParams();
     if (opts.host) q.set('host', opts.host);
     for (const [k, v] of Object.entries(opts.labels ?? {})) q.append('label', `${k}=${v}`);
@@ -203,6 +209,8 @@ export class VolregClient {
     const qs = q.toString();
     return this.json<SnapshotJson>('PUT', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}${qs ? `?${qs}` : ''}`, body, {
       'Content-Type': 'application/octet-stream',
+      // the registry checks again in the same step as it tags: a push racing this one is seen
+      ...(opts.noOverwrite ? { 'If-None-Match': '*' } : {}),
     });
   }
 
@@ -390,6 +398,7 @@ export function exitCodeOf(err: unknown): number {
     // a snapshot that exists without its bytes (set aside as damaged) is an integrity fault
     if (err.code === 'BLOB_UNKNOWN') return AGENT_EXIT.INTEGRITY;
     if (err.status === 404) return AGENT_EXIT.NOT_FOUND;
+    if (err.code === 'PRECONDITION_FAILED') return AGENT_EXIT.EXISTS;
     if (err.code === 'DIGEST_INVALID' || err.code === 'ARCHIVE_INVALID') return AGENT_EXIT.INTEGRITY;
     return AGENT_EXIT.FAILURE;
   }

@@ -550,3 +550,34 @@ test('credentials come from VOLREG_USER / VOLREG_PASSWORD (or flags) as Basic au
     await secured.close();
   }
 });
+
+test('push --no-overwrite refuses a tag that holds a snapshot (exit 7, the snapshot kept), also when pushes race; backup --no-overwrite pushes only the new volumes', async (t) => {
+  const first = await volreg(['push', '--json', tree, 'e2e/keep:nightly']);
+  t.is(first.code, 0, first.stderr);
+  const kept = (JSON.parse(first.stdout) as { manifestDigest: string }).manifestDigest;
+  const other = join(work, 'keep-other');
+  await mkdir(other, { recursive: true });
+  await writeFile(join(other, 'different'), 'other contents\n');
+  const again = await volreg(['push', '--no-overwrite', other, 'e2e/keep:nightly']);
+  t.is(again.code, 7);
+  t.regex(again.stderr, /e2e\/keep:nightly already holds a snapshot/);
+  const ls = await volreg(['ls', '--json', 'e2e/keep']);
+  t.true(ls.stdout.includes(kept), 'the first snapshot is still the tag');
+
+  // two hosts pushing a new tag at once: the registry lets one in
+  const racing = await Promise.all([tree, other].map((dir) => volreg(['push', '--no-overwrite', '--json', dir, 'e2e/keep:race'])));
+  t.deepEqual(racing.map((r) => r.code).sort(), [0, 7], racing.map((r) => r.stderr).join(' | '));
+  const winner = (JSON.parse(racing.find((r) => r.code === 0)!.stdout) as { manifestDigest: string }).manifestDigest;
+  t.true((await volreg(['ls', '--json', 'e2e/keep'])).stdout.includes(winner));
+
+  const root = join(work, 'no-overwrite-volumes');
+  for (const v of ['old', 'new']) {
+    await mkdir(join(root, v), { recursive: true });
+    await writeFile(join(root, v, 'f'), `${v}\n`);
+  }
+  t.is((await volreg(['backup', '--tag', 'r1', '--volumes-root', root, '--prefix', 'nov/', 'old'])).code, 0);
+  const backup = await volreg(['backup', '--no-overwrite', '--tag', 'r1', '--volumes-root', root, '--prefix', 'nov/', 'old,new']);
+  t.is(backup.code, 5, 'one volume refused');
+  t.regex(backup.stderr, /old: .*already holds a snapshot/);
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'old r1\nnew r1\n');
+});

@@ -81,6 +81,8 @@ export interface PushOptions {
   labels?: Record<string, string>;
   progress: Progress;
   onWarning?: (message: string) => void;
+  /** refuse (PRECONDITION_FAILED) when the tag already holds a snapshot */
+  noOverwrite?: boolean;
 }
 
 /**
@@ -112,7 +114,7 @@ export async function pushSource(client: VolregClient, source: string | Readable
   try {
     let result: SnapshotJson;
     try {
-      result = await client.put(name, tag, counted, { host: opts.host, labels: opts.labels });
+      result = await client.put(name, tag, counted, { host: opts.host, labels: opts.labels, noOverwrite: opts.noOverwrite });
     } catch (err) {
       // the stream's own failure is the cause; the aborted request is only its consequence
       throw failure ?? err;

@@ -60,6 +60,7 @@ export function registerBackup(program: Command): void {
             labels,
             progress: progressFor(!flags.quiet && !flags.json),
             onWarning: (m) => process.stderr.write(`volreg backup: ${volume}: warning: ${m}\n`),
+            noOverwrite: !flags.overwrite,
           });
           // recorded at once, so a backup stopped later still lists what it pushed
           await updateTagsFile(flags.volumesRoot, new Map([[volume, flags.tag]]));

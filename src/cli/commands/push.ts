@@ -11,6 +11,7 @@ export interface PushFlags extends ConnectionFlags {
   level?: number;
   host: string;
   label: string[];
+  overwrite: boolean;
 }
 
 export function collect(value: string, previous: string[]): string[] {
@@ -45,7 +46,8 @@ export function addPushOptions(cmd: Command): Command {
     .addOption(new Option('--compression <kind>', 'compression of the uploaded tar').choices(['gzip', 'zstd', 'none']).default('gzip'))
     .option('--level <n>', 'compression level', (v) => Number.parseInt(v, 10))
     .option('--host <name>', 'source host recorded with the snapshot', hostname())
-    .option('--label <key=value>', 'label recorded with the snapshot (repeatable)', collect, []);
+    .option('--label <key=value>', 'label recorded with the snapshot (repeatable)', collect, [])
+    .option('--no-overwrite', 'refuse a tag that already holds a snapshot (exit 7), also when another host pushes it at the same moment');
 }
 
 export function registerPush(program: Command): void {
@@ -73,6 +75,7 @@ export function registerPush(program: Command): void {
         labels,
         progress: progressFor(!flags.quiet && !flags.json),
         onWarning: (m) => process.stderr.write(`volreg push: warning: ${m}\n`),
+        noOverwrite: !flags.overwrite,
       });
       if (flags.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       else if (!flags.quiet) {
