@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { readCapped } from '../domain/read-capped.ts';
 
 /**
  * Reading the registry's replies, and what the host agent says when a reply is not one the
@@ -53,20 +54,6 @@ export function unexpectedStatus(res: IncomingMessage, request: string): Registr
   return new RegistryError(status, 'UNEXPECTED_REPLY', `${request} was answered ${statusLine(res)}${why}`);
 }
 
-/** Reads a body up to `max` bytes (then destroys the reply); null when it is longer. */
-async function readUpTo(res: IncomingMessage, max: number): Promise<Buffer | null> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const c of res) {
-    total += (c as Buffer).length;
-    if (total > max) {
-      res.destroy();
-      return null;
-    }
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks);
-}
 
 /**
  * A success reply's JSON body, parsed, and its bytes (a manifest's digest is theirs); a
@@ -76,7 +63,7 @@ export async function readJsonReply<T>(res: IncomingMessage, request: string, re
   const status = res.statusCode ?? 0;
   let body: Buffer | null;
   try {
-    body = await readUpTo(res, MAX_JSON_REPLY_BYTES);
+    body = await readCapped(res, MAX_JSON_REPLY_BYTES);
   } catch (err) {
     throw brokenReply(err, `the reply to ${request}`);
   }

@@ -7,6 +7,7 @@ import { digestOf, splitDigest, type Digest } from '../domain/digest.ts';
 import { parseManifest } from '../domain/manifests/manifest-handlers.ts';
 import { MEDIA_TYPES } from '../domain/media-types.ts';
 import { explained, isVolregError, VolregError } from '../domain/errors.ts';
+import { readCapped } from '../domain/read-capped.ts';
 import { hasPreconditions, preconditionFailed, preconditionsHold, type Preconditions } from '../domain/preconditions.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
 import { inspectArchive, type ArchiveInspection, type InspectOptions } from '../domain/volumes/archive-inspector.ts';
@@ -124,19 +125,6 @@ export interface PutSnapshotOptions {
 
 const CONFIG_READ_LIMIT = 64 * 1024;
 
-async function readSmall(stream: Readable, limit: number): Promise<Buffer | null> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of stream) {
-    total += (chunk as Buffer).length;
-    if (total > limit) {
-      stream.destroy();
-      return null;
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks, total);
-}
 
 type Settled<T> = { ok: true; value: T } | { ok: false; err: unknown };
 
@@ -319,7 +307,7 @@ export class VolumeService {
     if (!view) return null;
     let config = null;
     try {
-      const bytes = await readSmall((await this.blobs.open(repo, view.configDigest)).stream, CONFIG_READ_LIMIT);
+      const bytes = await readCapped((await this.blobs.open(repo, view.configDigest)).stream, CONFIG_READ_LIMIT);
       config = bytes ? decodeSnapshotConfig(bytes) : null;
     } catch (err) {
       if (!isVolregError(err) || err.code !== 'BLOB_UNKNOWN') throw err;
