@@ -19,7 +19,8 @@ export function parsePage(query: ParsedUrlQuery, validLast: (s: string) => void)
   const last = single(query, 'last');
   const page: { n?: number; last?: string } = {};
   if (rawN !== undefined) {
-    if (!/^\d{1,9}$/.test(rawN)) throw new VolregError('PAGINATION_NUMBER_INVALID', 'n must be a non-negative integer', { n: rawN.slice(0, 20) });
+    if (!/^\d+$/.test(rawN)) throw new VolregError('PAGINATION_NUMBER_INVALID', 'n must be a non-negative integer', { n: rawN.slice(0, 20) });
+    // however many digits: a client asking for "everything" with a huge n gets pages, not a 400
     page.n = Math.min(Number(rawN), MAX_PAGE_SIZE);
   }
   if (last !== undefined && last !== '') {
