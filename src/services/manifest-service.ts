@@ -110,8 +110,7 @@ export class ManifestService {
   /**
    * Stores a manifest pushed to `reference` (a tag or a digest). The digest in the URL, if any,
    * must be that of the body. `opts.tags` adds tags to a push by digest (`?tag=`).
-   */
-  /**
+   *
    * `opts.preconditions` (If-Match, If-None-Match) are about the reference: by tag, the unit of
    * the pushed manifest's schema version, checked and written in one step; by digest, whether
    * the repository holds that manifest. Tags of `?tag=` are not conditioned.
