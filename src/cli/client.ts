@@ -235,11 +235,12 @@ export class VolregClient {
   /**
    * Has the registry re-read a snapshot. It sends nothing while it does, for as long as reading
    * the snapshot takes: --timeout is stretched by the time the snapshot's size needs at
-   * VERIFY_FLOOR_BYTES_PER_SECOND, so a large one is not taken for a stalled registry.
+   * VERIFY_FLOOR_BYTES_PER_SECOND, so a large one is not taken for a stalled registry. Its
+   * size comes from `listed` (a listing's entry) when given, else from its metadata.
    */
-  async verify(name: string, tag: string): Promise<SnapshotJson & { ok: boolean }> {
+  async verify(name: string, tag: string, listed?: SnapshotJson): Promise<SnapshotJson & { ok: boolean }> {
     const path = `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`;
-    const info = await this.json<SnapshotJson>('GET', path);
+    const info = listed ?? (await this.json<SnapshotJson>('GET', path));
     const bytes = Math.max(info.layer.size, info.uncompressed?.size ?? 0);
     const timeoutMs = this.timeoutMs > 0 ? this.timeoutMs + Math.ceil((bytes / VERIFY_FLOOR_BYTES_PER_SECOND) * 1000) : 0;
     return this.json('POST', `${path}/verify`, undefined, undefined, timeoutMs);

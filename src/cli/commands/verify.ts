@@ -33,11 +33,11 @@ async function* allPages<T>(page: (limit: number, after: string | undefined) => 
   }
 }
 
-/** Every snapshot tag of a volume. */
-function tagsOf(client: VolregClient, name: string): AsyncGenerator<string> {
+/** Every snapshot of a volume, as listed. */
+function snapshotsOf(client: VolregClient, name: string): AsyncGenerator<SnapshotJson> {
   return allPages(async (limit, after) => {
     const page = await client.list(name, { limit, after });
-    return { items: page.snapshots.map((s) => s.tag), next: page.next };
+    return { items: page.snapshots, next: page.next };
   });
 }
 
@@ -54,10 +54,10 @@ function outcomeOf(snapshot: string, r: SnapshotJson & { ok: boolean }): Outcome
 }
 
 /** Null when the snapshot was deleted since it was listed. */
-async function verifyOne(client: VolregClient, name: string, tag: string): Promise<Outcome | null> {
-  const snapshot = `${name}:${tag}`;
+async function verifyOne(client: VolregClient, listed: SnapshotJson): Promise<Outcome | null> {
+  const snapshot = `${listed.volume}:${listed.tag}`;
   try {
-    return outcomeOf(snapshot, await client.verify(name, tag));
+    return outcomeOf(snapshot, await client.verify(listed.volume, listed.tag, listed));
   } catch (err) {
     if (err instanceof RegistryError && err.status === 404) return null;
     // one snapshot that cannot be verified (a server or network error) is no finding on it: it
@@ -99,8 +99,8 @@ export function registerVerify(program: Command): void {
       const volumes = ref !== undefined ? [checkedVolume(ref, ref)] : volumesOf(client);
       for await (const name of volumes) {
         try {
-          for await (const tag of tagsOf(client, name)) {
-            const outcome = await verifyOne(client, name, tag);
+          for await (const listed of snapshotsOf(client, name)) {
+            const outcome = await verifyOne(client, listed);
             if (outcome) report(outcome);
           }
         } catch (err) {
