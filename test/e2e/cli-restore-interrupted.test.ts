@@ -42,18 +42,61 @@ function asideDir(volume: string): string | null {
   return null;
 }
 
-test('a restore killed during the switch-over has forgotten the old tag: a later restore to it does not call the volume up to date', async (t) => {
+/**
+ * Starts a forced restore to `lock` and calls `during` once its switch-over has begun (the old
+ * contents have a place aside), then waits for it to end. Polled between turns of the event
+ * loop, which serves the registry (the test server runs in this process). Returns whether the
+ * switch-over was caught, and how the restore ended.
+ */
+async function restoreCaughtMidSwitch(
+  root: string,
+  lock: string,
+  during: (child: ReturnType<typeof spawn>, aside: string) => boolean,
+): Promise<{ caught: boolean; signal: NodeJS.Signals | null }> {
+  const volume = join(root, 'vol');
+  const child = spawn(process.execPath, [VOLREG_BIN, 'restore', '--force', '-q', '--lock', lock, '--volumes-root', root, '--prefix', 'interrupted/'], {
+    env: { ...process.env, VOLREG_URL: server.url },
+    stdio: 'ignore',
+  });
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
+  let caught = false;
+  try {
+    const deadline = Date.now() + 60_000;
+    let aside: string | null = null;
+    while (Date.now() < deadline && aside === null && child.exitCode === null && child.signalCode === null) {
+      aside = asideDir(volume);
+      if (aside === null) await new Promise((resolve) => setImmediate(resolve));
+    }
+    if (aside !== null) caught = during(child, aside);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null && !caught) child.kill('SIGKILL');
+  }
+  const signal = await exited;
+  return { caught, signal };
+}
+
+/** Both snapshots pushed (once) and a lock file for each. */
+async function pushBoth(): Promise<{ v0: string; v1: string; lock0: string; lock1: string }> {
   const v0 = join(work, 'src-v0');
   const v1 = join(work, 'src-v1');
-  await manyFiles(v0, 'old');
-  await manyFiles(v1, 'new');
-  t.is((await volreg(['push', '-q', v0, 'interrupted/vol:v0'])).code, 0);
-  t.is((await volreg(['push', '-q', v1, 'interrupted/vol:v1'])).code, 0);
   const lock0 = join(work, 'v0.lock');
   const lock1 = join(work, 'v1.lock');
-  await writeFile(lock0, 'vol downstream tag:v0\n');
-  await writeFile(lock1, 'vol downstream tag:v1\n');
-  const root = join(work, 'volumes');
+  if (!existsSync(v0)) {
+    await manyFiles(v0, 'old');
+    await manyFiles(v1, 'new');
+    for (const [dir, ref] of [[v0, 'interrupted/vol:v0'], [v1, 'interrupted/vol:v1']]) {
+      const pushed = await volreg(['push', '-q', dir!, ref!]);
+      if (pushed.code !== 0) throw new Error(`push of ${ref} failed: ${pushed.stderr}`);
+    }
+    await writeFile(lock0, 'vol downstream tag:v0\n');
+    await writeFile(lock1, 'vol downstream tag:v1\n');
+  }
+  return { v0, v1, lock0, lock1 };
+}
+
+test.serial('a restore killed during the switch-over has forgotten the old tag: a later restore to it does not call the volume up to date', async (t) => {
+  const { v0, lock0, lock1 } = await pushBoth();
+  const root = join(work, 'volumes-killed');
   const volume = join(root, 'vol');
   const restore = (lock: string, ...more: string[]): Promise<CliRun> =>
     volreg(['restore', '--lock', lock, '--volumes-root', root, '--prefix', 'interrupted/', ...more]);
@@ -64,33 +107,14 @@ test('a restore killed during the switch-over has forgotten the old tag: a later
     await mkdir(root);
     t.is((await restore(lock0)).code, 0);
     t.is(await readFile(join(root, 'tags'), 'utf8'), 'vol v0\n');
-    const child = spawn(process.execPath, [VOLREG_BIN, 'restore', '--force', '-q', '--lock', lock1, '--volumes-root', root, '--prefix', 'interrupted/'], {
-      env: { ...process.env, VOLREG_URL: server.url },
-      stdio: 'ignore',
-    });
-    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-    // The switch-over has begun once the old contents have a place aside; the restore ends (and
-    // records v1) after that place is gone. Polled between turns of the event loop, which serves
-    // the registry (the test server runs in this process).
-    try {
-      const deadline = Date.now() + 60_000;
-      let aside: string | null = null;
-      while (Date.now() < deadline && aside === null && readFileSync(join(root, 'tags'), 'utf8') !== 'vol v1\n') {
-        aside = asideDir(volume);
-        if (aside === null) await new Promise((resolve) => setImmediate(resolve));
-      }
-      if (aside !== null) {
-        child.kill('SIGSTOP');
-        // stopped with the switch-over under way (not yet cleaned up): what a kill -9 leaves
-        if (existsSync(aside)) {
-          caught = true;
-          t.is(readFileSync(join(root, 'tags'), 'utf8'), '', 'the volume being replaced has no tag in the tags file');
-        }
-      }
-    } finally {
+    ({ caught } = await restoreCaughtMidSwitch(root, lock1, (child, aside) => {
+      child.kill('SIGSTOP');
+      // stopped with the switch-over under way (not yet cleaned up): what a kill -9 leaves
+      if (!existsSync(aside)) return false;
+      t.is(readFileSync(join(root, 'tags'), 'utf8'), '', 'the volume being replaced has no tag in the tags file');
       child.kill('SIGKILL');
-      await exited;
-    }
+      return true;
+    }));
   }
   t.true(caught, 'a restore was stopped during its switch-over');
 
@@ -104,4 +128,29 @@ test('a restore killed during the switch-over has forgotten the old tag: a later
   t.deepEqual(await describeTree(volume), await describeTree(v0), 'the volume holds the whole snapshot again');
   t.deepEqual((await readdir(volume)).filter((n) => n.startsWith('.volreg-')), [], 'the killed restore left nothing behind');
   t.is(await readFile(join(root, 'tags'), 'utf8'), 'vol v0\n');
+});
+
+test.serial('a restore sent SIGTERM during the switch-over finishes it and records the new tag: the next restore calls the volume up to date', async (t) => {
+  const { v1, lock0, lock1 } = await pushBoth();
+  const root = join(work, 'volumes-terminated');
+  const volume = join(root, 'vol');
+  const restore = (lock: string, ...more: string[]): Promise<CliRun> =>
+    volreg(['restore', '--lock', lock, '--volumes-root', root, '--prefix', 'interrupted/', ...more]);
+
+  let outcome = { caught: false, signal: null as NodeJS.Signals | null };
+  for (let attempt = 0; attempt < 5 && !outcome.caught; attempt++) {
+    await rm(root, { recursive: true, force: true });
+    await mkdir(root);
+    t.is((await restore(lock0)).code, 0);
+    outcome = await restoreCaughtMidSwitch(root, lock1, (child) => child.kill('SIGTERM'));
+  }
+  t.true(outcome.caught, 'a restore was sent SIGTERM during its switch-over');
+  t.is(outcome.signal, 'SIGTERM', 'the restore still ends by the signal');
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'vol v1\n', 'the tags file names the tag the volume now holds');
+  t.deepEqual(await describeTree(volume), await describeTree(v1), 'the volume holds the whole new snapshot');
+  t.deepEqual((await readdir(volume)).filter((n) => n.startsWith('.volreg-')), [], 'nothing was left behind');
+
+  const again = await restore(lock1);
+  t.is(again.code, 0, again.stdout + again.stderr);
+  t.regex(again.stdout, /vol: up-to-date v1/);
 });

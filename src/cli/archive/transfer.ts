@@ -141,6 +141,12 @@ export interface PullOptions extends ExtractOptions {
    * of the new (a pull killed there stays so). Restore forgets the volume's tag here.
    */
   beforeSwitchOver?: () => Promise<void>;
+  /**
+   * Called once the new contents are wholly in place, before the pull returns. A signal that came
+   * during the switch-over waits for it too: restore records the volume's new tag here, so a
+   * restore stopped by SIGTERM mid switch-over leaves a volume it need not fetch again.
+   */
+  afterSwitchOver?: () => Promise<void>;
 }
 
 /**
@@ -298,6 +304,7 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     // Last, after every change to the tree (each move or removal changes a parent's mtime): the
     // directories' owners, modes and mtimes, the target's own only when the archive has a root entry.
     await applyDirectoryAttributes(dir, tree.directories, opts);
+    await opts.afterSwitchOver?.();
     return { digest: got.digest, size: got.size, entries: tree.entries, snapshot };
   } finally {
     await discard();

@@ -110,13 +110,13 @@ export function registerRestore(program: Command): void {
             keepOutsideSymlinks: flags.keepOutsideSymlinks,
             progress: progressFor(!flags.quiet && !flags.json),
             onWarning: (m) => process.stderr.write(`volreg restore: ${entry.volume}: warning: ${m}\n`),
-            // A restore stopped during the switch-over (kill -9, or a signal, which waits for the
-            // pull but not for the line below) leaves old and new contents mixed: the old tag must
-            // not stay beside them, or a later restore to it would call the volume up to date.
+            // A restore killed during the switch-over leaves old and new contents mixed: the old
+            // tag must not stay beside them, or a later restore to it would call the volume up to date.
             beforeSwitchOver: () => updateTagsFile(flags.volumesRoot, new Map([[entry.volume, null]])),
+            // Recorded at once, and before a signal that came meanwhile ends the restore: the
+            // volume then holds this tag whole, and a later restore to it need not fetch it again.
+            afterSwitchOver: () => updateTagsFile(flags.volumesRoot, new Map([[entry.volume, decision.tag]])),
           });
-          // recorded at once: a restore stopped later must not leave this volume's old tag beside its new contents
-          await updateTagsFile(flags.volumesRoot, new Map([[entry.volume, decision.tag]]));
           outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'restored', message: `from ${ref}`, digest: r.digest });
         } catch (err) {
           outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'failed', message: describeError(err) });
