@@ -271,6 +271,15 @@ for (const [label, inspect] of IMPLEMENTATIONS) {
   });
 }
 
+test('a fault of the inspection itself is thrown as it is, not told as a verdict on the archive', async (t) => {
+  // a value that is no bytes reaches the inspector's own code: a TypeError, as a programming
+  // error inside the decoders or the parser would be
+  const source = Readable.from([tarBytes.subarray(0, 100), 42], { objectMode: true });
+  const err = await t.throwsAsync(inspectArchive(source));
+  t.true(err instanceof TypeError, String(err));
+  t.false(err instanceof VolregError);
+});
+
 test('worker thread: concurrent inspections are kept apart, each with its own answer', async (t) => {
   const gz = sh('gzip', ['-c'], tarBytes);
   const truncated = gz.subarray(0, Math.floor(gz.length / 2));

@@ -21,7 +21,8 @@ import { TarFraming } from './tar-framing.ts';
  *
  * Anything wrong with the bytes (truncated, corrupt, not a tar, garbage after the end) is
  * ARCHIVE_INVALID, and so is an entry a restore could not reproduce exactly
- * (restorable-entry.ts); a failure of the source itself (the client went away) is passed through.
+ * (restorable-entry.ts); a failure of the source itself (the client went away) is passed through,
+ * and so is a fault of the inspection's own (isInspectionFault).
  */
 export interface ArchiveInspection {
   compression: Compression;
@@ -144,9 +145,23 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
   } catch (err) {
     if (err instanceof SourceFailure) throw err.original;
     const cause: unknown = parserFailure ?? err;
-    if (isVolregError(cause)) throw cause;
+    if (isVolregError(cause) || isInspectionFault(cause)) throw cause;
     throw invalidArchive(cause instanceof Error ? readableParserMessage(cause.message).slice(0, 300) : 'unreadable archive');
   }
+}
+
+/**
+ * A fault of the inspection itself, not a verdict on the bytes: a programming error, or memory
+ * the process could not get. Told as ARCHIVE_INVALID it would refuse a healthy backup (400, which
+ * a client does not retry) or record one as damaged; thrown as it is, callers answer it as the
+ * inspection being unavailable (worker thread) or as the bug it is. The decoders' and the tar
+ * parser's own refusals are plain Errors (zlib's with a Z_ code), never these.
+ */
+function isInspectionFault(err: unknown): boolean {
+  if (err instanceof TypeError || err instanceof ReferenceError) return true;
+  if (err instanceof RangeError && /allocation failed|invalid (typed )?array length|maximum call stack/i.test(err.message)) return true;
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'Z_MEM_ERROR' || code === 'ERR_MEMORY_ALLOCATION_FAILED';
 }
 
 /** tar-stream's message for a header without the ustar magic, which is what a v7 archive has. */
