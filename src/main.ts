@@ -184,6 +184,16 @@ export function createLogger(config: Pick<Config, 'logLevel'>): Logger {
   return pino({ level: config.logLevel, timestamp: pino.stdTimeFunctions.isoTime });
 }
 
+/**
+ * The log of a command that prints its own report (gc, migrate): warnings and worse unless a
+ * quieter level is set, on stderr so that `--json` on stdout stays one JSON document, and
+ * written at once, as such a command ends with process.exit.
+ */
+export function createCommandLogger(config: Pick<Config, 'logLevel'>): Logger {
+  const level = config.logLevel === 'info' ? 'warn' : config.logLevel;
+  return pino({ level, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: 2, sync: true }));
+}
+
 export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const logger = opts.logger ?? createLogger(config);
   await mkdir(config.dataDir, { recursive: true });

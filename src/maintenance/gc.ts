@@ -22,6 +22,10 @@ import type { BlobStore } from '../storage/blob-store.ts';
  *      manifest still uses get their unit back instead, held by the manifest's repositories;
  *   6. abandoned upload sessions (UploadService.purgeAbandoned), when given.
  *
+ * And one finding, never a delete: blobs that kept manifests use whose bytes the store no longer
+ * has (lost, or set aside as damaged by scrub or verify). Those manifests do not pull whole until
+ * the same content is uploaded again, so the operator must hear of it before a restore needs it.
+ *
  * Everything must be older than the grace period: a unit's `_last_updated` (set at insert, and
  * again by every push that reuses the unit), an association's `updated` (refreshed by every
  * push), a blob's last commit time (refreshed by a commit of an existing digest). The grace period covers the steps of a push in flight (a blob
@@ -91,7 +95,18 @@ export interface GcReport {
   freedBytes: number;
   /** the run was stopped before it finished (the next one carries on) */
   aborted: boolean;
+  /** blobs that kept manifests use and the store lacks: their count, and the first MISSING_LISTED */
+  missingBlobs: { count: number; blobs: MissingBlob[] };
 }
+
+export interface MissingBlob {
+  digest: string;
+  /** repositories holding a manifest that uses it (those manifests do not pull whole) */
+  repositories: string[];
+}
+
+/** at most this many missing blobs are listed in a report (all are counted and logged) */
+export const MISSING_LISTED = 100;
 
 const BATCH = 200;
 const MANIFEST_TYPES: UnitTypeId[] = [UNIT_TYPES.manifest, UNIT_TYPES.manifestList];
@@ -163,6 +178,7 @@ class GarbageCollector {
       errors: 0,
       freedBytes: 0,
       aborted: false,
+      missingBlobs: { count: 0, blobs: [] },
     };
   }
 
@@ -174,8 +190,10 @@ class GarbageCollector {
       if (this.opts.deleteUntagged) await this.removeUntagged();
       await this.sweepManifestUnits(UNIT_TYPES.manifestList);
       await this.sweepManifestUnits(UNIT_TYPES.manifest);
-      await this.sweepBlobUnits();
+      const referenced = await this.referencedDigests();
+      await this.sweepBlobUnits(referenced);
       await this.sweepOrphanBytes();
+      await this.reportMissingBytes(referenced);
       this.checkAborted();
       if (this.opts.uploads && !this.dry) this.report.uploadsPurged = await this.opts.uploads.purgeAbandoned(this.cutoff);
     } catch (err) {
@@ -526,14 +544,19 @@ class GarbageCollector {
 
   // ---- 4. blob units, then their bytes --------------------------------------------------------
 
-  private async sweepBlobUnits(): Promise<void> {
-    const held = await this.holderCounts(UNIT_TYPES.blob);
+  /** Digests of the blobs the manifests that stay use (as config or layer). */
+  private async referencedDigests(): Promise<Set<string>> {
     const referenced = new Set<string>();
     for await (const m of this.c.manifests.find({}, { projection: { _id: 1, config_digest: 1, blob_digests: 1 } })) {
       if (this.wouldDelete.has(m._id)) continue;
       if (m.config_digest) referenced.add(m.config_digest);
       for (const d of m.blob_digests ?? []) referenced.add(d);
     }
+    return referenced;
+  }
+
+  private async sweepBlobUnits(referenced: ReadonlySet<string>): Promise<void> {
+    const held = await this.holderCounts(UNIT_TYPES.blob);
     const candidates: UnitSummary[] = [];
     for await (const b of this.c.blobs.find({}, { projection: { _id: 1, digest: 1, size: 1, _last_updated: 1 } })) {
       if ((held.get(b._id) ?? 0) > 0 || referenced.has(b.digest) || !this.unitIsOld(b._last_updated)) continue;
@@ -645,6 +668,33 @@ class GarbageCollector {
       if (batch.length >= BATCH) await flush();
     }
     if (batch.length > 0) await flush();
+  }
+
+  // ---- finding: blobs that manifests use, missing from the store -------------------------------
+
+  private async reportMissingBytes(referenced: ReadonlySet<string>): Promise<void> {
+    for (const batch of chunk([...referenced], BATCH)) {
+      this.checkAborted();
+      const absent = await this.withoutBytes(batch);
+      if (absent.length === 0) continue;
+      for (const [digest, manifestIds] of await this.manifestsUsing(absent)) {
+        const repositories = ((await this.c.repoContentUnits.distinct('repo_id', { unit_type_id: UNIT_TYPES.manifest, unit_id: { $in: manifestIds } })) as string[]).sort();
+        // a manifest no repository holds pulls from nowhere anyway; bytes stored again meanwhile mend it
+        if (repositories.length === 0 || (await this.withoutBytes([digest])).length === 0) continue;
+        this.report.missingBlobs.count++;
+        if (this.report.missingBlobs.blobs.length < MISSING_LISTED) this.report.missingBlobs.blobs.push({ digest, repositories });
+        this.log.error(
+          { digest, repositories },
+          'gc found a blob that manifests use missing from the blob store (lost, or set aside as damaged): they do not pull whole until the same content is uploaded again',
+        );
+      }
+    }
+  }
+
+  /** Those of `digests` whose bytes the store does not have (one it can not stat is not judged). */
+  private async withoutBytes(digests: readonly string[]): Promise<string[]> {
+    const stats = await Promise.all(digests.map((d) => this.store.stat(d as Digest).catch(() => undefined)));
+    return digests.filter((_, i) => stats[i] === null);
   }
 
   /** The ids of the manifests that reference each of `digests` (as config or layer), for those any does. */

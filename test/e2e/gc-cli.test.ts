@@ -107,6 +107,54 @@ test('volreg gc: refused while serve holds the embedded database; dry run, then 
   }
 });
 
+test('volreg gc: a blob a tagged manifest uses, gone from the store, is reported (exit 4) and nothing is deleted for it; uploading it again mends it', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'volreg-gc-missing-'));
+  const config = configBlob();
+  const layer = randomBlob(4000);
+  const manifest = ociManifest({ config, layers: [layer] });
+  const serve = async (work: (url: string) => Promise<void>): Promise<void> => {
+    const server = await spawnServer({ dataDir });
+    try {
+      await work(server.url);
+    } finally {
+      server.kill('SIGTERM');
+      t.is((await server.waitExit()).code, 0);
+    }
+  };
+  try {
+    await serve(async (url) => {
+      await pushBlobs(url, 'gc/missing', [config, layer]);
+      t.is((await putManifest(url, 'gc/missing', 'v1', manifest)).status, 201);
+    });
+    // lost at rest (a disk's fault, or an rm by hand)
+    const hex = layer.digest.slice('sha256:'.length);
+    await rm(join(dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex));
+
+    const dry = await volreg(dataDir, ['gc', '--dry-run', '--json', '--grace', '0']);
+    t.is(dry.code, 4, dry.stderr);
+    const found = JSON.parse(dry.stdout) as GcReport;
+    t.deepEqual(found.missingBlobs, { count: 1, blobs: [{ digest: layer.digest, repositories: ['gc/missing'] }] });
+    t.regex(dry.stderr, /missing from the blob store/, 'logged on stderr, leaving stdout one JSON document');
+
+    const run = await volreg(dataDir, ['gc', '--grace', '0', '--delete-untagged']);
+    t.is(run.code, 4, run.stderr);
+    t.regex(run.stdout, new RegExp(`MISSING: 1 blobs that manifests use are not in the blob store[^\\n]*\\n    ${layer.digest}  used in gc/missing\\n`));
+    t.regex(run.stdout, /manifest units\s+0\s/, 'the manifest that uses it stays');
+    t.regex(run.stdout, /blob units\s+0\s/, 'and so does the blob record');
+
+    await serve(async (url) => {
+      t.is((await request(url, `/v2/gc/missing/blobs/${layer.digest}`, { method: 'HEAD' })).status, 404, 'HEAD says absent, so a client uploads it');
+      await pushBlobs(url, 'gc/missing', [layer]);
+      t.true((await request(url, `/v2/gc/missing/blobs/${layer.digest}`)).body.equals(layer.bytes));
+    });
+    const mended = await volreg(dataDir, ['gc', '--json', '--grace', '0']);
+    t.is(mended.code, 0, mended.stderr);
+    t.deepEqual((JSON.parse(mended.stdout) as GcReport).missingBlobs, { count: 0, blobs: [] });
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
+
 test('volreg gc: a bad --grace is a usage error', async (t) => {
   const r = await volreg('/nonexistent-volreg-dir', ['gc', '--grace', '1y']);
   t.is(r.code, 2);

@@ -4,13 +4,14 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { Db } from 'mongodb';
 import type { GcCount, GcReport } from '../../maintenance/gc.ts';
 import { configFromEnv } from '../config-from-env.ts';
+import { AGENT_EXIT } from '../client.ts';
 import { EXIT } from '../exit-codes.ts';
 import { human } from '../byte-size.ts';
 
 export function registerGc(program: Command): void {
   program
     .command('gc')
-    .description('garbage collection: delete content nothing references (same VOLREG_* configuration as serve)')
+    .description('garbage collection: delete content nothing references, and report blobs manifests use that the store lacks (exit 4); same VOLREG_* configuration as serve')
     .option('--dry-run', 'report what would be deleted, delete nothing')
     .option('--delete-untagged', 'also remove manifests no tag (or kept index) needs, and the blobs only they used (default: VOLREG_GC_DELETE_UNTAGGED)')
     .addOption(new Option('--grace <duration>', 'only content older than this (e.g. 90s, 30m, 1h, 2d; a plain number is seconds; default: VOLREG_GC_GRACE, 1h)').argParser(parseDuration))
@@ -44,15 +45,14 @@ async function gc(flags: GcFlags): Promise<void> {
   if (!config.mongodbUrl && !existsSync(join(config.dataDir, 'db'))) {
     fail(`no volreg database in ${config.dataDir} (VOLREG_DATA_DIR); nothing to collect`);
   }
-  const { createLogger, openMetadata } = await import('../../main.ts');
+  const { createCommandLogger, openMetadata } = await import('../../main.ts');
   const { loadSchemas } = await import('../../metadata/schema-validator.ts');
   const { collections } = await import('../../metadata/collections.ts');
   const { FsBlobStore } = await import('../../storage/fs-driver.ts');
   const { collectGarbage } = await import('../../maintenance/gc.ts');
   const { uploadPurger } = await import('../../maintenance/upload-purger.ts');
   const { Migrator } = await import('../../metadata/migrator.ts');
-  // The command prints its own summary; logs only for warnings and worse.
-  const logger = createLogger({ logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel });
+  const logger = createCommandLogger(config);
 
   let metadata: { db: Db; close(): Promise<void> } | undefined;
   try {
@@ -88,6 +88,7 @@ async function gc(flags: GcFlags): Promise<void> {
     });
     process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : summary(report));
     if (report.errors > 0) code = EXIT.FAILURE;
+    else if (report.missingBlobs.count > 0) code = AGENT_EXIT.INTEGRITY;
   } catch (err) {
     process.stderr.write(`volreg: gc: ${(err as Error).message}\n`);
     code = EXIT.FAILURE;
@@ -117,6 +118,17 @@ function summary(r: GcReport): string {
     '\n' +
     (r.restoredBlobs.count > 0
       ? `  ${r.dryRun ? 'would restore' : 'restored'} the records of ${r.restoredBlobs.count} blobs manifests use (${human(r.restoredBlobs.bytes)}), which had none\n`
-      : '')
+      : '') +
+    missingLines(r.missingBlobs)
+  );
+}
+
+function missingLines(m: GcReport['missingBlobs']): string {
+  if (m.count === 0) return '';
+  return (
+    `  MISSING: ${m.count} blobs that manifests use are not in the blob store (lost, or set aside as damaged); ` +
+    'those manifests do not pull whole until the same content is uploaded again:\n' +
+    m.blobs.map((b) => `    ${b.digest}  used in ${b.repositories.join(', ')}\n`).join('') +
+    (m.count > m.blobs.length ? `    ... and ${m.count - m.blobs.length} more (see the log)\n` : '')
   );
 }

@@ -13,11 +13,10 @@ export function registerMigrate(program: Command): void {
 
 async function migrate(action: 'up' | 'status'): Promise<void> {
   const config = configFromEnv();
-  const { createLogger, openMetadata } = await import('../../main.ts');
+  const { createCommandLogger, openMetadata } = await import('../../main.ts');
   const { Migrator } = await import('../../metadata/migrator.ts');
   const { loadSchemas } = await import('../../metadata/schema-validator.ts');
-  // The command prints its own summary; logs only for warnings and worse.
-  const logger = createLogger({ logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel });
+  const logger = createCommandLogger(config);
   let metadata: { db: Db; close(): Promise<void> };
   try {
     loadSchemas();
