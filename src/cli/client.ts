@@ -314,10 +314,6 @@ export class VolregClient {
   }
 }
 
-export function contentPath(name: string, tag: string): string {
-  return `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}/content`;
-}
-
 export function blobPath(name: string, digest: string): string {
   return `v2/${encodePath(name)}/blobs/${digest}`;
 }

@@ -20,7 +20,7 @@ let server: Server;
 let url = '';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
-/** How the registry answers a snapshot's metadata, its content, and an upload, by volume name (`h/<name>`). */
+/** How the registry answers a snapshot's metadata, its content (the blob GET of its layer), and an upload, by volume name (`h/<name>`). */
 const metadataOf = new Map<string, Handler>();
 const contentOf = new Map<string, Handler>();
 const uploadOf = new Map<string, Handler>();
@@ -61,7 +61,9 @@ test.before(async () => {
     const verify = /^\/api\/v1\/volumes\/(h\/[a-z0-9-]+)\/tags\/v1\/verify$/.exec(req.url ?? '');
     if (verify && req.method === 'POST') return void verifyOf.get(verify[1]!)?.(req, res);
     const v2 = /^\/v2\/(h\/[a-z0-9-]+)\/(manifests|blobs)\/(.+)$/.exec(req.url ?? '');
-    if (v2) return void v2Of.get(`${v2[1]}/${v2[2]}/${v2[3]}`)?.(req, res);
+    // a pull downloads the layer it resolved by digest: the volume's content handler answers it
+    const v2Handler = v2 ? (v2Of.get(`${v2[1]}/${v2[2]}/${v2[3]}`) ?? (v2[2] === 'blobs' ? contentOf.get(v2[1]!) : undefined)) : undefined;
+    if (v2Handler) return void v2Handler(req, res);
     const meta = m && m[2] === undefined ? metadataOf.get(m[1]!) : undefined;
     if (upload) upload(req, res);
     else if (meta) meta(req, res);
@@ -140,7 +142,7 @@ test('a registry that stalls mid-download fails the pull after --timeout seconds
   const started = Date.now();
   const run = await pull('stalled', '--timeout', '2');
   t.is(run.code, 1, run.stderr);
-  t.is(run.stderr, 'volreg pull: nothing came from the registry for 2 s (GET /api/v1/volumes/h/stalled/tags/v1/content): it is stalled or unreachable (the limit is --timeout or VOLREG_TIMEOUT; 0 waits for ever)\n');
+  t.is(run.stderr, `volreg pull: nothing came from the registry for 2 s (GET /v2/h/stalled/blobs/${digest}): it is stalled or unreachable (the limit is --timeout or VOLREG_TIMEOUT; 0 waits for ever)\n`);
   t.true(Date.now() - started < 15_000, 'failed at the timeout, not when the registry gave up');
   t.deepEqual(run.entries, []);
 });
@@ -190,7 +192,7 @@ test('redirects are not followed: credentials never reach another origin, and th
     t.is(meta.stderr, `volreg pull: GET /api/v1/volumes/h/moved/tags/v1 was answered HTTP 302 Found to ${elsewhere}/api/v1/volumes/h/moved/tags/v1, which volreg does not follow (credentials go only to the registry named): give the registry's own address as --url (UNEXPECTED_REPLY, HTTP 302)\n`);
     const content = await runVolreg(['pull', 'h/moved-content:v1', join(work, 'moved-content')], { url, cwd: work, env });
     t.is(content.code, 1, `a redirect is not a damaged snapshot: ${content.stderr}`);
-    t.regex(content.stderr, /^volreg pull: GET \/api\/v1\/volumes\/h\/moved-content\/tags\/v1\/content was answered HTTP 307 Temporary Redirect to /);
+    t.regex(content.stderr, /^volreg pull: GET \/v2\/h\/moved-content\/blobs\/sha256:[0-9a-f]{64} was answered HTTP 307 Temporary Redirect to /);
     t.deepEqual(await readdir(join(work, 'moved-content')), []);
     t.deepEqual(seen, [], 'the other origin was never asked');
   } finally {

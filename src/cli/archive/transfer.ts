@@ -7,7 +7,7 @@ import cliProgress from 'cli-progress';
 import { decompressedTar } from '../../domain/volumes/decompress.ts';
 import { isVolregError } from '../../domain/errors.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
-import { blobPath, byteCounter, contentPath, OversizedReplyError, parseSnapshotRef, type SnapshotJson, type VolregClient } from '../client.ts';
+import { blobPath, byteCounter, OversizedReplyError, RegistryError, parseSnapshotRef, type SnapshotJson, type VolregClient } from '../client.ts';
 import { compressor } from './compress.ts';
 import { packDirectory } from './pack.ts';
 import { applyDirectoryAttributes, CorruptArchiveError, extractTree, type ExtractOptions } from './safe-extract.ts';
@@ -231,17 +231,16 @@ function unwatchInterrupts(pull: ActivePull): void {
 export async function pullInto(client: VolregClient, ref: string, dir: string, opts: PullOptions): Promise<{ digest: string; size: number; entries: number; snapshot: SnapshotJson | null }> {
   const parsed = parseSnapshotRef(ref);
   let expected: { digest: string; size: number };
-  let path: string;
   let snapshot: SnapshotJson | null = null;
   if ('tag' in parsed) {
     snapshot = await client.get(parsed.name, parsed.tag);
     expected = { digest: snapshot.layer.digest, size: snapshot.layer.size };
-    path = contentPath(parsed.name, parsed.tag);
   } else {
-    const layer = await client.layerByManifestDigest(parsed.name, parsed.digest);
-    expected = { digest: layer.digest, size: layer.size };
-    path = blobPath(parsed.name, layer.digest);
+    expected = await client.layerByManifestDigest(parsed.name, parsed.digest);
   }
+  // By digest, not by tag: a push moving the tag after it was resolved must not hand this pull
+  // another snapshot's bytes (which would fail the digest check, and read as damage).
+  const path = blobPath(parsed.name, expected.digest);
   const algorithm = expected.digest.startsWith('sha256:') ? 'sha256' : expected.digest.startsWith('sha512:') ? 'sha512' : null;
   if (algorithm === null) throw new IntegrityError(`cannot verify ${expected.digest}: only sha256 and sha512 are supported`);
 
@@ -273,6 +272,13 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     try {
       got = await client.download(path, file, algorithm, expected.size, (n) => opts.progress.add(n));
     } catch (err) {
+      if (err instanceof RegistryError && err.code === 'BLOB_UNKNOWN') {
+        throw new RegistryError(
+          err.status,
+          err.code,
+          `${ref}: the snapshot layer is missing from the registry's blob store: ${expected.digest} (set aside as damaged, or lost; pushing the same content again mends it)`,
+        );
+      }
       if (!(err instanceof OversizedReplyError)) throw err;
       throw new IntegrityError(`download of ${ref}: the registry ${OversizedReplyError.how(err.announced)} the snapshot's ${expected.size} bytes; stopped there, nothing was extracted`);
     } finally {
