@@ -13,7 +13,7 @@ import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
 import { answerClientErrors } from './http/client-errors.ts';
 import { oneRequestAtATimePerConnection } from './http/connection-order.ts';
 import { continueWhenBodyRead, refuseOtherExpectationsInApp } from './http/expect-continue.ts';
-import { createHttpMetrics, registerStorageGauges } from './http/metrics.ts';
+import { createHttpMetrics, registerGcGauges, registerStorageGauges } from './http/metrics.ts';
 import type { HandlerMap } from './http/router.ts';
 import { collections, type Collections } from './metadata/collections.ts';
 import { Migrator } from './metadata/migrator.ts';
@@ -22,6 +22,7 @@ import { fromMongoFailure } from './metadata/mongo-errors.ts';
 import { RepoContentRepository } from './metadata/repo-content-repository.ts';
 import { loadSchemas } from './metadata/schema-validator.ts';
 import type { BlobStore } from './storage/blob-store.ts';
+import type { GcReport } from './maintenance/gc.ts';
 import { FsBlobStore } from './storage/fs-driver.ts';
 import { OffThreadInspector, type StartInspectionWorker } from './workers/off-thread-inspector.ts';
 import { BlobRepository } from './metadata/blob-repository.ts';
@@ -241,6 +242,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     cleanup.push(purge.stop);
     const gc = startGcTimer(config, services, ctx.collections, logger);
     cleanup.push(gc.stop);
+    if (config.gc.intervalSeconds > 0) registerGcGauges(metrics.registry, gc.lastReport);
 
     const server = await httpServer(config, oneRequestAtATimePerConnection(app.callback()));
     continueWhenBodyRead(server);
@@ -421,14 +423,15 @@ function startPurgeTimer(config: Config, services: Services, logger: Logger): { 
   );
 }
 
-/** Garbage collection every VOLREG_GC_INTERVAL seconds (0: never). */
-function startGcTimer(config: Config, services: Services, c: Collections, logger: Logger): { stop: () => Promise<void> } {
-  return startRepeatingTask(
+/** Garbage collection every VOLREG_GC_INTERVAL seconds (0: never); `lastReport` is the last finished run's. */
+function startGcTimer(config: Config, services: Services, c: Collections, logger: Logger): { stop: () => Promise<void>; lastReport: () => GcReport | null } {
+  let last: GcReport | null = null;
+  const task = startRepeatingTask(
     'gc',
     config.gc.intervalSeconds * 1000,
     async (signal) => {
       const { collectGarbage } = await import('./maintenance/gc.ts');
-      await collectGarbage({
+      last = await collectGarbage({
         collections: c,
         blobStore: services.blobStore,
         uploads: services.uploads,
@@ -441,6 +444,7 @@ function startGcTimer(config: Config, services: Services, c: Collections, logger
     },
     logger,
   );
+  return { stop: task.stop, lastReport: () => last };
 }
 
 /** HTTP, or HTTPS with the configured certificate and key (read once, at start). */

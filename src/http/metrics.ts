@@ -115,6 +115,41 @@ export function registerStorageGauges(
   });
 }
 
+/** What the gauges of the server's own garbage collection read from its last finished run. */
+export interface GcRunSummary {
+  startedAt: string;
+  durationMs: number;
+  freedBytes: number;
+  errors: number;
+  missingBlobs: { count: number };
+}
+
+/**
+ * The server's own garbage collection (VOLREG_GC_INTERVAL), as of its last finished run (all 0
+ * before the first): above all the blobs manifests use that the store lacks, which no request
+ * shows until a restore needs them.
+ */
+export function registerGcGauges(registry: Registry, lastRun: () => GcRunSummary | null): void {
+  const gauge = (name: string, help: string, value: (r: GcRunSummary) => number): void =>
+    void new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const r = lastRun();
+        this.set(r ? value(r) : 0);
+      },
+    });
+  gauge('volreg_gc_last_run_finished_timestamp_seconds', 'when the last garbage collection finished (unix seconds; 0: none yet)', (r) => (Date.parse(r.startedAt) + r.durationMs) / 1000);
+  gauge('volreg_gc_last_run_freed_bytes', 'bytes the last garbage collection freed', (r) => r.freedBytes);
+  gauge('volreg_gc_last_run_errors', 'items the last garbage collection could not collect (logged; tried again next run)', (r) => r.errors);
+  gauge(
+    'volreg_gc_missing_blobs',
+    'blobs that manifests use and the blob store lacks (lost, or set aside as damaged), as the last garbage collection found them; those manifests do not pull whole',
+    (r) => r.missingBlobs.count,
+  );
+}
+
 /**
  * Counts body bytes as the HTTP parser pushes them into the request stream. Wrapping `push`
  * (rather than listening for 'data') leaves the stream paused for the handler that reads it.
