@@ -33,7 +33,7 @@ export const AGENT_EXIT = {
   PARTIAL: 5,
   /** the target directory is not empty (use --force) */
   NOT_EMPTY: 6,
-  /** push --no-overwrite: the tag already holds a snapshot */
+  /** a condition did not hold: push --no-overwrite found the tag holding a snapshot, rm --if-digest found it holding another */
   EXISTS: 7,
 } as const;
 
@@ -246,8 +246,14 @@ export class VolregClient {
     return this.json('POST', `${path}/verify`, undefined, undefined, timeoutMs);
   }
 
-  remove(name: string, tag: string): Promise<{ deleted: { volume: string; tag: string; manifestDigest: string } }> {
-    return this.json('DELETE', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`);
+  /** `ifDigest`: only while the tag holds the snapshot of that manifest digest (If-Match; else PRECONDITION_FAILED) */
+  async remove(name: string, tag: string, opts: { ifDigest?: string } = {}): Promise<{ deleted: { volume: string; tag: string; manifestDigest: string } }> {
+    try {
+      return await this.json('DELETE', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`, undefined, opts.ifDigest ? { 'If-Match': `"${opts.ifDigest}"` } : undefined);
+    } catch (err) {
+      if (!(err instanceof RegistryError) || err.code !== 'PRECONDITION_FAILED') throw err;
+      throw new RegistryError(err.status, err.code, `${name}:${tag} no longer holds the snapshot ${opts.ifDigest}; nothing was deleted (--if-digest)`);
+    }
   }
 
   /**

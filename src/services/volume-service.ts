@@ -442,17 +442,19 @@ export class VolumeService {
   }
 
   /**
-   * Removes the tag (and its snapshot document), and says which snapshot it held. A push moving
-   * the tag meanwhile keeps it: this delete then took effect just before that push. The layer
-   * stays while another tag uses it.
+   * Removes the tag of a snapshot (its schema 2 unit, which points at the snapshot's manifest or
+   * at an index whose linux/amd64 entry the snapshot is, pushed through /v2) and its snapshot
+   * document, and says which snapshot it held. A push moving the tag meanwhile keeps it: this
+   * delete then took effect just before that push. The layer stays while another tag uses it.
+   *
+   * `preconditions` (If-Match, If-None-Match) are about the snapshot's manifest digest: a
+   * retention job deletes a tag only while it still holds the snapshot the job judged old.
    */
-  /**
-   * Removes the tag of a snapshot: its schema 2 unit, which points at the snapshot's manifest or
-   * at an index whose linux/amd64 entry the snapshot is (pushed through /v2).
-   */
-  async delete(repo: RepositoryName, tag: Tag): Promise<SnapshotInfo> {
+  async delete(repo: RepositoryName, tag: Tag, opts: { preconditions?: Preconditions } = {}): Promise<SnapshotInfo> {
+    const conditions = hasPreconditions(opts.preconditions) ? opts.preconditions : undefined;
     for (let attempt = 1; ; attempt++) {
       const info = await this.get(repo, tag); // 404 SNAPSHOT_UNKNOWN unless the tag holds a snapshot
+      if (conditions && !preconditionsHold(conditions, info.manifestDigest)) throw preconditionFailed(`snapshot ${repo}:${tag}`);
       const unit = await this.manifests.get(repo, tag, TAG_UNIT_TYPES).catch((err: unknown) => {
         if (isVolregError(err) && err.code === 'MANIFEST_UNKNOWN') return null;
         throw err;

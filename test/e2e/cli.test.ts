@@ -581,3 +581,22 @@ test('push --no-overwrite refuses a tag that holds a snapshot (exit 7, the snaps
   t.regex(backup.stderr, /old: .*already holds a snapshot/);
   t.is(await readFile(join(root, 'tags'), 'utf8'), 'old r1\nnew r1\n');
 });
+
+test('rm --if-digest deletes a tag only while it holds that snapshot (exit 7 and kept otherwise); a bad digest is usage (exit 2)', async (t) => {
+  const old = JSON.parse((await volreg(['push', '--json', tree, 'e2e/retain:weekly'])).stdout) as { manifestDigest: string };
+  const other = join(work, 'retain-other');
+  await mkdir(other, { recursive: true });
+  await writeFile(join(other, 'newer'), 'a newer backup under the same tag\n');
+  const fresh = JSON.parse((await volreg(['push', '--json', other, 'e2e/retain:weekly'])).stdout) as { manifestDigest: string };
+
+  const stale = await volreg(['rm', '--if-digest', old.manifestDigest, 'e2e/retain:weekly']);
+  t.is(stale.code, 7, stale.stderr);
+  t.regex(stale.stderr, new RegExp(`e2e/retain:weekly no longer holds the snapshot ${old.manifestDigest}; nothing was deleted`));
+  t.true((await volreg(['ls', '--json', 'e2e/retain'])).stdout.includes(fresh.manifestDigest), 'the newer backup is kept');
+
+  t.is((await volreg(['rm', '--if-digest', 'sha256:short', 'e2e/retain:weekly'])).code, 2);
+  const removed = await volreg(['rm', '--if-digest', fresh.manifestDigest, 'e2e/retain:weekly']);
+  t.is(removed.code, 0, removed.stderr);
+  t.regex(removed.stdout, new RegExp(`deleted e2e/retain:weekly \\(${fresh.manifestDigest}\\)`));
+  t.is((await volreg(['ls', 'e2e/retain'])).code, 3, 'the volume holds no snapshot now');
+});

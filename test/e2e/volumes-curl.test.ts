@@ -248,3 +248,20 @@ test("curl -T - with If-None-Match: * never replaces a snapshot (412, the tag ke
   t.not(moved.manifestDigest, first.manifestDigest);
   t.is((JSON.parse(await sh(`curl -fsS '${url}'`)) as { manifestDigest: string }).manifestDigest, moved.manifestDigest);
 });
+
+test('curl -X DELETE with If-Match deletes a tag only while it holds that snapshot (a retention job never deletes a newer backup pushed to the tag)', async (t) => {
+  const url = api('e2e/retention/tags/daily-mon');
+  const old = JSON.parse(await sh(`tar -C ${tree} -czf - . | curl -fsS -T - '${url}'`)) as { manifestDigest: string };
+  // the job judged `old` expired; meanwhile this week's backup reuses the tag
+  const fresh = JSON.parse(await sh(`tar -C ${tree} -cf - . | curl -fsS -T - '${url}'`)) as { manifestDigest: string };
+  t.not(fresh.manifestDigest, old.manifestDigest);
+  const refused = await shStatus(`curl -sS -o reply.json -w '%{http_code}' -X DELETE -H 'If-Match: "${old.manifestDigest}"' '${url}'`);
+  t.is(refused.stdout, '412', refused.stderr);
+  t.regex(await readFile(join(work, 'reply.json'), 'utf8'), /PRECONDITION_FAILED/);
+  t.is((JSON.parse(await sh(`curl -fsS '${url}'`)) as { manifestDigest: string }).manifestDigest, fresh.manifestDigest, 'the newer backup is kept');
+
+  const deleted = JSON.parse(await sh(`curl -fsS -X DELETE -H 'If-Match: "${fresh.manifestDigest}"' '${url}'`)) as { deleted: { manifestDigest: string } };
+  t.is(deleted.deleted.manifestDigest, fresh.manifestDigest);
+  const gone = await shStatus(`curl -sS -o /dev/null -w '%{http_code}' -X DELETE -H 'If-Match: "${fresh.manifestDigest}"' '${url}'`);
+  t.is(gone.stdout, '404', 'a tag holding nothing is 404, as without the condition');
+});

@@ -196,7 +196,9 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
         ctx.body = snapshotJson(info, fileName(info));
       },
       DELETE: async (ctx, req) => {
-        const info = await volumes.delete(req.repository, parseTag(req.params.tag!));
+        const info = await volumes.delete(req.repository, parseTag(req.params.tag!), {
+          preconditions: requestPreconditions(ctx.get('If-Match'), ctx.get('If-None-Match')),
+        });
         ctx.body = { deleted: { volume: info.volume, tag: info.tag, manifestDigest: info.manifestDigest } };
       },
     },
