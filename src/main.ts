@@ -24,6 +24,7 @@ import { loadSchemas } from './metadata/schema-validator.ts';
 import type { BlobStore } from './storage/blob-store.ts';
 import type { GcReport } from './maintenance/gc.ts';
 import { FsBlobStore } from './storage/fs-driver.ts';
+import { bindBlobStore } from './metadata/store-binding.ts';
 import { OffThreadInspector, type StartInspectionWorker } from './workers/off-thread-inspector.ts';
 import { BlobRepository } from './metadata/blob-repository.ts';
 import { UploadRepository } from './metadata/upload-repository.ts';
@@ -96,6 +97,8 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
   // ---- blobs and uploads ---------------------------------------------------------------
   if (ctx.config.storage !== 'fs') throw new StartupError(`VOLREG_STORAGE=${ctx.config.storage} is not available yet; use fs`);
   const blobStore = await FsBlobStore.open({ root: ctx.config.dataDir, minFreeBytes: ctx.config.limits.minFreeBytes });
+  // before anything reads or collects: these blobs must be the ones this database records
+  await bindBlobStore(ctx.db, blobStore);
   const blobs = new BlobService({
     store: blobStore,
     units: new BlobRepository(ctx.collections),

@@ -15,6 +15,7 @@ import { copyInto } from './pipelined-copy.ts';
 import { FileRangeReader } from './file-range-reader.ts';
 import { withGarbageRelief } from './stream-garbage.ts';
 import { readSessionState, writeSessionState, type SessionState } from './upload-state.ts';
+import { claimStoreMark, readStoreMark } from './store-mark.ts';
 import { WriteBack } from './write-back.ts';
 import {
   ASIDE_MARK,
@@ -30,6 +31,7 @@ import {
   uploadLockPath,
   uploadStatePath,
   uploadsRoot,
+  storeMarkPath,
 } from './paths.ts';
 
 /**
@@ -119,6 +121,19 @@ export class FsBlobStore implements BlobStore {
     await mkdir(blobsRoot(opts.root), { recursive: true });
     await mkdir(uploadsRoot(opts.root), { recursive: true });
     return new FsBlobStore(opts);
+  }
+
+  /** Where the mark naming the metadata database of these blobs is (store-mark.ts, metadata/store-binding.ts). */
+  get markPath(): string {
+    return storeMarkPath(this.root);
+  }
+
+  readMark(): Promise<string | null> {
+    return readStoreMark(this.root);
+  }
+
+  claimMark(id: string): Promise<string> {
+    return claimStoreMark(this.root, id);
   }
 
   /** Forgets in-memory state; locks this instance held are treated as stale afterwards. */

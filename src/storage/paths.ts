@@ -8,6 +8,9 @@ import { splitDigest, type Digest, type DigestAlgorithm } from '../domain/digest
  * ```
  * <root>/
  *   blobs/
+ *     store-id           the id of the metadata database these blobs are recorded in (one
+ *                        line); every process on this directory must use that database
+ *                        (store-mark.ts, metadata/store-binding.ts)
  *     sha256/
  *       ab/
  *         ab12…ef          a committed blob, named by the hex of its digest; immutable,
@@ -41,6 +44,10 @@ const HEX = /^[0-9a-f]+$/;
 
 export function blobsRoot(root: string): string {
   return join(root, 'blobs');
+}
+
+export function storeMarkPath(root: string): string {
+  return join(root, 'blobs', 'store-id');
 }
 
 export function algorithmDir(root: string, alg: DigestAlgorithm): string {

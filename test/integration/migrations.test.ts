@@ -1,7 +1,7 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { MongoClient, type Db } from 'mongodb';
@@ -351,8 +351,18 @@ test('volreg gc refuses a database a newer volreg migrated, and one with migrati
   t.regex(status.stdout, /^9999-from-a-newer-version\tapplied \S+\tapplied by a newer volreg; unknown to this version$/m);
   t.regex(status.stderr, /migrated by a newer volreg/);
 
-  // at this version's schema, the same command collects
+  // at this version's schema: a store holding only bytes this database never recorded is not
+  // taken for its own (metadata/store-binding.ts: it may be another database's)...
   await mongo.db.collection(COLLECTIONS.migrations).deleteOne({ _id: '9999-from-a-newer-version' as never });
+  const foreign = await gc();
+  t.is(foreign.code, 1);
+  t.regex(foreign.stderr, /records none of/);
+  t.true(existsSync(orphan), 'nothing collected');
+  // ...while one bound to it (by a run when it held nothing) is collected by the same command
+  const aside = join(dataDir, 'orphan-aside');
+  await rename(orphan, aside);
+  t.is((await gc()).code, 0);
+  await rename(aside, orphan);
   t.is((await gc()).code, 0);
   t.false(existsSync(orphan));
 });

@@ -52,6 +52,7 @@ async function gc(flags: GcFlags): Promise<void> {
   const { collectGarbage } = await import('../../maintenance/gc.ts');
   const { uploadPurger } = await import('../../maintenance/upload-purger.ts');
   const { Migrator } = await import('../../metadata/migrator.ts');
+  const { bindBlobStore } = await import('../../metadata/store-binding.ts');
   const logger = createCommandLogger(config);
 
   let metadata: { db: Db; close(): Promise<void> } | undefined;
@@ -75,6 +76,14 @@ async function gc(flags: GcFlags): Promise<void> {
     fail((err as Error).message);
   }
   const store = await FsBlobStore.open({ root: config.dataDir });
+  try {
+    // gc deletes the blobs its database does not record: only its own (metadata/store-binding.ts)
+    await bindBlobStore(metadata!.db, store);
+  } catch (err) {
+    store.close();
+    await metadata!.close();
+    fail((err as Error).message);
+  }
   let code: number = EXIT.OK;
   try {
     const report = await collectGarbage({

@@ -1,0 +1,133 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
+import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, request } from '../helpers/oci-client.ts';
+import { spawnServer, VOLREG_BIN, REPO_ROOT } from '../helpers/server.ts';
+
+/**
+ * Several `volreg serve` processes share one data directory and one standalone engine
+ * (`volreg db`), as an operator scales the store out. Their blobs are recorded in that one
+ * database; a process (or the `volreg gc` cron job) started on the same data directory with
+ * another database (VOLREG_MONGODB_URL forgotten: the embedded engine, or a mistyped
+ * VOLREG_MONGODB_DATABASE) sees every blob as bytes without a record, and its garbage collection
+ * deleted them all. It is refused instead, before it touches anything.
+ */
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function volreg(args: string[], env: Record<string, string>): Promise<Run> {
+  const clean: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('VOLREG_')) clean[k] = v;
+  return new Promise((resolve) => {
+    execFile(process.execPath, [VOLREG_BIN, ...args], { env: { ...clean, ...env }, cwd: REPO_ROOT }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** `volreg db` on its own directory and a free port; resolves with its URL once it listens. */
+async function standaloneEngine(dbPath: string): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [VOLREG_BIN, 'db', '--dbpath', dbPath, '--port', '0'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`volreg db did not listen: ${out}`)), 30_000);
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
+      out += s;
+      const m = /volreg db listening on (mongodb:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(`${m[1]}/?directConnection=true`);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`volreg db exited (${code}): ${out}`)));
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    url,
+    child,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+const exists = (path: string): Promise<boolean> => stat(path).then(() => true, () => false);
+
+test('a process on the shared data directory with another database is refused; its gc never deletes the store', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'volreg-shared-'));
+  const dataDir = join(root, 'data');
+  const engine = await standaloneEngine(join(root, 'engine'));
+  const shared = { VOLREG_DATA_DIR: dataDir, VOLREG_MONGODB_URL: engine.url };
+  try {
+    const config = configBlob();
+    const layer = randomBlob(4000);
+    const manifest = ociManifest({ config, layers: [layer] });
+    const layerFile = join(dataDir, 'blobs', 'sha256', layer.digest.slice(7, 9), layer.digest.slice(7));
+    // two servers behind a balancer: the blobs through one, the manifest through the other
+    const a = await spawnServer({ dataDir, env: shared });
+    const b = await spawnServer({ dataDir, env: shared });
+    try {
+      await pushBlobs(a.url, 'team/app', [config, layer]);
+      t.is((await putManifest(b.url, 'team/app', 'v1', manifest)).status, 201);
+    } finally {
+      a.kill('SIGTERM');
+      b.kill('SIGTERM');
+      await Promise.all([a.waitExit(), b.waitExit()]);
+    }
+    t.true(await exists(layerFile));
+    await new Promise((r) => setTimeout(r, 1100)); // unit and file times are whole seconds
+
+    // A third server started without VOLREG_MONGODB_URL (the embedded engine, an empty
+    // database), or with a mistyped database name, does not serve (nor collect) beside the others.
+    const strays: Array<[string, Record<string, string>]> = [
+      ['embedded engine', {}],
+      ['mistyped database', { VOLREG_MONGODB_URL: engine.url, VOLREG_MONGODB_DATABASE: 'volerg' }],
+    ];
+    for (const [what, env] of strays) {
+      const refused = await spawnServer({ dataDir, embeddedEngine: true, env: { ...env, VOLREG_GC_INTERVAL: '1', VOLREG_GC_GRACE: '0' } }).then(
+        async (s) => {
+          await new Promise((r) => setTimeout(r, 3000)); // its collection runs every second
+          s.kill('SIGKILL');
+          await s.waitExit();
+          return null;
+        },
+        (err: Error) => err.message,
+      );
+      t.regex(refused ?? 'it started', /another metadata database/, what);
+      t.true(await exists(layerFile), `the blob is still stored (${what})`);
+    }
+
+    // the gc cron job without VOLREG_MONGODB_URL (the embedded engine's directory exists now)
+    const forgotUrl = await volreg(['gc', '--grace', '0', '--json'], { VOLREG_DATA_DIR: dataDir });
+    t.is(forgotUrl.code, 1, forgotUrl.stdout);
+    t.regex(forgotUrl.stderr, /another metadata database/);
+    t.regex(forgotUrl.stderr, /VOLREG_MONGODB_URL/);
+    t.true(await exists(layerFile), 'the blob is still stored (gc)');
+
+    // the right configuration goes on as before: gc keeps the tagged content, the tag pulls whole
+    const right = await volreg(['gc', '--grace', '0', '--json'], shared);
+    t.is(right.code, 0, right.stderr);
+    const c = await spawnServer({ dataDir, env: shared });
+    try {
+      const got = await getManifest(c.url, 'team/app', 'v1', ACCEPT_ALL);
+      t.is(got.status, 200);
+      const blob = await request(c.url, `/v2/team/app/blobs/${layer.digest}`);
+      t.is(blob.status, 200);
+      t.deepEqual(blob.body, layer.bytes);
+    } finally {
+      c.kill('SIGTERM');
+      await c.waitExit();
+    }
+  } finally {
+    await engine.stop();
+    await rm(root, { recursive: true, force: true });
+  }
+});
