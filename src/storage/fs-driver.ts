@@ -529,7 +529,9 @@ export class FsBlobStore implements BlobStore {
     this.hashes.delete(id);
     this.hasher.drop(id);
     this.writeBack.forget(id);
-    await rm(uploadDir(this.root, id), { recursive: true, force: true });
+    // A request of another process waiting for the session may create its lock (or `.wanted`)
+    // file in the directory while it is being removed: the removal is then tried again.
+    await rm(uploadDir(this.root, id), { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
   }
 
   /**

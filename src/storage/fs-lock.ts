@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { readlinkSync } from 'node:fs';
-import { open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { open, readFile, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VolregError } from '../domain/errors.ts';
 
@@ -16,6 +16,11 @@ import { VolregError } from '../domain/errors.ts';
  * `staleMs` (holders refresh it while they work). Two processes breaking the same stale lock
  * at the same instant could both proceed; that needs a crash plus a race on one session and is
  * accepted (the commit still verifies the digest of what it read under its own lock).
+ *
+ * A request waiting for the lock in another process keeps a file beside it fresh
+ * (`<lock>.wanted`), so a holder whose client went silent gives way to it as to a request
+ * queued in its own process (see `interruptible`): behind a load balancer a client's retry
+ * lands on any process.
  */
 
 interface LockOwner {
@@ -52,12 +57,20 @@ interface WaitingOnClient {
 
 const STALL_MS = 2000;
 const STALL_CHECK_MS = 250;
+/** a `.wanted` file touched this recently has a waiter behind it (waiters touch it every 200 ms at most) */
+const WANTED_FRESH_MS = 1000;
+
+function wantedPath(lockPath: string): string {
+  return `${lockPath}.wanted`;
+}
 
 export class SessionLocks {
   readonly instance = randomUUID();
   private readonly chains = new Map<string, Promise<void>>();
   /** the holders of keys that wait on their clients (see `interruptible`) */
   private readonly waitingOnClients = new Map<string, WaitingOnClient>();
+  /** the lock file of each key held by this instance now */
+  private readonly held = new Map<string, string>();
   private readonly host = hostname();
 
   constructor(private readonly opts: SessionLocksOptions) {
@@ -89,6 +102,7 @@ export class SessionLocks {
     }
     try {
       await this.acquireFile(lockPath);
+      this.held.set(key, lockPath);
       // Refresh the mtime so another host does not take a long append for a dead one.
       const refresh = setInterval(() => {
         const now = new Date();
@@ -99,6 +113,7 @@ export class SessionLocks {
         return await fn();
       } finally {
         clearInterval(refresh);
+        this.held.delete(key);
         await unlink(lockPath).catch(() => undefined);
       }
     } finally {
@@ -113,18 +128,34 @@ export class SessionLocks {
    * behind it calls `interrupt` once the client has sent nothing for STALL_MS, which should make
    * `work` fail. Without it a chunk whose client stalled holds the session until the idle
    * timeout cuts the connection, and the client's own retry waits behind it. Time spent on the
-   * disk does not count: only waiting on the client does.
+   * disk does not count: only waiting on the client does. A request waiting in another process
+   * (its `.wanted` file fresh) counts as one queued here.
    */
   async interruptible<T>(key: string, interrupt: () => void, work: (awaitingClient: (waiting: boolean) => void) => Promise<T>): Promise<T> {
     const holder: WaitingOnClient = { interrupt, waitingSince: null };
     this.waitingOnClients.set(key, holder);
+    const lockPath = this.held.get(key);
+    const watch = lockPath === undefined ? undefined : setInterval(() => void this.supersedeStalledFor(key, lockPath), STALL_CHECK_MS);
+    watch?.unref();
     try {
       return await work((waiting) => {
         holder.waitingSince = waiting ? (holder.waitingSince ?? Date.now()) : null;
       });
     } finally {
+      clearInterval(watch);
       if (this.waitingOnClients.get(key) === holder) this.waitingOnClients.delete(key);
     }
+  }
+
+  /** `supersedeStalled`, for a request waiting in another process; looked for only once the holder's client is stalled. */
+  private async supersedeStalledFor(key: string, lockPath: string): Promise<void> {
+    const holder = this.waitingOnClients.get(key);
+    if (holder?.waitingSince == null || Date.now() - holder.waitingSince < STALL_MS) return;
+    const touched = await stat(wantedPath(lockPath)).then(
+      (s) => s.mtimeMs,
+      () => 0,
+    );
+    if (Date.now() - touched <= WANTED_FRESH_MS) this.supersedeStalled(key);
   }
 
   /**
@@ -153,7 +184,26 @@ export class SessionLocks {
   private async acquireFile(lockPath: string): Promise<void> {
     const owner: LockOwner = { host: this.host, pidNamespace: PID_NAMESPACE, pid: process.pid, instance: this.instance };
     const deadline = Date.now() + this.opts.waitMs;
-    for (let attempt = 0; ; attempt++) {
+    let waited = false;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        if (await this.tryAcquireFile(lockPath, owner)) return;
+        if (Date.now() >= deadline) {
+          throw new VolregError('BLOB_UPLOAD_INVALID', 'upload session is busy with another request');
+        }
+        // tells a holder in another process that a request waits (see interruptible)
+        waited = true;
+        await writeFile(wantedPath(lockPath), '').catch(() => undefined);
+        await sleep(Math.min(200, 10 * 2 ** Math.min(attempt, 4)));
+      }
+    } finally {
+      if (waited) await unlink(wantedPath(lockPath)).catch(() => undefined);
+    }
+  }
+
+  /** One attempt: true once the lock file is ours; a stale one is broken (and tried again). */
+  private async tryAcquireFile(lockPath: string, owner: LockOwner): Promise<boolean> {
+    for (;;) {
       try {
         const fh = await open(lockPath, 'wx');
         try {
@@ -165,25 +215,19 @@ export class SessionLocks {
           throw err;
         }
         await fh.close();
-        return;
+        return true;
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') throw new VolregError('BLOB_UPLOAD_UNKNOWN');
         if (code !== 'EEXIST') throw err;
       }
-      if (await this.isStale(lockPath)) {
-        // Move it aside first: of several breakers only one rename succeeds on this name.
-        const aside = `${lockPath}.stale-${randomUUID()}`;
-        await rename(lockPath, aside).then(
-          () => unlink(aside).catch(() => undefined),
-          () => undefined,
-        );
-        continue;
-      }
-      if (Date.now() >= deadline) {
-        throw new VolregError('BLOB_UPLOAD_INVALID', 'upload session is busy with another request');
-      }
-      await sleep(Math.min(200, 10 * 2 ** Math.min(attempt, 4)));
+      if (!(await this.isStale(lockPath))) return false;
+      // Move it aside first: of several breakers only one rename succeeds on this name.
+      const aside = `${lockPath}.stale-${randomUUID()}`;
+      await rename(lockPath, aside).then(
+        () => unlink(aside).catch(() => undefined),
+        () => undefined,
+      );
     }
   }
 

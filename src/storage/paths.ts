@@ -34,6 +34,8 @@ import { splitDigest, type Digest, type DigestAlgorithm } from '../domain/digest
  *                          overwritten in place by each append — the commit point of a chunk
  *       lock               exists while one request appends, commits or cancels; names its
  *                          owner (host, pid, process instance) so a dead owner's lock is broken
+ *       lock.wanted        kept fresh by a request of another process waiting for the lock, so
+ *                          a holder whose client stalled gives way (fs-lock.ts)
  * ```
  *
  * Blob and upload directories sit on one filesystem, so committing an upload is one rename.

@@ -1,5 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -127,6 +129,47 @@ test('a process on the shared data directory with another database is refused; i
       await c.waitExit();
     }
   } finally {
+    await engine.stop();
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('a chunk whose client stalled on one process gives way to the retry the balancer sends to another', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'volreg-shared-stall-'));
+  const dataDir = join(root, 'data');
+  const engine = await standaloneEngine(join(root, 'engine'));
+  const shared = { VOLREG_DATA_DIR: dataDir, VOLREG_MONGODB_URL: engine.url };
+  const [a, b] = await Promise.all([spawnServer({ dataDir, env: shared }), spawnServer({ dataDir, env: shared })]);
+  try {
+    const bytes = randomBlob(20_000).bytes;
+    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    const opened = await request(a.url, '/v2/team/stalled/blobs/uploads/', { method: 'POST' });
+    t.is(opened.status, 202);
+    const loc = String(opened.headers.location);
+    // through A: a PATCH that announces 10,000 bytes, sends 10 and then nothing (its connection died unnoticed)
+    const stalled = connect(Number(new URL(a.url).port), '127.0.0.1');
+    const stalledClosed = new Promise<void>((resolve) => stalled.on('close', () => resolve()));
+    stalled.on('error', () => undefined);
+    stalled.resume();
+    stalled.write(`PATCH ${loc} HTTP/1.1\r\nHost: x\r\nContent-Range: 0-9999\r\nContent-Length: 10000\r\n\r\n`);
+    stalled.write(bytes.subarray(0, 10));
+    await new Promise((r) => setTimeout(r, 500)); // it holds the session now
+
+    // the client's retry, which the balancer sends to B
+    const started = Date.now();
+    const retry = await request(b.url, loc, { method: 'PATCH', body: bytes.subarray(0, 10_000), headers: { 'Content-Range': '0-9999' } });
+    t.is(retry.status, 202, retry.body.toString());
+    t.is(retry.headers.range, '0-9999');
+    t.true(Date.now() - started < 6000, `the retry waited ${Date.now() - started} ms (a session is busy for 10 s)`);
+    await stalledClosed; // A closed the stalled request's connection and dropped its 10 bytes
+
+    const rest = await request(a.url, `${loc}?digest=${digest}`, { method: 'PUT', body: bytes.subarray(10_000) });
+    t.is(rest.status, 201, rest.body.toString());
+    for (const s of [a, b]) t.deepEqual((await request(s.url, `/v2/team/stalled/blobs/${digest}`)).body, bytes);
+  } finally {
+    a.kill('SIGTERM');
+    b.kill('SIGTERM');
+    await Promise.all([a.waitExit(), b.waitExit()]);
     await engine.stop();
     await rm(root, { recursive: true, force: true });
   }
