@@ -67,7 +67,9 @@ export async function bindBlobStore(db: Db, store: MarkableBlobStore): Promise<v
   }
   if (!(await recordsStoredBlobs(db, store))) {
     throw new StoreBindingError(
-      `the blob store in this data directory holds blobs that database ${db.databaseName} records none of: they are recorded in another metadata database; ${SAME_DATABASE}.`,
+      `the blob store in this data directory holds blobs that database ${db.databaseName} records none of (looking at the first ${SAMPLE} found): ` +
+        `they are recorded in another metadata database; ${SAME_DATABASE}. If no database records them (bytes crashes left behind), ` +
+        `move them out of blobs/ and start again.`,
     );
   }
   const id = bound ?? (await bindId(coll));
