@@ -124,6 +124,14 @@ export function byteCounter(onChunk: (chunk: Buffer) => void): Transform {
   });
 }
 
+/** The delay a 429 or 503 asks for (`Retry-After` in seconds, at most a minute), or null: not a refusal to send again. */
+function retryAfterSeconds(res: IncomingMessage): number | null {
+  if (res.statusCode !== 429 && res.statusCode !== 503) return null;
+  const value = res.headers['retry-after'];
+  if (typeof value !== 'string' || !/^\d{1,5}$/.test(value.trim())) return null;
+  return Math.min(Math.max(Number(value), 1), 60);
+}
+
 function encodePath(name: string): string {
   return name.split('/').map(encodeURIComponent).join('/');
 }
@@ -140,8 +148,32 @@ export class VolregClient {
     this.auth = opts.user !== undefined ? `Basic ${Buffer.from(`${opts.user}:${opts.password ?? ''}`).toString('base64')}` : undefined;
   }
 
+  /**
+   * `send`, sent again while the registry answers 429 or 503 with `Retry-After` (it did nothing:
+   * a full password-check queue when many hosts log in at once, no file descriptor free), so a
+   * backup storm's refusals delay a host's backup instead of failing it. Only requests without a
+   * body: a streamed archive has been consumed once sent. The wait is `Retry-After` plus up to as
+   * much again at random (the hosts refused together come back spread out), and all the waits
+   * of one request stay within its --timeout (0: no limit), past which the refusal is the answer.
+   * Not when `opts.retry` is false.
+   */
+  private async send(method: string, path: string, opts: { headers?: Record<string, string>; body?: Readable; timeoutMs?: number; retry?: boolean } = {}): Promise<IncomingMessage> {
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    let waited = 0;
+    for (;;) {
+      const res = await this.sendOnce(method, path, opts);
+      const seconds = retryAfterSeconds(res);
+      if (opts.body || opts.retry === false || seconds === null) return res;
+      const wait = Math.ceil(seconds * 1000 * (1 + Math.random()));
+      if (timeoutMs > 0 && waited + wait > timeoutMs) return res;
+      res.resume();
+      await new Promise((r) => setTimeout(r, wait));
+      waited += wait;
+    }
+  }
+
   /** `opts.timeoutMs`: this request's own --timeout (0: none), instead of the client's */
-  private send(method: string, path: string, opts: { headers?: Record<string, string>; body?: Readable; timeoutMs?: number } = {}): Promise<IncomingMessage> {
+  private sendOnce(method: string, path: string, opts: { headers?: Record<string, string>; body?: Readable; timeoutMs?: number } = {}): Promise<IncomingMessage> {
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     const url = new URL(path.replace(/^\//, ''), this.base);
     const headers: Record<string, string> = { ...opts.headers };
@@ -179,16 +211,16 @@ export class VolregClient {
     });
   }
 
-  private async jsonReply<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>, timeoutMs?: number): Promise<{ value: T; bytes: Buffer }> {
-    const res = await this.send(method, path, { headers: { Accept: 'application/json', ...headers }, body, timeoutMs });
+  private async jsonReply<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>, timeoutMs?: number, retry?: boolean): Promise<{ value: T; bytes: Buffer }> {
+    const res = await this.send(method, path, { headers: { Accept: 'application/json', ...headers }, body, timeoutMs, retry });
     const status = res.statusCode ?? 0;
     if (status >= 400) throw await errorReply(res);
     if (status < 200 || status >= 300) throw unexpectedStatus(res, requestName(method, path));
     return readJsonReply<T>(res, requestName(method, path), this.base.href);
   }
 
-  private async json<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>, timeoutMs?: number): Promise<T> {
-    return (await this.jsonReply<T>(method, path, body, headers, timeoutMs)).value;
+  private async json<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>, timeoutMs?: number, retry?: boolean): Promise<T> {
+    return (await this.jsonReply<T>(method, path, body, headers, timeoutMs, retry)).value;
   }
 
   /** Uploads a tar / tar.gz / tar.zst stream as `<name>:<tag>` (chunked: the length need not be known). */
@@ -243,7 +275,10 @@ export class VolregClient {
     const info = listed ?? (await this.json<SnapshotJson>('GET', path));
     const bytes = Math.max(info.layer.size, info.uncompressed?.size ?? 0);
     const timeoutMs = this.timeoutMs > 0 ? this.timeoutMs + Math.ceil((bytes / VERIFY_FLOOR_BYTES_PER_SECOND) * 1000) : 0;
-    return this.json('POST', `${path}/verify`, undefined, undefined, timeoutMs);
+    // not sent again on a refusal: a check the registry can not make now is NOT VERIFIED at once
+    // (the next scheduled run checks it), not held for minutes per snapshot of a verify --all;
+    // the GET before it carried the same credentials, so no password check refuses it (429)
+    return this.json('POST', `${path}/verify`, undefined, undefined, timeoutMs, false);
   }
 
   /** `ifDigest`: only while the tag holds the snapshot of that manifest digest (If-Match; else PRECONDITION_FAILED) */
