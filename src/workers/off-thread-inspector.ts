@@ -160,11 +160,12 @@ export class OffThreadInspector {
       else if (m.error.code) {
         const e = m.error;
         this.settle(m.id, (r) => r.reject(new VolregError(e.code!, e.message, e.detail)));
-      } else {
+      } else if (this.running.has(m.id)) {
         // not a verdict: the inspection itself broke (its source's own failures settle on this side)
         this.onFailure(new Error(`archive inspection failed: ${m.error.message}`));
         this.settle(m.id, (r) => r.reject(inspectionUnavailable('the inspection failed')));
       }
+      // else the echo of an 'abort': the client went away, its request already answered for
     });
     // Node reports a thread that could not start (ERR_WORKER_INIT_FAILED: EMFILE) as 'error' before it came online
     let online = false;
