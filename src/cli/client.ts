@@ -9,7 +9,7 @@ import { digestAlgorithm, digestOf, parseDigest, type DigestAlgorithm } from '..
 import { isVolregError } from '../domain/errors.ts';
 import { parseRepositoryName, parseTag } from '../domain/names.ts';
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
-import { brokenReply, errorReply, readJsonReply, RegistryError, requestName, unexpectedStatus } from './registry-reply.ts';
+import { brokenReply, errorReply, readJsonReply, RegistryError, requestName, retryAfterSeconds, unexpectedStatus } from './registry-reply.ts';
 
 export { RegistryError } from './registry-reply.ts';
 
@@ -124,14 +124,6 @@ export function byteCounter(onChunk: (chunk: Buffer) => void): Transform {
   });
 }
 
-/** The delay a 429 or 503 asks for (`Retry-After` in seconds, at most a minute), or null: not a refusal to send again. */
-function retryAfterSeconds(res: IncomingMessage): number | null {
-  if (res.statusCode !== 429 && res.statusCode !== 503) return null;
-  const value = res.headers['retry-after'];
-  if (typeof value !== 'string' || !/^\d{1,5}$/.test(value.trim())) return null;
-  return Math.min(Math.max(Number(value), 1), 60);
-}
-
 function encodePath(name: string): string {
   return name.split('/').map(encodeURIComponent).join('/');
 }
@@ -149,23 +141,30 @@ export class VolregClient {
   }
 
   /**
-   * `send`, sent again while the registry answers 429 or 503 with `Retry-After` (it did nothing:
-   * a full password-check queue when many hosts log in at once, no file descriptor free), so a
-   * backup storm's refusals delay a host's backup instead of failing it. Only requests without a
-   * body: a streamed archive has been consumed once sent. The wait is `Retry-After` plus up to as
-   * much again at random (the hosts refused together come back spread out), and all the waits
-   * of one request stay within its --timeout (0: no limit), past which the refusal is the answer.
-   * Not when `opts.retry` is false.
+   * How long to wait before sending a refused request again: `Retry-After` plus up to as much
+   * again at random (hosts refused together come back spread out), or null once the waits of
+   * one request (`waitedMs` so far) would pass its --timeout (0: no limit): then the refusal is
+   * the answer. So a backup storm's refusals (a full password-check queue when many hosts log
+   * in at once, no file descriptor free) delay a host's backup instead of failing it.
+   */
+  retryDelay(retryAfter: number, waitedMs: number, timeoutMs = this.timeoutMs): number | null {
+    const wait = Math.ceil(retryAfter * 1000 * (1 + Math.random()));
+    return timeoutMs > 0 && waitedMs + wait > timeoutMs ? null : wait;
+  }
+
+  /**
+   * `sendOnce`, sent again while the registry answers 429 or 503 with `Retry-After` (it did
+   * nothing with the request), as `retryDelay` says, unless `opts.retry` is false. Only requests
+   * without a body: a streamed archive has been consumed once sent (pushSource packs a
+   * directory again instead).
    */
   private async send(method: string, path: string, opts: { headers?: Record<string, string>; body?: Readable; timeoutMs?: number; retry?: boolean } = {}): Promise<IncomingMessage> {
-    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     let waited = 0;
     for (;;) {
       const res = await this.sendOnce(method, path, opts);
       const seconds = retryAfterSeconds(res);
-      if (opts.body || opts.retry === false || seconds === null) return res;
-      const wait = Math.ceil(seconds * 1000 * (1 + Math.random()));
-      if (timeoutMs > 0 && waited + wait > timeoutMs) return res;
+      const wait = opts.body || opts.retry === false || seconds === null ? null : this.retryDelay(seconds, waited, opts.timeoutMs);
+      if (wait === null) return res;
       res.resume();
       await new Promise((r) => setTimeout(r, wait));
       waited += wait;

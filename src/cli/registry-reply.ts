@@ -16,9 +16,23 @@ export class RegistryError extends Error {
     readonly code: string,
     message: string,
     readonly detail?: unknown,
+    /** the seconds a 429 or 503 asked to wait before sending again (its Retry-After); null: not to be sent again */
+    readonly retryAfter: number | null = null,
   ) {
     super(message);
   }
+}
+
+/**
+ * The delay a 429 or 503 asks for (`Retry-After` in seconds, 1 to 60), or null when the reply
+ * is not a refusal to send again: volreg answers so only when it did nothing with the request
+ * (a full password-check queue, no file descriptor free, the archive inspection unavailable).
+ */
+export function retryAfterSeconds(res: IncomingMessage): number | null {
+  if (res.statusCode !== 429 && res.statusCode !== 503) return null;
+  const value = res.headers['retry-after'];
+  if (typeof value !== 'string' || !/^\d{1,5}$/.test(value.trim())) return null;
+  return Math.min(Math.max(Number(value), 1), 60);
 }
 
 /** The largest JSON reply read: far above the largest listing (1000 snapshots with 32 labels each). */
@@ -93,7 +107,7 @@ export async function errorReply(res: IncomingMessage): Promise<RegistryError> {
   try {
     const body = JSON.parse(text) as { errors?: Array<{ code?: string; message?: string; detail?: unknown }> };
     const e = body.errors?.[0];
-    if (e) return new RegistryError(status, e.code ?? 'UNKNOWN', e.message ?? 'error', e.detail);
+    if (e) return new RegistryError(status, e.code ?? 'UNKNOWN', e.message ?? 'error', e.detail, retryAfterSeconds(res));
   } catch {
     // not the error envelope: a proxy or something else answered
   }

@@ -1,9 +1,12 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import type { StartInspectionWorker } from '../../src/workers/off-thread-inspector.ts';
 import { runVolreg } from '../helpers/cli-run.ts';
+import { InspectionWorkerFaults } from '../helpers/inspection-faults.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { buildTar } from '../helpers/tree.ts';
 
@@ -56,6 +59,37 @@ test('push waits out a 429 with Retry-After (a full password-check queue) instea
   } finally {
     flooding = false;
     await Promise.all(flood);
+    await server.close();
+    await rm(work, { recursive: true, force: true });
+  }
+});
+
+test('push of a directory refused mid-upload with 503 and Retry-After packs and sends it again', async (t) => {
+  // the archive inspection's worker dies once, as it might for want of threads or descriptors
+  // in a storm: that upload is answered 503 with Retry-After and nothing of it is kept
+  const faults = new InspectionWorkerFaults();
+  faults.fault = 'dies-mid-inspection';
+  const startOnce: StartInspectionWorker = (data) => {
+    const worker = faults.start(data);
+    faults.fault = 'none';
+    return worker;
+  };
+  const server = await startTestServer({ label: 'e2e-cli-storm-503', startInspectionWorker: startOnce });
+  const work = await mkdtemp(join(tmpdir(), 'volreg-storm-'));
+  try {
+    const volume = join(work, 'app-data');
+    await mkdir(volume);
+    await writeFile(join(volume, 'data.bin'), randomBytes(8 * 1024 * 1024));
+    const push = await runVolreg(['push', volume, 'storm/dir:nightly'], { url: server.url, cwd: work });
+    t.is(faults.injected, 1, 'the first upload met the fault');
+    t.is(push.code, 0, push.stderr);
+    t.regex(push.stderr, /UNAVAILABLE|unavailable/);
+    t.regex(push.stderr, /packing and sending storm\/dir:nightly again/);
+    const out = join(work, 'out');
+    const pull = await runVolreg(['pull', 'storm/dir:nightly', out], { url: server.url, cwd: work });
+    t.is(pull.code, 0, pull.stderr);
+  } finally {
+    await faults.stopWorkers();
     await server.close();
     await rm(work, { recursive: true, force: true });
   }

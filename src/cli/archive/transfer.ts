@@ -7,7 +7,7 @@ import cliProgress from 'cli-progress';
 import { decompressedTar } from '../../domain/volumes/decompress.ts';
 import { isVolregError } from '../../domain/errors.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
-import { blobPath, byteCounter, OversizedReplyError, RegistryError, parseSnapshotRef, type SnapshotJson, type VolregClient } from '../client.ts';
+import { blobPath, byteCounter, OversizedReplyError, parseSnapshotRef, RegistryError, type SnapshotJson, type VolregClient } from '../client.ts';
 import { compressor } from './compress.ts';
 import { packDirectory } from './pack.ts';
 import { applyDirectoryAttributes, CorruptArchiveError, extractTree, type ExtractOptions } from './safe-extract.ts';
@@ -93,10 +93,27 @@ export interface PushOptions {
  * down.
  */
 export async function pushSource(client: VolregClient, source: string | Readable, name: string, tag: string, opts: PushOptions): Promise<SnapshotJson> {
-  if (typeof source === 'string') {
-    const st = await stat(source);
-    if (!st.isDirectory()) throw new Error(`${source} is not a directory`);
+  if (typeof source !== 'string') return pushOnce(client, source, name, tag, opts);
+  const st = await stat(source);
+  if (!st.isDirectory()) throw new Error(`${source} is not a directory`);
+  // A registry refusing with Retry-After (429, 503) stored nothing: a directory is packed and
+  // sent again, as the client sends its bodiless requests again (an archive from stdin can not be)
+  let waited = 0;
+  for (;;) {
+    try {
+      return await pushOnce(client, source, name, tag, opts);
+    } catch (err) {
+      if (!(err instanceof RegistryError) || err.retryAfter === null) throw err;
+      const wait = client.retryDelay(err.retryAfter, waited);
+      if (wait === null) throw err;
+      opts.onWarning?.(`${err.message} (HTTP ${err.status}); packing and sending ${name}:${tag} again in ${Math.ceil(wait / 1000)} s`);
+      await new Promise((r) => setTimeout(r, wait));
+      waited += wait;
+    }
   }
+}
+
+async function pushOnce(client: VolregClient, source: string | Readable, name: string, tag: string, opts: PushOptions): Promise<SnapshotJson> {
   opts.progress.start(null, `pushing ${name}:${tag}`);
   const hash = createHash('sha256');
   const counter = byteCounter((chunk) => {
