@@ -1,13 +1,13 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, request } from '../helpers/oci-client.ts';
 import { spawnServer, VOLREG_BIN, REPO_ROOT } from '../helpers/server.ts';
+import { stalledChunk } from '../helpers/stalled-chunk.ts';
 
 /**
  * Several `volreg serve` processes share one data directory and one standalone engine
@@ -147,12 +147,7 @@ test('a chunk whose client stalled on one process gives way to the retry the bal
     t.is(opened.status, 202);
     const loc = String(opened.headers.location);
     // through A: a PATCH that announces 10,000 bytes, sends 10 and then nothing (its connection died unnoticed)
-    const stalled = connect(Number(new URL(a.url).port), '127.0.0.1');
-    const stalledClosed = new Promise<void>((resolve) => stalled.on('close', () => resolve()));
-    stalled.on('error', () => undefined);
-    stalled.resume();
-    stalled.write(`PATCH ${loc} HTTP/1.1\r\nHost: x\r\nContent-Range: 0-9999\r\nContent-Length: 10000\r\n\r\n`);
-    stalled.write(bytes.subarray(0, 10));
+    const stalled = stalledChunk(a.url, loc, bytes);
     await new Promise((r) => setTimeout(r, 500)); // it holds the session now
 
     // the client's retry, which the balancer sends to B
@@ -161,7 +156,7 @@ test('a chunk whose client stalled on one process gives way to the retry the bal
     t.is(retry.status, 202, retry.body.toString());
     t.is(retry.headers.range, '0-9999');
     t.true(Date.now() - started < 6000, `the retry waited ${Date.now() - started} ms (a session is busy for 10 s)`);
-    await stalledClosed; // A closed the stalled request's connection and dropped its 10 bytes
+    await stalled.closed; // A closed the stalled request's connection and dropped its 10 bytes
 
     const rest = await request(a.url, `${loc}?digest=${digest}`, { method: 'PUT', body: bytes.subarray(10_000) });
     t.is(rest.status, 201, rest.body.toString());

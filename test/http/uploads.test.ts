@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { stalledChunk } from '../helpers/stalled-chunk.ts';
 import { blobFiles, bytesOf, hexOf, isError, pushBlob, raw, run, sha256, sha512, startSession, uploadFiles } from './blobs-client.ts';
 
 const test = anyTest as TestFn<{ server: TestServer; tmp: string }>;
@@ -104,21 +105,15 @@ test('a chunk whose client stalled gives way to the next request on its session:
   const { url } = t.context.server;
   const bytes = bytesOf(20_000, 26);
   const loc = await startSession(url, 'stalled/chunk');
-  const { connect } = await import('node:net');
   // a PATCH that announces 10,000 bytes, sends 10 and then nothing (its connection died unnoticed)
-  const stalled = connect(Number(new URL(url).port), '127.0.0.1');
-  const stalledClosed = new Promise<void>((resolve) => stalled.on('close', () => resolve()));
-  stalled.on('error', () => undefined);
-  stalled.resume();
-  stalled.write(`PATCH ${loc} HTTP/1.1\r\nHost: x\r\nContent-Range: 0-9999\r\nContent-Length: 10000\r\n\r\n`);
-  stalled.write(bytes.subarray(0, 10));
+  const stalled = stalledChunk(url, loc, bytes);
   await new Promise((r) => setTimeout(r, 300)); // it holds the session now
   const started = Date.now();
   const retry = await raw(url, 'PATCH', loc, { body: bytes.subarray(0, 10_000), headers: { 'Content-Range': '0-9999' } });
   t.is(retry.status, 202);
   t.is(retry.headers.range, '0-9999');
   t.true(Date.now() - started < 5000, `the retry waited ${Date.now() - started} ms`);
-  await stalledClosed; // the stalled request's connection is closed, its 10 bytes dropped
+  await stalled.closed; // the stalled request's connection is closed, its 10 bytes dropped
   const rest = await raw(url, 'PUT', `${String(retry.headers.location)}?digest=${sha256(bytes)}`, { body: bytes.subarray(10_000) });
   t.is(rest.status, 201);
   t.true((await raw(url, 'GET', `/v2/stalled/chunk/blobs/${sha256(bytes)}`)).body.equals(bytes));
