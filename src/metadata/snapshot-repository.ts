@@ -173,17 +173,42 @@ export class SnapshotRepository {
   }
 
   /** The manifest each snapshot document of a volume names, by tag. */
-  async indexedDigests(repo: string): Promise<Array<{ tag: string; manifestDigest: Digest }>> {
-    const docs = await this.coll.find({ repo_id: repo }, { projection: { _id: 0, tag: 1, manifest_digest: 1 } }).toArray();
-    return docs.map((d) => ({ tag: d.tag, manifestDigest: d.manifest_digest as Digest }));
+  async indexedDigests(repos: readonly string[]): Promise<Map<string, Array<{ tag: string; manifestDigest: Digest }>>> {
+    const out = new Map<string, Array<{ tag: string; manifestDigest: Digest }>>();
+    for await (const d of this.coll.find({ repo_id: { $in: [...repos] } }, { projection: { _id: 0, repo_id: 1, tag: 1, manifest_digest: 1 } })) {
+      let docs = out.get(d.repo_id);
+      if (!docs) out.set(d.repo_id, (docs = []));
+      docs.push({ tag: d.tag, manifestDigest: d.manifest_digest as Digest });
+    }
+    return out;
+  }
+
+  /**
+   * Each volume's snapshot count, total layer bytes and latest snapshot (newest `created`, then
+   * the first tag), from one read of their documents; volumes with none are left out.
+   */
+  async summaries(repos: readonly string[]): Promise<Map<string, VolumeSummary>> {
+    const out = new Map<string, VolumeSummary & { newest: SnapshotDoc }>();
+    for await (const d of this.coll.find({ repo_id: { $in: [...repos] } })) {
+      const s = out.get(d.repo_id);
+      if (!s) {
+        out.set(d.repo_id, { volume: d.repo_id as RepositoryName, snapshots: 1, totalSize: d.layer_size, latest: toInfo(d), newest: d });
+        continue;
+      }
+      s.snapshots++;
+      s.totalSize += d.layer_size;
+      const newer = d.created.getTime() - s.newest.created.getTime();
+      if (newer > 0 || (newer === 0 && d.tag < s.newest.tag)) {
+        s.newest = d;
+        s.latest = toInfo(d);
+      }
+    }
+    return new Map([...out].map(([repo, { newest: _, ...summary }]) => [repo, summary]));
   }
 
   /** A volume's snapshot count, total layer bytes and latest snapshot; null when it has none. */
   async summary(repo: string): Promise<VolumeSummary | null> {
-    const docs = await this.coll.find({ repo_id: repo }, { projection: { layer_size: 1 } }).toArray();
-    const latest = await this.coll.find({ repo_id: repo }).sort({ created: -1, tag: 1 }).limit(1).next();
-    if (!latest) return null;
-    return { volume: repo as RepositoryName, snapshots: docs.length, totalSize: docs.reduce((n, d) => n + d.layer_size, 0), latest: toInfo(latest) };
+    return (await this.summaries([repo])).get(repo) ?? null;
   }
 
   /** Records a verification, if the tag still holds the manifest that was verified. */

@@ -144,10 +144,16 @@ export class TagRepository {
     return by.units.read(`${repo}\0${name}`, () => by.mark(repo, name), load, (units) => units.length > 0);
   }
 
-  /** What each tag name's unit of one schema version points at, in a repository. */
-  async digestsByName(repo: string, schemaVersion: 1 | 2): Promise<Map<string, Digest>> {
-    const docs = await this.c.tags.find({ repo_id: repo, schema_version: schemaVersion }, { projection: { _id: 0, name: 1, manifest_digest: 1 } }).toArray();
-    return new Map(docs.map((d) => [d.name, d.manifest_digest as Digest]));
+  /** What each tag name's unit of one schema version points at, by repository (those with none are left out). */
+  async digestsByName(repos: readonly string[], schemaVersion: 1 | 2): Promise<Map<string, Map<string, Digest>>> {
+    const out = new Map<string, Map<string, Digest>>();
+    const docs = this.c.tags.find({ repo_id: { $in: [...repos] }, schema_version: schemaVersion }, { projection: { _id: 0, repo_id: 1, name: 1, manifest_digest: 1 } });
+    for await (const d of docs) {
+      let names = out.get(d.repo_id);
+      if (!names) out.set(d.repo_id, (names = new Map()));
+      names.set(d.name, d.manifest_digest as Digest);
+    }
+    return out;
   }
 
   /** The tag units of a repository that point at a manifest. */

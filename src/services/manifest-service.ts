@@ -272,9 +272,9 @@ export class ManifestService {
     return m;
   }
 
-  /** What each tag's schema 2 unit points at (tag-service.ts). */
-  tagDigests(repo: RepositoryName): Promise<Map<string, Digest>> {
-    return this.deps.tags.schema2Digests(repo);
+  /** What each tag's schema 2 unit points at, by repository (tag-service.ts). */
+  tagDigests(repos: readonly RepositoryName[]): Promise<Map<string, Map<string, Digest>>> {
+    return this.deps.tags.schema2Digests(repos);
   }
 
   /**

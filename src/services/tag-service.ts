@@ -83,7 +83,7 @@ export function planTagResolution(candidates: { schema1: TagCandidate | null; sc
 /** Tag storage as the tag service needs it (implemented by metadata/tag-repository.ts). */
 export interface TagStore {
   findByName(repo: string, name: string): Promise<readonly TagRecord[]>;
-  digestsByName(repo: string, schemaVersion: 1 | 2): Promise<Map<string, Digest>>;
+  digestsByName(repos: readonly string[], schemaVersion: 1 | 2): Promise<Map<string, Map<string, Digest>>>;
   listNames(repo: string, page: { n?: number; last?: string }): Promise<{ names: string[]; more: boolean }>;
 }
 
@@ -143,11 +143,11 @@ export class TagService {
   }
 
   /**
-   * The manifest each tag's schema 2 unit points at (without checking that the repository still
-   * holds it, as resolve does): for comparing an index kept beside the tags with them.
+   * The manifest each tag's schema 2 unit points at, by repository (without checking that the
+   * repository still holds it, as resolve does): for comparing an index kept beside the tags with them.
    */
-  async schema2Digests(repo: RepositoryName): Promise<Map<string, Digest>> {
-    return this.deps.tags.digestsByName(repo, 2);
+  async schema2Digests(repos: readonly RepositoryName[]): Promise<Map<string, Map<string, Digest>>> {
+    return this.deps.tags.digestsByName(repos, 2);
   }
 
   /** A page of tag names, lexically sorted, each once. 404 NAME_UNKNOWN for an unknown repository. */

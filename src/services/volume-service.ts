@@ -74,8 +74,8 @@ export interface VolumeManifests {
   get(repo: RepositoryName, reference: string, accept: string[]): Promise<{ digest: Digest; mediaType: string; body: Buffer }>;
   /** by tag, `onlyAt` removes it only where it points at that manifest */
   delete(repo: RepositoryName, reference: string, opts?: { onlyAt?: Digest }): Promise<unknown>;
-  /** what each tag's schema 2 unit points at */
-  tagDigests(repo: RepositoryName): Promise<Map<string, Digest>>;
+  /** what each tag's schema 2 unit points at, by repository */
+  tagDigests(repos: readonly RepositoryName[]): Promise<Map<string, Map<string, Digest>>>;
   /** repositories a volume snapshot was ever pushed to */
   volumeRepositories(): Promise<string[]>;
 }
@@ -88,8 +88,10 @@ export interface SnapshotIndex {
   get(repo: string, tag: string): Promise<SnapshotInfo | null>;
   list(repo: string, q: SnapshotListQuery): Promise<ListedPage<SnapshotInfo>>;
   volumeNames(): Promise<string[]>;
-  indexedDigests(repo: string): Promise<Array<{ tag: string; manifestDigest: Digest }>>;
-  summary(repo: string): Promise<VolumeSummary | null>;
+  /** the manifest each snapshot document names, by volume and tag */
+  indexedDigests(repos: readonly string[]): Promise<Map<string, Array<{ tag: string; manifestDigest: Digest }>>>;
+  /** volumes with no snapshot document are left out */
+  summaries(repos: readonly string[]): Promise<Map<string, VolumeSummary>>;
   recordVerify(repo: string, tag: string, manifestDigest: Digest, result: VerifyResult): Promise<void>;
   delete(repo: string, tag: string, manifestDigest?: Digest): Promise<void>;
 }
@@ -124,6 +126,8 @@ export interface PutSnapshotOptions {
 }
 
 const CONFIG_READ_LIMIT = 64 * 1024;
+/** volumes a listing reads the tags and snapshot documents of at once */
+const VOLUMES_PER_READ = 500;
 
 
 type Settled<T> = { ok: true; value: T } | { ok: false; err: unknown };
@@ -285,19 +289,23 @@ export class VolumeService {
   }
 
   /**
-   * Brings a volume's documents in line with its tags (see the class comment): a document that
-   * does not name what its tag holds is mended or removed, and a tag without a document (a
-   * snapshot pushed through /v2, or tagged when a crash came) is described and indexed, if it
-   * holds a snapshot.
+   * Brings volumes' documents in line with their tags (see the class comment), from one read of
+   * the tags and one of the documents for all of them: a document that does not name what its
+   * tag holds is mended or removed, and a tag without a document (a snapshot pushed through /v2,
+   * or tagged when a crash came) is described and indexed, if it holds a snapshot.
    */
-  private async reconcile(repo: RepositoryName): Promise<void> {
-    const [tags, docs] = await Promise.all([this.manifests.tagDigests(repo), this.snapshots.indexedDigests(repo)]);
-    const indexed = new Set(docs.map((d) => d.tag));
-    const stale = [...docs.filter((d) => tags.get(d.tag) !== d.manifestDigest).map((d) => d.tag), ...[...tags.keys()].filter((t) => !indexed.has(t))];
-    for (const tag of stale) {
-      await this.get(repo, tag as Tag).catch((err: unknown) => {
-        if (!isVolregError(err) || err.code !== 'SNAPSHOT_UNKNOWN') throw err; // not a snapshot
-      });
+  private async reconcile(repos: readonly RepositoryName[]): Promise<void> {
+    const [byRepo, docsByRepo] = await Promise.all([this.manifests.tagDigests(repos), this.snapshots.indexedDigests(repos)]);
+    for (const repo of repos) {
+      const tags = byRepo.get(repo) ?? new Map<string, Digest>();
+      const docs = docsByRepo.get(repo) ?? [];
+      const indexed = new Set(docs.map((d) => d.tag));
+      const stale = [...docs.filter((d) => tags.get(d.tag) !== d.manifestDigest).map((d) => d.tag), ...[...tags.keys()].filter((t) => !indexed.has(t))];
+      for (const tag of stale) {
+        await this.get(repo, tag as Tag).catch((err: unknown) => {
+          if (!isVolregError(err) || err.code !== 'SNAPSHOT_UNKNOWN') throw err; // not a snapshot
+        });
+      }
     }
   }
 
@@ -332,7 +340,7 @@ export class VolumeService {
 
   /** A volume's snapshots, newest first (the index brought in line with the tags first). */
   async list(repo: RepositoryName, q: SnapshotListQuery): Promise<ListedPage<SnapshotInfo>> {
-    await this.reconcile(repo);
+    await this.reconcile([repo]);
     return this.snapshots.list(repo, q);
   }
 
@@ -341,17 +349,23 @@ export class VolumeService {
    * bytes and latest snapshot. Candidates are the volumes with index documents and every
    * repository a snapshot was pushed to through either API (a volume pushed only through /v2
    * has no document until it is read); each is brought in line with its tags before it is
-   * counted, so `total` is exact. A listing costs a look at every volume's tags. A page starts
-   * `offset` volumes in, or after the volume named `after` (which need not exist any more).
+   * counted, so `total` is exact. A listing reads every volume's tags and documents,
+   * VOLUMES_PER_READ volumes to a read. A page starts `offset` volumes in, or after the volume
+   * named `after` (which need not exist any more).
    */
   async listVolumes(page: { limit: number; offset: number; after?: string }): Promise<ListedPage<VolumeSummary>> {
     const [indexed, pushed] = await Promise.all([this.snapshots.volumeNames(), this.manifests.volumeRepositories()]);
     const names = [...new Set([...indexed, ...pushed])].filter((n) => volumeNameProblem(n) === null).sort();
     const held: VolumeSummary[] = [];
-    for (const volume of names) {
-      await this.reconcile(volume as RepositoryName);
-      const summary = await this.snapshots.summary(volume);
-      if (summary) held.push(summary); // none: its last snapshot went away
+    // a few reads per batch of volumes, not per volume: a store has thousands
+    for (let i = 0; i < names.length; i += VOLUMES_PER_READ) {
+      const batch = names.slice(i, i + VOLUMES_PER_READ) as RepositoryName[];
+      await this.reconcile(batch);
+      const summaries = await this.snapshots.summaries(batch);
+      for (const volume of batch) {
+        const summary = summaries.get(volume);
+        if (summary) held.push(summary); // none: its last snapshot went away
+      }
     }
     const start = page.after === undefined ? page.offset : held.filter((v) => v.volume <= page.after!).length;
     return { items: held.slice(start, start + page.limit), total: held.length, more: held.length > start + page.limit };

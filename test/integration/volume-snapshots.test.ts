@@ -72,15 +72,27 @@ test('upsert keeps one document per tag; list is newest first with filters; veri
   const names = await repo.volumeNames();
   t.true(names.includes('vol/a') && names.includes('vol/b'));
   t.deepEqual(names, [...names].sort());
+  const indexed = await repo.indexedDigests(['vol/a', 'vol/b', 'vol/none']);
   t.deepEqual(
-    (await repo.indexedDigests('vol/a')).sort((x, y) => x.tag.localeCompare(y.tag)),
+    indexed.get('vol/a')!.sort((x, y) => x.tag.localeCompare(y.tag)),
     [{ tag: 't1', manifestDigest: replaced.manifestDigest }, { tag: 't2', manifestDigest: (await repo.get('vol/a', 't2'))!.manifestDigest }],
   );
+  t.deepEqual(indexed.get('vol/b')!.map((d) => d.tag), ['x']);
+  t.false(indexed.has('vol/none'));
   t.is(await repo.summary('vol/none'), null);
   const a = (await repo.summary('vol/a'))!;
   t.is(a.snapshots, 2);
   t.is(a.totalSize, 200);
   t.is(String(a.latest.tag), 't1');
+  // several volumes from one read; of snapshots created at the same moment the first tag is the latest
+  await repo.upsert(snapshot('vol/tie', 'b', '2024-01-07T00:00:00.000Z'));
+  await repo.upsert(snapshot('vol/tie', 'a', '2024-01-07T00:00:00.000Z'));
+  await repo.upsert(snapshot('vol/tie', 'c', '2024-01-06T00:00:00.000Z'));
+  const summaries = await repo.summaries(['vol/a', 'vol/tie', 'vol/none']);
+  t.deepEqual([...summaries.keys()].sort(), ['vol/a', 'vol/tie']);
+  t.deepEqual(summaries.get('vol/a'), a);
+  t.is(String(summaries.get('vol/tie')!.latest.tag), 'a');
+  t.is(summaries.get('vol/tie')!.snapshots, 3);
 
   await repo.delete('vol/a', 't2', digestOf('not it') as Digest);
   t.truthy(await repo.get('vol/a', 't2'), 'delete limited to a manifest leaves another one');
