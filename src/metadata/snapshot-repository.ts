@@ -185,25 +185,33 @@ export class SnapshotRepository {
 
   /**
    * Each volume's snapshot count, total layer bytes and latest snapshot (newest `created`, then
-   * the first tag), from one read of their documents; volumes with none are left out.
+   * the first tag); volumes with none are left out. One read of the few fields that decide,
+   * then one of the latest snapshots' whole documents.
    */
   async summaries(repos: readonly string[]): Promise<Map<string, VolumeSummary>> {
-    const out = new Map<string, VolumeSummary & { newest: SnapshotDoc }>();
-    for await (const d of this.coll.find({ repo_id: { $in: [...repos] } })) {
-      const s = out.get(d.repo_id);
-      if (!s) {
-        out.set(d.repo_id, { volume: d.repo_id as RepositoryName, snapshots: 1, totalSize: d.layer_size, latest: toInfo(d), newest: d });
+    type Totals = { snapshots: number; totalSize: number; newest: Pick<SnapshotDoc, '_id' | 'tag' | 'created'> };
+    const totals = new Map<string, Totals>();
+    const fields = { projection: { _id: 1, repo_id: 1, tag: 1, created: 1, layer_size: 1 } };
+    for await (const d of this.coll.find({ repo_id: { $in: [...repos] } }, fields)) {
+      const t = totals.get(d.repo_id);
+      if (!t) {
+        totals.set(d.repo_id, { snapshots: 1, totalSize: d.layer_size, newest: d });
         continue;
       }
-      s.snapshots++;
-      s.totalSize += d.layer_size;
-      const newer = d.created.getTime() - s.newest.created.getTime();
-      if (newer > 0 || (newer === 0 && d.tag < s.newest.tag)) {
-        s.newest = d;
-        s.latest = toInfo(d);
-      }
+      t.snapshots++;
+      t.totalSize += d.layer_size;
+      const newer = d.created.getTime() - t.newest.created.getTime();
+      if (newer > 0 || (newer === 0 && d.tag < t.newest.tag)) t.newest = d;
     }
-    return new Map([...out].map(([repo, { newest: _, ...summary }]) => [repo, summary]));
+    const latest = new Map<string, SnapshotDoc>();
+    for await (const d of this.coll.find({ _id: { $in: [...totals.values()].map((t) => t.newest._id) } })) latest.set(d._id, d);
+    const out = new Map<string, VolumeSummary>();
+    for (const [repo, t] of totals) {
+      // deleted between the two reads: the volume's latest as it is now (none left: not listed)
+      const doc = latest.get(t.newest._id) ?? (await this.coll.find({ repo_id: repo }).sort({ created: -1, tag: 1 }).limit(1).next());
+      if (doc) out.set(repo, { volume: repo as RepositoryName, snapshots: t.snapshots, totalSize: t.totalSize, latest: toInfo(doc) });
+    }
+    return out;
   }
 
   /** A volume's snapshot count, total layer bytes and latest snapshot; null when it has none. */
