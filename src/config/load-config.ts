@@ -204,10 +204,12 @@ function readConfigFile(env: Env, cwd: string, problems: string[], warnings: str
       continue;
     }
     const origin = `${key} (from ${file})`;
-    if (typeof value === 'string' || typeof value === 'number') {
+    // YAML and JSON have booleans of their own (VOLREG_GC_DELETE_UNTAGGED: true): they read as
+    // the words the environment would hold, and the variable's parser judges them as it would those
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
       out.set(key as VariableName, { value: String(value), origin });
     } else if (value !== null) {
-      problems.push(`${origin}: must be a string or a number`);
+      problems.push(`${origin}: must be a string, a number or a boolean`);
     }
   }
   return out;

@@ -191,6 +191,18 @@ test('a JSON config file is read, and its bad values name the variable and the f
   t.regex(warnings[0]!, /VOLREG_TYPO/);
 });
 
+test('a config file may give a boolean as YAML or JSON writes one', (t) => {
+  const yaml = join(dir, 'booleans.yaml');
+  writeFileSync(yaml, 'VOLREG_GC_DELETE_UNTAGGED: true\n');
+  t.is(loadConfig({ VOLREG_CONFIG: yaml }, { cwd: dir }).config.gc.deleteUntagged, true);
+  const json = join(dir, 'booleans.json');
+  writeFileSync(json, JSON.stringify({ VOLREG_GC_DELETE_UNTAGGED: false }));
+  t.is(loadConfig({ VOLREG_CONFIG: json, VOLREG_GC_DELETE_UNTAGGED: '' }, { cwd: dir }).config.gc.deleteUntagged, false);
+  // a boolean where a number belongs is that variable's usual complaint
+  writeFileSync(json, JSON.stringify({ VOLREG_GC_GRACE: true }));
+  t.regex(problemsOf({ VOLREG_CONFIG: json })[0]!, /^VOLREG_GC_GRACE \(from .*\): "true" is not a whole number of seconds/);
+});
+
 test('a config file that is not a mapping, or not YAML, is refused', (t) => {
   const list = join(dir, 'list.yaml');
   writeFileSync(list, '- a\n- b\n');
@@ -200,7 +212,7 @@ test('a config file that is not a mapping, or not YAML, is refused', (t) => {
   t.regex(problemsOf({ VOLREG_CONFIG: broken })[0]!, /^VOLREG_CONFIG: .*not valid YAML/);
   const nested = join(dir, 'nested.yaml');
   writeFileSync(nested, 'VOLREG_ADDR:\n  host: x\n');
-  t.regex(problemsOf({ VOLREG_CONFIG: nested })[0]!, /^VOLREG_ADDR \(from .*\): must be a string or a number/);
+  t.regex(problemsOf({ VOLREG_CONFIG: nested })[0]!, /^VOLREG_ADDR \(from .*\): must be a string, a number or a boolean/);
 });
 
 test('HTTPS: both TLS files or neither; credentials over plain HTTP off loopback get a warning', (t) => {
