@@ -33,7 +33,8 @@ export class FreeSpace {
     if (free - incoming < this.reserveBytes) {
       throw new VolregError(
         'STORAGE_FULL',
-        `not enough free space: ${free} bytes free, ${this.reserveBytes} kept in reserve`,
+        // the size asked for is named: without it "N bytes free, M kept in reserve" with N > M reads as no reason at all
+        `not enough free space${incoming > 0 ? ` for ${incoming} more bytes` : ''}: ${free} bytes free, ${this.reserveBytes} kept in reserve`,
         { freeBytes: free, reserveBytes: this.reserveBytes, ...(incoming > 0 ? { incomingBytes: incoming } : {}) },
       );
     }
