@@ -16,8 +16,6 @@ export interface Config {
   limits: {
     /** manifests are refused above this (DESIGN.md: 4 MiB) */
     manifestBytes: number;
-    /** any other non-blob request body */
-    jsonBodyBytes: number;
     /** uploads are refused before they would leave less free space than this on the data filesystem; 0: no reserve */
     minFreeBytes: number;
   };
@@ -51,7 +49,6 @@ export const DEFAULTS = {
   storage: 'fs',
   logLevel: 'info',
   manifestBytes: 4 * 1024 * 1024,
-  jsonBodyBytes: 1024 * 1024,
   minFreeBytes: 256 * 1024 * 1024,
   purgeAfterSeconds: 24 * 60 * 60,
   purgeIntervalSeconds: 60 * 60,

@@ -21,7 +21,6 @@ export const VARIABLES = {
   VOLREG_TLS_KEY: { meaning: 'PEM private key of VOLREG_TLS_CERT', default: undefined },
   VOLREG_LOG_LEVEL: { meaning: `log level: ${LOG_LEVELS.join(', ')}`, default: DEFAULTS.logLevel },
   VOLREG_MANIFEST_MAX_BYTES: { meaning: 'largest manifest accepted, bytes', default: String(DEFAULTS.manifestBytes) },
-  VOLREG_JSON_BODY_MAX_BYTES: { meaning: 'largest other non-blob request body, bytes', default: String(DEFAULTS.jsonBodyBytes) },
   VOLREG_MIN_FREE_BYTES: { meaning: 'free space uploads must leave on the data filesystem, bytes (0: no reserve)', default: String(DEFAULTS.minFreeBytes) },
   VOLREG_UPLOAD_PURGE_AFTER: { meaning: 'abandoned upload sessions idle this long are purged, seconds', default: String(DEFAULTS.purgeAfterSeconds) },
   VOLREG_UPLOAD_PURGE_INTERVAL: { meaning: 'how often the purge runs, seconds (0 disables it)', default: String(DEFAULTS.purgeIntervalSeconds) },
@@ -51,6 +50,15 @@ export const CLIENT_VARIABLES: readonly string[] = [
   'VOLREG_VOLUMES_ROOT',
   'VOLREG_PREFIX',
 ];
+
+/**
+ * Variables volreg once listed and never read: setting one is harmless, but the operator is told
+ * it limits nothing rather than left to believe it does.
+ */
+const RETIRED_VARIABLES: Readonly<Record<string, string>> = {
+  VOLREG_JSON_BODY_MAX_BYTES:
+    'volreg reads no request body into memory other than manifests (VOLREG_MANIFEST_MAX_BYTES); blobs and snapshots stream to disk',
+};
 
 /** Storage drivers that exist; VOLREG_STORAGE accepts `gridfs` syntactically but refuses it until it does. */
 const IMPLEMENTED_STORAGE: ReadonlyArray<Config['storage']> = ['fs'];
@@ -123,9 +131,6 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
   const manifestBytes = check('VOLREG_MANIFEST_MAX_BYTES', DEFAULTS.manifestBytes as number, (s) =>
     parseInteger(s.value, 1, MAX_BODY_LIMIT, 'bytes'),
   );
-  const jsonBodyBytes = check('VOLREG_JSON_BODY_MAX_BYTES', DEFAULTS.jsonBodyBytes as number, (s) =>
-    parseInteger(s.value, 1, MAX_BODY_LIMIT, 'bytes'),
-  );
   const minFreeBytes = check('VOLREG_MIN_FREE_BYTES', DEFAULTS.minFreeBytes as number, (s) => parseInteger(s.value, 0, Number.MAX_SAFE_INTEGER, 'bytes'));
   const purgeAfterSeconds = check('VOLREG_UPLOAD_PURGE_AFTER', DEFAULTS.purgeAfterSeconds as number, (s) =>
     parseInteger(s.value, 1, 365 * 24 * 3600, 'seconds'),
@@ -163,7 +168,7 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
       authFile,
       tls: tlsCert !== undefined && tlsKey !== undefined ? { certFile: tlsCert, keyFile: tlsKey } : undefined,
       logLevel,
-      limits: { manifestBytes, jsonBodyBytes, minFreeBytes },
+      limits: { manifestBytes, minFreeBytes },
       uploads: { purgeAfterSeconds, purgeIntervalSeconds },
       gc: { intervalSeconds: gcIntervalSeconds, graceSeconds: gcGraceSeconds, deleteUntagged: gcDeleteUntagged },
       shutdownGraceSeconds,
@@ -216,6 +221,8 @@ function readConfigFile(env: Env, cwd: string, problems: string[], warnings: str
 }
 
 function unknownVariable(name: string, where: string): string {
+  const retired = RETIRED_VARIABLES[name];
+  if (retired !== undefined) return `${name} in ${where} limits nothing: ${retired}; ignored`;
   const near = closest(name, [...Object.keys(VARIABLES), ...CLIENT_VARIABLES]);
   return `${name} in ${where} is not a volreg variable; ignored${near ? ` (did you mean ${near}?)` : ''}`;
 }

@@ -28,7 +28,6 @@ test('an empty environment gives the DESIGN.md defaults', (t) => {
   t.is(config.authFile, undefined);
   t.is(config.logLevel, 'info');
   t.is(config.limits.manifestBytes, 4 * 1024 * 1024);
-  t.is(config.limits.jsonBodyBytes, DEFAULTS.jsonBodyBytes);
   t.is(config.limits.minFreeBytes, 256 * 1024 * 1024);
   t.is(config.uploads.purgeAfterSeconds, 86400);
   t.is(config.uploads.purgeIntervalSeconds, DEFAULTS.purgeIntervalSeconds);
@@ -49,7 +48,6 @@ test('every variable is read', (t) => {
       VOLREG_AUTH_FILE: 'htpasswd',
       VOLREG_LOG_LEVEL: 'DEBUG',
       VOLREG_MANIFEST_MAX_BYTES: '1048576',
-      VOLREG_JSON_BODY_MAX_BYTES: '65536',
       VOLREG_MIN_FREE_BYTES: '0',
       VOLREG_UPLOAD_PURGE_AFTER: '3600',
       VOLREG_UPLOAD_PURGE_INTERVAL: '0',
@@ -64,7 +62,7 @@ test('every variable is read', (t) => {
   t.is(config.mongodbDatabase, 'registry_1');
   t.is(config.authFile, auth);
   t.is(config.logLevel, 'debug');
-  t.deepEqual(config.limits, { manifestBytes: 1048576, jsonBodyBytes: 65536, minFreeBytes: 0 });
+  t.deepEqual(config.limits, { manifestBytes: 1048576, minFreeBytes: 0 });
   t.deepEqual(config.uploads, { purgeAfterSeconds: 3600, purgeIntervalSeconds: 0 });
   t.is(config.shutdownGraceSeconds, 2.5);
   t.is(config.clientIdleSeconds, 45);
@@ -99,8 +97,6 @@ const bad: Array<[string, string, RegExp]> = [
   ['VOLREG_MANIFEST_MAX_BYTES', '4MiB', /whole number of bytes/],
   ['VOLREG_MANIFEST_MAX_BYTES', '0', /whole number of bytes between 1/],
   ['VOLREG_MANIFEST_MAX_BYTES', '-1', /whole number/],
-  ['VOLREG_JSON_BODY_MAX_BYTES', '1e6', /whole number of bytes/],
-  ['VOLREG_JSON_BODY_MAX_BYTES', '99999999999999999999', /whole number/],
   ['VOLREG_MIN_FREE_BYTES', '256MiB', /whole number of bytes/],
   ['VOLREG_MIN_FREE_BYTES', '-1', /whole number/],
   ['VOLREG_UPLOAD_PURGE_AFTER', '1d', /whole number of seconds/],
@@ -230,6 +226,17 @@ test('HTTPS: both TLS files or neither; credentials over plain HTTP off loopback
   t.true(exposed.some((w) => /clear text/.test(w)), exposed.join('\n'));
   t.deepEqual(loadConfig({ VOLREG_AUTH_FILE: auth }, { cwd: dir }).warnings, [], 'loopback: no warning');
   t.deepEqual(loadConfig({ VOLREG_AUTH_FILE: auth, VOLREG_ADDR: '0.0.0.0:5000', VOLREG_TLS_CERT: pem, VOLREG_TLS_KEY: pem }, { cwd: dir }).warnings, []);
+});
+
+test('VOLREG_JSON_BODY_MAX_BYTES, never read, is ignored with a warning that says it limits nothing', (t) => {
+  const { warnings } = loadConfig({ VOLREG_JSON_BODY_MAX_BYTES: 'not even a number' }, { cwd: dir });
+  t.is(warnings.length, 1);
+  t.regex(warnings[0]!, /^VOLREG_JSON_BODY_MAX_BYTES in the environment limits nothing: .*VOLREG_MANIFEST_MAX_BYTES.*; ignored$/);
+  const file = join(dir, 'retired.yaml');
+  writeFileSync(file, 'VOLREG_JSON_BODY_MAX_BYTES: 65536\n');
+  t.regex(loadConfig({ VOLREG_CONFIG: file }, { cwd: dir }).warnings.join('\n'), /VOLREG_JSON_BODY_MAX_BYTES in ".*retired\.yaml" limits nothing/);
+  const example = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8');
+  t.notRegex(example, /VOLREG_JSON_BODY_MAX_BYTES/);
 });
 
 test('.env.example and the README table list every variable', (t) => {
