@@ -46,6 +46,7 @@ export const CLIENT_VARIABLES: readonly string[] = [
   'VOLREG_URL',
   'VOLREG_USER',
   'VOLREG_PASSWORD',
+  'VOLREG_TIMEOUT',
   // src/cli/commands/backup.ts
   'VOLREG_VOLUMES_ROOT',
   'VOLREG_PREFIX',

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DEFAULTS } from '../../src/config/config.ts';
@@ -162,8 +162,14 @@ test('unknown VOLREG_* variables are warned about, with a suggestion', (t) => {
 });
 
 test('the host agent\'s variables are not warned about', (t) => {
-  const { warnings } = loadConfig({ VOLREG_URL: 'http://r:5000', VOLREG_USER: 'u', VOLREG_PASSWORD: 'p' }, { cwd: dir });
+  const { warnings } = loadConfig({ VOLREG_URL: 'http://r:5000', VOLREG_USER: 'u', VOLREG_PASSWORD: 'p', VOLREG_TIMEOUT: '30' }, { cwd: dir });
   t.deepEqual(warnings, []);
+  // every variable a CLI option reads: one missing here made serve call it a typo
+  const cli = new URL('../../src/cli/', import.meta.url);
+  const sources = readdirSync(cli, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
+  const read = new Set(sources.flatMap((f) => [...readFileSync(new URL(f, cli), 'utf8').matchAll(/\.env\('(VOLREG_[A-Z_]+)'\)/g)].map((m) => m[1]!)));
+  t.true(read.has('VOLREG_TIMEOUT'));
+  t.deepEqual(loadConfig(Object.fromEntries([...read].map((name) => [name, 'x'])), { cwd: dir }).warnings, []);
 });
 
 test('a YAML config file is read; the environment wins over it', (t) => {
