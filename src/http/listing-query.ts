@@ -46,9 +46,24 @@ function timeParam(ctx: Context, key: string): Date | undefined {
 }
 
 const FILTERS = ['host', 'since', 'until'] as const;
+const PAGE_PARAMETERS = ['limit', 'offset', 'after'] as const;
 
-/** The listing parameters of a listing that filters (a volume's snapshots): 400 for a bad one. */
+/**
+ * A parameter a listing does not know is refused, not ignored: `?label=env=test` or `?tag=` read
+ * as a filter and ignored would hand a retention job every snapshot of the volume to delete.
+ */
+function refuseUnknownParameters(ctx: Context, known: readonly string[]): void {
+  const unknown = Object.keys(ctx.query).filter((k) => !known.includes(k));
+  if (unknown.length === 0) return;
+  const shown = unknown.slice(0, 8).map((k) => k.slice(0, 40));
+  throw new VolregError('BAD_REQUEST', `this list takes no parameter ${shown.join(', ')} (it takes ${known.join(', ')}): nothing was filtered`, {
+    unsupported: shown,
+  });
+}
+
+/** The listing parameters of a listing that filters (a volume's snapshots): 400 for a bad one, or one it does not know. */
 export function listingQuery(ctx: Context): ListingQuery {
+  refuseUnknownParameters(ctx, [...PAGE_PARAMETERS, ...FILTERS]);
   const host = queryOne(ctx, 'host');
   return { ...pageQuery(ctx, parseSnapshotPosition), host: host === undefined ? undefined : parseHost(host), since: timeParam(ctx, 'since'), until: timeParam(ctx, 'until') };
 }
@@ -62,6 +77,7 @@ export function unfilteredListingQuery(ctx: Context, filteredThere: string): Pag
   if (given.length > 0) {
     throw new VolregError('BAD_REQUEST', `this list does not filter by ${given.join(', ')}: ${filteredThere} does`, { unsupported: given });
   }
+  refuseUnknownParameters(ctx, PAGE_PARAMETERS);
   return pageQuery(ctx, parseVolumePosition);
 }
 
