@@ -1,5 +1,6 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { parse as parseYaml } from 'yaml';
 import { DEFAULTS, LOG_LEVELS, type Config } from './config.ts';
 
@@ -127,6 +128,11 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
   const tlsKey = check('VOLREG_TLS_KEY', undefined as string | undefined, (s) => parseReadableFile(s.value, cwd));
   if ((pick('VOLREG_TLS_CERT') === undefined) !== (pick('VOLREG_TLS_KEY') === undefined)) {
     problems.push('VOLREG_TLS_CERT and VOLREG_TLS_KEY: set both (HTTPS) or neither (HTTP)');
+  } else if (tlsCert !== undefined && tlsKey !== undefined) {
+    // a certificate or key that does not parse, or do not belong together, is configuration
+    // (exit 2), found before the database is opened and migrated
+    const problem = tlsPairProblem(tlsCert, tlsKey);
+    if (problem !== null) problems.push(`VOLREG_TLS_CERT and VOLREG_TLS_KEY: cannot serve HTTPS with them: ${problem}`);
   }
   const logLevel = check('VOLREG_LOG_LEVEL', DEFAULTS.logLevel as Config['logLevel'], (s) => parseLogLevel(s.value));
   const manifestBytes = check('VOLREG_MANIFEST_MAX_BYTES', DEFAULTS.manifestBytes as number, (s) =>
@@ -244,6 +250,16 @@ export function parseAddr(value: string): { host: string; port: number } {
   const host = m.groups.v6 ?? m.groups.host ?? '';
   if (host.startsWith('-') || host.endsWith('-') || host.includes('..')) throw new Error(`${show(value)} has an invalid host name`);
   return { host: host === '' ? '127.0.0.1' : host, port };
+}
+
+/** Why Node's TLS can not use this certificate and key together; null when it can. */
+function tlsPairProblem(certFile: string, keyFile: string): string | null {
+  try {
+    createSecureContext({ cert: readFileSync(certFile), key: readFileSync(keyFile) });
+    return null;
+  } catch (err) {
+    return firstLine((err as Error).message);
+  }
 }
 
 function parseDataDir(value: string, cwd: string): string {

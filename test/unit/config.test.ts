@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import test from 'ava';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -218,10 +219,12 @@ test('a config file that is not a mapping, or not YAML, is refused', (t) => {
 });
 
 test('HTTPS: both TLS files or neither; credentials over plain HTTP off loopback get a warning', (t) => {
+  const [cert, key] = [join(dir, 'tls-cert.pem'), join(dir, 'tls-key.pem')];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=x', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  const { config } = loadConfig({ VOLREG_TLS_CERT: cert, VOLREG_TLS_KEY: key }, { cwd: dir });
+  t.deepEqual(config.tls, { certFile: cert, keyFile: key });
   const pem = join(dir, 'tls.pem');
-  writeFileSync(pem, 'not checked here: serve reads it');
-  const { config } = loadConfig({ VOLREG_TLS_CERT: pem, VOLREG_TLS_KEY: pem }, { cwd: dir });
-  t.deepEqual(config.tls, { certFile: pem, keyFile: pem });
+  writeFileSync(pem, 'not a certificate');
   t.is(loadConfig({}, { cwd: dir }).config.tls, undefined);
   t.regex(problemsOf({ VOLREG_TLS_KEY: pem }).join('\n'), /VOLREG_TLS_CERT and VOLREG_TLS_KEY: set both \(HTTPS\) or neither/);
   t.regex(problemsOf({ VOLREG_TLS_CERT: 'missing.pem', VOLREG_TLS_KEY: pem }).join('\n'), /^VOLREG_TLS_CERT: .*does not exist/m);
@@ -231,7 +234,29 @@ test('HTTPS: both TLS files or neither; credentials over plain HTTP off loopback
   const exposed = loadConfig({ VOLREG_AUTH_FILE: auth, VOLREG_ADDR: '0.0.0.0:5000' }, { cwd: dir }).warnings;
   t.true(exposed.some((w) => /clear text/.test(w)), exposed.join('\n'));
   t.deepEqual(loadConfig({ VOLREG_AUTH_FILE: auth }, { cwd: dir }).warnings, [], 'loopback: no warning');
-  t.deepEqual(loadConfig({ VOLREG_AUTH_FILE: auth, VOLREG_ADDR: '0.0.0.0:5000', VOLREG_TLS_CERT: pem, VOLREG_TLS_KEY: pem }, { cwd: dir }).warnings, []);
+  t.deepEqual(loadConfig({ VOLREG_AUTH_FILE: auth, VOLREG_ADDR: '0.0.0.0:5000', VOLREG_TLS_CERT: cert, VOLREG_TLS_KEY: key }, { cwd: dir }).warnings, []);
+});
+
+test('a TLS certificate or key that does not parse, or a key of another certificate, is bad configuration', (t) => {
+  const [cert, key, other] = [join(dir, 'pair-cert.pem'), join(dir, 'pair-key.pem'), join(dir, 'other-key.pem')];
+  const openssl = (k: string, c: string): void => {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=x', '-keyout', k, '-out', c], { stdio: 'ignore' });
+  };
+  openssl(key, cert);
+  openssl(other, join(dir, 'other-cert.pem'));
+  const garbage = join(dir, 'garbage.pem');
+  writeFileSync(garbage, 'garbage\n');
+  for (const [c, k, why] of [
+    [garbage, key, /no start line|PEM/],
+    [cert, garbage, /error:/],
+    [cert, other, /key values mismatch/],
+  ] as const) {
+    const problems = problemsOf({ VOLREG_TLS_CERT: c, VOLREG_TLS_KEY: k, VOLREG_LOG_LEVEL: 'loud' });
+    // reported with the other bad values, one line
+    t.is(problems.length, 2, problems.join('\n'));
+    t.regex(problems[0]!, /^VOLREG_TLS_CERT and VOLREG_TLS_KEY: cannot serve HTTPS with them: /);
+    t.regex(problems[0]!, why);
+  }
 });
 
 test('VOLREG_JSON_BODY_MAX_BYTES, never read, is ignored with a warning that says it limits nothing', (t) => {
