@@ -128,6 +128,9 @@ function encodePath(name: string): string {
   return name.split('/').map(encodeURIComponent).join('/');
 }
 
+/** connection failures before anything was sent: the registry named is not there (or not reachable) */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+
 export class VolregClient {
   private readonly base: URL;
   private readonly auth: string | undefined;
@@ -196,6 +199,9 @@ export class VolregClient {
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (opts.body && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) {
           reject(new Error(`the registry closed the connection during the upload (${err.code})`));
+        } else if (err.code !== undefined && UNREACHABLE.has(err.code)) {
+          // say which registry: VOLREG_URL may not be the one the operator thinks
+          reject(new Error(`cannot reach the registry at ${url.origin} (${err.message})`));
         } else reject(err);
       });
       if (opts.body) {

@@ -1,4 +1,6 @@
 import { execFile, execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, chown, lchown, lstat, lutimes, mkdir, mkdtemp, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -599,4 +601,21 @@ test('rm --if-digest deletes a tag only while it holds that snapshot (exit 7 and
   t.is(removed.code, 0, removed.stderr);
   t.regex(removed.stdout, new RegExp(`deleted e2e/retain:weekly \\(${fresh.manifestDigest}\\)`));
   t.is((await volreg(['ls', 'e2e/retain'])).code, 3, 'the volume holds no snapshot now');
+});
+
+test("an unreachable registry and a missing directory are said in the operator's words, naming the registry or the path", async (t) => {
+  // a port nothing listens on (taken, then given back)
+  const closed = await new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+  const ls = await volreg(['ls'], { env: { VOLREG_URL: `http://127.0.0.1:${closed}` } });
+  t.is(ls.code, 1);
+  t.regex(ls.stderr, new RegExp(`^volreg ls: cannot reach the registry at http://127\\.0\\.0\\.1:${closed} \\(connect ECONNREFUSED`));
+
+  const push = await volreg(['push', join(work, 'no-such-dir'), 'cli/missing:v1']);
+  t.is(push.code, 1);
+  t.is(push.stderr, `volreg push: ${join(work, 'no-such-dir')} does not exist\n`);
 });

@@ -94,7 +94,12 @@ export interface PushOptions {
  */
 export async function pushSource(client: VolregClient, source: string | Readable, name: string, tag: string, opts: PushOptions): Promise<SnapshotJson> {
   if (typeof source !== 'string') return pushOnce(client, source, name, tag, opts);
-  const st = await stat(source);
+  const st = await stat(source).catch((err: NodeJS.ErrnoException) => {
+    // the operator's words, not Node's: "ENOENT: no such file or directory, stat '…'"
+    if (err.code === 'ENOENT') throw new Error(`${source} does not exist`);
+    if (err.code === 'EACCES') throw new Error(`${source} can not be read (permission denied)`);
+    throw err;
+  });
   if (!st.isDirectory()) throw new Error(`${source} is not a directory`);
   // A registry refusing with Retry-After (429, 503) stored nothing: a directory is packed and
   // sent again, as the client sends its bodiless requests again (an archive from stdin can not be)
