@@ -46,7 +46,9 @@ export class UploadRepository {
   async touch(id: string, offset: number): Promise<boolean> {
     // Activity feeds only the purge of abandoned sessions, which also looks at the bytes' own
     // times: a touch lost in a crash costs nothing, so it does not wait for the journal.
-    const r = await this.c.uploads.updateOne({ _id: id }, { $set: { offset, last_activity: new Date() } }, { writeConcern: { w: 1, j: false } });
+    // $max: two servers finishing chunks of one session can land their touches out of order,
+    // and an offset only grows
+    const r = await this.c.uploads.updateOne({ _id: id }, { $max: { offset }, $set: { last_activity: new Date() } }, { writeConcern: { w: 1, j: false } });
     return r.matchedCount === 1;
   }
 
