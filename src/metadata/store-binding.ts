@@ -52,8 +52,12 @@ const SAME_DATABASE =
   'every volreg process (serve, gc) on one data directory must use the same VOLREG_MONGODB_URL and VOLREG_MONGODB_DATABASE; ' +
   'this one would find every blob unrecorded, and garbage collection would delete them all';
 
-/** Checks (and on first use records) that `store` belongs to `db`; throws StoreBindingError when it does not. */
-export async function bindBlobStore(db: Db, store: MarkableBlobStore): Promise<void> {
+/**
+ * Checks (and on first use records) that `store` belongs to `db`; throws StoreBindingError when
+ * it does not. `checkOnly` (a dry run, which promises to change nothing) makes the same checks
+ * and records nothing.
+ */
+export async function bindBlobStore(db: Db, store: MarkableBlobStore, opts: { checkOnly?: boolean } = {}): Promise<void> {
   const coll = db.collection<BindingDoc>(COLLECTIONS.migrations);
   const mark = await store.readMark();
   const bound = (await coll.findOne({ _id: BINDING_ID }))?.store_id ?? null;
@@ -72,6 +76,7 @@ export async function bindBlobStore(db: Db, store: MarkableBlobStore): Promise<v
         `move them out of blobs/ and start again.`,
     );
   }
+  if (opts.checkOnly) return;
   const id = bound ?? (await bindId(coll));
   const marked = await store.claimMark(id);
   if (marked !== id) {

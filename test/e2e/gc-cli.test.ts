@@ -1,10 +1,11 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import type { GcReport } from '../../src/maintenance/gc.ts';
+import { storeMarkPath } from '../../src/storage/paths.ts';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, request } from '../helpers/oci-client.ts';
 import { spawnServer, VOLREG_BIN, REPO_ROOT } from '../helpers/server.ts';
@@ -66,6 +67,10 @@ test('volreg gc: refused while serve holds the embedded database; dry run, then 
       t.is((await server.waitExit()).code, 0);
     }
     await new Promise((r) => setTimeout(r, 1100)); // unit times are whole seconds
+    // as a store from a volreg before the mark: a dry run checks the binding and records nothing
+    const mark = storeMarkPath(dataDir);
+    const id = await readFile(mark, 'utf8');
+    await unlink(mark);
 
     // the grace period: VOLREG_GC_GRACE as for serve (default an hour), unless --grace says otherwise
     const byDefault = JSON.parse((await volreg(dataDir, ['gc', '--dry-run', '--json'])).stdout) as GcReport;
@@ -83,7 +88,10 @@ test('volreg gc: refused while serve holds the embedded database; dry run, then 
     t.deepEqual(planned.blobBytes, { count: 1, bytes: loose.size });
     t.is(planned.manifestUnits.count, 0);
 
+    await t.throwsAsync(readFile(mark), { code: 'ENOENT' }, 'the dry runs wrote no mark');
+
     const human = await volreg(dataDir, ['gc', '--grace', '0s']);
+    t.is(await readFile(mark, 'utf8'), id, 'a real run binds the store again, to the same database');
     t.is(human.code, 0, human.stderr);
     t.regex(human.stdout, /blob bytes\s+1\s+2\.9 KiB/);
     t.regex(human.stdout, /freed 2\.9 KiB/);

@@ -78,7 +78,7 @@ async function gc(flags: GcFlags): Promise<void> {
   const store = await FsBlobStore.open({ root: config.dataDir });
   try {
     // gc deletes the blobs its database does not record: only its own (metadata/store-binding.ts)
-    await bindBlobStore(metadata!.db, store);
+    await bindBlobStore(metadata!.db, store, { checkOnly: flags.dryRun === true });
   } catch (err) {
     store.close();
     await metadata!.close();
