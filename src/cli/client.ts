@@ -101,6 +101,8 @@ export interface VolumeJson {
   volume: string;
   snapshots: number;
   totalSize: number;
+  /** absent from a registry older than the field */
+  storedSize?: number;
   latest: SnapshotJson;
 }
 

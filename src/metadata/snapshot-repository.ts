@@ -184,22 +184,24 @@ export class SnapshotRepository {
   }
 
   /**
-   * Each volume's snapshot count, total layer bytes and latest snapshot (newest `created`, then
-   * the first tag); volumes with none are left out. One read of the few fields that decide,
-   * then one of the latest snapshots' whole documents.
+   * Each volume's snapshot count, total layer bytes (each snapshot's, and each distinct layer
+   * once) and latest snapshot (newest `created`, then the first tag); volumes with none are
+   * left out. One read of the few fields that decide, then one of the latest snapshots' whole
+   * documents.
    */
   async summaries(repos: readonly string[]): Promise<Map<string, VolumeSummary>> {
-    type Totals = { snapshots: number; totalSize: number; newest: Pick<SnapshotDoc, '_id' | 'tag' | 'created'> };
+    type Totals = { snapshots: number; totalSize: number; layers: Set<string>; storedSize: number; newest: Pick<SnapshotDoc, '_id' | 'tag' | 'created'> };
     const totals = new Map<string, Totals>();
-    const fields = { projection: { _id: 1, repo_id: 1, tag: 1, created: 1, layer_size: 1 } };
+    const fields = { projection: { _id: 1, repo_id: 1, tag: 1, created: 1, layer_digest: 1, layer_size: 1 } };
     for await (const d of this.coll.find({ repo_id: { $in: [...repos] } }, fields)) {
-      const t = totals.get(d.repo_id);
-      if (!t) {
-        totals.set(d.repo_id, { snapshots: 1, totalSize: d.layer_size, newest: d });
-        continue;
-      }
+      let t = totals.get(d.repo_id);
+      if (!t) totals.set(d.repo_id, (t = { snapshots: 0, totalSize: 0, layers: new Set(), storedSize: 0, newest: d }));
       t.snapshots++;
       t.totalSize += d.layer_size;
+      if (!t.layers.has(d.layer_digest)) {
+        t.layers.add(d.layer_digest);
+        t.storedSize += d.layer_size;
+      }
       const newer = d.created.getTime() - t.newest.created.getTime();
       if (newer > 0 || (newer === 0 && d.tag < t.newest.tag)) t.newest = d;
     }
@@ -209,7 +211,7 @@ export class SnapshotRepository {
     for (const [repo, t] of totals) {
       // deleted between the two reads: the volume's latest as it is now (none left: not listed)
       const doc = latest.get(t.newest._id) ?? (await this.coll.find({ repo_id: repo }).sort({ created: -1, tag: 1 }).limit(1).next());
-      if (doc) out.set(repo, { volume: repo as RepositoryName, snapshots: t.snapshots, totalSize: t.totalSize, latest: toInfo(doc) });
+      if (doc) out.set(repo, { volume: repo as RepositoryName, snapshots: t.snapshots, totalSize: t.totalSize, storedSize: t.storedSize, latest: toInfo(doc) });
     }
     return out;
   }

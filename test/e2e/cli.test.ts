@@ -417,8 +417,13 @@ test('ls, verify and rm', async (t) => {
   t.regex(ls.stdout, /\nb\s+sha256:/);
   const lsJson = JSON.parse((await volreg(['ls', 'cli/lsv', '--json'])).stdout) as { snapshots: Array<{ tag: string }> };
   t.deepEqual(lsJson.snapshots.map((s) => s.tag), ['b', 'a']);
-  const all = JSON.parse((await volreg(['ls', '--json'])).stdout) as { volumes: Array<{ volume: string }> };
-  t.true(all.volumes.some((v) => v.volume === 'cli/lsv'));
+  const all = JSON.parse((await volreg(['ls', '--json', '--limit', '1000'])).stdout) as { volumes: Array<{ volume: string; totalSize: number; storedSize: number }> };
+  const lsv = all.volumes.find((v) => v.volume === 'cli/lsv');
+  // the same tree pushed twice is one layer: counted twice in the total, stored once
+  t.is(lsv?.totalSize, 2 * lsv!.storedSize);
+  const volumes = await volreg(['ls', '--limit', '1000']);
+  t.regex(volumes.stdout, /^VOLUME\s+SNAPSHOTS\s+TOTAL\s+STORED\s+LATEST\s+CREATED\n/);
+  t.regex(volumes.stdout, /\ncli\/lsv\s+2\s+\S+ \S+\s+\S+ \S+\s+b\s/);
   const verify = await volreg(['verify', 'cli/lsv:a']);
   t.is(verify.code, 0);
   t.regex(verify.stdout, /ok/);

@@ -481,7 +481,9 @@ test('listing: newest first, filtered by host and time, paginated; volumes with 
     t.deepEqual(body.errors[0]!.detail.unsupported, names.split(', '));
   }
 
-  const volumes = (await (await fetch(url('/api/v1/volumes?limit=1000'))).json()) as { volumes: Array<{ volume: string; snapshots: number; totalSize: number; latest: { tag: string } }> };
+  const volumes = (await (await fetch(url('/api/v1/volumes?limit=1000'))).json()) as {
+    volumes: Array<{ volume: string; snapshots: number; totalSize: number; storedSize: number; latest: { tag: string } }>;
+  };
   const row = volumes.volumes.find((v) => v.volume === name)!;
   // the volume list pages with a Link as the snapshot list does
   await (await put(`/api/v1/volumes/${name}-2/tags/t1`, gzBytes)).arrayBuffer();
@@ -490,6 +492,7 @@ test('listing: newest first, filtered by host and time, paginated; volumes with 
   t.regex(first.headers.get('link') ?? '', /^<\/api\/v1\/volumes\?limit=1&after=[^&>]+>; rel="next"$/);
   t.is(row.snapshots, 4);
   t.is(row.totalSize, 3 * gzBytes.length + zstBytes.length);
+  t.is(row.storedSize, gzBytes.length + zstBytes.length, 'the three snapshots of one layer hold it once');
   t.is(row.latest.tag, 't4');
 });
 

@@ -47,8 +47,10 @@ export function registerLs(program: Command): void {
         const page = await client.listVolumes({ limit: flags.limit, offset: flags.offset });
         if (flags.json) process.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
         else {
-          const rows = [['VOLUME', 'SNAPSHOTS', 'TOTAL', 'LATEST', 'CREATED']];
-          for (const v of page.volumes) rows.push([v.volume, String(v.snapshots), human(v.totalSize), v.latest.tag, v.latest.created]);
+          const rows = [['VOLUME', 'SNAPSHOTS', 'TOTAL', 'STORED', 'LATEST', 'CREATED']];
+          for (const v of page.volumes) {
+            rows.push([v.volume, String(v.snapshots), human(v.totalSize), v.storedSize === undefined ? '-' : human(v.storedSize), v.latest.tag, v.latest.created]);
+          }
           process.stdout.write(table(rows));
         }
         return AGENT_EXIT.OK;

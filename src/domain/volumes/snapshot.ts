@@ -35,7 +35,12 @@ export interface VerifyResult {
 export interface VolumeSummary {
   volume: RepositoryName;
   snapshots: number;
-  /** sum of layer sizes (shared layers counted once per snapshot) */
+  /** sum of the snapshots' layer sizes: what downloading every snapshot would take */
   totalSize: number;
+  /**
+   * sum of the sizes of its distinct layers: what its snapshots hold in the blob store (a
+   * directory pushed unchanged gives the same layer, stored once however many tags name it)
+   */
+  storedSize: number;
   latest: SnapshotInfo;
 }

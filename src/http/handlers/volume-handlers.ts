@@ -109,7 +109,7 @@ export function snapshotJson(info: SnapshotInfo, fileName: string): Record<strin
 }
 
 function volumeJson(v: VolumeSummary, fileName: (s: SnapshotInfo) => string): Record<string, unknown> {
-  return { volume: v.volume, snapshots: v.snapshots, totalSize: v.totalSize, latest: snapshotJson(v.latest, fileName(v.latest)) };
+  return { volume: v.volume, snapshots: v.snapshots, totalSize: v.totalSize, storedSize: v.storedSize, latest: snapshotJson(v.latest, fileName(v.latest)) };
 }
 
 export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
