@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
 import { spawnServer } from '../helpers/server.ts';
-import { MIB, memoryOf } from './upload-faults-client.ts';
+import { MIB, PeakRss } from './upload-faults-client.ts';
 
 /**
  * Many hosts pushing snapshots at once: the README sizes a server's memory at 6 MB per
@@ -25,33 +25,26 @@ test('48 snapshot uploads at once grow the server by less than 6 MB each', async
   await writeFile(join(dir, 'data.bin'), randomBytes(16 * MIB));
   await run('tar', ['-czf', join(dir, 'snap.tar.gz'), '-C', dir, 'data.bin']);
   const srv = await spawnServer({ dataDir: join(dir, 'data'), env: { VOLREG_LOG_LEVEL: 'warn' } });
-  const pid = srv.child.pid!;
   const push = (name: string, rate: string): Promise<string> =>
     run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--limit-rate', rate, '-T', join(dir, 'snap.tar.gz'), `${srv.url}/api/v1/volumes/${name}/tags/t`]).then(
       (r) => r.stdout,
     );
-  let peak = 0;
-  const sampler = setInterval(() => {
-    memoryOf(pid).then(
-      (m) => (peak = Math.max(peak, m.rss)),
-      () => undefined,
-    );
-  }, 25);
+  const rss = new PeakRss(srv.child.pid!);
   try {
     // the inspection thread starts on first use: it is not growth per upload
     t.is(await push('warm', '1000M'), '201');
-    const baseline = (await memoryOf(pid)).rss;
-    peak = baseline;
+    const baseline = await rss.from();
     const codes = await Promise.all(Array.from({ length: UPLOADS }, (_, i) => push(`storm-${i}`, '8M')));
     t.deepEqual(
       codes.filter((c) => c !== '201'),
       [],
     );
+    const peak = rss.peak;
     const perUpload = (peak - baseline) / UPLOADS;
     t.log(`baseline ${Math.round(baseline / MIB)} MiB, peak ${Math.round(peak / MIB)} MiB: ${(perUpload / MIB).toFixed(1)} MiB per upload`);
     t.true(perUpload < GROWTH_PER_UPLOAD, `${(perUpload / MIB).toFixed(1)} MiB per concurrent snapshot upload`);
   } finally {
-    clearInterval(sampler);
+    rss.stop();
     srv.kill('SIGTERM');
     await srv.waitExit();
     await rm(dir, { recursive: true, force: true });

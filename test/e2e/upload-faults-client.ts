@@ -94,6 +94,36 @@ export function streamRequest(
   return { req, response, written, done };
 }
 
+/** Samples a process's RSS every 25 ms and keeps the highest seen since the last `from`. */
+export class PeakRss {
+  private highest = 0;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly pid: number) {
+    this.timer = setInterval(() => {
+      memoryOf(pid).then(
+        (m) => (this.highest = Math.max(this.highest, m.rss)),
+        () => undefined,
+      );
+    }, 25);
+  }
+
+  /** the RSS now, from which the peak is counted again */
+  async from(): Promise<number> {
+    const now = (await memoryOf(this.pid)).rss;
+    this.highest = now;
+    return now;
+  }
+
+  get peak(): number {
+    return this.highest;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
 /** Resident set size and its peak (VmHWM) of a process, in bytes (Linux). */
 export async function memoryOf(pid: number): Promise<{ rss: number; hwm: number }> {
   const { readFile } = await import('node:fs/promises');

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { spawnServer } from '../helpers/server.ts';
 import { raw } from '../http/blobs-client.ts';
-import { Body, MIB, memoryOf, streamRequest } from './upload-faults-client.ts';
+import { Body, MIB, PeakRss, streamRequest } from './upload-faults-client.ts';
 
 /**
  * Blobs stream: a 1 GiB upload (single POST), a 256 MiB chunked upload (32 MiB PATCHes) and a
@@ -19,20 +19,13 @@ test('1 GiB upload and download keep the server RSS flat', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'volreg-memory-'));
   const srv = await spawnServer({ dataDir, env: { VOLREG_LOG_LEVEL: 'warn' } });
   const pid = srv.child.pid!;
-  let peak = 0;
-  const sampler = setInterval(() => {
-    memoryOf(pid).then(
-      (m) => (peak = Math.max(peak, m.rss)),
-      () => undefined,
-    );
-  }, 25);
+  const rss = new PeakRss(pid);
   try {
     // Warm up every path once, so lazily loaded code is not counted as growth.
     const warm = new Body(4);
     t.is((await streamRequest(srv.url, 'POST', `/v2/mem/warm/blobs/uploads/?digest=${warm.digest()}`, warm).response).status, 201);
     await fetch(`${srv.url}/v2/mem/warm/blobs/${warm.digest()}`).then((r) => r.arrayBuffer());
-    const baseline = (await memoryOf(pid)).rss;
-    peak = baseline;
+    const baseline = await rss.from();
 
     const body = new Body(1024);
     const digest = body.digest();
@@ -72,6 +65,7 @@ test('1 GiB upload and download keep the server RSS flat', async (t) => {
     const downloadMs = Date.now() - started;
     t.deepEqual(down, { digest, size: body.size });
 
+    const peak = rss.peak;
     const growth = peak - baseline;
     const rate = (ms: number, mib = 1024): string => `${Math.round(mib / (ms / 1000))} MiB/s`;
     t.log(
@@ -80,7 +74,7 @@ test('1 GiB upload and download keep the server RSS flat', async (t) => {
     );
     t.true(growth < LIMIT, `server RSS grew by ${Math.round(growth / MIB)} MiB`);
   } finally {
-    clearInterval(sampler);
+    rss.stop();
     srv.kill('SIGTERM');
     await srv.waitExit();
     await rm(dataDir, { recursive: true, force: true });
