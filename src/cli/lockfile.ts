@@ -213,7 +213,7 @@ export async function decideRestore(entry: LockEntry, volumeDir: string, current
   if (entry.problem !== null) return { action: 'error', reason: entry.problem };
   if (entry.tag === null) return { action: 'skip', reason: 'not locked to a tag' };
   const empty = await isEmptyVolume(volumeDir);
-  if (!empty && currentTag === entry.tag) return { action: 'up-to-date', reason: `already holds tag ${entry.tag}` };
+  if (!empty && currentTag === entry.tag) return { action: 'up-to-date', reason: '(the volume already holds it)' };
   if (!empty && !force) return { action: 'error', reason: 'volume is not empty (use --force to replace it)' };
   return { action: 'restore', tag: entry.tag, replace: !empty };
 }
