@@ -9,18 +9,17 @@ import { spawnServer } from '../helpers/server.ts';
 import { MIB, PeakRss } from './upload-faults-client.ts';
 
 /**
- * Many hosts pushing snapshots at once: the README sizes a server's memory at 6 MB per
- * concurrent snapshot upload, and this holds it to that. (Before the inspection thread took
- * its shared buffer's bytes as it read them, 60 at once peaked at 680 MB rather than 400; in
- * this test's setting, over a warmed-up server, 4.3-5.1 MB per upload against 3.1-3.9.)
+ * Many hosts pushing snapshots at once. The README sizes a server at 10 MB per concurrent
+ * snapshot upload, counted from a fresh start; counted from a warmed-up server (the inspection
+ * thread started), 48 at once grew it by 3.1-5.2 MB each here. This holds it under 8.
  */
 
 const run = promisify(execFile);
 const UPLOADS = 48;
 /** per concurrent snapshot upload, over a warmed-up server (the /v2 part alone costs 2.5-3 MB) */
-const GROWTH_PER_UPLOAD = 6 * MIB;
+const GROWTH_PER_UPLOAD = 8 * MIB;
 
-test('48 snapshot uploads at once grow the server by less than 6 MB each', async (t) => {
+test('48 snapshot uploads at once grow the server by less than 8 MB each', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'volreg-snapshot-storm-'));
   await writeFile(join(dir, 'data.bin'), randomBytes(16 * MIB));
   await run('tar', ['-czf', join(dir, 'snap.tar.gz'), '-C', dir, 'data.bin']);
