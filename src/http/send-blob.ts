@@ -11,6 +11,11 @@ import { awaitClient } from './client-idle.ts';
  * buffer for every chunk; and the two stay in the CPU's cache: curl downloads of 1 GiB ran at
  * 3290-4250 MiB/s instead of 1970-2930 in A/B runs (README.md, "Benchmark").
  *
+ * A client that reads slowly or not at all holds both buffers, full, until it reads or the idle
+ * timeout cuts it: their size is what every stalled download costs. At 1 MiB, 600 stalled readers
+ * took the process from 0.4 to 1.4 GB; at 256 KiB a download is as fast (one curl of 1 GiB:
+ * 1200-1380 MiB/s against 1010-1110 at 1 MiB on the same machine; 64 KiB fell to 700-830).
+ *
  * The status and headers are set on `ctx` beforehand. A failure before the first byte is thrown
  * as usual (the error reply is still possible); after it, the connection is cut, so the client
  * sees a short body, never a complete-looking wrong one, and the failure is thrown for the log.
@@ -18,7 +23,7 @@ import { awaitClient } from './client-idle.ts';
  * one that stops taking bytes is cut off by the idle timeout (client-idle.ts). The reader is
  * always closed.
  */
-const SEND_CHUNK_BYTES = 1024 * 1024;
+const SEND_CHUNK_BYTES = 256 * 1024;
 
 export async function sendBlob(ctx: Context, reader: BlobReader): Promise<void> {
   await sendPieces(ctx, [reader], reader.length);

@@ -132,6 +132,32 @@ test('a blob of several buffers arrives byte for byte, at full speed and to a sl
   }
 });
 
+test('a download holds two buffers of 256 KiB whatever the blob size: what each stalled reader costs', async (t) => {
+  // a reader that does not take the bytes keeps both buffers full until the idle timeout; at
+  // 1 MiB each, 600 such readers took the service from 0.4 to 1.4 GB of memory
+  const bytes = randomBytes(3 * 1024 * 1024 + 17);
+  const seen = new Set<ArrayBuffer>();
+  let largest = 0;
+  const s = await serve(() => {
+    const r = memoryReader(bytes);
+    const readInto = r.readInto.bind(r);
+    r.readInto = (buf: Buffer) => {
+      seen.add(buf.buffer as ArrayBuffer);
+      largest = Math.max(largest, buf.length);
+      return readInto(buf);
+    };
+    return r;
+  });
+  try {
+    const got = await fetch(s.url, { slow: true });
+    t.true(got.body.equals(bytes));
+    t.is(seen.size, 2, 'two buffers, reused');
+    t.is(largest, 256 * 1024);
+  } finally {
+    await s.close();
+  }
+});
+
 test('an empty blob is an empty body (not a status text), and HEAD sends the headers alone', async (t) => {
   const empty = memoryReader(Buffer.alloc(0));
   const s = await serve(() => empty);
