@@ -9,7 +9,7 @@ import { digestAlgorithm, digestOf, parseDigest, type DigestAlgorithm } from '..
 import { isVolregError } from '../domain/errors.ts';
 import { parseRepositoryName, parseTag } from '../domain/names.ts';
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
-import { brokenReply, errorReply, readJsonReply, RegistryError, requestName, retryAfterSeconds, unexpectedStatus } from './registry-reply.ts';
+import { brokenReply, errorReply, readJsonReply, RegistryError, requestName, retryAfterSeconds, unanswered, unexpectedStatus } from './registry-reply.ts';
 
 export { RegistryError } from './registry-reply.ts';
 
@@ -130,9 +130,6 @@ function encodePath(name: string): string {
   return name.split('/').map(encodeURIComponent).join('/');
 }
 
-/** connection failures before anything was sent: the registry named is not there (or not reachable) */
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
-
 export class VolregClient {
   private readonly base: URL;
   private readonly auth: string | undefined;
@@ -201,10 +198,7 @@ export class VolregClient {
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (opts.body && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) {
           reject(new Error(`the registry closed the connection during the upload (${err.code})`));
-        } else if (err.code !== undefined && UNREACHABLE.has(err.code)) {
-          // say which registry: VOLREG_URL may not be the one the operator thinks
-          reject(new Error(`cannot reach the registry at ${url.origin} (${err.message})`));
-        } else reject(err);
+        } else reject(reply ? err : unanswered(err, requestName(method, path), this.base.href));
       });
       if (opts.body) {
         // a body that already failed (before this request started) emits no more 'error'

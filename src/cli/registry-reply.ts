@@ -53,6 +53,29 @@ export function brokenReply(err: unknown, what: string): unknown {
   return err;
 }
 
+/**
+ * The error for a request the registry never answered, worded for `request` (`GET /v2/...`):
+ * Node's own ("socket hang up", "read ECONNRESET") names neither the registry nor the request,
+ * and is what every host sees when the registry restarts during a restore storm; nor does
+ * "getaddrinfo ENOTFOUND". Other errors (a certificate refused) say enough as they are.
+ */
+/** a name that does not resolve, or no route to it */
+const UNREACHABLE = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+export function unanswered(err: NodeJS.ErrnoException, request: string, registry: string): Error {
+  if (err.code === 'ECONNREFUSED') {
+    return new Error(`nothing accepts connections at ${registry} (${request}: ${err.message}): the registry is down or restarting, or the URL is wrong; run the command again once it answers`, { cause: err });
+  }
+  if (err.code !== undefined && UNREACHABLE.has(err.code)) {
+    // VOLREG_URL may not name the registry the operator thinks
+    return new Error(`cannot reach the registry at ${registry} (${request}: ${err.message}): check VOLREG_URL and the network`, { cause: err });
+  }
+  if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
+    return new Error(`the registry at ${registry} closed the connection before answering ${request} (${err.message}): it may be restarting; run the command again`, { cause: err });
+  }
+  return err;
+}
+
 /** `HTTP 302 Found` */
 function statusLine(res: IncomingMessage): string {
   return `HTTP ${res.statusCode ?? 0}${res.statusMessage ? ` ${res.statusMessage}` : ''}`;

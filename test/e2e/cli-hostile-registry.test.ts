@@ -244,6 +244,28 @@ test('a download cut short says after how many bytes, and writes nothing (exit 1
   t.deepEqual(run.entries, []);
 });
 
+test('a registry closing the connection before it answers (restarting mid-storm) is named as such, not as "socket hang up" (exit 1)', async (t) => {
+  contentOf.set('h/hangup', (req) => req.socket.destroy());
+  const run = await pull('hangup');
+  t.is(run.code, 1);
+  t.is(
+    run.stderr,
+    `volreg pull: the registry at ${url}/ closed the connection before answering GET /v2/h/hangup/blobs/${digest} (socket hang up): it may be restarting; run the command again\n`,
+  );
+  t.deepEqual(run.entries, []);
+});
+
+test('a registry that accepts no connection (stopped) is named as such, with the request (exit 1)', async (t) => {
+  const closed = createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const down = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+  await new Promise((resolve) => closed.close(resolve));
+  const target = join(work, 'target-down');
+  const run = await runVolreg(['pull', 'h/down:v1', target], { url: down, cwd: work });
+  t.is(run.code, 1);
+  t.regex(run.stderr, /^volreg pull: nothing accepts connections at http:\/\/127\.0\.0\.1:\d+\/ \(GET \/api\/v1\/volumes\/h\/down\/tags\/v1: connect ECONNREFUSED [^)]+\): the registry is down or restarting, or the URL is wrong; run the command again once it answers\n$/);
+});
+
 test('a 401 asking for another scheme than Basic says so (exit 1)', async (t) => {
   metadataOf.set('h/bearer', (_req, res) => {
     res.writeHead(401, { 'WWW-Authenticate': 'Bearer realm="https://auth.example/token",service="registry"' });

@@ -618,7 +618,10 @@ test("an unreachable registry and a missing directory are said in the operator's
   });
   const ls = await volreg(['ls'], { env: { VOLREG_URL: `http://127.0.0.1:${closed}` } });
   t.is(ls.code, 1);
-  t.regex(ls.stderr, new RegExp(`^volreg ls: cannot reach the registry at http://127\\.0\\.0\\.1:${closed} \\(connect ECONNREFUSED`));
+  t.regex(ls.stderr, new RegExp(`^volreg ls: nothing accepts connections at http://127\\.0\\.0\\.1:${closed}/ \\(GET /api/v1/volumes: connect ECONNREFUSED`));
+  const unknown = await volreg(['ls'], { env: { VOLREG_URL: 'http://no-such-host.invalid:5000' } });
+  t.is(unknown.code, 1);
+  t.regex(unknown.stderr, /^volreg ls: cannot reach the registry at http:\/\/no-such-host\.invalid:5000\/ \(GET \/api\/v1\/volumes: getaddrinfo (ENOTFOUND|EAI_AGAIN) /);
 
   const push = await volreg(['push', join(work, 'no-such-dir'), 'cli/missing:v1']);
   t.is(push.code, 1);
