@@ -53,15 +53,15 @@ export function brokenReply(err: unknown, what: string): unknown {
   return err;
 }
 
+/** a name that does not resolve, or no route to it */
+const UNREACHABLE = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
 /**
  * The error for a request the registry never answered, worded for `request` (`GET /v2/...`):
  * Node's own ("socket hang up", "read ECONNRESET") names neither the registry nor the request,
  * and is what every host sees when the registry restarts during a restore storm; nor does
  * "getaddrinfo ENOTFOUND". Other errors (a certificate refused) say enough as they are.
  */
-/** a name that does not resolve, or no route to it */
-const UNREACHABLE = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
-
 export function unanswered(err: NodeJS.ErrnoException, request: string, registry: string): Error {
   if (err.code === 'ECONNREFUSED') {
     return new Error(`nothing accepts connections at ${registry} (${request}: ${err.message}): the registry is down or restarting, or the URL is wrong; run the command again once it answers`, { cause: err });
