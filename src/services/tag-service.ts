@@ -19,9 +19,9 @@ import type { RepositoryName, Tag } from '../domain/names.ts';
  *   4. the schema 1 unit, if the client reads schema 1;
  *   nothing fitting: 404 MANIFEST_UNKNOWN.
  *
- * A request without any Accept header is an old Docker client's (it reads only schema 1; this
- * is why distribution rewrote schema 2 to schema 1 for it): it gets the schema 1 unit when there
- * is one, and otherwise whatever the schema 2 unit is, as for a match-all Accept.
+ * A request without any Accept header accepts every type (RFC 9110 section 12.5.1), so it is
+ * resolved as a match-all Accept: the schema 2 unit first, schema 1 only when there is no
+ * schema 2 unit (DESIGN.md section 3).
  */
 
 /** What resolution needs to know about the manifest a tag unit points at. */
@@ -56,11 +56,7 @@ function defaultPlatformEntry(list: TagCandidate): ManifestEntry | undefined {
 export function planTagResolution(candidates: { schema1: TagCandidate | null; schema2: TagCandidate | null }, accept: AcceptSet): ResolutionStep[] {
   const { schema1, schema2 } = candidates;
   const steps: ResolutionStep[] = [];
-  let effective = accept;
-  if (!accept.explicit) {
-    if (schema1) steps.push({ digest: schema1.digest, mediaType: schema1.mediaType, reason: 'schema1' });
-    effective = ALL;
-  }
+  const effective = accept.explicit ? accept : ALL;
   if (schema2?.kind === 'list') {
     if (effective.accepts(schema2.mediaType)) {
       steps.push({ digest: schema2.digest, mediaType: schema2.mediaType, reason: 'list' });
@@ -74,7 +70,7 @@ export function planTagResolution(candidates: { schema1: TagCandidate | null; sc
   if (schema2?.kind === 'image' && effective.accepts(schema2.mediaType)) {
     steps.push({ digest: schema2.digest, mediaType: schema2.mediaType, reason: 'image' });
   }
-  if (schema1 && effective.acceptsSchema1() && !steps.some((s) => s.reason === 'schema1')) {
+  if (schema1 && effective.acceptsSchema1()) {
     steps.push({ digest: schema1.digest, mediaType: schema1.mediaType, reason: 'schema1' });
   }
   return steps;

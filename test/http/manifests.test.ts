@@ -431,8 +431,8 @@ test('schema 1 and schema 2 under one tag: each by its Accept, two Tag units, th
   t.true(asS1.body.equals(s1.bytes));
   t.is((await getManifest(url, repo, 'latest', `${MT.schema1}, application/json`)).headers['docker-content-digest'], s1.payloadDigest);
   t.is((await getManifest(url, repo, 'latest', ACCEPT_ALL)).headers['docker-content-digest'], v2.digest);
-  // no Accept at all: an old Docker client, which reads schema 1
-  t.is((await getManifest(url, repo, 'latest')).headers['docker-content-digest'], s1.payloadDigest);
+  // no Accept at all accepts every type: schema 2 first (DESIGN.md section 3)
+  t.is((await getManifest(url, repo, 'latest')).headers['docker-content-digest'], v2.digest);
   // a client that reads neither
   const none = await getManifest(url, repo, 'latest', MT.ociManifest);
   t.is(none.status, 404);

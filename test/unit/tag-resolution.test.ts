@@ -84,16 +84,21 @@ test(plans, 'schema 1 for a client accepting application/json', { schema1, schem
 test(plans, 'schema 1 when it is the only unit and the client reads it', { schema1, schema2: null }, ALL_SKOPEO, [['schema1', schema1.digest]]);
 test(plans, 'no schema 1 for a client that does not read it', { schema1, schema2: null }, `${OCI}, ${V2}`, []);
 
-// no Accept header at all: old Docker clients
-test(plans, 'no Accept: schema 1 first when there is one (what distribution served such clients)', { schema1, schema2: v2 }, undefined, [
-  ['schema1', schema1.digest],
+// no Accept header at all: every type is acceptable (RFC 9110), so schema 2 comes first
+test(plans, 'no Accept: the schema 2 manifest before schema 1 (DESIGN.md section 3)', { schema1, schema2: v2 }, undefined, [
   ['image', v2.digest],
+  ['schema1', schema1.digest],
 ]);
+test(plans, 'no Accept and a list: the list before schema 1', { schema1, schema2: dockerList }, undefined, [
+  ['list', dockerList.digest],
+  ['schema1', schema1.digest],
+]);
+test(plans, 'no Accept and no schema 2: schema 1', { schema1, schema2: null }, undefined, [['schema1', schema1.digest]]);
 test(plans, 'no Accept and no schema 1: the schema 2 manifest', { schema1: null, schema2: oci }, undefined, [['image', oci.digest]]);
 test(plans, 'no Accept and no schema 1: a list is served as is', { schema1: null, schema2: dockerList }, undefined, [['list', dockerList.digest]]);
 test(plans, 'an empty Accept header counts as none', { schema1, schema2: v2 }, '', [
-  ['schema1', schema1.digest],
   ['image', v2.digest],
+  ['schema1', schema1.digest],
 ]);
 
 // nothing fitting
