@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Digest } from '../domain/digest.ts';
 import { UNIT_TYPES, type Collections, type RepoContentUnitDoc, type UnitTypeId } from '../metadata/collections.ts';
 import { BlobRepository } from '../metadata/blob-repository.ts';
-import { isDuplicateKey } from '../metadata/repo-content-repository.ts';
+import { isDuplicateKey, moveUnitCount } from '../metadata/repo-content-repository.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 
 /**
@@ -233,7 +233,7 @@ class GarbageCollector {
     for (const [type, units] of kinds) {
       const cursor = this.c.repoContentUnits.find(
         { unit_type_id: type, updated: { $lt: this.cutoff.toISOString() } },
-        { projection: { _id: 1, unit_id: 1 } },
+        { projection: { _id: 1, unit_id: 1, repo_id: 1 } },
       );
       for await (const batch of batches(cursor)) {
         const ids = [...new Set(batch.map((a) => a.unit_id))];
@@ -242,8 +242,14 @@ class GarbageCollector {
         if (dangling.length === 0) continue;
         if (!this.dry) {
           // A unit id is a fresh uuid: once its document is gone no push can bring it back.
-          const res = await this.c.repoContentUnits.deleteMany({ _id: { $in: dangling.map((a) => a._id) }, unit_type_id: type });
-          this.report.danglingAssociations += res.deletedCount;
+          // by repository, so that each repository's tally moves by what it lost
+          const byRepo = new Map<string, typeof dangling>();
+          for (const a of dangling) byRepo.set(a.repo_id, [...(byRepo.get(a.repo_id) ?? []), a]);
+          for (const [repo, rows] of byRepo) {
+            const res = await this.c.repoContentUnits.deleteMany({ _id: { $in: rows.map((a) => a._id) }, unit_type_id: type });
+            await moveUnitCount(this.c, repo, type, -res.deletedCount);
+            this.report.danglingAssociations += res.deletedCount;
+          }
         } else {
           this.report.danglingAssociations += dangling.length;
           for (const a of dangling) this.wouldUnhold.set(a.unit_id, (this.wouldUnhold.get(a.unit_id) ?? 0) + 1);
@@ -397,6 +403,7 @@ class GarbageCollector {
       this.report.raced++;
       return false;
     }
+    await moveUnitCount(this.c, repo, type, -1);
     if (await wanted()) {
       await this.reassociate(repo, type, unitId);
       this.report.raced++;
@@ -436,9 +443,14 @@ class GarbageCollector {
         { $setOnInsert: { _id: new ObjectId(), repo_id: repo, unit_type_id: type, unit_id: unitId, created: now }, $set: { updated: now } },
         { upsert: true },
       )
-      .catch((err: unknown) => {
-        if (!isDuplicateKey(err)) throw err;
-      });
+      .then(
+        async (res) => {
+          if (res.upsertedCount === 1) await moveUnitCount(this.c, repo, type, 1);
+        },
+        (err: unknown) => {
+          if (!isDuplicateKey(err)) throw err;
+        },
+      );
   }
 
   // ---- 3. manifest and list units nobody holds -------------------------------------------------
@@ -536,7 +548,8 @@ class GarbageCollector {
       await this.c.repoContentUnits.updateOne({ _id: a._id }, { $set: { unit_id: current._id } }).catch(async (err: unknown) => {
         // the repository holds the new unit already
         if (!isDuplicateKey(err)) throw err;
-        await this.c.repoContentUnits.deleteOne({ _id: a._id });
+        const res = await this.c.repoContentUnits.deleteOne({ _id: a._id });
+        await moveUnitCount(this.c, a.repo_id, type, -res.deletedCount);
       });
     }
     this.log.info({ digest: old.digest, unitType: type, from: old._id, to: current._id }, 'gc moved the holdings of a unit a push reused to its new unit');

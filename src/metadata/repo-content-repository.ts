@@ -80,9 +80,10 @@ export class RepoContentRepository {
         { upsert: true },
       )
       .then(
-        (res) => {
+        async (res) => {
           // a refresh within the same millisecond changes nothing, and moves no mark
           if (res.upsertedCount === 1 || res.modifiedCount === 1) this.held.wrote(repoId, unitType, unitId, before, now);
+          if (res.upsertedCount === 1) await moveUnitCount(this.c, repoId, unitType, 1);
           return res.upsertedCount === 1;
         },
         (err: unknown) => {
@@ -105,7 +106,8 @@ export class RepoContentRepository {
 
   async disassociate(repoId: string, unitType: UnitTypeId, unitIds: string[]): Promise<void> {
     if (unitIds.length === 0) return;
-    await this.c.repoContentUnits.deleteMany({ repo_id: repoId, unit_type_id: unitType, unit_id: { $in: unitIds } });
+    const { deletedCount } = await this.c.repoContentUnits.deleteMany({ repo_id: repoId, unit_type_id: unitType, unit_id: { $in: unitIds } });
+    await moveUnitCount(this.c, repoId, unitType, -deletedCount);
   }
 
   async isAssociated(repoId: string, unitType: UnitTypeId, unitId: string): Promise<boolean> {
@@ -122,6 +124,17 @@ export class RepoContentRepository {
   async holders(unitType: UnitTypeId, unitId: string): Promise<number> {
     return this.c.repoContentUnits.countDocuments({ unit_type_id: unitType, unit_id: unitId });
   }
+}
+
+/**
+ * Moves a repository's `content_unit_counts.<unit type>` (Pulp 2's tally of the units it holds,
+ * which Pulp 2 tools read instead of counting) by the associations a write created (+) or
+ * removed (-). Every writer of `repo_content_units` calls it with what its write reported, so
+ * racing writers each count only their own change. Migration 0005 rebuilds the tallies.
+ */
+export async function moveUnitCount(c: Pick<Collections, 'repos'>, repoId: string, unitType: UnitTypeId, delta: number): Promise<void> {
+  if (delta === 0) return;
+  await c.repos.updateOne({ _id: repoId }, { $inc: { [`content_unit_counts.${unitType}`]: delta } });
 }
 
 export function isDuplicateKey(err: unknown): boolean {

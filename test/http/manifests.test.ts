@@ -455,6 +455,29 @@ test('schema 1 and schema 2 under one tag: each by its Accept, two Tag units, th
   t.deepEqual(doc2!.scratchpad.tags, [{ tag: 'latest', image_id: s1b.topId }]);
 });
 
+test('repos.content_unit_counts tallies the units a repository holds, by unit type, as pushes and deletes change them', async (t) => {
+  const repo = repoName('counts');
+  const counts = async () => (await collections(server.db).repos.findOne({ _id: repo }))?.content_unit_counts;
+  const { manifest: image, layers } = await pushedImage(repo, 2);
+  t.deepEqual(await counts(), { [UNIT_TYPES.blob]: 3 });
+  // a blob pushed again is held once
+  await pushBlobs(url, repo, [layers[0]!]);
+  t.is((await putManifest(url, repo, 'v1', image)).status, 201);
+  t.is((await putManifest(url, repo, 'v2', image)).status, 201);
+  const s1 = schema1Unsigned({ name: repo, tag: 'v1', layers: [layers[0]!] });
+  t.is((await putManifest(url, repo, 'v1', s1)).status, 201);
+  const list = ociIndex([{ manifest: image, platform: { os: 'linux', architecture: 'amd64' } }]);
+  t.is((await putManifest(url, repo, 'multi', list)).status, 201);
+  t.deepEqual(await counts(), { [UNIT_TYPES.blob]: 3, [UNIT_TYPES.manifest]: 2, [UNIT_TYPES.tag]: 4, [UNIT_TYPES.manifestList]: 1 });
+
+  // by tag: both units of v1 go; by digest: the index and its tag
+  t.is((await request(url, `/v2/${repo}/manifests/v1`, { method: 'DELETE' })).status, 202);
+  t.is((await request(url, `/v2/${repo}/manifests/${list.digest}`, { method: 'DELETE' })).status, 202);
+  t.deepEqual(await counts(), { [UNIT_TYPES.blob]: 3, [UNIT_TYPES.manifest]: 2, [UNIT_TYPES.tag]: 1, [UNIT_TYPES.manifestList]: 0 });
+  const held = async (type: string) => collections(server.db).repoContentUnits.countDocuments({ repo_id: repo, unit_type_id: type as never });
+  for (const [type, n] of Object.entries((await counts()) ?? {})) t.is(n, await held(type), type);
+});
+
 test('a list tag: served to list clients, its linux/amd64 entry to the others', async (t) => {
   const repo = repoName('list');
   const amd = await pushedDockerImage(repo);

@@ -236,6 +236,10 @@ test.serial('with deleteUntagged, an untagged referrer of a tagged manifest stay
   t.true((await request(url, `/v2/${repo}/blobs/${sigBlob.digest}`)).body.equals(sigBlob.bytes));
   t.true(await pullsIdentical(url, repo, 'app', subject));
   t.deepEqual(await blobState(t, dangling.layers[0]!.digest), { unit: false, bytes: false });
+  // what gc took from the repository is taken from its tally too
+  const tally = (await t.context.c.repos.findOne({ _id: repo }))?.content_unit_counts ?? {};
+  const held = await t.context.c.repoContentUnits.aggregate<{ _id: string; n: number }>([{ $match: { repo_id: repo } }, { $group: { _id: '$unit_type_id', n: { $sum: 1 } } }]).toArray();
+  t.deepEqual(Object.fromEntries(Object.entries(tally).filter(([, n]) => n !== 0)), Object.fromEntries(held.map((h) => [h._id, h.n])));
 });
 
 test.serial('bytes without a blob unit (a crash after commit) go after the grace period', async (t) => {

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { MongoClient, type Db } from 'mongodb';
+import { MongoClient, ObjectId, type Db } from 'mongodb';
 import { collections, COLLECTIONS, pulpFields } from '../../src/metadata/collections.ts';
 import { parseManifest } from '../../src/domain/manifests/manifest-handlers.ts';
 import { ManifestRepository } from '../../src/metadata/manifest-repository.ts';
@@ -170,6 +170,30 @@ test('0004 notes the repositories that already hold volume snapshots, and no oth
   t.deepEqual(await repoContent.volumeRepos(), ['by-artifact-type', 'by-config-type']);
   const noted = await db.collection(COLLECTIONS.repos).findOne({ _id: 'by-artifact-type' as never });
   t.deepEqual(noted?.notes, { _repo_type: 'docker-repo', [VOLUME_NOTE]: true }, 'the Pulp repo type note stays');
+});
+
+test('0005 counts the units each repository holds into content_unit_counts; a second run changes nothing', async (t) => {
+  const { db } = await freshDb('mig_unit_counts');
+  const all = await loadMigrations();
+  await new Migrator(db, { migrations: all.filter((m) => m.id < '0005') }).up();
+  // data as a volreg that never counted left it: associations, every tally {}
+  const c = collections(db);
+  const at = new Date().toISOString();
+  await c.repos.insertMany(['a', 'b'].map((r) => ({ _id: r, repo_id: r, created: at, notes: {}, scratchpad: { tags: [] }, content_unit_counts: {}, _ns: 'repos', _last_updated: 0 })));
+  const assoc = (repo: string, type: 'docker_blob' | 'docker_manifest' | 'docker_tag', unit: string) => ({ _id: new ObjectId(), repo_id: repo, unit_type_id: type, unit_id: unit, created: at, updated: at });
+  await c.repoContentUnits.insertMany([assoc('a', 'docker_blob', 'b1'), assoc('a', 'docker_blob', 'b2'), assoc('a', 'docker_manifest', 'm1'), assoc('a', 'docker_tag', 't1')]);
+
+  const applied = await new Migrator(db).up();
+  t.true(applied.includes('0005-content-unit-counts'));
+  const tally = async (r: string) => (await c.repos.findOne({ _id: r }))?.content_unit_counts;
+  t.deepEqual(await tally('a'), { docker_blob: 2, docker_manifest: 1, docker_tag: 1 });
+  t.deepEqual(await tally('b'), {});
+  // and writes keep it moving from there
+  await new RepoContentRepository(c).associate('b', 'docker_blob', 'b1');
+  t.deepEqual(await tally('b'), { docker_blob: 1 });
+  for (const m of all.filter((x) => x.id === '0005-content-unit-counts')) await m.up(db);
+  t.deepEqual(await tally('a'), { docker_blob: 2, docker_manifest: 1, docker_tag: 1 });
+  t.deepEqual(await tally('b'), { docker_blob: 1 });
 });
 
 function countingMigrations(counts: Map<string, number>, delayMs: number): Migration[] {
