@@ -11,6 +11,9 @@ export const ERROR_CODES = {
   DIGEST_INVALID: { status: 400, message: 'provided digest did not match uploaded content' },
   MANIFEST_BLOB_UNKNOWN: { status: 400, message: 'manifest references a manifest or blob unknown to registry' },
   MANIFEST_INVALID: { status: 400, message: 'manifest invalid' },
+  // A manifest over the size limit: 413, said with the spec's MANIFEST_INVALID (DESIGN.md
+  // section 2), as zot and distribution answer it; a client reads the code, not our name for it.
+  MANIFEST_TOO_LARGE: { status: 413, message: 'manifest too large', wire: 'MANIFEST_INVALID' },
   MANIFEST_UNKNOWN: { status: 404, message: 'manifest unknown to registry' },
   NAME_INVALID: { status: 400, message: 'invalid repository name' },
   NAME_UNKNOWN: { status: 404, message: 'repository name not known to registry' },
@@ -42,9 +45,15 @@ export const ERROR_CODES = {
   ARCHIVE_INVALID: { status: 400, message: 'body is not a complete, well-formed tar archive' },
   SNAPSHOT_UNKNOWN: { status: 404, message: 'volume snapshot unknown to registry' },
   STORAGE_FULL: { status: 507, message: "not enough free space in the registry's storage" },
-} as const satisfies Record<string, { status: number; message: string }>;
+} as const satisfies Record<string, { status: number; message: string; wire?: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** The code a client sees for `code`: its own, or the spec's code it is a case of. */
+export function wireCode(code: ErrorCode): ErrorCode {
+  const entry = ERROR_CODES[code];
+  return 'wire' in entry ? entry.wire : code;
+}
 
 /** A failure a client may see. `detail` must never carry internal paths or stack traces. */
 export class VolregError extends Error {
@@ -85,7 +94,7 @@ export interface ErrorBody {
 
 /** The one function that shapes the error envelope. */
 export function errorBody(err: VolregError): ErrorBody {
-  const entry: ErrorBody['errors'][number] = { code: err.code, message: err.message };
+  const entry: ErrorBody['errors'][number] = { code: wireCode(err.code), message: err.message };
   if (err.detail !== undefined) entry.detail = err.detail;
   return { errors: [entry] };
 }

@@ -33,15 +33,14 @@ class HeldBodies {
 const held = new HeldBodies(HELD_BODY_BYTES);
 
 /**
- * Reads a small request body (manifests, JSON) into memory, refusing with 413 TOO_LARGE as
+ * Reads a small request body (manifests, JSON) into memory, refusing with 413 (`code`) as
  * soon as it passes `limit`, before reading the rest. Blob bodies never come through here.
  * The bytes count towards HELD_BODY_BYTES while they are read (a declared length at once).
  */
-export async function readBodyCapped(req: IncomingMessage, limit: number): Promise<Buffer> {
+export async function readBodyCapped(req: IncomingMessage, limit: number, code: 'TOO_LARGE' | 'MANIFEST_TOO_LARGE' = 'TOO_LARGE'): Promise<Buffer> {
+  const tooLarge = (): VolregError => new VolregError(code, `body exceeds ${limit} bytes`, { limit });
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) {
-    throw new VolregError('TOO_LARGE', `body exceeds ${limit} bytes`, { limit });
-  }
+  if (declared !== undefined && Number(declared) > limit) throw tooLarge();
   let taken = 0;
   const hold = (bytes: number): void => {
     held.take(bytes);
@@ -57,7 +56,7 @@ export async function readBodyCapped(req: IncomingMessage, limit: number): Promi
     for await (const chunk of req.iterator({ destroyOnReturn: false })) {
       const buf = chunk as Buffer;
       total += buf.length;
-      if (total > limit) throw new VolregError('TOO_LARGE', `body exceeds ${limit} bytes`, { limit });
+      if (total > limit) throw tooLarge();
       if (total > taken) hold(total - taken);
       chunks.push(buf);
     }

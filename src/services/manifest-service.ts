@@ -123,7 +123,7 @@ export class ManifestService {
     opts: { tags?: readonly string[]; preconditions?: Preconditions } = {},
   ): Promise<PutResult> {
     const { manifestBytes } = this.deps.limits;
-    if (body.length > manifestBytes) throw new VolregError('TOO_LARGE', `manifest exceeds ${manifestBytes} bytes`, { limit: manifestBytes });
+    if (body.length > manifestBytes) throw new VolregError('MANIFEST_TOO_LARGE', `manifest exceeds ${manifestBytes} bytes`, { limit: manifestBytes });
     const ref = parseReference(reference);
     const extraTags = (opts.tags ?? []).map((t) => parseTag(t));
     if (extraTags.length > MAX_TAGS_PER_PUSH) throw new VolregError('URI_TOO_LONG', `at most ${MAX_TAGS_PER_PUSH} tags per push`, { max: MAX_TAGS_PER_PUSH });

@@ -60,7 +60,7 @@ export function manifestHandlers(services: { manifests: ManifestService }, limit
         ctx.set('Content-Length', String(m.size));
       },
       PUT: async (ctx, { params, repository }) => {
-        const body = await readBodyCapped(ctx.req, limits.manifestBytes);
+        const body = await readBodyCapped(ctx.req, limits.manifestBytes, 'MANIFEST_TOO_LARGE');
         const tagParam = ctx.query.tag;
         const tags = tagParam === undefined ? [] : Array.isArray(tagParam) ? tagParam : [tagParam];
         const preconditions = requestPreconditions(ctx.get('If-Match'), ctx.get('If-None-Match'));
