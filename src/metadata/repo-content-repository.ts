@@ -134,7 +134,10 @@ export class RepoContentRepository {
  */
 export async function moveUnitCount(c: Pick<Collections, 'repos'>, repoId: string, unitType: UnitTypeId, delta: number): Promise<void> {
   if (delta === 0) return;
-  await c.repos.updateOne({ _id: repoId }, { $inc: { [`content_unit_counts.${unitType}`]: delta } });
+  // Not waiting for the journal: the tally is informational (volreg never reads it), and the
+  // next journaled write (a push's tag comes right after) syncs it with everything before it;
+  // a crash can lose only the last moves. A push does not wait a sync more for it.
+  await c.repos.updateOne({ _id: repoId }, { $inc: { [`content_unit_counts.${unitType}`]: delta } }, { writeConcern: { w: 1, j: false } });
 }
 
 export function isDuplicateKey(err: unknown): boolean {
