@@ -7,6 +7,7 @@ import cliProgress from 'cli-progress';
 import { decompressedTar } from '../../domain/volumes/decompress.ts';
 import { isVolregError } from '../../domain/errors.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
+import type { DigestAlgorithm } from '../../domain/digest.ts';
 import { blobPath, byteCounter, OversizedReplyError, parseSnapshotRef, RegistryError, type SnapshotJson, type VolregClient } from '../client.ts';
 import { compressor } from './compress.ts';
 import { packDirectory } from './pack.ts';
@@ -250,6 +251,9 @@ function unwatchInterrupts(pull: ActivePull): void {
  * Pulls `<name>:<tag>` or `<name>@<manifest digest>` into `dir`. Nothing in `dir` changes unless
  * the download matched its digest and extracted cleanly.
  */
+/** how often a pull by tag follows the tag to another snapshot when the one it read has gone */
+const MAX_TAG_MOVES = 3;
+
 export async function pullInto(client: VolregClient, ref: string, dir: string, opts: PullOptions): Promise<{ digest: string; size: number; entries: number; snapshot: SnapshotJson | null }> {
   const parsed = parseSnapshotRef(ref);
   let expected: { digest: string; size: number };
@@ -262,9 +266,12 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
   }
   // By digest, not by tag: a push moving the tag after it was resolved must not hand this pull
   // another snapshot's bytes (which would fail the digest check, and read as damage).
-  const path = blobPath(parsed.name, expected.digest);
-  const algorithm = expected.digest.startsWith('sha256:') ? 'sha256' : expected.digest.startsWith('sha512:') ? 'sha512' : null;
-  if (algorithm === null) throw new IntegrityError(`cannot verify ${expected.digest}: only sha256 and sha512 are supported`);
+  const algorithmOf = (digest: string): DigestAlgorithm => {
+    const algorithm = digest.startsWith('sha256:') ? 'sha256' : digest.startsWith('sha512:') ? 'sha512' : null;
+    if (algorithm === null) throw new IntegrityError(`cannot verify ${digest}: only sha256 and sha512 are supported`);
+    return algorithm;
+  };
+  algorithmOf(expected.digest);
 
   await mkdir(dir, { recursive: true });
   // only volreg's own leftovers (staging.ts) do not count; a user's `.volreg-x` does
@@ -289,22 +296,32 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
   };
   try {
     const file = join(work, 'download');
-    opts.progress.start(expected.size, `pulling ${ref}`);
-    let got: { digest: string; size: number; announced: string | null };
-    try {
-      got = await client.download(path, file, algorithm, expected.size, (n) => opts.progress.add(n));
-    } catch (err) {
-      if (err instanceof RegistryError && err.code === 'BLOB_UNKNOWN') {
-        throw new RegistryError(
-          err.status,
-          err.code,
-          `${ref}: the snapshot layer is missing from the registry's blob store: ${expected.digest} (set aside as damaged, or lost; pushing the same content again mends it)`,
-        );
+    let got: { digest: string; size: number; announced: string | null } | null = null;
+    for (let moves = 0; got === null; moves++) {
+      opts.progress.start(expected.size, `pulling ${ref}`);
+      try {
+        got = await client.download(blobPath(parsed.name, expected.digest), file, algorithmOf(expected.digest), expected.size, (n) => opts.progress.add(n));
+      } catch (err) {
+        if (!(err instanceof RegistryError && err.code === 'BLOB_UNKNOWN')) {
+          if (!(err instanceof OversizedReplyError)) throw err;
+          throw new IntegrityError(`download of ${ref}: the registry ${OversizedReplyError.how(err.announced)} the snapshot's ${expected.size} bytes; stopped there, nothing was extracted`);
+        }
+        // A tag moved since it was read, and garbage collection took the layer only the old
+        // snapshot had: that is no damage. The tag's snapshot as it is now is the one to pull.
+        const now = 'tag' in parsed && moves < MAX_TAG_MOVES ? await client.get(parsed.name, parsed.tag) : null;
+        if (now === null || now.layer.digest === expected.digest) {
+          throw new RegistryError(
+            err.status,
+            err.code,
+            `${ref}: the snapshot layer is missing from the registry's blob store: ${expected.digest} (set aside as damaged, or lost; pushing the same content again mends it)`,
+          );
+        }
+        opts.onWarning?.(`${ref} moved to another snapshot while this pull started (${now.manifestDigest}); pulling that one`);
+        snapshot = now;
+        expected = { digest: now.layer.digest, size: now.layer.size };
+      } finally {
+        opts.progress.stop();
       }
-      if (!(err instanceof OversizedReplyError)) throw err;
-      throw new IntegrityError(`download of ${ref}: the registry ${OversizedReplyError.how(err.announced)} the snapshot's ${expected.size} bytes; stopped there, nothing was extracted`);
-    } finally {
-      opts.progress.stop();
     }
     if (got.digest !== expected.digest || got.size !== expected.size || (got.announced !== null && got.announced !== expected.digest)) {
       throw new IntegrityError(
