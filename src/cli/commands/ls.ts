@@ -1,6 +1,8 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { human } from '../byte-size.ts';
 import { parseTime } from '../../domain/times.ts';
+import { isVolregError } from '../../domain/errors.ts';
+import { parseSnapshotPosition, parseVolumePosition } from '../../domain/volumes/listing-position.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
 import { hostOf } from './push.ts';
 
@@ -10,6 +12,7 @@ interface LsFlags extends ConnectionFlags {
   until?: string;
   limit?: number;
   offset?: number;
+  after?: string;
 }
 
 function count(flag: string, value: string, min: number, max: number): number {
@@ -24,6 +27,16 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
 }
 
+/**
+ * A table that is one page of a longer list says so (on stderr, so the table stays parseable):
+ * read as the whole list, a 100-row page hides the oldest snapshots, the very ones a retention
+ * job is looking for.
+ */
+function moreNote(shown: number, total: number, next: string | null, flags: LsFlags): void {
+  if (next === null || flags.quiet) return;
+  process.stderr.write(`volreg ls: ${shown} of ${total} shown; the next page: --after ${next}\n`);
+}
+
 export function registerLs(program: Command): void {
   addAgentOptions(
     program
@@ -34,7 +47,8 @@ export function registerLs(program: Command): void {
       .option('--since <time>', 'only snapshots created at or after (ISO 8601 or epoch seconds)')
       .option('--until <time>', 'only snapshots created before (ISO 8601 or epoch seconds)')
       .option('--limit <n>', 'at most this many (1 to 1000)', (v) => count('--limit', v, 1, 1000))
-      .option('--offset <n>', 'skip this many', (v) => count('--offset', v, 0, 1e9)),
+      .option('--offset <n>', 'skip this many', (v) => count('--offset', v, 0, 1e9))
+      .option('--after <position>', 'start after this position (the "next" a previous page gave): stable while snapshots are deleted, unlike --offset'),
   ).action((name: string | undefined, flags: LsFlags) =>
     runAgent('ls', async () => {
       // as the registry checks them: a bad one is bad usage, found before anything is asked
@@ -42,9 +56,20 @@ export function registerLs(program: Command): void {
       for (const [flag, value] of [['--since', flags.since], ['--until', flags.until]] as const) {
         if (value !== undefined && parseTime(value) === null) throw new UsageError(`${flag} wants ISO 8601 (2024-05-01, 2024-05-01T10:00:00Z) or epoch seconds, got ${JSON.stringify(value)}`);
       }
+      // as the registry answers both: a count and a position can not both say where to start
+      if (flags.after !== undefined && flags.offset !== undefined) throw new UsageError('--after and --offset can not be used together');
+      if (flags.after !== undefined) {
+        try {
+          if (name === undefined) parseVolumePosition(flags.after);
+          else parseSnapshotPosition(flags.after);
+        } catch (err) {
+          if (!isVolregError(err)) throw err;
+          throw new UsageError(`--after wants the "next" a previous page of this list gave, got ${JSON.stringify(flags.after)}`);
+        }
+      }
       const client = clientFrom(flags);
       if (name === undefined) {
-        const page = await client.listVolumes({ limit: flags.limit, offset: flags.offset });
+        const page = await client.listVolumes({ limit: flags.limit, offset: flags.offset, after: flags.after });
         if (flags.json) process.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
         else {
           const rows = [['VOLUME', 'SNAPSHOTS', 'TOTAL', 'STORED', 'LATEST', 'CREATED']];
@@ -52,13 +77,14 @@ export function registerLs(program: Command): void {
             rows.push([v.volume, String(v.snapshots), human(v.totalSize), v.storedSize === undefined ? '-' : human(v.storedSize), v.latest.tag, v.latest.created]);
           }
           process.stdout.write(table(rows));
+          moreNote(page.volumes.length, page.total, page.next, flags);
         }
         return AGENT_EXIT.OK;
       }
       checkedVolume(name, name);
-      const page = await client.list(name, { host: flags.host, since: flags.since, until: flags.until, limit: flags.limit, offset: flags.offset });
+      const page = await client.list(name, { host: flags.host, since: flags.since, until: flags.until, limit: flags.limit, offset: flags.offset, after: flags.after });
       // a volume exists while it holds a snapshot (as the volume list says); a filter matching none is only an empty answer
-      const filtered = flags.host !== undefined || flags.since !== undefined || flags.until !== undefined || (flags.offset ?? 0) > 0;
+      const filtered = flags.host !== undefined || flags.since !== undefined || flags.until !== undefined || (flags.offset ?? 0) > 0 || flags.after !== undefined;
       if (page.total === 0 && !filtered) {
         process.stderr.write(`volreg ls: volume ${name} holds no snapshots\n`);
         if (flags.json) process.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
@@ -72,6 +98,7 @@ export function registerLs(program: Command): void {
           rows.push([s.tag, s.manifestDigest.slice(0, 19), human(s.layer.size), s.compression, s.host ?? '-', s.created, verified]);
         }
         process.stdout.write(table(rows));
+        moreNote(page.snapshots.length, page.total, page.next, flags);
       }
       return AGENT_EXIT.OK;
     }),
