@@ -149,6 +149,22 @@ function notVerified(err: unknown): unknown {
   return explained(err, 'UNAVAILABLE', 'the snapshot was not verified, and nothing was recorded');
 }
 
+/**
+ * The manifest push found the layer or config this very request had stored gone: a garbage
+ * collection with a grace period shorter than the push took them in between. The client sent
+ * nothing wrong (MANIFEST_BLOB_UNKNOWN, a 400 about a manifest it never wrote, would tell it to
+ * give up) and nothing was kept, so it is asked to send the snapshot again, which succeeds.
+ */
+function collectedMeanwhile(err: unknown): unknown {
+  if (!isVolregError(err) || err.code !== 'MANIFEST_BLOB_UNKNOWN') return err;
+  return new VolregError(
+    'UNAVAILABLE',
+    "garbage collection removed this snapshot's layer or config before its tag was written (VOLREG_GC_GRACE is shorter than the push); nothing was kept: push it again",
+    err.detail,
+    { 'Retry-After': '1' },
+  );
+}
+
 /** How archives are inspected: `inspectArchive` here, or the same on a worker thread (the service wiring's choice). */
 export type Inspect = (source: Readable, opts?: InspectOptions) => Promise<ArchiveInspection>;
 
@@ -241,7 +257,7 @@ export class VolumeService {
     } catch (err) {
       // the push's own failure is what counts; a document left behind is mended by readers
       await this.snapshots.delete(repo, tag, info.manifestDigest).catch(() => undefined);
-      throw err;
+      throw collectedMeanwhile(err);
     }
     // again after it: a reader may have mended the early document back to what the tag held
     await this.snapshots.upsert(info);
