@@ -13,8 +13,9 @@ import { awaitClient } from './client-idle.ts';
  *
  * A client that reads slowly or not at all holds both buffers, full, until it reads or the idle
  * timeout cuts it: their size is what every stalled download costs. At 1 MiB, 600 stalled readers
- * took the process from 0.4 to 1.4 GB; at 256 KiB a download is as fast (one curl of 1 GiB:
- * 1200-1380 MiB/s against 1010-1110 at 1 MiB on the same machine; 64 KiB fell to 700-830).
+ * took the process from 0.4 to 1.4 GB, at 256 KiB to 447 MB. One curl download of 1 GiB on a
+ * quiet machine is about 20% slower for it (best 2990-3080 MiB/s against 3630-3940; 64 KiB fell
+ * much further), still well above what distribution serves: memory in a restore storm comes first.
  *
  * The status and headers are set on `ctx` beforehand. A failure before the first byte is thrown
  * as usual (the error reply is still possible); after it, the connection is cut, so the client
