@@ -82,13 +82,15 @@ export function createApp(deps: AppDeps): Koa {
   fixed.get('/readyz', async (ctx) => {
     const checks: Record<string, string> = {};
     const reasons: Record<string, string> = {};
-    for (const hc of deps.readiness) {
-      try {
-        await hc.check();
-        checks[hc.name] = 'ok';
-      } catch (err) {
+    // at once, not one after the other: each has its own bounded wait, and under load (a restore
+    // storm keeping the file thread pool busy) their sum could outlast a prober's timeout
+    const outcomes = await Promise.allSettled(deps.readiness.map((hc) => hc.check()));
+    for (const [i, hc] of deps.readiness.entries()) {
+      const outcome = outcomes[i]!;
+      if (outcome.status === 'fulfilled') checks[hc.name] = 'ok';
+      else {
         checks[hc.name] = 'unavailable';
-        reasons[hc.name] = err instanceof Error ? err.message : String(err);
+        reasons[hc.name] = outcome.reason instanceof Error ? outcome.reason.message : String(outcome.reason);
       }
       // logged when it changes, not at every probe
       const ready = checks[hc.name] === 'ok';

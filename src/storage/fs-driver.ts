@@ -370,11 +370,13 @@ export class FsBlobStore implements BlobStore {
   }
 
   async ping(): Promise<void> {
-    for (const dir of [blobsRoot(this.root), uploadsRoot(this.root)]) {
-      try {
-        await access(dir, fsConstants.W_OK);
-      } catch (err) {
-        throw new Error(`${relative(this.root, dir)}/ cannot be written (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    const dirs = [blobsRoot(this.root), uploadsRoot(this.root)];
+    // both at once: each waits its turn in the file thread pool, which downloads may keep busy
+    const outcomes = await Promise.allSettled(dirs.map((dir) => access(dir, fsConstants.W_OK)));
+    for (const [i, outcome] of outcomes.entries()) {
+      if (outcome.status === 'rejected') {
+        const err = outcome.reason as NodeJS.ErrnoException;
+        throw new Error(`${relative(this.root, dirs[i]!)}/ cannot be written (${err.code ?? String(err)})`);
       }
     }
     // a directory below blobs/ the filesystem refuses (permissions, read-only): not ready until a commit succeeds again

@@ -250,6 +250,29 @@ test('a body over the cap is 413 TOO_LARGE', async (t) => {
   t.is((await json(res)).errors[0]!.code, 'TOO_LARGE');
 });
 
+test('/readyz runs its checks at once: two slow ones answer in about the time of one', async (t) => {
+  const slow = (name: string, fail: boolean): HealthCheck => ({
+    name,
+    check: () => new Promise<void>((resolve, reject) => setTimeout(() => (fail ? reject(new Error(`${name} is slow and down`)) : resolve()), 1000)),
+  });
+  const own = await listen([slow('first', false), slow('second', true)]);
+  try {
+    const started = Date.now();
+    const res = await fetch(`${own.url}/readyz`);
+    const elapsed = Date.now() - started;
+    t.is(res.status, 503);
+    t.deepEqual(await res.json(), {
+      status: 'unavailable',
+      checks: { first: 'ok', second: 'unavailable' },
+      reasons: { second: 'second is slow and down' },
+    });
+    // one after the other they took 2 s: a prober with a 2 s timeout would have given up
+    t.true(elapsed < 1800, `took ${elapsed} ms`);
+  } finally {
+    await own.close();
+  }
+});
+
 test('/readyz is 503 quickly when MongoDB is unreachable', async (t) => {
   // a port nobody listens on
   const probe = createServer();
