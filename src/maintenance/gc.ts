@@ -243,10 +243,14 @@ class GarbageCollector {
         if (!this.dry) {
           // A unit id is a fresh uuid: once its document is gone no push can bring it back.
           // by repository, so that each repository's tally moves by what it lost
-          const byRepo = new Map<string, typeof dangling>();
-          for (const a of dangling) byRepo.set(a.repo_id, [...(byRepo.get(a.repo_id) ?? []), a]);
-          for (const [repo, rows] of byRepo) {
-            const res = await this.c.repoContentUnits.deleteMany({ _id: { $in: rows.map((a) => a._id) }, unit_type_id: type });
+          const byRepo = new Map<string, Array<(typeof dangling)[number]['_id']>>();
+          for (const a of dangling) {
+            const ids = byRepo.get(a.repo_id);
+            if (ids) ids.push(a._id);
+            else byRepo.set(a.repo_id, [a._id]);
+          }
+          for (const [repo, ids] of byRepo) {
+            const res = await this.c.repoContentUnits.deleteMany({ _id: { $in: ids }, unit_type_id: type });
             await moveUnitCount(this.c, repo, type, -res.deletedCount);
             this.report.danglingAssociations += res.deletedCount;
           }

@@ -216,11 +216,6 @@ export class SnapshotRepository {
     return out;
   }
 
-  /** A volume's snapshot count, total layer bytes and latest snapshot; null when it has none. */
-  async summary(repo: string): Promise<VolumeSummary | null> {
-    return (await this.summaries([repo])).get(repo) ?? null;
-  }
-
   /** Records a verification, if the tag still holds the manifest that was verified. */
   async recordVerify(repo: string, tag: string, manifestDigest: Digest, result: VerifyResult): Promise<void> {
     await this.coll.updateOne(

@@ -79,8 +79,8 @@ test('upsert keeps one document per tag; list is newest first with filters; veri
   );
   t.deepEqual(indexed.get('vol/b')!.map((d) => d.tag), ['x']);
   t.false(indexed.has('vol/none'));
-  t.is(await repo.summary('vol/none'), null);
-  const a = (await repo.summary('vol/a'))!;
+  t.is((await repo.summaries(['vol/none'])).get('vol/none'), undefined);
+  const a = (await repo.summaries(['vol/a'])).get('vol/a')!;
   t.is(a.snapshots, 2);
   t.is(a.totalSize, 200);
   t.is(String(a.latest.tag), 't1');

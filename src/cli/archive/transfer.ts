@@ -247,13 +247,13 @@ function unwatchInterrupts(pull: ActivePull): void {
   if (pull.pending) reraise(pull.pending);
 }
 
+/** how often a pull by tag follows the tag to another snapshot when the one it read has gone */
+const MAX_TAG_MOVES = 3;
+
 /**
  * Pulls `<name>:<tag>` or `<name>@<manifest digest>` into `dir`. Nothing in `dir` changes unless
  * the download matched its digest and extracted cleanly.
  */
-/** how often a pull by tag follows the tag to another snapshot when the one it read has gone */
-const MAX_TAG_MOVES = 3;
-
 export async function pullInto(client: VolregClient, ref: string, dir: string, opts: PullOptions): Promise<{ digest: string; size: number; entries: number; snapshot: SnapshotJson | null }> {
   const parsed = parseSnapshotRef(ref);
   let expected: { digest: string; size: number };
@@ -264,14 +264,12 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
   } else {
     expected = await client.layerByManifestDigest(parsed.name, parsed.digest);
   }
-  // By digest, not by tag: a push moving the tag after it was resolved must not hand this pull
-  // another snapshot's bytes (which would fail the digest check, and read as damage).
   const algorithmOf = (digest: string): DigestAlgorithm => {
     const algorithm = digest.startsWith('sha256:') ? 'sha256' : digest.startsWith('sha512:') ? 'sha512' : null;
     if (algorithm === null) throw new IntegrityError(`cannot verify ${digest}: only sha256 and sha512 are supported`);
     return algorithm;
   };
-  algorithmOf(expected.digest);
+  algorithmOf(expected.digest); // refused before anything is written
 
   await mkdir(dir, { recursive: true });
   // only volreg's own leftovers (staging.ts) do not count; a user's `.volreg-x` does
@@ -300,6 +298,8 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     for (let moves = 0; got === null; moves++) {
       opts.progress.start(expected.size, `pulling ${ref}`);
       try {
+        // By digest, not by tag: a push moving the tag after it was resolved must not hand this
+        // pull another snapshot's bytes (which would fail the digest check, and read as damage).
         got = await client.download(blobPath(parsed.name, expected.digest), file, algorithmOf(expected.digest), expected.size, (n) => opts.progress.add(n));
       } catch (err) {
         if (!(err instanceof RegistryError && err.code === 'BLOB_UNKNOWN')) {
