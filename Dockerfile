@@ -45,5 +45,6 @@ VOLUME ["/data"]
 EXPOSE 5000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "const s = process.env.VOLREG_TLS_CERT ? 'https' : 'http'; const port = (process.env.VOLREG_ADDR || ':5000').split(':').pop(); require(s).get(s + '://127.0.0.1:' + port + '/healthz', { rejectUnauthorized: false }, (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))"]
-# the service runs the compiled output: no TypeScript loader thread, ~40 MB less memory
-CMD ["node", "dist/src/cli/main.js", "serve"]
+# the service runs the compiled output (no TypeScript loader thread, ~40 MB less memory), with
+# the node flags of `npm start` (see the README's Benchmark section)
+CMD ["node", "--max-semi-space-size=4", "dist/src/cli/main.js", "serve"]

@@ -149,6 +149,14 @@ function peakKiBOf(pid: number | undefined): number | undefined {
   }
 }
 
+/** The node flags `npm start` gives the service (package.json is their one place): the bench measures what operators run. */
+export function startNodeFlags(repoRoot: string): string[] {
+  const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  const m = /\bnode((?:\s+--\S+)*)\s+dist\/src\/cli\/main\.js serve\b/.exec(pkg.scripts.start);
+  if (!m) throw new Error(`package.json's start script does not run dist/src/cli/main.js serve: ${pkg.scripts.start}`);
+  return m[1]!.trim().split(/\s+/).filter(Boolean);
+}
+
 export async function startVolreg(repoRoot: string, tmpRoot: string, opts: VolregStartOptions = {}): Promise<RunningServer> {
   const { cpuProfDir, nodeFlags = [], separateDb = false, startTimeoutMs = 90_000 } = opts;
   const dataDir = await fs.mkdtemp(path.join(tmpRoot, 'volreg-data-'));
@@ -162,7 +170,7 @@ export async function startVolreg(repoRoot: string, tmpRoot: string, opts: Volre
   execFileSync('npm', ['run', 'build', '--silent'], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'inherit'] });
   const db = separateDb ? await startSeparateDb(repoRoot, dataDir, startTimeoutMs) : undefined;
   if (db) env.VOLREG_MONGODB_URL = db.uri;
-  const child = spawn(process.execPath, [...prof, ...nodeFlags, 'dist/src/cli/main.js', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...prof, ...startNodeFlags(repoRoot), ...nodeFlags, 'dist/src/cli/main.js', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const { tail: errTail, exitReason, exited } = track(child);
   const outTail = new Tail(30);
   const outputTail = (): string => [outTail.text(), errTail.text()].filter(Boolean).join('\n');

@@ -74,7 +74,13 @@ test('Dockerfile: multi-stage on node:20-bookworm-slim, npm ci, non-root, volreg
   t.notRegex(users[0]!, /USER (root|0)\b/);
   t.regex(text, /VOLREG_ADDR=0\.0\.0\.0:5000/);
   t.regex(text, /VOLREG_DATA_DIR=\/data/);
-  t.regex(text, /^CMD \["node", "dist\/src\/cli\/main\.js", "serve"\]$/m);
+  // the image runs the service as `npm start` does, node flags included
+  const start = (JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start;
+  const startArgs = /\bexec (node\b.*\bserve)$/.exec(start)?.[1]?.split(/\s+/);
+  t.truthy(startArgs, start);
+  t.true(startArgs!.some((a) => a.startsWith('--max-semi-space-size=')), 'the service runs with a small young generation');
+  const cmd = /^CMD (\[.*\])$/m.exec(text)?.[1];
+  t.deepEqual(JSON.parse(cmd ?? 'null'), startArgs);
   t.regex(text, /^RUN npm run build$/m, 'the service image runs compiled JavaScript');
   // everything the image copies exists
   for (const m of text.matchAll(/^COPY (?!--from).*$/gm)) {
