@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { Transform, type Readable } from 'node:stream';
@@ -9,6 +8,7 @@ import { digestAlgorithm, digestOf, parseDigest, type DigestAlgorithm } from '..
 import { isVolregError } from '../domain/errors.ts';
 import { parseRepositoryName, parseTag } from '../domain/names.ts';
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
+import { DigestingFile } from './digesting-file.ts';
 import { brokenReply, errorReply, readJsonReply, RegistryError, requestName, retryAfterSeconds, unanswered, unexpectedStatus } from './registry-reply.ts';
 
 export { RegistryError } from './registry-reply.ts';
@@ -56,7 +56,11 @@ export const VERIFY_FLOOR_BYTES_PER_SECOND = 16 * 1024 * 1024;
 /** A request to the registry during which nothing moved for --timeout seconds (a stalled registry, a dead network). */
 export class RegistryTimeoutError extends Error {
   override name = 'RegistryTimeoutError';
-  constructor(method: string, url: URL, seconds: number) {
+  constructor(
+    method: string,
+    url: URL,
+    readonly seconds: number,
+  ) {
     super(`nothing came from the registry for ${seconds} s (${method} ${url.pathname}): it is stalled or unreachable (the limit is --timeout or VOLREG_TIMEOUT; 0 waits for ever)`);
   }
 }
@@ -317,44 +321,120 @@ export class VolregClient {
   }
 
   /**
-   * Downloads `path` (the /api/v1 content path or a /v2 blob path) into a new `file`, hashing it with `algorithm` on the way. At most `maxBytes`
-   * are taken (the size the snapshot says it has): a reply announcing or sending more ends at once
-   * with an OversizedReplyError, so a broken or hostile registry can not fill the target's disk.
-   * Returns the digest of what was written and the one the registry announced.
+   * Downloads `path` (a /v2 blob path: content addressed, so its bytes at an offset never change)
+   * into a new `file`, hashing it with `algorithm` on the way. At most `maxBytes` are taken (the
+   * size the snapshot says it has): a reply announcing or sending more ends at once with an
+   * OversizedReplyError, so a broken or hostile registry can not fill the target's disk.
+   *
+   * A connection that breaks or stalls mid-body is resumed with a Range request from the bytes
+   * already written (`onResume` hears of it); a registry that answers it with the whole content
+   * starts the file over. It gives up, with the break's own error, after RESUMES_WITHOUT_PROGRESS
+   * resumptions in a row that got no further. Returns the digest of what was written and the one
+   * the registry announced.
    */
-  async download(path: string, file: string, algorithm: DigestAlgorithm, maxBytes: number, onBytes?: (n: number) => void): Promise<{ digest: string; size: number; announced: string | null }> {
-    const res = await this.send('GET', path);
-    if ((res.statusCode ?? 0) >= 400) throw await errorReply(res);
-    // a redirect or a 204 is not the content: never hashed, never called a damaged snapshot
-    if (res.statusCode !== 200) throw unexpectedStatus(res, requestName('GET', path));
-    const declared = res.headers['content-length'];
-    if (declared !== undefined && Number(declared) > maxBytes) {
-      res.destroy();
-      throw new OversizedReplyError(Number(declared), maxBytes);
+  async download(
+    path: string,
+    file: string,
+    algorithm: DigestAlgorithm,
+    maxBytes: number,
+    opts: { onBytes?: (n: number) => void; onResume?: (written: number, why: string) => void } = {},
+  ): Promise<{ digest: string; size: number; announced: string | null }> {
+    const first = await this.send('GET', path);
+    await checkContentReply(first, path, 0);
+    const sink = await DigestingFile.create(file, algorithm).catch((err: unknown) => {
+      first.destroy();
+      throw err;
+    });
+    let done = false;
+    try {
+      let announced: string | null = null;
+      let furthest = 0;
+      let fruitless = 0;
+      for (let res: IncomingMessage | null = first; ; res = null) {
+        try {
+          if (res === null) {
+            if (sink.bytes === maxBytes) break; // all came; only the end of the reply did not
+            res = await this.send('GET', path, sink.bytes > 0 ? { headers: { Range: `bytes=${sink.bytes}-` } } : {});
+            await checkContentReply(res, path, sink.bytes);
+          }
+          announced = (await this.receive(res, path, sink, maxBytes, opts.onBytes)) ?? announced;
+          break;
+        } catch (err) {
+          await sink.settled();
+          const broken = sink.failure === null && isBrokenConnection(err);
+          if (sink.bytes > furthest) [furthest, fruitless] = [sink.bytes, 0];
+          else fruitless++;
+          if (!broken || fruitless > RESUMES_WITHOUT_PROGRESS) throw brokenReply(err, `the download, after ${furthest} of ${maxBytes} bytes`);
+          opts.onResume?.(sink.bytes, err instanceof RegistryTimeoutError ? `nothing came for ${err.seconds} s` : (err as Error).message);
+          if (fruitless > 0) await new Promise((r) => setTimeout(r, RESUME_WAIT_MS * fruitless));
+        }
+      }
+      done = true;
+      return { digest: sink.digest(), size: sink.bytes, announced };
+    } finally {
+      await sink.close();
+      // a part is no use to anyone: the caller may try again with the same name
+      if (!done) await rm(file, { force: true });
     }
-    const hash = createHash(algorithm);
-    let size = 0;
-    const written = pipeline(
+  }
+
+  /** One reply's body into `sink`: the first reply's, or a resumption's (206 from `sink.bytes`, or 200 from the start). */
+  private async receive(res: IncomingMessage, path: string, sink: DigestingFile, maxBytes: number, onBytes?: (n: number) => void): Promise<string | null> {
+    if (res.statusCode === 200 && sink.bytes > 0) await sink.restart();
+    let received = sink.bytes;
+    const declared = res.headers['content-length'];
+    if (declared !== undefined && received + Number(declared) > maxBytes) {
+      res.destroy();
+      throw new OversizedReplyError(received + Number(declared), maxBytes);
+    }
+    await pipeline(
       res,
       new Transform({
         transform(chunk: Buffer, _enc, cb) {
-          size += chunk.length;
-          if (size > maxBytes) {
+          received += chunk.length;
+          if (received > maxBytes) {
             cb(new OversizedReplyError(null, maxBytes));
             return;
           }
-          hash.update(chunk);
           onBytes?.(chunk.length);
           cb(null, chunk);
         },
       }),
-      createWriteStream(file, { flags: 'wx', mode: 0o600 }),
+      sink.writable(),
     );
-    await written.catch((err: unknown) => Promise.reject(brokenReply(err, `the download, after ${size} of ${maxBytes} bytes`)));
     const header = res.headers['docker-content-digest'];
-    return { digest: `${algorithm}:${hash.digest('hex')}`, size, announced: typeof header === 'string' ? header : null };
+    return typeof header === 'string' ? header : null;
   }
 }
+
+/**
+ * Throws unless `res` is the content from byte `from`: 200 (from 0, or a registry that ignored
+ * the Range) or a 206 starting at `from`. A redirect, a 204 or another range is not the content:
+ * never hashed, never called a damaged snapshot.
+ */
+async function checkContentReply(res: IncomingMessage, path: string, from: number): Promise<void> {
+  if ((res.statusCode ?? 0) >= 400) throw await errorReply(res);
+  if (res.statusCode === 200) return;
+  if (res.statusCode !== 206 || from === 0) throw unexpectedStatus(res, requestName('GET', path));
+  const range = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
+  if (range === null || Number(range[1]) !== from) {
+    res.resume();
+    throw new RegistryError(206, 'UNEXPECTED_REPLY', `${requestName('GET', path)} from byte ${from} was answered with the range ${JSON.stringify(res.headers['content-range'] ?? null)}`);
+  }
+}
+
+/** how many resumptions in a row may end no further than the one before, and the wait before each (times its place) */
+const RESUMES_WITHOUT_PROGRESS = 2;
+const RESUME_WAIT_MS = 1000;
+
+/** A connection that broke or went silent, or a registry not answering a resumption (restarting): worth another request. */
+function isBrokenConnection(err: unknown): boolean {
+  if (err instanceof RegistryTimeoutError) return true;
+  const codes = [(err as NodeJS.ErrnoException)?.code, ((err as Error)?.cause as NodeJS.ErrnoException | undefined)?.code];
+  return codes.some((c) => c !== undefined && BROKEN_CONNECTION.has(c));
+}
+
+const BROKEN_CONNECTION = new Set(['ECONNRESET', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNREFUSED', 'ETIMEDOUT']);
 
 export function blobPath(name: string, digest: string): string {
   return `v2/${encodePath(name)}/blobs/${digest}`;
@@ -389,7 +469,6 @@ export function clientFrom(flags: ConnectionFlags): VolregClient {
   return new VolregClient({ url: flags.url ?? 'http://127.0.0.1:5000', user: flags.user, password: flags.password, timeoutSeconds: Number(timeout) });
 }
 
-/** `<name>:<tag>` or `<name>@<digest>`. */
 /**
  * `<name>:<tag>` or `<name>@<digest>`, each part checked against the OCI grammar here: a
  * reference the registry could never accept is bad usage (exit 2), found before any work.

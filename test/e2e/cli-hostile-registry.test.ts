@@ -133,17 +133,37 @@ test('a Content-Length above the snapshot size is refused before a byte is read 
   t.deepEqual(run.entries, []);
 });
 
-test('a registry that stalls mid-download fails the pull after --timeout seconds of silence, saying so (exit 1)', async (t) => {
+/** stderr's warnings, each one that the pull resumed the download */
+function resumeWarnings(run: CliRun, volume: string): string[] {
+  const lines = run.stderr.split('\n').filter((line) => line.startsWith('volreg pull: warning: '));
+  for (const line of lines) assertResumeWarning(line, volume);
+  return lines;
+}
+
+function assertResumeWarning(line: string, volume: string): void {
+  if (!new RegExp(`^volreg pull: warning: the download of h/${volume}:v1 broke off after \\d+ of ${archive.length} bytes \\(.+\\); resuming from there$`).test(line)) {
+    throw new Error(`not a resume warning: ${line}`);
+  }
+}
+
+test('a registry that stalls mid-download every time fails the pull after --timeout seconds of silence per try, saying so (exit 1)', async (t) => {
+  let requests = 0;
   contentOf.set('h/stalled', (req, res) => {
+    requests++;
     res.writeHead(200, { 'Content-Length': String(archive.length) });
     res.write(archive.subarray(0, 100));
     stall(req, res);
   });
   const started = Date.now();
-  const run = await pull('stalled', '--timeout', '2');
+  const run = await pull('stalled', '--timeout', '1');
   t.is(run.code, 1, run.stderr);
-  t.is(run.stderr, `volreg pull: nothing came from the registry for 2 s (GET /v2/h/stalled/blobs/${digest}): it is stalled or unreachable (the limit is --timeout or VOLREG_TIMEOUT; 0 waits for ever)\n`);
-  t.true(Date.now() - started < 15_000, 'failed at the timeout, not when the registry gave up');
+  t.true(run.stderr.endsWith(`\nvolreg pull: nothing came from the registry for 1 s (GET /v2/h/stalled/blobs/${digest}): it is stalled or unreachable (the limit is --timeout or VOLREG_TIMEOUT; 0 waits for ever)\n`), run.stderr);
+  // resumed while it got further, then twice more (this registry answers every try from byte 0)
+  const warnings = resumeWarnings(run, 'stalled');
+  t.is(warnings.length, requests - 1);
+  t.true(requests >= 3 && requests <= 5, `${requests} requests`);
+  t.regex(warnings[0]!, /\(nothing came for 1 s\)/);
+  t.true(Date.now() - started < 15_000, 'failed at the timeouts, not when the registry gave up');
   t.deepEqual(run.entries, []);
 });
 
@@ -233,14 +253,60 @@ test('a JSON reply is read up to 64 MiB, not held whole however large it grows (
   t.false(finished, `read no further than the limit (the registry sent ${sent} bytes)`);
 });
 
-test('a download cut short says after how many bytes, and writes nothing (exit 1)', async (t) => {
-  contentOf.set('h/short', (_req, res) => {
+test('a download cut short at the same byte every time says after how many bytes, and writes nothing (exit 1)', async (t) => {
+  const ranges: Array<string | undefined> = [];
+  contentOf.set('h/short', (req, res) => {
+    ranges.push(req.headers.range);
+    // the Range of a resumption is not honoured: each reply starts over and breaks at byte 100
     res.writeHead(200, { 'Content-Length': String(archive.length) });
     res.write(archive.subarray(0, 100), () => res.destroy());
   });
   const run = await pull('short');
   t.is(run.code, 1);
-  t.is(run.stderr, `volreg pull: the connection to the registry broke during the download, after 100 of ${archive.length} bytes (aborted)\n`);
+  t.true(run.stderr.endsWith(`\nvolreg pull: the connection to the registry broke during the download, after 100 of ${archive.length} bytes (aborted)\n`), run.stderr);
+  t.is(resumeWarnings(run, 'short').length, ranges.length - 1);
+  t.is(run.stderr.split('\n').length, ranges.length + 1, 'the warnings, the failure, nothing else');
+  t.is(ranges[0], undefined, 'the first request asks for the whole');
+  t.true(ranges.includes('bytes=100-'), `a resumption asked for the rest: ${JSON.stringify(ranges)}`);
+  t.deepEqual(run.entries, []);
+});
+
+test('a download broken off is resumed from the bytes written, and the resumed whole is verified before extraction', async (t) => {
+  const asked: Array<string | undefined> = [];
+  contentOf.set('h/resumed', (req, res) => {
+    asked.push(req.headers.range);
+    const from = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+    const part = archive.subarray(from, Math.min(archive.length, from + 60));
+    res.writeHead(from > 0 ? 206 : 200, {
+      'Content-Length': String(archive.length - from),
+      ...(from > 0 ? { 'Content-Range': `bytes ${from}-${archive.length - 1}/${archive.length}` } : {}),
+    });
+    // 60 bytes a reply, then the connection breaks (until the last part, which completes)
+    if (from + part.length === archive.length) res.end(part);
+    else res.write(part, () => res.destroy());
+  });
+  const run = await pull('resumed');
+  t.is(run.code, 0, run.stderr);
+  // each try from what was written before (a part the break took with it is asked for again)
+  t.true(asked.includes('bytes=60-') && asked.includes('bytes=120-'), JSON.stringify(asked));
+  t.deepEqual([...new Set(asked.filter(Boolean))], ['bytes=60-', 'bytes=120-']);
+  t.is(resumeWarnings(run, 'resumed').length, asked.length - 1);
+  t.deepEqual(run.entries, ['file']);
+});
+
+test('a resumption answered with another range than asked is refused, and nothing extracted (exit 1)', async (t) => {
+  contentOf.set('h/wrong-range', (req, res) => {
+    if (req.headers.range) {
+      res.writeHead(206, { 'Content-Range': `bytes 0-${archive.length - 1}/${archive.length}`, 'Content-Length': String(archive.length) });
+      res.end(archive);
+      return;
+    }
+    res.writeHead(200, { 'Content-Length': String(archive.length) });
+    res.write(archive.subarray(0, 100), () => res.destroy());
+  });
+  const run = await pull('wrong-range');
+  t.is(run.code, 1, run.stderr);
+  t.regex(run.stderr, new RegExp(`from byte \\d+ was answered with the range "bytes 0-${archive.length - 1}/${archive.length}"`));
   t.deepEqual(run.entries, []);
 });
 

@@ -300,7 +300,10 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
       try {
         // By digest, not by tag: a push moving the tag after it was resolved must not hand this
         // pull another snapshot's bytes (which would fail the digest check, and read as damage).
-        got = await client.download(blobPath(parsed.name, expected.digest), file, algorithmOf(expected.digest), expected.size, (n) => opts.progress.add(n));
+        got = await client.download(blobPath(parsed.name, expected.digest), file, algorithmOf(expected.digest), expected.size, {
+          onBytes: (n) => opts.progress.add(n),
+          onResume: (written, why) => opts.onWarning?.(`the download of ${ref} broke off after ${written} of ${expected.size} bytes (${why}); resuming from there`),
+        });
       } catch (err) {
         if (!(err instanceof RegistryError && err.code === 'BLOB_UNKNOWN')) {
           if (!(err instanceof OversizedReplyError)) throw err;
