@@ -129,7 +129,10 @@ export class TagRepository {
       return;
     }
     const { manifestDigest, manifestType } = write.previous;
-    await this.c.tags.updateOne(ours, { $set: { manifest_digest: manifestDigest, manifest_type: manifestType, _last_updated: pulpFields(UNIT_TYPES.tag)._last_updated } });
+    const { matchedCount } = await this.c.tags.updateOne(ours, { $set: { manifest_digest: manifestDigest, manifest_type: manifestType, _last_updated: pulpFields(UNIT_TYPES.tag)._last_updated } });
+    // the name's v1 image id goes back with its schema-1 unit (a later push's is left alone with its write)
+    const v1 = write.previousV1ImageId;
+    if (matchedCount > 0 && v1 !== undefined) await (v1 === null ? this.removeV1Tags(write.repository, [write.name]) : this.setV1ImageId(write.repository, write.name, v1));
   }
 
   /**
@@ -246,20 +249,22 @@ export class TagRepository {
   /**
    * Records a v1 tag in `repos.scratchpad.tags`: exactly one `{tag, image_id}` per tag name,
    * replaced on re-push. Each step is a single-document conditional update, so racing pushes
-   * never leave two entries for one name.
+   * never leave two entries for one name. Answers the image id it replaced, read just before
+   * (what a refused push puts back).
    */
-  async setV1ImageId(repo: string, tag: string, imageId: string): Promise<void> {
+  async setV1ImageId(repo: string, tag: string, imageId: string): Promise<string | null> {
+    const before = await this.v1ImageId(repo, tag);
     for (let attempt = 0; attempt < 5; attempt++) {
       const replaced = await this.c.repos.updateOne(
         { _id: repo, 'scratchpad.tags.tag': tag },
         { $set: { 'scratchpad.tags.$.image_id': imageId, _last_updated: Math.floor(Date.now() / 1000) } },
       );
-      if (replaced.matchedCount > 0) return;
+      if (replaced.matchedCount > 0) return before;
       const added = await this.c.repos.updateOne(
         { _id: repo, 'scratchpad.tags.tag': { $ne: tag } },
         { $push: { 'scratchpad.tags': { tag, image_id: imageId } }, $set: { _last_updated: Math.floor(Date.now() / 1000) } },
       );
-      if (added.matchedCount > 0) return;
+      if (added.matchedCount > 0) return before;
       // neither matched: another push added the entry in between, so replace it next round
     }
     throw new Error('could not record the v1 tag');

@@ -56,12 +56,14 @@ export interface BlobBytes {
 export interface TagWriter {
   /** with `condition`, writes only if the preconditions hold for the unit it would replace (else PRECONDITION_FAILED) */
   upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind, condition?: Preconditions): Promise<TagWrite>;
+  /** takes a push's write back, v1 image id included, unless a later write replaced it */
   undo(write: TagWrite): Promise<void>;
   /** the units of a tag name (at most one per schema version) */
   findByName(repo: string, name: string): Promise<readonly TagRecord[]>;
   deleteByName(repo: string, name: string, opts?: { only?: (unit: TagRecord) => boolean }): Promise<TagRecord[]>;
   deleteByManifest(repo: string, manifestDigest: Digest): Promise<TagRecord[]>;
-  setV1ImageId(repo: string, tag: string, imageId: string): Promise<void>;
+  /** records a schema-1 tag's v1 image id; answers the one it replaced (null: none) */
+  setV1ImageId(repo: string, tag: string, imageId: string): Promise<string | null>;
 }
 
 export interface RepositoryStore {
@@ -152,8 +154,9 @@ export class ManifestService {
     try {
       for (const tag of tags) {
         const condition = ref.kind === 'tag' && tag === ref.tag ? conditions : undefined;
-        written.push(await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind, condition));
-        if (parsed.v1TopImageId !== null) await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
+        const write = await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind, condition);
+        written.push(write);
+        if (parsed.v1TopImageId !== null) write.previousV1ImageId = await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
       }
     } catch (err) {
       // A precondition a racing push made false since the check above: undone as below.

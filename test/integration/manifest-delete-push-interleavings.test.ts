@@ -3,7 +3,7 @@ import { parseRepositoryName } from '../../src/domain/names.ts';
 import { collections, type Collections } from '../../src/metadata/collections.ts';
 import { isVolregError } from '../../src/domain/errors.ts';
 import { gate, heldAt, manifestServiceWith } from '../helpers/held-services.ts';
-import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
+import { configBlob, MT, ociManifest, randomBlob, schema1Unsigned } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -135,6 +135,32 @@ for (const before of ['absent', 'on another manifest'] as const) {
     await listedTagsAllPull(t, server.url, repo);
   });
 }
+
+test.serial('a schema-1 push refused after moving its tag puts the tag\'s v1 image id back with it', async (t) => {
+  const { server, c } = t.context;
+  const repo = repoName('refused-schema1');
+  const layerA = randomBlob(500);
+  const layerB = randomBlob(500);
+  await pushBlobs(server.url, repo, [layerA, layerB]);
+  const a = schema1Unsigned({ name: repo, tag: 'latest', layers: [layerA] });
+  t.is((await putManifest(server.url, repo, 'latest', a)).status, 201);
+  const b = schema1Unsigned({ name: repo, tag: 'latest', layers: [layerB] });
+
+  const { service, held } = pushingServiceHeldAfterTag(c);
+  const pushing = service.put(parseRepositoryName(repo), 'latest', b.bytes, b.mediaType);
+  pushing.catch(() => undefined);
+  await held.reached; // "latest" (schema 1) points at b; its v1 image id is recorded next
+  t.is((await request(server.url, `/v2/${repo}/blobs/${layerB.digest}`, { method: 'DELETE' })).status, 202);
+  held.open();
+  const err = await t.throwsAsync(pushing);
+  t.true(isVolregError(err) && err.code === 'MANIFEST_BLOB_UNKNOWN', String(err));
+
+  const latest = await getManifest(server.url, repo, 'latest', MT.schema1);
+  t.is(latest.status, 200);
+  t.true(latest.body.equals(a.bytes), 'the tag is back on the acknowledged manifest');
+  const doc = await c.repos.findOne({ _id: repo });
+  t.deepEqual(doc!.scratchpad.tags, [{ tag: 'latest', image_id: a.topId }], 'and its v1 image id with it');
+});
 
 test.serial('a manifest deleted by digest while a push moves one of its tags to another manifest: the moved tag stays', async (t) => {
   const { server, c } = t.context;

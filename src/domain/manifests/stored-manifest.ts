@@ -36,4 +36,6 @@ export interface TagRecord {
 /** A tag unit as a push wrote it, with what it pointed at before (null: the push created it). */
 export interface TagWrite extends TagRecord {
   previous: { manifestDigest: Digest; manifestType: ManifestKind } | null;
+  /** schema 1: the v1 image id the name had before the push recorded its own (null: none) */
+  previousV1ImageId?: string | null;
 }
