@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { access, mkdir, readFile } from 'node:fs/promises';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { MongoClient, MongoError, type Db } from 'mongodb';
 import { pino, type Logger } from 'pino';
@@ -203,6 +203,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   await mkdir(config.dataDir, { recursive: true });
   loadSchemas();
   const auth: BasicAuth | undefined = config.authFile ? basicAuth(await loadHtpasswd(config.authFile), logger) : undefined;
+  // A port in use is found before the metadata store opens and migrates: an operator who started
+  // a second volreg by mistake hears it at once, and its data directory is left untouched.
+  if (config.addr.port !== 0) await checkPortFree(config.addr.host, config.addr.port);
   // before the driver opens a connection: its raw socket errors are then told apart (fromMongoFailure)
   watchDriverSockets();
 
@@ -468,7 +471,14 @@ export class StartupError extends Error {
   override name = 'StartupError';
 }
 
-function listen(server: Server, host: string, port: number): Promise<number> {
+/** Fails as the service's listen would if `host:port` is taken; frees it again at once. */
+async function checkPortFree(host: string, port: number): Promise<void> {
+  const probe = createNetServer();
+  await listen(probe, host, port);
+  await new Promise((resolve) => probe.close(resolve));
+}
+
+function listen(server: NetServer, host: string, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(new StartupError(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`));

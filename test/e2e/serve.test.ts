@@ -2,6 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { Agent, request } from 'node:http';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -261,6 +262,20 @@ test('a second volreg on a data directory in use is refused with exit code 1', a
   t.is((await fetch(`${first.url}/readyz`)).status, 200);
   first.kill('SIGTERM');
   t.is((await first.waitExit()).code, 0);
+});
+
+test('a port in use is refused with exit code 1 before the data directory is opened', async (t) => {
+  const taken = createNetServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => taken.close());
+  const port = (taken.address() as AddressInfo).port;
+  const dataDir = await tempDir();
+  const run1 = await run(['serve'], { VOLREG_ADDR: `127.0.0.1:${port}`, VOLREG_DATA_DIR: dataDir });
+  t.is(run1.code, 1);
+  t.regex(run1.stderr, new RegExp(`^volreg: cannot start: cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE$`, 'm'));
+  t.notRegex(run1.stdout, /volreg listening on/);
+  // no metadata store opened or migrated there
+  t.deepEqual(await readdir(dataDir), []);
 });
 
 test('bad configuration: one line per bad variable on stderr, exit code 2, nothing started', async (t) => {
