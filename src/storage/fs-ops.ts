@@ -1,4 +1,4 @@
-import { link, open, opendir, rename, unlink } from 'node:fs/promises';
+import { link, open, opendir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /** Filesystem steps the blob store builds on: durable directory entries, missing-file tolerance. */
@@ -26,6 +26,19 @@ export async function replaceFile(path: string, tmp: string, data: string | Uint
   }
   await rename(tmp, path);
   await fsyncDir(dirname(path));
+}
+
+/**
+ * Writes all of `data` at the file's current position. A write(2) may take only part of its
+ * buffer (a disk filling up takes what fits and reports no error): the rest is written in turn,
+ * so the disk's refusal surfaces as an error instead of a file quietly cut short.
+ */
+export async function writeFully(fh: FileHandle, data: Uint8Array): Promise<void> {
+  for (let done = 0; done < data.length; ) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done);
+    if (bytesWritten === 0) throw new Error('the file took no bytes of a write');
+    done += bytesWritten;
+  }
 }
 
 /** After `mkdir -p dir` created `created` and below, makes each new entry durable. */

@@ -10,6 +10,7 @@ import { normalizeEntryName, symlinkStaysInside } from '../../domain/volumes/ent
 import { unrestorableReason } from '../../domain/volumes/restorable-entry.ts';
 import { feedParser } from '../../domain/volumes/tar-feed.ts';
 import { TarFraming } from '../../domain/volumes/tar-framing.ts';
+import { writeFully } from '../../storage/fs-ops.ts';
 
 /**
  * Extracts a tar stream into a directory without ever writing outside it:
@@ -223,7 +224,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
     const handle = await open(abs, FILE_FLAGS, 0o600);
     try {
       for await (const chunk of body) {
-        await handle.write(chunk);
+        await writeFully(handle, chunk);
         result.bytes += chunk.length;
         opts.onFileBytes?.(chunk.length);
       }
