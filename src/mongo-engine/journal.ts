@@ -259,11 +259,33 @@ export class Journal implements ChangeSink, Durability {
   }
 }
 
+/**
+ * Writes `buffers` whole at the file's position. A write(2) may take only part of what it is
+ * given and report no error (a full disk takes what fits; space freed meanwhile lets the next one
+ * succeed): the rest is written in turn, never skipped, so a file is whole or the write fails.
+ */
+export async function writeWhole(fh: FileHandle, buffers: readonly Buffer[]): Promise<void> {
+  let rest = buffers.filter((b) => b.length > 0);
+  while (rest.length > 0) {
+    let { bytesWritten: n } = await fh.writev(rest.slice(0, 1024));
+    if (n === 0) throw new Error('the file took no bytes of a write');
+    const left: Buffer[] = [];
+    for (const b of rest) {
+      if (n >= b.length) n -= b.length;
+      else {
+        left.push(n > 0 ? b.subarray(n) : b);
+        n = 0;
+      }
+    }
+    rest = left;
+  }
+}
+
 /** Writes `head` into a journal file just created (still empty) and syncs it; the file's size. */
 export async function startFile(fh: FileHandle, head: Buffer): Promise<number> {
   const size = (await fh.stat()).size;
   if (size > 0) return size;
-  await fh.write(head);
+  await writeWhole(fh, [head]);
   await fh.datasync();
   return head.length;
 }

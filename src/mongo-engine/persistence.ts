@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Catalog } from './collection-store.ts';
 import type { LogFn } from './engine-state.ts';
-import { Journal, startFile, syncDirectory } from './journal.ts';
+import { Journal, startFile, syncDirectory, writeWhole } from './journal.ts';
 import { decodeRecords, encodeDdl, encodeHead, encodePut, encodeSeal, KIND_PUT, KIND_REMOVE, newerFormat, type JournalRecord } from './journal-format.ts';
 import { acquireDbPathLock, type DbPathLock } from './lock.ts';
 import { readStorageFormat, writeStorageFormat } from './storage-format.ts';
@@ -295,15 +295,15 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
       const out = await fs.promises.open(tmp, 'w');
       let written = 0;
       try {
-        await out.writev(frames);
+        await writeWhole(out, frames);
         written += frames.reduce((n, f) => n + f.length, 0);
         for (let i = 0; i < puts.length; i += 2048) {
           const chunk = puts.slice(i, i + 2048).map(([ns, raw]) => encodePut(ns, raw));
-          await out.writev(chunk);
+          await writeWhole(out, chunk);
           written += chunk.reduce((n, f) => n + f.length, 0);
         }
         const seal = encodeSeal({ generation: next, records, store: storeId });
-        await out.write(seal);
+        await writeWhole(out, [seal]);
         written += seal.length;
         await out.datasync();
       } finally {
