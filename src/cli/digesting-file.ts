@@ -2,6 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import type { DigestAlgorithm } from '../domain/digest.ts';
+import { writeFully } from '../storage/fs-ops.ts';
 
 /**
  * A new file that a download is written into, hashed as it is written. The hash and `bytes`
@@ -63,10 +64,8 @@ export class DigestingFile {
 
   private async append(chunk: Buffer): Promise<void> {
     try {
-      for (let off = 0; off < chunk.length; ) {
-        const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, this.bytes + off);
-        off += bytesWritten;
-      }
+      // at its offset: after a restart the file's own position is still where the last write ended
+      await writeFully(this.fh, chunk, this.bytes);
     } catch (err) {
       this.failure = err as Error;
       throw err;

@@ -29,13 +29,14 @@ export async function replaceFile(path: string, tmp: string, data: string | Uint
 }
 
 /**
- * Writes all of `data` at the file's current position. A write(2) may take only part of its
- * buffer (a disk filling up takes what fits and reports no error): the rest is written in turn,
- * so the disk's refusal surfaces as an error instead of a file quietly cut short.
+ * Writes all of `data` at `position` (default: the file's current position). A write(2) may
+ * take only part of its buffer (a disk filling up takes what fits and reports no error): the
+ * rest is written in turn, so the disk's refusal surfaces as an error instead of a file quietly
+ * cut short.
  */
-export async function writeFully(fh: FileHandle, data: Uint8Array): Promise<void> {
+export async function writeFully(fh: FileHandle, data: Uint8Array, position?: number): Promise<void> {
   for (let done = 0; done < data.length; ) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done);
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position === undefined ? null : position + done);
     if (bytesWritten === 0) throw new Error('the file took no bytes of a write');
     done += bytesWritten;
   }
