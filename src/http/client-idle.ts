@@ -7,7 +7,8 @@ import type { Context, Middleware } from 'koa';
  * whose timeout fires when no one handles it.
  *
  * Only while waiting on the client: never while volreg works on a request by itself (committing
- * an upload, verifying a snapshot), which may take long without a byte moving.
+ * an upload, verifying a snapshot, re-hashing a resumed session: idleWhileBusy), which may take
+ * long without a byte moving.
  *
  * For a reply the period can run twice: when it ends, Node lets a write whose queue shrank since
  * it began (the kernel took part of it) go on for another (net.Socket's _onTimeout), so a reader
@@ -53,5 +54,17 @@ export function clientIdle(seconds: number): Middleware {
     // the reply Koa writes after this (a JSON or manifest body) must be taken by the client too;
     // a body streamed by the handler (sendBlob) armed the timeout itself
     if (ctx.respond !== false) awaitClient(ctx);
+  };
+}
+
+/**
+ * For a store that works on its own before it reads the request body (AppendOptions.busy): the
+ * body's idle timeout stops while it does and starts again when it reads.
+ */
+export function idleWhileBusy(ctx: Context): (busy: boolean) => void {
+  return (busy) => {
+    if (ctx.req.complete) return;
+    if (busy) ctx.req.socket?.setTimeout(0);
+    else awaitClient(ctx);
   };
 }

@@ -55,6 +55,8 @@ export interface ChunkOptions {
   range?: ByteRange;
   /** the chunk's Content-Length, when sent */
   contentLength?: number;
+  /** see AppendOptions.busy */
+  busy?: (busy: boolean) => void;
 }
 
 export class UploadService {
@@ -207,7 +209,7 @@ export class UploadService {
 
   private async appendAt(writer: UploadWriter, body: Readable, opts: ChunkOptions, pinnedAt?: number): Promise<number> {
     // a declared length is checked against free space before any byte is read
-    if (!opts.range) return writer.append(body, { atOffset: pinnedAt, exactBytes: opts.contentLength });
+    if (!opts.range) return writer.append(body, { atOffset: pinnedAt, exactBytes: opts.contentLength, busy: opts.busy });
     // Checked here for a quick answer, and again by the store under the session's lock.
     if (opts.range.start !== writer.offset) {
       throw new VolregError('RANGE_INVALID', 'chunk does not start at the current offset', { offset: writer.offset });
@@ -216,7 +218,7 @@ export class UploadService {
     if (opts.contentLength !== undefined && opts.contentLength !== length) {
       throw new VolregError('SIZE_INVALID', 'Content-Length does not match Content-Range', { contentLength: opts.contentLength, range: opts.range });
     }
-    return writer.append(body, { atOffset: opts.range.start, exactBytes: length });
+    return writer.append(body, { atOffset: opts.range.start, exactBytes: length, busy: opts.busy });
   }
 
   /** The session document, which must belong to `repo`: BLOB_UPLOAD_UNKNOWN otherwise. */

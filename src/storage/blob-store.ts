@@ -117,6 +117,12 @@ export interface AppendOptions {
    * Checked against the durable offset under the session's lock: RANGE_INVALID on mismatch.
    */
   atOffset?: number;
+  /**
+   * Told `true` while the store works on its own before it reads the source (re-reading a
+   * resumed session's bytes to hash them, after a restart or in another process), `false` once it
+   * reads: a caller timing the source out for idleness does not count that time.
+   */
+  busy?: (busy: boolean) => void;
 }
 
 export interface UploadWriter {

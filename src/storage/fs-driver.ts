@@ -407,8 +407,14 @@ export class FsBlobStore implements BlobStore {
       }
       // A declared length is checked before any byte is read; a stream of unknown length as it goes.
       await this.space.ensure(opts.exactBytes ?? 0);
-      await this.hashAt(id, state);
+      opts.busy?.(true);
+      try {
+        await this.hashAt(id, state);
+      } finally {
+        opts.busy?.(false);
+      }
       const generation = this.hasher.generation;
+      let hashed = 0;
       const path = uploadDataPath(this.root, id);
       const fh = await openData(this.root, id, 'r+');
       let written: number;
@@ -419,7 +425,10 @@ export class FsBlobStore implements BlobStore {
           const superseded = (): void => void source.destroy(new VolregError('BLOB_UPLOAD_INVALID', 'a newer request on this upload session took over from this chunk'));
           written = await this.locks.interruptible(id, superseded, (awaitingClient) =>
             copyInto(source, fh, state.offset, {
-              hash: (bufs, n) => this.hasher.update(id, bufs, n),
+              hash: (bufs, n) => {
+                hashed += n;
+                return this.hasher.update(id, bufs, n);
+              },
               written: (n) => this.writeBack.wrote(id, path, n),
               awaitingSource: awaitingClient,
               budget: this.uploadBytes,
@@ -428,8 +437,11 @@ export class FsBlobStore implements BlobStore {
             }),
           );
         } catch (err) {
-          // Back to the last durable offset; the hash saw bytes that are now gone.
-          this.hasher.drop(id);
+          // Back to the last durable offset. A hash that saw bytes now gone is dropped; one that
+          // saw none is kept, so a retry does not read the whole session again (which may take
+          // longer than its client waits, and so for ever).
+          if (hashed === 0) this.remember(id, { algorithm: state.algorithm, offset: state.offset, generation });
+          else this.hasher.drop(id);
           await fh.truncate(state.offset).catch(() => undefined);
           throw err;
         }

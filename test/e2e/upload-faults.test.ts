@@ -142,6 +142,37 @@ test('restart during a chunked upload: finish from the reported offset, byte-ide
   });
 });
 
+test('after a restart, a session larger than can be re-hashed within the client idle timeout takes its next chunk', async (t) => {
+  // volreg re-reads the session's bytes for their hash before the chunk (1 GiB: about 2.5 s here);
+  // that is its own work, not the client idling, so the 1 s timeout must not cut the chunk off
+  const env = { VOLREG_CLIENT_IDLE_TIMEOUT: '1' };
+  const held = 1024;
+  await withDataDir(async (dataDir) => {
+    const body = new Body(held + 1);
+    const first = await spawnServer({ dataDir, env });
+    let loc: string;
+    try {
+      const post = await raw(first.url, 'POST', '/v2/faults/rehash/blobs/uploads/');
+      t.is(post.status, 202);
+      const patch = await streamRequest(first.url, 'PATCH', String(post.headers.location), body, { from: 0, to: held }).response;
+      t.is(patch.status, 202);
+      loc = String(patch.headers.location);
+    } finally {
+      t.is((await stop(first)).code, 0);
+    }
+    const second = await spawnServer({ dataDir, env });
+    try {
+      const next = await streamRequest(second.url, 'PATCH', loc, body, { from: held, to: held + 1, headers: { 'Content-Range': `${held * MIB}-${(held + 1) * MIB - 1}` } }).response;
+      t.is(next.status, 202, next.body);
+      t.is(next.headers.range, `0-${(held + 1) * MIB - 1}`);
+      const put = await raw(second.url, 'PUT', `${String(next.headers.location)}?digest=${body.digest()}`);
+      t.is(put.status, 201, put.body.toString());
+    } finally {
+      t.is((await stop(second)).code, 0);
+    }
+  });
+});
+
 test('SIGTERM with uploads in flight: they complete with 201, then the process exits 0', async (t) => {
   await withDataDir(async (dataDir) => {
     const bodies = [new Body(12), new Body(12), new Body(12)];

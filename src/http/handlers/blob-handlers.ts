@@ -1,3 +1,4 @@
+import { idleWhileBusy } from '../client-idle.ts';
 import { sendBlob, sendPieces } from '../send-blob.ts';
 import { multipartRanges } from '../multipart-ranges.ts';
 import { clientHolds, etagOf, rangeToHonour } from '../conditional.ts';
@@ -127,7 +128,7 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
       PATCH: async (ctx, { params, repository }) => {
         const uuid = params.uuid ?? '';
         const { offset } = await withRangeHeaders(uploads, repository, uuid, () =>
-          uploads.append(repository, uuid, ctx.req, { ...chunkRange(ctx), ...declaredLength(ctx) }),
+          uploads.append(repository, uuid, ctx.req, { ...chunkRange(ctx), ...declaredLength(ctx), busy: idleWhileBusy(ctx) }),
         );
         sessionHeaders(ctx, repository, uuid, offset);
         empty(ctx, 202);
@@ -143,7 +144,7 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
         // A Content-Range announces a final chunk even when no byte of it came (then SIZE_INVALID).
         const body = hasBody(ctx) || ctx.get('Content-Range') !== '' ? ctx.req : null;
         const blob = await withRangeHeaders(uploads, repository, uuid, () =>
-          uploads.finish(repository, uuid, digest, body, { ...chunkRange(ctx), ...declaredLength(ctx) }),
+          uploads.finish(repository, uuid, digest, body, { ...chunkRange(ctx), ...declaredLength(ctx), busy: idleWhileBusy(ctx) }),
         );
         created(ctx, repository, blob.digest);
       },
