@@ -141,7 +141,7 @@ export async function buildServices(ctx: ServiceContext): Promise<Services> {
     referrers: new ReferrersService({ manifests: manifestRepo }),
     // ---- volumes -------------------------------------------------------------------------
     // Snapshot archives are decoded, hashed and parsed on a worker thread (see why there).
-    volumes: new VolumeService(blobs, manifests, new SnapshotRepository(ctx.db), (source, opts) => inspector.inspect(source, opts)),
+    volumes: new VolumeService(blobs, manifests, new SnapshotRepository(ctx.db, ctx.collections.marks), (source, opts) => inspector.inspect(source, opts)),
   };
 }
 

@@ -14,6 +14,7 @@ export const COLLECTIONS = {
   repoContentUnits: 'repo_content_units',
   uploads: 'uploads',
   migrations: 'migrations',
+  volumeSnapshots: 'volume_snapshots',
 } as const;
 
 export type CollectionKey = keyof typeof COLLECTIONS;
@@ -115,13 +116,14 @@ export interface MigrationDoc {
 /**
  * The fields the embedded engine keys its change marks by, per collection (marked-cache.ts):
  * those a kept read asks about by equality. A tag name's units in a repository; one association
- * of a repository with a unit; one manifest unit.
+ * of a repository with a unit; one manifest unit; one volume's snapshot documents.
  */
 export const CHANGE_MARK_KEYS: Readonly<Record<string, readonly string[]>> = {
   [COLLECTIONS.tags]: ['repo_id', 'name'],
   [COLLECTIONS.repoContentUnits]: ['repo_id', 'unit_type_id', 'unit_id'],
   [COLLECTIONS.manifests]: ['_id'],
   [COLLECTIONS.manifestLists]: ['_id'],
+  [COLLECTIONS.volumeSnapshots]: ['repo_id', 'tag'],
 };
 
 export interface Collections {

@@ -5,6 +5,8 @@ import type { RepositoryName, Tag } from '../domain/names.ts';
 import type { Compression } from '../domain/volumes/media-types.ts';
 import type { SnapshotPosition } from '../domain/volumes/listing-position.ts';
 import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
+import { COLLECTIONS } from './collections.ts';
+import { MarkedCache, type MetadataMarks } from './marked-cache.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
 import { assertValid } from './schema-validator.ts';
 
@@ -13,7 +15,7 @@ import { assertValid } from './schema-validator.ts';
  * volume repository (migration 0002). This is an index next to the tag units, not the truth
  * about what a tag points at: readers check `manifest_digest` against the tag.
  */
-export const SNAPSHOTS_COLLECTION = 'volume_snapshots';
+export const SNAPSHOTS_COLLECTION = COLLECTIONS.volumeSnapshots;
 
 export interface SnapshotDoc {
   _id: string;
@@ -98,11 +100,28 @@ function afterPosition(p: SnapshotPosition): Filter<SnapshotDoc> {
   return { $or: [{ created: { $lt: p.created } }, { created: p.created, tag: { $gt: p.tag } }] };
 }
 
+/** volumes whose summaries are kept between listings (a summary is about 1 KB) */
+const KEPT_SUMMARIES = 20_000;
+
 export class SnapshotRepository {
   private readonly coll: Collection<SnapshotDoc>;
+  /** the marks of a volume's snapshot documents and of its tags (none without the engine's, marked-cache.ts) */
+  private readonly marks: { docs: (repo: string) => number; tags: (repo: string) => number } | undefined;
+  /** each volume's summary (null: no snapshot), kept while its documents stay as they were */
+  private readonly keptSummaries = new MarkedCache<VolumeSummary | null>(KEPT_SUMMARIES);
 
-  constructor(db: Db) {
+  constructor(db: Db, marks?: MetadataMarks) {
     this.coll = db.collection<SnapshotDoc>(SNAPSHOTS_COLLECTION);
+    this.marks = marks && { docs: marks.reader(SNAPSHOTS_COLLECTION), tags: marks.reader(COLLECTIONS.tags) };
+  }
+
+  /**
+   * A number that moves whenever a volume's snapshot documents or tags change, whoever changes
+   * them; null when the database shares no change marks, and every read must ask.
+   */
+  volumeMark(repo: string): number | null {
+    // both counters only grow, so their sum moves whenever either does
+    return this.marks ? this.marks.docs(repo) + this.marks.tags(repo) : null;
   }
 
   /** Records the snapshot a tag now holds (replacing what the tag held before). */
@@ -186,10 +205,34 @@ export class SnapshotRepository {
   /**
    * Each volume's snapshot count, total layer bytes (each snapshot's, and each distinct layer
    * once) and latest snapshot (newest `created`, then the first tag); volumes with none are
-   * left out. One read of the few fields that decide, then one of the latest snapshots' whole
-   * documents.
+   * left out. A volume's summary is kept until its documents change (marked-cache.ts); the
+   * others cost one read of the few fields that decide, then one of the latest snapshots'
+   * whole documents.
    */
   async summaries(repos: readonly string[]): Promise<Map<string, VolumeSummary>> {
+    const out = new Map<string, VolumeSummary>();
+    const due: string[] = [];
+    const readAt = new Map<string, number>();
+    for (const repo of repos) {
+      const now = this.marks?.docs(repo);
+      const hit = now === undefined ? undefined : this.keptSummaries.lookup(repo, now);
+      if (hit === undefined) {
+        due.push(repo);
+        if (now !== undefined) readAt.set(repo, now);
+      } else if (hit !== null) out.set(repo, hit);
+    }
+    if (due.length === 0) return out;
+    const read = await this.readSummaries(due);
+    for (const repo of due) {
+      const summary = read.get(repo) ?? null;
+      if (summary) out.set(repo, summary);
+      const at = readAt.get(repo);
+      if (at !== undefined) this.keptSummaries.keep(repo, at, () => this.marks!.docs(repo), summary);
+    }
+    return out;
+  }
+
+  private async readSummaries(repos: readonly string[]): Promise<Map<string, VolumeSummary>> {
     type Totals = { snapshots: number; totalSize: number; layers: Set<string>; storedSize: number; newest: Pick<SnapshotDoc, '_id' | 'tag' | 'created'> };
     const totals = new Map<string, Totals>();
     const fields = { projection: { _id: 1, repo_id: 1, tag: 1, created: 1, layer_digest: 1, layer_size: 1 } };

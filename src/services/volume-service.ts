@@ -86,6 +86,8 @@ export interface SnapshotIndex {
   /** upsert, unless the tag's document already describes that manifest */
   replaceStale(info: SnapshotInfo): Promise<void>;
   get(repo: string, tag: string): Promise<SnapshotInfo | null>;
+  /** moves whenever a volume's documents or tags change; null: no such marks, always read */
+  volumeMark(repo: string): number | null;
   list(repo: string, q: SnapshotListQuery): Promise<ListedPage<SnapshotInfo>>;
   volumeNames(): Promise<string[]>;
   /** the manifest each snapshot document names, by volume and tag */
@@ -128,6 +130,8 @@ export interface PutSnapshotOptions {
 const CONFIG_READ_LIMIT = 64 * 1024;
 /** volumes a listing reads the tags and snapshot documents of at once */
 const VOLUMES_PER_READ = 500;
+/** volumes remembered as in line with their tags (a number each) */
+const RECONCILED_KEPT = 50_000;
 
 
 type Settled<T> = { ok: true; value: T } | { ok: false; err: unknown };
@@ -169,6 +173,9 @@ function collectedMeanwhile(err: unknown): unknown {
 export type Inspect = (source: Readable, opts?: InspectOptions) => Promise<ArchiveInspection>;
 
 export class VolumeService {
+  /** volumes found in line with their tags, by the mark they had then (SnapshotIndex.volumeMark) */
+  private readonly reconciledAt = new Map<string, number>();
+
   constructor(
     private readonly blobs: VolumeBlobs,
     private readonly manifests: VolumeManifests,
@@ -308,9 +315,17 @@ export class VolumeService {
    * Brings volumes' documents in line with their tags (see the class comment), from one read of
    * the tags and one of the documents for all of them: a document that does not name what its
    * tag holds is mended or removed, and a tag without a document (a snapshot pushed through /v2,
-   * or tagged when a crash came) is described and indexed, if it holds a snapshot.
+   * or tagged when a crash came) is described and indexed, if it holds a snapshot. A volume
+   * found in line, whose documents and tags have not changed since, is not read again: a
+   * listing then costs no read of a volume nobody pushed to or deleted from.
    */
-  private async reconcile(repos: readonly RepositoryName[]): Promise<void> {
+  private async reconcile(all: readonly RepositoryName[]): Promise<void> {
+    const repos = all.filter((repo) => {
+      const mark = this.snapshots.volumeMark(repo);
+      return mark === null || this.reconciledAt.get(repo) !== mark;
+    });
+    if (repos.length === 0) return;
+    const before = repos.map((repo) => [repo, this.snapshots.volumeMark(repo)] as const);
     const [byRepo, docsByRepo] = await Promise.all([this.manifests.tagDigests(repos), this.snapshots.indexedDigests(repos)]);
     for (const repo of repos) {
       const tags = byRepo.get(repo) ?? new Map<string, Digest>();
@@ -322,6 +337,13 @@ export class VolumeService {
           if (!isVolregError(err) || err.code !== 'SNAPSHOT_UNKNOWN') throw err; // not a snapshot
         });
       }
+    }
+    // in line as read, unless something changed meanwhile (a mend made here included)
+    for (const [repo, mark] of before) {
+      if (mark === null || this.snapshots.volumeMark(repo) !== mark) continue;
+      this.reconciledAt.delete(repo);
+      this.reconciledAt.set(repo, mark);
+      if (this.reconciledAt.size > RECONCILED_KEPT) this.reconciledAt.delete(this.reconciledAt.keys().next().value!);
     }
   }
 
