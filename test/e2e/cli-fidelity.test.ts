@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
 import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.ts';
 import { runVolreg, type CliRun } from '../helpers/cli-run.ts';
+import { describeTree } from '../helpers/tree.ts';
 
 /**
  * The host agent's backups restoring exactly, through the real binary against a real server and
@@ -135,6 +136,28 @@ for (const [title, change, how] of changes) {
   });
 }
 
+test.serial('push of a live volume leaves out what is removed while it is read, with a warning (exit 0), and the rest restores exactly', async (t) => {
+  const dir = join(work, 'removed-while-read');
+  await mkdir(join(dir, 'c-gone/inner'), { recursive: true });
+  const file = join(dir, 'a-file');
+  await writeFile(file, randomBytes(BIG));
+  await writeFile(join(dir, 'b-gone'), 'removed');
+  await writeFile(join(dir, 'c-gone/inner/x'), 'removed too');
+  await writeFile(join(dir, 'd-kept'), 'kept');
+  const push = await pushWhileChanging(dir, file, 'fidelity/removed:v1', async () => {
+    await rm(join(dir, 'b-gone'));
+    await rm(join(dir, 'c-gone'), { recursive: true });
+  });
+  t.true(push.readSoFar < BIG, `the removal came while a-file was being read (${push.readSoFar} bytes)`);
+  t.is(push.code, 0, push.stderr);
+  t.regex(push.stderr, /warning: skipping b-gone: it was removed while the volume was being read\n/);
+  t.regex(push.stderr, /warning: skipping c-gone: it was removed while the volume was being read\n/);
+  const out = join(work, 'removed-while-read-out');
+  const pull = await volreg(['pull', 'fidelity/removed:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  t.deepEqual(await describeTree(out), await describeTree(dir));
+});
+
 test.serial('after those failures the registry holds no upload of theirs', async (t) => {
   const uploads = join(server.dataDir, 'uploads');
   let left: string[] = [];
@@ -212,4 +235,32 @@ test('push keeps the whole second of an mtime a hair before the next one (whole 
   execFileSync('touch', ['-d', '2020-01-01 00:00:00.999999999 UTC', join(src, 'subsec')]);
   const out = await roundTrip(t, src, 'subsecond');
   t.is((await lstat(join(out, 'subsec'))).mtimeMs, Date.parse('2020-01-01T00:00:00Z'));
+});
+
+// ---- what a push warns about -------------------------------------------------------------------------
+
+test('push warns of what pull restores only with a flag, and of sparse files; pull names the flag, and with it the links come back as links', async (t) => {
+  const src = join(work, 'warned');
+  await mkdir(src);
+  await symlink('/etc/passwd', join(src, 'absolute'));
+  await symlink('../../elsewhere', join(src, 'escaping'));
+  await symlink('not-there', join(src, 'dangling'));
+  await writeFile(join(src, 'sparse'), '');
+  await truncate(join(src, 'sparse'), 8 * 1024 * 1024);
+  await appendFile(join(src, 'sparse'), 'end');
+  const push = await volreg(['push', src, 'fidelity/warned:v1']);
+  t.is(push.code, 0, push.stderr);
+  t.regex(push.stderr, /warning: absolute -> \/etc\/passwd points outside the volume: archived as a symlink, which pull and restore create only with --keep-outside-symlinks\n/);
+  t.regex(push.stderr, /warning: escaping -> \.\.\/\.\.\/elsewhere points outside the volume/);
+  t.notRegex(push.stderr, /dangling/, 'a dangling link inside the volume is no concern');
+  t.regex(push.stderr, /warning: sparse is sparse \(\d+ of 8388611 bytes on disk\): its holes are archived as zeros, and a restore writes all 8388611 bytes\n/);
+
+  const refused = await volreg(['pull', 'fidelity/warned:v1', join(work, 'warned-refused')]);
+  t.is(refused.code, 4, refused.stderr);
+  t.regex(refused.stderr, /refusing archive entry "absolute": symlink target "\/etc\/passwd" leaves the target directory \(--keep-outside-symlinks creates it, never writing through it\)/);
+
+  const out = join(work, 'warned-out');
+  const pull = await volreg(['pull', '--keep-outside-symlinks', 'fidelity/warned:v1', out]);
+  t.is(pull.code, 0, pull.stderr);
+  t.deepEqual(await describeTree(out), await describeTree(src));
 });

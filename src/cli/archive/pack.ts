@@ -1,11 +1,12 @@
 import { isUtf8 } from 'node:buffer';
 import { constants, type BigIntStats } from 'node:fs';
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pack, type Header, type Pack } from 'tar-stream';
 import { writeOrWait } from '../../domain/stream-write.ts';
 import { headerAttributes } from '../../domain/volumes/entry-attributes.ts';
+import { symlinkStaysInside } from '../../domain/volumes/entry-safety.ts';
 import { holdsReplacementCharacter } from '../../domain/volumes/restorable-entry.ts';
 import { stagingLeftover } from './staging.ts';
 
@@ -27,8 +28,11 @@ import { stagingLeftover } from './staging.ts';
  * and the restore side, read names as UTF-8 and would turn each bad byte into U+FFFD, so
  * `caf\xe9` and `caf\xe8` would come back as one file): packing fails with an error naming the
  * path, its bad bytes escaped. So does a name holding U+FFFD itself, which a restore refuses.
- * Any failure (such a name, a changed file, a file that vanished, EIO) ends the stream with
- * that error.
+ * An entry removed between its parent's listing and its own reading (a live volume's temporary
+ * file) is left out with a warning, as GNU tar does: what is archived is still whole. Any other
+ * failure (such a name, a changed file, EACCES, EIO) ends the stream with that error. Entries a
+ * pull restores only with a flag (outside symlinks, devices) and sparse files are archived
+ * with a warning (PackNotes).
  */
 export class UnarchivableNameError extends Error {
   override name = 'UnarchivableNameError';
@@ -91,10 +95,32 @@ interface Walked {
   abs: string;
 }
 
-async function* walk(root: string, rel: string): AsyncGenerator<Walked> {
+/**
+ * Did the entry go (removed, or a parent replaced by a file) between its parent's listing and
+ * its own lstat, open or listing? On a live volume that is no damage: the snapshot leaves out
+ * what is no longer there, with a warning, as GNU tar does ("File removed before we read it").
+ */
+function vanished(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+function vanishedWarning(rel: string): string {
+  return `skipping ${rel}: it was removed while the volume was being read`;
+}
+
+async function* walk(root: string, rel: string, opts: PackOptions): AsyncGenerator<Walked> {
   const dir = rel === '' ? root : join(root, rel);
-  // as bytes: a name that is not UTF-8 would otherwise come back with U+FFFD and not be found
-  const raw = await readdir(dir, { encoding: 'buffer' });
+  let raw: Buffer[];
+  try {
+    // as bytes: a name that is not UTF-8 would otherwise come back with U+FFFD and not be found
+    raw = await readdir(dir, { encoding: 'buffer' });
+  } catch (err) {
+    // its directory entry is archived already: it stays, empty, as in GNU tar
+    if (rel === '' || !vanished(err)) throw err;
+    opts.onWarning?.(`the contents of ${rel}: it was removed while the volume was being read`);
+    return;
+  }
   const names = raw.map((b) => faithfulName(b, () => `${dir}/${escapeNameBytes(b)}`, 'name'));
   names.sort();
   for (const name of names) {
@@ -129,9 +155,17 @@ function changeSince(before: BigIntStats, after: BigIntStats): string | null {
 /**
  * Adds a regular file: exactly the `before.size` bytes its header announces, read from one open
  * descriptor whose fstat must then still match `before` (the lstat the header was made from).
+ * False when it was removed before it could be opened (nothing added).
  */
-async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs: string, before: BigIntStats, opts: PackOptions): Promise<void> {
-  const file = await open(abs, READ_FLAGS);
+async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs: string, before: BigIntStats, opts: PackOptions): Promise<boolean> {
+  let file: FileHandle;
+  try {
+    file = await open(abs, READ_FLAGS);
+  } catch (err) {
+    if (!vanished(err)) throw err;
+    opts.onWarning?.(vanishedWarning(header.name));
+    return false;
+  }
   try {
     let sink!: ReturnType<Pack['entry']>;
     const finished = new Promise<void>((resolve, reject) => {
@@ -161,6 +195,7 @@ async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs:
       throw err;
     }
     await finished;
+    return true;
   } finally {
     await file.close();
   }
@@ -177,6 +212,12 @@ function firstNameOf(seen: Map<string, string>, st: BigIntStats, rel: string): s
   const first = seen.get(key);
   if (first === undefined) seen.set(key, rel);
   return first;
+}
+
+/** Undoes firstNameOf's note of `rel` when it could not be archived: a later name becomes the first. */
+function forget(seen: Map<string, string>, st: BigIntStats, rel: string): void {
+  const key = `${st.dev}:${st.ino}`;
+  if (seen.get(key) === rel) seen.delete(key);
 }
 
 /**
@@ -196,13 +237,64 @@ async function skipsLeftover(root: string, name: string, opts: PackOptions): Pro
   return true;
 }
 
+/** Warnings of one kind while packing: the first few in full, then how many more at the end. */
+class CappedWarnings {
+  private count = 0;
+  constructor(
+    private readonly opts: PackOptions,
+    private readonly what: string,
+  ) {}
+
+  note(message: string): void {
+    if (++this.count <= WARNINGS_SHOWN) this.opts.onWarning?.(message);
+  }
+
+  finish(): void {
+    if (this.count > WARNINGS_SHOWN) this.opts.onWarning?.(`${this.count - WARNINGS_SHOWN} more ${this.what}`);
+  }
+}
+
+const WARNINGS_SHOWN = 3;
+/** A file this much smaller on disk than its size is called sparse (a few blocks of slack are not). */
+const SPARSE_SLACK = 1024n * 1024n;
+
+/**
+ * What a push warns about, as it is archived: entries a pull restores only with a flag
+ * (symlinks leading out of the volume, device files), and sparse files, whose holes are
+ * archived as zeros and written out in full by a restore.
+ */
+interface PackNotes {
+  outsideLinks: CappedWarnings;
+  devices: CappedWarnings;
+  sparse: CappedWarnings;
+}
+
+function packNotes(opts: PackOptions): PackNotes {
+  return {
+    outsideLinks: new CappedWarnings(opts, 'symlinks pointing outside the volume'),
+    devices: new CappedWarnings(opts, 'device files'),
+    sparse: new CappedWarnings(opts, 'sparse files'),
+  };
+}
+
+function noteEntry(notes: PackNotes, rel: string, st: BigIntStats, linkname?: string): void {
+  if (linkname !== undefined && !symlinkStaysInside(rel, linkname)) {
+    notes.outsideLinks.note(`${rel} -> ${linkname} points outside the volume: archived as a symlink, which pull and restore create only with --keep-outside-symlinks`);
+  } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+    notes.devices.note(`${rel} is a device file: archived, and created by pull and restore only with --allow-devices (as root)`);
+  } else if (st.isFile() && st.blocks * 512n + SPARSE_SLACK < st.size) {
+    notes.sparse.note(`${rel} is sparse (${st.blocks * 512n} of ${st.size} bytes on disk): its holes are archived as zeros, and a restore writes all ${st.size} bytes`);
+  }
+}
+
 async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void> {
+  const notes = packNotes(opts);
   // bigint: nanosecond mtimes (entry-attributes.ts rounds them down) and exact change checks
   const rootStat = await lstat(root, { bigint: true });
   if (!rootStat.isDirectory()) throw new Error(`${root} is not a directory`);
   await addEntry(p, { name: './', type: 'directory', ...headerAttributes(rootStat) });
   const seenInodes = new Map<string, string>();
-  const stack: Array<AsyncGenerator<Walked>> = [walk(root, '')];
+  const stack: Array<AsyncGenerator<Walked>> = [walk(root, '', opts)];
   while (stack.length > 0) {
     const next = await stack[stack.length - 1]!.next();
     if (next.done) {
@@ -211,21 +303,33 @@ async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void>
     }
     const { rel, abs } = next.value;
     if (!rel.includes('/') && (await skipsLeftover(root, rel, opts))) continue;
-    const st = await lstat(abs, { bigint: true });
+    const st = await lstat(abs, { bigint: true }).catch((err: unknown) => (vanished(err) ? null : Promise.reject(err)));
+    if (st === null) {
+      opts.onWarning?.(vanishedWarning(rel));
+      continue;
+    }
     const base = headerAttributes(st);
     const first = firstNameOf(seenInodes, st, rel);
     if (first !== undefined) {
       await addEntry(p, { ...base, name: rel, type: 'link', linkname: first });
     } else if (st.isDirectory()) {
       await addEntry(p, { ...base, name: `${rel}/`, type: 'directory' });
-      stack.push(walk(root, rel));
+      stack.push(walk(root, rel, opts));
     } else if (st.isSymbolicLink()) {
-      const target = await readlink(abs, { encoding: 'buffer' });
+      const target = await readlink(abs, { encoding: 'buffer' }).catch((err: unknown) => (vanished(err) ? null : Promise.reject(err)));
+      if (target === null) {
+        opts.onWarning?.(vanishedWarning(rel));
+        forget(seenInodes, st, rel);
+        continue;
+      }
       const linkname = faithfulName(target, () => `the symlink ${abs} -> ${escapeNameBytes(target)}`, 'target');
+      noteEntry(notes, rel, st, linkname);
       await addEntry(p, { ...base, name: rel, type: 'symlink', linkname });
     } else if (st.isFile()) {
-      await addFile(p, { ...base, name: rel, type: 'file' }, abs, st, opts);
+      if (await addFile(p, { ...base, name: rel, type: 'file' }, abs, st, opts)) noteEntry(notes, rel, st);
+      else forget(seenInodes, st, rel);
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+      noteEntry(notes, rel, st);
       await addEntry(p, { ...base, name: rel, type: st.isCharacterDevice() ? 'character-device' : 'block-device', ...devNumbers(Number(st.rdev)) });
     } else if (st.isFIFO()) {
       await addEntry(p, { ...base, name: rel, type: 'fifo' });
@@ -233,6 +337,7 @@ async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void>
       opts.onWarning?.(`skipping ${rel}: sockets cannot be archived`);
     }
   }
+  for (const kind of Object.values(notes)) kind.finish();
 }
 
 /** The uncompressed tar of `root`, as a stream. A read error ends the stream with that error. */

@@ -241,7 +241,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
   /** A symlink at `rel` pointing at `target` must stay inside, unless keepOutsideSymlinks (checked again once all is extracted). */
   function checkSymlinkTarget(rel: string, name: string, target: string): void {
     if (!opts.keepOutsideSymlinks && !symlinkStaysInside(rel, target)) {
-      throw new UnsafeArchiveError(name, `symlink target ${JSON.stringify(target.slice(0, 300))} leaves the target directory`);
+      throw new UnsafeArchiveError(name, `symlink target ${JSON.stringify(target.slice(0, 300))} leaves the target directory (--keep-outside-symlinks creates it, never writing through it)`);
     }
   }
 
@@ -350,7 +350,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
       throw new UnsafeArchiveError(
         rel,
         where === 'outside'
-          ? `symlink target ${JSON.stringify(target.slice(0, 300))} leaves the target directory through the links it passes`
+          ? `symlink target ${JSON.stringify(target.slice(0, 300))} leaves the target directory through the links it passes (--keep-outside-symlinks creates it, never writing through it)`
           : `symlink target ${JSON.stringify(target.slice(0, 300))} does not resolve within ${MAX_SYMLINK_HOPS} links (a loop); --keep-outside-symlinks restores it unchecked`,
       );
     }
