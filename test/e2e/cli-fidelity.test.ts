@@ -1,12 +1,13 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFile, link, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, link, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
 import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.ts';
 import { runVolreg, type CliRun } from '../helpers/cli-run.ts';
+import { assertRoot } from '../helpers/root.ts';
 import { describeTree } from '../helpers/tree.ts';
 
 /**
@@ -263,4 +264,24 @@ test('push warns of what pull restores only with a flag, and of sparse files; pu
   const pull = await volreg(['pull', '--keep-outside-symlinks', 'fidelity/warned:v1', out]);
   t.is(pull.code, 0, pull.stderr);
   t.deepEqual(await describeTree(out), await describeTree(src));
+});
+
+test('push of a volume holding a file the agent may not read fails (exit 1), naming it and what to do; nothing is stored', async (t) => {
+  assertRoot(t, 'it runs the CLI as nobody against a file only root may read');
+  const base = await mkdtemp(join(tmpdir(), 'volreg-cli-unreadable-'));
+  try {
+    await chmod(base, 0o755);
+    const src = join(base, 'vol');
+    await mkdir(src);
+    await writeFile(join(src, 'readable'), 'r');
+    await writeFile(join(src, 'secret'), 's');
+    await chmod(join(src, 'secret'), 0o600);
+    // from a directory nobody may enter (this file's work directory is root's alone)
+    const push = await runVolreg(['push', src, 'fidelity/unreadable:v1'], { url: server.url, cwd: base, asNobody: true });
+    t.is(push.code, 1, push.stderr);
+    t.is(push.stderr, `volreg push: cannot read ${src}/secret: permission denied; push a volume as a user who may read all of it (root, or its owner)\n`);
+    t.false(await exists('fidelity/unreadable', 'v1'), 'nothing stored');
+  } finally {
+    await rm(base, { recursive: true, force: true });
+  }
 });

@@ -340,12 +340,26 @@ async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void>
   for (const kind of Object.values(notes)) kind.finish();
 }
 
+/** A file or directory of the volume the agent may not read: what to do about it, not only the errno. */
+export class UnreadableEntryError extends Error {
+  override name = 'UnreadableEntryError';
+  readonly code = 'EACCES';
+  constructor(path: string) {
+    super(`cannot read ${path}: permission denied; push a volume as a user who may read all of it (root, or its owner)`);
+  }
+}
+
+function readFailure(err: unknown): Error {
+  const e = err as NodeJS.ErrnoException;
+  return (e.code === 'EACCES' || e.code === 'EPERM') && typeof e.path === 'string' ? new UnreadableEntryError(e.path) : (err as Error);
+}
+
 /** The uncompressed tar of `root`, as a stream. A read error ends the stream with that error. */
 export function packDirectory(root: string, opts: PackOptions = {}): Readable {
   const p = pack();
   packTree(p, root, opts).then(
     () => p.finalize(),
-    (err: unknown) => p.destroy(err as Error),
+    (err: unknown) => p.destroy(readFailure(err)),
   );
   return Readable.from(p as AsyncIterable<Buffer>, { objectMode: false });
 }

@@ -89,7 +89,7 @@ export interface PushOptions {
 /**
  * Pushes a directory (or an already made archive stream) as `<name>:<tag>`. Every stage is
  * joined with stream.pipeline, so a failure anywhere (a name that cannot be archived, a file
- * that vanished, EIO, zstd dying) aborts the upload and is what this throws: a plain failure of
+ * it may not read, EIO, zstd dying) aborts the upload and is what this throws: a plain failure of
  * this push, never an unhandled 'error' event taking the process (and a backup's other volumes)
  * down.
  */
