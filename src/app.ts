@@ -3,6 +3,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import type { Logger } from 'pino';
 import { VolregError } from './domain/errors.ts';
+import { resolveClientAddress } from './http/client-address.ts';
 import { clientIdle } from './http/client-idle.ts';
 import { errorMiddleware, type ErrorTranslation } from './http/error-middleware.ts';
 import { buildRouter, type HandlerMap, type RouterOptions } from './http/router.ts';
@@ -30,6 +31,8 @@ export interface AppDeps {
   authorize?: RouterOptions['authorize'];
   /** Handler for GET /metrics. */
   metrics?: (ctx: Koa.Context) => Promise<void>;
+  /** Whether a connection's address is a reverse proxy whose X-Forwarded-For is believed; none when absent. */
+  trustedProxy?: (address: string) => boolean;
   /** How long a connection may stand still while volreg waits on the client (client-idle.ts); none when absent. */
   clientIdleSeconds?: number;
 }
@@ -43,6 +46,7 @@ export function createApp(deps: AppDeps): Koa {
   // Koa's own error printing is replaced by errorMiddleware + pino.
   app.silent = true;
 
+  app.use(resolveClientAddress(deps.trustedProxy ?? (() => false)));
   app.use(async (ctx, next) => {
     const incoming = ctx.get('X-Request-Id');
     const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
@@ -58,6 +62,8 @@ export function createApp(deps: AppDeps): Koa {
           requestId,
           method: ctx.method,
           path: ctx.path,
+          client: ctx.ip,
+          proxy: ctx.state.peer,
           status: recordedStatus(ctx.req, ctx.res, ctx.status),
           ms: Math.round(ms * 10) / 10,
           repository: ctx.state.access?.repository ?? undefined,

@@ -46,6 +46,7 @@ import { SnapshotRepository } from './metadata/snapshot-repository.ts';
 import { VolumeService } from './services/volume-service.ts';
 import { volumeHandlers } from './http/handlers/volume-handlers.ts';
 import { GracefulClose } from './http/graceful-close.ts';
+import { rangeMatcher } from './domain/ip-ranges.ts';
 
 /**
  * The composition root: config -> logger -> MongoDB (a real one, or the embedded engine) ->
@@ -242,6 +243,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       authorize: auth?.authorize,
       metrics: metrics.handler,
       clientIdleSeconds: config.clientIdleSeconds,
+      trustedProxy: rangeMatcher(config.trustedProxies),
     });
 
     const purge = startPurgeTimer(config, services, logger);

@@ -1,3 +1,5 @@
+import type { IpRange } from '../domain/ip-ranges.ts';
+
 /**
  * The validated configuration. Only src/main.ts (through loadConfig) reads the environment;
  * everything else receives this object.
@@ -37,6 +39,8 @@ export interface Config {
   shutdownGraceSeconds: number;
   /** a connection on which nothing moves this long while the server waits on the client is closed */
   clientIdleSeconds: number;
+  /** reverse proxies whose X-Forwarded-For names the client (none by default: the header is ignored) */
+  trustedProxies: IpRange[];
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;

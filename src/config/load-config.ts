@@ -2,6 +2,7 @@ import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { parse as parseYaml } from 'yaml';
+import { parseIpRanges } from '../domain/ip-ranges.ts';
 import { DEFAULTS, LOG_LEVELS, type Config } from './config.ts';
 
 /**
@@ -32,6 +33,10 @@ export const VARIABLES = {
   VOLREG_CLIENT_IDLE_TIMEOUT: {
     meaning: 'a connection is closed when nothing moves on it this long while volreg waits on the client (request body, reply), seconds',
     default: String(DEFAULTS.clientIdleSeconds),
+  },
+  VOLREG_TRUSTED_PROXIES: {
+    meaning: "addresses or CIDR ranges of reverse proxies whose X-Forwarded-For names the client (for logs and the password checks' turns); unset: the header is ignored",
+    default: undefined,
   },
   VOLREG_CONFIG: { meaning: 'optional YAML or JSON file holding any of these variables (the environment wins)', default: undefined },
 } as const;
@@ -158,6 +163,7 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
     if (n < 1) throw new Error(`${s.value.trim()} is too short: at least 1 second`);
     return n;
   });
+  const trustedProxies = check('VOLREG_TRUSTED_PROXIES', [] as Config['trustedProxies'], (s) => parseIpRanges(s.value));
 
   if (problems.length > 0) throw new ConfigError(problems);
   if (authFile !== undefined && tlsCert === undefined && !isLoopback(addr.host)) {
@@ -180,6 +186,7 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
       gc: { intervalSeconds: gcIntervalSeconds, graceSeconds: gcGraceSeconds, deleteUntagged: gcDeleteUntagged },
       shutdownGraceSeconds,
       clientIdleSeconds,
+      trustedProxies,
     },
     warnings,
   };
