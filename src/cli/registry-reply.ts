@@ -136,6 +136,22 @@ export async function errorReply(res: IncomingMessage): Promise<RegistryError> {
   }
   const challenge = res.headers['www-authenticate'];
   const scheme = typeof challenge === 'string' && status === 401 && !/^basic\b/i.test(challenge) ? ` (it asks for ${challenge.split(/\s/)[0]} authentication; volreg sends Basic credentials only)` : '';
-  const start = text.trim().slice(0, 200);
+  if (isHtml(text, res.headers['content-type'])) {
+    const title = /<title>([^<]{1,200})<\/title>/i.exec(text)?.[1]?.trim();
+    const limits = PROXY_LIMIT_STATUSES.has(status)
+      ? ": a reverse proxy's limit on request bodies or its timeouts may be too small for volreg (see volreg's README, Behind a reverse proxy)"
+      : '';
+    return new RegistryError(status, 'UNKNOWN', `${statusLine(res)}, an HTML page${title ? ` ("${title}")` : ''} rather than volreg's error reply: something in front of the registry answered${limits}${scheme}`);
+  }
+  // one line: a page of text would break the one-line message
+  const start = text.trim().replace(/\s+/g, ' ').slice(0, 200);
   return new RegistryError(status, 'UNKNOWN', `${statusLine(res)}${start ? `: ${start}` : ''}${scheme}`);
+}
+
+/** What a reverse proxy answers itself when a body is over its limit (413) or the registry took longer than its timeouts (408, 502, 504). */
+const PROXY_LIMIT_STATUSES = new Set([408, 413, 502, 504]);
+
+/** An HTML page (a proxy's or web server's own error page): volreg's errors are JSON. */
+function isHtml(text: string, contentType: string | undefined): boolean {
+  return /^text\/html\b/i.test(contentType ?? '') || /^\s*<(!doctype html|html)\b/i.test(text);
 }

@@ -232,6 +232,48 @@ test('a 200 that is not JSON (a proxy login page) is named as such (exit 1)', as
   t.deepEqual(run.entries, []);
 });
 
+const NGINX_PAGE = (status: string): string =>
+  `<html>\r\n<head><title>${status}</title></head>\r\n<body>\r\n<center><h1>${status}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n`;
+
+test("a proxy's own error page (an HTML 504) is named as such in one line, pointing at the proxy's limits (exit 1)", async (t) => {
+  metadataOf.set('h/gateway', (_req, res) => {
+    res.writeHead(504, { 'Content-Type': 'text/html' });
+    res.end(NGINX_PAGE('504 Gateway Time-out'));
+  });
+  const run = await pull('gateway');
+  t.is(run.code, 1);
+  t.is(
+    run.stderr,
+    `volreg pull: HTTP 504 Gateway Timeout, an HTML page ("504 Gateway Time-out") rather than volreg's error reply: something in front of the registry answered: a reverse proxy's limit on request bodies or its timeouts may be too small for volreg (see volreg's README, Behind a reverse proxy) (UNKNOWN, HTTP 504)\n`,
+  );
+  t.deepEqual(run.entries, []);
+});
+
+test("a push a proxy refuses as too large (its HTML 413) says so in one line (exit 1)", async (t) => {
+  const src = join(work, 'push-proxied');
+  await mkdir(src);
+  await writeFile(join(src, 'file'), 'a volume\n');
+  uploadOf.set('h/proxy-limit', (req, res) => {
+    req.resume();
+    res.writeHead(413, { 'Content-Type': 'text/html', Connection: 'close' });
+    res.end(NGINX_PAGE('413 Request Entity Too Large'));
+  });
+  const run = await runVolreg(['push', src, 'h/proxy-limit:v1'], { url, cwd: work });
+  t.is(run.code, 1, run.stderr);
+  t.regex(run.stderr, /^volreg push: HTTP 413 Payload Too Large, an HTML page \("413 Request Entity Too Large"\) rather than volreg's error reply: something in front of the registry answered: a reverse proxy's limit on request bodies or its timeouts may be too small/);
+  t.is(run.stderr.trim().split('\n').length, 1, run.stderr);
+});
+
+test('an error reply in plain text is given on one line', async (t) => {
+  metadataOf.set('h/text', (_req, res) => {
+    res.writeHead(500, { 'Content-Type': 'text/plain' });
+    res.end('Internal\n  error\n');
+  });
+  const run = await pull('text');
+  t.is(run.code, 1);
+  t.is(run.stderr, 'volreg pull: HTTP 500 Internal Server Error: Internal error (UNKNOWN, HTTP 500)\n');
+});
+
 test('a JSON reply is read up to 64 MiB, not held whole however large it grows (exit 1)', async (t) => {
   let sent = 0;
   let finished = false;
