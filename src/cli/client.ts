@@ -166,8 +166,19 @@ export class VolregClient {
    */
   private async send(method: string, path: string, opts: { headers?: Record<string, string>; body?: Readable; timeoutMs?: number; retry?: boolean } = {}): Promise<IncomingMessage> {
     let waited = 0;
+    let unansweredTries = 0;
     for (;;) {
-      const res = await this.sendOnce(method, path, opts);
+      let res: IncomingMessage;
+      try {
+        res = await this.sendOnce(method, path, opts);
+      } catch (err) {
+        // A GET or HEAD no registry answered changed nothing: a registry restarting, or out of
+        // file descriptors, refuses or drops connections for a moment. Asked again, 1 s and 2 s later.
+        const again = (method === 'GET' || method === 'HEAD') && !opts.body && opts.retry !== false && isDroppedConnection(err);
+        if (!again || ++unansweredTries > UNANSWERED_RETRIES) throw err;
+        await new Promise((r) => setTimeout(r, UNANSWERED_WAIT_MS * unansweredTries));
+        continue;
+      }
       const seconds = retryAfterSeconds(res);
       const wait = opts.body || opts.retry === false || seconds === null ? null : this.retryDelay(seconds, waited, opts.timeoutMs);
       if (wait === null) return res;
@@ -427,14 +438,26 @@ async function checkContentReply(res: IncomingMessage, path: string, from: numbe
 const RESUMES_WITHOUT_PROGRESS = 2;
 const RESUME_WAIT_MS = 1000;
 
+/** how often a GET or HEAD that got no answer at all is sent again, and the wait before each (times its place) */
+const UNANSWERED_RETRIES = 2;
+const UNANSWERED_WAIT_MS = 1000;
+
 /** A connection that broke or went silent, or a registry not answering a resumption (restarting): worth another request. */
 function isBrokenConnection(err: unknown): boolean {
-  if (err instanceof RegistryTimeoutError) return true;
-  const codes = [(err as NodeJS.ErrnoException)?.code, ((err as Error)?.cause as NodeJS.ErrnoException | undefined)?.code];
-  return codes.some((c) => c !== undefined && BROKEN_CONNECTION.has(c));
+  return err instanceof RegistryTimeoutError || errorCodes(err).includes('ETIMEDOUT') || isDroppedConnection(err);
 }
 
-const BROKEN_CONNECTION = new Set(['ECONNRESET', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNREFUSED', 'ETIMEDOUT']);
+/** A connection refused, reset or cut (not one that went silent: waiting out a timeout again would only double it). */
+function isDroppedConnection(err: unknown): boolean {
+  return errorCodes(err).some((c) => DROPPED_CONNECTION.has(c));
+}
+
+/** the error's code and its cause's (unanswered() wraps Node's error) */
+function errorCodes(err: unknown): string[] {
+  return [(err as NodeJS.ErrnoException)?.code, ((err as Error)?.cause as NodeJS.ErrnoException | undefined)?.code].filter((c): c is string => c !== undefined);
+}
+
+const DROPPED_CONNECTION = new Set(['ECONNRESET', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNREFUSED']);
 
 export function blobPath(name: string, digest: string): string {
   return `v2/${encodePath(name)}/blobs/${digest}`;

@@ -353,15 +353,46 @@ test('a resumption answered with another range than asked is refused, and nothin
   t.deepEqual(run.entries, []);
 });
 
-test('a registry closing the connection before it answers (restarting mid-storm) is named as such, not as "socket hang up" (exit 1)', async (t) => {
-  contentOf.set('h/hangup', (req) => req.socket.destroy());
+test('a registry closing the connection before it answers (restarting mid-storm), asked three times, is named as such, not as "socket hang up" (exit 1)', async (t) => {
+  let asked = 0;
+  contentOf.set('h/hangup', (req) => {
+    asked++;
+    req.socket.destroy();
+  });
   const run = await pull('hangup');
   t.is(run.code, 1);
+  t.is(asked, 3, 'sent again twice');
   t.is(
     run.stderr,
     `volreg pull: the registry at ${url}/ closed the connection before answering GET /v2/h/hangup/blobs/${digest} (socket hang up): it may be restarting; run the command again\n`,
   );
   t.deepEqual(run.entries, []);
+});
+
+test('a GET the registry dropped before answering (restarting, out of file descriptors) is sent again: the pull goes through', async (t) => {
+  const dropped = new Set<string>();
+  const dropFirst = (req: IncomingMessage, answer: () => void): void => {
+    const key = `${req.method} ${req.url}`;
+    if (dropped.has(key)) return answer();
+    dropped.add(key);
+    req.socket.destroy();
+  };
+  metadataOf.set('h/dropped', (req, res) =>
+    dropFirst(req, () => {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(metadata('h/dropped'));
+    }),
+  );
+  contentOf.set('h/dropped', (req, res) =>
+    dropFirst(req, () => {
+      res.writeHead(200, { 'Content-Length': String(archive.length), 'Docker-Content-Digest': digest });
+      res.end(archive);
+    }),
+  );
+  const run = await pull('dropped');
+  t.is(run.code, 0, run.stderr);
+  t.deepEqual([...dropped].sort(), [`GET /api/v1/volumes/h/dropped/tags/v1`, `GET /v2/h/dropped/blobs/${digest}`]);
+  t.deepEqual(run.entries, ['file']);
 });
 
 test('a registry that accepts no connection (stopped) is named as such, with the request (exit 1)', async (t) => {
