@@ -16,7 +16,8 @@ import type { OrderedEntries, OrderedEntry } from './ordered-entries.ts';
  * that index in order and stops as soon as skip + limit records matched. Anything else is a
  * full scan. Every candidate is re-checked against the full filter, so an index only narrows,
  * never decides. Ordered walks are not used on multikey indexes (array values), where mongod's
- * range and sort semantics differ from a walk of the entries.
+ * range and sort semantics differ from a walk of the entries. A top-level $or, when nothing
+ * else narrows the query, is the union of its branches' candidates if each branch has a plan.
  */
 
 export interface QueryOptions {
@@ -165,7 +166,9 @@ type Plan =
   /** candidates from ordered walks, one per combination of the equality prefix */
   | { kind: 'range'; ix: Index; prefixes: unknown[][]; range: FieldRange }
   /** the index walked in the query's sort order */
-  | { kind: 'ordered'; ix: Index; prefix: unknown[]; range: FieldRange | undefined; reverse: boolean; sortFields: number };
+  | { kind: 'ordered'; ix: Index; prefix: unknown[]; range: FieldRange | undefined; reverse: boolean; sortFields: number }
+  /** a top-level $or whose every branch has a plan of its own: the union of their candidates */
+  | { kind: 'or'; branches: Array<{ plan: Plan; filter: Document }> };
 
 function combinations(fields: readonly string[], eq: Map<string, unknown[]>): unknown[][] {
   let combos: unknown[][] = [[]];
@@ -204,7 +207,7 @@ function planQuery(coll: Collection, filter: Document, sortSpec: SortSpec | unde
   if (ids) return { kind: 'ids', ids };
   const ranges = new Map<string, FieldRange | null>();
   rangeConstraints(filter, ranges);
-  if (eq.size === 0 && ranges.size === 0 && !sortSpec) return { kind: 'scan' };
+  if (eq.size === 0 && ranges.size === 0 && !sortSpec) return orPlan(coll, filter) ?? { kind: 'scan' };
   let best: { plan: Plan; score: number } | undefined;
   const consider = (plan: Plan, score: number): void => {
     if (!best || score > best.score) best = { plan, score };
@@ -240,8 +243,28 @@ function planQuery(coll: Collection, filter: Document, sortSpec: SortSpec | unde
       }
     }
   }
-  return best?.plan ?? { kind: 'scan' };
+  return best?.plan ?? orPlan(coll, filter) ?? { kind: 'scan' };
 }
+
+/**
+ * A filter nothing else narrows, whose top-level $or has branches that each use an index (a
+ * reference looked up in one of two fields, say): every match satisfies one branch, so the union
+ * of the branches' candidates holds them all. Undefined when a branch would need a scan.
+ */
+function orPlan(coll: Collection, filter: Document): Plan | undefined {
+  const or = filter['$or'];
+  if (!Array.isArray(or) || or.length === 0 || or.length > MAX_OR_BRANCHES) return undefined;
+  const branches: Array<{ plan: Plan; filter: Document }> = [];
+  for (const branch of or) {
+    if (!isPlainObject(branch)) return undefined;
+    const plan = planQuery(coll, branch, undefined);
+    if (plan.kind === 'scan' || plan.kind === 'ordered') return undefined;
+    branches.push({ plan, filter: branch });
+  }
+  return { kind: 'or', branches };
+}
+
+const MAX_OR_BRANCHES = 16;
 
 function recordsOf(coll: Collection, rids: Iterable<RecordId>): StoredRecord[] {
   const out: StoredRecord[] = [];
@@ -280,6 +303,11 @@ function planCandidates(coll: Collection, plan: Plan, eq: () => Map<string, unkn
       const rids = new Set<string>();
       for (const combo of combinations(plan.fields, eq())) plan.ix.lookup(combo, rids);
       return inNaturalOrder(recordsOf(coll, rids));
+    }
+    case 'or': {
+      const union = new Set<StoredRecord>();
+      for (const b of plan.branches) for (const rec of planCandidates(coll, b.plan, () => equalitiesOf(b.filter)) ?? []) union.add(rec);
+      return inNaturalOrder([...union]);
     }
     case 'range': {
       planStats.orderedWalks++;
@@ -332,12 +360,13 @@ export function distinctFromIndex(coll: Collection, filter: Document, key: strin
 
 /** Candidate records for a filter, or undefined when the whole collection must be scanned. */
 export function candidateRecords(coll: Collection, filter: Document): StoredRecord[] | undefined {
-  const plan = planQuery(coll, filter, undefined);
-  return planCandidates(coll, plan, () => {
-    const eq = new Map<string, unknown[]>();
-    equalityConstraints(filter, eq);
-    return eq;
-  });
+  return planCandidates(coll, planQuery(coll, filter, undefined), () => equalitiesOf(filter));
+}
+
+function equalitiesOf(filter: Document): Map<string, unknown[]> {
+  const eq = new Map<string, unknown[]>();
+  equalityConstraints(filter, eq);
+  return eq;
 }
 
 export function testRecord(m: Matcher, rec: StoredRecord): boolean {
@@ -406,11 +435,7 @@ export function findRecords(coll: Collection | undefined, filter: Document, opts
   const limit = opts.limit !== undefined && opts.limit !== 0 ? Math.abs(opts.limit) : Infinity;
   const plan = planQuery(coll, filter, sortSpec);
   if (plan.kind === 'ordered') return orderedFind(coll, plan, matcher, skip, limit);
-  const candidates = planCandidates(coll, plan, () => {
-    const eq = new Map<string, unknown[]>();
-    equalityConstraints(filter, eq);
-    return eq;
-  });
+  const candidates = planCandidates(coll, plan, () => equalitiesOf(filter));
   if (!candidates) planStats.collectionScans++;
   let source: Iterable<StoredRecord> = candidates ?? coll.records.values();
   if (natural === -1) source = [...source].reverse();
