@@ -9,7 +9,7 @@ import { isVolregError } from '../domain/errors.ts';
 import { parseRepositoryName, parseTag } from '../domain/names.ts';
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
 import { DigestingFile } from './digesting-file.ts';
-import { brokenReply, errorReply, readJsonReply, RegistryError, requestName, retryAfterSeconds, unanswered, unexpectedStatus } from './registry-reply.ts';
+import { brokenReply, errorCodes, errorReply, isDroppedConnection, readJsonReply, RegistryError, requestName, retryAfterSeconds, unanswered, unexpectedStatus } from './registry-reply.ts';
 
 export { RegistryError } from './registry-reply.ts';
 
@@ -447,17 +447,6 @@ function isBrokenConnection(err: unknown): boolean {
   return err instanceof RegistryTimeoutError || errorCodes(err).includes('ETIMEDOUT') || isDroppedConnection(err);
 }
 
-/** A connection refused, reset or cut (not one that went silent: waiting out a timeout again would only double it). */
-function isDroppedConnection(err: unknown): boolean {
-  return errorCodes(err).some((c) => DROPPED_CONNECTION.has(c));
-}
-
-/** the error's code and its cause's (unanswered() wraps Node's error) */
-function errorCodes(err: unknown): string[] {
-  return [(err as NodeJS.ErrnoException)?.code, ((err as Error)?.cause as NodeJS.ErrnoException | undefined)?.code].filter((c): c is string => c !== undefined);
-}
-
-const DROPPED_CONNECTION = new Set(['ECONNRESET', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNREFUSED']);
 
 export function blobPath(name: string, digest: string): string {
   return `v2/${encodePath(name)}/blobs/${digest}`;

@@ -53,6 +53,18 @@ export function brokenReply(err: unknown, what: string): unknown {
   return err;
 }
 
+/** A connection refused, reset or cut (not one that went silent: waiting out a timeout again would only double it). */
+export function isDroppedConnection(err: unknown): boolean {
+  return errorCodes(err).some((c) => DROPPED_CONNECTION.has(c));
+}
+
+/** the error's code and its cause's (unanswered() wraps Node's error) */
+export function errorCodes(err: unknown): string[] {
+  return [(err as NodeJS.ErrnoException)?.code, ((err as Error)?.cause as NodeJS.ErrnoException | undefined)?.code].filter((c): c is string => c !== undefined);
+}
+
+const DROPPED_CONNECTION = new Set(['ECONNRESET', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNREFUSED']);
+
 /** a name that does not resolve, or no route to it */
 const UNREACHABLE = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 

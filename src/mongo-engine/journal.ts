@@ -192,19 +192,7 @@ export class Journal implements ChangeSink, Durability {
     this.bytes += commit.length;
     const batch = [...records, commit];
     for (const b of batch) this.fileOffset += b.length;
-    let remaining = batch;
-    while (remaining.length > 0) {
-      let n = fs.writevSync(this.fh.fd, remaining.slice(0, 1024));
-      const rest: Buffer[] = [];
-      for (const b of remaining) {
-        if (n >= b.length) n -= b.length;
-        else if (n > 0) {
-          rest.push(b.subarray(n));
-          n = 0;
-        } else rest.push(b);
-      }
-      remaining = rest;
-    }
+    for (let rest = batch; rest.length > 0; ) rest = unwritten(rest, fs.writevSync(this.fh.fd, rest.slice(0, WRITEV_MAX)));
   }
 
   private async switchFile(r: Extract<Queued, { rotateTo: string }>): Promise<void> {
@@ -265,20 +253,25 @@ export class Journal implements ChangeSink, Durability {
  * succeed): the rest is written in turn, never skipped, so a file is whole or the write fails.
  */
 export async function writeWhole(fh: FileHandle, buffers: readonly Buffer[]): Promise<void> {
-  let rest = buffers.filter((b) => b.length > 0);
-  while (rest.length > 0) {
-    let { bytesWritten: n } = await fh.writev(rest.slice(0, 1024));
-    if (n === 0) throw new Error('the file took no bytes of a write');
-    const left: Buffer[] = [];
-    for (const b of rest) {
-      if (n >= b.length) n -= b.length;
-      else {
-        left.push(n > 0 ? b.subarray(n) : b);
-        n = 0;
-      }
+  for (let rest = [...buffers]; rest.length > 0; ) rest = unwritten(rest, (await fh.writev(rest.slice(0, WRITEV_MAX))).bytesWritten);
+}
+
+/** buffers at most one writev takes (IOV_MAX) */
+const WRITEV_MAX = 1024;
+
+/** What of `buffers` a write that took `n` bytes of them left (empty ones dropped); a write that took none of a non-empty rest fails. */
+function unwritten(buffers: readonly Buffer[], n: number): Buffer[] {
+  const left: Buffer[] = [];
+  const none = n === 0;
+  for (const b of buffers) {
+    if (n >= b.length) n -= b.length;
+    else {
+      left.push(n > 0 ? b.subarray(n) : b);
+      n = 0;
     }
-    rest = left;
   }
+  if (none && left.length > 0) throw new Error('the file took no bytes of a write');
+  return left;
 }
 
 /** Writes `head` into a journal file just created (still empty) and syncs it; the file's size. */

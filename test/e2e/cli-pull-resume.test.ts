@@ -65,11 +65,16 @@ test.after.always(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-test.serial('a pull whose connection breaks every MiB goes on from where it broke and restores the tree exactly', async (t) => {
-  Object.assign(proxyRules, { cutAfter: CUT, passRange: true });
+/** `volreg pull` of the snapshot through the proxy, under `rules`, into `work/<dir>`; the Ranges it asks are in rangesAsked. */
+async function pullThroughProxy(rules: typeof proxyRules, dir: string): Promise<{ target: string; run: Awaited<ReturnType<typeof runVolreg>> }> {
+  Object.assign(proxyRules, rules);
   rangesAsked.length = 0;
-  const target = join(work, 'resumed');
-  const run = await runVolreg(['pull', 'resume/vol:v1', target], { url: cuttingUrl, cwd: work });
+  const target = join(work, dir);
+  return { target, run: await runVolreg(['pull', 'resume/vol:v1', target], { url: cuttingUrl, cwd: work }) };
+}
+
+test.serial('a pull whose connection breaks every MiB goes on from where it broke and restores the tree exactly', async (t) => {
+  const { target, run } = await pullThroughProxy({ cutAfter: CUT, passRange: true }, 'resumed');
   t.is(run.code, 0, run.stderr);
   t.deepEqual(await describeTree(target), await describeTree(src));
   // the first request whole, each later one from where the one before broke off
@@ -83,10 +88,7 @@ test.serial('a pull whose connection breaks every MiB goes on from where it brok
 });
 
 test.serial('through a proxy that drops Range, a pull breaking at the same place every time gives up and leaves the target as it was (exit 1)', async (t) => {
-  Object.assign(proxyRules, { cutAfter: CUT, passRange: false });
-  rangesAsked.length = 0;
-  const target = join(work, 'given-up');
-  const run = await runVolreg(['pull', 'resume/vol:v1', target], { url: cuttingUrl, cwd: work });
+  const { target, run } = await pullThroughProxy({ cutAfter: CUT, passRange: false }, 'given-up');
   t.is(run.code, 1, run.stderr);
   const failure = /\nvolreg pull: the connection to the registry broke during the download, after (\d+) of \d+ bytes \(.+\)\n$/.exec(run.stderr);
   t.truthy(failure, run.stderr);
