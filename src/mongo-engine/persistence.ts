@@ -72,9 +72,13 @@ function splitNs(ns: string): [string, string] {
   return [ns.slice(0, dot), ns.slice(dot + 1)];
 }
 
+/**
+ * A collection's UUID as decoded from a snapshot or journal is a view into the whole file's
+ * buffer, and the collection lives as long as the store: it gets 16 bytes of its own, or it
+ * would keep the file (tens of MB at start-up) in memory for good.
+ */
 function asUuid(v: unknown): UUID | undefined {
-  if (v instanceof UUID) return v;
-  if (v instanceof Binary && v.sub_type === Binary.SUBTYPE_UUID) return new UUID(Buffer.from(v.buffer));
+  if (v instanceof Binary && v.sub_type === Binary.SUBTYPE_UUID) return new UUID(new Uint8Array(v.buffer));
   return undefined;
 }
 

@@ -1,7 +1,10 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import { Binary, type Document } from 'bson';
+import { Catalog } from '../../src/mongo-engine/collection-store.ts';
 import { startEngine } from '../../src/mongo-engine/index.ts';
+import { openStorage } from '../../src/mongo-engine/persistence.ts';
 import { encodeCommit, encodeDdl, encodePut } from '../../src/mongo-engine/journal-format.ts';
 import { toBson } from '../../src/mongo-engine/bson-values.ts';
 import { STORAGE_FORMAT } from '../../src/mongo-engine/storage-format.ts';
@@ -58,6 +61,33 @@ test('the reference directory itself opens with every document', async (t) => {
   const engine = await startEngine({ dbPath: dir });
   await withDriver(engine.uri, async (c) => t.is(await c.db('app').collection('tags').countDocuments(), DOCS + 10));
   await engine.close();
+});
+
+test('what start-up loads holds no view into the files it read (a collection lives as long as the store, and would keep a whole file in memory)', async (t) => {
+  const dir = await reference(t); // collection tags created in snapshot-1
+  const child = await spawnEngineChild(dir);
+  await withDriver(uriOf(child), async (c) => {
+    await c.db('app').collection('more').insertOne({ _id: 1 as never, bytes: new Binary(Buffer.from('abc')), nested: { b: new Binary(Buffer.alloc(40, 1)) } });
+  });
+  await kill9(child); // collection more created in journal-1
+  const catalog = new Catalog();
+  const storage = await openStorage(dir, catalog, { durable: false, log: () => undefined });
+  try {
+    const owned = (b: Uint8Array): boolean => b.byteOffset === 0 && b.byteLength === b.buffer.byteLength;
+    const names: string[] = [];
+    for (const colls of catalog.dbs.values()) {
+      for (const coll of colls.values()) {
+        names.push(coll.ns);
+        t.true(owned(coll.uuid.buffer), `${coll.ns}: uuid`);
+        for (const rec of coll.records.values()) t.true(owned(rec.raw), `${coll.ns}: record bytes`);
+      }
+    }
+    t.true(names.includes('app.tags') && names.includes('app.more'), names.join(','));
+    const rec = catalog.getCollection('app', 'more')?.records.values().next().value;
+    t.true(owned((rec?.view['bytes'] as Binary).buffer) && owned(((rec?.view['nested'] as Document)['b'] as Binary).buffer), 'binaries in a view');
+  } finally {
+    await storage.close();
+  }
 });
 
 test('an empty or stray snapshot of a higher generation is refused, and the real one is not deleted', async (t) => {
