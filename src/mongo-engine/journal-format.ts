@@ -110,7 +110,10 @@ function* commitsAfter(buf: Buffer, from: number): Generator<number> {
 }
 
 export interface DecodeResult {
+  /** the records, when decodeRecords was given no `onRecord` to hand them to */
   records: JournalRecord[];
+  /** how many PUT, REMOVE and DDL records were decoded */
+  count: number;
   /** byte offset just past the last good record */
   goodLength: number;
   /** true when bytes after goodLength were not a valid record */
@@ -125,13 +128,24 @@ export interface DecodeResult {
   seal?: FileSeal;
 }
 
-export function decodeRecords(buf: Buffer): DecodeResult {
+/**
+ * Decodes the records of a file's bytes. With `onRecord`, each is handed over as it is decoded
+ * and none is kept, and a PUT's `doc` is a view into `buf` (copy what is kept): start-up then
+ * never holds a second copy of a whole snapshot besides the file's bytes and the catalog.
+ */
+export function decodeRecords(buf: Buffer, onRecord?: (rec: JournalRecord) => void): DecodeResult {
   const records: JournalRecord[] = [];
+  let count = 0;
+  const take = (rec: JournalRecord): void => {
+    count++;
+    if (onRecord) onRecord(rec);
+    else records.push(rec);
+  };
   const marks: { head?: FileHead; seal?: FileSeal } = {};
   const damaged = (off: number): DecodeResult => {
     const begun = [...commitsAfter(buf, off)];
     // a commit of a batch begun after the damage: acknowledged bytes; any commit: the damaged batch was written whole
-    return { records, goodLength: off, torn: true, acknowledgedAfter: begun.some((b) => b > off), writtenWhole: begun.length > 0, ...marks };
+    return { records, count, goodLength: off, torn: true, acknowledgedAfter: begun.some((b) => b > off), writtenWhole: begun.length > 0, ...marks };
   };
   let off = 0;
   let unknown: number | undefined;
@@ -147,12 +161,13 @@ export function decodeRecords(buf: Buffer): DecodeResult {
     const nsLen = buf.readUInt16LE(start + 1);
     const ns = buf.toString('utf8', start + 3, start + 3 + nsLen);
     const body = buf.subarray(start + 3 + nsLen, end);
+    let rec: JournalRecord | undefined;
     try {
-      if (kind === KIND_PUT) records.push({ kind, ns, doc: Buffer.from(body) });
-      else if (kind === KIND_REMOVE) records.push({ kind, ns, id: deserialize(body, { promoteValues: false })['id'] });
+      if (kind === KIND_PUT) rec = { kind, ns, doc: onRecord ? body : Buffer.from(body) };
+      else if (kind === KIND_REMOVE) rec = { kind, ns, id: deserialize(body, { promoteValues: false })['id'] };
       else if (kind === KIND_DDL) {
         const d = deserialize(body, { promoteValues: false });
-        records.push({ kind, op: d['op'] as DdlOp, args: d['args'] as Document });
+        rec = { kind, op: d['op'] as DdlOp, args: d['args'] as Document };
       } else if (kind === KIND_HEAD) {
         if (off !== 0) return damaged(off);
         const d = deserialize(body);
@@ -167,9 +182,11 @@ export function decodeRecords(buf: Buffer): DecodeResult {
     // A record intact but of a kind this version does not know was written by a newer one:
     // never damage to truncate.
     if (unknown !== undefined) throw newerFormat('the metadata files', `a record of kind ${unknown}`);
+    // Outside the try: what the receiver throws is its own failure, not damage in the file.
+    if (rec) take(rec);
     off = end;
   }
-  return { records, goodLength: off, torn: false, acknowledgedAfter: false, writtenWhole: false, ...marks };
+  return { records, count, goodLength: off, torn: false, acknowledgedAfter: false, writtenWhole: false, ...marks };
 }
 
 /** The refusal for data a newer engine wrote: starting would lose what this one cannot read. */

@@ -201,18 +201,17 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
     const file = path.join(dbPath, snapshotName(base));
     const bytes = fs.readFileSync(file);
     snapshotBytes = bytes.length;
-    const decoded = decodeRecords(bytes);
+    const decoded = decodeRecords(bytes, (r) => applyRecord(catalog, r, log));
     if (decoded.torn) throw new Error(`snapshot ${file} is corrupt at byte ${decoded.goodLength}; refusing to start. ${REMEDY}`);
     if (checked || decoded.head || decoded.seal || bytes.length === 0) {
       const { head, seal } = decoded;
       if (!head || head.file !== 'snapshot' || head.generation !== base) refuse(`${snapshotName(base)} does not start as generation ${base}'s snapshot`);
-      if (!seal || seal.generation !== base || seal.store !== head.store || seal.records !== decoded.records.length) {
+      if (!seal || seal.generation !== base || seal.store !== head.store || seal.records !== decoded.count) {
         refuse(`${snapshotName(base)} is incomplete (it does not end in its seal, or holds another number of records than the seal says)`);
       }
       store = head.store;
       checked = true;
     }
-    for (const r of decoded.records) applyRecord(catalog, r, log);
   }
   if (snapshots.length > 0 && journals[0] !== base && (checked || journals.length > 0)) refuse(`${snapshotName(base)} is there but not ${journalName(base)}, which continues it`);
   let replayed = 0;
@@ -220,7 +219,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
     const g = journals[i] as number;
     const file = path.join(dbPath, journalName(g));
     const buf = fs.readFileSync(file);
-    const decoded = decodeRecords(buf);
+    const decoded = decodeRecords(buf, (r) => applyRecord(catalog, r, log));
     const last = i === journals.length - 1;
     // The journal a rotation just created, whose snapshot may not be written yet: a crash (a power
     // loss) can leave it empty or with its head cut short, before any write batch went into it.
@@ -233,8 +232,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
       store = head.store;
       checked = true;
     }
-    for (const r of decoded.records) applyRecord(catalog, r, log);
-    replayed += decoded.records.length;
+    replayed += decoded.count;
     if (decoded.torn && (decoded.acknowledgedAfter || !last)) {
       throw new Error(
         `journal ${file} is damaged at byte ${decoded.goodLength}, and changes acknowledged after that point follow it; ` +

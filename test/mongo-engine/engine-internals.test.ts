@@ -386,6 +386,28 @@ test('stored records never pin pooled memory: their bytes and binary values own 
   t.is(c.size, 51);
 });
 
+test('records handed over as decoded: in order, none kept, and what the receiver throws is its own failure, never damage to cut', (t) => {
+  const a = encodePut('db.c', Buffer.from([5, 0, 0, 0, 0]));
+  const b = encodeDdl('create', { db: 'db', name: 'c', options: {} });
+  const file = Buffer.concat([a, b, a]);
+  const seen: number[] = [];
+  const streamed = decodeRecords(file, (rec) => seen.push(rec.kind));
+  t.deepEqual(seen, [1, 3, 1]);
+  t.is(streamed.count, 3);
+  t.is(streamed.records.length, 0);
+  t.false(streamed.torn);
+  const refusal = new Error('this version cannot apply it');
+  let calls = 0;
+  t.is(
+    t.throws(() =>
+      decodeRecords(file, () => {
+        if (++calls === 2) throw refusal;
+      }),
+    ),
+    refusal,
+  );
+});
+
 test('crc32c matches the Castagnoli check value', (t) => {
   t.is(crc32c(Buffer.from('123456789')), 0xe3069283);
 });
