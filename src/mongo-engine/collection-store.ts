@@ -240,7 +240,7 @@ function checkIdType(id: unknown): void {
 function serializeChecked(doc: Document): Buffer {
   const raw = toBson(doc);
   if (raw.length > MAX_BSON_OBJECT_SIZE) {
-    throw engineError('Location10334', `object to insert too large. size in bytes: ${raw.length}, max size: ${MAX_BSON_OBJECT_SIZE}`);
+    throw engineError('BSONObjectTooLarge', `object to insert too large. size in bytes: ${raw.length}, max size: ${MAX_BSON_OBJECT_SIZE}`);
   }
   return ownBytes(raw);
 }

@@ -3,7 +3,7 @@ import { toBson } from './bson-values.ts';
 import { dispatchCommand } from './command-dispatch.ts';
 import type { EngineState } from './engine-state.ts';
 import { engineError } from './errors.ts';
-import { encodeOpMsg, encodeOpReply, FrameReader, parseMessage, type WireRequest } from './wire-protocol.ts';
+import { encodeOpMsg, encodeOpReply, FrameReader, MAX_COMMAND_DOCUMENT_SIZE, parseMessage, type WireRequest } from './wire-protocol.ts';
 
 /**
  * One client connection: reassembles frames, runs requests strictly in arrival order
@@ -88,7 +88,12 @@ export class ClientConnection {
       case 'msg': {
         const db = req.command['$db'];
         let body: Buffer;
-        if (typeof db !== 'string' || db.length === 0) {
+        if (req.oversized) {
+          // mongod's words, so what matches its error matches this one
+          const { size, firstField } = req.oversized;
+          const message = `BSONObj size: ${size} (0x${size.toString(16).toUpperCase()}) is invalid. Size must be between 0 and ${MAX_COMMAND_DOCUMENT_SIZE}(16MB) First element: ${firstField}`;
+          body = toBson(engineError('BSONObjectTooLarge', message).toReply());
+        } else if (typeof db !== 'string' || db.length === 0) {
           body = toBson(engineError('Location40414', "BSON field '$db' is missing but a required field").toReply());
         } else {
           body = await dispatchCommand(req.command, db, this.state, this.id);

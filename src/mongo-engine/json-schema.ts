@@ -233,3 +233,134 @@ function collectFailures(schema: Document, value: unknown, path: string, out: Sc
 export function jsonSchemaPredicate(schema: Document): (doc: unknown) => boolean {
   return (doc) => validateSchema(schema, doc).length === 0;
 }
+
+// ---- what mongod takes as a $jsonSchema (src/mongo/db/matcher/schema/json_schema_parser.cpp) ----
+
+const KEYWORDS = new Set([
+  'additionalItems', 'additionalProperties', 'allOf', 'anyOf', 'bsonType', 'dependencies', 'description', 'enum',
+  'exclusiveMaximum', 'exclusiveMinimum', 'items', 'maxItems', 'maxLength', 'maxProperties', 'maximum', 'minItems',
+  'minLength', 'minProperties', 'minimum', 'multipleOf', 'not', 'oneOf', 'pattern', 'patternProperties', 'properties',
+  'required', 'title', 'type', 'uniqueItems',
+]);
+/** draft-4 keywords mongod names as unsupported (JSON Schema's other drafts' keywords are simply unknown to it) */
+const UNSUPPORTED_KEYWORDS = new Set(['$ref', '$schema', 'default', 'definitions', 'format', 'id']);
+const JSON_TYPE_NAMES = new Set(['array', 'boolean', 'null', 'number', 'object', 'string']);
+const BSON_TYPE_NAMES = new Set([
+  'double', 'string', 'object', 'array', 'binData', 'undefined', 'objectId', 'bool', 'date', 'null', 'regex', 'dbPointer',
+  'javascript', 'symbol', 'javascriptWithScope', 'int', 'timestamp', 'long', 'decimal', 'minKey', 'maxKey', 'number',
+]);
+
+export interface SchemaSyntaxError {
+  code: 'FailedToParse' | 'TypeMismatch' | 'BadValue';
+  message: string;
+}
+
+/**
+ * What mongod says of a `$jsonSchema` it refuses to take (a validator of create or collMod):
+ * null when it takes it. The engine evaluates some keywords mongod refuses (draft-6 `const`,
+ * `format`), so without this a validator could install here and fail on a real MongoDB.
+ */
+export function schemaSyntaxError(schema: unknown): SchemaSyntaxError | null {
+  if (!isPlainObject(schema)) return { code: 'TypeMismatch', message: '$jsonSchema must be an object' };
+  return checkSchemaNode(schema);
+}
+
+function checkSchemaNode(schema: Document): SchemaSyntaxError | null {
+  const failed = (message: string): SchemaSyntaxError => ({ code: 'FailedToParse', message });
+  const mistyped = (message: string): SchemaSyntaxError => ({ code: 'TypeMismatch', message });
+  for (const k of Object.keys(schema)) {
+    if (KEYWORDS.has(k)) continue;
+    if (UNSUPPORTED_KEYWORDS.has(k)) return failed(`$jsonSchema keyword '${k}' is not currently supported`);
+    return failed(`Unknown $jsonSchema keyword: ${k}`);
+  }
+  for (const k of ['title', 'description']) {
+    if (schema[k] !== undefined && typeof schema[k] !== 'string') return mistyped(`$jsonSchema keyword '${k}' must be of type string`);
+  }
+  if (schema['type'] !== undefined && schema['bsonType'] !== undefined) return failed("Cannot specify both $jsonSchema keywords 'type' and 'bsonType'");
+  for (const [k, names] of [['type', JSON_TYPE_NAMES], ['bsonType', BSON_TYPE_NAMES]] as const) {
+    const v = schema[k];
+    if (v === undefined) continue;
+    const list = Array.isArray(v) ? v : [v];
+    if (list.length === 0) return failed(`$jsonSchema keyword '${k}' must name at least one type`);
+    for (const t of list) {
+      if (typeof t !== 'string') return mistyped(`$jsonSchema keyword '${k}' must be a string or an array of strings`);
+      if (k === 'type' && t === 'integer') return failed("$jsonSchema type 'integer' is not currently supported.");
+      if (!names.has(t)) return { code: 'BadValue', message: `Unknown type name alias: ${t}` };
+    }
+  }
+  for (const [k, dependent] of [['exclusiveMaximum', 'maximum'], ['exclusiveMinimum', 'minimum']] as const) {
+    if (schema[k] === undefined) continue;
+    // draft 4's boolean form only; draft 6's number form is refused
+    if (typeof schema[k] !== 'boolean') return mistyped(`$jsonSchema keyword '${k}' must be a boolean`);
+    if (schema[dependent] === undefined) return failed(`$jsonSchema keyword '${dependent}' must be a present if ${k} is present`);
+  }
+  for (const k of ['maximum', 'minimum', 'multipleOf']) {
+    if (schema[k] !== undefined && !isNumeric(schema[k])) return mistyped(`$jsonSchema keyword '${k}' must be a number`);
+  }
+  if (schema['pattern'] !== undefined && typeof schema['pattern'] !== 'string') return mistyped("$jsonSchema keyword 'pattern' must be a string");
+  const enumValues = schema['enum'];
+  if (enumValues !== undefined) {
+    if (!Array.isArray(enumValues)) return mistyped("$jsonSchema keyword 'enum' must be an array");
+    if (enumValues.length === 0) return failed("$jsonSchema keyword 'enum' cannot be an empty array");
+  }
+  const required = schema['required'];
+  if (required !== undefined) {
+    if (!Array.isArray(required)) return mistyped("$jsonSchema keyword 'required' must be an array");
+    if (required.length === 0) return failed("$jsonSchema keyword 'required' cannot be an empty array");
+    if (!required.every((r) => typeof r === 'string')) return mistyped("$jsonSchema keyword 'required' must be an array of strings");
+    if (new Set(required).size !== required.length) return failed("$jsonSchema keyword 'required' array cannot contain duplicate values");
+  }
+  for (const k of ['properties', 'patternProperties']) {
+    const v = schema[k];
+    if (v === undefined) continue;
+    if (!isPlainObject(v)) return mistyped(`$jsonSchema keyword '${k}' must be an object`);
+    for (const sub of Object.values(v)) {
+      if (!isPlainObject(sub)) return mistyped(`Nested schema for $jsonSchema property '${k}' must be an object`);
+      const err = checkSchemaNode(sub);
+      if (err) return err;
+    }
+  }
+  for (const k of ['additionalProperties', 'additionalItems']) {
+    const v = schema[k];
+    if (v === undefined || typeof v === 'boolean') continue;
+    if (!isPlainObject(v)) return mistyped(`$jsonSchema keyword '${k}' must be either an object or a boolean`);
+    const err = checkSchemaNode(v);
+    if (err) return err;
+  }
+  const items = schema['items'];
+  if (items !== undefined) {
+    if (!isPlainObject(items) && !Array.isArray(items)) return mistyped("$jsonSchema keyword 'items' must be an array or an object");
+    for (const sub of Array.isArray(items) ? items : [items]) {
+      if (!isPlainObject(sub)) return mistyped("$jsonSchema keyword 'items' requires that each element of the array is an object");
+      const err = checkSchemaNode(sub);
+      if (err) return err;
+    }
+  }
+  for (const k of ['allOf', 'anyOf', 'oneOf']) {
+    const v = schema[k];
+    if (v === undefined) continue;
+    if (!Array.isArray(v)) return mistyped(`$jsonSchema keyword '${k}' must be an array`);
+    if (v.length === 0) return { code: 'BadValue', message: `$jsonSchema keyword '${k}' must be a non-empty array` };
+    for (const sub of v) {
+      if (!isPlainObject(sub)) return mistyped(`$jsonSchema keyword '${k}' must be an array of objects`);
+      const err = checkSchemaNode(sub);
+      if (err) return err;
+    }
+  }
+  if (schema['not'] !== undefined) {
+    if (!isPlainObject(schema['not'])) return mistyped("$jsonSchema keyword 'not' must be an object");
+    const err = checkSchemaNode(schema['not']);
+    if (err) return err;
+  }
+  const deps = schema['dependencies'];
+  if (deps !== undefined) {
+    if (!isPlainObject(deps)) return mistyped("$jsonSchema keyword 'dependencies' must be an object");
+    for (const dep of Object.values(deps)) {
+      if (Array.isArray(dep)) continue;
+      if (!isPlainObject(dep)) return mistyped("property dependency in $jsonSchema keyword 'dependencies' must be an object or an array");
+      const err = checkSchemaNode(dep);
+      if (err) return err;
+    }
+  }
+  return null;
+}

@@ -15,6 +15,13 @@ export const OP_MSG = 2013;
 export const MAX_MESSAGE_SIZE = 48_000_000;
 export const MAX_BSON_OBJECT_SIZE = 16 * 1024 * 1024;
 export const MAX_WRITE_BATCH_SIZE = 100_000;
+/**
+ * The largest document a message may carry (mongod's BSONObjMaxInternalSize): a stored document's
+ * 16 MiB plus room for the command around it. A larger command body is answered with
+ * BSONObjectTooLarge, as mongod answers it, however the driver built it (a filter with a long
+ * `$in`, say).
+ */
+export const MAX_COMMAND_DOCUMENT_SIZE = MAX_BSON_OBJECT_SIZE + 16 * 1024;
 
 export const FLAG_CHECKSUM_PRESENT = 1 << 0;
 export const FLAG_MORE_TO_COME = 1 << 1;
@@ -36,6 +43,8 @@ export interface OpMsgRequest {
   /** The kind-0 body with each kind-1 sequence merged in under its identifier. */
   command: Document;
   moreToCome: boolean;
+  /** a document of the message over MAX_COMMAND_DOCUMENT_SIZE (not read): the command is refused */
+  oversized?: { size: number; firstField: string };
 }
 
 export interface OpQueryRequest {
@@ -69,11 +78,23 @@ function readCString(buf: Buffer, offset: number): [string, number] {
   return [buf.toString('utf8', offset, end), end + 1];
 }
 
-function readDocument(buf: Buffer, offset: number, limit: number): [Document, number] {
+function documentSize(buf: Buffer, offset: number, limit: number): number {
   if (offset + 5 > limit) throw new ProtocolError('truncated document');
   const size = buf.readInt32LE(offset);
   if (size < 5 || offset + size > limit) throw new ProtocolError('invalid document size');
+  return size;
+}
+
+function readDocument(buf: Buffer, offset: number, limit: number): [Document, number] {
+  const size = documentSize(buf, offset, limit);
   return [deserialize(buf.subarray(offset, offset + size), DESERIALIZE_TYPED), offset + size];
+}
+
+/** The name of a document's first field, read from its bytes (for the oversized error). */
+function firstFieldName(buf: Buffer, offset: number, size: number): string {
+  if (size <= 5) return '';
+  const end = buf.indexOf(0, offset + 5);
+  return end < 0 || end >= offset + size ? '' : buf.toString('utf8', offset + 5, end);
 }
 
 /** Parses one complete frame (header included). */
@@ -106,12 +127,26 @@ function parseOpMsg(frame: Buffer, header: MessageHeader): OpMsgRequest {
   let offset = 20;
   let body: Document | undefined;
   const sequences: Array<[string, Document[]]> = [];
+  let oversized: OpMsgRequest['oversized'];
+  // a document too large to take is skipped, not read: the command gets an error reply
+  const tooLarge = (at: number, limit: number): number | undefined => {
+    const size = documentSize(frame, at, limit);
+    if (size <= MAX_COMMAND_DOCUMENT_SIZE) return undefined;
+    oversized ??= { size, firstField: firstFieldName(frame, at, size) };
+    return at + size;
+  };
   while (offset < end) {
     const kind = frame[offset];
     offset += 1;
     if (kind === 0) {
       if (body) throw new ProtocolError('OP_MSG has more than one body section');
-      [body, offset] = readDocument(frame, offset, end);
+      const skipped = tooLarge(offset, end);
+      if (skipped !== undefined) {
+        body = {};
+        offset = skipped;
+      } else {
+        [body, offset] = readDocument(frame, offset, end);
+      }
     } else if (kind === 1) {
       const size = frame.readInt32LE(offset);
       const sectionEnd = offset + size;
@@ -119,6 +154,11 @@ function parseOpMsg(frame: Buffer, header: MessageHeader): OpMsgRequest {
       let [identifier, pos] = readCString(frame, offset + 4);
       const docs: Document[] = [];
       while (pos < sectionEnd) {
+        const skipped = tooLarge(pos, sectionEnd);
+        if (skipped !== undefined) {
+          pos = skipped;
+          continue;
+        }
         let doc: Document;
         [doc, pos] = readDocument(frame, pos, sectionEnd);
         docs.push(doc);
@@ -134,7 +174,7 @@ function parseOpMsg(frame: Buffer, header: MessageHeader): OpMsgRequest {
     if (identifier in body) throw new ProtocolError(`duplicate field ${identifier} in OP_MSG`);
     body[identifier] = docs;
   }
-  return { kind: 'msg', header, flags, command: body, moreToCome: (flags & FLAG_MORE_TO_COME) !== 0 };
+  return { kind: 'msg', header, flags, command: body, moreToCome: (flags & FLAG_MORE_TO_COME) !== 0, ...(oversized ? { oversized } : {}) };
 }
 
 function parseOpQuery(frame: Buffer, header: MessageHeader): OpQueryRequest {

@@ -153,3 +153,51 @@ test('dropDatabase removes every collection of a database', async (t) => {
   t.is(reply['ok'], 1);
   t.deepEqual(await other.listCollections().toArray(), []);
 });
+
+// mongod parses a $jsonSchema when a validator is installed, and refuses keywords and types it
+// does not take: a validator that installs here must install on MongoDB 7 as well.
+test('create and collMod refuse a $jsonSchema mongod would not take, with its codes', async (t) => {
+  const refused: Array<[Document, number, RegExp]> = [
+    [{ properties: { n: { type: 'integer' } } }, 9, /\$jsonSchema type 'integer' is not currently supported/],
+    [{ properties: { at: { bsonType: 'string', format: 'date-time' } } }, 9, /\$jsonSchema keyword 'format' is not currently supported/],
+    [{ $ref: '#/definitions/x' }, 9, /\$jsonSchema keyword '\$ref' is not currently supported/],
+    [{ properties: { v: { const: 1 } } }, 9, /Unknown \$jsonSchema keyword: const/],
+    [{ items: { examples: [] } }, 9, /Unknown \$jsonSchema keyword: examples/],
+    [{ type: 'object', bsonType: 'object' }, 9, /Cannot specify both \$jsonSchema keywords 'type' and 'bsonType'/],
+    [{ properties: { n: { bsonType: 'integer' } } }, 2, /Unknown type name alias: integer/],
+    [{ properties: { n: { bsonType: 'number', minimum: 0, exclusiveMinimum: 0 } } }, 14, /'exclusiveMinimum' must be a boolean/],
+    [{ required: [] }, 9, /'required' cannot be an empty array/],
+    [{ properties: { k: { enum: [] } } }, 9, /'enum' cannot be an empty array/],
+    [{ title: 3 }, 14, /'title' must be of type string/],
+  ];
+  let i = 0;
+  for (const [schema, expected, message] of refused) {
+    const name = `refused_schema_${i++}`;
+    const err = await t.throwsAsync(m.db.createCollection(name, { validator: { $jsonSchema: schema } }), undefined, JSON.stringify(schema));
+    t.is(code(err), expected, JSON.stringify(schema));
+    t.regex(err?.message ?? '', message);
+    t.false((await m.db.listCollections({ name }).toArray()).length > 0, 'nothing created');
+    await m.db.createCollection(name);
+    t.is(code(await t.throwsAsync(m.db.command({ collMod: name, validator: { $jsonSchema: schema } }))), expected);
+  }
+  // what mongod takes: draft 4 with bsonType, title and description, nested everywhere
+  await m.db.createCollection('taken_schema', {
+    validator: {
+      $jsonSchema: {
+        bsonType: 'object',
+        title: 't',
+        required: ['a'],
+        properties: {
+          a: { bsonType: ['string', 'null'], description: 'd', pattern: '^x', minLength: 1, maxLength: 4 },
+          n: { bsonType: 'number', minimum: 0, exclusiveMinimum: true, maximum: 9, multipleOf: 1 },
+          l: { type: 'array', items: [{ type: 'string' }], additionalItems: false, uniqueItems: true, minItems: 0, maxItems: 3 },
+          o: { type: 'object', additionalProperties: { bsonType: 'int' }, patternProperties: { '^p': { enum: [1] } }, minProperties: 0 },
+        },
+        anyOf: [{ required: ['a'] }],
+        not: { required: ['z'] },
+        dependencies: { a: ['a'], n: { required: ['n'] } },
+      },
+    },
+  });
+  t.is((await m.db.listCollections({ name: 'taken_schema' }).toArray()).length, 1);
+});

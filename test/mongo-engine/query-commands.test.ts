@@ -220,3 +220,31 @@ test('distinct gives the same answer with and without an index that covers it', 
   t.deepEqual([...(await indexed.distinct('name', { repo: 'a' }))].sort(), ['t1', 't2']);
   t.deepEqual([...(await indexed.distinct('name', { repo: 'b' }))].sort((x, y) => String(x).localeCompare(String(y))), [null, 't9']);
 });
+
+// mongod takes a command document of at most 16 MiB + 16 KiB (BSONObjMaxInternalSize); a longer
+// one is refused with BSONObjectTooLarge (10334), and the connection keeps serving.
+test('a command over 16 MiB + 16 KiB is refused with BSONObjectTooLarge (10334)', async (t) => {
+  const items = m.db.collection('items');
+  // 350,000 ids of 40 characters: about 17 MB of $in (the driver itself refuses past 17 MiB)
+  const ids = Array.from({ length: 350_000 }, (_, i) => `${String(i).padStart(8, '0')}-0000-0000-0000-000000000000`);
+  const err = await t.throwsAsync(items.find({ _id: { $in: ids as never[] } }).toArray());
+  t.is((err as { code?: number }).code, 10334);
+  t.regex(err?.message ?? '', /BSONObj size: \d+ \(0x[0-9A-F]+\) is invalid\. Size must be between 0 and 16793600\(16MB\) First element: find/);
+  const del = await t.throwsAsync(items.deleteMany({ _id: { $in: ids as never[] } }));
+  t.is((del as { code?: number }).code, 10334);
+  t.is(await items.countDocuments({}), 250, 'nothing was deleted');
+  // just under the limit still goes through
+  t.deepEqual(await items.find({ _id: { $in: ids.slice(0, 330_000) as never[] } }).toArray(), []);
+});
+
+test('distinct over 16 MB answers mongod code 17217', async (t) => {
+  const big = m.db.collection('distinct_big');
+  const long = 'x'.repeat(1000);
+  for (let batch = 0; batch < 18; batch++) {
+    await big.insertMany(Array.from({ length: 1000 }, (_, i) => ({ v: `${batch}-${i}-${long}` })));
+  }
+  const err = await t.throwsAsync(big.distinct('v'));
+  t.is((err as { code?: number }).code, 17217);
+  t.regex(err?.message ?? '', /distinct too big, 16mb cap/);
+  await big.drop();
+});

@@ -3,6 +3,7 @@ import { compareValues, isPlainObject, numericValue, toView, toBson } from '../b
 import { checkCollectionName, checkDbName, type Collection } from '../collection-store.ts';
 import { engineError } from '../errors.ts';
 import type { CommandContext } from '../engine-state.ts';
+import { schemaSyntaxError } from '../json-schema.ts';
 import { compileFilter } from '../matcher.ts';
 import { cursorReply } from '../reply-builder.ts';
 import { collectionArg, cursorBatchSize, flag, optionalDocument } from './command-args.ts';
@@ -45,7 +46,7 @@ export function createCommand(cmd: Document, ctx: CommandContext): Document {
   if (options['validator'] !== undefined && !isPlainObject(options['validator'])) {
     throw engineError('TypeMismatch', "BSON field 'create.validator' is the wrong type, expected type 'object'");
   }
-  if (isPlainObject(options['validator'])) compileFilter(toView(withoutSchema(options['validator'])) as Document);
+  if (isPlainObject(options['validator'])) checkValidator(options['validator']);
   checkValidationOptions(options);
   const existing = ctx.state.catalog.getCollection(ctx.db, name);
   if (existing) {
@@ -54,6 +55,15 @@ export function createCommand(cmd: Document, ctx: CommandContext): Document {
   }
   ctx.state.catalog.createCollection(ctx.db, name, options);
   return { ok: 1 };
+}
+
+/** A validator mongod would refuse is refused here too, with its code and words. */
+function checkValidator(validator: Document): void {
+  if (validator['$jsonSchema'] !== undefined) {
+    const err = schemaSyntaxError(validator['$jsonSchema']);
+    if (err) throw engineError(err.code, err.message);
+  }
+  compileFilter(toView(withoutSchema(validator)) as Document);
 }
 
 function withoutSchema(v: Document): Document {
@@ -102,6 +112,10 @@ export function collModCommand(cmd: Document, ctx: CommandContext): Document {
       throw engineError('InvalidOptions', `unknown option to collMod: ${k}`);
     }
   }
+  if (changes['validator'] !== undefined && !isPlainObject(changes['validator'])) {
+    throw engineError('TypeMismatch', "BSON field 'collMod.validator' is the wrong type, expected type 'object'");
+  }
+  if (isPlainObject(changes['validator'])) checkValidator(changes['validator']);
   if (isPlainObject(index)) modifyIndex(coll, index, reply, ctx);
   if (Object.keys(changes).length > 0) {
     const options = { ...coll.options, ...changes };

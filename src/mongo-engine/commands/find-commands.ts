@@ -71,7 +71,7 @@ export function distinctCommand(cmd: Document, ctx: CommandContext): Buffer {
   const coll = ctx.state.catalog.getCollection(ctx.db, name);
   const query = toView(optionalDocument(cmd, 'query') ?? {}) as Document;
   const fromIndex = coll && cmd['collation'] === undefined ? distinctFromIndex(coll, query, key) : undefined;
-  if (fromIndex) return checkedDistinctReply(toBson({ values: fromIndex, ok: new Double(1) }));
+  if (fromIndex) return distinctReply(fromIndex);
   const seen = new Set<string>();
   const values: unknown[] = [];
   for (const rec of findRecords(coll, query)) {
@@ -87,11 +87,22 @@ export function distinctCommand(cmd: Document, ctx: CommandContext): Buffer {
       values.push(v);
     }
   }
-  // serialized once, here: the size check and the reply are the same bytes
-  return checkedDistinctReply(toBson({ values, ok: new Double(1) }));
+  return distinctReply(values);
 }
 
-function checkedDistinctReply(reply: Buffer): Buffer {
-  if (reply.length > 16 * 1024 * 1024) throw engineError('BadValue', 'distinct too big, 16mb cap');
+/**
+ * Serialized once, here: the size check and the reply are the same bytes. Past 16 MB mongod
+ * answers 17217; a reply past the serializer's own buffer (17 MiB) fails to serialize at all.
+ */
+function distinctReply(values: unknown[]): Buffer {
+  const tooBig = () => engineError('Location17217', 'distinct too big, 16mb cap');
+  let reply: Buffer;
+  try {
+    reply = toBson({ values, ok: new Double(1) });
+  } catch (err) {
+    if (err instanceof RangeError || (err as { code?: unknown }).code === 'ERR_OUT_OF_RANGE') throw tooBig();
+    throw err;
+  }
+  if (reply.length > 16 * 1024 * 1024) throw tooBig();
   return reply;
 }
