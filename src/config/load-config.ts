@@ -286,6 +286,19 @@ function parseMongoUrl(value: string): string {
   if (!/^mongodb(\+srv)?:\/\/[^/?#\s]+(\/[^?#\s]*)?(\?\S*)?$/.test(value)) {
     throw new Error('not a mongodb:// or mongodb+srv:// connection string (value not shown: it may hold a password)');
   }
+  const options = new URLSearchParams(value.includes('?') ? value.slice(value.indexOf('?') + 1) : '');
+  for (const [key, option] of options) {
+    // The driver reads option names in any case. Reads from a secondary can miss a write just
+    // acknowledged: a push would not find its own manifest, and garbage collection could delete
+    // bytes a manifest written on the primary just started to use.
+    if (key.toLowerCase() === 'readpreference' && option !== 'primary') {
+      throw new Error(`readPreference=${option}: volreg must read from the primary (a push reads what it wrote; gc must see every reference); remove the option`);
+    }
+    // Unacknowledged writes tell volreg nothing (not whether a tag was written, nor a duplicate).
+    if (key.toLowerCase() === 'w' && option === '0') {
+      throw new Error('w=0: volreg needs acknowledged writes; remove the option (the replica set default is majority)');
+    }
+  }
   return value;
 }
 

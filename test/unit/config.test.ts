@@ -88,6 +88,9 @@ const bad: Array<[string, string, RegExp]> = [
   ['VOLREG_ADDR', '-bad-:80', /invalid host/],
   ['VOLREG_MONGODB_URL', 'http://db:27017', /mongodb:\/\/ or mongodb\+srv:\/\//],
   ['VOLREG_MONGODB_URL', 'mongodb://', /mongodb:\/\//],
+  ['VOLREG_MONGODB_URL', 'mongodb://db:27017/?replicaSet=rs0&readPreference=secondary', /readPreference=secondary: volreg must read from the primary/],
+  ['VOLREG_MONGODB_URL', 'mongodb://db1,db2/?readpreference=primaryPreferred', /readPreference=primaryPreferred/],
+  ['VOLREG_MONGODB_URL', 'mongodb://db:27017/?w=0', /w=0: volreg needs acknowledged writes/],
   ['VOLREG_MONGODB_DATABASE', 'a.b', /database name/],
   ['VOLREG_MONGODB_DATABASE', 'x'.repeat(64), /database name/],
   ['VOLREG_STORAGE', 's3', /use fs or gridfs/],
@@ -277,4 +280,9 @@ test('.env.example and the README table list every variable', (t) => {
     t.regex(example, new RegExp(`^#? ?${name}=`, 'm'), `.env.example: ${name}`);
     t.regex(readme, new RegExp(`^\\| \`${name}\` \\|`, 'm'), `README: ${name}`);
   }
+});
+
+test('VOLREG_MONGODB_URL may name the primary and any acknowledged write concern', (t) => {
+  t.deepEqual(problemsOf({ VOLREG_MONGODB_URL: 'mongodb://db1,db2/?replicaSet=rs0&readPreference=primary&w=majority' }), []);
+  t.deepEqual(problemsOf({ VOLREG_MONGODB_URL: 'mongodb://db/?w=1&journal=true' }), []);
 });
