@@ -1,7 +1,7 @@
 import { ObjectId, type Collection, type Filter } from 'mongodb';
 import type { Logger } from 'pino';
 import type { Digest } from '../domain/digest.ts';
-import { UNIT_TYPES, type Collections, type RepoContentUnitDoc, type UnitTypeId } from '../metadata/collections.ts';
+import { UNIT_TYPES, type Collections, type ManifestListUnitDoc, type ManifestUnitDoc, type RepoContentUnitDoc, type UnitTypeId } from '../metadata/collections.ts';
 import { BlobRepository } from '../metadata/blob-repository.ts';
 import { isDuplicateKey, moveUnitCount } from '../metadata/repo-content-repository.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
@@ -109,6 +109,8 @@ export interface MissingBlob {
 export const MISSING_LISTED = 100;
 
 const BATCH = 200;
+/** ids per `$in` when a repository's whole holding is asked about (a 16 MiB command holds about 340,000) */
+const IN_CHUNK = 10_000;
 const MANIFEST_TYPES: UnitTypeId[] = [UNIT_TYPES.manifest, UNIT_TYPES.manifestList];
 
 interface UnitSummary {
@@ -284,13 +286,22 @@ class GarbageCollector {
       .toArray();
     const byId = new Map(assocs.map((a) => [a.unit_id, a]));
     const ids = [...byId.keys()];
-    const [images, lists, tagged] = await Promise.all([
-      this.c.manifests.find({ _id: { $in: ids } }, { projection: { _id: 1, digest: 1, size: 1, _last_updated: 1, subject_digest: 1 } }).toArray(),
-      this.c.manifestLists
-        .find({ _id: { $in: ids } }, { projection: { _id: 1, digest: 1, size: 1, _last_updated: 1, subject_digest: 1, manifest_digests: 1 } })
-        .toArray(),
-      this.c.tags.distinct('manifest_digest', { repo_id: repo }) as Promise<string[]>,
-    ]);
+    // Each $in in pieces (MongoDB refuses a command past 16 MiB: about 340,000 ids), and the
+    // tagged digests from a cursor (a distinct's answer stops at 16 MB).
+    const images: Array<Pick<ManifestUnitDoc, '_id' | 'digest' | 'size' | '_last_updated' | 'subject_digest'>> = [];
+    const lists: Array<Pick<ManifestListUnitDoc, '_id' | 'digest' | 'size' | '_last_updated' | 'subject_digest' | 'manifest_digests'>> = [];
+    for (const part of chunk(ids, IN_CHUNK)) {
+      const [i, l] = await Promise.all([
+        this.c.manifests.find({ _id: { $in: part } }, { projection: { _id: 1, digest: 1, size: 1, _last_updated: 1, subject_digest: 1 } }).toArray(),
+        this.c.manifestLists
+          .find({ _id: { $in: part } }, { projection: { _id: 1, digest: 1, size: 1, _last_updated: 1, subject_digest: 1, manifest_digests: 1 } })
+          .toArray(),
+      ]);
+      images.push(...i);
+      lists.push(...l);
+    }
+    const tagged = new Set<string>();
+    for await (const t of this.c.tags.find({ repo_id: repo }, { projection: { _id: 0, manifest_digest: 1 } })) tagged.add(t.manifest_digest);
     const nodes = new Map<string, ManifestNode>();
     const add = (d: { _id: string; digest: string; size: number; _last_updated: number; subject_digest?: string | null }, type: UnitTypeId, children: string[]): void => {
       const a = byId.get(d._id);
@@ -314,7 +325,7 @@ class GarbageCollector {
     const referrers = new Map<string, string[]>();
     for (const n of nodes.values()) if (n.subject) referrers.set(n.subject, [...(referrers.get(n.subject) ?? []), n.digest]);
     const kept = new Set<string>();
-    const tags = new Set(tagged);
+    const tags = tagged;
     const work = [...nodes.values()].filter((n) => n.young || tags.has(n.digest)).map((n) => n.digest);
     while (work.length > 0) {
       const digest = work.pop()!;
@@ -354,9 +365,11 @@ class GarbageCollector {
       .map((a) => a.unit_id)
       .filter((id) => !this.wouldUnholdIn.has(`${repo}\0${id}`));
     const used = new Set<string>();
-    for await (const m of this.c.manifests.find({ _id: { $in: heldManifests } }, { projection: { config_digest: 1, blob_digests: 1 } })) {
-      if (m.config_digest) used.add(m.config_digest);
-      for (const d of m.blob_digests ?? []) used.add(d);
+    for (const part of chunk(heldManifests, IN_CHUNK)) {
+      for await (const m of this.c.manifests.find({ _id: { $in: part } }, { projection: { config_digest: 1, blob_digests: 1 } })) {
+        if (m.config_digest) used.add(m.config_digest);
+        for (const d of m.blob_digests ?? []) used.add(d);
+      }
     }
     const assocs = await this.c.repoContentUnits
       .find({ repo_id: repo, unit_type_id: UNIT_TYPES.blob }, { projection: { _id: 1, unit_id: 1, updated: 1 } })

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Filter } from 'mongodb';
 import type { Digest } from '../domain/digest.ts';
 import type { ManifestKind } from '../domain/manifests/parsed-manifest.ts';
+import { VolregError } from '../domain/errors.ts';
 import { hasPreconditions, preconditionFailed, type Preconditions } from '../domain/preconditions.ts';
 import type { TagRecord, TagWrite } from '../domain/manifests/stored-manifest.ts';
 import { COLLECTIONS, pulpFields, UNIT_TYPES, type Collections, type TagUnitDoc } from './collections.ts';
@@ -26,6 +27,17 @@ function assertStorable(schemaId: string, doc: unknown): void {
  */
 
 const NAME_ONLY = { projection: { _id: 0, name: 1 } } as const;
+
+/**
+ * The v1 tags one repository records. They live in the repository's one document, and MongoDB
+ * refuses a document past 16 MiB: an entry takes up to 230 bytes (a 128-character tag, a
+ * 64-character image id), so 50,000 take at most 11.5 MB and a push past them is refused with
+ * a 4xx instead of failing in the database with a 5xx.
+ */
+export const MAX_V1_TAGS_PER_REPO = 50_000;
+
+/** MongoDB's code for a distinct whose answer passes 16 MB */
+const DISTINCT_TOO_BIG = 17217;
 
 /** the fields toRecord reads (not the Pulp bookkeeping ones) */
 const RECORD_FIELDS = { projection: { _id: 1, repo_id: 1, name: 1, manifest_digest: 1, schema_version: 1, manifest_type: 1 } } as const;
@@ -189,8 +201,17 @@ export class TagRepository {
   private async allNames(repo: string, after?: string): Promise<readonly string[]> {
     // distinct answers one array of strings instead of a document per unit. Tag names are
     // ASCII (the OCI tag grammar), so sorting by code units is byte order.
-    const names = (await this.c.tags.distinct('name', after !== undefined ? { repo_id: repo, name: { $gt: after } } : { repo_id: repo })) as string[];
-    return Object.freeze(names.sort());
+    const filter = after !== undefined ? { repo_id: repo, name: { $gt: after } } : { repo_id: repo };
+    try {
+      return Object.freeze(((await this.c.tags.distinct('name', filter)) as string[]).sort());
+    } catch (err) {
+      // MongoDB's reply to distinct holds at most 16 MB (about 120,000 names of 128 characters):
+      // past it, the names come from a cursor, in batches
+      if ((err as { code?: unknown }).code !== DISTINCT_TOO_BIG) throw err;
+    }
+    const names: string[] = [];
+    for await (const d of this.c.tags.find(filter, NAME_ONLY).sort({ name: 1 })) if (names[names.length - 1] !== d.name) names.push(d.name);
+    return Object.freeze(names);
   }
 
   private async pageFromDatabase(repo: string, n: number, last: string | undefined): Promise<{ names: string[]; more: boolean }> {
@@ -260,11 +281,20 @@ export class TagRepository {
         { $set: { 'scratchpad.tags.$.image_id': imageId, _last_updated: Math.floor(Date.now() / 1000) } },
       );
       if (replaced.matchedCount > 0) return before;
+      const last = `scratchpad.tags.${MAX_V1_TAGS_PER_REPO - 1}`;
       const added = await this.c.repos.updateOne(
-        { _id: repo, 'scratchpad.tags.tag': { $ne: tag } },
+        // only while there is room: the check and the push are one step, whatever races
+        { _id: repo, 'scratchpad.tags.tag': { $ne: tag }, [last]: { $exists: false } },
         { $push: { 'scratchpad.tags': { tag, image_id: imageId } }, $set: { _last_updated: Math.floor(Date.now() / 1000) } },
       );
       if (added.matchedCount > 0) return before;
+      if (await this.c.repos.findOne({ _id: repo, 'scratchpad.tags.tag': { $ne: tag }, [last]: { $exists: true } }, { projection: { _id: 1 } })) {
+        throw new VolregError(
+          'DENIED',
+          `repository ${repo} records ${MAX_V1_TAGS_PER_REPO} schema 1 tags, the most one repository can: delete some, or push this image as schema 2`,
+          { limit: MAX_V1_TAGS_PER_REPO },
+        );
+      }
       // neither matched: another push added the entry in between, so replace it next round
     }
     throw new Error('could not record the v1 tag');

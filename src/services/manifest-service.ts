@@ -159,8 +159,9 @@ export class ManifestService {
         if (parsed.v1TopImageId !== null) write.previousV1ImageId = await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
       }
     } catch (err) {
-      // A precondition a racing push made false since the check above: undone as below.
-      if (isVolregError(err) && err.code === 'PRECONDITION_FAILED') {
+      // Refused (a precondition a racing push made false since the check above, a repository
+      // with no room for another v1 tag): undone as below.
+      if (isVolregError(err) && err.status < 500) {
         await this.undoTags(repo, written);
         if (added) await this.deps.manifests.removeFromRepo(repo, unit);
       }

@@ -23,6 +23,7 @@ import {
 import { ACCEPT_ALL, errorCode, errorDetail, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { MAX_TAGS_PER_PUSH } from '../../src/services/manifest-service.ts';
+import { MAX_V1_TAGS_PER_REPO } from '../../src/metadata/tag-repository.ts';
 import { HELD_BODY_BYTES } from '../../src/http/body.ts';
 
 /**
@@ -454,6 +455,33 @@ test('schema 1 and schema 2 under one tag: each by its Accept, two Tag units, th
   t.is((await putManifest(url, repo, 'latest', s1b)).status, 201);
   const doc2 = await collections(server.db).repos.findOne({ _id: repo });
   t.deepEqual(doc2!.scratchpad.tags, [{ tag: 'latest', image_id: s1b.topId }]);
+});
+
+test('a repository recording the most v1 tags refuses a schema 1 push of a new tag with 403 DENIED, writing nothing; existing ones still move', async (t) => {
+  const repo = repoName('v1full');
+  const layer = randomBlob();
+  await pushBlobs(url, repo, [layer]);
+  const keep = schema1Signed({ name: repo, tag: 'keep', layers: [layer] });
+  t.is((await putManifest(url, repo, 'keep', keep)).status, 201);
+  // the repository document as 50,000 schema 1 pushes leave it
+  const full = [{ tag: 'keep', image_id: keep.topId }, ...Array.from({ length: MAX_V1_TAGS_PER_REPO - 1 }, (_, i) => ({ tag: `t${i}`, image_id: 'a'.repeat(64) }))];
+  await collections(server.db).repos.updateOne({ _id: repo }, { $set: { 'scratchpad.tags': full } });
+
+  const extra = schema1Signed({ name: repo, tag: 'extra', layers: [layer] });
+  const refused = await putManifest(url, repo, 'extra', extra);
+  t.is(refused.status, 403);
+  t.is(errorCode(refused), 'DENIED');
+  t.regex(refused.body.toString(), /records 50000 schema 1 tags, the most one repository can/);
+  t.is((await getManifest(url, repo, 'extra', ACCEPT_ALL)).status, 404);
+  t.deepEqual(await tagUnits(repo, 'extra'), []);
+  t.is((await collections(server.db).repos.findOne({ _id: repo }))!.scratchpad.tags.length, MAX_V1_TAGS_PER_REPO);
+
+  // a tag already recorded is replaced in place
+  const moved = schema1Unsigned({ name: repo, tag: 'keep', layers: [layer] });
+  t.is((await putManifest(url, repo, 'keep', moved)).status, 201);
+  const doc = await collections(server.db).repos.findOne({ _id: repo });
+  t.is(doc!.scratchpad.tags.length, MAX_V1_TAGS_PER_REPO);
+  t.deepEqual(doc!.scratchpad.tags[0], { tag: 'keep', image_id: moved.topId });
 });
 
 test('repos.content_unit_counts tallies the units a repository holds, by unit type, as pushes and deletes change them', async (t) => {

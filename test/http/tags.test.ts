@@ -164,3 +164,26 @@ test('HEAD is served wherever GET is: the same status and headers, no body (tags
   t.is(refused.status, 405);
   t.is(refused.headers.allow, 'GET, HEAD');
 });
+
+// MongoDB answers a distinct of more than 16 MB with an error (17217): a repository with more
+// names than that is listed from a cursor instead, whole and by pages.
+test('a repository whose tag names pass 16 MB is listed whole and by pages', async (t) => {
+  const repo = await repoWithTags(['first']);
+  const [unit] = await server.db.collection('units_docker_tag').find({ repo_id: repo, name: 'first' }).toArray();
+  const pad = 'x'.repeat(120);
+  const names = Array.from({ length: 125_000 }, (_, i) => `n${String(i).padStart(6, '0')}${pad}`);
+  const tags = server.db.collection('units_docker_tag');
+  for (let i = 0; i < names.length; i += 10_000) {
+    await tags.insertMany(names.slice(i, i + 10_000).map((name) => ({ ...unit, _id: `${name.slice(0, 7)}-${repo}` as never, name })));
+  }
+  const whole = await list(repo);
+  t.is(whole.status, 200);
+  const listed = (whole.json() as { tags: string[] }).tags;
+  t.is(listed.length, names.length + 1);
+  t.is(listed[0], 'first');
+  t.is(listed[1], names[0]);
+  t.is(listed[listed.length - 1], names[names.length - 1]);
+  const page = await list(repo, `?n=3&last=${names[99_999]}`);
+  t.is(page.status, 200);
+  t.deepEqual((page.json() as { tags: string[] }).tags, names.slice(100_000, 100_003));
+});
