@@ -56,6 +56,8 @@ const REMEDY =
   'Put back the file that is missing or replaced, or restore the data directory from a backup (see "Backing up volreg" in the README)';
 const JOURNAL_RE = /^journal-(\d+)\.log$/;
 const DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024;
+/** how long after a snapshot that could not be written the journal's growth may set off the next */
+const COMPACT_RETRY_MS = 60_000;
 
 function gens(files: string[], re: RegExp): number[] {
   return files.flatMap((f) => {
@@ -263,6 +265,8 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
   const compactBytes = opts.compactBytes ?? DEFAULT_COMPACT_BYTES;
   let compacting: Promise<void> | undefined;
   let closed = false;
+  /** after a snapshot that could not be written, the next try waits (each try fills what room is left) */
+  let retryAt = 0;
 
   const compact = (): Promise<void> => {
     if (compacting) return compacting;
@@ -296,6 +300,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
       const tmp = path.join(dbPath, `snapshot-${next}.tmp`);
       const out = await fs.promises.open(tmp, 'w');
       let written = 0;
+      let complete = false;
       try {
         await writeWhole(out, frames);
         written += frames.reduce((n, f) => n + f.length, 0);
@@ -308,8 +313,15 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
         await writeWhole(out, [seal]);
         written += seal.length;
         await out.datasync();
+        complete = true;
       } finally {
         await out.close();
+        // A snapshot that could not be written whole (a full disk) gives its space back at once:
+        // left, it would hold the room the journal needs until the next attempt.
+        if (!complete) {
+          fs.rmSync(tmp, { force: true });
+          retryAt = Date.now() + COMPACT_RETRY_MS;
+        }
       }
       fs.renameSync(tmp, path.join(dbPath, snapshotName(next)));
       await syncDirectory(dbPath);
@@ -328,7 +340,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
   // The journal may grow to the snapshot's size before the next cut, so rewriting the
   // snapshot costs at most about as much I/O as the changes themselves (no quadratic rewrite).
   journal.onFlushed = () => {
-    if (!closed && !compacting && !journal.failure() && journal.bytes > Math.max(compactBytes, snapshotBytes)) {
+    if (!closed && !compacting && !journal.failure() && Date.now() >= retryAt && journal.bytes > Math.max(compactBytes, snapshotBytes)) {
       compact().catch((err: unknown) => log('compaction failed', { error: String(err) }, 'warn'));
     }
   };
