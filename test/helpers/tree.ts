@@ -71,7 +71,7 @@ export async function describeTree(root: string): Promise<Record<string, TreeEnt
 
 export interface HostileEntry {
   name: string;
-  type?: 'file' | 'directory' | 'symlink' | 'link' | 'character-device';
+  type?: 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'fifo';
   linkname?: string;
   body?: string;
   mode?: number;

@@ -39,7 +39,7 @@ async function invalidReason(inspect: Inspect, body: Buffer): Promise<string> {
   return err.message;
 }
 
-async function hostileTar(entries: Array<{ name: string; type?: 'file' | 'symlink' | 'link' | 'directory'; linkname?: string; body?: string }>): Promise<Buffer> {
+async function hostileTar(entries: Array<{ name: string; type?: 'file' | 'symlink' | 'link' | 'directory' | 'fifo'; linkname?: string; body?: string }>): Promise<Buffer> {
   const p = pack();
   const chunks: Buffer[] = [];
   const done = (async () => {
@@ -247,6 +247,37 @@ for (const [label, inspect] of IMPLEMENTATIONS) {
     const got = await inspect(chunked(tar));
     t.is(got.entries, 8);
     t.is(got.unsafeEntries, 6);
+  });
+
+  test(`${label}: a hard link must name an earlier file, symlink, fifo or link: one to a later, missing or directory entry is refused`, async (t) => {
+    const fine = await hostileTar([
+      { name: './f', body: 'f' },
+      { name: 's', type: 'symlink', linkname: 'f' },
+      { name: 'p', type: 'fifo' },
+      { name: 'hf', type: 'link', linkname: 'f' },
+      { name: 'hs', type: 'link', linkname: './s' },
+      { name: 'hp', type: 'link', linkname: 'p' },
+      { name: 'hh', type: 'link', linkname: 'hf' },
+      { name: 'escape', type: 'link', linkname: '../x' },
+    ]);
+    const got = await inspect(chunked(fine));
+    t.is(got.entries, 8);
+    t.is(got.unsafeEntries, 1, 'a link leaving the archive is counted as unsafe, as before, not refused');
+    const refused: Array<Parameters<typeof hostileTar>[0]> = [
+      [{ name: 'b', type: 'link', linkname: 'a' }, { name: 'a', body: 'later' }],
+      [{ name: 'c', body: 'c' }, { name: 'b', type: 'link', linkname: 'a' }],
+      [{ name: 'd', type: 'directory' }, { name: 'b', type: 'link', linkname: 'd' }],
+      [{ name: 'a', body: 'a file, then a directory' }, { name: 'a', type: 'directory' }, { name: 'b', type: 'link', linkname: 'a' }],
+    ];
+    for (const entries of refused) {
+      t.regex(await invalidReason(inspect, await hostileTar(entries)), /entry "b": it is a hard link to "[ad]", which no earlier entry of the archive is/);
+    }
+  });
+
+  test(`${label}: a file entry whose name ends in "/" is a directory; one carrying data is refused (tar reads its data as headers)`, async (t) => {
+    const dir = await hostileTar([{ name: 'f/', body: '' }, { name: 'f/inner', body: 'in' }, { name: 'h', type: 'link', linkname: 'f/inner' }]);
+    t.is((await inspect(chunked(dir))).entries, 3);
+    t.regex(await invalidReason(inspect, await hostileTar([{ name: 'f/', body: 'data' }])), /entry "f\/": a file entry whose name ends in "\/" is a directory to tar/);
   });
 
   test(`${label}: a failing source is passed through, not reported as a bad archive`, async (t) => {

@@ -96,12 +96,25 @@ const hostile: Array<{ title: string; entries: HostileEntry[]; outsideName?: str
   { title: 'hard link to a file not in the archive', entries: [{ name: 'hl', type: 'link', linkname: 'nothere' }] },
   { title: 'hard link to a directory', entries: [{ name: 'd/', type: 'directory' }, { name: 'hl', type: 'link', linkname: 'd' }] },
   {
-    title: 'file replacing a directory',
+    title: 'file replacing a directory that is not empty',
     entries: [
       { name: 'd/', type: 'directory' },
+      { name: 'd/kept', body: 'x' },
       { name: 'd', body: 'x' },
     ],
   },
+  {
+    title: 'write through a symlink that replaced a directory already used as a parent',
+    entries: [
+      { name: 'd/', type: 'directory' },
+      { name: 'd/sub/', type: 'directory' },
+      { name: 'e/', type: 'directory' },
+      { name: 'd/sub', body: 'replaced' },
+      { name: 'd/sub', type: 'symlink', linkname: '../e' },
+      { name: 'd/sub/pwned', body: 'x' },
+    ],
+  },
+  { title: 'a file entry named like a directory that carries data', entries: [{ name: 'f/', body: 'data tar reads as headers' }] },
   { title: 'device without --allow-devices', entries: [{ name: 'null', type: 'character-device', devmajor: 1, devminor: 3 }] },
 ];
 
@@ -132,6 +145,65 @@ test('a later entry may replace an earlier file or symlink of the same name, nev
   t.is(await readFile(join(target, 'y'), 'utf8'), 'replaced');
   t.false((await lstat(join(target, 'x'))).isSymbolicLink());
   t.is(await readFile(join(outside, 'secret'), 'utf8'), 'untouched');
+});
+
+test('keepOutsideSymlinks: a symlink that replaced a directory already used as a parent is not written through', async (t) => {
+  const { target, outside } = await arena();
+  const tar = await buildTar([
+    { name: 'd/', type: 'directory' },
+    { name: 'd/sub/', type: 'directory' },
+    { name: 'd/sub', body: 'replaced' },
+    { name: 'd/sub', type: 'symlink', linkname: outside },
+    { name: 'd/sub/pwned', body: 'x' },
+  ]);
+  const err = await t.throwsAsync(extractTar(Readable.from(tar), target, { keepOutsideSymlinks: true }), { instanceOf: UnsafeArchiveError });
+  t.regex(err!.message, /parent d\/sub is a symlink/);
+  t.deepEqual(await readdir(outside), ['secret']);
+});
+
+test('the same name twice: the later entry wins, an empty directory included (as tar -x); the directory\'s mode is not applied to what replaced it', async (t) => {
+  const { target } = await arena();
+  const tar = await buildTar([
+    { name: 'd/', type: 'directory', mode: 0o700 },
+    { name: 'd', body: 'now a file', mode: 0o640 },
+    { name: 'e/', type: 'directory' },
+    { name: 'e/inner/', type: 'directory', mode: 0o500 },
+    { name: 'e/inner', type: 'symlink', linkname: '../d' },
+    { name: 'e/', type: 'directory', mode: 0o750 },
+  ]);
+  await extractTar(Readable.from(tar), target);
+  const d = await lstat(join(target, 'd'));
+  t.true(d.isFile());
+  t.is(d.mode & 0o7777, 0o640);
+  t.is(await readFile(join(target, 'd'), 'utf8'), 'now a file');
+  t.is(await readlink(join(target, 'e/inner')), '../d');
+  t.is((await lstat(join(target, 'e'))).mode & 0o7777, 0o750, 'the later entry of a directory gives its mode');
+});
+
+test('a hard link may name a fifo extracted before it (bsdtar and busybox tar write a fifo\'s second name so)', async (t) => {
+  const { target } = await arena();
+  const tar = await buildTar([
+    { name: 'p', type: 'fifo', mode: 0o600 },
+    { name: 'q', type: 'link', linkname: 'p' },
+    { name: 'r', type: 'link', linkname: 'q' },
+  ]);
+  await extractTar(Readable.from(tar), target);
+  const [p, q, r] = await Promise.all(['p', 'q', 'r'].map((n) => lstat(join(target, n))));
+  t.true(p!.isFIFO());
+  t.is(q!.ino, p!.ino);
+  t.is(r!.ino, p!.ino);
+});
+
+test('a file entry whose name ends in "/" is a directory, as tar -x makes it', async (t) => {
+  const { target } = await arena();
+  const tar = await buildTar([
+    { name: 'f/', body: '', mode: 0o750 },
+    { name: 'f/inner', body: 'in' },
+  ]);
+  await extractTar(Readable.from(tar), target);
+  t.true((await lstat(join(target, 'f'))).isDirectory());
+  t.is((await lstat(join(target, 'f'))).mode & 0o7777, 0o750);
+  t.is(await readFile(join(target, 'f/inner'), 'utf8'), 'in');
 });
 
 test('keepOutsideSymlinks creates the link but still never writes through it', async (t) => {

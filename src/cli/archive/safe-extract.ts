@@ -1,14 +1,14 @@
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { extract, type Header } from 'tar-stream';
+import type { Header } from 'tar-stream';
 import { entryAttributes, type EntryAttributes } from '../../domain/volumes/entry-attributes.ts';
-import { normalizeEntryName, symlinkStaysInside } from '../../domain/volumes/entry-safety.ts';
+import { entryKind, normalizeEntryName, symlinkStaysInside } from '../../domain/volumes/entry-safety.ts';
 import { unrestorableReason } from '../../domain/volumes/restorable-entry.ts';
-import { feedParser } from '../../domain/volumes/tar-feed.ts';
+import { feedParser, tarParser } from '../../domain/volumes/tar-feed.ts';
 import { TarFraming } from '../../domain/volumes/tar-framing.ts';
 import { writeFully } from '../../storage/fs-ops.ts';
 
@@ -25,9 +25,15 @@ import { writeFully } from '../../storage/fs-ops.ts';
  *   created is also resolved component by component against the extracted tree, following the
  *   links in it (`y -> .` then `l -> y/y/../../etc` leaves the root although its text does
  *   not): one that leaves the root, or does not resolve within 40 links (a loop), is refused;
- * - a hard link may only point at a regular file or symlink this same extraction already made
- *   (GNU tar links a symlink's further names to it; link(2) does not follow the symlink, so the
- *   new name is that symlink too, one inode, and is checked as a symlink at its own place);
+ * - a hard link may only point at a regular file, symlink, fifo or device this same extraction
+ *   already made (GNU tar links a symlink's further names to it, bsdtar and busybox a fifo's;
+ *   link(2) does not follow the symlink, so the new name is that symlink too, one inode, and is
+ *   checked as a symlink at its own place);
+ * - the same name twice: the later entry wins, as in tar -x; a directory made by an earlier
+ *   entry is replaced only while empty (GNU tar and bsdtar fail on a full one too), and the
+ *   attributes it was to get are dropped with it;
+ * - a regular file entry whose name ends in `/` is a directory, as tar -x makes it
+ *   (entry-safety.ts, entryKind);
  * - character and block devices only with `allowDevices` (they need root and `mknod`);
  * - entries that can not be restored exactly are refused, never skipped (restorable-entry.ts,
  *   the server's rule on push too, for archives stored before it or through /v2): a name or link
@@ -187,7 +193,10 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
   const verifiedDirs = new Set<string>(['']);
   const writtenFiles = new Set<string>();
   const createdSymlinks = new Set<string>();
-  const directories: DirectoryAttributes[] = [];
+  /** fifos and devices: a hard link may name them too */
+  const createdSpecial = new Set<string>();
+  /** by name: a directory named again gets the later entry's attributes */
+  const directories = new Map<string, EntryAttributes>();
   let rootAttributes: EntryAttributes | null = null;
   const result: ExtractResult = { entries: 0, files: 0, bytes: 0 };
 
@@ -207,12 +216,27 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
     }
   }
 
-  /** Clears the way for a non-directory entry: a previous entry of that name is replaced. */
-  async function clearPath(abs: string, name: string): Promise<void> {
+  /**
+   * Clears the way for a non-directory entry: a previous entry of that name is replaced, a
+   * directory only while empty. Everything known of a directory removed goes with it, above all
+   * that it was checked to be one: a symlink taking its place must not be passed through.
+   */
+  async function clearPath(abs: string, rel: string, name: string): Promise<void> {
     const st = await lstatOrNull(abs);
     if (st === null) return;
-    if (st.isDirectory()) throw new UnsafeArchiveError(name, 'it would replace a directory');
-    await unlink(abs);
+    if (!st.isDirectory()) {
+      await unlink(abs);
+      return;
+    }
+    try {
+      await rmdir(abs);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new UnsafeArchiveError(name, 'it would replace a directory that is not empty');
+      throw err;
+    }
+    verifiedDirs.delete(rel);
+    directories.delete(rel);
   }
 
   async function setOwner(abs: string, a: EntryAttributes): Promise<void> {
@@ -220,7 +244,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
   }
 
   async function writeFile(abs: string, rel: string, h: Header, a: EntryAttributes, body: AsyncIterable<Buffer>): Promise<void> {
-    await clearPath(abs, h.name);
+    await clearPath(abs, rel, h.name);
     const handle = await open(abs, FILE_FLAGS, 0o600);
     try {
       for await (const chunk of body) {
@@ -253,29 +277,29 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
     const rel = normalizeEntryName(h.name);
     if (rel === null) throw new UnsafeArchiveError(h.name, 'absolute path or ".." in name');
     const a = entryAttributes(h, mtimeField);
+    const kind = entryKind(h);
     if (rel === '') {
-      if (h.type !== 'directory') throw new UnsafeArchiveError(h.name, 'only a directory may name the root');
+      if (kind !== 'directory') throw new UnsafeArchiveError(h.name, 'only a directory may name the root');
       rootAttributes = a;
       return;
     }
     await ensureParents(rel, h.name);
     const abs = join(root, rel);
-    switch (h.type) {
+    switch (kind) {
       case 'file':
-      case 'contiguous-file':
         await writeFile(abs, rel, h, a, entry);
         return;
       case 'directory': {
         const st = await lstatOrNull(abs);
-        if (st !== null && !st.isDirectory()) await clearPath(abs, h.name);
+        if (st !== null && !st.isDirectory()) await clearPath(abs, rel, h.name);
         if (st === null || !st.isDirectory()) await mkdir(abs, { mode: 0o700 });
         verifiedDirs.add(rel);
-        directories.push({ rel, attributes: a });
+        directories.set(rel, a);
         return;
       }
       case 'symlink': {
         checkSymlinkTarget(rel, h.name, h.linkname ?? '');
-        await clearPath(abs, h.name);
+        await clearPath(abs, rel, h.name);
         await symlink(h.linkname!, abs);
         createdSymlinks.add(rel);
         await setOwner(abs, a);
@@ -284,33 +308,36 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
       }
       case 'link': {
         const targetRel = normalizeEntryName(h.linkname ?? '');
-        if (targetRel === null || targetRel === '' || !(writtenFiles.has(targetRel) || createdSymlinks.has(targetRel))) {
-          throw new UnsafeArchiveError(h.name, 'hard link to something that is not a file or symlink extracted from this archive');
+        if (targetRel === null || targetRel === '' || !(writtenFiles.has(targetRel) || createdSymlinks.has(targetRel) || createdSpecial.has(targetRel))) {
+          throw new UnsafeArchiveError(h.name, 'hard link to something that is not a file, symlink, fifo or device extracted from this archive');
         }
         const targetAbs = join(root, targetRel);
         const st = await lstat(targetAbs);
         if (st.isSymbolicLink()) checkSymlinkTarget(rel, h.name, await readlink(targetAbs));
-        else if (!st.isFile()) throw new UnsafeArchiveError(h.name, 'hard link target is not a regular file or symlink');
-        await clearPath(abs, h.name);
+        else if (!(st.isFile() || st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice())) {
+          throw new UnsafeArchiveError(h.name, 'hard link target is not a regular file, symlink, fifo or device');
+        }
+        await clearPath(abs, rel, h.name);
         await link(targetAbs, abs); // link(2) does not follow a symlink: this links the symlink itself
-        (st.isSymbolicLink() ? createdSymlinks : writtenFiles).add(rel);
+        (st.isSymbolicLink() ? createdSymlinks : st.isFile() ? writtenFiles : createdSpecial).add(rel);
         return;
       }
       case 'character-device':
       case 'block-device': {
         if (!opts.allowDevices) throw new UnsafeArchiveError(h.name, 'device files need --allow-devices');
-        await clearPath(abs, h.name);
-        const kind = h.type === 'character-device' ? 'c' : 'b';
-        await run('mknod', ['-m', a.mode.toString(8), abs, kind, String(h.devmajor), String(h.devminor)]);
+        await clearPath(abs, rel, h.name);
+        await run('mknod', ['-m', a.mode.toString(8), abs, kind === 'character-device' ? 'c' : 'b', String(h.devmajor), String(h.devminor)]);
         await setOwner(abs, a);
         await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
+        createdSpecial.add(rel);
         return;
       }
       case 'fifo': {
-        await clearPath(abs, h.name);
+        await clearPath(abs, rel, h.name);
         await run('mkfifo', ['-m', a.mode.toString(8), abs]);
         await setOwner(abs, a);
         await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
+        createdSpecial.add(rel);
         return;
       }
       default:
@@ -319,7 +346,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
     }
   }
 
-  const parser = extract();
+  const parser = tarParser();
   const framing = new TarFraming({ keepMtimeFields: true });
   const feeding = feedParser(framed(tar, framing), parser);
   feeding.catch(() => undefined);
@@ -357,10 +384,11 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
   }
 
   // deepest first (a path is longer than its parent's), the root last
-  directories.sort((x, y) => y.rel.length - x.rel.length);
+  const ordered: DirectoryAttributes[] = [...directories].map(([rel, attributes]) => ({ rel, attributes }));
+  ordered.sort((x, y) => y.rel.length - x.rel.length);
   const rootEntry: EntryAttributes | null = rootAttributes;
-  if (rootEntry !== null) directories.push({ rel: '', attributes: rootEntry });
-  return { ...result, directories };
+  if (rootEntry !== null) ordered.push({ rel: '', attributes: rootEntry });
+  return { ...result, directories: ordered };
 }
 
 /**

@@ -1,14 +1,14 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { extract, type Header } from 'tar-stream';
 import type { Digest } from '../digest.ts';
 import { isVolregError, VolregError } from '../errors.ts';
 import { decompressedTar, invalidArchive, SourceFailure, type DecompressOptions } from './decompress.ts';
-import { isUnsafeEntry, type EntryKind } from './entry-safety.ts';
+import { entryKind, isUnsafeEntry } from './entry-safety.ts';
+import { LinkTargets } from './link-targets.ts';
 import { entryNameForMessage, unrestorableReason } from './restorable-entry.ts';
 import type { Compression } from './media-types.ts';
-import { feedParser } from './tar-feed.ts';
+import { feedParser, tarParser } from './tar-feed.ts';
 import { TarFraming } from './tar-framing.ts';
 
 /**
@@ -21,7 +21,7 @@ import { TarFraming } from './tar-framing.ts';
  *
  * Anything wrong with the bytes (truncated, corrupt, not a tar, garbage after the end) is
  * ARCHIVE_INVALID, and so is an entry a restore could not reproduce exactly
- * (restorable-entry.ts); a failure of the source itself (the client went away) is passed through,
+ * (restorable-entry.ts) or a hard link tar -x could not create (link-targets.ts); a failure of the source itself (the client went away) is passed through,
  * and so is a fault of the inspection's own (isInspectionFault).
  */
 export interface ArchiveInspection {
@@ -86,25 +86,6 @@ class TarTap extends Transform {
   }
 }
 
-function entryKind(type: Header['type'] | null | undefined): EntryKind {
-  switch (type) {
-    case 'file':
-    case 'contiguous-file':
-    case null:
-    case undefined:
-      return 'file';
-    case 'directory':
-    case 'symlink':
-    case 'link':
-    case 'character-device':
-    case 'block-device':
-    case 'fifo':
-      return type;
-    default:
-      return 'other';
-  }
-}
-
 export async function inspectArchive(source: Readable, opts: InspectOptions = {}): Promise<ArchiveInspection> {
   // The parser's own reason for refusing the archive: when it ends the feed, pipeline reports
   // the AbortError of the stream the feed stopped reading instead (on long enough archives).
@@ -115,7 +96,8 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
     const tap = new TarTap(compression === 'none' && opts.skipPlainHash ? null : createHash('sha256'));
     let entries = 0;
     let unsafeEntries = 0;
-    const parser = extract();
+    const parser = tarParser();
+    const linkTargets = new LinkTargets();
     parser.on('error', (err: Error) => (parserFailure ??= err));
     parser.on('entry', (header, body, next) => {
       // the parser's own error says what went wrong; the entry's stream only repeats it
@@ -126,8 +108,15 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
         parser.destroy(new VolregError('ARCHIVE_INVALID', `the archive can not be restored exactly: entry ${entry}: ${unrestorable}`, { entry, reason: unrestorable }));
         return;
       }
+      const missingTarget = linkTargets.admit(header);
+      if (missingTarget !== null) {
+        const entry = entryNameForMessage(header.name);
+        const reason = `it is a hard link to ${entryNameForMessage(missingTarget)}, which no earlier entry of the archive is (a file, symlink, fifo, device or link): tar -x can not create it`;
+        parser.destroy(new VolregError('ARCHIVE_INVALID', `the archive can not be restored exactly: entry ${entry}: ${reason}`, { entry, reason }));
+        return;
+      }
       entries++;
-      if (isUnsafeEntry(entryKind(header.type), header.name, header.linkname)) unsafeEntries++;
+      if (isUnsafeEntry(entryKind(header), header.name, header.linkname)) unsafeEntries++;
       body.on('end', () => next());
       body.resume();
     });
@@ -146,7 +135,7 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
     if (err instanceof SourceFailure) throw err.original;
     const cause: unknown = parserFailure ?? err;
     if (isVolregError(cause) || isInspectionFault(cause)) throw cause;
-    throw invalidArchive(cause instanceof Error ? readableParserMessage(cause.message).slice(0, 300) : 'unreadable archive');
+    throw invalidArchive(cause instanceof Error ? cause.message.slice(0, 300) : 'unreadable archive');
   }
 }
 
@@ -162,12 +151,4 @@ function isInspectionFault(err: unknown): boolean {
   if (err instanceof RangeError && /allocation failed|invalid (typed )?array length|maximum call stack/i.test(err.message)) return true;
   const code = (err as NodeJS.ErrnoException | null)?.code;
   return code === 'Z_MEM_ERROR' || code === 'ERR_MEMORY_ALLOCATION_FAILED';
-}
-
-/** tar-stream's message for a header without the ustar magic, which is what a v7 archive has. */
-const UNKNOWN_FORMAT = 'Invalid tar header: unknown format.';
-
-function readableParserMessage(message: string): string {
-  if (message !== UNKNOWN_FORMAT) return message;
-  return `${message} (not a ustar, pax or GNU tar: archives in the old v7 format, tar --format=v7, are not accepted; create it with GNU tar's default format or --format=posix)`;
 }

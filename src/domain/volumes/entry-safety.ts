@@ -10,6 +10,37 @@ import { posix } from 'node:path';
  */
 export type EntryKind = 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'block-device' | 'fifo' | 'other';
 
+/** What entryKind needs of a parsed tar header (tar-stream's Header fits). */
+export interface KindedHeader {
+  name: string;
+  /** null: a type the parser does not know */
+  type?: string | null;
+}
+
+/**
+ * What an entry makes on disk, as tar -x decides it. A regular file entry whose name ends in `/`
+ * is a directory (the convention of tars before ustar, which GNU tar, bsdtar and busybox follow;
+ * tar-stream means to, but sets the flag after it has chosen the type, so it hands it over as a
+ * file).
+ */
+export function entryKind(header: KindedHeader): EntryKind {
+  switch (header.type) {
+    case 'file':
+    case 'contiguous-file':
+    case undefined:
+      return header.name.endsWith('/') ? 'directory' : 'file';
+    case 'directory':
+    case 'symlink':
+    case 'link':
+    case 'character-device':
+    case 'block-device':
+    case 'fifo':
+      return header.type;
+    default:
+      return 'other';
+  }
+}
+
 /**
  * Normalises an entry name to a relative path inside the archive root: strips leading `./`
  * and trailing `/`. Returns null for a name that is absolute, contains a `..` component or a

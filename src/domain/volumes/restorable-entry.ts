@@ -1,4 +1,5 @@
 import { invalidAttributeRecords } from './entry-attributes.ts';
+import { entryKind } from './entry-safety.ts';
 
 /**
  * Tar entries a restore can not reproduce exactly, shared by the server (which refuses an
@@ -18,6 +19,9 @@ import { invalidAttributeRecords } from './entry-attributes.ts';
  *   can hold such a file name.
  * - Extended attributes, ACLs, SELinux labels or file flags in pax records (`tar --xattrs`,
  *   `--acls`, `--selinux`, bsdtar): Node has no call to set them, so a restore would drop them.
+ * - A regular file entry whose name ends in `/` and that carries data: tar readers take it for a
+ *   directory (entry-safety.ts, entryKind) and then read its data as headers (GNU tar and bsdtar
+ *   both fail on it); without data it is simply a directory.
  */
 
 /** NAME_MAX of Linux filesystems, in bytes. */
@@ -34,6 +38,8 @@ export interface TarEntryHeader {
   type?: string | null;
   /** the entry's pax records, when it had any */
   pax?: unknown;
+  /** bytes of data the entry carries */
+  size?: number | null;
 }
 
 /** Does a name hold U+FFFD, the parser's stand-in for bytes that were not UTF-8? (push refuses such names too) */
@@ -59,6 +65,9 @@ export function unrestorableReason(header: TarEntryHeader): string | null {
   }
   if (header.type === null) {
     return 'its entry type is not supported (a sparse file from tar -S, or another GNU extension): re-create the archive without -S (nor -g: incremental archives are not supported either)';
+  }
+  if ((header.type === 'file' || header.type === 'contiguous-file') && entryKind(header) === 'directory' && (header.size ?? 0) > 0) {
+    return `a file entry whose name ends in "/" is a directory to tar, which then reads its ${String(header.size)} bytes of data as headers: tar -x can not restore it`;
   }
   return invalidAttributeRecords(header);
 }

@@ -1,4 +1,15 @@
-import type { Extract } from 'tar-stream';
+import { extract, type Extract } from 'tar-stream';
+
+/**
+ * The tar parser the server and the extractor both use. Headers without the ustar magic are v7
+ * (`tar --format=v7`), which GNU tar and bsdtar read: they are taken too (every header's checksum
+ * is still checked, and a body that is not a tar fails it).
+ */
+export function tarParser(): Extract {
+  // an option of tar-stream's parser its bundled types leave out
+  const options = { allowUnknownFormat: true } as Parameters<typeof extract>[0];
+  return extract(options);
+}
 
 /** tar-stream is a streamx Writable, not a Node one: feed it by hand, honouring backpressure. */
 export async function feedParser(src: AsyncIterable<Buffer>, parser: Extract): Promise<void> {
