@@ -8,7 +8,7 @@ import { pack } from 'tar-stream';
  * description of a tree to compare two of them, and hostile tars built entry by entry.
  */
 export interface TreeEntry {
-  type: 'dir' | 'file' | 'symlink';
+  type: 'dir' | 'file' | 'symlink' | 'fifo';
   mode: number;
   mtime: number;
   sha256?: string;
@@ -60,6 +60,8 @@ export async function describeTree(root: string): Promise<Record<string, TreeEnt
         await visit(r);
       } else if (st.isSymbolicLink()) {
         out[r] = { type: 'symlink', mode: 0, mtime: base.mtime, target: await readlink(abs) };
+      } else if (st.isFIFO()) {
+        out[r] = { type: 'fifo', ...base };
       } else {
         out[r] = { type: 'file', ...base, sha256: createHash('sha256').update(await readFile(abs)).digest('hex') };
       }
