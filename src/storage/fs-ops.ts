@@ -1,4 +1,4 @@
-import { link, open, opendir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { link, open, opendir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /** Filesystem steps the blob store builds on: durable directory entries, missing-file tolerance. */
@@ -19,12 +19,18 @@ export async function fsyncDir(path: string): Promise<void> {
 export async function replaceFile(path: string, tmp: string, data: string | Uint8Array): Promise<void> {
   const fh = await open(tmp, 'w');
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    // nothing replaced: the temporary file goes too (on a full disk it holds what room it took)
+    await rm(tmp, { force: true });
+    throw err;
   }
-  await rename(tmp, path);
   await fsyncDir(dirname(path));
 }
 
