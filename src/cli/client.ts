@@ -9,7 +9,7 @@ import { isVolregError } from '../domain/errors.ts';
 import { parseRepositoryName, parseTag } from '../domain/names.ts';
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
 import { DigestingFile } from './digesting-file.ts';
-import { brokenReply, errorCodes, errorReply, isDroppedConnection, readJsonReply, RegistryError, requestName, retryAfterSeconds, unanswered, unexpectedStatus } from './registry-reply.ts';
+import { brokenReply, errorCodes, errorReply, isDroppedConnection, isUnreachable, readJsonReply, RegistryError, requestName, retryAfterSeconds, unanswered, unexpectedStatus } from './registry-reply.ts';
 
 export { RegistryError } from './registry-reply.ts';
 
@@ -340,8 +340,11 @@ export class VolregClient {
    * A connection that breaks or stalls mid-body is resumed with a Range request from the bytes
    * already written (`onResume` hears of it); a registry that answers it with the whole content
    * starts the file over. It gives up, with the break's own error, after RESUMES_WITHOUT_PROGRESS
-   * resumptions in a row that got no further. Returns the digest of what was written and the one
-   * the registry announced.
+   * resumptions in a row that got no further. A resumption the registry does not answer at all
+   * (the link is down: no route, refused, reset or silent) is no such try: it is sent again, 1, 2,
+   * 4... up to 30 s apart, until --timeout has passed since the first one, so a WAN link that
+   * drops for a minute or two costs a long pull a wait, not its bytes. Returns the digest of what
+   * was written and the one the registry announced.
    */
   async download(
     path: string,
@@ -361,6 +364,7 @@ export class VolregClient {
       let announced: string | null = null;
       let furthest = 0;
       let fruitless = 0;
+      const outage = new Outage(this.timeoutMs);
       for (let res: IncomingMessage | null = first; ; res = null) {
         try {
           if (res === null) {
@@ -372,6 +376,16 @@ export class VolregClient {
           break;
         } catch (err) {
           await sink.settled();
+          if (res === null && sink.failure === null && (isBrokenConnection(err) || isUnreachable(err))) {
+            // no reply to a resumption: the link is down, and each try costs the registry nothing
+            const wait = outage.nextWait();
+            if (wait === null) throw new Error(`the download broke off after ${sink.bytes} of ${maxBytes} bytes, and the registry did not answer again for ${Math.round(this.timeoutMs / 1000)} s (--timeout): ${(err as Error).message}`, { cause: err });
+            const until = this.timeoutMs > 0 ? `for up to ${Math.round(this.timeoutMs / 1000)} s` : 'until it does (--timeout 0)';
+            if (outage.tries === 1) opts.onResume?.(sink.bytes, `the registry does not answer: ${(err as Error).message}; trying again ${until}`);
+            await new Promise((r) => setTimeout(r, wait));
+            continue;
+          }
+          outage.reset();
           const broken = sink.failure === null && isBrokenConnection(err);
           if (sink.bytes > furthest) [furthest, fruitless] = [sink.bytes, 0];
           else fruitless++;
@@ -433,6 +447,34 @@ async function checkContentReply(res: IncomingMessage, path: string, from: numbe
     throw new RegistryError(206, 'UNEXPECTED_REPLY', `${requestName('GET', path)} from byte ${from} was answered with the range ${JSON.stringify(res.headers['content-range'] ?? null)}`);
   }
 }
+
+/**
+ * The waits between resumptions the registry does not answer: 1 s, doubling up to
+ * OUTAGE_WAIT_MAX_MS, the last one cut to end when `timeoutMs` (0: no limit) has passed since the
+ * first failed; null once it has.
+ */
+class Outage {
+  private since: number | null = null;
+  tries = 0;
+  constructor(private readonly timeoutMs: number) {}
+
+  nextWait(): number | null {
+    const now = Date.now();
+    this.since ??= now;
+    this.tries++;
+    const backoff = Math.min(OUTAGE_WAIT_MAX_MS, RESUME_WAIT_MS * 2 ** (this.tries - 1));
+    if (this.timeoutMs === 0) return backoff;
+    const left = this.since + this.timeoutMs - now;
+    return left <= 0 ? null : Math.min(backoff, left);
+  }
+
+  reset(): void {
+    this.since = null;
+    this.tries = 0;
+  }
+}
+
+const OUTAGE_WAIT_MAX_MS = 30_000;
 
 /** how many resumptions in a row may end no further than the one before, and the wait before each (times its place) */
 const RESUMES_WITHOUT_PROGRESS = 2;

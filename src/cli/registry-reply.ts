@@ -66,7 +66,12 @@ export function errorCodes(err: unknown): string[] {
 const DROPPED_CONNECTION = new Set(['ECONNRESET', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNREFUSED']);
 
 /** a name that does not resolve, or no route to it */
-const UNREACHABLE = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+const UNREACHABLE = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN']);
+
+/** No route to the registry, or its name does not resolve: the network (or the link to it) is down. */
+export function isUnreachable(err: unknown): boolean {
+  return errorCodes(err).some((c) => UNREACHABLE.has(c));
+}
 
 /**
  * The error for a request the registry never answered, worded for `request` (`GET /v2/...`):

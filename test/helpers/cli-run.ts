@@ -18,6 +18,8 @@ export interface CliRunOptions {
   /** what the CLI reads on stdin (closed when absent) */
   input?: Buffer | string;
   asNobody?: boolean;
+  /** a command the CLI runs under, e.g. `ip netns exec NAME` (test/helpers/shaped-link.ts) */
+  prefix?: string[];
 }
 
 /** Runs the built `volreg` CLI: its exit code and its whole output. */
@@ -25,6 +27,7 @@ export function runVolreg(args: string[], opts: CliRunOptions): Promise<CliRun> 
   return new Promise((resolve) => {
     const env = { ...process.env, VOLREG_URL: opts.url, ...opts.env };
     const [cmd, ...argv] = [
+      ...(opts.prefix ?? []),
       ...(opts.asNobody ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups'] : []),
       process.execPath,
       VOLREG_BIN,
