@@ -4,7 +4,8 @@ import Router from '@koa/router';
 import type { Logger } from 'pino';
 import { VolregError } from './domain/errors.ts';
 import { resolveClientAddress } from './http/client-address.ts';
-import { clientIdle } from './http/client-idle.ts';
+import { bodyBytes } from './http/body-bytes.ts';
+import { clientIdle, cutOff } from './http/client-idle.ts';
 import { errorMiddleware, type ErrorTranslation } from './http/error-middleware.ts';
 import { buildRouter, type HandlerMap, type RouterOptions } from './http/router.ts';
 import { recordedStatus } from './http/recorded-status.ts';
@@ -53,6 +54,7 @@ export function createApp(deps: AppDeps): Koa {
     ctx.state.requestId = requestId;
     ctx.set('X-Request-Id', requestId);
     const started = process.hrtime.bigint();
+    const counted = bodyBytes(ctx);
     try {
       await next();
     } finally {
@@ -66,6 +68,9 @@ export function createApp(deps: AppDeps): Koa {
           proxy: ctx.state.peer,
           status: recordedStatus(ctx.req, ctx.res, ctx.status),
           ms: Math.round(ms * 10) / 10,
+          bytesIn: counted.in() || undefined,
+          bytesOut: counted.out() || undefined,
+          cutOff: cutOff(ctx),
           repository: ctx.state.access?.repository ?? undefined,
           user: ctx.state.user,
         },

@@ -19,6 +19,8 @@ declare module 'koa' {
   interface DefaultState {
     /** set by clientIdle(): how long a connection may stand still while volreg waits on the client */
     clientIdleMs?: number;
+    /** set when that timeout closed the request's connection */
+    closedIdle?: boolean;
   }
 }
 
@@ -41,11 +43,31 @@ function hasBody(ctx: Context): boolean {
   return ctx.req.headers['transfer-encoding'] !== undefined || Number(ctx.req.headers['content-length'] ?? 0) > 0;
 }
 
+/**
+ * Why a request's connection closed before its reply was whole: `idle` when the idle timeout
+ * closed it, `lost` when the client (or the network) did; undefined for a request served whole
+ * or still being served. For the request's log line and metrics: a slow host's failed upload
+ * then says whether volreg gave up on it.
+ */
+export function cutOff(ctx: Context): 'idle' | 'lost' | undefined {
+  const socket = ctx.req.socket as typeof ctx.req.socket | null;
+  if (ctx.res.writableFinished || !(socket?.destroyed ?? true)) return undefined;
+  return ctx.state.closedIdle ? 'idle' : 'lost';
+}
+
 /** Waits on the client for the request body (until it has all arrived) and for the reply to be taken. */
 export function clientIdle(seconds: number): Middleware {
   const ms = Math.round(seconds * 1000);
   return async (ctx, next) => {
     ctx.state.clientIdleMs = ms;
+    // Node's own listener destroys the socket when its timeout fires; this one only notes it,
+    // for this request (a keep-alive connection's timeout between requests is none of its business)
+    const socket = ctx.req.socket as typeof ctx.req.socket | null;
+    const noteIdle = (): void => {
+      ctx.state.closedIdle = true;
+    };
+    socket?.on('timeout', noteIdle);
+    ctx.res.once('close', () => socket?.off('timeout', noteIdle));
     if (hasBody(ctx) && !ctx.req.complete) {
       const disarm = awaitClient(ctx);
       ctx.req.once('end', disarm);

@@ -1,9 +1,10 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, Middleware } from 'koa';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { freeBytes } from '../storage/free-space.ts';
 import { matchRoute } from './router.ts';
 import { recordedStatus } from './recorded-status.ts';
+import { bodyBytes } from './body-bytes.ts';
+import { cutOff } from './client-idle.ts';
 
 /**
  * Prometheus metrics for GET /metrics: requests by route id and status, durations, and bytes
@@ -50,13 +51,27 @@ export function createHttpMetrics(opts: { processMetrics?: boolean } = {}): Http
     registers: [registry],
   });
 
+  const inFlight = new Gauge({
+    name: 'volreg_http_requests_in_flight',
+    help: 'requests being served: a slow upload or download counts until its last byte',
+    registers: [registry],
+  });
+  const cut = new Counter({
+    name: 'volreg_http_requests_cut_off_total',
+    help: 'requests whose connection closed before their reply was whole, by route id and why: idle (volreg closed it after VOLREG_CLIENT_IDLE_TIMEOUT without a byte moving) or lost (the client or the network closed it)',
+    labelNames: ['route', 'reason'] as const,
+    registers: [registry],
+  });
+
   const middleware: Middleware = async (ctx, next) => {
     const started = process.hrtime.bigint();
-    const counted = { in: countBytesIn(ctx.req), out: countBytesOut(ctx.res) };
+    const counted = bodyBytes(ctx);
     let recorded = false;
+    inFlight.inc();
     const record = (): void => {
       if (recorded) return;
       recorded = true;
+      inFlight.dec();
       // a 405 or a bad name fails before the router records the route: match it again
       const route = ctx.state.access?.routeId ?? FIXED_ROUTES[ctx.path] ?? matchRoute(ctx.path)?.id ?? 'unmatched';
       const method = ctx.method;
@@ -65,6 +80,8 @@ export function createHttpMetrics(opts: { processMetrics?: boolean } = {}): Http
       duration.observe({ route, method }, seconds);
       bytesIn.inc({ route }, counted.in());
       bytesOut.inc({ route }, counted.out());
+      const why = cutOff(ctx);
+      if (why) cut.inc({ route, reason: why });
     };
     // 'close' also fires when the client goes away mid-response
     ctx.res.once('finish', record);
@@ -148,38 +165,4 @@ export function registerGcGauges(registry: Registry, lastRun: () => GcRunSummary
     'blobs that manifests use and the blob store lacks (lost, or set aside as damaged), as the last garbage collection found them; those manifests do not pull whole',
     (r) => r.missingBlobs.count,
   );
-}
-
-/**
- * Counts body bytes as the HTTP parser pushes them into the request stream. Wrapping `push`
- * (rather than listening for 'data') leaves the stream paused for the handler that reads it.
- */
-function countBytesIn(req: IncomingMessage): () => number {
-  let n = 0;
-  const push = req.push.bind(req);
-  req.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
-    if (chunk !== null && chunk !== undefined) n += Buffer.isBuffer(chunk) ? chunk.length : Buffer.byteLength(String(chunk));
-    return push(chunk, encoding);
-  };
-  return () => n;
-}
-
-function countBytesOut(res: ServerResponse): () => number {
-  let n = 0;
-  const size = (chunk: unknown, encoding?: unknown): number => {
-    if (chunk === null || chunk === undefined || typeof chunk === 'function') return 0;
-    if (typeof chunk === 'string') return Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
-    return (chunk as Uint8Array).byteLength ?? 0;
-  };
-  const write = res.write.bind(res) as (...args: unknown[]) => boolean;
-  const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse;
-  res.write = ((...args: unknown[]) => {
-    n += size(args[0], args[1]);
-    return write(...args);
-  }) as ServerResponse['write'];
-  res.end = ((...args: unknown[]) => {
-    n += size(args[0], args[1]);
-    return end(...args);
-  }) as ServerResponse['end'];
-  return () => n;
 }

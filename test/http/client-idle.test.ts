@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import test from 'ava';
 import { digestOf } from '../../src/domain/digest.ts';
+import { capturedLog } from '../helpers/captured-log.ts';
 import { request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -13,11 +14,12 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
  */
 
 let server: TestServer;
+const log = capturedLog('info');
 // larger than what the kernel's socket buffers on both sides can hold (up to 32 + 4 MiB here)
 const big = randomBytes(64 * 1024 * 1024);
 
 test.before(async () => {
-  server = await startTestServer({ label: 'client_idle', env: { VOLREG_CLIENT_IDLE_TIMEOUT: '1' } });
+  server = await startTestServer({ label: 'client_idle', env: { VOLREG_CLIENT_IDLE_TIMEOUT: '1' }, logger: log.logger });
   const pushed = await request(server.url, `/v2/idle/blobs/uploads/?digest=${digestOf(big)}`, { method: 'POST', body: big });
   if (pushed.status !== 201) throw new Error(`push: ${pushed.status}`);
 });
@@ -32,6 +34,22 @@ function open(): Promise<Socket> {
     const s = connect(Number(port), hostname, () => resolve(s));
     s.once('error', reject);
   });
+}
+
+/** the request line `which` picks, once there is one */
+async function logged(which: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
+  for (let i = 0; i < 100; i++) {
+    const line = log.lines.find((l) => l.msg === 'request' && which(l));
+    if (line) return line;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error('no such request line');
+}
+
+async function cutOffCount(route: string, reason: string): Promise<number> {
+  const text = (await request(server.url, '/metrics')).body.toString('utf8');
+  const m = new RegExp(`^volreg_http_requests_cut_off_total\\{route="${route}",reason="${reason}"\\} (\\d+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
 }
 
 /** Resolves with the milliseconds until the server closed the connection (rejects after `limitMs`). */
@@ -55,6 +73,10 @@ test('a body that stops arriving is cut off, and its upload session is free agai
   s.write(`PATCH ${location} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Range: 0-9\r\nContent-Length: 10\r\n\r\nhello`);
   const ms = await closedWithin(s, 10_000);
   t.true(ms < 5000, `closed after ${ms} ms`);
+  // its log line and the metrics say volreg gave up on it, and how far it got
+  const line = await logged((l) => l.method === 'PATCH' && l.path === location);
+  t.like(line, { status: 499, cutOff: 'idle', bytesIn: 5 });
+  t.is(await cutOffCount('upload', 'idle'), 1);
 
   const status = await request(server.url, location);
   t.is(status.status, 204);
@@ -67,7 +89,7 @@ test('a body that stops arriving is cut off, and its upload session is free agai
 test('a download the client stops reading is cut off; one it reads completes', async (t) => {
   const s = await open();
   s.pause(); // not reading: the server's writes stop making progress once the buffers are full
-  s.write(`GET /v2/idle/blobs/${digestOf(big)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  s.write(`GET /v2/idle/blobs/${digestOf(big)} HTTP/1.1\r\nHost: x\r\nX-Request-Id: reader-stops\r\n\r\n`);
   await new Promise((r) => setTimeout(r, 4000));
   // now read what there is: a connection the server cut ends short of the whole reply
   let received = 0;
@@ -76,6 +98,9 @@ test('a download the client stops reading is cut off; one it reads completes', a
   const ms = await closedWithin(s, 15_000);
   t.true(ms < 5000, `the reply ended ${ms} ms after reading resumed`);
   t.true(received < big.length, `received ${received} bytes of ${big.length}`);
+  const line = await logged((l) => l.requestId === 'reader-stops');
+  t.like(line, { status: 200, cutOff: 'idle' });
+  t.true((line.bytesOut as number) < big.length, `logged ${String(line.bytesOut)} bytes out`);
 
   const whole = await request(server.url, `/v2/idle/blobs/${digestOf(big)}`);
   t.is(whole.status, 200);
@@ -98,6 +123,20 @@ test('a request whose body arrives slowly but steadily is served', async (t) => 
   await new Promise((r) => s.once('close', r));
   t.regex(reply, /^HTTP\/1\.1 202/);
   t.regex(reply, /\r\nRange: 0-9\r\n/i);
+  const line = await logged((l) => l.method === 'PATCH' && l.path === location);
+  t.like(line, { status: 202, bytesIn: 10 });
+  t.false('cutOff' in line);
+});
+
+test('a download the client closes itself is logged and counted as lost, not as closed for idleness', async (t) => {
+  const before = await cutOffCount('blob', 'lost');
+  const s = await open();
+  const id = 'client-closes-download';
+  s.write(`GET /v2/idle/blobs/${digestOf(big)} HTTP/1.1\r\nHost: x\r\nX-Request-Id: ${id}\r\n\r\n`);
+  await new Promise((r) => s.once('data', r));
+  s.destroy();
+  t.like(await logged((l) => l.requestId === id), { status: 200, cutOff: 'lost' });
+  t.is(await cutOffCount('blob', 'lost'), before + 1);
 });
 
 /** Sends one GET /v2/ on `s` and resolves with the reply's head once it has arrived. */
