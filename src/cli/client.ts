@@ -212,7 +212,8 @@ export class VolregClient {
       }
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (opts.body && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) {
-          reject(new Error(`the registry closed the connection during the upload (${err.code})`));
+          // nothing of an upload cut off is kept; the usual cause on a slow link is a stall past the registry's idle limit
+          reject(new Error(`the registry closed the connection during the upload (${err.code}); nothing was stored. It does so when nothing comes for its VOLREG_CLIENT_IDLE_TIMEOUT (a stalled link) or when it restarts: push again`));
         } else reject(reply ? err : unanswered(err, requestName(method, path), this.base.href));
       });
       if (opts.body) {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { runVolreg, type CliRun } from '../helpers/cli-run.ts';
 import { assertRoot } from '../helpers/root.ts';
-import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { startTestServer, VOLREG_BIN, type TestServer } from '../helpers/server.ts';
 import { openShapedLink, type ShapedLink } from '../helpers/shaped-link.ts';
 import { describeTree, makeSampleTree } from '../helpers/tree.ts';
 
@@ -195,6 +195,32 @@ test.serial('curl: a chunked upload through a short stall is stored; a download 
   const resumed = await curl(['-sS', '-f', '-y', '2', '-Y', '1', '-C', '-', '-o', out, content]);
   t.is(resumed.code, 0, resumed.stderr);
   t.is(`sha256:${createHash('sha256').update(await readFile(out)).digest('hex')}`, digest);
+});
+
+test.serial('on a terminal, the progress of a pull over the link shows the rate the link gives, and a stall as one', async (t) => {
+  const target = join(work, 'on-a-terminal');
+  await mkdir(target);
+  const command = [...link.prefix, 'env', `VOLREG_URL=${server.url}`, process.execPath, VOLREG_BIN, 'pull', '--timeout', '20', 'wan/vol:base', target].join(' ');
+  // script(1) gives the CLI a terminal and copies what it draws to its own stdout
+  const pull = new Promise<{ code: number; screen: string }>((resolve) => {
+    execFile('script', ['-q', '-e', '-c', command, '/dev/null'], { maxBuffer: 64 * 1024 * 1024 }, (err, stdout) =>
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, screen: stdout }),
+    );
+  });
+  await downloaded(target, 2 * 1024 * 1024);
+  await link.stall();
+  await sleep(IDLE * 1000 + 500);
+  await link.resume();
+  const { code, screen } = await pull;
+  t.is(code, 0, screen);
+  const rates = [...screen.matchAll(/pulling wan\/vol:base \[[^\]]*\] \d+% [\d.]+ \w+\/[\d.]+ MiB at ([\d.]+) (B|KiB|MiB)\/s/g)].map(
+    (m) => Number(m[1]) * { B: 1, KiB: 1024, MiB: 1024 * 1024 }[m[2] as 'B' | 'KiB' | 'MiB'],
+  );
+  t.true(rates.length > 5, screen.slice(0, 2000));
+  // 8 Mbit/s is 0.95 MiB/s: the bar's rate is the link's, never more
+  const top = Math.max(...rates);
+  t.true(top > 0.5 * 1024 * 1024 && top < 1.2 * 1024 * 1024, `highest rate shown ${top} B/s`);
+  t.regex(screen, /at 0 B\/s, nothing for [3-9] s/);
 });
 
 function curl(args: string[], stdinFile?: string): Promise<{ code: number; stdout: string; stderr: string }> {

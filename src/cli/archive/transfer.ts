@@ -15,6 +15,7 @@ import { applyDirectoryAttributes, CorruptArchiveError, extractTree, type Extrac
 import { STAGING_PREFIX, userEntries } from './staging.ts';
 import { removeTree, replaceContents } from './switch-over.ts';
 import { human } from '../byte-size.ts';
+import { TransferRate } from '../transfer-rate.ts';
 
 /**
  * Push and pull as the host agent does them, shared by push/pull and backup/restore:
@@ -43,32 +44,43 @@ export interface Progress {
   stop(): void;
 }
 
-/** A progress bar on stderr when it is a terminal, nothing otherwise. */
+/**
+ * A progress bar on stderr when it is a terminal, nothing otherwise: the bytes so far (of the
+ * total, when known) and the rate now, redrawn every second so that a stalled link shows as one.
+ */
 export function progressFor(enabled: boolean): Progress {
   if (!enabled || !process.stderr.isTTY) return { start() {}, add() {}, stop() {} };
   let bar: cliProgress.SingleBar | null = null;
   let value = 0;
+  let rate = new TransferRate();
+  let ticker: NodeJS.Timeout | undefined;
+  const draw = (): void => bar?.update(Math.min(value, bar.getTotal()), { done: human(value), rate: rate.describe() });
   return {
     start(total, label) {
       value = 0;
+      rate = new TransferRate();
       bar = new cliProgress.SingleBar(
         {
           stream: process.stderr,
           format: total
-            ? `${label} [{bar}] {percentage}% {done}/{size}`
-            : `${label} {done}`,
+            ? `${label} [{bar}] {percentage}% {done}/{size} at {rate}`
+            : `${label} {done} at {rate}`,
           hideCursor: true,
           clearOnComplete: true,
         },
         cliProgress.Presets.shades_classic,
       );
-      bar.start(total ?? 1, 0, { done: human(0), size: human(total ?? 0) });
+      bar.start(total ?? 1, 0, { done: human(0), size: human(total ?? 0), rate: rate.describe() });
+      clearInterval(ticker);
+      ticker = setInterval(draw, 1000).unref();
     },
     add(n) {
       value += n;
-      bar?.update(Math.min(value, bar.getTotal()), { done: human(value) });
+      rate.add(n);
+      draw();
     },
     stop() {
+      clearInterval(ticker);
       bar?.stop();
       bar = null;
     },
