@@ -198,7 +198,10 @@ export class VolregClient {
     return new Promise((resolve, reject) => {
       let reply: IncomingMessage | undefined;
       // agent: false — one connection per request, so nothing keeps the command alive afterwards
-      const req = request(url, { method, headers, agent: false }, (res) => {
+      // `timeout` arms the socket's idle timer from its creation: req.setTimeout alone arms it only
+      // once connected, leaving a connect into a silent link (SYNs dropped) to the kernel's own
+      // limit (about 2 min on Linux) whatever --timeout says
+      const req = request(url, { method, headers, agent: false, ...(timeoutMs > 0 ? { timeout: timeoutMs } : {}) }, (res) => {
         reply = res;
         resolve(res);
       });
@@ -366,10 +369,12 @@ export class VolregClient {
       let furthest = 0;
       let fruitless = 0;
       const outage = new Outage(this.timeoutMs);
+      let triedAt = 0;
       for (let res: IncomingMessage | null = first; ; res = null) {
         try {
           if (res === null) {
             if (sink.bytes === maxBytes) break; // all came; only the end of the reply did not
+            triedAt = Date.now();
             res = await this.send('GET', path, sink.bytes > 0 ? { headers: { Range: `bytes=${sink.bytes}-` } } : {});
             await checkContentReply(res, path, sink.bytes);
           }
@@ -379,7 +384,7 @@ export class VolregClient {
           await sink.settled();
           if (res === null && sink.failure === null && (isBrokenConnection(err) || isUnreachable(err))) {
             // no reply to a resumption: the link is down, and each try costs the registry nothing
-            const wait = outage.nextWait();
+            const wait = outage.nextWait(triedAt);
             if (wait === null) throw new Error(`the download broke off after ${sink.bytes} of ${maxBytes} bytes, and the registry did not answer again for ${Math.round(this.timeoutMs / 1000)} s (--timeout): ${(err as Error).message}`, { cause: err });
             const until = this.timeoutMs > 0 ? `for up to ${Math.round(this.timeoutMs / 1000)} s` : 'until it does (--timeout 0)';
             if (outage.tries === 1) opts.onResume?.(sink.bytes, `the registry does not answer: ${(err as Error).message}; trying again ${until}`);
@@ -452,16 +457,17 @@ async function checkContentReply(res: IncomingMessage, path: string, from: numbe
 /**
  * The waits between resumptions the registry does not answer: 1 s, doubling up to
  * OUTAGE_WAIT_MAX_MS, the last one cut to end when `timeoutMs` (0: no limit) has passed since the
- * first failed; null once it has.
+ * first was sent (one that hung for --timeout leaves no time for another); null once it has.
  */
 class Outage {
   private since: number | null = null;
   tries = 0;
   constructor(private readonly timeoutMs: number) {}
 
-  nextWait(): number | null {
+  /** `triedAt`: when the try that just failed was sent */
+  nextWait(triedAt: number): number | null {
     const now = Date.now();
-    this.since ??= now;
+    this.since ??= triedAt;
     this.tries++;
     const backoff = Math.min(OUTAGE_WAIT_MAX_MS, RESUME_WAIT_MS * 2 ** (this.tries - 1));
     if (this.timeoutMs === 0) return backoff;
