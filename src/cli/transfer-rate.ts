@@ -16,7 +16,10 @@ export class TransferRate {
 
   add(bytes: number): void {
     const at = this.now();
-    this.samples.push({ at, bytes });
+    // a fast transfer's many chunks go into buckets of BUCKET_MS: the window stays a few entries
+    const last = this.samples[this.samples.length - 1];
+    if (last && at - last.at < BUCKET_MS) last.bytes += bytes;
+    else this.samples.push({ at, bytes });
     this.lastAt = at;
     this.prune(at);
   }
@@ -43,3 +46,4 @@ export class TransferRate {
 
 const WINDOW_MS = 5000;
 const STALLED_MS = 3000;
+const BUCKET_MS = 100;

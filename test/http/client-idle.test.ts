@@ -38,7 +38,7 @@ function open(): Promise<Socket> {
 
 /** the request line `which` picks, once there is one */
 async function logged(which: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 250; i++) {
     const line = log.lines.find((l) => l.msg === 'request' && which(l));
     if (line) return line;
     await new Promise((r) => setTimeout(r, 20));

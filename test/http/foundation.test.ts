@@ -160,7 +160,7 @@ test('a client that goes away in the middle of its body is logged as such (info)
   socket.on('error', () => undefined);
   await new Promise((r) => setTimeout(r, 200));
   socket.destroy();
-  for (let i = 0; i < 50 && !logLines.some((l) => l.requestId === 'req-gone' && l.msg === 'request'); i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 250 && !logLines.some((l) => l.requestId === 'req-gone' && l.msg === 'request'); i++) await new Promise((r) => setTimeout(r, 20));
   const mine = logLines.filter((l) => l.requestId === 'req-gone');
   t.truthy(mine.find((l) => l.level === 30 && l.msg === 'client went away before its request ended'), JSON.stringify(mine));
   t.false(mine.some((l) => (l.level as number) >= 50), JSON.stringify(mine));
