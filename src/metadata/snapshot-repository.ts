@@ -5,7 +5,7 @@ import type { RepositoryName, Tag } from '../domain/names.ts';
 import type { Compression } from '../domain/volumes/media-types.ts';
 import type { SnapshotPosition } from '../domain/volumes/listing-position.ts';
 import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
-import { COLLECTIONS } from './collections.ts';
+import { COLLECTIONS, UNIT_TYPES } from './collections.ts';
 import { MarkedCache, type MetadataMarks } from './marked-cache.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
 import { assertValid } from './schema-validator.ts';
@@ -105,23 +105,27 @@ const KEPT_SUMMARIES = 20_000;
 
 export class SnapshotRepository {
   private readonly coll: Collection<SnapshotDoc>;
-  /** the marks of a volume's snapshot documents and of its tags (none without the engine's, marked-cache.ts) */
-  private readonly marks: { docs: (repo: string) => number; tags: (repo: string) => number } | undefined;
+  /** the marks of a volume's snapshot documents, its tags and its holdings (none without the engine's, marked-cache.ts) */
+  private readonly marks: { docs: (repo: string) => number; tags: (repo: string) => number; held: (repo: string, type: string) => number } | undefined;
   /** each volume's summary (null: no snapshot), kept while its documents stay as they were */
   private readonly keptSummaries = new MarkedCache<VolumeSummary | null>(KEPT_SUMMARIES);
 
   constructor(db: Db, marks?: MetadataMarks) {
     this.coll = db.collection<SnapshotDoc>(SNAPSHOTS_COLLECTION);
-    this.marks = marks && { docs: marks.reader(SNAPSHOTS_COLLECTION), tags: marks.reader(COLLECTIONS.tags) };
+    this.marks = marks && { docs: marks.reader(SNAPSHOTS_COLLECTION), tags: marks.reader(COLLECTIONS.tags), held: marks.reader(COLLECTIONS.repoContentUnits) };
   }
 
   /**
-   * A number that moves whenever a volume's snapshot documents or tags change, whoever changes
-   * them; null when the database shares no change marks, and every read must ask.
+   * A number that moves whenever a volume's snapshot documents or tags change, or which
+   * manifests and lists it holds, whoever changes them; null when the database shares no change
+   * marks, and every read must ask. A tag serves a snapshot only while its manifest (or index)
+   * is held: one held again (a push of it by digest, a push or collection putting back what a
+   * delete or collection took meanwhile) changes no tag and no document.
    */
   volumeMark(repo: string): number | null {
-    // both counters only grow, so their sum moves whenever either does
-    return this.marks ? this.marks.docs(repo) + this.marks.tags(repo) : null;
+    const m = this.marks;
+    // the counters only grow, so their sum moves whenever one does
+    return m ? m.docs(repo) + m.tags(repo) + m.held(repo, UNIT_TYPES.manifest) + m.held(repo, UNIT_TYPES.manifestList) : null;
   }
 
   /** Records the snapshot a tag now holds (replacing what the tag held before). */

@@ -82,3 +82,27 @@ test.serial('a listing reads only the volumes changed since the last one, and se
   const verified = await listing();
   t.is(verified.page.volumes.find((v) => v.volume === volume(5))?.latest.lastVerify?.ok, true);
 });
+
+test.serial('a snapshot whose manifest the volume holds again, with neither its tag nor any document changed, is listed at once', async (t) => {
+  const repo = 'kept/held-again';
+  await ok('push', request(server.url, `/api/v1/volumes/${repo}/tags/a`, { method: 'PUT', body: tarBytes }), 201);
+  const manifest = await request(server.url, `/v2/${repo}/manifests/a`, { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } });
+  t.is(manifest.status, 200);
+  const digest = String(manifest.headers['docker-content-digest']);
+  // The state a delete of the manifest by digest leaves while a push of the same manifest with
+  // its tag is between writing the tag and holding the manifest again (or that a collection of
+  // untagged manifests leaves between its removal and putting it back): the tag names a manifest
+  // the volume does not hold. As pushed through /v2, no document indexes the snapshot.
+  const unit = await server.db.collection<{ _id: string }>('units_docker_manifest').findOne({ digest }, { projection: { _id: 1 } });
+  t.is((await server.db.collection('repo_content_units').deleteMany({ repo_id: repo, unit_type_id: 'docker_manifest', unit_id: unit!._id })).deletedCount, 1);
+  t.is((await server.db.collection('volume_snapshots').deleteMany({ repo_id: repo })).deletedCount, 1);
+  const snapshots = async (): Promise<string[]> =>
+    (JSON.parse((await ok('snapshots', request(server.url, `/api/v1/volumes/${repo}/tags`), 200)).toString('utf8')) as { snapshots: Array<{ tag: string }> }).snapshots.map((s) => s.tag);
+  t.deepEqual(await snapshots(), []);
+  t.false((await listing()).page.volumes.some((v) => v.volume === repo));
+
+  // the manifest held again (a push of it by digest): the tag's snapshot is there, and listed
+  t.is((await request(server.url, `/v2/${repo}/manifests/${digest}`, { method: 'PUT', body: manifest.body, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } })).status, 201);
+  t.deepEqual(await snapshots(), ['a']);
+  t.is((await listing()).page.volumes.find((v) => v.volume === repo)?.snapshots, 1);
+});
