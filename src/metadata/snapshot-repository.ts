@@ -100,18 +100,34 @@ function afterPosition(p: SnapshotPosition): Filter<SnapshotDoc> {
   return { $or: [{ created: { $lt: p.created } }, { created: p.created, tag: { $gt: p.tag } }] };
 }
 
-/** volumes whose summaries are kept between listings (a summary is about 1 KB) */
-const KEPT_SUMMARIES = 20_000;
+/**
+ * What the volume summaries kept between listings may weigh together: about 20,000 volumes of
+ * a few labels (a summary takes about 1.4 KB). A summary's latest snapshot carries its labels,
+ * and one pushed through /v2 carries whatever its config blob says (up to 64 KiB of them, some
+ * 350 KB in memory), so each is weighed by what it holds rather than counted.
+ */
+const KEPT_SUMMARY_BYTES = 32 * 1024 * 1024;
+
+/** About what a summary takes in memory, in bytes (measured: 1.4 KB bare, each label about 100 bytes more than its text). */
+export function summaryWeight(s: VolumeSummary | null): number {
+  if (s === null) return 100;
+  const latest = s.latest;
+  let bytes = 1500;
+  for (const [k, v] of Object.entries(latest.labels)) bytes += 100 + k.length + v.length;
+  for (const p of latest.lastVerify?.problems ?? []) bytes += 50 + p.length;
+  return bytes;
+}
 
 export class SnapshotRepository {
   private readonly coll: Collection<SnapshotDoc>;
   /** the marks of a volume's snapshot documents, its tags and its holdings (none without the engine's, marked-cache.ts) */
   private readonly marks: { docs: (repo: string) => number; tags: (repo: string) => number; held: (repo: string, type: string) => number } | undefined;
   /** each volume's summary (null: no snapshot), kept while its documents stay as they were */
-  private readonly keptSummaries = new MarkedCache<VolumeSummary | null>(KEPT_SUMMARIES);
+  private readonly keptSummaries: MarkedCache<VolumeSummary | null>;
 
-  constructor(db: Db, marks?: MetadataMarks) {
+  constructor(db: Db, marks?: MetadataMarks, opts: { keptSummaryBytes?: number } = {}) {
     this.coll = db.collection<SnapshotDoc>(SNAPSHOTS_COLLECTION);
+    this.keptSummaries = new MarkedCache<VolumeSummary | null>(opts.keptSummaryBytes ?? KEPT_SUMMARY_BYTES, summaryWeight);
     this.marks = marks && { docs: marks.reader(SNAPSHOTS_COLLECTION), tags: marks.reader(COLLECTIONS.tags), held: marks.reader(COLLECTIONS.repoContentUnits) };
   }
 

@@ -2,6 +2,8 @@ import test from 'ava';
 import { digestOf, type Digest } from '../../src/domain/digest.ts';
 import type { RepositoryName, Tag } from '../../src/domain/names.ts';
 import type { SnapshotInfo } from '../../src/domain/volumes/snapshot.ts';
+import type { Db } from 'mongodb';
+import { collections } from '../../src/metadata/collections.ts';
 import { SNAPSHOTS_COLLECTION, SnapshotRepository } from '../../src/metadata/snapshot-repository.ts';
 import { up } from '../../migrations/0002-volume-snapshots.ts';
 import { openTestMongo, type TestMongo } from '../helpers/mongo.ts';
@@ -120,4 +122,45 @@ test('replaceStale replaces a document naming another manifest, inserts a missin
   const fresh = snapshot('vol/s', 'new', '2024-05-03T00:00:00.000Z');
   await repo.replaceStale(fresh);
   t.is((await repo.get('vol/s', 'new'))!.manifestDigest, fresh.manifestDigest);
+});
+
+test('volume summaries are kept within their byte budget whatever labels their snapshots carry', async (t) => {
+  const marks = collections(mongo.db, mongo.changeMarks).marks;
+  if (!marks) {
+    // no change marks on another backend: nothing is kept, every summary is read (README)
+    t.not(mongo.backend, 'engine');
+    return;
+  }
+  // the volumes each summary read asks about, by a spy on the collection's finds
+  const asked: string[] = [];
+  const coll = mongo.db.collection(SNAPSHOTS_COLLECTION);
+  const spied = new Proxy(coll, {
+    get: (target, prop, receiver) => {
+      if (prop !== 'find') return Reflect.get(target, prop, receiver);
+      return (filter: { repo_id?: { $in?: string[] } }, ...rest: unknown[]) => {
+        asked.push(...(filter.repo_id?.$in ?? []));
+        return (target.find as (...args: unknown[]) => unknown).call(target, filter, ...rest);
+      };
+    },
+  });
+  const db = { collection: () => spied } as unknown as Db;
+  const budget = 1024 * 1024;
+  const repo = new SnapshotRepository(db, marks, { keptSummaryBytes: budget });
+  // labels as a config blob pushed through /v2 may carry (60 KB of them): each summary weighs about 250 KB
+  const many: Record<string, string> = {};
+  for (let i = 0; i < 2000; i++) many[`label-${i}`] = `v${i}`;
+  const heavy = Array.from({ length: 20 }, (_, i) => `heavy/v${i}`);
+  const light = Array.from({ length: 20 }, (_, i) => `light/v${i}`);
+  for (const v of heavy) await repo.upsert(snapshot(v, 't', '2024-05-01T00:00:00.000Z', { labels: many }));
+  for (const v of light) await repo.upsert(snapshot(v, 't', '2024-05-01T00:00:00.000Z'));
+  await repo.summaries(light);
+  asked.length = 0;
+  t.is((await repo.summaries(light)).size, light.length);
+  t.deepEqual(asked, [], 'light summaries are kept');
+
+  await repo.summaries(heavy);
+  asked.length = 0;
+  t.is((await repo.summaries(heavy)).size, heavy.length);
+  const kept = heavy.length - new Set(asked).size;
+  t.true(kept * 200_000 <= budget, `${kept} heavy summaries kept within ${budget} bytes`);
 });
