@@ -11,18 +11,24 @@ const ID_ONLY = { projection: { _id: 1 } } as const;
  */
 export const VOLUME_NOTE = 'volreg_volume';
 
+/** Repositories remembered as noted volumes (one forgotten is only noted again, one write). */
+const NOTED_KEPT = 50_000;
+
 /**
  * Repositories and their membership: which units (blobs, manifests, lists, tags) a repository
  * holds, as Pulp 2 recorded it in `repo_content_units`. Every write here is an idempotent
  * upsert, so a retried or racing request can never create a second association.
  */
 export class RepoContentRepository {
-  /** repositories this process already noted as volumes (a note is never taken back) */
+  /** repositories this process already noted as volumes (a note is never taken back), the most recent last */
   private readonly notedVolumes = new Set<string>();
 
   private readonly held: HeldUnits;
 
-  constructor(private readonly c: Collections) {
+  constructor(
+    private readonly c: Collections,
+    private readonly notedKept = NOTED_KEPT,
+  ) {
     this.held = heldUnits(c);
   }
 
@@ -47,13 +53,17 @@ export class RepoContentRepository {
 
   /** Notes that the repository holds volume snapshots (see VOLUME_NOTE); creates it if need be. */
   async markVolume(repoId: string): Promise<void> {
-    if (this.notedVolumes.has(repoId)) return;
+    if (this.notedVolumes.delete(repoId)) {
+      this.notedVolumes.add(repoId);
+      return;
+    }
     const note = { $set: { [`notes.${VOLUME_NOTE}`]: true, _last_updated: Math.floor(Date.now() / 1000) } };
     if ((await this.c.repos.updateOne({ _id: repoId }, note)).matchedCount === 0) {
       await this.ensureRepo(repoId);
       await this.c.repos.updateOne({ _id: repoId }, note);
     }
     this.notedVolumes.add(repoId);
+    if (this.notedVolumes.size > this.notedKept) this.notedVolumes.delete(this.notedVolumes.values().next().value as string);
   }
 
   /** The repositories noted as holding volume snapshots, by name. */

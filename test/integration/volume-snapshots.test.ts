@@ -3,7 +3,8 @@ import { digestOf, type Digest } from '../../src/domain/digest.ts';
 import type { RepositoryName, Tag } from '../../src/domain/names.ts';
 import type { SnapshotInfo } from '../../src/domain/volumes/snapshot.ts';
 import type { Db } from 'mongodb';
-import { collections } from '../../src/metadata/collections.ts';
+import { collections, type Collections } from '../../src/metadata/collections.ts';
+import { RepoContentRepository, VOLUME_NOTE } from '../../src/metadata/repo-content-repository.ts';
 import { SNAPSHOTS_COLLECTION, SnapshotRepository } from '../../src/metadata/snapshot-repository.ts';
 import { up } from '../../migrations/0002-volume-snapshots.ts';
 import { openTestMongo, type TestMongo } from '../helpers/mongo.ts';
@@ -163,4 +164,29 @@ test('volume summaries are kept within their byte budget whatever labels their s
   t.is((await repo.summaries(heavy)).size, heavy.length);
   const kept = heavy.length - new Set(asked).size;
   t.true(kept * 200_000 <= budget, `${kept} heavy summaries kept within ${budget} bytes`);
+});
+
+test('the repositories remembered as noted volumes are bounded: one forgotten is noted again', async (t) => {
+  const c = collections(mongo.db);
+  let writes = 0;
+  const repos = new Proxy(c.repos, {
+    get: (target, prop, receiver) => {
+      if (prop !== 'updateOne') return Reflect.get(target, prop, receiver);
+      return (...args: unknown[]) => (writes++, (target.updateOne as (...a: unknown[]) => unknown).apply(target, args));
+    },
+  });
+  const repoContent = new RepoContentRepository({ ...c, repos } as Collections, 2);
+  const note = async (repo: string): Promise<number> => {
+    const before = writes;
+    await repoContent.markVolume(repo);
+    return writes - before;
+  };
+  t.true((await note('noted/a')) > 0);
+  t.true((await note('noted/b')) > 0);
+  t.is(await note('noted/a'), 0, 'remembered');
+  t.true((await note('noted/c')) > 0);
+  t.is(await note('noted/a'), 0, 'the most recently noted stay');
+  t.is(await note('noted/b'), 1, 'the least recently noted was forgotten, and is noted again');
+  const noted = await mongo.db.collection('repos').countDocuments({ _id: { $in: ['noted/a', 'noted/b', 'noted/c'] } as never, [`notes.${VOLUME_NOTE}`]: true });
+  t.is(noted, 3);
 });
