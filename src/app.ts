@@ -53,6 +53,10 @@ export function createApp(deps: AppDeps): Koa {
     const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
     ctx.state.requestId = requestId;
     ctx.set('X-Request-Id', requestId);
+    // What a tag, a listing or a snapshot's metadata answers changes under the same URL: a cache
+    // (a proxy's, a client's) must ask again each time (the ETag makes that a 304), or a restore
+    // could get what a tag held before the last backup.
+    ctx.set('Cache-Control', 'no-cache');
     const started = process.hrtime.bigint();
     const counted = bodyBytes(ctx);
     try {

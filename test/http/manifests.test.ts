@@ -134,6 +134,23 @@ function t_ok(r: { status: number; body: Buffer }): void {
   if (r.status !== 201) throw new Error(`expected 201, got ${r.status}: ${r.body.toString()}`);
 }
 
+test('what a tag answers is never served from a cache without asking: no-cache, and the ETag that answers a revalidation', async (t) => {
+  const repo = repoName('cache');
+  const first = (await pushedImage(repo)).manifest;
+  t.is((await putManifest(url, repo, 'latest', first)).status, 201);
+  const got = await getManifest(url, repo, 'latest', first.mediaType);
+  t.is(got.headers['cache-control'], 'no-cache');
+  const list = await request(url, `/v2/${repo}/tags/list`);
+  t.is(list.headers['cache-control'], 'no-cache');
+  // the tag moves: a revalidation with the old ETag gets the new manifest, not a 304
+  const second = (await pushedImage(repo)).manifest;
+  t.is((await putManifest(url, repo, 'latest', second)).status, 201);
+  const again = await request(url, `/v2/${repo}/manifests/latest`, { headers: { accept: first.mediaType, 'if-none-match': got.headers.etag! } });
+  t.is(again.status, 200);
+  t.is(again.headers['docker-content-digest'], second.digest);
+  t.is(again.headers['cache-control'], 'no-cache');
+});
+
 test('an OCI manifest without mediaType field is accepted by Content-Type and served with it', async (t) => {
   const repo = repoName('nofield');
   const config = configBlob();

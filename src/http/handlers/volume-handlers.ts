@@ -126,7 +126,6 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
     ctx.set('Digest', rfc3230Digest(info.layer.digest));
     ctx.set('X-Volreg-Manifest-Digest', info.manifestDigest);
     ctx.set('Content-Disposition', `attachment; filename="${name}"`);
-    ctx.set('Cache-Control', 'no-cache');
     if (clientHolds(ctx.get('If-None-Match'), info.layer.digest)) {
       ctx.status = 304;
       return;
