@@ -300,30 +300,30 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
       const tmp = path.join(dbPath, `snapshot-${next}.tmp`);
       const out = await fs.promises.open(tmp, 'w');
       let written = 0;
-      let complete = false;
       try {
-        await writeWhole(out, frames);
-        written += frames.reduce((n, f) => n + f.length, 0);
-        for (let i = 0; i < puts.length; i += 2048) {
-          const chunk = puts.slice(i, i + 2048).map(([ns, raw]) => encodePut(ns, raw));
-          await writeWhole(out, chunk);
-          written += chunk.reduce((n, f) => n + f.length, 0);
+        try {
+          await writeWhole(out, frames);
+          written += frames.reduce((n, f) => n + f.length, 0);
+          for (let i = 0; i < puts.length; i += 2048) {
+            const chunk = puts.slice(i, i + 2048).map(([ns, raw]) => encodePut(ns, raw));
+            await writeWhole(out, chunk);
+            written += chunk.reduce((n, f) => n + f.length, 0);
+          }
+          const seal = encodeSeal({ generation: next, records, store: storeId });
+          await writeWhole(out, [seal]);
+          written += seal.length;
+          await out.datasync();
+        } finally {
+          await out.close();
         }
-        const seal = encodeSeal({ generation: next, records, store: storeId });
-        await writeWhole(out, [seal]);
-        written += seal.length;
-        await out.datasync();
-        complete = true;
-      } finally {
-        await out.close();
-        // A snapshot that could not be written whole (a full disk) gives its space back at once:
-        // left, it would hold the room the journal needs until the next attempt.
-        if (!complete) {
-          fs.rmSync(tmp, { force: true });
-          retryAt = Date.now() + COMPACT_RETRY_MS;
-        }
+        fs.renameSync(tmp, path.join(dbPath, snapshotName(next)));
+      } catch (err) {
+        // A snapshot that could not be put in place whole (a full disk) gives its space back at
+        // once: left, it would hold the room the journal needs until the next attempt.
+        fs.rmSync(tmp, { force: true });
+        retryAt = Date.now() + COMPACT_RETRY_MS;
+        throw err;
       }
-      fs.renameSync(tmp, path.join(dbPath, snapshotName(next)));
       await syncDirectory(dbPath);
       const old = gen;
       gen = next;
