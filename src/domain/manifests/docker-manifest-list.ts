@@ -1,7 +1,8 @@
 import { assertValid } from '../../metadata/schema-validator.ts';
 import { digestOf } from '../digest.ts';
 import { MEDIA_TYPES } from '../media-types.ts';
-import { entryOf, type DescriptorJson } from './descriptors.ts';
+import type { DescriptorJson } from './descriptors.ts';
+import { listManifestParts } from './image-manifest-parts.ts';
 import type { ManifestHandler } from './parsed-manifest.ts';
 
 /** Docker manifest list: every entry names its platform. */
@@ -18,11 +19,7 @@ export const dockerManifestListHandler: ManifestHandler = {
       kind: 'list',
       digest: digestOf(body, alg),
       size: body.length,
-      configDigest: null,
-      configMediaType: null,
-      blobDigests: [],
-      externalBlobDigests: [],
-      manifests: m.manifests.map((d, i) => entryOf(d, `/manifests/${i}`)),
+      ...listManifestParts(m),
       subject: null,
       artifactType: null,
       annotations: null,

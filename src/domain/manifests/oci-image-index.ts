@@ -1,7 +1,8 @@
 import { assertValid } from '../../metadata/schema-validator.ts';
 import { digestOf } from '../digest.ts';
 import { MEDIA_TYPES } from '../media-types.ts';
-import { descriptorDigest, entryOf, type DescriptorJson } from './descriptors.ts';
+import { descriptorDigest, type DescriptorJson } from './descriptors.ts';
+import { listManifestParts } from './image-manifest-parts.ts';
 import type { ManifestHandler } from './parsed-manifest.ts';
 
 interface OciIndexJson {
@@ -25,11 +26,7 @@ export const ociImageIndexHandler: ManifestHandler = {
       kind: 'list',
       digest: digestOf(body, alg),
       size: body.length,
-      configDigest: null,
-      configMediaType: null,
-      blobDigests: [],
-      externalBlobDigests: [],
-      manifests: m.manifests.map((d, i) => entryOf(d, `/manifests/${i}`)),
+      ...listManifestParts(m),
       subject: m.subject ? descriptorDigest(m.subject.digest, '/subject/digest') : null,
       artifactType: m.artifactType ?? null,
       annotations: m.annotations ?? null,
