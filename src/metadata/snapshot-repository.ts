@@ -4,7 +4,7 @@ import type { Digest } from '../domain/digest.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
 import type { Compression } from '../domain/volumes/media-types.ts';
 import type { SnapshotPosition } from '../domain/volumes/listing-position.ts';
-import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
+import type { SnapshotInfo, SnapshotListQuery, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
 import { COLLECTIONS, UNIT_TYPES } from './collections.ts';
 import { MarkedCache, type MetadataMarks } from './marked-cache.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
@@ -39,15 +39,6 @@ export interface SnapshotDoc {
   _last_updated: number;
 }
 
-export interface SnapshotQuery {
-  host?: string;
-  since?: Date;
-  until?: Date;
-  limit: number;
-  offset: number;
-  /** start after this snapshot (instead of skipping `offset`) */
-  after?: SnapshotPosition;
-}
 
 function toInfo(d: SnapshotDoc): SnapshotInfo {
   return {
@@ -182,7 +173,7 @@ export class SnapshotRepository {
     return doc ? toInfo(doc) : null;
   }
 
-  private filter(repo: string, q: Omit<SnapshotQuery, 'limit' | 'offset'>): Filter<SnapshotDoc> {
+  private filter(repo: string, q: Omit<SnapshotListQuery, 'limit' | 'offset'>): Filter<SnapshotDoc> {
     const f: Filter<SnapshotDoc> = { repo_id: repo };
     if (q.host !== undefined) f.host = q.host;
     if (q.since !== undefined || q.until !== undefined) {
@@ -196,7 +187,7 @@ export class SnapshotRepository {
    * name, listing-position.ts); `more` when some follow the page. `total` counts the filtered
    * list whatever the page.
    */
-  async list(repo: string, q: SnapshotQuery): Promise<{ items: SnapshotInfo[]; total: number; more: boolean }> {
+  async list(repo: string, q: SnapshotListQuery): Promise<{ items: SnapshotInfo[]; total: number; more: boolean }> {
     const filter = this.filter(repo, q);
     const page = q.after ? { $and: [filter, afterPosition(q.after)] } : filter;
     const [docs, total] = await Promise.all([

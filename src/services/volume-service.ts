@@ -16,8 +16,7 @@ import { decodeSnapshotConfig, encodeSnapshotConfig } from '../domain/volumes/sn
 import { buildSnapshotManifest, readSnapshotManifest } from '../domain/volumes/snapshot-manifest.ts';
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
 import { writeOrWait } from '../domain/stream-write.ts';
-import type { SnapshotInfo, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
-import type { SnapshotPosition } from '../domain/volumes/listing-position.ts';
+import type { SnapshotInfo, SnapshotListQuery, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
 
 /**
  * Volume snapshots (DESIGN.md section 4), on top of the blob and manifest services:
@@ -98,15 +97,6 @@ export interface SnapshotIndex {
   delete(repo: string, tag: string, manifestDigest?: Digest): Promise<void>;
 }
 
-export interface SnapshotListQuery {
-  host?: string;
-  since?: Date;
-  until?: Date;
-  limit: number;
-  offset: number;
-  /** start after this snapshot instead of skipping `offset` (listing-position.ts) */
-  after?: SnapshotPosition;
-}
 
 /** A page of a listing: `total` counts the whole list, `more` says whether entries follow the page. */
 export interface ListedPage<T> {

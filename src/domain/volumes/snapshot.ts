@@ -1,5 +1,6 @@
 import type { Digest } from '../digest.ts';
 import type { RepositoryName, Tag } from '../names.ts';
+import type { SnapshotPosition } from './listing-position.ts';
 import type { Compression } from './media-types.ts';
 
 /** What volreg knows about one snapshot (one tag of a volume), whatever pushed it. */
@@ -43,4 +44,15 @@ export interface VolumeSummary {
    */
   storedSize: number;
   latest: SnapshotInfo;
+}
+
+/** Which of a volume's snapshots a listing wants: filters, and a page by offset or position. */
+export interface SnapshotListQuery {
+  host?: string;
+  since?: Date;
+  until?: Date;
+  limit: number;
+  offset: number;
+  /** start after this snapshot instead of skipping `offset` (listing-position.ts) */
+  after?: SnapshotPosition;
 }
