@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { appendFile, link, lstat, mkdir, mkdtemp, open, rm, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -128,4 +128,47 @@ test('an mtime a hair before the next second is packed as its own second, not th
   t.is((await lstat(join(dir, 'f'), { bigint: true })).mtimeNs, 1_577_836_800_999_999_999n);
   const f = (await headersOf(dir)).find((h) => h.name === 'f');
   t.is(f?.mtime?.getTime(), 1_577_836_800_000);
+});
+
+/** The first `n` bytes of the tar of `dir`; the rest is never read (a sparse file of gigabytes is not read through). */
+async function tarHead(dir: string, n: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let got = 0;
+  for await (const chunk of packDirectory(dir)) {
+    chunks.push(chunk as Buffer);
+    got += (chunk as Buffer).length;
+    if (got >= n) break;
+  }
+  return Buffer.concat(chunks).subarray(0, n);
+}
+
+/** The size field (offset 124, 12 bytes) and typeflag of the header block at `block`. */
+function headerAt(tar: Buffer, block: number): { size: Buffer; type: string; name: string } {
+  const h = tar.subarray(block * 512, block * 512 + 512);
+  return { size: h.subarray(124, 136), type: String.fromCharCode(h[156]!), name: h.subarray(0, 100).toString('latin1').replace(/\0.*$/s, '') };
+}
+
+test('a file of 8 GiB - 1 bytes has its size in the ustar field; one of 8 GiB has it in a pax record too', async (t) => {
+  const eight = 8 * 1024 ** 3;
+  const under = join(work, 'size-under');
+  const over = join(work, 'size-over');
+  await mkdir(under);
+  await mkdir(over);
+  await writeFile(join(under, 'f'), '');
+  await truncate(join(under, 'f'), eight - 1);
+  await writeFile(join(over, 'f'), '');
+  await truncate(join(over, 'f'), eight);
+
+  const ustar = headerAt(await tarHead(under, 1024), 1);
+  t.is(ustar.type, '0');
+  t.is(ustar.size.toString('latin1'), '77777777777 ');
+
+  const head = await tarHead(over, 2048);
+  const pax = headerAt(head, 1);
+  t.is(pax.type, 'x', 'a pax header comes before the file');
+  t.regex(head.subarray(1024, 1536).toString('latin1'), /^\d+ path=f\n(\d+ .*\n)*?\d+ size=8589934592\n/);
+  t.is(headerAt(head, 3).type, '0');
+  // GNU tar lists it with its size (and then finds the data cut short, as only the head is given)
+  const listed = spawnSync('tar', ['-tvf', '-'], { input: head, encoding: 'utf8' });
+  t.regex(listed.stdout, / 8589934592 .* f\n/);
 });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pack, type Header, type Pack } from 'tar-stream';
 import { writeOrWait } from '../../domain/stream-write.ts';
-import { headerAttributes } from '../../domain/volumes/entry-attributes.ts';
+import { headerAttributes, withFileSize } from '../../domain/volumes/entry-attributes.ts';
 import { symlinkStaysInside } from '../../domain/volumes/entry-safety.ts';
 import { holdsReplacementCharacter } from '../../domain/volumes/restorable-entry.ts';
 import { stagingLeftover } from './staging.ts';
@@ -169,7 +169,7 @@ async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs:
   try {
     let sink!: ReturnType<Pack['entry']>;
     const finished = new Promise<void>((resolve, reject) => {
-      sink = p.entry({ ...header, size: Number(before.size) }, (err) => (err ? reject(err) : resolve()));
+      sink = p.entry(withFileSize(header, Number(before.size)), (err) => (err ? reject(err) : resolve()));
     });
     finished.catch(() => undefined); // awaited below; a failure before then is reported there
     // The entry's failure is reported by the callback above. Its 'error' event, when the packer is

@@ -87,6 +87,19 @@ export function headerAttributes(st: StatAttributes): HeaderAttributes {
   };
 }
 
+/** The largest size the 11 octal digits of a ustar size field hold: 8 GiB - 1. */
+export const MAX_USTAR_SIZE = 8 ** 11 - 1;
+
+/**
+ * The header of a regular file of `size` bytes. Past MAX_USTAR_SIZE tar-stream writes the size
+ * field in GNU's base-256, which only GNU-aware readers take; the size also goes into a pax `size`
+ * record (as GNU tar `--format=posix` and bsdtar write it), which every pax reader applies.
+ */
+export function withFileSize<T extends { pax?: unknown }>(header: T, size: number): T & { size: number } {
+  if (size <= MAX_USTAR_SIZE) return { ...header, size };
+  return { ...header, size, pax: { ...paxRecords(header), size: String(size) } };
+}
+
 const NS_PER_SECOND = 1_000_000_000n;
 
 /** Nanoseconds as whole seconds, rounded down, before 1970 too (bigint division rounds toward zero). */
