@@ -202,11 +202,13 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
 
   /** Makes sure every parent of `rel` is a real directory inside root, creating missing ones. */
   async function ensureParents(rel: string, name: string): Promise<void> {
-    const parts = rel.split('/').slice(0, -1);
-    let prefix = '';
-    for (const part of parts) {
-      prefix = prefix === '' ? part : `${prefix}/${part}`;
-      if (verifiedDirs.has(prefix)) continue;
+    // The nearest ancestor already checked, looked for upwards: in a tree listed parents first it
+    // is the parent, so an entry 2,000 directories deep costs one lookup, not one per level (a
+    // directory is only removed while empty, so everything above a checked one still stands).
+    let checked = rel.lastIndexOf('/');
+    while (checked > 0 && !verifiedDirs.has(rel.slice(0, checked))) checked = rel.lastIndexOf('/', checked - 1);
+    for (let end = rel.indexOf('/', checked + 1); end !== -1; end = rel.indexOf('/', end + 1)) {
+      const prefix = rel.slice(0, end);
       const st = await lstatOrNull(join(root, prefix));
       if (st === null) await mkdir(join(root, prefix), { mode: 0o777 }); // as tar does: umask applies
       else if (!st.isDirectory()) {
