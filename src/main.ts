@@ -19,6 +19,7 @@ import { collections, type Collections } from './metadata/collections.ts';
 import { Migrator } from './metadata/migrator.ts';
 import { watchDriverSockets } from './metadata/driver-sockets.ts';
 import { fromMongoFailure } from './metadata/mongo-errors.ts';
+import { fromStorageFailure } from './storage/storage-failure.ts';
 import { RepoContentRepository } from './metadata/repo-content-repository.ts';
 import { loadSchemas } from './metadata/schema-validator.ts';
 import type { BlobStore } from './storage/blob-store.ts';
@@ -238,7 +239,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       handlers: buildHandlers(services, ctx),
       readiness: readinessChecks(config, db, services.blobStore, metadata.failure, logger),
       fatal: metadata.failure,
-      translateError: fromMongoFailure,
+      translateError: (err) => fromMongoFailure(err) ?? fromStorageFailure(err),
       middleware: [metrics.middleware, ...(auth ? [auth.authenticate] : [])],
       authorize: auth?.authorize,
       metrics: metrics.handler,

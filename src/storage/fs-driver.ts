@@ -45,7 +45,7 @@ import {
  * reached the disk (the offset is clamped to the data file's size). Uploads keep a reserve of
  * free space (free-space.ts); running out of space is STORAGE_FULL, never a half-kept chunk. Committing verifies digest and size, fsyncs, renames the data file onto
  * `blobs/<alg>/<2>/<hex>` and fsyncs that directory: a blob path only ever holds verified,
- * durable bytes. A commit onto an existing blob replaces it with the bytes just verified: the file
+ * durable bytes. A failed sync ends the upload (lose): it is never retried and trusted. A commit onto an existing blob replaces it with the bytes just verified: the file
  * there may have been damaged at rest, and a client sending the content again is the chance to
  * mend it.
  *
@@ -106,8 +106,10 @@ export class FsBlobStore implements BlobStore {
   private readonly uploadBytes = new ByteBudget(UPLOAD_BYTES_IN_FLIGHT);
   private readonly asideStaleMs: number;
   private readonly space: FreeSpace;
-  /** why the last commit could not put its blob in place, until one can (see ping) */
+  /** why the last commit could not put its blob in place (or make it durable), until one can (see ping) */
   private placeRefused: string | undefined;
+  /** sessions a failed sync ended (lose) whose files the disk may have refused to remove */
+  private readonly lost = new Set<string>();
 
   private constructor(opts: FsBlobStoreOptions) {
     this.root = opts.root;
@@ -484,15 +486,7 @@ export class FsBlobStore implements BlobStore {
         throw new VolregError('DIGEST_INVALID', 'provided digest did not match uploaded content', { expected, actual: digest });
       }
 
-      try {
-        await this.writeBack.settle(id);
-      } catch (err) {
-        // The disk refused bytes the digest was computed over: nothing of them may be kept.
-        await this.discard(id);
-        if (isOutOfSpace(err)) throw new VolregError('STORAGE_FULL', 'the disk refused bytes of this upload (no space left); the upload is gone, start it again');
-        const code = (err as NodeJS.ErrnoException).code ?? 'an I/O error';
-        throw new VolregError('UNAVAILABLE', `the disk failed to write bytes of this upload (${code}); the upload is gone, start it again`);
-      }
+      await this.writeBack.settle(id).catch((err: unknown) => this.lose(id, err));
       const data = await openData(this.root, id, 'r+');
       try {
         if ((await data.stat()).size > state.offset) await data.truncate(state.offset);
@@ -500,7 +494,7 @@ export class FsBlobStore implements BlobStore {
         // for a resumed upload may be hours old): garbage collection's grace period counts from it.
         const now = new Date();
         await data.utimes(now, now);
-        await data.sync();
+        await data.sync().catch((err: unknown) => this.lose(id, err));
       } finally {
         await data.close();
       }
@@ -511,7 +505,9 @@ export class FsBlobStore implements BlobStore {
         if (created !== undefined) await fsyncCreatedDirs(dir, created);
         if (!(await lstat(dir)).isDirectory()) throw this.placeRefusal(`${relative(this.root, dir)} is not a directory volreg made (a symbolic link?); move it away`);
         await rename(uploadDataPath(this.root, id), blobPath(this.root, digest));
-        await fsyncDir(dir);
+        // The blob's entry may not be on the disk. Its bytes are (synced above) and no metadata
+        // names it yet: the client starts again, and that commit puts the same bytes there anew.
+        await fsyncDir(dir).catch((err: unknown) => this.lose(id, err));
         this.placeRefused = undefined;
       } catch (err) {
         throw this.refusedPlace(err, dir);
@@ -539,6 +535,21 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
+  /**
+   * A sync of the upload failed: the disk may not hold bytes the digest was computed over, and
+   * Linux may have dropped them from the cache as if written, so a later fsync would succeed
+   * over the hole. The upload is over: nothing of it may become a blob, whatever a retry hears.
+   * Remembered in memory too, in case the disk refuses even the removal.
+   */
+  private async lose(id: string, err: unknown): Promise<never> {
+    this.lost.add(id);
+    await this.discard(id).catch(() => undefined);
+    if (isOutOfSpace(err)) throw new VolregError('STORAGE_FULL', 'the disk refused bytes of this upload (no space left); the upload is gone, start it again');
+    const code = (err as NodeJS.ErrnoException).code ?? 'an I/O error';
+    this.placeRefused = `the blob storage failed to make an upload durable (${code}); check the disk and the kernel log`;
+    throw new VolregError('UNAVAILABLE', `the disk failed to make this upload durable (${code}); the upload is gone, start it again`);
+  }
+
   private async discard(id: string): Promise<void> {
     this.hashes.delete(id);
     this.hasher.drop(id);
@@ -554,6 +565,7 @@ export class FsBlobStore implements BlobStore {
    * session goes on from what the disk kept, and its hash is recomputed from those bytes.
    */
   private async loadSession(id: string): Promise<SessionState> {
+    if (this.lost.has(id)) throw new VolregError('BLOB_UPLOAD_UNKNOWN', 'this upload was lost to a disk failure; start it again');
     const [state, size] = await Promise.all([
       readSessionState(this.root, id),
       stat(uploadDataPath(this.root, id)).then(
