@@ -11,6 +11,7 @@ import { unrestorableReason } from '../../domain/volumes/restorable-entry.ts';
 import { feedParser, tarParser } from '../../domain/volumes/tar-feed.ts';
 import { TarFraming } from '../../domain/volumes/tar-framing.ts';
 import { writeFully } from '../../storage/fs-ops.ts';
+import { FileSyncs } from './durable-tree.ts';
 
 /**
  * Extracts a tar stream into a directory without ever writing outside it:
@@ -199,6 +200,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
   const directories = new Map<string, EntryAttributes>();
   let rootAttributes: EntryAttributes | null = null;
   const result: ExtractResult = { entries: 0, files: 0, bytes: 0 };
+  const syncs = new FileSyncs();
 
   /** Makes sure every parent of `rel` is a real directory inside root, creating missing ones. */
   async function ensureParents(rel: string, name: string): Promise<void> {
@@ -257,11 +259,13 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
       if (preserveOwner) await handle.chown(a.uid, a.gid);
       await handle.chmod(a.mode);
       await handle.utimes(fsTime(a.mtime), fsTime(a.mtime));
-    } finally {
+    } catch (err) {
       await handle.close();
+      throw err;
     }
     writtenFiles.add(rel);
     result.files++;
+    await syncs.add(handle); // synced and closed meanwhile, the next entries extracted (durable-tree.ts)
   }
 
   /** A symlink at `rel` pointing at `target` must stay inside, unless keepOutsideSymlinks (checked again once all is extracted). */
@@ -362,9 +366,11 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
     await feeding;
     // as the server checks it: the parser and the framing must have seen the same entries
     if (framing.entries !== result.entries) throw new Error('tar structure is inconsistent');
+    await syncs.settle();
   } catch (err) {
     parser.destroy();
     await feeding.catch(() => undefined);
+    await syncs.settle().catch(() => undefined);
     throw archiveFault(err);
   }
 

@@ -14,6 +14,8 @@ import { packDirectory } from './pack.ts';
 import { applyDirectoryAttributes, CorruptArchiveError, extractTree, type ExtractOptions } from './safe-extract.ts';
 import { STAGING_PREFIX, userEntries } from './staging.ts';
 import { removeTree, replaceContents } from './switch-over.ts';
+import { syncDirectories } from './durable-tree.ts';
+import { fsyncDir } from '../../storage/fs-ops.ts';
 import { human } from '../byte-size.ts';
 import { TransferRate } from '../transfer-rate.ts';
 
@@ -259,6 +261,15 @@ function unwatchInterrupts(pull: ActivePull): void {
   if (pull.pending) reraise(pull.pending);
 }
 
+/** A failure of the target's disk said as such (what was left where), any other error unchanged. */
+function diskFailure(err: unknown, left: string): unknown {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (code === 'EIO' || code === 'EROFS' || code === 'ENOSPC' || code === 'EDQUOT') {
+    return new Error(`the target's disk failed to store the restored files (${(err as Error).message}); ${left}`);
+  }
+  return err;
+}
+
 /** how often a pull by tag follows the tag to another snapshot when the one it read has gone */
 const MAX_TAG_MOVES = 3;
 
@@ -351,13 +362,22 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
       throw isVolregError(err) && err.code === 'ARCHIVE_INVALID' ? new CorruptArchiveError(err) : err;
     });
     // directories stay writable (for the moves, and for removing the staging after a failure)
-    const tree = await extractTree(tar, staging, opts);
+    const tree = await extractTree(tar, staging, opts).catch((err: unknown) => {
+      throw diskFailure(err, `nothing in ${dir} was changed`);
+    });
+    await syncDirectories(staging).catch((err: unknown) => {
+      throw diskFailure(err, `nothing in ${dir} was changed`);
+    });
     await rm(file, { force: true });
 
     await opts.beforeSwitchOver?.();
     // The one switch-over, all or nothing: a failure puts the old contents back.
     interrupts.switching = true;
     await replaceContents(dir, staging, join(work, 'old'), { keep: basename(work), onWarning: opts.onWarning });
+    // the moves themselves on the disk before the old contents go
+    await fsyncDir(dir).catch((err: unknown) => {
+      throw diskFailure(err, `the new contents were moved into ${dir}, the old ones are kept in ${join(work, 'old')}`);
+    });
     // The new contents are in place: nothing from here on undoes the pull.
     switched = true;
     await discard();

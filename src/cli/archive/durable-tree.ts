@@ -1,0 +1,52 @@
+import type { FileHandle } from 'node:fs/promises';
+import { opendir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fsyncDir } from '../../storage/fs-ops.ts';
+
+/**
+ * A pull says it restored a tree only once the tree is on the disk: write(2) only fills the
+ * page cache, and a disk that fails to write it back later (EIO, a volume lost) is heard of by
+ * fsync alone; without it the pull would report success, the old contents would be removed, and
+ * the restore could vanish with the next crash or eviction.
+ *
+ * Each extracted file is synced through the descriptor it was written with (a read-only mode
+ * set from the archive cannot stop it), several at once so the filesystem can group them into
+ * few journal commits, and every directory of the tree once it is complete (its entries).
+ */
+const SYNCS_IN_FLIGHT = 16;
+
+export class FileSyncs {
+  private readonly running = new Set<Promise<void>>();
+  private failure: { err: unknown } | null = null;
+
+  /** Syncs and closes `handle` (now owned here); waits while too many are in flight. */
+  async add(handle: FileHandle): Promise<void> {
+    const sync = handle
+      .sync()
+      .catch((err: unknown) => {
+        this.failure ??= { err };
+      })
+      .finally(() => handle.close().catch(() => undefined));
+    const tracked: Promise<void> = sync.finally(() => this.running.delete(tracked));
+    this.running.add(tracked);
+    if (this.failure) throw this.failure.err;
+    if (this.running.size >= SYNCS_IN_FLIGHT) await Promise.race(this.running);
+  }
+
+  /** Waits for every sync started; throws the first failure. */
+  async settle(): Promise<void> {
+    await Promise.all(this.running);
+    if (this.failure) throw this.failure.err;
+  }
+}
+
+/** Syncs every directory of the tree at `root`, the root included. */
+export async function syncDirectories(root: string): Promise<void> {
+  const dirs: string[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    dirs.push(dir);
+    for await (const entry of await opendir(dir)) if (entry.isDirectory()) await walk(join(dir, entry.name));
+  };
+  await walk(root);
+  for (let i = 0; i < dirs.length; i += SYNCS_IN_FLIGHT) await Promise.all(dirs.slice(i, i + SYNCS_IN_FLIGHT).map(fsyncDir));
+}
