@@ -98,6 +98,28 @@ test("a commit whose fsync of the blob's directory fails: 503, the upload is gon
   });
 });
 
+test('a chunk the disk fails to write: 503 saying so, the session stays at its offset, the chunk sent again is kept', async (t) => {
+  await withServer(t, async (srv, dataDir) => {
+    const first = randomBytes(100_000);
+    const second = randomBytes(2_000_000);
+    const { location, id } = await uploadedSession(srv.url, 'failing/chunk', first);
+    const fault = await injectFault(srv.child.pid!, { syscall: 'pwritev', error: 'EIO', paths: [join(dataDir, 'uploads', id, 'data')] });
+    const headers = { 'Content-Type': 'application/octet-stream', 'Content-Range': `${first.length}-${first.length + second.length - 1}` };
+    const failed = await request(srv.url, location, { method: 'PATCH', body: second, headers });
+    await fault.clear();
+    t.true(fault.injected() > 0);
+    t.is(failed.status, 503);
+    t.is(errorCode(failed), 'UNAVAILABLE');
+    t.regex(message(failed), /^the data filesystem failed \(EIO\)/);
+    t.is((await request(srv.url, location)).headers['range'], `0-${first.length - 1}`, 'the session is where it was');
+
+    t.is((await request(srv.url, location, { method: 'PATCH', body: second, headers })).status, 202);
+    const whole = Buffer.concat([first, second]);
+    t.is((await commit(srv.url, location, whole)).status, 201);
+    t.true((await request(srv.url, `/v2/failing/chunk/blobs/${digestOf(whole)}`)).body.equals(whole));
+  });
+});
+
 /** A GET read to its end or its cut: what arrived and whether the body was complete. */
 function download(url: string): Promise<{ status: number; length: number; received: number; complete: boolean }> {
   return new Promise((resolve, reject) => {
