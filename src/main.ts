@@ -3,7 +3,7 @@ import { access, mkdir, readFile } from 'node:fs/promises';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { MongoClient, MongoError, type Db } from 'mongodb';
 import { pino, type Logger } from 'pino';
 import { createApp, type HealthCheck } from './app.ts';
@@ -27,6 +27,8 @@ import type { GcReport } from './maintenance/gc.ts';
 import { FsBlobStore } from './storage/fs-driver.ts';
 import { bindBlobStore } from './metadata/store-binding.ts';
 import { OffThreadInspector, type StartInspectionWorker } from './workers/off-thread-inspector.ts';
+import type { EngineThread } from './workers/engine-thread.ts';
+import { engineSocket } from './workers/engine-socket.ts';
 import { BlobRepository } from './metadata/blob-repository.ts';
 import { UploadRepository } from './metadata/upload-repository.ts';
 import { BlobService } from './services/blob-service.ts';
@@ -294,15 +296,8 @@ export async function openMetadata(
   logger: Logger,
 ): Promise<{ db: Db; close: () => Promise<void>; failure?: () => string | undefined; changeMarks?: SharedArrayBuffer }> {
   const dbPath = join(config.dataDir, 'db');
-  // The embedded engine listens on a unix socket inside the data directory, so only users who
-  // may write there can reach the metadata; sun_path holds ~107 bytes, so deep data directories
-  // fall back to loopback TCP.
-  const socketPath = resolve(dbPath, 'engine.sock');
-  const listenOn = Buffer.byteLength(socketPath) < 100 ? { socketPath } : { host: '127.0.0.1', port: 0 };
   // on a thread of its own, loaded only when needed: a service on a real MongoDB never starts it
-  const engine = config.mongodbUrl ? undefined : await (
-        await import('./workers/engine-thread.ts')
-      ).startEngineThread({ dbPath, ...listenOn }, (msg, fields, level) => logger[level ?? 'debug']({ ...fields, component: 'engine' }, msg));
+  const engine = config.mongodbUrl ? undefined : await startEmbeddedEngine(dbPath, logger);
   if (engine) logger.info({ dbPath }, 'embedded mongodb engine started');
   const uri = config.mongodbUrl ?? (engine as { uri: string }).uri;
   const client = new MongoClient(uri, { serverSelectionTimeoutMS: 15_000 });
@@ -320,6 +315,23 @@ export async function openMetadata(
     },
     ...(engine ? { failure: () => engineFailure(engine.failure()), changeMarks: engine.changeMarks } : {}),
   };
+}
+
+/** The embedded engine on DATA_DIR/db, listening on a socket only this user may reach (engine-socket.ts). */
+async function startEmbeddedEngine(dbPath: string, logger: Logger): Promise<EngineThread> {
+  const socket = await engineSocket(dbPath).catch((err: unknown) => {
+    throw new StartupError((err as Error).message);
+  });
+  try {
+    const { startEngineThread } = await import('./workers/engine-thread.ts');
+    const engine = await startEngineThread({ dbPath, socketPath: socket.socketPath }, (msg, fields, level) =>
+      logger[level ?? 'debug']({ ...fields, component: 'engine' }, msg),
+    );
+    return { ...engine, close: () => engine.close().finally(socket.remove) };
+  } catch (err) {
+    await socket.remove();
+    throw err;
+  }
 }
 
 /** The embedded engine's failure as an operator should read it (see mongo-engine/command-dispatch.ts). */

@@ -21,7 +21,9 @@ import { startModuleWorker } from './module-worker.ts';
  * thread that stops on its own (a crash) counts as a failure: `failure()` says so, and the
  * health checks report it.
  */
-export async function startEngineThread(opts: EngineListen, log: LogFn): Promise<RunningEngine & { changeMarks: SharedArrayBuffer }> {
+export type EngineThread = RunningEngine & { changeMarks: SharedArrayBuffer };
+
+export async function startEngineThread(opts: EngineListen, log: LogFn): Promise<EngineThread> {
   const cell = newFailureCell();
   const changeMarks = newChangeMarks();
   const data: EngineThreadData = { opts, failure: cell, changeMarks };

@@ -3,9 +3,9 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { Agent, request } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { MongoClient } from 'mongodb';
 import { databaseEnv, REPO_ROOT, spawnServer, VOLREG_BIN } from '../helpers/server.ts';
 
@@ -386,4 +386,40 @@ test('a data directory with a metadata file missing is refused by serve and migr
   await expectImage(t, again.url, 'e2e/files', 'v1', layer, manifest);
   again.kill('SIGTERM');
   t.is((await again.waitExit()).code, 0);
+});
+
+/** TCP ports process `pid` listens on (its socket inodes matched in /proc/net/tcp and tcp6). */
+async function listeningPorts(pid: number): Promise<number[]> {
+  const inodes = new Set<string>();
+  for (const fd of await readdir(`/proc/${pid}/fd`)) {
+    const m = /^socket:\[(\d+)\]$/.exec(await readlink(`/proc/${pid}/fd/${fd}`).catch(() => ''));
+    if (m) inodes.add(m[1]!);
+  }
+  const ports: number[] = [];
+  for (const table of ['tcp', 'tcp6']) {
+    for (const line of (await readFile(`/proc/${pid}/net/${table}`, 'utf8')).split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[3] === '0A' && inodes.has(f[9]!)) ports.push(parseInt(f[1]!.split(':')[1]!, 16));
+    }
+  }
+  return ports;
+}
+
+test('a data directory too deep for a unix socket: the embedded engine listens in a private directory, never on a TCP port other users could reach', async (t) => {
+  if (process.env.MONGODB_URL) return void t.pass('no embedded engine when the suite runs on an external MongoDB');
+  const dataDir = join(await tempDir(), 'a-directory-name-long-enough', 'that-the-engine-socket-path', 'passes-the-limit-of-sun-path');
+  const server = await spawnServer({ dataDir, embeddedEngine: true, env: { VOLREG_LOG_LEVEL: 'debug' } });
+  t.teardown(() => server.kill('SIGKILL'));
+  const listening = /"uri":"mongodb:\/\/([^"]+)","dbPath"/.exec(server.stdout());
+  t.truthy(listening, 'the engine logs where it listens');
+  const socketPath = decodeURIComponent(listening![1]!);
+  t.regex(socketPath, /\/volreg-engine-[^/]+\/engine\.sock$/);
+  const dir = await stat(dirname(socketPath));
+  t.is(dir.mode & 0o777, 0o700, 'only its user may enter the directory of the socket');
+  t.is(dir.uid, process.getuid!());
+  t.deepEqual(await listeningPorts(server.child.pid!), [Number(new URL(server.url).port)], 'the HTTP port is the only TCP port');
+  t.is((await fetch(`${server.url}/readyz`)).status, 200);
+  server.kill('SIGTERM');
+  t.is((await server.waitExit()).code, 0);
+  await t.throwsAsync(stat(dirname(socketPath)), { code: 'ENOENT' }, 'the private directory is removed at shutdown');
 });
