@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { access, mkdir, readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
@@ -24,6 +24,7 @@ import { RepoContentRepository } from './metadata/repo-content-repository.ts';
 import { loadSchemas } from './metadata/schema-validator.ts';
 import type { BlobStore } from './storage/blob-store.ts';
 import type { GcReport } from './maintenance/gc.ts';
+import { ensureWritableDataDir } from './storage/data-dir-access.ts';
 import { FsBlobStore } from './storage/fs-driver.ts';
 import { bindBlobStore } from './metadata/store-binding.ts';
 import { OffThreadInspector, type StartInspectionWorker } from './workers/off-thread-inspector.ts';
@@ -204,7 +205,9 @@ export function createCommandLogger(config: Pick<Config, 'logLevel'>): Logger {
 
 export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const logger = opts.logger ?? createLogger(config);
-  await mkdir(config.dataDir, { recursive: true });
+  await ensureWritableDataDir(config.dataDir).catch((err: unknown) => {
+    throw new StartupError((err as Error).message);
+  });
   loadSchemas();
   const auth: BasicAuth | undefined = config.authFile ? basicAuth(await loadHtpasswd(config.authFile), logger) : undefined;
   // A port in use is found before the metadata store opens and migrates: an operator who started

@@ -155,7 +155,7 @@ export class FsBlobStore implements BlobStore {
       return s.isFile() && dir.isDirectory() ? { digest, size: s.size } : null;
     } catch (err) {
       if (isMissing(err)) return null;
-      throw err;
+      throw this.refusedRead(err, digest);
     }
   }
 
@@ -188,7 +188,7 @@ export class FsBlobStore implements BlobStore {
       fh = await open(blobPath(this.root, digest), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     } catch (err) {
       if (isMissing(err) || (err as NodeJS.ErrnoException).code === 'ELOOP') throw new VolregError('BLOB_UNKNOWN', undefined, { digest });
-      throw err;
+      throw this.refusedRead(err, digest);
     }
     try {
       const found = await fh.stat();
@@ -390,6 +390,16 @@ export class FsBlobStore implements BlobStore {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') return err;
     return this.placeRefusal(`the blob storage refuses writes in ${relative(this.root, dir)} (${code}); fix the data directory's permissions or mount`);
+  }
+
+  /**
+   * A blob the filesystem will not let this process read (a file left by another user, root
+   * among them, with a mode that shuts this one out): a 503 saying so, not a 500 that says nothing.
+   */
+  private refusedRead(err: unknown, digest: Digest): unknown {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EACCES' && code !== 'EPERM') return err;
+    return new VolregError('UNAVAILABLE', `the blob storage refuses to read ${relative(this.root, blobPath(this.root, digest))} (${code}); fix the data directory's permissions`);
   }
 
   private placeRefusal(reason: string): VolregError {
