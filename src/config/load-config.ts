@@ -166,6 +166,15 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
   const trustedProxies = check('VOLREG_TRUSTED_PROXIES', [] as Config['trustedProxies'], (s) => parseIpRanges(s.value));
 
   if (problems.length > 0) throw new ConfigError(problems);
+  for (const [name, path, what] of [
+    ['VOLREG_TLS_KEY', tlsKey, 'the private key'],
+    ['VOLREG_AUTH_FILE', authFile, 'the password hashes'],
+  ] as const) {
+    const mode = path === undefined ? 0 : statSync(path).mode & 0o777;
+    if ((mode & 0o004) !== 0) {
+      warnings.push(`${name}: ${path} can be read by every user of this host (mode ${mode.toString(8).padStart(4, '0')}), ${what} among them; chmod o-r it (0640 with a group volreg is in, or 0600)`);
+    }
+  }
   if (authFile !== undefined && tlsCert === undefined && !isLoopback(addr.host)) {
     warnings.push(
       `VOLREG_AUTH_FILE without VOLREG_TLS_CERT on ${addr.host}: passwords and volume data cross the network in clear text; serve HTTPS (VOLREG_TLS_CERT, VOLREG_TLS_KEY) or put a TLS proxy in front`,

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import test from 'ava';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DEFAULTS } from '../../src/config/config.ts';
@@ -233,11 +233,28 @@ test('HTTPS: both TLS files or neither; credentials over plain HTTP off loopback
   t.regex(problemsOf({ VOLREG_TLS_CERT: 'missing.pem', VOLREG_TLS_KEY: pem }).join('\n'), /^VOLREG_TLS_CERT: .*does not exist/m);
 
   const auth = join(dir, 'htpasswd-tls');
-  writeFileSync(auth, 'u:x\n');
+  writeFileSync(auth, 'u:x\n', { mode: 0o600 });
   const exposed = loadConfig({ VOLREG_AUTH_FILE: auth, VOLREG_ADDR: '0.0.0.0:5000' }, { cwd: dir }).warnings;
   t.true(exposed.some((w) => /clear text/.test(w)), exposed.join('\n'));
   t.deepEqual(loadConfig({ VOLREG_AUTH_FILE: auth }, { cwd: dir }).warnings, [], 'loopback: no warning');
   t.deepEqual(loadConfig({ VOLREG_AUTH_FILE: auth, VOLREG_ADDR: '0.0.0.0:5000', VOLREG_TLS_CERT: cert, VOLREG_TLS_KEY: key }, { cwd: dir }).warnings, []);
+});
+
+test('a TLS key or an htpasswd file every user of the host may read gets a warning; one readable by owner and group does not', (t) => {
+  const [cert, key, auth] = [join(dir, 'modes-cert.pem'), join(dir, 'modes-key.pem'), join(dir, 'modes-htpasswd')];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=x', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  writeFileSync(auth, 'u:x\n');
+  const env = { VOLREG_TLS_CERT: cert, VOLREG_TLS_KEY: key, VOLREG_AUTH_FILE: auth };
+  chmodSync(cert, 0o644);
+  chmodSync(key, 0o644);
+  chmodSync(auth, 0o604);
+  t.deepEqual(loadConfig(env, { cwd: dir }).warnings, [
+    `VOLREG_TLS_KEY: ${key} can be read by every user of this host (mode 0644), the private key among them; chmod o-r it (0640 with a group volreg is in, or 0600)`,
+    `VOLREG_AUTH_FILE: ${auth} can be read by every user of this host (mode 0604), the password hashes among them; chmod o-r it (0640 with a group volreg is in, or 0600)`,
+  ]);
+  chmodSync(key, 0o640);
+  chmodSync(auth, 0o600);
+  t.deepEqual(loadConfig(env, { cwd: dir }).warnings, [], 'a world-readable certificate is fine');
 });
 
 test('a TLS certificate or key that does not parse, or a key of another certificate, is bad configuration', (t) => {
