@@ -137,6 +137,19 @@ export class UnsafeArchiveError extends Error {
 }
 
 const run = promisify(execFile);
+
+/**
+ * mknod or mkfifo: a failure (root without CAP_MKNOD in a container, say) is this entry that
+ * can not be restored, in the tool's own words, not an archive that can not be read.
+ */
+async function special(entry: string, tool: 'mknod' | 'mkfifo', args: string[]): Promise<void> {
+  try {
+    await run(tool, args);
+  } catch (err) {
+    const said = String((err as { stderr?: unknown }).stderr ?? '').trim().split('\n').pop() || (err as Error).message;
+    throw new UnsafeArchiveError(entry, `${tool} failed: ${said}`);
+  }
+}
 const FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
 /** A directory's attributes, to apply once the tree is in place; `rel` '' is the root. */
@@ -164,6 +177,39 @@ async function lstatOrNull(path: string): Promise<Awaited<ReturnType<typeof lsta
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENAMETOOLONG') return null;
     throw err;
+  }
+}
+
+/**
+ * As a user who is not root, owners are not restored: every entry becomes this user's. Said
+ * once, with how many entries belonged to someone else, and how many of those keep a setuid or
+ * setgid bit, now of this user (as `tar -xp` keeps them; plain `tar -x` drops them).
+ */
+class OwnersNotRestored {
+  private readonly uid = process.getuid?.() ?? -1;
+  private readonly gid = process.getgid?.() ?? -1;
+  private others = 0;
+  private setid = 0;
+  private first: { name: string; uid: number; gid: number } | null = null;
+
+  constructor(private readonly preserved: boolean) {}
+
+  note(name: string, a: EntryAttributes): void {
+    if (this.preserved || !Number.isInteger(a.uid) || !Number.isInteger(a.gid) || (a.uid === this.uid && a.gid === this.gid)) return;
+    this.others++;
+    this.first ??= { name, uid: a.uid, gid: a.gid };
+    if ((a.mode & 0o6000) !== 0) this.setid++;
+  }
+
+  warning(): string | null {
+    if (this.first === null) return null;
+    const { name, uid, gid } = this.first;
+    return (
+      `owners are not restored: this runs as uid ${this.uid}, not root, and ${this.others} ${this.others === 1 ? 'entry' : 'entries'} of other owners ` +
+      `(${JSON.stringify(name.slice(0, 200))}: ${uid}:${gid}${this.others > 1 ? ', ...' : ''}) ${this.others === 1 ? 'is' : 'are'} now ${this.uid}:${this.gid}` +
+      (this.setid > 0 ? `, ${this.setid} with a setuid or setgid bit kept` : '') +
+      '; restore as root to keep owners'
+    );
   }
 }
 
@@ -201,6 +247,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
   let rootAttributes: EntryAttributes | null = null;
   const result: ExtractResult = { entries: 0, files: 0, bytes: 0 };
   const syncs = new FileSyncs();
+  const owners = new OwnersNotRestored(preserveOwner);
 
   /** Makes sure every parent of `rel` is a real directory inside root, creating missing ones. */
   async function ensureParents(rel: string, name: string): Promise<void> {
@@ -284,6 +331,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
     if (rel === null) throw new UnsafeArchiveError(h.name, 'absolute path or ".." in name');
     const a = entryAttributes(h, mtimeField);
     const kind = entryKind(h);
+    owners.note(h.name, a);
     if (rel === '') {
       if (kind !== 'directory') throw new UnsafeArchiveError(h.name, 'only a directory may name the root');
       rootAttributes = a;
@@ -331,8 +379,10 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
       case 'character-device':
       case 'block-device': {
         if (!opts.allowDevices) throw new UnsafeArchiveError(h.name, 'device files need --allow-devices');
+        const uid = process.getuid?.();
+        if (uid !== 0) throw new UnsafeArchiveError(h.name, `a device file can only be created by root (this runs as uid ${uid})`);
         await clearPath(abs, rel, h.name);
-        await run('mknod', ['-m', a.mode.toString(8), abs, kind === 'character-device' ? 'c' : 'b', String(h.devmajor), String(h.devminor)]);
+        await special(h.name, 'mknod', ['-m', a.mode.toString(8), abs, kind === 'character-device' ? 'c' : 'b', String(h.devmajor), String(h.devminor)]);
         await setOwner(abs, a);
         await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
         createdSpecial.add(rel);
@@ -340,7 +390,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
       }
       case 'fifo': {
         await clearPath(abs, rel, h.name);
-        await run('mkfifo', ['-m', a.mode.toString(8), abs]);
+        await special(h.name, 'mkfifo', ['-m', a.mode.toString(8), abs]);
         await setOwner(abs, a);
         await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
         createdSpecial.add(rel);
@@ -390,6 +440,9 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
       );
     }
   }
+
+  const ownersWarning = owners.warning();
+  if (ownersWarning !== null) opts.onWarning?.(ownersWarning);
 
   // deepest first (a path is longer than its parent's), the root last
   const ordered: DirectoryAttributes[] = [...directories].map(([rel, attributes]) => ({ rel, attributes }));
