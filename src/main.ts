@@ -1,4 +1,4 @@
-import { constants } from 'node:fs';
+import { constants, readFileSync } from 'node:fs';
 import { access, readFile } from 'node:fs/promises';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -490,6 +490,17 @@ export class StartupError extends Error {
 }
 
 /** Fails as the service's listen would if `host:port` is taken; frees it again at once. */
+/** What an EACCES on listen may mean: a privileged port (below net.ipv4.ip_unprivileged_port_start, 1024 by default). */
+function privilegedPorts(port: number): string {
+  let firstFree = 1024;
+  try {
+    firstFree = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8').trim()) || firstFree;
+  } catch {
+    // not Linux: the classic limit
+  }
+  return port < firstFree ? `: a port below ${firstFree} needs root or CAP_NET_BIND_SERVICE; use port ${firstFree} or above (or a proxy in front)` : '';
+}
+
 async function checkPortFree(host: string, port: number): Promise<void> {
   const probe = createNetServer();
   await listen(probe, host, port);
@@ -499,7 +510,9 @@ async function checkPortFree(host: string, port: number): Promise<void> {
 function listen(server: NetServer, host: string, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
-      reject(new StartupError(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`));
+      // a port below 1024 is privileged: the usual surprise of a service moved off root
+      const why = err.code === 'EACCES' ? privilegedPorts(port) : '';
+      reject(new StartupError(`cannot listen on ${host}:${port}: ${err.code ?? err.message}${why}`));
     };
     server.once('error', onError);
     server.listen(port, host, () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { chmod, chown, lchown, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { chmod, chown, lchown, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -66,11 +66,11 @@ test('a blob directory that refuses writes: 503 saying why, the upload kept, /re
 const AS_NOBODY = ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups'];
 
 /** `volreg serve` run as nobody on `dataDir` until it exits (it is expected to refuse to start). */
-function serveAsNobody(dataDir: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function serveAsNobody(dataDir: string, addr = '127.0.0.1:0'): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('VOLREG_')) env[k] = v;
-    Object.assign(env, { VOLREG_DATA_DIR: dataDir, VOLREG_ADDR: '127.0.0.1:0', VOLREG_LOG_LEVEL: 'silent' });
+    Object.assign(env, { VOLREG_DATA_DIR: dataDir, VOLREG_ADDR: addr, VOLREG_LOG_LEVEL: 'silent' });
     execFile(AS_NOBODY[0]!, [...AS_NOBODY.slice(1), process.execPath, VOLREG_BIN, 'serve'], { env, timeout: 60_000 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
     );
@@ -119,6 +119,20 @@ test('serve as a user who may not create the data directory: exit 1 at start, sa
   t.is(refused.code, 1, refused.stderr);
   t.regex(refused.stderr, new RegExp(`^volreg: cannot start: cannot create the data directory ${parent}/data \\(EACCES\\): .*mkdir -p ${parent}/data && chown ${NOBODY}:${NOBODY} ${parent}/data$`, 'm'));
   t.deepEqual(await readdir(parent), []);
+});
+
+test('serve as a user who is not root on a privileged port: exit 1 at start, saying what it needs', async (t) => {
+  assertRoot(t, 'it runs the server as nobody');
+  const firstFree = Number((await readFile('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8')).trim());
+  if (!(firstFree > 1)) throw new Error('this host lets every user listen on any port (net.ipv4.ip_unprivileged_port_start)');
+  const port = firstFree - 1; // refused at bind: nothing listens on it
+  const dataDir = await mkdtemp(join(tmpdir(), 'volreg-low-port-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  await chown(dataDir, NOBODY, NOBODY);
+  const refused = await serveAsNobody(dataDir, `127.0.0.1:${port}`);
+  t.is(refused.code, 1, refused.stderr);
+  t.regex(refused.stderr, new RegExp(`^volreg: cannot start: cannot listen on 127\\.0\\.0\\.1:${port}: EACCES: a port below ${port + 1} needs root or CAP_NET_BIND_SERVICE; `, 'm'));
+  t.deepEqual(await readdir(dataDir), [], 'found before the data directory is opened');
 });
 
 test('a blob the server may not read (left by root with mode 600): 503 saying so, not 500', async (t) => {
