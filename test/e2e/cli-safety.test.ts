@@ -659,6 +659,29 @@ test('as non-root, pull of a snapshot root made: modes, fifos and read-only dire
   t.deepEqual(await describeTree(target), restored);
 });
 
+test('as non-root, a target it may not write into is refused before the download, saying so (pull: exit 1, restore: exit 5)', async (t) => {
+  assertRoot(t);
+  const src = join(work, 'unwritable-src');
+  await mkdir(src);
+  await writeFile(join(src, 'f'), 'f');
+  t.is((await volreg(['push', src, 'safety/unwritable:v1'])).code, 0);
+  const roots = join(work, 'unwritable-volumes');
+  await mkdir(join(roots, 'unwritable'), { recursive: true }); // root's, 755
+  execFileSync('chown', [`${NOBODY}:${NOBODY}`, roots]);
+  const target = join(roots, 'unwritable');
+  for (const dir of [target, join(target, 'new')]) {
+    const pull = await volreg(['pull', 'safety/unwritable:v1', dir], { asNobody: true });
+    t.is(pull.code, 1, pull.stderr);
+    t.is(pull.stderr, `volreg pull: cannot write into ${dir} (EACCES): restore as a user who may write there (its owner, or root)\n`);
+  }
+  const lock = join(roots, 'lock.yaml');
+  await writeFile(lock, 'downstream:\n  unwritable: tag:v1\n');
+  const restore = await volreg(['restore', '--lock', lock, '--volumes-root', roots, '--prefix', 'safety/'], { asNobody: true });
+  t.is(restore.code, 5, restore.stderr);
+  t.regex(restore.stderr, new RegExp(`^volreg restore: unwritable: cannot write into ${target} \\(EACCES\\): restore as a user who may write there`, 'm'));
+  t.deepEqual(await readdir(target), []);
+});
+
 test('as non-root, a switch-over that fails halfway puts the old contents back as they were and reports its own error', async (t) => {
   assertRoot(t);
   const src = join(work, 'switch-src');

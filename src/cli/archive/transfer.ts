@@ -193,6 +193,13 @@ export interface PullOptions extends ExtractOptions {
  * them can not be removed, or was not put back after a failed switch-over, is kept, with a
  * warning naming where.
  */
+/** A target this user may not write into: said as such, before anything is downloaded. */
+function notWritable(err: unknown, dir: string): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code !== 'EACCES' && code !== 'EPERM') return err;
+  return new Error(`cannot write into ${dir} (${code}): restore as a user who may write there (its owner, or root)`);
+}
+
 async function discardWork(work: string, switched: boolean, onWarning?: (message: string) => void): Promise<void> {
   const old = join(work, 'old');
   try {
@@ -294,7 +301,9 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
   };
   algorithmOf(expected.digest); // refused before anything is written
 
-  await mkdir(dir, { recursive: true });
+  await mkdir(dir, { recursive: true }).catch((err: unknown) => {
+    throw notWritable(err, dir);
+  });
   // only volreg's own leftovers (staging.ts) do not count; a user's `.volreg-x` does
   const existing = await userEntries(dir);
   if (existing.length > 0 && !opts.force) throw new TargetNotEmptyError(`${dir} is not empty (use --force to replace its contents)`);
@@ -306,7 +315,7 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     work = mkdtempSync(join(dir, STAGING_PREFIX));
   } catch (err) {
     unwatchInterrupts(interrupts);
-    throw err;
+    throw notWritable(err, dir);
   }
   interrupts.work = work;
   let switched = false;
