@@ -3,6 +3,7 @@ import { chmod, chown, link, lstat, mkdir, mkdtemp, readdir, rm, symlink, utimes
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { assertRoot } from '../helpers/root.ts';
 import test, { type ExecutionContext } from 'ava';
 import { runVolreg } from '../helpers/cli-run.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
@@ -150,7 +151,8 @@ async function keptByArchiver(archive: string, want: Described): Promise<Describ
 let plainWant: Described;
 let fullWant: Described;
 
-test.before(async () => {
+test.before(async (t) => {
+  assertRoot(t, 'its trees hold files of mode 000 that it reads back, and owners it sets');
   server = await startTestServer({ label: 'e2e-archivers' });
   work = await mkdtemp(join(tmpdir(), 'volreg-archivers-'));
   plain = join(work, 'plain');

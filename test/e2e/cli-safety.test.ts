@@ -682,6 +682,28 @@ test('as non-root, a target it may not write into is refused before the download
   t.deepEqual(await readdir(target), []);
 });
 
+test('as root of a user namespace that maps only root (a rootless container), pull restores a tree of other owners: those it may not map stay root\'s, said once; nothing half-done', async (t) => {
+  assertRoot(t, 'it sets owners, and maps root alone into a user namespace');
+  const src = join(work, 'userns-src');
+  await mkdir(join(src, 'dir'), { recursive: true });
+  await writeFile(join(src, 'dir/theirs'), 'x');
+  await writeFile(join(src, 'mine'), 'm');
+  execFileSync('chown', ['-R', '123:456', join(src, 'dir')]);
+  await chmod(join(src, 'dir'), 0o750);
+  await ageTree(src);
+  t.is((await volreg(['push', src, 'safety/userns:v1'])).code, 0);
+  const target = join(work, 'userns-target');
+  await mkdir(target);
+  const pull = await volreg(['pull', 'safety/userns:v1', target], { prefix: ['unshare', '-r'] });
+  t.is(pull.code, 0, pull.stderr);
+  t.is(
+    pull.stderr,
+    'volreg pull: warning: owners of 2 entries are not restored: this user namespace does not map their ids ("dir/": 123:456, ...; see /proc/self/uid_map), so they are 0:0; restore outside the container, or map those ids, to keep them\n',
+  );
+  t.deepEqual(await describeTree(target), await describeTree(src), 'every entry, with its mode and mtime');
+  t.deepEqual([(await lstat(join(target, 'dir/theirs'))).uid, (await lstat(join(target, 'dir'))).uid], [0, 0]);
+});
+
 test('as non-root, a switch-over that fails halfway puts the old contents back as they were and reports its own error', async (t) => {
   assertRoot(t);
   const src = join(work, 'switch-src');

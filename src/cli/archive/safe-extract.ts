@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { constants } from 'node:fs';
+import { constants, readFileSync } from 'node:fs';
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -195,7 +195,8 @@ class OwnersNotRestored {
   constructor(private readonly preserved: boolean) {}
 
   note(name: string, a: EntryAttributes): void {
-    if (this.preserved || !Number.isInteger(a.uid) || !Number.isInteger(a.gid) || (a.uid === this.uid && a.gid === this.gid)) return;
+    if (!Number.isInteger(a.uid) || !Number.isInteger(a.gid)) return;
+    if (this.preserved ? ownerApplies(true, a) : a.uid === this.uid && a.gid === this.gid) return;
     this.others++;
     this.first ??= { name, uid: a.uid, gid: a.gid };
     if ((a.mode & 0o6000) !== 0) this.setid++;
@@ -204,6 +205,14 @@ class OwnersNotRestored {
   warning(): string | null {
     if (this.first === null) return null;
     const { name, uid, gid } = this.first;
+    if (this.preserved) {
+      return (
+        `owners of ${this.others} ${this.others === 1 ? 'entry' : 'entries'} are not restored: this user namespace does not map their ids ` +
+        `(${JSON.stringify(name.slice(0, 200))}: ${uid}:${gid}${this.others > 1 ? ', ...' : ''}; see /proc/self/uid_map), so they are ${this.uid}:${this.gid}` +
+        (this.setid > 0 ? `, ${this.setid} with a setuid or setgid bit kept` : '') +
+        '; restore outside the container, or map those ids, to keep them'
+      );
+    }
     return (
       `owners are not restored: this runs as uid ${this.uid}, not root, and ${this.others} ${this.others === 1 ? 'entry' : 'entries'} of other owners ` +
       `(${JSON.stringify(name.slice(0, 200))}: ${uid}:${gid}${this.others > 1 ? ', ...' : ''}) ${this.others === 1 ? 'is' : 'are'} now ${this.uid}:${this.gid}` +
@@ -211,6 +220,31 @@ class OwnersNotRestored {
       '; restore as root to keep owners'
     );
   }
+}
+
+/**
+ * Whether an entry gets its owner: when owners are preserved and this user namespace maps its
+ * ids. Root in a rootless container maps only a range (/proc/self/uid_map); a chown to an id
+ * outside it fails (EINVAL), and such entries stay root's there, as with `tar -x`, said once.
+ */
+function ownerApplies(preserved: boolean, a: EntryAttributes): boolean {
+  return preserved && Number.isInteger(a.uid) && Number.isInteger(a.gid) && ID_MAPS.uid(a.uid) && ID_MAPS.gid(a.gid);
+}
+
+const ID_MAPS = { uid: idMap('/proc/self/uid_map'), gid: idMap('/proc/self/gid_map') };
+
+/** Which ids a user namespace map (`inside outside count` lines) holds; every id where there is none to read. */
+function idMap(path: string): (id: number) => boolean {
+  let ranges: Array<[number, number]>;
+  try {
+    ranges = readFileSync(path, 'utf8').trim().split('\n').map((line) => {
+      const [inside, , count] = line.trim().split(/\s+/).map(Number);
+      return [inside!, inside! + count!] as [number, number];
+    });
+  } catch {
+    return () => true;
+  }
+  return (id) => ranges.some(([from, to]) => id >= from && id < to);
 }
 
 function ownersPreserved(opts: { preserveOwner?: boolean }): boolean {
@@ -291,7 +325,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
   }
 
   async function setOwner(abs: string, a: EntryAttributes): Promise<void> {
-    if (preserveOwner && Number.isInteger(a.uid) && Number.isInteger(a.gid)) await lchown(abs, a.uid, a.gid);
+    if (ownerApplies(preserveOwner, a)) await lchown(abs, a.uid, a.gid);
   }
 
   async function writeFile(abs: string, rel: string, h: Header, a: EntryAttributes, body: AsyncIterable<Buffer>): Promise<void> {
@@ -303,7 +337,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
         result.bytes += chunk.length;
         opts.onFileBytes?.(chunk.length);
       }
-      if (preserveOwner) await handle.chown(a.uid, a.gid);
+      if (ownerApplies(preserveOwner, a)) await handle.chown(a.uid, a.gid);
       await handle.chmod(a.mode);
       await handle.utimes(fsTime(a.mtime), fsTime(a.mtime));
     } catch (err) {
@@ -461,7 +495,7 @@ export async function applyDirectoryAttributes(root: string, directories: readon
   const preserveOwner = ownersPreserved(opts);
   for (const { rel, attributes: a } of directories) {
     const abs = rel === '' ? root : join(root, rel);
-    if (preserveOwner && Number.isInteger(a.uid) && Number.isInteger(a.gid)) await lchown(abs, a.uid, a.gid);
+    if (ownerApplies(preserveOwner, a)) await lchown(abs, a.uid, a.gid);
     await chmod(abs, a.mode);
     await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
   }
