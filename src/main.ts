@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { MongoClient, MongoError, type Db } from 'mongodb';
 import { pino, type Logger } from 'pino';
 import { createApp, type HealthCheck } from './app.ts';
+import { processClock } from './domain/clock.ts';
 import { LATE, within } from './domain/within.ts';
 import type { Config } from './config/config.ts';
 import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
@@ -439,7 +440,7 @@ function startPurgeTimer(config: Config, services: Services, logger: Logger): { 
     'upload-purge',
     config.uploads.purgeIntervalSeconds * 1000,
     async () => {
-      const olderThan = new Date(Date.now() - config.uploads.purgeAfterSeconds * 1000);
+      const olderThan = processClock.cutoff(config.uploads.purgeAfterSeconds * 1000);
       const purged = await services.uploads.purgeAbandoned(olderThan);
       logger.info({ purged, olderThan }, 'abandoned uploads purged');
     },

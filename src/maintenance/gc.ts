@@ -1,5 +1,6 @@
 import { ObjectId, type Collection, type Filter } from 'mongodb';
 import type { Logger } from 'pino';
+import { monotonicMs, processClock } from '../domain/clock.ts';
 import type { Digest } from '../domain/digest.ts';
 import { UNIT_TYPES, type Collections, type ManifestListUnitDoc, type ManifestUnitDoc, type RepoContentUnitDoc, type UnitTypeId } from '../metadata/collections.ts';
 import { BlobRepository } from '../metadata/blob-repository.ts';
@@ -30,6 +31,8 @@ import type { BlobStore } from '../storage/blob-store.ts';
  * again by every push that reuses the unit), an association's `updated` (refreshed by every
  * push), a blob's last commit time (refreshed by a commit of an existing digest). The grace period covers the steps of a push in flight (a blob
  * committed but not yet recorded, a manifest pushed by digest before the index that lists it).
+ * Ages are judged by the process's clock, which allows for a forward step of the wall clock
+ * (domain/clock.ts): a step does not shorten the grace period of what was stamped before it.
  *
  * Races with pushes: each delete re-checks references right before it, is conditional on the
  * document being unchanged (a push reusing a unit stamps its `_last_updated`, so the delete and
@@ -52,7 +55,7 @@ export interface GcOptions {
   deleteUntagged: boolean;
   /** find and report, delete nothing */
   dryRun: boolean;
-  /** the clock (tests age content by moving it forward) */
+  /** the clock (tests age content by moving it forward); by default the process's, which allows for its steps (domain/clock.ts) */
   now?: () => Date;
   /** stops the run between items (server shutdown); the report says `aborted` */
   signal?: AbortSignal;
@@ -157,8 +160,8 @@ class GarbageCollector {
     this.store = opts.blobStore;
     this.log = opts.logger;
     this.dry = opts.dryRun;
-    this.startedAt = (opts.now ?? (() => new Date()))();
-    this.cutoff = new Date(this.startedAt.getTime() - opts.graceSeconds * 1000);
+    this.startedAt = opts.now ? opts.now() : processClock.now();
+    this.cutoff = opts.now ? new Date(this.startedAt.getTime() - opts.graceSeconds * 1000) : processClock.cutoff(opts.graceSeconds * 1000);
     this.report = {
       dryRun: opts.dryRun,
       deleteUntagged: opts.deleteUntagged,
@@ -185,7 +188,7 @@ class GarbageCollector {
   }
 
   async run(): Promise<GcReport> {
-    const t0 = Date.now();
+    const t0 = monotonicMs();
     this.log.info({ dryRun: this.dry, cutoff: this.report.cutoff, deleteUntagged: this.opts.deleteUntagged }, 'gc started');
     try {
       await this.dropDanglingAssociations();
@@ -203,7 +206,7 @@ class GarbageCollector {
       this.report.aborted = true;
     }
     this.report.freedBytes = this.report.blobBytes.bytes + this.report.orphanBytes.bytes;
-    this.report.durationMs = Date.now() - t0;
+    this.report.durationMs = Math.round(monotonicMs() - t0);
     this.log.info({ ...this.report }, 'gc finished');
     return this.report;
   }

@@ -1,4 +1,5 @@
 import { ObjectId } from 'mongodb';
+import { processClock } from '../domain/clock.ts';
 import type { Collections, RepoDoc, UnitTypeId } from './collections.ts';
 import { heldUnits, type HeldUnits } from './held-units.ts';
 
@@ -78,7 +79,7 @@ export class RepoContentRepository {
 
   /** Associates the unit with the repository (or refreshes `updated`); true when this call created the association. */
   async associate(repoId: string, unitType: UnitTypeId, unitId: string): Promise<boolean> {
-    const now = new Date().toISOString();
+    const now = processClock.now().toISOString();
     const before = this.held.markOf(repoId, unitType, unitId);
     return this.c.repoContentUnits
       .updateOne(
@@ -110,7 +111,7 @@ export class RepoContentRepository {
    * association re-created after a collection removed it could outlive the unit it names.
    */
   async refresh(repoId: string, unitType: UnitTypeId, unitId: string, seen: string): Promise<boolean> {
-    const res = await this.c.repoContentUnits.updateOne({ repo_id: repoId, unit_type_id: unitType, unit_id: unitId, updated: seen }, { $set: { updated: new Date().toISOString() } });
+    const res = await this.c.repoContentUnits.updateOne({ repo_id: repoId, unit_type_id: unitType, unit_id: unitId, updated: seen }, { $set: { updated: processClock.now().toISOString() } });
     return res.matchedCount === 1;
   }
 

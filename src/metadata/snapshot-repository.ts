@@ -173,6 +173,11 @@ export class SnapshotRepository {
     return doc ? toInfo(doc) : null;
   }
 
+  async newestCreated(repo: string): Promise<Date | null> {
+    const doc = await this.coll.find({ repo_id: repo }, { projection: { _id: 0, created: 1 } }).sort({ created: -1 }).limit(1).next();
+    return doc ? doc.created : null;
+  }
+
   private filter(repo: string, q: Omit<SnapshotListQuery, 'limit' | 'offset'>): Filter<SnapshotDoc> {
     const f: Filter<SnapshotDoc> = { repo_id: repo };
     if (q.host !== undefined) f.host = q.host;

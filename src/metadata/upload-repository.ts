@@ -1,3 +1,4 @@
+import { processClock } from '../domain/clock.ts';
 import type { Collections, UploadDoc } from './collections.ts';
 import { assertValid } from './schema-validator.ts';
 
@@ -23,7 +24,7 @@ export class UploadRepository {
   constructor(private readonly c: Collections) {}
 
   async create(s: { id: string; repo: string; driverState?: Record<string, unknown> }): Promise<UploadSession> {
-    const now = new Date();
+    const now = processClock.now();
     const doc: UploadDoc = { _id: s.id, repo_id: s.repo, offset: 0, started: now, last_activity: now, driver_state: s.driverState ?? {} };
     assertValid('stored-upload', doc, 'UNKNOWN');
     await this.c.uploads.insertOne(doc);
@@ -38,7 +39,7 @@ export class UploadRepository {
   /** Marks a session of `repo` active now; false when there is no such session (or it is another repository's). */
   async claim(id: string, repo: string): Promise<boolean> {
     // Not waiting for the journal, as touch below.
-    const r = await this.c.uploads.updateOne({ _id: id, repo_id: repo }, { $set: { last_activity: new Date() } }, { writeConcern: { w: 1, j: false } });
+    const r = await this.c.uploads.updateOne({ _id: id, repo_id: repo }, { $set: { last_activity: processClock.now() } }, { writeConcern: { w: 1, j: false } });
     return r.matchedCount === 1;
   }
 
@@ -48,7 +49,7 @@ export class UploadRepository {
     // times: a touch lost in a crash costs nothing, so it does not wait for the journal.
     // $max: two servers finishing chunks of one session can land their touches out of order,
     // and an offset only grows
-    const r = await this.c.uploads.updateOne({ _id: id }, { $max: { offset }, $set: { last_activity: new Date() } }, { writeConcern: { w: 1, j: false } });
+    const r = await this.c.uploads.updateOne({ _id: id }, { $max: { offset }, $set: { last_activity: processClock.now() } }, { writeConcern: { w: 1, j: false } });
     return r.matchedCount === 1;
   }
 

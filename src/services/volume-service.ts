@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { processClock } from '../domain/clock.ts';
 import type { ByteRange } from '../domain/byte-range.ts';
 import type { BlobReader } from '../storage/blob-store.ts';
 import { digestOf, splitDigest, type Digest } from '../domain/digest.ts';
@@ -85,6 +86,8 @@ export interface SnapshotIndex {
   /** upsert, unless the tag's document already describes that manifest */
   replaceStale(info: SnapshotInfo): Promise<void>;
   get(repo: string, tag: string): Promise<SnapshotInfo | null>;
+  /** the `created` of the volume's newest snapshot document; null: none */
+  newestCreated(repo: string): Promise<Date | null>;
   /** moves whenever a volume's documents or tags change; null: no such marks, always read */
   volumeMark(repo: string): number | null;
   list(repo: string, q: SnapshotListQuery): Promise<ListedPage<SnapshotInfo>>;
@@ -209,7 +212,7 @@ export class VolumeService {
     if (!inspection) throw new VolregError('UNKNOWN', 'archive was not inspected');
     // a plain tar is its own uncompressed stream: its digest is the layer's
     const uncompressedDigest = inspection.uncompressedDigest ?? layer.digest;
-    const created = new Date().toISOString();
+    const created = await this.createdNow(repo);
     const configBytes = encodeSnapshotConfig({
       volume: repo,
       created,
@@ -364,6 +367,17 @@ export class VolumeService {
       lastVerify: null,
       source: 'oci',
     };
+  }
+
+  /**
+   * The time a snapshot pushed now is created at: the wall clock's, but never before the
+   * volume's newest snapshot (a millisecond after it). A clock stepped back (a host that booted
+   * with the wrong date, set right later) would otherwise list the new backup below older ones,
+   * and a retention job deleting the oldest, or all older than a date, would take it first.
+   */
+  private async createdNow(repo: RepositoryName): Promise<string> {
+    const [now, newest] = [processClock.now(), await this.snapshots.newestCreated(repo)];
+    return (newest !== null && newest >= now ? new Date(newest.getTime() + 1) : now).toISOString();
   }
 
   /** A volume's snapshots, newest first (the index brought in line with the tags first). */
