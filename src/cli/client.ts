@@ -4,6 +4,7 @@ import { request as httpsRequest } from 'node:https';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Option, type Command } from 'commander';
+import { monotonicMs } from '../domain/clock.ts';
 import { digestAlgorithm, digestOf, parseDigest, type DigestAlgorithm } from '../domain/digest.ts';
 import { isVolregError } from '../domain/errors.ts';
 import { parseRepositoryName, parseTag } from '../domain/names.ts';
@@ -374,7 +375,7 @@ export class VolregClient {
         try {
           if (res === null) {
             if (sink.bytes === maxBytes) break; // all came; only the end of the reply did not
-            triedAt = Date.now();
+            triedAt = monotonicMs();
             res = await this.send('GET', path, sink.bytes > 0 ? { headers: { Range: `bytes=${sink.bytes}-` } } : {});
             await checkContentReply(res, path, sink.bytes);
           }
@@ -464,9 +465,9 @@ class Outage {
   tries = 0;
   constructor(private readonly timeoutMs: number) {}
 
-  /** `triedAt`: when the try that just failed was sent */
+  /** `triedAt`: when the try that just failed was sent (monotonicMs: a stepped wall clock must not end or stretch --timeout) */
   nextWait(triedAt: number): number | null {
-    const now = Date.now();
+    const now = monotonicMs();
     this.since ??= triedAt;
     this.tries++;
     const backoff = Math.min(OUTAGE_WAIT_MAX_MS, RESUME_WAIT_MS * 2 ** (this.tries - 1));

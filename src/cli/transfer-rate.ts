@@ -1,3 +1,4 @@
+import { monotonicMs } from '../domain/clock.ts';
 import { human } from './byte-size.ts';
 
 /**
@@ -10,7 +11,8 @@ export class TransferRate {
   private readonly startedAt: number;
   private lastAt: number;
 
-  constructor(private readonly now: () => number = Date.now) {
+  // the monotonic clock: a wall clock stepped back would keep every sample in the window
+  constructor(private readonly now: () => number = monotonicMs) {
     this.startedAt = this.lastAt = now();
   }
 

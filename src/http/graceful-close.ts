@@ -1,5 +1,6 @@
 import type { Server, ServerResponse } from 'node:http';
 import { Server as NetServer, type Socket } from 'node:net';
+import { monotonicMs } from '../domain/clock.ts';
 import { answeredOrGone } from './connection-order.ts';
 
 /**
@@ -60,13 +61,13 @@ export class GracefulClose {
     this.closing = true;
     // requests already in progress too: their replies are not sent yet
     for (const res of this.replying) if (!res.headersSent) res.setHeader('Connection', 'close');
-    const started = Date.now();
+    const started = monotonicMs();
     // net's close, not http's: http's would also close the connections still sending a first request
     const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(this.server, () => resolve()));
     const closeIdle = (): void => {
       for (const [socket, state] of this.served) if (state.active === 0) socket.destroy();
       // connections that never sent a request are idle to Node: their grace is over
-      if (Date.now() - started >= NEW_CONNECTION_GRACE_MS) this.server.closeIdleConnections();
+      if (monotonicMs() - started >= NEW_CONNECTION_GRACE_MS) this.server.closeIdleConnections();
     };
     closeIdle();
     const poll = setInterval(closeIdle, POLL_MS);

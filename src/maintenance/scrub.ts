@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { monotonicMs } from '../domain/clock.ts';
 import { digestAlgorithm, type Digest } from '../domain/digest.ts';
 import { isVolregError } from '../domain/errors.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
@@ -45,7 +46,7 @@ export interface ScrubOptions {
 }
 
 export async function scrubBlobs(opts: ScrubOptions): Promise<ScrubReport> {
-  const started = Date.now();
+  const started = monotonicMs();
   const report: ScrubReport = { dryRun: opts.dryRun === true, blobs: 0, bytes: 0, damaged: [], vanished: 0, unreadable: [], durationMs: 0 };
   for await (const { digest, size } of opts.store.list()) {
     let actual: Digest;
@@ -63,7 +64,7 @@ export async function scrubBlobs(opts: ScrubOptions): Promise<ScrubReport> {
     report.damaged.push(damaged);
     opts.onDamaged?.(damaged);
   }
-  report.durationMs = Date.now() - started;
+  report.durationMs = Math.round(monotonicMs() - started);
   return report;
 }
 

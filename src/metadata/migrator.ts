@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Collection, Db } from 'mongodb';
 import type { Logger } from 'pino';
+import { monotonicMs } from '../domain/clock.ts';
 import { COLLECTIONS } from './collections.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
 
@@ -165,14 +166,14 @@ export class Migrator {
         if (applied.has(m.id)) continue;
         if (lost) throw new Error('lost the migration lock (lease expired); another runner took over');
         this.opts.logger?.info({ migration: m.id }, 'applying migration');
-        const started = Date.now();
+        const started = monotonicMs();
         await m.up(this.db);
         try {
           await this.coll.insertOne({ _id: m.id, description: m.description, applied_at: new Date() });
         } catch (err) {
           if (!isDuplicateKey(err)) throw err;
         }
-        this.opts.logger?.info({ migration: m.id, ms: Date.now() - started }, 'migration applied');
+        this.opts.logger?.info({ migration: m.id, ms: Math.round(monotonicMs() - started) }, 'migration applied');
         done.push(m.id);
       }
     } finally {
@@ -191,7 +192,7 @@ export class Migrator {
 
   /** Takes the lock: insert it, or take it over once its lease expired; else wait and retry. */
   private async acquire(): Promise<void> {
-    const deadline = Date.now() + this.waitMs;
+    const deadline = monotonicMs() + this.waitMs;
     for (let attempt = 0; ; attempt++) {
       const now = new Date();
       try {
@@ -205,7 +206,7 @@ export class Migrator {
         // The lock exists and is held: the upsert's insert hit the unique _id.
         if (!isDuplicateKey(err)) throw err;
       }
-      if (Date.now() > deadline) {
+      if (monotonicMs() > deadline) {
         const holder = await this.coll.findOne({ _id: LOCK_ID });
         throw new Error(`timed out waiting for the migration lock held by ${holder?.owner ?? 'another runner'}`);
       }

@@ -21,6 +21,7 @@ interface OpenCursor {
   items: readonly unknown[];
   pos: number;
   toRaw: (item: unknown) => Buffer;
+  /** performance.now(): a stepped wall clock must not sweep a cursor in use, nor keep an idle one */
   lastUsed: number;
 }
 
@@ -60,7 +61,7 @@ export class CursorManager {
     const { docs, next } = fillBatch(items, 0, max, conv);
     if (next >= items.length || singleBatch) return { docs, id: Long.ZERO };
     const id = this.newId();
-    this.cursors.set(id, { id, ns, connectionId, items, pos: next, toRaw: conv, lastUsed: Date.now() });
+    this.cursors.set(id, { id, ns, connectionId, items, pos: next, toRaw: conv, lastUsed: performance.now() });
     return { docs, id: Long.fromBigInt(id) };
   }
 
@@ -73,7 +74,7 @@ export class CursorManager {
     }
     const { docs, next } = fillBatch(c.items, c.pos, batchSize && batchSize > 0 ? batchSize : Infinity, c.toRaw);
     c.pos = next;
-    c.lastUsed = Date.now();
+    c.lastUsed = performance.now();
     if (next >= c.items.length) {
       this.cursors.delete(key);
       return { docs, id: Long.ZERO };
@@ -95,7 +96,7 @@ export class CursorManager {
     for (const [id, c] of this.cursors) if (c.connectionId === connectionId) this.cursors.delete(id);
   }
 
-  sweepIdle(now = Date.now(), timeoutMs = CURSOR_IDLE_TIMEOUT_MS): number {
+  sweepIdle(now = performance.now(), timeoutMs = CURSOR_IDLE_TIMEOUT_MS): number {
     let n = 0;
     for (const [id, c] of this.cursors) {
       if (now - c.lastUsed > timeoutMs) {

@@ -226,8 +226,8 @@ export class Journal implements ChangeSink, Durability {
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (this.closing || code === undefined || !OUT_OF_DESCRIPTORS.has(code)) throw err;
-        if (Date.now() - warned >= RETRY_WARN_EVERY_MS) {
-          warned = Date.now();
+        if (performance.now() - warned >= RETRY_WARN_EVERY_MS) {
+          warned = performance.now();
           this.log(`journal cannot ${what}: out of file descriptors; writes wait and it tries again`, { error: (err as Error).message }, 'warn');
         }
         await sleep(wait);

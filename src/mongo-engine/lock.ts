@@ -93,7 +93,7 @@ function staleGuard(guard: string): boolean {
 async function withGuard<T>(dbPath: string, fn: () => Promise<T>): Promise<T> {
   const guard = path.join(dbPath, GUARD_NAME);
   // longer than a guard takes to go stale: a newcomer never gives up on one a crash left
-  const deadline = Date.now() + GUARD_STALE_MS + 5000;
+  const deadline = performance.now() + GUARD_STALE_MS + 5000;
   for (;;) {
     try {
       fs.writeFileSync(guard, guardOwner(), { flag: 'wx' });
@@ -105,7 +105,7 @@ async function withGuard<T>(dbPath: string, fn: () => Promise<T>): Promise<T> {
       } catch {
         // vanished meanwhile (or half written): retry
       }
-      if (Date.now() > deadline) throw new Error(`could not acquire ${guard}`);
+      if (performance.now() > deadline) throw new Error(`could not acquire ${guard}`);
       await new Promise((r) => setTimeout(r, 10));
     }
   }

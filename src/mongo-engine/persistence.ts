@@ -321,7 +321,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
         // A snapshot that could not be put in place whole (a full disk) gives its space back at
         // once: left, it would hold the room the journal needs until the next attempt.
         fs.rmSync(tmp, { force: true });
-        retryAt = Date.now() + COMPACT_RETRY_MS;
+        retryAt = performance.now() + COMPACT_RETRY_MS;
         throw err;
       }
       await syncDirectory(dbPath);
@@ -340,7 +340,7 @@ async function recover(dbPath: string, catalog: Catalog, opts: StorageOptions, l
   // The journal may grow to the snapshot's size before the next cut, so rewriting the
   // snapshot costs at most about as much I/O as the changes themselves (no quadratic rewrite).
   journal.onFlushed = () => {
-    if (!closed && !compacting && !journal.failure() && Date.now() >= retryAt && journal.bytes > Math.max(compactBytes, snapshotBytes)) {
+    if (!closed && !compacting && !journal.failure() && performance.now() >= retryAt && journal.bytes > Math.max(compactBytes, snapshotBytes)) {
       compact().catch((err: unknown) => log('compaction failed', { error: String(err) }, 'warn'));
     }
   };

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { readlinkSync } from 'node:fs';
 import { open, readFile, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { monotonicMs } from '../domain/clock.ts';
 import { VolregError } from '../domain/errors.ts';
 
 /**
@@ -51,7 +52,7 @@ export interface SessionLocksOptions {
 
 interface WaitingOnClient {
   interrupt: () => void;
-  /** since when the holder has been waiting for its client's next bytes; null while it is not */
+  /** since when (monotonicMs) the holder has been waiting for its client's next bytes; null while it is not */
   waitingSince: number | null;
 }
 
@@ -139,7 +140,7 @@ export class SessionLocks {
     watch?.unref();
     try {
       return await work((waiting) => {
-        holder.waitingSince = waiting ? (holder.waitingSince ?? Date.now()) : null;
+        holder.waitingSince = waiting ? (holder.waitingSince ?? monotonicMs()) : null;
       });
     } finally {
       clearInterval(watch);
@@ -150,7 +151,7 @@ export class SessionLocks {
   /** `supersedeStalled`, for a request waiting in another process; looked for only once the holder's client is stalled. */
   private async supersedeStalledFor(key: string, lockPath: string): Promise<void> {
     const holder = this.waitingOnClients.get(key);
-    if (holder?.waitingSince == null || Date.now() - holder.waitingSince < STALL_MS) return;
+    if (holder?.waitingSince == null || monotonicMs() - holder.waitingSince < STALL_MS) return;
     const touched = await stat(wantedPath(lockPath)).then(
       (s) => s.mtimeMs,
       () => 0,
@@ -165,7 +166,7 @@ export class SessionLocks {
    */
   private supersedeStalled(key: string): void {
     const holder = this.waitingOnClients.get(key);
-    if (holder?.waitingSince != null && Date.now() - holder.waitingSince >= STALL_MS) {
+    if (holder?.waitingSince != null && monotonicMs() - holder.waitingSince >= STALL_MS) {
       this.waitingOnClients.delete(key);
       holder.interrupt();
     }
@@ -183,12 +184,12 @@ export class SessionLocks {
 
   private async acquireFile(lockPath: string): Promise<void> {
     const owner: LockOwner = { host: this.host, pidNamespace: PID_NAMESPACE, pid: process.pid, instance: this.instance };
-    const deadline = Date.now() + this.opts.waitMs;
+    const deadline = monotonicMs() + this.opts.waitMs;
     let waited = false;
     try {
       for (let attempt = 0; ; attempt++) {
         if (await this.tryAcquireFile(lockPath, owner)) return;
-        if (Date.now() >= deadline) {
+        if (monotonicMs() >= deadline) {
           throw new VolregError('BLOB_UPLOAD_INVALID', 'upload session is busy with another request');
         }
         // tells a holder in another process that a request waits (see interruptible)

@@ -118,13 +118,13 @@ export class OffThreadInspector {
             if (slot === null) {
               slot = await ring.acquire();
               if (slot === null) return; // the worker is gone; its failure settled this inspection
-              heldSince = Date.now();
+              heldSince = performance.now();
             }
             const n = Math.min(ring.slotBytes - filled, chunk.length - off);
             ring.fill(slot, chunk.subarray(off, off + n), filled);
             filled += n;
             off += n;
-            if (filled === ring.slotBytes || Date.now() - heldSince > SLOT_HOLD_MS) post(slot);
+            if (filled === ring.slotBytes || performance.now() - heldSince > SLOT_HOLD_MS) post(slot);
           }
           // The verdict came before the end (a refused archive): stop reading.
           if (!this.running.has(id)) return;

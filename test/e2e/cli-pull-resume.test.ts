@@ -6,21 +6,27 @@ import { join } from 'node:path';
 import test from 'ava';
 import { runVolreg } from '../helpers/cli-run.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { steppedClock, type SteppedClock } from '../helpers/stepped-clock.ts';
 import { describeTree, makeSampleTree } from '../helpers/tree.ts';
 
 /**
  * `volreg pull` over a connection that breaks mid-download (a proxy's timeout, a flaky link):
  * it goes on from the bytes it has with a Range request to volreg, and restores the same tree
  * as an unbroken pull; through a proxy that drops the Range, it starts over, and gives up once
- * tries get no further, leaving the target as it was.
+ * tries get no further, leaving the target as it was. A wall clock stepped while it waits for
+ * a registry that does not answer neither ends nor stretches its --timeout.
  */
 let server: TestServer;
 let work = '';
 let src = '';
 let cutting: Server;
 let cuttingUrl = '';
-/** what the proxy does to blob GETs: how many body bytes a reply gets before its connection breaks, and whether Range reaches volreg */
-const proxyRules = { cutAfter: Infinity, passRange: true };
+/**
+ * what the proxy does to blob GETs: how many body bytes a reply gets before its connection
+ * breaks, whether Range reaches volreg, and how many Range requests it drops unanswered (the
+ * first of which calls `onDrop`)
+ */
+const proxyRules = { cutAfter: Infinity, passRange: true, dropRanges: 0, onDrop: (): unknown => undefined };
 const rangesAsked: Array<string | undefined> = [];
 const CUT = 1024 * 1024;
 
@@ -35,6 +41,12 @@ test.before(async () => {
     const blob = req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '');
     const headers = { ...req.headers };
     if (blob) rangesAsked.push(headers.range);
+    if (blob && headers.range !== undefined && proxyRules.dropRanges > 0) {
+      proxyRules.dropRanges--;
+      void Promise.resolve(proxyRules.onDrop()).then(() => req.socket.destroy());
+      proxyRules.onDrop = () => undefined;
+      return;
+    }
     if (blob && !proxyRules.passRange) delete headers.range;
     const out = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers }, (up) => {
       res.writeHead(up.statusCode ?? 502, up.headers);
@@ -66,11 +78,15 @@ test.after.always(async () => {
 });
 
 /** `volreg pull` of the snapshot through the proxy, under `rules`, into `work/<dir>`; the Ranges it asks are in rangesAsked. */
-async function pullThroughProxy(rules: typeof proxyRules, dir: string): Promise<{ target: string; run: Awaited<ReturnType<typeof runVolreg>> }> {
-  Object.assign(proxyRules, rules);
+async function pullThroughProxy(
+  rules: Partial<typeof proxyRules>,
+  dir: string,
+  opts: { args?: string[]; env?: Record<string, string> } = {},
+): Promise<{ target: string; run: Awaited<ReturnType<typeof runVolreg>> }> {
+  Object.assign(proxyRules, { cutAfter: Infinity, passRange: true, dropRanges: 0, onDrop: () => undefined }, rules);
   rangesAsked.length = 0;
   const target = join(work, dir);
-  return { target, run: await runVolreg(['pull', 'resume/vol:v1', target], { url: cuttingUrl, cwd: work }) };
+  return { target, run: await runVolreg(['pull', ...(opts.args ?? []), 'resume/vol:v1', target], { url: cuttingUrl, cwd: work, env: opts.env }) };
 }
 
 test.serial('a pull whose connection breaks every MiB goes on from where it broke and restores the tree exactly', async (t) => {
@@ -97,4 +113,18 @@ test.serial('through a proxy that drops Range, a pull breaking at the same place
   // every reply started over at byte 0; tries went on while one got further, then two more, then no more
   t.true(rangesAsked.length >= 3 && rangesAsked.length <= 12, JSON.stringify(rangesAsked));
   t.deepEqual(await readdir(target), [], 'nothing extracted, no download left behind');
+});
+
+test.serial('a wall clock stepped forward while a broken pull waits for the registry to answer again does not end its --timeout', async (t) => {
+  const clock: SteppedClock = await steppedClock();
+  t.teardown(() => clock.close());
+  // the resumption goes unanswered 4 times (the CLI's own 2 retries, then a wait of its outage),
+  // and the pull's clock is stepped a day forward as the first goes unanswered
+  const { target, run } = await pullThroughProxy({ cutAfter: CUT, dropRanges: 4, onDrop: () => clock.step('+1d') }, 'stepped', {
+    args: ['--timeout', '60'],
+    env: clock.env,
+  });
+  t.is(run.code, 0, run.stderr);
+  t.regex(run.stderr, /the registry does not answer: .*; trying again for up to 60 s/);
+  t.deepEqual(await describeTree(target), await describeTree(src));
 });

@@ -313,14 +313,14 @@ test('idle cursors are swept after the timeout; active ones stay', async (t) => 
   const a = cursors.open('db.c', 1, [1, 2, 3], raw, 1, false);
   const b = cursors.open('db.c', 1, [1, 2, 3, 4, 5], raw, 1, false);
   t.is(cursors.openCount, 2);
-  const openedAt = Date.now();
+  const openedAt = performance.now();
   await new Promise((r) => setTimeout(r, 20));
   cursors.getMore(b.id, 'db.c', 1); // touches b 20 ms later
   const timeout = 10 * 60 * 1000;
   t.is(cursors.sweepIdle(openedAt + timeout + 10, timeout), 1); // only a has been idle long enough
   t.is(cursors.openCount, 1);
   t.is(cursors.getMore(b.id, 'db.c', 1).docs.length, 1);
-  t.is(cursors.sweepIdle(Date.now() + timeout + 1, timeout), 1);
+  t.is(cursors.sweepIdle(performance.now() + timeout + 1, timeout), 1);
   t.is(cursors.openCount, 0);
   t.throws(() => cursors.getMore(a.id, 'db.c', 1), { message: /cursor id \d+ not found/ });
   const c = cursors.open('db.c', 7, [1, 2, 3], raw, 1, false);

@@ -45,3 +45,17 @@ test('nothing at all yet is 0 B/s', (t) => {
   const { rate } = clocked();
   t.is(rate.describe(), '0 B/s');
 });
+
+test('a step of the wall clock changes nothing: the rate is timed on the monotonic clock', (t) => {
+  const wall = Date.now;
+  let step = 0;
+  Date.now = () => wall() + step;
+  try {
+    const rate = new TransferRate();
+    rate.add(1024 * 1024);
+    step = 3600 * 1000;
+    t.is(rate.describe(), '1.0 MiB/s');
+  } finally {
+    Date.now = wall;
+  }
+});
