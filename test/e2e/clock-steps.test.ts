@@ -22,7 +22,8 @@ test.before(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'volreg-clock-steps-'));
   server = await spawnServer({
     dataDir,
-    env: { ...clock.env, VOLREG_UPLOAD_PURGE_AFTER: '3', VOLREG_UPLOAD_PURGE_INTERVAL: '1', VOLREG_GC_INTERVAL: '1', VOLREG_GC_GRACE: '3', VOLREG_GC_DELETE_UNTAGGED: 'true' },
+    // a zone 12:45 ahead of UTC with daylight saving: nothing stored or shown may depend on it
+    env: { ...clock.env, TZ: 'Pacific/Chatham', VOLREG_UPLOAD_PURGE_AFTER: '3', VOLREG_UPLOAD_PURGE_INTERVAL: '1', VOLREG_GC_INTERVAL: '1', VOLREG_GC_GRACE: '3', VOLREG_GC_DELETE_UNTAGGED: 'true' },
   });
 });
 
@@ -82,6 +83,8 @@ test.serial('a snapshot pushed after a step back is listed, and summed up, as th
   t.is(after.status, 201);
   const [older, newer] = await Promise.all(['before', 'after'].map(async (tag) => ((await (await fetch(`${api}/tags/${tag}`)).json()) as { created: string }).created));
   t.true(newer! > older!, `${newer} after ${older}`);
+  t.regex(older!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  t.true(Math.abs(Date.parse(older!) - Date.now()) < 60_000, older);
   const list = (await (await fetch(`${api}/tags`)).json()) as { snapshots: Array<{ tag: string }> };
   t.deepEqual(
     list.snapshots.map((s) => s.tag),
