@@ -219,7 +219,7 @@ export class Journal implements ChangeSink, Durability {
   /** Runs `open`, again and again while the process is out of file descriptors (nothing is lost meanwhile). */
   private async whenDescriptorsFree<T>(what: string, open: () => Promise<T>): Promise<T> {
     let wait = RETRY_FIRST_MS;
-    let warned = 0;
+    let warned = -Infinity; // the first refusal is warned of at once
     for (;;) {
       try {
         return await open();
