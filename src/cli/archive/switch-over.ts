@@ -81,21 +81,40 @@ export async function replaceContents(target: string, staging: string, aside: st
   }
 }
 
-/** Makes every directory in a tree of the user's own enterable, listable and writable (u+rwx), so it can be removed. */
+/**
+ * Makes every directory in a tree of the user's own enterable, listable and writable (u+rwx), so
+ * it can be removed. Entries that vanish meanwhile are passed over: the removals of the rm that
+ * failed may still be under way (it reports its first error while its other branches go on).
+ */
 async function makeRemovable(path: string): Promise<void> {
-  const st = await lstat(path);
-  if (!st.isDirectory()) return;
-  if ((st.mode & 0o700) !== 0o700) await chmod(path, (st.mode & 0o7777) | 0o700);
-  for (const n of await readdir(path)) await makeRemovable(join(path, n));
+  const st = await lstat(path).catch(passGone);
+  if (!st?.isDirectory()) return;
+  if ((st.mode & 0o700) !== 0o700) await chmod(path, (st.mode & 0o7777) | 0o700).catch(passGone);
+  for (const n of (await readdir(path).catch(passGone)) ?? []) await makeRemovable(join(path, n));
 }
 
-/** rm -rf, adding u+rwx to the directories that need it (read-only ones stop a user's rm); throws when it still fails. */
+function passGone(err: unknown): null {
+  if (errorCode(err) === 'ENOENT') return null;
+  throw err;
+}
+
+/** Tries of removeTree: each makes the tree removable again and removes what is left. */
+const REMOVE_TRIES = 3;
+
+/**
+ * rm -rf, adding u+rwx to the directories that need it (read-only ones stop a user's rm); throws
+ * when it still fails. A failed try's own removals may race the next (ENOENT, ENOTEMPTY): tried
+ * again, a few times.
+ */
 export async function removeTree(path: string): Promise<void> {
-  try {
-    await rm(path, { recursive: true, force: true });
-  } catch (err) {
-    if (errorCode(err) !== 'EACCES') throw err;
-    await makeRemovable(path);
-    await rm(path, { recursive: true, force: true });
+  for (let tries = 1; ; tries++) {
+    try {
+      await rm(path, { recursive: true, force: true });
+      return;
+    } catch (err) {
+      const code = errorCode(err);
+      if (tries >= REMOVE_TRIES || (code !== 'EACCES' && code !== 'ENOENT' && code !== 'ENOTEMPTY')) throw err;
+      await makeRemovable(path);
+    }
   }
 }
