@@ -1,4 +1,4 @@
-import type { FileHandle } from 'node:fs/promises';
+import { close, fsync } from 'node:fs';
 import { opendir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir } from '../../storage/fs-ops.ts';
@@ -11,7 +11,9 @@ import { fsyncDir } from '../../storage/fs-ops.ts';
  *
  * Each extracted file is synced through the descriptor it was written with (a read-only mode
  * set from the archive cannot stop it), several at once so the filesystem can group them into
- * few journal commits, and every directory of the tree once it is complete (its entries).
+ * few journal commits, and every directory of the tree once it is complete (its entries). The
+ * syncs take the thread pool; the extraction's own steps run on the main thread meanwhile
+ * (safe-extract.ts), not queued behind them.
  */
 const SYNCS_IN_FLIGHT = 16;
 
@@ -19,14 +21,14 @@ export class FileSyncs {
   private readonly running = new Set<Promise<void>>();
   private failure: { err: unknown } | null = null;
 
-  /** Syncs and closes `handle` (now owned here); waits while too many are in flight. */
-  async add(handle: FileHandle): Promise<void> {
-    const sync = handle
-      .sync()
-      .catch((err: unknown) => {
-        this.failure ??= { err };
-      })
-      .finally(() => handle.close().catch(() => undefined));
+  /** Syncs and closes the descriptor `fd` (now owned here); waits while too many are in flight. */
+  async add(fd: number): Promise<void> {
+    const sync = new Promise<void>((resolve) => {
+      fsync(fd, (err) => {
+        if (err) this.failure ??= { err };
+        close(fd, () => resolve());
+      });
+    });
     const tracked: Promise<void> = sync.finally(() => this.running.delete(tracked));
     this.running.add(tracked);
     if (this.failure) throw this.failure.err;

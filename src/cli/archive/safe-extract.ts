@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
-import { constants, readFileSync } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
+import { closeSync, constants, type Stats, fchmodSync, fchownSync, futimesSync, lstatSync, openSync, readFileSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
+import { chmod, lchown, link, lstat, lutimes, mkdir, readlink, realpath, symlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -10,7 +10,6 @@ import { entryKind, normalizeEntryName, symlinkStaysInside } from '../../domain/
 import { unrestorableReason } from '../../domain/volumes/restorable-entry.ts';
 import { feedParser, tarParser } from '../../domain/volumes/tar-feed.ts';
 import { TarFraming } from '../../domain/volumes/tar-framing.ts';
-import { writeFully } from '../../storage/fs-ops.ts';
 import { FileSyncs } from './durable-tree.ts';
 
 /**
@@ -170,6 +169,24 @@ export interface ExtractedTree extends ExtractResult {
 }
 
 /** null when nothing is there; a name too long for the filesystem can not be there either. */
+function lstatSyncOrNull(path: string): Stats | null {
+  try {
+    return lstatSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENAMETOOLONG') return null;
+    throw err;
+  }
+}
+
+function writeFullySync(fd: number, data: Uint8Array): void {
+  for (let done = 0; done < data.length; ) {
+    const written = writeSync(fd, data, done, data.length - done);
+    if (written === 0) throw new Error('the file took no bytes of a write');
+    done += written;
+  }
+}
+
 async function lstatOrNull(path: string): Promise<Awaited<ReturnType<typeof lstat>> | null> {
   try {
     return await lstat(path);
@@ -306,15 +323,15 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
    * directory only while empty. Everything known of a directory removed goes with it, above all
    * that it was checked to be one: a symlink taking its place must not be passed through.
    */
-  async function clearPath(abs: string, rel: string, name: string): Promise<void> {
-    const st = await lstatOrNull(abs);
+  function clearPath(abs: string, rel: string, name: string): void {
+    const st = lstatSyncOrNull(abs);
     if (st === null) return;
     if (!st.isDirectory()) {
-      await unlink(abs);
+      unlinkSync(abs);
       return;
     }
     try {
-      await rmdir(abs);
+      rmdirSync(abs);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new UnsafeArchiveError(name, 'it would replace a directory that is not empty');
@@ -328,25 +345,28 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
     if (ownerApplies(preserveOwner, a)) await lchown(abs, a.uid, a.gid);
   }
 
+  // A file's steps are synchronous calls: a pull extracts from a file already downloaded and
+  // checked, so nothing waits on this thread, and a round trip through the thread pool per step
+  // (behind the syncs of the files before) cost more than each step itself.
   async function writeFile(abs: string, rel: string, h: Header, a: EntryAttributes, body: AsyncIterable<Buffer>): Promise<void> {
-    await clearPath(abs, rel, h.name);
-    const handle = await open(abs, FILE_FLAGS, 0o600);
+    clearPath(abs, rel, h.name);
+    const fd = openSync(abs, FILE_FLAGS, 0o600);
     try {
       for await (const chunk of body) {
-        await writeFully(handle, chunk);
+        writeFullySync(fd, chunk);
         result.bytes += chunk.length;
         opts.onFileBytes?.(chunk.length);
       }
-      if (ownerApplies(preserveOwner, a)) await handle.chown(a.uid, a.gid);
-      await handle.chmod(a.mode);
-      await handle.utimes(fsTime(a.mtime), fsTime(a.mtime));
+      if (ownerApplies(preserveOwner, a)) fchownSync(fd, a.uid, a.gid);
+      fchmodSync(fd, a.mode);
+      futimesSync(fd, fsTime(a.mtime), fsTime(a.mtime));
     } catch (err) {
-      await handle.close();
+      closeSync(fd);
       throw err;
     }
     writtenFiles.add(rel);
     result.files++;
-    await syncs.add(handle); // synced and closed meanwhile, the next entries extracted (durable-tree.ts)
+    await syncs.add(fd); // synced and closed meanwhile, the next entries extracted (durable-tree.ts)
   }
 
   /** A symlink at `rel` pointing at `target` must stay inside, unless keepOutsideSymlinks (checked again once all is extracted). */
@@ -379,7 +399,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
         return;
       case 'directory': {
         const st = await lstatOrNull(abs);
-        if (st !== null && !st.isDirectory()) await clearPath(abs, rel, h.name);
+        if (st !== null && !st.isDirectory()) clearPath(abs, rel, h.name);
         if (st === null || !st.isDirectory()) await mkdir(abs, { mode: 0o700 });
         verifiedDirs.add(rel);
         directories.set(rel, a);
@@ -387,7 +407,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
       }
       case 'symlink': {
         checkSymlinkTarget(rel, h.name, h.linkname ?? '');
-        await clearPath(abs, rel, h.name);
+        clearPath(abs, rel, h.name);
         await symlink(h.linkname!, abs);
         createdSymlinks.add(rel);
         await setOwner(abs, a);
@@ -405,7 +425,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
         else if (!(st.isFile() || st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice())) {
           throw new UnsafeArchiveError(h.name, 'hard link target is not a regular file, symlink, fifo or device');
         }
-        await clearPath(abs, rel, h.name);
+        clearPath(abs, rel, h.name);
         await link(targetAbs, abs); // link(2) does not follow a symlink: this links the symlink itself
         (st.isSymbolicLink() ? createdSymlinks : st.isFile() ? writtenFiles : createdSpecial).add(rel);
         return;
@@ -415,7 +435,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
         if (!opts.allowDevices) throw new UnsafeArchiveError(h.name, 'device files need --allow-devices');
         const uid = process.getuid?.();
         if (uid !== 0) throw new UnsafeArchiveError(h.name, `a device file can only be created by root (this runs as uid ${uid})`);
-        await clearPath(abs, rel, h.name);
+        clearPath(abs, rel, h.name);
         await special(h.name, 'mknod', ['-m', a.mode.toString(8), abs, kind === 'character-device' ? 'c' : 'b', String(h.devmajor), String(h.devminor)]);
         await setOwner(abs, a);
         await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
@@ -423,7 +443,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
         return;
       }
       case 'fifo': {
-        await clearPath(abs, rel, h.name);
+        clearPath(abs, rel, h.name);
         await special(h.name, 'mkfifo', ['-m', a.mode.toString(8), abs]);
         await setOwner(abs, a);
         await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
