@@ -186,13 +186,6 @@ export interface PullOptions extends ExtractOptions {
   afterSwitchOver?: () => Promise<void>;
 }
 
-/**
- * Removes a pull's work directory; never throws (the pull's own result or error is what counts).
- * The download and the staging go (the staging's directories are writable until the switch-over
- * is done); the target's old contents (`old`) only once the switch-over is complete. What of
- * them can not be removed, or was not put back after a failed switch-over, is kept, with a
- * warning naming where.
- */
 /** A target this user may not write into: said as such, before anything is downloaded. */
 function notWritable(err: unknown, dir: string): unknown {
   const code = (err as NodeJS.ErrnoException).code;
@@ -200,6 +193,13 @@ function notWritable(err: unknown, dir: string): unknown {
   return new Error(`cannot write into ${dir} (${code}): restore as a user who may write there (its owner, or root)`);
 }
 
+/**
+ * Removes a pull's work directory; never throws (the pull's own result or error is what counts).
+ * The download and the staging go (the staging's directories are writable until the switch-over
+ * is done); the target's old contents (`old`) only once the switch-over is complete. What of
+ * them can not be removed, or was not put back after a failed switch-over, is kept, with a
+ * warning naming where.
+ */
 async function discardWork(work: string, switched: boolean, onWarning?: (message: string) => void): Promise<void> {
   const old = join(work, 'old');
   try {
