@@ -490,7 +490,6 @@ export class StartupError extends Error {
   override name = 'StartupError';
 }
 
-/** Fails as the service's listen would if `host:port` is taken; frees it again at once. */
 /** What an EACCES on listen may mean: a privileged port (below net.ipv4.ip_unprivileged_port_start, 1024 by default). */
 function privilegedPorts(port: number): string {
   let firstFree = 1024;
@@ -502,6 +501,7 @@ function privilegedPorts(port: number): string {
   return port < firstFree ? `: a port below ${firstFree} needs root or CAP_NET_BIND_SERVICE; use port ${firstFree} or above (or a proxy in front)` : '';
 }
 
+/** Fails as the service's listen would if `host:port` is taken; frees it again at once. */
 async function checkPortFree(host: string, port: number): Promise<void> {
   const probe = createNetServer();
   await listen(probe, host, port);

@@ -8,6 +8,12 @@ import { VolregError } from '../domain/errors.ts';
  */
 const FAILED = new Set(['EIO', 'ESTALE', 'EUCLEAN', 'EBADMSG']);
 
+/** Whether `err` is the filesystem failing (those codes, or EROFS), not the caller's request. */
+export function isFilesystemFailure(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'EROFS' || (code !== undefined && FAILED.has(code));
+}
+
 export function fromStorageFailure(err: unknown): VolregError | null {
   const code = (err as NodeJS.ErrnoException | null)?.code;
   if (code === 'EROFS') {

@@ -4,6 +4,9 @@ import { newFailureCell, readFailure, type EngineListen, type EngineReply, type 
 import { HELPER_THREAD_LIMITS } from './heap-settings.ts';
 import { startModuleWorker } from './module-worker.ts';
 
+/** A running embedded engine on its thread, with the change marks it shares. */
+export type EngineThread = RunningEngine & { changeMarks: SharedArrayBuffer };
+
 /**
  * The embedded MongoDB engine on a thread of its own (engine-worker.ts), same contract as
  * `startEngine`: the service still reaches it only through the driver, over its socket.
@@ -21,8 +24,6 @@ import { startModuleWorker } from './module-worker.ts';
  * thread that stops on its own (a crash) counts as a failure: `failure()` says so, and the
  * health checks report it.
  */
-export type EngineThread = RunningEngine & { changeMarks: SharedArrayBuffer };
-
 export async function startEngineThread(opts: EngineListen, log: LogFn): Promise<EngineThread> {
   const cell = newFailureCell();
   const changeMarks = newChangeMarks();

@@ -149,6 +149,7 @@ async function special(entry: string, tool: 'mknod' | 'mkfifo', args: string[]):
     throw new UnsafeArchiveError(entry, `${tool} failed: ${said}`);
   }
 }
+
 const FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
 /** A directory's attributes, to apply once the tree is in place; `rel` '' is the root. */
@@ -179,6 +180,7 @@ function lstatSyncOrNull(path: string): Stats | null {
   }
 }
 
+/** write(2) until all of `data` is taken (a write may take part of it). */
 function writeFullySync(fd: number, data: Uint8Array): void {
   for (let done = 0; done < data.length; ) {
     const written = writeSync(fd, data, done, data.length - done);
@@ -187,6 +189,7 @@ function writeFullySync(fd: number, data: Uint8Array): void {
   }
 }
 
+/** lstatSyncOrNull, through the thread pool. */
 async function lstatOrNull(path: string): Promise<Awaited<ReturnType<typeof lstat>> | null> {
   try {
     return await lstat(path);

@@ -15,7 +15,8 @@ import { applyDirectoryAttributes, CorruptArchiveError, extractTree, type Extrac
 import { STAGING_PREFIX, userEntries } from './staging.ts';
 import { removeTree, replaceContents } from './switch-over.ts';
 import { syncDirectories } from './durable-tree.ts';
-import { fsyncDir } from '../../storage/fs-ops.ts';
+import { fsyncDir, isOutOfSpace } from '../../storage/fs-ops.ts';
+import { isFilesystemFailure } from '../../storage/storage-failure.ts';
 import { human } from '../byte-size.ts';
 import { TransferRate } from '../transfer-rate.ts';
 
@@ -270,8 +271,7 @@ function unwatchInterrupts(pull: ActivePull): void {
 
 /** A failure of the target's disk said as such (what was left where), any other error unchanged. */
 function diskFailure(err: unknown, left: string): unknown {
-  const code = (err as NodeJS.ErrnoException | null)?.code;
-  if (code === 'EIO' || code === 'EROFS' || code === 'ENOSPC' || code === 'EDQUOT') {
+  if (isFilesystemFailure(err) || isOutOfSpace(err)) {
     return new Error(`the target's disk failed to store the restored files (${(err as Error).message}); ${left}`);
   }
   return err;
