@@ -14,7 +14,8 @@ import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
 import { answerClientErrors } from './http/client-errors.ts';
 import { oneRequestAtATimePerConnection } from './http/connection-order.ts';
 import { continueWhenBodyRead, refuseOtherExpectationsInApp } from './http/expect-continue.ts';
-import { createHttpMetrics, registerGcGauges, registerStorageGauges } from './http/metrics.ts';
+import { createHttpMetrics, registerGcGauges, registerStorageGauges, registerVolumeGauges } from './http/metrics.ts';
+import { VolumeFreshnessReader } from './services/volume-freshness.ts';
 import type { HandlerMap } from './http/router.ts';
 import { collections, type Collections } from './metadata/collections.ts';
 import { Migrator } from './metadata/migrator.ts';
@@ -240,6 +241,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const services = await buildServices(ctx);
     const metrics = createHttpMetrics({ processMetrics: opts.processMetrics ?? false });
     registerStorageGauges(metrics.registry, { dataDir: config.dataDir, minFreeBytes: config.limits.minFreeBytes, metadataFailure: metadata.failure });
+    const freshness = new VolumeFreshnessReader(services.volumes, config.metrics.volumesMaxAgeSeconds * 1000);
+    registerVolumeGauges(metrics.registry, {
+      read: () => freshness.read(),
+      seriesLimit: config.metrics.volumeSeries,
+      onError: (err) => logger.warn({ err }, 'volume figures for /metrics not read'),
+    });
     const app = createApp({
       logger,
       handlers: buildHandlers(services, ctx),

@@ -41,6 +41,12 @@ export interface Config {
   clientIdleSeconds: number;
   /** reverse proxies whose X-Forwarded-For names the client (none by default: the header is ignored) */
   trustedProxies: IpRange[];
+  metrics: {
+    /** volumes given a series of their own in /metrics, backed up longest ago first; 0: no volume name there */
+    volumeSeries: number;
+    /** how old the volume figures may be where every reading reads every volume (no change marks) */
+    volumesMaxAgeSeconds: number;
+  };
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -61,4 +67,8 @@ export const DEFAULTS = {
   gcIntervalSeconds: 0,
   gcGraceSeconds: 3600,
   gcDeleteUntagged: false,
+  /** without authentication; with it, volume names stay out of the open /metrics unless asked for */
+  metricsVolumeSeries: 1000,
+  metricsVolumeSeriesWithAuth: 0,
+  metricsVolumesMaxAgeSeconds: 60,
 } as const;

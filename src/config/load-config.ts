@@ -38,6 +38,14 @@ export const VARIABLES = {
     meaning: "addresses or CIDR ranges of reverse proxies whose X-Forwarded-For names the client (for logs and the password checks' turns); unset: the header is ignored",
     default: undefined,
   },
+  VOLREG_METRICS_VOLUMES: {
+    meaning: 'volumes given a series of their own in /metrics (volreg_volume_latest_snapshot_timestamp_seconds), backed up longest ago first; 0: none, no volume name in /metrics',
+    default: `${DEFAULTS.metricsVolumeSeries} (${DEFAULTS.metricsVolumeSeriesWithAuth} with VOLREG_AUTH_FILE)`,
+  },
+  VOLREG_METRICS_VOLUMES_MAX_AGE: {
+    meaning: "how old /metrics' volume figures may be with VOLREG_MONGODB_URL, where each reading reads every volume, seconds (0: read at every scrape)",
+    default: String(DEFAULTS.metricsVolumesMaxAgeSeconds),
+  },
   VOLREG_CONFIG: { meaning: 'optional YAML or JSON file holding any of these variables (the environment wins)', default: undefined },
 } as const;
 
@@ -164,6 +172,10 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
     return n;
   });
   const trustedProxies = check('VOLREG_TRUSTED_PROXIES', [] as Config['trustedProxies'], (s) => parseIpRanges(s.value));
+  const volumeSeries = check('VOLREG_METRICS_VOLUMES', (authFile !== undefined ? DEFAULTS.metricsVolumeSeriesWithAuth : DEFAULTS.metricsVolumeSeries) as number, (s) =>
+    parseInteger(s.value, 0, 1_000_000, 'volumes'),
+  );
+  const volumesMaxAgeSeconds = check('VOLREG_METRICS_VOLUMES_MAX_AGE', DEFAULTS.metricsVolumesMaxAgeSeconds as number, (s) => parseSeconds(s.value, 24 * 3600));
 
   if (problems.length > 0) throw new ConfigError(problems);
   for (const [name, path, what] of [
@@ -196,6 +208,7 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
       shutdownGraceSeconds,
       clientIdleSeconds,
       trustedProxies,
+      metrics: { volumeSeries, volumesMaxAgeSeconds },
     },
     warnings,
   };

@@ -5,6 +5,7 @@ import { matchRoute } from './router.ts';
 import { recordedStatus } from './recorded-status.ts';
 import { bodyBytes } from './body-bytes.ts';
 import { cutOff } from './client-idle.ts';
+import type { VolumeFreshness } from '../services/volume-freshness.ts';
 
 /**
  * Prometheus metrics for GET /metrics: requests by route id and status, durations, and bytes
@@ -165,4 +166,52 @@ export function registerGcGauges(registry: Registry, lastRun: () => GcRunSummary
     'blobs that manifests use and the blob store lacks (lost, or set aside as damaged), as the last garbage collection found them; those manifests do not pull whole',
     (r) => r.missingBlobs.count,
   );
+}
+
+/**
+ * How recently volumes were backed up (README "Monitoring backups"): how many volumes hold a
+ * snapshot, the oldest of their latest snapshots' times (for an alert that names no volume), and
+ * each volume's own, for at most `seriesLimit` volumes, those backed up longest ago (the ones an
+ * alert is about) first: a label per volume is a series per volume, and the names are on an
+ * endpoint without authentication. Figures that could not be read (the metadata store does not
+ * answer) are NaN, and no volume's series is given, for that scrape; the rest of /metrics stays.
+ */
+export function registerVolumeGauges(
+  registry: Registry,
+  opts: { read: () => Promise<VolumeFreshness>; seriesLimit: number; onError: (err: unknown) => void },
+): void {
+  const figures = async (): Promise<VolumeFreshness | null> =>
+    opts.read().catch((err: unknown) => {
+      opts.onError(err);
+      return null;
+    });
+  new Gauge({
+    name: 'volreg_volumes',
+    help: 'volumes that hold at least one snapshot (NaN: the metadata store did not answer)',
+    registers: [registry],
+    async collect() {
+      this.set((await figures())?.volumes ?? Number.NaN);
+    },
+  });
+  new Gauge({
+    name: 'volreg_volumes_oldest_latest_snapshot_timestamp_seconds',
+    help: "the oldest of every volume's latest snapshot creation time, unix seconds: time() minus it is the longest any volume has gone without a backup (NaN: no volume, or the metadata store did not answer)",
+    registers: [registry],
+    async collect() {
+      const oldest = (await figures())?.latest[0];
+      this.set(oldest ? oldest.created.getTime() / 1000 : Number.NaN);
+    },
+  });
+  if (opts.seriesLimit === 0) return; // no volume name in /metrics
+  new Gauge({
+    name: 'volreg_volume_latest_snapshot_timestamp_seconds',
+    help: `creation time of the volume's latest snapshot (its newest created), unix seconds; for at most ${opts.seriesLimit} volumes (VOLREG_METRICS_VOLUMES), those backed up longest ago first`,
+    labelNames: ['volume'] as const,
+    registers: [registry],
+    async collect() {
+      const f = await figures();
+      this.reset();
+      for (const v of f?.latest.slice(0, opts.seriesLimit) ?? []) this.set({ volume: v.volume }, v.created.getTime() / 1000);
+    },
+  });
 }

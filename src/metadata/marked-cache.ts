@@ -30,6 +30,12 @@ export class MetadataMarks {
     const ns = `${this.dbName}.${collection}`;
     return (...key) => readChangeMarks(this.counters, [changeMarkSlot(ns, key)]);
   }
+
+  /** Reads the mark every change to a document of `collection` moves, whatever its key. */
+  wholeReader(collection: string): () => number {
+    const slot = changeMarkSlot(`${this.dbName}.${collection}`);
+    return () => readChangeMarks(this.counters, [slot]);
+  }
 }
 
 /**

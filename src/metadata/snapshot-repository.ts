@@ -113,6 +113,8 @@ export class SnapshotRepository {
   private readonly coll: Collection<SnapshotDoc>;
   /** the marks of a volume's snapshot documents, its tags and its holdings (none without the engine's, marked-cache.ts) */
   private readonly marks: { docs: (repo: string) => number; tags: (repo: string) => number; held: (repo: string, type: string) => number } | undefined;
+  /** the marks of every volume's documents, tags, holdings and notes together (none without the engine's) */
+  private readonly wholeMark: (() => number) | undefined;
   /** each volume's summary (null: no snapshot), kept while its documents stay as they were */
   private readonly keptSummaries: MarkedCache<VolumeSummary | null>;
 
@@ -120,6 +122,19 @@ export class SnapshotRepository {
     this.coll = db.collection<SnapshotDoc>(SNAPSHOTS_COLLECTION);
     this.keptSummaries = new MarkedCache<VolumeSummary | null>(opts.keptSummaryBytes ?? KEPT_SUMMARY_BYTES, summaryWeight);
     this.marks = marks && { docs: marks.reader(SNAPSHOTS_COLLECTION), tags: marks.reader(COLLECTIONS.tags), held: marks.reader(COLLECTIONS.repoContentUnits) };
+    if (marks) {
+      const whole = [SNAPSHOTS_COLLECTION, COLLECTIONS.tags, COLLECTIONS.repoContentUnits, COLLECTIONS.repos].map((c) => marks.wholeReader(c));
+      this.wholeMark = () => whole.reduce((sum, read) => sum + read(), 0);
+    }
+  }
+
+  /**
+   * As volumeMark, for every volume at once, and for the repositories noted as volumes
+   * (`repos`, which the volume list starts from): a number that moves whenever any of it
+   * changes; null without change marks.
+   */
+  storeMark(): number | null {
+    return this.wholeMark ? this.wholeMark() : null;
   }
 
   /**

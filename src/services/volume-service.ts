@@ -90,6 +90,8 @@ export interface SnapshotIndex {
   newestCreated(repo: string): Promise<Date | null>;
   /** moves whenever a volume's documents or tags change; null: no such marks, always read */
   volumeMark(repo: string): number | null;
+  /** moves whenever any volume's documents, tags or holdings change, or a repository is noted as a volume; null: no such marks */
+  storeMark(): number | null;
   list(repo: string, q: SnapshotListQuery): Promise<ListedPage<SnapshotInfo>>;
   volumeNames(): Promise<string[]>;
   /** the manifest each snapshot document names, by volume and tag */
@@ -396,6 +398,13 @@ export class VolumeService {
    * named `after` (which need not exist any more).
    */
   async listVolumes(page: { limit: number; offset: number; after?: string }): Promise<ListedPage<VolumeSummary>> {
+    const held = await this.heldVolumes();
+    const start = page.after === undefined ? page.offset : held.filter((v) => v.volume <= page.after!).length;
+    return { items: held.slice(start, start + page.limit), total: held.length, more: held.length > start + page.limit };
+  }
+
+  /** Every volume that holds a snapshot, by name, as the volume list counts and summarizes it (listVolumes). */
+  async heldVolumes(): Promise<VolumeSummary[]> {
     const [indexed, pushed] = await Promise.all([this.snapshots.volumeNames(), this.manifests.volumeRepositories()]);
     const names = [...new Set([...indexed, ...pushed])].filter((n) => volumeNameProblem(n) === null).sort();
     const held: VolumeSummary[] = [];
@@ -409,8 +418,15 @@ export class VolumeService {
         if (summary) held.push(summary); // none: its last snapshot went away
       }
     }
-    const start = page.after === undefined ? page.offset : held.filter((v) => v.volume <= page.after!).length;
-    return { items: held.slice(start, start + page.limit), total: held.length, more: held.length > start + page.limit };
+    return held;
+  }
+
+  /**
+   * A number that moves whenever anything a volume listing reads may have changed, in any
+   * volume (SnapshotIndex.storeMark); null when the database shares no change marks.
+   */
+  storeMark(): number | null {
+    return this.snapshots.storeMark();
   }
 
   fileName(info: SnapshotInfo): string {

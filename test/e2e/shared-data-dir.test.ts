@@ -1,4 +1,4 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,6 +8,7 @@ import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixture
 import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, request } from '../helpers/oci-client.ts';
 import { spawnServer, VOLREG_BIN, REPO_ROOT } from '../helpers/server.ts';
 import { stalledChunk } from '../helpers/stalled-chunk.ts';
+import { standaloneEngine } from '../helpers/standalone-engine.ts';
 
 /**
  * Several `volreg serve` processes share one data directory and one standalone engine
@@ -32,33 +33,6 @@ function volreg(args: string[], env: Record<string, string>): Promise<Run> {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
-}
-
-/** `volreg db` on its own directory and a free port; resolves with its URL once it listens. */
-async function standaloneEngine(dbPath: string): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [VOLREG_BIN, 'db', '--dbpath', dbPath, '--port', '0'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`volreg db did not listen: ${out}`)), 30_000);
-    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
-      out += s;
-      const m = /volreg db listening on (mongodb:\/\/\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(`${m[1]}/?directConnection=true`);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`volreg db exited (${code}): ${out}`)));
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    url,
-    child,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
 }
 
 const exists = (path: string): Promise<boolean> => stat(path).then(() => true, () => false);

@@ -303,3 +303,16 @@ test('VOLREG_MONGODB_URL may name the primary and any acknowledged write concern
   t.deepEqual(problemsOf({ VOLREG_MONGODB_URL: 'mongodb://db1,db2/?replicaSet=rs0&readPreference=primary&w=majority' }), []);
   t.deepEqual(problemsOf({ VOLREG_MONGODB_URL: 'mongodb://db/?w=1&journal=true' }), []);
 });
+
+test('VOLREG_METRICS_VOLUMES: 1000 volumes named in /metrics, none when authentication is on, unless set', (t) => {
+  const auth = join(dir, 'htpasswd-metrics');
+  writeFileSync(auth, 'u:x\n', { mode: 0o600 });
+  t.is(loadConfig({}, { cwd: dir }).config.metrics.volumeSeries, 1000);
+  t.is(loadConfig({ VOLREG_AUTH_FILE: auth }, { cwd: dir }).config.metrics.volumeSeries, 0);
+  t.is(loadConfig({ VOLREG_AUTH_FILE: auth, VOLREG_METRICS_VOLUMES: '50' }, { cwd: dir }).config.metrics.volumeSeries, 50);
+  t.is(loadConfig({ VOLREG_METRICS_VOLUMES: '0' }, { cwd: dir }).config.metrics.volumeSeries, 0);
+  t.regex(problemsOf({ VOLREG_METRICS_VOLUMES: '-1' }).join('\n'), /^VOLREG_METRICS_VOLUMES: "-1" is not a whole number of volumes/);
+  t.is(loadConfig({}, { cwd: dir }).config.metrics.volumesMaxAgeSeconds, 60);
+  t.is(loadConfig({ VOLREG_METRICS_VOLUMES_MAX_AGE: '0' }, { cwd: dir }).config.metrics.volumesMaxAgeSeconds, 0);
+  t.regex(problemsOf({ VOLREG_METRICS_VOLUMES_MAX_AGE: '1m' }).join('\n'), /^VOLREG_METRICS_VOLUMES_MAX_AGE: "1m" is not a number of seconds/);
+});
