@@ -36,6 +36,8 @@ export const AGENT_EXIT = {
   NOT_EMPTY: 6,
   /** a condition did not hold: push --no-overwrite found the tag holding a snapshot, rm --if-digest found it holding another */
   EXISTS: 7,
+  /** ls --stale: a volume's latest snapshot is older than the age given, or a volume named holds none */
+  STALE: 8,
 } as const;
 
 export interface ClientOptions {
@@ -139,6 +141,8 @@ export class VolregClient {
   private readonly base: URL;
   private readonly auth: string | undefined;
   private readonly timeoutMs: number;
+  /** the registry's clock as its last reply gave it (its `Date` header, to the second); null: none came */
+  registryTime: Date | null = null;
 
   constructor(opts: ClientOptions) {
     this.timeoutMs = (opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000;
@@ -204,6 +208,8 @@ export class VolregClient {
       // limit (about 2 min on Linux) whatever --timeout says
       const req = request(url, { method, headers, agent: false, ...(timeoutMs > 0 ? { timeout: timeoutMs } : {}) }, (res) => {
         reply = res;
+        const date = res.headers.date === undefined ? Number.NaN : Date.parse(res.headers.date);
+        if (!Number.isNaN(date)) this.registryTime = new Date(date);
         resolve(res);
       });
       if (timeoutMs > 0) {

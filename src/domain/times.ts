@@ -19,3 +19,30 @@ export function parseTime(raw: string): Date | null {
   const t = new Date(`${y}-${mo}-${d}T${h}:${mi}:${s}${frac !== undefined ? `.${frac.slice(0, 3).padEnd(3, '0')}` : ''}${offset}`);
   return Number.isNaN(t.getTime()) ? null : t;
 }
+
+const DURATION_UNITS_MS: Readonly<Record<string, number>> = { w: 7 * 86_400_000, d: 86_400_000, h: 3_600_000, m: 60_000, s: 1000 };
+
+/**
+ * A length of time as an operator writes it on a command line: whole numbers with units, largest
+ * first (`26h`, `90m`, `2d`, `1d12h`, `1w`), or bare seconds (`3600`); in milliseconds. Null for
+ * anything else (`1.5h`, `h`, `12h1d`, a unit twice) and for no time at all (`0`, `0h`).
+ */
+export function parseDuration(raw: string): number | null {
+  if (/^[0-9]{1,9}$/.test(raw)) return Number(raw) > 0 ? Number(raw) * 1000 : null;
+  const m = /^(?:([0-9]{1,6})w)?(?:([0-9]{1,6})d)?(?:([0-9]{1,6})h)?(?:([0-9]{1,6})m)?(?:([0-9]{1,9})s)?$/.exec(raw);
+  if (!m || raw === '') return null;
+  const ms = ['w', 'd', 'h', 'm', 's'].reduce((sum, unit, i) => sum + Number(m[i + 1] ?? 0) * DURATION_UNITS_MS[unit]!, 0);
+  return ms > 0 ? ms : null;
+}
+
+/** A length of time, to the second, in its largest unit and the one below it if not 0: `3d4h`, `1d`, `26m40s`, `45s`, `0s`. */
+export function formatDuration(ms: number): string {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  const units: Array<[string, number]> = [['d', 86_400], ['h', 3600], ['m', 60], ['s', 1]];
+  const first = units.findIndex(([, size]) => seconds >= size);
+  if (first === -1) return '0s';
+  const [unit, size] = units[first]!;
+  const next = units[first + 1];
+  const rest = next ? Math.floor((seconds % size) / next[1]) : 0;
+  return `${Math.floor(seconds / size)}${unit}${rest > 0 ? `${rest}${next![0]}` : ''}`;
+}

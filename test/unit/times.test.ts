@@ -1,5 +1,5 @@
 import test from 'ava';
-import { parseTime } from '../../src/domain/times.ts';
+import { formatDuration, parseDuration, parseTime } from '../../src/domain/times.ts';
 
 const iso = (raw: string): string | null => parseTime(raw)?.toISOString() ?? null;
 
@@ -19,4 +19,36 @@ test('anything else is refused rather than guessed at or rolled over', (t) => {
   for (const raw of ['March 7', 'Mar 7 2024', '2024-02-30', '2023-02-29', '2024-13-01', '2024-05-01T24:00:00Z', '2024-05-01T10:60Z', '-1', '1e9', '', ' 2024-05-01', '2024-5-1', '2024-05-01T10:00:00+25:00', 'now']) {
     t.is(parseTime(raw), null, raw);
   }
+});
+
+const durations: Array<[string, number | null]> = [
+  ['26h', 26 * 3600_000],
+  ['90m', 90 * 60_000],
+  ['2d', 2 * 86_400_000],
+  ['1d12h', 36 * 3600_000],
+  ['1w', 7 * 86_400_000],
+  ['1h30m15s', 5415_000],
+  ['3600', 3600_000],
+  ['1.5h', null],
+  ['h', null],
+  ['12h1d', null],
+  ['1h1h', null],
+  ['0', null],
+  ['0h', null],
+  ['', null],
+  ['-5m', null],
+  ['26 h', null],
+];
+for (const [raw, ms] of durations) {
+  test(`parseDuration(${JSON.stringify(raw)})`, (t) => t.is(parseDuration(raw), ms));
+}
+
+test('formatDuration: the largest unit and the one below it', (t) => {
+  t.is(formatDuration(0), '0s');
+  t.is(formatDuration(999), '0s');
+  t.is(formatDuration(45_000), '45s');
+  t.is(formatDuration(1600_000), '26m40s');
+  t.is(formatDuration(26 * 3600_000 + 600_000), '1d2h');
+  t.is(formatDuration(3 * 86_400_000 + 3599_000), '3d');
+  t.is(formatDuration(-5000), '0s');
 });

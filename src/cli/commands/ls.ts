@@ -1,10 +1,11 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { human } from '../byte-size.ts';
-import { parseTime } from '../../domain/times.ts';
+import { parseDuration, parseTime } from '../../domain/times.ts';
 import { isVolregError } from '../../domain/errors.ts';
 import { parseSnapshotPosition, parseVolumePosition } from '../../domain/volumes/listing-position.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
 import { hostOf } from './push.ts';
+import { checkStale } from './ls-stale.ts';
 
 interface LsFlags extends ConnectionFlags {
   host?: string;
@@ -13,6 +14,7 @@ interface LsFlags extends ConnectionFlags {
   limit?: number;
   offset?: number;
   after?: string;
+  stale?: string;
 }
 
 function count(flag: string, value: string, min: number, max: number): number {
@@ -41,16 +43,29 @@ export function registerLs(program: Command): void {
   addAgentOptions(
     program
       .command('ls')
-      .description('list volumes, or the snapshots of one volume (newest first)')
-      .argument('[name]', 'a volume repository')
+      .description('list volumes, or the snapshots of one volume (newest first); with --stale, the volumes not backed up recently')
+      .argument('[name...]', 'a volume repository (with --stale: the volumes to check, each of which must hold a snapshot)')
       .option('--host <host>', 'only snapshots from this host')
       .option('--since <time>', 'only snapshots created at or after (ISO 8601 or epoch seconds)')
       .option('--until <time>', 'only snapshots created before (ISO 8601 or epoch seconds)')
       .option('--limit <n>', 'at most this many (1 to 1000)', (v) => count('--limit', v, 1, 1000))
       .option('--offset <n>', 'skip this many', (v) => count('--offset', v, 0, 1e9))
-      .option('--after <position>', 'start after this position (the "next" a previous page gave): stable while snapshots are deleted, unlike --offset'),
-  ).action((name: string | undefined, flags: LsFlags) =>
+      .option('--after <position>', 'start after this position (the "next" a previous page gave): stable while snapshots are deleted, unlike --offset')
+      .option('--stale <age>', 'only the volumes whose latest snapshot is older than this (26h, 90m, 2d, 1d12h, or seconds), and those named that hold none; exit 8 if any, 0 and nothing printed if none'),
+  ).action((names: string[], flags: LsFlags) =>
     runAgent('ls', async () => {
+      if (flags.stale !== undefined) {
+        const ageMs = parseDuration(flags.stale);
+        if (ageMs === null) throw new UsageError(`--stale wants an age such as 26h, 90m, 2d, 1d12h or seconds, got ${JSON.stringify(flags.stale)}`);
+        for (const [flag, value] of [['--host', flags.host], ['--since', flags.since], ['--until', flags.until], ['--limit', flags.limit], ['--offset', flags.offset], ['--after', flags.after]] as const) {
+          // --stale judges each volume's latest snapshot, whatever its host or time, on every page
+          if (value !== undefined) throw new UsageError(`--stale checks every volume (or those named) by its latest snapshot: ${flag} does not apply to it`);
+        }
+        for (const n of names) checkedVolume(n, n);
+        return checkStale(clientFrom(flags), names, { ageMs, ageText: flags.stale, json: flags.json ?? false, quiet: flags.quiet ?? false });
+      }
+      if (names.length > 1) throw new UsageError('ls lists one volume at a time (several are checked with --stale)');
+      const name = names[0];
       // as the registry checks them: a bad one is bad usage, found before anything is asked
       if (flags.host !== undefined) hostOf(flags.host);
       for (const [flag, value] of [['--since', flags.since], ['--until', flags.until]] as const) {
