@@ -8,6 +8,7 @@ import { writeOrWait } from '../../domain/stream-write.ts';
 import { headerAttributes, withFileSize } from '../../domain/volumes/entry-attributes.ts';
 import { symlinkStaysInside } from '../../domain/volumes/entry-safety.ts';
 import { holdsReplacementCharacter } from '../../domain/volumes/restorable-entry.ts';
+import { DIR_FLAGS, fdPath, isNotADirectory, O_PATH } from './dir-fd.ts';
 import { stagingLeftover } from './staging.ts';
 
 /**
@@ -90,11 +91,6 @@ export interface PackOptions {
   onFileBytes?: (n: number) => void;
 }
 
-interface Walked {
-  rel: string;
-  abs: string;
-}
-
 /**
  * Did the entry go (removed, or a parent replaced by a file) between its parent's listing and
  * its own lstat, open or listing? On a live volume that is no damage: the snapshot leaves out
@@ -109,24 +105,66 @@ function vanishedWarning(rel: string): string {
   return `skipping ${rel}: it was removed while the volume was being read`;
 }
 
-async function* walk(root: string, rel: string, opts: PackOptions): AsyncGenerator<Walked> {
-  const dir = rel === '' ? root : join(root, rel);
-  let raw: Buffer[];
+interface Walked {
+  rel: string;
+  /** the entry's name in its directory */
+  name: string;
+  /** the directory holding it, open (dir-fd.ts): the entry is reached through it, never by its path */
+  parent: FileHandle;
+  /** the volume's path of the entry, for messages */
+  abs: string;
+}
+
+/**
+ * The entries of the directory `dir` (open; packTree closes it once its walk ends): listed through its
+ * descriptor, so a directory of the volume swapped for a symlink after it was opened still lists
+ * its own entries, never those of where the symlink points.
+ */
+async function* walk(root: string, rel: string, dir: FileHandle, opts: PackOptions): AsyncGenerator<Walked> {
+  {
+    let raw: Buffer[];
+    try {
+      // as bytes: a name that is not UTF-8 would otherwise come back with U+FFFD and not be found
+      raw = await readdir(fdPath(dir.fd), { encoding: 'buffer' });
+    } catch (err) {
+      // its directory entry is archived already: it stays, empty, as in GNU tar
+      if (rel === '' || !vanished(err)) throw err;
+      opts.onWarning?.(`the contents of ${rel}: it was removed while the volume was being read`);
+      return;
+    }
+    const where = rel === '' ? root : join(root, rel);
+    const names = raw.map((b) => faithfulName(b, () => `${where}/${escapeNameBytes(b)}`, 'name'));
+    names.sort();
+    for (const name of names) {
+      const childRel = rel === '' ? name : `${rel}/${name}`;
+      yield { rel: childRel, name, parent: dir, abs: join(root, childRel) };
+    }
+  }
+}
+
+/**
+ * Opens the directory an lstat found, through its parent's descriptor, and checks it is the one
+ * the lstat saw: null when it was removed since, a FileChangedError when something else (a
+ * symlink, another directory) took its name, so the walk never follows a swap out of the volume.
+ */
+async function openWalkedDir(entry: Walked, st: BigIntStats): Promise<FileHandle | null> {
+  let dir: FileHandle;
   try {
-    // as bytes: a name that is not UTF-8 would otherwise come back with U+FFFD and not be found
-    raw = await readdir(dir, { encoding: 'buffer' });
+    dir = await open(fdPath(entry.parent.fd, entry.name), DIR_FLAGS);
   } catch (err) {
-    // its directory entry is archived already: it stays, empty, as in GNU tar
-    if (rel === '' || !vanished(err)) throw err;
-    opts.onWarning?.(`the contents of ${rel}: it was removed while the volume was being read`);
-    return;
+    if (isNotADirectory(err)) throw new FileChangedError(entry.abs, 'the directory was replaced by something else');
+    if (vanished(err)) return null;
+    throw err;
   }
-  const names = raw.map((b) => faithfulName(b, () => `${dir}/${escapeNameBytes(b)}`, 'name'));
-  names.sort();
-  for (const name of names) {
-    const childRel = rel === '' ? name : `${rel}/${name}`;
-    yield { rel: childRel, abs: join(root, childRel) };
+  const now = await dir.stat({ bigint: true }).catch(async (err: unknown) => {
+    await dir.close();
+    throw err;
+  });
+  if (now.dev !== st.dev || now.ino !== st.ino) {
+    await dir.close();
+    throw new FileChangedError(entry.abs, 'another directory took its name');
   }
+  return dir;
 }
 
 function devNumbers(rdev: number): { devmajor: number; devminor: number } {
@@ -141,8 +179,35 @@ function addEntry(p: Pack, header: Header | (Partial<Header> & { name: string })
 }
 
 const READ_CHUNK = 256 * 1024;
-/** O_NONBLOCK: should the name have become a fifo since its lstat, the open does not hang (as in GNU tar). */
-const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+/**
+ * The file is first named by an O_PATH descriptor (no open of a device or fifo that took its
+ * name since the lstat), checked against the lstat, and only then opened for reading, through
+ * that descriptor: exactly the inode checked. O_NONBLOCK and O_NOCTTY as GNU tar opens files.
+ */
+const NAME_FLAGS = O_PATH | constants.O_NOFOLLOW;
+const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
+
+/**
+ * Opens for reading the regular file an lstat found (`before`), through its parent's descriptor;
+ * a FileChangedError before a byte is read when anything else took its name (a symlink to a
+ * file outside the volume, a device, another file), null when it was removed.
+ */
+async function openWalkedFile(entry: Walked, before: BigIntStats): Promise<FileHandle | null> {
+  let named: FileHandle;
+  try {
+    named = await open(fdPath(entry.parent.fd, entry.name), NAME_FLAGS);
+  } catch (err) {
+    if (vanished(err)) return null;
+    throw err;
+  }
+  try {
+    const now = await named.stat({ bigint: true });
+    if (!now.isFile() || now.dev !== before.dev || now.ino !== before.ino) throw new FileChangedError(entry.abs, 'another file took its name');
+    return await open(fdPath(named.fd), READ_FLAGS);
+  } finally {
+    await named.close();
+  }
+}
 
 /** How a file's stat after reading differs from the one its header was made from, or null. */
 function changeSince(before: BigIntStats, after: BigIntStats): string | null {
@@ -157,12 +222,10 @@ function changeSince(before: BigIntStats, after: BigIntStats): string | null {
  * descriptor whose fstat must then still match `before` (the lstat the header was made from).
  * False when it was removed before it could be opened (nothing added).
  */
-async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs: string, before: BigIntStats, opts: PackOptions): Promise<boolean> {
-  let file: FileHandle;
-  try {
-    file = await open(abs, READ_FLAGS);
-  } catch (err) {
-    if (!vanished(err)) throw err;
+async function addFile(p: Pack, header: Partial<Header> & { name: string }, entry: Walked, before: BigIntStats, opts: PackOptions): Promise<boolean> {
+  const abs = entry.abs;
+  const file = await openWalkedFile(entry, before);
+  if (file === null) {
     opts.onWarning?.(vanishedWarning(header.name));
     return false;
   }
@@ -289,55 +352,79 @@ function noteEntry(notes: PackNotes, rel: string, st: BigIntStats, linkname?: st
 
 async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void> {
   const notes = packNotes(opts);
-  // bigint: nanosecond mtimes (entry-attributes.ts rounds them down) and exact change checks
-  const rootStat = await lstat(root, { bigint: true });
-  if (!rootStat.isDirectory()) throw new Error(`${root} is not a directory`);
-  await addEntry(p, { name: './', type: 'directory', ...headerAttributes(rootStat) });
-  const seenInodes = new Map<string, string>();
-  const stack: Array<AsyncGenerator<Walked>> = [walk(root, '', opts)];
-  while (stack.length > 0) {
-    const next = await stack[stack.length - 1]!.next();
-    if (next.done) {
-      stack.pop();
-      continue;
-    }
-    const { rel, abs } = next.value;
-    if (!rel.includes('/') && (await skipsLeftover(root, rel, opts))) continue;
-    const st = await lstat(abs, { bigint: true }).catch((err: unknown) => (vanished(err) ? null : Promise.reject(err)));
-    if (st === null) {
-      opts.onWarning?.(vanishedWarning(rel));
-      continue;
-    }
-    const base = headerAttributes(st);
-    const first = firstNameOf(seenInodes, st, rel);
-    if (first !== undefined) {
-      await addEntry(p, { ...base, name: rel, type: 'link', linkname: first });
-    } else if (st.isDirectory()) {
-      await addEntry(p, { ...base, name: `${rel}/`, type: 'directory' });
-      stack.push(walk(root, rel, opts));
-    } else if (st.isSymbolicLink()) {
-      const target = await readlink(abs, { encoding: 'buffer' }).catch((err: unknown) => (vanished(err) ? null : Promise.reject(err)));
-      if (target === null) {
-        opts.onWarning?.(vanishedWarning(rel));
-        forget(seenInodes, st, rel);
+  // The root is the operator's path, followed as given; everything beneath it by descriptor.
+  const rootDir = await open(root, constants.O_RDONLY | constants.O_DIRECTORY).catch((err: unknown) => {
+    throw (err as NodeJS.ErrnoException).code === 'ENOTDIR' ? new Error(`${root} is not a directory`) : err;
+  });
+  const stack: Array<{ entries: AsyncGenerator<Walked>; dir: FileHandle }> = [];
+  const stillOpen = new Set<FileHandle>([rootDir]);
+  try {
+    // bigint: nanosecond mtimes (entry-attributes.ts rounds them down) and exact change checks
+    const rootStat = await rootDir.stat({ bigint: true });
+    await addEntry(p, { name: './', type: 'directory', ...headerAttributes(rootStat) });
+    const seenInodes = new Map<string, string>();
+    stack.push({ entries: walk(root, '', rootDir, opts), dir: rootDir });
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const next = await top.entries.next();
+      if (next.done) {
+        stack.pop();
+        stillOpen.delete(top.dir);
+        await top.dir.close();
         continue;
       }
-      const linkname = faithfulName(target, () => `the symlink ${abs} -> ${escapeNameBytes(target)}`, 'target');
-      noteEntry(notes, rel, st, linkname);
-      await addEntry(p, { ...base, name: rel, type: 'symlink', linkname });
-    } else if (st.isFile()) {
-      if (await addFile(p, { ...base, name: rel, type: 'file' }, abs, st, opts)) noteEntry(notes, rel, st);
-      else forget(seenInodes, st, rel);
-    } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-      noteEntry(notes, rel, st);
-      await addEntry(p, { ...base, name: rel, type: st.isCharacterDevice() ? 'character-device' : 'block-device', ...devNumbers(Number(st.rdev)) });
-    } else if (st.isFIFO()) {
-      await addEntry(p, { ...base, name: rel, type: 'fifo' });
-    } else {
-      opts.onWarning?.(`skipping ${rel}: sockets cannot be archived`);
+      const entry = next.value;
+      const { rel } = entry;
+      if (!rel.includes('/') && (await skipsLeftover(fdPath(rootDir.fd), rel, opts))) continue;
+      const st = await lstat(fdPath(entry.parent.fd, entry.name), { bigint: true }).catch((err: unknown) => (vanished(err) ? null : Promise.reject(err)));
+      if (st === null) {
+        opts.onWarning?.(vanishedWarning(rel));
+        continue;
+      }
+      const base = headerAttributes(st);
+      const first = firstNameOf(seenInodes, st, rel);
+      if (first !== undefined) {
+        await addEntry(p, { ...base, name: rel, type: 'link', linkname: first });
+      } else if (st.isDirectory()) {
+        const dir = st.dev === rootStat.dev ? await openWalkedDir(entry, st) : null;
+        if (dir === null && st.dev === rootStat.dev) {
+          opts.onWarning?.(vanishedWarning(rel));
+          continue;
+        }
+        await addEntry(p, { ...base, name: `${rel}/`, type: 'directory' });
+        // GNU tar's --one-file-system: a mount point's own entry is archived, not what is mounted there
+        if (dir === null) opts.onWarning?.(`${rel} is on another filesystem (a mount point in the volume): archived as an empty directory, its contents left out`);
+        else {
+          stillOpen.add(dir);
+          stack.push({ entries: walk(root, rel, dir, opts), dir });
+        }
+      } else if (st.isSymbolicLink()) {
+        const target = await readlink(fdPath(entry.parent.fd, entry.name), { encoding: 'buffer' }).catch((err: unknown) => (vanished(err) ? null : Promise.reject(err)));
+        if (target === null) {
+          opts.onWarning?.(vanishedWarning(rel));
+          forget(seenInodes, st, rel);
+          continue;
+        }
+        const linkname = faithfulName(target, () => `the symlink ${entry.abs} -> ${escapeNameBytes(target)}`, 'target');
+        noteEntry(notes, rel, st, linkname);
+        await addEntry(p, { ...base, name: rel, type: 'symlink', linkname });
+      } else if (st.isFile()) {
+        if (await addFile(p, { ...base, name: rel, type: 'file' }, entry, st, opts)) noteEntry(notes, rel, st);
+        else forget(seenInodes, st, rel);
+      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+        noteEntry(notes, rel, st);
+        await addEntry(p, { ...base, name: rel, type: st.isCharacterDevice() ? 'character-device' : 'block-device', ...devNumbers(Number(st.rdev)) });
+      } else if (st.isFIFO()) {
+        await addEntry(p, { ...base, name: rel, type: 'fifo' });
+      } else {
+        opts.onWarning?.(`skipping ${rel}: sockets cannot be archived`);
+      }
     }
+    for (const kind of Object.values(notes)) kind.finish();
+  } finally {
+    // a failed walk: the directories it still held
+    for (const dir of stillOpen) await dir.close().catch(() => undefined);
   }
-  for (const kind of Object.values(notes)) kind.finish();
 }
 
 /** A file or directory of the volume the agent may not read: what to do about it, not only the errno. */

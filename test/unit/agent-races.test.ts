@@ -1,0 +1,103 @@
+import { execFileSync } from 'node:child_process';
+import { renameSync, symlinkSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import test from 'ava';
+import { extract } from 'tar-stream';
+import { packDirectory } from '../../src/cli/archive/pack.ts';
+
+/**
+ * The host agent against a container that writes its volume while the agent runs as root: the
+ * container swaps a directory of the volume for a symlink to the host at the exact moment the
+ * agent is inside it (through the agent's own progress callbacks, so every run is the race lost),
+ * and the agent must neither read nor write nor change anything outside the volume.
+ */
+let work = '';
+let counter = 0;
+
+test.before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'volreg-races-'));
+});
+
+test.after.always(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+/** `<work>/<n>-outside` (the host: a secret file and a home with a key) and an empty `<work>/<n>-volume`. */
+async function hostAndVolume(): Promise<{ outside: string; volume: string }> {
+  const n = ++counter;
+  const outside = join(work, `${n}-outside`);
+  await mkdir(join(outside, 'home'), { recursive: true });
+  await writeFile(join(outside, 'secret'), 'host secret\n');
+  await writeFile(join(outside, 'home', 'id_rsa'), 'host key\n');
+  const volume = join(work, `${n}-volume`);
+  await mkdir(volume);
+  return { outside, volume };
+}
+
+/** What the container does: `dir` of the volume moved aside and a symlink to the host put in its place. */
+function swapForSymlink(dir: string, to: string): void {
+  renameSync(dir, `${dir}.moved`);
+  symlinkSync(to, dir);
+}
+
+async function packedContents(dir: string, onFirstBytes: () => void): Promise<Map<string, string>> {
+  const contents = new Map<string, string>();
+  const parser = extract();
+  const reading = (async () => {
+    for await (const entry of parser) {
+      const chunks: Buffer[] = [];
+      for await (const c of entry) chunks.push(c as Buffer);
+      contents.set(entry.header.name, Buffer.concat(chunks).toString());
+    }
+  })();
+  let swapped = false;
+  const onFileBytes = (): void => {
+    if (!swapped) onFirstBytes();
+    swapped = true;
+  };
+  await pipeline(packDirectory(dir, { onFileBytes }), parser);
+  await reading;
+  return contents;
+}
+
+test('push: a directory swapped for a symlink to the host while it is walked archives the volume\'s entries, never the host\'s', async (t) => {
+  const { outside, volume } = await hostAndVolume();
+  // listed before the swap; read after it
+  await mkdir(join(volume, 'a', 'home'), { recursive: true });
+  await writeFile(join(volume, 'a', '0-first'), 'x');
+  await writeFile(join(volume, 'a', 'secret'), 'volume file\n');
+  const contents = await packedContents(volume, () => swapForSymlink(join(volume, 'a'), outside));
+  t.is(contents.get('a/secret'), 'volume file\n');
+  t.true(contents.has('a/home/'));
+  t.false(contents.has('a/home/id_rsa'), 'the host directory was not listed');
+  t.false([...contents.values()].some((v) => v.startsWith('host')), 'no byte of the host is in the snapshot');
+});
+
+test('push: a mount point in the volume is archived as an empty directory, its contents left out (GNU tar --one-file-system)', async (t) => {
+  const { volume } = await hostAndVolume();
+  const mounted = join(volume, 'cache');
+  await mkdir(mounted);
+  await writeFile(join(volume, 'kept'), 'kept\n');
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mounted]);
+  try {
+    await writeFile(join(mounted, 'host-only'), 'mounted by the host\n');
+    const warnings: string[] = [];
+    const contents = new Map<string, string>();
+    const parser = extract();
+    const reading = (async () => {
+      for await (const entry of parser) {
+        contents.set(entry.header.name, '');
+        entry.resume();
+      }
+    })();
+    await pipeline(packDirectory(volume, { onWarning: (m) => warnings.push(m) }), parser);
+    await reading;
+    t.deepEqual([...contents.keys()].sort(), ['./', 'cache/', 'kept']);
+    t.true(warnings.some((w) => w.startsWith('cache is on another filesystem')), warnings.join('\n'));
+  } finally {
+    execFileSync('umount', [mounted]);
+  }
+});
