@@ -1,12 +1,15 @@
 import { execFileSync } from 'node:child_process';
 import { renameSync, symlinkSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import test from 'ava';
 import { extract } from 'tar-stream';
 import { packDirectory } from '../../src/cli/archive/pack.ts';
+import { applyDirectoryAttributes, extractTree } from '../../src/cli/archive/safe-extract.ts';
+import { buildTar } from '../helpers/tree.ts';
 
 /**
  * The host agent against a container that writes its volume while the agent runs as root: the
@@ -100,4 +103,41 @@ test('push: a mount point in the volume is archived as an empty directory, its c
   } finally {
     execFileSync('umount', [mounted]);
   }
+});
+
+test('pull: a staged directory swapped for a symlink to the host while files are extracted into it gets no file outside', async (t) => {
+  const { outside, volume } = await hostAndVolume();
+  const tar = await buildTar([
+    { name: 'd/', type: 'directory' },
+    { name: 'd/0-first', body: 'first' },
+    { name: 'd/planted', body: '* * * * * root evil\n' },
+    { name: 'd/home/', type: 'directory' },
+    { name: 'd/home/id_rsa', body: 'replaced key\n' },
+  ]);
+  let swapped = false;
+  const onFileBytes = (): void => {
+    if (!swapped) swapForSymlink(join(volume, 'd'), outside);
+    swapped = true;
+  };
+  await extractTree(Readable.from(tar), volume, { onFileBytes });
+  t.deepEqual((await readdir(outside)).sort(), ['home', 'secret'], 'nothing was created on the host');
+  t.is(await readFile(join(outside, 'home', 'id_rsa'), 'utf8'), 'host key\n');
+  t.is(await readFile(join(volume, 'd.moved', 'planted'), 'utf8'), '* * * * * root evil\n', 'the entry went where the directory went, inside the volume');
+});
+
+test('pull: a restored directory swapped for a symlink to the host before its mode is applied leaves the host\'s mode alone', async (t) => {
+  const { outside, volume } = await hostAndVolume();
+  await chmod(outside, 0o700);
+  const tar = await buildTar([
+    { name: 'd/', type: 'directory', mode: 0o777 },
+    { name: 'd/home/', type: 'directory', mode: 0o777 },
+  ]);
+  const tree = await extractTree(Readable.from(tar), volume);
+  swapForSymlink(join(volume, 'd'), outside);
+  const warnings: string[] = [];
+  await applyDirectoryAttributes(volume, tree.directories, { onWarning: (m: string) => warnings.push(m) });
+  t.is((await stat(outside)).mode & 0o7777, 0o700);
+  t.is((await stat(join(outside, 'home'))).mode & 0o7777, 0o755);
+  t.true((await lstat(join(volume, 'd'))).isSymbolicLink());
+  t.true(warnings.some((w) => w.includes('d')), warnings.join('\n'));
 });

@@ -8,7 +8,7 @@ import { writeOrWait } from '../../domain/stream-write.ts';
 import { headerAttributes, withFileSize } from '../../domain/volumes/entry-attributes.ts';
 import { symlinkStaysInside } from '../../domain/volumes/entry-safety.ts';
 import { holdsReplacementCharacter } from '../../domain/volumes/restorable-entry.ts';
-import { DIR_FLAGS, fdPath, isNotADirectory, O_PATH } from './dir-fd.ts';
+import { DIR_FLAGS, fdPath, humanError, isNotADirectory, labelFd, O_PATH, unlabelFd } from './dir-fd.ts';
 import { stagingLeftover } from './staging.ts';
 
 /**
@@ -164,6 +164,7 @@ async function openWalkedDir(entry: Walked, st: BigIntStats): Promise<FileHandle
     await dir.close();
     throw new FileChangedError(entry.abs, 'another directory took its name');
   }
+  labelFd(dir.fd, entry.abs);
   return dir;
 }
 
@@ -358,6 +359,7 @@ async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void>
   });
   const stack: Array<{ entries: AsyncGenerator<Walked>; dir: FileHandle }> = [];
   const stillOpen = new Set<FileHandle>([rootDir]);
+  labelFd(rootDir.fd, root);
   try {
     // bigint: nanosecond mtimes (entry-attributes.ts rounds them down) and exact change checks
     const rootStat = await rootDir.stat({ bigint: true });
@@ -370,6 +372,7 @@ async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void>
       if (next.done) {
         stack.pop();
         stillOpen.delete(top.dir);
+        unlabelFd(top.dir.fd);
         await top.dir.close();
         continue;
       }
@@ -421,9 +424,14 @@ async function packTree(p: Pack, root: string, opts: PackOptions): Promise<void>
       }
     }
     for (const kind of Object.values(notes)) kind.finish();
+  } catch (err) {
+    throw humanError(err); // while the descriptors it names are still labelled
   } finally {
     // a failed walk: the directories it still held
-    for (const dir of stillOpen) await dir.close().catch(() => undefined);
+    for (const dir of stillOpen) {
+      unlabelFd(dir.fd);
+      await dir.close().catch(() => undefined);
+    }
   }
 }
 
@@ -437,7 +445,7 @@ export class UnreadableEntryError extends Error {
 }
 
 function readFailure(err: unknown): Error {
-  const e = err as NodeJS.ErrnoException;
+  const e = humanError(err) as NodeJS.ErrnoException;
   return (e.code === 'EACCES' || e.code === 'EPERM') && typeof e.path === 'string' ? new UnreadableEntryError(e.path) : (err as Error);
 }
 

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
-import { closeSync, constants, type Stats, fchmodSync, fchownSync, futimesSync, lstatSync, openSync, readFileSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, readlink, realpath, symlink, utimes } from 'node:fs/promises';
+import { closeSync, constants, type Stats, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, mkdirSync, openSync, readFileSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
+import { lchown, link, lstat, lutimes, readlink, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -10,6 +10,7 @@ import { entryKind, normalizeEntryName, symlinkStaysInside } from '../../domain/
 import { unrestorableReason } from '../../domain/volumes/restorable-entry.ts';
 import { feedParser, tarParser } from '../../domain/volumes/tar-feed.ts';
 import { TarFraming } from '../../domain/volumes/tar-framing.ts';
+import { fdPath, fdPathForChild, humanError, humanPath, TreeDirs, UnreachableDirError, unlabelFd } from './dir-fd.ts';
 import { FileSyncs } from './durable-tree.ts';
 
 /**
@@ -287,11 +288,31 @@ async function* framed(tar: AsyncIterable<Buffer>, framing: TarFraming): AsyncGe
 
 /** Extracts `tar` into `target` (a staging directory) with every directory left writable; see extractTar. */
 export async function extractTree(tar: Readable, target: string, opts: ExtractOptions = {}): Promise<ExtractedTree> {
-  const root = await realpath(target);
-  const rootStat = await lstat(root);
-  if (!rootStat.isDirectory()) throw new Error(`${target} is not a directory`);
+  // The target as the caller names it (a pull: its staging directory's own descriptor); every
+  // entry beneath it by descriptor (dir-fd.ts): a staged directory swapped for a symlink by whoever
+  // else writes the volume is never written through.
+  const rootFd = openSync(target, constants.O_RDONLY | constants.O_DIRECTORY);
+  const dirs = new TreeDirs(rootFd, humanPath(target));
+  try {
+    return await extractInto(tar, dirs, opts);
+  } catch (err) {
+    throw humanError(err);
+  } finally {
+    dirs.close();
+    unlabelFd(rootFd);
+    closeSync(rootFd);
+  }
+}
+
+/** `rel`'s parent directory and its own name. */
+function splitRel(rel: string): { parent: string; base: string } {
+  const slash = rel.lastIndexOf('/');
+  return slash === -1 ? { parent: '', base: rel } : { parent: rel.slice(0, slash), base: rel.slice(slash + 1) };
+}
+
+async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions): Promise<ExtractedTree> {
+  const root = fdPath(dirs.rootFd);
   const preserveOwner = ownersPreserved(opts);
-  const verifiedDirs = new Set<string>(['']);
   const writtenFiles = new Set<string>();
   const createdSymlinks = new Set<string>();
   /** fifos and devices: a hard link may name them too */
@@ -303,30 +324,27 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
   const syncs = new FileSyncs();
   const owners = new OwnersNotRestored(preserveOwner);
 
-  /** Makes sure every parent of `rel` is a real directory inside root, creating missing ones. */
-  async function ensureParents(rel: string, name: string): Promise<void> {
-    // The nearest ancestor already checked, looked for upwards: in a tree listed parents first it
-    // is the parent, so an entry 2,000 directories deep costs one lookup, not one per level (a
-    // directory is only removed while empty, so everything above a checked one still stands).
-    let checked = rel.lastIndexOf('/');
-    while (checked > 0 && !verifiedDirs.has(rel.slice(0, checked))) checked = rel.lastIndexOf('/', checked - 1);
-    for (let end = rel.indexOf('/', checked + 1); end !== -1; end = rel.indexOf('/', end + 1)) {
-      const prefix = rel.slice(0, end);
-      const st = await lstatOrNull(join(root, prefix));
-      if (st === null) await mkdir(join(root, prefix), { mode: 0o777 }); // as tar does: umask applies
-      else if (!st.isDirectory()) {
-        throw new UnsafeArchiveError(name, st.isSymbolicLink() ? `its parent ${prefix} is a symlink` : `its parent ${prefix} is not a directory`);
-      }
-      verifiedDirs.add(prefix);
+  /**
+   * The descriptor of `rel`'s parent, missing parents made (as tar does: umask applies); a
+   * symlink or non-directory on the way refuses the entry.
+   */
+  function parentOf(rel: string, name: string): { fd: number; base: string } {
+    const { parent, base } = splitRel(rel);
+    try {
+      return { fd: dirs.dir(parent, 0o777), base };
+    } catch (err) {
+      if (!(err instanceof UnreachableDirError)) throw err;
+      throw new UnsafeArchiveError(name, err.what === 'symlink' ? `its parent ${err.at} is a symlink` : `its parent ${err.at} is not a directory`);
     }
   }
 
   /**
    * Clears the way for a non-directory entry: a previous entry of that name is replaced, a
    * directory only while empty. Everything known of a directory removed goes with it, above all
-   * that it was checked to be one: a symlink taking its place must not be passed through.
+   * its descriptor: a symlink taking its place must not be passed through.
    */
-  function clearPath(abs: string, rel: string, name: string): void {
+  function clearPath(parentFd: number, base: string, rel: string, name: string): void {
+    const abs = fdPath(parentFd, base);
     const st = lstatSyncOrNull(abs);
     if (st === null) return;
     if (!st.isDirectory()) {
@@ -340,7 +358,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
       if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new UnsafeArchiveError(name, 'it would replace a directory that is not empty');
       throw err;
     }
-    verifiedDirs.delete(rel);
+    dirs.forget(rel);
     directories.delete(rel);
   }
 
@@ -351,9 +369,10 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
   // A file's steps are synchronous calls: a pull extracts from a file already downloaded and
   // checked, so nothing waits on this thread, and a round trip through the thread pool per step
   // (behind the syncs of the files before) cost more than each step itself.
-  async function writeFile(abs: string, rel: string, h: Header, a: EntryAttributes, body: AsyncIterable<Buffer>): Promise<void> {
-    clearPath(abs, rel, h.name);
-    const fd = openSync(abs, FILE_FLAGS, 0o600);
+  async function writeFile(rel: string, h: Header, a: EntryAttributes, body: AsyncIterable<Buffer>): Promise<void> {
+    const { fd: parentFd, base } = parentOf(rel, h.name);
+    clearPath(parentFd, base, rel, h.name);
+    const fd = openSync(fdPath(parentFd, base), FILE_FLAGS, 0o600);
     try {
       for await (const chunk of body) {
         writeFullySync(fd, chunk);
@@ -394,27 +413,34 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
       rootAttributes = a;
       return;
     }
-    await ensureParents(rel, h.name);
-    const abs = join(root, rel);
+    parentOf(rel, h.name); // refused early, whatever the entry
+    /** the entry's place, through its parent's descriptor: valid until the next parentOf */
+    const at = (): string => {
+      const { fd, base } = parentOf(rel, h.name);
+      return fdPath(fd, base);
+    };
+    const clear = (): void => {
+      const { fd, base } = parentOf(rel, h.name);
+      clearPath(fd, base, rel, h.name);
+    };
     switch (kind) {
       case 'file':
-        await writeFile(abs, rel, h, a, entry);
+        await writeFile(rel, h, a, entry);
         return;
       case 'directory': {
-        const st = await lstatOrNull(abs);
-        if (st !== null && !st.isDirectory()) clearPath(abs, rel, h.name);
-        if (st === null || !st.isDirectory()) await mkdir(abs, { mode: 0o700 });
-        verifiedDirs.add(rel);
+        const st = lstatSyncOrNull(at());
+        if (st !== null && !st.isDirectory()) clear();
+        if (st === null || !st.isDirectory()) mkdirSync(at(), { mode: 0o700 });
         directories.set(rel, a);
         return;
       }
       case 'symlink': {
         checkSymlinkTarget(rel, h.name, h.linkname ?? '');
-        clearPath(abs, rel, h.name);
-        await symlink(h.linkname!, abs);
+        clear();
+        await symlink(h.linkname!, at());
         createdSymlinks.add(rel);
-        await setOwner(abs, a);
-        await lutimes(abs, fsTime(a.mtime), fsTime(a.mtime));
+        await setOwner(at(), a);
+        await lutimes(at(), fsTime(a.mtime), fsTime(a.mtime));
         return;
       }
       case 'link': {
@@ -422,14 +448,19 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
         if (targetRel === null || targetRel === '' || !(writtenFiles.has(targetRel) || createdSymlinks.has(targetRel) || createdSpecial.has(targetRel))) {
           throw new UnsafeArchiveError(h.name, 'hard link to something that is not a file, symlink, fifo or device extracted from this archive');
         }
-        const targetAbs = join(root, targetRel);
-        const st = await lstat(targetAbs);
-        if (st.isSymbolicLink()) checkSymlinkTarget(rel, h.name, await readlink(targetAbs));
+        const targetAt = (): string => {
+          const { fd, base } = parentOf(targetRel, h.name);
+          return fdPath(fd, base);
+        };
+        const st = await lstat(targetAt());
+        if (st.isSymbolicLink()) checkSymlinkTarget(rel, h.name, await readlink(targetAt()));
         else if (!(st.isFile() || st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice())) {
           throw new UnsafeArchiveError(h.name, 'hard link target is not a regular file, symlink, fifo or device');
         }
-        clearPath(abs, rel, h.name);
-        await link(targetAbs, abs); // link(2) does not follow a symlink: this links the symlink itself
+        clear();
+        // both parents held at once (TreeDirs keeps far more than two open)
+        const from = targetAt();
+        await link(from, at()); // link(2) does not follow a symlink: this links the symlink itself
         (st.isSymbolicLink() ? createdSymlinks : st.isFile() ? writtenFiles : createdSpecial).add(rel);
         return;
       }
@@ -438,18 +469,20 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
         if (!opts.allowDevices) throw new UnsafeArchiveError(h.name, 'device files need --allow-devices');
         const uid = process.getuid?.();
         if (uid !== 0) throw new UnsafeArchiveError(h.name, `a device file can only be created by root (this runs as uid ${uid})`);
-        clearPath(abs, rel, h.name);
-        await special(h.name, 'mknod', ['-m', a.mode.toString(8), abs, kind === 'character-device' ? 'c' : 'b', String(h.devmajor), String(h.devminor)]);
-        await setOwner(abs, a);
-        await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
+        clear();
+        const { fd, base } = parentOf(rel, h.name);
+        await special(h.name, 'mknod', ['-m', a.mode.toString(8), fdPathForChild(fd, base), kind === 'character-device' ? 'c' : 'b', String(h.devmajor), String(h.devminor)]);
+        await setOwner(at(), a);
+        await lutimes(at(), fsTime(a.mtime), fsTime(a.mtime));
         createdSpecial.add(rel);
         return;
       }
       case 'fifo': {
-        clearPath(abs, rel, h.name);
-        await special(h.name, 'mkfifo', ['-m', a.mode.toString(8), abs]);
-        await setOwner(abs, a);
-        await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
+        clear();
+        const { fd, base } = parentOf(rel, h.name);
+        await special(h.name, 'mkfifo', ['-m', a.mode.toString(8), fdPathForChild(fd, base)]);
+        await setOwner(at(), a);
+        await lutimes(at(), fsTime(a.mtime), fsTime(a.mtime));
         createdSpecial.add(rel);
         return;
       }
@@ -488,7 +521,7 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
     for (const rel of createdSymlinks) {
       const where = await resolveInside(root, rel);
       if (where === 'inside') continue;
-      const target = await readlink(join(root, rel)).catch(() => '');
+      const target = await readlink(`${root}/${rel}`).catch(() => '');
       throw new UnsafeArchiveError(
         rel,
         where === 'outside'
@@ -512,15 +545,39 @@ export async function extractTree(tar: Readable, target: string, opts: ExtractOp
 /**
  * Gives the directories of an extracted tree, now under `root`, their owners, modes and mtimes,
  * in the order given (deepest first): filling or moving them would have changed their mtimes,
- * and a read-only mode would have stopped it.
+ * and a read-only mode would have stopped it. Each through its own descriptor, reached without
+ * following a symlink: a directory the volume's writers replaced meanwhile (by a symlink to the
+ * host, say) keeps what it is, with a warning, and nothing outside is changed.
  */
-export async function applyDirectoryAttributes(root: string, directories: readonly DirectoryAttributes[], opts: { preserveOwner?: boolean } = {}): Promise<void> {
+export async function applyDirectoryAttributes(
+  root: string,
+  directories: readonly DirectoryAttributes[],
+  opts: { preserveOwner?: boolean; onWarning?: (message: string) => void } = {},
+): Promise<void> {
   const preserveOwner = ownersPreserved(opts);
-  for (const { rel, attributes: a } of directories) {
-    const abs = rel === '' ? root : join(root, rel);
-    if (ownerApplies(preserveOwner, a)) await lchown(abs, a.uid, a.gid);
-    await chmod(abs, a.mode);
-    await utimes(abs, fsTime(a.mtime), fsTime(a.mtime));
+  const rootFd = openSync(root, constants.O_RDONLY | constants.O_DIRECTORY);
+  const dirs = new TreeDirs(rootFd, humanPath(root));
+  try {
+    for (const { rel, attributes: a } of directories) {
+      let fd: number;
+      try {
+        fd = dirs.dir(rel);
+      } catch (err) {
+        if (!(err instanceof UnreachableDirError)) throw err;
+        opts.onWarning?.(`${rel}: not given its owner, mode and mtime, as ${err.message} (changed while the pull ran)`);
+        continue;
+      }
+      if (!fstatSync(fd).isDirectory()) continue;
+      if (ownerApplies(preserveOwner, a)) fchownSync(fd, a.uid, a.gid);
+      fchmodSync(fd, a.mode);
+      futimesSync(fd, fsTime(a.mtime), fsTime(a.mtime));
+    }
+  } catch (err) {
+    throw humanError(err);
+  } finally {
+    dirs.close();
+    unlabelFd(rootFd);
+    closeSync(rootFd);
   }
 }
 

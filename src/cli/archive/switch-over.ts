@@ -1,5 +1,6 @@
-import { chmod, lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import { chmodDir } from './dir-fd.ts';
 
 /**
  * The switch-over of a pull: the target directory's contents replaced by the staged ones, all
@@ -11,7 +12,12 @@ import { join } from 'node:path';
  *
  * If a move fails, the moves done are undone (new entries back to staging, old ones back to the
  * target) and that move's error is thrown, so the target is as it was. Only after a complete
- * switch does the caller delete the old contents (removeTree).
+ * switch does the caller delete the old contents (dir-fd.ts, removeTreeAt).
+ *
+ * The target is a path only root may change (a volume's `_data`, never one of its entries), and
+ * the caller names staging and aside by their own descriptors (dir-fd.ts, fdPath): the entries
+ * moved are direct children of those three, so whoever else writes the volume can not make a move
+ * take anything from or put anything outside it.
  */
 export interface ReplaceOptions {
   /** the entry of the target to leave where it is (the pull's own work directory) */
@@ -34,26 +40,29 @@ async function moveEntry(from: string, to: string): Promise<void> {
     return;
   } catch (err) {
     if (errorCode(err) !== 'EACCES') throw err;
-    const st = await lstat(from).catch(() => null);
-    if (st === null || !st.isDirectory() || (st.mode & 0o200) !== 0) throw err;
+    let before = 0;
     try {
-      await chmod(from, (st.mode & 0o7777) | 0o200);
+      if (!chmodDir(from, (mode) => ((before = mode) & 0o200 ? mode : mode | 0o200)) || (before & 0o200) !== 0) throw err;
     } catch {
-      throw err; // not the user's own: the rename's EACCES is what went wrong
+      throw err; // not the user's own (or not a read-only directory): the rename's EACCES is what went wrong
     }
     try {
       await rename(from, to);
     } catch (again) {
-      await chmod(from, st.mode & 0o7777).catch(() => undefined);
+      try {
+        chmodDir(from, () => before);
+      } catch {
+        // the move's own error is the one to report
+      }
       throw again;
     }
-    await chmod(to, st.mode & 0o7777);
+    chmodDir(to, () => before);
   }
 }
 
 /** Replaces the contents of `target` (but `keep`) by those of `staging`, moving the old ones into `aside`. */
 export async function replaceContents(target: string, staging: string, aside: string, opts: ReplaceOptions): Promise<void> {
-  await mkdir(aside);
+  await mkdir(aside, { recursive: true });
   // sorted: the same archive and target switch over in the same order every time
   const old = (await readdir(target)).filter((n) => n !== opts.keep).sort();
   const incoming = (await readdir(staging)).sort();
@@ -78,43 +87,5 @@ export async function replaceContents(target: string, staging: string, aside: st
       await moveEntry(from, to).catch((undo: unknown) => opts.onWarning?.(`could not move ${from} back to ${to}: ${(undo as Error).message}`));
     }
     throw err;
-  }
-}
-
-/**
- * Makes every directory in a tree of the user's own enterable, listable and writable (u+rwx), so
- * it can be removed. Entries that vanish meanwhile are passed over: the removals of the rm that
- * failed may still be under way (it reports its first error while its other branches go on).
- */
-async function makeRemovable(path: string): Promise<void> {
-  const st = await lstat(path).catch(passGone);
-  if (!st?.isDirectory()) return;
-  if ((st.mode & 0o700) !== 0o700) await chmod(path, (st.mode & 0o7777) | 0o700).catch(passGone);
-  for (const n of (await readdir(path).catch(passGone)) ?? []) await makeRemovable(join(path, n));
-}
-
-function passGone(err: unknown): null {
-  if (errorCode(err) === 'ENOENT') return null;
-  throw err;
-}
-
-/** Tries of removeTree: each makes the tree removable again and removes what is left. */
-const REMOVE_TRIES = 3;
-
-/**
- * rm -rf, adding u+rwx to the directories that need it (read-only ones stop a user's rm); throws
- * when it still fails. A failed try's own removals may race the next (ENOENT, ENOTEMPTY): tried
- * again, a few times.
- */
-export async function removeTree(path: string): Promise<void> {
-  for (let tries = 1; ; tries++) {
-    try {
-      await rm(path, { recursive: true, force: true });
-      return;
-    } catch (err) {
-      const code = errorCode(err);
-      if (tries >= REMOVE_TRIES || (code !== 'EACCES' && code !== 'ENOENT' && code !== 'ENOTEMPTY')) throw err;
-      await makeRemovable(path);
-    }
   }
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, constants, createReadStream, mkdirSync, mkdtempSync, openSync } from 'node:fs';
 import { mkdir, rm, rmdir, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import cliProgress from 'cli-progress';
 import { decompressedTar } from '../../domain/volumes/decompress.ts';
@@ -13,7 +13,8 @@ import { compressor } from './compress.ts';
 import { packDirectory } from './pack.ts';
 import { applyDirectoryAttributes, CorruptArchiveError, extractTree, type ExtractOptions } from './safe-extract.ts';
 import { STAGING_PREFIX, userEntries } from './staging.ts';
-import { removeTree, replaceContents } from './switch-over.ts';
+import { replaceContents } from './switch-over.ts';
+import { DIR_FLAGS, fdPath, humanError, humanPath, labelFd, openDirAt, removeTreeAt, unlabelFd } from './dir-fd.ts';
 import { syncDirectories } from './durable-tree.ts';
 import { fsyncDir, isOutOfSpace } from '../../storage/fs-ops.ts';
 import { isFilesystemFailure } from '../../storage/storage-failure.ts';
@@ -31,7 +32,11 @@ import { TransferRate } from '../transfer-rate.ts';
  *       (switch-over.ts) -> the old ones deleted -> directories' modes and mtimes applied.
  *
  * Staging inside the target (not beside it) keeps a Docker volume's mount point in place:
- * a mount point cannot be renamed, its contents can.
+ * a mount point cannot be renamed, its contents can. It is in reach of whoever else writes the
+ * volume (a container using it): the work directory, the staging and the old contents are
+ * opened once and reached through their descriptors from then on (dir-fd.ts), never by a path
+ * through the volume's entries, so what that writer swaps in (a symlink to the host) is never
+ * followed.
  */
 export class IntegrityError extends Error {
   override name = 'IntegrityError';
@@ -201,22 +206,27 @@ function notWritable(err: unknown, dir: string): unknown {
  * them can not be removed, or was not put back after a failed switch-over, is kept, with a
  * warning naming where.
  */
-async function discardWork(work: string, switched: boolean, onWarning?: (message: string) => void): Promise<void> {
+async function discardWork(work: string, workFd: number, switched: boolean, onWarning?: (message: string) => void): Promise<void> {
   const old = join(work, 'old');
   try {
-    await rm(join(work, 'download'), { force: true });
-    await rm(join(work, 'root'), { recursive: true, force: true });
+    await rm(fdPath(workFd, 'download'), { force: true });
+    removeTreeAt(fdPath(workFd), 'root');
     try {
-      if (switched) await removeTree(old);
-      else await rmdir(old).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
+      if (switched) removeTreeAt(fdPath(workFd), 'old');
+      else await rmdir(fdPath(workFd, 'old')).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
     } catch (err) {
-      onWarning?.(`kept ${old}: old contents of the target that could not be ${switched ? 'removed' : 'put back'} (${(err as Error).message}); remove it by hand`);
+      onWarning?.(`kept ${old}: old contents of the target that could not be ${switched ? 'removed' : 'put back'} (${humanPath((err as Error).message)}); remove it by hand`);
       return;
     }
-    await rm(work, { recursive: true, force: true });
+    removeWorkDirectory(work);
   } catch (err) {
-    onWarning?.(`could not remove ${work}: ${(err as Error).message}`);
+    onWarning?.(`could not remove ${work}: ${humanPath((err as Error).message)}`);
   }
+}
+
+/** rm -rf of a pull's work directory, by name in the target (a path the volume's writers can not change) and by descriptor below. */
+function removeWorkDirectory(work: string): void {
+  removeTreeAt(dirname(work), basename(work));
 }
 
 /**
@@ -242,7 +252,7 @@ function onInterrupt(signal: NodeJS.Signals): void {
       pull.pending = signal;
       deferred = true;
     } else {
-      if (pull.work !== null) rmSync(pull.work, { recursive: true, force: true });
+      if (pull.work !== null) removeWorkDirectory(pull.work);
       activePulls.delete(pull);
     }
   }
@@ -318,14 +328,23 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     throw notWritable(err, dir);
   }
   interrupts.work = work;
+  // From here on the work directory is reached through this descriptor only (see the top)
+  let workFd: number;
+  try {
+    workFd = labelFd(openSync(work, DIR_FLAGS), work);
+  } catch (err) {
+    unwatchInterrupts(interrupts);
+    throw err;
+  }
+  const held: number[] = [workFd];
   let switched = false;
   let discarded = false;
   const discard = async (): Promise<void> => {
-    if (!discarded) await discardWork(work, switched, opts.onWarning);
+    if (!discarded) await discardWork(work, workFd, switched, opts.onWarning);
     discarded = true;
   };
   try {
-    const file = join(work, 'download');
+    const file = fdPath(workFd, 'download');
     let got: { digest: string; size: number; announced: string | null } | null = null;
     for (let moves = 0; got === null; moves++) {
       opts.progress.start(expected.size, `pulling ${ref}`);
@@ -364,9 +383,13 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
           `If the registry's copy is damaged, \`volreg verify ${ref}\` says so and sets it aside, and pushing the same content again mends it`,
       );
     }
-    const staging = join(work, 'root');
-    await mkdir(staging);
-    const { tar } = await decompressedTar(createReadStream(file, { highWaterMark: 256 * 1024 })).catch((err: unknown) => {
+    mkdirSync(fdPath(workFd, 'root'));
+    const stagingFd = labelFd(openDirAt(workFd, 'root'), join(work, 'root'));
+    held.push(stagingFd);
+    const staging = fdPath(stagingFd);
+    // never through a symlink put in the download's place
+    const downloaded = createReadStream('', { fd: openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW), highWaterMark: 256 * 1024 });
+    const { tar } = await decompressedTar(downloaded).catch((err: unknown) => {
       // an empty body or a compression volreg does not decode: the archive's fault, not the pull's
       throw isVolregError(err) && err.code === 'ARCHIVE_INVALID' ? new CorruptArchiveError(err) : err;
     });
@@ -382,7 +405,10 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     await opts.beforeSwitchOver?.();
     // The one switch-over, all or nothing: a failure puts the old contents back.
     interrupts.switching = true;
-    await replaceContents(dir, staging, join(work, 'old'), { keep: basename(work), onWarning: opts.onWarning });
+    mkdirSync(fdPath(workFd, 'old'));
+    const asideFd = labelFd(openDirAt(workFd, 'old'), join(work, 'old'));
+    held.push(asideFd);
+    await replaceContents(dir, staging, fdPath(asideFd), { keep: basename(work), onWarning: opts.onWarning });
     // the moves themselves on the disk before the old contents go
     await fsyncDir(dir).catch((err: unknown) => {
       throw diskFailure(err, `the new contents were moved into ${dir}, the old ones are kept in ${join(work, 'old')}`);
@@ -395,8 +421,14 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     await applyDirectoryAttributes(dir, tree.directories, opts);
     await opts.afterSwitchOver?.();
     return { digest: got.digest, size: got.size, entries: tree.entries, snapshot };
+  } catch (err) {
+    throw humanError(err);
   } finally {
     await discard();
+    for (const fd of held) {
+      unlabelFd(fd);
+      closeSync(fd);
+    }
     unwatchInterrupts(interrupts);
   }
 }
