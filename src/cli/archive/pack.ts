@@ -204,8 +204,10 @@ async function openWalkedFile(entry: Walked, before: BigIntStats): Promise<FileH
   try {
     const now = await named.stat({ bigint: true });
     if (!now.isFile() || now.dev !== before.dev || now.ino !== before.ino) throw new FileChangedError(entry.abs, 'another file took its name');
-    return await open(fdPath(named.fd), READ_FLAGS);
+    labelFd(named.fd, entry.abs); // an EACCES of the open below names the file
+    return await open(fdPath(named.fd), READ_FLAGS).catch((err: unknown) => Promise.reject(humanError(err)));
   } finally {
+    unlabelFd(named.fd);
     await named.close();
   }
 }
