@@ -349,7 +349,7 @@ function noteEntry(notes: PackNotes, rel: string, st: BigIntStats, linkname?: st
   } else if (st.isCharacterDevice() || st.isBlockDevice()) {
     notes.devices.note(`${rel} is a device file: archived, and created by pull and restore only with --allow-devices (as root)`);
   } else if (st.isFile() && st.blocks * 512n + SPARSE_SLACK < st.size) {
-    notes.sparse.note(`${rel} is sparse (${st.blocks * 512n} of ${st.size} bytes on disk): its holes are archived as zeros, and a restore writes all ${st.size} bytes`);
+    notes.sparse.note(`${rel} is sparse (${st.blocks * 512n} of ${st.size} bytes on disk): its holes are archived as zeros, and a restore writes all ${st.size} bytes unless it runs with --sparse`);
   }
 }
 

@@ -12,6 +12,7 @@ import { feedParser, tarParser } from '../../domain/volumes/tar-feed.ts';
 import { TarFraming } from '../../domain/volumes/tar-framing.ts';
 import { fdPath, fdPathForChild, humanError, humanPath, TreeDirs, UnreachableDirError, unlabelFd } from './dir-fd.ts';
 import { FileSyncs } from './durable-tree.ts';
+import { SparseWriter } from './sparse-write.ts';
 
 /**
  * Extracts a tar stream into a directory without ever writing outside it:
@@ -55,6 +56,8 @@ import { FileSyncs } from './durable-tree.ts';
 export interface ExtractOptions {
   allowDevices?: boolean;
   keepOutsideSymlinks?: boolean;
+  /** blocks of zeros in files are left as holes (sparse-write.ts) */
+  sparse?: boolean;
   /** default: when running as root */
   preserveOwner?: boolean;
   onWarning?: (message: string) => void;
@@ -374,11 +377,14 @@ async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions):
     clearPath(parentFd, base, rel, h.name);
     const fd = openSync(fdPath(parentFd, base), FILE_FLAGS, 0o600);
     try {
+      const holes = opts.sparse ? new SparseWriter(fd) : null;
       for await (const chunk of body) {
-        writeFullySync(fd, chunk);
+        if (holes) holes.write(chunk);
+        else writeFullySync(fd, chunk);
         result.bytes += chunk.length;
         opts.onFileBytes?.(chunk.length);
       }
+      holes?.end();
       if (ownerApplies(preserveOwner, a)) fchownSync(fd, a.uid, a.gid);
       fchmodSync(fd, a.mode);
       futimesSync(fd, fsTime(a.mtime), fsTime(a.mtime));

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { ExtractOptions } from '../archive/safe-extract.ts';
 import { progressFor, pullInto } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, clientFrom, runAgent, type ConnectionFlags } from '../client.ts';
 
@@ -6,12 +7,19 @@ export interface ExtractFlags {
   force?: boolean;
   allowDevices?: boolean;
   keepOutsideSymlinks?: boolean;
+  sparse?: boolean;
 }
 
 export function addExtractOptions(cmd: Command): Command {
   return cmd
     .option('--allow-devices', 'create character and block device files (needs root)')
-    .option('--keep-outside-symlinks', 'create symlinks that point outside the target (nothing is ever written through them)');
+    .option('--keep-outside-symlinks', 'create symlinks that point outside the target (nothing is ever written through them)')
+    .option('--sparse', 'leave blocks of zeros in files as holes, as cp --sparse=always does (a sparse file then takes no more room than it did)');
+}
+
+/** What the extract flags ask of the extractor (pull and restore alike). */
+export function extractOptionsFrom(flags: ExtractFlags): Pick<ExtractOptions, 'allowDevices' | 'keepOutsideSymlinks' | 'sparse'> {
+  return { allowDevices: flags.allowDevices, keepOutsideSymlinks: flags.keepOutsideSymlinks, sparse: flags.sparse };
 }
 
 export function registerPull(program: Command): void {
@@ -28,8 +36,7 @@ export function registerPull(program: Command): void {
     runAgent('pull', async () => {
       const result = await pullInto(clientFrom(flags), ref, dir, {
         force: flags.force ?? false,
-        allowDevices: flags.allowDevices,
-        keepOutsideSymlinks: flags.keepOutsideSymlinks,
+        ...extractOptionsFrom(flags),
         progress: progressFor(!flags.quiet && !flags.json),
         onWarning: (m) => process.stderr.write(`volreg pull: warning: ${m}\n`),
       });

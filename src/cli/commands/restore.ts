@@ -5,7 +5,7 @@ import { progressFor, pullInto } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, RegistryError, runAgent, UsageError, type ConnectionFlags, type VolregClient } from '../client.ts';
 import { decideRestore, dockerVolumeProblem, LockFileError, tagsFileProblem, parseLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
 import { addVolumeRootOptions } from './backup.ts';
-import { addExtractOptions, type ExtractFlags } from './pull.ts';
+import { addExtractOptions, extractOptionsFrom, type ExtractFlags } from './pull.ts';
 
 interface RestoreFlags extends ConnectionFlags, ExtractFlags {
   lock: string;
@@ -106,8 +106,7 @@ export function registerRestore(program: Command): void {
         try {
           const r = await pullInto(client, ref, dir, {
             force: true,
-            allowDevices: flags.allowDevices,
-            keepOutsideSymlinks: flags.keepOutsideSymlinks,
+            ...extractOptionsFrom(flags),
             progress: progressFor(!flags.quiet && !flags.json),
             onWarning: (m) => process.stderr.write(`volreg restore: ${entry.volume}: warning: ${m}\n`),
             // A restore killed during the switch-over leaves old and new contents mixed: the old
