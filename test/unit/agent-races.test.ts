@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import test from 'ava';
 import { extract } from 'tar-stream';
 import { packDirectory } from '../../src/cli/archive/pack.ts';
-import { applyDirectoryAttributes, extractTree } from '../../src/cli/archive/safe-extract.ts';
+import { extractTree } from '../../src/cli/archive/safe-extract.ts';
 import { buildTar } from '../helpers/tree.ts';
 
 /**
@@ -119,7 +119,8 @@ test('pull: a staged directory swapped for a symlink to the host while files are
     if (!swapped) swapForSymlink(join(volume, 'd'), outside);
     swapped = true;
   };
-  await extractTree(Readable.from(tar), volume, { onFileBytes });
+  const tree = await extractTree(Readable.from(tar), volume, `${volume}.spill`, { onFileBytes });
+  tree.directories.remove();
   t.deepEqual((await readdir(outside)).sort(), ['home', 'secret'], 'nothing was created on the host');
   t.is(await readFile(join(outside, 'home', 'id_rsa'), 'utf8'), 'host key\n');
   t.is(await readFile(join(volume, 'd.moved', 'planted'), 'utf8'), '* * * * * root evil\n', 'the entry went where the directory went, inside the volume');
@@ -132,12 +133,55 @@ test('pull: a restored directory swapped for a symlink to the host before its mo
     { name: 'd/', type: 'directory', mode: 0o777 },
     { name: 'd/home/', type: 'directory', mode: 0o777 },
   ]);
-  const tree = await extractTree(Readable.from(tar), volume);
+  const tree = await extractTree(Readable.from(tar), volume, `${volume}.spill`);
   swapForSymlink(join(volume, 'd'), outside);
   const warnings: string[] = [];
-  await applyDirectoryAttributes(volume, tree.directories, { onWarning: (m: string) => warnings.push(m) });
+  await tree.directories.applyBelowRoot(volume, { onWarning: (m: string) => warnings.push(m) });
+  tree.directories.remove();
   t.is((await stat(outside)).mode & 0o7777, 0o700);
   t.is((await stat(join(outside, 'home'))).mode & 0o7777, 0o755);
   t.true((await lstat(join(volume, 'd'))).isSymbolicLink());
   t.true(warnings.some((w) => w.includes('d')), warnings.join('\n'));
+});
+
+test('pull: a spill file swapped for a symlink to the host is never written or read through', async (t) => {
+  const { outside, volume } = await hostAndVolume();
+  const spill = `${volume}.spill`;
+  const tar = await buildTar([
+    { name: 'd/', type: 'directory', mode: 0o750 },
+    { name: 'd/file', body: 'data' },
+    { name: 'd/link', type: 'symlink', linkname: 'file' },
+  ]);
+  let planted = false;
+  const onFileBytes = (): void => {
+    // the records wait in memory until the end: the files are made then, where these now are
+    if (!planted) for (const file of ['directories-1', 'symlinks']) symlinkSync(join(outside, 'secret'), join(spill, file));
+    planted = true;
+  };
+  await t.throwsAsync(extractTree(Readable.from(tar), volume, spill, { onFileBytes }), { code: 'ELOOP' });
+  t.is(await readFile(join(outside, 'secret'), 'utf8'), 'host secret\n', 'the host file got no record');
+  await t.throwsAsync(lstat(spill), { code: 'ENOENT' }, 'the spill files went with the failure');
+});
+
+test('pull: a spill record naming a path out of the tree (written there by the volume\'s writers) changes nothing outside', async (t) => {
+  const { outside, volume } = await hostAndVolume();
+  await chmod(outside, 0o700);
+  const spill = `${volume}.spill`;
+  const tree = await extractTree(Readable.from(await buildTar([{ name: 'd/', type: 'directory', mode: 0o777 }])), volume, spill);
+  const name = Buffer.from(`../${outside.slice(outside.lastIndexOf('/') + 1)}`);
+  const record = Buffer.alloc(4 + 32 + name.length);
+  record.writeUInt32LE(32 + name.length, 0);
+  record.writeDoubleLE(0o777, 4);
+  record.writeDoubleLE(0, 12);
+  record.writeDoubleLE(0, 20);
+  record.writeDoubleLE(0, 28);
+  name.copy(record, 36);
+  await writeFile(join(spill, 'directories-1'), record, { flag: 'a' });
+  try {
+    await t.throwsAsync(tree.directories.applyBelowRoot(volume), { message: /a spill file of the pull holds "\.\.\/.*", not a directory it extracted/ });
+  } finally {
+    tree.directories.remove();
+  }
+  t.is((await stat(outside)).mode & 0o7777, 0o700);
+  t.not((await stat(outside)).mtimeMs, 0, 'nor its mtime');
 });

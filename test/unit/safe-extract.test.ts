@@ -9,7 +9,8 @@ import { createWriteStream } from 'node:fs';
 import test from 'ava';
 import { packDirectory } from '../../src/cli/archive/pack.ts';
 import { compressor } from '../../src/cli/archive/compress.ts';
-import { extractTar, UnsafeArchiveError } from '../../src/cli/archive/safe-extract.ts';
+import { extractTar, extractTree, UnsafeArchiveError } from '../../src/cli/archive/safe-extract.ts';
+import { NameHashSet } from '../../src/domain/volumes/name-hash-set.ts';
 import { decompressedTar } from '../../src/domain/volumes/decompress.ts';
 import { buildTar, describeTree, makeSampleTree, type HostileEntry } from '../helpers/tree.ts';
 
@@ -433,4 +434,84 @@ test.serial('a tree 2,000 directories deep extracts in time linear in its depth 
   // every level of every entry's path took about 5 s of CPU here (2,000 x 2,000 lookups
   // of paths up to 4,000 bytes); once per entry, well under one
   t.true(user < 2_500_000, `extraction took ${Math.round(user / 1000)} ms of CPU`);
+});
+
+/**
+ * Two names whose 64-bit hashes (name-hash-set.ts) are equal, found by a cycle search over
+ * five-character names: the hash is not keyed, so an archive's author can find such pairs too.
+ * Their hashing states are equal, so the same text after them keeps them equal (`A/x`, `B/x`).
+ */
+const COLLIDING: readonly [string, string] = ['\u84F3\u6AC3\u66BD\u510E\u4E1A', '\u6C7B\u5A96\u79B7\u625B\u4E18'];
+
+test('the two colliding names of these tests do hash alike', (t) => {
+  const names = new NameHashSet();
+  names.add(`${COLLIDING[0]}/secret`);
+  t.not(COLLIDING[0], COLLIDING[1]);
+  t.true(names.has(`${COLLIDING[1]}/secret`));
+});
+
+test('a hard link naming what only hashes like an extracted file is refused: never through a symlink, never to a name not made', async (t) => {
+  const [made, never] = COLLIDING;
+  // `never` is a symlink out of the target (kept with keepOutsideSymlinks): `never/secret`
+  // hashes like `made/secret`, and is the outside secret on the disk
+  const { target, outside } = await arena();
+  const through = await buildTar([
+    { name: `${made}/`, type: 'directory' },
+    { name: `${made}/secret`, body: 'inside' },
+    { name: never, type: 'symlink', linkname: outside },
+    { name: 'hl', type: 'link', linkname: `${never}/secret` },
+  ]);
+  const err = await t.throwsAsync(extractTar(Readable.from(through), target, { keepOutsideSymlinks: true }), { instanceOf: UnsafeArchiveError });
+  t.regex(err!.message, /"hl": hard link to something that is not a file, symlink, fifo or device extracted from this archive/);
+  t.is((await stat(join(outside, 'secret'))).nlink, 1, 'the outside file got no second name');
+  t.is(await readFile(join(outside, 'secret'), 'utf8'), 'untouched');
+
+  const { target: second } = await arena();
+  const missing = await buildTar([
+    { name: made, body: 'made' },
+    { name: 'hl', type: 'link', linkname: never },
+  ]);
+  const err2 = await t.throwsAsync(extractTar(Readable.from(missing), second), { instanceOf: UnsafeArchiveError });
+  t.regex(err2!.message, /"hl": hard link to something that is not a file/);
+});
+
+test('names that hash alike never make a valid archive refused: each is linked to as itself', async (t) => {
+  const [a, b] = COLLIDING;
+  const { target } = await arena();
+  await extractTar(
+    Readable.from(
+      await buildTar([
+        { name: a, body: 'a' },
+        { name: b, body: 'b' },
+        { name: 'to-a', type: 'link', linkname: a },
+        { name: 'to-b', type: 'link', linkname: b },
+      ]),
+    ),
+    target,
+  );
+  t.is(await readFile(join(target, 'to-a'), 'utf8'), 'a');
+  t.is(await readFile(join(target, 'to-b'), 'utf8'), 'b');
+  t.is((await stat(join(target, 'to-b'))).ino, (await stat(join(target, b))).ino);
+});
+
+test('a refused extraction removes its spill files; a target that is not empty is refused before anything is read', async (t) => {
+  const { target, parent } = await arena();
+  const spill = join(parent, 'spill');
+  // the refusal comes from the symlinks' check at the end, which reads them back from the spill
+  // file: everything spilled is on the disk by then
+  const entries: HostileEntry[] = [{ name: 'd/', type: 'directory' }];
+  for (let i = 0; i < 600; i++) {
+    entries.push({ name: `d/${String(i).padStart(4, '0')}`.padEnd(250, 's'), type: 'symlink', linkname: '.' });
+    entries.push({ name: `d/${String(i).padStart(4, '0')}`.padEnd(250, 'd') + '/', type: 'directory' });
+  }
+  entries.push({ name: 'y', type: 'symlink', linkname: '.' }, { name: 'l', type: 'symlink', linkname: 'y/y/../../etc' });
+  const err = await t.throwsAsync(extractTree(Readable.from([await buildTar(entries)]), target, spill), { instanceOf: UnsafeArchiveError });
+  t.regex(err!.message, /"l".*leaves the target directory through the links/);
+  await t.throwsAsync(lstat(spill), { code: 'ENOENT' });
+
+  const { target: full } = await arena();
+  await writeFile(join(full, 'already'), 'here');
+  const err2 = await t.throwsAsync(extractTar(Readable.from(await buildTar([{ name: 'f', body: 'x' }])), full));
+  t.regex(err2!.message, /is not empty: an archive is extracted into an empty staging directory/);
+  t.deepEqual(await readdir(full), ['already']);
 });

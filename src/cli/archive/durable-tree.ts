@@ -42,13 +42,30 @@ export class FileSyncs {
   }
 }
 
-/** Syncs every directory of the tree at `root`, the root included. */
+/**
+ * Syncs every directory of the tree at `root`, the root included, as the walk finds them (a list
+ * of them all would grow with the tree), up to SYNCS_IN_FLIGHT at once; throws the first failure.
+ */
 export async function syncDirectories(root: string): Promise<void> {
-  const dirs: string[] = [];
+  const running = new Set<Promise<void>>();
+  let failure: { err: unknown } | null = null;
   const walk = async (dir: string): Promise<void> => {
-    dirs.push(dir);
+    const sync: Promise<void> = fsyncDir(dir).then(
+      () => void running.delete(sync),
+      (err: unknown) => {
+        failure ??= { err };
+        running.delete(sync);
+      },
+    );
+    running.add(sync);
+    if (running.size >= SYNCS_IN_FLIGHT) await Promise.race(running);
+    if (failure) throw failure.err;
     for await (const entry of await opendir(dir)) if (entry.isDirectory()) await walk(join(dir, entry.name));
   };
-  await walk(root);
-  for (let i = 0; i < dirs.length; i += SYNCS_IN_FLIGHT) await Promise.all(dirs.slice(i, i + SYNCS_IN_FLIGHT).map(fsyncDir));
+  try {
+    await walk(root);
+  } finally {
+    await Promise.all(running);
+  }
+  if (failure) throw (failure as { err: unknown }).err;
 }

@@ -1,18 +1,21 @@
 import { execFile } from 'node:child_process';
-import { closeSync, constants, type Stats, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, mkdirSync, openSync, readFileSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
-import { lchown, link, lstat, lutimes, readlink, symlink } from 'node:fs/promises';
+import { closeSync, constants, type Stats, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, mkdirSync, opendirSync, openSync, readFileSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
+import { lchown, link, lstat, lutimes, mkdtemp, readlink, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import type { Header } from 'tar-stream';
 import { entryAttributes, type EntryAttributes } from '../../domain/volumes/entry-attributes.ts';
 import { entryKind, normalizeEntryName, symlinkStaysInside } from '../../domain/volumes/entry-safety.ts';
+import { NameHashSet } from '../../domain/volumes/name-hash-set.ts';
 import { unrestorableReason } from '../../domain/volumes/restorable-entry.ts';
 import { feedParser, tarParser } from '../../domain/volumes/tar-feed.ts';
 import { TarFraming } from '../../domain/volumes/tar-framing.ts';
 import { fdPath, fdPathForChild, humanError, humanPath, TreeDirs, UnreachableDirError, unlabelFd } from './dir-fd.ts';
 import { FileSyncs } from './durable-tree.ts';
 import { SparseWriter } from './sparse-write.ts';
+import { SpillFiles } from './spill-files.ts';
 
 /**
  * Extracts a tar stream into a directory without ever writing outside it:
@@ -30,7 +33,14 @@ import { SparseWriter } from './sparse-write.ts';
  * - a hard link may only point at a regular file, symlink, fifo or device this same extraction
  *   already made (GNU tar links a symlink's further names to it, bsdtar and busybox a fifo's;
  *   link(2) does not follow the symlink, so the new name is that symlink too, one inode, and is
- *   checked as a symlink at its own place);
+ *   checked as a symlink at its own place). The names made are kept as 64-bit hashes
+ *   (name-hash-set.ts), so a name never made may match one that was (about n / 2^64 for a link
+ *   among n names, or on purpose: the hash is not secret); a match is therefore also checked on
+ *   the disk: every parent of the target a real directory (opened with O_NOFOLLOW, dir-fd.ts),
+ *   the target itself a file, symlink, fifo or device. The target directory starts empty, so
+ *   what is there was made by this extraction: a collision can at most link a name to an entry
+ *   this archive made, never to anything outside it or not extracted, and never refuses a valid
+ *   archive;
  * - the same name twice: the later entry wins, as in tar -x; a directory made by an earlier
  *   entry is replaced only while empty (GNU tar and bsdtar fail on a full one too), and the
  *   attributes it was to get are dropped with it;
@@ -52,6 +62,10 @@ import { SparseWriter } from './sparse-write.ts';
  * them, pax records included. Directories get theirs last, deepest first, so read-only ones
  * can still be filled: extractTar does that at the end, extractTree leaves every directory
  * writable and returns their attributes, for a caller that moves the tree into place first.
+ *
+ * Memory does not grow with the number of entries but by the 16 to 32 bytes of a name's hash:
+ * the directories' attributes and the names of the symlinks created wait for the end in spill
+ * files (spill-files.ts), and the directories held open are TreeDirs' few (dir-fd.ts).
  */
 export interface ExtractOptions {
   allowDevices?: boolean;
@@ -156,12 +170,6 @@ async function special(entry: string, tool: 'mknod' | 'mkfifo', args: string[]):
 
 const FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
-/** A directory's attributes, to apply once the tree is in place; `rel` '' is the root. */
-export interface DirectoryAttributes {
-  rel: string;
-  attributes: EntryAttributes;
-}
-
 export interface ExtractResult {
   entries: number;
   files: number;
@@ -169,8 +177,116 @@ export interface ExtractResult {
 }
 
 export interface ExtractedTree extends ExtractResult {
-  /** deepest first, the root (when the archive has an entry for it) last */
-  directories: DirectoryAttributes[];
+  /** what the directories are to get once the tree is in place; remove() once done or given up */
+  directories: DeferredDirectories;
+}
+
+/** The spill file of the directories `depth` components deep. */
+function depthFile(depth: number): string {
+  return `directories-${depth}`;
+}
+
+const SYMLINKS_FILE = 'symlinks';
+
+/** A directory record's fixed part: mode, mtime, uid, gid, each a double. */
+const DIRECTORY_RECORD = 32;
+
+/**
+ * The attributes of the extracted directories, applied once the tree is in place: in a spill
+ * file per depth (in the order of the archive), the root's in memory. A directory named again
+ * gets the later entry's attributes (applied after the earlier's); one replaced by a
+ * non-directory gets none (it is no longer a directory when they are applied), and no warning.
+ */
+export class DeferredDirectories {
+  private deepest = 0;
+  private root: EntryAttributes | null = null;
+  /** directories an entry replaced (hashes: a collision only spares a warning) */
+  private readonly replaced = new NameHashSet();
+
+  constructor(private readonly spill: SpillFiles) {}
+
+  add(rel: string, a: EntryAttributes): void {
+    if (rel === '') {
+      this.root = a;
+      return;
+    }
+    let depth = 1;
+    for (let at = rel.indexOf('/'); at !== -1; at = rel.indexOf('/', at + 1)) depth++;
+    const name = Buffer.from(rel);
+    const record = Buffer.allocUnsafe(DIRECTORY_RECORD + name.length);
+    record.writeDoubleLE(a.mode, 0);
+    record.writeDoubleLE(a.mtime, 8);
+    record.writeDoubleLE(a.uid, 16);
+    record.writeDoubleLE(a.gid, 24);
+    name.copy(record, DIRECTORY_RECORD);
+    this.spill.append(depthFile(depth), record);
+    this.deepest = Math.max(this.deepest, depth);
+  }
+
+  /** The directory `rel` was removed for a later entry of its name. */
+  replacedByEntry(rel: string): void {
+    this.replaced.add(rel);
+  }
+
+  /**
+   * Gives the directories below `root` (where the tree now is) their owners, modes and mtimes,
+   * deepest first: filling or moving them would have changed their mtimes, and a read-only mode
+   * would have stopped it. Not the root's own: see applyToRoot. Each through its own descriptor,
+   * reached without following a symlink: a directory the volume's writers replaced meanwhile (by
+   * a symlink to the host, say) keeps what it is, with a warning, and nothing outside is changed.
+   */
+  async applyBelowRoot(root: string, opts: { preserveOwner?: boolean; onWarning?: (message: string) => void } = {}): Promise<void> {
+    const preserveOwner = ownersPreserved(opts);
+    const rootFd = openSync(root, constants.O_RDONLY | constants.O_DIRECTORY);
+    const dirs = new TreeDirs(rootFd, humanPath(root));
+    try {
+      for (let depth = this.deepest; depth > 0; depth--) {
+        for await (const record of this.spill.records(depthFile(depth))) {
+          const rel = record.toString('utf8', DIRECTORY_RECORD);
+          // the spill file lies in the volume: a name it holds must be one the extraction could write
+          if (record.length < DIRECTORY_RECORD || rel === '' || normalizeEntryName(rel) !== rel) throw new Error(`a spill file of the pull holds ${JSON.stringify(rel.slice(0, 300))}, not a directory it extracted`);
+          let fd: number;
+          try {
+            fd = dirs.dir(rel);
+          } catch (err) {
+            if (!(err instanceof UnreachableDirError)) throw err;
+            if (!this.replaced.has(rel)) opts.onWarning?.(`${rel}: not given its owner, mode and mtime, as ${err.message} (changed while the pull ran)`);
+            continue;
+          }
+          if (!fstatSync(fd).isDirectory()) continue;
+          applyAttributes(fd, { mode: record.readDoubleLE(0), mtime: record.readDoubleLE(8), uid: record.readDoubleLE(16), gid: record.readDoubleLE(24) }, preserveOwner);
+        }
+      }
+    } catch (err) {
+      throw humanError(err);
+    } finally {
+      dirs.close();
+      unlabelFd(rootFd);
+      closeSync(rootFd);
+    }
+  }
+
+  /** The root's attributes, when the archive has an entry for it: last, after every change to what it holds. */
+  applyToRoot(root: string, opts: { preserveOwner?: boolean } = {}): void {
+    if (this.root === null) return;
+    const rootFd = openSync(root, constants.O_RDONLY | constants.O_DIRECTORY);
+    try {
+      applyAttributes(rootFd, this.root, ownersPreserved(opts));
+    } finally {
+      closeSync(rootFd);
+    }
+  }
+
+  /** Removes the spill files (again is nothing); applyBelowRoot can not run after. */
+  remove(): void {
+    this.spill.remove();
+  }
+}
+
+function applyAttributes(fd: number, a: EntryAttributes, preserveOwner: boolean): void {
+  if (ownerApplies(preserveOwner, a)) fchownSync(fd, a.uid, a.gid);
+  fchmodSync(fd, a.mode);
+  futimesSync(fd, fsTime(a.mtime), fsTime(a.mtime));
 }
 
 /** null when nothing is there; a name too long for the filesystem can not be there either. */
@@ -289,16 +405,44 @@ async function* framed(tar: AsyncIterable<Buffer>, framing: TarFraming): AsyncGe
   framing.finish();
 }
 
-/** Extracts `tar` into `target` (a staging directory) with every directory left writable; see extractTar. */
-export async function extractTree(tar: Readable, target: string, opts: ExtractOptions = {}): Promise<ExtractedTree> {
+/** Whether the directory held by `fd` is empty (one entry read, not all). */
+function isEmptyDirectory(fd: number): boolean {
+  const dir = opendirSync(fdPath(fd));
+  try {
+    return dir.readSync() === null;
+  } finally {
+    dir.closeSync();
+  }
+}
+
+/**
+ * Extracts `tar` into `target`, an empty staging directory, with every directory left writable;
+ * see extractTar. `spill` is a directory to create for what waits for the end (spill-files.ts:
+ * its parent a path the volume's writers can not change), never inside `target`: removed here
+ * when the extraction fails, else by the caller (`directories.remove()`) once it has applied the
+ * directories' attributes or given up.
+ */
+export async function extractTree(tar: Readable, target: string, spill: string, opts: ExtractOptions = {}): Promise<ExtractedTree> {
+  // The stream may fail (a cut gzip) while the target is checked, before anything reads it: that
+  // is no unhandled 'error' event; reading it then throws the failure (archiveFault).
+  tar.on('error', () => undefined);
   // The target as the caller names it (a pull: its staging directory's own descriptor); every
   // entry beneath it by descriptor (dir-fd.ts): a staged directory swapped for a symlink by whoever
   // else writes the volume is never written through.
   const rootFd = openSync(target, constants.O_RDONLY | constants.O_DIRECTORY);
   const dirs = new TreeDirs(rootFd, humanPath(target));
+  let spilled: SpillFiles | null = null;
   try {
-    return await extractInto(tar, dirs, opts);
+    // the hard-link rule counts on it: whatever is in there, this extraction made
+    if (!isEmptyDirectory(rootFd)) throw new Error(`${humanPath(target)} is not empty: an archive is extracted into an empty staging directory`);
+    spilled = SpillFiles.create(spill);
+    return await extractInto(tar, dirs, spilled, opts);
   } catch (err) {
+    try {
+      spilled?.remove();
+    } catch {
+      // the extraction's own failure is the one to report; the caller removes its work directory too
+    }
     throw humanError(err);
   } finally {
     dirs.close();
@@ -313,16 +457,12 @@ function splitRel(rel: string): { parent: string; base: string } {
   return slash === -1 ? { parent: '', base: rel } : { parent: rel.slice(0, slash), base: rel.slice(slash + 1) };
 }
 
-async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions): Promise<ExtractedTree> {
+async function extractInto(tar: Readable, dirs: TreeDirs, spill: SpillFiles, opts: ExtractOptions): Promise<ExtractedTree> {
   const root = fdPath(dirs.rootFd);
   const preserveOwner = ownersPreserved(opts);
-  const writtenFiles = new Set<string>();
-  const createdSymlinks = new Set<string>();
-  /** fifos and devices: a hard link may name them too */
-  const createdSpecial = new Set<string>();
-  /** by name: a directory named again gets the later entry's attributes */
-  const directories = new Map<string, EntryAttributes>();
-  let rootAttributes: EntryAttributes | null = null;
+  /** files, symlinks, fifos and devices made, as hashes: what a hard link may name (see linkTarget) */
+  const linkable = new NameHashSet();
+  const directories = new DeferredDirectories(spill);
   const result: ExtractResult = { entries: 0, files: 0, bytes: 0 };
   const syncs = new FileSyncs();
   const owners = new OwnersNotRestored(preserveOwner);
@@ -362,7 +502,7 @@ async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions):
       throw err;
     }
     dirs.forget(rel);
-    directories.delete(rel);
+    directories.replacedByEntry(rel);
   }
 
   async function setOwner(abs: string, a: EntryAttributes): Promise<void> {
@@ -392,7 +532,7 @@ async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions):
       closeSync(fd);
       throw err;
     }
-    writtenFiles.add(rel);
+    linkable.add(rel);
     result.files++;
     await syncs.add(fd); // synced and closed meanwhile, the next entries extracted (durable-tree.ts)
   }
@@ -402,6 +542,35 @@ async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions):
     if (!opts.keepOutsideSymlinks && !symlinkStaysInside(rel, target)) {
       throw new UnsafeArchiveError(name, `symlink target ${JSON.stringify(target.slice(0, 300))} leaves the target directory (--keep-outside-symlinks creates it, never writing through it)`);
     }
+  }
+
+  /** A symlink made at `rel` (its own entry or a hard link to one): resolved against the whole tree at the end. */
+  function noteSymlink(rel: string): void {
+    linkable.add(rel);
+    if (!opts.keepOutsideSymlinks) spill.append(SYMLINKS_FILE, Buffer.from(rel));
+  }
+
+  /**
+   * The hard link `name`'s target `targetRel`, made by an earlier entry: its hash among those of
+   * the names made, then on the disk (a hash may collide): every parent a real directory (never
+   * made here), the target a file, symlink, fifo or device. Its lstat, or a refusal.
+   */
+  function linkTarget(targetRel: string | null, name: string): Stats {
+    const refuse = (): never => {
+      throw new UnsafeArchiveError(name, 'hard link to something that is not a file, symlink, fifo or device extracted from this archive');
+    };
+    if (targetRel === null || targetRel === '' || !linkable.has(targetRel)) return refuse();
+    const { parent, base } = splitRel(targetRel);
+    let fd: number;
+    try {
+      fd = dirs.dir(parent);
+    } catch (err) {
+      if (err instanceof UnreachableDirError) return refuse();
+      throw err;
+    }
+    const st = lstatSyncOrNull(fdPath(fd, base));
+    if (st === null || !(st.isFile() || st.isSymbolicLink() || st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice())) return refuse();
+    return st;
   }
 
   async function handle(entry: AsyncIterable<Buffer> & { header: Header; resume(): unknown }, mtimeField: Uint8Array): Promise<void> {
@@ -416,7 +585,7 @@ async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions):
     owners.note(h.name, a);
     if (rel === '') {
       if (kind !== 'directory') throw new UnsafeArchiveError(h.name, 'only a directory may name the root');
-      rootAttributes = a;
+      directories.add('', a);
       return;
     }
     parentOf(rel, h.name); // refused early, whatever the entry
@@ -437,37 +606,32 @@ async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions):
         const st = lstatSyncOrNull(at());
         if (st !== null && !st.isDirectory()) clear();
         if (st === null || !st.isDirectory()) mkdirSync(at(), { mode: 0o700 });
-        directories.set(rel, a);
+        directories.add(rel, a);
         return;
       }
       case 'symlink': {
         checkSymlinkTarget(rel, h.name, h.linkname ?? '');
         clear();
         await symlink(h.linkname!, at());
-        createdSymlinks.add(rel);
+        noteSymlink(rel);
         await setOwner(at(), a);
         await lutimes(at(), fsTime(a.mtime), fsTime(a.mtime));
         return;
       }
       case 'link': {
         const targetRel = normalizeEntryName(h.linkname ?? '');
-        if (targetRel === null || targetRel === '' || !(writtenFiles.has(targetRel) || createdSymlinks.has(targetRel) || createdSpecial.has(targetRel))) {
-          throw new UnsafeArchiveError(h.name, 'hard link to something that is not a file, symlink, fifo or device extracted from this archive');
-        }
+        const st = linkTarget(targetRel, h.name);
         const targetAt = (): string => {
-          const { fd, base } = parentOf(targetRel, h.name);
+          const { fd, base } = parentOf(targetRel!, h.name);
           return fdPath(fd, base);
         };
-        const st = await lstat(targetAt());
         if (st.isSymbolicLink()) checkSymlinkTarget(rel, h.name, await readlink(targetAt()));
-        else if (!(st.isFile() || st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice())) {
-          throw new UnsafeArchiveError(h.name, 'hard link target is not a regular file, symlink, fifo or device');
-        }
         clear();
         // both parents held at once (TreeDirs keeps far more than two open)
         const from = targetAt();
         await link(from, at()); // link(2) does not follow a symlink: this links the symlink itself
-        (st.isSymbolicLink() ? createdSymlinks : st.isFile() ? writtenFiles : createdSpecial).add(rel);
+        if (st.isSymbolicLink()) noteSymlink(rel);
+        else linkable.add(rel);
         return;
       }
       case 'character-device':
@@ -480,7 +644,7 @@ async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions):
         await special(h.name, 'mknod', ['-m', a.mode.toString(8), fdPathForChild(fd, base), kind === 'character-device' ? 'c' : 'b', String(h.devmajor), String(h.devminor)]);
         await setOwner(at(), a);
         await lutimes(at(), fsTime(a.mtime), fsTime(a.mtime));
-        createdSpecial.add(rel);
+        linkable.add(rel);
         return;
       }
       case 'fifo': {
@@ -489,7 +653,7 @@ async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions):
         await special(h.name, 'mkfifo', ['-m', a.mode.toString(8), fdPathForChild(fd, base)]);
         await setOwner(at(), a);
         await lutimes(at(), fsTime(a.mtime), fsTime(a.mtime));
-        createdSpecial.add(rel);
+        linkable.add(rel);
         return;
       }
       default:
@@ -524,7 +688,8 @@ async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions):
   // the order of the entries must not matter), so every one created is resolved now, before
   // directory modes are applied and before the caller moves anything into place.
   if (!opts.keepOutsideSymlinks) {
-    for (const rel of createdSymlinks) {
+    for await (const record of spill.records(SYMLINKS_FILE)) {
+      const rel = record.toString('utf8');
       const where = await resolveInside(root, rel);
       if (where === 'inside') continue;
       const target = await readlink(`${root}/${rel}`).catch(() => '');
@@ -540,56 +705,26 @@ async function extractInto(tar: Readable, dirs: TreeDirs, opts: ExtractOptions):
   const ownersWarning = owners.warning();
   if (ownersWarning !== null) opts.onWarning?.(ownersWarning);
 
-  // deepest first (a path is longer than its parent's), the root last
-  const ordered: DirectoryAttributes[] = [...directories].map(([rel, attributes]) => ({ rel, attributes }));
-  ordered.sort((x, y) => y.rel.length - x.rel.length);
-  const rootEntry: EntryAttributes | null = rootAttributes;
-  if (rootEntry !== null) ordered.push({ rel: '', attributes: rootEntry });
-  return { ...result, directories: ordered };
+  return { ...result, directories };
 }
 
 /**
- * Gives the directories of an extracted tree, now under `root`, their owners, modes and mtimes,
- * in the order given (deepest first): filling or moving them would have changed their mtimes,
- * and a read-only mode would have stopped it. Each through its own descriptor, reached without
- * following a symlink: a directory the volume's writers replaced meanwhile (by a symlink to the
- * host, say) keeps what it is, with a warning, and nothing outside is changed.
+ * Extracts `tar` into `target` (an empty directory), directories' attributes applied at the end
+ * (see above); what waits for the end is spilled in a temporary directory of its own, removed
+ * before this returns.
  */
-export async function applyDirectoryAttributes(
-  root: string,
-  directories: readonly DirectoryAttributes[],
-  opts: { preserveOwner?: boolean; onWarning?: (message: string) => void } = {},
-): Promise<void> {
-  const preserveOwner = ownersPreserved(opts);
-  const rootFd = openSync(root, constants.O_RDONLY | constants.O_DIRECTORY);
-  const dirs = new TreeDirs(rootFd, humanPath(root));
-  try {
-    for (const { rel, attributes: a } of directories) {
-      let fd: number;
-      try {
-        fd = dirs.dir(rel);
-      } catch (err) {
-        if (!(err instanceof UnreachableDirError)) throw err;
-        opts.onWarning?.(`${rel}: not given its owner, mode and mtime, as ${err.message} (changed while the pull ran)`);
-        continue;
-      }
-      if (!fstatSync(fd).isDirectory()) continue;
-      if (ownerApplies(preserveOwner, a)) fchownSync(fd, a.uid, a.gid);
-      fchmodSync(fd, a.mode);
-      futimesSync(fd, fsTime(a.mtime), fsTime(a.mtime));
-    }
-  } catch (err) {
-    throw humanError(err);
-  } finally {
-    dirs.close();
-    unlabelFd(rootFd);
-    closeSync(rootFd);
-  }
-}
-
-/** Extracts `tar` into `target`, directories' attributes applied at the end (see above). */
 export async function extractTar(tar: Readable, target: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
-  const { directories, ...result } = await extractTree(tar, target, opts);
-  await applyDirectoryAttributes(target, directories, opts);
-  return result;
+  const spillParent = await mkdtemp(join(tmpdir(), 'volreg-extract-'));
+  try {
+    const { directories, ...result } = await extractTree(tar, target, join(spillParent, 'spill'), opts);
+    try {
+      await directories.applyBelowRoot(target, opts);
+    } finally {
+      directories.remove();
+    }
+    directories.applyToRoot(target, opts);
+    return result;
+  } finally {
+    await rm(spillParent, { recursive: true, force: true });
+  }
 }

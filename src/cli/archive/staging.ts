@@ -4,14 +4,15 @@ import { join } from 'node:path';
 /**
  * volreg's own work directory inside a pull's target: `mkdtemp(<target>/.volreg-)` makes
  * `.volreg-` and six letters or digits, holding at most the download (`download`), the
- * staged tree (`root`) and, during the switch-over, the target's old contents (`old`, kept
- * when they could not be removed). One left behind by an interrupted pull does not make a target
+ * staged tree (`root`), what its extraction keeps until the end (`spill`, spill-files.ts)
+ * and, during the switch-over, the target's old contents (`old`, kept when they could not be
+ * removed). One left behind by an interrupted pull does not make a target
  * "not empty"; anything else does, even a user's own `.volreg-something` (a pull without
  * --force must never delete it). Nor is one pushed (pack.ts), unless it holds old contents.
  */
 export const STAGING_PREFIX = '.volreg-';
 const STAGING_NAME = /^\.volreg-[A-Za-z0-9]{6}$/;
-const STAGING_CONTENTS = new Set(['download', 'root', 'old']);
+const STAGING_CONTENTS = new Set(['download', 'root', 'spill', 'old']);
 
 /**
  * A staging directory an earlier pull left in `dir` under `name`, or null. `holdsOldContents`:

@@ -11,7 +11,7 @@ import type { DigestAlgorithm } from '../../domain/digest.ts';
 import { blobPath, byteCounter, OversizedReplyError, parseSnapshotRef, RegistryError, type SnapshotJson, type VolregClient } from '../client.ts';
 import { compressor } from './compress.ts';
 import { packDirectory } from './pack.ts';
-import { applyDirectoryAttributes, CorruptArchiveError, extractTree, type ExtractOptions } from './safe-extract.ts';
+import { CorruptArchiveError, type ExtractedTree, extractTree, type ExtractOptions } from './safe-extract.ts';
 import { STAGING_PREFIX, userEntries } from './staging.ts';
 import { replaceContents } from './switch-over.ts';
 import { DIR_FLAGS, fdPath, humanError, humanPath, labelFd, openDirAt, removeTreeAt, unlabelFd } from './dir-fd.ts';
@@ -29,7 +29,8 @@ import { TransferRate } from '../transfer-rate.ts';
  * pull: GET content -> temp file inside the target, hashed -> digest compared with the
  *       snapshot's -> only then extracted (safe-extract.ts) into a staging directory inside
  *       the target -> the target's old contents replaced by the staged ones, all or nothing
- *       (switch-over.ts) -> the old ones deleted -> directories' modes and mtimes applied.
+ *       (switch-over.ts) -> directories' modes and mtimes applied -> the old ones deleted ->
+ *       the target's own mode and mtime applied.
  *
  * Staging inside the target (not beside it) keeps a Docker volume's mount point in place:
  * a mount point cannot be renamed, its contents can. It is in reach of whoever else writes the
@@ -210,6 +211,7 @@ async function discardWork(work: string, workFd: number, switched: boolean, onWa
   const old = join(work, 'old');
   try {
     await rm(fdPath(workFd, 'download'), { force: true });
+    removeTreeAt(fdPath(workFd), 'spill');
     removeTreeAt(fdPath(workFd), 'root');
     try {
       if (switched) removeTreeAt(fdPath(workFd), 'old');
@@ -337,6 +339,7 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     throw err;
   }
   const held: number[] = [workFd];
+  let tree: ExtractedTree | null = null;
   let switched = false;
   let discarded = false;
   const discard = async (): Promise<void> => {
@@ -394,7 +397,7 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
       throw isVolregError(err) && err.code === 'ARCHIVE_INVALID' ? new CorruptArchiveError(err) : err;
     });
     // directories stay writable (for the moves, and for removing the staging after a failure)
-    const tree = await extractTree(tar, staging, opts).catch((err: unknown) => {
+    tree = await extractTree(tar, staging, fdPath(workFd, 'spill'), opts).catch((err: unknown) => {
       throw diskFailure(err, `nothing in ${dir} was changed`);
     });
     await syncDirectories(staging).catch((err: unknown) => {
@@ -415,15 +418,24 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     });
     // The new contents are in place: nothing from here on undoes the pull.
     switched = true;
-    await discard();
     // Last, after every change to the tree (each move or removal changes a parent's mtime): the
-    // directories' owners, modes and mtimes, the target's own only when the archive has a root entry.
-    await applyDirectoryAttributes(dir, tree.directories, opts);
+    // directories' owners, modes and mtimes, read from the work directory's spill files before it
+    // goes (removing it changes nothing below the target), then the target's own, only when the
+    // archive has a root entry, once the work directory is gone from it.
+    await tree.directories.applyBelowRoot(dir, opts);
+    tree.directories.remove();
+    await discard();
+    tree.directories.applyToRoot(dir, opts);
     await opts.afterSwitchOver?.();
     return { digest: got.digest, size: got.size, entries: tree.entries, snapshot };
   } catch (err) {
     throw humanError(err);
   } finally {
+    try {
+      tree?.directories.remove();
+    } catch {
+      // discard() removes the work directory and the spill files in it, or warns
+    }
     await discard();
     for (const fd of held) {
       unlabelFd(fd);
