@@ -69,7 +69,10 @@ test.serial('a listing reads only the volumes changed since the last one, and se
   const pushed = await listing();
   t.is(pushed.page.volumes.find((v) => v.volume === volume(7))?.snapshots, PER_VOLUME + 1);
   t.is(pushed.page.volumes.find((v) => v.volume === volume(7))?.latest.tag, 's9');
-  t.true(pushed.examined < VOLUMES + 4 * (PER_VOLUME + 1) + 4, `listing after one push examined ${pushed.examined}`);
+  // (the engine's counter is the process's: a few records of other work can land in the window,
+  // 43 was seen once in a full suite run; reading every volume again examines over 2 * stored)
+  t.true(pushed.examined < VOLUMES + 4 * (PER_VOLUME + 1) + 16, `listing after one push examined ${pushed.examined}`);
+  t.true(pushed.examined < 2 * stored, `listing after one push examined ${pushed.examined}`);
 
   // tags deleted through /v2 (the snapshot index does not hear of it): seen at once
   for (let s = 0; s < PER_VOLUME; s++) await ok('v2 delete', request(server.url, `/v2/${volume(3)}/manifests/s${s}`, { method: 'DELETE' }), 202);
