@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
+import { pushSnapshotCreatedAt } from '../helpers/backup-ages.ts';
 import { request, type Reply } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -21,7 +21,6 @@ test.after.always(async () => {
   await server?.close();
 });
 
-const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 async function pushSnapshot(volume: string, tag: string): Promise<void> {
   const r = await request(server.url, `/api/v1/volumes/${volume}/tags/${tag}`, { method: 'PUT', body: tarBytes });
@@ -38,25 +37,7 @@ async function deleteSnapshot(volume: string, tag: string): Promise<void> {
  * ties on `created`, made certain rather than left to the clock.
  */
 async function pushSameInstant(volume: string, tags: string[], created: string): Promise<void> {
-  const blob = async (bytes: Buffer): Promise<{ digest: string; size: number }> => {
-    const r = await request(server.url, `/v2/${volume}/blobs/uploads/?digest=${sha256(bytes)}`, { method: 'POST', body: bytes });
-    if (r.status !== 201) throw new Error(`blob push: ${r.status}`);
-    return { digest: sha256(bytes), size: bytes.length };
-  };
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      artifactType: 'application/vnd.volreg.volume.v1',
-      config: { mediaType: 'application/vnd.volreg.volume.config.v1+json', ...(await blob(Buffer.from('{}'))) },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...(await blob(tarBytes)) }],
-      annotations: { 'org.opencontainers.image.created': created },
-    }),
-  );
-  for (const tag of tags) {
-    const r = await request(server.url, `/v2/${volume}/manifests/${tag}`, { method: 'PUT', headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' }, body: manifest });
-    if (r.status !== 201) throw new Error(`manifest push: ${r.status}`);
-  }
+  for (const tag of tags) await pushSnapshotCreatedAt(server.url, volume, tag, new Date(created), tarBytes);
 }
 
 function nextPath(t: ExecutionContext, r: Reply): string | undefined {
