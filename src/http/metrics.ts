@@ -180,11 +180,16 @@ export function registerVolumeGauges(
   registry: Registry,
   opts: { read: () => Promise<VolumeFreshness>; seriesLimit: number; onError: (err: unknown) => void },
 ): void {
-  const figures = async (): Promise<VolumeFreshness | null> =>
-    opts.read().catch((err: unknown) => {
-      opts.onError(err);
+  // the gauges of one scrape share a reading (VolumeFreshnessReader), so one failure is told once
+  let told: Promise<VolumeFreshness> | null = null;
+  const figures = async (): Promise<VolumeFreshness | null> => {
+    const reading = opts.read();
+    return reading.catch((err: unknown) => {
+      if (told !== reading) opts.onError(err);
+      told = reading;
       return null;
     });
+  };
   new Gauge({
     name: 'volreg_volumes',
     help: 'volumes that hold at least one snapshot (NaN: the metadata store did not answer)',

@@ -57,3 +57,34 @@ test('a snapshot pushed or deleted through one serve process shows in the other\
     await rm(root, { recursive: true, force: true });
   }
 });
+
+test('/metrics answers with NaN volume figures, and logs the failure once per scrape, while the shared engine is down', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'volreg-metrics-down-'));
+  const engine = await standaloneEngine(join(root, 'engine'));
+  const server = await spawnServer({ dataDir: join(root, 'data'), env: { VOLREG_MONGODB_URL: engine.url, VOLREG_METRICS_VOLUMES_MAX_AGE: '1' } });
+  const notRead = (): number => (server.stdout() + server.stderr()).split('\n').filter((l) => l.includes('volume figures for /metrics not read')).length;
+  try {
+    const archive = join(root, 'app.tar');
+    await writeFile(archive, execFileSync('tar', ['-C', new URL('.', import.meta.url).pathname, '-cf', '-', 'volume-metrics-shared.test.ts']));
+    await run('curl', ['-fsS', '-T', archive, `${server.url}/api/v1/volumes/team/app-data/tags/nightly`]);
+    const up = (await scrape(server.url)).samples;
+    t.is(valueOf(up, 'volreg_volumes'), 1);
+    t.true(latestByVolume(up).has('team/app-data'));
+
+    await engine.stop();
+    await new Promise((r) => setTimeout(r, 1_200)); // past VOLREG_METRICS_VOLUMES_MAX_AGE
+    for (const scrapes of [1, 2]) {
+      const { samples } = await scrape(server.url); // a non-200 throws
+      t.true(Number.isNaN(valueOf(samples, 'volreg_volumes')), 'volume count unknown');
+      t.true(Number.isNaN(valueOf(samples, 'volreg_volumes_oldest_latest_snapshot_timestamp_seconds')), 'oldest unknown');
+      t.is(latestByVolume(samples).size, 0, 'no volume series from figures that could not be read');
+      t.true(samples.some((s) => s.name.startsWith('volreg_storage_')), 'the rest of /metrics is still there');
+      t.is(notRead(), scrapes, 'one warning per failed scrape, not one per gauge');
+    }
+  } finally {
+    server.kill('SIGKILL');
+    await server.waitExit();
+    await engine.stop();
+    await rm(root, { recursive: true, force: true });
+  }
+});
