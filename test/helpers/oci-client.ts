@@ -41,6 +41,13 @@ export function request(base: string, path: string, opts: RequestOptions = {}): 
 }
 
 /** The first error code of an OCI error envelope. */
+/** The body of `reply` when it has `status`; else throws, naming `what` (for set-up steps, not the assertion under test). */
+export async function bodyWhen(what: string, reply: Promise<Reply>, status: number): Promise<Buffer> {
+  const r = await reply;
+  if (r.status !== status) throw new Error(`${what}: ${r.status} ${r.body.toString('utf8')}`);
+  return r.body;
+}
+
 export function errorCode(r: Reply): string | undefined {
   return r.json<{ errors: Array<{ code: string }> }>().errors[0]?.code;
 }

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import test from 'ava';
 import { planStats } from '../../src/mongo-engine/query-executor.ts';
-import { request } from '../helpers/oci-client.ts';
+import { bodyWhen, request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -24,12 +24,6 @@ test.after.always(async () => {
   await server?.close();
 });
 
-async function ok(what: string, reply: Promise<{ status: number; body: Buffer }>, status: number): Promise<Buffer> {
-  const r = await reply;
-  if (r.status !== status) throw new Error(`${what}: ${r.status} ${r.body.toString('utf8')}`);
-  return r.body;
-}
-
 interface Listed {
   total: number;
   volumes: Array<{ volume: string; snapshots: number; latest: { tag: string; lastVerify: { ok: boolean } | null } }>;
@@ -37,7 +31,7 @@ interface Listed {
 
 async function listing(): Promise<{ page: Listed; examined: number }> {
   const before = planStats.recordsExamined;
-  const page = JSON.parse((await ok('list', request(server.url, '/api/v1/volumes?limit=1000'), 200)).toString('utf8')) as Listed;
+  const page = JSON.parse((await bodyWhen('list', request(server.url, '/api/v1/volumes?limit=1000'), 200)).toString('utf8')) as Listed;
   return { page, examined: planStats.recordsExamined - before };
 }
 
@@ -50,7 +44,7 @@ test.serial('a listing reads only the volumes changed since the last one, and se
     return;
   }
   for (let i = 0; i < VOLUMES; i++) {
-    for (let s = 0; s < PER_VOLUME; s++) await ok('push', request(server.url, `/api/v1/volumes/${volume(i)}/tags/s${s}`, { method: 'PUT', body: tarBytes }), 201);
+    for (let s = 0; s < PER_VOLUME; s++) await bodyWhen('push', request(server.url, `/api/v1/volumes/${volume(i)}/tags/s${s}`, { method: 'PUT', body: tarBytes }), 201);
   }
   const first = await listing();
   t.is(first.page.total, VOLUMES);
@@ -65,7 +59,7 @@ test.serial('a listing reads only the volumes changed since the last one, and se
   t.true(again.examined <= VOLUMES, `unchanged listing examined ${again.examined}`);
 
   // one volume pushed to: that volume is read again, the others are not
-  await ok('push', request(server.url, `/api/v1/volumes/${volume(7)}/tags/s9`, { method: 'PUT', body: tarBytes }), 201);
+  await bodyWhen('push', request(server.url, `/api/v1/volumes/${volume(7)}/tags/s9`, { method: 'PUT', body: tarBytes }), 201);
   const pushed = await listing();
   t.is(pushed.page.volumes.find((v) => v.volume === volume(7))?.snapshots, PER_VOLUME + 1);
   t.is(pushed.page.volumes.find((v) => v.volume === volume(7))?.latest.tag, 's9');
@@ -75,20 +69,20 @@ test.serial('a listing reads only the volumes changed since the last one, and se
   t.true(pushed.examined < 2 * stored, `listing after one push examined ${pushed.examined}`);
 
   // tags deleted through /v2 (the snapshot index does not hear of it): seen at once
-  for (let s = 0; s < PER_VOLUME; s++) await ok('v2 delete', request(server.url, `/v2/${volume(3)}/manifests/s${s}`, { method: 'DELETE' }), 202);
+  for (let s = 0; s < PER_VOLUME; s++) await bodyWhen('v2 delete', request(server.url, `/v2/${volume(3)}/manifests/s${s}`, { method: 'DELETE' }), 202);
   const deleted = await listing();
   t.is(deleted.page.total, VOLUMES - 1);
   t.false(deleted.page.volumes.some((v) => v.volume === volume(3)));
 
   // a verify recorded on a volume's latest snapshot shows in the next listing
-  await ok('verify', request(server.url, `/api/v1/volumes/${volume(5)}/tags/s2/verify`, { method: 'POST' }), 200);
+  await bodyWhen('verify', request(server.url, `/api/v1/volumes/${volume(5)}/tags/s2/verify`, { method: 'POST' }), 200);
   const verified = await listing();
   t.is(verified.page.volumes.find((v) => v.volume === volume(5))?.latest.lastVerify?.ok, true);
 });
 
 test.serial('a snapshot whose manifest the volume holds again, with neither its tag nor any document changed, is listed at once', async (t) => {
   const repo = 'kept/held-again';
-  await ok('push', request(server.url, `/api/v1/volumes/${repo}/tags/a`, { method: 'PUT', body: tarBytes }), 201);
+  await bodyWhen('push', request(server.url, `/api/v1/volumes/${repo}/tags/a`, { method: 'PUT', body: tarBytes }), 201);
   const manifest = await request(server.url, `/v2/${repo}/manifests/a`, { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } });
   t.is(manifest.status, 200);
   const digest = String(manifest.headers['docker-content-digest']);
@@ -100,7 +94,7 @@ test.serial('a snapshot whose manifest the volume holds again, with neither its 
   t.is((await server.db.collection('repo_content_units').deleteMany({ repo_id: repo, unit_type_id: 'docker_manifest', unit_id: unit!._id })).deletedCount, 1);
   t.is((await server.db.collection('volume_snapshots').deleteMany({ repo_id: repo })).deletedCount, 1);
   const snapshots = async (): Promise<string[]> =>
-    (JSON.parse((await ok('snapshots', request(server.url, `/api/v1/volumes/${repo}/tags`), 200)).toString('utf8')) as { snapshots: Array<{ tag: string }> }).snapshots.map((s) => s.tag);
+    (JSON.parse((await bodyWhen('snapshots', request(server.url, `/api/v1/volumes/${repo}/tags`), 200)).toString('utf8')) as { snapshots: Array<{ tag: string }> }).snapshots.map((s) => s.tag);
   t.deepEqual(await snapshots(), []);
   t.false((await listing()).page.volumes.some((v) => v.volume === repo));
 

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import test from 'ava';
-import { request } from '../helpers/oci-client.ts';
+import { bodyWhen, request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -21,16 +21,10 @@ test.after.always(async () => {
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
-async function ok(what: string, reply: Promise<{ status: number; body: Buffer }>, status: number): Promise<Buffer> {
-  const r = await reply;
-  if (r.status !== status) throw new Error(`${what}: ${r.status} ${r.body.toString('utf8')}`);
-  return r.body;
-}
-
 /** A snapshot pushed as an OCI artifact through /v2 only: the volume has no snapshot document until it is read. */
 async function pushThroughV2(volume: string): Promise<void> {
   const blob = async (bytes: Buffer): Promise<{ digest: string; size: number }> => {
-    await ok('blob', request(server.url, `/v2/${volume}/blobs/uploads/?digest=${sha256(bytes)}`, { method: 'POST', body: bytes }), 201);
+    await bodyWhen('blob', request(server.url, `/v2/${volume}/blobs/uploads/?digest=${sha256(bytes)}`, { method: 'POST', body: bytes }), 201);
     return { digest: sha256(bytes), size: bytes.length };
   };
   const manifest = {
@@ -41,7 +35,7 @@ async function pushThroughV2(volume: string): Promise<void> {
     layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...(await blob(tarBytes)) }],
   };
   const headers = { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' };
-  await ok('manifest', request(server.url, `/v2/${volume}/manifests/t`, { method: 'PUT', headers, body: Buffer.from(JSON.stringify(manifest)) }), 201);
+  await bodyWhen('manifest', request(server.url, `/v2/${volume}/manifests/t`, { method: 'PUT', headers, body: Buffer.from(JSON.stringify(manifest)) }), 201);
 }
 
 test('a list of 530 volumes: each listed once in name order, those pushed through /v2 included, one without a snapshot left out', async (t) => {
@@ -54,17 +48,17 @@ test('a list of 530 volumes: each listed once in name order, those pushed throug
       while (next < names.length) {
         const volume = names[next++]!;
         if (throughV2.has(volume)) await pushThroughV2(volume);
-        else await ok('push', request(server.url, `/api/v1/volumes/${volume}/tags/t`, { method: 'PUT', body: tarBytes }), 201);
+        else await bodyWhen('push', request(server.url, `/api/v1/volumes/${volume}/tags/t`, { method: 'PUT', body: tarBytes }), 201);
       }
     }),
   );
-  await ok('delete', request(server.url, `/api/v1/volumes/${emptied}/tags/t`, { method: 'DELETE' }), 200);
+  await bodyWhen('delete', request(server.url, `/api/v1/volumes/${emptied}/tags/t`, { method: 'DELETE' }), 200);
 
   const listed: string[] = [];
   let path: string | null = '/api/v1/volumes?limit=100';
   let total = -1;
   while (path !== null) {
-    const page = JSON.parse((await ok('list', request(server.url, path), 200)).toString('utf8')) as {
+    const page = JSON.parse((await bodyWhen('list', request(server.url, path), 200)).toString('utf8')) as {
       volumes: Array<{ volume: string; snapshots: number; latest: { tag: string } }>;
       total: number;
       next?: string | null;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { planStats } from '../../src/mongo-engine/query-executor.ts';
 import { latestByVolume, pushSnapshotCreatedAt, scrape, valueOf } from '../helpers/backup-ages.ts';
-import { request } from '../helpers/oci-client.ts';
+import { bodyWhen, request } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -35,19 +35,13 @@ async function server(label: string, env: Record<string, string> = {}): Promise<
   return s;
 }
 
-async function ok(what: string, reply: Promise<{ status: number; body: Buffer }>, status: number): Promise<Buffer> {
-  const r = await reply;
-  if (r.status !== status) throw new Error(`${what}: ${r.status} ${r.body.toString('utf8')}`);
-  return r.body;
-}
-
 interface Listed {
   total: number;
   volumes: Array<{ volume: string; latest: { tag: string; created: string } }>;
 }
 
 async function volumeList(s: TestServer): Promise<Listed> {
-  return JSON.parse((await ok('list', request(s.url, '/api/v1/volumes?limit=1000'), 200)).toString('utf8')) as Listed;
+  return JSON.parse((await bodyWhen('list', request(s.url, '/api/v1/volumes?limit=1000'), 200)).toString('utf8')) as Listed;
 }
 
 test('each volume\'s latest snapshot time, the oldest of them and the number of volumes, as the volume list has them', async (t) => {
@@ -57,7 +51,7 @@ test('each volume\'s latest snapshot time, the oldest of them and the number of 
   t.true(Number.isNaN(valueOf(empty.samples, 'volreg_volumes_oldest_latest_snapshot_timestamp_seconds')), 'no volume: no oldest time (an alert on it stays quiet)');
 
   const threeDaysAgo = new Date(Date.now() - 3 * DAY);
-  await ok('push', request(s.url, '/api/v1/volumes/team/app/tags/nightly', { method: 'PUT', body: tar }), 201);
+  await bodyWhen('push', request(s.url, '/api/v1/volumes/team/app/tags/nightly', { method: 'PUT', body: tar }), 201);
   await pushSnapshotCreatedAt(s.url, 'team/forgotten', 'nightly', threeDaysAgo, tar);
   await pushSnapshotCreatedAt(s.url, 'team/forgotten', 'older', new Date(threeDaysAgo.getTime() - DAY), tar);
 
@@ -81,16 +75,16 @@ test('deleting the latest snapshot\'s tag makes the one before it the latest; a 
   const newer = new Date(Date.now() - 2 * DAY);
   await pushSnapshotCreatedAt(s.url, 'team/db', 'monday', older, tar);
   await pushSnapshotCreatedAt(s.url, 'team/db', 'thursday', newer, tar);
-  await ok('push', request(s.url, '/api/v1/volumes/team/web/tags/today', { method: 'PUT', body: tar }), 201);
+  await bodyWhen('push', request(s.url, '/api/v1/volumes/team/web/tags/today', { method: 'PUT', body: tar }), 201);
   t.is(latestByVolume((await scrape(s.url)).samples).get('team/db'), newer.getTime() / 1000);
 
-  await ok('delete', request(s.url, '/api/v1/volumes/team/db/tags/thursday', { method: 'DELETE' }), 200);
+  await bodyWhen('delete', request(s.url, '/api/v1/volumes/team/db/tags/thursday', { method: 'DELETE' }), 200);
   let { samples } = await scrape(s.url);
   t.is(latestByVolume(samples).get('team/db'), older.getTime() / 1000, 'the volume is now backed up as of its older snapshot');
   t.is(valueOf(samples, 'volreg_volumes_oldest_latest_snapshot_timestamp_seconds'), older.getTime() / 1000);
 
   // through /v2 too (the snapshot index does not hear of it)
-  await ok('v2 delete', request(s.url, '/v2/team/db/manifests/monday', { method: 'DELETE' }), 202);
+  await bodyWhen('v2 delete', request(s.url, '/v2/team/db/manifests/monday', { method: 'DELETE' }), 202);
   ({ samples } = await scrape(s.url));
   t.false(latestByVolume(samples).has('team/db'), 'no snapshot left: no series');
   t.is(valueOf(samples, 'volreg_volumes'), 1);
@@ -141,7 +135,7 @@ test('with the embedded engine, a scrape of a store nobody changed reads nothing
     t.not(s.backend, 'engine');
     return;
   }
-  for (let i = 0; i < 20; i++) await ok('push', request(s.url, `/api/v1/volumes/marks/v${i}/tags/nightly`, { method: 'PUT', body: tar }), 201);
+  for (let i = 0; i < 20; i++) await bodyWhen('push', request(s.url, `/api/v1/volumes/marks/v${i}/tags/nightly`, { method: 'PUT', body: tar }), 201);
   t.is(valueOf((await scrape(s.url)).samples, 'volreg_volumes'), 20);
   const before = planStats.recordsExamined;
   const again = await scrape(s.url);
