@@ -3,17 +3,11 @@ import { human } from '../byte-size.ts';
 import { parseDuration, parseTime } from '../../domain/times.ts';
 import { isVolregError } from '../../domain/errors.ts';
 import { parseSnapshotPosition, parseVolumePosition } from '../../domain/volumes/listing-position.ts';
-import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
+import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, runAgent, UsageError, type ConnectionFlags, type ListQuery } from '../client.ts';
 import { hostOf } from './push.ts';
 import { checkStale } from './ls-stale.ts';
 
-interface LsFlags extends ConnectionFlags {
-  host?: string;
-  since?: string;
-  until?: string;
-  limit?: number;
-  offset?: number;
-  after?: string;
+interface LsFlags extends ConnectionFlags, ListQuery {
   stale?: string;
 }
 
