@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { closeSync, constants, type Stats, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, mkdirSync, opendirSync, openSync, readFileSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, type Stats, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, mkdirSync, opendirSync, openSync, readFileSync, rmdirSync, unlinkSync } from 'node:fs';
 import { lchown, link, lstat, lutimes, mkdtemp, readlink, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { fdPath, fdPathForChild, humanError, humanPath, TreeDirs, UnreachableDir
 import { FileSyncs } from './durable-tree.ts';
 import { SparseWriter } from './sparse-write.ts';
 import { SpillFiles } from './spill-files.ts';
+import { writeFullySync } from './write-fully.ts';
 
 /**
  * Extracts a tar stream into a directory without ever writing outside it:
@@ -297,15 +298,6 @@ function lstatSyncOrNull(path: string): Stats | null {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENAMETOOLONG') return null;
     throw err;
-  }
-}
-
-/** write(2) until all of `data` is taken (a write may take part of it). */
-function writeFullySync(fd: number, data: Uint8Array): void {
-  for (let done = 0; done < data.length; ) {
-    const written = writeSync(fd, data, done, data.length - done);
-    if (written === 0) throw new Error('the file took no bytes of a write');
-    done += written;
   }
 }
 

@@ -1,4 +1,5 @@
-import { ftruncateSync, writeSync } from 'node:fs';
+import { ftruncateSync } from 'node:fs';
+import { writeFullySync } from './write-fully.ts';
 
 /**
  * Writes a restored file's bytes in order, leaving every aligned block of zeros as a hole
@@ -48,11 +49,7 @@ export class SparseWriter {
   }
 
   private writeAt(data: Uint8Array, from: number, to: number, position: number): void {
-    for (let done = from; done < to; ) {
-      const written = writeSync(this.fd, data, done, to - done, position + (done - from));
-      if (written === 0) throw new Error('the file took no bytes of a write');
-      done += written;
-    }
+    writeFullySync(this.fd, data, from, to, position);
   }
 }
 

@@ -1,5 +1,6 @@
-import { closeSync, constants, createReadStream, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, createReadStream, mkdirSync, openSync } from 'node:fs';
 import { DIR_FLAGS, fdPath, humanPath, labelFd, removeTreeAt, unlabelFd } from './dir-fd.ts';
+import { writeFullySync } from './write-fully.ts';
 
 /** Records held in memory, all files together, before they are appended to their files. */
 const BUFFERED_BYTES = 1024 * 1024;
@@ -44,14 +45,19 @@ export class SpillFiles {
     return new SpillFiles(path.slice(0, slash), path.slice(slash + 1), fd);
   }
 
-  /** Adds `record` at the end of `file` (a plain name within the directory). */
+  /**
+   * Adds `record` at the end of `file` (a plain name within the directory). The record is copied
+   * (with its length, into one buffer): it is written out later, and a caller that reused its
+   * buffer meanwhile would otherwise have its next record's bytes spilled in its place.
+   */
   append(file: string, record: Uint8Array): void {
     let list = this.pending.get(file);
     if (list === undefined) this.pending.set(file, (list = []));
-    const length = Buffer.allocUnsafe(4);
-    length.writeUInt32LE(record.length);
-    list.push(length, Buffer.from(record.buffer, record.byteOffset, record.length));
-    this.buffered += 4 + record.length;
+    const framed = Buffer.allocUnsafe(4 + record.length);
+    framed.writeUInt32LE(record.length, 0);
+    framed.set(record, 4);
+    list.push(framed);
+    this.buffered += framed.length;
     if (this.buffered >= BUFFERED_BYTES) this.flush();
   }
 
@@ -66,7 +72,7 @@ export class SpillFiles {
       const data = Buffer.concat(list);
       const fd = openSync(this.at(file), APPEND_FLAGS, 0o600);
       try {
-        for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done);
+        writeFullySync(fd, data);
       } finally {
         closeSync(fd);
       }
