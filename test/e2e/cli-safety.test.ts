@@ -82,6 +82,10 @@ test.after.always(async () => {
 
 // ---- 1. symlinks through symlinks -----------------------------------------------------------
 
+/** 25 directories of 200 bytes: the path of what is below them is past PATH_MAX (4,095 bytes) */
+const DEEP_LEVELS = 25;
+const DEEP = Array.from({ length: DEEP_LEVELS }, (_, i) => `${i}`.padEnd(200, 'd')).join('/');
+
 const chains: Array<{ title: string; entries: HostileEntry[] }> = [
   {
     title: 'y -> . then l -> y/y/.../../etc',
@@ -111,6 +115,14 @@ const chains: Array<{ title: string; entries: HostileEntry[] }> = [
       { name: 'a', type: 'symlink', linkname: 'b/..' },
       { name: 'b', type: 'symlink', linkname: 'c' },
       { name: 'c', type: 'symlink', linkname: '.' },
+    ],
+  },
+  {
+    // each link looked up past PATH_MAX (4,095 bytes) as any other, never taken for missing
+    title: 'y -> . then l -> y/y/../...: climbing out from a directory 5,000 bytes deep',
+    entries: [
+      { name: `${DEEP}/y`, type: 'symlink', linkname: '.' },
+      { name: `${DEEP}/l`, type: 'symlink', linkname: `y/y/${'../'.repeat(DEEP_LEVELS + 1)}etc` },
     ],
   },
   {

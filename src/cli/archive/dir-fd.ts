@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, constants, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, constants, existsSync, fstatSync, lstatSync, mkdirSync, opendirSync, openSync, rmdirSync, unlinkSync } from 'node:fs';
 
 /**
  * Directories held open by descriptor, their entries reached as `/proc/self/fd/<fd>/<name>`:
@@ -74,9 +74,15 @@ export function isNotADirectory(err: unknown): boolean {
   return code === 'ELOOP' || code === 'ENOTDIR';
 }
 
+/** fdPath of a name as bytes (a volume's names need not be UTF-8). */
+export function fdPathBytes(fd: number, name: Buffer): Buffer {
+  requireProc();
+  return Buffer.concat([Buffer.from(`${PROC_FD}/${fd}/`), name]);
+}
+
 /** Opens the directory `name` of `parentFd` (never through a symlink). */
-export function openDirAt(parentFd: number, name: string): number {
-  return openSync(fdPath(parentFd, name), DIR_FLAGS);
+export function openDirAt(parentFd: number, name: string | Buffer): number {
+  return openSync(typeof name === 'string' ? fdPath(parentFd, name) : fdPathBytes(parentFd, name), DIR_FLAGS);
 }
 
 function code(err: unknown): string | undefined {
@@ -88,7 +94,7 @@ function code(err: unknown): string | undefined {
  * place (false then, or when it is not a directory); an O_PATH descriptor needs no permission
  * on the directory itself, so a user's own `000` directory is reached too.
  */
-export function chmodDir(path: string, mode: (current: number) => number): boolean {
+export function chmodDir(path: string | Buffer, mode: (current: number) => number): boolean {
   let fd: number;
   try {
     fd = openSync(path, O_PATH | constants.O_DIRECTORY | constants.O_NOFOLLOW);
@@ -110,48 +116,104 @@ export function chmodDir(path: string, mode: (current: number) => number): boole
 /** Tries of removeTreeAt on one directory that something keeps filling while it is emptied. */
 const REMOVE_TRIES = 3;
 
+/** Names read from a directory at once while it is emptied: its listing is read again after each subdirectory removed. */
+const REMOVE_BATCH = 256;
+
+/** Up to `max` names of the directory held by `fd` (fewer only when it has no more), as bytes: a volume's names need not be UTF-8. */
+function someNames(fd: number, max: number): Buffer[] {
+  // 'buffer' works as for readdir; the type admits only text encodings
+  const dir = opendirSync(fdPath(fd), { encoding: 'buffer' as BufferEncoding });
+  try {
+    const names: Buffer[] = [];
+    while (names.length < max) {
+      const entry = dir.readSync();
+      if (entry === null) break;
+      names.push(entry.name as unknown as Buffer);
+    }
+    return names;
+  } finally {
+    dir.closeSync();
+  }
+}
+
 /**
  * rm -rf of `name` in the directory `parentPath` (a path the volume's writers can not change, or
  * an fdPath), by descriptor all the way down: a directory swapped for a symlink while it is
  * emptied is unlinked as the symlink it now is, never followed. Directories of the user's own
  * that are not u+rwx get it first (read-only ones stop a user's unlink). Gone already is done.
+ *
+ * However deep the tree, it holds DirChain's few descriptors and a batch of names: a directory's
+ * listing is read again each time the walk climbs back into it (what was removed is no longer
+ * there), rather than kept for every level.
  */
 export function removeTreeAt(parentPath: string, name: string): void {
-  const path = `${parentPath}/${name}`;
-  for (let tries = 1; ; tries++) {
-    let fd: number;
-    try {
-      // u+rwx first: a user's read-only directory can not be listed or emptied (as root it changes nothing)
-      if (!chmodDir(path, (mode) => mode | 0o700)) {
-        unlinkSync(path);
-        return;
-      }
-      fd = openSync(path, DIR_FLAGS);
-    } catch (err) {
-      const c = code(err);
-      if (c === 'ENOENT') return;
-      if (!isNotADirectory(err)) throw err;
-      try {
-        unlinkSync(path);
-      } catch (again) {
-        if (code(again) !== 'ENOENT') throw again;
-      }
-      return;
-    }
-    try {
-      for (const child of readdirSync(fdPath(fd))) removeTreeAt(fdPath(fd), child);
-    } finally {
-      closeSync(fd);
-    }
-    try {
-      rmdirSync(path);
-      return;
-    } catch (err) {
-      const c = code(err);
-      if (c === 'ENOENT') return;
-      if (tries >= REMOVE_TRIES || (c !== 'ENOTEMPTY' && c !== 'EEXIST')) throw err;
-    }
+  let parentFd: number;
+  try {
+    parentFd = openSync(parentPath, constants.O_RDONLY | constants.O_DIRECTORY);
+  } catch (err) {
+    if (code(err) === 'ENOENT') return;
+    throw err;
   }
+  const chain = new DirChain(parentFd);
+  /** rmdir attempts of each directory entered, by depth */
+  const tries: number[] = [];
+  try {
+    if (!enterToRemove(chain, Buffer.from(name))) return;
+    tries.push(0);
+    while (chain.depth > 0) {
+      const names = someNames(chain.fd(), REMOVE_BATCH);
+      let entered = false;
+      for (const child of names) {
+        if (enterToRemove(chain, child)) {
+          tries.push(0);
+          entered = true;
+          break;
+        }
+      }
+      if (entered || names.length > 0) continue; // a subdirectory to empty, or more names than a batch
+      const emptied = chain.leave();
+      try {
+        rmdirSync(fdPathBytes(chain.fd(), emptied));
+        tries.pop();
+      } catch (err) {
+        const c = code(err);
+        if (c === 'ENOENT') {
+          tries.pop();
+          continue;
+        }
+        // filled again meanwhile: emptied again, a few times
+        if (++tries[tries.length - 1]! >= REMOVE_TRIES || (c !== 'ENOTEMPTY' && c !== 'EEXIST')) throw err;
+        if (!enterToRemove(chain, emptied)) tries.pop();
+      }
+    }
+  } finally {
+    chain.close();
+    closeSync(parentFd);
+  }
+}
+
+/**
+ * Removes `name` of the chain's current directory when it is not a directory (false), or enters
+ * it to be emptied (true), u+rwx first. Gone already is removed.
+ */
+function enterToRemove(chain: DirChain, name: Buffer): boolean {
+  const path = fdPathBytes(chain.fd(), name);
+  try {
+    // u+rwx first: a user's read-only directory can not be listed or emptied (as root it changes nothing)
+    if (chmodDir(path, (mode) => mode | 0o700)) {
+      chain.enter(name);
+      return true;
+    }
+  } catch (err) {
+    if (code(err) === 'ENOENT') return false;
+    if (!isNotADirectory(err)) throw err;
+  }
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if (code(err) !== 'ENOENT') throw err;
+  }
+  return false;
 }
 
 /** lstat of `name` in `parentFd`, or null when nothing is there. */
@@ -253,5 +315,73 @@ export class TreeDirs {
       closeSync(fd);
     }
     this.held.clear();
+  }
+}
+
+/**
+ * The directories from a held one (the chain's root) down to where a walk is, entered and left
+ * one component at a time, each opened with O_NOFOLLOW from the one above: so however long the
+ * path (past PATH_MAX, 4095 bytes), no call is given more than `/proc/self/fd/<fd>/<name>`. At
+ * most HELD_DIRS of them are open: past that the shallowest are closed, and opened again by
+ * name, from the deepest still open, when the walk climbs back to them. It keeps one name per
+ * level, never a path.
+ */
+export class DirChain {
+  private readonly names: Buffer[] = [];
+  /** each level's descriptor; those before `firstOpen` are closed */
+  private readonly fds: number[] = [];
+  private firstOpen = 0;
+
+  constructor(private readonly rootFd: number) {}
+
+  /** How many levels below the root the walk is. */
+  get depth(): number {
+    return this.names.length;
+  }
+
+  /** The descriptor of the directory the walk is in (the root at depth 0), valid until the chain next changes. */
+  fd(): number {
+    if (this.names.length === 0) return this.rootFd;
+    if (this.firstOpen >= this.names.length) {
+      // every level closed: opened again from the deepest open one (the root), keeping the last HELD_DIRS
+      let at = 0;
+      try {
+        for (; at < this.names.length; at++) {
+          this.fds[at] = openDirAt(at === 0 ? this.rootFd : this.fds[at - 1]!, this.names[at]!);
+          if (at >= HELD_DIRS) closeSync(this.fds[at - HELD_DIRS]!);
+        }
+      } catch (err) {
+        // a level gone or swapped meanwhile: what was opened on the way is closed again
+        for (let back = Math.max(0, at - HELD_DIRS); back < at; back++) closeSync(this.fds[back]!);
+        throw err;
+      }
+      this.firstOpen = Math.max(0, this.names.length - HELD_DIRS);
+    }
+    return this.fds[this.names.length - 1]!;
+  }
+
+  /** Enters the directory `name` of the current one: openDirAt's errors when it is not one (ELOOP for a symlink, ENOTDIR) or is gone. */
+  enter(name: string | Buffer): number {
+    const bytes = typeof name === 'string' ? Buffer.from(name) : name;
+    const fd = openDirAt(this.fd(), bytes);
+    this.names.push(bytes);
+    this.fds.push(fd);
+    if (this.names.length - this.firstOpen > HELD_DIRS) closeSync(this.fds[this.firstOpen++]!);
+    return fd;
+  }
+
+  /** Leaves the current directory for its parent; its name. */
+  leave(): Buffer {
+    const name = this.names.pop();
+    if (name === undefined) throw new Error('the walk is at its root already');
+    const fd = this.fds.pop()!;
+    if (this.firstOpen <= this.names.length) closeSync(fd);
+    else this.firstOpen = this.names.length;
+    return name;
+  }
+
+  /** Closes every level still open (the root is its owner's). */
+  close(): void {
+    while (this.names.length > 0) this.leave();
   }
 }

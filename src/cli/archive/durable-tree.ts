@@ -1,7 +1,6 @@
-import { close, fsync } from 'node:fs';
+import { close, closeSync, constants, fsync, openSync } from 'node:fs';
 import { opendir } from 'node:fs/promises';
-import { join } from 'node:path';
-import { fsyncDir } from '../../storage/fs-ops.ts';
+import { DirChain, fdPath, isNotADirectory } from './dir-fd.ts';
 
 /**
  * A pull says it restored a tree only once the tree is on the disk: write(2) only fills the
@@ -43,29 +42,65 @@ export class FileSyncs {
 }
 
 /**
- * Syncs every directory of the tree at `root`, the root included, as the walk finds them (a list
- * of them all would grow with the tree), up to SYNCS_IN_FLIGHT at once; throws the first failure.
+ * Syncs every directory of the tree at `root` (a path the volume's writers can not change, or
+ * an fdPath), the root included, as the walk finds them, up to SYNCS_IN_FLIGHT at once; throws
+ * the first failure. The walk goes by descriptor (dir-fd.ts, DirChain), so a path past PATH_MAX
+ * is synced as any other, and a directory swapped for a symlink meanwhile is not followed (nor
+ * synced: it is no longer one this pull made). It holds DirChain's few descriptors and, for each
+ * level above it, the names of the subdirectories still to visit there: no list of them all.
  */
 export async function syncDirectories(root: string): Promise<void> {
   const running = new Set<Promise<void>>();
   let failure: { err: unknown } | null = null;
-  const walk = async (dir: string): Promise<void> => {
-    const sync: Promise<void> = fsyncDir(dir).then(
-      () => void running.delete(sync),
-      (err: unknown) => {
-        failure ??= { err };
-        running.delete(sync);
-      },
-    );
+  const rootFd = openSync(root, constants.O_RDONLY | constants.O_DIRECTORY);
+  const chain = new DirChain(rootFd);
+  /** for each level of the chain and the root, its subdirectories not visited yet */
+  const pending: Buffer[][] = [];
+  const visit = async (): Promise<void> => {
+    // a descriptor of its own: the chain may close its one before the sync runs in the thread pool
+    const fd = openSync(fdPath(chain.fd()), constants.O_RDONLY | constants.O_DIRECTORY);
+    const sync: Promise<void> = new Promise<void>((resolve) => {
+      fsync(fd, (err) => {
+        if (err) failure ??= { err };
+        close(fd, () => resolve());
+      });
+    }).finally(() => running.delete(sync));
     running.add(sync);
     if (running.size >= SYNCS_IN_FLIGHT) await Promise.race(running);
     if (failure) throw failure.err;
-    for await (const entry of await opendir(dir)) if (entry.isDirectory()) await walk(join(dir, entry.name));
+    pending.push(await subdirectories(chain.fd()));
   };
   try {
-    await walk(root);
+    await visit();
+    while (pending.length > 0) {
+      const next = pending[pending.length - 1]!.pop();
+      if (next === undefined) {
+        pending.pop();
+        if (chain.depth > 0) chain.leave();
+        continue;
+      }
+      try {
+        chain.enter(next);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || isNotADirectory(err)) continue; // changed since it was listed
+        throw err;
+      }
+      await visit();
+    }
   } finally {
+    chain.close();
+    closeSync(rootFd);
     await Promise.all(running);
   }
   if (failure) throw (failure as { err: unknown }).err;
+}
+
+/** The names of the subdirectories of the directory held by `fd`, as bytes (a volume's names need not be UTF-8). */
+async function subdirectories(fd: number): Promise<Buffer[]> {
+  const names: Buffer[] = [];
+  // 'buffer' works as for readdir; the type admits only text encodings
+  for await (const entry of await opendir(fdPath(fd), { encoding: 'buffer' as BufferEncoding })) {
+    if (entry.isDirectory()) names.push(entry.name as unknown as Buffer);
+  }
+  return names;
 }

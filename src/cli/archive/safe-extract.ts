@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
-import { closeSync, constants, type Stats, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, mkdirSync, opendirSync, openSync, readFileSync, rmdirSync, unlinkSync } from 'node:fs';
-import { lchown, link, lstat, lutimes, mkdtemp, readlink, rm, symlink } from 'node:fs/promises';
+import { closeSync, constants, type Stats, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, mkdirSync, opendirSync, openSync, readFileSync, readlinkSync, rmdirSync, unlinkSync } from 'node:fs';
+import { lchown, link, lutimes, mkdtemp, readlink, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -12,7 +12,7 @@ import { NameHashSet } from '../../domain/volumes/name-hash-set.ts';
 import { unrestorableReason } from '../../domain/volumes/restorable-entry.ts';
 import { feedParser, tarParser } from '../../domain/volumes/tar-feed.ts';
 import { TarFraming } from '../../domain/volumes/tar-framing.ts';
-import { fdPath, fdPathForChild, humanError, humanPath, TreeDirs, UnreachableDirError, unlabelFd } from './dir-fd.ts';
+import { DirChain, fdPath, fdPathForChild, humanError, humanPath, TreeDirs, UnreachableDirError, unlabelFd } from './dir-fd.ts';
 import { FileSyncs } from './durable-tree.ts';
 import { SparseWriter } from './sparse-write.ts';
 import { SpillFiles } from './spill-files.ts';
@@ -90,36 +90,53 @@ export const MAX_SYMLINK_HOPS = 40;
  * MAX_SYMLINK_HOPS links; otherwise 'inside'. A component that does not exist, or is not a
  * directory, is taken as a directory that may be created later (the most an innocent later
  * `mkdir` could make of it): what follows it is taken lexically until a `..` climbs back out.
+ *
+ * The directories on disk are entered by descriptor (dir-fd.ts, DirChain), each with O_NOFOLLOW:
+ * each component is looked up in the one before, however long the path (past PATH_MAX too).
  */
 export async function resolveInside(root: string, rel: string): Promise<'inside' | 'outside' | 'loop'> {
-  const stack: string[] = [];
-  /** stack[0 .. real) are directories on disk */
-  let real = 0;
+  const rootFd = openSync(root, constants.O_RDONLY | constants.O_DIRECTORY);
+  const chain = new DirChain(rootFd);
+  try {
+    return resolveFrom(chain, rel);
+  } finally {
+    chain.close();
+    closeSync(rootFd);
+  }
+}
+
+function resolveFrom(chain: DirChain, rel: string): 'inside' | 'outside' | 'loop' {
+  /** the components taken so far; the first chain.depth of them are the chain's directories */
+  let depth = 0;
   const queue: string[] = rel.split('/');
   let hops = 0;
   while (queue.length > 0) {
     const part = queue.shift()!;
     if (part === '' || part === '.') continue;
     if (part === '..') {
-      if (stack.length === 0) return 'outside';
-      stack.pop();
-      real = Math.min(real, stack.length);
+      if (depth === 0) return 'outside';
+      if (chain.depth === depth) chain.leave();
+      depth--;
       continue;
     }
-    stack.push(part);
-    if (real < stack.length - 1) continue; // beneath a component that is not a directory
-    const abs = join(root, ...stack);
-    const st = await lstatOrNull(abs);
-    if (st === null) continue;
-    if (st.isSymbolicLink()) {
-      if (++hops > MAX_SYMLINK_HOPS) return 'loop';
-      const target = await readlink(abs);
-      if (target.startsWith('/')) return 'outside';
-      stack.pop();
-      queue.unshift(...target.split('/'));
-      continue;
+    depth++;
+    if (chain.depth < depth - 1) continue; // beneath a component that is not a directory
+    const parentFd = chain.fd();
+    try {
+      chain.enter(part);
+      continue; // a directory on disk
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENAMETOOLONG') continue;
+      if (code !== 'ELOOP' && code !== 'ENOTDIR') throw err;
     }
-    if (st.isDirectory()) real = stack.length;
+    const st = lstatSyncOrNull(fdPath(parentFd, part));
+    if (st === null || !st.isSymbolicLink()) continue;
+    if (++hops > MAX_SYMLINK_HOPS) return 'loop';
+    const target = readlinkSync(fdPath(parentFd, part));
+    if (target.startsWith('/')) return 'outside';
+    depth--;
+    queue.unshift(...target.split('/'));
   }
   return 'inside';
 }
@@ -294,17 +311,6 @@ function applyAttributes(fd: number, a: EntryAttributes, preserveOwner: boolean)
 function lstatSyncOrNull(path: string): Stats | null {
   try {
     return lstatSync(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENAMETOOLONG') return null;
-    throw err;
-  }
-}
-
-/** lstatSyncOrNull, through the thread pool. */
-async function lstatOrNull(path: string): Promise<Awaited<ReturnType<typeof lstat>> | null> {
-  try {
-    return await lstat(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENAMETOOLONG') return null;
@@ -654,6 +660,16 @@ async function extractInto(tar: Readable, dirs: TreeDirs, spill: SpillFiles, opt
     }
   }
 
+  /** The target of the symlink at `rel`, for a message ('' when it can no longer be read). */
+  async function symlinkTarget(rel: string): Promise<string> {
+    try {
+      const { parent, base } = splitRel(rel);
+      return await readlink(fdPath(dirs.dir(parent), base));
+    } catch {
+      return '';
+    }
+  }
+
   const parser = tarParser();
   const framing = new TarFraming({ keepMtimeFields: true });
   const feeding = feedParser(framed(tar, framing), parser);
@@ -684,7 +700,7 @@ async function extractInto(tar: Readable, dirs: TreeDirs, spill: SpillFiles, opt
       const rel = record.toString('utf8');
       const where = await resolveInside(root, rel);
       if (where === 'inside') continue;
-      const target = await readlink(`${root}/${rel}`).catch(() => '');
+      const target = await symlinkTarget(rel);
       throw new UnsafeArchiveError(
         rel,
         where === 'outside'

@@ -1,0 +1,90 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import test from 'ava';
+import { runVolreg, type CliRun } from '../helpers/cli-run.ts';
+import { describeDeepTree, diskBytesAt, makeDeepTree } from '../helpers/deep-tree.ts';
+import { assertRoot } from '../helpers/root.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+
+/**
+ * Volumes whose paths are longer than PATH_MAX (4,095 bytes, the volume's own path included):
+ * what `push` archives (or GNU tar, which handles such paths too), `pull` and `restore --force`
+ * bring back exactly, through the real binary against a real server, every attribute compared.
+ */
+let server: TestServer;
+let work = '';
+
+function volreg(args: string[]): Promise<CliRun> {
+  return runVolreg(args, { url: server.url, cwd: work });
+}
+
+const sh = promisify(execFile);
+
+test.before(async () => {
+  server = await startTestServer({ label: 'e2e-cli-long-paths' });
+  work = await mkdtemp(join(tmpdir(), 'volreg-long-paths-'));
+});
+
+test.after.always(async () => {
+  await server?.close();
+  // GNU rm walks by descriptor; Node's rm gives up on paths past PATH_MAX
+  if (work !== '') await sh('rm', ['-rf', work]);
+});
+
+for (const pathBytes of [6_000, 20_000]) {
+  test(`push then pull (and pull --sparse) restore a tree with paths of ${pathBytes} bytes exactly`, async (t) => {
+    assertRoot(t, 'the tree holds files of other owners');
+    const src = join(work, `src-${pathBytes}`);
+    const made = makeDeepTree(src, pathBytes);
+    t.true(made.longestPath >= pathBytes);
+    const push = await volreg(['push', src, `deep/p${pathBytes}:v1`]);
+    t.is(push.code, 0, push.stderr);
+    const want = describeDeepTree(src);
+
+    const out = join(work, `out-${pathBytes}`);
+    const pull = await volreg(['pull', `deep/p${pathBytes}:v1`, out]);
+    t.is(pull.code, 0, pull.stderr.slice(0, 2000));
+    t.deepEqual(describeDeepTree(out), want);
+
+    const sparse = join(work, `sparse-${pathBytes}`);
+    const pullSparse = await volreg(['pull', '--sparse', `deep/p${pathBytes}:v1`, sparse]);
+    t.is(pullSparse.code, 0, pullSparse.stderr.slice(0, 2000));
+    t.deepEqual(describeDeepTree(sparse), want);
+    const bottom = Object.keys(want).find((rel) => rel.endsWith('/sparse.img'))!.slice(0, -'/sparse.img'.length);
+    t.true(diskBytesAt(sparse, bottom, 'sparse.img') < 64 * 1024, 'the 1 MiB hole is a hole again');
+    t.true(diskBytesAt(out, bottom, 'sparse.img') >= 1024 * 1024, 'without --sparse the zeros are written');
+  });
+}
+
+test('restore --force replaces a volume holding paths past 4,095 bytes (read-only directories among them) with a snapshot of such paths', async (t) => {
+  assertRoot(t, 'the tree holds files of other owners');
+  const src = join(work, 'restore-src');
+  makeDeepTree(src, 9_000);
+  const push = await volreg(['push', src, 'site/deep:release-1']);
+  t.is(push.code, 0, push.stderr);
+
+  const volumes = join(work, 'volumes');
+  // the volume as it is now: deep contents of its own, to be moved aside and removed
+  makeDeepTree(join(volumes, 'deep'), 12_000);
+  const lock = join(work, 'volumes.dvm.lock');
+  await writeFile(lock, ['downstream:', '  deep: tag:release-1', ''].join('\n'));
+  const restore = await volreg(['restore', '--lock', lock, '--volumes-root', volumes, '--prefix', 'site/', '--force']);
+  t.is(restore.code, 0, restore.stderr.slice(0, 2000));
+  t.regex(restore.stdout, /deep: restored release-1/);
+  t.deepEqual(describeDeepTree(join(volumes, 'deep')), describeDeepTree(src), 'the snapshot exactly, nothing of the old contents, no work directory left');
+});
+
+test('a GNU tar archive of paths past 4,095 bytes, uploaded with curl, pulls exactly', async (t) => {
+  assertRoot(t, 'the tree holds files of other owners');
+  const src = join(work, 'gnu-src');
+  makeDeepTree(src, 8_000);
+  await sh('bash', ['-o', 'pipefail', '-c', `tar -C '${src}' -czf - . | curl -fsS -o /dev/null -T - '${server.url}/api/v1/volumes/deep/gnu/tags/v1'`]);
+  const out = join(work, 'gnu-out');
+  const pull = await volreg(['pull', 'deep/gnu:v1', out]);
+  t.is(pull.code, 0, pull.stderr.slice(0, 2000));
+  t.deepEqual(describeDeepTree(out), describeDeepTree(src));
+  t.false((await readdir(out)).some((n) => n.startsWith('.volreg-')));
+});
