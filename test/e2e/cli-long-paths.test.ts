@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -33,6 +34,13 @@ test.after.always(async () => {
   // GNU rm walks by descriptor; Node's rm gives up on paths past PATH_MAX
   if (work !== '') await sh('rm', ['-rf', work]);
 });
+
+/** `base` and components of at most 200 bytes below it: a path of exactly `bytes` bytes. */
+function pathOfLength(base: string, bytes: number): string {
+  let path = base;
+  while (path.length < bytes) path += `/${'p'.repeat(Math.min(200, bytes - path.length - 1))}`;
+  return path;
+}
 
 for (const pathBytes of [6_000, 20_000]) {
   test(`push then pull (and pull --sparse) restore a tree with paths of ${pathBytes} bytes exactly`, async (t) => {
@@ -87,4 +95,28 @@ test('a GNU tar archive of paths past 4,095 bytes, uploaded with curl, pulls exa
   t.is(pull.code, 0, pull.stderr.slice(0, 2000));
   t.deepEqual(describeDeepTree(out), describeDeepTree(src));
   t.false((await readdir(out)).some((n) => n.startsWith('.volreg-')));
+});
+
+test('pull --force into a volume whose own path is 3,950 bytes switches names of 255 bytes over (paths past 4,095 bytes at the top)', async (t) => {
+  const src = join(work, 'wide-src');
+  const names = ['a', 'b'].map((c) => c.repeat(255));
+  for (const n of names) {
+    await mkdir(join(src, n), { recursive: true });
+    await writeFile(join(src, n, 'f'), `${n[0]}\n`);
+  }
+  const push = await volreg(['push', src, 'deep/wide:v1']);
+  t.is(push.code, 0, push.stderr);
+  // the volume's own path: room for short names of its entries, not for a name of 255 bytes
+  const target = pathOfLength(join(work, 'long-volume'), 3_950);
+  await mkdir(target, { recursive: true });
+  // old contents, to be moved aside: made through the target's descriptor, as their path is too long
+  const targetFd = openSync(target, 'r');
+  try {
+    mkdirSync(`/proc/self/fd/${targetFd}/${'o'.repeat(255)}`);
+  } finally {
+    closeSync(targetFd);
+  }
+  const pull = await volreg(['pull', '--force', 'deep/wide:v1', target]);
+  t.is(pull.code, 0, pull.stderr.slice(0, 2000));
+  t.deepEqual(describeDeepTree(target), describeDeepTree(src));
 });

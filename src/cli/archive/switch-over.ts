@@ -14,10 +14,11 @@ import { chmodDir } from './dir-fd.ts';
  * target) and that move's error is thrown, so the target is as it was. Only after a complete
  * switch does the caller delete the old contents (dir-fd.ts, removeTreeAt).
  *
- * The target is a path only root may change (a volume's `_data`, never one of its entries), and
- * the caller names staging and aside by their own descriptors (dir-fd.ts, fdPath): the entries
- * moved are direct children of those three, so whoever else writes the volume can not make a move
- * take anything from or put anything outside it.
+ * The caller names all three by their own descriptors (dir-fd.ts, fdPath; the target is a path
+ * only root may change, a volume's `_data`, opened once): the entries moved are direct children
+ * of those three, so whoever else writes the volume can not make a move take anything from or put
+ * anything outside it, and no path given to rename(2) is longer than a descriptor's and a name,
+ * however long the target's own path.
  */
 export interface ReplaceOptions {
   /** the entry of the target to leave where it is (the pull's own work directory) */

@@ -411,9 +411,13 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     mkdirSync(fdPath(workFd, 'old'));
     const asideFd = labelFd(openDirAt(workFd, 'old'), join(work, 'old'));
     held.push(asideFd);
-    await replaceContents(dir, staging, fdPath(asideFd), { keep: basename(work), onWarning: opts.onWarning });
+    // the target by its descriptor too: with an entry's name, its path may be past PATH_MAX
+    const targetFd = labelFd(openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY), dir);
+    held.push(targetFd);
+    const target = fdPath(targetFd);
+    await replaceContents(target, staging, fdPath(asideFd), { keep: basename(work), onWarning: (m) => opts.onWarning?.(humanPath(m)) });
     // the moves themselves on the disk before the old contents go
-    await fsyncDir(dir).catch((err: unknown) => {
+    await fsyncDir(target).catch((err: unknown) => {
       throw diskFailure(err, `the new contents were moved into ${dir}, the old ones are kept in ${join(work, 'old')}`);
     });
     // The new contents are in place: nothing from here on undoes the pull.
@@ -422,10 +426,10 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
     // directories' owners, modes and mtimes, read from the work directory's spill files before it
     // goes (removing it changes nothing below the target), then the target's own, only when the
     // archive has a root entry, once the work directory is gone from it.
-    await tree.directories.applyBelowRoot(dir, opts);
+    await tree.directories.applyBelowRoot(target, opts);
     tree.directories.remove();
     await discard();
-    tree.directories.applyToRoot(dir, opts);
+    tree.directories.applyToRoot(target, opts);
     await opts.afterSwitchOver?.();
     return { digest: got.digest, size: got.size, entries: tree.entries, snapshot };
   } catch (err) {
