@@ -211,6 +211,21 @@ test('pull refuses an archive whose names are not UTF-8 (two would become one fi
   }
 });
 
+test('pull --force over a volume holding names that are not UTF-8 (at its top and below) replaces them all, nothing kept', async (t) => {
+  const src = join(work, 'latin1-replacement');
+  await mkdir(src);
+  await writeFile(join(src, 'new.txt'), 'new');
+  const push = await volreg(['push', src, 'safety/latin1-replacement:v1']);
+  t.is(push.code, 0, push.stderr);
+  const { target } = await arena('latin1-old-contents');
+  await latin1Dir(target);
+  await latin1Dir(join(target, 'nested'));
+  const pull = await volreg(['pull', '--force', 'safety/latin1-replacement:v1', target]);
+  t.is(pull.code, 0, pull.stderr);
+  t.is(pull.stderr, '', 'no old contents kept');
+  t.deepEqual(await readdir(target), ['new.txt']);
+});
+
 test('push of a directory holding a name that is not UTF-8 fails cleanly, naming it; nothing is stored', async (t) => {
   const src = join(work, 'latin1-push');
   await latin1Dir(join(src, 'nested'));

@@ -1,5 +1,4 @@
 import { mkdir, readdir, rename } from 'node:fs/promises';
-import { join } from 'node:path';
 import { chmodDir } from './dir-fd.ts';
 
 /**
@@ -35,7 +34,7 @@ function errorCode(err: unknown): string | undefined {
  * on the directory itself: a read-only one of the user's own gets u+w for the move, and its mode
  * back after (chmod leaves its mtime alone).
  */
-async function moveEntry(from: string, to: string): Promise<void> {
+async function moveEntry(from: Buffer, to: Buffer): Promise<void> {
   try {
     await rename(from, to);
     return;
@@ -61,31 +60,42 @@ async function moveEntry(from: string, to: string): Promise<void> {
   }
 }
 
+/** `dir`/`name`, with the name as its bytes. */
+function inDir(dir: string, name: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`${dir}/`), name]);
+}
+
+/** The names in `dir` as bytes (a volume's names need not be UTF-8: as text they would name nothing), sorted. */
+async function namesIn(dir: string): Promise<Buffer[]> {
+  return (await readdir(dir, { encoding: 'buffer' })).sort(Buffer.compare);
+}
+
 /** Replaces the contents of `target` (but `keep`) by those of `staging`, moving the old ones into `aside`. */
 export async function replaceContents(target: string, staging: string, aside: string, opts: ReplaceOptions): Promise<void> {
   await mkdir(aside, { recursive: true });
   // sorted: the same archive and target switch over in the same order every time
-  const old = (await readdir(target)).filter((n) => n !== opts.keep).sort();
-  const incoming = (await readdir(staging)).sort();
-  const movedOut: string[] = [];
-  const movedIn: string[] = [];
+  const keep = Buffer.from(opts.keep);
+  const old = (await namesIn(target)).filter((n) => !n.equals(keep));
+  const incoming = await namesIn(staging);
+  const movedOut: Buffer[] = [];
+  const movedIn: Buffer[] = [];
   try {
     for (const n of old) {
-      await moveEntry(join(target, n), join(aside, n));
+      await moveEntry(inDir(target, n), inDir(aside, n));
       movedOut.push(n);
     }
     for (const n of incoming) {
-      await moveEntry(join(staging, n), join(target, n));
+      await moveEntry(inDir(staging, n), inDir(target, n));
       movedIn.push(n);
     }
   } catch (err) {
-    const back: Array<[string, string]> = [
-      ...movedIn.reverse().map((n): [string, string] => [join(target, n), join(staging, n)]),
-      ...movedOut.reverse().map((n): [string, string] => [join(aside, n), join(target, n)]),
+    const back: Array<[Buffer, Buffer]> = [
+      ...movedIn.reverse().map((n): [Buffer, Buffer] => [inDir(target, n), inDir(staging, n)]),
+      ...movedOut.reverse().map((n): [Buffer, Buffer] => [inDir(aside, n), inDir(target, n)]),
     ];
     for (const [from, to] of back) {
       // the switch's own error is the one to report; an undo that fails is a warning naming where the entry is
-      await moveEntry(from, to).catch((undo: unknown) => opts.onWarning?.(`could not move ${from} back to ${to}: ${(undo as Error).message}`));
+      await moveEntry(from, to).catch((undo: unknown) => opts.onWarning?.(`could not move ${from.toString()} back to ${to.toString()}: ${(undo as Error).message}`));
     }
     throw err;
   }
