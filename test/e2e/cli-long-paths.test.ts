@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -119,4 +119,30 @@ test('pull --force into a volume whose own path is 3,950 bytes switches names of
   const pull = await volreg(['pull', '--force', 'deep/wide:v1', target]);
   t.is(pull.code, 0, pull.stderr.slice(0, 2000));
   t.deepEqual(describeDeepTree(target), describeDeepTree(src));
+});
+
+test('pull and restore --force of a chain 1,200 directories deep hold a few hundred descriptors, not one per level (ulimit -n 900)', async (t) => {
+  const src = join(work, 'chain-src');
+  // short names: the paths stay under PATH_MAX, the depth alone is what is measured
+  const bottom = join(src, ...Array.from({ length: 1_200 }, () => 'd'));
+  await mkdir(bottom, { recursive: true });
+  await writeFile(join(bottom, 'leaf'), 'bottom\n');
+  await symlink('leaf', join(bottom, 'to-leaf')); // resolved through every level above it
+  const push = await volreg(['push', src, 'site/chain:v1']);
+  t.is(push.code, 0, push.stderr);
+  const limited = { prefix: ['bash', '-c', 'ulimit -n 900 && exec "$0" "$@"'] };
+
+  const out = join(work, 'chain-out');
+  const pull = await runVolreg(['pull', 'site/chain:v1', out], { url: server.url, cwd: work, ...limited });
+  t.is(pull.code, 0, pull.stderr.slice(0, 2000));
+  t.deepEqual(describeDeepTree(out), describeDeepTree(src));
+
+  // the volume's old contents as deep: moved aside and removed
+  const volumes = join(work, 'chain-volumes');
+  await mkdir(join(volumes, 'chain', ...Array.from({ length: 1_200 }, () => 'o')), { recursive: true });
+  const lock = join(work, 'chain.dvm.lock');
+  await writeFile(lock, ['downstream:', '  chain: tag:v1', ''].join('\n'));
+  const restore = await runVolreg(['restore', '--lock', lock, '--volumes-root', volumes, '--prefix', 'site/', '--force'], { url: server.url, cwd: work, ...limited });
+  t.is(restore.code, 0, restore.stderr.slice(0, 2000));
+  t.deepEqual(describeDeepTree(join(volumes, 'chain')), describeDeepTree(src));
 });
