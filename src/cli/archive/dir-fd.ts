@@ -170,7 +170,9 @@ export function removeTreeAt(parentPath: string, name: string): void {
           break;
         }
       }
-      if (entered || names.length > 0) continue; // a subdirectory to empty, or more names than a batch
+      // a subdirectory to empty, or a full batch (there may be more); else it should be empty now,
+      // and what was put in meanwhile is a failed rmdir, tried again a few times only
+      if (entered || names.length === REMOVE_BATCH) continue;
       const emptied = chain.leave();
       try {
         rmdirSync(fdPathBytes(chain.fd(), emptied));
@@ -323,8 +325,9 @@ export class TreeDirs {
  * one component at a time, each opened with O_NOFOLLOW from the one above: so however long the
  * path (past PATH_MAX, 4095 bytes), no call is given more than `/proc/self/fd/<fd>/<name>`. At
  * most HELD_DIRS of them are open: past that the shallowest are closed, and opened again by
- * name, from the deepest still open, when the walk climbs back to them. It keeps one name per
- * level, never a path.
+ * name from the root when the walk climbs back to them (never through a symlink: whoever writes
+ * the volume can swap a closed level for another of its directories, not for a way out of it).
+ * It keeps one name per level, never a path.
  */
 export class DirChain {
   private readonly names: Buffer[] = [];
@@ -343,7 +346,7 @@ export class DirChain {
   fd(): number {
     if (this.names.length === 0) return this.rootFd;
     if (this.firstOpen >= this.names.length) {
-      // every level closed: opened again from the deepest open one (the root), keeping the last HELD_DIRS
+      // every level closed (the shallowest go first): opened again from the root, the last HELD_DIRS kept
       let at = 0;
       try {
         for (; at < this.names.length; at++) {
