@@ -37,7 +37,8 @@ import { TransferRate } from '../transfer-rate.ts';
  * volume (a container using it): the work directory, the staging and the old contents are
  * opened once and reached through their descriptors from then on (dir-fd.ts), never by a path
  * through the volume's entries, so what that writer swaps in (a symlink to the host) is never
- * followed.
+ * followed; and below the target no system call is given more than a descriptor's path and a
+ * name, however deep the tree (paths past PATH_MAX, 4095 bytes, are restored as any other).
  */
 export class IntegrityError extends Error {
   override name = 'IntegrityError';
