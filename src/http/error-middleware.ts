@@ -25,9 +25,9 @@ export function errorMiddleware(logger: Logger, translate: ErrorTranslation = ()
       const err = toVolregError(caught, logger, ctx.state.requestId as string | undefined, translate, clientGone);
       ctx.status = err.status;
       for (const [k, v] of Object.entries(err.headers)) ctx.set(k, v);
-      // HEAD replies carry no body, but keep the status and headers.
-      ctx.body = ctx.method === 'HEAD' ? null : errorBody(err);
-      if (ctx.method === 'HEAD') ctx.status = err.status;
+      // HEAD gets the headers of the GET, the envelope's Content-Type and Content-Length
+      // included; Koa sends no body for HEAD.
+      ctx.body = errorBody(err);
       // Let the client finish sending a (bounded) body so it reads this reply rather than a
       // reset; a body we did not read must never be parsed as the next request. A client still
       // waiting for 100 Continue sends none: it reads the reply, and the connection closes.

@@ -44,6 +44,12 @@ test('HEAD answers digest and length with no body; unknown blobs are 404 without
   const missing = await raw(url, 'HEAD', `/v2/head/repo/blobs/${sha256('absent')}`);
   t.is(missing.status, 404);
   t.is(missing.body.length, 0);
+  // with the headers of the GET, as HTTP asks of HEAD (and distribution does): the error
+  // envelope's type and length
+  const missingGet = await raw(url, 'GET', `/v2/head/repo/blobs/${sha256('absent')}`);
+  t.is(missingGet.status, 404);
+  t.is(missing.headers['content-type'], missingGet.headers['content-type']);
+  t.is(missing.headers['content-length'], String(missingGet.body.length));
 
   // curl -I sees the same
   const { stdout } = await run('curl', ['-sS', '-I', `${url}/v2/head/repo/blobs/${digest}`]);
