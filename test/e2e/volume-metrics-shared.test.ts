@@ -79,6 +79,9 @@ test('/metrics answers with NaN volume figures, and logs the failure once per sc
       t.true(Number.isNaN(valueOf(samples, 'volreg_volumes_oldest_latest_snapshot_timestamp_seconds')), 'oldest unknown');
       t.is(latestByVolume(samples).size, 0, 'no volume series from figures that could not be read');
       t.true(samples.some((s) => s.name.startsWith('volreg_storage_')), 'the rest of /metrics is still there');
+      // the log line reaches the pipe after the reply may have: wait for it, then for any more
+      for (let waited = 0; notRead() < scrapes && waited < 10_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 300));
       t.is(notRead(), scrapes, 'one warning per failed scrape, not one per gauge');
     }
   } finally {
