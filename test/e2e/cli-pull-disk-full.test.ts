@@ -44,11 +44,11 @@ interface PullOnSmallDisk {
 }
 
 /** `volreg pull` into a tmpfs of `kib` KiB, which only exists for the command's namespace: what the target holds is read there too. */
-function pullOnSmallDisk(kib: number): Promise<PullOnSmallDisk> {
-  const target = join(work, `mnt-${kib}`);
+function pullOnSmallDisk(kib: number, flags = ''): Promise<PullOnSmallDisk> {
+  const target = join(work, `mnt-${kib}${flags}`);
   const script = [
     `mkdir -p "$1" && mount -t tmpfs -o size=${kib}k tmpfs "$1" || exit 99`,
-    `"$2" "$3" pull -q full:v1 "$1/t" 2>"$1.err"; code=$?`,
+    `"$2" "$3" pull -q ${flags} full:v1 "$1/t" 2>"$1.err"; code=$?`,
     'echo "code=$code"',
     'if [ -f "$1/t/zeros.bin" ]; then echo "size=$(stat -c %s "$1/t/zeros.bin")"; echo "sha256=$(sha256sum < "$1/t/zeros.bin" | cut -d" " -f1)"; fi',
   ].join('\n');
@@ -80,9 +80,17 @@ test('a pull whose target disk fills up during extraction fails, and never leave
       failed++;
       t.is(r.code, 1, `${kib} KiB: ${r.stderr}`);
       t.regex(r.stderr, /no space left/i, `${kib} KiB`);
+      t.regex(r.stderr, /--sparse leaves their holes unwritten/, `${kib} KiB: the failure names the flag that may make it fit`);
       t.is(r.file, null, `${kib} KiB: a failed pull leaves the target as it was`);
     }
   }
   // the disk was too small at least once, or this proved nothing
   t.true(failed > 0);
+});
+
+test('a file of zeros that does not fit the disk is restored with --sparse, whole, as holes', async (t) => {
+  const whole = createHash('sha256').update(Buffer.alloc(FILE_BYTES)).digest('hex');
+  const r = await pullOnSmallDisk(2048, '--sparse'); // half the file's size
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.file, { size: FILE_BYTES, sha256: whole });
 });

@@ -285,7 +285,10 @@ function unwatchInterrupts(pull: ActivePull): void {
 /** A failure of the target's disk said as such (what was left where), any other error unchanged. */
 function diskFailure(err: unknown, left: string): unknown {
   if (isFilesystemFailure(err) || isOutOfSpace(err)) {
-    return new Error(`the target's disk failed to store the restored files (${(err as Error).message}); ${left}`);
+    // the code stays, for what the commands add to a full disk (pull.ts, withSparseHint)
+    return Object.assign(new Error(`the target's disk failed to store the restored files (${(err as Error).message}); ${left}`, { cause: err }), {
+      code: (err as NodeJS.ErrnoException).code,
+    });
   }
   return err;
 }

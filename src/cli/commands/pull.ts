@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { ExtractOptions } from '../archive/safe-extract.ts';
 import { progressFor, pullInto } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, clientFrom, runAgent, type ConnectionFlags } from '../client.ts';
+import { isOutOfSpace } from '../../storage/fs-ops.ts';
 
 export interface ExtractFlags {
   force?: boolean;
@@ -22,6 +23,16 @@ export function extractOptionsFrom(flags: ExtractFlags): Pick<ExtractOptions, 'a
   return { allowDevices: flags.allowDevices, keepOutsideSymlinks: flags.keepOutsideSymlinks, sparse: flags.sparse };
 }
 
+/**
+ * A full disk may be a sparse file's holes written out in full (a restore does that without
+ * --sparse, README "What a snapshot keeps"): the failure then names the flag that keeps them.
+ */
+export function withSparseHint(err: unknown, flags: ExtractFlags): unknown {
+  if (flags.sparse || !(err instanceof Error) || !isOutOfSpace(err)) return err;
+  err.message += ' (if the volume held sparse files, --sparse leaves their holes unwritten and may fit)';
+  return err;
+}
+
 export function registerPull(program: Command): void {
   addExtractOptions(
     addAgentOptions(
@@ -39,6 +50,8 @@ export function registerPull(program: Command): void {
         ...extractOptionsFrom(flags),
         progress: progressFor(!flags.quiet && !flags.json),
         onWarning: (m) => process.stderr.write(`volreg pull: warning: ${m}\n`),
+      }).catch((err: unknown) => {
+        throw withSparseHint(err, flags);
       });
       if (flags.json) process.stdout.write(`${JSON.stringify({ ref, dir, digest: result.digest, size: result.size, entries: result.entries }, null, 2)}\n`);
       else if (!flags.quiet) process.stdout.write(`pulled ${ref} ${result.digest} into ${dir} (${result.entries} entries)\n`);

@@ -5,7 +5,7 @@ import { progressFor, pullInto } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, RegistryError, runAgent, UsageError, type ConnectionFlags, type VolregClient } from '../client.ts';
 import { decideRestore, dockerVolumeProblem, LockFileError, tagsFileProblem, parseLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
 import { addVolumeRootOptions } from './backup.ts';
-import { addExtractOptions, extractOptionsFrom, type ExtractFlags } from './pull.ts';
+import { addExtractOptions, extractOptionsFrom, withSparseHint, type ExtractFlags } from './pull.ts';
 
 interface RestoreFlags extends ConnectionFlags, ExtractFlags {
   lock: string;
@@ -118,7 +118,7 @@ export function registerRestore(program: Command): void {
           });
           outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'restored', message: `from ${ref}`, digest: r.digest });
         } catch (err) {
-          outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'failed', message: describeError(err) });
+          outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'failed', message: describeError(withSparseHint(err, flags)) });
         }
       }
       for (const o of outcomes) {
