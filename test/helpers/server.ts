@@ -9,6 +9,7 @@ import { MongoClient, type Db, type MongoClientOptions } from 'mongodb';
 import type { Config } from '../../src/config/config.ts';
 import { loadConfig } from '../../src/config/load-config.ts';
 import { startServer, type Services, type StartOptions } from '../../src/main.ts';
+import { chooseCli } from './built-cli.ts';
 import { openTestMongo, type TestBackend } from './mongo.ts';
 
 /**
@@ -16,13 +17,16 @@ import { openTestMongo, type TestBackend } from './mongo.ts';
  *
  * - startTestServer: the real app in this process, listening on 127.0.0.1:0, with a temporary
  *   data directory and this test file's own database (openTestMongo). Fast; use it for HTTP tests.
- * - spawnServer: the real `volreg serve` as a child process (bin/volreg.js), on a data directory
+ * - spawnServer: the real `volreg serve` as a child process (VOLREG_BIN), on a data directory
  *   you choose, using the embedded engine on it (or MONGODB_URL when the suite runs against a
  *   real MongoDB). Use it for fault tests: kill -9, restart, SIGTERM.
  */
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const VOLREG_BIN = join(REPO_ROOT, 'bin', 'volreg.js');
+const cli = chooseCli(REPO_ROOT);
+if (cli.stale) process.stderr.write(`volreg tests: ${cli.stale}; running the CLI through bin/volreg.js (slower: npm run build:test-cli)\n`);
+/** the volreg command, compiled (dist-test/, as `npm test` builds it) unless that build is stale (test/helpers/built-cli.ts) */
+export const VOLREG_BIN = cli.bin;
 
 export interface TestServer {
   url: string;
@@ -123,7 +127,7 @@ export interface SpawnOptions {
   dataDir: string;
   /** extra environment (VOLREG_* variables); VOLREG_ADDR defaults to 127.0.0.1:0 */
   env?: Record<string, string>;
-  /** defaults to [node, bin/volreg.js, serve] */
+  /** defaults to [node, VOLREG_BIN, serve] */
   command?: string[];
   cwd?: string;
   /** the embedded engine on the data directory even when the suite runs on MONGODB_URL (tests of the engine as `serve` runs it) */
