@@ -7,7 +7,7 @@ import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { MongoClient } from 'mongodb';
-import { databaseEnv, REPO_ROOT, spawnServer, VOLREG_BIN } from '../helpers/server.ts';
+import { databaseEnv, PACKAGE_BIN, REPO_ROOT, spawnServer, VOLREG_BIN } from '../helpers/server.ts';
 
 /**
  * The real `volreg serve` as a child process: `npm start` on port 0, the listening line,
@@ -25,11 +25,11 @@ test.after.always(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
-function run(args: string[], env: Record<string, string> = {}, cwd = REPO_ROOT): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(args: string[], env: Record<string, string> = {}, cwd = REPO_ROOT, bin = VOLREG_BIN): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const base: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('VOLREG_')) base[k] = v;
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [VOLREG_BIN, ...args], { cwd, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [bin, ...args], { cwd, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
@@ -311,16 +311,17 @@ test('an htpasswd file with non-bcrypt entries is a configuration error (exit 2)
 test('--version, --help and usage errors', async (t) => {
   const pkg = JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
   const elsewhere = await tempDir();
-  const version = await run(['--version'], {}, elsewhere);
+  // the package's own bin/volreg.js (what `npx volreg` runs, through tsx), from another directory
+  const version = await run(['--version'], {}, elsewhere, PACKAGE_BIN);
   t.is(version.code, 0);
   t.is(version.stdout.trim(), pkg.version);
-  const help = await run(['--help'], {}, elsewhere);
+  const help = await run(['--help'], {}, elsewhere, PACKAGE_BIN);
   t.is(help.code, 0);
   for (const cmd of ['serve', 'migrate', 'db']) t.regex(help.stdout, new RegExp(`^  ${cmd}\\b`, 'm'));
-  const unknown = await run(['frobnicate'], {}, elsewhere);
+  const unknown = await run(['frobnicate'], {}, elsewhere, PACKAGE_BIN);
   t.is(unknown.code, 2);
   t.regex(unknown.stderr, /unknown command 'frobnicate'/);
-  const badPort = await run(['db', '--dbpath', elsewhere, '--port', 'http'], {}, elsewhere);
+  const badPort = await run(['db', '--dbpath', elsewhere, '--port', 'http'], {}, elsewhere, PACKAGE_BIN);
   t.is(badPort.code, 2);
   t.regex(badPort.stderr, /not a port number/);
 });

@@ -14,11 +14,11 @@ import { join, relative } from 'node:path';
  * and say so once on stderr.
  */
 
-export function chooseCli(repoRoot: string): { bin: string; stale?: string } {
+/** `packageBin` (bin/volreg.js) is what runs when dist-test/ is stale */
+export function chooseCli(repoRoot: string, packageBin: string): { bin: string; stale?: string } {
   const built = join(repoRoot, 'dist-test');
-  const tsBin = join(repoRoot, 'bin', 'volreg.js');
   const stale = whyStale(repoRoot, built);
-  return stale ? { bin: tsBin, stale } : { bin: join(built, 'src', 'cli', 'main.js') };
+  return stale ? { bin: packageBin, stale } : { bin: join(built, 'src', 'cli', 'main.js') };
 }
 
 function whyStale(repoRoot: string, built: string): string | undefined {

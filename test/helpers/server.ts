@@ -23,7 +23,9 @@ import { openTestMongo, type TestBackend } from './mongo.ts';
  */
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const cli = chooseCli(REPO_ROOT);
+/** the package's bin, as `npx volreg` runs it: the sources through tsx */
+export const PACKAGE_BIN = join(REPO_ROOT, 'bin', 'volreg.js');
+const cli = chooseCli(REPO_ROOT, PACKAGE_BIN);
 if (cli.stale) process.stderr.write(`volreg tests: ${cli.stale}; running the CLI through bin/volreg.js (slower: npm run build:test-cli)\n`);
 /** the volreg command, compiled (dist-test/, as `npm test` builds it) unless that build is stale (test/helpers/built-cli.ts) */
 export const VOLREG_BIN = cli.bin;
