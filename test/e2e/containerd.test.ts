@@ -5,12 +5,12 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import tarStream from 'tar-stream';
 import { capturedLog } from '../helpers/captured-log.ts';
 import { blobOf, MT, schema1Signed } from '../helpers/manifest-fixtures.ts';
 import { pushBlob, putManifest, request } from '../helpers/oci-client.ts';
 import { assertRoot } from '../helpers/root.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { tarOfFiles } from '../helpers/tree.ts';
 
 /**
  * containerd's `ctr` (Debian's containerd 1.6) against volreg: its registry client
@@ -152,22 +152,6 @@ function run(cmd: string, args: string[]): Promise<string> {
   );
 }
 
-async function tarOf(files: Record<string, Buffer>): Promise<Buffer> {
-  const pack = tarStream.pack();
-  const chunks: Buffer[] = [];
-  pack.on('data', (c: unknown) => void chunks.push(c as Buffer));
-  const done = new Promise<void>((resolve, reject) => {
-    pack.on('end', resolve);
-    pack.on('error', reject);
-  });
-  for (const [name, content] of Object.entries(files)) {
-    await new Promise<void>((resolve, reject) => pack.entry({ name, size: content.length, mode: 0o644, mtime: new Date(0) }, content, (e) => (e ? reject(e) : resolve())));
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
-
 interface Descriptor {
   mediaType: string;
   digest: string;
@@ -202,7 +186,7 @@ class Layout {
 
   /** an image of one gzip layer (random files, so no two images share a blob) for `architecture` */
   async image(architecture: string): Promise<Image> {
-    const tar = await tarOf({ 'hello.txt': Buffer.from(`hello from ${architecture}\n`), 'data.bin': randomBytes(64 * 1024) });
+    const tar = await tarOfFiles({ 'hello.txt': Buffer.from(`hello from ${architecture}\n`), 'data.bin': randomBytes(64 * 1024) });
     const layerBytes = gzipSync(tar);
     const layer = await this.blob(layerBytes, MT.ociLayer);
     const config = await this.blob(
@@ -333,7 +317,7 @@ test.serial('a volume snapshot pushed with curl -T is fetched by ctr content fet
 
 test.serial('a tag holding a schema 1 and a schema 2 manifest: ctr resolves the schema 2 one; a tag of schema 1 only is converted', async (t) => {
   await containerd(t);
-  const tar = await tarOf({ 'old.txt': randomBytes(1024) });
+  const tar = await tarOfFiles({ 'old.txt': randomBytes(1024) });
   const layer = blobOf(gzipSync(tar));
   for (const repo of ['ctr/dual', 'ctr/schema1']) {
     await pushBlob(server.url, repo, layer);

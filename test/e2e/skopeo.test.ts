@@ -5,13 +5,13 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import tarStream from 'tar-stream';
 import { collections } from '../../src/metadata/collections.ts';
 import type { Digest } from '../../src/domain/digest.ts';
 import type { ScrubReport } from '../../src/maintenance/scrub.ts';
 import { blobPath } from '../../src/storage/paths.ts';
 import { runVolreg } from '../helpers/cli-run.ts';
 import { request } from '../helpers/oci-client.ts';
+import { tarOfFiles } from '../helpers/tree.ts';
 import { spawnServer, startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -57,22 +57,6 @@ function skopeo(args: string[]): Promise<{ stdout: string; stderr: string }> {
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-async function tarWith(files: Record<string, Buffer>): Promise<Buffer> {
-  const pack = tarStream.pack();
-  const chunks: Buffer[] = [];
-  pack.on('data', (c: unknown) => void chunks.push(c as Buffer));
-  const done = new Promise<void>((resolve, reject) => {
-    pack.on('end', resolve);
-    pack.on('error', reject);
-  });
-  for (const [name, content] of Object.entries(files)) {
-    await new Promise<void>((resolve, reject) => pack.entry({ name, size: content.length, mode: 0o644, mtime: new Date(0) }, content, (e) => (e ? reject(e) : resolve())));
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
-
 interface Layout {
   dir: string;
   tag: string;
@@ -96,7 +80,7 @@ async function buildLayout(tag: string, layerCount = 2): Promise<Layout> {
   const layerDescs: Array<{ mediaType: string; digest: string; size: number }> = [];
   const diffIds: string[] = [];
   for (let i = 0; i < layerCount; i++) {
-    const tar = await tarWith({ [`data-${i}.bin`]: randomBytes(i === 0 ? 300_000 : 20_000), [`note-${i}.txt`]: Buffer.from(`layer ${i}\n`) });
+    const tar = await tarOfFiles({ [`data-${i}.bin`]: randomBytes(i === 0 ? 300_000 : 20_000), [`note-${i}.txt`]: Buffer.from(`layer ${i}\n`) });
     const gz = gzipSync(tar);
     const hex = await writeBlob(gz);
     layers.set(hex, gz);

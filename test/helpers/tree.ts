@@ -75,12 +75,19 @@ export interface HostileEntry {
   name: string;
   type?: 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'fifo';
   linkname?: string;
-  body?: string;
+  body?: string | Buffer;
   mode?: number;
+  /** defaults to now */
+  mtime?: Date;
   devmajor?: number;
   devminor?: number;
   /** pax records written before the entry (tar-stream adds path and linkpath) */
   pax?: Record<string, string>;
+}
+
+/** A tar of regular files, the same bytes each time for the same files (mtime 0): an image layer. */
+export function tarOfFiles(files: Record<string, Buffer>): Promise<Buffer> {
+  return buildTar(Object.entries(files).map(([name, body]) => ({ name, body, mtime: new Date(0) })));
 }
 
 /** A tar built entry by entry with tar-stream (so it can say anything a hostile tar says). */
@@ -93,7 +100,7 @@ export async function buildTar(entries: HostileEntry[]): Promise<Buffer> {
   for (const e of entries) {
     await new Promise<void>((resolve, reject) =>
       p.entry(
-        { name: e.name, type: e.type ?? 'file', linkname: e.linkname, mode: e.mode ?? (e.type === 'directory' ? 0o755 : 0o644), devmajor: e.devmajor, devminor: e.devminor, pax: e.pax },
+        { name: e.name, type: e.type ?? 'file', linkname: e.linkname, mode: e.mode ?? (e.type === 'directory' ? 0o755 : 0o644), mtime: e.mtime, devmajor: e.devmajor, devminor: e.devminor, pax: e.pax },
         e.body ?? '',
         (err) => (err ? reject(err) : resolve()),
       ),
