@@ -12,6 +12,7 @@ import { LATE, within } from './domain/within.ts';
 import type { Config } from './config/config.ts';
 import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
 import { answerClientErrors } from './http/client-errors.ts';
+import { refusePlainHttp } from './http/plain-http-on-tls.ts';
 import { oneRequestAtATimePerConnection } from './http/connection-order.ts';
 import { continueWhenBodyRead, refuseOtherExpectationsInApp } from './http/expect-continue.ts';
 import { createHttpMetrics, registerGcGauges, registerStorageGauges, registerVolumeGauges } from './http/metrics.ts';
@@ -486,7 +487,9 @@ async function httpServer(config: Config, handler: RequestListener): Promise<Ser
   if (!config.tls) return createServer(options, handler);
   const [cert, key] = await Promise.all([readFile(config.tls.certFile), readFile(config.tls.keyFile)]);
   try {
-    return createHttpsServer({ ...options, cert, key }, handler);
+    const server = createHttpsServer({ ...options, cert, key }, handler);
+    refusePlainHttp(server, { idleMs: config.clientIdleSeconds * 1000 });
+    return server;
   } catch (err) {
     throw new StartupError(`cannot serve HTTPS with VOLREG_TLS_CERT and VOLREG_TLS_KEY: ${(err as Error).message}`);
   }

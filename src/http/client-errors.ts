@@ -34,14 +34,15 @@ async function refuseAfterOwedReplies(socket: Socket, refusal: VolregError): Pro
   }
   // nothing awaits from the check above to the write: no reply can begin in between.
   // A connection closing already, after a reply that said Connection: close, gets nothing more.
-  if (socket.writable) {
-    const body = JSON.stringify(errorBody(refusal));
-    socket.end(
-      `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    );
-  }
+  if (socket.writable) socket.end(rawRefusal(refusal));
   // a client that keeps its side open does not keep the descriptor
   setTimeout(() => socket.destroy(), CLOSE_AFTER_MS).unref();
+}
+
+/** `refusal` as a whole HTTP/1.1 response that closes the connection, for a socket no HTTP server answers on. */
+export function rawRefusal(refusal: VolregError): string {
+  const body = JSON.stringify(errorBody(refusal));
+  return `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }
 
 /**

@@ -60,8 +60,20 @@ test('VOLREG_TLS_CERT and VOLREG_TLS_KEY: HTTPS verified by curl, the volreg age
     t.is(base.stdout, '200', base.stderr);
     // an untrusted certificate is refused by the client, and the port speaks no plain HTTP
     t.is((await curl(['-o', '/dev/null', `${srv.url}/v2/`])).code, 60);
-    const plain = await curl(['-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', `http://127.0.0.1:${port}/v2/`]);
-    t.not(plain.stdout, '200');
+    // plain HTTP to the HTTPS port is told so, in clear text, and given nothing else
+    const plain = await curl(['-w', '\n%{http_code}', '--max-time', '5', `http://127.0.0.1:${port}/v2/`]);
+    t.is(plain.stdout.slice(plain.stdout.lastIndexOf('\n') + 1), '400', plain.stderr);
+    const refusal = JSON.parse(plain.stdout.slice(0, plain.stdout.lastIndexOf('\n'))) as { errors: Array<{ code: string; message: string }> };
+    t.is(refusal.errors[0]?.code, 'BAD_REQUEST');
+    t.regex(refusal.errors[0]?.message ?? '', /speaks HTTPS.*https:\/\//);
+    const plainAgent = await run(process.execPath, [VOLREG_BIN, 'ls'], { env: { ...process.env, VOLREG_URL: `http://127.0.0.1:${port}` } }).then(
+      () => 'accepted',
+      (err: { stderr?: string }) => String(err.stderr),
+    );
+    t.regex(plainAgent, /speaks HTTPS/, 'the host agent with an http:// URL is told why');
+    // ...and a client that connects and sends nothing is not served anything
+    const silent = await run('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}; timeout 2 cat <&3 | wc -c`]);
+    t.is(silent.stdout.trim(), '0');
 
     // a snapshot pushed with curl over HTTPS
     const tree = join(dir, 'tree');
