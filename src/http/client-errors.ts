@@ -4,7 +4,7 @@ import { errorBody, VolregError, type ErrorCode } from '../domain/errors.ts';
 import { answeredOrGone } from './connection-order.ts';
 
 /** how long a refused connection may stay half open once the answer was sent */
-const CLOSE_AFTER_MS = 2000;
+export const CLOSE_AFTER_MS = 2000;
 
 /** What Node's HTTP parser refused, as the error envelope every other refusal uses. */
 function refusalFor(err: NodeJS.ErrnoException): VolregError {

@@ -1,12 +1,10 @@
 import type { Socket } from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
 import { VolregError } from '../domain/errors.ts';
-import { rawRefusal } from './client-errors.ts';
+import { CLOSE_AFTER_MS, rawRefusal } from './client-errors.ts';
 
 /** The first byte a TLS client sends: the type of a handshake record (RFC 8446 section 5.1). */
 const TLS_HANDSHAKE = 0x16;
-/** how long a refused connection may stay half open once the answer was sent */
-const CLOSE_AFTER_MS = 2000;
 
 /**
  * A client that speaks plain HTTP to the HTTPS port (`http://` in VOLREG_URL, or curl without
