@@ -43,7 +43,9 @@ interface StaleJson {
 
 test.serial('lists the volumes not backed up within the age and those named that hold none; exit 8, or 0 and silence', async (t) => {
   t.is((await volreg(['push', '-q', join(work, 'volume'), 'stale/fresh:nightly'])).code, 0);
-  await pushSnapshotCreatedAt(server.url, 'stale/forgotten', 'nightly', new Date(Date.now() - 3 * DAY - 3600_000), tar);
+  // 3d1h and half a minute: ages are judged by the registry's Date header, whole seconds, so an
+  // age of exactly 3d1h would read 3d0h59m59s when the check runs within the push's second
+  await pushSnapshotCreatedAt(server.url, 'stale/forgotten', 'nightly', new Date(Date.now() - 3 * DAY - 3600_000 - 30_000), tar);
   await pushSnapshotCreatedAt(server.url, 'stale/forgotten', 'before', new Date(Date.now() - 9 * DAY), tar);
 
   const all = await volreg(['ls', '--stale', '26h']);
