@@ -40,7 +40,6 @@ export function request(base: string, path: string, opts: RequestOptions = {}): 
   });
 }
 
-/** The first error code of an OCI error envelope. */
 /** The body of `reply` when it has `status`; else throws, naming `what` (for set-up steps, not the assertion under test). */
 export async function bodyWhen(what: string, reply: Promise<Reply>, status: number): Promise<Buffer> {
   const r = await reply;
@@ -48,6 +47,7 @@ export async function bodyWhen(what: string, reply: Promise<Reply>, status: numb
   return r.body;
 }
 
+/** The first error code of an OCI error envelope. */
 export function errorCode(r: Reply): string | undefined {
   return r.json<{ errors: Array<{ code: string }> }>().errors[0]?.code;
 }

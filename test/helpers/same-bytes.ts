@@ -9,13 +9,14 @@ import type { ExecutionContext } from 'ava';
 export function sameBytes(t: ExecutionContext, actual: Uint8Array, expected: Uint8Array, message = 'the bytes differ'): boolean {
   const a = Buffer.from(actual.buffer, actual.byteOffset, actual.byteLength);
   const e = Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength);
-  if (a.equals(e)) {
-    t.pass();
-    return true;
-  }
+  const equal = a.equals(e);
+  return t.true(equal, equal ? message : `${message}: ${difference(a, e)}`);
+}
+
+/** Both lengths and where `a` first differs from `e`, with the bytes around it. */
+function difference(a: Buffer, e: Buffer): string {
   let at = 0;
   while (at < a.length && at < e.length && a[at] === e[at]) at++;
   const around = (b: Buffer): string => b.subarray(Math.max(0, at - 8), at + 8).toString('hex');
-  t.fail(`${message}: ${a.length} bytes, expected ${e.length}; first difference at byte ${at} (from byte ${Math.max(0, at - 8)}: ${around(a)}, expected ${around(e)})`);
-  return false;
+  return `${a.length} bytes, expected ${e.length}; first difference at byte ${at} (from byte ${Math.max(0, at - 8)}: ${around(a)}, expected ${around(e)})`;
 }
