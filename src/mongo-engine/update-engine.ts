@@ -125,12 +125,8 @@ export function applyUpdate(spec: UpdateSpec, old: Document, ctx: UpdateContext)
     case 'operators': {
       const doc = cloneValue(old);
       const usedFilters = new Set<string>();
-      for (const op of Object.keys(spec.ops)) {
-        if (op === '$setOnInsert' && !ctx.isUpsertInsert) continue;
-        const arg = spec.ops[op] as Document;
-        for (const field of Object.keys(arg)) {
-          applyOperator(op, field, arg[field], doc, ctx, usedFilters);
-        }
+      for (const [op, field, arg] of fieldsInApplyOrder(spec.ops, ctx.isUpsertInsert)) {
+        applyOperator(op, field, arg, doc, ctx, usedFilters);
       }
       for (const f of ctx.arrayFilters) {
         const id = filterIdentifier(f);
@@ -144,6 +140,38 @@ export function applyUpdate(spec: UpdateSpec, old: Document, ctx: UpdateContext)
       return doc;
     }
   }
+}
+
+/**
+ * Every (operator, field, argument) of an update in the order mongod (5.0 and later) applies
+ * them: by path, whatever the operator, names compared as strings and numeric names as numbers
+ * ("a.2" before "a.10"). New fields are appended in that order, so `{$set: {b: 1},
+ * $setOnInsert: {a: 1}}` inserts `{a: 1, b: 1}` as mongod does.
+ */
+function fieldsInApplyOrder(ops: Document, isUpsertInsert: boolean): Array<[string, string, unknown]> {
+  const out: Array<[string, string, unknown]> = [];
+  for (const op of Object.keys(ops)) {
+    if (op === '$setOnInsert' && !isUpsertInsert) continue;
+    const arg = ops[op] as Document;
+    for (const field of Object.keys(arg)) out.push([op, field, arg[field]]);
+  }
+  // Array.prototype.sort is stable, and no two entries share a path (checkConflicts)
+  return out.sort((a, b) => comparePaths(a[1], b[1]));
+}
+
+const NUMERIC_NAME = /^(0|[1-9][0-9]*)$/;
+
+function comparePaths(a: string, b: string): number {
+  const sa = a.split('.');
+  const sb = b.split('.');
+  for (let i = 0; i < Math.min(sa.length, sb.length); i++) {
+    const x = sa[i] as string;
+    const y = sb[i] as string;
+    if (x === y) continue;
+    if (NUMERIC_NAME.test(x) && NUMERIC_NAME.test(y) && x.length !== y.length) return x.length - y.length;
+    return Buffer.compare(Buffer.from(x), Buffer.from(y));
+  }
+  return sa.length - sb.length;
 }
 
 /** The document an upsert inserts when nothing matched: equality fields of the filter, then the update. */
@@ -164,7 +192,8 @@ function isOperatorObject(v: unknown): boolean {
 function collectEqualities(filter: Document, out: Document): void {
   for (const key of Object.keys(filter)) {
     const v = filter[key];
-    if (key === '$and' && Array.isArray(v)) {
+    // mongod simplifies the query first: a one-clause $or is that clause (as a one-value $in is an equality)
+    if ((key === '$and' || (key === '$or' && Array.isArray(v) && v.length === 1)) && Array.isArray(v)) {
       for (const sub of v) if (isPlainObject(sub)) collectEqualities(sub, out);
       continue;
     }
