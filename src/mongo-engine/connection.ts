@@ -61,7 +61,28 @@ export class ClientConnection {
     }
   }
 
+  /**
+   * Resolves once the socket takes more bytes. A client that sends requests without reading
+   * the replies would otherwise have every reply held here (a 60-byte find can cost megabytes);
+   * mongod's send blocks instead. Reading stops meanwhile, so TCP holds the client back too.
+   */
+  private drained(): Promise<void> {
+    if (!this.socket.writableNeedDrain) return Promise.resolve();
+    this.socket.pause();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        if (!this.socket.destroyed) this.socket.resume();
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
+  }
+
   private async handle(req: WireRequest): Promise<void> {
+    await this.drained();
     if (this.closed) return;
     switch (req.kind) {
       case 'compressed': {
