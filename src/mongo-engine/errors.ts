@@ -12,6 +12,7 @@ export const ErrorCodes = {
   BadValue: 2,
   FailedToParse: 9,
   TypeMismatch: 14,
+  Overflow: 15,
   IllegalOperation: 20,
   InvalidLength: 16,
   NamespaceNotFound: 26,

@@ -382,3 +382,41 @@ test.serial('a client that sends requests without reading the replies holds back
   s.destroy();
   t.pass();
 });
+
+/** `{a: {a: ... {v: 1}}}` with `levels` levels of `a`: its `v` is at depth `levels + 1`. */
+function nestedDoc(levels: number): Document {
+  let d: Document = { v: 1 };
+  for (let i = 0; i < levels; i++) d = { a: d };
+  return d;
+}
+
+test.serial('documents nested deeper than mongod stores are refused with Overflow, and nothing of them is stored', async (t) => {
+  const coll = client.db('fuzz').collection('deep');
+  await coll.insertOne({ _id: 'base' as never, d: 1 });
+  const MAX = 180;
+  await fc.assert(
+    fc.asyncProperty(fc.oneof(fc.integer({ min: MAX - 3, max: MAX + 2 }), fc.integer({ min: 1, max: 4000 })), fc.boolean(), async (levels, viaUpdate) => {
+      // stored as the value of field `d` (depth 1), so `v` lands at depth levels + 2
+      const deepest = levels + 2;
+      const before = await coll.find({}).sort({ _id: 1 }).toArray();
+      let code: unknown;
+      try {
+        if (viaUpdate) await coll.updateOne({ _id: 'base' as never }, { $set: { d: nestedDoc(levels) } });
+        else await coll.insertOne({ _id: `deep-${levels}` as never, d: nestedDoc(levels) });
+      } catch (err) {
+        code = (err as { code?: unknown }).code;
+      }
+      if (deepest <= MAX) {
+        if (code !== undefined) throw new Error(`depth ${deepest} refused (${String(code)})`);
+        await coll.deleteMany({ _id: { $ne: 'base' as never } });
+        await coll.updateOne({ _id: 'base' as never }, { $set: { d: 1 } });
+      } else {
+        if (code !== 15) throw new Error(`depth ${deepest}: expected Overflow (15), got ${String(code)}`);
+        const after = await coll.find({}).sort({ _id: 1 }).toArray();
+        if (JSON.stringify(after) !== JSON.stringify(before)) throw new Error(`depth ${deepest}: a refused write changed the collection`);
+      }
+    }),
+    { numRuns: RUNS ? Math.ceil(RUNS / 10) : 40, seed: SEED ?? 0x5eed_0103, endOnFailure: false, includeErrorInReport: true },
+  );
+  t.pass();
+});
