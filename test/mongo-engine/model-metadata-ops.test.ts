@@ -180,7 +180,7 @@ async function runCrashSteps(t: ExecutionContext, list: CrashStep[]): Promise<vo
 }
 
 test('every write acknowledged before a kill -9 is there after the restart, and nothing else', async (t) => {
-  t.timeout(Math.max(120_000, (RUNS ?? 0) * 15_000));
+  t.timeout(Math.max(120_000, (RUNS ?? 0) * 60_000));
   await fc.assert(fc.asyncProperty(crashSteps, (list) => runCrashSteps(t, list)), { numRuns: RUNS ?? 4, seed: SEED ?? 0x5eed_0002, endOnFailure: false, includeErrorInReport: true });
   t.pass();
 });
