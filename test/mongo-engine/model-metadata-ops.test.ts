@@ -214,3 +214,56 @@ test('an upsert whose filter is a one-clause $or inserts that clause\'s equality
   const r2 = await coll.updateOne({ $or: [{ digest: 'd1' }, { digest: 'd2' }] }, { $set: { size: 2 } }, { upsert: true });
   t.deepEqual(await coll.findOne({ _id: r2.upsertedId as never }, { projection: { _id: 0 } }), { size: 2 });
 });
+
+test('racing writers of one unique key from several clients: exactly one creates it, the others meet it', async (t) => {
+  const engine = await startTestEngine();
+  const clients = await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      const c = new MongoClient(engine.uri);
+      await c.connect();
+      return c;
+    }),
+  );
+  t.teardown(async () => {
+    for (const c of clients) await c.close(true);
+    await engine.close();
+  });
+  await createIndexes((clients[0] as MongoClient).db('race'));
+  const writer = fc.record({ client: fc.nat(clients.length - 1), kind: fc.constantFrom('insert', 'upsert', 'findOneAndUpdate') });
+  await fc.assert(
+    fc.asyncProperty(fc.array(writer, { minLength: 2, maxLength: 12 }), async (writers) => {
+      const db = (i: number): Db => (clients[i] as MongoClient).db('race');
+      await db(0).collection('tags').deleteMany({});
+      const key = { name: 'x', schema_version: 1, repo_id: 'a' };
+      const outcomes = await Promise.all(
+        writers.map(async (w, i): Promise<'created' | 'met' | 'duplicate'> => {
+          const tags = db(w.client).collection('tags');
+          try {
+            if (w.kind === 'insert') {
+              await tags.insertOne({ _id: i as never, ...key, manifest_digest: `d${i}` });
+              return 'created';
+            }
+            if (w.kind === 'upsert') {
+              const r = await tags.updateOne(key, { $set: { manifest_digest: `d${i}` }, $setOnInsert: { _id: i as never } }, { upsert: true });
+              return r.upsertedCount === 1 ? 'created' : 'met';
+            }
+            const before = await tags.findOneAndUpdate(key, { $set: { manifest_digest: `d${i}` }, $setOnInsert: { _id: i as never } }, { upsert: true, returnDocument: 'before' });
+            return before === null ? 'created' : 'met';
+          } catch (err) {
+            if ((err as { code?: unknown }).code === 11000) return 'duplicate';
+            throw err;
+          }
+        }),
+      );
+      const docs = await db(0).collection('tags').find({}).toArray();
+      const creators = outcomes.flatMap((o, i) => (o === 'created' ? [i] : []));
+      if (docs.length !== 1 || creators.length !== 1 || (docs[0]?.['_id'] as unknown) !== creators[0]) {
+        throw new Error(`outcomes ${JSON.stringify(outcomes)}, stored ${JSON.stringify(docs)}`);
+      }
+      // only a plain insert meets an existing key with E11000; upserts update it
+      if (outcomes.some((o, i) => o === 'duplicate' && writers[i]?.kind !== 'insert')) throw new Error(`an upsert failed: ${JSON.stringify(outcomes)}`);
+    }),
+    { numRuns: RUNS ?? 40, seed: SEED ?? 0x5eed_0003, endOnFailure: false, includeErrorInReport: true },
+  );
+  t.pass();
+});
