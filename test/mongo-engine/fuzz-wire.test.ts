@@ -2,7 +2,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import fs from 'node:fs';
 import net from 'node:net';
-import { BSON, MongoClient, type Document } from 'mongodb';
+import { Binary, BSON, BSONRegExp, BSONSymbol, Code, DBRef, Decimal128, Double, Int32, Long, MaxKey, MinKey, MongoClient, MongoServerError, ObjectId, Timestamp, type Document } from 'mongodb';
 import { crc32c } from '../../src/mongo-engine/crc32c.ts';
 import type { RunningEngine } from '../../src/mongo-engine/index.ts';
 import { engineTempDir, startTestEngine } from '../helpers/mongo.ts';
@@ -417,6 +417,55 @@ test.serial('documents nested deeper than mongod stores are refused with Overflo
       }
     }),
     { numRuns: RUNS ? Math.ceil(RUNS / 10) : 40, seed: SEED ?? 0x5eed_0103, endOnFailure: false, includeErrorInReport: true },
+  );
+  t.pass();
+});
+
+/** Values of every BSON type, edge numbers, operator-like and dotted names, empty containers. */
+const oddValue = fc.constantFrom<unknown>(
+  new MinKey(), new MaxKey(), new Code('x'), new Code('x', { a: 1 }), new DBRef('odd', 1 as never), Decimal128.fromString('1.5'), new Double(NaN), new Double(-0),
+  Long.fromNumber(2 ** 53 + 2), new Int32(7), new Timestamp({ t: 1, i: 1 }), new Binary(Buffer.from('ab'), 4), new BSONRegExp('a', 'i'), new BSONSymbol('s'),
+  new ObjectId('000000000000000000000001'), new Date(0), new Date(NaN), null, undefined, [], {}, [[]], { $x: 1 }, '', 'a.b', '$a', true, Infinity, -1, 2 ** 31, 1e308,
+);
+const oddTree: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
+  v: fc.oneof(
+    { depthSize: 'small' },
+    oddValue,
+    fc.array(tie('v'), { maxLength: 2 }),
+    fc.dictionary(
+      fc.constantFrom('a', 'b', '$in', '$gt', '$exists', '$set', '$inc', '$push', '$each', '$elemMatch', '$size', '$type', '$ne', '$or', '$and', 'o.p', 'arr.0', '_id', '$', '$[]', '$pull', '$max', '$slice', '$sort'),
+      tie('v'),
+      { maxKeys: 3 },
+    ),
+  ),
+})).v;
+const oddCommand = fc.oneof(
+  fc.record({ find: fc.constant('odd'), filter: oddTree, sort: oddTree, projection: oddTree, skip: oddTree, limit: oddTree, batchSize: oddTree }, { requiredKeys: ['find'] }),
+  fc.record({ update: fc.constant('odd'), updates: fc.array(fc.record({ q: oddTree, u: oddTree, upsert: oddTree, multi: oddTree }, { requiredKeys: ['q', 'u'] }), { maxLength: 2 }) }),
+  fc.record({ insert: fc.constant('odd'), documents: fc.array(oddTree, { maxLength: 2 }) }),
+  fc.record({ delete: fc.constant('odd'), deletes: fc.array(fc.record({ q: oddTree, limit: oddTree }), { maxLength: 2 }) }),
+  fc.record({ findAndModify: fc.constant('odd'), query: oddTree, update: oddTree, remove: oddTree, new: oddTree, upsert: oddTree, fields: oddTree, sort: oddTree }, { requiredKeys: ['findAndModify'] }),
+  fc.record({ count: fc.constant('odd'), query: oddTree }, { requiredKeys: ['count'] }),
+  fc.record({ distinct: fc.constant('odd'), key: oddTree, query: oddTree }, { requiredKeys: ['distinct'] }),
+  fc.record({ aggregate: fc.constant('odd'), pipeline: oddTree, cursor: fc.constant({}) }),
+  fc.record({ createIndexes: fc.constant('odd'), indexes: oddTree }),
+  fc.record({ getMore: oddTree, collection: fc.constant('odd') }),
+);
+
+test.serial('well-framed commands full of unusual BSON values get an answer or a specific error, never an internal one', async (t) => {
+  const db = client.db('fuzz');
+  await db.collection('odd').insertMany([{ _id: 1, a: 1, b: 'x', arr: [1, 2], o: { p: 1 } }, { _id: 2, a: 'y' }] as never[]);
+  await db.collection('odd').createIndex({ a: 1 });
+  await fc.assert(
+    fc.asyncProperty(oddCommand, async (command) => {
+      try {
+        await db.command(command as Document);
+      } catch (err) {
+        if (!(err instanceof MongoServerError) || err.code === 1 || err.code === undefined) throw err;
+      }
+      await sentinelIntact();
+    }),
+    { numRuns: RUNS ?? 300, seed: SEED ?? 0x5eed_0104, endOnFailure: false, includeErrorInReport: true },
   );
   t.pass();
 });
