@@ -162,6 +162,7 @@ export type Op =
   | { kind: 'findOneAndUpdate'; coll: CollName; filter: Filter; update: Update; upsert: boolean; after: boolean; projection?: Record<string, 0 | 1> }
   | { kind: 'deleteOne'; coll: CollName; filter: Filter }
   | { kind: 'deleteMany'; coll: CollName; filter: Filter }
+  | { kind: 'insertMany'; coll: CollName; docs: Doc[] }
   | { kind: 'find'; coll: CollName; filter: Filter; sort?: Array<[string, 1 | -1]>; skip?: number; limit?: number; batchSize?: number; projection?: Record<string, 0 | 1> }
   | { kind: 'count'; coll: CollName; filter: Filter }
   | { kind: 'distinct'; coll: CollName; field: string; filter: Filter };
@@ -225,6 +226,14 @@ export function readOp(coll: CollName): fc.Arbitrary<Op> {
   );
 }
 
+/** A write of many documents, for a kill -9 to land in the middle of. */
+export function multiWriteOp(coll: CollName): fc.Arbitrary<Op> {
+  return fc.oneof(
+    fc.uniqueArray(newDoc(coll), { minLength: 2, maxLength: 8, selector: (d) => d['_id'] }).map((docs): Op => ({ kind: 'insertMany', coll, docs })),
+    fc.record({ filter: filterOf(coll), update: updateOf(coll, { keysToo: false }) }).map((r): Op => ({ kind: 'updateMany', coll, ...r })),
+  );
+}
+
 export const anyColl = fc.constantFrom(...NAMES);
 export const anyWrite = anyColl.chain(writeOp);
 export const anyRead = anyColl.chain(readOp);
@@ -276,6 +285,10 @@ export function runOnModel(model: Model, op: Op): Outcome {
         return { ok: c.deleteOne(op.filter) ? 1 : 0 };
       case 'deleteMany':
         return { ok: c.deleteMany(op.filter) };
+      case 'insertMany':
+        // ordered: stops at the first error, what came before it stays
+        for (const d of op.docs) c.insert(d);
+        return { ok: op.docs.length };
       case 'find': {
         let docs = c.find(op.filter);
         const sort = fullSort(op.sort);
@@ -318,6 +331,8 @@ export async function runOnEngine(db: Db, op: Op): Promise<Outcome> {
         return { ok: (await coll.deleteOne(op.filter)).deletedCount };
       case 'deleteMany':
         return { ok: (await coll.deleteMany(op.filter)).deletedCount };
+      case 'insertMany':
+        return { ok: (await coll.insertMany(clone(op.docs))).insertedCount };
       case 'find': {
         let cursor = coll.find(op.filter, op.projection ? { projection: op.projection } : {});
         const sort = fullSort(op.sort);
