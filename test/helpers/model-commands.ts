@@ -1,0 +1,471 @@
+import fc from 'fast-check';
+import { isDeepStrictEqual } from 'node:util';
+import { MT } from './manifest-fixtures.ts';
+import { request, type Reply } from './oci-client.ts';
+import { ARTIFACT, BLOB_NAMES, BLOBS, MANIFEST_NAMES, MANIFESTS, type BlobName, type ManifestName } from './model-content.ts';
+import { acceptHeader, byteOrder, expectedForTag, RegistryModel, type AcceptItem } from './model-registry.ts';
+
+/**
+ * The fast-check commands of the model-based /v2 test: each sends real requests to a running
+ * server and compares every answer with what RegistryModel says the contract requires, then
+ * updates the model. A mismatch throws, and fast-check shrinks the sequence to a short one.
+ */
+
+export interface ModelState {
+  model: RegistryModel;
+  /** repository names of this run: a prefix of their own, so runs sharing a server do not meet */
+  prefix: string;
+}
+
+export interface Real {
+  url: string;
+}
+
+type Cmd = fc.AsyncCommand<ModelState, Real>;
+
+function fail(what: string, r: Reply | undefined, detail: unknown = ''): never {
+  const body = r ? r.body.toString('utf8').slice(0, 400) : '';
+  throw new Error(`${what}${r ? ` (status ${r.status}: ${body})` : ''} ${typeof detail === 'string' ? detail : JSON.stringify(detail)}`);
+}
+
+function expectStatus(what: string, r: Reply, status: number): void {
+  if (r.status !== status) fail(`${what}: expected ${status}`, r);
+}
+
+function expectError(what: string, r: Reply, status: number, code: string): void {
+  expectStatus(what, r, status);
+  let parsed: unknown;
+  try {
+    parsed = r.json();
+  } catch {
+    fail(`${what}: error body is not JSON`, r);
+  }
+  const errors = (parsed as { errors?: Array<{ code?: unknown; message?: unknown }> }).errors;
+  if (!Array.isArray(errors) || errors.length === 0 || typeof errors[0]!.message !== 'string') fail(`${what}: not an OCI error envelope`, r);
+  if (errors[0]!.code !== code) fail(`${what}: expected error ${code}`, r);
+}
+
+function header(r: Reply, name: string): string | undefined {
+  const v = r.headers[name.toLowerCase()];
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+function expectHeader(what: string, r: Reply, name: string, value: string): void {
+  if (header(r, name) !== value) fail(`${what}: ${name} is ${JSON.stringify(header(r, name))}, expected ${value}`, r);
+}
+
+export const REPO_SUFFIXES = ['app', 'app/sub', 'app-b'] as const;
+export const TAGS = ['latest', 'v1', 'V1', 'v1.0', '_x', 'a-b'] as const;
+const repoOf = (s: ModelState, suffix: string): string => `${s.prefix}/${suffix}`;
+
+// ---- blobs ----------------------------------------------------------------------------------
+
+export type UploadMode = 'post' | 'session' | 'chunked' | 'mount';
+
+class PushBlob implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly blob: BlobName,
+    readonly mode: UploadMode,
+    readonly from: string,
+    readonly chunks: number,
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const from = repoOf(s, this.from);
+    const b = BLOBS[this.blob];
+    const what = `push blob ${this.blob} to ${repo} (${this.mode})`;
+    let done: Reply;
+    const open = async (query = ''): Promise<Reply> => request(real.url, `/v2/${repo}/blobs/uploads/${query}`, { method: 'POST' });
+    const sessionOf = (r: Reply): string => {
+      expectStatus(`${what}: open`, r, 202);
+      const loc = header(r, 'location');
+      if (!loc) fail(`${what}: no Location`, r);
+      return loc;
+    };
+    const finish = (loc: string, body?: Buffer): Promise<Reply> =>
+      request(real.url, `${loc}${loc.includes('?') ? '&' : '?'}digest=${b.digest}`, {
+        method: 'PUT',
+        headers: { 'Content-Type': 'application/octet-stream' },
+        ...(body ? { body } : { body: Buffer.alloc(0) }),
+      });
+    if (this.mode === 'post') {
+      done = await request(real.url, `/v2/${repo}/blobs/uploads/?digest=${b.digest}`, { method: 'POST', headers: { 'Content-Type': 'application/octet-stream' }, body: b.bytes });
+    } else if (this.mode === 'session') {
+      done = await finish(sessionOf(await open()), b.bytes);
+    } else if (this.mode === 'chunked') {
+      const loc = sessionOf(await open());
+      const size = Math.max(1, Math.ceil(b.size / this.chunks));
+      let at = 0;
+      // all but the last chunk as PATCH; the last one (maybe empty) rides on the PUT
+      while (b.size - at > size) {
+        const part = b.bytes.subarray(at, at + size);
+        const r = await request(real.url, loc, { method: 'PATCH', headers: { 'Content-Range': `${at}-${at + part.length - 1}`, 'Content-Type': 'application/octet-stream' }, body: part });
+        expectStatus(`${what}: PATCH ${at}`, r, 202);
+        expectHeader(`${what}: PATCH ${at}`, r, 'range', `0-${at + part.length - 1}`);
+        at += part.length;
+      }
+      done = await finish(loc, b.bytes.subarray(at));
+    } else {
+      const r = await open(`?mount=${b.digest}&from=${from}`);
+      if (s.model.repo(from).blobs.has(this.blob)) {
+        done = r;
+      } else {
+        done = await finish(sessionOf(r), b.bytes);
+      }
+    }
+    expectStatus(what, done, 201);
+    expectHeader(what, done, 'docker-content-digest', b.digest);
+    expectHeader(what, done, 'location', `/v2/${repo}/blobs/${b.digest}`);
+    const r = s.model.repo(repo);
+    r.blobs.add(this.blob);
+    r.exists = true;
+  }
+  toString = (): string => `PushBlob(${this.repo},${this.blob},${this.mode}${this.mode === 'mount' ? ` from ${this.from}` : ''}${this.mode === 'chunked' ? ` x${this.chunks}` : ''})`;
+}
+
+class ReadBlob implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly blob: BlobName,
+    readonly method: 'GET' | 'HEAD',
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const b = BLOBS[this.blob];
+    const what = `${this.method} blob ${this.blob} in ${repo}`;
+    const r = await request(real.url, `/v2/${repo}/blobs/${b.digest}`, { method: this.method });
+    if (!s.model.repo(repo).blobs.has(this.blob)) {
+      if (this.method === 'HEAD') expectStatus(what, r, 404);
+      else expectError(what, r, 404, 'BLOB_UNKNOWN');
+      return;
+    }
+    expectStatus(what, r, 200);
+    expectHeader(what, r, 'docker-content-digest', b.digest);
+    expectHeader(what, r, 'content-length', String(b.size));
+    if (this.method === 'GET' && !r.body.equals(b.bytes)) fail(`${what}: bytes differ from those pushed`, r);
+  }
+  toString = (): string => `ReadBlob(${this.repo},${this.blob},${this.method})`;
+}
+
+class DeleteBlob implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly blob: BlobName,
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const what = `DELETE blob ${this.blob} in ${repo}`;
+    const r = await request(real.url, `/v2/${repo}/blobs/${BLOBS[this.blob].digest}`, { method: 'DELETE' });
+    const held = s.model.repo(repo).blobs;
+    if (!held.has(this.blob)) return expectError(what, r, 404, 'BLOB_UNKNOWN');
+    expectStatus(what, r, 202);
+    held.delete(this.blob);
+  }
+  toString = (): string => `DeleteBlob(${this.repo},${this.blob})`;
+}
+
+// ---- manifests ------------------------------------------------------------------------------
+
+class PutManifest implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly manifest: ManifestName,
+    readonly tag: string | null,
+    readonly sendType: boolean,
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const m = MANIFESTS[this.manifest];
+    const ref = this.tag ?? m.digest;
+    const what = `PUT ${this.manifest} to ${repo}:${ref}`;
+    const r = await request(real.url, `/v2/${repo}/manifests/${ref}`, { method: 'PUT', headers: this.sendType ? { 'Content-Type': m.mediaType } : {}, body: m.bytes });
+    const missing = s.model.missingFor(repo, m);
+    if (missing.length > 0) {
+      expectError(what, r, 400, 'MANIFEST_BLOB_UNKNOWN');
+      const detail = r.json<{ errors: Array<{ detail?: { missing?: string[] } }> }>().errors[0]!.detail;
+      if (!isDeepStrictEqual([...(detail?.missing ?? [])].sort(), [...missing].sort())) fail(`${what}: detail.missing`, r, { expected: missing });
+      return;
+    }
+    expectStatus(what, r, 201);
+    expectHeader(what, r, 'docker-content-digest', m.digest);
+    expectHeader(what, r, 'location', `/v2/${repo}/manifests/${m.digest}`);
+    if (m.subject && header(r, 'oci-subject') !== m.subject) fail(`${what}: OCI-Subject`, r);
+    if (!m.subject && header(r, 'oci-subject') !== undefined) fail(`${what}: OCI-Subject without a subject`, r);
+    s.model.pushManifest(repo, m, this.tag ?? undefined);
+  }
+  toString = (): string => `PutManifest(${this.repo},${this.manifest},${this.tag ?? 'by digest'}${this.sendType ? '' : ',no Content-Type'})`;
+}
+
+class GetByTag implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly tag: string,
+    readonly accept: AcceptItem[] | undefined,
+    readonly method: 'GET' | 'HEAD',
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const what = `${this.method} ${repo}:${this.tag} Accept: ${this.accept ? acceptHeader(this.accept) : '(none)'}`;
+    const r = await request(real.url, `/v2/${repo}/manifests/${this.tag}`, { method: this.method, headers: this.accept ? { Accept: acceptHeader(this.accept) } : {} });
+    const expected = expectedForTag(s.model.repo(repo).tags.get(this.tag), this.accept);
+    if (!header(r, 'vary')?.toLowerCase().includes('accept')) fail(`${what}: no Vary: Accept`, r);
+    if (!expected) {
+      if (this.method === 'HEAD') expectStatus(what, r, 404);
+      else expectError(what, r, 404, 'MANIFEST_UNKNOWN');
+      return;
+    }
+    expectStatus(what, r, 200);
+    if (header(r, 'docker-content-digest') !== expected.digest) fail(`${what}: expected ${expected.name}`, r, { got: header(r, 'docker-content-digest'), type: header(r, 'content-type') });
+    expectHeader(what, r, 'content-type', expected.mediaType);
+    expectHeader(what, r, 'content-length', String(expected.size));
+    if (this.method === 'GET' && !r.body.equals(expected.bytes)) fail(`${what}: bytes differ from those pushed`, r);
+  }
+  toString = (): string => `GetByTag(${this.repo},${this.tag},${this.accept ? JSON.stringify(acceptHeader(this.accept)) : 'no Accept'},${this.method})`;
+}
+
+class GetByDigest implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly manifest: ManifestName,
+    readonly accept: AcceptItem[] | undefined,
+    readonly method: 'GET' | 'HEAD',
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const m = MANIFESTS[this.manifest];
+    const what = `${this.method} ${repo}@${this.manifest}`;
+    const r = await request(real.url, `/v2/${repo}/manifests/${m.digest}`, { method: this.method, headers: this.accept ? { Accept: acceptHeader(this.accept) } : {} });
+    if (!s.model.repo(repo).manifests.has(this.manifest)) {
+      if (this.method === 'HEAD') expectStatus(what, r, 404);
+      else expectError(what, r, 404, 'MANIFEST_UNKNOWN');
+      return;
+    }
+    expectStatus(what, r, 200);
+    expectHeader(what, r, 'docker-content-digest', m.digest);
+    expectHeader(what, r, 'content-type', m.mediaType);
+    expectHeader(what, r, 'content-length', String(m.size));
+    if (this.method === 'GET' && !r.body.equals(m.bytes)) fail(`${what}: bytes differ from those pushed`, r);
+  }
+  toString = (): string => `GetByDigest(${this.repo},${this.manifest},${this.accept ? JSON.stringify(acceptHeader(this.accept)) : 'no Accept'},${this.method})`;
+}
+
+class DeleteTag implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly tag: string,
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const what = `DELETE ${repo}:${this.tag}`;
+    const r = await request(real.url, `/v2/${repo}/manifests/${this.tag}`, { method: 'DELETE' });
+    const tags = s.model.repo(repo).tags;
+    if (!tags.has(this.tag)) return expectError(what, r, 404, 'MANIFEST_UNKNOWN');
+    expectStatus(what, r, 202);
+    tags.delete(this.tag);
+  }
+  toString = (): string => `DeleteTag(${this.repo},${this.tag})`;
+}
+
+class DeleteManifest implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly manifest: ManifestName,
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const what = `DELETE ${repo}@${this.manifest}`;
+    const r = await request(real.url, `/v2/${repo}/manifests/${MANIFESTS[this.manifest].digest}`, { method: 'DELETE' });
+    if (!s.model.repo(repo).manifests.has(this.manifest)) return expectError(what, r, 404, 'MANIFEST_UNKNOWN');
+    if (s.model.listedBy(repo, this.manifest).length > 0) return expectError(what, r, 409, 'MANIFEST_REFERENCED');
+    expectStatus(what, r, 202);
+    s.model.deleteManifest(repo, this.manifest);
+  }
+  toString = (): string => `DeleteManifest(${this.repo},${this.manifest})`;
+}
+
+/** What a client pushing an image does: the blobs and entries the repository lacks, then the manifest. */
+class PushWhole implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly manifest: ManifestName,
+    readonly tag: string | null,
+    readonly mode: UploadMode,
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const push = async (name: ManifestName, tag: string | null): Promise<void> => {
+      const m = MANIFESTS[name];
+      for (const child of m.children) if (!s.model.repo(repo).manifests.has(child)) await push(child, null);
+      for (const b of new Set(m.blobs)) if (!s.model.repo(repo).blobs.has(b)) await new PushBlob(this.repo, b, this.mode, REPO_SUFFIXES[0], 2).run(s, real);
+      await new PutManifest(this.repo, name, tag, true).run(s, real);
+    };
+    await push(this.manifest, this.tag);
+  }
+  toString = (): string => `PushWhole(${this.repo},${this.manifest},${this.tag ?? 'by digest'},${this.mode})`;
+}
+
+// ---- listings -------------------------------------------------------------------------------
+
+/** Follows `Link` from `first` to the end; every page at most `n` long. */
+async function walk(real: Real, first: string, n: number, key: 'tags' | 'repositories', what: string): Promise<string[]> {
+  const out: string[] = [];
+  let next: string | undefined = first;
+  for (let pages = 0; next !== undefined; pages++) {
+    if (pages > 200) fail(`${what}: more than 200 pages`, undefined);
+    const r = await request(real.url, next);
+    expectStatus(what, r, 200);
+    const page = (r.json<Record<string, unknown>>()[key] ?? []) as string[];
+    if (!Array.isArray(page)) fail(`${what}: ${key} is not an array`, r);
+    if (page.length > n) fail(`${what}: a page of ${page.length} for n=${n}`, r);
+    out.push(...page);
+    const link = header(r, 'link');
+    if (link === undefined) break;
+    const m = /^<([^>]+)>;\s*rel="next"$/.exec(link);
+    if (!m) fail(`${what}: malformed Link ${link}`, r);
+    if (page.length === 0) fail(`${what}: an empty page with a Link`, r);
+    next = m[1];
+  }
+  return out;
+}
+
+class ListTags implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly n: number | null,
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const what = `tags/list of ${repo} n=${this.n}`;
+    const path = `/v2/${repo}/tags/list${this.n === null ? '' : `?n=${this.n}`}`;
+    const r = s.model.repo(repo);
+    if (!r.exists) return expectError(what, await request(real.url, path), 404, 'NAME_UNKNOWN');
+    const expected = s.model.tagNames(repo);
+    if (this.n === 0) {
+      const page = await request(real.url, path);
+      expectStatus(what, page, 200);
+      if (!isDeepStrictEqual(page.json(), { name: repo, tags: [] })) fail(`${what}: n=0`, page);
+      return;
+    }
+    const got = await walk(real, path, this.n ?? Infinity, 'tags', what);
+    if (!isDeepStrictEqual(got, expected)) fail(`${what}: tags`, undefined, { got, expected });
+  }
+  toString = (): string => `ListTags(${this.repo},n=${this.n})`;
+}
+
+/**
+ * _catalog walked from `last=<prefix>`: the run's own repositories come right after it, and
+ * runs before it (sorted before: the prefix counts with leading zeros) are not walked again.
+ */
+class Catalog implements Cmd {
+  constructor(readonly n: number | null) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const what = `_catalog n=${this.n}`;
+    if (this.n === 0) {
+      const page = await request(real.url, `/v2/_catalog?n=0&last=${s.prefix}`);
+      expectStatus(what, page, 200);
+      if (!isDeepStrictEqual(page.json(), { repositories: [] })) fail(`${what}: n=0`, page);
+      return;
+    }
+    const first = await request(real.url, `/v2/_catalog?n=${this.n ?? 1000}`);
+    expectStatus(what, first, 200);
+    const firstPage = first.json<{ repositories: string[] }>().repositories;
+    if (!isDeepStrictEqual(firstPage, [...firstPage].sort(byteOrder))) fail(`${what}: first page not in byte order`, first);
+    const all = await walk(real, `/v2/_catalog?${this.n === null ? '' : `n=${this.n}&`}last=${s.prefix}`, this.n ?? Infinity, 'repositories', what);
+    const sorted = [...all].sort(byteOrder);
+    if (!isDeepStrictEqual(all, sorted) || new Set(all).size !== all.length) fail(`${what}: not in byte order, each once`, undefined, all);
+    const expected = [...s.model.repos].filter(([, r]) => r.exists).map(([name]) => name).sort(byteOrder);
+    if (!isDeepStrictEqual(all, expected)) fail(`${what}: repositories`, undefined, { got: all, expected });
+  }
+  toString = (): string => `Catalog(n=${this.n})`;
+}
+
+class Referrers implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly subject: ManifestName | 'ghost',
+    readonly artifactType: string | null,
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const digest = this.subject === 'ghost' ? MANIFESTS.refGone.subject! : MANIFESTS[this.subject].digest;
+    const what = `referrers of ${this.subject} in ${repo} artifactType=${this.artifactType}`;
+    const r = await request(real.url, `/v2/${repo}/referrers/${digest}${this.artifactType === null ? '' : `?artifactType=${encodeURIComponent(this.artifactType)}`}`);
+    expectStatus(what, r, 200);
+    expectHeader(what, r, 'content-type', MT.ociIndex);
+    if (this.artifactType !== null) expectHeader(what, r, 'oci-filters-applied', 'artifactType');
+    const index = r.json<{ schemaVersion: number; mediaType: string; manifests: Array<{ digest: string; mediaType: string; size: number; artifactType?: string }> }>();
+    if (index.schemaVersion !== 2 || index.mediaType !== MT.ociIndex) fail(`${what}: not an index`, r);
+    const got = index.manifests.map((d) => ({ digest: d.digest, mediaType: d.mediaType, size: d.size, artifactType: d.artifactType })).sort((a, b) => byteOrder(a.digest, b.digest));
+    const expected = s.model
+      .referrers(repo, digest, this.artifactType ?? undefined)
+      .map((m) => ({ digest: m.digest, mediaType: m.mediaType, size: m.size, artifactType: m.artifactType }))
+      .sort((a, b) => byteOrder(a.digest, b.digest));
+    if (!isDeepStrictEqual(got, expected)) fail(`${what}: descriptors`, r, { expected });
+  }
+  toString = (): string => `Referrers(${this.repo},${this.subject},${this.artifactType})`;
+}
+
+/** Nothing the model holds has gone: every manifest by digest, every blob, every tag. */
+export class CheckAll implements Cmd {
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    for (const [repo, r] of s.model.repos) {
+      const suffix = repo.slice(s.prefix.length + 1);
+      for (const m of r.manifests) await new GetByDigest(suffix, m, undefined, 'GET').run(s, real);
+      for (const b of r.blobs) await new ReadBlob(suffix, b, 'HEAD').run(s, real);
+      for (const tag of r.tags.keys()) await new GetByTag(suffix, tag, undefined, 'HEAD').run(s, real);
+    }
+  }
+  toString = (): string => 'CheckAll';
+}
+
+// ---- generators -----------------------------------------------------------------------------
+
+const repoArb = fc.constantFrom(...REPO_SUFFIXES);
+const tagArb = fc.constantFrom(...TAGS);
+const ACCEPT_RANGES = [MT.ociManifest, MT.ociIndex, MT.dockerManifest, MT.dockerList, MT.schema1, MT.schema1Signed, 'application/json', '*/*'];
+const REFUSABLE = new Set<string>([MT.ociManifest, MT.ociIndex, MT.dockerManifest, MT.dockerList, '*/*']);
+export const acceptArb: fc.Arbitrary<AcceptItem[] | undefined> = fc.option(
+  fc
+    .uniqueArray(fc.constantFrom(...ACCEPT_RANGES), { minLength: 1, maxLength: 5 })
+    .chain((ranges) => fc.tuple(...ranges.map((range) => fc.record({ range: fc.constant(range), refused: REFUSABLE.has(range) ? fc.boolean() : fc.constant(false) })))),
+  { nil: undefined, freq: 4 },
+);
+const pageArb = fc.option(fc.integer({ min: 0, max: 7 }), { nil: null, freq: 3 });
+
+export function commandArbs(): Array<fc.Arbitrary<Cmd>> {
+  const manifestArb = fc.constantFrom(...MANIFEST_NAMES);
+  return [
+    fc.tuple(repoArb, fc.constantFrom(...BLOB_NAMES), fc.constantFrom<UploadMode>('post', 'session', 'chunked', 'mount'), repoArb, fc.integer({ min: 1, max: 4 })).map((a) => new PushBlob(...a)),
+    fc.tuple(repoArb, fc.constantFrom(...BLOB_NAMES), fc.constantFrom<UploadMode>('post', 'mount'), repoArb, fc.constant(1)).map((a) => new PushBlob(...a)),
+    fc.tuple(repoArb, fc.constantFrom(...BLOB_NAMES), fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new ReadBlob(...a)),
+    fc.tuple(repoArb, fc.constantFrom(...BLOB_NAMES)).map((a) => new DeleteBlob(...a)),
+    fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 3 }), fc.boolean()).map((a) => new PutManifest(...a)),
+    fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 3 }), fc.constant(true)).map((a) => new PutManifest(...a)),
+    fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 5 }), fc.constantFrom<UploadMode>('post', 'session', 'chunked', 'mount')).map((a) => new PushWhole(...a)),
+    fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 5 }), fc.constantFrom<UploadMode>('post', 'mount')).map((a) => new PushWhole(...a)),
+    fc.tuple(repoArb, tagArb, acceptArb, fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new GetByTag(...a)),
+    fc.tuple(repoArb, manifestArb, acceptArb, fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new GetByDigest(...a)),
+    fc.tuple(repoArb, tagArb).map((a) => new DeleteTag(...a)),
+    fc.tuple(repoArb, manifestArb).map((a) => new DeleteManifest(...a)),
+    fc.tuple(repoArb, pageArb).map((a) => new ListTags(...a)),
+    pageArb.map((n) => new Catalog(n)),
+    fc
+      .tuple(repoArb, fc.constantFrom<ManifestName | 'ghost'>('ociA', 'ociB', 'dockA', 'ghost'), fc.option(fc.constantFrom(ARTIFACT.sbom, ARTIFACT.sig, ARTIFACT.att, MT.ociConfig, MT.dockerConfig), { nil: null }))
+      .map((a) => new Referrers(...a)),
+    fc.constant(new CheckAll()),
+  ];
+}
