@@ -21,6 +21,8 @@ const REPO = 'fuzz/manifests';
 let server: TestServer;
 let url: string;
 
+// The tests run one at a time: the property compares the repository before and after each push.
+
 /** every blob and manifest of the catalogue, and a tag holding a schema 2 and a schema 1 manifest */
 async function seed(): Promise<void> {
   await pushBlobs(url, REPO, BLOB_NAMES.map((b) => BLOBS[b]));
@@ -93,7 +95,7 @@ const caseArb = fc.record({
   reference: fc.constantFrom('tag' as const, 'digest' as const, 'other-digest' as const, 'sha512' as const),
 });
 
-test('a mutated manifest push is 201 or a 4xx in the error envelope, and a refused one changes nothing', async (t) => {
+test.serial('a mutated manifest push is 201 or a 4xx in the error envelope, and a refused one changes nothing', async (t) => {
   const property = fc.asyncProperty(caseArb, async (c) => {
     const base = MANIFESTS[c.base as ManifestName];
     const body = mutate(base.bytes, c.mutations);
@@ -121,7 +123,7 @@ test('a mutated manifest push is 201 or a 4xx in the error envelope, and a refus
   await t.notThrowsAsync(fc.assert(property, { seed: fuzzSeed(4242), numRuns: fuzzRuns(300), includeErrorInReport: true }));
 });
 
-test('a bad digest in the URL of a push or read is a 4xx in the error envelope', async (t) => {
+test.serial('a bad digest in the URL of a push or read is a 4xx in the error envelope', async (t) => {
   for (const bad of BAD_DIGESTS.filter((d) => d !== '' && !d.includes('\n'))) {
     const ref = encodeURIComponent(bad);
     for (const method of ['GET', 'PUT', 'DELETE']) {
@@ -131,7 +133,7 @@ test('a bad digest in the URL of a push or read is a 4xx in the error envelope',
   }
 });
 
-test('manifests at the 4 MiB limit are taken whole and one byte more is 413 MANIFEST_INVALID', async (t) => {
+test.serial('manifests at the 4 MiB limit are taken whole and one byte more is 413 MANIFEST_INVALID', async (t) => {
   const limit = 4 * 1024 * 1024;
   const base = MANIFESTS.ociB.bytes;
   const padded = (size: number): Buffer => Buffer.concat([base, Buffer.alloc(size - base.length, 0x20)]);
