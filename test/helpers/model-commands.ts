@@ -314,6 +314,53 @@ class PushWhole implements Cmd {
   toString = (): string => `PushWhole(${this.repo},${this.manifest},${this.tag ?? 'by digest'},${this.mode})`;
 }
 
+/**
+ * Two pushes of schema 2 manifests to one tag and a delete of that tag, all at once. Any order
+ * of the three is right; the tag must end as one order leaves it (its schema 1 unit goes only
+ * with the delete), and each request answers as its turn in that order says.
+ */
+class RaceOnTag implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly tag: string,
+    readonly a: ManifestName,
+    readonly b: ManifestName,
+  ) {}
+  check = (s: Readonly<ModelState>): boolean => {
+    const r = s.model.repo(repoOf(s as ModelState, this.repo));
+    return [this.a, this.b].every((m) => MANIFESTS[m].schemaVersion === 2 && s.model.missingFor(repoOf(s as ModelState, this.repo), MANIFESTS[m]).length === 0) && r.exists;
+  };
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const what = `race on ${repo}:${this.tag} (${this.a}, ${this.b}, delete)`;
+    const put = (m: ManifestName): Promise<Reply> => request(real.url, `/v2/${repo}/manifests/${this.tag}`, { method: 'PUT', headers: { 'Content-Type': MANIFESTS[m].mediaType }, body: MANIFESTS[m].bytes });
+    const [pa, pb, del] = await Promise.all([put(this.a), put(this.b), request(real.url, `/v2/${repo}/manifests/${this.tag}`, { method: 'DELETE' })]);
+    expectStatus(`${what}: PUT ${this.a}`, pa, 201);
+    expectStatus(`${what}: PUT ${this.b}`, pb, 201);
+    const units = s.model.repo(repo).tags.get(this.tag);
+    const before = units ? { ...units } : undefined;
+    // the delete found something unless it ran first on a tag that did not exist
+    if (del.status === 404 && before) fail(`${what}: DELETE of a tag that existed`, del);
+    if (del.status !== 202 && del.status !== 404) fail(`${what}: DELETE`, del);
+    const s2 = await request(real.url, `/v2/${repo}/manifests/${this.tag}`, { method: 'HEAD', headers: { Accept: [MT.ociManifest, MT.ociIndex, MT.dockerManifest, MT.dockerList].join(', ') } });
+    const s1 = await request(real.url, `/v2/${repo}/manifests/${this.tag}`, { method: 'HEAD', headers: { Accept: MT.schema1 } });
+    const holder = [this.a, this.b].find((m) => MANIFESTS[m].digest === header(s2, 'docker-content-digest'));
+    if (s2.status === 200 && !holder) fail(`${what}: the tag holds neither pushed manifest`, s2, { got: header(s2, 'docker-content-digest') });
+    for (const m of [this.a, this.b]) s.model.pushManifest(repo, MANIFESTS[m]);
+    if (s2.status !== 200) {
+      // the delete came last: both units gone
+      if (s1.status === 200) fail(`${what}: the delete came last but left the schema 1 unit`, s1);
+      if (del.status !== 202) fail(`${what}: the tag is gone but the delete found nothing`, del);
+      s.model.repo(repo).tags.delete(this.tag);
+      return;
+    }
+    const kept = s1.status === 200 && before?.s1 !== undefined;
+    if (s1.status === 200 && !kept) fail(`${what}: schema 1 unit from nowhere`, s1);
+    s.model.repo(repo).tags.set(this.tag, { s2: holder!, ...(kept ? { s1: before!.s1! } : {}) });
+  }
+  toString = (): string => `RaceOnTag(${this.repo},${this.tag},${this.a},${this.b})`;
+}
+
 // ---- listings -------------------------------------------------------------------------------
 
 /** Follows `Link` from `first` to the end; every page at most `n` long. */
@@ -342,15 +389,18 @@ class ListTags implements Cmd {
   constructor(
     readonly repo: string,
     readonly n: number | null,
+    readonly last: string | null,
   ) {}
   check = (): boolean => true;
   async run(s: ModelState, real: Real): Promise<void> {
     const repo = repoOf(s, this.repo);
-    const what = `tags/list of ${repo} n=${this.n}`;
-    const path = `/v2/${repo}/tags/list${this.n === null ? '' : `?n=${this.n}`}`;
+    const what = `tags/list of ${repo} n=${this.n} last=${this.last}`;
+    const query = [...(this.n === null ? [] : [`n=${this.n}`]), ...(this.last === null ? [] : [`last=${this.last}`])].join('&');
+    const path = `/v2/${repo}/tags/list${query ? `?${query}` : ''}`;
     const r = s.model.repo(repo);
     if (!r.exists) return expectError(what, await request(real.url, path), 404, 'NAME_UNKNOWN');
-    const expected = s.model.tagNames(repo);
+    const last = this.last;
+    const expected = s.model.tagNames(repo).filter((t) => last === null || byteOrder(t, last) > 0);
     if (this.n === 0) {
       const page = await request(real.url, path);
       expectStatus(what, page, 200);
@@ -360,7 +410,7 @@ class ListTags implements Cmd {
     const got = await walk(real, path, this.n ?? Infinity, 'tags', what);
     if (!isDeepStrictEqual(got, expected)) fail(`${what}: tags`, undefined, { got, expected });
   }
-  toString = (): string => `ListTags(${this.repo},n=${this.n})`;
+  toString = (): string => `ListTags(${this.repo},n=${this.n},last=${this.last})`;
 }
 
 /**
@@ -457,11 +507,12 @@ export function commandArbs(): Array<fc.Arbitrary<Cmd>> {
     fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 3 }), fc.constant(true)).map((a) => new PutManifest(...a)),
     fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 5 }), fc.constantFrom<UploadMode>('post', 'session', 'chunked', 'mount')).map((a) => new PushWhole(...a)),
     fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 5 }), fc.constantFrom<UploadMode>('post', 'mount')).map((a) => new PushWhole(...a)),
+    fc.tuple(repoArb, tagArb, fc.constantFrom<ManifestName>('ociA', 'ociB', 'dockA', 'ociIdx', 'mixedIdx'), fc.constantFrom<ManifestName>('ociB', 'dockB', 'dockList', 'sbomA')).map((a) => new RaceOnTag(...a)),
     fc.tuple(repoArb, tagArb, acceptArb, fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new GetByTag(...a)),
     fc.tuple(repoArb, manifestArb, acceptArb, fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new GetByDigest(...a)),
     fc.tuple(repoArb, tagArb).map((a) => new DeleteTag(...a)),
     fc.tuple(repoArb, manifestArb).map((a) => new DeleteManifest(...a)),
-    fc.tuple(repoArb, pageArb).map((a) => new ListTags(...a)),
+    fc.tuple(repoArb, pageArb, fc.option(fc.constantFrom(...TAGS, 'A', 'latesT', 'v1.', 'zzz', '_'), { nil: null, freq: 2 })).map((a) => new ListTags(...a)),
     pageArb.map((n) => new Catalog(n)),
     fc
       .tuple(repoArb, fc.constantFrom<ManifestName | 'ghost'>('ociA', 'ociB', 'dockA', 'ghost'), fc.option(fc.constantFrom(ARTIFACT.sbom, ARTIFACT.sig, ARTIFACT.att, MT.ociConfig, MT.dockerConfig), { nil: null }))
