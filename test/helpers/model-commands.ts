@@ -15,10 +15,14 @@ export interface ModelState {
   model: RegistryModel;
   /** repository names of this run: a prefix of their own, so runs sharing a server do not meet */
   prefix: string;
+  /** how many more `volreg gc` runs this sequence may make (each spawns the CLI) */
+  gcBudget: number;
 }
 
 export interface Real {
   url: string;
+  /** runs `volreg gc --grace 0 --json [--delete-untagged]` on the server's database and data directory */
+  gc?: (deleteUntagged: boolean) => Promise<{ code: number; stdout: string; stderr: string }>;
 }
 
 type Cmd = fc.AsyncCommand<ModelState, Real>;
@@ -361,6 +365,42 @@ class RaceOnTag implements Cmd {
   toString = (): string => `RaceOnTag(${this.repo},${this.tag},${this.a},${this.b})`;
 }
 
+/**
+ * `volreg gc --grace 0` while the server runs (on its shared database): without
+ * --delete-untagged nothing a repository holds goes; with it, what no tag, kept index or kept
+ * subject/referrer needs goes, then the blobs only those used (README "Garbage collection").
+ */
+class CollectGarbage implements Cmd {
+  constructor(readonly deleteUntagged: boolean) {}
+  check = (s: Readonly<ModelState>): boolean => s.gcBudget > 0;
+  async run(s: ModelState, real: Real): Promise<void> {
+    if (!real.gc) return;
+    s.gcBudget--;
+    const r = await real.gc(this.deleteUntagged);
+    if (r.code !== 0) fail(`volreg gc exited ${r.code}: ${r.stderr.slice(-2000)}`, undefined);
+    if (this.deleteUntagged) {
+      // what it may take, it may also keep (grace): the model follows what the server holds
+      for (const [repo, garbage] of s.model.untaggedGarbage()) {
+        const r = s.model.repo(repo);
+        for (const m of garbage.manifests) {
+          const head = await request(real.url, `/v2/${repo}/manifests/${MANIFESTS[m].digest}`, { method: 'HEAD' });
+          if (head.status === 404) r.manifests.delete(m);
+          else expectStatus(`after gc: HEAD ${repo}@${m}`, head, 200);
+        }
+        for (const b of garbage.blobs) {
+          const head = await request(real.url, `/v2/${repo}/blobs/${BLOBS[b].digest}`, { method: 'HEAD' });
+          if (head.status === 404) r.blobs.delete(b);
+          else expectStatus(`after gc: HEAD ${repo} blob ${b}`, head, 200);
+        }
+        // a manifest kept keeps the blobs it uses that the repository held
+        for (const m of r.manifests) for (const b of MANIFESTS[m].blobs) if (garbage.blobs.includes(b) && !r.blobs.has(b)) fail(`after gc: ${repo} keeps ${m} but lost its blob ${b}`, undefined);
+      }
+    }
+    await new CheckAll().run(s, real);
+  }
+  toString = (): string => `CollectGarbage(${this.deleteUntagged ? '--delete-untagged' : ''})`;
+}
+
 // ---- listings -------------------------------------------------------------------------------
 
 /** Follows `Link` from `first` to the end; every page at most `n` long. */
@@ -518,5 +558,6 @@ export function commandArbs(): Array<fc.Arbitrary<Cmd>> {
       .tuple(repoArb, fc.constantFrom<ManifestName | 'ghost'>('ociA', 'ociB', 'dockA', 'ghost'), fc.option(fc.constantFrom(ARTIFACT.sbom, ARTIFACT.sig, ARTIFACT.att, MT.ociConfig, MT.dockerConfig), { nil: null }))
       .map((a) => new Referrers(...a)),
     fc.constant(new CheckAll()),
+    fc.boolean().map((d) => new CollectGarbage(d)),
   ];
 }

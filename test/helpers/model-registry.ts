@@ -58,6 +58,34 @@ export class RegistryModel {
     }
   }
 
+  /**
+   * What `gc --delete-untagged` may remove from each repository: manifests no tag, kept index
+   * or kept subject/referrer needs, then blobs no kept manifest uses. (It may keep some: content
+   * within the grace period stays.)
+   */
+  untaggedGarbage(): Map<string, { manifests: ManifestName[]; blobs: BlobName[] }> {
+    const out = new Map<string, { manifests: ManifestName[]; blobs: BlobName[] }>();
+    for (const [name, r] of this.repos) {
+      const kept = new Set<ManifestName>();
+      for (const units of r.tags.values()) for (const m of [units.s1, units.s2]) if (m) kept.add(m);
+      for (let grew = true; grew; ) {
+        grew = false;
+        const keptDigests = new Set([...kept].map((k) => MANIFESTS[k].digest));
+        for (const n of r.manifests) {
+          if (kept.has(n)) continue;
+          const m = MANIFESTS[n];
+          if ([...kept].some((k) => MANIFESTS[k].children.includes(n) || MANIFESTS[k].subject === m.digest) || (m.subject !== undefined && keptDigests.has(m.subject))) {
+            kept.add(n);
+            grew = true;
+          }
+        }
+      }
+      const used = new Set([...kept].flatMap((k) => MANIFESTS[k].blobs));
+      out.set(name, { manifests: [...r.manifests].filter((m) => !kept.has(m)), blobs: [...r.blobs].filter((b) => !used.has(b)) });
+    }
+    return out;
+  }
+
   tagNames(repo: string): string[] {
     return [...this.repo(repo).tags.keys()].sort(byteOrder);
   }
