@@ -172,7 +172,30 @@ class DeleteBlob implements Cmd {
   toString = (): string => `DeleteBlob(${this.repo},${this.blob})`;
 }
 
-// ---- manifests ------------------------------------------------------------------------------
+// ---- manifests -------------------------------------------------------------------------------
+
+/** If-Match / If-None-Match of a request, as entity tags `"<digest>"` (README "Conditional pushes and deletes") */
+export interface Conditions {
+  ifMatch?: string;
+  ifNoneMatch?: string;
+}
+
+function conditionHeaders(c: Conditions | null): Record<string, string> {
+  return { ...(c?.ifMatch ? { 'If-Match': c.ifMatch } : {}), ...(c?.ifNoneMatch ? { 'If-None-Match': c.ifNoneMatch } : {}) };
+}
+
+/** RFC 9110: If-Match compares strongly (a weak tag never matches), If-None-Match weakly. */
+function conditionsHold(c: Conditions | null, current: string | undefined): boolean {
+  if (!c) return true;
+  const opaque = (tag: string): string => tag.replace(/^W\//, '').replace(/^"|"$/g, '');
+  if (c.ifMatch !== undefined) {
+    if (c.ifMatch === '*' ? current === undefined : c.ifMatch.startsWith('W/') || opaque(c.ifMatch) !== current) return false;
+  }
+  if (c.ifNoneMatch !== undefined) {
+    if (c.ifNoneMatch === '*' ? current !== undefined : opaque(c.ifNoneMatch) === current) return false;
+  }
+  return true;
+}
 
 class PutManifest implements Cmd {
   constructor(
@@ -180,14 +203,27 @@ class PutManifest implements Cmd {
     readonly manifest: ManifestName,
     readonly tag: string | null,
     readonly sendType: boolean,
+    readonly conditions: Conditions | null = null,
+    /** ?tag= of a push by digest */
+    readonly extraTags: string[] = [],
   ) {}
   check = (): boolean => true;
   async run(s: ModelState, real: Real): Promise<void> {
     const repo = repoOf(s, this.repo);
     const m = MANIFESTS[this.manifest];
     const ref = this.tag ?? m.digest;
-    const what = `PUT ${this.manifest} to ${repo}:${ref}`;
-    const r = await request(real.url, `/v2/${repo}/manifests/${ref}`, { method: 'PUT', headers: this.sendType ? { 'Content-Type': m.mediaType } : {}, body: m.bytes });
+    const extra = this.tag === null ? [...new Set(this.extraTags)] : [];
+    const query = extra.length > 0 ? `?${extra.map((t) => `tag=${t}`).join('&')}` : '';
+    const what = `PUT ${this.manifest} to ${repo}:${ref}${query} ${JSON.stringify(this.conditions)}`;
+    const r = await request(real.url, `/v2/${repo}/manifests/${ref}${query}`, {
+      method: 'PUT',
+      headers: { ...(this.sendType ? { 'Content-Type': m.mediaType } : {}), ...conditionHeaders(this.conditions) },
+      body: m.bytes,
+    });
+    const model = s.model.repo(repo);
+    const units = this.tag === null ? undefined : model.tags.get(this.tag);
+    const current = this.tag === null ? (model.manifests.has(this.manifest) ? m.digest : undefined) : m.schemaVersion === 1 ? (units?.s1 && MANIFESTS[units.s1].digest) : units?.s2 && MANIFESTS[units.s2].digest;
+    if (!conditionsHold(this.conditions, current || undefined)) return expectError(what, r, 412, 'PRECONDITION_FAILED');
     const missing = s.model.missingFor(repo, m);
     if (missing.length > 0) {
       expectError(what, r, 400, 'MANIFEST_BLOB_UNKNOWN');
@@ -200,9 +236,12 @@ class PutManifest implements Cmd {
     expectHeader(what, r, 'location', `/v2/${repo}/manifests/${m.digest}`);
     if (m.subject && header(r, 'oci-subject') !== m.subject) fail(`${what}: OCI-Subject`, r);
     if (!m.subject && header(r, 'oci-subject') !== undefined) fail(`${what}: OCI-Subject without a subject`, r);
+    if (extra.length > 0 && !isDeepStrictEqual(header(r, 'oci-tag')?.split(/,\s*/).sort(), [...extra].sort())) fail(`${what}: OCI-Tag`, r);
     s.model.pushManifest(repo, m, this.tag ?? undefined);
+    for (const t of extra) s.model.pushManifest(repo, m, t);
   }
-  toString = (): string => `PutManifest(${this.repo},${this.manifest},${this.tag ?? 'by digest'}${this.sendType ? '' : ',no Content-Type'})`;
+  toString = (): string =>
+    `PutManifest(${this.repo},${this.manifest},${this.tag ?? 'by digest'}${this.sendType ? '' : ',no Content-Type'}${this.conditions ? `,${JSON.stringify(this.conditions)}` : ''}${this.extraTags.length && this.tag === null ? `,?tag=${this.extraTags.join('+')}` : ''})`;
 }
 
 class GetByTag implements Cmd {
@@ -264,36 +303,45 @@ class DeleteTag implements Cmd {
   constructor(
     readonly repo: string,
     readonly tag: string,
+    readonly conditions: Conditions | null = null,
   ) {}
   check = (): boolean => true;
   async run(s: ModelState, real: Real): Promise<void> {
     const repo = repoOf(s, this.repo);
-    const what = `DELETE ${repo}:${this.tag}`;
-    const r = await request(real.url, `/v2/${repo}/manifests/${this.tag}`, { method: 'DELETE' });
+    const what = `DELETE ${repo}:${this.tag} ${JSON.stringify(this.conditions)}`;
+    const r = await request(real.url, `/v2/${repo}/manifests/${this.tag}`, { method: 'DELETE', headers: conditionHeaders(this.conditions) });
     const tags = s.model.repo(repo).tags;
-    if (!tags.has(this.tag)) return expectError(what, r, 404, 'MANIFEST_UNKNOWN');
+    const units = tags.get(this.tag);
+    if (!units) return expectError(what, r, 404, 'MANIFEST_UNKNOWN');
+    // each unit on its own: the conditions name the manifest a client saw the tag at
+    const goes = (['s1', 's2'] as const).filter((k) => units[k] !== undefined && conditionsHold(this.conditions, MANIFESTS[units[k]!].digest));
+    if (goes.length === 0) return expectError(what, r, 412, 'PRECONDITION_FAILED');
     expectStatus(what, r, 202);
-    tags.delete(this.tag);
+    for (const k of goes) delete units[k];
+    if (!units.s1 && !units.s2) tags.delete(this.tag);
   }
-  toString = (): string => `DeleteTag(${this.repo},${this.tag})`;
+  toString = (): string => `DeleteTag(${this.repo},${this.tag}${this.conditions ? `,${JSON.stringify(this.conditions)}` : ''})`;
 }
 
 class DeleteManifest implements Cmd {
   constructor(
     readonly repo: string,
     readonly manifest: ManifestName,
+    readonly conditions: Conditions | null = null,
   ) {}
   check = (): boolean => true;
   async run(s: ModelState, real: Real): Promise<void> {
     const repo = repoOf(s, this.repo);
-    const what = `DELETE ${repo}@${this.manifest}`;
-    const r = await request(real.url, `/v2/${repo}/manifests/${MANIFESTS[this.manifest].digest}`, { method: 'DELETE' });
+    const m = MANIFESTS[this.manifest];
+    const what = `DELETE ${repo}@${this.manifest} ${JSON.stringify(this.conditions)}`;
+    const r = await request(real.url, `/v2/${repo}/manifests/${m.digest}`, { method: 'DELETE', headers: conditionHeaders(this.conditions) });
     if (!s.model.repo(repo).manifests.has(this.manifest)) return expectError(what, r, 404, 'MANIFEST_UNKNOWN');
+    if (!conditionsHold(this.conditions, m.digest)) return expectError(what, r, 412, 'PRECONDITION_FAILED');
     if (s.model.listedBy(repo, this.manifest).length > 0) return expectError(what, r, 409, 'MANIFEST_REFERENCED');
     expectStatus(what, r, 202);
     s.model.deleteManifest(repo, this.manifest);
   }
-  toString = (): string => `DeleteManifest(${this.repo},${this.manifest})`;
+  toString = (): string => `DeleteManifest(${this.repo},${this.manifest}${this.conditions ? `,${JSON.stringify(this.conditions)}` : ''})`;
 }
 
 /** What a client pushing an image does: the blobs and entries the repository lacks, then the manifest. */
@@ -536,6 +584,19 @@ export const acceptArb: fc.Arbitrary<AcceptItem[] | undefined> = fc.option(
 );
 const pageArb = fc.option(fc.integer({ min: 0, max: 7 }), { nil: null, freq: 3 });
 
+const conditionsArb: fc.Arbitrary<Conditions | null> = fc.option(
+  fc
+    .record(
+      {
+        ifMatch: fc.oneof(fc.constant('*'), fc.constantFrom(...MANIFEST_NAMES).map((m) => `"${MANIFESTS[m].digest}"`), fc.constantFrom(...MANIFEST_NAMES).map((m) => `W/"${MANIFESTS[m].digest}"`)),
+        ifNoneMatch: fc.oneof(fc.constant('*'), fc.constantFrom(...MANIFEST_NAMES).map((m) => `"${MANIFESTS[m].digest}"`), fc.constantFrom(...MANIFEST_NAMES).map((m) => `W/"${MANIFESTS[m].digest}"`)),
+      },
+      { requiredKeys: [] },
+    )
+    .filter((c) => c.ifMatch !== undefined || c.ifNoneMatch !== undefined),
+  { nil: null, freq: 2 },
+);
+
 export function commandArbs(): Array<fc.Arbitrary<Cmd>> {
   const manifestArb = fc.constantFrom(...MANIFEST_NAMES);
   return [
@@ -550,8 +611,9 @@ export function commandArbs(): Array<fc.Arbitrary<Cmd>> {
     fc.tuple(repoArb, tagArb, fc.constantFrom<ManifestName>('ociA', 'ociB', 'dockA', 'ociIdx', 'mixedIdx'), fc.constantFrom<ManifestName>('ociB', 'dockB', 'dockList', 'sbomA')).map((a) => new RaceOnTag(...a)),
     fc.tuple(repoArb, tagArb, acceptArb, fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new GetByTag(...a)),
     fc.tuple(repoArb, manifestArb, acceptArb, fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new GetByDigest(...a)),
-    fc.tuple(repoArb, tagArb).map((a) => new DeleteTag(...a)),
-    fc.tuple(repoArb, manifestArb).map((a) => new DeleteManifest(...a)),
+    fc.tuple(repoArb, tagArb, conditionsArb).map((a) => new DeleteTag(...a)),
+    fc.tuple(repoArb, manifestArb, conditionsArb).map((a) => new DeleteManifest(...a)),
+    fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 2 }), fc.constant(true), conditionsArb, fc.array(tagArb, { maxLength: 3 })).map((a) => new PutManifest(...a)),
     fc.tuple(repoArb, pageArb, fc.option(fc.constantFrom(...TAGS, 'A', 'latesT', 'v1.', 'zzz', '_'), { nil: null, freq: 2 })).map((a) => new ListTags(...a)),
     pageArb.map((n) => new Catalog(n)),
     fc
