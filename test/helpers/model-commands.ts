@@ -17,6 +17,10 @@ export interface ModelState {
   prefix: string;
   /** how many more `volreg gc` runs this sequence may make (each spawns the CLI) */
   gcBudget: number;
+  /** upload sessions opened by OpenSession, in order (null once finished or cancelled) */
+  sessions?: Array<{ repo: string; location: string; blob: BlobName; sent: number } | null>;
+  /** where each closed session was */
+  sessionLocations?: string[];
 }
 
 export interface Real {
@@ -170,6 +174,98 @@ class DeleteBlob implements Cmd {
     held.delete(this.blob);
   }
   toString = (): string => `DeleteBlob(${this.repo},${this.blob})`;
+}
+
+/** An upload session left open, for the session commands below to carry on. */
+class OpenSession implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly blob: BlobName,
+  ) {}
+  check = (): boolean => true;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const what = `open a session in ${repo}`;
+    const r = await request(real.url, `/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+    expectStatus(what, r, 202);
+    expectHeader(what, r, 'range', '0-0');
+    const location = header(r, 'location');
+    const uuid = header(r, 'docker-upload-uuid');
+    if (!location || !uuid || !location.endsWith(`/${uuid}`)) fail(`${what}: Location ${location} and Docker-Upload-UUID ${uuid}`, r);
+    (s.sessions ??= []).push({ repo, location, blob: this.blob, sent: 0 });
+  }
+  toString = (): string => `OpenSession(${this.repo},${this.blob})`;
+}
+
+type SessionStep = 'chunk' | 'chunk-wrong-start' | 'status' | 'status-other-repo' | 'finish' | 'finish-wrong-digest' | 'finish-no-digest' | 'cancel';
+
+/** One request on an open session (by its index among those opened): each as README "Blobs and uploads" says. */
+class OnSession implements Cmd {
+  constructor(
+    readonly pick: number,
+    readonly step: SessionStep,
+    readonly size: number,
+  ) {}
+  check = (s: Readonly<ModelState>): boolean => (s.sessions ?? []).length > 0;
+  async run(s: ModelState, real: Real): Promise<void> {
+    const index = this.pick % s.sessions!.length;
+    const session = s.sessions![index];
+    const what = `${this.step} on session ${index}`;
+    if (!session) {
+      // finished or cancelled: gone
+      const r = await request(real.url, s.sessionLocations![index]!, { method: 'GET' });
+      return expectError(`${what} (gone)`, r, 404, 'BLOB_UPLOAD_UNKNOWN');
+    }
+    const b = BLOBS[session.blob];
+    const range = (): string => (session.sent === 0 ? '0-0' : `0-${session.sent - 1}`);
+    const part = b.bytes.subarray(session.sent, Math.min(b.size, session.sent + this.size));
+    if (this.step === 'chunk' || this.step === 'chunk-wrong-start') {
+      if (part.length === 0) return;
+      const start = this.step === 'chunk' ? session.sent : session.sent + 1 + (this.size % 3);
+      const r = await request(real.url, session.location, { method: 'PATCH', headers: { 'Content-Range': `${start}-${start + part.length - 1}`, 'Content-Type': 'application/octet-stream' }, body: part });
+      if (this.step === 'chunk-wrong-start') {
+        expectError(what, r, 416, 'RANGE_INVALID');
+        return expectHeader(what, r, 'range', range());
+      }
+      expectStatus(what, r, 202);
+      session.sent += part.length;
+      return expectHeader(what, r, 'range', range());
+    }
+    if (this.step === 'status' || this.step === 'status-other-repo') {
+      const loc = this.step === 'status' ? session.location : session.location.replace(`/v2/${session.repo}/`, `/v2/${session.repo}-other/`);
+      const r = await request(real.url, loc);
+      if (this.step === 'status-other-repo') return expectError(what, r, 404, 'BLOB_UPLOAD_UNKNOWN');
+      expectStatus(what, r, 204);
+      return expectHeader(what, r, 'range', range());
+    }
+    if (this.step === 'cancel') {
+      const r = await request(real.url, session.location, { method: 'DELETE' });
+      expectStatus(what, r, 204);
+      return this.close(s, index);
+    }
+    const rest = b.bytes.subarray(session.sent);
+    const digest = this.step === 'finish' ? b.digest : this.step === 'finish-wrong-digest' ? BLOBS[session.blob === 'l0' ? 'l1' : 'l0'].digest : null;
+    const r = await request(real.url, `${session.location}${digest ? `?digest=${digest}` : ''}`, { method: 'PUT', headers: { 'Content-Type': 'application/octet-stream' }, body: rest });
+    if (this.step === 'finish-no-digest') {
+      // the session stays for a retry, without the bytes of this request
+      return expectError(what, r, 400, 'DIGEST_INVALID');
+    }
+    if (this.step === 'finish-wrong-digest') {
+      expectError(what, r, 400, 'DIGEST_INVALID');
+      return this.close(s, index);
+    }
+    expectStatus(what, r, 201);
+    expectHeader(what, r, 'docker-content-digest', b.digest);
+    const repo = s.model.repo(session.repo);
+    repo.blobs.add(session.blob);
+    repo.exists = true;
+    this.close(s, index);
+  }
+  private close(s: ModelState, index: number): void {
+    (s.sessionLocations ??= [])[index] = s.sessions![index]!.location;
+    s.sessions![index] = null;
+  }
+  toString = (): string => `OnSession(${this.pick},${this.step},${this.size})`;
 }
 
 // ---- manifests -------------------------------------------------------------------------------
@@ -426,6 +522,18 @@ class CollectGarbage implements Cmd {
     s.gcBudget--;
     const r = await real.gc(this.deleteUntagged);
     if (r.code !== 0) fail(`volreg gc exited ${r.code}: ${r.stderr.slice(-2000)}`, undefined);
+    // idle upload sessions are abandoned past the grace period (here none): each one is gone or intact
+    for (const [i, session] of (s.sessions ?? []).entries()) {
+      if (!session) continue;
+      const status = await request(real.url, session.location);
+      if (status.status === 404) {
+        (s.sessionLocations ??= [])[i] = session.location;
+        s.sessions![i] = null;
+      } else {
+        expectStatus(`after gc: session ${i}`, status, 204);
+        expectHeader(`after gc: session ${i}`, status, 'range', session.sent === 0 ? '0-0' : `0-${session.sent - 1}`);
+      }
+    }
     if (this.deleteUntagged) {
       // what it may take, it may also keep (grace): the model follows what the server holds
       for (const [repo, garbage] of s.model.untaggedGarbage()) {
@@ -603,6 +711,10 @@ export function commandArbs(): Array<fc.Arbitrary<Cmd>> {
     fc.tuple(repoArb, fc.constantFrom(...BLOB_NAMES), fc.constantFrom<UploadMode>('post', 'session', 'chunked', 'mount'), repoArb, fc.integer({ min: 1, max: 4 })).map((a) => new PushBlob(...a)),
     fc.tuple(repoArb, fc.constantFrom(...BLOB_NAMES), fc.constantFrom<UploadMode>('post', 'mount'), repoArb, fc.constant(1)).map((a) => new PushBlob(...a)),
     fc.tuple(repoArb, fc.constantFrom(...BLOB_NAMES), fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new ReadBlob(...a)),
+    fc.tuple(repoArb, fc.constantFrom(...BLOB_NAMES)).map((a) => new OpenSession(...a)),
+    fc
+      .tuple(fc.nat(), fc.constantFrom<SessionStep>('chunk', 'chunk', 'chunk', 'chunk-wrong-start', 'status', 'status-other-repo', 'finish', 'finish', 'finish-wrong-digest', 'finish-no-digest', 'cancel'), fc.integer({ min: 1, max: 1500 }))
+      .map((a) => new OnSession(...a)),
     fc.tuple(repoArb, fc.constantFrom(...BLOB_NAMES)).map((a) => new DeleteBlob(...a)),
     fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 3 }), fc.boolean()).map((a) => new PutManifest(...a)),
     fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 3 }), fc.constant(true)).map((a) => new PutManifest(...a)),
