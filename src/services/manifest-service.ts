@@ -174,7 +174,9 @@ export class ManifestService {
     // the other. A manifest taken meanwhile is held again (its tags now protect it).
     try {
       if (!(await this.deps.manifests.holdsAll(repo, unit, parsed))) {
-        await this.holdAgainIfTaken(repo, parsed, body, unit);
+        // a delete by digest that took the manifest took this push's tags with it (its last
+        // pass over the tags): held again, the manifest gets them back
+        if (await this.holdAgainIfTaken(repo, parsed, body, unit)) await this.restoreTags(repo, written);
         await this.requireReferences(repo, parsed);
       }
     } catch (err) {
@@ -215,14 +217,29 @@ export class ManifestService {
    * was deleting, and associated it after the collection's last look: that association points
    * at nothing and is replaced).
    */
-  private async holdAgainIfTaken(repo: RepositoryName, parsed: ParsedManifest, body: Buffer, pushed: ManifestUnitRef): Promise<void> {
+  private async holdAgainIfTaken(repo: RepositoryName, parsed: ParsedManifest, body: Buffer, pushed: ManifestUnitRef): Promise<boolean> {
     if (await this.deps.manifests.exists(pushed)) {
-      if (await this.deps.manifests.findInRepo(repo, parsed.digest)) return;
+      if (await this.deps.manifests.findInRepo(repo, parsed.digest)) return false;
     } else {
       await this.deps.manifests.removeFromRepo(repo, pushed);
     }
     const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
     await this.deps.manifests.addToRepo(repo, unit);
+    return true;
+  }
+
+  /**
+   * Tags a delete by digest took from a manifest that a push holds again, put back: only where
+   * the name has no unit of that schema version now (one another push wrote since stays).
+   */
+  private async restoreTags(repo: RepositoryName, tags: readonly TagRecord[]): Promise<void> {
+    for (const t of tags) {
+      try {
+        await this.deps.tagWriter.upsert(repo, t.name, t.schemaVersion, t.manifestDigest, t.manifestType, { ifNoneMatch: '*' });
+      } catch (err) {
+        if (!(isVolregError(err) && err.code === 'PRECONDITION_FAILED')) throw err;
+      }
+    }
   }
 
   /** MANIFEST_BLOB_UNKNOWN, listing them all, unless the repository holds every blob and manifest `parsed` references. */
@@ -317,6 +334,10 @@ export class ManifestService {
     const removed = await this.deps.tagWriter.deleteByManifest(repo, m.digest);
     await this.deps.manifests.removeFromRepo(repo, { id: m.id, kind: m.kind });
     const late = await this.deps.tagWriter.deleteByManifest(repo, m.digest);
+    // A push of the same manifest that found it taken holds it again (put): the tags this last
+    // pass took were that push's, and they come back with it. The push puts them back too,
+    // when it holds the manifest again after this pass; one of the two sees the other.
+    if (late.length > 0 && (await this.deps.manifests.findInRepo(repo, m.digest))) await this.restoreTags(repo, late);
     this.deps.logger?.info({ repository: repo, digest: m.digest, tags: [...removed, ...late].map((t) => t.name) }, 'manifest deleted');
   }
 }
