@@ -557,6 +557,52 @@ class CollectGarbage implements Cmd {
   toString = (): string => `CollectGarbage(${this.deleteUntagged ? '--delete-untagged' : ''})`;
 }
 
+/**
+ * A push of a manifest to a tag racing a delete of the same manifest by digest: either order is
+ * right, but no tag may be left that does not pull (README "Manifests and tags").
+ */
+class RaceDeleteByDigest implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly tag: string,
+    readonly manifest: ManifestName,
+  ) {}
+  check = (s: Readonly<ModelState>): boolean => {
+    const repo = repoOf(s as ModelState, this.repo);
+    return s.model.missingFor(repo, MANIFESTS[this.manifest]).length === 0 && s.model.listedBy(repo, this.manifest).length === 0;
+  };
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const m = MANIFESTS[this.manifest];
+    const what = `race: PUT ${this.manifest} to ${repo}:${this.tag} and DELETE it by digest`;
+    const heldBefore = s.model.repo(repo).manifests.has(this.manifest);
+    const [put, del] = await Promise.all([
+      request(real.url, `/v2/${repo}/manifests/${this.tag}`, { method: 'PUT', headers: { 'Content-Type': m.mediaType }, body: m.bytes }),
+      request(real.url, `/v2/${repo}/manifests/${m.digest}`, { method: 'DELETE' }),
+    ]);
+    expectStatus(`${what}: PUT`, put, 201);
+    if (del.status === 404 && heldBefore) fail(`${what}: DELETE found nothing though the manifest was held`, del);
+    if (del.status !== 202 && del.status !== 404) fail(`${what}: DELETE`, del);
+    const held = (await request(real.url, `/v2/${repo}/manifests/${m.digest}`, { method: 'HEAD' })).status === 200;
+    if (held) {
+      // the delete went first (or found nothing): the push holds and tags it
+      s.model.pushManifest(repo, m, this.tag);
+    } else {
+      if (del.status !== 202) fail(`${what}: the manifest is gone but the delete found nothing`, del);
+      s.model.pushManifest(repo, m, this.tag);
+      s.model.deleteManifest(repo, this.manifest);
+    }
+    // every tag listed still pulls
+    for (const tag of s.model.tagNames(repo)) {
+      const r = await request(real.url, `/v2/${repo}/manifests/${tag}`, { method: 'HEAD' });
+      expectStatus(`${what}: HEAD ${tag} afterwards`, r, 200);
+    }
+    const listed = await request(real.url, `/v2/${repo}/tags/list`);
+    if (!isDeepStrictEqual(listed.json<{ tags: string[] }>().tags, s.model.tagNames(repo))) fail(`${what}: tags afterwards`, listed, { expected: s.model.tagNames(repo) });
+  }
+  toString = (): string => `RaceDeleteByDigest(${this.repo},${this.tag},${this.manifest})`;
+}
+
 // ---- listings -------------------------------------------------------------------------------
 
 /** Follows `Link` from `first` to the end; every page at most `n` long. */
@@ -721,6 +767,7 @@ export function commandArbs(): Array<fc.Arbitrary<Cmd>> {
     fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 5 }), fc.constantFrom<UploadMode>('post', 'session', 'chunked', 'mount')).map((a) => new PushWhole(...a)),
     fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 5 }), fc.constantFrom<UploadMode>('post', 'mount')).map((a) => new PushWhole(...a)),
     fc.tuple(repoArb, tagArb, fc.constantFrom<ManifestName>('ociA', 'ociB', 'dockA', 'ociIdx', 'mixedIdx'), fc.constantFrom<ManifestName>('ociB', 'dockB', 'dockList', 'sbomA')).map((a) => new RaceOnTag(...a)),
+    fc.tuple(repoArb, tagArb, manifestArb).map((a) => new RaceDeleteByDigest(...a)),
     fc.tuple(repoArb, tagArb, acceptArb, fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new GetByTag(...a)),
     fc.tuple(repoArb, manifestArb, acceptArb, fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new GetByDigest(...a)),
     fc.tuple(repoArb, tagArb, conditionsArb).map((a) => new DeleteTag(...a)),
