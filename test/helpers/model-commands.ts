@@ -585,7 +585,8 @@ class RaceDeleteByDigest implements Cmd {
     if (del.status !== 202 && del.status !== 404) fail(`${what}: DELETE`, del);
     const held = (await request(real.url, `/v2/${repo}/manifests/${m.digest}`, { method: 'HEAD' })).status === 200;
     if (held) {
-      // the delete went first (or found nothing): the push holds and tags it
+      // the delete went first (or found nothing): it took the manifest's other tags, the push holds and tags it again
+      if (del.status === 202) s.model.deleteManifest(repo, this.manifest);
       s.model.pushManifest(repo, m, this.tag);
     } else {
       if (del.status !== 202) fail(`${what}: the manifest is gone but the delete found nothing`, del);
@@ -601,6 +602,43 @@ class RaceDeleteByDigest implements Cmd {
     if (!isDeepStrictEqual(listed.json<{ tags: string[] }>().tags, s.model.tagNames(repo))) fail(`${what}: tags afterwards`, listed, { expected: s.model.tagNames(repo) });
   }
   toString = (): string => `RaceDeleteByDigest(${this.repo},${this.tag},${this.manifest})`;
+}
+
+/**
+ * A push racing a delete of one of the blobs it references: the push is taken before the
+ * delete (201, the blob then gone from the repository) or refused after it (400
+ * MANIFEST_BLOB_UNKNOWN, nothing of it written).
+ */
+class RaceBlobDelete implements Cmd {
+  constructor(
+    readonly repo: string,
+    readonly tag: string,
+    readonly manifest: ManifestName,
+    readonly pick: number,
+  ) {}
+  check = (s: Readonly<ModelState>): boolean => {
+    const repo = repoOf(s as ModelState, this.repo);
+    return MANIFESTS[this.manifest].blobs.length > 0 && s.model.missingFor(repo, MANIFESTS[this.manifest]).length === 0;
+  };
+  async run(s: ModelState, real: Real): Promise<void> {
+    const repo = repoOf(s, this.repo);
+    const m = MANIFESTS[this.manifest];
+    const blob = m.blobs[this.pick % m.blobs.length]!;
+    const what = `race: PUT ${this.manifest} to ${repo}:${this.tag} and DELETE its blob ${blob}`;
+    const [put, del] = await Promise.all([
+      request(real.url, `/v2/${repo}/manifests/${this.tag}`, { method: 'PUT', headers: { 'Content-Type': m.mediaType }, body: m.bytes }),
+      request(real.url, `/v2/${repo}/blobs/${BLOBS[blob].digest}`, { method: 'DELETE' }),
+    ]);
+    expectStatus(`${what}: DELETE`, del, 202);
+    s.model.repo(repo).blobs.delete(blob);
+    if (put.status === 201) s.model.pushManifest(repo, m, this.tag);
+    else expectError(`${what}: PUT`, put, 400, 'MANIFEST_BLOB_UNKNOWN');
+    const listed = await request(real.url, `/v2/${repo}/tags/list`);
+    if (!isDeepStrictEqual(listed.json<{ tags: string[] }>().tags, s.model.tagNames(repo))) fail(`${what}: tags afterwards`, listed, { expected: s.model.tagNames(repo) });
+    await new GetByTag(this.repo, this.tag, undefined, 'HEAD').run(s, real);
+    await new GetByDigest(this.repo, this.manifest, undefined, 'HEAD').run(s, real);
+  }
+  toString = (): string => `RaceBlobDelete(${this.repo},${this.tag},${this.manifest},${this.pick})`;
 }
 
 // ---- listings -------------------------------------------------------------------------------
@@ -768,6 +806,7 @@ export function commandArbs(): Array<fc.Arbitrary<Cmd>> {
     fc.tuple(repoArb, manifestArb, fc.option(tagArb, { nil: null, freq: 5 }), fc.constantFrom<UploadMode>('post', 'mount')).map((a) => new PushWhole(...a)),
     fc.tuple(repoArb, tagArb, fc.constantFrom<ManifestName>('ociA', 'ociB', 'dockA', 'ociIdx', 'mixedIdx'), fc.constantFrom<ManifestName>('ociB', 'dockB', 'dockList', 'sbomA')).map((a) => new RaceOnTag(...a)),
     fc.tuple(repoArb, tagArb, manifestArb).map((a) => new RaceDeleteByDigest(...a)),
+    fc.tuple(repoArb, tagArb, manifestArb, fc.nat()).map((a) => new RaceBlobDelete(...a)),
     fc.tuple(repoArb, tagArb, acceptArb, fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new GetByTag(...a)),
     fc.tuple(repoArb, manifestArb, acceptArb, fc.constantFrom<'GET' | 'HEAD'>('GET', 'HEAD')).map((a) => new GetByDigest(...a)),
     fc.tuple(repoArb, tagArb, conditionsArb).map((a) => new DeleteTag(...a)),
