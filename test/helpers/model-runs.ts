@@ -1,6 +1,6 @@
 /**
  * How many generated cases a property test runs, and from which seed: a fixed seed, so every
- * failure reproduces; VOLREG_FUZZ_RUNS multiplies the runs for a long run by hand, and
+ * failure reproduces; VOLREG_FUZZ_RUNS sets the number of runs for a long run by hand, and
  * VOLREG_FUZZ_SEED starts from another seed (fast-check prints the seed and path of a failure).
  */
 
