@@ -1,4 +1,4 @@
-import { extract, type Extract } from 'tar-stream';
+import { extract, type Extract, type Header } from 'tar-stream';
 
 /**
  * The tar parser the server and the extractor both use. Headers without the ustar magic are v7
@@ -8,7 +8,15 @@ import { extract, type Extract } from 'tar-stream';
 export function tarParser(): Extract {
   // an option of tar-stream's parser its bundled types leave out
   const options = { allowUnknownFormat: true } as Parameters<typeof extract>[0];
-  return extract(options);
+  const parser = extract(options);
+  // tar-stream skips no data after a directory (as GNU tar and tar-framing.ts read it), yet its
+  // body stream of a directory ends only when the size field (or a pax `size`) says 0: with any
+  // other size it never ends, and a reader waiting for it (to take the next entry) waits for
+  // ever. The stream reads the header's size when first read, after this listener, which runs first.
+  parser.prependListener('entry', (header: Header) => {
+    if (header.type === 'directory') header.size = 0;
+  });
+  return parser;
 }
 
 /** tar-stream is a streamx Writable, not a Node one: feed it by hand, honouring backpressure. */
@@ -37,7 +45,9 @@ export async function feedParser(src: AsyncIterable<Buffer>, parser: Extract): P
     parser.end(null);
     await Promise.race([finished, failed]);
   } catch (err) {
-    parser.destroy();
+    // with the reason: tar-stream's entry iterator, asked for the next entry after its parser was
+    // destroyed without one, waits for ever (a decoder failing past the last entry hung a pull)
+    parser.destroy(err instanceof Error ? err : new Error(String(err)));
     throw err;
   } finally {
     done = true;
