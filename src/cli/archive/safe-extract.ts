@@ -722,6 +722,9 @@ async function extractInto(tar: Readable, dirs: TreeDirs, spill: SpillFiles, opt
  * before this returns.
  */
 export async function extractTar(tar: Readable, target: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
+  // as in extractTree, which hears the stream only once the spill directory is made: a decoder
+  // failing meanwhile is the extraction's failure, not an unhandled 'error' event
+  tar.on('error', () => undefined);
   const spillParent = await mkdtemp(join(tmpdir(), 'volreg-extract-'));
   try {
     const { directories, ...result } = await extractTree(tar, target, join(spillParent, 'spill'), opts);
