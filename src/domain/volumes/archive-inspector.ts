@@ -10,6 +10,7 @@ import { entryNameForMessage, unrestorableReason } from './restorable-entry.ts';
 import type { Compression } from './media-types.ts';
 import { feedParser, tarParser } from './tar-feed.ts';
 import { TarFraming } from './tar-framing.ts';
+import { TreeShape } from './tree-shape.ts';
 
 /**
  * The streaming archive inspector: reads a tar, tar+gzip or tar+zstd body once and proves it
@@ -21,7 +22,8 @@ import { TarFraming } from './tar-framing.ts';
  *
  * Anything wrong with the bytes (truncated, corrupt, not a tar, garbage after the end) is
  * ARCHIVE_INVALID, and so is an entry a restore could not reproduce exactly
- * (restorable-entry.ts) or a hard link tar -x could not create (link-targets.ts); a failure of the source itself (the client went away) is passed through,
+ * (restorable-entry.ts), a hard link tar -x could not create (link-targets.ts) or entries that do
+ * not fit together as a tree (tree-shape.ts); a failure of the source itself (the client went away) is passed through,
  * and so is a fault of the inspection's own (isInspectionFault).
  */
 export interface ArchiveInspection {
@@ -98,6 +100,7 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
     let unsafeEntries = 0;
     const parser = tarParser();
     const linkTargets = new LinkTargets();
+    const shape = new TreeShape();
     parser.on('error', (err: Error) => (parserFailure ??= err));
     parser.on('entry', (header, body, next) => {
       // the parser's own error says what went wrong; the entry's stream only repeats it
@@ -115,8 +118,14 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
         parser.destroy(new VolregError('ARCHIVE_INVALID', `the archive can not be restored exactly: entry ${entry}: ${reason}`, { entry, reason }));
         return;
       }
+      const fit = shape.admit(header);
+      if (fit !== null && fit !== 'beneath-symlink') {
+        const entry = entryNameForMessage(header.name);
+        parser.destroy(new VolregError('ARCHIVE_INVALID', `the archive can not be restored exactly: entry ${entry}: ${fit.refused}`, { entry, reason: fit.refused }));
+        return;
+      }
       entries++;
-      if (isUnsafeEntry(entryKind(header), header.name, header.linkname)) unsafeEntries++;
+      if (fit === 'beneath-symlink' || isUnsafeEntry(entryKind(header), header.name, header.linkname)) unsafeEntries++;
       body.on('end', () => next());
       body.resume();
     });

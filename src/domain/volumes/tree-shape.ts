@@ -1,0 +1,60 @@
+import { entryKind, normalizeEntryName, type KindedHeader } from './entry-safety.ts';
+import { NameHashSet } from './name-hash-set.ts';
+
+/**
+ * Whether the entries of an archive, made one after the other as tar -x makes them, fit together
+ * as a tree, for the server to refuse on push an archive no extractor can restore. The CLI's
+ * extractor (safe-extract.ts) refuses, and GNU tar and bsdtar fail on:
+ *
+ * - an entry beneath a name an earlier entry made a file, fifo, device or hard link (`a`, then
+ *   `a/b`): its parent is not a directory;
+ * - a non-directory entry where an earlier one made a directory that holds entries (`d/x`, then
+ *   `d` as a file or symlink): tar removes a directory it replaces only while it is empty.
+ *
+ * An entry beneath a name an earlier entry made a symlink (`s -> dir`, then `s/x`) is one the
+ * extractor refuses for safety (it never writes through a symlink), as it refuses absolute names
+ * and escaping links: such entries are counted as unsafe, not refused (README, Volume snapshots).
+ *
+ * The names are kept as 64-bit hashes (name-hash-set.ts, 16 to 32 bytes a name): a collision
+ * could refuse an archive whose names were chosen to collide (its author's own), or, by chance,
+ * one lookup in about 2^64 / n among n names.
+ */
+export type ShapeVerdict = { refused: string } | 'beneath-symlink' | null;
+
+export class TreeShape {
+  /** names an entry made a symlink (directly, or as a hard link to one) */
+  private readonly symlinks = new NameHashSet();
+  /** names an entry made a file, fifo, device or hard link to one of those */
+  private readonly others = new NameHashSet();
+  /** directories holding entries (made by an entry, or on the way to one) */
+  private readonly parents = new NameHashSet();
+
+  /** Takes the next entry (names that are unsafe, or the root, are left to isUnsafeEntry). */
+  admit(header: KindedHeader & { linkname?: string | null }): ShapeVerdict {
+    const name = normalizeEntryName(header.name);
+    if (name === null || name === '') return null;
+    const kind = entryKind(header);
+    const parts = name.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const ancestor = parts.slice(0, i).join('/');
+      if (this.symlinks.has(ancestor)) return 'beneath-symlink';
+      if (this.others.has(ancestor)) return { refused: `its parent ${JSON.stringify(ancestor.slice(0, 200))} is not a directory but an earlier entry of the archive: tar -x can not create it` };
+      this.parents.add(ancestor);
+    }
+    if (kind === 'directory') {
+      this.symlinks.remove(name);
+      this.others.remove(name);
+      return null;
+    }
+    if (this.parents.has(name)) return { refused: 'it would replace a directory that holds earlier entries of the archive: tar -x removes a directory only while it is empty' };
+    const target = kind === 'link' ? normalizeEntryName(header.linkname ?? '') : null;
+    if (kind === 'symlink' || (target !== null && this.symlinks.has(target))) {
+      this.others.remove(name);
+      this.symlinks.add(name);
+    } else {
+      this.symlinks.remove(name);
+      this.others.add(name);
+    }
+    return null;
+  }
+}
