@@ -131,6 +131,23 @@ export function invalidAttributeRecords(header: { pax?: unknown }): string | nul
 }
 
 /**
+ * Which of the entry's mode, mtime, uid and gid fields are not numbers (tar-stream reads such a
+ * field as NaN, or an invalid Date) with no valid pax record standing in for it, or null. GNU tar
+ * fails on them ("Archive contains 'K' where numeric time_t value expected"), bsdtar does not read
+ * the archive, and a restore can not apply them.
+ */
+export function unreadableNumericFields(header: Partial<ParsedAttributes>): string | null {
+  const pax = paxRecords(header);
+  const bad: string[] = [];
+  if (header.mode !== undefined && !Number.isFinite(header.mode)) bad.push('mode');
+  if (header.mtime !== undefined && !Number.isFinite(header.mtime.getTime()) && !validTime(pax.mtime)) bad.push('mtime');
+  if (header.uid !== undefined && !Number.isFinite(header.uid) && !validId(pax.uid)) bad.push('uid');
+  if (header.gid !== undefined && !Number.isFinite(header.gid) && !validId(pax.gid)) bad.push('gid');
+  if (bad.length === 0) return null;
+  return `its header's ${bad.join(', ')} field${bad.length > 1 ? 's are' : ' is'} not a number: tar -x can not restore it`;
+}
+
+/**
  * The seconds of an entry's ustar mtime, given the raw field (12 bytes at offset 136 of its
  * header block; TarFraming keeps it). GNU tar's default format writes an mtime before 1970 as a
  * negative base-256 number (first byte 0xff, two's complement), which tar-stream reads one too

@@ -1,4 +1,4 @@
-import { invalidAttributeRecords } from './entry-attributes.ts';
+import { invalidAttributeRecords, unreadableNumericFields } from './entry-attributes.ts';
 import { entryKind } from './entry-safety.ts';
 
 /**
@@ -14,7 +14,8 @@ import { entryKind } from './entry-safety.ts';
  *   missing or hold the wrong bytes.
  * - Any entry type the parser does not know (GNU volume labels, multi-volume continuations, ...).
  * - A pax `mtime`, `uid` or `gid` record that is not a valid value (entry-attributes.ts): the
- *   ustar field beside it holds only a stand-in.
+ *   ustar field beside it holds only a stand-in; and a mode, mtime, uid or gid field that is not
+ *   a number, with no valid pax record in its place.
  * - A name with a component longer than 255 bytes: no Linux filesystem (ext4, XFS, Btrfs, tmpfs)
  *   can hold such a file name.
  * - Extended attributes, ACLs, SELinux labels or file flags in pax records (`tar --xattrs`,
@@ -40,6 +41,10 @@ export interface TarEntryHeader {
   pax?: unknown;
   /** bytes of data the entry carries */
   size?: number | null;
+  mode?: number;
+  mtime?: Date;
+  uid?: number;
+  gid?: number;
 }
 
 /** Does a name hold U+FFFD, the parser's stand-in for bytes that were not UTF-8? (push refuses such names too) */
@@ -69,7 +74,7 @@ export function unrestorableReason(header: TarEntryHeader): string | null {
   if ((header.type === 'file' || header.type === 'contiguous-file') && entryKind(header) === 'directory' && (header.size ?? 0) > 0) {
     return `a file entry whose name ends in "/" is a directory to tar, which then reads its ${String(header.size)} bytes of data as headers: tar -x can not restore it`;
   }
-  return invalidAttributeRecords(header);
+  return invalidAttributeRecords(header) ?? unreadableNumericFields(header);
 }
 
 /** The entry's name as a message can show it: bounded, control characters escaped. */
