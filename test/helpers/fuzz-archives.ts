@@ -1,6 +1,6 @@
 import { execFile as execFileCb, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, link, lstat, lutimes, mkdir, readdir, readFile, readlink, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, link, lstat, lutimes, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
@@ -498,4 +498,29 @@ export async function bounded<T>(work: Promise<T>, ms: number, what: string): Pr
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** One generated upload: a tree, its archiver, the damage done to the tar, its compression and the damage done to that. */
+export function fuzzSample(opts: { maxDamages: number; maxCompressedDamages: number }) {
+  return fc.record({
+    tree: treeSpec,
+    archiver: fc.constantFrom(...ARCHIVERS),
+    damages: fc.array(tarDamage, { maxLength: opts.maxDamages }),
+    compression: fc.constantFrom(...COMPRESSIONS),
+    compressedDamages: fc.array(compressedDamage, { maxLength: opts.maxCompressedDamages }),
+  });
+}
+export type FuzzSample = ReturnType<typeof fuzzSample> extends fc.Arbitrary<infer T> ? T : never;
+
+/** The body a sample stands for: its tree made under `work` (and removed), archived, damaged, compressed, damaged. */
+export async function bodyOf(s: FuzzSample, work: string, spliceable: Buffer[]): Promise<Buffer> {
+  const root = await mkdtemp(join(work, 'tree-'));
+  await materializeTree(root, s.tree);
+  let tar = await archiveTree(root, s.archiver);
+  await rm(root, { recursive: true, force: true });
+  const others = [...spliceable, tar];
+  for (const d of s.damages) tar = damageTar(tar, d, others);
+  let body = await compress(tar, s.compression);
+  for (const d of s.compressedDamages) body = damageCompressed(body, d);
+  return body;
 }
