@@ -269,11 +269,11 @@ async function addFile(p: Pack, header: Partial<Header> & { name: string }, entr
 
 /**
  * The name an inode with several names was first packed under (then this one becomes a `link`
- * entry to it), or undefined, noting `rel` as its first name. Only files and symlinks: a
- * restore links nothing else.
+ * entry to it), or undefined, noting `rel` as its first name. Files, symlinks, fifos and
+ * devices: what a restore links (safe-extract.ts); a directory has no second name.
  */
 function firstNameOf(seen: Map<string, string>, st: BigIntStats, rel: string): string | undefined {
-  if (st.nlink <= 1n || !(st.isFile() || st.isSymbolicLink())) return undefined;
+  if (st.nlink <= 1n || !(st.isFile() || st.isSymbolicLink() || st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice())) return undefined;
   const key = `${st.dev}:${st.ino}`;
   const first = seen.get(key);
   if (first === undefined) seen.set(key, rel);
