@@ -142,7 +142,9 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
     };
   } catch (err) {
     if (err instanceof SourceFailure) throw err.original;
+    // the feed hands its own failure to the parser too (tar-feed.ts): a source's is still its own
     const cause: unknown = parserFailure ?? err;
+    if (cause instanceof SourceFailure) throw cause.original;
     if (isVolregError(cause) || isInspectionFault(cause)) throw cause;
     throw invalidArchive(cause instanceof Error ? cause.message.slice(0, 300) : 'unreadable archive');
   }
