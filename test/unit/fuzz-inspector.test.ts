@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -264,4 +264,18 @@ test('a header whose mtime, uid, gid or mode field is not a number is refused on
   // a pax record in its place is what tar applies: taken
   const covered = damageTar(await buildTar([{ name: 'f', body: 'x', pax: { mtime: '12345' } }]), { op: 'field', header: 1, field: 'mtime', value: 'K', fixChecksum: true }, []);
   t.is((await inspectArchive(Readable.from([covered]))).entries, 1);
+});
+
+test('a fifo with the sticky, setuid or setgid bit is restored with its whole mode, not refused by mkfifo', async (t) => {
+  // as fast-check shrank it: GNU tar of a fifo, its mode field set to 1000 (sticky)
+  for (const mode of [0o1000, 0o1644, 0o4755, 0o2750]) {
+    const tar = await buildTar([{ name: 'p', type: 'fifo', mode }]);
+    t.is((await inspectArchive(Readable.from([tar]))).entries, 1);
+    const target = join(work, `fifo-mode-${++counter}`);
+    await mkdir(target);
+    await extractTar(Readable.from([tar]), target);
+    const st = await lstat(join(target, 'p'));
+    t.true(st.isFIFO());
+    t.is(st.mode & 0o7777, mode, mode.toString(8));
+  }
 });

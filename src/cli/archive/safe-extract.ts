@@ -186,6 +186,21 @@ async function special(entry: string, tool: 'mknod' | 'mkfifo', args: string[]):
   }
 }
 
+/**
+ * Gives the fifo just made at `abs` its whole mode through a descriptor of its own (opened for
+ * reading without blocking, never following a symlink put in its place), so a swap made meanwhile
+ * by whoever else writes the volume is never chmodded.
+ */
+function chmodFifo(abs: string, mode: number, entry: string): void {
+  const fd = openSync(abs, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+  try {
+    if (!fstatSync(fd).isFIFO()) throw new UnsafeArchiveError(entry, 'the fifo it made was replaced while the pull ran');
+    fchmodSync(fd, mode);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 const FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
 export interface ExtractResult {
@@ -648,8 +663,10 @@ async function extractInto(tar: Readable, dirs: TreeDirs, spill: SpillFiles, opt
       case 'fifo': {
         clear();
         const { fd, base } = parentOf(rel, h.name);
-        await special(h.name, 'mkfifo', ['-m', a.mode.toString(8), fdPathForChild(fd, base)]);
+        // mkfifo -m takes only the permission bits: setuid, setgid and sticky are set after the owner (chown clears them)
+        await special(h.name, 'mkfifo', ['-m', (a.mode & 0o777).toString(8), fdPathForChild(fd, base)]);
         await setOwner(at(), a);
+        if ((a.mode & ~0o777) !== 0) chmodFifo(at(), a.mode, h.name);
         await lutimes(at(), fsTime(a.mtime), fsTime(a.mtime));
         linkable.add(rel);
         return;
