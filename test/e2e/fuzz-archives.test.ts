@@ -11,9 +11,7 @@ import { buildTar } from '../helpers/tree.ts';
 import {
   bodyOf,
   describeFull,
-  fuzzRuns,
   fuzzSample,
-  fuzzSeed,
   gnuTarExtract,
   hostileArchives,
   materializeTree,
@@ -21,6 +19,7 @@ import {
   treeDifferences,
   type FuzzSample,
 } from '../helpers/fuzz-archives.ts';
+import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
 
 /**
  * Generated, damaged archives (test/helpers/fuzz-archives.ts) pushed to a real server with

@@ -2,7 +2,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { CheckAll, commandArbs, type ModelState, type Real } from '../helpers/model-commands.ts';
 import { RegistryModel } from '../helpers/model-registry.ts';
-import { fuzzRuns, fuzzSeed } from '../helpers/model-runs.ts';
+import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
 import { runVolreg } from '../helpers/cli-run.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 

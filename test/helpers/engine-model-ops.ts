@@ -9,8 +9,6 @@ import { clone, ModelCollection, ModelError, project, sortDocs, type Doc, type F
  * match, and filters hit, miss and overlap.
  */
 
-export const RUNS = Number(process.env['VOLREG_FUZZ_RUNS'] ?? 0) || undefined;
-
 /** The collections, shaped like volreg's tags, snapshots, repositories and manifests. */
 export const COLLECTIONS: Record<string, IndexSpec[]> = {
   tags: [

@@ -21,18 +21,6 @@ import { buildTar } from './tree.ts';
  */
 const execFile = promisify(execFileCb);
 
-/** How many runs a property makes: its own default, or VOLREG_FUZZ_RUNS for a long run by hand. */
-export function fuzzRuns(byDefault: number): number {
-  const fromEnv = Number(process.env.VOLREG_FUZZ_RUNS);
-  return Number.isSafeInteger(fromEnv) && fromEnv > 0 ? fromEnv : byDefault;
-}
-
-/** The seed of a property: VOLREG_FUZZ_SEED for a long run by hand, else the test's own fixed one. */
-export function fuzzSeed(byDefault: number): number {
-  const fromEnv = Number(process.env.VOLREG_FUZZ_SEED);
-  return Number.isSafeInteger(fromEnv) && process.env.VOLREG_FUZZ_SEED !== '' && process.env.VOLREG_FUZZ_SEED !== undefined ? fromEnv : byDefault;
-}
-
 // ----------------------------------------------------------------------------------- trees
 
 export type SpecEntry =

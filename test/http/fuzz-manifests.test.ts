@@ -6,7 +6,7 @@ import { MT, sha256 } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, pushBlobs, request, type Reply } from '../helpers/oci-client.ts';
 import { BLOB_NAMES, BLOBS, MANIFEST_NAMES, MANIFESTS, type ManifestName } from '../helpers/model-content.ts';
 import { BAD_DIGESTS, contentTypeArb, mutate, mutationArb } from '../helpers/model-mutations.ts';
-import { fuzzRuns, fuzzSeed } from '../helpers/model-runs.ts';
+import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**

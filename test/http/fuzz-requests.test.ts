@@ -6,7 +6,7 @@ import { MT } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, pushBlobs, request, type Reply } from '../helpers/oci-client.ts';
 import { BLOBS, MANIFESTS } from '../helpers/model-content.ts';
 import { BAD_DIGESTS } from '../helpers/model-mutations.ts';
-import { fuzzRuns, fuzzSeed } from '../helpers/model-runs.ts';
+import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**

@@ -5,6 +5,7 @@ import net from 'node:net';
 import { Binary, BSON, BSONRegExp, BSONSymbol, Code, DBRef, Decimal128, Double, Int32, Long, MaxKey, MinKey, MongoClient, MongoServerError, ObjectId, Timestamp, type Document } from 'mongodb';
 import { crc32c } from '../../src/mongo-engine/crc32c.ts';
 import type { RunningEngine } from '../../src/mongo-engine/index.ts';
+import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
 import { engineTempDir, startTestEngine } from '../helpers/mongo.ts';
 import { kill9, spawnEngineChild, uriOf } from './fixtures/child-process.ts';
 
@@ -17,8 +18,6 @@ import { kill9, spawnEngineChild, uriOf } from './fixtures/child-process.ts';
  * number of runs, VOLREG_FUZZ_SEED picks another seed.
  */
 
-const RUNS = Number(process.env['VOLREG_FUZZ_RUNS'] ?? 0) || undefined;
-const SEED = Number(process.env['VOLREG_FUZZ_SEED'] ?? 0) || undefined;
 
 const OP_REPLY = 1;
 const OP_QUERY = 2004;
@@ -263,7 +262,7 @@ test.serial('whatever one connection sends, the engine answers well-formed repli
       await client.db('admin').command({ ping: 1 });
       await sentinelIntact();
     }),
-    { numRuns: RUNS ?? 300, seed: SEED ?? 0x5eed_0101, endOnFailure: false, includeErrorInReport: true },
+    { numRuns: fuzzRuns(300), seed: fuzzSeed(0x5eed_0101), endOnFailure: false, includeErrorInReport: true },
   );
   // every connection the garbage opened is gone again
   t.is(await connectionsNow(), connections);
@@ -285,7 +284,7 @@ test.serial('many connections sending garbage at once leave the others working',
       if (mine.map((d) => d['i']).join() !== Array.from({ length: 20 }, (_, i) => i).join()) throw new Error('a concurrent writer lost a write');
       await sentinelIntact();
     }),
-    { numRuns: RUNS ? Math.ceil(RUNS / 10) : 15, seed: SEED ?? 0x5eed_0102, endOnFailure: false, includeErrorInReport: true },
+    { numRuns: fuzzRuns(15, 0.1), seed: fuzzSeed(0x5eed_0102), endOnFailure: false, includeErrorInReport: true },
   );
   t.pass();
 });
@@ -416,7 +415,7 @@ test.serial('documents nested deeper than mongod stores are refused with Overflo
         if (JSON.stringify(after) !== JSON.stringify(before)) throw new Error(`depth ${deepest}: a refused write changed the collection`);
       }
     }),
-    { numRuns: RUNS ? Math.ceil(RUNS / 10) : 40, seed: SEED ?? 0x5eed_0103, endOnFailure: false, includeErrorInReport: true },
+    { numRuns: fuzzRuns(40, 0.1), seed: fuzzSeed(0x5eed_0103), endOnFailure: false, includeErrorInReport: true },
   );
   t.pass();
 });
@@ -465,7 +464,7 @@ test.serial('well-framed commands full of unusual BSON values get an answer or a
       }
       await sentinelIntact();
     }),
-    { numRuns: RUNS ?? 300, seed: SEED ?? 0x5eed_0104, endOnFailure: false, includeErrorInReport: true },
+    { numRuns: fuzzRuns(300), seed: fuzzSeed(0x5eed_0104), endOnFailure: false, includeErrorInReport: true },
   );
   t.pass();
 });

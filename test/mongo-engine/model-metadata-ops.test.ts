@@ -12,7 +12,6 @@ import {
   emptyCollections,
   engineContents,
   Model,
-  RUNS,
   runOnEngine,
   runOnModel,
   writeOp,
@@ -20,6 +19,7 @@ import {
   type Outcome,
 } from '../helpers/engine-model-ops.ts';
 import { applyUpdate, matches, ModelError, type Doc, type ModelCollection, type Update } from '../helpers/engine-model.ts';
+import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
 import { engineTempDir, startTestEngine } from '../helpers/mongo.ts';
 import { kill9, spawnEngineChild, uriOf, type EngineChild } from './fixtures/child-process.ts';
 
@@ -31,7 +31,6 @@ import { kill9, spawnEngineChild, uriOf, type EngineChild } from './fixtures/chi
  * another seed) for long runs by hand.
  */
 
-const SEED = Number(process.env['VOLREG_FUZZ_SEED'] ?? 0) || undefined;
 
 type Step = { kind: 'op'; op: Op } | { kind: 'restart' } | { kind: 'race'; a: Op; b: Op };
 
@@ -120,7 +119,7 @@ async function runSteps(h: Harness, list: Step[]): Promise<void> {
 }
 
 function fcOptions(numRuns: number): fc.Parameters<[Step[]]> {
-  return { numRuns: RUNS ?? numRuns, seed: SEED ?? 0x5eed_0001, endOnFailure: false, includeErrorInReport: true };
+  return { numRuns: fuzzRuns(numRuns), seed: fuzzSeed(0x5eed_0001), endOnFailure: false, includeErrorInReport: true };
 }
 
 test('random metadata operations, racing clients and clean restarts agree with the model', async (t) => {
@@ -253,8 +252,8 @@ async function runCrashSteps(t: ExecutionContext, list: CrashStep[]): Promise<vo
 }
 
 test('every write acknowledged before a kill -9 is there after the restart, and of one cut off only whole documents', async (t) => {
-  t.timeout(Math.max(120_000, (RUNS ?? 0) * 60_000));
-  await fc.assert(fc.asyncProperty(crashSteps, (list) => runCrashSteps(t, list)), { numRuns: RUNS ?? 4, seed: SEED ?? 0x5eed_0002, endOnFailure: false, includeErrorInReport: true });
+  t.timeout(Math.max(120_000, fuzzRuns(0) * 60_000));
+  await fc.assert(fc.asyncProperty(crashSteps, (list) => runCrashSteps(t, list)), { numRuns: fuzzRuns(4), seed: fuzzSeed(0x5eed_0002), endOnFailure: false, includeErrorInReport: true });
   t.pass();
 });
 
@@ -336,7 +335,7 @@ test('racing writers of one unique key from several clients: exactly one creates
       // only a plain insert meets an existing key with E11000; upserts update it
       if (outcomes.some((o, i) => o === 'duplicate' && writers[i]?.kind !== 'insert')) throw new Error(`an upsert failed: ${JSON.stringify(outcomes)}`);
     }),
-    { numRuns: RUNS ?? 40, seed: SEED ?? 0x5eed_0003, endOnFailure: false, includeErrorInReport: true },
+    { numRuns: fuzzRuns(40), seed: fuzzSeed(0x5eed_0003), endOnFailure: false, includeErrorInReport: true },
   );
   t.pass();
 });

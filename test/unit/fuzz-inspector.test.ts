@@ -13,8 +13,6 @@ import {
   bounded,
   damageTar,
   describeFull,
-  fuzzRuns,
-  fuzzSeed,
   gnuTarExtract,
   fuzzSample,
   hostileArchives,
@@ -22,6 +20,7 @@ import {
   type FuzzCompression,
   type FuzzSample,
 } from '../helpers/fuzz-archives.ts';
+import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
 import { buildTar, type HostileEntry } from '../helpers/tree.ts';
 
 /**

@@ -4,12 +4,13 @@
  * VOLREG_FUZZ_SEED starts from another seed (fast-check prints the seed and path of a failure).
  */
 
-export function fuzzRuns(base: number): number {
+/** `base` runs, or VOLREG_FUZZ_RUNS; a costly property takes only its `share` of the latter. */
+export function fuzzRuns(base: number, share = 1): number {
   const raw = process.env.VOLREG_FUZZ_RUNS;
   if (raw === undefined || raw === '') return base;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1) throw new Error(`VOLREG_FUZZ_RUNS must be a positive integer, not ${raw}`);
-  return n;
+  return Math.ceil(n * share);
 }
 
 export function fuzzSeed(fixed: number): number {
