@@ -15,21 +15,21 @@ export class NameHashSet {
   private table = new Uint32Array(2 * 1024);
   private used = 0;
 
-  add(name: string): void {
-    const [hi, lo] = key(name);
+  add(name: string | NameKey): void {
+    const [hi, lo] = typeof name === 'string' ? nameKey(name) : name;
     if (this.find(hi, lo) >= 0) return;
     if ((this.used + 1) * 2 > this.table.length / 2) this.grow();
     this.place(this.table, hi, lo);
     this.used++;
   }
 
-  has(name: string): boolean {
-    const [hi, lo] = key(name);
+  has(name: string | NameKey): boolean {
+    const [hi, lo] = typeof name === 'string' ? nameKey(name) : name;
     return this.find(hi, lo) >= 0;
   }
 
-  remove(name: string): void {
-    const [hi, lo] = key(name);
+  remove(name: string | NameKey): void {
+    const [hi, lo] = typeof name === 'string' ? nameKey(name) : name;
     const at = this.find(hi, lo);
     if (at < 0) return;
     this.table[at] = 0;
@@ -68,11 +68,14 @@ export class NameHashSet {
   }
 }
 
+/** A name's key in a NameHashSet (its two 32-bit hashes). */
+export type NameKey = readonly [number, number];
+
 /**
  * Two 32-bit hashes of the name's UTF-16 code units (cyrb53's mixing, both halves kept): a few
  * nanoseconds a character (a sha256 of each name made the server's inspection 3 times slower).
  */
-function key(name: string): [number, number] {
+export function nameKey(name: string): NameKey {
   let h1 = 0xdeadbeef;
   let h2 = 0x41c6ce57;
   for (let i = 0; i < name.length; i++) {
@@ -80,6 +83,28 @@ function key(name: string): [number, number] {
     h1 = Math.imul(h1 ^ c, 2654435761);
     h2 = Math.imul(h2 ^ c, 1597334677);
   }
+  return finish(h1, h2);
+}
+
+/**
+ * The keys of every ancestor of a `/`-separated name (`a`, `a/b` of `a/b/c`), outermost first,
+ * each the key nameKey gives it, in one pass over the name: building each ancestor's string took
+ * time quadratic in the depth (a minute for a tree 1,500 levels deep).
+ */
+export function ancestorKeys(name: string): NameKey[] {
+  const keys: NameKey[] = [];
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c === 0x2f && i > 0) keys.push(finish(h1, h2));
+    h1 = Math.imul(h1 ^ c, 2654435761);
+    h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  return keys;
+}
+
+function finish(h1: number, h2: number): NameKey {
   h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
   h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
   return [h1 >>> 0 || 1, h2 >>> 0];

@@ -1,5 +1,5 @@
 import { entryKind, normalizeEntryName, type KindedHeader } from './entry-safety.ts';
-import { NameHashSet } from './name-hash-set.ts';
+import { ancestorKeys, NameHashSet } from './name-hash-set.ts';
 
 /**
  * Whether the entries of an archive, made one after the other as tar -x makes them, fit together
@@ -34,11 +34,16 @@ export class TreeShape {
     const name = normalizeEntryName(header.name);
     if (name === null || name === '') return null;
     const kind = entryKind(header);
-    const parts = name.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const ancestor = parts.slice(0, i).join('/');
+    const ancestors = ancestorKeys(name);
+    // A directory holding entries never becomes anything else (replacing it is refused), so
+    // below the deepest ancestor already known to hold entries only the rest need checking:
+    // each entry costs its own name's length, not its depth squared.
+    let known = ancestors.length - 1;
+    while (known >= 0 && !this.parents.has(ancestors[known]!)) known--;
+    for (let i = known + 1; i < ancestors.length; i++) {
+      const ancestor = ancestors[i]!;
       if (this.symlinks.has(ancestor)) return 'beneath-symlink';
-      if (this.others.has(ancestor)) return { refused: `its parent ${JSON.stringify(ancestor.slice(0, 200))} is not a directory but an earlier entry of the archive: tar -x can not create it` };
+      if (this.others.has(ancestor)) return { refused: `its parent ${JSON.stringify(ancestorName(name, i).slice(0, 200))} is not a directory but an earlier entry of the archive: tar -x can not create it` };
       this.parents.add(ancestor);
     }
     if (kind === 'directory') {
@@ -57,4 +62,9 @@ export class TreeShape {
     }
     return null;
   }
+}
+
+/** The `i`th ancestor of a name (0: its first component), for a message. */
+function ancestorName(name: string, i: number): string {
+  return name.split('/').slice(0, i + 1).join('/');
 }
