@@ -796,3 +796,21 @@ test('an archive without a root entry (./) leaves the target directory its own m
   t.deepEqual([st.uid, st.gid], [NOBODY, NOBODY]);
   t.is(await readFile(join(target, 'file'), 'utf8'), 'f');
 });
+
+test('devices and fifos with a setuid, setgid or sticky bit come back with their whole mode (mknod -m and mkfifo -m take only permission bits)', async (t) => {
+  assertRoot(t);
+  const src = join(work, 'special-modes-src');
+  await mkdir(src);
+  const made: Array<[string, number]> = [['null-suid', 0o4644], ['zero-sticky', 0o1666], ['fifo-sgid', 0o2640]];
+  execFileSync('mknod', [join(src, 'null-suid'), 'c', '1', '3']);
+  execFileSync('mknod', [join(src, 'zero-sticky'), 'c', '1', '5']);
+  execFileSync('mkfifo', [join(src, 'fifo-sgid')]);
+  for (const [name, mode] of made) await chmod(join(src, name), mode);
+  t.is((await volreg(['push', src, 'safety/special-modes:v1'])).code, 0);
+
+  const { target } = await arena('special-modes');
+  const pull = await volreg(['pull', '--allow-devices', 'safety/special-modes:v1', target]);
+  t.is(pull.code, 0, pull.stderr);
+  for (const [name, mode] of made) t.is((await lstat(join(target, name))).mode & 0o7777, mode, name);
+  t.deepEqual(await describeTree(target), await describeTree(src));
+});

@@ -8,12 +8,14 @@ import { pack } from 'tar-stream';
  * description of a tree to compare two of them, and hostile tars built entry by entry.
  */
 export interface TreeEntry {
-  type: 'dir' | 'file' | 'symlink' | 'fifo';
+  type: 'dir' | 'file' | 'symlink' | 'fifo' | 'character-device' | 'block-device';
   mode: number;
   mtime: number;
   sha256?: string;
   target?: string;
   ino?: number;
+  /** a device's major and minor numbers */
+  rdev?: number;
 }
 
 /** Builds the sample tree: nested dirs, an empty dir, symlinks, unicode names, modes, a hard link, a large file. */
@@ -62,6 +64,9 @@ export async function describeTree(root: string): Promise<Record<string, TreeEnt
         out[r] = { type: 'symlink', mode: 0, mtime: base.mtime, target: await readlink(abs) };
       } else if (st.isFIFO()) {
         out[r] = { type: 'fifo', ...base };
+      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+        // never read: a device's contents are its driver's (/dev/zero never ends)
+        out[r] = { type: st.isCharacterDevice() ? 'character-device' : 'block-device', ...base, rdev: st.rdev };
       } else {
         out[r] = { type: 'file', ...base, sha256: createHash('sha256').update(await readFile(abs)).digest('hex') };
       }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { closeSync, constants, type Stats, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, mkdirSync, opendirSync, openSync, readFileSync, readlinkSync, rmdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, constants, type Stats, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, mkdirSync, opendirSync, openSync, readFileSync, readlinkSync, rmdirSync, unlinkSync } from 'node:fs';
 import { lchown, link, lutimes, mkdtemp, readlink, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -186,16 +186,20 @@ async function special(entry: string, tool: 'mknod' | 'mkfifo', args: string[]):
   }
 }
 
+/** Linux's O_PATH (Node names no constant for it): a descriptor that names an inode without opening it. */
+const O_PATH = 0o10000000;
+
 /**
- * Gives the fifo just made at `abs` its whole mode through a descriptor of its own (opened for
- * reading without blocking, never following a symlink put in its place), so a swap made meanwhile
- * by whoever else writes the volume is never chmodded.
+ * Gives the fifo or device node just made at `abs` its whole mode (mkfifo -m and mknod -m take
+ * only the permission bits). Through an O_PATH descriptor: it never follows a symlink put in its
+ * place by whoever else writes the volume, and unlike an open it never runs a device's driver;
+ * chmod of its /proc/self/fd link changes that very inode.
  */
-function chmodFifo(abs: string, mode: number, entry: string): void {
-  const fd = openSync(abs, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+function chmodSpecialNode(abs: string, mode: number, entry: string, isExpected: (st: Stats) => boolean): void {
+  const fd = openSync(abs, O_PATH | constants.O_NOFOLLOW);
   try {
-    if (!fstatSync(fd).isFIFO()) throw new UnsafeArchiveError(entry, 'the fifo it made was replaced while the pull ran');
-    fchmodSync(fd, mode);
+    if (!isExpected(fstatSync(fd))) throw new UnsafeArchiveError(entry, 'the node it made was replaced while the pull ran');
+    chmodSync(`/proc/self/fd/${fd}`, mode);
   } finally {
     closeSync(fd);
   }
@@ -654,8 +658,10 @@ async function extractInto(tar: Readable, dirs: TreeDirs, spill: SpillFiles, opt
         if (uid !== 0) throw new UnsafeArchiveError(h.name, `a device file can only be created by root (this runs as uid ${uid})`);
         clear();
         const { fd, base } = parentOf(rel, h.name);
-        await special(h.name, 'mknod', ['-m', a.mode.toString(8), fdPathForChild(fd, base), kind === 'character-device' ? 'c' : 'b', String(h.devmajor), String(h.devminor)]);
+        // mknod -m takes only the permission bits: setuid, setgid and sticky are set after the owner (chown clears them)
+        await special(h.name, 'mknod', ['-m', (a.mode & 0o777).toString(8), fdPathForChild(fd, base), kind === 'character-device' ? 'c' : 'b', String(h.devmajor), String(h.devminor)]);
         await setOwner(at(), a);
+        if ((a.mode & ~0o777) !== 0) chmodSpecialNode(at(), a.mode, h.name, (st) => (kind === 'character-device' ? st.isCharacterDevice() : st.isBlockDevice()));
         await lutimes(at(), fsTime(a.mtime), fsTime(a.mtime));
         linkable.add(rel);
         return;
@@ -666,7 +672,7 @@ async function extractInto(tar: Readable, dirs: TreeDirs, spill: SpillFiles, opt
         // mkfifo -m takes only the permission bits: setuid, setgid and sticky are set after the owner (chown clears them)
         await special(h.name, 'mkfifo', ['-m', (a.mode & 0o777).toString(8), fdPathForChild(fd, base)]);
         await setOwner(at(), a);
-        if ((a.mode & ~0o777) !== 0) chmodFifo(at(), a.mode, h.name);
+        if ((a.mode & ~0o777) !== 0) chmodSpecialNode(at(), a.mode, h.name, (st) => st.isFIFO());
         await lutimes(at(), fsTime(a.mtime), fsTime(a.mtime));
         linkable.add(rel);
         return;
