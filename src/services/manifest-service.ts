@@ -337,7 +337,8 @@ export class ManifestService {
     // A push of the same manifest that found it taken holds it again (put): the tags this last
     // pass took were that push's, and they come back with it. The push puts them back too,
     // when it holds the manifest again after this pass; one of the two sees the other.
-    if (late.length > 0 && (await this.deps.manifests.findInRepo(repo, m.digest))) await this.restoreTags(repo, late);
-    this.deps.logger?.info({ repository: repo, digest: m.digest, tags: [...removed, ...late].map((t) => t.name) }, 'manifest deleted');
+    const putBack = late.length > 0 && (await this.deps.manifests.findInRepo(repo, m.digest)) !== null;
+    if (putBack) await this.restoreTags(repo, late);
+    this.deps.logger?.info({ repository: repo, digest: m.digest, tags: [...removed, ...(putBack ? [] : late)].map((t) => t.name) }, 'manifest deleted');
   }
 }

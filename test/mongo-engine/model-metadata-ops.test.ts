@@ -127,8 +127,7 @@ test('random metadata operations, racing clients and clean restarts agree with t
   await h.start();
   t.teardown(() => h.stop());
   await createIndexes(h.db);
-  await fc.assert(fc.asyncProperty(steps, (list) => runSteps(h, list)), fcOptions(60));
-  t.pass();
+  await t.notThrowsAsync(fc.assert(fc.asyncProperty(steps, (list) => runSteps(h, list)), fcOptions(60)));
 });
 
 // ---------------------------------------------------------------- kill -9
@@ -253,8 +252,7 @@ async function runCrashSteps(t: ExecutionContext, list: CrashStep[]): Promise<vo
 
 test('every write acknowledged before a kill -9 is there after the restart, and of one cut off only whole documents', async (t) => {
   t.timeout(Math.max(120_000, fuzzRuns(0) * 60_000));
-  await fc.assert(fc.asyncProperty(crashSteps, (list) => runCrashSteps(t, list)), { numRuns: fuzzRuns(4), seed: fuzzSeed(0x5eed_0002), endOnFailure: false, includeErrorInReport: true });
-  t.pass();
+  await t.notThrowsAsync(fc.assert(fc.asyncProperty(crashSteps, (list) => runCrashSteps(t, list)), { numRuns: fuzzRuns(4), seed: fuzzSeed(0x5eed_0002), endOnFailure: false, includeErrorInReport: true }));
 });
 
 // ---------------------------------------------------------------- counterexamples found
@@ -302,7 +300,7 @@ test('racing writers of one unique key from several clients: exactly one creates
   });
   await createIndexes((clients[0] as MongoClient).db('race'));
   const writer = fc.record({ client: fc.nat(clients.length - 1), kind: fc.constantFrom('insert', 'upsert', 'findOneAndUpdate') });
-  await fc.assert(
+  await t.notThrowsAsync(fc.assert(
     fc.asyncProperty(fc.array(writer, { minLength: 2, maxLength: 12 }), async (writers) => {
       const db = (i: number): Db => (clients[i] as MongoClient).db('race');
       await db(0).collection('tags').deleteMany({});
@@ -336,6 +334,5 @@ test('racing writers of one unique key from several clients: exactly one creates
       if (outcomes.some((o, i) => o === 'duplicate' && writers[i]?.kind !== 'insert')) throw new Error(`an upsert failed: ${JSON.stringify(outcomes)}`);
     }),
     { numRuns: fuzzRuns(40), seed: fuzzSeed(0x5eed_0003), endOnFailure: false, includeErrorInReport: true },
-  );
-  t.pass();
+  ));
 });

@@ -109,7 +109,7 @@ test('the inspector refuses a damaged archive only with its own ARCHIVE_INVALID,
 });
 
 test('what the inspector takes the extractor restores (unless it counted unsafe entries), and what it refuses the extractor refuses', async (t) => {
-  await fc.assert(
+  await t.notThrowsAsync(fc.assert(
     fc.asyncProperty(sample, async (s) => {
       const { body } = await generated(s);
       const verdict = await inspect(body);
@@ -126,8 +126,7 @@ test('what the inspector takes the extractor restores (unless it counted unsafe 
       }
     }),
     params(0x5eed02, 80),
-  );
-  t.pass();
+  ));
 });
 
 test('what the inspector and the extractor take comes back as GNU tar extracts it', async (t) => {
