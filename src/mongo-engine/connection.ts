@@ -67,7 +67,8 @@ export class ClientConnection {
    * mongod's send blocks instead. Reading stops meanwhile, so TCP holds the client back too.
    */
   private drained(): Promise<void> {
-    if (!this.socket.writableNeedDrain) return Promise.resolve();
+    // a socket already closed emits neither 'drain' nor 'close' again: waiting would never end
+    if (!this.socket.writableNeedDrain || this.socket.destroyed || this.socket.writableEnded) return Promise.resolve();
     this.socket.pause();
     return new Promise((resolve) => {
       const done = (): void => {
