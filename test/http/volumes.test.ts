@@ -10,6 +10,7 @@ import { blobPath } from '../../src/storage/paths.ts';
 import { SNAPSHOTS_COLLECTION } from '../../src/metadata/snapshot-repository.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { buildTar } from '../helpers/tree.ts';
+import { damageTar } from '../helpers/fuzz-archives.ts';
 
 let server: TestServer;
 let work = '';
@@ -29,6 +30,7 @@ let xattrs: Buffer = Buffer.alloc(0);
 let acls: Buffer = Buffer.alloc(0);
 // a header with a bad checksum after 3 MiB of data, so that the refusal comes while the body streams
 let badHeader: Buffer = Buffer.alloc(0);
+let junkMode: Buffer = Buffer.alloc(0);
 
 const run = promisify(execFile);
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -80,6 +82,8 @@ test.before(async () => {
   await writeFile(join(late, 'z'), 'z\n');
   badHeader = execFileSync('tar', ['-C', late, '-cf', '-', 'big', 'z'], { maxBuffer: 16 * 1024 * 1024 });
   badHeader[512 + 3 * 1024 * 1024] ^= 0x01; // z's name: its header's checksum no longer holds
+  // a mode field of "7K" (checksum fixed): tar-stream would read mode 7, GNU tar fails on it
+  junkMode = damageTar(await buildTar([{ name: 'fine', body: 'f' }, { name: 'odd-mode', body: 'x' }]), { op: 'field', header: 1, field: 'mode', value: '7K', fixChecksum: true }, []);
 });
 
 test.after.always(async () => {
@@ -290,6 +294,7 @@ const refusals: Array<{ title: string; body: () => Buffer; query?: string; heade
   { title: 'extended attributes (tar --xattrs)', body: () => xattrs, code: 'ARCHIVE_INVALID', message: /"noted".*extended attributes.*SCHILY\.xattr\.user\.note.*without --xattrs/ },
   { title: 'ACLs (tar --acls)', body: () => acls, code: 'ARCHIVE_INVALID', message: /"shared\/?".*SCHILY\.acl\.access/ },
   { title: 'a corrupt header, refused while the body streams: the reason is kept', body: () => badHeader, code: 'ARCHIVE_INVALID', message: /Invalid tar header/ },
+  { title: 'a mode field whose digits are followed by something else', body: () => junkMode, code: 'ARCHIVE_INVALID', message: /malformed mode field "7K" in tar header \(entry 2\)/ },
   { title: 'wrong ?digest=', body: () => gzBytes, query: `?digest=sha256:${'0'.repeat(64)}`, code: 'DIGEST_INVALID' },
   { title: 'wrong Digest header', body: () => gzBytes, headers: { Digest: `sha-256=${Buffer.alloc(32, 1).toString('base64')}` }, code: 'DIGEST_INVALID' },
 ];

@@ -264,6 +264,27 @@ test('a header whose mtime, uid, gid or mode field is not a number is refused on
   t.is((await inspectArchive(Readable.from([covered]))).entries, 1);
 });
 
+test('a mode, uid, gid or mtime field whose digits are followed by something else is refused on push and by the extractor, as GNU tar fails on it', async (t) => {
+  // tar-stream reads the digits and drops the rest ("7K" as 7, "0649" as 0o64): a restore by volreg and one by GNU tar would differ
+  for (const field of ['mode', 'uid', 'gid', 'mtime'] as const) {
+    for (const value of ['7K', '0649']) {
+      const tar = damageTar(await buildTar([{ name: './', type: 'directory' }, { name: 'f', body: 'x' }]), { op: 'field', header: 1, field, value, fixChecksum: true }, []);
+      const message = new RegExp(`malformed ${field} field "${value}" in tar header \\(entry 2\\)`);
+      await t.throwsAsync(inspectArchive(Readable.from([tar])), { message }, `${field} ${value}`);
+      const target = join(work, `junk-field-${++counter}`);
+      await mkdir(target);
+      await t.throwsAsync(extractTar(Readable.from([tar]), target), { message }, `${field} ${value}`);
+    }
+  }
+  // digits then a space and anything, or NULs: what every tar reads as the digits
+  const spaced = damageTar(await buildTar([{ name: 'f', body: 'x' }]), { op: 'field', header: 0, field: 'mode', value: '644 x', fixChecksum: true }, []);
+  t.is((await inspectArchive(Readable.from([spaced]))).entries, 1);
+  const target = join(work, `junk-field-${++counter}`);
+  await mkdir(target);
+  await extractTar(Readable.from([spaced]), target);
+  t.is((await lstat(join(target, 'f'))).mode & 0o7777, 0o644);
+});
+
 test('a fifo with the sticky, setuid or setgid bit is restored with its whole mode, not refused by mkfifo', async (t) => {
   // as fast-check shrank it: GNU tar of a fifo, its mode field set to 1000 (sticky)
   for (const mode of [0o1000, 0o1644, 0o4755, 0o2750]) {

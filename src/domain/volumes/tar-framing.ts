@@ -76,6 +76,33 @@ const DECIMAL = /^[0-9]{1,16}$/;
 const MTIME_OFFSET = 136;
 const MTIME_LENGTH = 12;
 
+/** An entry header's numeric fields other than size (which readNumeric reads strictly): offset, length. */
+const ATTRIBUTE_FIELDS: ReadonlyArray<[name: string, offset: number, length: number]> = [
+  ['mode', 100, 8],
+  ['uid', 108, 8],
+  ['gid', 116, 8],
+  ['mtime', MTIME_OFFSET, MTIME_LENGTH],
+];
+
+/**
+ * The raw text of a numeric field whose octal digits are followed by something else ("7K",
+ * "0649"), or null. tar-stream reads the digits and ignores the rest (mode 7, mode 0o64); GNU tar
+ * fails on the field ("Archive contains '7K' where numeric mode_t value expected"), so the two
+ * would restore different things. A field with no digit at all tar-stream reads as NaN, which
+ * entry-attributes.ts judges (a pax record may stand in for it).
+ */
+function digitsThenJunk(block: Uint8Array, offset: number, length: number): string | null {
+  const field = block.subarray(offset, offset + length);
+  if (field[0]! & 0x80) return null; // base-256
+  let i = 0;
+  while (i < field.length && field[i] === 0x20) i++;
+  while (i < field.length && field[i] === 0) i++;
+  const digitsStart = i;
+  while (i < field.length && field[i]! >= 0x30 && field[i]! <= 0x37) i++;
+  if (i === digitsStart || i === field.length || field[i] === 0 || field[i] === 0x20) return null;
+  return JSON.stringify(Buffer.from(field).toString('latin1').replace(/[\0 ]+$/, ''));
+}
+
 const META_TYPES = new Set(['x', 'g', 'L', 'K']);
 
 export class TarFraming {
@@ -170,6 +197,10 @@ export class TarFraming {
       }
     } else {
       this.entries++;
+      for (const [name, offset, length] of ATTRIBUTE_FIELDS) {
+        const junk = digitsThenJunk(block, offset, length);
+        if (junk !== null) throw new TarFramingError(`malformed ${name} field ${junk} in tar header (entry ${this.entries}): tar -x fails on it`);
+      }
       this.mtimeFields?.push(Buffer.from(block.subarray(MTIME_OFFSET, MTIME_OFFSET + MTIME_LENGTH)));
       if (this.nextSizeOverride !== null) size = this.nextSizeOverride;
       this.nextSizeOverride = null;
