@@ -191,6 +191,8 @@ const FIELDS = {
   linkname: [157, 100],
   magic: [257, 6],
   version: [263, 2],
+  devmajor: [329, 8],
+  devminor: [337, 8],
   prefix: [345, 155],
 } as const;
 type Field = keyof typeof FIELDS;

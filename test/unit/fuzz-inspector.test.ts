@@ -276,6 +276,11 @@ test('a mode, uid, gid or mtime field whose digits are followed by something els
       await t.throwsAsync(extractTar(Readable.from([tar]), target), { message }, `${field} ${value}`);
     }
   }
+  // a device's numbers too (tar reads them for devices only)
+  for (const field of ['devmajor', 'devminor'] as const) {
+    const tar = damageTar(await buildTar([{ name: 'null', type: 'character-device', devmajor: 1, devminor: 3 }]), { op: 'field', header: 0, field, value: '1K', fixChecksum: true }, []);
+    await t.throwsAsync(inspectArchive(Readable.from([tar])), { message: new RegExp(`malformed ${field} field "1K" in tar header \\(entry 1\\)`) }, field);
+  }
   // digits then a space and anything, or NULs: what every tar reads as the digits
   const spaced = damageTar(await buildTar([{ name: 'f', body: 'x' }]), { op: 'field', header: 0, field: 'mode', value: '644 x', fixChecksum: true }, []);
   t.is((await inspectArchive(Readable.from([spaced]))).entries, 1);

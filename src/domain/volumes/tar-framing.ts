@@ -83,6 +83,11 @@ const ATTRIBUTE_FIELDS: ReadonlyArray<[name: string, offset: number, length: num
   ['gid', 116, 8],
   ['mtime', MTIME_OFFSET, MTIME_LENGTH],
 ];
+/** ...and a device's numbers (tar reads them for devices only) */
+const DEVICE_FIELDS: ReadonlyArray<[name: string, offset: number, length: number]> = [
+  ['devmajor', 329, 8],
+  ['devminor', 337, 8],
+];
 
 /**
  * The raw text of a numeric field whose octal digits are followed by something else ("7K",
@@ -197,7 +202,8 @@ export class TarFraming {
       }
     } else {
       this.entries++;
-      for (const [name, offset, length] of ATTRIBUTE_FIELDS) {
+      const fields = typeflag === '3' || typeflag === '4' ? [...ATTRIBUTE_FIELDS, ...DEVICE_FIELDS] : ATTRIBUTE_FIELDS;
+      for (const [name, offset, length] of fields) {
         const junk = digitsThenJunk(block, offset, length);
         if (junk !== null) throw new TarFramingError(`malformed ${name} field ${junk} in tar header (entry ${this.entries}): tar -x fails on it`);
       }
