@@ -11,7 +11,9 @@ export function parseTime(raw: string): Date | null {
   const m = ISO_8601.exec(raw);
   if (!m) return null;
   const [, y, mo, d, h = '00', mi = '00', s = '00', frac, zone] = m as unknown as [string, string, string, string, string?, string?, string?, string?, string?];
-  const day = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d)));
+  // setUTCFullYear, not Date.UTC: that reads the years 0 to 99 as 1900 to 1999
+  const day = new Date(0);
+  day.setUTCFullYear(Number(y), Number(mo) - 1, Number(d));
   if (day.getUTCFullYear() !== Number(y) || day.getUTCMonth() !== Number(mo) - 1 || day.getUTCDate() !== Number(d)) return null;
   if (Number(h) > 23 || Number(mi) > 59 || Number(s) > 59) return null;
   const offset = zone === undefined || zone === 'Z' ? 'Z' : `${zone.slice(0, 3)}:${zone.slice(-2)}`;

@@ -15,6 +15,14 @@ test('epoch seconds and ISO 8601 dates and date-times are read exactly; no zone 
   t.is(iso('2024-02-29'), '2024-02-29T00:00:00.000Z');
 });
 
+test('a date in the years 0000 to 0099 is read as that year, not refused or moved to the 1900s', (t) => {
+  t.is(iso('0050-01-01'), '0050-01-01T00:00:00.000Z');
+  t.is(iso('0000-01-01'), '0000-01-01T00:00:00.000Z');
+  t.is(iso('0099-12-31T23:59:59Z'), '0099-12-31T23:59:59.000Z');
+  t.is(iso('0004-02-29'), '0004-02-29T00:00:00.000Z');
+  t.is(parseTime('0001-02-29'), null, 'a day that year does not have');
+});
+
 test('anything else is refused rather than guessed at or rolled over', (t) => {
   for (const raw of ['March 7', 'Mar 7 2024', '2024-02-30', '2023-02-29', '2024-13-01', '2024-05-01T24:00:00Z', '2024-05-01T10:60Z', '-1', '1e9', '', ' 2024-05-01', '2024-5-1', '2024-05-01T10:00:00+25:00', 'now']) {
     t.is(parseTime(raw), null, raw);
