@@ -10,9 +10,9 @@ import { isVolregError } from '../domain/errors.ts';
 import { parseRepositoryName, parseTag } from '../domain/names.ts';
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
 import { DigestingFile } from './digesting-file.ts';
-import { brokenReply, errorCodes, errorReply, isDroppedConnection, isUnreachable, readJsonReply, RegistryError, requestName, retryAfterSeconds, unanswered, unexpectedStatus } from './registry-reply.ts';
+import { brokenReply, errorCodes, errorReply, isDroppedConnection, isMissing, isUnreachable, readJsonReply, RegistryError, requestName, retryAfterSeconds, unanswered, unexpectedStatus } from './registry-reply.ts';
 
-export { RegistryError } from './registry-reply.ts';
+export { isMissing, RegistryError } from './registry-reply.ts';
 
 /**
  * The host agent's HTTP client: the same public API curl uses (/api/v1, and /v2 for pulls by
@@ -137,8 +137,40 @@ function encodePath(name: string): string {
   return name.split('/').map(encodeURIComponent).join('/');
 }
 
+/**
+ * --url (VOLREG_URL) as the base the API paths are resolved against (a path prefix kept, so a
+ * registry behind a proxy at /volreg/ works); anything but an http(s) URL is bad usage.
+ */
+export function registryUrl(url: string): URL {
+  let base: URL;
+  try {
+    base = new URL(url.endsWith('/') ? url : `${url}/`);
+  } catch {
+    throw new UsageError(`--url (VOLREG_URL) ${JSON.stringify(shownText(url))} is not a URL (expected http://host:port or https://host:port)`);
+  }
+  if (base.protocol !== 'http:' && base.protocol !== 'https:') {
+    throw new UsageError(`--url (VOLREG_URL) is a ${JSON.stringify(base.protocol)} URL: expected http://host:port or https://host:port`);
+  }
+  return base;
+}
+
+/** A URL for messages (stderr ends up in cron mail and logs): its password masked. */
+function shownUrl(url: URL): string {
+  if (url.password === '') return url.href;
+  const shown = new URL(url.href);
+  shown.password = '***';
+  return shown.href;
+}
+
+/** A string that did not parse as a URL, for messages: whatever stands between `//` and `@` masked. */
+function shownText(url: string): string {
+  return url.replace(/\/\/[^/@]*@/, '//***@').slice(0, 200);
+}
+
 export class VolregClient {
   private readonly base: URL;
+  /** the registry's URL as messages show it: a password in it (userinfo) masked */
+  private readonly shownBase: string;
   private readonly auth: string | undefined;
   private readonly timeoutMs: number;
   /** the registry's clock as its last reply gave it (its `Date` header, to the second); null: none came */
@@ -146,8 +178,8 @@ export class VolregClient {
 
   constructor(opts: ClientOptions) {
     this.timeoutMs = (opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000;
-    this.base = new URL(opts.url.endsWith('/') ? opts.url : `${opts.url}/`);
-    if (this.base.protocol !== 'http:' && this.base.protocol !== 'https:') throw new Error(`unsupported registry URL ${opts.url}`);
+    this.base = registryUrl(opts.url);
+    this.shownBase = shownUrl(this.base);
     this.auth = opts.user !== undefined ? `Basic ${Buffer.from(`${opts.user}:${opts.password ?? ''}`).toString('base64')}` : undefined;
   }
 
@@ -224,7 +256,7 @@ export class VolregClient {
         if (opts.body && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) {
           // nothing of an upload cut off is kept; the usual cause on a slow link is a stall past the registry's idle limit
           reject(new Error(`the registry closed the connection during the upload (${err.code}); nothing was stored. It does so when nothing comes for its VOLREG_CLIENT_IDLE_TIMEOUT (a stalled link) or when it restarts: push again`));
-        } else reject(reply ? err : unanswered(err, requestName(method, path), this.base.href));
+        } else reject(reply ? err : unanswered(err, requestName(method, path), this.shownBase));
       });
       if (opts.body) {
         // a body that already failed (before this request started) emits no more 'error'
@@ -243,7 +275,7 @@ export class VolregClient {
     const status = res.statusCode ?? 0;
     if (status >= 400) throw await errorReply(res);
     if (status < 200 || status >= 300) throw unexpectedStatus(res, requestName(method, path));
-    return readJsonReply<T>(res, requestName(method, path), this.base.href);
+    return readJsonReply<T>(res, requestName(method, path), this.shownBase);
   }
 
   private async json<T>(method: string, path: string, body?: Readable, headers?: Record<string, string>, timeoutMs?: number, retry?: boolean): Promise<T> {
@@ -534,6 +566,8 @@ export function addAgentOptions(cmd: Command): Command {
 export function clientFrom(flags: ConnectionFlags): VolregClient {
   const timeout = flags.timeout ?? String(DEFAULT_TIMEOUT_SECONDS);
   if (!/^\d{1,7}$/.test(timeout)) throw new UsageError(`--timeout wants a whole number of seconds (0 for no limit), got ${JSON.stringify(timeout)}`);
+  // Basic credentials are `user:password`: the registry would split such a user at its colon
+  if (flags.user?.includes(':')) throw new UsageError('--user (VOLREG_USER) can not hold ":" (Basic credentials split the user from the password there)');
   return new VolregClient({ url: flags.url ?? 'http://127.0.0.1:5000', user: flags.user, password: flags.password, timeoutSeconds: Number(timeout) });
 }
 
@@ -583,7 +617,7 @@ export function exitCodeOf(err: unknown): number {
   if (err instanceof RegistryError) {
     // a snapshot that exists without its bytes (set aside as damaged) is an integrity fault
     if (err.code === 'BLOB_UNKNOWN') return AGENT_EXIT.INTEGRITY;
-    if (err.status === 404) return AGENT_EXIT.NOT_FOUND;
+    if (isMissing(err)) return AGENT_EXIT.NOT_FOUND;
     if (err.code === 'PRECONDITION_FAILED') return AGENT_EXIT.EXISTS;
     if (err.code === 'DIGEST_INVALID' || err.code === 'ARCHIVE_INVALID') return AGENT_EXIT.INTEGRITY;
     return AGENT_EXIT.FAILURE;

@@ -1,4 +1,5 @@
-import { readFile, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { isTag } from '../domain/names.ts';
@@ -58,16 +59,56 @@ function entryFor(volume: string, value: unknown): LockEntry {
 
 function parseLines(text: string): LockEntry[] {
   const out: LockEntry[] = [];
+  // a volume listed twice would be restored twice, the second line's tag over the first's (as
+  // YAML refuses a key given twice)
+  const lineOf = new Map<string, number>();
   text.split('\n').forEach((raw, i) => {
-    const line = raw.replace(/#.*$/, '').trim();
+    // not /#.*$/: `.` stops at the \r of a CRLF file, and the comment would stay
+    const line = raw.slice(0, raw.includes('#') ? raw.indexOf('#') : undefined).trim();
     if (line === '') return;
     const [volume, role, option, ...rest] = line.split(/\s+/);
     if (!volume || (role !== 'downstream' && role !== 'upstream') || rest.length > 0) {
       throw new LockFileError(`line ${i + 1}: expected "<volume> <upstream|downstream> [tag:<tag>]"`);
     }
+    const first = lineOf.get(volume);
+    if (first !== undefined) throw new LockFileError(`line ${i + 1}: volume ${JSON.stringify(volume)} is already listed on line ${first}`);
+    lineOf.set(volume, i + 1);
     if (role === 'downstream') out.push(entryFor(volume, option ?? null));
   });
   return out;
+}
+
+/** The largest lock file read: far more than thousands of volumes take. */
+export const MAX_LOCK_FILE_BYTES = 1024 * 1024;
+
+/**
+ * A lock file's text. Only a regular file (or a symlink to one) of at most MAX_LOCK_FILE_BYTES:
+ * a fifo would hang the restore until something writes to it, a device (/dev/zero) would be
+ * read until memory runs out. Opened non-blocking, so a fifo is found without waiting on it.
+ */
+export async function readLockFile(path: string): Promise<string> {
+  let handle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new LockFileError(`lock file ${path} does not exist`);
+    if (code === 'EACCES') throw new LockFileError(`lock file ${path} cannot be read (permission denied)`);
+    if (code === 'ENOTDIR') throw new LockFileError(`lock file ${path} does not exist (a part of its path is not a directory)`);
+    throw err;
+  }
+  try {
+    const st = await handle.stat();
+    if (st.isDirectory()) throw new LockFileError(`lock file ${path} is a directory`);
+    if (!st.isFile()) throw new LockFileError(`lock file ${path} is not a regular file (a fifo, socket or device)`);
+    if (st.size > MAX_LOCK_FILE_BYTES) throw new LockFileError(`lock file ${path} is larger than ${MAX_LOCK_FILE_BYTES} bytes (${st.size}): not a lock file`);
+    const text = await handle.readFile('utf8');
+    // a file grown since its stat
+    if (Buffer.byteLength(text) > MAX_LOCK_FILE_BYTES) throw new LockFileError(`lock file ${path} is larger than ${MAX_LOCK_FILE_BYTES} bytes: not a lock file`);
+    return text;
+  } finally {
+    await handle.close();
+  }
 }
 
 /** The downstream volumes of a lock file, in file order. A file that is neither form is a LockFileError. */
@@ -138,9 +179,11 @@ export async function tagsFileProblem(volumesRoot: string): Promise<string | nul
   const path = join(volumesRoot, TAGS_FILE);
   // followed: a symlink to the real tags file is fine
   const st = await stat(path).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null;
+    if (err.code === 'ENOENT') return null;
+    if (err.code === 'ENOTDIR') return 'not a directory';
     throw err;
   });
+  if (st === 'not a directory') return `--volumes-root (VOLREG_VOLUMES_ROOT) ${volumesRoot} is not a directory`;
   return st === null || st.isFile() ? null : `${path} is not a file: the tags file of the volumes root goes there (move the volume named "${TAGS_FILE}" elsewhere)`;
 }
 

@@ -24,6 +24,14 @@ export class RegistryError extends Error {
 }
 
 /**
+ * A 404 saying the snapshot, volume or blob asked for does not exist; not one of the registry's
+ * router (`NOT_FOUND`, no such path) or of something in front of it: that is a wrong --url.
+ */
+export function isMissing(err: unknown): boolean {
+  return err instanceof RegistryError && err.status === 404 && err.code !== 'NOT_FOUND' && err.code !== 'UNKNOWN';
+}
+
+/**
  * The delay a 429 or 503 asks for (`Retry-After` in seconds, 1 to 60), or null when the reply
  * is not a refusal to send again: volreg answers so only when it did nothing with the request
  * (a full password-check queue, no file descriptor free, the archive inspection unavailable).
@@ -147,6 +155,8 @@ export async function errorReply(res: IncomingMessage): Promise<RegistryError> {
   try {
     const body = JSON.parse(text) as { errors?: Array<{ code?: string; message?: string; detail?: unknown }> };
     const e = body.errors?.[0];
+    // the registry knows no such path: the URL's path is wrong, not the snapshot missing
+    if (e?.code === 'NOT_FOUND') return new RegistryError(status, e.code, `${e.message ?? 'no such endpoint'}: the registry has no such path; is --url (VOLREG_URL) its address, with no path it does not serve under?`);
     if (e) return new RegistryError(status, e.code ?? 'UNKNOWN', e.message ?? 'error', e.detail, retryAfterSeconds(res));
   } catch {
     // not the error envelope: a proxy or something else answered

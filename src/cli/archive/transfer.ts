@@ -8,7 +8,7 @@ import { decompressedTar } from '../../domain/volumes/decompress.ts';
 import { isVolregError } from '../../domain/errors.ts';
 import type { Compression } from '../../domain/volumes/media-types.ts';
 import type { DigestAlgorithm } from '../../domain/digest.ts';
-import { blobPath, byteCounter, OversizedReplyError, parseSnapshotRef, RegistryError, type SnapshotJson, type VolregClient } from '../client.ts';
+import { blobPath, byteCounter, OversizedReplyError, parseSnapshotRef, RegistryError, UsageError, type SnapshotJson, type VolregClient } from '../client.ts';
 import { compressor } from './compress.ts';
 import { packDirectory } from './pack.ts';
 import { CorruptArchiveError, type ExtractedTree, extractTree, type ExtractOptions } from './safe-extract.ts';
@@ -318,6 +318,9 @@ export async function pullInto(client: VolregClient, ref: string, dir: string, o
   algorithmOf(expected.digest); // refused before anything is written
 
   await mkdir(dir, { recursive: true }).catch((err: unknown) => {
+    // mkdir -p of a path that is, or runs through, a file
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTDIR') throw new UsageError(`${dir} is not a directory (a file, or a path through one): pull into a directory`);
     throw notWritable(err, dir);
   });
   // only volreg's own leftovers (staging.ts) do not count; a user's `.volreg-x` does

@@ -1,5 +1,5 @@
 import { formatDuration } from '../../domain/times.ts';
-import { AGENT_EXIT, RegistryError, type VolregClient, type SnapshotJson } from '../client.ts';
+import { AGENT_EXIT, isMissing, type VolregClient, type SnapshotJson } from '../client.ts';
 
 /**
  * `volreg ls --stale AGE [VOLUME...]`: the check a cron job or a monitoring script runs to ask
@@ -60,7 +60,7 @@ async function namedVolumes(client: VolregClient, names: readonly string[]): Pro
   const out: Checked[] = [];
   for (const volume of new Set(names)) {
     const page = await client.list(volume, { limit: 1 }).catch((err: unknown) => {
-      if (err instanceof RegistryError && err.status === 404) return null; // holds nothing
+      if (isMissing(err)) return null; // holds nothing
       throw err;
     });
     out.push({ volume, latest: page?.snapshots[0] ?? null, at: client.registryTime ?? new Date() });

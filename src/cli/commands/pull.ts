@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { ExtractOptions } from '../archive/safe-extract.ts';
 import { progressFor, pullInto } from '../archive/transfer.ts';
-import { addAgentOptions, AGENT_EXIT, clientFrom, runAgent, type ConnectionFlags } from '../client.ts';
+import { addAgentOptions, AGENT_EXIT, clientFrom, runAgent, UsageError, type ConnectionFlags } from '../client.ts';
 import { isOutOfSpace } from '../../storage/fs-ops.ts';
 
 export interface ExtractFlags {
@@ -45,6 +45,7 @@ export function registerPull(program: Command): void {
     ),
   ).action((ref: string, dir: string, flags: ConnectionFlags & ExtractFlags) =>
     runAgent('pull', async () => {
+      if (dir === '') throw new UsageError('the target directory is an empty string');
       const result = await pullInto(clientFrom(flags), ref, dir, {
         force: flags.force ?? false,
         ...extractOptionsFrom(flags),

@@ -1,9 +1,8 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { progressFor, pullInto } from '../archive/transfer.ts';
-import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, RegistryError, runAgent, UsageError, type ConnectionFlags, type VolregClient } from '../client.ts';
-import { decideRestore, dockerVolumeProblem, LockFileError, tagsFileProblem, parseLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
+import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, isMissing, runAgent, UsageError, type ConnectionFlags, type VolregClient } from '../client.ts';
+import { decideRestore, dockerVolumeProblem, LockFileError, tagsFileProblem, parseLockFile, readLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
 import { addVolumeRootOptions } from './backup.ts';
 import { addExtractOptions, extractOptionsFrom, withSparseHint, type ExtractFlags } from './pull.ts';
 
@@ -34,16 +33,9 @@ export function registerRestore(program: Command): void {
     ),
   ).action((flags: RestoreFlags) =>
     runAgent('restore', async () => {
-      let text: string;
-      try {
-        text = await readFile(flags.lock, 'utf8');
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') throw new UsageError(`lock file ${flags.lock} does not exist`);
-        if (code === 'EISDIR') throw new UsageError(`lock file ${flags.lock} is a directory`);
-        if (code === 'EACCES') throw new UsageError(`lock file ${flags.lock} cannot be read (permission denied)`);
-        throw err;
-      }
+      const text = await readLockFile(flags.lock).catch((err: unknown) => {
+        throw err instanceof LockFileError ? new UsageError(err.message) : err;
+      });
       let entries;
       try {
         entries = parseLockFile(text);
@@ -138,7 +130,7 @@ async function snapshotMissing(client: VolregClient, repository: string, tag: st
     await client.get(repository, tag);
     return null;
   } catch (err) {
-    if (err instanceof RegistryError && err.status === 404) return `snapshot ${repository}:${tag} does not exist (${describeError(err)})`;
+    if (isMissing(err)) return `snapshot ${repository}:${tag} does not exist (${describeError(err)})`;
     throw err;
   }
 }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, parseSnapshotRef, RegistryError, runAgent, UsageError, type ConnectionFlags, type SnapshotJson, type VolregClient } from '../client.ts';
+import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, isMissing, parseSnapshotRef, runAgent, UsageError, type ConnectionFlags, type SnapshotJson, type VolregClient } from '../client.ts';
 
 interface VerifyFlags extends ConnectionFlags {
   all?: boolean;
@@ -59,7 +59,7 @@ async function verifyOne(client: VolregClient, listed: SnapshotJson): Promise<Ou
   try {
     return outcomeOf(snapshot, await client.verify(listed.volume, listed.tag, listed));
   } catch (err) {
-    if (err instanceof RegistryError && err.status === 404) return null;
+    if (isMissing(err)) return null;
     // one snapshot that cannot be verified (a server or network error) is no finding on it: it
     // is reported as not verified (exit 1, not 4: nothing says it is damaged), the others go on
     return { snapshot, ok: false, checked: false, problems: [describeError(err)] };
@@ -106,7 +106,7 @@ export function registerVerify(program: Command): void {
         } catch (err) {
           if (ref !== undefined) throw err; // the volume asked for: its error is the answer
           // with --all, a volume that can not be listed fails, and the others are still checked
-          if (err instanceof RegistryError && err.status === 404) continue; // deleted since listed
+          if (isMissing(err)) continue; // deleted since listed
           report({ snapshot: name, ok: false, checked: false, problems: [`its snapshots can not be listed: ${describeError(err)}`] });
         }
       }

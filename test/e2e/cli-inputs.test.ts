@@ -1,0 +1,253 @@
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import fc from 'fast-check';
+import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
+import { runVolreg, type CliRun, type CliRunOptions } from '../helpers/cli-run.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+
+/**
+ * The host agent's own inputs, hostile and generated, through the real binary against a real
+ * server: --url / VOLREG_URL and credentials, lock files that are not files or not well-formed,
+ * --volumes-root and pull targets that are not directories, references of any characters, and
+ * generated lock files (every form) whose outcome, volume by volume, is the one the README's
+ * restore rules give.
+ */
+let server: TestServer;
+let work = '';
+
+function volreg(args: string[], opts: Omit<CliRunOptions, 'url' | 'cwd'> & { url?: string } = {}): Promise<CliRun> {
+  return runVolreg(args, { url: server.url, cwd: work, ...opts });
+}
+
+/** The refusal is said in one line of the command's own, never a stack trace. */
+function oneLine(t: ExecutionContext, r: CliRun, command: string): void {
+  const lines = r.stderr.trimEnd().split('\n');
+  t.true(lines.length === 1 && lines[0]!.startsWith(`volreg ${command}: `), r.stderr);
+  t.false(/\n\s+at /.test(r.stderr), r.stderr);
+}
+
+/** Volumes pushed once as `gen/<volume>:t1`, each holding a file `id` naming it. */
+const POOL = ['a', 'b-1', 'Cx', 'd_2', 'e.3'];
+
+test.before(async () => {
+  server = await startTestServer({ label: 'cli-inputs' });
+  work = await mkdtemp(join(tmpdir(), 'volreg-cli-inputs-'));
+  const source = join(work, 'source');
+  for (const v of POOL) {
+    await mkdir(join(source, v), { recursive: true });
+    await writeFile(join(source, v, 'id'), v);
+  }
+  const r = await volreg(['backup', '-q', '--tag', 't1', '--prefix', 'gen/', '--volumes-root', source, POOL.join(',')]);
+  if (r.code !== 0) throw new Error(`backup: ${r.code} ${r.stderr}`);
+});
+
+test.after.always(async () => {
+  await server?.close();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+async function volumeCount(): Promise<number> {
+  const res = await fetch(`${server.url}/api/v1/volumes`);
+  return ((await res.json()) as { total: number }).total;
+}
+
+test('a --url that is not an http(s) URL is bad usage (exit 2), and no message shows the password in it', async (t) => {
+  for (const url of ['ftp://u:s3cret@127.0.0.1:1/', 'u:s3cret@host', 'http://u:s3cret@[::1', '']) {
+    const r = await volreg(['ls', '-q'], { url });
+    t.is(r.code, 2, `${url}: ${r.stderr}`);
+    oneLine(t, r, 'ls');
+    t.regex(r.stderr, /--url \(VOLREG_URL\)/);
+    t.false(r.stderr.includes('s3cret'), r.stderr);
+  }
+  // a registry that accepts no connection is named with its password masked
+  const down = await volreg(['ls', '-q'], { url: 'http://op:s3cret@127.0.0.1:1/' });
+  t.is(down.code, 1, down.stderr);
+  t.regex(down.stderr, /http:\/\/op:\*\*\*@127\.0\.0\.1:1\//);
+  t.false(down.stderr.includes('s3cret'), down.stderr);
+});
+
+test('a --url with a path the registry does not serve is a failure naming the URL (exit 1), not a missing snapshot (exit 3)', async (t) => {
+  const target = join(work, 'wrong-path');
+  const r = await volreg(['pull', '-q', 'gen/a:t1', target], { url: `${server.url}/registry/` });
+  t.is(r.code, 1, r.stderr);
+  oneLine(t, r, 'pull');
+  t.regex(r.stderr, /VOLREG_URL/);
+  await t.throwsAsync(readdir(target), { code: 'ENOENT' });
+});
+
+test('a --user holding ":" is bad usage: Basic credentials would split it there', async (t) => {
+  const r = await volreg(['ls', '-q'], { env: { VOLREG_USER: 'ops:team', VOLREG_PASSWORD: 'pw' } });
+  t.is(r.code, 2, r.stderr);
+  oneLine(t, r, 'ls');
+  t.regex(r.stderr, /VOLREG_USER/);
+});
+
+test('a lock file that is a fifo or a device is refused at once (exit 2), restoring nothing', async (t) => {
+  const root = await mkdtemp(join(work, 'root-'));
+  const fifo = join(work, 'lock.fifo');
+  execFileSync('mkfifo', [fifo]);
+  for (const lock of [fifo, '/dev/zero']) {
+    const r = await volreg(['restore', '-q', '--lock', lock, '--prefix', 'gen/', '--volumes-root', root]);
+    t.is(r.code, 2, r.stderr);
+    oneLine(t, r, 'restore');
+    t.regex(r.stderr, /not a regular file/);
+  }
+  t.deepEqual(await readdir(root), []);
+});
+
+test('a lock file larger than any lock file is refused (exit 2) without reading it all', async (t) => {
+  const root = await mkdtemp(join(work, 'root-'));
+  const lock = join(work, 'huge.lock');
+  await writeFile(lock, `downstream:\n  a: tag:t1\n${'#'.repeat(2 * 1024 * 1024)}\n`);
+  const r = await volreg(['restore', '-q', '--lock', lock, '--prefix', 'gen/', '--volumes-root', root]);
+  t.is(r.code, 2, r.stderr);
+  oneLine(t, r, 'restore');
+  t.regex(r.stderr, /larger than/);
+  t.deepEqual(await readdir(root), []);
+});
+
+test('a volume listed twice in a line-form lock file makes it malformed (exit 2), as a YAML key given twice does', async (t) => {
+  const root = await mkdtemp(join(work, 'root-'));
+  const lock = join(work, 'twice.lock');
+  await writeFile(lock, 'a downstream tag:t1\nb-1 downstream tag:t1\na downstream tag:t2\n');
+  const r = await volreg(['restore', '-q', '--lock', lock, '--prefix', 'gen/', '--volumes-root', root]);
+  t.is(r.code, 2, r.stderr);
+  oneLine(t, r, 'restore');
+  t.regex(r.stderr, /line 3: volume "a" is already listed on line 1/);
+  t.deepEqual(await readdir(root), []);
+});
+
+test('a line-form lock file with CRLF line ends and comments restores as with LF', async (t) => {
+  const root = await mkdtemp(join(work, 'root-'));
+  const lock = join(work, 'crlf.lock');
+  await writeFile(lock, '# volumes of this host\r\na downstream tag:t1  # pinned\r\n');
+  const r = await volreg(['restore', '-q', '--lock', lock, '--prefix', 'gen/', '--volumes-root', root]);
+  t.is(r.code, 0, r.stderr);
+  t.is(await readFile(join(root, 'a', 'id'), 'utf8'), 'a');
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'a t1\n');
+});
+
+test('a --volumes-root that is a file is bad usage (exit 2) for backup and restore', async (t) => {
+  const file = join(work, 'not-a-root');
+  await writeFile(file, 'x');
+  const lock = join(work, 'one.lock');
+  await writeFile(lock, 'downstream:\n  a: tag:t1\n');
+  const before = await volumeCount();
+  for (const [command, args] of [
+    ['restore', ['--lock', lock]],
+    ['backup', ['--tag', 't2', 'a']],
+  ] as const) {
+    const r = await volreg([command, '-q', '--prefix', 'gen/', '--volumes-root', file, ...args]);
+    t.is(r.code, 2, `${command}: ${r.stderr}`);
+    oneLine(t, r, command);
+    t.regex(r.stderr, /not-a-root is not a directory/);
+  }
+  t.is(await readFile(file, 'utf8'), 'x');
+  t.is(await volumeCount(), before);
+});
+
+test('pull into a file, a path through a file or an empty path is bad usage (exit 2), writing nothing', async (t) => {
+  const file = join(work, 'a-file');
+  await writeFile(file, 'x');
+  for (const target of [file, join(file, 'below'), '']) {
+    const r = await volreg(['pull', '-q', 'gen/a:t1', target]);
+    t.is(r.code, 2, `${target}: ${r.stderr}`);
+    oneLine(t, r, 'pull');
+  }
+  t.is(await readFile(file, 'utf8'), 'x');
+});
+
+/** References of any characters: refused as bad usage (2) or missing (3), in one line, the target untouched. */
+test('generated references: exit 2 or 3 in one line, nothing written', async (t) => {
+  const part = fc.oneof(
+    fc.constantFrom('gen/a', 'gen/zz', 'Gen/A', '', 'a//b', '-x', '%41', 'a..b', 'x'.repeat(300)),
+    fc.string({ unit: 'binary', maxLength: 12 }).map((s) => s.replace(/\0/g, '')),
+  );
+  const sep = fc.constantFrom(':', '@', '::', '@@', ':@', '@sha256:', '@sha256:' + 'ab'.repeat(32), '');
+  const tag = fc.oneof(fc.constantFrom('t1', 't9', '', 'T1', '.x', 'a'.repeat(129)), fc.string({ maxLength: 8 }).map((s) => s.replace(/\0/g, '')));
+  await fc.assert(
+    fc.asyncProperty(part, sep, tag, async (name, separator, rest) => {
+      const ref = `${name}${separator}${rest}`;
+      fc.pre(!ref.startsWith('-') && !/^gen\/a[:@]t1$/.test(ref) && ref !== 'gen/a:t1');
+      const target = join(work, 'never');
+      const r = await volreg(['pull', '-q', ref, target]);
+      t.true(r.code === 2 || r.code === 3, `${JSON.stringify(ref)}: ${r.code} ${r.stderr}`);
+      oneLine(t, r, 'pull');
+      await t.throwsAsync(readdir(target), { code: 'ENOENT' });
+    }),
+    { numRuns: fuzzRuns(8), seed: fuzzSeed(5660) },
+  );
+});
+
+type LockValue = 'ok' | 'missing' | 'none';
+type DiskState = 'absent' | 'empty' | 'full' | 'full-locked';
+interface Case {
+  volume: string;
+  value: LockValue;
+  disk: DiskState;
+}
+
+/** What the README's restore rules make of one volume. */
+function expected(c: Case, force: boolean): 'restored' | 'up-to-date' | 'skipped' | 'failed' {
+  if (c.value === 'none') return 'skipped';
+  const full = c.disk === 'full' || c.disk === 'full-locked';
+  if (c.disk === 'full-locked' && c.value === 'ok') return 'up-to-date';
+  if (c.value === 'missing') return 'failed';
+  if (full && !force) return 'failed';
+  return 'restored';
+}
+
+function lockText(cases: Case[], form: 'yaml' | 'yaml-object' | 'json' | 'lines', eol: string, bom: boolean): string {
+  const tagOf = (v: LockValue): string | null => (v === 'ok' ? 't1' : v === 'missing' ? 't9' : null);
+  let text: string;
+  if (form === 'json') text = JSON.stringify({ downstream: Object.fromEntries(cases.map((c) => [c.volume, tagOf(c.value) && `tag:${tagOf(c.value)}`])), upstream: { other: {} } });
+  else if (form === 'lines') text = ['# generated', ...cases.map((c) => `${c.volume}  downstream${tagOf(c.value) ? ` tag:${tagOf(c.value)}` : ''}`), 'other upstream'].join('\n');
+  else {
+    const value = (v: LockValue): string => (tagOf(v) === null ? '' : form === 'yaml' ? ` "tag:${tagOf(v)}"` : ` {tag: ${tagOf(v)}}`);
+    text = ['downstream:', ...cases.map((c) => `  ${c.volume}:${value(c.value)}`), 'upstream:', '  other: {}'].join('\n');
+  }
+  return `${bom ? '\uFEFF' : ''}${text.replace(/\n/g, eol)}${eol}`;
+}
+
+test('generated lock files: each volume ends as the restore rules say, and the tags file names what it holds', async (t) => {
+  const caseArb = fc.uniqueArray(
+    fc.record({ volume: fc.constantFrom(...POOL), value: fc.constantFrom<LockValue>('ok', 'missing', 'none'), disk: fc.constantFrom<DiskState>('absent', 'empty', 'full', 'full-locked') }),
+    { minLength: 1, maxLength: POOL.length, selector: (c) => c.volume },
+  );
+  await fc.assert(
+    fc.asyncProperty(caseArb, fc.boolean(), fc.constantFrom('yaml', 'yaml-object', 'json', 'lines') as fc.Arbitrary<'yaml' | 'yaml-object' | 'json' | 'lines'>, fc.constantFrom('\n', '\r\n'), fc.boolean(), async (cases, force, form, eol, bom) => {
+      const root = await mkdtemp(join(work, 'gen-'));
+      const tags: string[] = [];
+      for (const c of cases) {
+        if (c.disk === 'absent') continue;
+        await mkdir(join(root, c.volume));
+        if (c.disk === 'empty') continue;
+        await writeFile(join(root, c.volume, 'old'), 'old');
+        if (c.disk === 'full-locked') tags.push(`${c.volume} t1\n`);
+      }
+      if (tags.length > 0) await writeFile(join(root, 'tags'), tags.join(''));
+      const lock = join(root, '..', `${root.split('/').pop()}.lock`);
+      await writeFile(lock, lockText(cases, form, eol, bom));
+      const r = await volreg(['restore', '--json', '--lock', lock, '--prefix', 'gen/', '--volumes-root', root, ...(force ? ['--force'] : [])]);
+      const report = JSON.parse(r.stdout) as { ok: boolean; volumes: Array<{ volume: string; status: string }> };
+      const want = cases.map((c) => ({ volume: c.volume, status: expected(c, force) }));
+      t.deepEqual(report.volumes.map((v) => ({ volume: v.volume, status: v.status })), want, `${form} ${JSON.stringify(cases)} force=${force}`);
+      t.is(r.code, want.some((w) => w.status === 'failed') ? 5 : 0, r.stderr);
+      const lines = await readFile(join(root, 'tags'), 'utf8').catch(() => '');
+      for (const c of cases) {
+        const status = expected(c, force);
+        const entries = await readdir(join(root, c.volume)).catch(() => null);
+        if (status === 'restored') {
+          t.deepEqual(entries, ['id']);
+          t.is(await readFile(join(root, c.volume, 'id'), 'utf8'), c.volume);
+        } else if (c.disk === 'absent') t.true(entries === null || entries.length === 0, `${c.volume}: ${entries}`);
+        else t.deepEqual(entries, c.disk === 'empty' ? [] : ['old']);
+        t.is(lines.split('\n').includes(`${c.volume} t1`), status === 'restored' || c.disk === 'full-locked', `${c.volume} in tags: ${lines}`);
+      }
+    }),
+    { numRuns: fuzzRuns(10), seed: fuzzSeed(5661) },
+  );
+});
