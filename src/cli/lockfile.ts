@@ -174,8 +174,13 @@ export function dockerVolumeProblem(volume: string): string | null {
   return volume === TAGS_FILE ? `a volume named "${TAGS_FILE}" can not be handled: the tags file of the volumes root has that name` : null;
 }
 
-/** Whatever stands where the tags file goes, when it is not a file (a volume's directory named tags), as a message. */
-export async function tagsFileProblem(volumesRoot: string): Promise<string | null> {
+/**
+ * Why backup or restore can not work in this volumes root, as a message, or null: it is empty
+ * (`''` would put the volumes and the tags file in the current directory), a file, or a
+ * directory (a volume named tags) stands where its tags file goes.
+ */
+export async function volumesRootProblem(volumesRoot: string): Promise<string | null> {
+  if (volumesRoot === '') return '--volumes-root (VOLREG_VOLUMES_ROOT) is empty: name the directory holding the volumes';
   const path = join(volumesRoot, TAGS_FILE);
   // followed: a symlink to the real tags file is fine
   const st = await stat(path).catch((err: NodeJS.ErrnoException) => {

@@ -58,7 +58,19 @@ export function buildProgram(): Command {
 }
 
 export async function run(argv: string[] = process.argv): Promise<void> {
+  dropEmptyVariables(process.env);
   await buildProgram().parseAsync(argv);
+}
+
+/**
+ * An empty VOLREG_* variable counts as unset (README, Configuration), for the options read from
+ * the environment too: commander would take `VOLREG_VOLUMES_ROOT=` as the value '', the current
+ * directory.
+ */
+export function dropEmptyVariables(env: NodeJS.ProcessEnv): void {
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('VOLREG_') && env[name] === '') delete env[name];
+  }
 }
 
 function isEntryPoint(): boolean {

@@ -55,7 +55,7 @@ async function volumeCount(): Promise<number> {
 }
 
 test('a --url that is not an http(s) URL is bad usage (exit 2), and no message shows the password in it', async (t) => {
-  for (const url of ['ftp://u:s3cret@127.0.0.1:1/', 'u:s3cret@host', 'http://u:s3cret@[::1', '']) {
+  for (const url of ['ftp://u:s3cret@127.0.0.1:1/', 'u:s3cret@host', 'http://u:s3cret@[::1', 'http://']) {
     const r = await volreg(['ls', '-q'], { url });
     t.is(r.code, 2, `${url}: ${r.stderr}`);
     oneLine(t, r, 'ls');
@@ -147,6 +147,21 @@ test('a --volumes-root that is a file is bad usage (exit 2) for backup and resto
   }
   t.is(await readFile(file, 'utf8'), 'x');
   t.is(await volumeCount(), before);
+});
+
+test('an empty VOLREG_* variable counts as unset; an empty --volumes-root is bad usage, never the current directory', async (t) => {
+  const lock = join(work, 'empty-root.lock');
+  await writeFile(lock, 'downstream:\n  a: tag:t1\n');
+  const explicit = await volreg(['restore', '-q', '--lock', lock, '--prefix', 'gen/', '--volumes-root', '']);
+  t.is(explicit.code, 2, explicit.stderr);
+  oneLine(t, explicit, 'restore');
+  t.regex(explicit.stderr, /--volumes-root \(VOLREG_VOLUMES_ROOT\) is empty/);
+  // unset: the default root, /volumes, where this volume does not exist
+  const unset = await volreg(['backup', '-q', '--tag', 't3', '--prefix', 'gen/', 'no-such-volume'], { env: { VOLREG_VOLUMES_ROOT: '', VOLREG_TIMEOUT: '' } });
+  t.is(unset.code, 5, unset.stderr);
+  t.regex(unset.stderr, /\/volumes\/no-such-volume does not exist/);
+  await t.throwsAsync(readFile(join(work, 'tags')), { code: 'ENOENT' });
+  await t.throwsAsync(readdir(join(work, 'a')), { code: 'ENOENT' });
 });
 
 test('pull into a file, a path through a file or an empty path is bad usage (exit 2), writing nothing', async (t) => {

@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
 import { isTag } from '../../domain/names.ts';
 import { progressFor, pushSource } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, runAgent, UsageError } from '../client.ts';
-import { dockerVolumeProblem, repositoryClash, tagsFileProblem, updateTagsFile, volumeRepository } from '../lockfile.ts';
+import { dockerVolumeProblem, repositoryClash, volumesRootProblem, updateTagsFile, volumeRepository } from '../lockfile.ts';
 import { addPushOptions, checkLevel, hostOf, labelsOf, type PushFlags } from './push.ts';
 
 interface BackupFlags extends PushFlags {
@@ -44,7 +44,7 @@ export function registerBackup(program: Command): void {
         const problem = dockerVolumeProblem(volume);
         if (problem !== null) throw new UsageError(problem);
       }
-      const blocked = await tagsFileProblem(flags.volumesRoot);
+      const blocked = await volumesRootProblem(flags.volumesRoot);
       if (blocked !== null) throw new UsageError(blocked);
       const client = clientFrom(flags);
       const labels = labelsOf(flags.label);

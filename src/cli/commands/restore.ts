@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { progressFor, pullInto } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, isMissing, runAgent, UsageError, type ConnectionFlags, type VolregClient } from '../client.ts';
-import { decideRestore, dockerVolumeProblem, LockFileError, tagsFileProblem, parseLockFile, readLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
+import { decideRestore, dockerVolumeProblem, LockFileError, volumesRootProblem, parseLockFile, readLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
 import { addVolumeRootOptions } from './backup.ts';
 import { addExtractOptions, extractOptionsFrom, withSparseHint, type ExtractFlags } from './pull.ts';
 
@@ -60,7 +60,7 @@ export function registerRestore(program: Command): void {
       if (problems.length > 0) throw new UsageError(`${flags.lock}: ${problems.join('; ')}`);
       const clash = repositoryClash(flags.prefix, entries.map((e) => e.volume));
       if (clash !== null) throw new UsageError(`${flags.lock}: ${clash}`);
-      const blocked = await tagsFileProblem(flags.volumesRoot);
+      const blocked = await volumesRootProblem(flags.volumesRoot);
       if (blocked !== null) throw new UsageError(blocked);
       const client = clientFrom(flags);
       const current = await readTagsFile(flags.volumesRoot);
