@@ -130,6 +130,19 @@ test('a line-form lock file with CRLF line ends and comments restores as with LF
   t.is(await readFile(join(root, 'tags'), 'utf8'), 'a t1\n');
 });
 
+test('a volume that is a file fails alone (exit 5), --force or not: the other volumes are restored', async (t) => {
+  const root = await mkdtemp(join(work, 'root-'));
+  await writeFile(join(root, 'a'), 'a file');
+  const lock = join(work, 'file-volume.lock');
+  await writeFile(lock, 'downstream:\n  a: tag:t1\n  b-1: tag:t1\n');
+  const r = await volreg(['restore', '-q', '--force', '--lock', lock, '--prefix', 'gen/', '--volumes-root', root]);
+  t.is(r.code, 5, r.stderr);
+  t.regex(r.stderr, /^volreg restore: a: .*\/a is not a directory\n$/);
+  t.is(await readFile(join(root, 'a'), 'utf8'), 'a file');
+  t.is(await readFile(join(root, 'b-1', 'id'), 'utf8'), 'b-1');
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'b-1 t1\n');
+});
+
 test('a --volumes-root that is a file is bad usage (exit 2) for backup and restore', async (t) => {
   const file = join(work, 'not-a-root');
   await writeFile(file, 'x');
@@ -198,7 +211,7 @@ test('generated references: exit 2 or 3 in one line, nothing written', async (t)
 });
 
 type LockValue = 'ok' | 'missing' | 'none';
-type DiskState = 'absent' | 'empty' | 'full' | 'full-locked';
+type DiskState = 'absent' | 'empty' | 'full' | 'full-locked' | 'file';
 interface Case {
   volume: string;
   value: LockValue;
@@ -208,6 +221,7 @@ interface Case {
 /** What the README's restore rules make of one volume. */
 function expected(c: Case, force: boolean): 'restored' | 'up-to-date' | 'skipped' | 'failed' {
   if (c.value === 'none') return 'skipped';
+  if (c.disk === 'file') return 'failed';
   const full = c.disk === 'full' || c.disk === 'full-locked';
   if (c.disk === 'full-locked' && c.value === 'ok') return 'up-to-date';
   if (c.value === 'missing') return 'failed';
@@ -229,7 +243,7 @@ function lockText(cases: Case[], form: 'yaml' | 'yaml-object' | 'json' | 'lines'
 
 test('generated lock files: each volume ends as the restore rules say, and the tags file names what it holds', async (t) => {
   const caseArb = fc.uniqueArray(
-    fc.record({ volume: fc.constantFrom(...POOL), value: fc.constantFrom<LockValue>('ok', 'missing', 'none'), disk: fc.constantFrom<DiskState>('absent', 'empty', 'full', 'full-locked') }),
+    fc.record({ volume: fc.constantFrom(...POOL), value: fc.constantFrom<LockValue>('ok', 'missing', 'none'), disk: fc.constantFrom<DiskState>('absent', 'empty', 'full', 'full-locked', 'file') }),
     { minLength: 1, maxLength: POOL.length, selector: (c) => c.volume },
   );
   await fc.assert(
@@ -238,6 +252,10 @@ test('generated lock files: each volume ends as the restore rules say, and the t
       const tags: string[] = [];
       for (const c of cases) {
         if (c.disk === 'absent') continue;
+        if (c.disk === 'file') {
+          await writeFile(join(root, c.volume), 'a file');
+          continue;
+        }
         await mkdir(join(root, c.volume));
         if (c.disk === 'empty') continue;
         await writeFile(join(root, c.volume, 'old'), 'old');
@@ -258,7 +276,8 @@ test('generated lock files: each volume ends as the restore rules say, and the t
         if (status === 'restored') {
           t.deepEqual(entries, ['id']);
           t.is(await readFile(join(root, c.volume, 'id'), 'utf8'), c.volume);
-        } else if (c.disk === 'absent') t.true(entries === null || entries.length === 0, `${c.volume}: ${entries}`);
+        } else if (c.disk === 'file') t.is(await readFile(join(root, c.volume), 'utf8'), 'a file');
+        else if (c.disk === 'absent') t.true(entries === null || entries.length === 0, `${c.volume}: ${entries}`);
         else t.deepEqual(entries, c.disk === 'empty' ? [] : ['old']);
         t.is(lines.split('\n').includes(`${c.volume} t1`), status === 'restored' || c.disk === 'full-locked', `${c.volume} in tags: ${lines}`);
       }

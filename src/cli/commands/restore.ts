@@ -67,7 +67,14 @@ export function registerRestore(program: Command): void {
       const outcomes: Outcome[] = [];
       for (const entry of entries) {
         const dir = join(flags.volumesRoot, entry.volume);
-        const decision = await decideRestore(entry, dir, current.get(entry.volume), flags.force ?? false);
+        let decision;
+        try {
+          decision = await decideRestore(entry, dir, current.get(entry.volume), flags.force ?? false);
+        } catch (err) {
+          // a volume that can not even be looked at fails alone; the others are still restored
+          outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'failed', message: describeError(err) });
+          continue;
+        }
         if (decision.action === 'skip') {
           outcomes.push({ volume: entry.volume, tag: null, status: 'skipped', message: decision.reason });
           process.stderr.write(`volreg restore: warning: ${entry.volume}: skipped (${decision.reason})\n`);
