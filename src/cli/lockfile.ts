@@ -89,8 +89,13 @@ export const MAX_LOCK_FILE_BYTES = 1024 * 1024;
 export async function readLockFile(path: string): Promise<string> {
   let handle;
   try {
+    // judged before it is opened: opening a device runs its driver (a tape rewinds)
+    const st = await stat(path);
+    if (st.isDirectory()) throw new LockFileError(`lock file ${path} is a directory`);
+    if (!st.isFile()) throw new LockFileError(`lock file ${path} is not a regular file (a fifo, socket or device)`);
     handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
+    if (err instanceof LockFileError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new LockFileError(`lock file ${path} does not exist`);
     if (code === 'EACCES') throw new LockFileError(`lock file ${path} cannot be read (permission denied)`);
