@@ -1,12 +1,12 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { request as httpRequest } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
 import { MT } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL, pushBlobs, request, type Reply } from '../helpers/oci-client.ts';
 import { BLOBS, MANIFESTS } from '../helpers/model-content.ts';
 import { BAD_DIGESTS } from '../helpers/model-mutations.ts';
 import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
+import { isErrorEnvelope, rawRequest } from '../helpers/raw-request.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -165,47 +165,16 @@ const caseArb = fc.record({
   chunked: fc.boolean(),
 });
 
-interface RawReply {
-  status: number;
-  body: Buffer;
-}
-
-/** Sends the path as it is (no URL normalisation of %2e%2e), failing after `ms` without an answer. */
-function rawRequest(method: string, path: string, headers: Record<string, string>, body: Buffer, chunked: boolean, ms = 10_000): Promise<RawReply> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: hostname, port, method, path, headers: { ...headers, ...(chunked ? { 'Transfer-Encoding': 'chunked' } : { 'Content-Length': String(body.length) }) }, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
-    });
-    const timer = setTimeout(() => req.destroy(new Error(`no answer to ${method} ${path} within ${ms} ms`)), ms);
-    req.on('close', () => clearTimeout(timer));
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-function isEnvelope(body: Buffer): boolean {
-  try {
-    const errors = (JSON.parse(body.toString('utf8')) as { errors?: Array<{ code?: unknown; message?: unknown }> }).errors;
-    return Array.isArray(errors) && errors.length > 0 && typeof errors[0]!.code === 'string' && typeof errors[0]!.message === 'string';
-  } catch {
-    return false;
-  }
-}
-
 test('a generated /v2 request is never a 5xx or a hang, a 4xx carries the error envelope, and a refused one changes nothing', async (t) => {
   const property = fc.asyncProperty(caseArb, async (c) => {
     const before = await everything();
     const query = c.query.map(([k, v]) => `${k}=${v}`).join('&');
     // what a client could put on the wire: anything outside printable ASCII percent-encoded
     const path = `${c.route.replace('SESSION', session)}${query ? `?${query}` : ''}`.replace(/[^\x21-\x7e]/gu, (ch) => encodeURIComponent(ch));
-    const r = await rawRequest(c.method, path, c.headers, c.method === 'GET' || c.method === 'HEAD' ? Buffer.alloc(0) : c.body, c.chunked && c.method !== 'GET' && c.method !== 'HEAD');
+    const r = await rawRequest(url, c.method, path, c.headers, c.method === 'GET' || c.method === 'HEAD' ? Buffer.alloc(0) : c.body, { chunked: c.chunked && c.method !== 'GET' && c.method !== 'HEAD' });
     const what = `${c.method} ${path} ${JSON.stringify(c.headers)}: ${r.status} ${r.body.toString('utf8').slice(0, 300)}`;
     if (r.status >= 500 || r.status < 200) throw new Error(`server error: ${what}`);
-    if (r.status >= 400 && c.method !== 'HEAD' && !isEnvelope(r.body)) throw new Error(`no error envelope: ${what}`);
+    if (r.status >= 400 && c.method !== 'HEAD' && !isErrorEnvelope(r.body)) throw new Error(`no error envelope: ${what}`);
     const health = await request(url, '/v2/');
     if (health.status !== 200) throw new Error(`unhealthy after ${what}`);
     const after = (await everything()) as { fixed: unknown };

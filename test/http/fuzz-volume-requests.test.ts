@@ -1,10 +1,10 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
-import { request as httpRequest } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
 import { request } from '../helpers/oci-client.ts';
 import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
+import { isErrorEnvelope, rawRequest } from '../helpers/raw-request.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -34,37 +34,6 @@ test.before(async () => {
 test.after.always(async () => {
   await server?.close();
 });
-
-interface RawReply {
-  status: number;
-  body: Buffer;
-}
-
-/** Sends the path as it is, failing after `ms` without an answer. */
-function rawRequest(method: string, path: string, headers: Record<string, string>, body: Buffer, ms = 10_000): Promise<RawReply> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: hostname, port, method, path, headers: { ...headers, 'Content-Length': String(body.length) }, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
-    });
-    const timer = setTimeout(() => req.destroy(new Error(`no answer to ${method} ${path} within ${ms} ms`)), ms);
-    req.on('close', () => clearTimeout(timer));
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-function isEnvelope(body: Buffer): boolean {
-  try {
-    const errors = (JSON.parse(body.toString('utf8')) as { errors?: Array<{ code?: unknown; message?: unknown }> }).errors;
-    return Array.isArray(errors) && errors.length > 0 && typeof errors[0]!.code === 'string' && typeof errors[0]!.message === 'string';
-  } catch {
-    return false;
-  }
-}
 
 /** Everything a request could change: the volume list and every listed volume's snapshots (without the last verification, which a verify records). */
 async function everything(): Promise<unknown> {
@@ -105,9 +74,9 @@ test('a generated listing query is answered 200 or 400 with the error JSON, neve
   const property = fc.asyncProperty(fc.constantFrom(...LISTINGS), fc.array(listingPairArb, { maxLength: 4 }), async (listing, pairs) => {
     const query = pairs.map(([k, v]) => `${k}=${v}`).join('&');
     const path = `${listing}${query ? `?${query}` : ''}`.replace(/[^\x21-\x7e]/gu, (ch) => encodeURIComponent(ch));
-    const r = await rawRequest('GET', path, {}, Buffer.alloc(0));
+    const r = await rawRequest(url, 'GET', path, {}, Buffer.alloc(0));
     const what = `GET ${path}: ${r.status} ${r.body.toString('utf8').slice(0, 300)}`;
-    if (r.status !== 200 && !(r.status === 400 && isEnvelope(r.body)) && !(r.status === 414 && isEnvelope(r.body))) throw new Error(`not 200 or a 400 with the error JSON: ${what}`);
+    if (r.status !== 200 && !(r.status === 400 && isErrorEnvelope(r.body)) && !(r.status === 414 && isErrorEnvelope(r.body))) throw new Error(`not 200 or a 400 with the error JSON: ${what}`);
     if (r.status === 200) {
       const body = JSON.parse(r.body.toString('utf8')) as { total: unknown; limit: unknown; volumes?: unknown[]; snapshots?: unknown[] };
       const items = body.volumes ?? body.snapshots;
@@ -191,10 +160,10 @@ test('a generated request on a volume or tag is never a 5xx, a 4xx carries the e
     const body = { tar, tgz, empty: Buffer.alloc(0), garbage: Buffer.from('not a tar at all'), half: tar.subarray(0, 700) }[c.body];
     const path = `/api/v1/volumes/${c.name}/tags/${c.tag}${c.ending}${c.query ? `?${c.query}` : ''}`;
     const send = c.method === 'PUT' || c.method === 'POST';
-    const r = await rawRequest(c.method, path, c.headers, send ? body : Buffer.alloc(0));
+    const r = await rawRequest(url, c.method, path, c.headers, send ? body : Buffer.alloc(0));
     const what = `${c.method} ${path} ${JSON.stringify(c.headers)} ${c.body}: ${r.status} ${r.body.toString('utf8').slice(0, 300)}`;
     if (r.status >= 500 || r.status < 200) throw new Error(`server error: ${what}`);
-    if (r.status >= 400 && c.method !== 'HEAD' && !isEnvelope(r.body)) throw new Error(`no error JSON: ${what}`);
+    if (r.status >= 400 && c.method !== 'HEAD' && !isErrorEnvelope(r.body)) throw new Error(`no error JSON: ${what}`);
     await healthy(what);
     if (r.status >= 400 && !isDeepStrictEqual(await everything(), before)) throw new Error(`a refused request changed something: ${what}`);
   });
