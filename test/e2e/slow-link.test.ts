@@ -163,11 +163,18 @@ test.serial('a command whose link is silent from the start fails after --timeout
   }
 });
 
+/**
+ * A stall well inside the timeouts: TCP resends what the stall dropped only at its next
+ * retransmission, whose interval doubles each time (0.6 s, 1.2 s, 2.4 s... on this link's queue),
+ * so after a 2 s stall the bytes could start again more than 4 s after the last ones came.
+ */
+const SHORT_STALL_MS = (IDLE / 4) * 1000;
+
 test.serial('push and pull go through stalls shorter than the timeouts on both sides', async (t) => {
   const push = remote(['push', '--compression', 'none', '--timeout', String(IDLE), src, 'wan/vol:stalled']);
   await uploaded(1024 * 1024);
   await link.stall();
-  await sleep((IDLE - 2) * 1000);
+  await sleep(SHORT_STALL_MS);
   await link.resume();
   const pushed = await push;
   t.is(pushed.code, 0, pushed.stderr);
@@ -177,7 +184,7 @@ test.serial('push and pull go through stalls shorter than the timeouts on both s
   const pull = remote(['pull', '--timeout', String(IDLE), 'wan/vol:stalled', target]);
   await downloaded(target, 1024 * 1024);
   await link.stall();
-  await sleep((IDLE - 2) * 1000);
+  await sleep(SHORT_STALL_MS);
   await link.resume();
   const pulled = await pull;
   t.is(pulled.code, 0, pulled.stderr);
@@ -220,7 +227,7 @@ test.serial('curl: a chunked upload through a short stall is stored; a download 
   const upload = curl(['-sS', '-f', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'Transfer-Encoding: chunked', '-T', '-', url], tarFile);
   await uploaded(1024 * 1024);
   await link.stall();
-  await sleep((IDLE - 2) * 1000);
+  await sleep(SHORT_STALL_MS);
   await link.resume();
   t.is((await upload).stdout, '201');
 
@@ -279,7 +286,7 @@ test.serial('skopeo copies a snapshot out of volreg and into another repository 
   const out = copy(`docker://${registry}/wan/vol:base`, `oci:${layout}:base`);
   await sleep(2000);
   await link.stall();
-  await sleep((IDLE - 2) * 1000);
+  await sleep(SHORT_STALL_MS);
   await link.resume();
   const pulled = await out;
   t.is(pulled.code, 0, pulled.stderr);
