@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { isDeepStrictEqual } from 'node:util';
 import { MT } from './manifest-fixtures.ts';
 import { request, type Reply } from './oci-client.ts';
-import { ARTIFACT, BLOB_NAMES, BLOBS, MANIFEST_NAMES, MANIFESTS, type BlobName, type ManifestName } from './model-content.ts';
+import { ARTIFACT, BLOB_NAMES, BLOBS, MANIFEST_NAMES, MANIFESTS, type BlobName, type ManifestName, type ModelManifest } from './model-content.ts';
 import { acceptHeader, byteOrder, expectedForTag, RegistryModel, type AcceptItem } from './model-registry.ts';
 
 /**
@@ -60,6 +60,20 @@ function header(r: Reply, name: string): string | undefined {
 
 function expectHeader(what: string, r: Reply, name: string, value: string): void {
   if (header(r, name) !== value) fail(`${what}: ${name} is ${JSON.stringify(header(r, name))}, expected ${value}`, r);
+}
+
+/** A GET or HEAD of a manifest: `expected` exactly as pushed, or 404 MANIFEST_UNKNOWN when null. */
+function expectManifestReply(what: string, r: Reply, method: 'GET' | 'HEAD', expected: ModelManifest | null): void {
+  if (!expected) {
+    if (method === 'HEAD') expectStatus(what, r, 404);
+    else expectError(what, r, 404, 'MANIFEST_UNKNOWN');
+    return;
+  }
+  expectStatus(what, r, 200);
+  if (header(r, 'docker-content-digest') !== expected.digest) fail(`${what}: expected ${expected.name}`, r, { got: header(r, 'docker-content-digest'), type: header(r, 'content-type') });
+  expectHeader(what, r, 'content-type', expected.mediaType);
+  expectHeader(what, r, 'content-length', String(expected.size));
+  if (method === 'GET' && !r.body.equals(expected.bytes)) fail(`${what}: bytes differ from those pushed`, r);
 }
 
 export const REPO_SUFFIXES = ['app', 'app/sub', 'app-b'] as const;
@@ -354,16 +368,7 @@ class GetByTag implements Cmd {
     const r = await request(real.url, `/v2/${repo}/manifests/${this.tag}`, { method: this.method, headers: this.accept ? { Accept: acceptHeader(this.accept) } : {} });
     const expected = expectedForTag(s.model.repo(repo).tags.get(this.tag), this.accept);
     if (!header(r, 'vary')?.toLowerCase().includes('accept')) fail(`${what}: no Vary: Accept`, r);
-    if (!expected) {
-      if (this.method === 'HEAD') expectStatus(what, r, 404);
-      else expectError(what, r, 404, 'MANIFEST_UNKNOWN');
-      return;
-    }
-    expectStatus(what, r, 200);
-    if (header(r, 'docker-content-digest') !== expected.digest) fail(`${what}: expected ${expected.name}`, r, { got: header(r, 'docker-content-digest'), type: header(r, 'content-type') });
-    expectHeader(what, r, 'content-type', expected.mediaType);
-    expectHeader(what, r, 'content-length', String(expected.size));
-    if (this.method === 'GET' && !r.body.equals(expected.bytes)) fail(`${what}: bytes differ from those pushed`, r);
+    expectManifestReply(what, r, this.method, expected);
   }
   toString = (): string => `GetByTag(${this.repo},${this.tag},${this.accept ? JSON.stringify(acceptHeader(this.accept)) : 'no Accept'},${this.method})`;
 }
@@ -381,16 +386,7 @@ class GetByDigest implements Cmd {
     const m = MANIFESTS[this.manifest];
     const what = `${this.method} ${repo}@${this.manifest}`;
     const r = await request(real.url, `/v2/${repo}/manifests/${m.digest}`, { method: this.method, headers: this.accept ? { Accept: acceptHeader(this.accept) } : {} });
-    if (!s.model.repo(repo).manifests.has(this.manifest)) {
-      if (this.method === 'HEAD') expectStatus(what, r, 404);
-      else expectError(what, r, 404, 'MANIFEST_UNKNOWN');
-      return;
-    }
-    expectStatus(what, r, 200);
-    expectHeader(what, r, 'docker-content-digest', m.digest);
-    expectHeader(what, r, 'content-type', m.mediaType);
-    expectHeader(what, r, 'content-length', String(m.size));
-    if (this.method === 'GET' && !r.body.equals(m.bytes)) fail(`${what}: bytes differ from those pushed`, r);
+    expectManifestReply(what, r, this.method, s.model.repo(repo).manifests.has(this.manifest) ? m : null);
   }
   toString = (): string => `GetByDigest(${this.repo},${this.manifest},${this.accept ? JSON.stringify(acceptHeader(this.accept)) : 'no Accept'},${this.method})`;
 }
