@@ -1,7 +1,6 @@
-import { isDeepStrictEqual } from 'node:util';
 import type { CreateIndexesOptions, Db, IndexSpecification } from 'mongodb';
 import { COLLECTIONS } from '../src/metadata/collections.ts';
-import { mongoJsonSchema } from '../src/metadata/schema-validator.ts';
+import { ensureCollection } from '../src/metadata/ensure-collection.ts';
 
 /**
  * The collections of DESIGN.md section 3 with their indexes and `$jsonSchema` validators
@@ -58,25 +57,5 @@ export async function up(db: Db): Promise<void> {
   for (const spec of SPECS) {
     await ensureCollection(db, spec.name, spec.schema);
     for (const index of spec.indexes) await db.collection(spec.name).createIndex(index.keys, index.options ?? {});
-  }
-}
-
-async function ensureCollection(db: Db, name: string, schemaId: string | null): Promise<void> {
-  const validator = schemaId ? { $jsonSchema: mongoJsonSchema(schemaId) } : undefined;
-  const [existing] = await db.listCollections({ name }).toArray();
-  if (!existing) {
-    try {
-      await db.createCollection(name, validator ? { validator, validationLevel: 'strict', validationAction: 'error' } : {});
-      return;
-    } catch (err) {
-      // NamespaceExists: a racing creator won; fall through to check its validator
-      if ((err as { code?: unknown }).code !== 48) throw err;
-    }
-  }
-  if (!validator) return;
-  const [current] = await db.listCollections({ name }).toArray();
-  const options = (current as { options?: { validator?: unknown } } | undefined)?.options;
-  if (!isDeepStrictEqual(options?.validator, validator)) {
-    await db.command({ collMod: name, validator, validationLevel: 'strict', validationAction: 'error' });
   }
 }

@@ -1,7 +1,6 @@
-import { isDeepStrictEqual } from 'node:util';
 import type { Db } from 'mongodb';
 import { SNAPSHOTS_COLLECTION } from '../src/metadata/snapshot-repository.ts';
-import { mongoJsonSchema } from '../src/metadata/schema-validator.ts';
+import { ensureCollection } from '../src/metadata/ensure-collection.ts';
 
 /**
  * The `volume_snapshots` collection: snapshot metadata as indexed fields (repository, tag,
@@ -13,20 +12,7 @@ export const description = 'volume_snapshots collection with its indexes and JSO
 
 export async function up(db: Db): Promise<void> {
   const name = SNAPSHOTS_COLLECTION;
-  const validator = { $jsonSchema: mongoJsonSchema('volume-snapshot') };
-  const [existing] = await db.listCollections({ name }).toArray();
-  if (!existing) {
-    try {
-      await db.createCollection(name, { validator, validationLevel: 'strict', validationAction: 'error' });
-    } catch (err) {
-      if ((err as { code?: unknown }).code !== 48) throw err; // NamespaceExists: a racing creator won
-    }
-  }
-  const [current] = await db.listCollections({ name }).toArray();
-  const options = (current as { options?: { validator?: unknown } } | undefined)?.options;
-  if (!isDeepStrictEqual(options?.validator, validator)) {
-    await db.command({ collMod: name, validator, validationLevel: 'strict', validationAction: 'error' });
-  }
+  await ensureCollection(db, name, 'volume-snapshot');
   const coll = db.collection(name);
   // one snapshot document per tag of a volume
   await coll.createIndex({ repo_id: 1, tag: 1 }, { unique: true });

@@ -82,6 +82,8 @@ export interface GcReport {
   unreferencedRepoBlobs: GcCount;
   manifestListUnits: GcCount;
   manifestUnits: GcCount;
+  /** records of what /api/v1 pushes found in their archives, for manifests no longer stored */
+  pushRecords: number;
   blobUnits: GcCount;
   /** bytes of deleted blob units removed from the store */
   blobBytes: GcCount;
@@ -174,6 +176,7 @@ class GarbageCollector {
       unreferencedRepoBlobs: zero(),
       manifestListUnits: zero(),
       manifestUnits: zero(),
+      pushRecords: 0,
       blobUnits: zero(),
       blobBytes: zero(),
       orphanBytes: zero(),
@@ -195,6 +198,7 @@ class GarbageCollector {
       if (this.opts.deleteUntagged) await this.removeUntagged();
       await this.sweepManifestUnits(UNIT_TYPES.manifestList);
       await this.sweepManifestUnits(UNIT_TYPES.manifest);
+      await this.sweepPushRecords();
       const referenced = await this.referencedDigests();
       await this.sweepBlobUnits(referenced);
       await this.sweepOrphanBytes();
@@ -573,6 +577,30 @@ class GarbageCollector {
       });
     }
     this.log.info({ digest: old.digest, unitType: type, from: old._id, to: current._id }, 'gc moved the holdings of a unit a push reused to its new unit');
+  }
+
+  /**
+   * Push records (collections.ts, PushRecordDoc) of manifests no longer stored, or never stored
+   * (a push refused at its tag). Only old ones: a push records before its manifest is stored.
+   */
+  private async sweepPushRecords(): Promise<void> {
+    const old = this.c.volumePushRecords.find({ recorded: { $lt: this.cutoff } }, { projection: { _id: 1 } });
+    for await (const batch of batches(old)) {
+      this.checkAborted();
+      const digests = batch.map((r) => r._id);
+      const stored = new Set<string>();
+      for await (const m of this.c.manifests.find({ digest: { $in: digests } }, { projection: { _id: 1, digest: 1 } })) {
+        if (!this.wouldDelete.has(m._id)) stored.add(m.digest);
+      }
+      const gone = digests.filter((d) => !stored.has(d));
+      if (gone.length === 0) continue;
+      if (this.dry) {
+        this.report.pushRecords += gone.length;
+        continue;
+      }
+      const res = await this.c.volumePushRecords.deleteMany({ _id: { $in: gone }, recorded: { $lt: this.cutoff } });
+      this.report.pushRecords += res.deletedCount;
+    }
   }
 
   // ---- 4. blob units, then their bytes --------------------------------------------------------

@@ -15,6 +15,7 @@ export const COLLECTIONS = {
   uploads: 'uploads',
   migrations: 'migrations',
   volumeSnapshots: 'volume_snapshots',
+  volumePushRecords: 'volume_push_records',
 } as const;
 
 export type CollectionKey = keyof typeof COLLECTIONS;
@@ -108,6 +109,20 @@ export interface UploadDoc {
   driver_state: Record<string, unknown>;
 }
 
+/**
+ * What a push through /api/v1 found inspecting its archive, by the manifest it tagged: facts
+ * that neither the manifest nor the config blob holds. With them a snapshot's metadata can be
+ * described again whole from its tag whenever the index lost the race to it (volume-service.ts);
+ * its existence is what `"source": "api"` means. Written once, never changed; garbage
+ * collection removes it with the manifest.
+ */
+export interface PushRecordDoc {
+  _id: string; // the manifest digest
+  repo_id: string; // the volume pushed to
+  unsafe_entries: number;
+  recorded: Date;
+}
+
 export interface MigrationDoc {
   _id: string; // migration id, e.g. "0001-initial"
   applied_at: Date;
@@ -137,6 +152,7 @@ export interface Collections {
   repoContentUnits: Collection<RepoContentUnitDoc>;
   uploads: Collection<UploadDoc>;
   migrations: Collection<MigrationDoc>;
+  volumePushRecords: Collection<PushRecordDoc>;
 }
 
 export function collections(db: Db, changeMarks?: SharedArrayBuffer): Collections {
@@ -150,6 +166,7 @@ export function collections(db: Db, changeMarks?: SharedArrayBuffer): Collection
     repoContentUnits: db.collection<RepoContentUnitDoc>(COLLECTIONS.repoContentUnits),
     uploads: db.collection<UploadDoc>(COLLECTIONS.uploads),
     migrations: db.collection<MigrationDoc>(COLLECTIONS.migrations),
+    volumePushRecords: db.collection<PushRecordDoc>(COLLECTIONS.volumePushRecords),
   };
 }
 

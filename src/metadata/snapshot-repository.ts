@@ -5,7 +5,7 @@ import type { RepositoryName, Tag } from '../domain/names.ts';
 import type { Compression } from '../domain/volumes/media-types.ts';
 import type { SnapshotPosition } from '../domain/volumes/listing-position.ts';
 import type { SnapshotInfo, SnapshotListQuery, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
-import { COLLECTIONS, UNIT_TYPES } from './collections.ts';
+import { COLLECTIONS, UNIT_TYPES, type PushRecordDoc } from './collections.ts';
 import { MarkedCache, type MetadataMarks } from './marked-cache.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
 import { assertValid } from './schema-validator.ts';
@@ -111,6 +111,7 @@ export function summaryWeight(s: VolumeSummary | null): number {
 
 export class SnapshotRepository {
   private readonly coll: Collection<SnapshotDoc>;
+  private readonly pushRecords: Collection<PushRecordDoc>;
   /** the marks of a volume's snapshot documents, its tags and its holdings (none without the engine's, marked-cache.ts) */
   private readonly marks: { docs: (repo: string) => number; tags: (repo: string) => number; held: (repo: string, type: string) => number } | undefined;
   /** the marks of every volume's documents, tags, holdings and notes together (none without the engine's) */
@@ -120,6 +121,7 @@ export class SnapshotRepository {
 
   constructor(db: Db, marks?: MetadataMarks, opts: { keptSummaryBytes?: number } = {}) {
     this.coll = db.collection<SnapshotDoc>(SNAPSHOTS_COLLECTION);
+    this.pushRecords = db.collection<PushRecordDoc>(COLLECTIONS.volumePushRecords);
     this.keptSummaries = new MarkedCache<VolumeSummary | null>(opts.keptSummaryBytes ?? KEPT_SUMMARY_BYTES, summaryWeight);
     this.marks = marks && { docs: marks.reader(SNAPSHOTS_COLLECTION), tags: marks.reader(COLLECTIONS.tags), held: marks.reader(COLLECTIONS.repoContentUnits) };
     if (marks) {
@@ -181,6 +183,27 @@ export class SnapshotRepository {
     assertValid('volume-snapshot', doc, 'UNKNOWN');
     const { _id, ...fields } = doc;
     await this.coll.updateOne({ repo_id: doc.repo_id, tag: doc.tag, ...condition }, { $set: fields, $setOnInsert: { _id } }, { upsert: true });
+  }
+
+  /**
+   * Keeps what a push through /api/v1 found in its archive, by the manifest it is about to tag
+   * (collections.ts, PushRecordDoc). A record that exists stays: the same manifest is the same
+   * archive, so it found the same.
+   */
+  async recordPush(volume: string, manifestDigest: Digest, unsafeEntries: number): Promise<void> {
+    const fields = { repo_id: volume, unsafe_entries: unsafeEntries, recorded: new Date() };
+    assertValid('volume-push-record', { _id: manifestDigest, ...fields }, 'UNKNOWN');
+    try {
+      await this.pushRecords.updateOne({ _id: manifestDigest }, { $setOnInsert: fields }, { upsert: true });
+    } catch (err) {
+      if (!isDuplicateKey(err)) throw err; // a push of the same manifest recorded it first
+    }
+  }
+
+  /** What the push of a manifest through /api/v1 found in its archive; null: it came through /v2. */
+  async pushRecord(manifestDigest: Digest): Promise<{ unsafeEntries: number } | null> {
+    const doc = await this.pushRecords.findOne({ _id: manifestDigest }, { projection: { _id: 0, unsafe_entries: 1 } });
+    return doc ? { unsafeEntries: doc.unsafe_entries } : null;
   }
 
   async get(repo: string, tag: string): Promise<SnapshotInfo | null> {

@@ -13,7 +13,7 @@ import { hasPreconditions, preconditionFailed, preconditionsHold, type Precondit
 import type { RepositoryName, Tag } from '../domain/names.ts';
 import { inspectArchive, type ArchiveInspection, type InspectOptions } from '../domain/volumes/archive-inspector.ts';
 import { OCI_MANIFEST_MEDIA_TYPE, snapshotFileName } from '../domain/volumes/media-types.ts';
-import { decodeSnapshotConfig, encodeSnapshotConfig } from '../domain/volumes/snapshot-config.ts';
+import { decodeSnapshotConfig, encodeSnapshotConfig, type VolumeSnapshotConfig } from '../domain/volumes/snapshot-config.ts';
 import { buildSnapshotManifest, readSnapshotManifest } from '../domain/volumes/snapshot-manifest.ts';
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
 import { writeOrWait } from '../domain/stream-write.ts';
@@ -82,6 +82,10 @@ export interface VolumeManifests {
 
 /** The snapshot index (src/metadata/snapshot-repository.ts). */
 export interface SnapshotIndex {
+  /** keeps what a push through /api/v1 found in its archive, by the manifest it tags */
+  recordPush(volume: string, manifestDigest: Digest, unsafeEntries: number): Promise<void>;
+  /** what recordPush kept for a manifest; null: none (it came through /v2) */
+  pushRecord(manifestDigest: Digest): Promise<{ unsafeEntries: number } | null>;
   upsert(info: SnapshotInfo): Promise<void>;
   /** upsert, unless the tag's document already describes that manifest */
   replaceStale(info: SnapshotInfo): Promise<void>;
@@ -251,6 +255,10 @@ export class VolumeService {
       lastVerify: null,
       source: 'api',
     };
+    // What only this push knows about its archive is kept first, by manifest: whatever order
+    // the index's writes land in (see the class comment), a reader can describe the snapshot
+    // again whole from its tag.
+    await this.snapshots.recordPush(repo, info.manifestDigest, inspection.unsafeEntries);
     // Indexed before the tag as well: a crash between the two then leaves a document naming a
     // manifest its tag does not hold, which readers mend, rather than a tag no document names.
     await this.snapshots.upsert(info);
@@ -342,17 +350,15 @@ export class VolumeService {
     }
   }
 
-  /** Describes a volume artifact from its manifest and config blob (pushed through /v2); null: not one. */
+  /**
+   * Describes a snapshot from its manifest, its config blob and what its push through /api/v1
+   * recorded (none: it came through /v2); null: the manifest is not a volume snapshot. This is
+   * all a push writes to the index, so a document rebuilt from it loses nothing.
+   */
   private async describe(repo: RepositoryName, tag: Tag, manifestDigest: Digest, body: Buffer): Promise<SnapshotInfo | null> {
     const view = readSnapshotManifest(body);
     if (!view) return null;
-    let config = null;
-    try {
-      const bytes = await readCapped((await this.blobs.open(repo, view.configDigest)).stream, CONFIG_READ_LIMIT);
-      config = bytes ? decodeSnapshotConfig(bytes) : null;
-    } catch (err) {
-      if (!isVolregError(err) || err.code !== 'BLOB_UNKNOWN') throw err;
-    }
+    const [config, pushed] = await Promise.all([this.readConfig(repo, view.configDigest), this.snapshots.pushRecord(manifestDigest)]);
     return {
       volume: repo,
       tag,
@@ -362,13 +368,24 @@ export class VolumeService {
       compression: view.layer.compression,
       uncompressed: config ? { digest: config.uncompressedDigest, size: config.uncompressedSize } : null,
       entries: config?.entries ?? null,
-      unsafeEntries: null,
+      unsafeEntries: pushed?.unsafeEntries ?? null,
       host: config?.host ?? null,
       labels: config?.labels ?? {},
       created: config?.created ?? view.created ?? new Date().toISOString(),
       lastVerify: null,
-      source: 'oci',
+      source: pushed ? 'api' : 'oci',
     };
+  }
+
+  /** A snapshot's config blob, decoded; null when it is missing or not a snapshot config. */
+  private async readConfig(repo: RepositoryName, digest: Digest): Promise<VolumeSnapshotConfig | null> {
+    try {
+      const bytes = await readCapped((await this.blobs.open(repo, digest)).stream, CONFIG_READ_LIMIT);
+      return bytes ? decodeSnapshotConfig(bytes) : null;
+    } catch (err) {
+      if (!isVolregError(err) || err.code !== 'BLOB_UNKNOWN') throw err;
+      return null;
+    }
   }
 
   /**

@@ -287,7 +287,8 @@ export async function ociCopy(s: VolState, real: VolReal, v: string, tag: string
   }
   const r = await request(real.url, `/v2/${to}/manifests/${toTag}`, { method: 'PUT', headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' }, body: got.body });
   expectStatus(what, r, 201);
-  tagsOf(s, toV).set(toTag, { ...snap, source: 'oci' });
+  // the same manifest is the same archive: what its push through /api/v1 found still holds
+  tagsOf(s, toV).set(toTag, { ...snap });
 }
 
 // ---- deletes -------------------------------------------------------------------------------
@@ -381,6 +382,17 @@ export async function racePushDelete(s: VolState, real: VolReal, v: string, tag:
   if (gone === pushed.manifestDigest) return settle(s, real, v, tag, [undefined], `${what} (the delete after the push)`);
   if (gone !== before?.manifestDigest) fail(`${what}: the delete names ${gone}, neither the snapshot before nor the one pushed`, deleted);
   return settle(s, real, v, tag, [pushed], `${what} (the delete before the push)`);
+}
+
+/**
+ * Two pushes to the same tag at once: the tag holds one of them, and its metadata is that
+ * push's whole (host, source), whatever order their index writes landed in.
+ */
+export async function racePushPush(s: VolState, real: VolReal, v: string, tag: string, layerIndexes: [number, number]): Promise<void> {
+  const volume = volumeName(s, v);
+  const [a, b] = layerIndexes.map((i) => s.layers[i % s.layers.length]!) as [Layer, Layer];
+  const pushed = await Promise.all([rawPush(s, real, v, tag, a, 'race-01'), rawPush(s, real, v, tag, b, 'race-02')]);
+  await settle(s, real, v, tag, pushed, `race PUT and PUT ${volume}:${tag}`);
 }
 
 // ---- reads ---------------------------------------------------------------------------------
@@ -673,6 +685,7 @@ export function volumeCommandArbs(): Array<fc.Arbitrary<Cmd>> {
     fc.tuple(vArb, tagArb, fc.constantFrom<DeleteCondition>('none', 'if-match-current', 'if-match-stale')).map(([v, t, c]) => cmd(`Delete(${V(v)}:${T(t)} ${c})`, (s, real) => apiDelete(s, real, V(v), T(t), c))),
     fc.tuple(vArb, tagArb, vArb, tagArb).map(([v, t, toV, toT]) => cmd(`OciCopy(${V(v)}:${T(t)} to ${V(toV)}:${T(toT)})`, (s, real) => ociCopy(s, real, V(v), T(t), V(toV), T(toT)))),
     fc.tuple(vArb, tagArb, layerArb).map(([v, t, l]) => cmd(`RacePushDelete(${V(v)}:${T(t)} layer ${l})`, (s, real) => racePushDelete(s, real, V(v), T(t), l))),
+    fc.tuple(vArb, tagArb, layerArb, layerArb).map(([v, t, l1, l2]) => cmd(`RacePushPush(${V(v)}:${T(t)} layers ${l1} ${l2})`, (s, real) => racePushPush(s, real, V(v), T(t), [l1, l2]))),
     fc.tuple(vArb, tagArb).map(([v, t]) => cmd(`OciDeleteTag(${V(v)}:${T(t)})`, (s, real) => ociDeleteTag(s, real, V(v), T(t)))),
     fc.tuple(vArb, tagArb).map(([v, t]) => cmd(`OciDeleteDigest(${V(v)}:${T(t)})`, (s, real) => ociDeleteDigest(s, real, V(v), T(t)))),
     fc.tuple(vArb, tagArb).map(([v, t]) => cmd(`Get(${V(v)}:${T(t)})`, (s, real) => getMeta(s, real, V(v), T(t)))),

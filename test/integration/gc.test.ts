@@ -8,6 +8,7 @@ import type { BlobStore } from '../../src/storage/blob-store.ts';
 import { ACCEPT_ALL, getManifest, pushBlobs, putManifest, repoName, request } from '../helpers/oci-client.ts';
 import { configBlob, MT, ociIndex, ociManifest, randomBlob, type Blob, type Built } from '../helpers/manifest-fixtures.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { tarOfFiles } from '../helpers/tree.ts';
 
 /**
  * Garbage collection against the real server: content is pushed over HTTP, GC runs in this
@@ -343,3 +344,28 @@ async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   for await (const x of it) out.push(x);
   return out;
 }
+
+test.serial("a snapshot's push record goes with its manifest, after the grace period; the kept snapshot's stays", async (t) => {
+  const { url } = t.context.server;
+  const volume = repoName('gc-snap');
+  const push = async (tag: string): Promise<string> => {
+    const r = await request(url, `/api/v1/volumes/${volume}/tags/${tag}`, { method: 'PUT', body: await tarOfFiles({ [`${tag}.txt`]: randomBlob(700).bytes }) });
+    if (r.status !== 201) throw new Error(`snapshot push failed: ${r.status} ${r.body.toString()}`);
+    return String((JSON.parse(r.body.toString()) as { manifestDigest: string }).manifestDigest);
+  };
+  const dropped = await push('dropped');
+  const kept = await push('kept');
+  t.is((await request(url, `/api/v1/volumes/${volume}/tags/dropped`, { method: 'DELETE' })).status, 200);
+  const recorded = async (digest: string) => (await t.context.c.volumePushRecords.findOne({ _id: digest })) !== null;
+
+  t.is((await gc(t, { deleteUntagged: true, now: () => new Date() })).pushRecords, 0, 'within the grace period nothing goes');
+  const dry = await gc(t, { deleteUntagged: true, dryRun: true });
+  t.true(dry.pushRecords >= 1);
+  t.true(await recorded(dropped), 'a dry run deletes nothing');
+  const real = await gc(t, { deleteUntagged: true });
+  t.is(real.pushRecords, dry.pushRecords);
+  t.false(await recorded(dropped));
+  t.true(await recorded(kept));
+  const meta = await request(url, `/api/v1/volumes/${volume}/tags/kept`);
+  t.like(JSON.parse(meta.body.toString()), { manifestDigest: kept, source: 'api', unsafeEntries: 0 });
+});

@@ -67,6 +67,8 @@ test('a fresh database gets every collection, index and validator of DESIGN.md s
   await expectIndex('units_docker_manifest', { blob_digests: 1 }, false);
   await expectIndex('units_docker_manifest', { config_digest: 1 }, false);
   await expectIndex('units_docker_manifest_list', { manifest_digests: 1 }, false);
+  // 0006: push records, which garbage collection looks at by age
+  await expectIndex('volume_push_records', { recorded: 1 }, false);
 
   const withValidator = await db.listCollections({ name: 'units_docker_tag' }).toArray();
   const schema = (withValidator[0] as { options?: { validator?: { $jsonSchema?: { required?: string[] } } } }).options?.validator?.$jsonSchema;
@@ -389,4 +391,53 @@ test('volreg gc refuses a database a newer volreg migrated, and one with migrati
   await rename(aside, orphan);
   t.is((await gc()).code, 0);
   t.false(existsSync(orphan));
+});
+
+test('0006 records what pushes through /api/v1 found in their archives from the snapshot documents; a second run changes nothing', async (t) => {
+  const { db } = await freshDb('mig_push_records');
+  const all = await loadMigrations();
+  await new Migrator(db, { migrations: all.filter((m) => m.id < '0006') }).up();
+  // snapshot documents as a volreg without push records left them
+  const digest = (ch: string): string => `sha256:${ch.repeat(64)}`;
+  const snapshot = (repo: string, tag: string, manifest: string, source: 'api' | 'oci', unsafe: number | null): Record<string, unknown> => ({
+    _id: `${repo}:${tag}`,
+    repo_id: repo,
+    tag,
+    manifest_digest: manifest,
+    config_digest: digest('c'),
+    layer_digest: digest('e'),
+    layer_size: 10,
+    layer_media_type: 'application/vnd.oci.image.layer.v1.tar+gzip',
+    compression: 'gzip',
+    uncompressed_digest: null,
+    uncompressed_size: null,
+    entries: 3,
+    unsafe_entries: unsafe,
+    host: null,
+    labels: {},
+    created: new Date(),
+    source,
+    last_verify: null,
+    _last_updated: 0,
+  });
+  const snapshots = db.collection(COLLECTIONS.volumeSnapshots);
+  await snapshots.insertMany([
+    snapshot('db', 'daily', digest('1'), 'api', 2),
+    snapshot('db', 'latest', digest('1'), 'api', 2), // another tag of the same manifest
+    snapshot('db', 'weekly', digest('2'), 'api', 0),
+    snapshot('web', 'copied', digest('3'), 'oci', null),
+  ] as never[]);
+
+  const applied = await new Migrator(db).up();
+  t.true(applied.includes('0006-volume-push-records'));
+  const records = db.collection(COLLECTIONS.volumePushRecords);
+  const read = async () => (await records.find({}, { projection: { recorded: 0 } }).sort({ _id: 1 }).toArray()) as unknown[];
+  t.deepEqual(await read(), [
+    { _id: digest('1'), repo_id: 'db', unsafe_entries: 2 },
+    { _id: digest('2'), repo_id: 'db', unsafe_entries: 0 },
+  ]);
+  // the validator holds the collection to its schema
+  await t.throwsAsync(records.insertOne({ _id: digest('4'), repo_id: 'db', unsafe_entries: -1, recorded: new Date() } as never));
+  for (const m of all.filter((x) => x.id === '0006-volume-push-records')) await m.up(db);
+  t.is((await read()).length, 2);
 });

@@ -117,6 +117,7 @@ function summary(r: GcReport): string {
     (r.deleteUntagged ? line('untagged manifests (from repos)', r.untaggedManifests) + line('unreferenced blobs (from repos)', r.unreferencedRepoBlobs) : '') +
     line('manifest list units', r.manifestListUnits) +
     line('manifest units', r.manifestUnits) +
+    `  ${'push records of gone manifests'.padEnd(34)} ${String(r.pushRecords).padStart(7)}\n` +
     line('blob units', r.blobUnits) +
     line('blob bytes', r.blobBytes) +
     line('bytes without a blob unit', r.orphanBytes) +
