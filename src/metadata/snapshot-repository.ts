@@ -4,7 +4,7 @@ import type { Digest } from '../domain/digest.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
 import type { Compression } from '../domain/volumes/media-types.ts';
 import type { SnapshotPosition } from '../domain/volumes/listing-position.ts';
-import type { SnapshotInfo, SnapshotListQuery, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
+import type { IndexedSnapshot, SnapshotInfo, SnapshotListQuery, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
 import { COLLECTIONS, UNIT_TYPES, type PushRecordDoc } from './collections.ts';
 import { MarkedCache, type MetadataMarks } from './marked-cache.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
@@ -36,6 +36,8 @@ export interface SnapshotDoc {
   created: Date;
   source: 'api' | 'oci';
   last_verify: { ok: boolean; at: Date; problems: string[] } | null;
+  /** new at every write: a reader mending the document replaces only the one it read (absent before it) */
+  revision?: string;
   _last_updated: number;
 }
 
@@ -82,6 +84,7 @@ function toDoc(s: SnapshotInfo, id: string): SnapshotDoc {
     created: new Date(s.created),
     source: s.source,
     last_verify: s.lastVerify ? { ok: s.lastVerify.ok, at: new Date(s.lastVerify.at), problems: s.lastVerify.problems } : null,
+    revision: randomUUID(),
     _last_updated: Math.floor(Date.now() / 1000),
   };
 }
@@ -165,24 +168,27 @@ export class SnapshotRepository {
   }
 
   /**
-   * Records a snapshot described from its manifest (a tag that moved past the index) unless the
-   * tag's document already describes that manifest: the push that moved the tag may have
-   * written its fuller one (host, labels, unsafe entries) meanwhile, which must stay.
+   * Records a snapshot described from its tag (a tag that moved past the index) in place of the
+   * document the reader read (`seen`, from `read`; null: there was none), unless that document
+   * was written since: by a push or a reader that looked at the tag later, or by a verify, and
+   * what they wrote must stay.
    */
-  async replaceStale(info: SnapshotInfo): Promise<void> {
+  async replaceStale(info: SnapshotInfo, seen: IndexedSnapshot | null): Promise<void> {
     try {
-      await this.write(info, { manifest_digest: { $ne: info.manifestDigest } });
+      if (seen === null) await this.write(info, {}, { onlyInsert: true });
+      else await this.write(info, { revision: seen.revision } as Filter<SnapshotDoc>);
     } catch (err) {
       // the filter passed over the current document, so the upsert met it on the unique key
       if (!isDuplicateKey(err)) throw err;
     }
   }
 
-  private async write(info: SnapshotInfo, condition: Filter<SnapshotDoc>): Promise<void> {
+  private async write(info: SnapshotInfo, condition: Filter<SnapshotDoc>, opts: { onlyInsert?: boolean } = {}): Promise<void> {
     const doc = toDoc(info, randomUUID());
     assertValid('volume-snapshot', doc, 'UNKNOWN');
     const { _id, ...fields } = doc;
-    await this.coll.updateOne({ repo_id: doc.repo_id, tag: doc.tag, ...condition }, { $set: fields, $setOnInsert: { _id } }, { upsert: true });
+    const update = opts.onlyInsert ? { $setOnInsert: doc } : { $set: fields, $setOnInsert: { _id } };
+    await this.coll.updateOne({ repo_id: doc.repo_id, tag: doc.tag, ...condition }, update, { upsert: true });
   }
 
   /**
@@ -207,8 +213,14 @@ export class SnapshotRepository {
   }
 
   async get(repo: string, tag: string): Promise<SnapshotInfo | null> {
+    return (await this.read(repo, tag))?.info ?? null;
+  }
+
+  /** A tag's document with its revision, for a reader that may mend it (replaceStale). */
+  async read(repo: string, tag: string): Promise<IndexedSnapshot | null> {
     const doc = await this.coll.findOne({ repo_id: repo, tag });
-    return doc ? toInfo(doc) : null;
+    // null matches a document written before revisions, which lacks the field
+    return doc ? { info: toInfo(doc), revision: doc.revision ?? null } : null;
   }
 
   async newestCreated(repo: string): Promise<Date | null> {
@@ -317,7 +329,7 @@ export class SnapshotRepository {
   async recordVerify(repo: string, tag: string, manifestDigest: Digest, result: VerifyResult): Promise<void> {
     await this.coll.updateOne(
       { repo_id: repo, tag, manifest_digest: manifestDigest },
-      { $set: { last_verify: { ok: result.ok, at: new Date(result.at), problems: result.problems }, _last_updated: Math.floor(Date.now() / 1000) } },
+      { $set: { last_verify: { ok: result.ok, at: new Date(result.at), problems: result.problems }, revision: randomUUID(), _last_updated: Math.floor(Date.now() / 1000) } },
     );
   }
 

@@ -17,7 +17,7 @@ import { decodeSnapshotConfig, encodeSnapshotConfig, type VolumeSnapshotConfig }
 import { buildSnapshotManifest, readSnapshotManifest } from '../domain/volumes/snapshot-manifest.ts';
 import { volumeNameProblem } from '../domain/volumes/volume-name.ts';
 import { writeOrWait } from '../domain/stream-write.ts';
-import type { SnapshotInfo, SnapshotListQuery, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
+import type { IndexedSnapshot, SnapshotInfo, SnapshotListQuery, VerifyResult, VolumeSummary } from '../domain/volumes/snapshot.ts';
 
 /**
  * Volume snapshots (DESIGN.md section 4), on top of the blob and manifest services:
@@ -34,7 +34,10 @@ import type { SnapshotInfo, SnapshotListQuery, VerifyResult, VolumeSummary } fro
  * The index is written after the tag, without a transaction, so it can lag behind it: two
  * pushes to one tag may index in the other order than they tagged, a crash can fall between
  * the two writes, and /v2 moves and deletes tags without touching it. Every reader compares a
- * document with the tag and mends it (reconcile) before answering from it.
+ * document with the tag and mends it (reconcile) before answering from it. Mending loses
+ * nothing: a document is described from the manifest, the config blob and the push record (what
+ * only the push knew, kept by manifest before the tag), and replaces only the document the
+ * reader read, never one written since.
  */
 
 /** The parts of the blob service a volume needs. */
@@ -87,9 +90,10 @@ export interface SnapshotIndex {
   /** what recordPush kept for a manifest; null: none (it came through /v2) */
   pushRecord(manifestDigest: Digest): Promise<{ unsafeEntries: number } | null>;
   upsert(info: SnapshotInfo): Promise<void>;
-  /** upsert, unless the tag's document already describes that manifest */
-  replaceStale(info: SnapshotInfo): Promise<void>;
-  get(repo: string, tag: string): Promise<SnapshotInfo | null>;
+  /** upsert in place of the document a reader read (`seen`; null: none), unless it was written since */
+  replaceStale(info: SnapshotInfo, seen: IndexedSnapshot | null): Promise<void>;
+  /** a tag's document, as replaceStale takes it */
+  read(repo: string, tag: string): Promise<IndexedSnapshot | null>;
   /** the `created` of the volume's newest snapshot document; null: none */
   newestCreated(repo: string): Promise<Date | null>;
   /** moves whenever a volume's documents or tags change; null: no such marks, always read */
@@ -294,6 +298,9 @@ export class VolumeService {
    * tag is gone or holds something else.
    */
   async get(repo: RepositoryName, tag: Tag): Promise<SnapshotInfo> {
+    // The document before the tag: a document mended from this look at the tag then never
+    // replaces one written from a later look (a push's, a reader's) or a verify's (replaceStale).
+    const indexed = await this.snapshots.read(repo, tag);
     let manifest: { digest: Digest; body: Buffer } | null;
     try {
       manifest = await this.manifests.get(repo, tag, [OCI_MANIFEST_MEDIA_TYPE]);
@@ -301,14 +308,13 @@ export class VolumeService {
       if (!isVolregError(err) || (err.code !== 'MANIFEST_UNKNOWN' && err.code !== 'NAME_UNKNOWN')) throw err;
       manifest = null;
     }
-    const indexed = await this.snapshots.get(repo, tag);
-    if (manifest && indexed?.manifestDigest === manifest.digest) return indexed;
+    if (manifest && indexed?.info.manifestDigest === manifest.digest) return indexed.info;
     const derived = manifest ? await this.describe(repo, tag, manifest.digest, manifest.body) : null;
     if (derived) {
-      await this.snapshots.replaceStale(derived);
+      await this.snapshots.replaceStale(derived, indexed);
       return derived;
     }
-    if (indexed) await this.snapshots.delete(repo, tag, indexed.manifestDigest);
+    if (indexed) await this.snapshots.delete(repo, tag, indexed.info.manifestDigest);
     throw manifest
       ? new VolregError('SNAPSHOT_UNKNOWN', 'the tag does not hold a volume snapshot', { volume: repo, tag })
       : new VolregError('SNAPSHOT_UNKNOWN', 'no snapshot with this tag', { volume: repo, tag });

@@ -146,6 +146,31 @@ test.serial('a push whose index writes are all lost: its snapshot is described a
   t.like(list.body.snapshots[0], { manifestDigest: pushed.manifestDigest, unsafeEntries: 1, source: 'api' });
 });
 
+test.serial('a reader that looked at the tag before a push and a verify leaves what they wrote in the index', async (t) => {
+  const { server, archives } = t.context;
+  const name = 'race/reader';
+  await push(server.url, name, 't', archives[0]!, 'host-a');
+
+  const held = gate();
+  const real = server.services.manifests;
+  const manifests = Object.assign(Object.create(real) as VolumeManifests, { get: heldAt(held, 'after', real.get.bind(real)) });
+  const reader = new VolumeService(server.services.blobs, manifests, new SnapshotRepository(server.db), inspectArchive);
+  const reading = reader.get(parseRepositoryName(name), parseTag('t'));
+  await held.reached; // the reader has looked at the tag: it held A
+  const b = await push(server.url, name, 't', archives[1]!, 'host-b');
+  const verified = await fetch(`${server.url}/api/v1/volumes/${name}/tags/t/verify`, { method: 'POST' });
+  t.is(verified.status, 200);
+  await verified.arrayBuffer();
+  held.open();
+  await reading;
+
+  const index = await new SnapshotRepository(server.db).get(name, 't');
+  t.like(index, { manifestDigest: b.manifestDigest, host: 'host-b', source: 'api', unsafeEntries: 1, lastVerify: { ok: true } });
+  const meta = await json<SnapshotReply & { lastVerify: { ok: boolean } | null }>(`${server.url}/api/v1/volumes/${name}/tags/t`);
+  t.is(meta.body.manifestDigest, b.manifestDigest);
+  t.is(meta.body.lastVerify?.ok, true, 'the verify result stays with the snapshot');
+});
+
 test.serial('a tag moved, deleted or added through /v2: the snapshot listing and the volume list follow the tags', async (t) => {
   const { server, archives } = t.context;
   const name = 'race/v2';

@@ -104,24 +104,35 @@ test('upsert keeps one document per tag; list is newest first with filters; veri
   t.is(await repo.get('vol/a', 't2'), null);
 });
 
-test('replaceStale replaces a document naming another manifest, inserts a missing one, and leaves a current one as it is', async (t) => {
+test('replaceStale replaces only the document the reader saw, inserts a missing one only while it is missing', async (t) => {
   const repo = new SnapshotRepository(mongo.db);
+  await repo.upsert(snapshot('vol/s', 't', '2024-04-30T00:00:00.000Z'));
+  const seenByReader = await repo.read('vol/s', 't');
   const full = snapshot('vol/s', 't', '2024-05-01T00:00:00.000Z', { host: 'pusher', unsafeEntries: 2 });
   await repo.upsert(full);
-  // described from the manifest: same manifest, less known
-  await repo.replaceStale({ ...full, host: null, unsafeEntries: null, source: 'oci' });
+  // a reader that read the older document, and described what the tag held then: the push's stays
+  await repo.replaceStale({ ...snapshot('vol/s', 't', '2024-04-29T00:00:00.000Z'), source: 'oci' }, seenByReader);
   const kept = (await repo.get('vol/s', 't'))!;
+  t.is(kept.manifestDigest, full.manifestDigest);
   t.is(kept.host, 'pusher');
   t.is(kept.unsafeEntries, 2);
-  t.is(kept.source, 'api');
+  // a reader that saw no document at all: the one written since stays too
+  await repo.replaceStale({ ...full, host: null, unsafeEntries: null, source: 'oci' }, null);
+  t.like(await repo.get('vol/s', 't'), { host: 'pusher', unsafeEntries: 2, source: 'api' });
+
+  // nor a verify recorded since the read: the same manifest, a later write
+  const beforeVerify = await repo.read('vol/s', 't');
+  await repo.recordVerify('vol/s', 't', full.manifestDigest, { ok: true, at: '2024-05-01T12:00:00.000Z', problems: [] });
+  await repo.replaceStale({ ...full, host: null, source: 'oci' }, beforeVerify);
+  t.like(await repo.get('vol/s', 't'), { host: 'pusher', lastVerify: { ok: true } });
 
   const moved = snapshot('vol/s', 't', '2024-05-02T00:00:00.000Z', { host: null, source: 'oci' });
-  await repo.replaceStale(moved);
+  await repo.replaceStale(moved, await repo.read('vol/s', 't'));
   t.is((await repo.get('vol/s', 't'))!.manifestDigest, moved.manifestDigest);
   t.is(await mongo.db.collection(SNAPSHOTS_COLLECTION).countDocuments({ repo_id: 'vol/s' }), 1);
 
   const fresh = snapshot('vol/s', 'new', '2024-05-03T00:00:00.000Z');
-  await repo.replaceStale(fresh);
+  await repo.replaceStale(fresh, null);
   t.is((await repo.get('vol/s', 'new'))!.manifestDigest, fresh.manifestDigest);
 });
 

@@ -21,8 +21,14 @@ export interface SnapshotInfo {
   /** ISO 8601 UTC */
   created: string;
   lastVerify: VerifyResult | null;
-  /** `api` when pushed through /api/v1 (inspected on upload), `oci` when found as an artifact pushed through /v2 */
+  /** `api` when its manifest was pushed through /api/v1 (its archive inspected on upload; a /v2 copy of it too), `oci` when it only came through /v2 */
   source: 'api' | 'oci';
+}
+
+/** A snapshot's index document as a reader read it: what it says, and which write it was (null: one from before revisions). */
+export interface IndexedSnapshot {
+  info: SnapshotInfo;
+  revision: string | null;
 }
 
 export interface VerifyResult {
