@@ -259,13 +259,11 @@ export class VolumeService {
       lastVerify: null,
       source: 'api',
     };
-    // What only this push knows about its archive is kept first, by manifest: whatever order
-    // the index's writes land in (see the class comment), a reader can describe the snapshot
-    // again whole from its tag.
-    await this.snapshots.recordPush(repo, info.manifestDigest, inspection.unsafeEntries);
-    // Indexed before the tag as well: a crash between the two then leaves a document naming a
-    // manifest its tag does not hold, which readers mend, rather than a tag no document names.
-    await this.snapshots.upsert(info);
+    // Before the tag, both at once: what only this push knows about its archive, by manifest
+    // (whatever order the index's writes land in, a reader can describe the snapshot again whole
+    // from its tag); and the index (a crash before the tag then leaves a document naming a
+    // manifest its tag does not hold, which readers mend, rather than a tag no document names).
+    await Promise.all([this.snapshots.recordPush(repo, info.manifestDigest, inspection.unsafeEntries), this.snapshots.upsert(info)]);
     try {
       await this.manifests.put(repo, tag, manifest, OCI_MANIFEST_MEDIA_TYPE, preconditions ? { preconditions } : {});
     } catch (err) {
