@@ -148,6 +148,29 @@ export class TagRepository {
   }
 
   /**
+   * Puts taken units back as they were, each with its own id, only where the name has no unit
+   * of that schema version now (one written since stays); answers those put back. Keeping the
+   * id keeps a unit the push's write: that push's undo finds it wherever it was put back from.
+   */
+  async restore(units: readonly TagRecord[]): Promise<TagRecord[]> {
+    const restored: TagRecord[] = [];
+    for (const u of units) {
+      const doc: TagUnitDoc = { _id: u.id, name: u.name, schema_version: u.schemaVersion, repo_id: u.repository, manifest_digest: u.manifestDigest, manifest_type: u.manifestType, ...pulpFields(UNIT_TYPES.tag) };
+      assertStorable('stored-docker-tag', doc);
+      try {
+        await this.c.tags.insertOne(doc);
+      } catch (err) {
+        // the name has a unit of this version (or the unit is back already): it stays
+        if (isDuplicateKey(err)) continue;
+        throw err;
+      }
+      await this.repoContent.associate(u.repository, UNIT_TYPES.tag, u.id);
+      restored.push(u);
+    }
+    return restored;
+  }
+
+  /**
    * The units of a tag name in a repository (at most one per schema version). Read for every
    * pull by tag: with the engine's change marks a name found is kept until that name's units
    * change (marked-cache.ts).

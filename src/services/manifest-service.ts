@@ -58,6 +58,9 @@ export interface TagWriter {
   upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind, condition?: Preconditions): Promise<TagWrite>;
   /** takes a push's write back, v1 image id included, unless a later write replaced it */
   undo(write: TagWrite): Promise<void>;
+  /** puts taken units back with their ids where the name has no unit of that version now; answers those put back */
+  restore(units: readonly TagRecord[]): Promise<TagRecord[]>;
+  findByManifest(repo: string, manifestDigest: Digest): Promise<TagRecord[]>;
   /** the units of a tag name (at most one per schema version) */
   findByName(repo: string, name: string): Promise<readonly TagRecord[]>;
   deleteByName(repo: string, name: string, opts?: { only?: (unit: TagRecord) => boolean }): Promise<TagRecord[]>;
@@ -148,7 +151,9 @@ export class ManifestService {
     // Noted before the tag, so a volume whose snapshots came through /v2 is listed even after a crash here.
     if (parsed.kind === 'image' && readSnapshotManifest(body)) await this.deps.repos.markVolume(repo);
     const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
-    const added = await this.deps.manifests.addToRepo(repo, unit);
+    // the association this push made (first, or again after a delete or a collection took it):
+    // a refused push lets go of it
+    let held: ManifestUnitRef | null = (await this.deps.manifests.addToRepo(repo, unit)) ? unit : null;
     const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])];
     const written: TagWrite[] = [];
     try {
@@ -161,10 +166,7 @@ export class ManifestService {
     } catch (err) {
       // Refused (a precondition a racing push made false since the check above, a repository
       // with no room for another v1 tag): undone as below.
-      if (isVolregError(err) && err.status < 500) {
-        await this.undoTags(repo, written);
-        if (added) await this.deps.manifests.removeFromRepo(repo, unit);
-      }
+      if (isVolregError(err) && err.status < 500) await this.refused(repo, parsed, held, written);
       throw err;
     }
     // Garbage collection running meanwhile (with a grace period shorter than this push) may
@@ -176,14 +178,15 @@ export class ManifestService {
       if (!(await this.deps.manifests.holdsAll(repo, unit, parsed))) {
         // a delete by digest that took the manifest took this push's tags with it (its last
         // pass over the tags): held again, the manifest gets them back
-        if (await this.holdAgainIfTaken(repo, parsed, body, unit)) await this.restoreTags(repo, written);
+        const again = await this.holdAgainIfTaken(repo, parsed, body, unit);
+        if (again) {
+          held = again;
+          await this.restoreTags(repo, parsed, written);
+        }
         await this.requireReferences(repo, parsed);
       }
     } catch (err) {
-      // Not acknowledged: this push's own tag writes are taken back (tags other pushes gave
-      // the same manifest stay), then the association it added.
-      await this.undoTags(repo, written);
-      if (added) await this.deps.manifests.removeFromRepo(repo, unit);
+      await this.refused(repo, parsed, held, written);
       throw err;
     }
     this.deps.logger?.info({ repository: repo, digest: parsed.digest, mediaType: parsed.mediaType, tags }, 'manifest stored');
@@ -198,16 +201,44 @@ export class ManifestService {
   }
 
   /**
+   * Takes back what a push that is not acknowledged wrote: its tag writes (tags other pushes
+   * gave the same manifest stay), then the association it made, then its tag writes again: a
+   * delete by digest may have put them back for it meanwhile (they keep their ids, so the undo
+   * finds them). One putting them back after that finds the manifest gone and takes them back
+   * itself (delete). A push of the same manifest acknowledged meanwhile tagged it: it is held
+   * again for that tag (looked for after letting go: one of the two sees the other, see put).
+   */
+  private async refused(repo: RepositoryName, parsed: ParsedManifest, held: ManifestUnitRef | null, written: readonly TagWrite[]): Promise<void> {
+    await this.undoTags(repo, parsed, written);
+    if (!held) return;
+    await this.deps.manifests.removeFromRepo(repo, held);
+    await this.undoTags(repo, parsed, written);
+    const ours = new Set(written.map((w) => w.id));
+    const others = (await this.deps.tagWriter.findByManifest(repo, parsed.digest)).filter((t) => !ours.has(t.id));
+    if (others.length > 0 && (await this.deps.manifests.exists(held))) await this.deps.manifests.addToRepo(repo, held);
+  }
+
+  /**
    * Each tag back to what it pointed at before this push (or removed when the push made it);
    * a tag whose earlier manifest the repository no longer holds (collected while the tag was
-   * moved) is removed rather than left pointing at nothing.
+   * moved) is removed rather than left pointing at nothing. A tag a delete by digest of the
+   * pushed manifest took (the push's write, found gone with the manifest) gets back what it
+   * had: no order of a refused push and that delete takes it.
    */
-  private async undoTags(repo: RepositoryName, written: readonly TagWrite[]): Promise<void> {
+  private async undoTags(repo: RepositoryName, parsed: ParsedManifest, written: readonly TagWrite[]): Promise<void> {
+    let pushedHeld: boolean | undefined;
     for (const w of written) {
       await this.deps.tagWriter.undo(w);
-      if (w.previous && !(await this.deps.manifests.findInRepo(repo, w.previous.manifestDigest))) {
-        await this.deps.tagWriter.undo({ ...w, ...w.previous, previous: null });
+      const before = w.previous;
+      if (!before) continue;
+      if (!(await this.deps.manifests.findInRepo(repo, before.manifestDigest))) {
+        await this.deps.tagWriter.undo({ ...w, ...before, previous: null });
+        continue;
       }
+      pushedHeld ??= (await this.deps.manifests.findInRepo(repo, parsed.digest)) !== null;
+      if (pushedHeld) continue;
+      const [restored] = await this.deps.tagWriter.restore([{ ...w, ...before }]);
+      if (restored && w.previousV1ImageId) await this.deps.tagWriter.setV1ImageId(repo, w.name, w.previousV1ImageId);
     }
   }
 
@@ -217,29 +248,25 @@ export class ManifestService {
    * was deleting, and associated it after the collection's last look: that association points
    * at nothing and is replaced).
    */
-  private async holdAgainIfTaken(repo: RepositoryName, parsed: ParsedManifest, body: Buffer, pushed: ManifestUnitRef): Promise<boolean> {
+  private async holdAgainIfTaken(repo: RepositoryName, parsed: ParsedManifest, body: Buffer, pushed: ManifestUnitRef): Promise<ManifestUnitRef | null> {
     if (await this.deps.manifests.exists(pushed)) {
-      if (await this.deps.manifests.findInRepo(repo, parsed.digest)) return false;
+      if (await this.deps.manifests.findInRepo(repo, parsed.digest)) return null;
     } else {
       await this.deps.manifests.removeFromRepo(repo, pushed);
     }
     const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
     await this.deps.manifests.addToRepo(repo, unit);
-    return true;
+    return unit;
   }
 
   /**
-   * Tags a delete by digest took from a manifest that a push holds again, put back: only where
-   * the name has no unit of that schema version now (one another push wrote since stays).
+   * The push's tags a delete by digest took from the manifest it holds again, put back as they
+   * were written (see TagWriter.restore), with a schema 1 tag's v1 image id.
    */
-  private async restoreTags(repo: RepositoryName, tags: readonly TagRecord[]): Promise<void> {
-    for (const t of tags) {
-      try {
-        await this.deps.tagWriter.upsert(repo, t.name, t.schemaVersion, t.manifestDigest, t.manifestType, { ifNoneMatch: '*' });
-      } catch (err) {
-        if (!(isVolregError(err) && err.code === 'PRECONDITION_FAILED')) throw err;
-      }
-    }
+  private async restoreTags(repo: RepositoryName, parsed: ParsedManifest, written: readonly TagWrite[]): Promise<void> {
+    const restored = await this.deps.tagWriter.restore(written);
+    if (parsed.v1TopImageId === null) return;
+    for (const t of restored) await this.deps.tagWriter.setV1ImageId(repo, t.name, parsed.v1TopImageId);
   }
 
   /** MANIFEST_BLOB_UNKNOWN, listing them all, unless the repository holds every blob and manifest `parsed` references. */
@@ -337,8 +364,17 @@ export class ManifestService {
     // A push of the same manifest that found it taken holds it again (put): the tags this last
     // pass took were that push's, and they come back with it. The push puts them back too,
     // when it holds the manifest again after this pass; one of the two sees the other.
-    const putBack = late.length > 0 && (await this.deps.manifests.findInRepo(repo, m.digest)) !== null;
-    if (putBack) await this.restoreTags(repo, late);
-    this.deps.logger?.info({ repository: repo, digest: m.digest, tags: [...removed, ...(putBack ? [] : late)].map((t) => t.name) }, 'manifest deleted');
+    // If that push is refused after all, it lets go of the manifest and then undoes its tags
+    // again: a put-back it did not see finds the manifest gone here and is taken back.
+    let putBack: TagRecord[] = [];
+    if (late.length > 0 && (await this.deps.manifests.findInRepo(repo, m.digest))) {
+      putBack = await this.deps.tagWriter.restore(late);
+      if (putBack.length > 0 && !(await this.deps.manifests.findInRepo(repo, m.digest))) {
+        for (const t of putBack) await this.deps.tagWriter.undo({ ...t, previous: null });
+        putBack = [];
+      }
+    }
+    const gone = [...removed, ...late.filter((t) => !putBack.includes(t))];
+    this.deps.logger?.info({ repository: repo, digest: m.digest, tags: gone.map((t) => t.name) }, 'manifest deleted');
   }
 }
