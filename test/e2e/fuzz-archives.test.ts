@@ -15,11 +15,11 @@ import {
   gnuTarExtract,
   hostileArchives,
   materializeTree,
-  seededBytes,
   treeDifferences,
   type FuzzSample,
 } from '../helpers/fuzz-archives.ts';
 import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
+import { seededBytes } from '../helpers/seeded-bytes.ts';
 
 /**
  * Generated, damaged archives (test/helpers/fuzz-archives.ts) pushed to a real server with

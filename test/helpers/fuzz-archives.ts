@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { packDirectory } from '../../src/cli/archive/pack.ts';
+import { seededBytes } from './seeded-bytes.ts';
 import { buildTar } from './tree.ts';
 
 /**
@@ -60,19 +61,6 @@ const specEntry: fc.Arbitrary<SpecEntry> = fc.oneof(
 );
 
 export const treeSpec: fc.Arbitrary<SpecEntry[]> = fc.array(specEntry, { minLength: 0, maxLength: 10 });
-
-/** Bytes that are the same for the same seed and size. */
-export function seededBytes(seed: number, size: number): Buffer {
-  const out = Buffer.alloc(size);
-  let x = seed | 1;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 /**
  * Makes the tree on disk under `root` (an empty directory). Each entry's parent is a directory

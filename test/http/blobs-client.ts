@@ -5,6 +5,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { ExecutionContext } from 'ava';
+import { seededBytes } from '../helpers/seeded-bytes.ts';
 
 /**
  * Small clients for the blob and upload tests: fetch for most requests, raw node:http where
@@ -23,15 +24,7 @@ export function sha512(bytes: Buffer | string): string {
 
 /** Deterministic pseudo-random bytes (cheap, reproducible in a failure message). */
 export function bytesOf(size: number, seed = 1): Buffer {
-  const out = Buffer.alloc(size);
-  let x = (0x9e3779b9 ^ seed) >>> 0;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
+  return seededBytes(0x9e3779b9 ^ seed, size);
 }
 
 export interface RawResponse {
