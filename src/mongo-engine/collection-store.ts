@@ -5,6 +5,7 @@ import { engineError } from './errors.ts';
 import { Index, type KeyEntry, type RecordId } from './index-manager.ts';
 import { validateSchema, type SchemaFailure } from './json-schema.ts';
 import { compileFilter } from './matcher.ts';
+import { checkNestingDepth, MAX_STORED_DEPTH } from './nesting-depth.ts';
 import { MAX_BSON_OBJECT_SIZE } from './wire-protocol.ts';
 
 /**
@@ -237,29 +238,8 @@ function checkIdType(id: unknown): void {
   }
 }
 
-/**
- * mongod's limit on how deep a stored document nests (BSONDepth::getMaxDepthForUserStorage: a
- * top-level field is at depth 1). It also bounds every recursive walk over stored documents,
- * here and in recovery, whatever stack the thread that runs the engine has.
- */
-export const MAX_STORED_DEPTH = 180;
-
-function checkNestingDepth(doc: Document): void {
-  // iterative: the document being checked may be nested far deeper than the stack allows
-  const pending: Array<[unknown, number]> = [[doc, 0]];
-  while (pending.length > 0) {
-    const [value, depth] = pending.pop() as [unknown, number];
-    const children = Array.isArray(value) ? value : isPlainObject(value) ? Object.values(value) : undefined;
-    if (!children) continue;
-    if (children.length > 0 && depth + 1 > MAX_STORED_DEPTH) {
-      throw engineError('Overflow', `Document exceeds maximum nesting depth of ${MAX_STORED_DEPTH}`);
-    }
-    for (const child of children) pending.push([child, depth + 1]);
-  }
-}
-
 function serializeChecked(doc: Document): Buffer {
-  checkNestingDepth(doc);
+  checkNestingDepth(doc, MAX_STORED_DEPTH, 'Document');
   const raw = toBson(doc);
   if (raw.length > MAX_BSON_OBJECT_SIZE) {
     throw engineError('BSONObjectTooLarge', `object to insert too large. size in bytes: ${raw.length}, max size: ${MAX_BSON_OBJECT_SIZE}`);

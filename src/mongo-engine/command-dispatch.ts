@@ -30,6 +30,7 @@ import {
 import { deleteCommand, insertCommand, updateCommand } from './commands/write-commands.ts';
 import type { CommandContext, CommandHandler, EngineState } from './engine-state.ts';
 import { asEngineError, engineError, EngineError, WRITES_STOPPED } from './errors.ts';
+import { checkNestingDepth, MAX_COMMAND_DEPTH } from './nesting-depth.ts';
 
 /**
  * Routes a command document to its handler and turns the outcome into reply bytes.
@@ -112,6 +113,7 @@ function runHandler(cmd: Document, ctx: CommandContext): Document | Buffer {
   const name = commandName(cmd);
   const handler = Object.prototype.hasOwnProperty.call(HANDLERS, name) ? HANDLERS[name] : undefined;
   if (!handler) throw engineError('CommandNotFound', `no such command: '${name}'`);
+  checkNestingDepth(cmd, MAX_COMMAND_DEPTH, 'command');
   if (TRANSACTION_FIELDS.some((f) => cmd[f] !== undefined) || name === 'commitTransaction' || name === 'abortTransaction') {
     throw engineError('IllegalOperation', 'Transaction numbers are only allowed on a replica set member or mongos');
   }

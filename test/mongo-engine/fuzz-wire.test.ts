@@ -410,6 +410,34 @@ test.serial('documents nested deeper than mongod stores are refused with Overflo
   ));
 });
 
+test.serial('commands nested deeper than mongod takes are refused with Overflow, however deep, and the connection serves on', async (t) => {
+  const coll = client.db('fuzz').collection('deep-commands');
+  await coll.insertOne({ _id: 'x' as never, a: 1 });
+  const MAX = 200;
+  const codeOf = (run: Promise<unknown>): Promise<unknown> =>
+    run.then(
+      () => undefined,
+      (err: unknown) => (err as { code?: unknown }).code,
+    );
+  // a find's filter `{a: {a: {a: ... {v: 1}}}}`, `levels` levels below the filter's own: `v` sits at
+  // depth levels + 3 of the command (filter 1, its `a` 2, ...)
+  for (const levels of [MAX - 5, MAX - 4, MAX - 3, MAX - 2]) {
+    t.is(await codeOf(coll.find({ a: nestedDoc(levels) }).toArray()), levels + 3 > MAX ? 15 : undefined, `find nested to depth ${levels + 3}`);
+  }
+  // other commands, well within the limit and far past it (where recursion would overflow the stack)
+  for (const levels of [150, MAX + 50, 5000, 9000]) {
+    const runs: Array<[string, Promise<unknown>]> = [
+      ['aggregate', coll.aggregate([{ $match: { a: nestedDoc(levels) } }]).toArray()],
+      ['count', coll.countDocuments({ $and: [nestedDoc(levels)] })],
+      ['update', coll.updateOne({ _id: 'x' as never }, { $set: { b: 1 }, $setOnInsert: { c: nestedDoc(levels) } })],
+      ['delete', coll.deleteMany({ a: nestedDoc(levels) })],
+    ];
+    for (const [what, run] of runs) t.is(await codeOf(run), levels > MAX ? 15 : undefined, `${what} with ${levels} levels`);
+  }
+  t.is((await client.db('fuzz').command({ ping: 1 })).ok, 1);
+  t.deepEqual(await coll.find({}).toArray(), [{ _id: 'x', a: 1, b: 1 }]);
+});
+
 /** Values of every BSON type, edge numbers, operator-like and dotted names, empty containers. */
 const oddValue = fc.constantFrom<unknown>(
   new MinKey(), new MaxKey(), new Code('x'), new Code('x', { a: 1 }), new DBRef('odd', 1 as never), Decimal128.fromString('1.5'), new Double(NaN), new Double(-0),
