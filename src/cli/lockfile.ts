@@ -1,13 +1,11 @@
-import { constants } from 'node:fs';
-import { open, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { isTag } from '../domain/names.ts';
-import { replaceFile } from '../storage/fs-ops.ts';
 import { userEntries } from './archive/staging.ts';
+import { readSmallFile, SmallFileError } from './small-file.ts';
+import { dockerVolumeProblem } from './volumes-root.ts';
 
 /**
- * The docker-volume-manager lock file (`volumes.dvm.lock`) and the `tags` file, and the rules
+ * The docker-volume-manager lock file (`volumes.dvm.lock`), and the rules
  * `volreg restore` follows. Two lock file forms are read:
  *
  *   # YAML (or the same as JSON)
@@ -21,8 +19,7 @@ import { userEntries } from './archive/staging.ts';
  *   # the classic line form: <volume> <upstream|downstream> [tag:<tag>]
  *   app-data   downstream  tag:v1.4
  *
- * The `tags` file sits in the volumes root, one line `<volume> <tag>` per volume, naming the
- * snapshot tag each volume holds; backup and restore rewrite their volume's line.
+ * The `tags` file beside the volumes, and what a volume name may be, are in volumes-root.ts.
  */
 export class LockFileError extends Error {
   override name = 'LockFileError';
@@ -36,11 +33,9 @@ export interface LockEntry {
   problem: string | null;
 }
 
-// Docker's volume name grammar
-const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
-
 function entryFor(volume: string, value: unknown): LockEntry {
-  if (!VOLUME_NAME.test(volume)) return { volume, tag: null, problem: 'not a valid Docker volume name' };
+  const nameProblem = dockerVolumeProblem(volume);
+  if (nameProblem !== null) return { volume, tag: null, problem: nameProblem };
   if (value === null || value === undefined || value === '') return { volume, tag: null, problem: null };
   let text: string | undefined;
   if (typeof value === 'string') text = value;
@@ -82,38 +77,18 @@ function parseLines(text: string): LockEntry[] {
 export const MAX_LOCK_FILE_BYTES = 1024 * 1024;
 
 /**
- * A lock file's text. Only a regular file (or a symlink to one) of at most MAX_LOCK_FILE_BYTES:
- * a fifo would hang the restore until something writes to it, a device (/dev/zero) would be
- * read until memory runs out. Opened non-blocking, so a fifo is found without waiting on it.
+ * A lock file's text: the operator's file, a symlink to it followed. Only a regular file of at
+ * most MAX_LOCK_FILE_BYTES (small-file.ts): a fifo is refused at once, never waited on.
  */
 export async function readLockFile(path: string): Promise<string> {
-  let handle;
+  let text: string | null;
   try {
-    // judged before it is opened: opening a device runs its driver (a tape rewinds)
-    const st = await stat(path);
-    if (st.isDirectory()) throw new LockFileError(`lock file ${path} is a directory`);
-    if (!st.isFile()) throw new LockFileError(`lock file ${path} is not a regular file (a fifo, socket or device)`);
-    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    text = await readSmallFile(path, { what: 'lock file', maxBytes: MAX_LOCK_FILE_BYTES, followSymlink: true });
   } catch (err) {
-    if (err instanceof LockFileError) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new LockFileError(`lock file ${path} does not exist`);
-    if (code === 'EACCES') throw new LockFileError(`lock file ${path} cannot be read (permission denied)`);
-    if (code === 'ENOTDIR') throw new LockFileError(`lock file ${path} does not exist (a part of its path is not a directory)`);
-    throw err;
+    throw err instanceof SmallFileError ? new LockFileError(err.message) : err;
   }
-  try {
-    const st = await handle.stat();
-    if (st.isDirectory()) throw new LockFileError(`lock file ${path} is a directory`);
-    if (!st.isFile()) throw new LockFileError(`lock file ${path} is not a regular file (a fifo, socket or device)`);
-    if (st.size > MAX_LOCK_FILE_BYTES) throw new LockFileError(`lock file ${path} is larger than ${MAX_LOCK_FILE_BYTES} bytes (${st.size}): not a lock file`);
-    const text = await handle.readFile('utf8');
-    // a file grown since its stat
-    if (Buffer.byteLength(text) > MAX_LOCK_FILE_BYTES) throw new LockFileError(`lock file ${path} is larger than ${MAX_LOCK_FILE_BYTES} bytes: not a lock file`);
-    return text;
-  } finally {
-    await handle.close();
-  }
+  if (text === null) throw new LockFileError(`lock file ${path} does not exist`);
+  return text;
 }
 
 /** The downstream volumes of a lock file, in file order. A file that is neither form is a LockFileError. */
@@ -167,71 +142,6 @@ export function repositoryClash(prefix: string, volumes: Iterable<string>): stri
   if (clashes.length === 0) return null;
   const list = clashes.map(([repo, names]) => `${names.map((n) => JSON.stringify(n)).join(' and ')} both map to the repository ${JSON.stringify(repo)}`).join('; ');
   return `${list} (repository names are lower-cased); handle them in separate runs with different --prefix values`;
-}
-
-export const TAGS_FILE = 'tags';
-
-/**
- * A volume under the volumes root that can not be backed up or restored there: one named as
- * the tags file beside the volumes (its directory would be that file), as a message.
- */
-export function dockerVolumeProblem(volume: string): string | null {
-  return volume === TAGS_FILE ? `a volume named "${TAGS_FILE}" can not be handled: the tags file of the volumes root has that name` : null;
-}
-
-/**
- * Why backup or restore can not work in this volumes root, as a message, or null: it is empty
- * (`''` would put the volumes and the tags file in the current directory), a file, or a
- * directory (a volume named tags) stands where its tags file goes.
- */
-export async function volumesRootProblem(volumesRoot: string): Promise<string | null> {
-  if (volumesRoot === '') return '--volumes-root (VOLREG_VOLUMES_ROOT) is empty: name the directory holding the volumes';
-  const path = join(volumesRoot, TAGS_FILE);
-  // followed: a symlink to the real tags file is fine
-  const st = await stat(path).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return null;
-    if (err.code === 'ENOTDIR') return 'not a directory';
-    throw err;
-  });
-  if (st === 'not a directory') return `--volumes-root (VOLREG_VOLUMES_ROOT) ${volumesRoot} is not a directory`;
-  return st === null || st.isFile() ? null : `${path} is not a file: the tags file of the volumes root goes there (move the volume named "${TAGS_FILE}" elsewhere)`;
-}
-
-export function parseTagsFile(text: string): Map<string, string> {
-  const map = new Map<string, string>();
-  for (const raw of text.split('\n')) {
-    const [volume, tag] = raw.trim().split(/\s+/);
-    if (volume && tag) map.set(volume, tag);
-  }
-  return map;
-}
-
-export async function readTagsFile(volumesRoot: string): Promise<Map<string, string>> {
-  try {
-    return parseTagsFile(await readFile(join(volumesRoot, TAGS_FILE), 'utf8'));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
-    throw err;
-  }
-}
-
-/**
- * Sets `<volume> <tag>` lines in the tags file, or removes a volume's line (tag null), keeping
- * the others; atomically and durably (temp file, fsync, rename).
- */
-export async function updateTagsFile(volumesRoot: string, updates: ReadonlyMap<string, string | null>): Promise<void> {
-  if (updates.size === 0) return;
-  const map = await readTagsFile(volumesRoot);
-  let changed = false;
-  for (const [v, t] of updates) {
-    if (t === null ? !map.has(v) : map.get(v) === t) continue;
-    if (t === null) map.delete(v);
-    else map.set(v, t);
-    changed = true;
-  }
-  if (!changed) return;
-  const text = [...map].map(([v, t]) => `${v} ${t}\n`).join('');
-  await replaceFile(join(volumesRoot, TAGS_FILE), join(volumesRoot, `.${TAGS_FILE}.${process.pid}.tmp`), text);
 }
 
 export type RestoreDecision =

@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { link, open, opendir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
@@ -16,8 +17,10 @@ export async function fsyncDir(path: string): Promise<void> {
  * Replaces `path` with `data` so that a crash leaves the old contents or the new, never none
  * and never part: written to `tmp` (beside it) and synced, renamed over it, the rename synced.
  */
-export async function replaceFile(path: string, tmp: string, data: string | Uint8Array): Promise<void> {
-  const fh = await open(tmp, 'w');
+export async function replaceFile(path: string, tmp: string, data: string | Uint8Array, opts: { exclusive?: boolean } = {}): Promise<void> {
+  // exclusive: `tmp` must be new (O_EXCL never follows a symlink found there), for a directory
+  // that others may write; the temporary name should then be unpredictable
+  const fh = await open(tmp, opts.exclusive ? constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW : 'w');
   try {
     try {
       await fh.writeFile(data);

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -11,7 +11,8 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
 /**
  * The host agent's own inputs, hostile and generated, through the real binary against a real
  * server: --url / VOLREG_URL and credentials, lock files that are not files or not well-formed,
- * --volumes-root and pull targets that are not directories, references of any characters, and
+ * --volumes-root and pull targets that are not directories, tags files beside the
+ * volumes that are not regular files, volume names, references of any characters, and
  * generated lock files (every form) whose outcome, volume by volume, is the one the README's
  * restore rules give.
  */
@@ -48,6 +49,12 @@ test.after.always(async () => {
   await server?.close();
   if (work) await rm(work, { recursive: true, force: true });
 });
+
+/** Does the registry hold any snapshot of this volume? */
+async function holdsVolume(name: string): Promise<boolean> {
+  const res = await fetch(`${server.url}/api/v1/volumes/${name}/tags`);
+  return ((await res.json()) as { total: number }).total > 0;
+}
 
 async function volumeCount(): Promise<number> {
   const res = await fetch(`${server.url}/api/v1/volumes`);
@@ -186,6 +193,78 @@ test('pull into a file, a path through a file or an empty path is bad usage (exi
     oneLine(t, r, 'pull');
   }
   t.is(await readFile(file, 'utf8'), 'x');
+});
+
+test('backup takes only the volume names restore takes: a name that is not a Docker volume name is refused by both (exit 2) in the same words, before anything', async (t) => {
+  const root = await mkdtemp(join(work, 'names-'));
+  for (const v of ['ok', 'a/b']) {
+    await mkdir(join(root, v), { recursive: true });
+    await writeFile(join(root, v, 'id'), v);
+  }
+  const backup = await volreg(['backup', '-q', '--tag', 't1', '--prefix', 'names/', '--volumes-root', root, 'ok,a/b,.hidden']);
+  t.is(backup.code, 2, backup.stderr);
+  oneLine(t, backup, 'backup');
+  const said = /"a\/b": (not a valid Docker volume name [^;]*); "\.hidden": not a valid Docker volume name/.exec(backup.stderr);
+  t.truthy(said, backup.stderr);
+  t.false(await holdsVolume('names/ok'), 'nothing pushed, not even the volume named before them');
+
+  const host = join(work, 'names-host');
+  const lock = join(work, 'names.lock');
+  await writeFile(lock, 'downstream:\n  ok: tag:t1\n  a/b: tag:t1\n');
+  const restore = await volreg(['restore', '-q', '--lock', lock, '--prefix', 'gen/', '--volumes-root', host]);
+  t.is(restore.code, 2, restore.stderr);
+  oneLine(t, restore, 'restore');
+  t.is(/ a\/b: (not a valid Docker volume name [^;]*)$/.exec(restore.stderr.trimEnd())?.[1], said?.[1], 'the same rule, in the same words');
+  await t.throwsAsync(lstat(host), { code: 'ENOENT' }, 'nothing restored');
+  t.deepEqual((await readdir(root)).sort(), ['a', 'ok'], 'no tags file written');
+});
+
+test('the tags file beside the volumes is read only as a regular file of at most 1 MiB: a symlink, a fifo or a larger file is refused (exit 2) in one line naming it, nothing pushed, restored or written through', async (t) => {
+  const lock = join(work, 'tags-kinds.lock');
+  await writeFile(lock, 'downstream:\n  a: tag:t1\n');
+  const outside = join(work, 'outside-tags');
+  await writeFile(outside, 'a t0\n');
+  const kinds: Array<[string, (path: string) => Promise<unknown>, RegExp]> = [
+    ['symlink', (path) => symlink(outside, path), /\/tags is a symlink, not a regular file \(a link there is never followed\): replace it with a regular file$/],
+    ['fifo', async (path) => execFileSync('mkfifo', [path]), /\/tags is a fifo, not a regular file: the tags file of the volumes root goes there \(remove it\)$/],
+    ['large', (path) => writeFile(path, `a t0\n${'#'.repeat(1024 * 1024)}\n`), /\/tags is larger than 1048576 bytes \(1048582\): not a tags file$/],
+  ];
+  for (const [kind, make, said] of kinds) {
+    const root = await mkdtemp(join(work, `tags-${kind}-`));
+    await mkdir(join(root, 'a'));
+    await writeFile(join(root, 'a', 'mine'), 'kept');
+    await make(join(root, 'tags'));
+    for (const [command, args] of [
+      ['backup', ['--tag', 't2', '--prefix', 'tags-kinds/', 'a']],
+      ['restore', ['--force', '--lock', lock, '--prefix', 'gen/']],
+    ] as const) {
+      const r = await volreg([command, '-q', '--volumes-root', root, ...args]);
+      t.is(r.code, 2, `${kind} ${command}: ${r.stderr}`);
+      oneLine(t, r, command);
+      t.regex(r.stderr.trimEnd(), said, `${kind} ${command}`);
+    }
+    t.deepEqual(await readdir(join(root, 'a')), ['mine'], `${kind}: the volume is left as it was`);
+    t.deepEqual((await readdir(root)).sort(), ['a', 'tags'], `${kind}: nothing written beside it`);
+    if (kind === 'symlink') t.true((await lstat(join(root, 'tags'))).isSymbolicLink());
+  }
+  t.is(await readFile(outside, 'utf8'), 'a t0\n', 'never written through the link');
+  t.false(await holdsVolume('tags-kinds/a'), 'nothing pushed');
+});
+
+test('a link planted under the name the tags file is written to first is never written through, with the agent pid 1 as in a container', async (t) => {
+  const root = await mkdtemp(join(work, 'tags-pid1-'));
+  await mkdir(join(root, 'a'));
+  await writeFile(join(root, 'a', 'id'), 'a');
+  const victim = join(work, 'victim');
+  await writeFile(victim, 'precious\n');
+  for (const pid of [1, 2, 3]) await symlink(victim, join(root, `.tags.${pid}.tmp`));
+  // gen/a holds the same content already: no new volume for the other tests' counts
+  const r = await volreg(['backup', '-q', '--tag', 'pid1', '--prefix', 'gen/', '--volumes-root', root, 'a'], { prefix: ['unshare', '--pid', '--fork', '--mount-proc'] });
+  t.is(r.code, 0, r.stderr);
+  t.is(await readFile(victim, 'utf8'), 'precious\n');
+  t.true((await lstat(join(root, 'tags'))).isFile());
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'a pid1\n');
+  t.true(await holdsVolume('gen/a'));
 });
 
 /** References of any characters: refused as bad usage (2) or missing (3), in one line, the target untouched. */

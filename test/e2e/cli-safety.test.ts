@@ -437,7 +437,7 @@ test('a volume named tags (the name of the tags file beside the volumes) is refu
   // nor any other volume of that root: its tags file can not be written
   const other = await volreg(['backup', '--tag', 't1', '--volumes-root', root, '--prefix', 'safety/tv-', 'other']);
   t.is(other.code, 2, other.stderr);
-  t.regex(other.stderr, /tags is not a file: the tags file of the volumes root goes there/);
+  t.regex(other.stderr, /tags is a directory: the tags file of the volumes root goes there/);
   t.false(await exists('safety/tv-other', 't1'));
 
   await rm(join(root, 'tags'), { recursive: true });

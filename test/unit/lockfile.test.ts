@@ -2,7 +2,8 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { decideRestore, LockFileError, parseLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../../src/cli/lockfile.ts';
+import { decideRestore, LockFileError, parseLockFile, repositoryClash, volumeRepository } from '../../src/cli/lockfile.ts';
+import { readTagsFile, updateTagsFile } from '../../src/cli/volumes-root.ts';
 
 let dir = '';
 test.before(async () => {
@@ -29,7 +30,7 @@ upstream:
     { volume: 'db_data', tag: '2024-05-01', problem: null },
     { volume: 'cache', tag: null, problem: null },
     { volume: 'weird', tag: null, problem: 'unknown lock option "latest" (expected "tag:<tag>")' },
-    { volume: 'bad/name', tag: null, problem: 'not a valid Docker volume name' },
+    { volume: 'bad/name', tag: null, problem: 'not a valid Docker volume name (a letter or digit, then letters, digits, "_", "." or "-")' },
     { volume: 'badtag', tag: null, problem: 'invalid tag "-nope"' },
   ]);
 });

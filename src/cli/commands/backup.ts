@@ -3,7 +3,8 @@ import { Option, type Command } from 'commander';
 import { isTag } from '../../domain/names.ts';
 import { progressFor, pushSource } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, runAgent, UsageError } from '../client.ts';
-import { dockerVolumeProblem, repositoryClash, volumesRootProblem, updateTagsFile, volumeRepository } from '../lockfile.ts';
+import { repositoryClash, volumeRepository } from '../lockfile.ts';
+import { dockerVolumeProblem, updateTagsFile, volumesRootProblem } from '../volumes-root.ts';
 import { addPushOptions, checkLevel, hostOf, labelsOf, type PushFlags } from './push.ts';
 
 interface BackupFlags extends PushFlags {
@@ -35,15 +36,18 @@ export function registerBackup(program: Command): void {
       checkLevel(flags.compression, flags.level);
       const volumes = volumeArgs.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
       if (volumes.length === 0) throw new UsageError('no volumes named');
-      // before anything is pushed: `Data` and `data` would overwrite each other's snapshot
+      // Before anything is pushed, every name restore would refuse in a lock file (the same
+      // rule, so what is backed up can be restored), named all at once as restore does
+      const problems = volumes.flatMap((v) => {
+        const problem = dockerVolumeProblem(v);
+        return problem === null ? [] : [`${JSON.stringify(v)}: ${problem}`];
+      });
+      if (problems.length > 0) throw new UsageError(problems.join('; '));
+      // `Data` and `data` would overwrite each other's snapshot
       const clash = repositoryClash(flags.prefix, volumes);
       if (clash !== null) throw new UsageError(clash);
-      // and a name the registry could never take (a bad --prefix) is bad usage, found before any push
-      for (const volume of volumes) {
-        checkedVolume(volumeRepository(flags.prefix, volume), `${flags.prefix}${volume}`);
-        const problem = dockerVolumeProblem(volume);
-        if (problem !== null) throw new UsageError(problem);
-      }
+      // and a name the registry could never take (a bad --prefix) is bad usage too
+      for (const volume of volumes) checkedVolume(volumeRepository(flags.prefix, volume), `${flags.prefix}${volume}`);
       const blocked = await volumesRootProblem(flags.volumesRoot);
       if (blocked !== null) throw new UsageError(blocked);
       const client = clientFrom(flags);

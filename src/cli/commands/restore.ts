@@ -2,7 +2,8 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { progressFor, pullInto } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, isMissing, runAgent, UsageError, type ConnectionFlags, type VolregClient } from '../client.ts';
-import { decideRestore, dockerVolumeProblem, LockFileError, volumesRootProblem, parseLockFile, readLockFile, readTagsFile, repositoryClash, updateTagsFile, volumeRepository } from '../lockfile.ts';
+import { decideRestore, LockFileError, parseLockFile, readLockFile, repositoryClash, volumeRepository } from '../lockfile.ts';
+import { readTagsFile, updateTagsFile, volumesRootProblem } from '../volumes-root.ts';
 import { addVolumeRootOptions } from './backup.ts';
 import { addExtractOptions, extractOptionsFrom, withSparseHint, type ExtractFlags } from './pull.ts';
 
@@ -54,8 +55,6 @@ export function registerRestore(program: Command): void {
         } catch (err) {
           problems.push(`${e.volume}: ${(err as Error).message}`);
         }
-        const problem = dockerVolumeProblem(e.volume);
-        if (problem !== null) problems.push(`${e.volume}: ${problem}`);
       }
       if (problems.length > 0) throw new UsageError(`${flags.lock}: ${problems.join('; ')}`);
       const clash = repositoryClash(flags.prefix, entries.map((e) => e.volume));

@@ -1,0 +1,119 @@
+import { randomBytes } from 'node:crypto';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { replaceFile } from '../storage/fs-ops.ts';
+import { readSmallFile, SmallFileError } from './small-file.ts';
+
+/**
+ * What `backup` and `restore` keep in the volumes root (--volumes-root, default /volumes):
+ *
+ *   <volumes-root>/
+ *     <volume>/              one directory per volume, named by the Docker volume name grammar
+ *     tags                   one line `<volume> <tag>` per volume: the snapshot tag it holds
+ *     .tags.<random>.tmp     the next tags file while it is written (renamed over `tags`)
+ *
+ * The root is the operator's directory, but it may be one a container writes too (a volume
+ * mounted as the root, or the root of a shared bind mount), while the agent runs as root. So
+ * the tags file is read only as a regular file, never through a symlink, and is replaced by a
+ * new file created exclusively under an unpredictable name: nothing is ever written through a
+ * link planted there.
+ */
+export const TAGS_FILE = 'tags';
+
+/** The largest tags file read: one line per volume, far more than thousands of volumes take (as the lock file). */
+export const MAX_TAGS_FILE_BYTES = 1024 * 1024;
+
+// Docker's volume name grammar: a name is one directory of the volumes root, never a path
+const DOCKER_VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+/**
+ * Why a volume name given to backup or restore (on the command line or in a lock file) can not
+ * be one, as a message, or null: one rule for both, so that what backup takes restore can
+ * restore. Not a Docker volume name (`a/b` would be a directory below another volume, `..` the
+ * root's parent), or named as the tags file beside the volumes (its directory would be that file).
+ */
+export function dockerVolumeProblem(volume: string): string | null {
+  if (!DOCKER_VOLUME_NAME.test(volume)) return 'not a valid Docker volume name (a letter or digit, then letters, digits, "_", "." or "-")';
+  if (volume === TAGS_FILE) return `a volume named "${TAGS_FILE}" can not be handled: the tags file of the volumes root has that name`;
+  return null;
+}
+
+/** A tags file that can not be read or replaced: what stands there, and what to do, in one line. */
+export class TagsFileError extends Error {
+  override name = 'TagsFileError';
+}
+
+const HINTS: Record<SmallFileError['kind'], string> = {
+  symlink: ': replace it with a regular file',
+  directory: `: the tags file of the volumes root goes there (move the volume named "${TAGS_FILE}" elsewhere)`,
+  special: ': the tags file of the volumes root goes there (remove it)',
+  'too-large': '',
+  unreadable: '',
+};
+
+/**
+ * Why backup or restore can not work in this volumes root, as a message, or null: it is empty
+ * (`''` would put the volumes and the tags file in the current directory), not a directory, or
+ * its tags file can not be read (readTagsFile). A root that does not exist yet is fine.
+ */
+export async function volumesRootProblem(volumesRoot: string): Promise<string | null> {
+  if (volumesRoot === '') return '--volumes-root (VOLREG_VOLUMES_ROOT) is empty: name the directory holding the volumes';
+  // the operator's path, followed as given
+  const st = await stat(volumesRoot).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    if (err.code === 'ENOTDIR') return 'not a directory';
+    throw err;
+  });
+  if (st === null) return null;
+  if (st === 'not a directory' || !st.isDirectory()) return `--volumes-root (VOLREG_VOLUMES_ROOT) ${volumesRoot} is not a directory`;
+  try {
+    await readTagsFile(volumesRoot);
+    return null;
+  } catch (err) {
+    if (err instanceof TagsFileError) return err.message;
+    throw err;
+  }
+}
+
+export function parseTagsFile(text: string): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const raw of text.split('\n')) {
+    const [volume, tag] = raw.trim().split(/\s+/);
+    if (volume && tag) map.set(volume, tag);
+  }
+  return map;
+}
+
+/** The tags file's lines (none when it does not exist); a TagsFileError when it is not a regular file of at most MAX_TAGS_FILE_BYTES. */
+export async function readTagsFile(volumesRoot: string): Promise<Map<string, string>> {
+  try {
+    const text = await readSmallFile(join(volumesRoot, TAGS_FILE), { what: 'tags file', maxBytes: MAX_TAGS_FILE_BYTES, followSymlink: false });
+    return text === null ? new Map() : parseTagsFile(text);
+  } catch (err) {
+    if (err instanceof SmallFileError) throw new TagsFileError(`${err.message}${HINTS[err.kind]}`);
+    throw err;
+  }
+}
+
+/**
+ * Sets `<volume> <tag>` lines in the tags file, or removes a volume's line (tag null), keeping
+ * the others; atomically and durably (a new temporary file, fsync, rename over the old one).
+ */
+export async function updateTagsFile(volumesRoot: string, updates: ReadonlyMap<string, string | null>): Promise<void> {
+  if (updates.size === 0) return;
+  const map = await readTagsFile(volumesRoot);
+  let changed = false;
+  for (const [v, t] of updates) {
+    if (t === null ? !map.has(v) : map.get(v) === t) continue;
+    if (t === null) map.delete(v);
+    else map.set(v, t);
+    changed = true;
+  }
+  if (!changed) return;
+  const text = [...map].map(([v, t]) => `${v} ${t}\n`).join('');
+  // Not `.tags.<pid>.tmp`: run in a container the agent is pid 1, and a link planted under that
+  // name would have the file it points to truncated. The rename replaces whatever took the name
+  // `tags` since it was read (a link too), never writing through it.
+  const tmp = join(volumesRoot, `.${TAGS_FILE}.${randomBytes(8).toString('hex')}.tmp`);
+  await replaceFile(join(volumesRoot, TAGS_FILE), tmp, text, { exclusive: true });
+}
