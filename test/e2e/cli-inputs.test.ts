@@ -11,7 +11,7 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
 /**
  * The host agent's own inputs, hostile and generated, through the real binary against a real
  * server: --url / VOLREG_URL and credentials, lock files that are not files or not well-formed,
- * --volumes-root and pull targets that are not directories, tags files beside the
+ * --volumes-root, push sources and pull targets that are not directories, tags files beside the
  * volumes that are not regular files, volume names, references of any characters, and
  * generated lock files (every form) whose outcome, volume by volume, is the one the README's
  * restore rules give.
@@ -193,6 +193,22 @@ test('pull into a file, a path through a file or an empty path is bad usage (exi
     oneLine(t, r, 'pull');
   }
   t.is(await readFile(file, 'utf8'), 'x');
+});
+
+test('push of a directory that does not exist, or of a file, is bad usage (exit 2) in one line, nothing pushed', async (t) => {
+  const file = join(work, 'push-source-file');
+  await writeFile(file, 'x');
+  for (const [source, said] of [
+    [join(work, 'no-such-dir'), /no-such-dir does not exist$/],
+    [join(file, 'below'), /below does not exist \(a part of its path is not a directory\)$/],
+    [file, /push-source-file is not a directory \(to send an archive file: volreg push - <ref> < file\)$/],
+  ] as const) {
+    const r = await volreg(['push', '-q', source, 'push-source/x:t1']);
+    t.is(r.code, 2, `${source}: ${r.stderr}`);
+    oneLine(t, r, 'push');
+    t.regex(r.stderr.trimEnd(), said);
+  }
+  t.false(await holdsVolume('push-source/x'));
 });
 
 test('backup takes only the volume names restore takes: a name that is not a Docker volume name is refused by both (exit 2) in the same words, before anything', async (t) => {

@@ -624,7 +624,8 @@ test("an unreachable registry and a missing directory are said in the operator's
   t.is(unknown.code, 1);
   t.regex(unknown.stderr, /^volreg ls: cannot reach the registry at http:\/\/no-such-host\.invalid:5000\/ \(GET \/api\/v1\/volumes: getaddrinfo (ENOTFOUND|EAI_AGAIN) /);
 
+  // a source that is not there is the command line's mistake: bad usage
   const push = await volreg(['push', join(work, 'no-such-dir'), 'cli/missing:v1']);
-  t.is(push.code, 1);
+  t.is(push.code, 2);
   t.is(push.stderr, `volreg push: ${join(work, 'no-such-dir')} does not exist\n`);
 });

@@ -117,13 +117,16 @@ export interface PushOptions {
  */
 export async function pushSource(client: VolregClient, source: string | Readable, name: string, tag: string, opts: PushOptions): Promise<SnapshotJson> {
   if (typeof source !== 'string') return pushOnce(client, source, name, tag, opts);
+  // A source that is not there, or not a directory, is the command line's mistake (exit 2, as a
+  // pull into a file is); one it may not read is a failure of the packing (exit 1). In the
+  // operator's words, not Node's: "ENOENT: no such file or directory, stat '…'"
   const st = await stat(source).catch((err: NodeJS.ErrnoException) => {
-    // the operator's words, not Node's: "ENOENT: no such file or directory, stat '…'"
-    if (err.code === 'ENOENT') throw new Error(`${source} does not exist`);
+    if (err.code === 'ENOENT') throw new UsageError(`${source} does not exist`);
+    if (err.code === 'ENOTDIR') throw new UsageError(`${source} does not exist (a part of its path is not a directory)`);
     if (err.code === 'EACCES') throw new Error(`${source} can not be read (permission denied)`);
     throw err;
   });
-  if (!st.isDirectory()) throw new Error(`${source} is not a directory`);
+  if (!st.isDirectory()) throw new UsageError(`${source} is not a directory (to send an archive file: volreg push - <ref> < file)`);
   // A registry refusing with Retry-After (429, 503) stored nothing: a directory is packed and
   // sent again, as the client sends its bodiless requests again (an archive from stdin can not be)
   let waited = 0;
