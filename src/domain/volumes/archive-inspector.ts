@@ -6,6 +6,7 @@ import { isVolregError, VolregError } from '../errors.ts';
 import { decompressedTar, invalidArchive, SourceFailure, type DecompressOptions } from './decompress.ts';
 import { entryKind, isUnsafeEntry } from './entry-safety.ts';
 import { LinkTargets } from './link-targets.ts';
+import { NameTable } from './name-hash-set.ts';
 import { entryNameForMessage, unrestorableReason } from './restorable-entry.ts';
 import type { Compression } from './media-types.ts';
 import { feedParser, tarParser } from './tar-feed.ts';
@@ -99,8 +100,10 @@ export async function inspectArchive(source: Readable, opts: InspectOptions = {}
     let entries = 0;
     let unsafeEntries = 0;
     const parser = tarParser();
-    const linkTargets = new LinkTargets();
-    const shape = new TreeShape();
+    // both rules keep the names of the archive's files, symlinks and links: in one table, each name once
+    const names = new NameTable();
+    const linkTargets = new LinkTargets(names);
+    const shape = new TreeShape(names);
     parser.on('error', (err: Error) => (parserFailure ??= err));
     parser.on('entry', (header, body, next) => {
       // the parser's own error says what went wrong; the entry's stream only repeats it

@@ -1,5 +1,5 @@
 import { entryKind, normalizeEntryName, type KindedHeader } from './entry-safety.ts';
-import { ancestorKeys, NameHashSet } from './name-hash-set.ts';
+import { ancestorKeys, NameHashSet, NameTable } from './name-hash-set.ts';
 
 /**
  * Whether the entries of an archive, made one after the other as tar -x makes them, fit together
@@ -15,7 +15,8 @@ import { ancestorKeys, NameHashSet } from './name-hash-set.ts';
  * extractor refuses for safety (it never writes through a symlink), as it refuses absolute names
  * and escaping links: such entries are counted as unsafe, not refused (README, Volume snapshots).
  *
- * The names are kept as 64-bit hashes (name-hash-set.ts, 16 to 32 bytes a name): a collision
+ * The names are kept as 64-bit hashes (name-hash-set.ts, 18 to 36 bytes a name, in the table
+ * link-targets.ts keeps the same names in): a collision
  * could refuse an archive whose names were chosen to collide (its author's own), or, by chance,
  * one lookup in about 2^64 / n among n names.
  */
@@ -23,11 +24,18 @@ export type ShapeVerdict = { refused: string } | 'beneath-symlink' | null;
 
 export class TreeShape {
   /** names an entry made a symlink (directly, or as a hard link to one) */
-  private readonly symlinks = new NameHashSet();
+  private readonly symlinks: NameHashSet;
   /** names an entry made a file, fifo, device or hard link to one of those */
-  private readonly others = new NameHashSet();
+  private readonly others: NameHashSet;
   /** directories holding entries (made by an entry, or on the way to one) */
-  private readonly parents = new NameHashSet();
+  private readonly parents: NameHashSet;
+
+  /** `names`: the table to keep the names in, shared with the archive's other rules (LinkTargets) */
+  constructor(names = new NameTable()) {
+    this.symlinks = new NameHashSet(names);
+    this.others = new NameHashSet(names);
+    this.parents = new NameHashSet(names);
+  }
 
   /** Takes the next entry (names that are unsafe, or the root, are left to isUnsafeEntry). */
   admit(header: KindedHeader & { linkname?: string | null }): ShapeVerdict {
