@@ -23,11 +23,11 @@ import type { IndexedSnapshot, SnapshotInfo, SnapshotListQuery, VerifyResult, Vo
  * Volume snapshots (DESIGN.md section 4), on top of the blob and manifest services:
  *
  *   put:    layer (streamed once: stored, hashed, proven a complete tar) -> config blob
- *           -> snapshot document (the index) -> manifest + tag (manifest service) -> the
- *           document again
+ *           -> push record (what only the push knows, by manifest) -> manifest + tag
+ *           (manifest service) -> snapshot document (the index)
  *   read:   the tag decides (manifest service); the snapshot document supplies indexed
- *           metadata, and an artifact pushed through /v2 without one is described from its
- *           manifest and config blob (and indexed on first read)
+ *           metadata, and a snapshot without one (pushed through /v2, or tagged when a crash
+ *           came) is described from its manifest, config blob and push record (and indexed)
  *   delete: tag (only where it still holds the snapshot read) -> snapshot document; the
  *           manifest and blobs become garbage for GC.
  *
@@ -35,9 +35,9 @@ import type { IndexedSnapshot, SnapshotInfo, SnapshotListQuery, VerifyResult, Vo
  * pushes to one tag may index in the other order than they tagged, a crash can fall between
  * the two writes, and /v2 moves and deletes tags without touching it. Every reader compares a
  * document with the tag and mends it (reconcile) before answering from it. Mending loses
- * nothing: a document is described from the manifest, the config blob and the push record (what
- * only the push knew, kept by manifest before the tag), and replaces only the document the
- * reader read, never one written since.
+ * nothing: a document is described from the manifest, the config blob and the push record, and
+ * replaces only the document the reader read, never one written since (a push's own index
+ * write is such a mend too).
  */
 
 /** The parts of the blob service a volume needs. */
@@ -89,8 +89,7 @@ export interface SnapshotIndex {
   recordPush(volume: string, manifestDigest: Digest, unsafeEntries: number): Promise<void>;
   /** what recordPush kept for a manifest; null: none (it came through /v2) */
   pushRecord(manifestDigest: Digest): Promise<{ unsafeEntries: number } | null>;
-  upsert(info: SnapshotInfo): Promise<void>;
-  /** upsert in place of the document a reader read (`seen`; null: none), unless it was written since */
+  /** records a snapshot in place of the document a reader read (`seen`; null: none), unless it was written since */
   replaceStale(info: SnapshotInfo, seen: IndexedSnapshot | null): Promise<void>;
   /** a tag's document, as replaceStale takes it */
   read(repo: string, tag: string): Promise<IndexedSnapshot | null>;
@@ -259,22 +258,18 @@ export class VolumeService {
       lastVerify: null,
       source: 'api',
     };
-    // Before the tag, both at once: what only this push knows about its archive, by manifest
-    // (whatever order the index's writes land in, a reader can describe the snapshot again whole
-    // from its tag); and the index (a crash before the tag then leaves a document naming a
-    // manifest its tag does not hold, which readers mend, rather than a tag no document names).
-    await Promise.all([this.snapshots.recordPush(repo, info.manifestDigest, inspection.unsafeEntries), this.snapshots.upsert(info)]);
+    // What only this push knows about its archive is kept before the tag, by manifest: whatever
+    // order the index's writes land in, or a crash between the tag and them, the snapshot is
+    // described again whole from its tag (describe).
+    await this.snapshots.recordPush(repo, info.manifestDigest, inspection.unsafeEntries);
     try {
       await this.manifests.put(repo, tag, manifest, OCI_MANIFEST_MEDIA_TYPE, preconditions ? { preconditions } : {});
     } catch (err) {
-      // the push's own failure is what counts; a document left behind is mended by readers
-      await this.snapshots.delete(repo, tag, info.manifestDigest).catch(() => undefined);
       throw collectedMeanwhile(err);
     }
-    // again after it: a reader may have mended the early document back to what the tag held
-    await this.snapshots.upsert(info);
-    // a push that tagged before this one but indexed after it would otherwise stay indexed
-    await this.get(repo, tag).catch((err: unknown) => {
+    // The index brought in line with what the tag holds now: this snapshot, or one a racing push
+    // tagged after it; never over a document written since this look (get).
+    await this.get(repo, tag, info).catch((err: unknown) => {
       if (!isVolregError(err) || err.code !== 'SNAPSHOT_UNKNOWN') throw err; // deleted meanwhile
     });
     return info;
@@ -292,10 +287,11 @@ export class VolumeService {
 
   /**
    * The snapshot a tag holds now. The tag (manifest service) is the truth: a snapshot document
-   * that does not match it is replaced by what the manifest and config say, or removed when the
-   * tag is gone or holds something else.
+   * that does not match it is replaced by what the manifest, config and push record say (or by
+   * `justTagged`, the snapshot a push of this process has just tagged, when the tag holds it),
+   * or removed when the tag is gone or holds something else.
    */
-  async get(repo: RepositoryName, tag: Tag): Promise<SnapshotInfo> {
+  async get(repo: RepositoryName, tag: Tag, justTagged?: SnapshotInfo): Promise<SnapshotInfo> {
     // The document before the tag: a document mended from this look at the tag then never
     // replaces one written from a later look (a push's, a reader's) or a verify's (replaceStale).
     const indexed = await this.snapshots.read(repo, tag);
@@ -307,7 +303,7 @@ export class VolumeService {
       manifest = null;
     }
     if (manifest && indexed?.info.manifestDigest === manifest.digest) return indexed.info;
-    const derived = manifest ? await this.describe(repo, tag, manifest.digest, manifest.body) : null;
+    const derived = !manifest ? null : justTagged?.manifestDigest === manifest.digest ? justTagged : await this.describe(repo, tag, manifest.digest, manifest.body);
     if (derived) {
       await this.snapshots.replaceStale(derived, indexed);
       return derived;
