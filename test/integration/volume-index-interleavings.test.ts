@@ -7,6 +7,7 @@ import anyTest, { type TestFn } from 'ava';
 import { parseRepositoryName, parseTag } from '../../src/domain/names.ts';
 import { inspectArchive } from '../../src/domain/volumes/archive-inspector.ts';
 import { SnapshotRepository } from '../../src/metadata/snapshot-repository.ts';
+import { VolregError } from '../../src/domain/errors.ts';
 import { VolumeService, type VolumeManifests } from '../../src/services/volume-service.ts';
 import { gate, heldAt } from '../helpers/held-services.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
@@ -216,4 +217,23 @@ test.serial('a push that dies before its tag leaves the tag and the index as the
   t.deepEqual(list.body.snapshots.map((s) => [s.tag, s.manifestDigest]), [['t', before.manifestDigest]]);
   const meta = await json<SnapshotReply>(`${server.url}/api/v1/volumes/${name}/tags/t`);
   t.is(meta.body.host, 'host-a');
+});
+
+test.serial('a push refused at its tag leaves the verify result of the snapshot the tag holds', async (t) => {
+  const { server, archives } = t.context;
+  const name = 'race/refused';
+  const held = await push(server.url, name, 't', archives[0]!, 'host-a');
+  const verified = await fetch(`${server.url}/api/v1/volumes/${name}/tags/t/verify`, { method: 'POST' });
+  t.is(verified.status, 200);
+  await verified.arrayBuffer();
+  // refused at the tag's own write (a precondition a racing push made false since the early check)
+  const refused = new VolregError('PRECONDITION_FAILED', 'tag t does not match the precondition');
+  const real = server.services.manifests;
+  const manifests = Object.assign(Object.create(real) as VolumeManifests, { put: () => Promise.reject(refused) });
+  const volumes = new VolumeService(server.services.blobs, manifests, new SnapshotRepository(server.db), inspectArchive);
+  await t.throwsAsync(volumes.put(parseRepositoryName(name), parseTag('t'), Readable.from([archives[1]!]), { host: 'host-b', labels: {} }), { is: refused });
+
+  const meta = await json<SnapshotReply & { lastVerify: { ok: boolean } | null }>(`${server.url}/api/v1/volumes/${name}/tags/t`);
+  t.is(meta.body.manifestDigest, held.manifestDigest);
+  t.is(meta.body.lastVerify?.ok, true);
 });
