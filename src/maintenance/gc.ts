@@ -598,8 +598,13 @@ class GarbageCollector {
         this.report.pushRecords += gone.length;
         continue;
       }
-      const res = await this.c.volumePushRecords.deleteMany({ _id: { $in: gone }, recorded: { $lt: this.cutoff } });
-      this.report.pushRecords += res.deletedCount;
+      try {
+        const res = await this.c.volumePushRecords.deleteMany({ _id: { $in: gone }, recorded: { $lt: this.cutoff } });
+        this.report.pushRecords += res.deletedCount;
+      } catch (err) {
+        this.report.errors++;
+        this.log.error({ err, records: gone.length }, 'gc could not delete push records');
+      }
     }
   }
 
