@@ -155,18 +155,6 @@ export class SnapshotRepository {
     return m ? m.docs(repo) + m.tags(repo) + m.held(repo, UNIT_TYPES.manifest) + m.held(repo, UNIT_TYPES.manifestList) : null;
   }
 
-  /** Records the snapshot a tag now holds (replacing what the tag held before). */
-  async upsert(info: SnapshotInfo): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.write(info, {});
-        return;
-      } catch (err) {
-        if (!isDuplicateKey(err) || attempt >= 1) throw err; // two first pushes raced: the retry updates
-      }
-    }
-  }
-
   /**
    * Records a snapshot described from its tag (a tag that moved past the index) in place of the
    * document the reader read (`seen`, from `read`; null: there was none), unless that document

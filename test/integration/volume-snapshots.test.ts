@@ -51,14 +51,19 @@ test('the collection validator refuses a document without the required fields', 
   await t.throwsAsync(mongo.db.collection(SNAPSHOTS_COLLECTION).insertOne({ ...{ _id: 'y', repo_id: 'r', tag: 't' }, compression: 'xz' } as never));
 });
 
-test('upsert keeps one document per tag; list is newest first with filters; verify is recorded for the seen manifest only', async (t) => {
+/** Indexes a snapshot over whatever its tag's document is now, as a push or reader that has just read it does. */
+async function indexAs(repo: SnapshotRepository, info: SnapshotInfo): Promise<void> {
+  await repo.replaceStale(info, await repo.read(info.volume, info.tag));
+}
+
+test('one document per tag; list is newest first with filters; verify is recorded for the seen manifest only', async (t) => {
   const repo = new SnapshotRepository(mongo.db);
-  await repo.upsert(snapshot('vol/a', 't1', '2024-01-01T00:00:00.000Z'));
-  await repo.upsert(snapshot('vol/a', 't2', '2024-02-01T00:00:00.000Z', { host: 'h2' }));
+  await indexAs(repo, snapshot('vol/a', 't1', '2024-01-01T00:00:00.000Z'));
+  await indexAs(repo, snapshot('vol/a', 't2', '2024-02-01T00:00:00.000Z', { host: 'h2' }));
   const replaced = snapshot('vol/a', 't1', '2024-03-01T00:00:00.000Z');
-  await repo.upsert(replaced);
-  await Promise.all([repo.upsert(snapshot('vol/b', 'x', '2024-01-05T00:00:00.000Z')), repo.upsert(snapshot('vol/b', 'x', '2024-01-06T00:00:00.000Z'))]);
-  t.is(await mongo.db.collection(SNAPSHOTS_COLLECTION).countDocuments({ repo_id: 'vol/b' }), 1, 'racing upserts of one tag meet on the unique key');
+  await indexAs(repo, replaced);
+  await Promise.all([repo.replaceStale(snapshot('vol/b', 'x', '2024-01-05T00:00:00.000Z'), null), repo.replaceStale(snapshot('vol/b', 'x', '2024-01-06T00:00:00.000Z'), null)]);
+  t.is(await mongo.db.collection(SNAPSHOTS_COLLECTION).countDocuments({ repo_id: 'vol/b' }), 1, 'racing first writes of one tag meet on the unique key');
 
   const all = await repo.list('vol/a', { limit: 10, offset: 0 });
   t.deepEqual(all.items.map((s) => s.tag), ['t1', 't2']);
@@ -88,9 +93,9 @@ test('upsert keeps one document per tag; list is newest first with filters; veri
   t.is(a.totalSize, 200);
   t.is(String(a.latest.tag), 't1');
   // several volumes from one read; of snapshots created at the same moment the first tag is the latest
-  await repo.upsert(snapshot('vol/tie', 'b', '2024-01-07T00:00:00.000Z'));
-  await repo.upsert(snapshot('vol/tie', 'a', '2024-01-07T00:00:00.000Z'));
-  await repo.upsert(snapshot('vol/tie', 'c', '2024-01-06T00:00:00.000Z'));
+  await indexAs(repo, snapshot('vol/tie', 'b', '2024-01-07T00:00:00.000Z'));
+  await indexAs(repo, snapshot('vol/tie', 'a', '2024-01-07T00:00:00.000Z'));
+  await indexAs(repo, snapshot('vol/tie', 'c', '2024-01-06T00:00:00.000Z'));
   const summaries = await repo.summaries(['vol/a', 'vol/tie', 'vol/none']);
   t.deepEqual([...summaries.keys()].sort(), ['vol/a', 'vol/tie']);
   t.deepEqual(summaries.get('vol/a'), a);
@@ -106,10 +111,10 @@ test('upsert keeps one document per tag; list is newest first with filters; veri
 
 test('replaceStale replaces only the document the reader saw, inserts a missing one only while it is missing', async (t) => {
   const repo = new SnapshotRepository(mongo.db);
-  await repo.upsert(snapshot('vol/s', 't', '2024-04-30T00:00:00.000Z'));
+  await indexAs(repo, snapshot('vol/s', 't', '2024-04-30T00:00:00.000Z'));
   const seenByReader = await repo.read('vol/s', 't');
   const full = snapshot('vol/s', 't', '2024-05-01T00:00:00.000Z', { host: 'pusher', unsafeEntries: 2 });
-  await repo.upsert(full);
+  await indexAs(repo, full);
   // a reader that read the older document, and described what the tag held then: the push's stays
   await repo.replaceStale({ ...snapshot('vol/s', 't', '2024-04-29T00:00:00.000Z'), source: 'oci' }, seenByReader);
   const kept = (await repo.get('vol/s', 't'))!;
@@ -163,8 +168,8 @@ test('volume summaries are kept within their byte budget whatever labels their s
   for (let i = 0; i < 2000; i++) many[`label-${i}`] = `v${i}`;
   const heavy = Array.from({ length: 20 }, (_, i) => `heavy/v${i}`);
   const light = Array.from({ length: 20 }, (_, i) => `light/v${i}`);
-  for (const v of heavy) await repo.upsert(snapshot(v, 't', '2024-05-01T00:00:00.000Z', { labels: many }));
-  for (const v of light) await repo.upsert(snapshot(v, 't', '2024-05-01T00:00:00.000Z'));
+  for (const v of heavy) await indexAs(repo, snapshot(v, 't', '2024-05-01T00:00:00.000Z', { labels: many }));
+  for (const v of light) await indexAs(repo, snapshot(v, 't', '2024-05-01T00:00:00.000Z'));
   await repo.summaries(light);
   asked.length = 0;
   t.is((await repo.summaries(light)).size, light.length);
