@@ -84,6 +84,8 @@ export interface GcReport {
   manifestUnits: GcCount;
   /** records of what /api/v1 pushes found in their archives, for manifests no longer stored */
   pushRecords: number;
+  /** notes of refused tag writes, old enough that no delete racing their push still runs */
+  refusedTagWrites: number;
   blobUnits: GcCount;
   /** bytes of deleted blob units removed from the store */
   blobBytes: GcCount;
@@ -114,6 +116,8 @@ export interface MissingBlob {
 export const MISSING_LISTED = 100;
 
 const BATCH = 200;
+/** notes of refused tag writes are kept at least this long */
+const REFUSED_TAG_WRITES_KEPT_MS = 3600_000;
 /** ids per `$in` when a repository's whole holding is asked about (a 16 MiB command holds about 340,000) */
 const IN_CHUNK = 10_000;
 const MANIFEST_TYPES: UnitTypeId[] = [UNIT_TYPES.manifest, UNIT_TYPES.manifestList];
@@ -177,6 +181,7 @@ class GarbageCollector {
       manifestListUnits: zero(),
       manifestUnits: zero(),
       pushRecords: 0,
+      refusedTagWrites: 0,
       blobUnits: zero(),
       blobBytes: zero(),
       orphanBytes: zero(),
@@ -199,6 +204,7 @@ class GarbageCollector {
       await this.sweepManifestUnits(UNIT_TYPES.manifestList);
       await this.sweepManifestUnits(UNIT_TYPES.manifest);
       await this.sweepPushRecords();
+      await this.sweepRefusedTagWrites();
       const referenced = await this.referencedDigests();
       await this.sweepBlobUnits(referenced);
       await this.sweepOrphanBytes();
@@ -605,6 +611,22 @@ class GarbageCollector {
         this.report.errors++;
         this.log.error({ err, records: gone.length }, 'gc could not delete push records');
       }
+    }
+  }
+
+  /**
+   * A refused push's note is read only by a delete racing that push (manifest-service.ts): an
+   * hour old at least, whatever the grace period, no such delete still runs.
+   */
+  private async sweepRefusedTagWrites(): Promise<void> {
+    this.checkAborted();
+    const before = new Date(Math.min(this.cutoff.getTime(), this.startedAt.getTime() - REFUSED_TAG_WRITES_KEPT_MS));
+    const old = { recorded: { $lt: before } };
+    try {
+      this.report.refusedTagWrites = this.dry ? await this.c.refusedTagWrites.countDocuments(old) : (await this.c.refusedTagWrites.deleteMany(old)).deletedCount;
+    } catch (err) {
+      this.report.errors++;
+      this.log.error({ err }, 'gc could not delete notes of refused tag writes');
     }
   }
 

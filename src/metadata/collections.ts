@@ -16,6 +16,7 @@ export const COLLECTIONS = {
   migrations: 'migrations',
   volumeSnapshots: 'volume_snapshots',
   volumePushRecords: 'volume_push_records',
+  refusedTagWrites: 'refused_tag_writes',
 } as const;
 
 export type CollectionKey = keyof typeof COLLECTIONS;
@@ -89,6 +90,8 @@ export interface TagUnitDoc extends PulpCommonFields {
   schema_version: 1 | 2;
   manifest_type: 'image' | 'list';
   repo_id: string;
+  /** new with every push's write (and kept when one is put back): whose write the unit holds */
+  write_id?: string;
 }
 
 export interface RepoContentUnitDoc {
@@ -123,6 +126,24 @@ export interface PushRecordDoc {
   recorded: Date;
 }
 
+/**
+ * A tag unit a refused push had moved, with what it pointed at before: a delete by digest of the
+ * pushed manifest that took the unit meanwhile puts it back from this (manifest-service.ts),
+ * since neither order of the refused push and that delete takes the tag. Written when the push
+ * is refused, never changed; garbage collection removes it after an hour at least.
+ */
+export interface RefusedTagWriteDoc {
+  _id: string; // the refused write's write_id
+  unit_id: string; // the tag unit's _id
+  repo_id: string;
+  name: string;
+  schema_version: 1 | 2;
+  manifest_digest: string; // where the refused push pointed the unit
+  previous_digest: string; // where it pointed before
+  previous_type: 'image' | 'list';
+  recorded: Date;
+}
+
 export interface MigrationDoc {
   _id: string; // migration id, e.g. "0001-initial"
   applied_at: Date;
@@ -153,6 +174,7 @@ export interface Collections {
   uploads: Collection<UploadDoc>;
   migrations: Collection<MigrationDoc>;
   volumePushRecords: Collection<PushRecordDoc>;
+  refusedTagWrites: Collection<RefusedTagWriteDoc>;
 }
 
 export function collections(db: Db, changeMarks?: SharedArrayBuffer): Collections {
@@ -167,6 +189,7 @@ export function collections(db: Db, changeMarks?: SharedArrayBuffer): Collection
     uploads: db.collection<UploadDoc>(COLLECTIONS.uploads),
     migrations: db.collection<MigrationDoc>(COLLECTIONS.migrations),
     volumePushRecords: db.collection<PushRecordDoc>(COLLECTIONS.volumePushRecords),
+    refusedTagWrites: db.collection<RefusedTagWriteDoc>(COLLECTIONS.refusedTagWrites),
   };
 }
 

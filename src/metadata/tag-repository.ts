@@ -5,7 +5,7 @@ import type { ManifestKind } from '../domain/manifests/parsed-manifest.ts';
 import { VolregError } from '../domain/errors.ts';
 import { hasPreconditions, preconditionFailed, type Preconditions } from '../domain/preconditions.ts';
 import type { TagRecord, TagWrite } from '../domain/manifests/stored-manifest.ts';
-import { COLLECTIONS, pulpFields, UNIT_TYPES, type Collections, type TagUnitDoc } from './collections.ts';
+import { COLLECTIONS, pulpFields, UNIT_TYPES, type Collections, type RefusedTagWriteDoc, type TagUnitDoc } from './collections.ts';
 import { MarkedCache } from './marked-cache.ts';
 import { isDuplicateKey, type RepoContentRepository } from './repo-content-repository.ts';
 import { validate } from './schema-validator.ts';
@@ -40,9 +40,9 @@ export const MAX_V1_TAGS_PER_REPO = 50_000;
 const DISTINCT_TOO_BIG = 17217;
 
 /** the fields toRecord reads (not the Pulp bookkeeping ones) */
-const RECORD_FIELDS = { projection: { _id: 1, repo_id: 1, name: 1, manifest_digest: 1, schema_version: 1, manifest_type: 1 } } as const;
+const RECORD_FIELDS = { projection: { _id: 1, repo_id: 1, name: 1, manifest_digest: 1, schema_version: 1, manifest_type: 1, write_id: 1 } } as const;
 
-function toRecord(d: Pick<TagUnitDoc, '_id' | 'repo_id' | 'name' | 'manifest_digest' | 'schema_version' | 'manifest_type'>): TagRecord {
+function toRecord(d: Pick<TagUnitDoc, '_id' | 'repo_id' | 'name' | 'manifest_digest' | 'schema_version' | 'manifest_type' | 'write_id'>): TagRecord {
   return {
     id: d._id,
     repository: d.repo_id,
@@ -50,7 +50,13 @@ function toRecord(d: Pick<TagUnitDoc, '_id' | 'repo_id' | 'name' | 'manifest_dig
     manifestDigest: d.manifest_digest as Digest,
     schemaVersion: d.schema_version,
     manifestType: d.manifest_type,
+    ...(d.write_id !== undefined ? { writeId: d.write_id } : {}),
   };
+}
+
+/** A write's own unit: by id, where it pointed it, and (when told apart) that it is still its write. */
+function writtenBy(w: TagRecord): Filter<TagUnitDoc> {
+  return { _id: w.id, manifest_digest: w.manifestDigest, ...(w.writeId !== undefined ? { write_id: w.writeId } : {}) };
 }
 
 export class TagRepository {
@@ -74,10 +80,11 @@ export class TagRepository {
     const conditional = hasPreconditions(condition);
     const { filter, upsert } = conditional ? conditionalUpsert(key, condition) : { filter: key, upsert: true };
     const fields = pulpFields(UNIT_TYPES.tag);
-    const inserted: TagUnitDoc = { _id: randomUUID(), ...key, manifest_digest: manifestDigest, manifest_type: manifestType, ...fields };
+    const writeId = randomUUID();
+    const inserted: TagUnitDoc = { _id: randomUUID(), ...key, manifest_digest: manifestDigest, manifest_type: manifestType, write_id: writeId, ...fields };
     assertStorable('stored-docker-tag', inserted);
     const update = {
-      $set: { manifest_digest: manifestDigest, manifest_type: manifestType, _last_updated: fields._last_updated },
+      $set: { manifest_digest: manifestDigest, manifest_type: manifestType, write_id: writeId, _last_updated: fields._last_updated },
       $setOnInsert: { _id: inserted._id, _ns: fields._ns, _content_type_id: fields._content_type_id, pulp_user_metadata: {} },
     };
     let id: string;
@@ -91,7 +98,7 @@ export class TagRepository {
         id = before ? before._id : inserted._id;
         previous = before ? { manifestDigest: before.manifest_digest as Digest, manifestType: before.manifest_type } : null;
         const moved = !before || previous?.manifestDigest !== manifestDigest || previous.manifestType !== manifestType;
-        if (kept && moved) this.keepWritten(kept, { id, repository: repo, name, manifestDigest, schemaVersion, manifestType });
+        if (kept && moved) this.keepWritten(kept, { id, repository: repo, name, manifestDigest, schemaVersion, manifestType, writeId });
         break;
       } catch (err) {
         // Two first pushes raced to insert: the unit exists now, so the retry updates it. Under
@@ -101,7 +108,7 @@ export class TagRepository {
       }
     }
     await this.repoContent.associate(repo, UNIT_TYPES.tag, id);
-    return { id, repository: repo, name, manifestDigest, schemaVersion, manifestType, previous };
+    return { id, repository: repo, name, manifestDigest, schemaVersion, manifestType, writeId, previous };
   }
 
   /** The name's kept units and their mark, noted before this process writes one of them. */
@@ -126,12 +133,12 @@ export class TagRepository {
   }
 
   /**
-   * Takes back a push's write of a tag unit, if the unit still points where that push put it:
-   * back to what it pointed at before, or removed when the push created it. A later push's
-   * write is never undone.
+   * Takes back a push's write of a tag unit, if the unit still holds that push's write: back to
+   * what it pointed at before, or removed when the push created it. A later push's write is
+   * never undone, even one of the same manifest.
    */
   async undo(write: TagWrite): Promise<void> {
-    const ours = { _id: write.id, manifest_digest: write.manifestDigest };
+    const ours = writtenBy(write);
     if (write.previous === null) {
       const { deletedCount } = await this.c.tags.deleteOne(ours);
       if (deletedCount > 0) {
@@ -155,7 +162,16 @@ export class TagRepository {
   async restore(units: readonly TagRecord[]): Promise<TagRecord[]> {
     const restored: TagRecord[] = [];
     for (const u of units) {
-      const doc: TagUnitDoc = { _id: u.id, name: u.name, schema_version: u.schemaVersion, repo_id: u.repository, manifest_digest: u.manifestDigest, manifest_type: u.manifestType, ...pulpFields(UNIT_TYPES.tag) };
+      const doc: TagUnitDoc = {
+        _id: u.id,
+        name: u.name,
+        schema_version: u.schemaVersion,
+        repo_id: u.repository,
+        manifest_digest: u.manifestDigest,
+        manifest_type: u.manifestType,
+        write_id: u.writeId ?? randomUUID(),
+        ...pulpFields(UNIT_TYPES.tag),
+      };
       assertStorable('stored-docker-tag', doc);
       try {
         await this.c.tags.insertOne(doc);
@@ -168,6 +184,53 @@ export class TagRepository {
       restored.push(u);
     }
     return restored;
+  }
+
+  /**
+   * Notes the units refused writes moved (not those they created: taking one back removes it),
+   * with what each pointed at before, before the writes are undone: a delete by digest that
+   * took such a unit meanwhile reads it back (refusedAmong).
+   */
+  async noteRefused(writes: readonly TagWrite[]): Promise<void> {
+    const recorded = new Date();
+    const docs: RefusedTagWriteDoc[] = [];
+    for (const w of writes) {
+      if (!w.previous || w.previous.manifestDigest === w.manifestDigest || w.writeId === undefined) continue;
+      const doc: RefusedTagWriteDoc = {
+        _id: w.writeId,
+        unit_id: w.id,
+        repo_id: w.repository,
+        name: w.name,
+        schema_version: w.schemaVersion,
+        manifest_digest: w.manifestDigest,
+        previous_digest: w.previous.manifestDigest,
+        previous_type: w.previous.manifestType,
+        recorded,
+      };
+      assertStorable('refused-tag-write', doc);
+      docs.push(doc);
+    }
+    if (docs.length === 0) return;
+    try {
+      await this.c.refusedTagWrites.insertMany(docs, { ordered: false });
+    } catch (err) {
+      // noted already (one write is refused once; a retried note finds its own)
+      if (!isDuplicateKey(err)) throw err;
+    }
+  }
+
+  /**
+   * Of units a delete took, those holding a write that was refused, as that push wrote them
+   * (with what they pointed at before).
+   */
+  async refusedAmong(taken: readonly TagRecord[]): Promise<TagWrite[]> {
+    const byWrite = new Map(taken.filter((t) => t.writeId !== undefined).map((t) => [t.writeId!, t]));
+    if (byWrite.size === 0) return [];
+    const docs = await this.c.refusedTagWrites.find({ _id: { $in: [...byWrite.keys()] } }).toArray();
+    return docs.map((d) => ({
+      ...byWrite.get(d._id)!,
+      previous: { manifestDigest: d.previous_digest as Digest, manifestType: d.previous_type },
+    }));
   }
 
   /**

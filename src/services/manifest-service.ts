@@ -58,6 +58,10 @@ export interface TagWriter {
   upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind, condition?: Preconditions): Promise<TagWrite>;
   /** takes a push's write back, v1 image id included, unless a later write replaced it */
   undo(write: TagWrite): Promise<void>;
+  /** notes refused writes that moved a unit, with what it pointed at before (refusedAmong reads them) */
+  noteRefused(writes: readonly TagWrite[]): Promise<void>;
+  /** of units a delete took, those holding a refused write, with what they pointed at before */
+  refusedAmong(taken: readonly TagRecord[]): Promise<TagWrite[]>;
   /** puts taken units back with their ids where the name has no unit of that version now; answers those put back */
   restore(units: readonly TagRecord[]): Promise<TagRecord[]>;
   findByManifest(repo: string, manifestDigest: Digest): Promise<TagRecord[]>;
@@ -207,14 +211,18 @@ export class ManifestService {
    * finds them). One putting them back after that finds the manifest gone and takes them back
    * itself (delete). A push of the same manifest acknowledged meanwhile tagged it: it is held
    * again for that tag (looked for after letting go: one of the two sees the other, see put).
+   * The refusal is noted first, for a delete by digest that takes a moved tag before the undo
+   * can tell who took it (see delete).
    */
   private async refused(repo: RepositoryName, parsed: ParsedManifest, held: ManifestUnitRef | null, written: readonly TagWrite[]): Promise<void> {
+    await this.deps.tagWriter.noteRefused(written);
     await this.undoTags(repo, parsed, written);
     if (!held) return;
     await this.deps.manifests.removeFromRepo(repo, held);
     await this.undoTags(repo, parsed, written);
-    const ours = new Set(written.map((w) => w.id));
-    const others = (await this.deps.tagWriter.findByManifest(repo, parsed.digest)).filter((t) => !ours.has(t.id));
+    // by write, not by unit: a push of the same manifest to the same tag since writes the same unit
+    const ours = new Set(written.map((w) => w.writeId));
+    const others = (await this.deps.tagWriter.findByManifest(repo, parsed.digest)).filter((t) => t.writeId === undefined || !ours.has(t.writeId));
     if (others.length > 0 && (await this.deps.manifests.exists(held))) await this.deps.manifests.addToRepo(repo, held);
   }
 
@@ -373,8 +381,44 @@ export class ManifestService {
         for (const t of putBack) await this.deps.tagWriter.undo({ ...t, previous: null });
         putBack = [];
       }
+      await this.putBackV1ImageIds(repo, m.digest, putBack);
     }
-    const gone = [...removed, ...late.filter((t) => !putBack.includes(t))];
+    const taken = [...removed, ...late.filter((t) => !putBack.includes(t))];
+    const back = await this.putBackRefused(repo, taken);
+    const gone = taken.filter((t) => !back.has(t.id));
     this.deps.logger?.info({ repository: repo, digest: m.digest, tags: gone.map((t) => t.name) }, 'manifest deleted');
+  }
+
+  /**
+   * Schema 1 tags put back on `digest` get their v1 image id back too (taking a unit took it):
+   * the one that manifest records, as the push that tagged it recorded it.
+   */
+  private async putBackV1ImageIds(repo: RepositoryName, digest: Digest, putBack: readonly TagRecord[]): Promise<void> {
+    const v1 = putBack.filter((t) => t.schemaVersion === 1);
+    if (v1.length === 0) return;
+    const m = await this.deps.manifests.findInRepo(repo, digest, { content: true });
+    const imageId = m?.content ? parseManifest(m.content, m.mediaType, digestAlgorithm(digest)).v1TopImageId : null;
+    if (imageId === null) return;
+    for (const t of v1) await this.deps.tagWriter.setV1ImageId(repo, t.name, imageId);
+  }
+
+  /**
+   * Tags this delete took from a push that was refused: back to what they pointed at before
+   * (where that manifest is still held), as no order of the refused push and this delete takes
+   * them. The push puts them back itself when it finds the manifest gone; when it looked before
+   * the manifest went, it could not tell this delete from one by tag, which must keep the tag
+   * gone. It notes its refusal before it looks, and this runs after the manifest went: one of
+   * the two sees the other. Answers the ids of the units put back.
+   */
+  private async putBackRefused(repo: RepositoryName, taken: readonly TagRecord[]): Promise<Set<string>> {
+    const back = new Set<string>();
+    for (const w of await this.deps.tagWriter.refusedAmong(taken)) {
+      if (!w.previous || !(await this.deps.manifests.findInRepo(repo, w.previous.manifestDigest))) continue;
+      const [restored] = await this.deps.tagWriter.restore([{ ...w, ...w.previous }]);
+      if (!restored) continue;
+      back.add(w.id);
+      await this.putBackV1ImageIds(repo, w.previous.manifestDigest, [restored]);
+    }
+    return back;
   }
 }

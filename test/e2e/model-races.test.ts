@@ -135,7 +135,7 @@ function replyOf(r: Reply): string {
   return r.status >= 400 && r.status !== 404 && r.body.length > 0 ? `${r.status} ${errorCode(r)}` : String(r.status);
 }
 
-const THREE_WAY_ROUNDS = fuzzRuns(18);
+const THREE_WAY_ROUNDS = fuzzRuns(24);
 
 /** A seeded stream of numbers in [0, 1) (mulberry32): the same starts each run, another with VOLREG_FUZZ_SEED. */
 function seeded(seed: number): () => number {
@@ -155,21 +155,22 @@ function staggered(send: () => Promise<Reply>): Promise<Reply> {
   return wait === 0 ? send() : new Promise<void>((resolve) => setTimeout(resolve, wait)).then(send);
 }
 
-for (const [name, blob, other] of [
-  // the other manifest is of the other schema version: its unit of the name is never the push's to move
-  ['ociA', 'l0', 's1u'],
-  ['s1u', 'l1', 'ociB'],
-] as Array<[ManifestName, BlobName, ManifestName]>) {
+for (const [name, blob, other, same] of [
+  // `other` is of the other schema version (its unit of the name is never the push's to move),
+  // `same` of the push's own (the push moves the tag off it)
+  ['ociA', 'l0', 's1u', 'ociB'],
+  ['s1u', 'l1', 'ociB', 's1s'],
+] as Array<[ManifestName, BlobName, ManifestName, ManifestName]>) {
   test(`a push of ${name} to a tag racing a delete of it by digest and a delete of its blob ${blob} ends as one order of the three leaves it`, async (t) => {
     const m = MANIFESTS[name];
-    const watched = { manifests: [name, other], blobs: [...new Set([...m.blobs, ...MANIFESTS[other].blobs])] };
+    const watched = { manifests: [name, other, same], blobs: [...new Set([m, MANIFESTS[other], MANIFESTS[same]].flatMap((x) => x.blobs))] };
     const failures: string[] = [];
     const seen = new Map<string, number>();
     for (let i = 0; i < THREE_WAY_ROUNDS; i++) {
       const repo = `race3/${name.toLowerCase()}-${i}`;
-      // the tag before: none, at the pushed manifest, at another one (of the other schema version)
-      const before: Array<[string, ManifestName]> = [[], [['latest', name]], [['latest', other]]][i % 3] as Array<[string, ManifestName]>;
-      const start = await setUp(repo, { blobs: watched.blobs, manifests: [name, other], tags: before });
+      // the tag before: none, at the pushed manifest, at another one of either schema version
+      const before: Array<[string, ManifestName]> = [[], [['latest', name]], [['latest', other]], [['latest', same]]][i % 4] as Array<[string, ManifestName]>;
+      const start = await setUp(repo, { blobs: watched.blobs, manifests: [name, other, same], tags: before });
       const replies = await Promise.all([
         staggered(() => putManifest(server.url, repo, 'latest', m)),
         staggered(() => request(server.url, `/v2/${repo}/manifests/${m.digest}`, { method: 'DELETE' })),

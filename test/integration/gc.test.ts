@@ -369,3 +369,30 @@ test.serial("a snapshot's push record goes with its manifest, after the grace pe
   const meta = await request(url, `/api/v1/volumes/${volume}/tags/kept`);
   t.like(JSON.parse(meta.body.toString()), { manifestDigest: kept, source: 'api', unsafeEntries: 0 });
 });
+
+test.serial('notes of refused tag writes go once an hour old, whatever the grace period', async (t) => {
+  const { c } = t.context;
+  const at = (msAgo: number) => new Date(Date.now() - msAgo);
+  const note = (id: string, recorded: Date) => ({
+    _id: id,
+    unit_id: `unit-${id}`,
+    repo_id: 'gc-notes',
+    name: 'latest',
+    schema_version: 2 as const,
+    manifest_digest: digestOf(Buffer.from(`pushed ${id}`)),
+    previous_digest: digestOf(Buffer.from(`before ${id}`)),
+    previous_type: 'image' as const,
+    recorded,
+  });
+  await c.refusedTagWrites.insertMany([note('old', at(2 * 3600_000)), note('recent', at(10 * 60_000))]);
+  const left = async () => (await c.refusedTagWrites.find({ repo_id: 'gc-notes' }).toArray()).map((d) => d._id).sort();
+
+  const dry = await gc(t, { graceSeconds: 0, now: () => new Date(), dryRun: true });
+  t.is(dry.refusedTagWrites, 1);
+  t.deepEqual(await left(), ['old', 'recent'], 'a dry run deletes nothing');
+  const real = await gc(t, { graceSeconds: 0, now: () => new Date() });
+  t.is(real.refusedTagWrites, 1, 'with no grace period, a note ten minutes old stays');
+  t.deepEqual(await left(), ['recent']);
+  t.is((await gc(t, { graceSeconds: 0 })).refusedTagWrites, 1, 'an hour later it goes too');
+  t.deepEqual(await left(), []);
+});

@@ -184,3 +184,127 @@ test.serial('a manifest deleted by digest while a push moves one of its tags to 
   t.is((await getManifest(server.url, repo, m.digest, ACCEPT_ALL)).status, 404);
   t.deepEqual((await listedTagsAllPull(t, server.url, repo)).sort(), ['a', 'n']);
 });
+
+// A push refused after it moved a tag off another manifest, racing a delete by digest of the
+// manifest it pushed: the delete took the moved tag before the push could undo it. Neither order
+// of the refused push and the delete takes the tag: it is back on the manifest it left.
+for (const schema of [2, 1] as const) {
+  test.serial(`a delete by digest that takes the tag a refused push moved (schema ${schema}) puts it back where it was`, async (t) => {
+    const { server, c } = t.context;
+    const repo = repoName(`refused-delete-s${schema}`);
+    const layerA = randomBlob(400);
+    const layerB = randomBlob(400);
+    const config = configBlob();
+    await pushBlobs(server.url, repo, [config, layerA, layerB]);
+    const [a, b] = schema === 2
+      ? [ociManifest({ config, layers: [layerA] }), ociManifest({ config, layers: [layerB] })]
+      : [schema1Unsigned({ name: repo, tag: 'latest', layers: [layerA] }), schema1Unsigned({ name: repo, tag: 'latest', layers: [layerB] })];
+    t.is((await putManifest(server.url, repo, 'latest', a)).status, 201);
+    t.is((await putManifest(server.url, repo, b.digest, b)).status, 201); // held, untagged
+
+    // the push moves latest a -> b and waits; the delete of b takes latest (on b) and waits
+    const pushHeld = gate();
+    const pusher = manifestServiceWith(c, (real) => ({ tags: { upsert: heldAt(pushHeld, 'after', real.tags.upsert.bind(real.tags)) } }));
+    const pushing = pusher.put(parseRepositoryName(repo), 'latest', b.bytes, b.mediaType);
+    pushing.catch(() => undefined);
+    await pushHeld.reached;
+    const { service: deleter, held: deleteHeld } = deletingServiceHeld(c, 'before');
+    const deleting = deleter.delete(parseRepositoryName(repo), b.digest);
+    await deleteHeld.reached;
+    t.is((await getManifest(server.url, repo, 'latest', ACCEPT_ALL)).status, 404, 'the delete took the moved tag');
+
+    // b's layer goes: the push is refused while b is still held, so it cannot tell this delete from one by tag
+    t.is((await request(server.url, `/v2/${repo}/blobs/${layerB.digest}`, { method: 'DELETE' })).status, 202);
+    pushHeld.open();
+    const err = await t.throwsAsync(pushing);
+    t.true(isVolregError(err) && err.code === 'MANIFEST_BLOB_UNKNOWN', String(err));
+    deleteHeld.open();
+    await deleting;
+
+    const latest = await getManifest(server.url, repo, 'latest', ACCEPT_ALL);
+    t.is(latest.status, 200, 'the tag is back');
+    t.true(latest.body.equals(a.bytes), 'on the manifest it pointed at before the refused push');
+    t.is((await getManifest(server.url, repo, b.digest, ACCEPT_ALL)).status, 404);
+    if (schema === 1) t.deepEqual((await c.repos.findOne({ _id: repo }))!.scratchpad.tags, [{ tag: 'latest', image_id: (a as ReturnType<typeof schema1Unsigned>).topId }], 'with its v1 image id');
+    t.deepEqual(await listedTagsAllPull(t, server.url, repo), ['latest']);
+  });
+}
+
+test.serial('a refused push noted earlier does not bring back a tag an acknowledged push of the same manifest moved, when the manifest is deleted', async (t) => {
+  const { server } = t.context;
+  const repo = repoName('refused-then-acked');
+  const config = configBlob();
+  const layerA = randomBlob(400);
+  const layerB = randomBlob(400);
+  const layerC = randomBlob(400);
+  await pushBlobs(server.url, repo, [config, layerA, layerB]);
+  const a = ociManifest({ config, layers: [layerA] });
+  const b = ociManifest({ config, layers: [layerB, layerC] });
+  t.is((await putManifest(server.url, repo, 'latest', a)).status, 201);
+  // refused (layer C was never pushed): the tag's move a -> b is noted and undone
+  t.is((await putManifest(server.url, repo, 'latest', b)).status, 400);
+  await pushBlobs(server.url, repo, [layerC]);
+  t.is((await putManifest(server.url, repo, 'latest', b)).status, 201); // acknowledged: a -> b
+  t.is((await request(server.url, `/v2/${repo}/manifests/${b.digest}`, { method: 'DELETE' })).status, 202);
+  t.is((await getManifest(server.url, repo, 'latest', ACCEPT_ALL)).status, 404, 'the delete takes the acknowledged tag with the manifest');
+  t.deepEqual(await listedTagsAllPull(t, server.url, repo), []);
+});
+
+test.serial('a push refused after an acknowledged push of the same manifest to the same tag leaves that push\'s tag', async (t) => {
+  const { server, c } = t.context;
+  const repo = repoName('refused-same-manifest');
+  const config = configBlob();
+  const layerA = randomBlob(400);
+  const layerB = randomBlob(400);
+  await pushBlobs(server.url, repo, [config, layerA, layerB]);
+  const a = ociManifest({ config, layers: [layerA] });
+  const b = ociManifest({ config, layers: [layerB] });
+  t.is((await putManifest(server.url, repo, 'latest', a)).status, 201);
+
+  const { service, held } = pushingServiceHeldAfterTag(c);
+  const pushing = service.put(parseRepositoryName(repo), 'latest', b.bytes, b.mediaType);
+  pushing.catch(() => undefined);
+  await held.reached; // latest: a -> b, not yet acknowledged
+  t.is((await putManifest(server.url, repo, 'latest', b)).status, 201); // another push of b to latest: acknowledged
+  t.is((await request(server.url, `/v2/${repo}/blobs/${layerB.digest}`, { method: 'DELETE' })).status, 202);
+  held.open();
+  const err = await t.throwsAsync(pushing);
+  t.true(isVolregError(err) && err.code === 'MANIFEST_BLOB_UNKNOWN', String(err));
+
+  // the acknowledged push came after the refused one's write: the tag is its
+  const latest = await getManifest(server.url, repo, 'latest', ACCEPT_ALL);
+  t.is(latest.status, 200);
+  t.true(latest.body.equals(b.bytes), 'the refused push does not take back a later push of the same manifest');
+});
+
+test.serial('a schema-1 tag a delete by digest puts back for a push that held the manifest again gets its v1 image id back', async (t) => {
+  const { server, c } = t.context;
+  const repo = repoName('putback-schema1');
+  const layer = randomBlob(400);
+  await pushBlobs(server.url, repo, [layer]);
+  const m = schema1Unsigned({ name: repo, tag: 'first', layers: [layer] });
+  t.is((await putManifest(server.url, repo, 'first', m)).status, 201);
+
+  // the push finds the manifest held, and waits before its tag write
+  const tagHeld = gate();
+  const restoreHeld = gate();
+  const pusher = manifestServiceWith(c, (real) => ({
+    tags: { upsert: heldAt(tagHeld, 'before', real.tags.upsert.bind(real.tags)), restore: heldAt(restoreHeld, 'before', real.tags.restore.bind(real.tags)) },
+  }));
+  const pushing = pusher.put(parseRepositoryName(repo), 'second', m.bytes, m.mediaType);
+  await tagHeld.reached;
+  const { service: deleter, held: deleteHeld } = deletingServiceHeld(c, 'after');
+  const deleting = deleter.delete(parseRepositoryName(repo), m.digest);
+  await deleteHeld.reached; // "first" and the manifest are gone from the repository
+  tagHeld.open(); // the push tags "second", finds the manifest gone, holds it again, and waits before it puts its tag back
+  await restoreHeld.reached;
+  deleteHeld.open(); // the delete's last pass takes "second", finds the manifest held, and puts it back
+  await deleting;
+  restoreHeld.open();
+  await pushing;
+
+  const second = await getManifest(server.url, repo, 'second', MT.schema1);
+  t.is(second.status, 200);
+  t.true(second.body.equals(m.bytes));
+  t.deepEqual((await c.repos.findOne({ _id: repo }))!.scratchpad.tags, [{ tag: 'second', image_id: m.topId }], 'with its v1 image id');
+});

@@ -69,6 +69,9 @@ test('a fresh database gets every collection, index and validator of DESIGN.md s
   await expectIndex('units_docker_manifest_list', { manifest_digests: 1 }, false);
   // 0006: push records, which garbage collection looks at by age
   await expectIndex('volume_push_records', { recorded: 1 }, false);
+  // 0007: notes of refused tag writes, by the write (their _id), the unit and age
+  await expectIndex('refused_tag_writes', { unit_id: 1 }, false);
+  await expectIndex('refused_tag_writes', { recorded: 1 }, false);
 
   const withValidator = await db.listCollections({ name: 'units_docker_tag' }).toArray();
   const schema = (withValidator[0] as { options?: { validator?: { $jsonSchema?: { required?: string[] } } } }).options?.validator?.$jsonSchema;

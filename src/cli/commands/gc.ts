@@ -118,6 +118,7 @@ function summary(r: GcReport): string {
     line('manifest list units', r.manifestListUnits) +
     line('manifest units', r.manifestUnits) +
     `  ${'push records of gone manifests'.padEnd(34)} ${String(r.pushRecords).padStart(7)}\n` +
+    `  ${'notes of refused tag writes'.padEnd(34)} ${String(r.refusedTagWrites).padStart(7)}\n` +
     line('blob units', r.blobUnits) +
     line('blob bytes', r.blobBytes) +
     line('bytes without a blob unit', r.orphanBytes) +

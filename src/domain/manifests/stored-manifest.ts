@@ -31,6 +31,8 @@ export interface TagRecord {
   manifestDigest: Digest;
   schemaVersion: 1 | 2;
   manifestType: ManifestKind;
+  /** the write the unit holds (units written before writes were told apart have none) */
+  writeId?: string;
 }
 
 /** A tag unit as a push wrote it, with what it pointed at before (null: the push created it). */
