@@ -236,7 +236,7 @@ test('a 4 GiB snapshot uploads and downloads with flat server memory', async (t)
 test("curl -T - with If-None-Match: * never replaces a snapshot (412, the tag kept); If-Match with the tag's digest replaces it, a stale one does not", async (t) => {
   const url = api('e2e/keep/tags/nightly');
   const first = JSON.parse(await sh(`tar -C ${tree} -czf - . | curl -fsS -T - -H 'If-None-Match: *' '${url}'`)) as { manifestDigest: string };
-  const again = await shStatus(`head -c 50000000 /dev/urandom | curl -sS -o reply.json -w '%{http_code}' -T - -H 'If-None-Match: *' '${url}'`);
+  const again = await shStatus(`head -c 8000000 /dev/urandom | curl -sS -o reply.json -w '%{http_code}' -T - -H 'If-None-Match: *' '${url}'`);
   t.is(again.stdout, '412', again.stderr);
   t.regex(await readFile(join(work, 'reply.json'), 'utf8'), /PRECONDITION_FAILED/);
   const kept = JSON.parse(await sh(`curl -fsS '${url}'`)) as { manifestDigest: string };
