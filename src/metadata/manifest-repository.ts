@@ -199,8 +199,9 @@ export class ManifestRepository {
     return String(existing._id);
   }
 
-  async addToRepo(repo: string, unit: ManifestUnitRef): Promise<boolean> {
-    return this.repoContent.associate(repo, unitType(unit.kind), unit.id);
+  /** `tally`: a push's tally moves (RepoContentRepository.tally), written when it flushes them */
+  async addToRepo(repo: string, unit: ManifestUnitRef, tally?: { flush(): Promise<void> }): Promise<boolean> {
+    return this.repoContent.associate(repo, unitType(unit.kind), unit.id, tally);
   }
 
   async removeFromRepo(repo: string, unit: ManifestUnitRef): Promise<void> {

@@ -77,8 +77,16 @@ export class RepoContentRepository {
     return (await this.c.repos.findOne({ _id: repoId }, ID_ONLY)) !== null;
   }
 
-  /** Associates the unit with the repository (or refreshes `updated`); true when this call created the association. */
-  async associate(repoId: string, unitType: UnitTypeId, unitId: string): Promise<boolean> {
+  /** Tally moves of one push, written together (see TallyMoves). */
+  tally(repoId: string): TallyMoves {
+    return new TallyMoves(this.c, repoId);
+  }
+
+  /**
+   * Associates the unit with the repository (or refreshes `updated`); true when this call
+   * created the association. The tally moves now, or with `tally` when that is flushed.
+   */
+  async associate(repoId: string, unitType: UnitTypeId, unitId: string, tally?: { flush(): Promise<void> }): Promise<boolean> {
     const now = processClock.now().toISOString();
     const before = this.held.markOf(repoId, unitType, unitId);
     return this.c.repoContentUnits
@@ -94,7 +102,10 @@ export class RepoContentRepository {
         async (res) => {
           // a refresh within the same millisecond changes nothing, and moves no mark
           if (res.upsertedCount === 1 || res.modifiedCount === 1) this.held.wrote(repoId, unitType, unitId, before, now);
-          if (res.upsertedCount === 1) await moveUnitCount(this.c, repoId, unitType, 1);
+          if (res.upsertedCount === 1) {
+            if (tally instanceof TallyMoves && tally.repoId === repoId) tally.add(unitType, 1);
+            else await moveUnitCount(this.c, repoId, unitType, 1);
+          }
           return res.upsertedCount === 1;
         },
         (err: unknown) => {
@@ -145,11 +156,38 @@ export class RepoContentRepository {
  */
 export async function moveUnitCount(c: Pick<Collections, 'repos'>, repoId: string, unitType: UnitTypeId, delta: number): Promise<void> {
   if (delta === 0) return;
-  // Not waiting for the journal: the tally is informational (volreg never reads it), and the
-  // next journaled write (a push's tag comes right after) syncs it with everything before it;
-  // a crash can lose only the last moves. A push does not wait a sync more for it.
-  await c.repos.updateOne({ _id: repoId }, { $inc: { [`content_unit_counts.${unitType}`]: delta } }, { writeConcern: { w: 1, j: false } });
+  await c.repos.updateOne({ _id: repoId }, { $inc: { [`content_unit_counts.${unitType}`]: delta } }, TALLY_WRITE);
 }
+
+/**
+ * The tally moves of one push's associations (its manifest's and its tags'), written in one
+ * update of the repository document when the push ends instead of one each. Between an
+ * association and the flush the tally is behind by it, as it is when a crash loses a move.
+ */
+export class TallyMoves {
+  private readonly deltas = new Map<UnitTypeId, number>();
+
+  constructor(
+    private readonly c: Pick<Collections, 'repos'>,
+    readonly repoId: string,
+  ) {}
+
+  add(unitType: UnitTypeId, delta: number): void {
+    this.deltas.set(unitType, (this.deltas.get(unitType) ?? 0) + delta);
+  }
+
+  async flush(): Promise<void> {
+    const inc = Object.fromEntries([...this.deltas].filter(([, d]) => d !== 0).map(([type, d]) => [`content_unit_counts.${type}`, d]));
+    this.deltas.clear();
+    if (Object.keys(inc).length === 0) return;
+    await this.c.repos.updateOne({ _id: this.repoId }, { $inc: inc }, TALLY_WRITE);
+  }
+}
+
+// Not waiting for the journal: the tally is informational (volreg never reads it), and the
+// next journaled write syncs it with everything before it; a crash can lose only the last
+// moves. A push does not wait a sync more for it.
+const TALLY_WRITE = { writeConcern: { w: 1, j: false } } as const;
 
 export function isDuplicateKey(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 11000;

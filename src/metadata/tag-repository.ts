@@ -72,10 +72,18 @@ export class TagRepository {
 
   /**
    * Points `name` (for `schemaVersion`) at a manifest in a repository: creates the tag unit or
-   * moves it, then associates it with the repository. The other schema version's unit of the
-   * same name is never touched.
+   * moves it, then associates it with the repository (its tally moving with `tally`, if
+   * given). The other schema version's unit of the same name is never touched.
    */
-  async upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind, condition?: Preconditions): Promise<TagWrite> {
+  async upsert(
+    repo: string,
+    name: string,
+    schemaVersion: 1 | 2,
+    manifestDigest: Digest,
+    manifestType: ManifestKind,
+    condition?: Preconditions,
+    tally?: { flush(): Promise<void> },
+  ): Promise<TagWrite> {
     const key = { name, schema_version: schemaVersion, repo_id: repo };
     const conditional = hasPreconditions(condition);
     const { filter, upsert } = conditional ? conditionalUpsert(key, condition) : { filter: key, upsert: true };
@@ -107,7 +115,9 @@ export class TagRepository {
         if (!isDuplicateKey(err) || attempt >= 1) throw err;
       }
     }
-    await this.repoContent.associate(repo, UNIT_TYPES.tag, id);
+    // at every write, not only the unit's creation: an association a crash lost right after
+    // the unit's insert is made by the tag's next push (every unit a repository holds is associated)
+    await this.repoContent.associate(repo, UNIT_TYPES.tag, id, tally);
     return { id, repository: repo, name, manifestDigest, schemaVersion, manifestType, writeId, previous };
   }
 

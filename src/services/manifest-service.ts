@@ -28,8 +28,8 @@ export interface ManifestUnitRef {
 /** Manifest storage (implemented by metadata/manifest-repository.ts). */
 export interface ManifestStore {
   insertIfAbsent(parsed: ParsedManifest, body: Buffer): Promise<ManifestUnitRef>;
-  /** true when the repository did not hold the unit before */
-  addToRepo(repo: string, unit: ManifestUnitRef): Promise<boolean>;
+  /** true when the repository did not hold the unit before; with `tally`, its tally moves when that is flushed */
+  addToRepo(repo: string, unit: ManifestUnitRef, tally?: UnitTally): Promise<boolean>;
   removeFromRepo(repo: string, unit: ManifestUnitRef): Promise<void>;
   findInRepo(repo: string, digest: Digest, opts?: { content?: boolean }): Promise<StoredManifest | null>;
   /** is `unit` still held with everything `parsed` references (one cheap look; false: look closely) */
@@ -54,8 +54,11 @@ export interface BlobBytes {
 
 /** Tag unit writes (implemented by metadata/tag-repository.ts). */
 export interface TagWriter {
-  /** with `condition`, writes only if the preconditions hold for the unit it would replace (else PRECONDITION_FAILED) */
-  upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind, condition?: Preconditions): Promise<TagWrite>;
+  /**
+   * with `condition`, writes only if the preconditions hold for the unit it would replace (else
+   * PRECONDITION_FAILED); with `tally`, the tally of an association it makes moves when that is flushed
+   */
+  upsert(repo: string, name: string, schemaVersion: 1 | 2, manifestDigest: Digest, manifestType: ManifestKind, condition?: Preconditions, tally?: UnitTally): Promise<TagWrite>;
   /** takes a push's write back, v1 image id included, unless a later write replaced it */
   undo(write: TagWrite): Promise<void>;
   /** notes refused writes that moved a unit, with what it pointed at before (refusedAmong reads them) */
@@ -73,8 +76,17 @@ export interface TagWriter {
   setV1ImageId(repo: string, tag: string, imageId: string): Promise<string | null>;
 }
 
+/**
+ * The moves of a repository's unit tallies (Pulp's `content_unit_counts`) that one push's
+ * associations make, written together by `flush` instead of one write each.
+ */
+export interface UnitTally {
+  flush(): Promise<void>;
+}
+
 export interface RepositoryStore {
   ensureRepo(repo: string): Promise<void>;
+  tally(repo: string): UnitTally;
   /** notes that the repository holds volume snapshots */
   markVolume(repo: string): Promise<void>;
   volumeRepos(): Promise<string[]>;
@@ -154,16 +166,40 @@ export class ManifestService {
     if (parsed.blobDigests.length === 0 && parsed.manifests.length === 0) await this.deps.repos.ensureRepo(repo);
     // Noted before the tag, so a volume whose snapshots came through /v2 is listed even after a crash here.
     if (parsed.kind === 'image' && readSnapshotManifest(body)) await this.deps.repos.markVolume(repo);
+    // The tallies of the associations this push makes move in one write, once it is done.
+    const tally = this.deps.repos.tally(repo);
+    let tags: Tag[];
+    try {
+      tags = await this.storeAndTag(repo, ref, parsed, body, extraTags, conditions, tally);
+    } catch (err) {
+      await tally.flush().catch(() => undefined); // the push's own error is the one to answer
+      throw err;
+    }
+    await tally.flush();
+    this.deps.logger?.info({ repository: repo, digest: parsed.digest, mediaType: parsed.mediaType, tags }, 'manifest stored');
+    return { digest: parsed.digest, mediaType: parsed.mediaType, ...(parsed.subject ? { subject: parsed.subject } : {}), tags };
+  }
+
+  /** put's writes, in their order, and its re-check after them; the tags it set. */
+  private async storeAndTag(
+    repo: RepositoryName,
+    ref: ReturnType<typeof parseReference>,
+    parsed: ParsedManifest,
+    body: Buffer,
+    extraTags: readonly Tag[],
+    conditions: Preconditions | undefined,
+    tally: UnitTally,
+  ): Promise<Tag[]> {
     const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
     // the association this push made (first, or again after a delete or a collection took it):
     // a refused push lets go of it
-    let held: ManifestUnitRef | null = (await this.deps.manifests.addToRepo(repo, unit)) ? unit : null;
+    let held: ManifestUnitRef | null = (await this.deps.manifests.addToRepo(repo, unit, tally)) ? unit : null;
     const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])];
     const written: TagWrite[] = [];
     try {
       for (const tag of tags) {
         const condition = ref.kind === 'tag' && tag === ref.tag ? conditions : undefined;
-        const write = await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind, condition);
+        const write = await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind, condition, tally);
         written.push(write);
         if (parsed.v1TopImageId !== null) write.previousV1ImageId = await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
       }
@@ -193,8 +229,7 @@ export class ManifestService {
       await this.refused(repo, parsed, held, written);
       throw err;
     }
-    this.deps.logger?.info({ repository: repo, digest: parsed.digest, mediaType: parsed.mediaType, tags }, 'manifest stored');
-    return { digest: parsed.digest, mediaType: parsed.mediaType, ...(parsed.subject ? { subject: parsed.subject } : {}), tags };
+    return tags;
   }
 
   /** Where a push's reference points now: by tag, its unit of `schemaVersion`; by digest, the manifest if held. */

@@ -524,6 +524,38 @@ test('repos.content_unit_counts tallies the units a repository holds, by unit ty
   for (const [type, n] of Object.entries((await counts()) ?? {})) t.is(n, await held(type), type);
 });
 
+test('the tallies stay those of the associations, one per tag unit, through tags moved, pushed again, deleted and pushed anew, and a push refused after its writes', async (t) => {
+  const repo = repoName('counts-moves');
+  const c = collections(server.db);
+  const tallied = async (when: string): Promise<void> => {
+    const counts: Record<string, number> = (await c.repos.findOne({ _id: repo }))?.content_unit_counts ?? {};
+    for (const type of Object.values(UNIT_TYPES)) {
+      t.is(counts[type] ?? 0, await c.repoContentUnits.countDocuments({ repo_id: repo, unit_type_id: type }), `${type} ${when}`);
+    }
+    for (const unit of await c.tags.find({ repo_id: repo }).toArray()) {
+      t.is(await c.repoContentUnits.countDocuments({ repo_id: repo, unit_type_id: UNIT_TYPES.tag, unit_id: unit._id }), 1, `tag ${unit.name} held once ${when}`);
+    }
+  };
+  const { manifest: a } = await pushedImage(repo, 1);
+  const { manifest: b } = await pushedImage(repo, 1);
+  // new, moved, the same again; then by digest with a new tag and one already there
+  for (const m of [a, b, b]) t.is((await putManifest(url, repo, 'v1', m)).status, 201);
+  const byDigest = await request(url, `/v2/${repo}/manifests/${b.digest}?tag=v2&tag=v1`, { method: 'PUT', headers: { 'Content-Type': b.mediaType }, body: b.bytes });
+  t.is(byDigest.status, 201);
+  await tallied('after moves and re-pushes');
+  t.is((await request(url, `/v2/${repo}/manifests/v1`, { method: 'DELETE' })).status, 202);
+  t.is((await putManifest(url, repo, 'v1', a)).status, 201);
+  await tallied('after a tag deleted and pushed anew');
+
+  // refused after its manifest, its association and its tag were written (no room for its v1 tag)
+  const layer = randomBlob();
+  await pushBlobs(url, repo, [layer]);
+  const full = Array.from({ length: MAX_V1_TAGS_PER_REPO }, (_, i) => ({ tag: `t${i}`, image_id: 'a'.repeat(64) }));
+  await c.repos.updateOne({ _id: repo }, { $set: { 'scratchpad.tags': full } });
+  t.is((await putManifest(url, repo, 'extra', schema1Signed({ name: repo, tag: 'extra', layers: [layer] }))).status, 403);
+  await tallied('after a refused push');
+});
+
 test('a list tag: served to list clients, its linux/amd64 entry to the others', async (t) => {
   const repo = repoName('list');
   const amd = await pushedDockerImage(repo);
