@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Digest } from '../domain/digest.ts';
-import { pulpFields, UNIT_TYPES, upsertUnit, type BlobUnitDoc, type Collections } from './collections.ts';
+import { COLLECTIONS, pulpFields, UNIT_TYPES, upsertUnit, type BlobUnitDoc, type Collections } from './collections.ts';
+import { MarkedCache } from './marked-cache.ts';
 import { isDuplicateKey } from './repo-content-repository.ts';
 import { heldUnits, type HeldUnits } from './held-units.ts';
 import { assertValid } from './schema-validator.ts';
@@ -31,20 +32,37 @@ const FIELDS = { projection: { _id: 1, digest: 1, size: 1 } } as const;
 export class BlobRepository {
   private readonly cache: UnitCache<BlobUnit>;
   private readonly held: HeldUnits;
+  /** which units exist, by id, kept while their marks stay put (marked-cache.ts): what an upload's upsert left among them */
+  private readonly stored = new MarkedCache<boolean>(20_000);
+  private readonly mark: ((id: string) => number) | undefined;
 
   constructor(private readonly c: Collections) {
     this.cache = unitCaches(c).blobs;
     this.held = heldUnits(c);
+    this.mark = c.marks?.reader(COLLECTIONS.blobs);
   }
 
-  /** The unit of a digest, created on first use. One atomic upsert on the unique digest. */
+  /**
+   * The unit of a digest, created on first use (or stamped again). One atomic upsert on the
+   * unique digest, which answers the unit as it was before (none: inserted now, with our id).
+   */
   async upsert(digest: Digest, size: number): Promise<BlobUnit> {
     const doc: BlobUnitDoc = { _id: randomUUID(), digest, size, ...pulpFields(UNIT_TYPES.blob) };
     assertValid('stored-docker-blob', doc, 'UNKNOWN');
     for (let attempt = 0; ; attempt++) {
+      // the marks of the unit this write may insert and of the one it is known to find, noted before it is sent
+      const known = this.cache.get(digest)?.id;
+      const mark = this.mark;
+      const before = mark && { inserted: mark(doc._id), known: known !== undefined ? mark(known) : undefined };
       try {
-        const found = await this.c.blobs.findOneAndUpdate({ digest }, upsertUnit(doc), { upsert: true, returnDocument: 'after', ...FIELDS });
-        if (found) return this.remember(fromDoc(found));
+        const found = await this.c.blobs.findOneAndUpdate({ digest }, upsertUnit(doc), {
+          upsert: true,
+          returnDocument: 'before',
+          projection: { _id: 1, size: 1, _last_updated: 1 },
+        });
+        if (!found) this.keepStored(doc._id, true, before?.inserted);
+        else if (found._id === known) this.keepStored(known, found._last_updated !== doc._last_updated, before?.known);
+        return this.remember(found ? { id: found._id, digest, size: found.size } : { id: doc._id, digest, size });
       } catch (err) {
         // Two upserts of one new digest race: the loser finds the winner's document.
         if (!isDuplicateKey(err) || attempt > 0) throw err;
@@ -55,11 +73,30 @@ export class BlobRepository {
     }
   }
 
-  /** Is this very unit (by id) still recorded? Asks the database, never the cache. */
+  /**
+   * After an upsert answered the unit `id`, with the unit's mark `before` (noted before the write
+   * was sent; undefined without marks): kept as existing while the mark stays where this write
+   * left it. When the write changed the unit, only if it moved the mark by exactly that one
+   * change; when it changed nothing (a stamp within the same second), only if nothing moved it.
+   */
+  private keepStored(id: string, changed: boolean, before: number | undefined): void {
+    const mark = this.mark;
+    if (!mark || before === undefined) return;
+    if (changed) this.stored.keepWritten(id, before, () => mark(id), true);
+    else this.stored.keep(id, before, () => mark(id), true);
+  }
+
+  /**
+   * Is this very unit (by id) still recorded? Not answered from the unit cache, which outlives
+   * a collection; with change marks, kept while the unit's mark stays put (an upload's own
+   * upsert left it so, unless another change came in between).
+   */
   async stillExists(unit: BlobUnit): Promise<boolean> {
-    if ((await this.c.blobs.findOne({ _id: unit.id }, { projection: { _id: 1 } })) !== null) return true;
-    if (this.cache.get(unit.digest)?.id === unit.id) this.cache.delete(unit.digest);
-    return false;
+    const load = async (): Promise<boolean> => (await this.c.blobs.findOne({ _id: unit.id }, { projection: { _id: 1 } })) !== null;
+    const mark = this.mark;
+    const found = mark ? await this.stored.read(unit.id, () => mark(unit.id), load, (v) => v) : await load();
+    if (!found && this.cache.get(unit.digest)?.id === unit.id) this.cache.delete(unit.digest);
+    return found;
   }
 
   async findByDigest(digest: Digest): Promise<BlobUnit | null> {

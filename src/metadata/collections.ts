@@ -157,6 +157,7 @@ export interface MigrationDoc {
 export const CHANGE_MARK_KEYS: Readonly<Record<string, readonly string[]>> = {
   [COLLECTIONS.tags]: ['repo_id', 'name'],
   [COLLECTIONS.repoContentUnits]: ['repo_id', 'unit_type_id', 'unit_id'],
+  [COLLECTIONS.blobs]: ['_id'],
   [COLLECTIONS.manifests]: ['_id'],
   [COLLECTIONS.manifestLists]: ['_id'],
   [COLLECTIONS.volumeSnapshots]: ['repo_id', 'tag'],

@@ -12,7 +12,7 @@ const ID_ONLY = { projection: { _id: 1 } } as const;
  */
 export const VOLUME_NOTE = 'volreg_volume';
 
-/** Repositories remembered as noted volumes (one forgotten is only noted again, one write). */
+/** Repositories remembered as noted volumes, or as existing (one forgotten is only written again, one write). */
 const NOTED_KEPT = 50_000;
 
 /**
@@ -23,6 +23,8 @@ const NOTED_KEPT = 50_000;
 export class RepoContentRepository {
   /** repositories this process already noted as volumes (a note is never taken back), the most recent last */
   private readonly notedVolumes = new Set<string>();
+  /** repositories this process created or found created (a repository document is never removed), the most recent last */
+  private readonly existing = new Set<string>();
 
   private readonly held: HeldUnits;
 
@@ -33,8 +35,12 @@ export class RepoContentRepository {
     this.held = heldUnits(c);
   }
 
-  /** Creates the repository document on first use; a no-op afterwards. */
+  /**
+   * Creates the repository document on first use; a no-op afterwards, and without a write once
+   * this process has seen the document there: volreg never removes one, whichever process runs.
+   */
   async ensureRepo(repoId: string): Promise<void> {
+    if (remembered(this.existing, repoId)) return;
     const now = new Date();
     const doc: RepoDoc = {
       _id: repoId,
@@ -50,21 +56,19 @@ export class RepoContentRepository {
       if (isDuplicateKey(err)) return; // a racing request created it
       throw err;
     });
+    remember(this.existing, repoId, this.notedKept);
   }
 
   /** Notes that the repository holds volume snapshots (see VOLUME_NOTE); creates it if need be. */
   async markVolume(repoId: string): Promise<void> {
-    if (this.notedVolumes.delete(repoId)) {
-      this.notedVolumes.add(repoId);
-      return;
-    }
+    if (remembered(this.notedVolumes, repoId)) return;
     const note = { $set: { [`notes.${VOLUME_NOTE}`]: true, _last_updated: Math.floor(Date.now() / 1000) } };
     if ((await this.c.repos.updateOne({ _id: repoId }, note)).matchedCount === 0) {
       await this.ensureRepo(repoId);
       await this.c.repos.updateOne({ _id: repoId }, note);
     }
-    this.notedVolumes.add(repoId);
-    if (this.notedVolumes.size > this.notedKept) this.notedVolumes.delete(this.notedVolumes.values().next().value as string);
+    remember(this.notedVolumes, repoId, this.notedKept);
+    remember(this.existing, repoId, this.notedKept);
   }
 
   /** The repositories noted as holding volume snapshots, by name. */
@@ -157,6 +161,19 @@ export class RepoContentRepository {
 export async function moveUnitCount(c: Pick<Collections, 'repos'>, repoId: string, unitType: UnitTypeId, delta: number): Promise<void> {
   if (delta === 0) return;
   await c.repos.updateOne({ _id: repoId }, { $inc: { [`content_unit_counts.${unitType}`]: delta } }, TALLY_WRITE);
+}
+
+/** Is `repoId` in `set`? Then it becomes the most recent. */
+function remembered(set: Set<string>, repoId: string): boolean {
+  if (!set.delete(repoId)) return false;
+  set.add(repoId);
+  return true;
+}
+
+/** Adds `repoId` as the most recent; the least recent go past `kept`. */
+function remember(set: Set<string>, repoId: string, kept: number): void {
+  set.add(repoId);
+  if (set.size > kept) set.delete(set.values().next().value as string);
 }
 
 /**

@@ -247,35 +247,40 @@ test.serial('a cross-repository mount held before its record while GC removes th
   t.is((await request(server.url, `/v2/${to}/blobs/${blob.digest}`, { method: 'HEAD' })).status, 404);
 });
 
-test.serial('a blob push whose reused unit a collection deletes before the push holds it records a new unit: acknowledged means held', async (t) => {
-  const { server, c, store } = t.context;
-  const first = repoName('interleave-reused-first');
-  const second = repoName('interleave-reused-second');
-  const blob = randomBlob(3500);
-  await pushBlobs(server.url, first, [blob]);
-  // no repository holds it any more: a collection may delete its unit
-  t.is((await request(server.url, `/v2/${first}/blobs/${blob.digest}`, { method: 'DELETE' })).status, 202);
-  const reused = await c.blobs.findOne({ digest: blob.digest });
-  t.truthy(reused);
+for (const { mode, pick } of MODES) {
+  test.serial(`a blob push whose reused unit a collection deletes before the push holds it records a new unit: acknowledged means held (${mode})`, async (t) => {
+    const { server, store } = t.context;
+    const c = pick(t.context);
+    const first = repoName('interleave-reused-first');
+    const second = repoName('interleave-reused-second');
+    const blob = randomBlob(3500);
+    await pushBlobs(server.url, first, [blob]);
+    // no repository holds it any more: a collection may delete its unit
+    t.is((await request(server.url, `/v2/${first}/blobs/${blob.digest}`, { method: 'DELETE' })).status, 202);
+    const reused = await c.blobs.findOne({ digest: blob.digest });
+    t.truthy(reused);
 
-  const units = new BlobRepository(c);
-  const membership = new RepoContentRepository(c);
-  const held = gate();
-  const gatedMembership = Object.assign(Object.create(membership) as RepoContentRepository, { associate: heldAt(held, 'before', membership.associate.bind(membership)) });
-  const push = new BlobService({ store, units, membership: gatedMembership }).ingest(second, Readable.from([blob.bytes]), { expectedDigest: blob.digest as Digest });
-  await held.reached; // the upsert reused the unit; not yet held by the repository
-  // what a collection does once it found the unit unheld (the bytes, just committed again, stay)
-  t.is((await c.blobs.deleteOne({ _id: reused!._id })).deletedCount, 1);
-  held.open();
+    const units = new BlobRepository(c);
+    // known by digest, as after a HEAD: the upsert's answer is then kept as the unit's, until its mark moves
+    t.is((await units.findByDigest(blob.digest as Digest))?.id, reused!._id);
+    const membership = new RepoContentRepository(c);
+    const held = gate();
+    const gatedMembership = Object.assign(Object.create(membership) as RepoContentRepository, { associate: heldAt(held, 'before', membership.associate.bind(membership)) });
+    const push = new BlobService({ store, units, membership: gatedMembership }).ingest(second, Readable.from([blob.bytes]), { expectedDigest: blob.digest as Digest });
+    await held.reached; // the upsert reused the unit; not yet held by the repository
+    // what a collection does once it found the unit unheld (the bytes, just committed again, stay)
+    t.is((await c.blobs.deleteOne({ _id: reused!._id })).deletedCount, 1);
+    held.open();
 
-  t.deepEqual(await push, { digest: blob.digest, size: blob.bytes.length });
-  const now = await c.blobs.findOne({ digest: blob.digest });
-  t.truthy(now, 'the blob has a unit');
-  const holdings = await c.repoContentUnits.find({ repo_id: second, unit_type_id: 'docker_blob' }).toArray();
-  t.deepEqual(holdings.map((h) => h.unit_id), [now!._id], 'the repository holds the unit that exists, and nothing else');
-  const r = await request(server.url, `/v2/${second}/blobs/${blob.digest}`);
-  t.true(r.status === 200 && r.body.equals(blob.bytes));
-});
+    t.deepEqual(await push, { digest: blob.digest, size: blob.bytes.length });
+    const now = await c.blobs.findOne({ digest: blob.digest });
+    t.truthy(now, 'the blob has a unit');
+    const holdings = await c.repoContentUnits.find({ repo_id: second, unit_type_id: 'docker_blob' }).toArray();
+    t.deepEqual(holdings.map((h) => h.unit_id), [now!._id], 'the repository holds the unit that exists, and nothing else');
+    const r = await request(server.url, `/v2/${second}/blobs/${blob.digest}`);
+    t.true(r.status === 200 && r.body.equals(blob.bytes));
+  });
+}
 
 test.serial('a collection that deletes a unit a push then holds, while another push records a new unit of its digest, moves the holding to the new unit', async (t) => {
   const { server, c, store } = t.context;
