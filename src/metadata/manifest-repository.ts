@@ -176,21 +176,26 @@ export class ManifestRepository {
 
   private async upsertByDigest<D extends { _id: string; digest: string; _last_updated: number }>(coll: Collection<D>, stored: StoredUnits, doc: D): Promise<string> {
     const { digest, ...rest } = doc;
-    const before = stored.mark?.(doc._id);
+    // the marks of the unit this write may insert and of the one it is known to find, noted before it is sent
+    const known = this.known.manifests.get(digest as Digest)?.id;
+    const mark = stored.mark;
+    const before = mark && { inserted: mark(doc._id), known: known !== undefined ? mark(known) : undefined };
     try {
-      // one command answers the unit's id, whether it was inserted now or pushed before
+      // one command answers the unit as it was (none: inserted now, under the id this push chose)
       const unit = await coll.findOneAndUpdate({ digest } as Filter<D>, upsertUnit(rest) as UpdateFilter<D>, {
         upsert: true,
-        returnDocument: 'after',
-        projection: { _id: 1 },
+        returnDocument: 'before',
+        projection: { _id: 1, _last_updated: 1 },
       });
-      if (unit) {
-        const id = String(unit._id);
-        // inserted now, under the id this push chose
-        const mark = stored.mark;
-        if (id === doc._id && mark && before !== undefined) stored.cache.keepWritten(id, before, () => mark(id), true);
-        return id;
+      const id = unit ? String(unit._id) : doc._id;
+      // kept as existing while its mark stays where this write left it: moved by exactly this
+      // write's one change, or not at all when the write changed nothing (a stamp within the same second)
+      if (mark && !unit && before?.inserted !== undefined) stored.cache.keepWritten(id, before.inserted, () => mark(id), true);
+      else if (mark && unit && id === known && before?.known !== undefined) {
+        if (unit._last_updated !== doc._last_updated) stored.cache.keepWritten(id, before.known, () => mark(id), true);
+        else stored.cache.keep(id, before.known, () => mark(id), true);
       }
+      return id;
     } catch (err) {
       if (!isDuplicateKey(err)) throw err; // a racing push inserted it first
     }
