@@ -165,25 +165,18 @@ export async function isEmptyVolume(dir: string): Promise<boolean> {
 
 /**
  * What restore does with one lock entry, before asking the registry (which can still turn a
- * `restore` or an `error` into a missing-snapshot error):
+ * `restore` or an `error` into a missing-snapshot error), given the volume's directory (null:
+ * there is none yet; anything but a directory there is refused before, volumes-root.ts):
  * - no tag: skipped with a warning;
  * - the tags file says the volume already holds the locked tag and it is not empty: up to date,
  *   with or without `force` (to fetch it again, `volreg pull --force`);
- * - a non-empty volume is replaced only with `force`, else error;
- * - a volume that is not a directory is an error.
+ * - a non-empty volume is replaced only with `force`, else error.
  * Entries with a problem never get here: restore refuses the whole lock file first.
  */
-export async function decideRestore(entry: LockEntry, volumeDir: string, currentTag: string | undefined, force: boolean): Promise<RestoreDecision> {
+export async function decideRestore(entry: LockEntry, volumeDir: string | null, currentTag: string | undefined, force: boolean): Promise<RestoreDecision> {
   if (entry.problem !== null) return { action: 'error', reason: entry.problem };
   if (entry.tag === null) return { action: 'skip', reason: 'not locked to a tag' };
-  let empty: boolean;
-  try {
-    empty = await isEmptyVolume(volumeDir);
-  } catch (err) {
-    // a file (or a path through one) where the volume's directory goes: never replaced, --force or not
-    if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return { action: 'error', reason: `${volumeDir} is not a directory` };
-    throw err;
-  }
+  const empty = volumeDir === null || (await isEmptyVolume(volumeDir));
   if (!empty && currentTag === entry.tag) return { action: 'up-to-date', reason: '(the volume already holds it)' };
   if (!empty && !force) return { action: 'error', reason: 'volume is not empty (use --force to replace it)' };
   return { action: 'restore', tag: entry.tag, replace: !empty };

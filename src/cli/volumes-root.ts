@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { closeSync, constants, openSync } from 'node:fs';
+import { lstat, mkdir, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { replaceFile } from '../storage/fs-ops.ts';
+import { fdPath, humanError, isNotADirectory, labelFd, O_PATH, unlabelFd } from './archive/dir-fd.ts';
+import { notWritable } from './archive/transfer.ts';
 import { readSmallFile, SmallFileError } from './small-file.ts';
 
 /**
@@ -10,13 +13,14 @@ import { readSmallFile, SmallFileError } from './small-file.ts';
  *   <volumes-root>/
  *     <volume>/              one directory per volume, named by the Docker volume name grammar
  *     tags                   one line `<volume> <tag>` per volume: the snapshot tag it holds
- *     .tags.<random>.tmp     the next tags file while it is written (renamed over `tags`)
+ *     .tags.<16 hex>.tmp     the next tags file while it is written (renamed over `tags`)
  *
  * The root is the operator's directory, but it may be one a container writes too (a volume
  * mounted as the root, or the root of a shared bind mount), while the agent runs as root. So
- * the tags file is read only as a regular file, never through a symlink, and is replaced by a
- * new file created exclusively under an unpredictable name: nothing is ever written through a
- * link planted there.
+ * nothing in it is reached through a symlink: the tags file is read only as a regular file and
+ * replaced by a new file created exclusively under an unpredictable name, and a volume's
+ * directory is opened once, refusing a link in its place (withVolumeDir), then reached by that
+ * descriptor only.
  */
 export const TAGS_FILE = 'tags';
 
@@ -116,4 +120,63 @@ export async function updateTagsFile(volumesRoot: string, updates: ReadonlyMap<s
   // `tags` since it was read (a link too), never writing through it.
   const tmp = join(volumesRoot, `.${TAGS_FILE}.${randomBytes(8).toString('hex')}.tmp`);
   await replaceFile(join(volumesRoot, TAGS_FILE), tmp, text, { exclusive: true });
+}
+
+/** A volume's directory that backup or restore will not use: what stands there, in one line. */
+export class VolumeDirError extends Error {
+  override name = 'VolumeDirError';
+}
+
+/**
+ * Runs `use` with the directory of a volume, `<volumes-root>/<volume>`, held open: `use` gets a
+ * path (`/proc/self/fd/<fd>`, dir-fd.ts) that names that directory whatever takes its name
+ * meanwhile, or null when it does not exist (and `create` is false; with `create`, a missing one
+ * is made first). Errors `use` throws name the volume's path, not the descriptor's (humanError);
+ * its warnings are to go through humanPath before `use` returns.
+ *
+ * The one rule for every volume directory the agent touches: never through a symlink. Whoever
+ * writes the volumes root (a container whose volume is mounted as the root, a bind mount a
+ * container shares, a user owning a plain directory) could otherwise put `app-data -> /etc` there
+ * and have a root `restore` replace /etc's contents, or a `backup` read /root into the store. A
+ * symlink (dangling too) or anything but a directory there is a VolumeDirError, before anything is
+ * read or written; a swap after the open changes nothing, as the descriptor is used from then on.
+ */
+export async function withVolumeDir<T>(volumesRoot: string, volume: string, opts: { create: boolean }, use: (dir: string | null) => Promise<T>): Promise<T> {
+  const path = join(volumesRoot, volume);
+  let fd = await openVolumeDir(path);
+  if (fd === null && opts.create) {
+    // mkdir(2) never follows a link in the name's place (EEXIST): the open below judges it
+    await mkdir(volumesRoot, { recursive: true })
+      .then(() => mkdir(path))
+      .catch((err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? undefined : Promise.reject(notWritable(err, path))));
+    fd = await openVolumeDir(path);
+  }
+  if (fd === null) return use(null);
+  labelFd(fd, path);
+  try {
+    return await use(fdPath(fd));
+  } catch (err) {
+    throw humanError(err);
+  } finally {
+    unlabelFd(fd);
+    closeSync(fd);
+  }
+}
+
+/** The volume's directory opened O_PATH (no permission on it needed, as a path would not), or null when nothing is there. */
+async function openVolumeDir(path: string): Promise<number | null> {
+  try {
+    return openSync(path, O_PATH | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    if (!isNotADirectory(err)) throw err;
+  }
+  const st = await lstat(path).catch(() => null);
+  if (st?.isSymbolicLink()) {
+    const target = await readlink(path).catch(() => '?');
+    throw new VolumeDirError(
+      `${path} is a symlink to ${JSON.stringify(target)}, not a directory: a volume's directory is never reached through a link (put the volume's directory itself there)`,
+    );
+  }
+  throw new VolumeDirError(`${path} is not a directory`);
 }

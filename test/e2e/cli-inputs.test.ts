@@ -283,6 +283,49 @@ test('a link planted under the name the tags file is written to first is never w
   t.true(await holdsVolume('gen/a'));
 });
 
+test('a volume directory that is a symlink (dangling too) is never followed: backup and restore fail that volume alone (exit 5) in one line naming the link, nothing read or written through it', async (t) => {
+  const root = await mkdtemp(join(work, 'linked-volumes-'));
+  const outside = join(work, 'linked-outside');
+  const emptyOutside = join(work, 'linked-outside-empty');
+  const nowhere = join(work, 'linked-nowhere');
+  await mkdir(outside);
+  await mkdir(emptyOutside);
+  await writeFile(join(outside, 'secret'), 'host only');
+  await mkdir(join(root, 'a'));
+  await writeFile(join(root, 'a', 'id'), 'a');
+  // what a container writing the volumes root can put in a volume's place
+  await symlink(outside, join(root, 'b-1'));
+  await symlink(join(nowhere, 'x'), join(root, 'd_2'));
+  await symlink(emptyOutside, join(root, 'Cx'));
+  const said = (command: string, volume: string, target: string): RegExp =>
+    new RegExp(`^volreg ${command}: ${volume}: .*/${volume} is a symlink to "${target}", not a directory: a volume's directory is never reached through a link \\(put the volume's directory itself there\\)$`, 'm');
+
+  // gen/ volumes exist already: a tag more on them changes no volume count of the other tests
+  const backup = await volreg(['backup', '-q', '--tag', 'linked', '--prefix', 'gen/', '--volumes-root', root, 'a,b-1,d_2']);
+  t.is(backup.code, 5, backup.stderr);
+  t.is(backup.stderr.trimEnd().split('\n').length, 2, backup.stderr);
+  t.regex(backup.stderr, said('backup', 'b-1', outside));
+  t.regex(backup.stderr, said('backup', 'd_2', join(nowhere, 'x')));
+  t.is((await fetch(`${server.url}/api/v1/volumes/gen/a/tags/linked`)).status, 200, 'the real volume is pushed');
+  t.is((await fetch(`${server.url}/api/v1/volumes/gen/b-1/tags/linked`)).status, 404, 'nothing read through the link');
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'a linked\n');
+
+  const lock = join(work, 'linked.lock');
+  await writeFile(lock, 'downstream:\n  a: tag:t1\n  b-1: tag:t1\n  d_2: tag:t1\n  Cx: tag:t1\n');
+  const restore = await volreg(['restore', '-q', '--force', '--lock', lock, '--prefix', 'gen/', '--volumes-root', root]);
+  t.is(restore.code, 5, restore.stderr);
+  t.is(restore.stderr.trimEnd().split('\n').length, 3, restore.stderr);
+  t.regex(restore.stderr, said('restore', 'b-1', outside));
+  t.regex(restore.stderr, said('restore', 'd_2', join(nowhere, 'x')));
+  t.regex(restore.stderr, said('restore', 'Cx', emptyOutside));
+  t.is(await readFile(join(root, 'a', 'id'), 'utf8'), 'a', 'the real volume is restored');
+  t.deepEqual(await readdir(outside), ['secret'], '--force replaced nothing through the link');
+  t.deepEqual(await readdir(emptyOutside), [], 'nothing written into an empty directory through the link');
+  await t.throwsAsync(lstat(nowhere), { code: 'ENOENT' }, 'a dangling link is not made real');
+  for (const v of ['b-1', 'd_2', 'Cx']) t.true((await lstat(join(root, v))).isSymbolicLink(), v);
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'a t1\n');
+});
+
 /** References of any characters: refused as bad usage (2) or missing (3), in one line, the target untouched. */
 test('generated references: exit 2 or 3 in one line, nothing written', async (t) => {
   const part = fc.oneof(

@@ -1,9 +1,9 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { decideRestore, LockFileError, parseLockFile, repositoryClash, volumeRepository } from '../../src/cli/lockfile.ts';
-import { readTagsFile, updateTagsFile } from '../../src/cli/volumes-root.ts';
+import { readTagsFile, updateTagsFile, VolumeDirError, withVolumeDir } from '../../src/cli/volumes-root.ts';
 
 let dir = '';
 test.before(async () => {
@@ -108,6 +108,33 @@ test('tags file lines are updated in place, others kept', async (t) => {
   await updateTagsFile(root, new Map([['b', 'v2']]));
   t.is(await readFile(join(root, 'tags'), 'utf8'), 'a v1\nb v2\n');
   t.deepEqual([...(await readTagsFile(root))], [['a', 'v1'], ['b', 'v2']]);
+});
+
+test('a volume directory is held as opened: a symlink put in its place afterwards leads nowhere else; one there before, or a file, is refused', async (t) => {
+  const root = join(dir, 'held');
+  const outside = join(dir, 'held-outside');
+  await mkdir(join(root, 'v'), { recursive: true });
+  await mkdir(outside);
+  const seen = await withVolumeDir(root, 'v', { create: false }, async (volume) => {
+    await rename(join(root, 'v'), join(root, 'v-moved'));
+    await symlink(outside, join(root, 'v'));
+    await writeFile(join(volume!, 'f'), 'x');
+    return volume;
+  });
+  t.regex(seen!, /^\/proc\/self\/fd\/\d+$/);
+  t.is(await readFile(join(root, 'v-moved', 'f'), 'utf8'), 'x');
+  t.deepEqual(await readdir(outside), []);
+  // now a link stands there: refused, never opened
+  await t.throwsAsync(withVolumeDir(root, 'v', { create: true }, async () => t.fail()), { instanceOf: VolumeDirError, message: /\/v is a symlink to ".*held-outside"/ });
+  await writeFile(join(root, 'file'), 'x');
+  await t.throwsAsync(withVolumeDir(root, 'file', { create: true }, async () => t.fail()), { instanceOf: VolumeDirError, message: /\/file is not a directory$/ });
+  t.is(await withVolumeDir(root, 'missing', { create: false }, async (volume) => volume), null);
+  await withVolumeDir(root, 'made', { create: true }, async (volume) => writeFile(join(volume!, 'g'), 'y'));
+  t.true((await lstat(join(root, 'made'))).isDirectory());
+  t.is(await readFile(join(root, 'made', 'g'), 'utf8'), 'y');
+  // an error thrown inside names the volume's path, not the descriptor's
+  const err = await t.throwsAsync(withVolumeDir(root, 'made', { create: false }, (volume) => readFile(join(volume!, 'absent'))));
+  t.is(err?.message, `ENOENT: no such file or directory, open '${join(root, 'made', 'absent')}'`);
 });
 
 test('volume repositories are the prefix plus the lower-cased volume name', (t) => {

@@ -198,7 +198,7 @@ export interface PullOptions extends ExtractOptions {
 }
 
 /** A target this user may not write into: said as such, before anything is downloaded. */
-function notWritable(err: unknown, dir: string): unknown {
+export function notWritable(err: unknown, dir: string): unknown {
   const code = (err as NodeJS.ErrnoException).code;
   if (code !== 'EACCES' && code !== 'EPERM') return err;
   return new Error(`cannot write into ${dir} (${code}): restore as a user who may write there (its owner, or root)`);

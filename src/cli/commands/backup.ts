@@ -4,7 +4,8 @@ import { isTag } from '../../domain/names.ts';
 import { progressFor, pushSource } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, runAgent, UsageError } from '../client.ts';
 import { repositoryClash, volumeRepository } from '../lockfile.ts';
-import { dockerVolumeProblem, updateTagsFile, volumesRootProblem } from '../volumes-root.ts';
+import { humanPath } from '../archive/dir-fd.ts';
+import { dockerVolumeProblem, updateTagsFile, volumesRootProblem, withVolumeDir } from '../volumes-root.ts';
 import { addPushOptions, checkLevel, hostOf, labelsOf, type PushFlags } from './push.ts';
 
 interface BackupFlags extends PushFlags {
@@ -57,14 +58,18 @@ export function registerBackup(program: Command): void {
       for (const volume of volumes) {
         const repository = volumeRepository(flags.prefix, volume);
         try {
-          const r = await pushSource(client, join(flags.volumesRoot, volume), repository, flags.tag, {
-            compression: flags.compression,
-            level: flags.level,
-            host,
-            labels,
-            progress: progressFor(!flags.quiet && !flags.json),
-            onWarning: (m) => process.stderr.write(`volreg backup: ${volume}: warning: ${m}\n`),
-            noOverwrite: !flags.overwrite,
+          // the volume's directory as it was opened, never through a link (volumes-root.ts)
+          const r = await withVolumeDir(flags.volumesRoot, volume, { create: false }, (dir) => {
+            if (dir === null) throw new Error(`${join(flags.volumesRoot, volume)} does not exist`);
+            return pushSource(client, dir, repository, flags.tag, {
+              compression: flags.compression,
+              level: flags.level,
+              host,
+              labels,
+              progress: progressFor(!flags.quiet && !flags.json),
+              onWarning: (m) => process.stderr.write(`volreg backup: ${volume}: warning: ${humanPath(m)}\n`),
+              noOverwrite: !flags.overwrite,
+            });
           });
           // recorded at once, so a backup stopped later still lists what it pushed
           await updateTagsFile(flags.volumesRoot, new Map([[volume, flags.tag]]));

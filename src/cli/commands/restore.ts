@@ -1,9 +1,9 @@
-import { join } from 'node:path';
 import type { Command } from 'commander';
+import { humanPath } from '../archive/dir-fd.ts';
 import { progressFor, pullInto } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, isMissing, runAgent, UsageError, type ConnectionFlags, type VolregClient } from '../client.ts';
-import { decideRestore, LockFileError, parseLockFile, readLockFile, repositoryClash, volumeRepository } from '../lockfile.ts';
-import { readTagsFile, updateTagsFile, volumesRootProblem } from '../volumes-root.ts';
+import { decideRestore, LockFileError, parseLockFile, readLockFile, repositoryClash, volumeRepository, type RestoreDecision } from '../lockfile.ts';
+import { readTagsFile, updateTagsFile, volumesRootProblem, VolumeDirError, withVolumeDir } from '../volumes-root.ts';
 import { addVolumeRootOptions } from './backup.ts';
 import { addExtractOptions, extractOptionsFrom, withSparseHint, type ExtractFlags } from './pull.ts';
 
@@ -65,14 +65,21 @@ export function registerRestore(program: Command): void {
       const current = await readTagsFile(flags.volumesRoot);
       const outcomes: Outcome[] = [];
       for (const entry of entries) {
-        const dir = join(flags.volumesRoot, entry.volume);
-        let decision;
+        let decision: RestoreDecision;
         try {
-          decision = await decideRestore(entry, dir, current.get(entry.volume), flags.force ?? false);
+          // a volume not locked to a tag is skipped without a look at its directory
+          decision =
+            entry.tag === null
+              ? await decideRestore(entry, null, undefined, false)
+              : await withVolumeDir(flags.volumesRoot, entry.volume, { create: false }, (dir) => decideRestore(entry, dir, current.get(entry.volume), flags.force ?? false));
         } catch (err) {
-          // a volume that can not even be looked at fails alone; the others are still restored
-          outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'failed', message: describeError(err) });
-          continue;
+          // a link or a file in the volume's place: an error for it, after a missing snapshot (below)
+          if (err instanceof VolumeDirError) decision = { action: 'error', reason: err.message };
+          else {
+            // a volume that can not even be looked at fails alone; the others are still restored
+            outcomes.push({ volume: entry.volume, tag: entry.tag, status: 'failed', message: describeError(err) });
+            continue;
+          }
         }
         if (decision.action === 'skip') {
           outcomes.push({ volume: entry.volume, tag: null, status: 'skipped', message: decision.reason });
@@ -101,19 +108,23 @@ export function registerRestore(program: Command): void {
           continue;
         }
         const ref = `${repository}:${decision.tag}`;
+        const tag = decision.tag;
         try {
-          const r = await pullInto(client, ref, dir, {
-            force: true,
-            ...extractOptionsFrom(flags),
-            progress: progressFor(!flags.quiet && !flags.json),
-            onWarning: (m) => process.stderr.write(`volreg restore: ${entry.volume}: warning: ${m}\n`),
-            // A restore killed during the switch-over leaves old and new contents mixed: the old
-            // tag must not stay beside them, or a later restore to it would call the volume up to date.
-            beforeSwitchOver: () => updateTagsFile(flags.volumesRoot, new Map([[entry.volume, null]])),
-            // Recorded at once, and before a signal that came meanwhile ends the restore: the
-            // volume then holds this tag whole, and a later restore to it need not fetch it again.
-            afterSwitchOver: () => updateTagsFile(flags.volumesRoot, new Map([[entry.volume, decision.tag]])),
-          });
+          // into the volume's directory as it was opened (made if missing), never through a link
+          const r = await withVolumeDir(flags.volumesRoot, entry.volume, { create: true }, (dir) =>
+            pullInto(client, ref, dir!, {
+              force: true,
+              ...extractOptionsFrom(flags),
+              progress: progressFor(!flags.quiet && !flags.json),
+              onWarning: (m) => process.stderr.write(`volreg restore: ${entry.volume}: warning: ${humanPath(m)}\n`),
+              // A restore killed during the switch-over leaves old and new contents mixed: the old
+              // tag must not stay beside them, or a later restore to it would call the volume up to date.
+              beforeSwitchOver: () => updateTagsFile(flags.volumesRoot, new Map([[entry.volume, null]])),
+              // Recorded at once, and before a signal that came meanwhile ends the restore: the
+              // volume then holds this tag whole, and a later restore to it need not fetch it again.
+              afterSwitchOver: () => updateTagsFile(flags.volumesRoot, new Map([[entry.volume, tag]])),
+            }),
+          );
           outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'restored', message: `from ${ref}`, digest: r.digest });
         } catch (err) {
           outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'failed', message: describeError(withSparseHint(err, flags)) });
