@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, openSync } from 'node:fs';
-import { lstat, mkdir, readlink, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readlink, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { replaceFile } from '../storage/fs-ops.ts';
 import { fdPath, humanError, isNotADirectory, labelFd, O_PATH, unlabelFd } from './archive/dir-fd.ts';
@@ -120,6 +120,39 @@ export async function updateTagsFile(volumesRoot: string, updates: ReadonlyMap<s
   // `tags` since it was read (a link too), never writing through it.
   const tmp = join(volumesRoot, `.${TAGS_FILE}.${randomBytes(8).toString('hex')}.tmp`);
   await replaceFile(join(volumesRoot, TAGS_FILE), tmp, text, { exclusive: true });
+  await removeTagsLeftovers(volumesRoot);
+}
+
+/** The names updateTagsFile writes the next tags file under. */
+const TAGS_TEMPORARY = new RegExp(`^\\.${TAGS_FILE}\\.[0-9a-f]{16}\\.tmp$`);
+
+/**
+ * How old a temporary tags file must be to count as left by a run that died. One lives for the
+ * write, fsync and rename of a few lines (milliseconds, seconds on a struggling disk); no lock
+ * keeps two agents out of one volumes root, so a younger one may be another run's, still live.
+ */
+export const TAGS_LEFTOVER_AGE_MS = 60 * 60 * 1000;
+
+/**
+ * Removes the temporary tags files that runs killed between writing one and renaming it (kill -9,
+ * a power loss) left in the volumes root. Only what such a run leaves is removed: a regular file
+ * of that name's pattern, of this user's, with no other name (a hard link is someone else's
+ * file), older than TAGS_LEFTOVER_AGE_MS. A symlink, directory, fifo, another user's file or a
+ * younger one (a concurrent run's) is left alone; unlink(2) never follows a link nor removes a
+ * directory, whatever took the name since its lstat. Best effort: a name that can not be removed
+ * now is tried again by the next run that writes the tags file.
+ */
+export async function removeTagsLeftovers(volumesRoot: string): Promise<void> {
+  const names = await readdir(volumesRoot).catch(() => [] as string[]);
+  const now = Date.now();
+  const uid = process.geteuid?.();
+  for (const name of names) {
+    if (!TAGS_TEMPORARY.test(name)) continue;
+    const path = join(volumesRoot, name);
+    const st = await lstat(path).catch(() => null);
+    if (st === null || !st.isFile() || st.uid !== uid || st.nlink !== 1 || now - st.mtimeMs < TAGS_LEFTOVER_AGE_MS) continue;
+    await unlink(path).catch(() => undefined);
+  }
 }
 
 /** A volume's directory that backup or restore will not use: what stands there, in one line. */

@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chown, link, lstat, lutimes, mkdir, mkdtemp, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import fc from 'fast-check';
 import { fuzzRuns, fuzzSeed } from '../helpers/fuzz-settings.ts';
-import { runVolreg, type CliRun, type CliRunOptions } from '../helpers/cli-run.ts';
+import { NOBODY, runVolreg, type CliRun, type CliRunOptions } from '../helpers/cli-run.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -324,6 +324,44 @@ test('a volume directory that is a symlink (dangling too) is never followed: bac
   await t.throwsAsync(lstat(nowhere), { code: 'ENOENT' }, 'a dangling link is not made real');
   for (const v of ['b-1', 'd_2', 'Cx']) t.true((await lstat(join(root, v))).isSymbolicLink(), v);
   t.is(await readFile(join(root, 'tags'), 'utf8'), 'a t1\n');
+});
+
+test('a temporary tags file a killed run left is removed by the next run writing the tags file once an hour old; a younger one, a link, a directory, another user\'s file or one with another name are left alone', async (t) => {
+  const root = await mkdtemp(join(work, 'tags-leftovers-'));
+  await mkdir(join(root, 'a'));
+  await writeFile(join(root, 'a', 'id'), 'a');
+  // killed (SIGKILL) as it renames the temporary file over `tags`: what a crash there leaves
+  const renames = 'rename,renameat,renameat2';
+  const strace = ['strace', '-f', '-qq', '-o', '/dev/null', '-e', `trace=${renames}`, '-e', `inject=${renames}:signal=SIGKILL`];
+  const killed = await volreg(['backup', '-q', '--tag', 'crash', '--prefix', 'gen/', '--volumes-root', root, 'a'], { prefix: strace });
+  t.not(killed.code, 0, killed.stderr);
+  const crashed = (await readdir(root)).filter((n) => /^\.tags\.[0-9a-f]{16}\.tmp$/.test(n));
+  t.is(crashed.length, 1, `left: ${(await readdir(root)).join(' ')}`);
+  t.is(await readFile(join(root, crashed[0]!), 'utf8'), 'a crash\n');
+
+  const hoursAgo = new Date(Date.now() - 2 * 3600_000);
+  await utimes(join(root, crashed[0]!), hoursAgo, hoursAgo);
+  const victim = join(work, 'leftover-victim');
+  await writeFile(victim, 'precious\n');
+  const kept: Record<string, () => Promise<unknown>> = {
+    // another run's, being written now
+    '.tags.00000000000000f1.tmp': () => writeFile(join(root, '.tags.00000000000000f1.tmp'), 'a live\n'),
+    '.tags.00000000000000f2.tmp': () => symlink(victim, join(root, '.tags.00000000000000f2.tmp')),
+    '.tags.00000000000000f3.tmp': () => mkdir(join(root, '.tags.00000000000000f3.tmp')).then(() => writeFile(join(root, '.tags.00000000000000f3.tmp', 'x'), 'x')),
+    '.tags.00000000000000f4.tmp': () => writeFile(join(root, '.tags.00000000000000f4.tmp'), 'x').then(() => chown(join(root, '.tags.00000000000000f4.tmp'), NOBODY, NOBODY)),
+    '.tags.00000000000000f5.tmp': () => link(victim, join(root, '.tags.00000000000000f5.tmp')),
+    '.tags.notours.tmp': () => writeFile(join(root, '.tags.notours.tmp'), 'x'),
+  };
+  for (const [name, make] of Object.entries(kept)) {
+    await make();
+    if (name !== '.tags.00000000000000f1.tmp') await lutimes(join(root, name), hoursAgo, hoursAgo);
+  }
+  const r = await volreg(['backup', '-q', '--tag', 'swept', '--prefix', 'gen/', '--volumes-root', root, 'a']);
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual((await readdir(root)).sort(), [...Object.keys(kept), 'a', 'tags'].sort());
+  t.is(await readFile(join(root, 'tags'), 'utf8'), 'a swept\n');
+  t.is(await readFile(victim, 'utf8'), 'precious\n');
+  t.deepEqual(await readdir(join(root, '.tags.00000000000000f3.tmp')), ['x']);
 });
 
 /** References of any characters: refused as bad usage (2) or missing (3), in one line, the target untouched. */
