@@ -165,6 +165,21 @@ function discardTail(file: string, buf: Buffer, goodLength: number, writtenWhole
   }
 }
 
+/**
+ * Whether `dbPath` holds a database: a snapshot or journal of any generation, so something to
+ * open (or to refuse as damaged). Reads only; a directory that does not exist holds none.
+ */
+export function holdsDatabase(dbPath: string): boolean {
+  let files: string[];
+  try {
+    files = fs.readdirSync(dbPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+  return files.some((f) => SNAPSHOT_RE.test(f) || JOURNAL_RE.test(f));
+}
+
 export async function openStorage(dbPath: string, catalog: Catalog, opts: StorageOptions): Promise<Storage> {
   fs.mkdirSync(dbPath, { recursive: true });
   const lock = await acquireDbPathLock(dbPath);

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { Agent, request } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
-import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { MongoClient } from 'mongodb';
@@ -387,6 +387,20 @@ test('a data directory with a metadata file missing is refused by serve and migr
   await expectImage(t, again.url, 'e2e/files', 'v1', layer, manifest);
   again.kill('SIGTERM');
   t.is((await again.waitExit()).code, 0);
+});
+
+test('migrate status of a data directory without a database (a mistyped path, a copy without db/) fails, naming it, and creates nothing', async (t) => {
+  const parent = await tempDir();
+  const missing = join(parent, 'no-such-dir');
+  const copy = join(parent, 'copy');
+  await mkdir(join(copy, 'blobs', 'sha256'), { recursive: true });
+  for (const dataDir of [missing, copy]) {
+    const status = await run(['migrate', 'status'], { VOLREG_DATA_DIR: dataDir });
+    t.is(status.code, 1, status.stdout);
+    t.regex(status.stderr, new RegExp(`no database in ${join(dataDir, 'db')}`));
+    t.notRegex(status.stdout, /pending/);
+    await t.throwsAsync(stat(join(dataDir, 'db')), { code: 'ENOENT' }, 'status created no database');
+  }
 });
 
 /** TCP ports process `pid` listens on (its socket inodes matched in /proc/net/tcp and tcp6). */

@@ -1,5 +1,6 @@
 import { Argument, type Command } from 'commander';
 import type { Db } from 'mongodb';
+import { join } from 'node:path';
 import { configFromEnv } from '../config-from-env.ts';
 import { EXIT } from '../exit-codes.ts';
 
@@ -17,6 +18,20 @@ async function migrate(action: 'up' | 'status'): Promise<void> {
   const { Migrator } = await import('../../metadata/migrator.ts');
   const { loadSchemas } = await import('../../metadata/schema-validator.ts');
   const logger = createCommandLogger(config);
+  if (action === 'status' && !config.mongodbUrl) {
+    // Opening the embedded engine on a directory without a database creates an empty one: status
+    // would then list every migration as pending and succeed, on a mistyped VOLREG_DATA_DIR or a
+    // backup copy that lacks its db/ (README "Backing up volreg": this is the check of a copy).
+    const { holdsDatabase } = await import('../../mongo-engine/index.ts');
+    const dbPath = join(config.dataDir, 'db');
+    if (!holdsDatabase(dbPath)) {
+      process.stderr.write(
+        `volreg: migrate status: no database in ${dbPath} (nothing created there): is VOLREG_DATA_DIR the data directory? ` +
+          `A copy of one needs its db/; a new one gets its database from volreg serve or volreg migrate\n`,
+      );
+      process.exit(EXIT.FAILURE);
+    }
+  }
   let metadata: { db: Db; close(): Promise<void> };
   try {
     loadSchemas();
