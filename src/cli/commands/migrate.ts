@@ -20,14 +20,15 @@ async function migrate(action: 'up' | 'status'): Promise<void> {
   const logger = createCommandLogger(config);
   if (action === 'status' && !config.mongodbUrl) {
     // Opening the embedded engine on a directory without a database creates an empty one: status
-    // would then list every migration as pending and succeed, on a mistyped VOLREG_DATA_DIR or a
-    // backup copy that lacks its db/ (README "Backing up volreg": this is the check of a copy).
+    // would then list every migration as pending and succeed, on a mistyped VOLREG_DATA_DIR, a
+    // forgotten VOLREG_MONGODB_URL or a backup copy that lacks its db/ (README "Backing up
+    // volreg": this is the check of a copy).
     const { holdsDatabase } = await import('../../mongo-engine/index.ts');
     const dbPath = join(config.dataDir, 'db');
     if (!holdsDatabase(dbPath)) {
       process.stderr.write(
-        `volreg: migrate status: no database in ${dbPath} (nothing created there): is VOLREG_DATA_DIR the data directory? ` +
-          `A copy of one needs its db/; a new one gets its database from volreg serve or volreg migrate\n`,
+        `volreg: migrate status: no database in ${dbPath} (nothing created there): is VOLREG_DATA_DIR the data directory, ` +
+          `and VOLREG_MONGODB_URL set if its metadata is in a MongoDB? A copy of one needs its db/; a new one gets its database from volreg serve or volreg migrate\n`,
       );
       process.exit(EXIT.FAILURE);
     }
