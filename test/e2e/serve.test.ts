@@ -389,17 +389,23 @@ test('a data directory with a metadata file missing is refused by serve and migr
   t.is((await again.waitExit()).code, 0);
 });
 
-test('migrate status of a data directory without a database (a mistyped path, a copy without db/) fails, naming it, and creates nothing', async (t) => {
+test('migrate status and gc of a data directory without a database (a mistyped path, a copy whose db/ is missing or empty) fail, naming it, and create nothing', async (t) => {
   const parent = await tempDir();
   const missing = join(parent, 'no-such-dir');
-  const copy = join(parent, 'copy');
-  await mkdir(join(copy, 'blobs', 'sha256'), { recursive: true });
-  for (const dataDir of [missing, copy]) {
+  // a copy whose db/ is there but empty (the copy of db/ failed), beside the blobs copied after it
+  const emptyDb = join(parent, 'copy');
+  await mkdir(join(emptyDb, 'db'), { recursive: true });
+  await mkdir(join(emptyDb, 'blobs', 'sha256'), { recursive: true });
+  for (const dataDir of [missing, emptyDb]) {
     const status = await run(['migrate', 'status'], { VOLREG_DATA_DIR: dataDir });
     t.is(status.code, 1, status.stdout);
     t.regex(status.stderr, new RegExp(`no database in ${join(dataDir, 'db')}`));
     t.notRegex(status.stdout, /pending/);
-    await t.throwsAsync(stat(join(dataDir, 'db')), { code: 'ENOENT' }, 'status created no database');
+    const gc = await run(['gc'], { VOLREG_DATA_DIR: dataDir });
+    t.is(gc.code, 1, gc.stdout);
+    t.regex(gc.stderr, /no volreg database in .*nothing to collect/);
+    const left = await readdir(join(dataDir, 'db')).catch(() => []);
+    t.deepEqual(left, [], `${dataDir}: no database created`);
   }
 });
 

@@ -1,9 +1,9 @@
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { Db } from 'mongodb';
 import type { GcCount, GcReport } from '../../maintenance/gc.ts';
 import { configFromEnv } from '../config-from-env.ts';
+import { missingEmbeddedDatabase } from '../embedded-database.ts';
 import { AGENT_EXIT } from '../client.ts';
 import { EXIT } from '../exit-codes.ts';
 import { human } from '../byte-size.ts';
@@ -42,7 +42,7 @@ async function gc(flags: GcFlags): Promise<void> {
     process.stderr.write(`volreg: gc: ${message}\n`);
     process.exit(EXIT.FAILURE);
   };
-  if (!config.mongodbUrl && !existsSync(join(config.dataDir, 'db'))) {
+  if ((await missingEmbeddedDatabase(config)) !== null) {
     fail(`no volreg database in ${config.dataDir} (VOLREG_DATA_DIR); nothing to collect`);
   }
   const { createCommandLogger, openMetadata } = await import('../../main.ts');

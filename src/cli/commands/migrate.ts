@@ -1,7 +1,7 @@
 import { Argument, type Command } from 'commander';
 import type { Db } from 'mongodb';
-import { join } from 'node:path';
 import { configFromEnv } from '../config-from-env.ts';
+import { missingEmbeddedDatabase } from '../embedded-database.ts';
 import { EXIT } from '../exit-codes.ts';
 
 export function registerMigrate(program: Command): void {
@@ -18,20 +18,13 @@ async function migrate(action: 'up' | 'status'): Promise<void> {
   const { Migrator } = await import('../../metadata/migrator.ts');
   const { loadSchemas } = await import('../../metadata/schema-validator.ts');
   const logger = createCommandLogger(config);
-  if (action === 'status' && !config.mongodbUrl) {
-    // Opening the embedded engine on a directory without a database creates an empty one: status
-    // would then list every migration as pending and succeed, on a mistyped VOLREG_DATA_DIR, a
-    // forgotten VOLREG_MONGODB_URL or a backup copy that lacks its db/ (README "Backing up
-    // volreg": this is the check of a copy).
-    const { holdsDatabase } = await import('../../mongo-engine/index.ts');
-    const dbPath = join(config.dataDir, 'db');
-    if (!holdsDatabase(dbPath)) {
-      process.stderr.write(
-        `volreg: migrate status: no database in ${dbPath} (nothing created there): is VOLREG_DATA_DIR the data directory, ` +
-          `and VOLREG_MONGODB_URL set if its metadata is in a MongoDB? A copy of one needs its db/; a new one gets its database from volreg serve or volreg migrate\n`,
-      );
-      process.exit(EXIT.FAILURE);
-    }
+  const missing = action === 'status' ? await missingEmbeddedDatabase(config) : null;
+  if (missing !== null) {
+    process.stderr.write(
+      `volreg: migrate status: no database in ${missing} (nothing created there): is VOLREG_DATA_DIR the data directory, ` +
+        `and VOLREG_MONGODB_URL set if its metadata is in a MongoDB? A copy of one needs its db/; a new one gets its database from volreg serve or volreg migrate\n`,
+    );
+    process.exit(EXIT.FAILURE);
   }
   let metadata: { db: Db; close(): Promise<void> };
   try {
