@@ -444,3 +444,27 @@ test('0006 records what pushes through /api/v1 found in their archives from the 
   for (const m of all.filter((x) => x.id === '0006-volume-push-records')) await m.up(db);
   t.is((await read()).length, 2);
 });
+
+test('0007 creates refused_tag_writes and brings the tag units\' validator up to write_id; a second run changes nothing', async (t) => {
+  const { db } = await freshDb('mig_refused_tags');
+  const all = await loadMigrations();
+  await new Migrator(db, { migrations: all.filter((m) => m.id < '0007') }).up();
+  // the tag validator as a volreg before write_id set it
+  const validatorOf = async (name: string) =>
+    ((await db.listCollections({ name }).toArray())[0] as { options?: { validator?: { $jsonSchema?: { properties?: Record<string, unknown> } } } }).options?.validator?.$jsonSchema;
+  const older = structuredClone(await validatorOf(COLLECTIONS.tags))!;
+  delete older.properties!['write_id'];
+  await db.command({ collMod: COLLECTIONS.tags, validator: { $jsonSchema: older } });
+  const unit = (id: string, writeId: unknown) => ({ _id: id, name: `t${id}`, manifest_digest: `sha256:${'a'.repeat(64)}`, schema_version: 2, manifest_type: 'image', repo_id: 'r', write_id: writeId, ...pulpFields('docker_tag') });
+  await db.collection(COLLECTIONS.tags).insertOne(unit('1', 7) as never); // taken before 0007
+
+  const applied = await new Migrator(db).up();
+  t.deepEqual(applied, ['0007-refused-tag-writes']);
+  t.truthy((await validatorOf(COLLECTIONS.tags))?.properties?.['write_id']);
+  await t.throwsAsync(db.collection(COLLECTIONS.tags).insertOne(unit('2', 7) as never), undefined, 'a write_id that is not a string is refused');
+  await db.collection(COLLECTIONS.tags).insertOne(unit('3', 'w') as never);
+  const { _id: _ignored, ...fields } = unit('4', 'w');
+  await t.throwsAsync(db.collection(COLLECTIONS.refusedTagWrites).insertOne({ _id: 'w', ...fields } as never), undefined, 'refused_tag_writes is held to its schema');
+  for (const m of all.filter((x) => x.id === '0007-refused-tag-writes')) await m.up(db);
+  t.truthy((await validatorOf(COLLECTIONS.refusedTagWrites))?.properties?.['previous_digest']);
+});
