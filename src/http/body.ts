@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Context } from 'koa';
 import { VolregError } from '../domain/errors.ts';
+import { bodyBytes } from './body-bytes.ts';
 
 /**
  * How many bytes of small bodies (manifests) all requests together may hold in memory at once.
@@ -74,4 +75,15 @@ export function declaredLength(ctx: Context): { contentLength?: number } {
   const n = Number(cl);
   if (!Number.isSafeInteger(n) || n < 0) throw new VolregError('BAD_REQUEST', 'invalid Content-Length');
   return { contentLength: n };
+}
+
+/**
+ * How many bytes of its declared body (`Content-Length`) the client has yet to send; none when
+ * the length is unknown (chunked) or all of it arrived. What arrived but was not read counts as sent.
+ */
+export function bytesYetToArrive(ctx: Context): number | undefined {
+  const declared = ctx.req.headers['content-length'];
+  if (declared === undefined || ctx.req.headers['transfer-encoding'] !== undefined || ctx.req.complete) return undefined;
+  // (Node's parser let through only digits; past 2^53 the count is approximate, and still huge)
+  return Math.max(0, Number(declared) - bodyBytes(ctx).in());
 }

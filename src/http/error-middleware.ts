@@ -1,6 +1,7 @@
 import type { Middleware } from 'koa';
 import type { Logger } from 'pino';
 import { errorBody, isVolregError, VolregError } from '../domain/errors.ts';
+import { bytesYetToArrive } from './body.ts';
 import { discardBody } from './discard-body.ts';
 import { bodyNotInvited } from './expect-continue.ts';
 
@@ -30,8 +31,10 @@ export function errorMiddleware(logger: Logger, translate: ErrorTranslation = ()
       ctx.body = errorBody(err);
       // Let the client finish sending a (bounded) body so it reads this reply rather than a
       // reset; a body we did not read must never be parsed as the next request. A client still
-      // waiting for 100 Continue sends none: it reads the reply, and the connection closes.
-      if (bodyNotInvited(ctx.req)) ctx.set('Connection', 'close');
+      // waiting for 100 Continue sends none: it reads the reply, and the connection closes. Nor is
+      // a body waited for that could not be drained within the bound (a Content-Length of 2^53, or
+      // of a terabyte with a few bytes sent): the answer goes at once, and the connection closes.
+      if (bodyNotInvited(ctx.req) || (bytesYetToArrive(ctx) ?? 0) > DISCARD_LIMIT_BYTES) ctx.set('Connection', 'close');
       else if (!(await discardBody(ctx.req, DISCARD_LIMIT_BYTES, DISCARD_LIMIT_MS))) ctx.set('Connection', 'close');
     }
   };

@@ -110,3 +110,56 @@ test('a client waiting for 100 Continue gets the refusal instead, and sends no b
   const accepted = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-u', 'alice:secret', '-H', 'Expect: 100-continue', '--expect100-timeout', '60', '-H', 'Content-Type: application/octet-stream', '--data-binary', `@${body}`, `${server.url}/v2/x/blobs/uploads/?digest=sha256:${createHash('sha256').update(readFileSync(body)).digest('hex')}`]);
   t.is(accepted.stdout, `201 ${8 * 1024 * 1024}`);
 });
+
+test('a refusal of a body too large to drain (a Content-Length of 2^31 to 2^63, a few bytes sent) is answered without waiting for the rest', async (t) => {
+  const { connect } = await import('node:net');
+  const { port } = new URL(server.url);
+  const auth = `Basic ${Buffer.from('alice:secret').toString('base64')}`;
+  const opened = await fetch(`${server.url}/v2/team/big/blobs/uploads/`, { method: 'POST', headers: { Authorization: auth } });
+  const session = opened.headers.get('location')!;
+  const digest = `sha256:${'a'.repeat(64)}`;
+  // the client sends its headers and five bytes, and nothing more: the body it announced never
+  // ends, so an answer that waited for it (up to 10 s) would come after this bound
+  const exchange = (method: string, path: string, length: string, withAuth = true) =>
+    new Promise<{ head: string; code: string }>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1', () =>
+        socket.write(`${method} ${path} HTTP/1.1\r\nHost: x\r\n${withAuth ? `Authorization: ${auth}\r\n` : ''}Content-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: ${length}\r\n\r\nhello`),
+      );
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`${method} ${path} with Content-Length ${length}: no answer within 8 s (waited for the body)`));
+      }, 8000);
+      let got = '';
+      socket.on('data', (b: Buffer) => {
+        got += b.toString('latin1');
+        const [head, json] = got.split('\r\n\r\n');
+        const length = /content-length: (\d+)/i.exec(head ?? '');
+        if (json !== undefined && length && json.length >= Number(length[1])) {
+          clearTimeout(timer);
+          socket.destroy();
+          resolve({ head: head!, code: (JSON.parse(json) as { errors: Array<{ code: string }> }).errors[0]!.code });
+        }
+      });
+      socket.on('error', reject);
+    });
+  const cases: Array<[string, string, string, string, string, boolean?]> = [
+    ['PUT', `${session}?digest=${digest}`, String(2 ** 53), '400', 'BAD_REQUEST'],
+    ['PUT', '/api/v1/volumes/team/big/tags/t', '9223372036854775808', '400', 'BAD_REQUEST'],
+    ['POST', `/v2/team/big/blobs/uploads/?digest=${digest}`, String(2 ** 53 - 1), '507', 'STORAGE_FULL'],
+    ['PUT', '/v2/team/big/manifests/t', String(2 ** 31), '413', 'MANIFEST_INVALID'],
+    ['DELETE', `/v2/team/big/blobs/${digest}`, String(2 ** 32), '404', 'BLOB_UNKNOWN'],
+    ['PUT', '/api/v1/volumes/Bad..Name/tags/t', String(2 ** 32), '400', 'NAME_INVALID'],
+    ['PUT', '/api/v1/volumes/team/big/tags/t', String(2 ** 40), '401', 'UNAUTHORIZED', false],
+  ];
+  const replies = await Promise.all(cases.map(([method, path, length, , , withAuth]) => exchange(method, path, length, withAuth)));
+  for (const [i, [method, path, length, status, code]] of cases.entries()) {
+    const what = `${method} ${path} Content-Length: ${length}`;
+    t.regex(replies[i]!.head, new RegExp(`^HTTP/1\\.1 ${status} `), what);
+    t.is(replies[i]!.code, code, what);
+    t.regex(replies[i]!.head, /\r\nConnection: close\r\n/i, `${what}: the unread body ends the connection`);
+  }
+  // the session is as it was: nothing of the refused bodies was kept
+  const status = await fetch(`${server.url}${session}`, { headers: { Authorization: auth } });
+  t.is(status.status, 204);
+  t.is(status.headers.get('range'), '0-0');
+});
