@@ -119,16 +119,20 @@ export function contentRange(range: ByteRange, size: number): string {
 /**
  * Parses the `Content-Range` of an upload chunk. The distribution spec says `<start>-<end>`
  * (inclusive); the RFC 9110 form `bytes <start>-<end>/<total|*>` is accepted too, since some
- * clients send it. Anything else, or `end < start`, is 416 RANGE_INVALID.
+ * clients send it. Numbers have any count of digits (leading zeros included) and are judged by
+ * their value: past 2^53 - 1 (the largest exact offset) is refused rather than rounded to a
+ * neighbour. Anything else, `end < start`, or a total not past the end (RFC 9110 calls such a
+ * range invalid) is 416 RANGE_INVALID.
  */
 export function parseChunkRange(header: string): ByteRange {
-  const m = /^\s*(?:bytes\s+)?([0-9]{1,16})-([0-9]{1,16})(?:\/(?:[0-9]{1,16}|\*))?\s*$/i.exec(header);
-  if (!m) throw new VolregError('RANGE_INVALID', 'malformed Content-Range', { contentRange: header.slice(0, 100) });
+  const refused = (why: string): VolregError => new VolregError('RANGE_INVALID', why, { contentRange: header.slice(0, 100) });
+  const m = /^\s*(?:bytes\s+)?([0-9]+)-([0-9]+)(?:\/([0-9]+|\*))?\s*$/i.exec(header);
+  if (!m) throw refused('malformed Content-Range');
   const start = Number(m[1]);
   const end = Number(m[2]);
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end < start) {
-    throw new VolregError('RANGE_INVALID', 'Content-Range end is before its start', { contentRange: header.slice(0, 100) });
-  }
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end)) throw refused('Content-Range is past the largest offset, 2^53 - 1');
+  if (end < start) throw refused('Content-Range end is before its start');
+  if (m[3] !== undefined && m[3] !== '*' && Number(m[3]) <= end) throw refused('Content-Range total is not past its end');
   return { start, end };
 }
 

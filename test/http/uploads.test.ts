@@ -242,6 +242,27 @@ for (const range of ['abc', '5-4', '-1', '1-', '0-1-2', 'bytes=0-9', '0-9,10-19'
   });
 }
 
+test('Content-Range numbers are judged by value: past 2^53 - 1 or a total not past the end is 416 saying so; leading zeros are the number', async (t) => {
+  const { url } = t.context.server;
+  const refused: Array<[string, RegExp]> = [
+    ['9007199254740992-9007199254740996', /past the largest offset/],
+    ['0-9223372036854775808', /past the largest offset/],
+    ['9007199254740990-9007199254740994', /past the largest offset/],
+    ['bytes 0-4/3', /total is not past its end/],
+  ];
+  for (const [range, message] of refused) {
+    const loc = await startSession(url, 'chunked/values');
+    const res = await raw(url, 'PATCH', loc, { body: Buffer.from('hello'), headers: { 'Content-Range': range } });
+    isError(t, res, 416, 'RANGE_INVALID');
+    t.regex((JSON.parse(res.body.toString()) as { errors: Array<{ message: string }> }).errors[0]!.message, message, range);
+    t.is((await raw(url, 'GET', loc)).headers.range, '0-0', `${range}: nothing appended`);
+  }
+  const loc = await startSession(url, 'chunked/values');
+  const zeros = await raw(url, 'PATCH', loc, { body: Buffer.from('hello'), headers: { 'Content-Range': '00000000000000000000-00000000000000000004' } });
+  t.is(zeros.status, 202);
+  t.is(zeros.headers.range, '0-4');
+});
+
 test('a Content-Length that disagrees with the Content-Range is 400 SIZE_INVALID, nothing appended', async (t) => {
   const { url } = t.context.server;
   const loc = await startSession(url, 'chunked/size');

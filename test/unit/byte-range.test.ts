@@ -96,3 +96,7 @@ test('upload Range header: 0-<last byte>, 0-0 when empty', (t) => {
   t.is(uploadRange(2), '0-1');
   t.is(uploadRange(1024), '0-1023');
 });
+test(chunk, '000000000000000000005-6', { start: 5, end: 6 });
+test(chunk, 'bytes 0-99/99', 'invalid');
+test(chunk, '9007199254740991-9007199254740991', { start: 2 ** 53 - 1, end: 2 ** 53 - 1 });
+test(chunk, '9007199254740990-9007199254740992', 'invalid');
