@@ -31,7 +31,8 @@ const MAX_OFFSET = 1e9;
 function intParam(ctx: Context, key: string, def: number, min: number, max: number): number {
   const raw = queryOne(ctx, key);
   if (raw === undefined) return def;
-  if (!/^[0-9]{1,16}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+  // digits only (no sign, space, hex or exponent), judged by value: leading zeros are the number
+  if (!/^[0-9]+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
     throw new VolregError('PAGINATION_NUMBER_INVALID', `${key} must be an integer from ${min} to ${max}`, { [key]: raw.slice(0, 20) });
   }
   return Number(raw);

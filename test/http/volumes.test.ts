@@ -446,7 +446,7 @@ test('listing: newest first, filtered by host and time, paginated; volumes with 
   const page2 = await fetch(url(`/api/v1/volumes/${name}/tags?limit=2&offset=2`));
   t.is(page2.headers.get('link'), null);
   t.deepEqual(((await page2.json()) as { snapshots: Array<{ tag: string }> }).snapshots.map((s) => s.tag), ['t2', 't1']);
-  for (const query of ['limit=abc', 'limit=0', 'limit=1001', 'offset=-1', 'offset=1000000001']) {
+  for (const query of ['limit=abc', 'limit=0', 'limit=1001', 'offset=-1', 'offset=1000000001', 'limit=%2B1', 'limit=1e2', 'limit=0x10', 'limit=%201', 'limit=', 'limit=1,2', `offset=${2 ** 53}`, 'offset=99999999999999999999999']) {
     const bad = await fetch(url(`/api/v1/volumes/${name}/tags?${query}`));
     t.is(bad.status, 400, query);
     t.is(await errorCode(bad), 'PAGINATION_NUMBER_INVALID', query);
@@ -456,6 +456,10 @@ test('listing: newest first, filtered by host and time, paginated; volumes with 
   }
   // the largest offset the message names is taken
   t.is((await fetch(url(`/api/v1/volumes/${name}/tags?offset=1000000000`))).status, 200);
+  // leading zeros, however many, are the number
+  const zeros = (await (await fetch(url(`/api/v1/volumes/${name}/tags?limit=${'0'.repeat(20)}1`))).json()) as { limit: number; snapshots: unknown[] };
+  t.is(zeros.limit, 1);
+  t.is(zeros.snapshots.length, 1);
   // times that are not ISO 8601 or epoch seconds, or do not exist, are refused rather than guessed at
   for (const query of ['since=March%207', 'since=2024-02-30', 'since=-1', 'since=yesterday', 'since=%ff', 'until=2024-02-30', 'until=25:00', 'host=no%20spaces']) {
     const bad = await fetch(url(`/api/v1/volumes/${name}/tags?${query}`));
