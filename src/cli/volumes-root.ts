@@ -6,6 +6,7 @@ import { replaceFile } from '../storage/fs-ops.ts';
 import { fdPath, humanError, isNotADirectory, labelFd, O_PATH, unlabelFd } from './archive/dir-fd.ts';
 import { notWritable } from './archive/transfer.ts';
 import { readSmallFile, SmallFileError } from './small-file.ts';
+import { DEFAULT_TAGS_LOCK_WAIT_SECONDS, tagsLockProblem, withTagsLock } from './tags-lock.ts';
 
 /**
  * What `backup` and `restore` keep in the volumes root (--volumes-root, default /volumes):
@@ -14,6 +15,7 @@ import { readSmallFile, SmallFileError } from './small-file.ts';
  *     <volume>/              one directory per volume, named by the Docker volume name grammar
  *     tags                   one line `<volume> <tag>` per volume: the snapshot tag it holds
  *     .tags.<16 hex>.tmp     the next tags file while it is written (renamed over `tags`)
+ *     .tags.lock             held (flock) around each read-modify-write of `tags` (tags-lock.ts)
  *
  * The root is the operator's directory, but it may be one a container writes too (a volume
  * mounted as the root, or the root of a shared bind mount), while the agent runs as root. So
@@ -72,11 +74,11 @@ export async function volumesRootProblem(volumesRoot: string): Promise<string | 
   if (st === 'not a directory' || !st.isDirectory()) return `--volumes-root (VOLREG_VOLUMES_ROOT) ${volumesRoot} is not a directory`;
   try {
     await readTagsFile(volumesRoot);
-    return null;
   } catch (err) {
     if (err instanceof TagsFileError) return err.message;
     throw err;
   }
+  return tagsLockProblem(volumesRoot);
 }
 
 export function parseTagsFile(text: string): Map<string, string> {
@@ -102,25 +104,35 @@ export async function readTagsFile(volumesRoot: string): Promise<Map<string, str
 /**
  * Sets `<volume> <tag>` lines in the tags file, or removes a volume's line (tag null), keeping
  * the others; atomically and durably (a new temporary file, fsync, rename over the old one).
+ * The read, change and rename happen under the tags lock (tags-lock.ts), so that two runs in one
+ * volumes root keep each other's lines; a TagsLockTimeoutError when another run holds it for
+ * more than `lockWaitSeconds`.
  */
-export async function updateTagsFile(volumesRoot: string, updates: ReadonlyMap<string, string | null>): Promise<void> {
+export async function updateTagsFile(
+  volumesRoot: string,
+  updates: ReadonlyMap<string, string | null>,
+  opts: { lockWaitSeconds?: number } = {},
+): Promise<void> {
   if (updates.size === 0) return;
-  const map = await readTagsFile(volumesRoot);
-  let changed = false;
-  for (const [v, t] of updates) {
-    if (t === null ? !map.has(v) : map.get(v) === t) continue;
-    if (t === null) map.delete(v);
-    else map.set(v, t);
-    changed = true;
-  }
-  if (!changed) return;
-  const text = [...map].map(([v, t]) => `${v} ${t}\n`).join('');
-  // Not `.tags.<pid>.tmp`: run in a container the agent is pid 1, and a link planted under that
-  // name would have the file it points to truncated. The rename replaces whatever took the name
-  // `tags` since it was read (a link too), never writing through it.
-  const tmp = join(volumesRoot, `.${TAGS_FILE}.${randomBytes(8).toString('hex')}.tmp`);
-  await replaceFile(join(volumesRoot, TAGS_FILE), tmp, text, { exclusive: true });
-  await removeTagsLeftovers(volumesRoot);
+  const volumes = [...updates.keys()].join(', ');
+  await withTagsLock(volumesRoot, opts.lockWaitSeconds ?? DEFAULT_TAGS_LOCK_WAIT_SECONDS, `the tags file line of ${volumes} was not changed`, async () => {
+    const map = await readTagsFile(volumesRoot);
+    let changed = false;
+    for (const [v, t] of updates) {
+      if (t === null ? !map.has(v) : map.get(v) === t) continue;
+      if (t === null) map.delete(v);
+      else map.set(v, t);
+      changed = true;
+    }
+    if (!changed) return;
+    const text = [...map].map(([v, t]) => `${v} ${t}\n`).join('');
+    // Not `.tags.<pid>.tmp`: run in a container the agent is pid 1, and a link planted under that
+    // name would have the file it points to truncated. The rename replaces whatever took the name
+    // `tags` since it was read (a link too), never writing through it.
+    const tmp = join(volumesRoot, `.${TAGS_FILE}.${randomBytes(8).toString('hex')}.tmp`);
+    await replaceFile(join(volumesRoot, TAGS_FILE), tmp, text, { exclusive: true });
+    await removeTagsLeftovers(volumesRoot);
+  });
 }
 
 /** The names updateTagsFile writes the next tags file under. */
@@ -128,8 +140,9 @@ const TAGS_TEMPORARY = new RegExp(`^\\.${TAGS_FILE}\\.[0-9a-f]{16}\\.tmp$`);
 
 /**
  * How old a temporary tags file must be to count as left by a run that died. One lives for the
- * write, fsync and rename of a few lines (milliseconds, seconds on a struggling disk); no lock
- * keeps two agents out of one volumes root, so a younger one may be another run's, still live.
+ * write, fsync and rename of a few lines (milliseconds, seconds on a struggling disk). The tags
+ * lock keeps runs of this volreg out while one is written, but a younger one may still be a live
+ * run's of a volreg from before the lock, during an upgrade.
  */
 export const TAGS_LEFTOVER_AGE_MS = 60 * 60 * 1000;
 

@@ -358,7 +358,7 @@ test('a temporary tags file a killed run left is removed by the next run writing
   }
   const r = await volreg(['backup', '-q', '--tag', 'swept', '--prefix', 'gen/', '--volumes-root', root, 'a']);
   t.is(r.code, 0, r.stderr);
-  t.deepEqual((await readdir(root)).sort(), [...Object.keys(kept), 'a', 'tags'].sort());
+  t.deepEqual((await readdir(root)).sort(), [...Object.keys(kept), '.tags.lock', 'a', 'tags'].sort());
   t.is(await readFile(join(root, 'tags'), 'utf8'), 'a swept\n');
   t.is(await readFile(victim, 'utf8'), 'precious\n');
   t.deepEqual(await readdir(join(root, '.tags.00000000000000f3.tmp')), ['x']);

@@ -5,19 +5,37 @@ import { progressFor, pushSource } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, runAgent, UsageError } from '../client.ts';
 import { repositoryClash, volumeRepository } from '../lockfile.ts';
 import { humanPath } from '../archive/dir-fd.ts';
+import { DEFAULT_TAGS_LOCK_WAIT_SECONDS, TagsLockTimeoutError } from '../tags-lock.ts';
 import { dockerVolumeProblem, updateTagsFile, volumesRootProblem, withVolumeDir } from '../volumes-root.ts';
 import { addPushOptions, checkLevel, hostOf, labelsOf, type PushFlags } from './push.ts';
 
-interface BackupFlags extends PushFlags {
-  tag: string;
+export interface VolumeRootFlags {
   volumesRoot: string;
   prefix: string;
+  tagsLockTimeout: string;
+}
+
+interface BackupFlags extends PushFlags, VolumeRootFlags {
+  tag: string;
 }
 
 export function addVolumeRootOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--volumes-root <dir>', 'directory holding one directory per volume').env('VOLREG_VOLUMES_ROOT').default('/volumes'))
-    .addOption(new Option('--prefix <repo/>', 'repository prefix of the volumes\' snapshots').env('VOLREG_PREFIX').default(''));
+    .addOption(new Option('--prefix <repo/>', 'repository prefix of the volumes\' snapshots').env('VOLREG_PREFIX').default(''))
+    .addOption(
+      new Option('--tags-lock-timeout <seconds>', 'how long to wait while another backup or restore updates the tags file of the volumes root (0: not at all)')
+        .env('VOLREG_TAGS_LOCK_TIMEOUT')
+        .default(String(DEFAULT_TAGS_LOCK_WAIT_SECONDS)),
+    );
+}
+
+/** --tags-lock-timeout as seconds; bad usage when it is not a whole number of them. */
+export function tagsLockWait(flags: VolumeRootFlags): number {
+  if (!/^\d{1,5}$/.test(flags.tagsLockTimeout)) {
+    throw new UsageError(`--tags-lock-timeout (VOLREG_TAGS_LOCK_TIMEOUT) wants a whole number of seconds, got ${JSON.stringify(flags.tagsLockTimeout)}`);
+  }
+  return Number(flags.tagsLockTimeout);
 }
 
 export function registerBackup(program: Command): void {
@@ -37,6 +55,7 @@ export function registerBackup(program: Command): void {
       checkLevel(flags.compression, flags.level);
       const volumes = volumeArgs.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
       if (volumes.length === 0) throw new UsageError('no volumes named');
+      const lockWaitSeconds = tagsLockWait(flags);
       // Before anything is pushed, every name restore would refuse in a lock file (the same
       // rule, so what is backed up can be restored), named all at once as restore does
       const problems = volumes.flatMap((v) => {
@@ -72,10 +91,12 @@ export function registerBackup(program: Command): void {
             });
           });
           // recorded at once, so a backup stopped later still lists what it pushed
-          await updateTagsFile(flags.volumesRoot, new Map([[volume, flags.tag]]));
+          await updateTagsFile(flags.volumesRoot, new Map([[volume, flags.tag]]), { lockWaitSeconds });
           results.push({ volume, repository, ok: true, digest: r.manifestDigest });
           if (!flags.quiet && !flags.json) process.stdout.write(`${volume}: pushed ${repository}:${flags.tag} ${r.manifestDigest}\n`);
         } catch (err) {
+          // the next volume's line would wait as long again
+          if (err instanceof TagsLockTimeoutError) throw err;
           results.push({ volume, repository, ok: false, error: describeError(err) });
           process.stderr.write(`volreg backup: ${volume}: ${describeError(err)}\n`);
         }

@@ -4,13 +4,12 @@ import { progressFor, pullInto } from '../archive/transfer.ts';
 import { addAgentOptions, AGENT_EXIT, checkedVolume, clientFrom, describeError, isMissing, runAgent, UsageError, type ConnectionFlags, type VolregClient } from '../client.ts';
 import { decideRestore, LockFileError, parseLockFile, readLockFile, repositoryClash, volumeRepository, type RestoreDecision } from '../lockfile.ts';
 import { readTagsFile, updateTagsFile, volumesRootProblem, VolumeDirError, withVolumeDir } from '../volumes-root.ts';
-import { addVolumeRootOptions } from './backup.ts';
+import { TagsLockTimeoutError } from '../tags-lock.ts';
+import { addVolumeRootOptions, tagsLockWait, type VolumeRootFlags } from './backup.ts';
 import { addExtractOptions, extractOptionsFrom, withSparseHint, type ExtractFlags } from './pull.ts';
 
-interface RestoreFlags extends ConnectionFlags, ExtractFlags {
+interface RestoreFlags extends ConnectionFlags, ExtractFlags, VolumeRootFlags {
   lock: string;
-  volumesRoot: string;
-  prefix: string;
 }
 
 interface Outcome {
@@ -34,6 +33,7 @@ export function registerRestore(program: Command): void {
     ),
   ).action((flags: RestoreFlags) =>
     runAgent('restore', async () => {
+      const lockWaitSeconds = tagsLockWait(flags);
       const text = await readLockFile(flags.lock).catch((err: unknown) => {
         throw err instanceof LockFileError ? new UsageError(err.message) : err;
       });
@@ -119,14 +119,16 @@ export function registerRestore(program: Command): void {
               onWarning: (m) => process.stderr.write(`volreg restore: ${entry.volume}: warning: ${humanPath(m)}\n`),
               // A restore killed during the switch-over leaves old and new contents mixed: the old
               // tag must not stay beside them, or a later restore to it would call the volume up to date.
-              beforeSwitchOver: () => updateTagsFile(flags.volumesRoot, new Map([[entry.volume, null]])),
+              beforeSwitchOver: () => updateTagsFile(flags.volumesRoot, new Map([[entry.volume, null]]), { lockWaitSeconds }),
               // Recorded at once, and before a signal that came meanwhile ends the restore: the
               // volume then holds this tag whole, and a later restore to it need not fetch it again.
-              afterSwitchOver: () => updateTagsFile(flags.volumesRoot, new Map([[entry.volume, tag]])),
+              afterSwitchOver: () => updateTagsFile(flags.volumesRoot, new Map([[entry.volume, tag]]), { lockWaitSeconds }),
             }),
           );
           outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'restored', message: `from ${ref}`, digest: r.digest });
         } catch (err) {
+          // the next volume's line would wait as long again
+          if (err instanceof TagsLockTimeoutError) throw err;
           outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'failed', message: describeError(withSparseHint(err, flags)) });
         }
       }
