@@ -15,6 +15,7 @@ import { registerPush } from './commands/push.ts';
 import { registerRestore } from './commands/restore.ts';
 import { registerRm } from './commands/rm.ts';
 import { registerVerify } from './commands/verify.ts';
+import { dropOutputOnClosedPipe } from './closed-output.ts';
 import { EXIT } from './exit-codes.ts';
 import { PACKAGE_ROOT } from '../package-root.ts';
 
@@ -59,6 +60,7 @@ export function buildProgram(): Command {
 
 export async function run(argv: string[] = process.argv): Promise<void> {
   dropEmptyVariables(process.env);
+  dropOutputOnClosedPipe();
   await buildProgram().parseAsync(argv);
 }
 

@@ -629,3 +629,46 @@ test("an unreachable registry and a missing directory are said in the operator's
   t.is(push.code, 2);
   t.is(push.stderr, `volreg push: ${join(work, 'no-such-dir')} does not exist\n`);
 });
+
+test('output into a pipe whose reader quits early (head -1, grep -q, true) ends quietly with the command\'s own exit status, for every command', async (t) => {
+  // a listing larger than a pipe's buffer (64 KiB): snapshots carrying 32 long labels each
+  const source = join(work, 'pipe-source');
+  await mkdir(source);
+  await writeFile(join(source, 'f'), 'x');
+  const body = execFileSync('tar', ['-cf', '-', '-C', source, '.']);
+  const labels = Array.from({ length: 32 }, (_, i) => `label=${encodeURIComponent(`k${i}${'x'.repeat(120)}=${'v'.repeat(256)}`)}`).join('&');
+  for (let i = 0; i < 6; i++) {
+    const res = await fetch(`${server.url}/api/v1/volumes/cli/pipe-big/tags/t${i}?${labels}`, { method: 'PUT', body });
+    t.is(res.status, 201, await res.text());
+  }
+  const data = join(work, 'pipe-data');
+  // each case: name, command line, reader; the command's stderr is kept apart from the reader's
+  const cases: Array<[string, string, string, number]> = [
+    ['ls-json', 'ls --json cli/pipe-big', 'head -1', 0],
+    ['ls-table', 'ls cli/pipe-big', 'grep -q TAG', 0],
+    ['ls-volumes', 'ls', 'true', 0],
+    ['ls-missing', 'ls cli/pipe-none', 'true', 3],
+    ['migrate-status', 'migrate status', 'head -1', 0],
+    ['gc-dry-run', 'gc --dry-run', 'true', 0],
+    ['gc-json', 'gc --dry-run --json', 'true', 0],
+    ['help', '--help', 'true', 0],
+  ];
+  const script = [
+    'set -u',
+    `v() { "${process.execPath}" "${VOLREG_BIN}" "$@"; }`,
+    `v ls --json cli/pipe-big | wc -c > ${join(work, 'pipe.size')}`,
+    `VOLREG_DATA_DIR=${data} v migrate > /dev/null || exit 99`,
+    ...cases.map(([name, command, reader]) => `VOLREG_DATA_DIR=${data} v ${command} 2> ${join(work, `pipe.${name}.err`)} | ${reader} > /dev/null; echo "${name} \${PIPESTATUS[0]}"`),
+  ].join('\n');
+  // not execFileSync: the server answering these commands runs in this process
+  const out = await new Promise<string>((resolve, reject) => {
+    execFile('bash', ['-c', script], { env: { ...process.env, VOLREG_URL: server.url }, cwd: work, encoding: 'utf8' }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
+  });
+  t.true(Number(await readFile(join(work, 'pipe.size'), 'utf8')) > 64 * 1024, 'the listing is larger than the pipe');
+  const codes = Object.fromEntries(out.trim().split('\n').map((l) => l.split(' ') as [string, string]));
+  for (const [name, , , code] of cases) {
+    const stderr = await readFile(join(work, `pipe.${name}.err`), 'utf8');
+    t.is(codes[name], String(code), `${name}: ${stderr}`);
+    t.is(stderr, name === 'ls-missing' ? 'volreg ls: volume cli/pipe-none holds no snapshots\n' : '', name);
+  }
+});
