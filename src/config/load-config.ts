@@ -64,6 +64,7 @@ export const CLIENT_VARIABLES: readonly string[] = [
   // src/cli/commands/backup.ts
   'VOLREG_VOLUMES_ROOT',
   'VOLREG_PREFIX',
+  'VOLREG_TAGS_LOCK_TIMEOUT',
 ];
 
 /**
