@@ -168,3 +168,44 @@ test('volreg gc: a bad --grace is a usage error', async (t) => {
   t.is(r.code, 2);
   t.regex(r.stderr, /--grace/);
 });
+
+test('volreg gc: --no-delete-untagged keeps untagged manifests where VOLREG_GC_DELETE_UNTAGGED is set; --delete-untagged takes them without it', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'volreg-gc-untagged-'));
+  try {
+    const config = configBlob();
+    const layer = randomBlob(4000);
+    const manifest = ociManifest({ config, layers: [layer] });
+    let server = await spawnServer({ dataDir });
+    try {
+      await pushBlobs(server.url, 'gc/untagged', [config, layer]);
+      t.is((await putManifest(server.url, 'gc/untagged', 'v1', manifest)).status, 201);
+      t.is((await request(server.url, '/v2/gc/untagged/manifests/v1', { method: 'DELETE' })).status, 202, 'the tag goes, the manifest stays');
+    } finally {
+      server.kill('SIGTERM');
+      t.is((await server.waitExit()).code, 0);
+    }
+    const untaggedBy = async (args: string[], env: Record<string, string> = {}): Promise<number> => {
+      const r = await volreg(dataDir, ['gc', '--json', '--grace', '0', ...args], env);
+      t.is(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as GcReport).untaggedManifests.count;
+    };
+    const byEnv = { VOLREG_GC_DELETE_UNTAGGED: 'true' };
+    t.is(await untaggedBy(['--dry-run'], byEnv), 1, 'VOLREG_GC_DELETE_UNTAGGED applies to volreg gc');
+    t.is(await untaggedBy(['--dry-run']), 0, 'by default untagged manifests stay');
+    t.is(await untaggedBy(['--dry-run', '--delete-untagged']), 1);
+    t.is(await untaggedBy(['--no-delete-untagged'], byEnv), 0, '--no-delete-untagged wins over the environment');
+
+    server = await spawnServer({ dataDir });
+    try {
+      const kept = await getManifest(server.url, 'gc/untagged', manifest.digest, ACCEPT_ALL);
+      t.is(kept.status, 200);
+      t.true(kept.body.equals(manifest.bytes), 'the untagged manifest still pulls by digest');
+      t.true((await request(server.url, `/v2/gc/untagged/blobs/${layer.digest}`)).body.equals(layer.bytes));
+    } finally {
+      server.kill('SIGTERM');
+      await server.waitExit();
+    }
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});

@@ -14,6 +14,7 @@ export function registerGc(program: Command): void {
     .description('garbage collection: delete content nothing references, and report blobs manifests use that the store lacks (exit 4); same VOLREG_* configuration as serve')
     .option('--dry-run', 'report what would be deleted, delete nothing')
     .option('--delete-untagged', 'also remove manifests no tag (or kept index) needs, and the blobs only they used (default: VOLREG_GC_DELETE_UNTAGGED)')
+    .option('--no-delete-untagged', 'keep untagged manifests even where VOLREG_GC_DELETE_UNTAGGED is set')
     .addOption(new Option('--grace <duration>', 'only content older than this (e.g. 90s, 30m, 1h, 2d; a plain number is seconds; default: VOLREG_GC_GRACE, 1h)').argParser(parseDuration))
     .option('--json', 'print the report as JSON')
     .action(gc);
@@ -92,7 +93,8 @@ async function gc(flags: GcFlags): Promise<void> {
       uploads: uploadPurger(collections(metadata!.db), store),
       logger,
       graceSeconds: flags.grace ?? config.gc.graceSeconds,
-      deleteUntagged: flags.deleteUntagged === true || config.gc.deleteUntagged,
+      // either flag wins over VOLREG_GC_DELETE_UNTAGGED; with neither, commander leaves it unset
+      deleteUntagged: flags.deleteUntagged ?? config.gc.deleteUntagged,
       dryRun: flags.dryRun === true,
     });
     process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : summary(report));
