@@ -91,6 +91,27 @@ test('a run killed while it holds the tags lock blocks no later run; a run held 
       t.regex(r.stderr, /another backup or restore in .* held its tags file lock \(.*\/\.tags\.lock\) for more than 1 s \(--tags-lock-timeout, VOLREG_TAGS_LOCK_TIMEOUT\): the tags file line of [ab] was not changed; stopped/, command);
     }
     t.deepEqual(await tagsLines(root), ['a k2', 'b k2'], 'no line written while another run held the lock');
+
+    // a stopped run still says what it did before the stop: a is up to date, b is where it stopped, c not tried
+    await writeFile(lockFile, 'downstream:\n  a: tag:k2\n  b: tag:k2\n  c: tag:k2\n');
+    const said = await Promise.all([
+      volreg(['restore', '--json', '--lock', lockFile, '--prefix', 'lock/', '--volumes-root', root, '--tags-lock-timeout', '1']),
+      volreg(['restore', '--lock', lockFile, '--prefix', 'lock/', '--volumes-root', root, '--tags-lock-timeout', '1']),
+      volreg(['backup', '--json', '--tag', 'k4', '--prefix', 'lock/', '--volumes-root', root, '--tags-lock-timeout', '1', 'a,b']),
+    ]);
+    for (const r of said) t.is(r.code, 1, r.stderr);
+    const restored = JSON.parse(said[0].stdout) as { ok: boolean; stopped: boolean; volumes: Array<{ volume: string; status: string; message: string }> };
+    t.false(restored.ok);
+    t.true(restored.stopped);
+    t.deepEqual(restored.volumes.map((v) => [v.volume, v.status]), [['a', 'up-to-date'], ['b', 'failed']]);
+    t.regex(restored.volumes[1]!.message, /held its tags file lock .*: the tags file line of b was not changed; stopped/);
+    t.regex(said[1].stdout, /^a: up-to-date k2 /m, 'the human report lists what was done before the stop');
+    t.regex(said[1].stderr, /^volreg restore: b: another backup or restore in .* held its tags file lock/m);
+    const backedUp = JSON.parse(said[2].stdout) as { ok: boolean; stopped: boolean; volumes: Array<{ volume: string; ok: boolean; error: string }> };
+    t.true(backedUp.stopped);
+    t.deepEqual(backedUp.volumes.map((v) => [v.volume, v.ok]), [['a', false]], 'b is not tried: it would wait as long again');
+    t.regex(backedUp.volumes[0]!.error, /the tags file line of a was not changed; stopped/);
+    t.deepEqual(await tagsLines(root), ['a k2', 'b k2']);
   } finally {
     holder.kill('SIGKILL');
   }

@@ -74,6 +74,7 @@ export function registerBackup(program: Command): void {
       const labels = labelsOf(flags.label);
       const host = hostOf(flags.host);
       const results: Array<{ volume: string; repository: string; ok: boolean; digest?: string; error?: string }> = [];
+      let stopped = false;
       for (const volume of volumes) {
         const repository = volumeRepository(flags.prefix, volume);
         try {
@@ -95,14 +96,16 @@ export function registerBackup(program: Command): void {
           results.push({ volume, repository, ok: true, digest: r.manifestDigest });
           if (!flags.quiet && !flags.json) process.stdout.write(`${volume}: pushed ${repository}:${flags.tag} ${r.manifestDigest}\n`);
         } catch (err) {
-          // the next volume's line would wait as long again
-          if (err instanceof TagsLockTimeoutError) throw err;
           results.push({ volume, repository, ok: false, error: describeError(err) });
           process.stderr.write(`volreg backup: ${volume}: ${describeError(err)}\n`);
+          // the next volume's line would wait as long again: the run stops, saying what it did
+          stopped = err instanceof TagsLockTimeoutError;
+          if (stopped) break;
         }
       }
       const ok = results.every((r) => r.ok);
-      if (flags.json) process.stdout.write(`${JSON.stringify({ tag: flags.tag, ok, volumes: results }, null, 2)}\n`);
+      if (flags.json) process.stdout.write(`${JSON.stringify({ tag: flags.tag, ok, stopped, volumes: results }, null, 2)}\n`);
+      if (stopped) return AGENT_EXIT.FAILURE;
       return ok ? AGENT_EXIT.OK : AGENT_EXIT.PARTIAL;
     }),
   );

@@ -64,6 +64,7 @@ export function registerRestore(program: Command): void {
       const client = clientFrom(flags);
       const current = await readTagsFile(flags.volumesRoot);
       const outcomes: Outcome[] = [];
+      let stopped = false;
       for (const entry of entries) {
         let decision: RestoreDecision;
         try {
@@ -127,9 +128,10 @@ export function registerRestore(program: Command): void {
           );
           outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'restored', message: `from ${ref}`, digest: r.digest });
         } catch (err) {
-          // the next volume's line would wait as long again
-          if (err instanceof TagsLockTimeoutError) throw err;
           outcomes.push({ volume: entry.volume, tag: decision.tag, status: 'failed', message: describeError(withSparseHint(err, flags)) });
+          // the next volume's line would wait as long again: the run stops, saying what it did
+          stopped = err instanceof TagsLockTimeoutError;
+          if (stopped) break;
         }
       }
       for (const o of outcomes) {
@@ -137,7 +139,8 @@ export function registerRestore(program: Command): void {
         else if (!flags.quiet && !flags.json && o.status !== 'skipped') process.stdout.write(`${o.volume}: ${o.status} ${o.tag ?? ''} ${o.message}\n`);
       }
       const ok = outcomes.every((o) => o.status !== 'failed');
-      if (flags.json) process.stdout.write(`${JSON.stringify({ ok, volumes: outcomes }, null, 2)}\n`);
+      if (flags.json) process.stdout.write(`${JSON.stringify({ ok, stopped, volumes: outcomes }, null, 2)}\n`);
+      if (stopped) return AGENT_EXIT.FAILURE;
       return ok ? AGENT_EXIT.OK : AGENT_EXIT.PARTIAL;
     }),
   );
