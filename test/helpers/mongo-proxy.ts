@@ -1,3 +1,4 @@
+import { deserialize, serialize, type Document } from 'bson';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -13,13 +14,31 @@ import { join } from 'node:path';
  *   fails with a raw `write EPIPE`.
  * - `cutAfterBytes`: a connection that sends more than this many bytes from now on is cut on
  *   both sides (a large command meets `read ECONNRESET` or `write EPIPE`).
+ * - `answer(match, reply)`: the next command `match` picks is not passed on; the proxy answers it
+ *   with `reply`, as a replica set member does in a failover (`{ ok: 0, code: 10107,
+ *   codeName: 'NotWritablePrimary' }`) or a racing insert does (`{ ok: 1, n: 0, writeErrors: [...] }`).
  */
 export interface MongoProxy {
   /** the test database's URI with the proxy's socket as its host (credentials and options kept) */
   uri: string;
   refuseNew: boolean;
   cutAfterBytes: number;
+  /** answers the next `times` commands `match` picks with `reply` (the command's body: `{ findAndModify: 'coll', ... }`) */
+  answer(match: (command: Document) => boolean, reply: Document, times?: number): void;
+  /** the commands answered by `answer` so far */
+  answered: Document[];
   close(): Promise<void>;
+}
+
+// OP_MSG: a 16-byte header (length, requestID, responseTo, opCode), flag bits, then sections;
+// section kind 0 is the command's body
+const OP_MSG = 2013;
+const HEADER_BYTES = 16;
+
+interface Answer {
+  match: (command: Document) => boolean;
+  reply: Document;
+  times: number;
 }
 
 export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> {
@@ -27,10 +46,33 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
   const dir = await mkdtemp(join(tmpdir(), 'volreg-mongo-proxy-'));
   const socketPath = join(dir, 'mongo.sock');
   const open = new Set<net.Socket>();
+  const answers: Answer[] = [];
+  /** the reply `answer` set up for this message, if it is an OP_MSG one picks */
+  const answerFor = (message: Buffer): Buffer | undefined => {
+    if (answers.length === 0 || message.readInt32LE(12) !== OP_MSG || message[HEADER_BYTES + 4] !== 0) return undefined;
+    const command = deserialize(message.subarray(HEADER_BYTES + 5));
+    const at = answers.findIndex((a) => a.match(command));
+    if (at < 0) return undefined;
+    const a = answers[at]!;
+    if (--a.times === 0) answers.splice(at, 1);
+    proxy.answered.push(command);
+    const body = serialize(a.reply);
+    const reply = Buffer.alloc(HEADER_BYTES + 5 + body.length);
+    reply.writeInt32LE(reply.length, 0);
+    reply.writeInt32LE(0, 4);
+    reply.writeInt32LE(message.readInt32LE(4), 8); // responseTo: the command's requestID
+    reply.writeInt32LE(OP_MSG, 12);
+    reply.writeUInt32LE(0, 16);
+    reply[20] = 0;
+    reply.set(body, 21);
+    return reply;
+  };
   const proxy: MongoProxy = {
     uri: withHost(upstreamUri, encodeURIComponent(socketPath)),
     refuseNew: false,
     cutAfterBytes: Infinity,
+    answer: (match, reply, times = 1) => answers.push({ match, reply, times }),
+    answered: [],
     close: async () => {
       for (const s of open) s.destroy();
       await new Promise((resolve) => server.close(resolve));
@@ -48,14 +90,23 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
       s.on('close', () => open.delete(s));
     }
     let sent = 0;
+    let pending: Buffer = Buffer.alloc(0);
     const cut = (): void => {
       client.destroy();
       toServer.destroy();
     };
     client.on('data', (chunk: Buffer) => {
       sent += chunk.length;
-      if (sent > proxy.cutAfterBytes) cut();
-      else toServer.write(chunk);
+      if (sent > proxy.cutAfterBytes) return cut();
+      // whole messages only, so a command can be answered here instead of passed on
+      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+      while (pending.length >= 4 && pending.length >= pending.readInt32LE(0)) {
+        const message = pending.subarray(0, pending.readInt32LE(0));
+        pending = pending.subarray(message.length);
+        const reply = answerFor(message);
+        if (reply) client.write(reply);
+        else toServer.write(message);
+      }
     });
     client.on('end', () => toServer.end());
     toServer.pipe(client);
