@@ -58,7 +58,8 @@ function isReplicaSetChanging(err: MongoServerError): boolean {
 
 /**
  * What a failure of MongoDB means to a client: the metadata store out of disk space is
- * STORAGE_FULL, an unreachable one is UNAVAILABLE. Null for anything else (an internal error).
+ * STORAGE_FULL, an unreachable one is UNAVAILABLE, and so is a replica set electing a primary
+ * (with Retry-After). Null for anything else (an internal error).
  * Unreachable includes a socket error the driver passed on unwrapped (`write EPIPE` on a
  * connection the server closed at once): recognised by the socket it came from, never by its
  * code alone, which an HTTP client's socket can fail with too (driver-sockets.ts).
