@@ -1,6 +1,6 @@
 import net from 'node:net';
 import test from 'ava';
-import { MongoClient, MongoError, MongoNetworkError, MongoServerError } from 'mongodb';
+import { MongoClient, MongoError, MongoErrorLabel, MongoNetworkError, MongoServerError, MongoWriteConcernError } from 'mongodb';
 import { watchDriverSockets } from '../../src/metadata/driver-sockets.ts';
 import { fromMongoFailure } from '../../src/metadata/mongo-errors.ts';
 import { WRITES_STOPPED } from '../../src/mongo-engine/errors.ts';
@@ -110,4 +110,38 @@ test('the driver errors it wraps itself: unreachable is 503, out of disk space 5
   t.regex(stopped?.message ?? '', /accepts no writes until volreg is restarted/);
   t.is(fromMongoFailure(new MongoServerError({ code: 1, codeName: 'InternalError', errmsg: 'some other internal error', ok: 0 })), null);
   t.is(fromMongoFailure(new Error('something else')), null);
+});
+
+test('a replica set electing a primary, by code, write concern error or retryable label, is 503 with Retry-After; its other errors are not', (t) => {
+  const failover = (err: unknown, what: string): void => {
+    const translated = fromMongoFailure(err);
+    t.like(translated, { code: 'UNAVAILABLE', status: 503 }, what);
+    t.regex(translated?.message ?? '', /the metadata store is changing its primary/, what);
+    t.is(translated?.headers['Retry-After'], '10', what);
+  };
+  for (const [code, codeName] of [
+    [10107, 'NotWritablePrimary'],
+    [11602, 'InterruptedDueToReplStateChange'],
+    [11600, 'InterruptedAtShutdown'],
+    [189, 'PrimarySteppedDown'],
+    [91, 'ShutdownInProgress'],
+    [13435, 'NotPrimaryNoSecondaryOk'],
+    [13436, 'NotPrimaryOrSecondary'],
+  ] as const) {
+    failover(new MongoServerError({ ok: 0, code, codeName, errmsg: codeName }), codeName);
+  }
+  // the write applied on the primary, and its replication was not confirmed
+  const timedOut = { ok: 1, n: 1, writeConcernError: { code: 64, codeName: 'WriteConcernFailed', errmsg: 'waiting for replication timed out' } };
+  failover(new MongoWriteConcernError(timedOut as never), 'write concern timeout');
+  // a server labels an error retryable whatever its code
+  failover(new MongoServerError({ ok: 0, code: 262, codeName: 'ExceededTimeLimit', errmsg: 'x', errorLabels: [MongoErrorLabel.RetryableWriteError] }), 'labelled');
+  failover(new MongoServerError({ ok: 0, code: 99999, errmsg: 'x', errorLabels: [MongoErrorLabel.RetryableWriteError] }), 'labelled, unknown code');
+  // not a failover: a duplicate key, a document the validator refused, an unknown command
+  for (const [code, codeName] of [
+    [11000, 'DuplicateKey'],
+    [121, 'DocumentValidationFailure'],
+    [59, 'CommandNotFound'],
+  ] as const) {
+    t.is(fromMongoFailure(new MongoServerError({ ok: 0, code, codeName, errmsg: codeName })), null, codeName);
+  }
 });
