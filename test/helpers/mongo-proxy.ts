@@ -101,6 +101,12 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
       // whole messages only, so a command can be answered here instead of passed on
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       while (pending.length >= 4 && pending.length >= pending.readInt32LE(0)) {
+        if (pending.readInt32LE(0) < HEADER_BYTES) {
+          // not a message of the wire protocol: passed on as it is, for the server to refuse
+          toServer.write(pending);
+          pending = Buffer.alloc(0);
+          break;
+        }
         const message = pending.subarray(0, pending.readInt32LE(0));
         pending = pending.subarray(message.length);
         const reply = answerFor(message);
