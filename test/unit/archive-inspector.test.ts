@@ -181,21 +181,23 @@ for (const [label, inspect] of IMPLEMENTATIONS) {
     // rest of the input (zero padding that keeps coming)
     const refusedInside = sh('gzip', ['-c'], Buffer.concat([tarBytes, Buffer.from('garbage after the end marker')]));
     let endless = true;
+    let ended = false;
     const padding = Readable.from(
       (async function* () {
         yield refusedInside;
-        while (endless) {
+        // a minute of padding at most: an answer that waits for the input's end comes only after it
+        for (let i = 0; endless && i < 1200; i++) {
           yield Buffer.alloc(65_536);
           await new Promise((r) => setTimeout(r, 50));
         }
+        ended = true;
       })(),
       { objectMode: false },
     );
-    const started = Date.now();
     const refused = await t.throwsAsync(inspect(padding));
+    t.false(ended, 'answered while the input still came');
     endless = false;
     t.regex(refused?.message ?? '', /end-of-archive/);
-    t.true(Date.now() - started < 10_000, `answered after ${Date.now() - started} ms`);
     const entries = (await inspect(chunked(tarBytes))).entries;
     const padded = Buffer.concat([tarBytes, Buffer.alloc(100)]);
     for (const body of [padded, sh('gzip', ['-c'], padded), sh('zstd', ['-q', '-c'], padded)]) {
