@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type { DigestAlgorithm } from '../domain/digest.ts';
 import { SlotRing } from '../workers/slot-ring.ts';
 import { HELPER_THREAD_LIMITS } from '../workers/heap-settings.ts';
+import { WRITE_BATCH_BYTES } from './pipelined-copy.ts';
 
 /**
  * Hashing on a worker thread, so an upload's digest is computed while the main thread reads
@@ -79,8 +80,10 @@ parentPort.on('message', (m) => {
 
 type Reply = { seq: number; value?: unknown; error?: string; code?: string };
 
-const SLOT_BYTES = 256 * 1024;
-const RING_SLOTS = 16;
+// A slot holds one write batch of an upload: one message and one ack per batch, not per piece
+// of it (a ring of 16 x 256 KiB took three per batch, for the same memory).
+const SLOT_BYTES = WRITE_BATCH_BYTES;
+const RING_SLOTS = 8;
 
 export class HashWorkerError extends Error {
   constructor(

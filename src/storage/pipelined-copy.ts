@@ -13,8 +13,8 @@ import { streamGarbage } from './stream-garbage.ts';
  * batches per upload, and by a budget all uploads share (byte-budget.ts).
  */
 
-// Writes are gathered to about this size before going to disk, with a few in flight.
-const WRITE_BATCH_BYTES = 512 * 1024;
+// Writes are gathered up to this size before going to disk, with a few in flight.
+export const WRITE_BATCH_BYTES = 512 * 1024;
 /** a gathered batch waits this long for the client's next bytes, then goes on as it is */
 const SLOW_SOURCE_MS = 50;
 const MAX_WRITES_IN_FLIGHT = 4;
@@ -143,7 +143,8 @@ export async function copyInto(source: Readable, fh: FileHandle, position: numbe
       awaiting(true);
       const next = chunks.next();
       pending = next;
-      let step = batchBytes > 0 ? await within(next, SLOW_SOURCE_MS) : await next;
+      // Only a wait for bytes not yet here can be slow: one a fast client already sent needs no timer.
+      let step = batchBytes > 0 && source.readableLength === 0 ? await within(next, SLOW_SOURCE_MS) : await next;
       if (step === LATE) {
         // A slow client's bytes go on as they are, rather than hold their share of the budget
         // while it trickles (enough slow clients would hold it all, and stall every upload).
@@ -165,6 +166,9 @@ export async function copyInto(source: Readable, fh: FileHandle, position: numbe
         }
         throw new VolregError('TOO_LARGE', 'upload exceeds the size limit', { limit });
       }
+      // A batch stays within one slot of the hash worker's ring (one message for it) unless a
+      // single chunk is larger.
+      if (batchBytes + buf.length > WRITE_BATCH_BYTES) await flush();
       // (not `batchTaken += await take()`: that reads batchTaken before a flush inside take resets it)
       const got = await take(buf.length);
       batchTaken += got;
