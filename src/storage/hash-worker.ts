@@ -19,6 +19,11 @@ import { WRITE_BATCH_BYTES } from './pipelined-copy.ts';
  * same way however the service was started. If it dies, pending calls reject and the next
  * call starts a new one with `generation` bumped: callers treat hash state of an older
  * generation as lost and recompute it (the fs driver re-reads the upload's data file).
+ *
+ * A worker that holds no hash and has nothing in flight for IDLE_END_MS ends, and the next
+ * call starts one again: a thread and its ring kept after the last upload held 7-14 MB, which a
+ * download right after paid on top of its own (README.md, "Benchmark"); starting one costs a
+ * few tens of milliseconds, once per burst of uploads. No hash state is lost by it.
  */
 const WORKER_SOURCE = `
 'use strict';
@@ -84,6 +89,8 @@ type Reply = { seq: number; value?: unknown; error?: string; code?: string };
 // of it (a ring of 16 x 256 KiB took three per batch, for the same memory).
 const SLOT_BYTES = WRITE_BATCH_BYTES;
 const RING_SLOTS = 8;
+/** how long a worker that holds no hash is kept before it ends */
+export const IDLE_END_MS = 1000;
 
 export class HashWorkerError extends Error {
   constructor(
@@ -102,10 +109,16 @@ export class HashWorker {
   private ring: SlotRing | null = null;
   /** per key, the posting of its updates so far: pieces reach the worker in order */
   private readonly posting = new Map<string, Promise<void>>();
+  /** keys whose hash the worker holds (created, neither digested nor dropped) */
+  private readonly held = new Set<string>();
+  private idleTimer: NodeJS.Timeout | null = null;
   /** Bumped whenever a worker starts or goes away: hash state of older generations is gone. */
   generation = 0;
 
+  constructor(private readonly idleEndMs = IDLE_END_MS) {}
+
   create(key: string, algorithm: DigestAlgorithm): void {
+    this.held.add(key);
     this.send({ op: 'create', key, alg: algorithm });
   }
 
@@ -163,25 +176,52 @@ export class HashWorker {
 
   /** Finishes the hash of `key` (and forgets it): lowercase hex. */
   async digest(key: string): Promise<string> {
+    this.held.delete(key);
     return String(await this.call({ op: 'digest', key }));
   }
 
   drop(key: string): void {
-    if (this.worker) this.send({ op: 'drop', key });
+    this.held.delete(key);
+    if (!this.worker) return;
+    this.send({ op: 'drop', key });
+    this.endWhenIdle();
   }
 
   close(): void {
     const w = this.worker;
     this.worker = null;
     this.generation++;
+    this.held.clear();
     this.dropRing();
+    this.stopIdleTimer();
     const e = new HashWorkerError('hash worker closed');
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
     if (w) void w.terminate();
   }
 
+  /** Ends the worker once it has held no hash and had nothing in flight for idleEndMs. */
+  private endWhenIdle(): void {
+    if (!this.idle()) return;
+    this.stopIdleTimer();
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      if (this.idle()) this.close();
+    }, this.idleEndMs);
+    this.idleTimer.unref();
+  }
+
+  private idle(): boolean {
+    return this.worker !== null && this.held.size === 0 && this.pending.size === 0 && this.posting.size === 0;
+  }
+
+  private stopIdleTimer(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+  }
+
   private ensure(): Worker {
+    this.stopIdleTimer();
     if (this.worker) return this.worker;
     // No inherited flags: the script is CommonJS and needs no loader (--input-type=module or
     // --import=tsx in the parent must not change how it is read).
@@ -196,12 +236,15 @@ export class HashWorker {
       if (this.pending.size === 0) w.unref();
       if (r.error !== undefined) p.reject(new HashWorkerError(r.error, r.code));
       else p.resolve(r.value);
+      this.endWhenIdle();
     });
     const fail = (err: unknown): void => {
       if (this.worker !== w) return;
       this.worker = null;
       this.generation++;
+      this.held.clear();
       this.dropRing();
+      this.stopIdleTimer();
       const e = new HashWorkerError(`hash worker stopped: ${err instanceof Error ? err.message : String(err)}`);
       for (const p of this.pending.values()) p.reject(e);
       this.pending.clear();
