@@ -101,12 +101,19 @@ function checkConflicts(ops: Document): void {
       if (i === j) continue;
       const a = paths[i] as string;
       const b = paths[j] as string;
-      if (a === b || b.startsWith(a + '.')) {
+      if (a === b || isPathWithin(b, a)) {
         throw engineError('ConflictingUpdateOperators', `Updating the path '${b}' would create a conflict at '${a}'`);
       }
     }
   }
 }
+
+/** Is `path` a field inside `parent` ('a.b' inside 'a')? Allocates nothing: every update checks every pair of its paths. */
+function isPathWithin(path: string, parent: string): boolean {
+  return path.length > parent.length && path.charCodeAt(parent.length) === DOT && path.startsWith(parent);
+}
+
+const DOT = 0x2e;
 
 /** Applies an update to a copy of `old` and returns the new typed document. */
 export function applyUpdate(spec: UpdateSpec, old: Document, ctx: UpdateContext): Document {
@@ -161,17 +168,44 @@ function fieldsInApplyOrder(ops: Document, isUpsertInsert: boolean): Array<[stri
 
 const NUMERIC_NAME = /^(0|[1-9][0-9]*)$/;
 
+// Runs for every pair the sort compares, on every update: plain names (most paths) are compared
+// without splitting, and nothing is allocated.
 function comparePaths(a: string, b: string): number {
+  if (!a.includes('.') && !b.includes('.')) return compareNames(a, b);
   const sa = a.split('.');
   const sb = b.split('.');
   for (let i = 0; i < Math.min(sa.length, sb.length); i++) {
     const x = sa[i] as string;
     const y = sb[i] as string;
-    if (x === y) continue;
-    if (NUMERIC_NAME.test(x) && NUMERIC_NAME.test(y) && x.length !== y.length) return x.length - y.length;
-    return Buffer.compare(Buffer.from(x), Buffer.from(y));
+    if (x !== y) return compareNames(x, y);
   }
   return sa.length - sb.length;
+}
+
+function compareNames(x: string, y: string): number {
+  if (x === y) return 0;
+  if (NUMERIC_NAME.test(x) && NUMERIC_NAME.test(y) && x.length !== y.length) return x.length - y.length;
+  return compareUtf8(x, y);
+}
+
+/**
+ * The order of the names' UTF-8 bytes (code point order) without encoding them. UTF-16 code
+ * units keep that order except that surrogates (D800-DFFF, halves of code points from 0x10000)
+ * sort below E000-FFFF: moved above them here.
+ */
+function compareUtf8(x: string, y: string): number {
+  const n = Math.min(x.length, y.length);
+  for (let i = 0; i < n; i++) {
+    const a = x.charCodeAt(i);
+    const b = y.charCodeAt(i);
+    if (a === b) continue;
+    return a >= 0xd800 && b >= 0xd800 ? codePointRank(a) - codePointRank(b) : a - b;
+  }
+  return x.length - y.length;
+}
+
+function codePointRank(unit: number): number {
+  return unit < 0xe000 ? unit + 0x2000 : unit - 0x800;
 }
 
 /** The document an upsert inserts when nothing matched: equality fields of the filter, then the update. */

@@ -242,6 +242,17 @@ test('conflicting update paths give ConflictingUpdateOperators (40); unknown mod
   t.is((e2 as unknown as { code: number }).code, 9);
 });
 
+test('an upsert inserts its fields in path order, names compared by their UTF-8 bytes; a name that only starts like another is no conflict', async (t) => {
+  const c = m.db.collection('applyorder');
+  // in UTF-16 code units the emoji (a surrogate pair) sorts before U+E000; in UTF-8 bytes, after
+  await c.updateOne({ _id: 1 as never }, { $set: { '\u{1F600}': 1, '\uE000': 1, é: 1, b: 1 }, $setOnInsert: { 'a.z': 1, ab: 1, 'a.y': 1 } }, { upsert: true });
+  const doc = (await c.findOne({ _id: 1 as never }))!;
+  t.deepEqual(Object.keys(doc), ['_id', 'a', 'ab', 'b', 'é', '\uE000', '\u{1F600}']);
+  t.deepEqual(Object.keys(doc['a'] as Document), ['y', 'z']);
+  const res = await c.updateOne({ _id: 1 as never }, { $set: { a: 2, 'a-b.c': 3, ab: 4 } });
+  t.is(res.modifiedCount, 1);
+});
+
 test('PathNotViable (28) when creating a field inside a scalar', async (t) => {
   const c = m.db.collection('pathnotviable');
   await c.insertOne({ _id: 1 as never, a: 5 });
