@@ -143,6 +143,8 @@ async function main(): Promise<number> {
   const results: Results = new Map();
   /** volreg's timed windows per scenario, for the --cpu-prof summary */
   const volregWindows = new Map<string, Array<[number, number]>>();
+  /** the processes --cpu-prof profiles: the service, and with --separate-db the engine */
+  const profiled: Array<{ label: string; pid: number }> = [];
   const scenarios = buildScenarios(opts).filter((s) => !opts.scenarios || opts.scenarios.includes(s.id));
   if (scenarios.length === 0) throw new Error(`no scenario matches --scenarios ${opts.scenarios?.join(',')}`);
   const overall = new AbortController();
@@ -156,6 +158,9 @@ async function main(): Promise<number> {
   process.once('SIGTERM', onSignal);
   try {
     live = await startServers(opts, tmpRoot, summaries);
+    const volreg = live.get('volreg')?.server;
+    if (volreg) profiled.push({ label: 'volreg', pid: volreg.pid });
+    if (volreg?.databasePid !== undefined) profiled.push({ label: 'volreg db (the separate engine process)', pid: volreg.databasePid });
     const runOnce = async (scenario: Scenario, kind: ServerKind, round: number): Promise<Cell> => {
       const summary = summaries.find((s) => s.kind === kind);
       const l = live.get(kind);
@@ -268,15 +273,17 @@ async function main(): Promise<number> {
   out.push('', 'details (latencies are per request, client side):', renderDetails(scenarios, results));
   out.push('', `run took ${((performance.now() - runStarted) / 1000).toFixed(0)} s; load average at the end: ${loadText()}`);
   if (opts.cpuProfDir) {
-    // CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile: thread 0 is the main thread (tsx's
-    // loader runs in a worker thread and writes its own profile)
-    const profiles = (await fs.readdir(opts.cpuProfDir)).filter((f) => /\.0\.\d+\.cpuprofile$/.test(f));
-    const newest = await newestFile(opts.cpuProfDir, profiles);
-    if (!newest) {
-      out.push('', `no .cpuprofile in ${opts.cpuProfDir} (did volreg exit cleanly?)`);
-    } else {
+    for (const { label, pid } of profiled) {
+      // CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile: thread 0 is the main thread (tsx's
+      // loader runs in a worker thread and writes its own profile)
+      const profiles = (await fs.readdir(opts.cpuProfDir)).filter((f) => f.endsWith('.cpuprofile') && f.includes(`.${pid}.0.`));
+      const newest = await newestFile(opts.cpuProfDir, profiles);
+      if (!newest) {
+        out.push('', `no .cpuprofile of ${label} (pid ${pid}) in ${opts.cpuProfDir} (did it exit cleanly?)`);
+        continue;
+      }
       const profile = await loadProfile(newest);
-      out.push('', `volreg CPU profile ${newest}, summarised over each scenario's timed part only:`);
+      out.push('', `${label} CPU profile ${newest}, summarised over each scenario's timed part only:`);
       for (const [id, windows] of volregWindows) {
         if (windows.length > 0) out.push('', summariseProfile(profile, `== ${id}`, REPO_ROOT, windows, 20));
       }

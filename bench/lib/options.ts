@@ -75,7 +75,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --keep-data            keep the servers' temporary data directories
   --scenarios A,B        run only these scenario ids (see the details list of a run)
   --cpu-prof DIR         run volreg under node --cpu-prof, write the profile to DIR and
-                         print where its CPU time went (self time by function and file)
+                         print where its CPU time went (self time by function and file);
+                         with --separate-db, the engine process's too
   --node-flags "F ..."   start volreg with these extra node options (e.g. V8 heap flags)
   --separate-db          run volreg's embedded engine as its own process (volreg db), so
                          the RSS figures are the service alone; the engine's peak is printed

@@ -116,10 +116,11 @@ export interface VolregStartOptions {
 const DB_LISTENING = /volreg db listening on (\S+)/;
 
 /** `volreg db` on a unix socket in `dataDir`; resolves with its connection string once it listens. */
-async function startSeparateDb(repoRoot: string, dataDir: string, timeoutMs: number): Promise<{ uri: string; child: ChildProcess; exited: Promise<void> }> {
+/** `prof`: the service's --cpu-prof flags, so the engine's CPU is profiled too (its own file, its own pid) */
+async function startSeparateDb(repoRoot: string, dataDir: string, timeoutMs: number, prof: readonly string[]): Promise<{ uri: string; child: ChildProcess; exited: Promise<void> }> {
   const dbPath = path.join(dataDir, 'separate-db');
   await fs.mkdir(dbPath);
-  const child = spawn(process.execPath, ['dist/src/cli/main.js', 'db', '--dbpath', dbPath, '--socket', path.join(dataDir, 'db.sock')], {
+  const child = spawn(process.execPath, [...prof, 'dist/src/cli/main.js', 'db', '--dbpath', dbPath, '--socket', path.join(dataDir, 'db.sock')], {
     cwd: repoRoot,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -168,7 +169,7 @@ export async function startVolreg(repoRoot: string, tmpRoot: string, opts: Volre
   const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
   // what `npm start` runs: the compiled service (built once here), not the sources under tsx
   execFileSync('npm', ['run', 'build', '--silent'], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'inherit'] });
-  const db = separateDb ? await startSeparateDb(repoRoot, dataDir, startTimeoutMs) : undefined;
+  const db = separateDb ? await startSeparateDb(repoRoot, dataDir, startTimeoutMs, prof) : undefined;
   if (db) env.VOLREG_MONGODB_URL = db.uri;
   const child = spawn(process.execPath, [...prof, ...startNodeFlags(repoRoot), ...nodeFlags, 'dist/src/cli/main.js', 'serve'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const { tail: errTail, exitReason, exited } = track(child);
