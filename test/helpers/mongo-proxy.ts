@@ -30,6 +30,11 @@ export interface MongoProxy {
   close(): Promise<void>;
 }
 
+/** For `answer`: picks the `command` commands on `collection` (`commandOn('update', 'repos')`). */
+export function commandOn(command: string, collection: string): (body: Document) => boolean {
+  return (body) => body[command] === collection;
+}
+
 // OP_MSG: a 16-byte header (length, requestID, responseTo, opCode), flag bits, then sections;
 // section kind 0 is the command's body
 const OP_MSG = 2013;

@@ -1,7 +1,7 @@
 import test from 'ava';
 import type { Document } from 'bson';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
-import { startMongoProxy, type MongoProxy } from '../helpers/mongo-proxy.ts';
+import { commandOn, startMongoProxy, type MongoProxy } from '../helpers/mongo-proxy.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { errorCode, pushBlob, raw } from './blobs-client.ts';
 
@@ -31,8 +31,6 @@ function duplicateKey(collection: string, index: string): Document {
   return { ok: 0, code: 11000, codeName: 'DuplicateKey', errmsg: `E11000 duplicate key error collection: volreg.${collection} index: ${index} dup key: { }` };
 }
 
-const on = (name: string, collection: string) => (cmd: Document) => cmd[name] === collection;
-
 async function pushedImage(repo: string): Promise<ReturnType<typeof ociManifest>> {
   const config = configBlob();
   const layer = randomBlob(100);
@@ -45,7 +43,7 @@ test.serial('a push whose tag upsert meets a racing first push of the tag (E1100
   const repo = 'dup/tag';
   const manifest = await pushedImage(repo);
   proxy!.answered.length = 0;
-  proxy!.answer(on('findAndModify', 'units_docker_tag'), duplicateKey('units_docker_tag', 'name_1_schema_version_1_repo_id_1'));
+  proxy!.answer(commandOn('findAndModify', 'units_docker_tag'), duplicateKey('units_docker_tag', 'name_1_schema_version_1_repo_id_1'));
   const res = await raw(server.url, 'PUT', `/v2/${repo}/manifests/v1`, { body: manifest.bytes, headers: { 'Content-Type': manifest.mediaType } });
   t.is(res.status, 201, res.body.toString());
   t.is(proxy!.answered.length, 1);
@@ -58,7 +56,7 @@ test.serial('a push with If-None-Match: * whose insert meets a tag created meanw
   const repo = 'dup/if-none-match';
   const manifest = await pushedImage(repo);
   proxy!.answered.length = 0;
-  proxy!.answer(on('findAndModify', 'units_docker_tag'), duplicateKey('units_docker_tag', 'name_1_schema_version_1_repo_id_1'));
+  proxy!.answer(commandOn('findAndModify', 'units_docker_tag'), duplicateKey('units_docker_tag', 'name_1_schema_version_1_repo_id_1'));
   const res = await raw(server.url, 'PUT', `/v2/${repo}/manifests/v1`, {
     body: manifest.bytes,
     headers: { 'Content-Type': manifest.mediaType, 'If-None-Match': '*' },
@@ -72,9 +70,9 @@ test.serial('uploads whose blob, repository and association upserts meet racing 
   const repo = 'dup/blob';
   const blob = randomBlob(300);
   proxy!.answered.length = 0;
-  proxy!.answer(on('findAndModify', 'units_docker_blob'), duplicateKey('units_docker_blob', 'digest_1'));
-  proxy!.answer(on('update', 'repos'), { ok: 1, n: 0, nModified: 0, writeErrors: [{ index: 0, ...duplicateKey('repos', 'repo_id_1') }] });
-  proxy!.answer(on('update', 'repo_content_units'), {
+  proxy!.answer(commandOn('findAndModify', 'units_docker_blob'), duplicateKey('units_docker_blob', 'digest_1'));
+  proxy!.answer(commandOn('update', 'repos'), { ok: 1, n: 0, nModified: 0, writeErrors: [{ index: 0, ...duplicateKey('repos', 'repo_id_1') }] });
+  proxy!.answer(commandOn('update', 'repo_content_units'), {
     ok: 1,
     n: 0,
     nModified: 0,

@@ -1,7 +1,6 @@
 import test from 'ava';
-import type { Document } from 'bson';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
-import { startMongoProxy, type MongoProxy } from '../helpers/mongo-proxy.ts';
+import { commandOn, startMongoProxy, type MongoProxy } from '../helpers/mongo-proxy.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { errorCode, pushBlob, raw, type RawResponse } from './blobs-client.ts';
 
@@ -27,8 +26,6 @@ test.after.always(async () => {
   await proxy?.close();
 });
 
-const on = (name: string, collection: string) => (cmd: Document) => cmd[name] === collection;
-
 const NOT_WRITABLE_PRIMARY = { ok: 0, code: 10107, codeName: 'NotWritablePrimary', errmsg: 'not primary', errorLabels: ['RetryableWriteError'] };
 const STEPPED_DOWN = { ok: 0, code: 11602, codeName: 'InterruptedDueToReplStateChange', errmsg: 'operation was interrupted because a node stepped down' };
 
@@ -48,7 +45,7 @@ test.serial('a manifest push whose tag write meets NotWritablePrimary is 503 wit
   const manifest = ociManifest({ config, layers: [layer] });
   const put = () => raw(server.url, 'PUT', `/v2/${repo}/manifests/v1`, { body: manifest.bytes, headers: { 'Content-Type': manifest.mediaType } });
 
-  proxy!.answer(on('findAndModify', 'units_docker_tag'), NOT_WRITABLE_PRIMARY);
+  proxy!.answer(commandOn('findAndModify', 'units_docker_tag'), NOT_WRITABLE_PRIMARY);
   isFailover(t, await put(), 'the push');
   t.is(proxy!.answered.length, 1, 'the tag write met the failover');
   t.is((await raw(server.url, 'GET', `/v2/${repo}/manifests/v1`, { headers: { Accept: manifest.mediaType } })).status, 404, 'nothing tagged');
@@ -65,7 +62,7 @@ test.serial('a read that meets InterruptedDueToReplStateChange is 503 with Retry
   // the referrers of a manifest are looked up in MongoDB at every request
   const referrers = `/v2/failover/app/referrers/sha256:${'e'.repeat(64)}`;
   // the driver retries a read once (retryable reads): the election outlasts its retry
-  proxy!.answer(on('find', 'units_docker_manifest'), STEPPED_DOWN, 2);
+  proxy!.answer(commandOn('find', 'units_docker_manifest'), STEPPED_DOWN, 2);
   isFailover(t, await raw(server.url, 'GET', referrers), 'referrers');
   t.is(proxy!.answered.length, 2);
   t.is((await raw(server.url, 'GET', referrers)).status, 200, 'answers again');
@@ -73,7 +70,7 @@ test.serial('a read that meets InterruptedDueToReplStateChange is 503 with Retry
 
 test.serial('a write acknowledged with a write concern error of a node shutting down is 503 with Retry-After', async (t) => {
   proxy!.answered.length = 0;
-  proxy!.answer(on('insert', 'uploads'), {
+  proxy!.answer(commandOn('insert', 'uploads'), {
     ok: 1,
     n: 1,
     writeConcernError: { code: 91, codeName: 'ShutdownInProgress', errmsg: 'Replication is being shut down' },
