@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type { DigestAlgorithm } from '../domain/digest.ts';
 import { SlotRing } from '../workers/slot-ring.ts';
 import { HELPER_THREAD_LIMITS } from '../workers/heap-settings.ts';
+import { HELPER_IDLE_END_MS, IdleEnd } from '../workers/idle-end.ts';
 import { WRITE_BATCH_BYTES } from './pipelined-copy.ts';
 
 /**
@@ -20,7 +21,7 @@ import { WRITE_BATCH_BYTES } from './pipelined-copy.ts';
  * call starts a new one with `generation` bumped: callers treat hash state of an older
  * generation as lost and recompute it (the fs driver re-reads the upload's data file).
  *
- * A worker that holds no hash and has nothing in flight for IDLE_END_MS ends, and the next
+ * A worker that holds no hash and has nothing in flight for a while (idle-end.ts) ends, and the next
  * call starts one again: a thread and its ring kept after the last upload held 7-14 MB, which a
  * download right after paid on top of its own (README.md, "Benchmark"); starting one costs a
  * few tens of milliseconds, once per burst of uploads. No hash state is lost by it.
@@ -89,8 +90,6 @@ type Reply = { seq: number; value?: unknown; error?: string; code?: string };
 // of it (a ring of 16 x 256 KiB took three per batch, for the same memory).
 const SLOT_BYTES = WRITE_BATCH_BYTES;
 const RING_SLOTS = 8;
-/** how long a worker that holds no hash is kept before it ends */
-export const IDLE_END_MS = 1000;
 
 export class HashWorkerError extends Error {
   constructor(
@@ -111,11 +110,13 @@ export class HashWorker {
   private readonly posting = new Map<string, Promise<void>>();
   /** keys whose hash the worker holds (created, neither digested nor dropped) */
   private readonly held = new Set<string>();
-  private idleTimer: NodeJS.Timeout | null = null;
+  private readonly idleEnd: IdleEnd;
   /** Bumped whenever a worker starts or goes away: hash state of older generations is gone. */
   generation = 0;
 
-  constructor(private readonly idleEndMs = IDLE_END_MS) {}
+  constructor(idleEndMs = HELPER_IDLE_END_MS) {
+    this.idleEnd = new IdleEnd(idleEndMs, () => this.close());
+  }
 
   create(key: string, algorithm: DigestAlgorithm): void {
     this.held.add(key);
@@ -193,35 +194,24 @@ export class HashWorker {
     this.generation++;
     this.held.clear();
     this.dropRing();
-    this.stopIdleTimer();
+    this.idleEnd.cancel();
     const e = new HashWorkerError('hash worker closed');
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
     if (w) void w.terminate();
   }
 
-  /** Ends the worker once it has held no hash and had nothing in flight for idleEndMs. */
+  /** Ends the worker once it has held no hash and had nothing in flight for the idle wait. */
   private endWhenIdle(): void {
-    if (!this.idle()) return;
-    this.stopIdleTimer();
-    this.idleTimer = setTimeout(() => {
-      this.idleTimer = null;
-      if (this.idle()) this.close();
-    }, this.idleEndMs);
-    this.idleTimer.unref();
+    if (this.idle()) this.idleEnd.arm(() => this.idle());
   }
 
   private idle(): boolean {
     return this.worker !== null && this.held.size === 0 && this.pending.size === 0 && this.posting.size === 0;
   }
 
-  private stopIdleTimer(): void {
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = null;
-  }
-
   private ensure(): Worker {
-    this.stopIdleTimer();
+    this.idleEnd.cancel();
     if (this.worker) return this.worker;
     // No inherited flags: the script is CommonJS and needs no loader (--input-type=module or
     // --import=tsx in the parent must not change how it is read).
@@ -244,7 +234,7 @@ export class HashWorker {
       this.generation++;
       this.held.clear();
       this.dropRing();
-      this.stopIdleTimer();
+      this.idleEnd.cancel();
       const e = new HashWorkerError(`hash worker stopped: ${err instanceof Error ? err.message : String(err)}`);
       for (const p of this.pending.values()) p.reject(e);
       this.pending.clear();

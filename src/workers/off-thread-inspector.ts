@@ -5,6 +5,7 @@ import type { ArchiveInspection, InspectOptions } from '../domain/volumes/archiv
 import type { InspectionReply, InspectionRequest, InspectionWorkerData } from './archive-inspection-protocol.ts';
 import { startModuleWorker } from './module-worker.ts';
 import { SlotRing } from './slot-ring.ts';
+import { HELPER_IDLE_END_MS, IdleEnd } from './idle-end.ts';
 import { LATE, within } from '../domain/within.ts';
 
 /**
@@ -18,7 +19,7 @@ import { LATE, within } from '../domain/within.ts';
  *
  * One worker serves every inspection of the process; it is started on first use and does not
  * keep the process alive while idle. If it dies, running inspections fail and the next one
- * starts a new worker. With no inspection for IDLE_END_MS it ends, and the next one starts it
+ * starts a new worker. With no inspection for a while (idle-end.ts) it ends, and the next one starts it
  * again: the decoder's chunks stay in the thread's heap and malloc arenas, 40-60 MB that the
  * process held long after the last snapshot push (README.md, "Benchmark"); a start costs
  * tens of milliseconds per push of a whole snapshot.
@@ -34,8 +35,6 @@ const RING_SLOTS = 6;
 const PARTIAL_SLOT_WAIT_MS = 50;
 /** how long an upload may hold a slot at all: one trickling steadily fills it only slowly */
 const SLOT_HOLD_MS = 250;
-/** how long the worker is kept with no inspection running */
-export const IDLE_END_MS = 1000;
 /** Starts the worker (archive-inspection-worker.ts) with `data`. */
 export type StartInspectionWorker = (data: InspectionWorkerData) => Worker;
 
@@ -44,7 +43,7 @@ export interface OffThreadInspectorOptions {
   startWorker?: StartInspectionWorker;
   /** told of each failure of the machinery with Node's own error, for the log (clients only hear it is unavailable) */
   onFailure?: (err: Error) => void;
-  /** how long the worker is kept with no inspection running (IDLE_END_MS) */
+  /** how long the worker is kept with no inspection running (HELPER_IDLE_END_MS) */
   idleEndMs?: number;
 }
 
@@ -71,13 +70,12 @@ export class OffThreadInspector {
   private readonly running = new Map<number, Running>();
   private readonly startWorker: StartInspectionWorker;
   private readonly onFailure: (err: Error) => void;
-  private readonly idleEndMs: number;
-  private idleTimer: NodeJS.Timeout | null = null;
+  private readonly idleEnd: IdleEnd;
 
   constructor(opts: OffThreadInspectorOptions = {}) {
     this.startWorker = opts.startWorker ?? startInspectionWorker;
     this.onFailure = opts.onFailure ?? (() => undefined);
-    this.idleEndMs = opts.idleEndMs ?? IDLE_END_MS;
+    this.idleEnd = new IdleEnd(opts.idleEndMs ?? HELPER_IDLE_END_MS, () => this.endIdleWorker());
   }
 
   /** Reads `source` to its end (or until the verdict) and inspects it as inspectArchive would. */
@@ -161,7 +159,7 @@ export class OffThreadInspector {
   }
 
   private ensure(): { worker: Worker; ring: SlotRing } {
-    this.stopIdleTimer();
+    this.idleEnd.cancel();
     if (this.worker && this.ring) return { worker: this.worker, ring: this.ring };
     const ring = new SlotRing(SLOT_BYTES, RING_SLOTS);
     const worker = this.startWorker({ ring: ring.buffer, slotBytes: SLOT_BYTES });
@@ -205,29 +203,22 @@ export class OffThreadInspector {
     how(r);
   }
 
-  /** Ends the worker (quietly: not a failure) once no inspection has run for idleEndMs. */
+  /** Ends the worker (quietly: not a failure) once no inspection has run for the idle wait. */
   private endWhenIdle(): void {
-    this.stopIdleTimer();
-    if (!this.worker) return;
-    this.idleTimer = setTimeout(() => {
-      this.idleTimer = null;
-      const w = this.worker;
-      if (!w || this.running.size > 0) return;
-      this.worker = null; // before terminate: its 'exit' is then no failure
-      this.ring?.close();
-      this.ring = null;
-      void w.terminate();
-    }, this.idleEndMs);
-    this.idleTimer.unref();
+    if (this.worker) this.idleEnd.arm(() => this.worker !== null && this.running.size === 0);
+    else this.idleEnd.cancel();
   }
 
-  private stopIdleTimer(): void {
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = null;
+  private endIdleWorker(): void {
+    const w = this.worker!;
+    this.worker = null; // before terminate: its 'exit' is then no failure
+    this.ring?.close();
+    this.ring = null;
+    void w.terminate();
   }
 
   private stopped(err: VolregError): void {
-    this.stopIdleTimer();
+    this.idleEnd.cancel();
     this.worker = null;
     this.ring?.close();
     this.ring = null;
