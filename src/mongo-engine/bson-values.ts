@@ -123,6 +123,27 @@ function cmp<T extends number | string | bigint>(a: T, b: T): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/**
+ * mongod's order of strings: their UTF-8 bytes (code point order), computed without encoding
+ * them. UTF-16 code units keep that order except that surrogates (D800-DFFF, halves of code
+ * points from 0x10000) sort below E000-FFFF: moved above them here.
+ */
+export function compareStrings(x: string, y: string): number {
+  if (x === y) return 0;
+  const n = Math.min(x.length, y.length);
+  for (let i = 0; i < n; i++) {
+    const a = x.charCodeAt(i);
+    const b = y.charCodeAt(i);
+    if (a === b) continue;
+    return a >= 0xd800 && b >= 0xd800 ? codePointRank(a) - codePointRank(b) : a - b;
+  }
+  return x.length - y.length;
+}
+
+function codePointRank(unit: number): number {
+  return unit < 0xe000 ? unit + 0x2000 : unit - 0x800;
+}
+
 function compareNumbers(a: unknown, b: unknown): number {
   if (a instanceof Long && b instanceof Long) return a.compare(b);
   const x = numericValue(a) as number;
@@ -139,7 +160,7 @@ function bytesOf(v: Binary | Uint8Array): Uint8Array {
 /** Total order over BSON values following mongod's comparison rules. */
 export function compareValues(a: unknown, b: unknown): number {
   // fast paths for what index keys and sorts mostly hold
-  if (typeof a === 'string' && typeof b === 'string') return a < b ? -1 : a > b ? 1 : 0;
+  if (typeof a === 'string' && typeof b === 'string') return Math.sign(compareStrings(a, b));
   if (typeof a === 'number' && typeof b === 'number' && a === a && b === b) return a < b ? -1 : a > b ? 1 : 0;
   const ra = typeRank(a);
   const rb = typeRank(b);
@@ -152,7 +173,7 @@ export function compareValues(a: unknown, b: unknown): number {
     case 2:
       return compareNumbers(a, b);
     case 3:
-      return cmp(String(a instanceof BSONSymbol ? a.value : a), String(b instanceof BSONSymbol ? b.value : b));
+      return Math.sign(compareStrings(String(a instanceof BSONSymbol ? a.value : a), String(b instanceof BSONSymbol ? b.value : b)));
     case 4:
       return compareObjects(a as Document, b as Document);
     case 5: {
@@ -186,7 +207,7 @@ export function compareValues(a: unknown, b: unknown): number {
     case 11: {
       const [pa, fa] = regexParts(a);
       const [pb, fb] = regexParts(b);
-      return cmp(pa, pb) || cmp(fa, fb);
+      return Math.sign(compareStrings(pa, pb) || compareStrings(fa, fb));
     }
     default:
       return cmp(String(a), String(b));
@@ -208,7 +229,7 @@ function compareObjects(a: Document, b: Document): number {
     const fb = kb[i] as string;
     const t = cmp(typeRank(a[fa]), typeRank(b[fb]));
     if (t !== 0) return t;
-    const k = cmp(fa, fb);
+    const k = Math.sign(compareStrings(fa, fb));
     if (k !== 0) return k;
     const c = compareValues(a[fa], b[fb]);
     if (c !== 0) return c;

@@ -1,6 +1,6 @@
 import { ObjectId, type Document } from 'bson';
 import { Query } from 'mingo';
-import { isPlainObject, numericValue, pathValues } from './bson-values.ts';
+import { compareStrings, isPlainObject, numericValue, pathValues } from './bson-values.ts';
 import { engineError, EngineError } from './errors.ts';
 import { jsonSchemaPredicate } from './json-schema.ts';
 
@@ -78,7 +78,7 @@ function holds(op: RangeOp, c: number): boolean {
 }
 
 function rangeTest(op: RangeOp, target: unknown): ValueTest | undefined {
-  if (typeof target === 'string') return (v) => typeof v === 'string' && holds(op, v < target ? -1 : v > target ? 1 : 0);
+  if (typeof target === 'string') return (v) => typeof v === 'string' && holds(op, compareStrings(v, target));
   if (typeof target === 'number' && !Number.isNaN(target)) {
     return (v) => typeof v === 'number' && !Number.isNaN(v) && holds(op, v < target ? -1 : v > target ? 1 : 0);
   }

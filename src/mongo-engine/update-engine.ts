@@ -4,6 +4,7 @@ import {
   bsonTypeName,
   cloneValue,
   setField,
+  compareStrings,
   compareValues,
   encodeKey,
   formatDocument,
@@ -185,27 +186,7 @@ function comparePaths(a: string, b: string): number {
 function compareNames(x: string, y: string): number {
   if (x === y) return 0;
   if (NUMERIC_NAME.test(x) && NUMERIC_NAME.test(y) && x.length !== y.length) return x.length - y.length;
-  return compareUtf8(x, y);
-}
-
-/**
- * The order of the names' UTF-8 bytes (code point order) without encoding them. UTF-16 code
- * units keep that order except that surrogates (D800-DFFF, halves of code points from 0x10000)
- * sort below E000-FFFF: moved above them here.
- */
-function compareUtf8(x: string, y: string): number {
-  const n = Math.min(x.length, y.length);
-  for (let i = 0; i < n; i++) {
-    const a = x.charCodeAt(i);
-    const b = y.charCodeAt(i);
-    if (a === b) continue;
-    return a >= 0xd800 && b >= 0xd800 ? codePointRank(a) - codePointRank(b) : a - b;
-  }
-  return x.length - y.length;
-}
-
-function codePointRank(unit: number): number {
-  return unit < 0xe000 ? unit + 0x2000 : unit - 0x800;
+  return compareStrings(x, y);
 }
 
 /** The document an upsert inserts when nothing matched: equality fields of the filter, then the update. */

@@ -248,3 +248,22 @@ test('distinct over 16 MB answers mongod code 17217', async (t) => {
   t.regex(err?.message ?? '', /distinct too big, 16mb cap/);
   await big.drop();
 });
+
+test('strings sort and compare in UTF-8 byte order, as mongod: a code point above U+FFFF after U+FF5E', async (t) => {
+  const names = ['\u{1F600}', '\uFF5E', 'z', '\u00E9', '\uD7FF'];
+  const expected = ['z', '\u00E9', '\uD7FF', '\uFF5E', '\u{1F600}'];
+  const plain = m.db.collection('utf8_order');
+  const indexed = m.db.collection('utf8_order_indexed');
+  await indexed.createIndex({ s: 1 });
+  for (const c of [plain, indexed]) {
+    await c.insertMany(names.map((s) => ({ s })));
+    const asc = await c.find({}, { projection: { _id: 0 } }).sort({ s: 1 }).toArray();
+    t.deepEqual(asc.map((d) => d['s']), expected);
+    const desc = await c.find({}, { projection: { _id: 0 } }).sort({ s: -1 }).toArray();
+    t.deepEqual(desc.map((d) => d['s']), [...expected].reverse());
+    const above = await c.find({ s: { $gt: '\uFF5E' } }, { projection: { _id: 0 } }).toArray();
+    t.deepEqual(above.map((d) => d['s']), ['\u{1F600}']);
+    const below = await c.find({ s: { $lt: '\u{1F600}' } }, { projection: { _id: 0 } }).sort({ s: 1 }).toArray();
+    t.deepEqual(below.map((d) => d['s']), expected.slice(0, 4));
+  }
+});
