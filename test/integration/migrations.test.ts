@@ -458,7 +458,7 @@ test('0007 creates refused_tag_writes and brings the tag units\' validator up to
   const unit = (id: string, writeId: unknown) => ({ _id: id, name: `t${id}`, manifest_digest: `sha256:${'a'.repeat(64)}`, schema_version: 2, manifest_type: 'image', repo_id: 'r', write_id: writeId, ...pulpFields('docker_tag') });
   await db.collection(COLLECTIONS.tags).insertOne(unit('1', 7) as never); // taken before 0007
 
-  const applied = await new Migrator(db).up();
+  const applied = await new Migrator(db, { migrations: all.filter((m) => m.id < '0008') }).up();
   t.deepEqual(applied, ['0007-refused-tag-writes']);
   t.truthy((await validatorOf(COLLECTIONS.tags))?.properties?.['write_id']);
   await t.throwsAsync(db.collection(COLLECTIONS.tags).insertOne(unit('2', 7) as never), undefined, 'a write_id that is not a string is refused');
@@ -467,4 +467,25 @@ test('0007 creates refused_tag_writes and brings the tag units\' validator up to
   await t.throwsAsync(db.collection(COLLECTIONS.refusedTagWrites).insertOne({ _id: 'w', ...fields } as never), undefined, 'refused_tag_writes is held to its schema');
   for (const m of all.filter((x) => x.id === '0007-refused-tag-writes')) await m.up(db);
   t.truthy((await validatorOf(COLLECTIONS.refusedTagWrites))?.properties?.['previous_digest']);
+});
+
+test('0008 brings the tag validator up to write_id in a database that applied 0007 before 0007 installed it; a second run changes nothing', async (t) => {
+  const { db } = await freshDb('mig_current_validators');
+  const all = await loadMigrations();
+  await new Migrator(db, { migrations: all.filter((m) => m.id < '0008') }).up();
+  const validatorOf = async (name: string) =>
+    ((await db.listCollections({ name }).toArray())[0] as { options?: { validator?: { $jsonSchema?: { properties?: Record<string, unknown> } } } }).options?.validator?.$jsonSchema;
+  // what a volreg whose 0007 did not yet touch the tag validator left: 0007 recorded, no write_id
+  const older = structuredClone(await validatorOf(COLLECTIONS.tags))!;
+  delete older.properties!['write_id'];
+  await db.command({ collMod: COLLECTIONS.tags, validator: { $jsonSchema: older } });
+  const unit = (id: string, writeId: unknown) => ({ _id: id, name: `t${id}`, manifest_digest: `sha256:${'a'.repeat(64)}`, schema_version: 2, manifest_type: 'image', repo_id: 'r', write_id: writeId, ...pulpFields('docker_tag') });
+
+  t.deepEqual(await new Migrator(db).up(), ['0008-current-validators']);
+  t.truthy((await validatorOf(COLLECTIONS.tags))?.properties?.['write_id']);
+  await t.throwsAsync(db.collection(COLLECTIONS.tags).insertOne(unit('1', 7) as never), undefined, 'a write_id that is not a string is refused');
+  await db.collection(COLLECTIONS.tags).insertOne(unit('2', 'w') as never);
+  const before = await db.listCollections().toArray();
+  for (const m of all.filter((x) => x.id === '0008-current-validators')) await m.up(db);
+  t.deepEqual(await db.listCollections().toArray(), before);
 });
