@@ -14,14 +14,40 @@ export type EntityTags = '*' | readonly string[];
 export interface Preconditions {
   ifMatch?: EntityTags;
   ifNoneMatch?: EntityTags;
+  /**
+   * Not the client's but its permissions': a user who may not overwrite creates a tag or writes
+   * again the digest it holds, never moves it. Checked and written in the same one step as
+   * If-None-Match: * (tag-repository.ts), so two racing pushes of a new tag cannot both win.
+   */
+  createOnly?: { repository: string };
 }
 
 export function hasPreconditions(p: Preconditions | undefined): p is Preconditions {
-  return p !== undefined && (p.ifMatch !== undefined || p.ifNoneMatch !== undefined);
+  return p !== undefined && (p.ifMatch !== undefined || p.ifNoneMatch !== undefined || p.createOnly !== undefined);
 }
 
-/** Whether the preconditions hold where the reference points at `current` (null: at nothing). */
-export function preconditionsHold(p: Preconditions, current: Digest | null): boolean {
+/**
+ * Whether the preconditions hold where the reference points at `current` (null: at nothing),
+ * for a write of `writing` (what createOnly allows to be there already).
+ */
+export function preconditionsHold(p: Preconditions, current: Digest | null, writing?: Digest): boolean {
+  if (!clientPreconditionsHold(p, current)) return false;
+  return p.createOnly === undefined || current === null || current === writing;
+}
+
+/**
+ * The refusal of a write whose preconditions do not hold at `current`: 412 when the client's
+ * own If-Match / If-None-Match fail, else 403 DENIED, the user's lack of overwrite.
+ */
+export function refusal(p: Preconditions, current: Digest | null, what: string): VolregError {
+  if (p.createOnly !== undefined && clientPreconditionsHold(p, current)) {
+    const { repository } = p.createOnly;
+    return new VolregError('DENIED', `permission denied: overwrite on repository ${repository} (${what} already holds other content)`, { action: 'overwrite', repository });
+  }
+  return preconditionFailed(what);
+}
+
+function clientPreconditionsHold(p: Preconditions, current: Digest | null): boolean {
   if (p.ifMatch !== undefined) {
     if (current === null) return false;
     if (p.ifMatch !== '*' && !p.ifMatch.includes(current)) return false;

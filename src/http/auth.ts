@@ -7,15 +7,16 @@ import { ConfigError } from '../config/load-config.ts';
 import { VolregError } from '../domain/errors.ts';
 import { OffThreadPasswords } from '../workers/off-thread-passwords.ts';
 import type { RouteAccess } from './router.ts';
+import { isAccessDirective, parseAccessRules, type AccessPolicy, type Permission } from '../domain/access-rules.ts';
 
 /**
  * HTTP Basic authentication from an htpasswd file of bcrypt entries (`htpasswd -B`).
  *
- * Two steps, so per-repository permissions can come later without touching the routes:
- * `authenticate` (middleware) checks the credentials of every /v2 and /api/v1 request,
+ * Two steps: `authenticate` (middleware) checks the credentials of every /v2 and /api/v1 request,
  * including paths no route owns, and `authorize` (the router hook, which knows the repository
- * and action from `ctx.state.access`) decides what the user may do. Today every authenticated
- * user may do everything. /healthz, /readyz and /metrics stay open.
+ * and action from `ctx.state.access`) decides what the user may do, by the `#volreg` rules of the
+ * same file (domain/access-rules.ts), before any handler looks at the repository: a refusal
+ * never tells whether the repository exists. /healthz, /readyz and /metrics stay open.
  */
 
 export const REALM = 'volreg';
@@ -26,19 +27,40 @@ const CACHE_LIMIT = 1000;
 
 export type Users = ReadonlyMap<string, string>;
 
+/** The users of an htpasswd file and the access rules it holds. */
+export interface AuthFile {
+  users: Users;
+  policy: AccessPolicy;
+}
+
+/** What the request's user may do, for handlers that look at a second repository or at a tag's state. */
+export interface Permissions {
+  may(permission: Permission, repository: string): boolean;
+}
+
 declare module 'koa' {
   interface DefaultState {
     /** the authenticated user, when authentication is on */
     user?: string;
+    /** the user's permissions, when authentication is on (absent: everything is allowed) */
+    permissions?: Permissions;
   }
 }
 
-/** Reads an htpasswd file; anything but `user:bcrypt-hash` lines is a configuration error. */
-export async function loadHtpasswd(path: string): Promise<Users> {
+/**
+ * Reads an htpasswd file: `user:bcrypt-hash` lines, `#volreg` access rules, comments and blank
+ * lines; anything else is a configuration error naming its line.
+ */
+export async function loadHtpasswd(path: string): Promise<AuthFile> {
   const text = await readFile(path, 'utf8');
   const users = new Map<string, string>();
   const problems: string[] = [];
+  const directives: Array<{ line: number; text: string }> = [];
   text.split(/\r?\n/).forEach((line, i) => {
+    if (isAccessDirective(line)) {
+      directives.push({ line: i + 1, text: line });
+      return;
+    }
     if (line.trim() === '' || line.startsWith('#')) return;
     const colon = line.indexOf(':');
     const user = colon > 0 ? line.slice(0, colon) : '';
@@ -53,14 +75,23 @@ export async function loadHtpasswd(path: string): Promise<Users> {
       users.set(user, hash);
     }
   });
+  const rules = parseAccessRules(directives);
+  problems.push(...rules.problems.map((p) => `VOLREG_AUTH_FILE: ${p}`));
+  problems.sort((a, b) => lineOf(a) - lineOf(b));
   if (problems.length > 0) throw new ConfigError(problems);
   if (users.size === 0) throw new ConfigError(['VOLREG_AUTH_FILE: the file has no users; unset the variable to run without authentication']);
-  return users;
+  return { users, policy: rules.policy };
+}
+
+function lineOf(problem: string): number {
+  return Number(/line (\d+)/.exec(problem)?.[1] ?? 0);
 }
 
 export interface BasicAuth {
   authenticate: Middleware;
   authorize: (ctx: Context, access: RouteAccess) => Promise<void>;
+  /** takes the users and rules of the file read again (SIGHUP: RunningServer.reloadAuth) */
+  replace: (file: AuthFile) => void;
   /** stops the password-checking thread */
   close: () => Promise<void>;
 }
@@ -69,7 +100,23 @@ function challenge(message: string): VolregError {
   return new VolregError('UNAUTHORIZED', message, undefined, { 'WWW-Authenticate': `Basic realm="${REALM}"` });
 }
 
-export function basicAuth(users: Users, logger: Logger, passwords = new OffThreadPasswords()): BasicAuth {
+/** 403 DENIED naming the action and repository, the same whether the repository exists or not. */
+export function permissionDenied(permission: Permission, repository: string): VolregError {
+  return new VolregError('DENIED', `permission denied: ${permission} on repository ${repository}`, { action: permission, repository });
+}
+
+/**
+ * Which permission a request needs beyond its route's: a PUT with If-Match (a manifest or a
+ * snapshot) replaces what the tag holds, so it asks for overwrite as well as push. A PUT without
+ * it by a user who may not overwrite is held to create-only by the handler, in the tag's write.
+ */
+function extraPermission(ctx: Context, access: RouteAccess): Permission | null {
+  const replacing = ctx.method === 'PUT' && (access.routeId === 'manifest' || access.routeId === 'volumeTag') && ctx.get('If-Match').trim() !== '';
+  return replacing ? 'overwrite' : null;
+}
+
+export function basicAuth(file: AuthFile, logger: Logger, passwords = new OffThreadPasswords()): BasicAuth {
+  let { users, policy } = file;
   // bcrypt is slow on purpose (tens of ms), and runs on its own thread (off-thread-passwords.ts);
   // a chunked push sends many requests with the same credentials, so successful checks are
   // remembered, keyed by a keyed hash of user:password.
@@ -78,7 +125,7 @@ export function basicAuth(users: Users, logger: Logger, passwords = new OffThrea
   const fingerprint = (user: string, password: string): string => createHmac('sha256', key).update(`${user}\0${password}`).digest('hex');
   // an unknown user is checked against a real user's hash too, so the time of a refusal does
   // not tell which user names exist
-  const decoy = users.values().next().value as string;
+  let decoy = users.values().next().value as string;
 
   // Identical checks under way are shared (a client's parallel first requests cost one), and a
   // shared check is dropped only once every request waiting for it has gone.
@@ -134,11 +181,30 @@ export function basicAuth(users: Users, logger: Logger, passwords = new OffThrea
     return next();
   };
 
-  // Per-repository permissions go here (access.repository, access.action); for now every
-  // authenticated user may do everything.
-  const authorize = async (ctx: Context, _access: RouteAccess): Promise<void> => {
-    if (!ctx.state.user) throw challenge('authentication required');
+  // Decided from the route alone, before the handler reads anything: `catalog` routes filter
+  // their listing by `pull` (ctx.state.permissions) instead.
+  const authorize = async (ctx: Context, access: RouteAccess): Promise<void> => {
+    const user = ctx.state.user;
+    if (!user) throw challenge('authentication required');
+    const rules = policy; // the rules this request started under, even if a reload comes meanwhile
+    const permissions: Permissions = { may: (permission, repository) => rules.allows(user, permission, repository) };
+    ctx.state.permissions = permissions;
+    if (access.repository === null || access.action === null || access.action === 'catalog') return;
+    for (const needed of [access.action, extraPermission(ctx, access)]) {
+      if (needed !== null && !permissions.may(needed, access.repository)) {
+        logger.info({ requestId: ctx.state.requestId, user, action: needed, repository: access.repository }, 'permission denied');
+        throw permissionDenied(needed, access.repository);
+      }
+    }
   };
 
-  return { authenticate, authorize, close: () => passwords.close() };
+  const replace = (next: AuthFile): void => {
+    users = next.users;
+    policy = next.policy;
+    decoy = users.values().next().value as string;
+    // a password changed or a user removed must not stay accepted from memory
+    verified.clear();
+  };
+
+  return { authenticate, authorize, replace, close: () => passwords.close() };
 }

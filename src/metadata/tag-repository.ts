@@ -3,7 +3,7 @@ import type { Filter } from 'mongodb';
 import type { Digest } from '../domain/digest.ts';
 import type { ManifestKind } from '../domain/manifests/parsed-manifest.ts';
 import { VolregError } from '../domain/errors.ts';
-import { hasPreconditions, preconditionFailed, type Preconditions } from '../domain/preconditions.ts';
+import { hasPreconditions, refusal, type Preconditions } from '../domain/preconditions.ts';
 import type { TagRecord, TagWrite } from '../domain/manifests/stored-manifest.ts';
 import { COLLECTIONS, pulpFields, UNIT_TYPES, type Collections, type RefusedTagWriteDoc, type TagUnitDoc } from './collections.ts';
 import { MarkedCache } from './marked-cache.ts';
@@ -86,7 +86,7 @@ export class TagRepository {
   ): Promise<TagWrite> {
     const key = { name, schema_version: schemaVersion, repo_id: repo };
     const conditional = hasPreconditions(condition);
-    const { filter, upsert } = conditional ? conditionalUpsert(key, condition) : { filter: key, upsert: true };
+    const { filter, upsert } = conditional ? conditionalUpsert(key, condition, manifestDigest) : { filter: key, upsert: true };
     const fields = pulpFields(UNIT_TYPES.tag);
     const writeId = randomUUID();
     const inserted: TagUnitDoc = { _id: randomUUID(), ...key, manifest_digest: manifestDigest, manifest_type: manifestType, write_id: writeId, ...fields };
@@ -102,7 +102,7 @@ export class TagRepository {
       try {
         // one command answers what the unit was (nothing: this inserted it with our id)
         const before = await this.c.tags.findOneAndUpdate(filter, update, { upsert, returnDocument: 'before', projection: { _id: 1, manifest_digest: 1, manifest_type: 1 } });
-        if (!before && !upsert) throw preconditionFailed(`tag ${name}`);
+        if (!before && !upsert) throw await this.refusedWrite(key, condition!, name);
         id = before ? before._id : inserted._id;
         previous = before ? { manifestDigest: before.manifest_digest as Digest, manifestType: before.manifest_type } : null;
         const moved = !before || previous?.manifestDigest !== manifestDigest || previous.manifestType !== manifestType;
@@ -111,7 +111,7 @@ export class TagRepository {
       } catch (err) {
         // Two first pushes raced to insert: the unit exists now, so the retry updates it. Under
         // a precondition the insert was tried because no unit fitted it, so the one there does not.
-        if (conditional && isDuplicateKey(err)) throw preconditionFailed(`tag ${name}`);
+        if (conditional && isDuplicateKey(err)) throw await this.refusedWrite(key, condition, name);
         if (!isDuplicateKey(err) || attempt >= 1) throw err;
       }
     }
@@ -119,6 +119,15 @@ export class TagRepository {
     // the unit's insert is made by the tag's next push (every unit a repository holds is associated)
     await this.repoContent.associate(repo, UNIT_TYPES.tag, id, tally);
     return { id, repository: repo, name, manifestDigest, schemaVersion, manifestType, writeId, previous };
+  }
+
+  /**
+   * The error of a conditional write that found the unit not fitting: which condition failed is
+   * read afterwards, for the error's code alone (nothing was written).
+   */
+  private async refusedWrite(key: { name: string; schema_version: 1 | 2; repo_id: string }, condition: Preconditions, name: string): Promise<Error> {
+    const unit = await this.c.tags.findOne(key, { projection: { manifest_digest: 1 } });
+    return refusal(condition, (unit?.manifest_digest as Digest | undefined) ?? null, `tag ${name}`);
   }
 
   /** The name's kept units and their mark, noted before this process writes one of them. */
@@ -412,9 +421,11 @@ export class TagRepository {
  * one command then both checks and writes, so no other push can move the tag in between. A
  * unit that exists but does not fit makes the insert collide with it on the unique key.
  */
-function conditionalUpsert(key: { name: string; schema_version: 1 | 2; repo_id: string }, p: Preconditions): { filter: Filter<TagUnitDoc>; upsert: boolean } {
+function conditionalUpsert(key: { name: string; schema_version: 1 | 2; repo_id: string }, p: Preconditions, writing: Digest): { filter: Filter<TagUnitDoc>; upsert: boolean } {
   const digest: Record<string, unknown> = {};
-  if (p.ifMatch !== undefined && p.ifMatch !== '*') digest['$in'] = p.ifMatch;
+  const allowed = [...(p.ifMatch !== undefined && p.ifMatch !== '*' ? [p.ifMatch] : []), ...(p.createOnly ? [[writing]] : [])];
+  // create-only: a unit that is there must already hold what is written (with If-Match, the digests both allow)
+  if (allowed.length > 0) digest['$in'] = allowed.reduce((a, b) => a.filter((d) => b.includes(d)));
   if (p.ifNoneMatch === '*') digest['$exists'] = false;
   else if (p.ifNoneMatch !== undefined) digest['$nin'] = p.ifNoneMatch;
   const filter = Object.keys(digest).length > 0 ? { ...key, manifest_digest: digest } : key;

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { digestAlgorithm, type Digest } from '../domain/digest.ts';
 import { isVolregError, VolregError } from '../domain/errors.ts';
 import { AcceptSet } from '../domain/media-types.ts';
-import { hasPreconditions, preconditionFailed, preconditionsHold, type Preconditions } from '../domain/preconditions.ts';
+import { hasPreconditions, preconditionFailed, preconditionsHold, refusal, type Preconditions } from '../domain/preconditions.ts';
 import { parseManifest } from '../domain/manifests/manifest-handlers.ts';
 import type { ManifestKind, ParsedManifest } from '../domain/manifests/parsed-manifest.ts';
 import type { StoredManifest, TagRecord, TagWrite } from '../domain/manifests/stored-manifest.ts';
@@ -156,8 +156,15 @@ export class ManifestService {
     const conditions = hasPreconditions(opts.preconditions) ? opts.preconditions : undefined;
     // Checked before anything is written, so a refused push usually writes nothing; by tag the
     // tag's write checks again, in the same step (see below).
-    if (conditions && !preconditionsHold(conditions, await this.referenceDigest(repo, ref, parsed.schemaVersion))) {
-      throw preconditionFailed(ref.kind === 'tag' ? `tag ${ref.tag}` : `manifest ${ref.digest}`);
+    if (conditions) {
+      const current = await this.referenceDigest(repo, ref, parsed.schemaVersion);
+      if (!preconditionsHold(conditions, current, parsed.digest)) throw refusal(conditions, current, ref.kind === 'tag' ? `tag ${ref.tag}` : `manifest ${ref.digest}`);
+    }
+    // a user who may not overwrite moves none of the `?tag=` tags either
+    const createOnly = conditions?.createOnly ? { createOnly: conditions.createOnly } : undefined;
+    for (const tag of createOnly ? extraTags : []) {
+      const current = await this.referenceDigest(repo, { kind: 'tag', tag }, parsed.schemaVersion);
+      if (!preconditionsHold(createOnly!, current, parsed.digest)) throw refusal(createOnly!, current, `tag ${tag}`);
     }
     await this.requireReferences(repo, parsed);
 
@@ -170,7 +177,7 @@ export class ManifestService {
     const tally = this.deps.repos.tally(repo);
     let tags: Tag[];
     try {
-      tags = await this.storeAndTag(repo, ref, parsed, body, extraTags, conditions, tally);
+      tags = await this.storeAndTag(repo, ref, parsed, body, extraTags, conditions, createOnly, tally);
     } catch (err) {
       await tally.flush().catch(() => undefined); // the push's own error is the one to answer
       throw err;
@@ -188,6 +195,7 @@ export class ManifestService {
     body: Buffer,
     extraTags: readonly Tag[],
     conditions: Preconditions | undefined,
+    createOnly: Preconditions | undefined,
     tally: UnitTally,
   ): Promise<Tag[]> {
     const unit = await this.deps.manifests.insertIfAbsent(parsed, body);
@@ -198,7 +206,7 @@ export class ManifestService {
     const written: TagWrite[] = [];
     try {
       for (const tag of tags) {
-        const condition = ref.kind === 'tag' && tag === ref.tag ? conditions : undefined;
+        const condition = ref.kind === 'tag' && tag === ref.tag ? conditions : createOnly;
         const write = await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind, condition, tally);
         written.push(write);
         if (parsed.v1TopImageId !== null) write.previousV1ImageId = await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);

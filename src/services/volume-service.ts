@@ -9,7 +9,7 @@ import { parseManifest } from '../domain/manifests/manifest-handlers.ts';
 import { MEDIA_TYPES } from '../domain/media-types.ts';
 import { explained, isVolregError, VolregError } from '../domain/errors.ts';
 import { readCapped } from '../domain/read-capped.ts';
-import { hasPreconditions, preconditionFailed, preconditionsHold, type Preconditions } from '../domain/preconditions.ts';
+import { hasPreconditions, preconditionFailed, preconditionsHold, refusal, type Preconditions } from '../domain/preconditions.ts';
 import type { RepositoryName, Tag } from '../domain/names.ts';
 import { inspectArchive, type ArchiveInspection, type InspectOptions } from '../domain/volumes/archive-inspector.ts';
 import { OCI_MANIFEST_MEDIA_TYPE, snapshotFileName } from '../domain/volumes/media-types.ts';
@@ -192,7 +192,11 @@ export class VolumeService {
     // Refused before a byte of the body is read, when the tag already says so; the tag's own
     // write checks again, in one step with it (manifest-service.ts).
     const preconditions = hasPreconditions(opts.preconditions) ? opts.preconditions : undefined;
-    if (preconditions && !preconditionsHold(preconditions, await this.taggedDigest(repo, tag))) throw preconditionFailed(`snapshot ${repo}:${tag}`);
+    // (a new snapshot is new content, with its own time: create-only refuses any tag holding one)
+    if (preconditions) {
+      const current = await this.taggedDigest(repo, tag);
+      if (!preconditionsHold(preconditions, current)) throw refusal(preconditions, current, `snapshot ${repo}:${tag}`);
+    }
     let inspection: ArchiveInspection | undefined;
     const expected = opts.expectedDigests ?? [];
     // The layer is stored under its sha256, which names a snapshot's content everywhere (the
@@ -414,16 +418,17 @@ export class VolumeService {
    * VOLUMES_PER_READ volumes to a read. A page starts `offset` volumes in, or after the volume
    * named `after` (which need not exist any more).
    */
-  async listVolumes(page: { limit: number; offset: number; after?: string }): Promise<ListedPage<VolumeSummary>> {
-    const held = await this.heldVolumes();
+  /** `visible`: the volumes the caller may see (the others are left out before counting and paging) */
+  async listVolumes(page: { limit: number; offset: number; after?: string }, visible?: (volume: string) => boolean): Promise<ListedPage<VolumeSummary>> {
+    const held = await this.heldVolumes(visible);
     const start = page.after === undefined ? page.offset : held.filter((v) => v.volume <= page.after!).length;
     return { items: held.slice(start, start + page.limit), total: held.length, more: held.length > start + page.limit };
   }
 
   /** Every volume that holds a snapshot, by name, as the volume list counts and summarizes it (listVolumes). */
-  async heldVolumes(): Promise<VolumeSummary[]> {
+  async heldVolumes(visible: (volume: string) => boolean = () => true): Promise<VolumeSummary[]> {
     const [indexed, pushed] = await Promise.all([this.snapshots.volumeNames(), this.manifests.volumeRepositories()]);
-    const names = [...new Set([...indexed, ...pushed])].filter((n) => volumeNameProblem(n) === null).sort();
+    const names = [...new Set([...indexed, ...pushed])].filter((n) => volumeNameProblem(n) === null && visible(n)).sort();
     const held: VolumeSummary[] = [];
     // a few reads per batch of volumes, not per volume: a store has thousands
     for (let i = 0; i < names.length; i += VOLUMES_PER_READ) {

@@ -146,9 +146,10 @@ test.serial('wrong passwords checked against a costly hash do not hold up other 
 
 test('an unknown user is checked against a real hash as well (a refusal takes as long), and the checks waiting are bounded (429)', async (t) => {
   const compared: string[] = [];
-  const users = await loadHtpasswd(htpasswdFile);
+  const file = await loadHtpasswd(htpasswdFile);
+  const users = file.users;
   const passwords = { compare: async (_password: string, hash: string) => (compared.push(hash), false), close: async () => {} } as unknown as OffThreadPasswords;
-  const auth = basicAuth(users, pino({ level: 'silent' }), passwords);
+  const auth = basicAuth(file, pino({ level: 'silent' }), passwords);
   const ctx = { path: '/v2/', state: {}, ip: '127.0.0.1', res: new EventEmitter(), get: () => basic('mallory', 'x') } as never;
   await t.throwsAsync(auth.authenticate(ctx, async () => {}) as Promise<unknown>);
   t.deepEqual(compared, [users.get('alice')], 'one comparison, against a real hash');
@@ -171,7 +172,7 @@ test('an unknown user is checked against a real hash as well (a refusal takes as
 });
 
 test('checks take turns between clients, and a check whose client went away is dropped unrun', async (t) => {
-  const users = await loadHtpasswd(htpasswdFile);
+  const { users } = await loadHtpasswd(htpasswdFile);
   const carol = users.get('carol')!;
   const passwords = new OffThreadPasswords();
   try {

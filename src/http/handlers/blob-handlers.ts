@@ -11,7 +11,7 @@ import { parseRepositoryName, type RepositoryName } from '../../domain/names.ts'
 import type { BlobService } from '../../services/blob-service.ts';
 import type { UploadService } from '../../services/upload-service.ts';
 import { paths } from '../route-table.ts';
-import type { HandlerMap, RouteAccess } from '../router.ts';
+import type { HandlerMap } from '../router.ts';
 
 /**
  * /v2 blobs and uploads (OCI distribution-spec v1.1): parse the request, call the service,
@@ -22,11 +22,6 @@ import type { HandlerMap, RouteAccess } from '../router.ts';
 export interface BlobHandlerDeps {
   blobs: BlobService;
   uploads: UploadService;
-  /**
-   * The router's access check. A mount reads the `from` repository, so it is asked for `pull`
-   * there; when refused, the mount falls back to an ordinary upload session.
-   */
-  authorize?: (ctx: Context, access: RouteAccess) => Promise<void>;
 }
 
 /** Advertised on POST: a hint (not enforced) to keep chunks large enough to be efficient. */
@@ -94,13 +89,9 @@ export function blobHandlers(deps: BlobHandlerDeps): HandlerMap {
         const mount = optional(ctx, 'mount', parseDigest);
         let from = optional(ctx, 'from', parseRepositoryName);
         const algorithm = optional(ctx, 'digest-algorithm', parseAlgorithm) ?? (digest ? algorithmOf(digest) : undefined);
-        if (mount && from && deps.authorize) {
-          const allowed = await deps.authorize(ctx, { routeId: 'blob', action: 'pull', repository: from }).then(
-            () => true,
-            () => false,
-          );
-          if (!allowed) from = undefined;
-        }
+        // A mount reads the `from` repository: a user who may not pull there gets an ordinary
+        // upload session instead (202), as for any mount the registry does not do (OCI spec).
+        if (mount && from && ctx.state.permissions && !ctx.state.permissions.may('pull', from)) from = undefined;
         const result = await uploads.start(repository, {
           ...(digest ? { digest, body: ctx.req } : {}),
           ...(digest ? declaredLength(ctx) : {}),

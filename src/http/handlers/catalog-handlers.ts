@@ -10,7 +10,9 @@ export function catalogHandlers(services: { repositories: RepositoryService }): 
     catalog: {
       GET: async (ctx) => {
         const page = parsePage(ctx.query, (last) => void parseRepositoryName(last));
-        const result = await services.repositories.catalog(page);
+        // only the repositories the user may pull are listed (no permissions: authentication is off)
+        const permissions = ctx.state.permissions;
+        const result = await services.repositories.catalog(page, permissions && ((name) => permissions.may('pull', name)));
         if (result.next) ctx.set('Link', nextLink(paths.catalog(), result.next));
         ctx.body = { repositories: result.repositories };
       },

@@ -1,4 +1,5 @@
 import type { Context } from 'koa';
+import { withPermissions } from '../write-permissions.ts';
 import { readBodyCapped } from '../body.ts';
 import { paths } from '../route-table.ts';
 import type { HandlerMap } from '../router.ts';
@@ -63,7 +64,7 @@ export function manifestHandlers(services: { manifests: ManifestService }, limit
         const body = await readBodyCapped(ctx.req, limits.manifestBytes, 'MANIFEST_TOO_LARGE');
         const tagParam = ctx.query.tag;
         const tags = tagParam === undefined ? [] : Array.isArray(tagParam) ? tagParam : [tagParam];
-        const preconditions = requestPreconditions(ctx.get('If-Match'), ctx.get('If-None-Match'));
+        const preconditions = withPermissions(requestPreconditions(ctx.get('If-Match'), ctx.get('If-None-Match')), ctx, repository);
         const result = await manifests.put(repository, params.reference!, body, ctx.get('Content-Type'), { tags, preconditions });
         ctx.body = null;
         ctx.status = 201;

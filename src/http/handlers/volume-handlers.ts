@@ -1,3 +1,4 @@
+import { withPermissions } from '../write-permissions.ts';
 import { sendBlob } from '../send-blob.ts';
 import { clientHolds, etagOf, rangeToHonour, requestPreconditions } from '../conditional.ts';
 import { declaredLength } from '../body.ts';
@@ -152,7 +153,9 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
       GET: async (ctx) => {
         // this list does not filter: host, since and until are refused, not ignored
         const q = unfilteredListingQuery(ctx, "a volume's snapshot list (/api/v1/volumes/<name>/tags)");
-        const page = await volumes.listVolumes(q);
+        // only the volumes the user may pull are listed (no permissions: authentication is off)
+        const permissions = ctx.state.permissions;
+        const page = await volumes.listVolumes(q, permissions && ((name) => permissions.may('pull', name)));
         const next = nextPageLink(ctx, paths.volumes(), q.limit, page.more, page.items.at(-1)?.volume);
         ctx.body = { total: page.total, offset: q.offset, limit: q.limit, next, volumes: page.items.map((v) => volumeJson(v, fileName)) };
       },
@@ -181,7 +184,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps): HandlerMap {
           host: uploadHost(ctx),
           labels: uploadLabels(ctx),
           ...declaredLength(ctx),
-          preconditions: requestPreconditions(ctx.get('If-Match'), ctx.get('If-None-Match')),
+          preconditions: withPermissions(requestPreconditions(ctx.get('If-Match'), ctx.get('If-None-Match')), ctx, req.repository),
         };
         const info = await volumes.put(req.repository, tag, ctx.req, opts);
         ctx.status = 201;
