@@ -10,6 +10,7 @@ import { createApp, type HealthCheck } from './app.ts';
 import { processClock } from './domain/clock.ts';
 import { LATE, within } from './domain/within.ts';
 import type { Config } from './config/config.ts';
+import { ConfigError } from './config/load-config.ts';
 import { basicAuth, loadHtpasswd, type BasicAuth } from './http/auth.ts';
 import { answerClientErrors } from './http/client-errors.ts';
 import { refusePlainHttp } from './http/plain-http-on-tls.ts';
@@ -179,6 +180,11 @@ export interface RunningServer {
    * Safe to call more than once.
    */
   close(): Promise<void>;
+  /**
+   * Reads VOLREG_AUTH_FILE again (users and access rules; SIGHUP): a file with a problem keeps
+   * the users and rules in force, and its problems are logged. Resolves whether it was taken.
+   */
+  reloadAuth(): Promise<boolean>;
 }
 
 export interface StartOptions {
@@ -291,8 +297,21 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         await undo();
         logger.info('stopped');
       })());
+    const reloadAuth = async (): Promise<boolean> => {
+      if (!auth || !config.authFile) return false;
+      try {
+        const file = await loadHtpasswd(config.authFile);
+        auth.replace(file);
+        logger.info({ users: file.users.size, restricted: file.policy.restricted }, 'auth file reloaded');
+        return true;
+      } catch (err) {
+        const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+        logger.error({ problems }, 'auth file not reloaded; the users and rules in force stay');
+        return false;
+      }
+    };
     logger.info({ url, storage: config.storage, mongodb: config.mongodbUrl ? 'external' : 'embedded' }, 'listening');
-    return { url, config, services, db, logger, close };
+    return { url, config, services, db, logger, close, reloadAuth };
   } catch (err) {
     await undo().catch(() => {});
     throw err;

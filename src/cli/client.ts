@@ -38,6 +38,8 @@ export const AGENT_EXIT = {
   EXISTS: 7,
   /** ls --stale: a volume's latest snapshot is older than the age given, or a volume named holds none */
   STALE: 8,
+  /** the registry refused: the user may not do this (pull, push, overwrite, delete) on that repository */
+  DENIED: 9,
 } as const;
 
 export interface ClientOptions {
@@ -288,7 +290,7 @@ export class VolregClient {
     // A server refusing before it reads the body (401, a bad name) closes the connection while
     // we are still sending, and its answer can be lost with it: ask first with a cheap request.
     const pre = await this.send('GET', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`, { headers: { Accept: 'application/json' } });
-    if ((pre.statusCode ?? 0) >= 400 && pre.statusCode !== 404) throw await errorReply(pre);
+    if ((pre.statusCode ?? 0) >= 400 && pre.statusCode !== 404) throw readFirst(await errorReply(pre));
     pre.resume();
     if (opts.noOverwrite && pre.statusCode === 200) {
       throw new RegistryError(412, 'PRECONDITION_FAILED', `${name}:${tag} already holds a snapshot; nothing was sent (--no-overwrite)`);
@@ -611,6 +613,12 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
+/** A push reads the tag first (see put): a user refused that is told why a push asks for pull. */
+function readFirst(err: unknown): unknown {
+  if (!(err instanceof RegistryError) || err.code !== 'DENIED') return err;
+  return new RegistryError(err.status, err.code, `${err.message} (a push reads the tag first: the user needs pull as well as push)`, err.detail, err.retryAfter);
+}
+
 /** The exit code for an error a command did not handle itself. */
 export function exitCodeOf(err: unknown): number {
   if (err instanceof UsageError) return AGENT_EXIT.USAGE;
@@ -619,6 +627,7 @@ export function exitCodeOf(err: unknown): number {
     if (err.code === 'BLOB_UNKNOWN') return AGENT_EXIT.INTEGRITY;
     if (isMissing(err)) return AGENT_EXIT.NOT_FOUND;
     if (err.code === 'PRECONDITION_FAILED') return AGENT_EXIT.EXISTS;
+    if (err.code === 'DENIED') return AGENT_EXIT.DENIED;
     if (err.code === 'DIGEST_INVALID' || err.code === 'ARCHIVE_INVALID') return AGENT_EXIT.INTEGRITY;
     return AGENT_EXIT.FAILURE;
   }

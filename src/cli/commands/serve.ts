@@ -14,6 +14,7 @@ export function registerServe(program: Command): void {
 /**
  * Starts the service, prints `volreg listening on http://HOST:PORT` once it accepts requests,
  * and on SIGTERM or SIGINT drains in-flight requests and exits 0. A second signal exits at once.
+ * SIGHUP reads VOLREG_AUTH_FILE again.
  */
 async function serve(): Promise<void> {
   const config = configFromEnv();
@@ -49,4 +50,6 @@ async function serve(): Promise<void> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // the users and access rules of VOLREG_AUTH_FILE are read again: adding a host needs no restart
+  process.on('SIGHUP', () => void running.reloadAuth());
 }
