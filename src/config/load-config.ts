@@ -18,7 +18,7 @@ export const VARIABLES = {
   VOLREG_MONGODB_URL: { meaning: 'a MongoDB to use instead of the embedded engine', default: undefined },
   VOLREG_MONGODB_DATABASE: { meaning: 'database name', default: DEFAULTS.mongodbDatabase },
   VOLREG_STORAGE: { meaning: 'blob store driver: fs (gridfs is not implemented yet)', default: DEFAULTS.storage },
-  VOLREG_AUTH_FILE: { meaning: 'htpasswd file with bcrypt entries (htpasswd -B); unset means no authentication', default: undefined },
+  VOLREG_AUTH_FILE: { meaning: 'htpasswd file with bcrypt entries (htpasswd -B) and #volreg access rules; re-read on SIGHUP; unset means no authentication', default: undefined },
   VOLREG_TLS_CERT: { meaning: 'PEM certificate (chain) to serve HTTPS with; needs VOLREG_TLS_KEY', default: undefined },
   VOLREG_TLS_KEY: { meaning: 'PEM private key of VOLREG_TLS_CERT', default: undefined },
   VOLREG_LOG_LEVEL: { meaning: `log level: ${LOG_LEVELS.join(', ')}`, default: DEFAULTS.logLevel },
