@@ -79,12 +79,12 @@ interface Reply {
   body: Buffer;
 }
 
-function call(base: string, method: string, path: string, opts: { headers?: Record<string, string>; body?: Buffer; timeoutMs?: number } = {}): Promise<Reply> {
+function call(base: string, method: string, path: string, opts: { headers?: Record<string, string>; body?: Buffer; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<Reply> {
   const url = new URL(path, base);
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...opts.headers };
     if (opts.body !== undefined) headers['Content-Length'] = String(opts.body.length);
-    const req = httpRequest(url, { method, headers, agent: false }, (res) => {
+    const req = httpRequest(url, { method, headers, agent: false, ...(opts.signal ? { signal: opts.signal } : {}) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', reject);
@@ -207,6 +207,15 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     });
     db = child;
   };
+  /** `volreg db` started and killed after `ms`, listening or not yet: a crash while it recovers */
+  const crashDbWhileStarting = async (ms: number): Promise<void> => {
+    const child = spawn(process.execPath, [VOLREG_BIN, 'db', '--dbpath', dbPath, '--port', String(opts.dbPort)], { cwd: REPO_ROOT, stdio: 'ignore' });
+    const exited = new Promise((r) => child.once('exit', r));
+    await sleep(ms);
+    child.kill('SIGKILL');
+    await exited;
+    count('database kills during start-up');
+  };
   const killDb = async (): Promise<void> => {
     const child = db;
     db = undefined;
@@ -289,8 +298,10 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
   let databaseAway = false;
   /** before /readyz first says ready, a 503 is allowed too */
   let starting = false;
+  /** cuts the clients' requests still waiting when a cycle ends (their outcome is then unknown) */
+  let cut = new AbortController();
   const req = async (base: string, method: string, path: string, o: { headers?: Record<string, string>; body?: Buffer } = {}): Promise<Reply> => {
-    const r = await call(base, method, path, o);
+    const r = await call(base, method, path, { ...o, signal: cut.signal });
     count(`${method} ${r.status}`);
     if (r.status >= 500) {
       const allowed =
@@ -517,8 +528,8 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     else if (x < 64) await pushSnapshot(base, c);
     else if (x < 68) await deleteSnapshot(base, c);
     else if (x < 76) await uploadChunked(base, c, rng.pick(c.repos), rng.pick(pool), true);
-    else if (x < 80) await uploadMonolithic(base, rng.pick(c.repos), rng.pick(pool));
-    else if (x < 82) await req(base, 'DELETE', `/v2/${rng.pick(c.repos)}/blobs/${rng.pick(pool).digest}`);
+    // (no blob DELETEs: one of a blob a manifest uses unlinks it from the repository on purpose)
+    else if (x < 82) await uploadMonolithic(base, rng.pick(c.repos), rng.pick(pool));
     else await pull(base, c);
   };
 
@@ -739,7 +750,11 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
         const probe = await call(base, 'GET', `/v2/${clients[0]!.repos[0]}/manifests/t0`, { headers: { Accept: ACCEPT_ALL } }).catch(() => undefined);
         if (probe && probe.status !== 503) violation(`with the database down, a pull by tag answers ${probe.status}, not 503`);
         stopped = true;
+        // requests still waiting for the database (up to its server selection timeout) are cut
+        cut.abort();
         await Promise.all(workers);
+        cut = new AbortController();
+        if (rng.chance(0.3)) await crashDbWhileStarting(rng.int(2000));
         await startDb();
         // until the service has found the database again, 503 is still its answer
         const until = Date.now() + 60_000;
@@ -751,6 +766,12 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
         await killServer();
         await killGc();
         count('serve kills');
+        if (opts.mode === 'database' && rng.chance(0.3)) {
+          // the machine's crash: both at once
+          await killDb();
+          count('database kills');
+          await startDb();
+        }
         stopped = true;
         await Promise.all(workers);
         await gc;
