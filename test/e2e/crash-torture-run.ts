@@ -79,12 +79,12 @@ interface Reply {
   body: Buffer;
 }
 
-function call(base: string, method: string, path: string, opts: { headers?: Record<string, string>; body?: Buffer; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<Reply> {
+function call(base: string, method: string, path: string, opts: { headers?: Record<string, string>; body?: Buffer; timeoutMs?: number } = {}): Promise<Reply> {
   const url = new URL(path, base);
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...opts.headers };
     if (opts.body !== undefined) headers['Content-Length'] = String(opts.body.length);
-    const req = httpRequest(url, { method, headers, agent: false, ...(opts.signal ? { signal: opts.signal } : {}) }, (res) => {
+    const req = httpRequest(url, { method, headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', reject);
@@ -163,6 +163,14 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
   for (let i = 0; i < 24; i++) pool.push(blobOf(seededBytes(opts.seed * 1000 + i + 1, [10, 700, 5000, 70_000, 300_000, 3_000_000][i % 6]!)));
   const archives = await makeArchives(opts.dir, opts.seed, 5);
   const known = new Map<string, KnownManifest>();
+  /** `repo:tag` or `volume:tag` -> the last requests on it and their outcome, for a violation's message */
+  const history = new Map<string, string[]>();
+  const note = (key: string, what: string): void => {
+    const h = history.get(key) ?? [];
+    h.push(`c${phase} ${what}`);
+    history.set(key, h.slice(-8));
+  };
+  const told = (key: string): string => ` (history: ${(history.get(key) ?? []).join('; ')})`;
 
   const clients: ClientModel[] = [];
   for (let i = 0; i < (opts.clients ?? 3); i++) {
@@ -298,10 +306,8 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
   let databaseAway = false;
   /** before /readyz first says ready, a 503 is allowed too */
   let starting = false;
-  /** cuts the clients' requests still waiting when a cycle ends (their outcome is then unknown) */
-  let cut = new AbortController();
   const req = async (base: string, method: string, path: string, o: { headers?: Record<string, string>; body?: Buffer } = {}): Promise<Reply> => {
-    const r = await call(base, method, path, { ...o, signal: cut.signal });
+    const r = await call(base, method, path, o);
     count(`${method} ${r.status}`);
     if (r.status >= 500) {
       const allowed =
@@ -361,9 +367,13 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     try {
       r = await req(base, 'PUT', `/v2/${repo}/manifests/${ref}${query ? `?${query}` : ''}`, { headers: { 'Content-Type': m.mediaType }, body: m.bytes });
     } catch (err) {
-      for (const k of keys) c.tags.get(k)!.add(m.digest);
+      for (const k of keys) {
+        c.tags.get(k)!.add(m.digest);
+        note(k, `PUT ${m.digest.slice(7, 19)} cut`);
+      }
       throw err;
     }
+    for (const k of keys) note(k, `PUT ${m.digest.slice(7, 19)} ${r.status}`);
     if (r.status >= 500) for (const k of keys) c.tags.get(k)!.add(m.digest);
     if (r.status === 201) {
       count('manifest pushes acknowledged');
@@ -431,8 +441,10 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
       r = await req(base, 'DELETE', `/v2/${repo}/manifests/${tag}`);
     } catch (err) {
       allowed.add(null);
+      note(k, 'DELETE cut');
       throw err;
     }
+    note(k, `DELETE ${r.status}`);
     if (r.status >= 500) allowed.add(null);
     if (r.status === 202) {
       count('tag deletes acknowledged');
@@ -450,9 +462,13 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     try {
       r = await req(base, 'DELETE', `/v2/${repo}/manifests/${d}`);
     } catch (err) {
-      for (const [, a] of affected) a.add(null);
+      for (const [k, a] of affected) {
+        a.add(null);
+        note(k, `DELETE by digest ${d.slice(7, 19)} cut`);
+      }
       throw err;
     }
+    for (const [k] of affected) note(k, `DELETE by digest ${d.slice(7, 19)} ${r.status}`);
     if (r.status >= 500) for (const [, a] of affected) a.add(null);
     if (r.status === 202) {
       count('manifest deletes acknowledged');
@@ -477,8 +493,10 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     } catch (err) {
       allowed.add(archive.digest);
       c.snapshotManifests.delete(tag);
+      note(`${c.volume}:${tag}`, `PUT ${archive.digest.slice(7, 19)}${headers['If-Match'] ? ' If-Match' : ''} cut`);
       throw err;
     }
+    note(`${c.volume}:${tag}`, `PUT ${archive.digest.slice(7, 19)}${headers['If-Match'] ? ' If-Match' : ''} ${r.status} ${r.status >= 400 ? r.body.toString('utf8').slice(0, 120) : ''}`);
     if (r.status >= 500) {
       allowed.add(archive.digest);
       c.snapshotManifests.delete(tag);
@@ -501,8 +519,10 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
       r = await req(base, 'DELETE', `/api/v1/volumes/${c.volume}/tags/${tag}`);
     } catch (err) {
       allowed.add(null);
+      note(`${c.volume}:${tag}`, 'DELETE cut');
       throw err;
     }
+    note(`${c.volume}:${tag}`, `DELETE ${r.status}`);
     if (r.status >= 500) allowed.add(null);
     if (r.status >= 200 && r.status < 300) {
       count('snapshot deletes acknowledged');
@@ -564,7 +584,7 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     const r = await req(base, 'GET', `/v2/${repo}/manifests/${tag}`, { headers: { Accept: ACCEPT_ALL } });
     count('tags checked');
     if (r.status === 404) {
-      if (!allowed.has(null)) violation(`${key} (${why}) is gone; acknowledged: ${[...allowed].join(' | ')}`);
+      if (!allowed.has(null)) violation(`${key} (${why}) is gone; acknowledged: ${[...allowed].join(' | ')}${told(key)}`);
       c.tags.set(key, new Set([null]));
       return;
     }
@@ -573,7 +593,7 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
       return;
     }
     const d = String(r.headers['docker-content-digest']);
-    if (!allowed.has(d)) violation(`${key} (${why}) resolves to ${d}; acknowledged: ${[...allowed].map((x) => x ?? 'absent').join(' | ')}`);
+    if (!allowed.has(d)) violation(`${key} (${why}) resolves to ${d}; acknowledged: ${[...allowed].map((x) => x ?? 'absent').join(' | ')}${told(key)}`);
     c.tags.set(key, new Set([d])); // the unknown outcome is known now
     await checkManifest(base, repo, d, r.body, `${key}, ${why}`);
   };
@@ -621,7 +641,7 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
       const content = await req(base, 'GET', `${base1}/content`);
       count('snapshots checked');
       if (content.status === 404) {
-        if (!allowed.has(null)) violation(`snapshot ${c.volume}:${tag} is gone; acknowledged: ${[...allowed].join(' | ')}`);
+        if (!allowed.has(null)) violation(`snapshot ${c.volume}:${tag} is gone; acknowledged: ${[...allowed].join(' | ')}${told(`${c.volume}:${tag}`)}`);
         c.snapshots.set(tag, new Set([null]));
         c.snapshotManifests.delete(tag);
         if (listed.has(tag)) violation(`snapshot ${c.volume}:${tag} is listed but its content answers 404`);
@@ -632,7 +652,7 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
         continue;
       }
       const d = sha256(content.body);
-      if (!allowed.has(d)) violation(`snapshot ${c.volume}:${tag} downloads ${d}; acknowledged: ${[...allowed].map((x) => x ?? 'absent').join(' | ')}`);
+      if (!allowed.has(d)) violation(`snapshot ${c.volume}:${tag} downloads ${d}; acknowledged: ${[...allowed].map((x) => x ?? 'absent').join(' | ')}${told(`${c.volume}:${tag}`)}`);
       if (allowed.size > 1 || !allowed.has(d)) {
         c.snapshots.set(tag, new Set([d]));
         c.snapshotManifests.delete(tag);
@@ -750,10 +770,10 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
         const probe = await call(base, 'GET', `/v2/${clients[0]!.repos[0]}/manifests/t0`, { headers: { Accept: ACCEPT_ALL } }).catch(() => undefined);
         if (probe && probe.status !== 503) violation(`with the database down, a pull by tag answers ${probe.status}, not 503`);
         stopped = true;
-        // requests still waiting for the database (up to its server selection timeout) are cut
-        cut.abort();
+        // their replies are waited for (up to the service's 15 s wait for a database each): a
+        // request the client gave up on would still go on in the service and could take effect
+        // after the checks had seen it not taken
         await Promise.all(workers);
-        cut = new AbortController();
         if (rng.chance(0.3)) await crashDbWhileStarting(rng.int(2000));
         await startDb();
         // until the service has found the database again, 503 is still its answer
