@@ -14,7 +14,7 @@ import { runTorture, type TortureMode } from './crash-torture-run.ts';
  */
 
 const seed = Number(process.env.VOLREG_TORTURE_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const cycles = (mode: TortureMode): number => Number(process.env.VOLREG_TORTURE_CYCLES ?? (mode === 'serve' ? 5 : 3));
+const cycles = (mode: TortureMode): number => Number(process.env.VOLREG_TORTURE_CYCLES ?? (mode === 'serve' ? 5 : 2));
 const verbose = process.env.VOLREG_TORTURE_LOG === '1';
 
 function freePort(): Promise<number> {
