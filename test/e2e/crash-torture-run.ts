@@ -710,7 +710,8 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
       await sleep(100);
     }
     starting = false;
-    violation('the service was not ready within 120 s');
+    const last = await call(base, 'GET', '/readyz').catch((err: Error) => ({ status: 0, body: Buffer.from(err.message) }));
+    violation(`the service was not ready within 120 s: /readyz ${last.status} ${last.body.toString('utf8').slice(0, 300)}; its log ends: ${server?.stdout().slice(-3000)}`);
     return false;
   };
 
