@@ -557,6 +557,8 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
   const checkBlob = async (base: string, repo: string, digest: string, why: string): Promise<void> => {
     const r = await req(base, 'GET', `/v2/${repo}/blobs/${digest}`);
     count('blobs checked');
+    // a 5xx is judged by req (a 503 while the database is away is allowed)
+    if (r.status >= 500) return;
     if (r.status !== 200) violation(`blob ${repo}@${digest} (${why}) answers ${r.status}: ${r.body.toString('utf8').slice(0, 300)}`);
     else if (sha256(r.body) !== digest) violation(`blob ${repo}@${digest} (${why}) downloads ${r.body.length} bytes hashing to ${sha256(r.body)}`);
   };
@@ -573,6 +575,7 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     for (const d of [doc.config?.digest, ...(doc.layers ?? []).map((l) => l.digest)]) if (d) await checkBlob(base, repo, d, `used by ${digest}, ${why}`);
     for (const child of doc.manifests ?? []) {
       const r = await req(base, 'GET', `/v2/${repo}/manifests/${child.digest}`, { headers: { Accept: ACCEPT_ALL } });
+      if (r.status >= 500) continue;
       if (r.status !== 200) violation(`manifest ${repo}@${child.digest}, listed by ${digest} (${why}), answers ${r.status}`);
       else await checkManifest(base, repo, child.digest, r.body, `listed by ${digest}, ${why}`);
     }
