@@ -28,11 +28,15 @@ export function hasPreconditions(p: Preconditions | undefined): p is Preconditio
 
 /**
  * Whether the preconditions hold where the reference points at `current` (null: at nothing),
- * for a write of `writing` (what createOnly allows to be there already).
+ * for a write of `writing` (what createOnly allows to be there already). `beside`: what the
+ * tag's unit of the other schema version holds (null: nothing). Clients that accept both read
+ * the schema-2 unit, so a new unit beside an existing one changes what such a tag serves:
+ * create-only allows a new unit only where the tag holds nothing at all.
  */
-export function preconditionsHold(p: Preconditions, current: Digest | null, writing?: Digest): boolean {
+export function preconditionsHold(p: Preconditions, current: Digest | null, writing?: Digest, beside: Digest | null = null): boolean {
   if (!clientPreconditionsHold(p, current)) return false;
-  return p.createOnly === undefined || current === null || current === writing;
+  if (p.createOnly === undefined || (current !== null && current === writing)) return true;
+  return current === null && beside === null;
 }
 
 /**

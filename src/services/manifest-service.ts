@@ -157,14 +157,19 @@ export class ManifestService {
     // Checked before anything is written, so a refused push usually writes nothing; by tag the
     // tag's write checks again, in the same step (see below).
     if (conditions) {
-      const current = await this.referenceDigest(repo, ref, parsed.schemaVersion);
-      if (!preconditionsHold(conditions, current, parsed.digest)) throw refusal(conditions, current, ref.kind === 'tag' ? `tag ${ref.tag}` : `manifest ${ref.digest}`);
+      if (ref.kind === 'tag') {
+        const { current, beside } = await this.tagUnits(repo, ref.tag, parsed.schemaVersion);
+        if (!preconditionsHold(conditions, current, parsed.digest, beside)) throw refusal(conditions, current, `tag ${ref.tag}`);
+      } else {
+        const current = await this.referenceDigest(repo, ref, parsed.schemaVersion);
+        if (!preconditionsHold(conditions, current, parsed.digest)) throw refusal(conditions, current, `manifest ${ref.digest}`);
+      }
     }
     // a user who may not overwrite moves none of the `?tag=` tags either
     const createOnly = conditions?.createOnly ? { createOnly: conditions.createOnly } : undefined;
     for (const tag of createOnly ? extraTags : []) {
-      const current = await this.referenceDigest(repo, { kind: 'tag', tag }, parsed.schemaVersion);
-      if (!preconditionsHold(createOnly!, current, parsed.digest)) throw refusal(createOnly!, current, `tag ${tag}`);
+      const { current, beside } = await this.tagUnits(repo, tag, parsed.schemaVersion);
+      if (!preconditionsHold(createOnly!, current, parsed.digest, beside)) throw refusal(createOnly!, current, `tag ${tag}`);
     }
     await this.requireReferences(repo, parsed);
 
@@ -209,6 +214,7 @@ export class ManifestService {
         const condition = ref.kind === 'tag' && tag === ref.tag ? conditions : createOnly;
         const write = await this.deps.tagWriter.upsert(repo, tag, parsed.schemaVersion, parsed.digest, parsed.kind, condition, tally);
         written.push(write);
+        if (condition?.createOnly && write.previous === null) await this.requireAlone(repo, tag, parsed.schemaVersion, condition);
         if (parsed.v1TopImageId !== null) write.previousV1ImageId = await this.deps.tagWriter.setV1ImageId(repo, tag, parsed.v1TopImageId);
       }
     } catch (err) {
@@ -238,6 +244,23 @@ export class ManifestService {
       throw err;
     }
     return tags;
+  }
+
+  /** What a tag's unit of `schemaVersion` holds, and its unit of the other version (null: none). */
+  private async tagUnits(repo: RepositoryName, tag: string, schemaVersion: 1 | 2): Promise<{ current: Digest | null; beside: Digest | null }> {
+    const units = await this.deps.tagWriter.findByName(repo, tag);
+    const digestOf = (v: 1 | 2): Digest | null => units.find((u) => u.schemaVersion === v)?.manifestDigest ?? null;
+    return { current: digestOf(schemaVersion), beside: digestOf(schemaVersion === 1 ? 2 : 1) };
+  }
+
+  /**
+   * A create-only push that made a tag's unit of one schema version: refused if the other version's
+   * unit is there now. The upsert checks only its own unit; two create-only pushes of different
+   * versions racing to one new tag each look after writing, so at most one is kept.
+   */
+  private async requireAlone(repo: RepositoryName, tag: string, schemaVersion: 1 | 2, condition: Preconditions): Promise<void> {
+    const { beside } = await this.tagUnits(repo, tag, schemaVersion);
+    if (beside !== null) throw refusal(condition, null, `tag ${tag}`);
   }
 
   /** Where a push's reference points now: by tag, its unit of `schemaVersion`; by digest, the manifest if held. */

@@ -4,7 +4,7 @@ import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../src/config/load-config.ts';
-import { configBlob, ociManifest, randomBlob, type Blob, type Built } from '../helpers/manifest-fixtures.ts';
+import { configBlob, ociManifest, randomBlob, schema1Unsigned, type Blob, type Built } from '../helpers/manifest-fixtures.ts';
 import { errorCode, request, type Reply } from '../helpers/oci-client.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { tarOfFiles } from '../helpers/tree.ts';
@@ -142,6 +142,46 @@ test('/v2 overwrite: without it a tag holding other content is not moved (403), 
   // who may overwrite moves it
   t.is((await putManifestAs('admin', repo, 'daily', second.manifest)).status, 201);
   t.is(await tagDigest(repo, 'daily'), second.manifest.digest);
+});
+
+test('/v2 overwrite: a tag holding one schema version gets no unit of the other without it (clients accepting both would read another manifest); the same manifest again is allowed', async (t) => {
+  const repo = `hosts/web1/${unique('schemas')}`;
+  const { manifest, layer } = await image(repo);
+  const schema1 = schema1Unsigned({ name: repo, tag: 'old', layers: [layer] });
+  const bothAccepted = { Accept: `${schema1.mediaType}, ${manifest.mediaType}` };
+
+  // a tag holding a schema-1 manifest only: a schema-2 push would change what docker reads by it
+  t_ok(await putManifestAs('web1', repo, 'old', schema1), 201);
+  denied(t, await putManifestAs('web1', repo, 'old', manifest), 'overwrite', repo);
+  denied(t, await putManifestAs('web1', repo, `${manifest.digest}?tag=old`, manifest), 'overwrite', repo);
+  const read = await as('admin', `/v2/${repo}/manifests/old`, { headers: bothAccepted });
+  t.is(read.headers['docker-content-digest'], schema1.digest, 'the tag still serves the schema-1 manifest');
+
+  // and the other way: a schema-2 tag gets no schema-1 unit beside it
+  t_ok(await putManifestAs('web1', repo, 'new', manifest), 201);
+  denied(t, await putManifestAs('web1', repo, 'new', schema1Unsigned({ name: repo, tag: 'new', layers: [layer] })), 'overwrite', repo);
+  const units = await as('admin', `/v2/${repo}/manifests/new`, { headers: { Accept: schema1.mediaType } });
+  t.is(units.status, 404, 'no schema-1 unit under the tag');
+
+  // both units there (an admin's push): pushing either again is no overwrite
+  t_ok(await putManifestAs('admin', repo, 'old', manifest), 201);
+  t.is((await putManifestAs('web1', repo, 'old', manifest)).status, 201);
+  t.is((await putManifestAs('web1', repo, 'old', schema1)).status, 201);
+});
+
+test('an append-only host racing a schema-1 and a schema-2 push of one new tag: at most one is kept, and a push answered 201 is the one kept', async (t) => {
+  const repo = `hosts/web1/${unique('schema-race')}`;
+  const { manifest, layer } = await image(repo);
+  for (let round = 0; round < 8; round++) {
+    const tag = `race${round}`;
+    const schema1 = schema1Unsigned({ name: repo, tag, layers: [layer] });
+    const [one, two] = await Promise.all([putManifestAs('web1', repo, tag, schema1), putManifestAs('web1', repo, tag, manifest)]);
+    const v1 = await as('admin', `/v2/${repo}/manifests/${tag}`, { headers: { Accept: schema1.mediaType } });
+    const v2 = await as('admin', `/v2/${repo}/manifests/${tag}`, { headers: { Accept: manifest.mediaType } });
+    t.false(v1.status === 200 && v2.status === 200, `round ${round}: both schema versions tagged`);
+    t.is(one.status === 201, v1.status === 200, `round ${round}: schema 1 answered ${one.status}`);
+    t.is(two.status === 201, v2.status === 200, `round ${round}: schema 2 answered ${two.status}`);
+  }
 });
 
 test('/v2 delete: tags, manifests and blobs only with delete', async (t) => {
