@@ -199,6 +199,12 @@ export function basicAuth(file: AuthFile, logger: Logger, passwords = new OffThr
   };
 
   const replace = (next: AuthFile): void => {
+    // A file without rules grants everyone everything: fine at start (as before rules existed),
+    // but a reload must not lift the rules in force because they went missing (`htpasswd -c`,
+    // a file caught half-written)
+    if (policy.restricted && !next.policy.restricted) {
+      throw new ConfigError(['VOLREG_AUTH_FILE: the file has no #volreg rule any more, which would let every user do everything; restart volreg to run so, or write "#volreg allow * ** all"']);
+    }
     users = next.users;
     policy = next.policy;
     decoy = users.values().next().value as string;

@@ -156,3 +156,22 @@ async function waitFor(check: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 50));
   if (!check()) throw new Error('timed out waiting');
 }
+
+test.serial('SIGHUP with the rules gone from the file (htpasswd -c) keeps the rules in force instead of letting every user do everything', async (t) => {
+  const before = await readFile(file, 'utf8');
+  const withoutRules = before.split('\n').filter((line) => !line.startsWith('#volreg')).join('\n');
+  const reloadsRefused = (): number => server.stdout().split('auth file not reloaded').length;
+  const refusedBefore = reloadsRefused();
+  await writeFile(file, withoutRules);
+  try {
+    server.kill('SIGHUP');
+    await waitFor(() => reloadsRefused() > refusedBefore);
+    t.regex(server.stdout(), /no #volreg rule any more/);
+    const reply = await fetch(`${server.url}/v2/hosts/db1/app/tags/list`, {
+      headers: { Authorization: `Basic ${Buffer.from(`web1:${PASSWORD}`).toString('base64')}` },
+    });
+    t.is(reply.status, 403, 'web1 still may not read another host\'s repository');
+  } finally {
+    await writeFile(file, before);
+  }
+});
