@@ -445,46 +445,45 @@ test('0006 records what pushes through /api/v1 found in their archives from the 
   t.is((await read()).length, 2);
 });
 
+const validatorOf = async (db: Db, name: string) =>
+  ((await db.listCollections({ name }).toArray())[0] as { options?: { validator?: { $jsonSchema?: { properties?: Record<string, unknown> } } } }).options?.validator?.$jsonSchema;
+
+async function dropWriteIdFromTagValidator(db: Db): Promise<void> {
+  const older = structuredClone(await validatorOf(db, COLLECTIONS.tags))!;
+  delete older.properties!['write_id'];
+  await db.command({ collMod: COLLECTIONS.tags, validator: { $jsonSchema: older } });
+}
+
+const tagUnit = (id: string, writeId: unknown) => ({ _id: id, name: `t${id}`, manifest_digest: `sha256:${'a'.repeat(64)}`, schema_version: 2, manifest_type: 'image', repo_id: 'r', write_id: writeId, ...pulpFields('docker_tag') });
+
 test('0007 creates refused_tag_writes and brings the tag units\' validator up to write_id; a second run changes nothing', async (t) => {
   const { db } = await freshDb('mig_refused_tags');
   const all = await loadMigrations();
   await new Migrator(db, { migrations: all.filter((m) => m.id < '0007') }).up();
-  // the tag validator as a volreg before write_id set it
-  const validatorOf = async (name: string) =>
-    ((await db.listCollections({ name }).toArray())[0] as { options?: { validator?: { $jsonSchema?: { properties?: Record<string, unknown> } } } }).options?.validator?.$jsonSchema;
-  const older = structuredClone(await validatorOf(COLLECTIONS.tags))!;
-  delete older.properties!['write_id'];
-  await db.command({ collMod: COLLECTIONS.tags, validator: { $jsonSchema: older } });
-  const unit = (id: string, writeId: unknown) => ({ _id: id, name: `t${id}`, manifest_digest: `sha256:${'a'.repeat(64)}`, schema_version: 2, manifest_type: 'image', repo_id: 'r', write_id: writeId, ...pulpFields('docker_tag') });
-  await db.collection(COLLECTIONS.tags).insertOne(unit('1', 7) as never); // taken before 0007
+  await dropWriteIdFromTagValidator(db); // the tag validator as a volreg before write_id set it
+  await db.collection(COLLECTIONS.tags).insertOne(tagUnit('1', 7) as never); // taken before 0007
 
   const applied = await new Migrator(db, { migrations: all.filter((m) => m.id < '0008') }).up();
   t.deepEqual(applied, ['0007-refused-tag-writes']);
-  t.truthy((await validatorOf(COLLECTIONS.tags))?.properties?.['write_id']);
-  await t.throwsAsync(db.collection(COLLECTIONS.tags).insertOne(unit('2', 7) as never), undefined, 'a write_id that is not a string is refused');
-  await db.collection(COLLECTIONS.tags).insertOne(unit('3', 'w') as never);
-  const { _id: _ignored, ...fields } = unit('4', 'w');
+  t.truthy((await validatorOf(db, COLLECTIONS.tags))?.properties?.['write_id']);
+  await t.throwsAsync(db.collection(COLLECTIONS.tags).insertOne(tagUnit('2', 7) as never), undefined, 'a write_id that is not a string is refused');
+  await db.collection(COLLECTIONS.tags).insertOne(tagUnit('3', 'w') as never);
+  const { _id: _ignored, ...fields } = tagUnit('4', 'w');
   await t.throwsAsync(db.collection(COLLECTIONS.refusedTagWrites).insertOne({ _id: 'w', ...fields } as never), undefined, 'refused_tag_writes is held to its schema');
   for (const m of all.filter((x) => x.id === '0007-refused-tag-writes')) await m.up(db);
-  t.truthy((await validatorOf(COLLECTIONS.refusedTagWrites))?.properties?.['previous_digest']);
+  t.truthy((await validatorOf(db, COLLECTIONS.refusedTagWrites))?.properties?.['previous_digest']);
 });
 
 test('0008 brings the tag validator up to write_id in a database that applied 0007 before 0007 installed it; a second run changes nothing', async (t) => {
   const { db } = await freshDb('mig_current_validators');
   const all = await loadMigrations();
   await new Migrator(db, { migrations: all.filter((m) => m.id < '0008') }).up();
-  const validatorOf = async (name: string) =>
-    ((await db.listCollections({ name }).toArray())[0] as { options?: { validator?: { $jsonSchema?: { properties?: Record<string, unknown> } } } }).options?.validator?.$jsonSchema;
-  // what a volreg whose 0007 did not yet touch the tag validator left: 0007 recorded, no write_id
-  const older = structuredClone(await validatorOf(COLLECTIONS.tags))!;
-  delete older.properties!['write_id'];
-  await db.command({ collMod: COLLECTIONS.tags, validator: { $jsonSchema: older } });
-  const unit = (id: string, writeId: unknown) => ({ _id: id, name: `t${id}`, manifest_digest: `sha256:${'a'.repeat(64)}`, schema_version: 2, manifest_type: 'image', repo_id: 'r', write_id: writeId, ...pulpFields('docker_tag') });
+  await dropWriteIdFromTagValidator(db); // what a volreg whose 0007 did not yet touch the tag validator left: 0007 recorded, no write_id
 
   t.deepEqual(await new Migrator(db).up(), ['0008-current-validators']);
-  t.truthy((await validatorOf(COLLECTIONS.tags))?.properties?.['write_id']);
-  await t.throwsAsync(db.collection(COLLECTIONS.tags).insertOne(unit('1', 7) as never), undefined, 'a write_id that is not a string is refused');
-  await db.collection(COLLECTIONS.tags).insertOne(unit('2', 'w') as never);
+  t.truthy((await validatorOf(db, COLLECTIONS.tags))?.properties?.['write_id']);
+  await t.throwsAsync(db.collection(COLLECTIONS.tags).insertOne(tagUnit('1', 7) as never), undefined, 'a write_id that is not a string is refused');
+  await db.collection(COLLECTIONS.tags).insertOne(tagUnit('2', 'w') as never);
   const before = await db.listCollections().toArray();
   for (const m of all.filter((x) => x.id === '0008-current-validators')) await m.up(db);
   t.deepEqual(await db.listCollections().toArray(), before);
