@@ -4,6 +4,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { MongoClient } from 'mongodb';
 import { configBlob, dockerManifest, ociIndex, ociManifest, blobOf, type Blob, type Built } from '../helpers/manifest-fixtures.ts';
 import { ACCEPT_ALL } from '../helpers/oci-client.ts';
 import { seededBytes } from '../helpers/seeded-bytes.ts';
@@ -195,19 +196,29 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     ...(opts.mode === 'serve' ? { VOLREG_GC_INTERVAL: '1', VOLREG_GC_GRACE: '0', VOLREG_GC_DELETE_UNTAGGED: 'true' } : {}),
   };
   let db: ChildProcess | undefined;
+  /** what the database processes (the one killed while starting included) wrote, each start marked; its end goes into a report */
+  let dbOutput = '';
+  const keepDbOutput = (child: ChildProcess, what: string): void => {
+    const add = (s: string): void => void (dbOutput = (dbOutput + s).slice(-20_000));
+    add(`\n--- ${what} (pid ${child.pid}) ---\n`);
+    child.stdout!.setEncoding('utf8').on('data', add);
+    child.stderr!.setEncoding('utf8').on('data', add);
+    child.once('exit', (code, signal) => add(`--- pid ${child.pid} exited (${code ?? signal}) ---\n`));
+  };
   const startDb = async (): Promise<void> => {
     const child = spawn(process.execPath, [VOLREG_BIN, 'db', '--dbpath', dbPath, '--port', String(opts.dbPort)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    keepDbOutput(child, 'volreg db');
     let out = '';
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`volreg db did not listen: ${out}`)), 60_000);
-      child.stdout!.setEncoding('utf8').on('data', (s: string) => {
+      child.stdout!.on('data', (s: string) => {
         out += s;
         if (/volreg db listening on/.test(out)) {
           clearTimeout(timer);
           resolve();
         }
       });
-      child.stderr!.setEncoding('utf8').on('data', (s: string) => (out += s));
+      child.stderr!.on('data', (s: string) => (out += s));
       child.once('exit', (code) => {
         clearTimeout(timer);
         reject(new Error(`volreg db exited (${code}) before listening: ${out.slice(-3000)}`));
@@ -217,7 +228,8 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
   };
   /** `volreg db` started and killed after `ms`, listening or not yet: a crash while it recovers */
   const crashDbWhileStarting = async (ms: number): Promise<void> => {
-    const child = spawn(process.execPath, [VOLREG_BIN, 'db', '--dbpath', dbPath, '--port', String(opts.dbPort)], { cwd: REPO_ROOT, stdio: 'ignore' });
+    const child = spawn(process.execPath, [VOLREG_BIN, 'db', '--dbpath', dbPath, '--port', String(opts.dbPort)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    keepDbOutput(child, `volreg db, to be killed after ${ms} ms`);
     const exited = new Promise((r) => child.once('exit', r));
     await sleep(ms);
     child.kill('SIGKILL');
@@ -696,6 +708,19 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     }
   };
 
+  /** whether the database answers a client of its own: tells a database that does not serve from a service that does not find it again */
+  const databaseAnswers = async (): Promise<string> => {
+    const client = new MongoClient(dbUrl, { serverSelectionTimeoutMS: 5000 });
+    try {
+      await client.db('admin').command({ ping: 1 });
+      return 'the database answers a ping from a new client';
+    } catch (err) {
+      return `the database does not answer a ping from a new client either (${(err as Error).message})`;
+    } finally {
+      await client.close().catch(() => undefined);
+    }
+  };
+
   const waitReady = async (base: string): Promise<boolean> => {
     const until = Date.now() + 120_000;
     starting = true;
@@ -714,7 +739,10 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     }
     starting = false;
     const last = await call(base, 'GET', '/readyz').catch((err: Error) => ({ status: 0, body: Buffer.from(err.message) }));
-    violation(`the service was not ready within 120 s: /readyz ${last.status} ${last.body.toString('utf8').slice(0, 300)}; its log ends: ${server?.stdout().slice(-3000)}`);
+    violation(
+      `the service was not ready within 120 s: /readyz ${last.status} ${last.body.toString('utf8').slice(0, 300)}; its log ends: ${server?.stdout().slice(-3000)}` +
+        (opts.mode === 'database' ? `; ${await databaseAnswers()}; the database's output ends: ${dbOutput.slice(-3000)}` : ''),
+    );
     return false;
   };
 
