@@ -17,15 +17,22 @@ const seed = Number(process.env.VOLREG_TORTURE_SEED ?? Math.floor(Math.random() 
 const cycles = (mode: TortureMode): number => Number(process.env.VOLREG_TORTURE_CYCLES ?? (mode === 'serve' ? 5 : 2));
 const verbose = process.env.VOLREG_TORTURE_LOG === '1';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
+/**
+ * A free port below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768 and up by
+ * default): the database gets this port back after each kill, and while it is down a port in
+ * that range may be handed to an outgoing connection (even the service's own driver connecting to
+ * it, TCP connecting to itself), which would make the restart fail with EADDRINUSE.
+ */
+async function freePort(): Promise<number> {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const bound = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-  });
+    if (bound) return port;
+  }
 }
 
 for (const mode of ['serve', 'database'] as const) {
