@@ -10,6 +10,7 @@ import type { Config } from '../../src/config/config.ts';
 import { loadConfig } from '../../src/config/load-config.ts';
 import { startServer, type Services, type StartOptions } from '../../src/main.ts';
 import { chooseCli } from './built-cli.ts';
+import { startMongoProxy, type MongoProxy } from './mongo-proxy.ts';
 import { openTestMongo, type TestBackend } from './mongo.ts';
 
 /**
@@ -108,6 +109,29 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     await own?.close();
     await mongo.close();
     await rm(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** A test server whose MongoDB client goes through a wire proxy (test/helpers/mongo-proxy.ts), closed with it. */
+export interface ProxiedTestServer extends TestServer {
+  proxy: MongoProxy;
+}
+
+export async function startTestServerBehindProxy(label: string, options?: MongoClientOptions): Promise<ProxiedTestServer> {
+  let proxy: MongoProxy | undefined;
+  try {
+    const server = await startTestServer({ label, mongoVia: { uri: async (testUri) => (proxy = await startMongoProxy(testUri)).uri, options } });
+    return {
+      ...server,
+      proxy: proxy!,
+      close: async () => {
+        await server.close();
+        await proxy!.close();
+      },
+    };
+  } catch (err) {
+    await proxy?.close();
     throw err;
   }
 }

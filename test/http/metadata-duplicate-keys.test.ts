@@ -1,8 +1,8 @@
 import test from 'ava';
 import type { Document } from 'bson';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
-import { commandOn, startMongoProxy, type MongoProxy } from '../helpers/mongo-proxy.ts';
-import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { commandOn } from '../helpers/mongo-proxy.ts';
+import { startTestServerBehindProxy, type ProxiedTestServer } from '../helpers/server.ts';
 import { errorCode, pushBlob, raw } from './blobs-client.ts';
 
 /**
@@ -12,19 +12,14 @@ import { errorCode, pushBlob, raw } from './blobs-client.ts';
  * the upsert that answer: what a push or an upload makes of it is what it makes of the race.
  */
 
-let proxy: MongoProxy | undefined;
-let server: TestServer;
+let server: ProxiedTestServer;
 
 test.before(async () => {
-  server = await startTestServer({
-    label: 'metadata-duplicate-keys',
-    mongoVia: { uri: async (testUri) => (proxy = await startMongoProxy(testUri)).uri },
-  });
+  server = await startTestServerBehindProxy('metadata-duplicate-keys');
 });
 
 test.after.always(async () => {
   await server?.close();
-  await proxy?.close();
 });
 
 function duplicateKey(collection: string, index: string): Document {
@@ -42,11 +37,11 @@ async function pushedImage(repo: string): Promise<ReturnType<typeof ociManifest>
 test.serial('a push whose tag upsert meets a racing first push of the tag (E11000) tags its manifest', async (t) => {
   const repo = 'dup/tag';
   const manifest = await pushedImage(repo);
-  proxy!.answered.length = 0;
-  proxy!.answer(commandOn('findAndModify', 'units_docker_tag'), duplicateKey('units_docker_tag', 'name_1_schema_version_1_repo_id_1'));
+  server.proxy.answered.length = 0;
+  server.proxy.answer(commandOn('findAndModify', 'units_docker_tag'), duplicateKey('units_docker_tag', 'name_1_schema_version_1_repo_id_1'));
   const res = await raw(server.url, 'PUT', `/v2/${repo}/manifests/v1`, { body: manifest.bytes, headers: { 'Content-Type': manifest.mediaType } });
   t.is(res.status, 201, res.body.toString());
-  t.is(proxy!.answered.length, 1);
+  t.is(server.proxy.answered.length, 1);
   const pulled = await raw(server.url, 'GET', `/v2/${repo}/manifests/v1`, { headers: { Accept: manifest.mediaType } });
   t.is(pulled.status, 200);
   t.deepEqual(pulled.body, manifest.bytes);
@@ -55,8 +50,8 @@ test.serial('a push whose tag upsert meets a racing first push of the tag (E1100
 test.serial('a push with If-None-Match: * whose insert meets a tag created meanwhile (E11000) is 412, nothing tagged', async (t) => {
   const repo = 'dup/if-none-match';
   const manifest = await pushedImage(repo);
-  proxy!.answered.length = 0;
-  proxy!.answer(commandOn('findAndModify', 'units_docker_tag'), duplicateKey('units_docker_tag', 'name_1_schema_version_1_repo_id_1'));
+  server.proxy.answered.length = 0;
+  server.proxy.answer(commandOn('findAndModify', 'units_docker_tag'), duplicateKey('units_docker_tag', 'name_1_schema_version_1_repo_id_1'));
   const res = await raw(server.url, 'PUT', `/v2/${repo}/manifests/v1`, {
     body: manifest.bytes,
     headers: { 'Content-Type': manifest.mediaType, 'If-None-Match': '*' },
@@ -69,17 +64,17 @@ test.serial('a push with If-None-Match: * whose insert meets a tag created meanw
 test.serial('uploads whose blob, repository and association upserts meet racing inserts (E11000) store the blob', async (t) => {
   const repo = 'dup/blob';
   const blob = randomBlob(300);
-  proxy!.answered.length = 0;
-  proxy!.answer(commandOn('findAndModify', 'units_docker_blob'), duplicateKey('units_docker_blob', 'digest_1'));
-  proxy!.answer(commandOn('update', 'repos'), { ok: 1, n: 0, nModified: 0, writeErrors: [{ index: 0, ...duplicateKey('repos', 'repo_id_1') }] });
-  proxy!.answer(commandOn('update', 'repo_content_units'), {
+  server.proxy.answered.length = 0;
+  server.proxy.answer(commandOn('findAndModify', 'units_docker_blob'), duplicateKey('units_docker_blob', 'digest_1'));
+  server.proxy.answer(commandOn('update', 'repos'), { ok: 1, n: 0, nModified: 0, writeErrors: [{ index: 0, ...duplicateKey('repos', 'repo_id_1') }] });
+  server.proxy.answer(commandOn('update', 'repo_content_units'), {
     ok: 1,
     n: 0,
     nModified: 0,
     writeErrors: [{ index: 0, ...duplicateKey('repo_content_units', 'repo_id_1_unit_type_id_1_unit_id_1') }],
   });
   await pushBlob(server.url, repo, blob.bytes);
-  t.is(proxy!.answered.length, 3, 'each upsert met the race once');
+  t.is(server.proxy.answered.length, 3, 'each upsert met the race once');
   // the race's winner would have made the repository and the association: made here by the upload sent again
   await pushBlob(server.url, repo, blob.bytes);
   const head = await raw(server.url, 'HEAD', `/v2/${repo}/blobs/${blob.digest}`);

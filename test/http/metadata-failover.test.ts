@@ -1,7 +1,7 @@
 import test from 'ava';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
-import { commandOn, startMongoProxy, type MongoProxy } from '../helpers/mongo-proxy.ts';
-import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { commandOn } from '../helpers/mongo-proxy.ts';
+import { startTestServerBehindProxy, type ProxiedTestServer } from '../helpers/server.ts';
 import { errorCode, pushBlob, raw, type RawResponse } from './blobs-client.ts';
 
 /**
@@ -11,19 +11,14 @@ import { errorCode, pushBlob, raw, type RawResponse } from './blobs-client.ts';
  * Retry-After, never a 500, and the same request sent again completes.
  */
 
-let proxy: MongoProxy | undefined;
-let server: TestServer;
+let server: ProxiedTestServer;
 
 test.before(async () => {
-  server = await startTestServer({
-    label: 'metadata-failover',
-    mongoVia: { uri: async (testUri) => (proxy = await startMongoProxy(testUri)).uri },
-  });
+  server = await startTestServerBehindProxy('metadata-failover');
 });
 
 test.after.always(async () => {
   await server?.close();
-  await proxy?.close();
 });
 
 const NOT_WRITABLE_PRIMARY = { ok: 0, code: 10107, codeName: 'NotWritablePrimary', errmsg: 'not primary', errorLabels: ['RetryableWriteError'] };
@@ -45,9 +40,9 @@ test.serial('a manifest push whose tag write meets NotWritablePrimary is 503 wit
   const manifest = ociManifest({ config, layers: [layer] });
   const put = () => raw(server.url, 'PUT', `/v2/${repo}/manifests/v1`, { body: manifest.bytes, headers: { 'Content-Type': manifest.mediaType } });
 
-  proxy!.answer(commandOn('findAndModify', 'units_docker_tag'), NOT_WRITABLE_PRIMARY);
+  server.proxy.answer(commandOn('findAndModify', 'units_docker_tag'), NOT_WRITABLE_PRIMARY);
   isFailover(t, await put(), 'the push');
-  t.is(proxy!.answered.length, 1, 'the tag write met the failover');
+  t.is(server.proxy.answered.length, 1, 'the tag write met the failover');
   t.is((await raw(server.url, 'GET', `/v2/${repo}/manifests/v1`, { headers: { Accept: manifest.mediaType } })).status, 404, 'nothing tagged');
 
   const again = await put();
@@ -58,24 +53,24 @@ test.serial('a manifest push whose tag write meets NotWritablePrimary is 503 wit
 });
 
 test.serial('a read that meets InterruptedDueToReplStateChange is 503 with Retry-After', async (t) => {
-  proxy!.answered.length = 0;
+  server.proxy.answered.length = 0;
   // the referrers of a manifest are looked up in MongoDB at every request
   const referrers = `/v2/failover/app/referrers/sha256:${'e'.repeat(64)}`;
   // the driver retries a read once (retryable reads): the election outlasts its retry
-  proxy!.answer(commandOn('find', 'units_docker_manifest'), STEPPED_DOWN, 2);
+  server.proxy.answer(commandOn('find', 'units_docker_manifest'), STEPPED_DOWN, 2);
   isFailover(t, await raw(server.url, 'GET', referrers), 'referrers');
-  t.is(proxy!.answered.length, 2);
+  t.is(server.proxy.answered.length, 2);
   t.is((await raw(server.url, 'GET', referrers)).status, 200, 'answers again');
 });
 
 test.serial('a write acknowledged with a write concern error of a node shutting down is 503 with Retry-After', async (t) => {
-  proxy!.answered.length = 0;
-  proxy!.answer(commandOn('insert', 'uploads'), {
+  server.proxy.answered.length = 0;
+  server.proxy.answer(commandOn('insert', 'uploads'), {
     ok: 1,
     n: 1,
     writeConcernError: { code: 91, codeName: 'ShutdownInProgress', errmsg: 'Replication is being shut down' },
   });
   isFailover(t, await raw(server.url, 'POST', '/v2/failover/app/blobs/uploads/'), 'upload start');
-  t.is(proxy!.answered.length, 1);
+  t.is(server.proxy.answered.length, 1);
   t.is((await raw(server.url, 'POST', '/v2/failover/app/blobs/uploads/')).status, 202, 'answers again');
 });

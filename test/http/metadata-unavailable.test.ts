@@ -1,7 +1,6 @@
 import test from 'ava';
 import { configBlob, ociManifest, randomBlob } from '../helpers/manifest-fixtures.ts';
-import { startMongoProxy, type MongoProxy } from '../helpers/mongo-proxy.ts';
-import { startTestServer } from '../helpers/server.ts';
+import { startTestServer, startTestServerBehindProxy } from '../helpers/server.ts';
 import { buildTar } from '../helpers/tree.ts';
 import { errorCode, pushBlob, raw, startSession } from './blobs-client.ts';
 
@@ -39,11 +38,7 @@ test('with MongoDB unreachable, requests answer 503 UNAVAILABLE and /readyz fail
 test('with MongoDB closing each new connection at once (out of descriptors), the driver\'s raw socket errors are 503 UNAVAILABLE too', async (t) => {
   // The server reaches MongoDB through a socket that can refuse new connections, and its driver
   // opens a new connection for a command after any pause: so each request below needs one.
-  let proxy: MongoProxy | undefined;
-  const server = await startTestServer({
-    label: 'metadata-refused',
-    mongoVia: { uri: async (testUri) => (proxy = await startMongoProxy(testUri)).uri, options: { maxIdleTimeMS: 1 } },
-  });
+  const server = await startTestServerBehindProxy('metadata-refused', { maxIdleTimeMS: 1 });
   try {
     const repo = 'refused/app';
     // what the requests below act on, made while MongoDB answers
@@ -59,7 +54,7 @@ test('with MongoDB closing each new connection at once (out of descriptors), the
     const session = await startSession(server.url, repo);
     const monolithic = randomBlob(500);
 
-    proxy!.refuseNew = true;
+    server.proxy.refuseNew = true;
     for (const [method, path, opts] of [
       ['GET', '/v2/_catalog', {}],
       ['GET', `/v2/${repo}/tags/list`, {}],
@@ -80,11 +75,10 @@ test('with MongoDB closing each new connection at once (out of descriptors), the
     t.is(ready.status, 503);
     // a raw socket error of the driver is named by its code
     t.regex((JSON.parse(ready.body.toString()) as { reasons: Record<string, string> }).reasons['mongodb'] ?? '', /^MongoDB did not answer a ping \((EPIPE|ECONNRESET)\)$/);
-    proxy!.refuseNew = false;
+    server.proxy.refuseNew = false;
     await new Promise((r) => setTimeout(r, 5));
     t.is((await raw(server.url, 'GET', `/v2/${repo}/tags/list`)).status, 200, 'answers again');
   } finally {
     await server.close();
-    await proxy?.close();
   }
 });
