@@ -416,9 +416,9 @@ export class VolumeService {
    * has no document until it is read); each is brought in line with its tags before it is
    * counted, so `total` is exact. A listing reads every volume's tags and documents,
    * VOLUMES_PER_READ volumes to a read. A page starts `offset` volumes in, or after the volume
-   * named `after` (which need not exist any more).
+   * named `after` (which need not exist any more). `visible`: the volumes the caller may see
+   * (the others are left out before counting and paging).
    */
-  /** `visible`: the volumes the caller may see (the others are left out before counting and paging) */
   async listVolumes(page: { limit: number; offset: number; after?: string }, visible?: (volume: string) => boolean): Promise<ListedPage<VolumeSummary>> {
     const held = await this.heldVolumes(visible);
     const start = page.after === undefined ? page.offset : held.filter((v) => v.volume <= page.after!).length;
