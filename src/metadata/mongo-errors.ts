@@ -1,4 +1,5 @@
 import {
+  MongoBulkWriteError,
   MongoErrorLabel,
   MongoNetworkError,
   MongoNotConnectedError,
@@ -65,6 +66,9 @@ function isReplicaSetChanging(err: MongoServerError): boolean {
  * code alone, which an HTTP client's socket can fail with too (driver-sockets.ts).
  */
 export function fromMongoFailure(err: unknown): VolregError | null {
+  // insertMany and bulkWrite wrap whatever stopped them (a server selection that found no
+  // server, a network error) in a bulk write error: it is judged by what it wraps
+  if (err instanceof MongoBulkWriteError && err.errorResponse instanceof Error && err.errorResponse !== err) return fromMongoFailure(err.errorResponse);
   if (err instanceof MongoServerError && err.code === OUT_OF_DISK_SPACE) {
     return new VolregError('STORAGE_FULL', 'the metadata store is out of disk space; the request did not complete');
   }

@@ -55,7 +55,9 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
   /** the reply `answer` set up for this message, if it is an OP_MSG one picks */
   const answerFor = (message: Buffer): Buffer | undefined => {
     if (answers.length === 0 || message.readInt32LE(12) !== OP_MSG || message[HEADER_BYTES + 4] !== 0) return undefined;
-    const command = deserialize(message.subarray(HEADER_BYTES + 5));
+    // the body section alone: document sequences (insertMany's documents) may follow it
+    const body0 = HEADER_BYTES + 5;
+    const command = deserialize(message.subarray(body0, body0 + message.readInt32LE(body0)));
     const at = answers.findIndex((a) => a.match(command));
     if (at < 0) return undefined;
     const a = answers[at]!;

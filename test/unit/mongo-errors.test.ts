@@ -1,10 +1,10 @@
 import net from 'node:net';
 import test from 'ava';
-import { MongoClient, MongoError, MongoErrorLabel, MongoNetworkError, MongoServerError, MongoWriteConcernError } from 'mongodb';
+import { MongoBulkWriteError, MongoClient, MongoError, MongoErrorLabel, MongoNetworkError, MongoServerError, MongoServerSelectionError, MongoWriteConcernError } from 'mongodb';
 import { watchDriverSockets } from '../../src/metadata/driver-sockets.ts';
 import { fromMongoFailure } from '../../src/metadata/mongo-errors.ts';
 import { WRITES_STOPPED } from '../../src/mongo-engine/errors.ts';
-import { startMongoProxy, type MongoProxy } from '../helpers/mongo-proxy.ts';
+import { commandOn, startMongoProxy, type MongoProxy } from '../helpers/mongo-proxy.ts';
 import { openTestMongo, type TestMongo } from '../helpers/mongo.ts';
 
 /**
@@ -77,6 +77,42 @@ test.serial('a large command cut while it is written: the raw socket error is 50
     isUnreachable(t, err);
   } finally {
     proxy.cutAfterBytes = Infinity;
+  }
+});
+
+test.serial('insertMany wraps whatever stopped it in a bulk write error: it is judged by what it wraps', async (t) => {
+  const docs = (): Array<{ n: number }> => [{ n: 1 }, { n: 2 }];
+  const bulkFailure = async (c: MongoClient): Promise<MongoBulkWriteError> => {
+    const err = await failureOf(() => c.db(mongo.dbName).collection('bulk').insertMany(docs(), { ordered: false }));
+    t.true(err instanceof MongoBulkWriteError, String(err));
+    return err as MongoBulkWriteError;
+  };
+  // a replica set electing a primary, and the metadata store out of disk space
+  proxy.answer(commandOn('insert', 'bulk'), { ok: 0, code: 10107, codeName: 'NotWritablePrimary', errmsg: 'not primary' });
+  t.like(fromMongoFailure(await bulkFailure(client)), { code: 'UNAVAILABLE', status: 503, headers: { 'Retry-After': '10' } });
+  proxy.answer(commandOn('insert', 'bulk'), { ok: 0, code: 14031, codeName: 'OutOfDiskSpace', errmsg: 'out of disk space' });
+  t.is(fromMongoFailure(await bulkFailure(client))?.code, 'STORAGE_FULL');
+  // a new connection closed at once: the raw socket error, wrapped
+  proxy.refuseNew = true;
+  try {
+    await pause(5);
+    isUnreachable(t, await bulkFailure(client));
+  } finally {
+    proxy.refuseNew = false;
+  }
+  // the database gone: the write finds no server to send to (a database killed under a push)
+  const gone = await startMongoProxy(mongo.uri);
+  const stranded = new MongoClient(gone.uri, { serverSelectionTimeoutMS: 300, heartbeatFrequencyMS: 500 });
+  try {
+    await stranded.db(mongo.dbName).command({ ping: 1 });
+    const lost = new Promise<void>((resolve) => stranded.on('serverDescriptionChanged', (e) => e.newDescription.type === 'Unknown' && resolve()));
+    await gone.close();
+    await lost;
+    const err = await bulkFailure(stranded);
+    t.true(err.errorResponse instanceof MongoServerSelectionError, String(err.errorResponse));
+    isUnreachable(t, err);
+  } finally {
+    await stranded.close();
   }
 });
 
