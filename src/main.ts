@@ -22,6 +22,7 @@ import type { HandlerMap } from './http/router.ts';
 import { collections, type Collections } from './metadata/collections.ts';
 import { Migrator } from './metadata/migrator.ts';
 import { watchDriverSockets } from './metadata/driver-sockets.ts';
+import { ClientWatchdog } from './metadata/client-watchdog.ts';
 import { fromMongoFailure } from './metadata/mongo-errors.ts';
 import { fromStorageFailure } from './storage/storage-failure.ts';
 import { RepoContentRepository } from './metadata/repo-content-repository.ts';
@@ -191,7 +192,7 @@ export interface StartOptions {
   /** defaults to pino JSON on stdout at the configured level */
   logger?: Logger;
   /** an already connected database (tests), with its engine's change marks when it has them; it is not closed by close() */
-  mongo?: { db: Db; changeMarks?: SharedArrayBuffer };
+  mongo?: { db: Db; changeMarks?: SharedArrayBuffer; uri?: string };
   /** collect Node process metrics too (the real service does; in-process test servers need not) */
   processMetrics?: boolean;
   /** how the archive inspection's worker is started (tests of its failures) */
@@ -225,7 +226,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   // before the driver opens a connection: its raw socket errors are then told apart (fromMongoFailure)
   watchDriverSockets();
 
-  const metadata = opts.mongo ? { ...opts.mongo, close: async () => {} } : await openMetadata(config, logger);
+  const metadata: OpenedMetadata = opts.mongo ? { ...opts.mongo, close: async () => {} } : await openMetadata(config, logger);
   // Undone in reverse order by close(), or on a failed start.
   const cleanup: Array<() => Promise<void>> = [metadata.close, ...(auth ? [auth.close] : [])];
   const undo = async (): Promise<void> => {
@@ -267,6 +268,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       trustedProxy: rangeMatcher(config.trustedProxies),
     });
 
+    const watch = startClientWatchdog(config, metadata, logger);
+    cleanup.push(watch.stop);
     const purge = startPurgeTimer(config, services, logger);
     cleanup.push(purge.stop);
     const gc = startGcTimer(config, services, ctx.collections, logger);
@@ -318,6 +321,15 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   }
 }
 
+export interface OpenedMetadata {
+  db: Db;
+  /** what `db`'s client connects to (tests may pass a database without it) */
+  uri?: string;
+  close: () => Promise<void>;
+  failure?: () => string | undefined;
+  changeMarks?: SharedArrayBuffer;
+}
+
 /**
  * One MongoClient for the process: to VOLREG_MONGODB_URL, or to the embedded engine started
  * on a thread of this process (workers/engine-thread.ts) on DATA_DIR/db. `close` closes both.
@@ -325,7 +337,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 export async function openMetadata(
   config: Config,
   logger: Logger,
-): Promise<{ db: Db; close: () => Promise<void>; failure?: () => string | undefined; changeMarks?: SharedArrayBuffer }> {
+): Promise<OpenedMetadata> {
   const dbPath = join(config.dataDir, 'db');
   // on a thread of its own, loaded only when needed: a service on a real MongoDB never starts it
   const engine = config.mongodbUrl ? undefined : await startEmbeddedEngine(dbPath, logger);
@@ -340,6 +352,7 @@ export async function openMetadata(
   }
   return {
     db: client.db(config.mongodbDatabase),
+    uri,
     close: async () => {
       await client.close();
       await engine?.close();
@@ -459,6 +472,18 @@ function startRepeatingTask(
       await running;
     },
   };
+}
+
+/**
+ * The MongoDB client looked at a few times per VOLREG_MONGODB_REOPEN_AFTER, and reopened when it
+ * has lost its database for that long while a new client reaches it (client-watchdog.ts).
+ */
+function startClientWatchdog(config: Config, metadata: OpenedMetadata, logger: Logger): { stop: () => Promise<void> } {
+  const reopenAfterMs = config.mongodbReopenAfterSeconds * 1000;
+  if (!metadata.uri || reopenAfterMs <= 0) return { stop: async () => {} };
+  const watchdog = new ClientWatchdog({ client: metadata.db.client, uri: metadata.uri, logger, reopenAfterMs });
+  const intervalMs = Math.min(5000, Math.max(250, reopenAfterMs / 4));
+  return startRepeatingTask('mongodb-client-watchdog', intervalMs, () => watchdog.check(), logger);
 }
 
 /** Abandoned upload sessions purged every VOLREG_UPLOAD_PURGE_INTERVAL seconds. */

@@ -10,6 +10,8 @@ export interface Config {
   /** A MongoDB to use instead of the embedded engine. */
   mongodbUrl: string | undefined;
   mongodbDatabase: string;
+  /** a MongoDB client that has not reached the database this long while a new client does is reopened; 0: never */
+  mongodbReopenAfterSeconds: number;
   storage: 'fs' | 'gridfs';
   authFile: string | undefined;
   /** serve HTTPS with this PEM certificate chain and key (both or neither) */
@@ -56,6 +58,7 @@ export const DEFAULTS = {
   addr: '127.0.0.1:5000',
   dataDir: './data',
   mongodbDatabase: 'volreg',
+  mongodbReopenAfterSeconds: 60,
   storage: 'fs',
   logLevel: 'info',
   manifestBytes: 4 * 1024 * 1024,

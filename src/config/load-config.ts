@@ -17,6 +17,10 @@ export const VARIABLES = {
   VOLREG_DATA_DIR: { meaning: "blobs, upload sessions and the embedded engine's files", default: DEFAULTS.dataDir },
   VOLREG_MONGODB_URL: { meaning: 'a MongoDB to use instead of the embedded engine', default: undefined },
   VOLREG_MONGODB_DATABASE: { meaning: 'database name', default: DEFAULTS.mongodbDatabase },
+  VOLREG_MONGODB_REOPEN_AFTER: {
+    meaning: "volreg's MongoDB client is closed and opened again when it has not reached the database this long while a new client does, seconds (0: never)",
+    default: String(DEFAULTS.mongodbReopenAfterSeconds),
+  },
   VOLREG_STORAGE: { meaning: 'blob store driver: fs (gridfs is not implemented yet)', default: DEFAULTS.storage },
   VOLREG_AUTH_FILE: { meaning: 'htpasswd file with bcrypt entries (htpasswd -B) and #volreg access rules; re-read on SIGHUP; unset means no authentication', default: undefined },
   VOLREG_TLS_CERT: { meaning: 'PEM certificate (chain) to serve HTTPS with; needs VOLREG_TLS_KEY', default: undefined },
@@ -136,6 +140,7 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
   const dataDir = check('VOLREG_DATA_DIR', resolve(cwd, DEFAULTS.dataDir), (s) => parseDataDir(s.value, cwd));
   const mongodbUrl = check('VOLREG_MONGODB_URL', undefined as string | undefined, (s) => parseMongoUrl(s.value));
   const mongodbDatabase = check('VOLREG_MONGODB_DATABASE', DEFAULTS.mongodbDatabase as string, (s) => parseDatabaseName(s.value));
+  const mongodbReopenAfterSeconds = check('VOLREG_MONGODB_REOPEN_AFTER', DEFAULTS.mongodbReopenAfterSeconds as number, (s) => parseSeconds(s.value, 24 * 3600));
   const storage = check('VOLREG_STORAGE', DEFAULTS.storage as Config['storage'], (s) => parseStorage(s.value));
   const authFile = check('VOLREG_AUTH_FILE', undefined as string | undefined, (s) => parseReadableFile(s.value, cwd));
   const tlsCert = check('VOLREG_TLS_CERT', undefined as string | undefined, (s) => parseReadableFile(s.value, cwd));
@@ -199,6 +204,7 @@ export function loadConfig(env: Env, opts: { cwd?: string } = {}): LoadedConfig 
       dataDir,
       mongodbUrl,
       mongodbDatabase,
+      mongodbReopenAfterSeconds,
       storage,
       authFile,
       tls: tlsCert !== undefined && tlsKey !== undefined ? { certFile: tlsCert, keyFile: tlsKey } : undefined,

@@ -262,6 +262,12 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     if (!s) return;
     s.kill('SIGKILL');
     await s.waitExit();
+    // a client the service had to reopen (README "Using a real MongoDB"): allowed, and told
+    const reopened = s.stdout().split('\n').filter((l) => l.includes('while a new client does: reopening it'));
+    if (reopened.length > 0) {
+      count('MongoDB client reopenings', reopened.length);
+      log(`the service reopened its MongoDB client: ${reopened.join('\n')}`);
+    }
   };
 
   let gcChild: ChildProcess | undefined;

@@ -14,6 +14,10 @@ import { join } from 'node:path';
  *   fails with a raw `write EPIPE`.
  * - `cutAfterBytes`: a connection that sends more than this many bytes from now on is cut on
  *   both sides (a large command meets `read ECONNRESET` or `write EPIPE`).
+ * - `wedgeMonitor()`: the connections open now that have only ever carried handshakes (the
+ *   driver's server monitor's) pass nothing more and stay open, the others are cut when they
+ *   next send a command (which fails with a network error); new ones work. The driver then marks the server unknown and its monitor never hears back: a client
+ *   that has lost its database while the database answers others.
  * - `answer(match, reply)`: the next command `match` picks is not passed on; the proxy answers it
  *   with `reply`, as a replica set member does in a failover (`{ ok: 0, code: 10107,
  *   codeName: 'NotWritablePrimary' }`) or a racing insert does (`{ ok: 1, n: 0, writeErrors: [...] }`).
@@ -25,6 +29,8 @@ export interface MongoProxy {
   cutAfterBytes: number;
   /** answers the next `times` commands `match` picks with `reply` (the command's body: `{ findAndModify: 'coll', ... }`) */
   answer(match: (command: Document) => boolean, reply: Document, times?: number): void;
+  /** the monitor's connections stall, the others are cut at their next command; new ones work */
+  wedgeMonitor(): void;
   /** the commands answered by `answer` so far */
   answered: Document[];
   close(): Promise<void>;
@@ -38,6 +44,8 @@ export function commandOn(command: string, collection: string): (body: Document)
 // OP_MSG: a 16-byte header (length, requestID, responseTo, opCode), flag bits, then sections;
 // section kind 0 is the command's body
 const OP_MSG = 2013;
+/** OP_QUERY: drivers send only their first handshake with it */
+const OP_QUERY = 2004;
 const HEADER_BYTES = 16;
 
 interface Answer {
@@ -52,6 +60,7 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
   const socketPath = join(dir, 'mongo.sock');
   const open = new Set<net.Socket>();
   const answers: Answer[] = [];
+  const wedgers = new Set<() => void>();
   /** the reply `answer` set up for this message, if it is an OP_MSG one picks */
   const answerFor = (message: Buffer): Buffer | undefined => {
     if (answers.length === 0 || message.readInt32LE(12) !== OP_MSG || message[HEADER_BYTES + 4] !== 0) return undefined;
@@ -80,6 +89,10 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
     cutAfterBytes: Infinity,
     answer: (match, reply, times = 1) => answers.push({ match, reply, times }),
     answered: [],
+    wedgeMonitor: () => {
+      for (const wedge of wedgers) wedge();
+      wedgers.clear();
+    },
     close: async () => {
       for (const s of open) s.destroy();
       await new Promise((resolve) => server.close(resolve));
@@ -98,11 +111,27 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
     }
     let sent = 0;
     let pending: Buffer = Buffer.alloc(0);
+    let frozen = false;
+    let cutAtNext = false;
+    let onlyHandshakes = true;
     const cut = (): void => {
       client.destroy();
       toServer.destroy();
     };
+    const wedge = (): void => {
+      if (!onlyHandshakes) {
+        cutAtNext = true;
+        return;
+      }
+      frozen = true;
+      toServer.unpipe(client);
+      toServer.resume(); // what the server still sends is dropped
+    };
+    wedgers.add(wedge);
+    client.on('close', () => wedgers.delete(wedge));
     client.on('data', (chunk: Buffer) => {
+      if (frozen) return;
+      if (cutAtNext) return cut();
       sent += chunk.length;
       if (sent > proxy.cutAfterBytes) return cut();
       // whole messages only, so a command can be answered here instead of passed on
@@ -116,6 +145,7 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
         }
         const message = pending.subarray(0, pending.readInt32LE(0));
         pending = pending.subarray(message.length);
+        if (onlyHandshakes && !isHandshake(message)) onlyHandshakes = false;
         const reply = answerFor(message);
         if (reply) client.write(reply);
         else toServer.write(message);
@@ -128,6 +158,16 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
   });
   await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   return proxy;
+}
+
+/** a hello (OP_MSG) or the legacy OP_QUERY isMaster a driver opens a connection with */
+function isHandshake(message: Buffer): boolean {
+  const opCode = message.readInt32LE(12);
+  if (opCode === OP_QUERY) return true;
+  if (opCode !== OP_MSG || message[HEADER_BYTES + 4] !== 0) return false;
+  const body0 = HEADER_BYTES + 5;
+  const name = Object.keys(deserialize(message.subarray(body0, body0 + message.readInt32LE(body0))))[0] ?? '';
+  return ['hello', 'isMaster', 'ismaster'].includes(name);
 }
 
 /** host:port or the socket path of a single-host mongodb:// URI */

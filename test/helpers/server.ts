@@ -78,14 +78,16 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     config.mongodbDatabase = mongo.dbName;
     opts.configure?.(config);
     const logger = opts.logger ?? pino({ level: process.env.VOLREG_TEST_LOG ?? 'silent' }, pino.destination(2));
-    if (opts.mongoVia) {
-      own = new MongoClient(await opts.mongoVia.uri(mongo.uri), opts.mongoVia.options);
+    // the server's own client is its to watch and reopen (client-watchdog.ts); the shared one is not
+    const ownUri = opts.mongoVia ? await opts.mongoVia.uri(mongo.uri) : undefined;
+    if (ownUri) {
+      own = new MongoClient(ownUri, opts.mongoVia?.options);
       await own.connect();
     }
     const db = own ? own.db(mongo.dbName) : mongo.db;
     const running = await startServer(config, {
       logger,
-      mongo: { db, ...(mongo.changeMarks ? { changeMarks: mongo.changeMarks } : {}) },
+      mongo: { db, ...(ownUri ? { uri: ownUri } : {}), ...(mongo.changeMarks ? { changeMarks: mongo.changeMarks } : {}) },
       startInspectionWorker: opts.startInspectionWorker,
     });
     let closing: Promise<void> | undefined;
@@ -118,10 +120,14 @@ export interface ProxiedTestServer extends TestServer {
   proxy: MongoProxy;
 }
 
-export async function startTestServerBehindProxy(label: string, options?: MongoClientOptions): Promise<ProxiedTestServer> {
+export async function startTestServerBehindProxy(
+  label: string,
+  options?: MongoClientOptions,
+  more?: Pick<TestServerOptions, 'env' | 'logger'>,
+): Promise<ProxiedTestServer> {
   let proxy: MongoProxy | undefined;
   try {
-    const server = await startTestServer({ label, mongoVia: { uri: async (testUri) => (proxy = await startMongoProxy(testUri)).uri, options } });
+    const server = await startTestServer({ label, ...more, mongoVia: { uri: async (testUri) => (proxy = await startMongoProxy(testUri)).uri, options } });
     return {
       ...server,
       proxy: proxy!,
