@@ -1,8 +1,10 @@
 import {
   MongoBulkWriteError,
+  MongoClientClosedError,
   MongoErrorLabel,
   MongoNetworkError,
   MongoNotConnectedError,
+  MongoServerClosedError,
   MongoServerError,
   MongoServerSelectionError,
   MongoTopologyClosedError,
@@ -58,6 +60,15 @@ function isReplicaSetChanging(err: MongoServerError): boolean {
 }
 
 /**
+ * A command cut off by the client's closing (the watchdog reopening it: client-watchdog.ts):
+ * on a connection in use, on a server or a pool closed meanwhile. The pool's error is not
+ * exported by the driver, so it is known by its name.
+ */
+function isClosedUnderIt(err: unknown): boolean {
+  return err instanceof MongoClientClosedError || err instanceof MongoServerClosedError || (err instanceof Error && err.name === 'MongoPoolClosedError');
+}
+
+/**
  * What a failure of MongoDB means to a client: the metadata store out of disk space is
  * STORAGE_FULL, an unreachable one is UNAVAILABLE, and so is a replica set electing a primary
  * (with Retry-After). Null for anything else (an internal error).
@@ -87,6 +98,7 @@ export function fromMongoFailure(err: unknown): VolregError | null {
     err instanceof MongoNetworkError ||
     err instanceof MongoNotConnectedError ||
     err instanceof MongoTopologyClosedError ||
+    isClosedUnderIt(err) ||
     isDriverSocketError(err)
   ) {
     return new VolregError('UNAVAILABLE', 'the metadata store is unreachable; try again later');

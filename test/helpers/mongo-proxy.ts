@@ -20,7 +20,8 @@ import { join } from 'node:path';
  *   that has lost its database while the database answers others.
  * - `answer(match, reply)`: the next command `match` picks is not passed on; the proxy answers it
  *   with `reply`, as a replica set member does in a failover (`{ ok: 0, code: 10107,
- *   codeName: 'NotWritablePrimary' }`) or a racing insert does (`{ ok: 1, n: 0, writeErrors: [...] }`).
+ *   codeName: 'NotWritablePrimary' }`) or a racing insert does (`{ ok: 1, n: 0, writeErrors: [...] }`);
+ *   with `null`, never answers it (a command still running).
  */
 export interface MongoProxy {
   /** the test database's URI with the proxy's socket as its host (credentials and options kept) */
@@ -28,7 +29,7 @@ export interface MongoProxy {
   refuseNew: boolean;
   cutAfterBytes: number;
   /** answers the next `times` commands `match` picks with `reply` (the command's body: `{ findAndModify: 'coll', ... }`) */
-  answer(match: (command: Document) => boolean, reply: Document, times?: number): void;
+  answer(match: (command: Document) => boolean, reply: Document | null, times?: number): void;
   /** the monitor's connections stall, the others are cut at their next command; new ones work */
   wedgeMonitor(): void;
   /** the commands answered by `answer` so far */
@@ -50,7 +51,8 @@ const HEADER_BYTES = 16;
 
 interface Answer {
   match: (command: Document) => boolean;
-  reply: Document;
+  /** null: never answered (a command the server is still working on) */
+  reply: Document | null;
   times: number;
 }
 
@@ -61,7 +63,7 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
   const open = new Set<net.Socket>();
   const answers: Answer[] = [];
   const wedgers = new Set<() => void>();
-  /** the reply `answer` set up for this message, if it is an OP_MSG one picks */
+  /** the reply `answer` set up for this message, if it is an OP_MSG one picks (empty: none ever) */
   const answerFor = (message: Buffer): Buffer | undefined => {
     if (answers.length === 0 || message.readInt32LE(12) !== OP_MSG || message[HEADER_BYTES + 4] !== 0) return undefined;
     // the body section alone: document sequences (insertMany's documents) may follow it
@@ -72,6 +74,7 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
     const a = answers[at]!;
     if (--a.times === 0) answers.splice(at, 1);
     proxy.answered.push(command);
+    if (a.reply === null) return Buffer.alloc(0);
     const body = serialize(a.reply);
     const reply = Buffer.alloc(HEADER_BYTES + 5 + body.length);
     reply.writeInt32LE(reply.length, 0);

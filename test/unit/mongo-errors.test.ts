@@ -1,6 +1,6 @@
 import net from 'node:net';
 import test from 'ava';
-import { MongoBulkWriteError, MongoClient, MongoError, MongoErrorLabel, MongoNetworkError, MongoServerError, MongoServerSelectionError, MongoWriteConcernError } from 'mongodb';
+import { MongoBulkWriteError, MongoClient, MongoClientClosedError, MongoError, MongoErrorLabel, MongoNetworkError, MongoServerClosedError, MongoServerError, MongoServerSelectionError, MongoWriteConcernError } from 'mongodb';
 import { watchDriverSockets } from '../../src/metadata/driver-sockets.ts';
 import { fromMongoFailure } from '../../src/metadata/mongo-errors.ts';
 import { WRITES_STOPPED } from '../../src/mongo-engine/errors.ts';
@@ -114,6 +114,20 @@ test.serial('insertMany wraps whatever stopped it in a bulk write error: it is j
   } finally {
     await stranded.close();
   }
+});
+
+test.serial('commands cut off by the client closing (the watchdog reopening it) are 503', async (t) => {
+  const closing = new MongoClient(proxy.uri, { serverSelectionTimeoutMS: 2000 });
+  await closing.db(mongo.dbName).command({ ping: 1 });
+  proxy.answer(commandOn('find', 'stalled'), null);
+  const inFlight = failureOf(() => closing.db(mongo.dbName).collection('stalled').findOne({}));
+  while (!proxy.answered.some((c) => c['find'] === 'stalled')) await pause(10);
+  await closing.close();
+  const err = await inFlight;
+  t.true(err instanceof MongoClientClosedError, String(err));
+  isUnreachable(t, err);
+  isUnreachable(t, new MongoServerClosedError());
+  isUnreachable(t, Object.assign(new Error('attempted to check out a connection from closed connection pool'), { name: 'MongoPoolClosedError' }));
 });
 
 test.serial('the same socket errors from a socket that is not the driver are not the metadata store', async (t) => {
