@@ -25,8 +25,9 @@ export interface ClientWatchdogOptions {
   reopenAfterMs: number;
   /** each ping's bound */
   pingTimeoutMs?: number;
-  now?: () => number;
 }
+
+const now = (): number => performance.now();
 
 interface HeartbeatState {
   lastStarted?: number;
@@ -36,16 +37,15 @@ interface HeartbeatState {
 }
 
 export class ClientWatchdog {
-  private readonly opts: Required<Omit<ClientWatchdogOptions, 'now'>> & { now: () => number };
+  private readonly opts: Required<ClientWatchdogOptions>;
   private readonly heartbeat: HeartbeatState = {};
   private failingSince: number | undefined;
   /** a reopening that could not connect again: the next look tries again */
   private closed = false;
-  reopenings = 0;
 
   constructor(opts: ClientWatchdogOptions) {
-    this.opts = { pingTimeoutMs: 1500, now: () => performance.now(), ...opts };
-    const { client, now } = this.opts;
+    this.opts = { pingTimeoutMs: 1500, ...opts };
+    const { client } = this.opts;
     // the client passes its topology's events on, a reopened one's too
     client.on('serverHeartbeatStarted', () => (this.heartbeat.lastStarted = now()));
     client.on('serverHeartbeatSucceeded', () => (this.heartbeat.lastSucceeded = now()));
@@ -57,7 +57,7 @@ export class ClientWatchdog {
 
   /** One look: a ping with this client and, when it fails, with a new one; reopens after `reopenAfterMs` of the first failing and the second not. */
   async check(): Promise<void> {
-    const { client, logger, now, reopenAfterMs } = this.opts;
+    const { client, logger, reopenAfterMs } = this.opts;
     if (this.closed) return this.connect();
     // only the time the database answers others counts: while it is down for everyone, a new
     // client would change nothing, and the driver needs a moment to find it once it is back
@@ -72,7 +72,6 @@ export class ClientWatchdog {
       { failingSeconds: Math.round(failingMs / 1000), heartbeats: this.describeHeartbeats() },
       'the MongoDB client has not reached the database for this long while a new client does: reopening it',
     );
-    this.reopenings++;
     this.failingSince = undefined;
     this.closed = true;
     await client.close().catch((err: unknown) => logger.warn({ err }, 'closing the MongoDB client failed'));
@@ -108,7 +107,7 @@ export class ClientWatchdog {
 
   /** seconds since each heartbeat event the driver reported since the watch began, for the log */
   private describeHeartbeats(): Record<string, number | string | null> {
-    const ago = (t: number | undefined): number | null => (t === undefined ? null : Math.round((this.opts.now() - t) / 1000));
+    const ago = (t: number | undefined): number | null => (t === undefined ? null : Math.round((now() - t) / 1000));
     const h = this.heartbeat;
     const ended = Math.max(h.lastSucceeded ?? -Infinity, h.lastFailed ?? -Infinity);
     return {
