@@ -18,6 +18,8 @@ import { join } from 'node:path';
  *   driver's server monitor's) pass nothing more and stay open, the others are cut when they
  *   next send a command (which fails with a network error); new ones work. The driver then marks the server unknown and its monitor never hears back: a client
  *   that has lost its database while the database answers others.
+ * - `endMonitor()`: the connections open now that have only ever carried handshakes are closed
+ *   from the server's side (the driver reads EOF), as a database that goes away closes them.
  * - `answer(match, reply)`: the next command `match` picks is not passed on; the proxy answers it
  *   with `reply`, as a replica set member does in a failover (`{ ok: 0, code: 10107,
  *   codeName: 'NotWritablePrimary' }`) or a racing insert does (`{ ok: 1, n: 0, writeErrors: [...] }`);
@@ -32,6 +34,8 @@ export interface MongoProxy {
   answer(match: (command: Document) => boolean, reply: Document | null, times?: number): void;
   /** the monitor's connections stall, the others are cut at their next command; new ones work */
   wedgeMonitor(): void;
+  /** the monitor's connections are closed by the server's side */
+  endMonitor(): void;
   /** the commands answered by `answer` so far */
   answered: Document[];
   close(): Promise<void>;
@@ -63,6 +67,7 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
   const open = new Set<net.Socket>();
   const answers: Answer[] = [];
   const wedgers = new Set<() => void>();
+  const enders = new Set<() => void>();
   /** the reply `answer` set up for this message, if it is an OP_MSG one picks (empty: none ever) */
   const answerFor = (message: Buffer): Buffer | undefined => {
     if (answers.length === 0 || message.readInt32LE(12) !== OP_MSG || message[HEADER_BYTES + 4] !== 0) return undefined;
@@ -95,6 +100,10 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
     wedgeMonitor: () => {
       for (const wedge of wedgers) wedge();
       wedgers.clear();
+    },
+    endMonitor: () => {
+      for (const end of enders) end();
+      enders.clear();
     },
     close: async () => {
       for (const s of open) s.destroy();
@@ -131,7 +140,16 @@ export async function startMongoProxy(upstreamUri: string): Promise<MongoProxy> 
       toServer.resume(); // what the server still sends is dropped
     };
     wedgers.add(wedge);
-    client.on('close', () => wedgers.delete(wedge));
+    const end = (): void => {
+      if (!onlyHandshakes) return;
+      toServer.unpipe(client);
+      client.end();
+    };
+    enders.add(end);
+    client.on('close', () => {
+      wedgers.delete(wedge);
+      enders.delete(end);
+    });
     client.on('data', (chunk: Buffer) => {
       if (frozen) return;
       if (cutAtNext) return cut();
