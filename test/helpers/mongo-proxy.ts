@@ -16,8 +16,9 @@ import { join } from 'node:path';
  *   both sides (a large command meets `read ECONNRESET` or `write EPIPE`).
  * - `wedgeMonitor()`: the connections open now that have only ever carried handshakes (the
  *   driver's server monitor's) pass nothing more and stay open, the others are cut when they
- *   next send a command (which fails with a network error); new ones work. The driver then marks the server unknown and its monitor never hears back: a client
- *   that has lost its database while the database answers others.
+ *   next send a command (which fails with a network error); new ones work. The driver then
+ *   marks the server unknown and its monitor never hears back: a client that has lost its
+ *   database while the database answers others.
  * - `endMonitor()`: the connections open now that have only ever carried handshakes are closed
  *   from the server's side (the driver reads EOF), as a database that goes away closes them.
  * - `answer(match, reply)`: the next command `match` picks is not passed on; the proxy answers it
