@@ -9,8 +9,9 @@ import { LATE, within } from '../domain/within.ts';
  * Why: seen under kill -9 of a standalone database on a loaded machine. After the kill the
  * driver's server monitor ended no heartbeat again, so the server stayed "unknown" to this
  * client: every request waited 15 s for a server and answered 503, minutes after the restarted
- * database answered a new client at once. Whatever wedges a client so, closing it and connecting
- * again starts its monitor and pool afresh. In-flight requests fail meanwhile (503), as they do
+ * database answered a new client at once. One way there, a heartbeat written on a socket Node had
+ * just destroyed, is mended in driver-sockets.ts; whatever else wedges a client so, closing it and
+ * connecting again starts its monitor and pool afresh. In-flight requests fail meanwhile (503), as they do
  * when the database itself goes away.
  *
  * The heartbeats the driver reports are kept, so the log line says how the client stood.
