@@ -175,6 +175,8 @@ export class VolregClient {
   private readonly shownBase: string;
   private readonly auth: string | undefined;
   private readonly timeoutMs: number;
+  /** told when a request is sent again after a 503 with Retry-After (messages for stderr) */
+  onWait: ((message: string) => void) | null = null;
   /** the registry's clock as its last reply gave it (its `Date` header, to the second); null: none came */
   registryTime: Date | null = null;
 
@@ -221,7 +223,14 @@ export class VolregClient {
       const seconds = retryAfterSeconds(res);
       const wait = opts.body || opts.retry === false || seconds === null ? null : this.retryDelay(seconds, waited, opts.timeoutMs);
       if (wait === null) return res;
-      res.resume();
+      if (this.onWait && res.statusCode === 503) {
+        // a registry that cannot serve for a while (its database away) is worth a line: the
+        // command may wait minutes; a busy one (429, a full queue for a second) is not
+        const refusal = await errorReply(res);
+        this.onWait(`${requestName(method, path)}: ${refusal.message} (HTTP 503); sending it again in ${Math.ceil(wait / 1000)} s`);
+      } else {
+        res.resume();
+      }
       await new Promise((r) => setTimeout(r, wait));
       waited += wait;
     }
@@ -565,12 +574,15 @@ export function addAgentOptions(cmd: Command): Command {
     .option('-q, --quiet', 'no progress bars or messages');
 }
 
-export function clientFrom(flags: ConnectionFlags): VolregClient {
+/** The client of a command (`command` names it in messages); --quiet leaves out its notes on waiting. */
+export function clientFrom(flags: ConnectionFlags, command: string): VolregClient {
   const timeout = flags.timeout ?? String(DEFAULT_TIMEOUT_SECONDS);
   if (!/^\d{1,7}$/.test(timeout)) throw new UsageError(`--timeout wants a whole number of seconds (0 for no limit), got ${JSON.stringify(timeout)}`);
   // Basic credentials are `user:password`: the registry would split such a user at its colon
   if (flags.user?.includes(':')) throw new UsageError('--user (VOLREG_USER) can not hold ":" (Basic credentials split the user from the password there)');
-  return new VolregClient({ url: flags.url ?? 'http://127.0.0.1:5000', user: flags.user, password: flags.password, timeoutSeconds: Number(timeout) });
+  const client = new VolregClient({ url: flags.url ?? 'http://127.0.0.1:5000', user: flags.user, password: flags.password, timeoutSeconds: Number(timeout) });
+  if (!flags.quiet) client.onWait = (m) => process.stderr.write(`volreg ${command}: waiting: ${m}\n`);
+  return client;
 }
 
 /**

@@ -35,8 +35,8 @@ export function isMissing(err: unknown): boolean {
  * The delay a 429 or 503 asks for (`Retry-After` in seconds, 1 to 60), or null when the reply
  * is not a refusal to send again: volreg answers so when it did nothing with the request
  * (a full password-check queue, no file descriptor free, the archive inspection unavailable),
- * or when its MongoDB is electing a primary: then what the request wrote before is what sending
- * it again writes.
+ * or when its MongoDB is electing a primary or out of reach: then what the request wrote before
+ * is what sending it again writes.
  */
 export function retryAfterSeconds(res: IncomingMessage): number | null {
   if (res.statusCode !== 429 && res.statusCode !== 503) return null;

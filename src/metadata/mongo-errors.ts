@@ -44,8 +44,13 @@ const REPLICA_SET_CHANGING = Object.freeze({
 } as const);
 const REPLICA_SET_CHANGING_CODES: ReadonlySet<number> = new Set(Object.values(REPLICA_SET_CHANGING));
 
-/** how long a client waits before trying again after a failover answer: about an election's time */
-const FAILOVER_RETRY_AFTER_SECONDS = '10';
+/**
+ * How long a client waits before sending again when the metadata store is away: about an
+ * election's time, and a restarted mongod's. Said for an unreachable store too, so that
+ * agents (volreg's CLI) ride out a restart of the database instead of failing a backup; the
+ * request that met it already waited the driver's server selection (15 s) before its answer.
+ */
+const METADATA_RETRY_AFTER_SECONDS = '10';
 
 /** the code a write concern error carries (on the error itself, or in its reply's writeConcernError) */
 function writeConcernCode(err: MongoServerError): number | undefined {
@@ -71,7 +76,7 @@ function isClosedUnderIt(err: unknown): boolean {
 /**
  * What a failure of MongoDB means to a client: the metadata store out of disk space is
  * STORAGE_FULL, an unreachable one is UNAVAILABLE, and so is a replica set electing a primary
- * (with Retry-After). Null for anything else (an internal error).
+ * (both with Retry-After). Null for anything else (an internal error).
  * Unreachable includes a socket error the driver passed on unwrapped (`write EPIPE` on a
  * connection the server closed at once): recognised by the socket it came from, never by its
  * code alone, which an HTTP client's socket can fail with too (driver-sockets.ts).
@@ -90,7 +95,7 @@ export function fromMongoFailure(err: unknown): VolregError | null {
   if (err instanceof MongoServerError && isReplicaSetChanging(err)) {
     // what the request wrote before stays (each write is whole and safe to repeat): trying it again completes it
     return new VolregError('UNAVAILABLE', 'the metadata store is changing its primary; try again shortly', undefined, {
-      'Retry-After': FAILOVER_RETRY_AFTER_SECONDS,
+      'Retry-After': METADATA_RETRY_AFTER_SECONDS,
     });
   }
   if (
@@ -101,7 +106,8 @@ export function fromMongoFailure(err: unknown): VolregError | null {
     isClosedUnderIt(err) ||
     isDriverSocketError(err)
   ) {
-    return new VolregError('UNAVAILABLE', 'the metadata store is unreachable; try again later');
+    // what the request wrote before it stays, as in a failover: sending it again completes it
+    return new VolregError('UNAVAILABLE', 'the metadata store is unreachable; try again later', undefined, { 'Retry-After': METADATA_RETRY_AFTER_SECONDS });
   }
   return null;
 }

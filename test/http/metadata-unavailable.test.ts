@@ -19,6 +19,7 @@ test('with MongoDB unreachable, requests answer 503 UNAVAILABLE and /readyz fail
     ] as const) {
       const res = await raw(server.url, method, path);
       t.is(res.status, 503, `${method} ${path}`);
+      t.is(res.headers['retry-after'], '10', `${method} ${path}`);
       if (method !== 'HEAD') {
         t.is(errorCode(res.body), 'UNAVAILABLE');
         t.regex(res.body.toString(), /the metadata store is unreachable/);

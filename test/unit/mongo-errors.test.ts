@@ -48,6 +48,8 @@ function isUnreachable(t: import('ava').ExecutionContext, err: unknown): void {
   t.is(translated?.code, 'UNAVAILABLE', String(err));
   t.is(translated?.status, 503);
   t.regex(translated?.message ?? '', /the metadata store is unreachable/);
+  // agents wait and send again (the host agent rides out a restarted database)
+  t.is(translated?.headers['Retry-After'], '10');
 }
 
 test.serial('a new connection the server closes at once: the driver throws a raw write EPIPE, which is 503', async (t) => {

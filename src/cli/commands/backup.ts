@@ -70,7 +70,7 @@ export function registerBackup(program: Command): void {
       for (const volume of volumes) checkedVolume(volumeRepository(flags.prefix, volume), `${flags.prefix}${volume}`);
       const blocked = await volumesRootProblem(flags.volumesRoot);
       if (blocked !== null) throw new UsageError(blocked);
-      const client = clientFrom(flags);
+      const client = clientFrom(flags, 'backup');
       const labels = labelsOf(flags.label);
       const host = hostOf(flags.host);
       const results: Array<{ volume: string; repository: string; ok: boolean; digest?: string; error?: string }> = [];

@@ -56,7 +56,7 @@ export function registerLs(program: Command): void {
           if (value !== undefined) throw new UsageError(`--stale checks every volume (or those named) by its latest snapshot: ${flag} does not apply to it`);
         }
         for (const n of names) checkedVolume(n, n);
-        return checkStale(clientFrom(flags), names, { ageMs, ageText: flags.stale, json: flags.json ?? false, quiet: flags.quiet ?? false });
+        return checkStale(clientFrom(flags, 'ls'), names, { ageMs, ageText: flags.stale, json: flags.json ?? false, quiet: flags.quiet ?? false });
       }
       if (names.length > 1) throw new UsageError('ls lists one volume at a time (several are checked with --stale)');
       const name = names[0];
@@ -76,7 +76,7 @@ export function registerLs(program: Command): void {
           throw new UsageError(`--after wants the "next" a previous page of this list gave, got ${JSON.stringify(flags.after)}`);
         }
       }
-      const client = clientFrom(flags);
+      const client = clientFrom(flags, 'ls');
       if (name === undefined) {
         const page = await client.listVolumes({ limit: flags.limit, offset: flags.offset, after: flags.after });
         if (flags.json) process.stdout.write(`${JSON.stringify(page, null, 2)}\n`);

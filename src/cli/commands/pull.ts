@@ -46,7 +46,7 @@ export function registerPull(program: Command): void {
   ).action((ref: string, dir: string, flags: ConnectionFlags & ExtractFlags) =>
     runAgent('pull', async () => {
       if (dir === '') throw new UsageError('the target directory is an empty string');
-      const result = await pullInto(clientFrom(flags), ref, dir, {
+      const result = await pullInto(clientFrom(flags, 'pull'), ref, dir, {
         force: flags.force ?? false,
         ...extractOptionsFrom(flags),
         progress: progressFor(!flags.quiet && !flags.json),

@@ -67,7 +67,7 @@ export function registerPush(program: Command): void {
       if (source !== '-') checkLevel(flags.compression, flags.level);
       const host = hostOf(flags.host);
       const labels = labelsOf(flags.label);
-      const client = clientFrom(flags);
+      const client = clientFrom(flags, 'push');
       const result = await pushSource(client, source === '-' ? process.stdin : source, parsed.name, parsed.tag, {
         compression: flags.compression,
         level: flags.level,

@@ -61,7 +61,7 @@ export function registerRestore(program: Command): void {
       if (clash !== null) throw new UsageError(`${flags.lock}: ${clash}`);
       const blocked = await volumesRootProblem(flags.volumesRoot);
       if (blocked !== null) throw new UsageError(blocked);
-      const client = clientFrom(flags);
+      const client = clientFrom(flags, 'restore');
       const current = await readTagsFile(flags.volumesRoot);
       const outcomes: Outcome[] = [];
       let stopped = false;

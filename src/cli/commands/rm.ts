@@ -14,7 +14,7 @@ export function registerRm(program: Command): void {
       const parsed = parseSnapshotRef(ref);
       if (!('tag' in parsed)) throw new UsageError('rm needs <name>:<tag>');
       if (flags.ifDigest !== undefined && !isDigest(flags.ifDigest)) throw new UsageError(`--if-digest: not a digest: ${flags.ifDigest}`);
-      const r = await clientFrom(flags).remove(parsed.name, parsed.tag, { ifDigest: flags.ifDigest });
+      const r = await clientFrom(flags, 'rm').remove(parsed.name, parsed.tag, { ifDigest: flags.ifDigest });
       if (flags.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
       else if (!flags.quiet) process.stdout.write(`deleted ${ref} (${r.deleted.manifestDigest})\n`);
       return AGENT_EXIT.OK;

@@ -76,7 +76,7 @@ export function registerVerify(program: Command): void {
   ).action((ref: string | undefined, flags: VerifyFlags) =>
     runAgent('verify', async () => {
       if ((ref === undefined) === !flags.all) throw new UsageError(USAGE);
-      const client = clientFrom(flags);
+      const client = clientFrom(flags, 'verify');
       const outcomes: Outcome[] = [];
       const report = (o: Outcome): void => {
         outcomes.push(o);

@@ -1,0 +1,54 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { runVolreg } from '../helpers/cli-run.ts';
+import { startTestServer } from '../helpers/server.ts';
+import { buildTar } from '../helpers/tree.ts';
+import { raw } from '../http/blobs-client.ts';
+
+/**
+ * The registry's MongoDB away for a while (restarted, out of reach): volreg answers 503 with
+ * Retry-After, and the host agent waits and asks again within its --timeout instead of failing
+ * a backup job, saying on stderr why it waits (README "The volreg host agent").
+ */
+
+test('volreg ls waits out a database that is away, says so, and lists once it is back; with a shorter --timeout it fails at once', async (t) => {
+  const server = await startTestServer({ label: 'e2e-cli-database-away' });
+  const cwd = await mkdtemp(join(tmpdir(), 'volreg-database-away-'));
+  t.teardown(async () => {
+    await server.db.client.connect();
+    await server.close();
+    await rm(cwd, { recursive: true, force: true });
+  });
+  t.is((await raw(server.url, 'PUT', '/api/v1/volumes/cli/away/tags/mon', { body: await buildTar([{ name: 'f', body: 'monday' }]) })).status, 201);
+
+  await server.db.client.close();
+  const away = await raw(server.url, 'GET', '/api/v1/volumes/cli/away/tags');
+  t.is(away.status, 503);
+  t.is(away.headers['retry-after'], '10');
+
+  // shorter than the wait the registry asks for: the refusal is the answer, as before
+  const impatient = await runVolreg(['ls', 'cli/away', '--timeout', '5'], { url: server.url, cwd });
+  t.is(impatient.code, 1, impatient.stderr);
+  t.regex(impatient.stderr, /volreg ls: .*the metadata store is unreachable/);
+  t.notRegex(impatient.stderr, /waiting/);
+
+  const patient = runVolreg(['ls', 'cli/away'], { url: server.url, cwd });
+  await new Promise((r) => setTimeout(r, 2000));
+  await server.db.client.connect();
+  const listed = await patient;
+  t.is(listed.code, 0, listed.stderr);
+  t.regex(listed.stdout, /\bmon\b/);
+  t.regex(listed.stderr, /^volreg ls: waiting: GET \/api\/v1\/volumes\/cli\/away\/tags: the metadata store is unreachable; try again later \(HTTP 503\); sending it again in (1\d|20) s$/m);
+
+  // --quiet: the same wait without the line
+  await server.db.client.close();
+  const quiet = runVolreg(['ls', 'cli/away', '--quiet'], { url: server.url, cwd });
+  await new Promise((r) => setTimeout(r, 2000));
+  await server.db.client.connect();
+  const quietly = await quiet;
+  t.is(quietly.code, 0, quietly.stderr);
+  t.is(quietly.stderr, '');
+  t.regex(quietly.stdout, /\bmon\b/);
+});
