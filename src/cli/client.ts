@@ -177,6 +177,8 @@ export class VolregClient {
   private readonly timeoutMs: number;
   /** told when a request is sent again after a 503 with Retry-After (messages for stderr) */
   onWait: ((message: string) => void) | null = null;
+  /** what this client has waited on refusals so far (retryDelay) */
+  private refusalWaitMs = 0;
   /** the registry's clock as its last reply gave it (its `Date` header, to the second); null: none came */
   registryTime: Date | null = null;
 
@@ -190,13 +192,21 @@ export class VolregClient {
   /**
    * How long to wait before sending a refused request again: `Retry-After` plus up to as much
    * again at random (hosts refused together come back spread out), or null once the waits of
-   * one request (`waitedMs` so far) would pass its --timeout (0: no limit): then the refusal is
-   * the answer. So a backup storm's refusals (a full password-check queue when many hosts log
-   * in at once, no file descriptor free) delay a host's backup instead of failing it.
+   * this client (one command, a backup of many volumes included) would pass --timeout in all
+   * (`timeoutMs`, 0: no limit): then the refusal is the answer. So a backup storm's refusals
+   * (a full password-check queue when many hosts log in at once, no file descriptor free) and a
+   * restart of the registry's database delay a host's backup instead of failing it, and a
+   * database away for good fails it within about --timeout rather than --timeout per volume.
    */
-  retryDelay(retryAfter: number, waitedMs: number, timeoutMs = this.timeoutMs): number | null {
+  retryDelay(retryAfter: number, timeoutMs = this.timeoutMs): number | null {
     const wait = Math.ceil(retryAfter * 1000 * (1 + Math.random()));
-    return timeoutMs > 0 && waitedMs + wait > timeoutMs ? null : wait;
+    return timeoutMs > 0 && this.refusalWaitMs + wait > timeoutMs ? null : wait;
+  }
+
+  /** Waits a delay `retryDelay` gave, and counts it against the command's --timeout. */
+  async waitBeforeSendingAgain(ms: number): Promise<void> {
+    this.refusalWaitMs += ms;
+    await new Promise((r) => setTimeout(r, ms));
   }
 
   /**
@@ -206,7 +216,6 @@ export class VolregClient {
    * directory again instead).
    */
   private async send(method: string, path: string, opts: { headers?: Record<string, string>; body?: Readable; timeoutMs?: number; retry?: boolean } = {}): Promise<IncomingMessage> {
-    let waited = 0;
     let unansweredTries = 0;
     for (;;) {
       let res: IncomingMessage;
@@ -221,7 +230,7 @@ export class VolregClient {
         continue;
       }
       const seconds = retryAfterSeconds(res);
-      const wait = opts.body || opts.retry === false || seconds === null ? null : this.retryDelay(seconds, waited, opts.timeoutMs);
+      const wait = opts.body || opts.retry === false || seconds === null ? null : this.retryDelay(seconds, opts.timeoutMs);
       if (wait === null) return res;
       if (this.onWait && res.statusCode === 503) {
         // a registry that cannot serve for a while (its database away) is worth a line: the
@@ -231,8 +240,7 @@ export class VolregClient {
       } else {
         res.resume();
       }
-      await new Promise((r) => setTimeout(r, wait));
-      waited += wait;
+      await this.waitBeforeSendingAgain(wait);
     }
   }
 

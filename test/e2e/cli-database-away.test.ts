@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -51,4 +51,26 @@ test('volreg ls waits out a database that is away, says so, and lists once it is
   t.is(quietly.code, 0, quietly.stderr);
   t.is(quietly.stderr, '');
   t.regex(quietly.stdout, /\bmon\b/);
+});
+
+test('a backup meeting a database away for good gives up within --timeout in all, not --timeout per volume', async (t) => {
+  const server = await startTestServer({ label: 'e2e-cli-database-gone' });
+  const cwd = await mkdtemp(join(tmpdir(), 'volreg-database-gone-'));
+  t.teardown(async () => {
+    await server.db.client.connect();
+    await server.close();
+    await rm(cwd, { recursive: true, force: true });
+  });
+  for (const volume of ['first', 'second']) {
+    await mkdir(join(cwd, 'volumes', volume), { recursive: true });
+    await writeFile(join(cwd, 'volumes', volume, 'data'), `${volume} volume`);
+  }
+  await server.db.client.close();
+  // each wait is 10-20 s (Retry-After: 10 plus up to as long at random): one fits in 20 s, two do not
+  const backup = await runVolreg(['backup', '--tag', 'nightly', '--volumes-root', join(cwd, 'volumes'), '--timeout', '20', 'first,second'], { url: server.url, cwd });
+  t.is(backup.code, 5, backup.stderr); // volumes failed
+  const waits = backup.stderr.split('\n').filter((l) => /again in \d+ s/.test(l));
+  t.is(waits.length, 1, backup.stderr);
+  t.regex(waits[0] ?? '', /first/, 'the first volume waited');
+  t.regex(backup.stderr, /second: .*the metadata store is unreachable/);
 });

@@ -129,17 +129,15 @@ export async function pushSource(client: VolregClient, source: string | Readable
   if (!st.isDirectory()) throw new UsageError(`${source} is not a directory (to send an archive file: volreg push - <ref> < file)`);
   // A registry refusing with Retry-After (429, 503) stored nothing: a directory is packed and
   // sent again, as the client sends its bodiless requests again (an archive from stdin can not be)
-  let waited = 0;
   for (;;) {
     try {
       return await pushOnce(client, source, name, tag, opts);
     } catch (err) {
       if (!(err instanceof RegistryError) || err.retryAfter === null) throw err;
-      const wait = client.retryDelay(err.retryAfter, waited);
+      const wait = client.retryDelay(err.retryAfter);
       if (wait === null) throw err;
       opts.onWarning?.(`${err.message} (HTTP ${err.status}); packing and sending ${name}:${tag} again in ${Math.ceil(wait / 1000)} s`);
-      await new Promise((r) => setTimeout(r, wait));
-      waited += wait;
+      await client.waitBeforeSendingAgain(wait);
     }
   }
 }
