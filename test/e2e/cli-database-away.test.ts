@@ -1,9 +1,9 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { runVolreg } from '../helpers/cli-run.ts';
-import { startTestServer } from '../helpers/server.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { buildTar } from '../helpers/tree.ts';
 import { raw } from '../http/blobs-client.ts';
 
@@ -13,14 +13,20 @@ import { raw } from '../http/blobs-client.ts';
  * a backup job, saying on stderr why it waits (README "The volreg host agent").
  */
 
-test('volreg ls waits out a database that is away, says so, and lists once it is back; with a shorter --timeout it fails at once', async (t) => {
-  const server = await startTestServer({ label: 'e2e-cli-database-away' });
-  const cwd = await mkdtemp(join(tmpdir(), 'volreg-database-away-'));
+/** A server whose database the test takes away (closing its client) and a work directory; the database comes back before the server closes. */
+async function serverAndWorkDir(t: ExecutionContext, label: string): Promise<{ server: TestServer; cwd: string }> {
+  const server = await startTestServer({ label });
+  const cwd = await mkdtemp(join(tmpdir(), `volreg-${label}-`));
   t.teardown(async () => {
     await server.db.client.connect();
     await server.close();
     await rm(cwd, { recursive: true, force: true });
   });
+  return { server, cwd };
+}
+
+test('volreg ls waits out a database that is away, says so, and lists once it is back; with a shorter --timeout it fails at once', async (t) => {
+  const { server, cwd } = await serverAndWorkDir(t, 'e2e-cli-database-away');
   t.is((await raw(server.url, 'PUT', '/api/v1/volumes/cli/away/tags/mon', { body: await buildTar([{ name: 'f', body: 'monday' }]) })).status, 201);
 
   await server.db.client.close();
@@ -54,13 +60,7 @@ test('volreg ls waits out a database that is away, says so, and lists once it is
 });
 
 test('a backup meeting a database away for good gives up within --timeout in all, not --timeout per volume', async (t) => {
-  const server = await startTestServer({ label: 'e2e-cli-database-gone' });
-  const cwd = await mkdtemp(join(tmpdir(), 'volreg-database-gone-'));
-  t.teardown(async () => {
-    await server.db.client.connect();
-    await server.close();
-    await rm(cwd, { recursive: true, force: true });
-  });
+  const { server, cwd } = await serverAndWorkDir(t, 'e2e-cli-database-gone');
   for (const volume of ['first', 'second']) {
     await mkdir(join(cwd, 'volumes', volume), { recursive: true });
     await writeFile(join(cwd, 'volumes', volume, 'data'), `${volume} volume`);
