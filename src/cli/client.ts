@@ -179,6 +179,8 @@ export class VolregClient {
   onWait: ((message: string) => void) | null = null;
   /** what this client has waited on refusals so far (retryDelay) */
   private refusalWaitMs = 0;
+  /** requests sent again after a 503 so far (a DELETE sent again may find its own work done) */
+  private sentAgainAfter503 = 0;
   /** the registry's clock as its last reply gave it (its `Date` header, to the second); null: none came */
   registryTime: Date | null = null;
 
@@ -241,6 +243,7 @@ export class VolregClient {
         res.resume();
       }
       await this.waitBeforeSendingAgain(wait);
+      if (res.statusCode === 503) this.sentAgainAfter503++;
     }
   }
 
@@ -361,9 +364,16 @@ export class VolregClient {
 
   /** `ifDigest`: only while the tag holds the snapshot of that manifest digest (If-Match; else PRECONDITION_FAILED) */
   async remove(name: string, tag: string, opts: { ifDigest?: string } = {}): Promise<{ deleted: { volume: string; tag: string; manifestDigest: string } }> {
+    const sentAgainBefore = this.sentAgainAfter503;
     try {
       return await this.json('DELETE', `api/v1/volumes/${encodePath(name)}/tags/${encodeURIComponent(tag)}`, undefined, opts.ifDigest ? { 'If-Match': `"${opts.ifDigest}"` } : undefined);
     } catch (err) {
+      // A refused DELETE (its database away mid-way) may have removed the tag before it failed:
+      // the one sent again then finds nothing. Still not found (exit 3), but not a mystery.
+      if (isMissing(err) && this.sentAgainAfter503 > sentAgainBefore) {
+        const missing = err as RegistryError;
+        throw new RegistryError(missing.status, missing.code, `${name}:${tag} is not there: the registry refused the first DELETE (503) and no longer had the tag when asked again, so that first DELETE may have removed it (volreg ls ${name} shows what is left)`);
+      }
       if (!(err instanceof RegistryError) || err.code !== 'PRECONDITION_FAILED') throw err;
       throw new RegistryError(err.status, err.code, `${name}:${tag} no longer holds the snapshot ${opts.ifDigest}; nothing was deleted (--if-digest)`);
     }

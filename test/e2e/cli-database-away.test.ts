@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { runVolreg } from '../helpers/cli-run.ts';
-import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { commandOn } from '../helpers/mongo-proxy.ts';
+import { startTestServer, startTestServerBehindProxy, type TestServer } from '../helpers/server.ts';
 import { buildTar } from '../helpers/tree.ts';
 import { raw } from '../http/blobs-client.ts';
 
@@ -78,4 +79,24 @@ test('a backup meeting a database away for good gives up within --timeout in all
   t.is(waits.length, 1, backup.stderr);
   t.regex(waits[0] ?? '', /first/, 'the first volume waited');
   t.regex(backup.stderr, /second: .*the metadata store is unreachable/);
+});
+
+test('volreg rm whose DELETE the registry refused after removing the tag says so when the DELETE sent again finds nothing (exit 3), and the tag is gone', async (t) => {
+  const server = await startTestServerBehindProxy('e2e-cli-rm-sent-again');
+  t.teardown(() => server.close());
+  const cwd = await mkdtemp(join(tmpdir(), 'volreg-rm-sent-again-'));
+  t.teardown(() => rm(cwd, { recursive: true, force: true }));
+  for (const tag of ['mon', 'tue']) {
+    t.is((await raw(server.url, 'PUT', `/api/v1/volumes/cli/gone/tags/${tag}`, { body: await buildTar([{ name: 'f', body: tag }]) })).status, 201);
+  }
+  // the database changes its primary between the DELETE's removal of the tag and of the
+  // snapshot's record (twice: the driver sends a retryable write again once)
+  server.proxy.answer(commandOn('delete', 'volume_snapshots'), { ok: 0, code: 10107, codeName: 'NotWritablePrimary', errmsg: 'not primary' }, 2);
+  const removed = await runVolreg(['rm', 'cli/gone:mon'], { url: server.url, cwd });
+  t.is(removed.code, 3, removed.stderr);
+  t.regex(removed.stderr, /volreg rm: waiting: DELETE \/api\/v1\/volumes\/cli\/gone\/tags\/mon: the metadata store is changing its primary/);
+  t.regex(removed.stderr, /volreg rm: cli\/gone:mon is not there: the registry refused the first DELETE \(503\) and no longer had the tag when asked again/);
+  const listed = await runVolreg(['ls', 'cli/gone', '--json'], { url: server.url, cwd });
+  t.is(listed.code, 0, listed.stderr);
+  t.deepEqual((JSON.parse(listed.stdout) as { snapshots: Array<{ tag: string }> }).snapshots.map((s) => s.tag), ['tue']);
 });
