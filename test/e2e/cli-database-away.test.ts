@@ -99,4 +99,7 @@ test('volreg rm whose DELETE the registry refused after removing the tag says so
   const listed = await runVolreg(['ls', 'cli/gone', '--json'], { url: server.url, cwd });
   t.is(listed.code, 0, listed.stderr);
   t.deepEqual((JSON.parse(listed.stdout) as { snapshots: Array<{ tag: string }> }).snapshots.map((s) => s.tag), ['tue']);
+  // the volume list counts what the volume holds, not the record the refused DELETE left
+  const volumes = JSON.parse((await raw(server.url, 'GET', '/api/v1/volumes')).body.toString()) as { volumes: Array<{ volume: string; snapshots: number; latest: { tag: string } }> };
+  t.like(volumes.volumes.find((v) => v.volume === 'cli/gone'), { snapshots: 1, latest: { tag: 'tue' } });
 });
